@@ -1,0 +1,65 @@
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+
+from apps.core.admin_utils import ServiceFormAdminMixin, run_service
+
+from . import services
+from .models import ApiToken
+
+
+class IssueTokenForm(forms.ModelForm):
+    days = forms.IntegerField(min_value=1, initial=settings.TOKEN_DEFAULT_DAYS, help_text="Days until expiry")
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "user", "hint", "status", "created_at", "expires_at", "last_used_at", "last_used_ip"]
+    list_filter = ["user"]
+    search_fields = ["name", "user__username", "hint"]
+    actions = ["revoke"]
+    form = IssueTokenForm
+
+    def get_fields(self, request, obj=None):
+        return (
+            ["user", "name", "days"]
+            if obj is None
+            else ["user", "name", "hint", "status", "created_at", "expires_at", "revoked_at", "last_used_at"]
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        result = run_service(
+            self,
+            request,
+            services.issue_token,
+            user=form.cleaned_data["user"],
+            name=form.cleaned_data["name"],
+            days=form.cleaned_data["days"],
+        )
+        if result:
+            token, plaintext = result
+            obj.pk = token.pk
+            self.message_user(
+                request,
+                f"Token for {token.user}: {plaintext} — copy it now, it will not be shown again.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            run_service(self, request, services.revoke_token, token_id=token.pk)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")

@@ -1,0 +1,24 @@
+from rest_framework import authentication, exceptions
+
+from apps.audit.services import Source
+
+from .services import TokenRejected, authenticate_bearer, record_denied
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """DRF authentication with Sovereign API tokens (`Authorization: Bearer svt_...`)."""
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header:
+            return None
+        try:
+            return authenticate_bearer(header, request.META.get("REMOTE_ADDR"))
+        except TokenRejected as err:
+            record_denied(err, source=Source.from_request(request), details={"path": request.path})
+            exc = exceptions.AuthenticationFailed(err.detail)
+            exc.code = err.code
+            raise exc from None
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="sovereign"'

@@ -1,0 +1,21 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.accounts.services import get_user_by_name, issue_token
+from apps.core.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = "Issue an API token for a user and print it once (it is stored hashed and cannot be shown again)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", required=True, help="user name")
+        parser.add_argument("--name", default="cli", help="a label for the token")
+        parser.add_argument("--days", type=int, default=None, help="days until expiry (default from settings)")
+
+    def handle(self, *args, user, name, days, **options):
+        try:
+            owner = get_user_by_name(user)
+            _, plaintext = issue_token(user=owner, name=name, days=days, actor=owner)
+        except ServiceError as err:
+            raise CommandError(f"{err.code}: {err.detail}") from err
+        self.stdout.write(plaintext)

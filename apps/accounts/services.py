@@ -1,0 +1,118 @@
+"""Token lifecycle and bearer authentication."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.models import Outcome
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.errors import NotFound, ServiceError
+
+from .models import TOKEN_PREFIX, ApiToken, digest_token
+
+# Writing last_used on every call would add an UPDATE to each inference; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def issue_token(*, user, name: str, days: int | None = None, actor, source: Source = SYSTEM) -> tuple[ApiToken, str]:
+    """Create a token for `user`; return it with its plaintext, which is never available again."""
+    days = settings.TOKEN_DEFAULT_DAYS if days is None else days
+    if not 1 <= days <= settings.TOKEN_MAX_DAYS:
+        raise ServiceError(
+            "invalid_expiry", f"expiry must be between 1 and {settings.TOKEN_MAX_DAYS} days", field="days"
+        )
+    if not user.is_active:
+        raise ServiceError("user_inactive", f"user {user.get_username()} is inactive", field="user")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name.strip() or "token",
+            digest=digest_token(plaintext),
+            hint=plaintext[:10],
+            expires_at=timezone.now() + timedelta(days=days),
+        )
+        record_event(
+            "auth.token.create",
+            actor=actor,
+            source=source,
+            target=token,
+            details={"user": user.get_username(), "expires_at": token.expires_at.isoformat()},
+        )
+    return token, plaintext
+
+
+def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
+    """Revoke a token (idempotent: revoking a revoked token changes nothing but is recorded)."""
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().filter(pk=token_id).first()
+        if token is None:
+            raise NotFound("token_not_found", f"no token with id {token_id}")
+        before = token.status
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+        record_event(
+            "auth.token.revoke",
+            actor=actor,
+            source=source,
+            target=token,
+            details={"before": before, "after": "revoked"},
+        )
+    return token
+
+
+class TokenRejected(ServiceError):
+    def __init__(self, code: str, detail: str):
+        super().__init__(code, detail, 401)
+
+
+def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:
+    """Resolve an `Authorization` header value to (user, token) or raise TokenRejected.
+
+    One indexed query (token joined with its user); last-used bookkeeping at most once a minute.
+    """
+    if not header:
+        raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or " " in value:
+        raise TokenRejected("malformed_authorization", "the Authorization header must be 'Bearer <token>'")
+    token = ApiToken.objects.select_related("user").filter(digest=digest_token(value)).first()
+    if token is None:
+        raise TokenRejected("invalid_token", "the token is not valid")
+    now = timezone.now()
+    if token.revoked_at is not None:
+        raise TokenRejected("token_revoked", "the token has been revoked")
+    if token.is_expired(now):
+        raise TokenRejected("token_expired", "the token has expired")
+    if not token.user.is_active:
+        raise TokenRejected("user_inactive", "the token's user is inactive")
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION or token.last_used_ip != ip:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
+    return token.user, token
+
+
+def get_user_by_name(username: str):
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise NotFound("user_not_found", f"no user named {username!r}")
+    return user
+
+
+def record_denied(error: ServiceError, *, source: Source, details: dict | None = None) -> None:
+    with transaction.atomic():
+        record_event(
+            "auth.token.denied",
+            actor=None,
+            source=source,
+            outcome=Outcome.DENIED,
+            error_code=error.code,
+            details=details or {},
+        )

@@ -1,0 +1,81 @@
+"""The one way anything is written to the audit log.
+
+Callers invoke record_event inside the transaction of the action it describes: if the insert
+fails, the exception propagates and the action rolls back (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import models
+from django.utils import timezone
+
+from apps.core.context import current_request_id
+
+from .catalogue import EVENT_TYPES, group_of
+from .models import AuditEvent, Outcome
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a call came from: the client address, user agent and the API token used, if any."""
+
+    ip: str | None = None
+    user_agent: str = ""
+    token_id: int | None = None
+
+    @classmethod
+    def from_request(cls, request, token_id: int | None = None) -> Source:
+        if request is None:
+            return cls()
+        if token_id is None:
+            token_id = getattr(getattr(request, "auth", None), "pk", None)
+        return cls(
+            ip=request.META.get("REMOTE_ADDR") or None,
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:300],
+            token_id=token_id,
+        )
+
+
+SYSTEM = Source()
+
+
+def record_event(
+    event_type: str,
+    *,
+    actor,
+    source: Source = SYSTEM,
+    target: models.Model | None = None,
+    target_type: str = "",
+    target_id: str = "",
+    target_display: str = "",
+    outcome: str = Outcome.SUCCESS,
+    error_code: str = "",
+    details: dict | None = None,
+) -> AuditEvent:
+    """Insert one audit event. Raises on any failure; never swallows it."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown audit event type {event_type!r}; add it to apps/audit/catalogue.py")
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
+        target_display = target_display or str(target)[:200]
+    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    return AuditEvent.objects.create(
+        timestamp=timezone.now(),
+        actor=actor if authenticated else None,
+        actor_name=actor.get_username() if authenticated else "",
+        token_id=source.token_id,
+        source_ip=source.ip,
+        user_agent=source.user_agent,
+        request_id=current_request_id(),
+        event_type=event_type,
+        event_group=group_of(event_type),
+        target_type=target_type,
+        target_id=target_id,
+        target_display=target_display,
+        outcome=outcome,
+        error_code=error_code,
+        details=details or {},
+    )

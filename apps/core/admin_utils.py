@@ -1,0 +1,42 @@
+"""Admin helpers: governed models are written through services only, so admin change forms
+are read-only and admin writes are explicit forms or actions that call a service."""
+
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+
+from apps.audit.services import Source
+from apps.core.errors import ServiceError
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def run_service(modeladmin, request, func, **kwargs):
+    """Call a service with the admin user as actor; show a ServiceError as a message."""
+    try:
+        return func(actor=request.user, source=Source.from_request(request), **kwargs)
+    except ServiceError as err:
+        modeladmin.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+        return None
+
+
+class ServiceFormAdminMixin:
+    """For add forms whose save_model calls a service: when the service refused (and said why in
+    a message), go back to the list instead of to a change page of an object that does not exist."""
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if obj.pk is None:
+            opts = self.model._meta
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        return super().response_add(request, obj, post_url_continue)
+
+    def log_addition(self, request, obj, message):
+        if obj.pk is not None:
+            return super().log_addition(request, obj, message)
+        return None

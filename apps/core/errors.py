@@ -1,0 +1,92 @@
+"""One error shape for the whole product: JSON with a stable machine `code`, a human `detail`
+and, where one is at fault, the `field`.
+
+Services raise ServiceError; DRF views render it through api_exception_handler; the plain
+Django views of the gateway render it with json_error (which also carries KServe's `error` key
+so that tritonclient shows the message).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+
+class ServiceError(Exception):
+    """A business rule refused the operation. Nothing has been saved when this is raised."""
+
+    def __init__(self, code: str, detail: str, status_code: int = 400, field: str | None = None):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status_code = status_code
+        self.field = field
+
+    def as_dict(self) -> dict:
+        body = {"code": self.code, "detail": self.detail}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+class NotFound(ServiceError):
+    def __init__(self, code: str, detail: str):
+        super().__init__(code, detail, status.HTTP_404_NOT_FOUND)
+
+
+class Conflict(ServiceError):
+    def __init__(self, code: str, detail: str, field: str | None = None):
+        super().__init__(code, detail, status.HTTP_409_CONFLICT, field)
+
+
+def json_error(err: ServiceError) -> HttpResponse:
+    body = {"error": err.detail, **err.as_dict()}
+    return HttpResponse(json.dumps(body), status=err.status_code, content_type="application/json")
+
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.ParseError: "parse_error",
+    exceptions.Throttled: "throttled",
+}
+
+
+def api_exception_handler(exc, context):
+    """Render ServiceError and DRF's own exceptions in the one error shape."""
+    from rest_framework.views import exception_handler  # late: rest_framework.views imports our auth classes
+
+    if isinstance(exc, ServiceError):
+        return Response(exc.as_dict(), status=exc.status_code)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        field, messages = _first_field_error(exc.detail)
+        body = {"code": "invalid", "detail": messages, "field": field, "errors": exc.detail}
+        if field is None:
+            body.pop("field")
+        response.data = body
+        return response
+    code = getattr(exc, "code", None) or _DRF_CODES.get(type(exc)) or getattr(exc, "default_code", "error")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    response.data = {"code": str(code), "detail": str(detail)}
+    return response
+
+
+def _first_field_error(detail) -> tuple[str | None, str]:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            msg = value[0] if isinstance(value, list) and value else value
+            field = None if key == "non_field_errors" else key
+            return field, f"{key}: {msg}" if field else str(msg)
+    if isinstance(detail, list) and detail:
+        return None, str(detail[0])
+    return None, str(detail)

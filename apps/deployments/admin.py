@@ -1,0 +1,131 @@
+from django import forms
+from django.contrib import admin, messages
+
+from apps.core.admin_utils import ServiceFormAdminMixin, run_service
+
+from . import services
+from .models import Deployment, DeploymentTransition, InferenceServer
+
+
+@admin.register(InferenceServer)
+class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "http_url", "grpc_url", "hardware", "state", "last_seen_at"]
+    list_filter = ["hardware", "state"]
+    fields = ["name", "http_url", "grpc_url", "hardware"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        server = run_service(
+            self,
+            request,
+            services.register_server,
+            name=obj.name,
+            http_url=obj.http_url.rstrip("/"),
+            grpc_url=obj.grpc_url,
+            hardware=obj.hardware,
+        )
+        if server is not None:
+            obj.pk = server.pk
+
+
+class TransitionInline(admin.TabularInline):
+    model = DeploymentTransition
+    fields = ["at", "from_state", "to_state", "message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class DeploymentForm(forms.ModelForm):
+    class Meta:
+        model = Deployment
+        fields = [
+            "model_version",
+            "server",
+            "max_batch_size",
+            "dynamic_batching",
+            "preferred_batch_sizes",
+            "max_queue_delay_us",
+            "instance_count",
+            "kind",
+        ]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    list_display = ["model_version", "server", "desired_state", "observed_state", "short_error", "updated_at"]
+    list_filter = ["desired_state", "observed_state", "server"]
+    search_fields = ["model__name"]
+    inlines = [TransitionInline]
+    actions = ["undeploy", "redeploy"]
+    form = DeploymentForm
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [
+            *DeploymentForm.Meta.fields,
+            "desired_state",
+            "observed_state",
+            "last_error",
+            "requested_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        batching = {
+            k: data[k]
+            for k in (
+                "max_batch_size",
+                "dynamic_batching",
+                "preferred_batch_sizes",
+                "max_queue_delay_us",
+                "instance_count",
+                "kind",
+            )
+        }
+        dep = run_service(
+            self,
+            request,
+            services.request_deployment,
+            model_version_id=data["model_version"].pk,
+            server_id=data["server"].pk,
+            batching=batching,
+        )
+        if dep is not None:
+            obj.pk = dep.pk
+
+    def save_formset(self, request, form, formset, change):
+        return None
+
+    @admin.display(description="error")
+    def short_error(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.action(description="Undeploy selected deployments")
+    def undeploy(self, request, queryset):
+        for dep in queryset:
+            run_service(self, request, services.request_undeploy, deployment_id=dep.pk)
+        self.message_user(request, "Undeploy requested.", messages.SUCCESS)
+
+    @admin.action(description="Redeploy selected deployments")
+    def redeploy(self, request, queryset):
+        for dep in queryset:
+            run_service(self, request, services.request_redeploy, deployment_id=dep.pk)
+        self.message_user(request, "Redeploy requested.", messages.SUCCESS)

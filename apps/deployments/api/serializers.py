@@ -1,0 +1,58 @@
+from rest_framework import serializers
+
+from ..models import Deployment, DeploymentTransition, InferenceServer, Kind
+
+
+class InferenceServerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InferenceServer
+        fields = ["id", "name", "http_url", "grpc_url", "hardware", "state", "last_seen_at", "created_at"]
+        read_only_fields = ["state", "last_seen_at", "created_at"]
+
+
+class TransitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentTransition
+        fields = ["from_state", "to_state", "message", "at"]
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    version = serializers.IntegerField(source="model_version.version", read_only=True)
+    server_name = serializers.CharField(source="server.name", read_only=True)
+    transitions = TransitionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "model",
+            "version",
+            "model_version",
+            "server",
+            "server_name",
+            "max_batch_size",
+            "dynamic_batching",
+            "preferred_batch_sizes",
+            "max_queue_delay_us",
+            "instance_count",
+            "kind",
+            "desired_state",
+            "observed_state",
+            "last_error",
+            "created_at",
+            "updated_at",
+            "transitions",
+        ]
+        read_only_fields = fields
+
+
+class DeploymentRequestSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="id of the model version to deploy")
+    server = serializers.IntegerField(help_text="id of the inference server")
+    max_batch_size = serializers.IntegerField(required=False, min_value=0)
+    dynamic_batching = serializers.BooleanField(required=False)
+    preferred_batch_sizes = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
+    max_queue_delay_us = serializers.IntegerField(required=False, min_value=0)
+    instance_count = serializers.IntegerField(required=False, min_value=1)
+    kind = serializers.ChoiceField(choices=Kind.choices, required=False)

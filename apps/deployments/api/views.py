@@ -1,0 +1,80 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.audit.services import Source
+from apps.core.permissions import ReadAnyWriteStaff
+
+from .. import services
+from ..models import Deployment, InferenceServer
+from .serializers import DeploymentRequestSerializer, DeploymentSerializer, InferenceServerSerializer
+
+
+class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Triton Inference Servers the portal deploys onto."""
+
+    queryset = InferenceServer.objects.all()
+    serializer_class = InferenceServerSerializer
+    permission_classes = [ReadAnyWriteStaff]
+    filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = services.register_server(
+            name=data["name"],
+            http_url=data["http_url"].rstrip("/"),
+            grpc_url=data.get("grpc_url", ""),
+            hardware=data.get("hardware", "cpu"),
+            actor=self.request.user,
+            source=Source.from_request(self.request),
+        )
+
+
+class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
+    """Deployments hold the desired state; a Celery task reconciles Triton toward it."""
+
+    serializer_class = DeploymentSerializer
+    permission_classes = [ReadAnyWriteStaff]
+    filterset_fields = {
+        "model__name": ["exact"],
+        "server": ["exact"],
+        "desired_state": ["exact"],
+        "observed_state": ["exact"],
+    }
+
+    def get_queryset(self):
+        return Deployment.objects.select_related("model", "model_version", "server").prefetch_related("transitions")
+
+    @extend_schema(request=DeploymentRequestSerializer, responses={202: DeploymentSerializer})
+    def create(self, request):
+        form = DeploymentRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        dep = services.request_deployment(
+            model_version_id=data.pop("model_version"),
+            server_id=data.pop("server"),
+            batching=data,
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        return Response(DeploymentSerializer(dep).data, status=202)
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @action(detail=True, methods=["post"])
+    def undeploy(self, request, pk=None):
+        dep = services.request_undeploy(
+            deployment_id=self._id(pk), actor=request.user, source=Source.from_request(request)
+        )
+        return Response(DeploymentSerializer(dep).data, status=202)
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @action(detail=True, methods=["post"])
+    def redeploy(self, request, pk=None):
+        dep = services.request_redeploy(
+            deployment_id=self._id(pk), actor=request.user, source=Source.from_request(request)
+        )
+        return Response(DeploymentSerializer(dep).data, status=202)
+
+    def _id(self, pk) -> int:
+        return self.get_object().pk

@@ -1,0 +1,127 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from inference_backend.config import BatchingSettings
+
+
+class Hardware(models.TextChoices):
+    CPU = "cpu", "CPU"
+    GPU = "gpu", "GPU"
+    NPU = "npu", "NPU"
+
+
+class ServerState(models.TextChoices):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+class InferenceServer(models.Model):
+    """A Triton Inference Server endpoint the portal deploys onto (no shared disk assumed)."""
+
+    name = models.CharField(max_length=63, unique=True)
+    http_url = models.URLField(help_text="e.g. http://triton-1:8000")
+    grpc_url = models.CharField(max_length=200, blank=True, help_text="host:port of the gRPC endpoint")
+    hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
+    state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Desired(models.TextChoices):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class Observed(models.TextChoices):
+    PENDING = "pending"
+    LOADING = "loading"
+    ACTIVE = "active"
+    UNLOADING = "unloading"
+    INACTIVE = "inactive"
+    FAILED = "failed"
+
+
+class Kind(models.TextChoices):
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+
+
+class Deployment(models.Model):
+    """A model version placed on a server. The database holds the desired state; the reconcile
+    task moves Triton toward it and records each observed state in DeploymentTransition.
+
+    On a server a model is loaded under its catalogue name, so at most one deployment per
+    (model, server) may be desired active.
+    """
+
+    model = models.ForeignKey("registry.Model", on_delete=models.PROTECT, related_name="deployments")
+    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
+    server = models.ForeignKey(InferenceServer, on_delete=models.PROTECT, related_name="deployments")
+    max_batch_size = models.PositiveIntegerField(default=8)
+    dynamic_batching = models.BooleanField(default=True)
+    preferred_batch_sizes = models.JSONField(default=list, blank=True)
+    max_queue_delay_us = models.PositiveIntegerField(default=100)
+    instance_count = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CPU)
+    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
+    observed_state = models.CharField(max_length=16, choices=Observed.choices, default=Observed.PENDING)
+    last_error = models.TextField(blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "server"], condition=Q(desired_state="active"), name="one_active_deployment_per_server"
+            )
+        ]
+        indexes = [models.Index(fields=["model", "observed_state"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on {self.server}"
+
+    @property
+    def triton_name(self) -> str:
+        return self.model.name
+
+    def batching(self) -> BatchingSettings:
+        return BatchingSettings(
+            max_batch_size=self.max_batch_size,
+            dynamic_batching=self.dynamic_batching,
+            preferred_batch_sizes=tuple(self.preferred_batch_sizes),
+            max_queue_delay_us=self.max_queue_delay_us,
+            instance_count=self.instance_count,
+            kind=self.kind,
+        )
+
+    @property
+    def converged(self) -> bool:
+        target = Observed.ACTIVE if self.desired_state == Desired.ACTIVE else Observed.INACTIVE
+        return self.observed_state == target
+
+
+class DeploymentTransition(models.Model):
+    """The history of a deployment: every observed-state change with its time and error text."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=16, choices=Observed.choices, blank=True)
+    to_state = models.CharField(max_length=16, choices=Observed.choices)
+    message = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or '-'} → {self.to_state}"

@@ -1,0 +1,308 @@
+"""Deployments: requested in the database, reconciled onto Triton by apps.deployments.tasks.
+
+request_* functions record the desired state and enqueue the reconcile task after commit.
+reconcile_deployment moves one deployment's Triton server toward its desired state; it is
+idempotent and safe to run again after a crash at any point.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.context import current_request_id
+from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.registry.models import ModelVersion
+from apps.registry.services import read_artifact_ciphertext
+from inference_backend.client import TritonClient, TritonError, TritonUnavailable
+from inference_backend.config import BatchingSettings, render_config
+
+from .models import Deployment, Desired, InferenceServer, Observed
+
+LEASE = timedelta(minutes=10)
+TRITON_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "triton_model.py"
+ENCRYPTED_FILE = "model.onnx.enc"
+
+
+def register_server(
+    *, name: str, http_url: str, grpc_url: str = "", hardware: str = "cpu", actor, source: Source = SYSTEM
+) -> InferenceServer:
+    """Register a Triton endpoint (or return the existing one of that name unchanged)."""
+    with transaction.atomic():
+        server, created = InferenceServer.objects.get_or_create(
+            name=name, defaults={"http_url": http_url, "grpc_url": grpc_url, "hardware": hardware}
+        )
+        if created:
+            record_event(
+                "deployment.server.create",
+                actor=actor,
+                source=source,
+                target=server,
+                details={"after": {"name": name, "http_url": http_url, "hardware": hardware}},
+            )
+    return server
+
+
+def request_deployment(
+    *, model_version_id: int, server_id: int, batching: dict | None = None, actor, source: Source = SYSTEM
+) -> Deployment:
+    """Record that a model version should be served on a server, and enqueue the reconcile."""
+    mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
+    if mv is None:
+        raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+    server = InferenceServer.objects.filter(pk=server_id).first()
+    if server is None:
+        raise NotFound("server_not_found", f"no inference server with id {server_id}")
+    settings_ = _batching(batching or {})
+    try:
+        with transaction.atomic():
+            dep = Deployment.objects.create(
+                model=mv.model,
+                model_version=mv,
+                server=server,
+                requested_by=_user(actor),
+                max_batch_size=settings_.max_batch_size,
+                dynamic_batching=settings_.dynamic_batching,
+                preferred_batch_sizes=list(settings_.preferred_batch_sizes),
+                max_queue_delay_us=settings_.max_queue_delay_us,
+                instance_count=settings_.instance_count,
+                kind=settings_.kind,
+            )
+            dep.transitions.create(to_state=Observed.PENDING, message="requested")
+            record_event(
+                "deployment.request", actor=actor, source=source, target=dep, details={"after": _snapshot(dep)}
+            )
+            _enqueue(dep)
+    except IntegrityError as err:
+        raise Conflict(
+            "already_deployed",
+            f"{mv.model.name} already has an active deployment on {server.name}; undeploy it first",
+            "server",
+        ) from err
+    return dep
+
+
+def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> Deployment:
+    """Mark a deployment to be unloaded (idempotent) and enqueue the reconcile."""
+    with transaction.atomic():
+        dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if dep is None:
+            raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+        before = dep.desired_state
+        dep.desired_state = Desired.INACTIVE
+        dep.requested_by = _user(actor) or dep.requested_by
+        dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+        record_event(
+            "deployment.undeploy",
+            actor=actor,
+            source=source,
+            target=dep,
+            details={"before": {"desired_state": before}, "after": {"desired_state": dep.desired_state}},
+        )
+        _enqueue(dep)
+    return dep
+
+
+def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> Deployment:
+    """Retry a FAILED deployment (or re-activate an undeployed one)."""
+    try:
+        with transaction.atomic():
+            dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+            if dep is None:
+                raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+            before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
+            dep.desired_state = Desired.ACTIVE
+            dep.requested_by = _user(actor) or dep.requested_by
+            dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+            if dep.observed_state == Observed.FAILED:
+                _transition(dep, Observed.PENDING, "redeploy requested")
+            record_event(
+                "deployment.request",
+                actor=actor,
+                source=source,
+                target=dep,
+                details={"before": before, "after": _snapshot(dep)},
+            )
+            _enqueue(dep)
+    except IntegrityError as err:
+        raise Conflict(
+            "already_deployed", "another deployment of this model is active on that server", "server"
+        ) from err
+    return dep
+
+
+def reconcile_deployment(deployment_id: int) -> Deployment | None:
+    """Move Triton toward the deployment's desired state. Returns None when the deployment is
+    gone or another worker holds it. Raises TritonUnavailable for the caller to retry."""
+    if not _claim(deployment_id):
+        return None
+    try:
+        dep = Deployment.objects.select_related("model", "model_version__artifact", "server").get(pk=deployment_id)
+        client = TritonClient(dep.server.http_url, timeout=settings.TRITON_TIMEOUT)
+        if dep.desired_state == Desired.ACTIVE:
+            _converge_active(dep, client)
+        else:
+            _converge_inactive(dep, client)
+        return dep
+    finally:
+        Deployment.objects.filter(pk=deployment_id).update(claimed_until=None)
+
+
+def fail_deployment(deployment_id: int, message: str) -> None:
+    """Give up on a deployment after its retries are exhausted: it ends FAILED, never stuck."""
+    dep = Deployment.objects.filter(pk=deployment_id).first()
+    if dep is not None and dep.desired_state == Desired.ACTIVE and dep.observed_state != Observed.FAILED:
+        _transition(dep, Observed.FAILED, message)
+
+
+def deployments_needing_reconcile():
+    """Deployments not yet converged (or ACTIVE ones, to re-check that Triton still serves them)."""
+    return Deployment.objects.filter(
+        Q(desired_state=Desired.ACTIVE, observed_state__in=[Observed.PENDING, Observed.LOADING, Observed.ACTIVE])
+        | Q(desired_state=Desired.INACTIVE) & ~Q(observed_state=Observed.INACTIVE)
+    ).values_list("pk", flat=True)
+
+
+def _converge_active(dep: Deployment, client: TritonClient) -> None:
+    if dep.observed_state == Observed.ACTIVE and client.model_ready(dep.triton_name):
+        return
+    _transition(dep, Observed.LOADING, "loading on Triton")
+    config, files = render_for_triton(dep)
+    try:
+        client.load_model(dep.triton_name, config, files, timeout=settings.TRITON_LOAD_TIMEOUT)
+        if not client.model_ready(dep.triton_name):
+            raise TritonError(None, "Triton loaded the model but does not report it ready")
+        client.infer_json(dep.triton_name, smoke_inputs(dep.model_version.signature))
+    except TritonUnavailable:
+        raise
+    except TritonError as err:
+        _transition(dep, Observed.FAILED, err.message)
+        return
+    _transition(dep, Observed.ACTIVE, "loaded, ready and answered a smoke inference")
+
+
+def _converge_inactive(dep: Deployment, client: TritonClient) -> None:
+    if dep.observed_state == Observed.INACTIVE:
+        return
+    _transition(dep, Observed.UNLOADING, "unloading from Triton")
+    successor = Deployment.objects.filter(model=dep.model, server=dep.server, desired_state=Desired.ACTIVE)
+    if not successor.exists():
+        try:
+            client.unload_model(dep.triton_name)
+        except TritonUnavailable:
+            raise
+        except TritonError as err:
+            if "not found" not in err.message.lower() and "unknown" not in err.message.lower():
+                raise
+    _transition(dep, Observed.INACTIVE, "unloaded")
+
+
+def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
+    """The model config and the files for Triton's repository `load` call. Only ciphertext and
+    the wrapped data key leave the portal; the Triton host unwraps with its own KEK access."""
+    mv = dep.model_version
+    art = mv.artifact
+    parameters = {
+        "artifact_file": ENCRYPTED_FILE,
+        "wrapped_dek": base64.b64encode(bytes(art.wrapped_dek)).decode(),
+        "kek_id": art.kek_id,
+        "artifact_aad": art.aad,
+        "artifact_sha256": mv.sha256,
+    }
+    config = render_config(dep.triton_name, mv.signature, dep.batching(), parameters=parameters)
+    files = {
+        f"{mv.version}/model.py": TRITON_MODEL_SOURCE.read_bytes(),
+        f"{mv.version}/{ENCRYPTED_FILE}": read_artifact_ciphertext(art),
+    }
+    return config, files
+
+
+def smoke_inputs(signature: dict) -> list[dict]:
+    """A batch of one, all zeros, shaped from the signature."""
+    inputs = []
+    for spec in signature["inputs"]:
+        shape = [1 if d < 0 else d for d in spec["shape"]]
+        count = int(np.prod(shape)) if shape else 1
+        value = "" if spec["datatype"] == "BYTES" else (False if spec["datatype"] == "BOOL" else 0)
+        inputs.append({"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": [value] * count})
+    return inputs
+
+
+def _transition(dep: Deployment, to_state: str, message: str) -> None:
+    with transaction.atomic():
+        from_state = dep.observed_state
+        dep.observed_state = to_state
+        dep.last_error = message if to_state == Observed.FAILED else ""
+        dep.save(update_fields=["observed_state", "last_error", "updated_at"])
+        dep.transitions.create(from_state=from_state, to_state=to_state, message=message[:4000])
+        record_event(
+            "deployment.transition",
+            actor=dep.requested_by,
+            target=dep,
+            outcome="failure" if to_state == Observed.FAILED else "success",
+            error_code="deploy_failed" if to_state == Observed.FAILED else "",
+            details={
+                "before": {"observed_state": from_state},
+                "after": {"observed_state": to_state},
+                "message": message[:4000],
+            },
+        )
+
+
+def _claim(deployment_id: int) -> bool:
+    now = timezone.now()
+    return bool(
+        Deployment.objects.filter(pk=deployment_id)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + LEASE)
+    )
+
+
+def _enqueue(dep: Deployment) -> None:
+    from .tasks import reconcile_deployment_task
+
+    rid = current_request_id()
+    transaction.on_commit(lambda: reconcile_deployment_task.delay(dep.pk, rid))
+
+
+def _batching(values: dict) -> BatchingSettings:
+    allowed = set(BatchingSettings.__dataclass_fields__)
+    unknown = set(values) - allowed
+    if unknown:
+        raise ServiceError("invalid_batching", f"unknown batching settings: {', '.join(sorted(unknown))}")
+    if "preferred_batch_sizes" in values:
+        values = {**values, "preferred_batch_sizes": tuple(values["preferred_batch_sizes"] or ())}
+    try:
+        return BatchingSettings(**values)
+    except (TypeError, ValueError) as err:
+        raise ServiceError("invalid_batching", str(err)) from err
+
+
+def _snapshot(dep: Deployment) -> dict:
+    return {
+        "model": dep.model.name,
+        "version": dep.model_version.version,
+        "server": dep.server.name,
+        "desired_state": dep.desired_state,
+        "observed_state": dep.observed_state,
+        "batching": {
+            "max_batch_size": dep.max_batch_size,
+            "dynamic_batching": dep.dynamic_batching,
+            "preferred_batch_sizes": dep.preferred_batch_sizes,
+            "max_queue_delay_us": dep.max_queue_delay_us,
+            "instance_count": dep.instance_count,
+            "kind": dep.kind,
+        },
+    }
+
+
+def _user(actor):
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

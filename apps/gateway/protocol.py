@@ -1,0 +1,87 @@
+"""KServe v2 / Triton HTTP request checks done before anything is forwarded.
+
+Only the JSON header is parsed; with Triton's binary tensor extension the tensor bytes that
+follow it are forwarded untouched.
+"""
+
+from __future__ import annotations
+
+import json
+
+from apps.core.errors import ServiceError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def parse_infer_header(body: bytes, header_length: str | None) -> dict:
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            n = -1
+        if not 0 < n <= len(body):
+            raise ServiceError("invalid_request", f"{HEADER_LENGTH} must be between 1 and the body length")
+        raw = body[:n]
+    else:
+        raw = body
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ServiceError("invalid_request", f"the inference request is not valid JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise ServiceError("invalid_request", "the inference request must be an object with an 'inputs' list")
+    return header
+
+
+def check_against_signature(header: dict, signature: dict, max_batch_size: int) -> None:
+    """Refuse unknown, missing or mistyped tensors with a precise code before Triton sees them."""
+    specs = {s["name"]: s for s in signature["inputs"]}
+    seen = set()
+    for tensor in header["inputs"]:
+        if not isinstance(tensor, dict):
+            raise ServiceError("invalid_request", "each input must be an object")
+        name = tensor.get("name")
+        spec = specs.get(name)
+        if spec is None:
+            raise ServiceError(
+                "unknown_input",
+                f"the model has no input named {name!r}; its inputs are {', '.join(sorted(specs))}",
+                field="inputs",
+            )
+        seen.add(name)
+        if tensor.get("datatype") != spec["datatype"]:
+            raise ServiceError(
+                "wrong_datatype",
+                f"input {name!r} must be {spec['datatype']}, got {tensor.get('datatype')!r}",
+                field="inputs",
+            )
+        _check_shape(name, tensor.get("shape"), spec["shape"], signature.get("batch_dynamic"), max_batch_size)
+    missing = set(specs) - seen
+    if missing:
+        raise ServiceError("missing_input", f"missing input(s): {', '.join(sorted(missing))}", field="inputs")
+    outputs = {s["name"] for s in signature["outputs"]}
+    for out in header.get("outputs") or []:
+        if not isinstance(out, dict) or out.get("name") not in outputs:
+            name = out.get("name") if isinstance(out, dict) else out
+            raise ServiceError(
+                "unknown_output",
+                f"the model has no output named {name!r}; its outputs are {', '.join(sorted(outputs))}",
+                field="outputs",
+            )
+
+
+def _check_shape(name, shape, expected, batch_dynamic, max_batch_size) -> None:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ServiceError("wrong_shape", f"input {name!r} needs a shape of non-negative integers", field="inputs")
+    if len(shape) != len(expected) or any(e >= 0 and d != e for d, e in zip(shape, expected, strict=True)):
+        raise ServiceError(
+            "wrong_shape",
+            f"input {name!r} has shape {shape}; the model expects {expected} (-1 = any size)",
+            field="inputs",
+        )
+    if batch_dynamic and max_batch_size and shape and shape[0] > max_batch_size:
+        raise ServiceError(
+            "batch_too_large",
+            f"input {name!r} has batch {shape[0]}; this deployment accepts at most {max_batch_size}",
+            field="inputs",
+        )

@@ -1,0 +1,33 @@
+"""Pooled keep-alive HTTP connections to Triton servers, shared by all gateway threads."""
+
+from __future__ import annotations
+
+import urllib3
+from django.conf import settings
+
+from apps.core.errors import ServiceError
+
+_pool: urllib3.PoolManager | None = None
+
+
+def pool() -> urllib3.PoolManager:
+    global _pool
+    if _pool is None:
+        _pool = urllib3.PoolManager(
+            num_pools=32,
+            maxsize=settings.GATEWAY_POOL_SIZE,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
+        )
+    return _pool
+
+
+def forward(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> urllib3.BaseHTTPResponse:
+    """One request upstream. Connection failures and timeouts become ServiceErrors with stable codes."""
+    try:
+        return pool().request(method, url, body=body, headers=headers, preload_content=True, redirect=False)
+    except urllib3.exceptions.TimeoutError as err:
+        raise ServiceError("triton_timeout", f"the inference server did not answer in time: {err}", 504) from None
+    except urllib3.exceptions.HTTPError as err:
+        raise ServiceError("triton_unavailable", f"the inference server is unreachable: {err}", 503) from None

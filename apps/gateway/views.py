@@ -1,0 +1,159 @@
+"""The inference gateway: Triton's own HTTP/REST protocol (KServe v2 plus the binary tensor
+extension), so an unmodified tritonclient works once it sends `Authorization: Bearer <token>`.
+
+Per call: one token lookup, one route lookup, the upstream request over a pooled connection,
+one audit insert. If the audit insert fails the caller gets an error, never the result.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.services import authenticate_bearer
+from apps.audit.models import Outcome
+from apps.audit.services import Source, record_event
+from apps.core.errors import ServiceError, json_error
+from apps.deployments.models import Deployment, Desired, Observed
+from apps.registry.selectors import models_visible_to
+
+from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from .upstream import forward
+
+_PASS_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+
+
+class _Call:
+    """What one gateway call learned, for its audit event."""
+
+    __slots__ = ("event", "name", "source", "started", "user", "dep")
+
+    def __init__(self, request, event: str, name: str):
+        self.event, self.name, self.started = event, name, time.perf_counter()
+        self.source = Source(
+            ip=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", "")[:300]
+        )
+        self.user = self.dep = None
+
+    def finish(self, response: HttpResponse, error: ServiceError | None = None) -> HttpResponse:
+        details = {
+            "model": self.name,
+            "status": response.status_code,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+        if self.dep is not None:
+            details.update(version=self.dep.model_version.version, server=self.dep.server.name, deployment=self.dep.pk)
+        outcome = (
+            Outcome.SUCCESS
+            if error is None
+            else (Outcome.DENIED if response.status_code in (401, 403, 404) else Outcome.FAILURE)
+        )
+        try:
+            record_event(
+                self.event,
+                actor=self.user,
+                source=self.source,
+                target_type="registry.model",
+                target_id=str(self.dep.model_id) if self.dep else "",
+                target_display=self.name[:200],
+                outcome=outcome,
+                error_code=error.code if error else "",
+                details=details,
+            )
+        except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
+            return json_error(ServiceError("audit_unavailable", "the call could not be audited and was refused", 503))
+        return response
+
+
+def _route(call: _Call, request) -> Deployment:
+    user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip)
+    call.user = user
+    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
+    visible = models_visible_to(user)
+    deps = list(
+        Deployment.objects.select_related("server", "model_version").filter(
+            model__name=call.name, model__in=visible, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE
+        )
+    )
+    if not deps:
+        if not visible.filter(name=call.name).exists():
+            raise ServiceError("model_not_found", f"unknown model {call.name!r}", 404)
+        raise ServiceError("model_not_deployed", f"model {call.name!r} has no active deployment", 409)
+    call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
+    return call.dep
+
+
+def _relay(upstream) -> HttpResponse:
+    if upstream.status >= 400:
+        try:
+            message = json.loads(upstream.data).get("error") or upstream.data.decode(errors="replace")
+        except (ValueError, AttributeError):
+            message = upstream.data.decode(errors="replace")
+        status = 400 if upstream.status < 500 else 502
+        raise ServiceError("triton_rejected" if status == 400 else "triton_error", message, status)
+    response = HttpResponse(upstream.data, status=upstream.status)
+    for header in _PASS_HEADERS:
+        value = upstream.headers.get(header)
+        if value is not None:
+            response[header] = value
+    return response
+
+
+def _handle(request, event: str, name: str, version: str | None, act) -> HttpResponse:
+    call = _Call(request, event, name)
+    try:
+        dep = _route(call, request)
+        if version is not None and version != str(dep.model_version.version):
+            raise ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
+        return call.finish(act(dep))
+    except ServiceError as err:
+        return call.finish(json_error(err), err)
+
+
+@csrf_exempt
+@require_POST
+def infer(request, name: str, version: str | None = None) -> HttpResponse:
+    def act(dep: Deployment) -> HttpResponse:
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            raise ServiceError(
+                "request_too_large", "the inference request exceeds SOVEREIGN_MAX_REQUEST_BODY_BYTES", 413
+            ) from None
+        header_length = request.headers.get(HEADER_LENGTH)
+        header = parse_infer_header(body, header_length)
+        check_against_signature(header, dep.model_version.signature, dep.max_batch_size)
+        headers = {"Content-Type": request.content_type or "application/json"}
+        if header_length is not None:
+            headers[HEADER_LENGTH] = header_length
+        return _relay(forward("POST", f"{dep.server.http_url}/v2/models/{name}/infer", body, headers))
+
+    return _handle(request, "inference.infer", name, version, act)
+
+
+@require_GET
+def metadata(request, name: str, version: str | None = None) -> HttpResponse:
+    return _handle(
+        request,
+        "inference.metadata",
+        name,
+        version,
+        lambda dep: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}")),
+    )
+
+
+@require_GET
+def ready(request, name: str, version: str | None = None) -> HttpResponse:
+    return _handle(
+        request,
+        "inference.ready",
+        name,
+        version,
+        lambda dep: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}/ready")),
+    )

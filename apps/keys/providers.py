@@ -1,0 +1,51 @@
+"""The portal's KEK provider, chosen by settings. The provider implementations themselves live
+in inference_backend.kek (no Django) because Triton hosts use the same code to unwrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+
+from inference_backend import envelope
+from inference_backend.kek import KekError, KekProvider, provider_from_env
+
+SUITE_AES_256_GCM = "AES-256-GCM"
+
+
+@lru_cache(maxsize=1)
+def get_kek_provider() -> KekProvider:
+    return provider_from_env(
+        {"SOVEREIGN_KEK_PROVIDER": settings.KEK_PROVIDER, "SOVEREIGN_LOCAL_KEK_FILE": str(settings.LOCAL_KEK_FILE)}
+    )
+
+
+@dataclass(frozen=True)
+class SealedArtifact:
+    ciphertext: bytes
+    wrapped_dek: bytes
+    kek_id: str
+    suite: str
+
+
+def seal(plaintext: bytes, aad: bytes) -> SealedArtifact:
+    """Encrypt with a fresh 256-bit data key and wrap that key with the KEK. The data key
+    exists only in this function's frame."""
+    provider = get_kek_provider()
+    dek = envelope.generate_dek()
+    return SealedArtifact(
+        ciphertext=envelope.encrypt_artifact(plaintext, dek, aad),
+        wrapped_dek=provider.wrap(dek),
+        kek_id=provider.kek_id,
+        suite=SUITE_AES_256_GCM,
+    )
+
+
+def open_sealed(ciphertext: bytes, wrapped_dek: bytes, kek_id: str, aad: bytes) -> bytes:
+    """Decrypt an artifact in memory (used by integrity checks; deploys never decrypt in the portal)."""
+    dek = get_kek_provider().unwrap(wrapped_dek, kek_id)
+    return envelope.decrypt_artifact(ciphertext, dek, aad)
+
+
+__all__ = ["KekError", "SealedArtifact", "get_kek_provider", "open_sealed", "seal"]

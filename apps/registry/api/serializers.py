@@ -1,0 +1,38 @@
+from rest_framework import serializers
+
+from ..models import Artifact, Model, ModelVersion
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["suite", "kek_id", "ciphertext_sha256", "ciphertext_bytes", "created_at"]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    artifact = ArtifactSerializer(read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "model", "version", "format", "sha256", "size_bytes", "signature", "artifact", "created_at"]
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    latest_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Model
+        fields = ["id", "name", "description", "latest_version", "created_at"]
+
+    def get_latest_version(self, obj) -> int | None:
+        versions = [v.version for v in obj.versions.all()]
+        return max(versions) if versions else None
+
+
+class VersionUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The ONNX model file")
+    version = serializers.IntegerField(required=False, min_value=1, help_text="Defaults to the next version number")
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Model description, used when the model is created"
+    )

@@ -1,0 +1,21 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from .views import ModelVersionViewSet, ModelViewSet
+
+router = SimpleRouter()
+router.register("models", ModelViewSet, basename="model")
+
+urlpatterns = [
+    *router.urls,
+    path(
+        "models/<str:model_name>/versions/",
+        ModelVersionViewSet.as_view({"get": "list", "post": "create"}),
+        name="model-version-list",
+    ),
+    path(
+        "models/<str:model_name>/versions/<int:version>/",
+        ModelVersionViewSet.as_view({"get": "retrieve"}),
+        name="model-version-detail",
+    ),
+]

@@ -1,0 +1,73 @@
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from apps.audit.services import Source
+from apps.core.errors import NotFound, ServiceError
+from apps.core.permissions import ReadAnyWriteStaff
+
+from .. import services
+from ..selectors import models_visible_to, versions_visible_to
+from .serializers import ModelSerializer, ModelVersionSerializer, VersionUploadSerializer
+
+
+class ModelViewSet(viewsets.ReadOnlyModelViewSet):
+    """The model catalogue. Models are created by uploading their first version."""
+
+    serializer_class = ModelSerializer
+    lookup_field = "name"
+    filterset_fields = {"name": ["exact", "icontains"]}
+
+    def get_queryset(self):
+        return models_visible_to(self.request.user).prefetch_related("versions")
+
+
+class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Versions of one model. Upload with multipart POST; the file is validated, its signature
+    read and the artifact stored encrypted (AES-256-GCM, data key wrapped by the KEK)."""
+
+    serializer_class = ModelVersionSerializer
+    permission_classes = [ReadAnyWriteStaff]
+    lookup_field = "version"
+    lookup_value_regex = r"\d+"
+    filterset_fields = {"version": ["exact", "gte", "lte"]}
+
+    def get_queryset(self):
+        return (
+            versions_visible_to(self.request.user)
+            .filter(model__name=self.kwargs["model_name"])
+            .select_related("model", "artifact")
+        )
+
+    def list(self, request, *args, **kwargs):
+        if not models_visible_to(request.user).filter(name=kwargs["model_name"]).exists():
+            raise NotFound("model_not_found", f"unknown model {kwargs['model_name']!r}")
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request={"multipart/form-data": VersionUploadSerializer}, responses={201: ModelVersionSerializer})
+    def create(self, request, model_name: str):
+        upload = request.FILES.get("file")
+        if upload is not None and upload.size > settings.MAX_UPLOAD_BYTES:
+            raise ServiceError(
+                "file_too_large",
+                f"the upload is {upload.size} bytes; the limit is "
+                f"{settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
+                413,
+                "file",
+            )
+        form = VersionUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        mv = services.register_model_version(
+            model_name=model_name,
+            data=form.validated_data["file"].read(),
+            version=form.validated_data.get("version"),
+            description=form.validated_data["description"],
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        return Response(ModelVersionSerializer(mv).data, status=201)
+
+    def get_parsers(self):
+        return [MultiPartParser(), FormParser()]

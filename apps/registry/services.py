@@ -1,0 +1,184 @@
+"""Registering model versions: validate, read the signature, encrypt at rest, record.
+
+Nothing is half-saved: the ciphertext file is written before the database transaction and
+removed again if that transaction does not commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from apps.audit.models import Outcome
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.keys.providers import seal
+from inference_backend.envelope import sha256_hex
+from inference_backend.signature import InvalidModelError, read_onnx_signature
+
+from .models import Artifact, Model, ModelVersion, model_name_validator
+
+
+def register_model_version(
+    *,
+    model_name: str,
+    data: bytes,
+    version: int | None = None,
+    description: str = "",
+    actor,
+    source: Source = SYSTEM,
+) -> ModelVersion:
+    """Validate an ONNX upload, store it encrypted and record it. Raises ServiceError (and
+    records a `registry.version.rejected` event) when the upload is refused."""
+    try:
+        return _register(model_name, data, version, description, actor, source)
+    except ServiceError as err:
+        with transaction.atomic():
+            record_event(
+                "registry.version.rejected",
+                actor=actor,
+                source=source,
+                target_type="registry.model",
+                target_display=model_name[:200],
+                outcome=Outcome.FAILURE,
+                error_code=err.code,
+                details={"model": model_name[:200], "version": version, "size_bytes": len(data), "reason": err.detail},
+            )
+        raise
+
+
+def _register(model_name, data, version, description, actor, source) -> ModelVersion:
+    _validate_name(model_name)
+    if len(data) > settings.MAX_UPLOAD_BYTES:
+        raise ServiceError(
+            "file_too_large",
+            f"the upload is {len(data)} bytes; the limit is {settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
+            413,
+            "file",
+        )
+    if version is not None and version < 1:
+        raise ServiceError("invalid_version", "version must be a positive integer", field="version")
+    model = Model.objects.filter(name=model_name).first()
+    if version is None:
+        version = (model.versions.aggregate(m=Max("version"))["m"] or 0) + 1 if model else 1
+    elif model and model.versions.filter(version=version).exists():
+        raise _duplicate(model_name, version)
+    try:
+        signature = read_onnx_signature(data)
+    except InvalidModelError as err:
+        raise ServiceError(err.code, f"not a valid ONNX model: {err}", field="file") from err
+    storage_name = f"{uuid.uuid4().hex}.enc"
+    aad = f"sovereign:artifact:{storage_name}:{model_name}:{version}"
+    sealed = seal(data, aad.encode())
+    path = settings.ARTIFACT_DIR / storage_name
+    _write_private(path, sealed.ciphertext)
+    try:
+        with transaction.atomic():
+            if model is None:
+                model, created = Model.objects.get_or_create(
+                    name=model_name, defaults={"description": description, "created_by": _user(actor)}
+                )
+                if created:
+                    record_event(
+                        "registry.model.create",
+                        actor=actor,
+                        source=source,
+                        target=model,
+                        details={"after": {"name": model.name, "description": model.description}},
+                    )
+            mv = ModelVersion.objects.create(
+                model=model,
+                version=version,
+                sha256=sha256_hex(data),
+                size_bytes=len(data),
+                signature=signature,
+                created_by=_user(actor),
+            )
+            Artifact.objects.create(
+                version=mv,
+                storage_name=storage_name,
+                suite=sealed.suite,
+                kek_id=sealed.kek_id,
+                wrapped_dek=sealed.wrapped_dek,
+                aad=aad,
+                ciphertext_sha256=sha256_hex(sealed.ciphertext),
+                ciphertext_bytes=len(sealed.ciphertext),
+            )
+            record_event(
+                "registry.version.create",
+                actor=actor,
+                source=source,
+                target=mv,
+                details={
+                    "after": {
+                        "model": model_name,
+                        "version": version,
+                        "sha256": mv.sha256,
+                        "size_bytes": mv.size_bytes,
+                        "suite": sealed.suite,
+                        "kek_id": sealed.kek_id,
+                        "signature": signature,
+                    }
+                },
+            )
+        return mv
+    except IntegrityError as err:
+        path.unlink(missing_ok=True)
+        raise _duplicate(model_name, version) from err
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def read_artifact_ciphertext(artifact: Artifact) -> bytes:
+    try:
+        return artifact.path.read_bytes()
+    except FileNotFoundError as err:
+        raise ServiceError("artifact_missing", f"the encrypted file of {artifact.version} is missing", 500) from err
+
+
+def get_model_version(model_name: str, version: int) -> ModelVersion:
+    mv = (
+        ModelVersion.objects.select_related("model", "artifact").filter(model__name=model_name, version=version).first()
+    )
+    if mv is None:
+        raise NotFound("model_version_not_found", f"model {model_name!r} has no version {version}")
+    return mv
+
+
+def _validate_name(name: str) -> None:
+    try:
+        model_name_validator(name)
+    except ValidationError as err:
+        raise ServiceError("invalid_model_name", err.messages[0], field="name") from err
+
+
+def _duplicate(model_name: str, version: int) -> Conflict:
+    return Conflict("duplicate_version", f"model {model_name!r} already has version {version}", "version")
+
+
+def _write_private(path, data: bytes) -> None:
+    """Write atomically with 0600 permissions (a reader never sees a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _user(actor):
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

@@ -1,0 +1,210 @@
+"""Sovereign settings. Every deploy-specific value comes from the environment (django-environ).
+
+Defaults make `make run` work on a fresh machine: SQLite, an embedded filesystem Celery broker,
+the local dev keystore and the embedded local Triton. Production (SOVEREIGN_ENV=production)
+refuses to start without the values that must not be defaulted.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# `*_FILE` variants let secrets come from mounted files instead of the environment.
+env.smart_cast = True
+
+SOVEREIGN_ENV = env.str("SOVEREIGN_ENV", default="development")
+PRODUCTION = SOVEREIGN_ENV == "production"
+DATA_DIR = Path(env.str("SOVEREIGN_DATA_DIR", default=str(BASE_DIR / "var")))
+
+
+def _secret(name: str, default_factory=None) -> str:
+    """Read NAME or the file named by NAME_FILE; in development fall back to default_factory()."""
+    value = env.str(name, default="")
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        value = Path(path).read_text().strip()
+    if value:
+        return value
+    if PRODUCTION or default_factory is None:
+        raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set when SOVEREIGN_ENV=production")
+    return default_factory()
+
+
+def _dev_secret_key() -> str:
+    """A per-checkout development key kept in a 0600 file, so sessions survive restarts."""
+    path = DATA_DIR / "dev_secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+        except FileExistsError:
+            pass
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret("SOVEREIGN_SECRET_KEY", _dev_secret_key)
+DEBUG = env.bool("SOVEREIGN_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("SOVEREIGN_ALLOWED_HOSTS", default=["*"] if not PRODUCTION else [])
+CSRF_TRUSTED_ORIGINS = env.list("SOVEREIGN_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "apps.core",
+    "apps.audit",
+    "apps.accounts",
+    "apps.keys",
+    "apps.registry",
+    "apps.deployments",
+    "apps.gateway",
+]
+
+MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "portal.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'sovereign.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("SOVEREIGN_DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, worker) share the file: wait for locks instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env.bool("SOVEREIGN_SECURE_COOKIES", default=PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("SOVEREIGN_SSL_REDIRECT", default=PRODUCTION)
+SECURE_HSTS_SECONDS = env.int("SOVEREIGN_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("SOVEREIGN_BEHIND_TLS_PROXY", False) else None
+SESSION_COOKIE_AGE = env.int("SOVEREIGN_SESSION_MAX_AGE", default=12 * 3600)
+
+# --- Sovereign ---------------------------------------------------------------------------
+ARTIFACT_DIR = Path(env.str("SOVEREIGN_ARTIFACT_DIR", default=str(DATA_DIR / "artifacts")))
+MAX_UPLOAD_BYTES = env.int("SOVEREIGN_MAX_UPLOAD_BYTES", default=512 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
+KEK_PROVIDER = env.str("SOVEREIGN_KEK_PROVIDER", default="local")
+LOCAL_KEK_FILE = env.str("SOVEREIGN_LOCAL_KEK_FILE", default=str(DATA_DIR / "keystore" / "kek.bin"))
+TOKEN_DEFAULT_DAYS = env.int("SOVEREIGN_TOKEN_DEFAULT_DAYS", default=90)
+TOKEN_MAX_DAYS = env.int("SOVEREIGN_TOKEN_MAX_DAYS", default=365)
+TRITON_TIMEOUT = env.float("SOVEREIGN_TRITON_TIMEOUT", default=30.0)
+TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
+GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
+
+# --- Celery ------------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    # Embedded broker: kombu's filesystem transport needs no server, so `make run` works anywhere.
+    _broker = DATA_DIR / "broker"
+    for sub in ("queue", "processed"):
+        (_broker / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker / "queue"),
+        "data_folder_out": str(_broker / "queue"),
+        "processed_folder": str(_broker / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.bool("SOVEREIGN_CELERY_EAGER", default=False)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
+}
+
+# --- API ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.core.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sovereign API",
+    "DESCRIPTION": "Governance portal for private LLM deployments: registry, deployments, tokens, audit.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("SOVEREIGN_LOG_LEVEL", default="INFO")},
+}
+
+FILE_UPLOAD_HANDLERS = ["apps.core.uploads.InMemoryLimitedUploadHandler"]

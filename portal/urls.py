@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.core.views import healthz
+
+admin.site.site_header = "Sovereign"
+admin.site.site_title = "Sovereign"
+admin.site.index_title = "Governance portal"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/registry/", include("apps.registry.api.urls")),
+    path("api/v1/deployments/", include("apps.deployments.api.urls")),
+    path("api/v1/accounts/", include("apps.accounts.api.urls")),
+    path("api/v1/audit/", include("apps.audit.api.urls")),
+    path("", include("apps.gateway.urls")),
+]
