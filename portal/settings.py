@@ -125,6 +125,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on a missing root before collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = DEBUG
 
@@ -146,6 +147,8 @@ TOKEN_DEFAULT_DAYS = env.int("SOVEREIGN_TOKEN_DEFAULT_DAYS", default=90)
 TOKEN_MAX_DAYS = env.int("SOVEREIGN_TOKEN_MAX_DAYS", default=365)
 TRITON_TIMEOUT = env.float("SOVEREIGN_TRITON_TIMEOUT", default=30.0)
 TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
+DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)
+DEPLOY_RETRY_BASE_SECONDS = env.float("SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS", default=2.0)
 GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
 
 # --- Celery ------------------------------------------------------------------------------

@@ -3,16 +3,15 @@
 import random
 
 from celery import shared_task
+from django.conf import settings
 
 from apps.core.context import bound_request_id
 from inference_backend.client import TritonUnavailable
 
 from . import services
 
-MAX_RETRIES = 5
 
-
-@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@shared_task(bind=True, acks_late=True, max_retries=None)
 def reconcile_deployment_task(self, deployment_id: int, request_id: str = "") -> str:
     """Converge one deployment. Transient Triton failures retry with backoff and jitter; when the
     retries run out the deployment ends FAILED with the reason."""
@@ -20,10 +19,12 @@ def reconcile_deployment_task(self, deployment_id: int, request_id: str = "") ->
         try:
             dep = services.reconcile_deployment(deployment_id)
         except TritonUnavailable as err:
-            if self.request.retries >= MAX_RETRIES:
-                services.fail_deployment(deployment_id, f"Triton unreachable after {MAX_RETRIES} retries: {err}")
+            retries = self.request.retries
+            if retries >= settings.DEPLOY_MAX_RETRIES:
+                services.fail_deployment(deployment_id, f"Triton unreachable after {retries} retries: {err.message}")
                 return "failed"
-            raise self.retry(exc=err, countdown=min(60, 2**self.request.retries) + random.random()) from err
+            delay = min(60.0, settings.DEPLOY_RETRY_BASE_SECONDS * 2**retries) * (0.5 + random.random() / 2)
+            raise self.retry(exc=err, countdown=delay) from err
         return dep.observed_state if dep else "skipped"
 
 

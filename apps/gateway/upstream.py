@@ -18,7 +18,6 @@ def pool() -> urllib3.PoolManager:
             maxsize=settings.GATEWAY_POOL_SIZE,
             block=False,
             retries=False,
-            timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
         )
     return _pool
 
@@ -26,7 +25,10 @@ def pool() -> urllib3.PoolManager:
 def forward(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> urllib3.BaseHTTPResponse:
     """One request upstream. Connection failures and timeouts become ServiceErrors with stable codes."""
     try:
-        return pool().request(method, url, body=body, headers=headers, preload_content=True, redirect=False)
+        return pool().request(
+            method, url, body=body, headers=headers, preload_content=True, redirect=False,
+            timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
+        )
     except urllib3.exceptions.TimeoutError as err:
         raise ServiceError("triton_timeout", f"the inference server did not answer in time: {err}", 504) from None
     except urllib3.exceptions.HTTPError as err:
