@@ -39,18 +39,27 @@ def register_model_version(
     try:
         return _register(model_name, data, version, description, actor, source)
     except ServiceError as err:
-        with transaction.atomic():
-            record_event(
-                "registry.version.rejected",
-                actor=actor,
-                source=source,
-                target_type="registry.model",
-                target_display=model_name[:200],
-                outcome=Outcome.FAILURE,
-                error_code=err.code,
-                details={"model": model_name[:200], "version": version, "size_bytes": len(data), "reason": err.detail},
-            )
+        record_rejection(
+            model_name=model_name, version=version, size_bytes=len(data), error=err, actor=actor, source=source
+        )
         raise
+
+
+def record_rejection(
+    *, model_name: str, version, size_bytes: int, error: ServiceError, actor, source: Source = SYSTEM
+) -> None:
+    """Record a refused upload (`registry.version.rejected`), whichever layer refused it."""
+    with transaction.atomic():
+        record_event(
+            "registry.version.rejected",
+            actor=actor,
+            source=source,
+            target_type="registry.model",
+            target_display=model_name[:200],
+            outcome=Outcome.FAILURE,
+            error_code=error.code,
+            details={"model": model_name[:200], "version": version, "size_bytes": size_bytes, "reason": error.detail},
+        )
 
 
 def _register(model_name, data, version, description, actor, source) -> ModelVersion:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -48,26 +49,44 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
     @extend_schema(request={"multipart/form-data": VersionUploadSerializer}, responses={201: ModelVersionSerializer})
     def create(self, request, model_name: str):
-        upload = request.FILES.get("file")
-        if upload is not None and upload.size > settings.MAX_UPLOAD_BYTES:
-            raise ServiceError(
-                "file_too_large",
-                f"the upload is {upload.size} bytes; the limit is "
-                f"{settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
-                413,
-                "file",
-            )
-        form = VersionUploadSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
+        source = Source.from_request(request)
+        form = self._validated_upload(request, model_name, source)
         mv = services.register_model_version(
             model_name=model_name,
             data=form.validated_data["file"].read(),
             version=form.validated_data.get("version"),
             description=form.validated_data["description"],
             actor=request.user,
-            source=Source.from_request(request),
+            source=source,
         )
         return Response(ModelVersionSerializer(mv).data, status=201)
+
+    def _validated_upload(self, request, model_name: str, source: Source) -> VersionUploadSerializer:
+        """Refusals made here, before the service sees the upload, are audited like the service's own."""
+        upload = request.FILES.get("file")
+        form = VersionUploadSerializer(data=request.data)
+        try:
+            if upload is not None and upload.size > settings.MAX_UPLOAD_BYTES:
+                raise ServiceError(
+                    "file_too_large",
+                    f"the upload is {upload.size} bytes; the limit is "
+                    f"{settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
+                    413,
+                    "file",
+                )
+            form.is_valid(raise_exception=True)
+        except (ServiceError, ValidationError) as err:
+            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))
+            services.record_rejection(
+                model_name=model_name,
+                version=request.data.get("version"),
+                size_bytes=upload.size if upload is not None else 0,
+                error=error,
+                actor=request.user,
+                source=source,
+            )
+            raise
+        return form
 
     def get_parsers(self):
         return [MultiPartParser(), FormParser()]
