@@ -34,9 +34,14 @@ class ServiceFormAdminMixin:
         if obj.pk is None:
             opts = self.model._meta
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
-        return super().response_add(request, obj, post_url_continue)
+        return super().response_add(request, self._saved(obj), post_url_continue)
 
     def log_addition(self, request, obj, message):
         if obj.pk is not None:
-            return super().log_addition(request, obj, message)
+            return super().log_addition(request, self._saved(obj), message)
         return None
+
+    def _saved(self, obj):
+        # save_model only copied the service's pk onto the unsaved form instance; its other fields
+        # (foreign keys, generated values) live on the row the service wrote.
+        return self.model._default_manager.get(pk=obj.pk)
