@@ -7,6 +7,7 @@ Configuration: SOVEREIGN_PORT (portal, default 8000), SOVEREIGN_TRITON_PORT (Tri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -133,14 +134,15 @@ def wait_http(url: str, what: str, timeout: float) -> None:
 
 
 def stop_all(*_args) -> None:
+    """SIGTERM each leader (it stops its own workers), then SIGKILL whatever group is left."""
     for p in children:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
+            p.terminate()
     deadline = time.monotonic() + 20
     for p in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
 
 
