@@ -15,7 +15,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         try:
             return authenticate_bearer(header, request.META.get("REMOTE_ADDR"))
         except TokenRejected as err:
-            record_denied(err, source=Source.from_request(request), details={"path": request.path})
+            # The Django request, not DRF's: reading DRF's request.auth here would re-run this method.
+            record_denied(err, source=Source.from_request(request._request), details={"path": request.path})
             exc = exceptions.AuthenticationFailed(err.detail)
             exc.code = err.code
             raise exc from None
