@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -65,6 +66,12 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, ServiceError):
         return Response(exc.as_dict(), status=exc.status_code)
+    # DRF converts these two Django exceptions into a response but not the exception itself,
+    # and the rendering below reads the DRF exception's `detail`.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
     if response is None:
         return None
