@@ -29,6 +29,10 @@ def forward(method: str, url: str, body: bytes | None = None, headers: dict | No
             method, url, body=body, headers=headers, preload_content=True, redirect=False,
             timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
         )
+    except urllib3.exceptions.NewConnectionError as err:
+        # urllib3 2 derives NewConnectionError (e.g. connection refused) from ConnectTimeoutError:
+        # catch it first, or a server that is down would be reported as slow.
+        raise ServiceError("triton_unavailable", f"the inference server is unreachable: {err}", 503) from None
     except urllib3.exceptions.TimeoutError as err:
         raise ServiceError("triton_timeout", f"the inference server did not answer in time: {err}", 504) from None
     except urllib3.exceptions.HTTPError as err:

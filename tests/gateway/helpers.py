@@ -1,0 +1,23 @@
+"""Request builders shared by the gateway tests."""
+
+from __future__ import annotations
+
+import json
+
+from django.test import Client
+
+from tests.factories import DeploymentFactory, InferenceServerFactory, closed_port
+
+
+def deploy(model_version, url: str | None = None, **kwargs):
+    server = InferenceServerFactory(http_url=url or f"http://127.0.0.1:{closed_port()}")
+    return DeploymentFactory(model_version=model_version, server=server, **kwargs)
+
+
+def valid_request(batch: int = 1) -> dict:
+    return {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [batch, 4], "data": [0.5] * 4 * batch}]}
+
+
+def infer(client: Client, body, name: str = "triage", **extra):
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    return client.post(f"/v2/models/{name}/infer", data=data, content_type="application/json", **extra)

@@ -1,0 +1,137 @@
+"""What the gateway does with the inference server: relay its answer, or say precisely why not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apps.audit.models import AuditEvent, Outcome
+from tests.factories import closed_port
+
+from .helpers import deploy, infer, valid_request
+
+pytestmark = pytest.mark.django_db
+
+
+def event() -> AuditEvent:
+    return AuditEvent.objects.get(event_group="inference")
+
+
+class TestUnreachable:
+    def test_closed_port_is_503_triton_unavailable(self, caller, model_version):
+        dep = deploy(model_version, url=f"http://127.0.0.1:{closed_port()}")
+
+        resp = infer(caller, valid_request())
+
+        assert resp.status_code == 503, resp.content
+        assert resp.json()["code"] == "triton_unavailable"
+        ev = event()
+        assert (ev.outcome, ev.error_code, ev.details["status"]) == (Outcome.FAILURE, "triton_unavailable", 503)
+        assert ev.details["deployment"] == dep.pk
+        assert ev.details["server"] == dep.server.name
+        assert ev.details["version"] == 1
+        assert ev.target_id == str(model_version.model_id)
+
+    @pytest.mark.parametrize(("path", "event_type"), [("", "inference.metadata"), ("/ready", "inference.ready")])
+    def test_metadata_and_ready_on_closed_port(self, caller, model_version, path, event_type):
+        deploy(model_version)
+
+        resp = caller.get(f"/v2/models/triage{path}")
+
+        assert resp.status_code == 503
+        assert resp.json()["code"] == "triton_unavailable"
+        assert event().event_type == event_type
+
+    def test_silent_server_is_504_triton_timeout(self, caller, model_version, silent_server, settings):
+        settings.TRITON_TIMEOUT = 0.5
+        deploy(model_version, url=silent_server)
+
+        resp = infer(caller, valid_request())
+
+        assert resp.status_code == 504, resp.content
+        assert resp.json()["code"] == "triton_timeout"
+        ev = event()
+        assert (ev.outcome, ev.error_code, ev.details["status"]) == (Outcome.FAILURE, "triton_timeout", 504)
+        assert ev.details["latency_ms"] >= 500
+
+
+class TestRelay:
+    def test_success_relays_body_and_headers(self, caller, plain_user, model_version, fake_triton):
+        answer = {"model_name": "triage", "outputs": [{"name": "OUTPUT", "datatype": "FP32", "shape": [1, 3]}]}
+        fake_triton.body = json.dumps(answer).encode()
+        dep = deploy(model_version, url=fake_triton.url)
+        body = json.dumps(valid_request()).encode()
+
+        resp = caller.post("/v2/models/triage/infer", data=body, content_type="application/json")
+
+        assert resp.status_code == 200
+        assert resp.json() == answer
+        assert resp["Content-Type"] == "application/json"
+        [sent] = fake_triton.requests
+        assert (sent.method, sent.path, sent.body) == ("POST", "/v2/models/triage/infer", body)
+        assert "Authorization" not in sent.headers
+        ev = event()
+        assert (ev.event_type, ev.outcome, ev.error_code) == ("inference.infer", Outcome.SUCCESS, "")
+        assert ev.details["status"] == 200
+        assert ev.details["deployment"] == dep.pk
+        assert ev.actor == plain_user
+
+    def test_binary_request_forwarded_byte_for_byte(self, caller, model_version, fake_triton):
+        fake_triton.headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}
+        fake_triton.body = b"{}\x01\x02"
+        deploy(model_version, url=fake_triton.url)
+        header = json.dumps(
+            {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]}
+        ).encode()
+        body = header + bytes(range(16))
+
+        resp = caller.post(
+            "/v2/models/triage/infer",
+            data=body,
+            content_type="application/octet-stream",
+            HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+        )
+
+        assert resp.status_code == 200
+        assert resp.content == b"{}\x01\x02"
+        assert resp["Inference-Header-Content-Length"] == "2"
+        [sent] = fake_triton.requests
+        assert sent.body == body
+        assert sent.headers["Inference-Header-Content-Length"] == str(len(header))
+        assert sent.headers["Content-Type"] == "application/octet-stream"
+
+    @pytest.mark.parametrize(("path", "event_type"), [("", "inference.metadata"), ("/ready", "inference.ready")])
+    def test_metadata_and_ready_relayed(self, caller, model_version, fake_triton, path, event_type):
+        fake_triton.body = b'{"name": "triage"}'
+        deploy(model_version, url=fake_triton.url)
+
+        resp = caller.get(f"/v2/models/triage{path}")
+
+        assert resp.status_code == 200
+        assert resp.content == b'{"name": "triage"}'
+        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage{path}"]
+        assert (event().event_type, event().outcome) == (event_type, Outcome.SUCCESS)
+
+    def test_version_url_reaches_the_deployed_version(self, caller, model_version, fake_triton):
+        deploy(model_version, url=fake_triton.url)
+
+        resp = caller.get("/v2/models/triage/versions/1/ready")
+
+        assert resp.status_code == 200
+
+    @pytest.mark.parametrize(
+        ("upstream", "status", "code"), [(400, 400, "triton_rejected"), (500, 502, "triton_error")]
+    )
+    def test_upstream_error_carries_tritons_message(self, caller, model_version, fake_triton, upstream, status, code):
+        fake_triton.status = upstream
+        fake_triton.body = b'{"error": "inference failed: tensor too tired"}'
+        deploy(model_version, url=fake_triton.url)
+
+        resp = infer(caller, valid_request())
+
+        assert resp.status_code == status
+        assert resp.json()["code"] == code
+        assert resp.json()["error"] == "inference failed: tensor too tired"
+        ev = event()
+        assert (ev.outcome, ev.error_code, ev.details["status"]) == (Outcome.FAILURE, code, status)
