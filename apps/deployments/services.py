@@ -25,7 +25,7 @@ from apps.registry.services import read_artifact_ciphertext
 from inference_backend.client import TritonClient, TritonError, TritonUnavailable
 from inference_backend.config import BatchingSettings, render_config
 
-from .models import Deployment, Desired, InferenceServer, Observed
+from .models import Deployment, Desired, InferenceServer, Observed, ServerState
 
 LEASE = timedelta(minutes=10)
 TRITON_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "triton_model.py"
@@ -147,13 +147,40 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
     try:
         dep = Deployment.objects.select_related("model", "model_version__artifact", "server").get(pk=deployment_id)
         client = TritonClient(dep.server.http_url, timeout=settings.TRITON_TIMEOUT)
-        if dep.desired_state == Desired.ACTIVE:
-            _converge_active(dep, client)
-        else:
-            _converge_inactive(dep, client)
+        try:
+            if dep.desired_state == Desired.ACTIVE:
+                _converge_active(dep, client)
+            else:
+                _converge_inactive(dep, client)
+        except TritonUnavailable:
+            _record_server_state(dep.server, False)
+            raise
+        _record_server_state(dep.server, True)
         return dep
     finally:
         Deployment.objects.filter(pk=deployment_id).update(claimed_until=None)
+
+
+def probe_server(server_id: int) -> InferenceServer | None:
+    """Ask a server whether it is ready and record what was seen (state, last seen time)."""
+    server = InferenceServer.objects.filter(pk=server_id).first()
+    if server is None:
+        return None
+    try:
+        up = TritonClient(server.http_url, timeout=min(5.0, settings.TRITON_TIMEOUT)).server_ready()
+    except TritonError:
+        up = False
+    _record_server_state(server, up)
+    return server
+
+
+def _record_server_state(server: InferenceServer, up: bool) -> None:
+    fields = {"state": ServerState.UP if up else ServerState.DOWN}
+    if up:
+        fields["last_seen_at"] = timezone.now()
+    InferenceServer.objects.filter(pk=server.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(server, key, value)
 
 
 def fail_deployment(deployment_id: int, message: str) -> None:
@@ -174,7 +201,8 @@ def deployments_needing_reconcile():
 def _converge_active(dep: Deployment, client: TritonClient) -> None:
     if dep.observed_state == Observed.ACTIVE and client.model_ready(dep.triton_name):
         return
-    _transition(dep, Observed.LOADING, "loading on Triton")
+    if dep.observed_state != Observed.LOADING:  # a retry after a transient failure is still the same load
+        _transition(dep, Observed.LOADING, "loading on Triton")
     config, files = render_for_triton(dep)
     try:
         client.load_model(dep.triton_name, config, files, timeout=settings.TRITON_LOAD_TIMEOUT)

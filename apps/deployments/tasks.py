@@ -9,6 +9,7 @@ from apps.core.context import bound_request_id
 from inference_backend.client import TritonUnavailable
 
 from . import services
+from .models import InferenceServer
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -30,7 +31,10 @@ def reconcile_deployment_task(self, deployment_id: int, request_id: str = "") ->
 
 @shared_task(acks_late=True)
 def reconcile_all() -> int:
-    """Periodic sweep: converge everything that is not yet converged, re-check ACTIVE ones."""
+    """Periodic sweep: record which servers answer, converge everything not yet converged and
+    re-check ACTIVE deployments (a restarted Triton has lost its models)."""
+    for server_id in InferenceServer.objects.values_list("pk", flat=True):
+        services.probe_server(server_id)
     ids = list(services.deployments_needing_reconcile())
     for pk in ids:
         reconcile_deployment_task.delay(pk)

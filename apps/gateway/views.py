@@ -8,6 +8,7 @@ one audit insert. If the audit insert fails the caller gets an error, never the 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 
@@ -26,6 +27,7 @@ from apps.registry.selectors import models_visible_to
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
 from .upstream import forward
 
+logger = logging.getLogger(__name__)
 _PASS_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
 
 
@@ -113,6 +115,10 @@ def _handle(request, event: str, name: str, version: str | None, act) -> HttpRes
             raise ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
         return call.finish(act(dep))
     except ServiceError as err:
+        return call.finish(json_error(err), err)
+    except Exception:
+        logger.exception("gateway call to %s failed", name)
+        err = ServiceError("internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500)
         return call.finish(json_error(err), err)
 
 

@@ -88,6 +88,7 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator)
     dep = _settled(dep_id)
     assert dep.observed_state == Observed.ACTIVE, dep.last_error
     assert _transitions(dep_id) == ["pending", "loading", "active"]
+    assert dep.server.state == "up" and dep.server.last_seen_at is not None
 
     gw = _gateway(live_server)
     auth = {"Authorization": f"Bearer {token}"}
@@ -165,6 +166,8 @@ def test_unreachable_triton_fails_after_retries(celery_worker, operator):
     dep = _settled(dep_id)
     assert dep.observed_state == Observed.FAILED
     assert "unreachable" in dep.last_error.lower()
+    assert _transitions(dep_id) == ["pending", "loading", "failed"]  # never left in a transitional state
+    assert dep.server.state == "down"
 
 
 def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server, operator):
