@@ -201,6 +201,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Deployment.observed_state and DeploymentTransition.from_state/to_state share one choice set.
+    "ENUM_NAME_OVERRIDES": {"ObservedStateEnum": "apps.deployments.models.Observed"},
 }
 
 LOGGING = {

@@ -10,6 +10,7 @@ from apps.core.errors import NotFound, ServiceError
 from apps.core.permissions import ReadAnyWriteStaff
 
 from .. import services
+from ..models import ModelVersion
 from ..selectors import models_visible_to, versions_visible_to
 from .serializers import ModelSerializer, ModelVersionSerializer, VersionUploadSerializer
 
@@ -36,6 +37,8 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     filterset_fields = {"version": ["exact", "gte", "lte"]}
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user, no model_name
+            return ModelVersion.objects.none()
         return (
             versions_visible_to(self.request.user)
             .filter(model__name=self.kwargs["model_name"])
