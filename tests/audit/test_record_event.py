@@ -1,0 +1,68 @@
+"""record_event: the one writer of the audit log."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+
+from apps.audit.models import AuditEvent, Outcome
+from apps.audit.services import Source, record_event
+from tests.factories import InferenceServerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_event_type_is_refused(plain_user):
+    with pytest.raises(ValueError, match="catalogue"):
+        record_event("registry.model.craete", actor=plain_user)
+
+    assert not AuditEvent.objects.exists()
+
+
+def test_target_and_source_are_recorded(plain_user):
+    server = InferenceServerFactory(name="edge-1")
+
+    event = record_event(
+        "deployment.server.create",
+        actor=plain_user,
+        source=Source(ip="203.0.113.9", user_agent="curl/8", token_id=42),
+        target=server,
+        details={"after": {"name": "edge-1"}},
+    )
+
+    event.refresh_from_db()
+    assert (event.target_type, event.target_id, event.target_display) == (
+        "deployments.inferenceserver",
+        str(server.pk),
+        "edge-1",
+    )
+    assert (event.source_ip, event.user_agent, event.token_id) == ("203.0.113.9", "curl/8", 42)
+    assert (event.event_group, event.outcome, event.error_code) == ("deployment", Outcome.SUCCESS, "")
+    assert event.details == {"after": {"name": "edge-1"}}
+    assert event.timestamp is not None
+    assert (event.sequence, event.hash) == (None, "")
+
+
+def test_actor_name_is_frozen(plain_user):
+    event = record_event("auth.token.create", actor=plain_user)
+    plain_user.username = "renamed"
+    plain_user.save()
+
+    event.refresh_from_db()
+    assert (event.actor, event.actor_name) == (plain_user, "alice")
+
+
+@pytest.mark.parametrize("actor", [None, AnonymousUser()], ids=["none", "anonymous"])
+def test_anonymous_actor(actor):
+    event = record_event("auth.token.denied", actor=actor, outcome=Outcome.DENIED, error_code="invalid_token")
+
+    assert (event.actor, event.actor_name, event.outcome) == (None, "", "denied")
+
+
+def test_event_rolls_back_with_its_action(plain_user):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record_event("auth.token.create", actor=plain_user)
+        raise RuntimeError("the action failed")
+
+    assert not AuditEvent.objects.exists()

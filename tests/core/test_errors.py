@@ -1,0 +1,55 @@
+"""One error shape everywhere: JSON with a stable `code`, a human `detail`, and the `field` at fault."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+TOKENS = "/api/v1/accounts/tokens/"
+
+
+def test_validation_error_names_the_field(user_client):
+    resp = user_client.post(TOKENS, {"days": 3}, format="json")
+
+    assert resp.status_code == 400
+    body = resp.json()
+    assert (body["code"], body["field"]) == ("invalid", "name")
+    assert body["detail"].startswith("name: ")
+    assert body["errors"] == {"name": ["This field is required."]}
+
+
+def test_malformed_json_is_parse_error(user_client):
+    resp = user_client.post(TOKENS, data="{oops", content_type="application/json")
+
+    assert resp.status_code == 400
+    assert resp.json()["code"] == "parse_error"
+    assert resp.json()["detail"]
+
+
+def test_unsupported_media_type(user_client):
+    resp = user_client.post(TOKENS, data="name=x", content_type="text/plain")
+
+    assert resp.status_code == 415
+    assert resp.json()["code"] == "unsupported_media_type"
+
+
+def test_method_not_allowed(user_client):
+    resp = user_client.delete(TOKENS)
+
+    assert resp.status_code == 405
+    assert resp.json()["code"] == "method_not_allowed"
+
+
+def test_service_error_keeps_its_code_and_field(staff_client, staff_user):
+    resp = staff_client.get("/api/v1/registry/models/unknown/versions/")
+
+    assert resp.status_code == 404
+    assert resp.json() == {"code": "model_not_found", "detail": "unknown model 'unknown'"}
+
+
+def test_out_of_scope_object_is_404_not_500(user_client):
+    resp = user_client.get(f"{TOKENS}999999/")
+
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "not_found"
