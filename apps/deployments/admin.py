@@ -111,6 +111,11 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if dep is not None:
             obj.pk = dep.pk
 
+    def get_inlines(self, request, obj):
+        # Transitions exist only once the service has created the deployment; an empty inline
+        # formset on the add form would never be saved and breaks the admin's change message.
+        return self.inlines if obj is not None else []
+
     def save_formset(self, request, form, formset, change):
         return None
 
