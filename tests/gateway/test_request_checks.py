@@ -69,6 +69,19 @@ class TestSignatureChecks:
         assert AuditEvent.objects.get(event_type="inference.infer").error_code == "invalid_request"
 
 
+class TestBodySize:
+    def test_body_over_the_limit_is_413(self, caller, model_version, settings):
+        deploy(model_version)
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64
+
+        resp = infer(caller, valid_request(batch=4))
+
+        assert resp.status_code == 413
+        assert resp.json()["code"] == "request_too_large"
+        event = AuditEvent.objects.get(event_type="inference.infer")
+        assert (event.outcome, event.error_code, event.details["status"]) == (Outcome.FAILURE, "request_too_large", 413)
+
+
 class TestBinaryExtension:
     """Triton's binary tensor extension: JSON header of Inference-Header-Content-Length bytes, then raw tensors."""
 

@@ -53,7 +53,7 @@ class TestUnreachable:
         assert resp.json()["code"] == "triton_timeout"
         ev = event()
         assert (ev.outcome, ev.error_code, ev.details["status"]) == (Outcome.FAILURE, "triton_timeout", 504)
-        assert ev.details["latency_ms"] >= 500
+        assert 450 <= ev.details["latency_ms"] < 5000  # settings.TRITON_TIMEOUT, not a default, applied
 
 
 class TestRelay:

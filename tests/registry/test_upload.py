@@ -159,8 +159,20 @@ class TestUploadRefused:
             ("-triage", "ONNX", {}, 400, "invalid_model_name", "name"),
             ("triage", "ONNX", {"version": 1}, 409, "duplicate_version", "version"),
             ("triage", None, {}, 400, "invalid", "file"),
+            ("triage", "ONNX", {"version": "two"}, 400, "invalid", "version"),
+            ("triage", "ONNX", {"version": 0}, 400, "invalid", "version"),
         ],
-        ids=["not-onnx", "empty", "invalid-onnx", "bad-name", "bad-name-leading-dash", "duplicate", "missing-file"],
+        ids=[
+            "not-onnx",
+            "empty",
+            "invalid-onnx",
+            "bad-name",
+            "bad-name-leading-dash",
+            "duplicate",
+            "missing-file",
+            "version-not-a-number",
+            "version-zero",
+        ],
     )
     def test_refused_upload(
         self, existing, staff_client, staff_user, onnx_bytes, name, data, fields, status, code, field
