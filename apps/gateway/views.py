@@ -73,7 +73,7 @@ class _Call:
         return response
 
 
-def _route(call: _Call, request) -> Deployment:
+def _route(call: _Call, request, version: str | None) -> Deployment:
     user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip)
     call.user = user
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
@@ -87,6 +87,11 @@ def _route(call: _Call, request) -> Deployment:
         if not visible.filter(name=call.name).exists():
             raise ServiceError("model_not_found", f"unknown model {call.name!r}", 404)
         raise ServiceError("model_not_deployed", f"model {call.name!r} has no active deployment", 409)
+    if version is not None:
+        # Choose among the servers serving that version, not among all and then refuse.
+        deps = [d for d in deps if str(d.model_version.version) == version]
+        if not deps:
+            raise ServiceError("model_version_not_deployed", f"version {version} of {call.name!r} is not deployed", 404)
     call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
     return call.dep
 
@@ -110,9 +115,7 @@ def _relay(upstream) -> HttpResponse:
 def _handle(request, event: str, name: str, version: str | None, act) -> HttpResponse:
     call = _Call(request, event, name)
     try:
-        dep = _route(call, request)
-        if version is not None and version != str(dep.model_version.version):
-            raise ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
+        dep = _route(call, request, version)
         return call.finish(act(dep))
     except ServiceError as err:
         return call.finish(json_error(err), err)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from apps.audit.models import AuditEvent, Outcome
-from tests.factories import closed_port
+from apps.gateway import views
+from tests.factories import ModelVersionFactory, closed_port
 
 from .helpers import deploy, infer, valid_request
 
@@ -135,3 +136,25 @@ class TestRelay:
         assert resp.json()["error"] == "inference failed: tensor too tired"
         ev = event()
         assert (ev.outcome, ev.error_code, ev.details["status"]) == (Outcome.FAILURE, code, status)
+
+
+class TestSeveralServers:
+    """Two versions of one model served from two servers (a canary): a version URL must reach its own."""
+
+    @pytest.mark.parametrize("pick", ["first", "last"])
+    def test_version_url_routes_to_the_server_serving_it(
+        self, caller, model_version, staff_user, fake_triton, monkeypatch, pick
+    ):
+        v1 = deploy(model_version, url=fake_triton.url)
+        v2 = deploy(ModelVersionFactory(model_name="triage", actor=staff_user), url=f"http://127.0.0.1:{closed_port()}")
+        # Whichever deployment a random pick would favour, the version in the URL decides.
+        monkeypatch.setattr(views.random, "choice", lambda seq: seq[0] if pick == "first" else seq[-1])
+
+        v1_resp = caller.get("/v2/models/triage/versions/1/ready")
+        v2_resp = caller.get("/v2/models/triage/versions/2/ready")
+
+        assert v1_resp.status_code == 200, v1_resp.content
+        assert v2_resp.status_code == 503, v2_resp.content  # routed to v2's (closed) server, not refused
+        assert v2_resp.json()["code"] == "triton_unavailable"
+        events = AuditEvent.objects.filter(event_type="inference.ready").order_by("id")
+        assert [e.details["deployment"] for e in events] == [v1.pk, v2.pk]
