@@ -20,6 +20,12 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2 costs ~0.2 s per user; tests about passwords themselves override this."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings, data_dir):
     settings.ARTIFACT_DIR = data_dir / "artifacts"
     settings.LOCAL_KEK_FILE = str(data_dir / "keystore" / "kek.bin")

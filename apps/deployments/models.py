@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -17,11 +18,22 @@ class ServerState(models.TextChoices):
     DOWN = "down"
 
 
+# Django's URLValidator refuses single-label hosts ("http://triton-1:8000"), which is exactly how
+# Compose and Kubernetes name services; accept any host name, IPv4 or [IPv6], optional port.
+server_url_validator = RegexValidator(
+    r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?)(:\d{1,5})?/?$",
+    "Enter an http(s) URL with a host and optional port, e.g. http://triton-1:8000",
+    code="invalid_server_url",
+)
+
+
 class InferenceServer(models.Model):
     """A Triton Inference Server endpoint the portal deploys onto (no shared disk assumed)."""
 
     name = models.CharField(max_length=63, unique=True)
-    http_url = models.URLField(help_text="e.g. http://triton-1:8000")
+    http_url = models.CharField(
+        max_length=300, validators=[server_url_validator], help_text="e.g. http://triton-1:8000"
+    )
     grpc_url = models.CharField(max_length=200, blank=True, help_text="host:port of the gRPC endpoint")
     hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)

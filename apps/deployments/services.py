@@ -184,9 +184,10 @@ def _record_server_state(server: InferenceServer, up: bool) -> None:
 
 
 def fail_deployment(deployment_id: int, message: str) -> None:
-    """Give up on a deployment after its retries are exhausted: it ends FAILED, never stuck."""
+    """Give up after the retries are exhausted: the deployment ends FAILED, never stuck in
+    LOADING or UNLOADING. (The beat sweep still retries a failed undeploy later.)"""
     dep = Deployment.objects.filter(pk=deployment_id).first()
-    if dep is not None and dep.desired_state == Desired.ACTIVE and dep.observed_state != Observed.FAILED:
+    if dep is not None and dep.observed_state in (Observed.PENDING, Observed.LOADING, Observed.UNLOADING):
         _transition(dep, Observed.FAILED, message)
 
 

@@ -26,7 +26,12 @@ def forward(method: str, url: str, body: bytes | None = None, headers: dict | No
     """One request upstream. Connection failures and timeouts become ServiceErrors with stable codes."""
     try:
         return pool().request(
-            method, url, body=body, headers=headers, preload_content=True, redirect=False,
+            method,
+            url,
+            body=body,
+            headers=headers,
+            preload_content=True,
+            redirect=False,
             timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
         )
     except urllib3.exceptions.NewConnectionError as err:

@@ -68,7 +68,7 @@ class TestTokenApi:
         resp = user_client.post(URL, {"name": "ci", "days": 0}, format="json")
 
         assert resp.status_code == 400
-        assert (resp.json()["code"], resp.json()["field"]) == ("invalid", "days")
+        assert (resp.json()["code"], resp.json()["field"]) == ("invalid_expiry", "days")
         assert ApiToken.objects.count() == before
 
     def test_expiry_above_maximum_is_invalid_expiry(self, user_client, settings):

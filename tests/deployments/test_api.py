@@ -47,8 +47,18 @@ class TestServers:
         assert (event.actor, event.target_id) == (staff_user, str(server.pk))
         assert event.details["after"]["http_url"] == "http://triton-1.internal:8000"
 
-    def test_invalid_url(self, staff_client):
-        resp = staff_client.post(SERVERS, {"name": "edge-1", "http_url": "not a url"}, format="json")
+    @pytest.mark.parametrize(
+        "url", ["http://triton:8000", "http://triton-1:8000/", "https://[::1]:8443", "http://10.0.0.7"]
+    )
+    def test_service_style_hosts_accepted(self, staff_client, url):
+        resp = staff_client.post(SERVERS, {"name": "edge-1", "http_url": url}, format="json")
+
+        assert resp.status_code == 201, resp.json()
+        assert InferenceServer.objects.get(name="edge-1").http_url == url.rstrip("/")
+
+    @pytest.mark.parametrize("url", ["not a url", "ftp://triton:21", "http://", "http://tri ton:8000", "http://-x:80"])
+    def test_invalid_url(self, staff_client, url):
+        resp = staff_client.post(SERVERS, {"name": "edge-1", "http_url": url}, format="json")
 
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("invalid", "http_url")

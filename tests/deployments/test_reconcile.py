@@ -76,6 +76,17 @@ class TestReconcileTask:
         assert event.request_id == "task-rid-1"
         assert event.details["after"] == {"observed_state": "failed"}
 
+    def test_undeploy_on_unreachable_server_ends_failed_not_unloading(self, pending, settings):
+        settings.DEPLOY_MAX_RETRIES = 0
+        Deployment.objects.filter(pk=pending.pk).update(desired_state=Desired.INACTIVE, observed_state=Observed.ACTIVE)
+
+        assert reconcile_deployment_task.apply(args=[pending.pk]).get() == "failed"
+
+        pending.refresh_from_db()
+        assert (pending.desired_state, pending.observed_state) == (Desired.INACTIVE, Observed.FAILED)
+        assert "unreachable" in pending.last_error.lower()
+        assert pending.pk in set(services.deployments_needing_reconcile())  # the sweep tries the unload again
+
     def test_retries_then_fails(self, pending, settings):
         """Eager apply() runs each retry at once (the countdown is the broker's business)."""
         settings.DEPLOY_MAX_RETRIES = 2

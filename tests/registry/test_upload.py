@@ -160,7 +160,7 @@ class TestUploadRefused:
             ("triage", "ONNX", {"version": 1}, 409, "duplicate_version", "version"),
             ("triage", None, {}, 400, "invalid", "file"),
             ("triage", "ONNX", {"version": "two"}, 400, "invalid", "version"),
-            ("triage", "ONNX", {"version": 0}, 400, "invalid", "version"),
+            ("triage", "ONNX", {"version": 0}, 400, "invalid_version", "version"),
         ],
         ids=[
             "not-onnx",

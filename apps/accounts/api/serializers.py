@@ -25,7 +25,9 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    days = serializers.IntegerField(required=False, min_value=1, help_text="Days until expiry (default 90)")
+    days = serializers.IntegerField(
+        required=False, help_text="Days until expiry (default 90, at most SOVEREIGN_TOKEN_MAX_DAYS)"
+    )
 
 
 class ApiTokenCreatedSerializer(ApiTokenSerializer):

@@ -32,7 +32,7 @@ class ModelSerializer(serializers.ModelSerializer):
 
 class VersionUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The ONNX model file")
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Defaults to the next version number")
+    version = serializers.IntegerField(required=False, help_text="A positive integer; defaults to the next version")
     description = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Model description, used when the model is created"
     )
