@@ -65,6 +65,12 @@ class TritonClient:
                 pool.close()
         self._pool.clear()
 
+    def __enter__(self) -> TritonClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"TritonClient({self.base_url!r})"
 

@@ -146,12 +146,13 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
         return None
     try:
         dep = Deployment.objects.select_related("model", "model_version__artifact", "server").get(pk=deployment_id)
-        client = TritonClient(dep.server.http_url, timeout=settings.TRITON_TIMEOUT)
         try:
-            if dep.desired_state == Desired.ACTIVE:
-                _converge_active(dep, client)
-            else:
-                _converge_inactive(dep, client)
+            # Closed afterwards: a stopping Triton waits for every open keep-alive connection.
+            with TritonClient(dep.server.http_url, timeout=settings.TRITON_TIMEOUT) as client:
+                if dep.desired_state == Desired.ACTIVE:
+                    _converge_active(dep, client)
+                else:
+                    _converge_inactive(dep, client)
         except TritonUnavailable:
             _record_server_state(dep.server, False)
             raise
@@ -167,7 +168,8 @@ def probe_server(server_id: int) -> InferenceServer | None:
     if server is None:
         return None
     try:
-        up = TritonClient(server.http_url, timeout=min(5.0, settings.TRITON_TIMEOUT)).server_ready()
+        with TritonClient(server.http_url, timeout=min(5.0, settings.TRITON_TIMEOUT)) as client:
+            up = client.server_ready()
     except TritonError:
         up = False
     _record_server_state(server, up)
