@@ -7,6 +7,7 @@ refuses to start without the values that must not be defaulted.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -65,6 +66,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "guardian",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "apps.core",
     "apps.audit",
     "apps.accounts",
@@ -82,9 +87,21 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "apps.accounts.middleware.SessionLifetimeMiddleware",
+    "apps.accounts.middleware.AccountGateMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out credentials before checking them
+    "apps.accounts.backends.RoleBackend",  # ModelBackend plus unexpired break-glass roles
+    "guardian.backends.ObjectPermissionBackend",
+]
+GUARDIAN_RAISE_403 = False
+ANONYMOUS_USER_NAME = None  # no guardian anonymous user: anonymous callers get nothing
 
 ROOT_URLCONF = "portal.urls"
 TEMPLATES = [
@@ -116,6 +133,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "apps.accounts.passwords.PasswordAgeRecorder"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -136,6 +154,22 @@ SECURE_SSL_REDIRECT = env.bool("SOVEREIGN_SSL_REDIRECT", default=PRODUCTION)
 SECURE_HSTS_SECONDS = env.int("SOVEREIGN_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("SOVEREIGN_BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_AGE = env.int("SOVEREIGN_SESSION_MAX_AGE", default=12 * 3600)
+LOGIN_URL = "/admin/login/"
+
+# --- Login security (HIPAA 164.312(a)(2)(iii), (d); 等保 8.1.4.1) -----------------------------
+SESSION_IDLE_TIMEOUT = timedelta(minutes=env.int("SOVEREIGN_SESSION_IDLE_MINUTES", default=15))
+SESSION_ABSOLUTE_TIMEOUT = timedelta(seconds=SESSION_COOKIE_AGE)
+PASSWORD_MAX_AGE = timedelta(days=env.int("SOVEREIGN_PASSWORD_MAX_AGE_DAYS", default=90))
+DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=90))
+BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
+AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_MINUTES", default=15))
+AXES_USE_ATTEMPT_EXPIRATION = True  # failures older than the cool-off window stop counting
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_LOCKOUT_CALLABLE = "apps.accounts.views.lockout_response"
+OTP_TOTP_ISSUER = env.str("SOVEREIGN_OTP_ISSUER", default="Sovereign")
 
 # --- Sovereign ---------------------------------------------------------------------------
 ARTIFACT_DIR = Path(env.str("SOVEREIGN_ARTIFACT_DIR", default=str(DATA_DIR / "artifacts")))
@@ -179,6 +213,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("SOVEREIGN_CELERY_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
+    "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
 }
 
 # --- API ---------------------------------------------------------------------------------
@@ -187,7 +222,7 @@ REST_FRAMEWORK = {
         "apps.accounts.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.ActionPermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
-from apps.accounts.services import issue_token
+from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, PRIVILEGED, SECURITY_OFFICER
+from apps.accounts.services import grant_model_access, issue_token
 from apps.keys.providers import get_kek_provider
 from inference_backend.demo_model import build_test_onnx
 
@@ -39,23 +43,63 @@ def onnx_bytes() -> bytes:
     return build_test_onnx(4, 3, seed=7)
 
 
+def make_user(username: str, role: str | None = None, **extra):
+    """A user holding `role` (a group created by the roles data migration)."""
+    user = get_user_model().objects.create_user(username, f"{username}@example.org", "correct-horse-battery-9",
+                                                is_staff=role in PRIVILEGED, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def otp_login(client, user) -> None:
+    """Log `client` in with a session that has passed the second factor (a confirmed TOTP device)."""
+    device, _ = TOTPDevice.objects.get_or_create(user=user, name="test", defaults={"confirmed": True})
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
+def grant(user, model, permission: str = "invoke_model", expires_at=None) -> None:
+    grant_model_access(model_id=model.pk, permission=permission, user_id=user.pk, expires_at=expires_at, actor=None)
+
+
 @pytest.fixture
 def admin_user(db):
+    """The installer's superuser (break-glass account): privileged, so sessions need 2FA."""
     return get_user_model().objects.create_superuser("root", "root@example.org", "correct-horse-battery-9")
 
 
 @pytest.fixture
 def staff_user(db):
-    return get_user_model().objects.create_user("ops", "ops@example.org", "correct-horse-battery-9", is_staff=True)
+    """Holds the admin role: registry, servers, deployments, users."""
+    return make_user("ops", ADMIN)
 
 
 @pytest.fixture
 def plain_user(db):
-    return get_user_model().objects.create_user("alice", "alice@example.org", "correct-horse-battery-9")
+    """An analyst with no grants yet."""
+    return make_user("alice", ANALYST)
 
 
-def _client_for(user) -> tuple[APIClient, str]:
-    _, token = issue_token(user=user, name="test", actor=user)
+@pytest.fixture
+def auditor_user(db):
+    return make_user("audrey", AUDITOR)
+
+
+@pytest.fixture
+def officer_user(db):
+    return make_user("sofia", SECURITY_OFFICER)
+
+
+@pytest.fixture
+def guest_user(db):
+    return make_user("gus", GUEST)
+
+
+def _client_for(user, scopes=("invoke", "read", "manage")) -> tuple[APIClient, str]:
+    _, token = issue_token(user=user, name="test", scopes=scopes, actor=user)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client, token
@@ -74,6 +118,21 @@ def user_client(plain_user):
 @pytest.fixture
 def admin_client_api(admin_user):
     return _client_for(admin_user)[0]
+
+
+@pytest.fixture
+def auditor_client(auditor_user):
+    return _client_for(auditor_user)[0]
+
+
+@pytest.fixture
+def officer_client(officer_user):
+    return _client_for(officer_user)[0]
+
+
+@pytest.fixture
+def guest_client(guest_user):
+    return _client_for(guest_user)[0]
 
 
 @pytest.fixture

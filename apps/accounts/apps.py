@@ -6,4 +6,9 @@ class AccountsConfig(AppConfig):
     label = "accounts"
 
     def ready(self):
-        from . import schema  # noqa: F401 - registers the OpenAPI description of bearer tokens
+        from django.db.models.signals import post_migrate
+
+        from . import schema, signals  # noqa: F401 - registers the OpenAPI auth extension and signal handlers
+        from .role_sync import on_post_migrate
+
+        post_migrate.connect(on_post_migrate, dispatch_uid="sovereign-sync-roles")

@@ -3,6 +3,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 TOKEN_PREFIX = "svt_"
 
@@ -13,6 +14,28 @@ def digest_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
+class Scope(models.TextChoices):
+    INVOKE = "invoke", "invoke models through the gateway"
+    READ = "read", "read the API"
+    MANAGE = "manage", "change things through the API"
+
+
+class Profile(models.Model):
+    """What Sovereign knows about a user beyond Django's User: whether it is a service account
+    (a non-human user owned by a person) and when its password last changed."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    is_service_account = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="service_accounts"
+    )
+    password_changed_at = models.DateTimeField(default=timezone.now)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+
 class ApiToken(models.Model):
     """A bearer credential for the API and the gateway. Only its SHA-256 is stored; the plaintext
     is returned once by apps.accounts.services.issue_token and cannot be recovered."""
@@ -21,6 +44,12 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     hint = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise the token")
+    scopes = models.JSONField(default=list, help_text="Subset of invoke, read, manage")
+    allowed_models = models.ManyToManyField("registry.Model", blank=True, related_name="+",
+                                    help_text="If set, the token may only reach these models")
+    restricted = models.BooleanField(default=False, editable=False,
+                                     help_text="Denormalised: true when `allowed_models` is not empty (saves a query per call)")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -29,6 +58,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("manage_tokens", "Can see and revoke other users' tokens")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
@@ -45,3 +75,58 @@ class ApiToken(models.Model):
         if self.is_revoked:
             return "revoked"
         return "expired" if self.is_expired() else "active"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class ModelUserGrant(UserObjectPermissionBase):
+    """A django-guardian object permission (view_model / invoke_model) on one registry Model for
+    one user, with an optional expiry. Written only by apps.accounts.services.grants."""
+
+    content_object = models.ForeignKey("registry.Model", on_delete=models.CASCADE, related_name="user_grants")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    granted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(UserObjectPermissionBase.Meta):
+        permissions = [("manage_grants", "Can grant and revoke access to models")]
+
+
+class ModelGroupGrant(GroupObjectPermissionBase):
+    """The same as ModelUserGrant, for a group."""
+
+    content_object = models.ForeignKey("registry.Model", on_delete=models.CASCADE, related_name="group_grants")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    granted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        pass
+
+
+class EmergencyAccess(models.Model):
+    """Break-glass: a role held for a limited time, granted by a security officer with a reason.
+    Its first use in each session raises an alert event."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="emergency_access")
+    role = models.CharField(max_length=32)
+    reason = models.TextField()
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    granted_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-granted_at"]
+        permissions = [
+            ("grant_break_glass", "Can grant emergency (break-glass) roles"),
+            ("manage_roles", "Can assign and remove roles"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_active(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and self.granted_at <= now < self.expires_at

@@ -39,6 +39,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("export_auditevent", "Can export audit events")]
         indexes = [models.Index(fields=["target_type", "target_id"])]
 
     def __str__(self) -> str:

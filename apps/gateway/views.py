@@ -22,7 +22,8 @@ from apps.audit.models import Outcome
 from apps.audit.services import Source, record_event
 from apps.core.errors import ServiceError, json_error
 from apps.deployments.models import Deployment, Desired, Observed
-from apps.registry.selectors import models_visible_to
+from apps.accounts.models import Scope
+from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
 
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
 from .upstream import forward
@@ -73,20 +74,25 @@ class _Call:
         return response
 
 
-def _route(call: _Call, request, version: str | None) -> Deployment:
+def _route(call: _Call, request, version: str | None, invoke: bool) -> Deployment:
+    """Authenticate, then find an ACTIVE deployment the caller may use. Inference needs an
+    `invoke_model` grant and the token's `invoke` scope; metadata and readiness need the model to
+    be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
     user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip)
     call.user = user
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
-    visible = models_visible_to(user)
+    if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
+        raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
+    allowed = models_invokable_by(user) if invoke else models_visible_to(user)
+    if token.restricted:
+        allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
     deps = list(
         Deployment.objects.select_related("server", "model_version").filter(
-            model__name=call.name, model__in=visible, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE
+            model__name=call.name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE
         )
     )
     if not deps:
-        if not visible.filter(name=call.name).exists():
-            raise ServiceError("model_not_found", f"unknown model {call.name!r}", 404)
-        raise ServiceError("model_not_deployed", f"model {call.name!r} has no active deployment", 409)
+        raise _why_not(user, token, call.name, allowed)
     if version is not None:
         # Choose among the servers serving that version, not among all and then refuse.
         deps = [d for d in deps if str(d.model_version.version) == version]
@@ -94,6 +100,19 @@ def _route(call: _Call, request, version: str | None) -> Deployment:
             raise ServiceError("model_version_not_deployed", f"version {version} of {call.name!r} is not deployed", 404)
     call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
     return call.dep
+
+
+def _why_not(user, token, name: str, allowed) -> ServiceError:
+    """Only on the error path: tell "not deployed" from "not allowed" from "does not exist"."""
+    if allowed.filter(name=name).exists():
+        return ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
+    visible = models_visible_to(user)
+    if token.restricted:
+        visible = visible.filter(pk__in=token.allowed_models.values("pk"))
+    if visible.filter(name=name).exists() or catalogue_visible_to(user).filter(name=name).exists():
+        return ServiceError("invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a "
+                            "grant", 403)
+    return ServiceError("model_not_found", f"unknown model {name!r}", 404)
 
 
 def _relay(upstream) -> HttpResponse:
@@ -115,7 +134,7 @@ def _relay(upstream) -> HttpResponse:
 def _handle(request, event: str, name: str, version: str | None, act) -> HttpResponse:
     call = _Call(request, event, name)
     try:
-        dep = _route(call, request, version)
+        dep = _route(call, request, version, invoke=event == "inference.infer")
         return call.finish(act(dep))
     except ServiceError as err:
         return call.finish(json_error(err), err)

@@ -20,6 +20,10 @@ class Model(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("invoke_model", "Can invoke the model through the gateway"),
+            ("view_catalogue", "Can see the model catalogue (names, descriptions, status)"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -1,15 +1,52 @@
-"""Permission-aware reads of the catalogue. Until per-model grants exist (issue 3) an active
-user sees every model; everything that asks "may this user see/invoke X" goes through here."""
+"""Permission-aware reads of the catalogue: every list, detail and gateway route asks here.
 
-from django.db.models import QuerySet
+- A global `registry.view_model` (admin, security officer, auditor roles) sees every model.
+- Otherwise a user sees the models granted to them or their groups (view_model or invoke_model,
+  unexpired), as django-guardian object permissions with an expiry (apps.accounts.models).
+- Invocation needs an unexpired `invoke_model` grant; no role has it globally.
+A model outside these sets does not exist for the caller (404, never 403).
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from .models import Model, ModelVersion
 
 
+def _granted(user, codenames: tuple[str, ...]) -> Q:
+    from apps.accounts.models import ModelGroupGrant, ModelUserGrant
+
+    live = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    mine = ModelUserGrant.objects.filter(live, user=user, permission__codename__in=codenames)
+    ours = ModelGroupGrant.objects.filter(live, group__user=user, permission__codename__in=codenames)
+    return Q(pk__in=mine.values("content_object_id")) | Q(pk__in=ours.values("content_object_id"))
+
+
 def models_visible_to(user) -> QuerySet[Model]:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return Model.objects.none()
+    if user.has_perm("registry.view_model"):
+        return Model.objects.all()
+    return Model.objects.filter(_granted(user, ("view_model", "invoke_model")))
+
+
+def models_invokable_by(user) -> QuerySet[Model]:
+    """Used on the inference path: no global-permission lookup, one subquery per grant table."""
     if user is None or not user.is_active:
         return Model.objects.none()
-    return Model.objects.all()
+    if user.is_superuser:
+        return Model.objects.all()
+    return Model.objects.filter(_granted(user, ("invoke_model",)))
+
+
+def catalogue_visible_to(user) -> QuerySet[Model]:
+    """The catalogue (names, descriptions, status): everything for roles with view_catalogue,
+    otherwise the models the user can see."""
+    if user is not None and user.is_authenticated and user.is_active and user.has_perm("registry.view_catalogue"):
+        return Model.objects.all()
+    return models_visible_to(user)
 
 
 def versions_visible_to(user) -> QuerySet[ModelVersion]:

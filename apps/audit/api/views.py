@@ -1,6 +1,5 @@
 from rest_framework import viewsets
 
-from apps.core.permissions import IsSuperuser
 
 from ..models import AuditEvent
 from .serializers import AuditEventSerializer
@@ -11,7 +10,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
-    permission_classes = [IsSuperuser]
+    action_perms = {"list": "audit.view_auditevent", "retrieve": "audit.view_auditevent"}
     filterset_fields = {
         "event_type": ["exact"],
         "event_group": ["exact"],

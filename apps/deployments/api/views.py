@@ -4,7 +4,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.audit.services import Source
-from apps.core.permissions import ReadAnyWriteStaff
 
 from .. import services
 from ..models import Deployment, InferenceServer
@@ -16,7 +15,8 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
 
     queryset = InferenceServer.objects.all()
     serializer_class = InferenceServerSerializer
-    permission_classes = [ReadAnyWriteStaff]
+    action_perms = {"list": "deployments.view_inferenceserver", "retrieve": "deployments.view_inferenceserver",
+                    "create": "deployments.add_inferenceserver"}
     filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
 
     def perform_create(self, serializer):
@@ -35,7 +35,9 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
     """Deployments hold the desired state; a Celery task reconciles Triton toward it."""
 
     serializer_class = DeploymentSerializer
-    permission_classes = [ReadAnyWriteStaff]
+    action_perms = {"list": "deployments.view_deployment", "retrieve": "deployments.view_deployment",
+                    "create": "deployments.add_deployment", "undeploy": "deployments.change_deployment",
+                    "redeploy": "deployments.change_deployment"}
     filterset_fields = {
         "model__name": ["exact"],
         "server": ["exact"],

@@ -20,10 +20,15 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 class ModelSerializer(serializers.ModelSerializer):
     latest_version = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField(help_text="'serving' when a deployment is active, else 'not deployed'")
 
     class Meta:
         model = Model
-        fields = ["id", "name", "description", "latest_version", "created_at"]
+        fields = ["id", "name", "description", "status", "latest_version", "created_at"]
+
+    def get_status(self, obj) -> str:
+        serving = any(d.desired_state == "active" and d.observed_state == "active" for d in obj.deployments.all())
+        return "serving" if serving else "not deployed"
 
     def get_latest_version(self, obj) -> int | None:
         versions = [v.version for v in obj.versions.all()]

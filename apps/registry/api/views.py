@@ -7,11 +7,11 @@ from rest_framework.response import Response
 
 from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
-from apps.core.permissions import ReadAnyWriteStaff
+
 
 from .. import services
 from ..models import ModelVersion
-from ..selectors import models_visible_to, versions_visible_to
+from ..selectors import catalogue_visible_to, models_visible_to, versions_visible_to
 from .serializers import ModelSerializer, ModelVersionSerializer, VersionUploadSerializer
 
 
@@ -21,9 +21,10 @@ class ModelViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ModelSerializer
     lookup_field = "name"
     filterset_fields = {"name": ["exact", "icontains"]}
+    action_perms = {"list": None, "retrieve": None}  # scoped by the catalogue selector
 
     def get_queryset(self):
-        return models_visible_to(self.request.user).prefetch_related("versions")
+        return catalogue_visible_to(self.request.user).prefetch_related("versions", "deployments")
 
 
 class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -31,7 +32,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     read and the artifact stored encrypted (AES-256-GCM, data key wrapped by the KEK)."""
 
     serializer_class = ModelVersionSerializer
-    permission_classes = [ReadAnyWriteStaff]
+    action_perms = {"list": None, "retrieve": None, "create": "registry.add_modelversion"}
     lookup_field = "version"
     lookup_value_regex = r"\d+"
     filterset_fields = {"version": ["exact", "gte", "lte"]}

@@ -1,4 +1,4 @@
-"""Token lifecycle and bearer authentication."""
+"""API tokens: issue (shown once), revoke, and bearer authentication on every API and gateway call."""
 
 from __future__ import annotations
 
@@ -14,14 +14,23 @@ from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import NotFound, ServiceError
 
-from .models import TOKEN_PREFIX, ApiToken, digest_token
+from ..models import TOKEN_PREFIX, ApiToken, Scope, digest_token
 
 # Writing last_used on every call would add an UPDATE to each inference; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
-def issue_token(*, user, name: str, days: int | None = None, actor, source: Source = SYSTEM) -> tuple[ApiToken, str]:
-    """Create a token for `user`; return it with its plaintext, which is never available again."""
+DEFAULT_SCOPES = (Scope.INVOKE, Scope.READ)
+
+
+def issue_token(
+    *, user, name: str, days: int | None = None, scopes=None, model_ids=None, actor, source: Source = SYSTEM
+) -> tuple[ApiToken, str]:
+    """Create a token for `user`; return it with its plaintext, which is never available again.
+
+    `scopes` defaults to invoke + read; `model_ids`, when given, restricts the token to those
+    models (each must exist). Expiry defaults to TOKEN_DEFAULT_DAYS and may not exceed TOKEN_MAX_DAYS.
+    """
     days = settings.TOKEN_DEFAULT_DAYS if days is None else days
     if not 1 <= days <= settings.TOKEN_MAX_DAYS:
         raise ServiceError(
@@ -29,23 +38,39 @@ def issue_token(*, user, name: str, days: int | None = None, actor, source: Sour
         )
     if not user.is_active:
         raise ServiceError("user_inactive", f"user {user.get_username()} is inactive", field="user")
+    scopes = sorted(set(DEFAULT_SCOPES if scopes is None else scopes))
+    unknown = set(scopes) - set(Scope.values)
+    if unknown or not scopes:
+        raise ServiceError("invalid_scope", f"scopes must be a non-empty subset of {', '.join(Scope.values)}",
+                           field="scopes")
+    models = _existing_models(model_ids or [])
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
-            user=user,
-            name=name.strip() or "token",
-            digest=digest_token(plaintext),
-            hint=plaintext[:10],
+            user=user, name=name.strip() or "token", digest=digest_token(plaintext), hint=plaintext[:10],
+            scopes=scopes, restricted=bool(models), created_by=_user(actor),
             expires_at=timezone.now() + timedelta(days=days),
         )
-        record_event(
-            "auth.token.create",
-            actor=actor,
-            source=source,
-            target=token,
-            details={"user": user.get_username(), "expires_at": token.expires_at.isoformat()},
-        )
+        token.allowed_models.set(models)
+        record_event("auth.token.create", actor=actor, source=source, target=token, details={"after": {
+            "user": user.get_username(), "scopes": scopes, "models": [m.name for m in models],
+            "expires_at": token.expires_at.isoformat()}})
     return token, plaintext
+
+
+def _existing_models(model_ids) -> list:
+    from apps.registry.models import Model
+
+    ids = {int(i) for i in model_ids}
+    models = list(Model.objects.filter(pk__in=ids))
+    missing = ids - {m.pk for m in models}
+    if missing:
+        raise NotFound("model_not_found", f"no model with id {', '.join(map(str, sorted(missing)))}")
+    return models
+
+
+def _user(actor):
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
@@ -71,6 +96,12 @@ def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
 class TokenRejected(ServiceError):
     def __init__(self, code: str, detail: str):
         super().__init__(code, detail, 401)
+
+
+def require_scope(token: ApiToken | None, scope: str) -> None:
+    """Session callers (token None) are not limited by scopes; token callers are."""
+    if token is not None and scope not in token.scopes:
+        raise ServiceError("insufficient_scope", f"this token lacks the '{scope}' scope", 403)
 
 
 def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:

@@ -1,0 +1,126 @@
+"""Session lifetime (idle and absolute) and the account gate: privileged people reach nothing
+but 2FA enrolment or verification until they have used their second factor, and nobody with an
+expired password reaches anything but the password change page."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import logout
+from django.db import transaction
+from django.http import HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from apps.audit.services import Source, record_event
+
+from .models import EmergencyAccess, Profile
+from .roles import PRIVILEGED
+from .services.roles import roles_of
+
+LOGIN_AT, LAST_SEEN = "sv_login_at", "sv_last_seen"
+_EXEMPT_PREFIXES = ("/static/", "/healthz", "/v2/")
+_TOUCH_EVERY = 60  # seconds: idle time is measured to the minute, sparing a session write per request
+
+
+def mark_login(request) -> None:
+    now = timezone.now().timestamp()
+    request.session[LOGIN_AT] = now
+    request.session[LAST_SEEN] = now
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+class SessionLifetimeMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        session = getattr(request, "session", None)
+        if session is not None and request.user.is_authenticated and LOGIN_AT in session:
+            now = timezone.now().timestamp()
+            idle = now - session.get(LAST_SEEN, now)
+            age = now - session[LOGIN_AT]
+            if idle > settings.SESSION_IDLE_TIMEOUT.total_seconds() or age > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
+                return self._expire(request, "idle" if idle > settings.SESSION_IDLE_TIMEOUT.total_seconds() else "absolute")
+            if idle > _TOUCH_EVERY:
+                session[LAST_SEEN] = now
+        return self.get_response(request)
+
+    def _expire(self, request, why: str):
+        user = request.user
+        with transaction.atomic():
+            record_event("auth.session.expired", actor=user, source=Source.from_request(request, token_id=None),
+                         target=user, details={"reason": why})
+        logout(request)
+        if _is_api(request):
+            return JsonResponse({"code": "session_expired", "detail": f"the session ended ({why} timeout); log in "
+                                 "again"}, status=401)
+        return HttpResponseRedirect(f"{settings.LOGIN_URL}?{urlencode({'next': request.get_full_path()})}")
+
+
+class AccountGateMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = request.user
+        if not user.is_authenticated or request.path.startswith(_EXEMPT_PREFIXES):
+            return self.get_response(request)
+        roles = roles_of(user)
+        if user.is_superuser or roles & PRIVILEGED:
+            blocked = self._second_factor(request, user)
+            if blocked:
+                return blocked
+        blocked = self._password_age(request, user)
+        if blocked:
+            return blocked
+        self._note_break_glass(request, user)
+        return self.get_response(request)
+
+    def _second_factor(self, request, user):
+        if user.is_verified():
+            return None
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        enrolled = TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+        target = reverse("accounts:2fa-verify" if enrolled else "accounts:2fa-setup")
+        if request.path in (target, reverse("admin:logout")):
+            return None
+        if _is_api(request):
+            code = "otp_required" if enrolled else "otp_enrolment_required"
+            return JsonResponse({"code": code, "detail": "privileged roles must use a second factor: "
+                                 f"{'verify your code' if enrolled else 'enrol a TOTP device'} at {target}"},
+                                status=403)
+        return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")
+
+    def _password_age(self, request, user):
+        profile = Profile.objects.filter(user=user).only("password_changed_at", "is_service_account").first()
+        if profile is None or profile.is_service_account:
+            return None
+        if timezone.now() - profile.password_changed_at <= settings.PASSWORD_MAX_AGE:
+            return None
+        allowed = {reverse("admin:password_change"), reverse("admin:password_change_done"), reverse("admin:logout")}
+        if request.path in allowed:
+            return None
+        if _is_api(request):
+            return JsonResponse({"code": "password_expired", "detail": "your password has expired; change it at "
+                                 f"{reverse('admin:password_change')}"}, status=403)
+        return HttpResponseRedirect(reverse("admin:password_change"))
+
+    def _note_break_glass(self, request, user) -> None:
+        session = getattr(request, "session", None)
+        if session is None:
+            return
+        now = timezone.now()
+        for access in EmergencyAccess.objects.filter(user=user, revoked_at__isnull=True, granted_at__lte=now,
+                                                     expires_at__gt=now):
+            key = f"sv_breakglass_{access.pk}"
+            if not session.get(key):
+                with transaction.atomic():
+                    record_event("auth.breakglass.use", actor=user, source=Source.from_request(request, token_id=None),
+                                 target=user, details={"alert": True, "role": access.role, "access_id": access.pk,
+                                                       "path": request.path})
+                session[key] = True

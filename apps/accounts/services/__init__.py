@@ -1,0 +1,42 @@
+"""The accounts app's writes, one module per concern; re-exported so callers import from here."""
+
+from .grants import grant_model_access, revoke_model_access
+from .roles import assign_role, grant_emergency_access, remove_role, revoke_emergency_access, roles_of
+from .security import (
+    create_service_account,
+    disable_dormant_accounts,
+    record_2fa_enrolment,
+    record_2fa_failure,
+)
+from .tokens import (
+    LAST_USED_RESOLUTION,
+    TokenRejected,
+    authenticate_bearer,
+    get_user_by_name,
+    issue_token,
+    record_denied,
+    require_scope,
+    revoke_token,
+)
+
+__all__ = [
+    "LAST_USED_RESOLUTION",
+    "TokenRejected",
+    "assign_role",
+    "authenticate_bearer",
+    "create_service_account",
+    "disable_dormant_accounts",
+    "get_user_by_name",
+    "grant_emergency_access",
+    "grant_model_access",
+    "issue_token",
+    "record_2fa_enrolment",
+    "record_2fa_failure",
+    "record_denied",
+    "remove_role",
+    "require_scope",
+    "revoke_emergency_access",
+    "revoke_model_access",
+    "revoke_token",
+    "roles_of",
+]

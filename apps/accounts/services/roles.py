@@ -1,0 +1,112 @@
+"""Role membership, separation of duties and break-glass."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.errors import Conflict, NotFound, ServiceError
+
+from ..models import EmergencyAccess, Profile
+from ..roles import ANALYST, EXCLUSIVE, GUEST, ROLES
+
+
+def roles_of(user, *, include_emergency: bool = True) -> set[str]:
+    """The user's standing roles, plus unexpired break-glass roles unless told otherwise."""
+    if user is None or not user.is_authenticated:
+        return set()
+    roles = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+    if include_emergency:
+        now = timezone.now()
+        roles |= set(EmergencyAccess.objects.filter(
+            user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now).values_list("role", flat=True))
+    return roles
+
+
+def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
+    """Add a role to a user, refusing a second one of admin / security_officer / auditor."""
+    with transaction.atomic():
+        user = _locked_user(user_id)
+        _check_role(role)
+        before = roles_of(user, include_emergency=False)
+        _check_compatible(user, role, before)
+        user.groups.add(Group.objects.get(name=role))
+        record_event("auth.role.assign", actor=actor, source=source, target=user,
+                     details={"role": role, "before": sorted(before), "after": sorted(before | {role})})
+    return user
+
+
+def remove_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
+    """Remove a role (idempotent, recorded either way)."""
+    with transaction.atomic():
+        user = _locked_user(user_id)
+        _check_role(role)
+        before = roles_of(user, include_emergency=False)
+        user.groups.remove(Group.objects.get(name=role))
+        record_event("auth.role.remove", actor=actor, source=source, target=user,
+                     details={"role": role, "before": sorted(before), "after": sorted(before - {role})})
+    return user
+
+
+def grant_emergency_access(*, user_id: int, role: str, minutes: int, reason: str, actor,
+                           source: Source = SYSTEM) -> EmergencyAccess:
+    """Break-glass: give `user` a role for at most BREAK_GLASS_MAX, with a reason. Alerting."""
+    limit = int(settings.BREAK_GLASS_MAX.total_seconds() // 60)
+    if not 1 <= minutes <= limit:
+        raise ServiceError("invalid_duration", f"break-glass lasts between 1 and {limit} minutes", field="minutes")
+    if not reason.strip():
+        raise ServiceError("reason_required", "a break-glass grant needs a reason", field="reason")
+    with transaction.atomic():
+        user = _locked_user(user_id)
+        _check_role(role)
+        _check_compatible(user, role, roles_of(user))
+        now = timezone.now()
+        access = EmergencyAccess.objects.create(user=user, role=role, reason=reason.strip(), granted_by=_user(actor),
+                                                granted_at=now, expires_at=now + timedelta(minutes=minutes))
+        record_event("auth.breakglass.grant", actor=actor, source=source, target=user, details={
+            "alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()})
+    return access
+
+
+def revoke_emergency_access(*, access_id: int, actor, source: Source = SYSTEM) -> EmergencyAccess:
+    with transaction.atomic():
+        access = EmergencyAccess.objects.select_for_update().filter(pk=access_id).first()
+        if access is None:
+            raise NotFound("emergency_access_not_found", f"no break-glass grant with id {access_id}")
+        if access.revoked_at is None:
+            access.revoked_at = timezone.now()
+            access.save(update_fields=["revoked_at"])
+        record_event("auth.breakglass.revoke", actor=actor, source=source, target=access.user,
+                     details={"role": access.role, "access_id": access.pk})
+    return access
+
+
+def _locked_user(user_id: int):
+    user = get_user_model().objects.select_for_update().filter(pk=user_id).first()
+    if user is None:
+        raise NotFound("user_not_found", f"no user with id {user_id}")
+    return user
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ServiceError("unknown_role", f"unknown role {role!r}; roles are {', '.join(ROLES)}", field="role")
+
+
+def _check_compatible(user, role: str, current: set[str]) -> None:
+    clash = (current & EXCLUSIVE) - {role} if role in EXCLUSIVE else set()
+    if clash:
+        raise Conflict("role_conflict", f"{user.get_username()} already holds {', '.join(sorted(clash))}; "
+                       f"nobody may hold two of {', '.join(sorted(EXCLUSIVE))} (separation of duties)", "role")
+    if role not in (ANALYST, GUEST) and Profile.objects.filter(user=user, is_service_account=True).exists():
+        raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
+
+
+def _user(actor):
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
