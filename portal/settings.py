@@ -237,7 +237,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Deployment.observed_state and DeploymentTransition.from_state/to_state share one choice set.
-    "ENUM_NAME_OVERRIDES": {"ObservedStateEnum": "apps.deployments.models.Observed"},
+    "ENUM_NAME_OVERRIDES": {
+        "ObservedStateEnum": "apps.deployments.models.Observed",
+        "RoleEnum": "apps.accounts.roles.ROLE_CHOICES",
+        "ServiceAccountRoleEnum": "apps.accounts.roles.SERVICE_ACCOUNT_ROLE_CHOICES",
+    },
 }
 
 LOGGING = {

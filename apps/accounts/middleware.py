@@ -42,9 +42,9 @@ class SessionLifetimeMiddleware:
         if session is not None and request.user.is_authenticated and LOGIN_AT in session:
             now = timezone.now().timestamp()
             idle = now - session.get(LAST_SEEN, now)
-            age = now - session[LOGIN_AT]
-            if idle > settings.SESSION_IDLE_TIMEOUT.total_seconds() or age > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
-                return self._expire(request, "idle" if idle > settings.SESSION_IDLE_TIMEOUT.total_seconds() else "absolute")
+            too_idle = idle > settings.SESSION_IDLE_TIMEOUT.total_seconds()
+            if too_idle or now - session[LOGIN_AT] > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
+                return self._expire(request, "idle" if too_idle else "absolute")
             if idle > _TOUCH_EVERY:
                 session[LAST_SEEN] = now
         return self.get_response(request)
@@ -52,12 +52,18 @@ class SessionLifetimeMiddleware:
     def _expire(self, request, why: str):
         user = request.user
         with transaction.atomic():
-            record_event("auth.session.expired", actor=user, source=Source.from_request(request, token_id=None),
-                         target=user, details={"reason": why})
+            record_event(
+                "auth.session.expired",
+                actor=user,
+                source=Source.from_request(request, token_id=None),
+                target=user,
+                details={"reason": why},
+            )
         logout(request)
         if _is_api(request):
-            return JsonResponse({"code": "session_expired", "detail": f"the session ended ({why} timeout); log in "
-                                 "again"}, status=401)
+            return JsonResponse(
+                {"code": "session_expired", "detail": f"the session ended ({why} timeout); log in again"}, status=401
+            )
         return HttpResponseRedirect(f"{settings.LOGIN_URL}?{urlencode({'next': request.get_full_path()})}")
 
 
@@ -91,9 +97,14 @@ class AccountGateMiddleware:
             return None
         if _is_api(request):
             code = "otp_required" if enrolled else "otp_enrolment_required"
-            return JsonResponse({"code": code, "detail": "privileged roles must use a second factor: "
-                                 f"{'verify your code' if enrolled else 'enrol a TOTP device'} at {target}"},
-                                status=403)
+            return JsonResponse(
+                {
+                    "code": code,
+                    "detail": "privileged roles must use a second factor: "
+                    f"{'verify your code' if enrolled else 'enrol a TOTP device'} at {target}",
+                },
+                status=403,
+            )
         return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")
 
     def _password_age(self, request, user):
@@ -106,8 +117,13 @@ class AccountGateMiddleware:
         if request.path in allowed:
             return None
         if _is_api(request):
-            return JsonResponse({"code": "password_expired", "detail": "your password has expired; change it at "
-                                 f"{reverse('admin:password_change')}"}, status=403)
+            return JsonResponse(
+                {
+                    "code": "password_expired",
+                    "detail": f"your password has expired; change it at {reverse('admin:password_change')}",
+                },
+                status=403,
+            )
         return HttpResponseRedirect(reverse("admin:password_change"))
 
     def _note_break_glass(self, request, user) -> None:
@@ -115,12 +131,17 @@ class AccountGateMiddleware:
         if session is None:
             return
         now = timezone.now()
-        for access in EmergencyAccess.objects.filter(user=user, revoked_at__isnull=True, granted_at__lte=now,
-                                                     expires_at__gt=now):
+        for access in EmergencyAccess.objects.filter(
+            user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now
+        ):
             key = f"sv_breakglass_{access.pk}"
             if not session.get(key):
                 with transaction.atomic():
-                    record_event("auth.breakglass.use", actor=user, source=Source.from_request(request, token_id=None),
-                                 target=user, details={"alert": True, "role": access.role, "access_id": access.pk,
-                                                       "path": request.path})
+                    record_event(
+                        "auth.breakglass.use",
+                        actor=user,
+                        source=Source.from_request(request, token_id=None),
+                        target=user,
+                        details={"alert": True, "role": access.role, "access_id": access.pk, "path": request.path},
+                    )
                 session[key] = True

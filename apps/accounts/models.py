@@ -45,10 +45,12 @@ class ApiToken(models.Model):
     digest = models.CharField(max_length=64, unique=True, editable=False)
     hint = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise the token")
     scopes = models.JSONField(default=list, help_text="Subset of invoke, read, manage")
-    allowed_models = models.ManyToManyField("registry.Model", blank=True, related_name="+",
-                                    help_text="If set, the token may only reach these models")
-    restricted = models.BooleanField(default=False, editable=False,
-                                     help_text="Denormalised: true when `allowed_models` is not empty (saves a query per call)")
+    allowed_models = models.ManyToManyField(
+        "registry.Model", blank=True, related_name="+", help_text="If set, the token may only reach these models"
+    )
+    restricted = models.BooleanField(
+        default=False, editable=False, help_text="True when allowed_models is set (spares a query per call)"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()

@@ -7,6 +7,8 @@ AUDITOR = "auditor"
 ANALYST = "analyst"
 GUEST = "guest"
 ROLES = (ADMIN, SECURITY_OFFICER, AUDITOR, ANALYST, GUEST)
+ROLE_CHOICES = [(role, role) for role in ROLES]
+SERVICE_ACCOUNT_ROLE_CHOICES = [(ANALYST, ANALYST), (GUEST, GUEST)]
 
 # Separation of duties: nobody holds two of these at once (等保 8.1.4.2 e).
 EXCLUSIVE = frozenset({ADMIN, SECURITY_OFFICER, AUDITOR})
@@ -15,9 +17,14 @@ PRIVILEGED = EXCLUSIVE
 # Roles that may be granted model invocation.
 MAY_INVOKE = frozenset({ADMIN, SECURITY_OFFICER, AUDITOR, ANALYST})
 
-_VIEW_OPS = ("registry.view_model", "registry.view_modelversion", "registry.view_artifact",
-             "deployments.view_inferenceserver", "deployments.view_deployment",
-             "deployments.view_deploymenttransition")
+_VIEW_OPS = (
+    "registry.view_model",
+    "registry.view_modelversion",
+    "registry.view_artifact",
+    "deployments.view_inferenceserver",
+    "deployments.view_deployment",
+    "deployments.view_deploymenttransition",
+)
 
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     ADMIN: (
@@ -27,23 +34,39 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deployments.add_inferenceserver",
         "deployments.add_deployment",
         "deployments.change_deployment",
-        "auth.view_user", "auth.add_user", "auth.change_user",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
         "accounts.view_profile",
     ),
     SECURITY_OFFICER: (
-        "registry.view_model", "registry.view_catalogue", "registry.view_artifact",
-        "accounts.manage_grants", "accounts.manage_roles", "accounts.manage_tokens", "accounts.grant_break_glass",
-        "accounts.view_apitoken", "accounts.view_modelusergrant", "accounts.view_modelgroupgrant",
-        "accounts.view_emergencyaccess", "accounts.view_profile",
-        "auth.view_user", "auth.view_group",
+        "registry.view_model",
+        "registry.view_catalogue",
+        "registry.view_artifact",
+        "accounts.manage_grants",
+        "accounts.manage_roles",
+        "accounts.manage_tokens",
+        "accounts.grant_break_glass",
+        "accounts.view_apitoken",
+        "accounts.view_modelusergrant",
+        "accounts.view_modelgroupgrant",
+        "accounts.view_emergencyaccess",
+        "accounts.view_profile",
+        "auth.view_user",
+        "auth.view_group",
     ),
     AUDITOR: (
         *_VIEW_OPS,
         "registry.view_catalogue",
-        "audit.view_auditevent", "audit.export_auditevent",
-        "accounts.view_apitoken", "accounts.view_modelusergrant", "accounts.view_modelgroupgrant",
-        "accounts.view_emergencyaccess", "accounts.view_profile",
-        "auth.view_user", "auth.view_group",
+        "audit.view_auditevent",
+        "audit.export_auditevent",
+        "accounts.view_apitoken",
+        "accounts.view_modelusergrant",
+        "accounts.view_modelgroupgrant",
+        "accounts.view_emergencyaccess",
+        "accounts.view_profile",
+        "auth.view_user",
+        "auth.view_group",
     ),
     ANALYST: (),  # everything an analyst may touch comes from per-model grants
     GUEST: ("registry.view_catalogue",),

@@ -44,14 +44,27 @@ def on_logout(sender, request, user, **kwargs):
 def on_login_failed(sender, credentials, request=None, **kwargs):
     # The submitted name is recorded as given: it may not exist, and the response never says.
     with transaction.atomic():
-        record_event("auth.login.failure", actor=None, source=_source(request), outcome=Outcome.FAILURE,
-                     error_code="invalid_credentials", target_type="auth.user",
-                     target_display=str(credentials.get("username", ""))[:150])
+        record_event(
+            "auth.login.failure",
+            actor=None,
+            source=_source(request),
+            outcome=Outcome.FAILURE,
+            error_code="invalid_credentials",
+            target_type="auth.user",
+            target_display=str(credentials.get("username", ""))[:150],
+        )
 
 
 @receiver(user_locked_out)
 def on_lockout(sender, request, username, ip_address, **kwargs):
     with transaction.atomic():
-        record_event("auth.lockout", actor=None, source=_source(request), outcome=Outcome.DENIED,
-                     error_code="locked_out", target_type="auth.user", target_display=str(username)[:150],
-                     details={"alert": True, "failures": settings.AXES_FAILURE_LIMIT})
+        record_event(
+            "auth.lockout",
+            actor=None,
+            source=_source(request),
+            outcome=Outcome.DENIED,
+            error_code="locked_out",
+            target_type="auth.user",
+            target_display=str(username)[:150],
+            details={"alert": True, "failures": settings.AXES_FAILURE_LIMIT},
+        )

@@ -22,7 +22,11 @@ from .services import record_2fa_enrolment, record_2fa_failure
 
 
 class CodeForm(forms.Form):
-    code = forms.CharField(max_length=8, label="6-digit code", widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}))
+    code = forms.CharField(
+        max_length=8,
+        label="6-digit code",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}),
+    )
 
 
 def _next(request) -> str:
@@ -52,9 +56,17 @@ def totp_setup(request):
         form.add_error("code", "That code is not valid. Check the clock of your device and try again.")
     buffer = io.BytesIO()
     qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage).save(buffer)
-    return render(request, "accounts/totp_setup.html", _context(
-        request, title="Set up two-factor authentication", form=form, qr_svg=buffer.getvalue().decode(),
-        secret=device.config_url.split("secret=")[1].split("&")[0]))
+    return render(
+        request,
+        "accounts/totp_setup.html",
+        _context(
+            request,
+            title="Set up two-factor authentication",
+            form=form,
+            qr_svg=buffer.getvalue().decode(),
+            secret=device.config_url.split("secret=")[1].split("&")[0],
+        ),
+    )
 
 
 @login_required
@@ -76,5 +88,4 @@ def lockout_response(request, response=None, credentials=None, *args, **kwargs):
     detail = "Too many failed logins. Try again later or ask a security officer to unlock the account."
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "locked_out", "detail": detail}, status=429)
-    return render(request, "accounts/locked_out.html", _context(request, title="Locked out", detail=detail),
-                  status=429)
+    return render(request, "accounts/locked_out.html", _context(request, title="Locked out", detail=detail), status=429)

@@ -85,7 +85,9 @@ def api_exception_handler(exc, context):
     detail_code = getattr(exc.detail, "code", None)  # e.g. a permission class's own `code`
     if detail_code == getattr(exc, "default_code", None):
         detail_code = None
-    code = getattr(exc, "code", None) or detail_code or _DRF_CODES.get(type(exc)) or getattr(exc, "default_code", "error")
+    code = (
+        getattr(exc, "code", None) or detail_code or _DRF_CODES.get(type(exc)) or getattr(exc, "default_code", "error")
+    )
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     response.data = {"code": str(code), "detail": str(detail)}
     return response

@@ -17,12 +17,12 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.accounts.models import Scope
 from apps.accounts.services import authenticate_bearer
 from apps.audit.models import Outcome
 from apps.audit.services import Source, record_event
 from apps.core.errors import ServiceError, json_error
 from apps.deployments.models import Deployment, Desired, Observed
-from apps.accounts.models import Scope
 from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
 
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
@@ -110,8 +110,9 @@ def _why_not(user, token, name: str, allowed) -> ServiceError:
     if token.restricted:
         visible = visible.filter(pk__in=token.allowed_models.values("pk"))
     if visible.filter(name=name).exists() or catalogue_visible_to(user).filter(name=name).exists():
-        return ServiceError("invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a "
-                            "grant", 403)
+        return ServiceError(
+            "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
+        )
     return ServiceError("model_not_found", f"unknown model {name!r}", 404)
 
 

@@ -1,44 +1,324 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
-from rest_framework.decorators import action
-from rest_framework.response import Response
+"""Accounts API: users and roles, per-model grants, tokens, service accounts, break-glass, login."""
 
+from django.contrib.auth import authenticate, get_user_model, login
+from django.db.models import Count
+from django.utils import timezone
+from django_otp import login as otp_login
+from django_otp import match_token
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.audit.models import AuditEvent
 from apps.audit.services import Source
+from apps.core.errors import NotFound, ServiceError
 
 from .. import services
-from ..models import ApiToken
-from .serializers import ApiTokenCreatedSerializer, ApiTokenCreateSerializer, ApiTokenSerializer
+from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
+from ..roles import PRIVILEGED
+from . import serializers as s
+
+
+def _src(request) -> Source:
+    return Source.from_request(request)
 
 
 class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
-    """Your API tokens. The token value is returned once, at creation; only its hash is kept."""
+    """API tokens: your own and your service accounts' (security officers: everyone's). The token
+    value is returned once, at creation; only its hash is kept."""
 
-    serializer_class = ApiTokenSerializer
-    filterset_fields = {"name": ["exact"], "revoked_at": ["isnull"]}
+    serializer_class = s.ApiTokenSerializer
+    filterset_fields = {"name": ["exact"], "revoked_at": ["isnull"], "user__username": ["exact"]}
+    action_perms = {"list": None, "retrieve": None, "create": None, "revoke": None}
 
     def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: there is no user
+        if getattr(self, "swagger_fake_view", False):
             return ApiToken.objects.none()
-        return ApiToken.objects.filter(user=self.request.user).select_related("user")
+        qs = ApiToken.objects.select_related("user").prefetch_related("allowed_models")
+        user = self.request.user
+        if user.has_perm("accounts.manage_tokens"):
+            return qs
+        return qs.filter(user__in=[user.pk, *Profile.objects.filter(owner=user).values_list("user_id", flat=True)])
 
-    @extend_schema(request=ApiTokenCreateSerializer, responses={201: ApiTokenCreatedSerializer})
+    @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
     def create(self, request):
-        form = ApiTokenCreateSerializer(data=request.data)
+        form = s.ApiTokenCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        data = form.validated_data
+        owner = self._owner(request.user, data.get("user"))
         token, plaintext = services.issue_token(
-            user=request.user,
-            name=form.validated_data["name"],
-            days=form.validated_data.get("days"),
+            user=owner,
+            name=data["name"],
+            days=data.get("days"),
+            scopes=data.get("scopes"),
+            model_ids=data.get("models"),
             actor=request.user,
-            source=Source.from_request(request),
+            source=_src(request),
         )
         token.token = plaintext
-        return Response(ApiTokenCreatedSerializer(token).data, status=201)
+        return Response(s.ApiTokenCreatedSerializer(token).data, status=201)
 
-    @extend_schema(request=None, responses={200: ApiTokenSerializer})
+    @extend_schema(request=None, responses={200: s.ApiTokenSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        token = services.revoke_token(
-            token_id=self.get_object().pk, actor=request.user, source=Source.from_request(request)
+        token = services.revoke_token(token_id=self.get_object().pk, actor=request.user, source=_src(request))
+        return Response(s.ApiTokenSerializer(token).data)
+
+    @staticmethod
+    def _owner(caller, user_id):
+        if user_id is None or user_id == caller.pk:
+            return caller
+        target = get_user_model().objects.filter(pk=user_id).first()
+        mine = target is not None and Profile.objects.filter(user=target, owner=caller).exists()
+        if target is None or not (mine or caller.has_perm("accounts.manage_tokens")):
+            raise NotFound("user_not_found", f"no user with id {user_id} that you may issue tokens for")
+        return target
+
+
+class UserViewSet(viewsets.ReadOnlyModelViewSet):
+    """User accounts and their roles. Roles are exclusive where separation of duties requires."""
+
+    serializer_class = s.UserSerializer
+    filterset_fields = {"username": ["exact", "icontains"], "is_active": ["exact"], "groups__name": ["exact"]}
+    action_perms = {
+        "list": "auth.view_user",
+        "retrieve": "auth.view_user",
+        "create": "auth.add_user",
+        "active": "auth.change_user",
+        "add_role": "accounts.manage_roles",
+        "remove_role": "accounts.manage_roles",
+    }
+
+    def get_queryset(self):
+        return get_user_model().objects.select_related("profile__owner").prefetch_related("groups", "totpdevice_set")
+
+    @extend_schema(request=s.UserCreateSerializer, responses={201: s.UserSerializer})
+    def create(self, request):
+        form = s.UserCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.create_user(**form.validated_data, actor=request.user, source=_src(request))
+        return Response(s.UserSerializer(user).data, status=201)
+
+    @extend_schema(request=s.UserActiveSerializer, responses={200: s.UserSerializer})
+    @action(detail=True, methods=["post"])
+    def active(self, request, pk=None):
+        form = s.UserActiveSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.set_user_active(
+            user_id=self.get_object().pk,
+            active=form.validated_data["is_active"],
+            actor=request.user,
+            source=_src(request),
         )
-        return Response(ApiTokenSerializer(token).data)
+        return Response(s.UserSerializer(user).data)
+
+    @extend_schema(request=s.RoleSerializer, responses={200: s.UserSerializer})
+    @action(detail=True, methods=["post"], url_path="roles")
+    def add_role(self, request, pk=None):
+        form = s.RoleSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.assign_role(
+            user_id=self.get_object().pk, role=form.validated_data["role"], actor=request.user, source=_src(request)
+        )
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+
+    @extend_schema(request=None, responses={200: s.UserSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"roles/(?P<role>[a-z_]+)")
+    def remove_role(self, request, pk=None, role=None):
+        user = services.remove_role(user_id=self.get_object().pk, role=role, actor=request.user, source=_src(request))
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+
+
+class _GrantViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    grantee = "user"
+    create_serializer = s.GrantCreateSerializer
+
+    @extend_schema(request=s.GrantCreateSerializer)
+    def create(self, request):
+        form = s.GrantCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        if data.get(self.grantee) is None:
+            raise ServiceError("invalid_grantee", f"give the {self.grantee} id", field=self.grantee)
+        services.grant_model_access(
+            model_id=data["model"],
+            permission=data["permission"],
+            expires_at=data.get("expires_at"),
+            actor=request.user,
+            source=_src(request),
+            **{f"{self.grantee}_id": data[self.grantee]},
+        )
+        rows = self.get_queryset().filter(content_object_id=data["model"], **{f"{self.grantee}_id": data[self.grantee]})
+        return Response(self.get_serializer(rows, many=True).data, status=201)
+
+    def perform_destroy(self, instance):
+        services.revoke_model_access(
+            model_id=instance.content_object_id,
+            permission=instance.permission.codename,
+            actor=self.request.user,
+            source=_src(self.request),
+            **{f"{self.grantee}_id": getattr(instance, f"{self.grantee}_id")},
+        )
+
+
+class UserGrantViewSet(_GrantViewSet):
+    """Per-model grants to users (view_model, invoke_model), optionally expiring. Creating
+    invoke_model also grants view_model; revoking view_model also revokes invoke_model."""
+
+    serializer_class = s.UserGrantSerializer
+    filterset_fields = {"user": ["exact"], "content_object": ["exact"], "permission__codename": ["exact"]}
+    action_perms = {
+        "list": "accounts.view_modelusergrant",
+        "retrieve": "accounts.view_modelusergrant",
+        "create": "accounts.manage_grants",
+        "destroy": "accounts.manage_grants",
+    }
+
+    def get_queryset(self):
+        return ModelUserGrant.objects.select_related("user", "content_object", "permission", "granted_by")
+
+
+class GroupGrantViewSet(_GrantViewSet):
+    """Per-model grants to groups."""
+
+    grantee = "group"
+    serializer_class = s.GroupGrantSerializer
+    filterset_fields = {"group": ["exact"], "content_object": ["exact"], "permission__codename": ["exact"]}
+    action_perms = {
+        "list": "accounts.view_modelgroupgrant",
+        "retrieve": "accounts.view_modelgroupgrant",
+        "create": "accounts.manage_grants",
+        "destroy": "accounts.manage_grants",
+    }
+
+    def get_queryset(self):
+        return ModelGroupGrant.objects.select_related("group", "content_object", "permission", "granted_by")
+
+
+class ServiceAccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Non-human users owned by a person; they authenticate only with tokens."""
+
+    serializer_class = s.UserSerializer
+    action_perms = {"list": None, "retrieve": None, "create": "auth.add_user"}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return get_user_model().objects.none()
+        qs = (
+            get_user_model()
+            .objects.filter(profile__is_service_account=True)
+            .select_related("profile__owner")
+            .prefetch_related("groups", "totpdevice_set")
+        )
+        user = self.request.user
+        return qs if user.has_perm("auth.view_user") else qs.filter(profile__owner=user)
+
+    @extend_schema(request=s.ServiceAccountCreateSerializer, responses={201: s.UserSerializer})
+    def create(self, request):
+        form = s.ServiceAccountCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        account = services.create_service_account(
+            name=form.validated_data["name"],
+            owner_id=request.user.pk,
+            role=form.validated_data["role"],
+            actor=request.user,
+            source=_src(request),
+        )
+        return Response(s.UserSerializer(self.get_queryset().get(pk=account.pk)).data, status=201)
+
+
+class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Break-glass: time-limited emergency roles granted by a security officer; their use alerts."""
+
+    serializer_class = s.EmergencyAccessSerializer
+    queryset = EmergencyAccess.objects.select_related("user", "granted_by")
+    action_perms = {
+        "list": "accounts.view_emergencyaccess",
+        "retrieve": "accounts.view_emergencyaccess",
+        "create": "accounts.grant_break_glass",
+        "revoke": "accounts.grant_break_glass",
+    }
+
+    @extend_schema(request=s.EmergencyAccessCreateSerializer, responses={201: s.EmergencyAccessSerializer})
+    def create(self, request):
+        form = s.EmergencyAccessCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        d = form.validated_data
+        access = services.grant_emergency_access(
+            user_id=d["user"],
+            role=d["role"],
+            minutes=d["minutes"],
+            reason=d["reason"],
+            actor=request.user,
+            source=_src(request),
+        )
+        return Response(s.EmergencyAccessSerializer(access).data, status=201)
+
+    @extend_schema(request=None, responses={200: s.EmergencyAccessSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        access = services.revoke_emergency_access(
+            access_id=self.get_object().pk, actor=request.user, source=_src(request)
+        )
+        return Response(s.EmergencyAccessSerializer(access).data)
+
+
+class MeView(APIView):
+    """Who you are, your roles and your own usage of the gateway over the last 30 days."""
+
+    action_perms = {"get": None}
+
+    @extend_schema(responses={200: s.MeSerializer})
+    def get(self, request):
+        since = timezone.now() - timezone.timedelta(days=30)
+        usage = (
+            AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
+            .values("target_display", "outcome")
+            .annotate(calls=Count("id"))
+            .order_by("target_display")
+        )
+        by_model: dict = {}
+        for row in usage:
+            by_model.setdefault(row["target_display"], {})[row["outcome"]] = row["calls"]
+        user = get_user_model().objects.prefetch_related("groups", "totpdevice_set").get(pk=request.user.pk)
+        return Response(s.MeSerializer(user, context={"usage": by_model}).data)
+
+
+class LoginView(APIView):
+    """Session login for API clients. Lockout after repeated failures (django-axes); privileged
+    roles must also send their TOTP code. The error never says whether the user exists."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.LoginSerializer, responses={200: s.UserSerializer})
+    def post(self, request):
+        form = s.LoginSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        d = form.validated_data
+        django_request = request._request
+        user = authenticate(django_request, username=d["username"], password=d["password"])
+        if getattr(django_request, "axes_locked_out", False):
+            raise ServiceError("locked_out", "too many failed logins; try again later", 429)
+        if user is None:
+            raise ServiceError("invalid_credentials", "invalid user name or password", 401)
+        device = None
+        if user.is_superuser or services.roles_of(user) & PRIVILEGED:
+            if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+                raise ServiceError(
+                    "otp_enrolment_required", "enrol a TOTP device in the portal first (/accounts/2fa/setup/)", 403
+                )
+            device = match_token(user, d.get("otp") or "")
+            if device is None:
+                services.record_2fa_failure(user=user, source=_src(request))
+                raise ServiceError("invalid_otp", "the one-time code is missing or wrong", 401, "otp")
+        login(django_request, user)
+        if device is not None:
+            otp_login(django_request, device)
+        return Response(s.UserSerializer(get_user_model().objects.get(pk=user.pk)).data)

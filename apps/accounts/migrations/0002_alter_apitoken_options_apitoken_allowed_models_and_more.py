@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='apitoken',
             name='restricted',
-            field=models.BooleanField(default=False, editable=False, help_text='Denormalised: true when `allowed_models` is not empty (saves a query per call)'),
+            field=models.BooleanField(default=False, editable=False, help_text='True when allowed_models is set (spares a query per call)'),
         ),
         migrations.AddField(
             model_name='apitoken',

@@ -18,6 +18,7 @@ from .tokens import (
     require_scope,
     revoke_token,
 )
+from .users import create_user, set_user_active
 
 __all__ = [
     "LAST_USED_RESOLUTION",
@@ -25,6 +26,8 @@ __all__ = [
     "assign_role",
     "authenticate_bearer",
     "create_service_account",
+    "create_user",
+    "set_user_active",
     "disable_dormant_accounts",
     "get_user_by_name",
     "grant_emergency_access",

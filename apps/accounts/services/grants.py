@@ -18,23 +18,39 @@ from ..models import ModelGroupGrant, ModelUserGrant
 from ..roles import GRANTABLE, MAY_INVOKE, ROLES
 
 
-def grant_model_access(*, model_id: int, permission: str, user_id: int | None = None, group_id: int | None = None,
-                       expires_at: datetime | None = None, actor, source: Source = SYSTEM):
+def grant_model_access(
+    *,
+    model_id: int,
+    permission: str,
+    user_id: int | None = None,
+    group_id: int | None = None,
+    expires_at: datetime | None = None,
+    actor,
+    source: Source = SYSTEM,
+):
     """Give a user or a group `view_model` or `invoke_model` on one model, optionally until
     `expires_at`. Granting again updates the expiry. Invoking implies viewing."""
     return _change(model_id, permission, user_id, group_id, expires_at, True, actor, source)
 
 
-def revoke_model_access(*, model_id: int, permission: str, user_id: int | None = None, group_id: int | None = None,
-                        actor, source: Source = SYSTEM):
+def revoke_model_access(
+    *,
+    model_id: int,
+    permission: str,
+    user_id: int | None = None,
+    group_id: int | None = None,
+    actor,
+    source: Source = SYSTEM,
+):
     """Take a grant away (idempotent, recorded either way)."""
     return _change(model_id, permission, user_id, group_id, None, False, actor, source)
 
 
 def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, source):
     if permission not in GRANTABLE:
-        raise ServiceError("unknown_permission", f"grantable permissions are {', '.join(GRANTABLE)}",
-                           field="permission")
+        raise ServiceError(
+            "unknown_permission", f"grantable permissions are {', '.join(GRANTABLE)}", field="permission"
+        )
     if (user_id is None) == (group_id is None):
         raise ServiceError("invalid_grantee", "name exactly one of user or group", field="user")
     if grant and expires_at is not None and expires_at <= timezone.now():
@@ -52,15 +68,25 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
         rows = Permission.objects.filter(content_type__app_label="registry", codename__in=perms)
         for perm in rows:
             if grant:
-                table.objects.update_or_create(**{key: grantee}, permission=perm, content_object=model,
-                                               defaults={"expires_at": expires_at, "granted_by": _user(actor),
-                                                         "granted_at": timezone.now()})
+                table.objects.update_or_create(
+                    **{key: grantee},
+                    permission=perm,
+                    content_object=model,
+                    defaults={"expires_at": expires_at, "granted_by": _user(actor), "granted_at": timezone.now()},
+                )
             else:
                 table.objects.filter(**{key: grantee}, permission=perm, content_object=model).delete()
-        record_event("access.grant.create" if grant else "access.grant.revoke", actor=actor, source=source,
-                     target=model, details={
-                         "grantee": f"{key}:{grantee}", "permissions": perms,
-                         "expires_at": expires_at.isoformat() if expires_at else None})
+        record_event(
+            "access.grant.create" if grant else "access.grant.revoke",
+            actor=actor,
+            source=source,
+            target=model,
+            details={
+                "grantee": f"{key}:{grantee}",
+                "permissions": perms,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
     return model
 
 
@@ -80,8 +106,11 @@ def _check_may_invoke(grantee, is_user: bool) -> None:
     if is_user:
         roles = set(grantee.groups.filter(name__in=ROLES).values_list("name", flat=True))
         if not grantee.is_superuser and not roles & MAY_INVOKE:
-            raise ServiceError("role_cannot_invoke", f"{grantee.get_username()} holds no role that may invoke models "
-                               "(guests invoke nothing)", field="user")
+            raise ServiceError(
+                "role_cannot_invoke",
+                f"{grantee.get_username()} holds no role that may invoke models (guests invoke nothing)",
+                field="user",
+            )
     elif grantee.name == "guest":
         raise ServiceError("role_cannot_invoke", "guests invoke nothing", field="group")
 

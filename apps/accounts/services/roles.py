@@ -24,8 +24,11 @@ def roles_of(user, *, include_emergency: bool = True) -> set[str]:
     roles = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
     if include_emergency:
         now = timezone.now()
-        roles |= set(EmergencyAccess.objects.filter(
-            user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now).values_list("role", flat=True))
+        roles |= set(
+            EmergencyAccess.objects.filter(
+                user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now
+            ).values_list("role", flat=True)
+        )
     return roles
 
 
@@ -37,8 +40,14 @@ def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
         before = roles_of(user, include_emergency=False)
         _check_compatible(user, role, before)
         user.groups.add(Group.objects.get(name=role))
-        record_event("auth.role.assign", actor=actor, source=source, target=user,
-                     details={"role": role, "before": sorted(before), "after": sorted(before | {role})})
+        _sync_staff(user, before | {role})
+        record_event(
+            "auth.role.assign",
+            actor=actor,
+            source=source,
+            target=user,
+            details={"role": role, "before": sorted(before), "after": sorted(before | {role})},
+        )
     return user
 
 
@@ -49,13 +58,20 @@ def remove_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
         _check_role(role)
         before = roles_of(user, include_emergency=False)
         user.groups.remove(Group.objects.get(name=role))
-        record_event("auth.role.remove", actor=actor, source=source, target=user,
-                     details={"role": role, "before": sorted(before), "after": sorted(before - {role})})
+        _sync_staff(user, before - {role})
+        record_event(
+            "auth.role.remove",
+            actor=actor,
+            source=source,
+            target=user,
+            details={"role": role, "before": sorted(before), "after": sorted(before - {role})},
+        )
     return user
 
 
-def grant_emergency_access(*, user_id: int, role: str, minutes: int, reason: str, actor,
-                           source: Source = SYSTEM) -> EmergencyAccess:
+def grant_emergency_access(
+    *, user_id: int, role: str, minutes: int, reason: str, actor, source: Source = SYSTEM
+) -> EmergencyAccess:
     """Break-glass: give `user` a role for at most BREAK_GLASS_MAX, with a reason. Alerting."""
     limit = int(settings.BREAK_GLASS_MAX.total_seconds() // 60)
     if not 1 <= minutes <= limit:
@@ -67,10 +83,21 @@ def grant_emergency_access(*, user_id: int, role: str, minutes: int, reason: str
         _check_role(role)
         _check_compatible(user, role, roles_of(user))
         now = timezone.now()
-        access = EmergencyAccess.objects.create(user=user, role=role, reason=reason.strip(), granted_by=_user(actor),
-                                                granted_at=now, expires_at=now + timedelta(minutes=minutes))
-        record_event("auth.breakglass.grant", actor=actor, source=source, target=user, details={
-            "alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()})
+        access = EmergencyAccess.objects.create(
+            user=user,
+            role=role,
+            reason=reason.strip(),
+            granted_by=_user(actor),
+            granted_at=now,
+            expires_at=now + timedelta(minutes=minutes),
+        )
+        record_event(
+            "auth.breakglass.grant",
+            actor=actor,
+            source=source,
+            target=user,
+            details={"alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()},
+        )
     return access
 
 
@@ -82,9 +109,22 @@ def revoke_emergency_access(*, access_id: int, actor, source: Source = SYSTEM) -
         if access.revoked_at is None:
             access.revoked_at = timezone.now()
             access.save(update_fields=["revoked_at"])
-        record_event("auth.breakglass.revoke", actor=actor, source=source, target=access.user,
-                     details={"role": access.role, "access_id": access.pk})
+        record_event(
+            "auth.breakglass.revoke",
+            actor=actor,
+            source=source,
+            target=access.user,
+            details={"role": access.role, "access_id": access.pk},
+        )
     return access
+
+
+def _sync_staff(user, roles: set[str]) -> None:
+    """Privileged roles work in the admin site; the others use the API and gateway only."""
+    staff = bool(roles & EXCLUSIVE) or user.is_superuser
+    if user.is_staff != staff:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
 
 
 def _locked_user(user_id: int):
@@ -102,8 +142,12 @@ def _check_role(role: str) -> None:
 def _check_compatible(user, role: str, current: set[str]) -> None:
     clash = (current & EXCLUSIVE) - {role} if role in EXCLUSIVE else set()
     if clash:
-        raise Conflict("role_conflict", f"{user.get_username()} already holds {', '.join(sorted(clash))}; "
-                       f"nobody may hold two of {', '.join(sorted(EXCLUSIVE))} (separation of duties)", "role")
+        raise Conflict(
+            "role_conflict",
+            f"{user.get_username()} already holds {', '.join(sorted(clash))}; "
+            f"nobody may hold two of {', '.join(sorted(EXCLUSIVE))} (separation of duties)",
+            "role",
+        )
     if role not in (ANALYST, GUEST) and Profile.objects.filter(user=user, is_service_account=True).exists():
         raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
 

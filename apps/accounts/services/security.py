@@ -27,8 +27,9 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
     try:
         _service_name(name)
     except Exception as err:
-        raise ServiceError("invalid_name", "service account names look like svc-<name> (lower case, digits, - _ .)",
-                           field="name") from err
+        raise ServiceError(
+            "invalid_name", "service account names look like svc-<name> (lower case, digits, - _ .)", field="name"
+        ) from err
     if role not in ROLES or role not in (ANALYST, "guest"):
         raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
     owner = User.objects.filter(pk=owner_id, is_active=True).first()
@@ -43,8 +44,13 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
             account.save(update_fields=["password"])
             Profile.objects.update_or_create(user=account, defaults={"is_service_account": True, "owner": owner})
             account.groups.add(Group.objects.get(name=role))
-            record_event("auth.service_account.create", actor=actor, source=source, target=account,
-                         details={"after": {"name": name, "owner": owner.get_username(), "role": role}})
+            record_event(
+                "auth.service_account.create",
+                actor=actor,
+                source=source,
+                target=account,
+                details={"after": {"name": name, "owner": owner.get_username(), "role": role}},
+            )
     except IntegrityError as err:
         raise Conflict("duplicate_user", f"a user named {name!r} already exists", "name") from err
     return account
@@ -67,9 +73,16 @@ def disable_dormant_accounts(now=None) -> list[str]:
                 continue
             Profile.objects.update_or_create(user=user, defaults={"disabled_reason": "dormant"})
             last = max(filter(None, [user.last_login, user.token_used]), default=None)
-            record_event("auth.account.disabled", actor=None, target=user, details={
-                "reason": "dormant", "last_used": last.isoformat() if last else None,
-                "dormant_days": settings.DORMANT_ACCOUNT_AGE.days})
+            record_event(
+                "auth.account.disabled",
+                actor=None,
+                target=user,
+                details={
+                    "reason": "dormant",
+                    "last_used": last.isoformat() if last else None,
+                    "dormant_days": settings.DORMANT_ACCOUNT_AGE.days,
+                },
+            )
         names.append(user.get_username())
     return names
 
@@ -81,5 +94,11 @@ def record_2fa_enrolment(*, user, device_name: str, source: Source = SYSTEM) -> 
 
 def record_2fa_failure(*, user, source: Source = SYSTEM) -> None:
     with transaction.atomic():
-        record_event("auth.2fa.failure", actor=user, source=source, target=user, outcome=Outcome.FAILURE,
-                     error_code="invalid_otp")
+        record_event(
+            "auth.2fa.failure",
+            actor=user,
+            source=source,
+            target=user,
+            outcome=Outcome.FAILURE,
+            error_code="invalid_otp",
+        )

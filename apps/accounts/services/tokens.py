@@ -41,20 +41,37 @@ def issue_token(
     scopes = sorted(set(DEFAULT_SCOPES if scopes is None else scopes))
     unknown = set(scopes) - set(Scope.values)
     if unknown or not scopes:
-        raise ServiceError("invalid_scope", f"scopes must be a non-empty subset of {', '.join(Scope.values)}",
-                           field="scopes")
+        raise ServiceError(
+            "invalid_scope", f"scopes must be a non-empty subset of {', '.join(Scope.values)}", field="scopes"
+        )
     models = _existing_models(model_ids or [])
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
-            user=user, name=name.strip() or "token", digest=digest_token(plaintext), hint=plaintext[:10],
-            scopes=scopes, restricted=bool(models), created_by=_user(actor),
+            user=user,
+            name=name.strip() or "token",
+            digest=digest_token(plaintext),
+            hint=plaintext[:10],
+            scopes=scopes,
+            restricted=bool(models),
+            created_by=_user(actor),
             expires_at=timezone.now() + timedelta(days=days),
         )
         token.allowed_models.set(models)
-        record_event("auth.token.create", actor=actor, source=source, target=token, details={"after": {
-            "user": user.get_username(), "scopes": scopes, "models": [m.name for m in models],
-            "expires_at": token.expires_at.isoformat()}})
+        record_event(
+            "auth.token.create",
+            actor=actor,
+            source=source,
+            target=token,
+            details={
+                "after": {
+                    "user": user.get_username(),
+                    "scopes": scopes,
+                    "models": [m.name for m in models],
+                    "expires_at": token.expires_at.isoformat(),
+                }
+            },
+        )
     return token, plaintext
 
 

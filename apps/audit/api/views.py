@@ -1,6 +1,5 @@
 from rest_framework import viewsets
 
-
 from ..models import AuditEvent
 from .serializers import AuditEventSerializer
 

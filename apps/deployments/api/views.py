@@ -15,8 +15,11 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
 
     queryset = InferenceServer.objects.all()
     serializer_class = InferenceServerSerializer
-    action_perms = {"list": "deployments.view_inferenceserver", "retrieve": "deployments.view_inferenceserver",
-                    "create": "deployments.add_inferenceserver"}
+    action_perms = {
+        "list": "deployments.view_inferenceserver",
+        "retrieve": "deployments.view_inferenceserver",
+        "create": "deployments.add_inferenceserver",
+    }
     filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
 
     def perform_create(self, serializer):
@@ -35,9 +38,13 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
     """Deployments hold the desired state; a Celery task reconciles Triton toward it."""
 
     serializer_class = DeploymentSerializer
-    action_perms = {"list": "deployments.view_deployment", "retrieve": "deployments.view_deployment",
-                    "create": "deployments.add_deployment", "undeploy": "deployments.change_deployment",
-                    "redeploy": "deployments.change_deployment"}
+    action_perms = {
+        "list": "deployments.view_deployment",
+        "retrieve": "deployments.view_deployment",
+        "create": "deployments.add_deployment",
+        "undeploy": "deployments.change_deployment",
+        "redeploy": "deployments.change_deployment",
+    }
     filterset_fields = {
         "model__name": ["exact"],
         "server": ["exact"],

@@ -8,7 +8,6 @@ from rest_framework.response import Response
 from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
 
-
 from .. import services
 from ..models import ModelVersion
 from ..selectors import catalogue_visible_to, models_visible_to, versions_visible_to
