@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.test import Client
 
+from tests.conftest import grant
 from tests.factories import ModelVersionFactory, token_for
 
 
@@ -79,8 +80,10 @@ def silent_server():
 
 
 @pytest.fixture
-def caller(plain_user) -> Client:
-    """A non-staff user calling the gateway with their token, as tritonclient would."""
+def caller(plain_user, model_version) -> Client:
+    """An analyst granted `invoke_model` on triage, calling the gateway with their token as
+    tritonclient would."""
+    grant(plain_user, model_version.model)
     return Client(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
 
 
