@@ -10,6 +10,7 @@ from django.test import Client
 
 from apps.accounts.models import ApiToken, digest_token
 from apps.audit.models import AuditEvent
+from tests.conftest import otp_login
 from tests.factories import token_for
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def admin_browser(admin_user) -> Client:
     client = Client()
-    client.force_login(admin_user)
+    otp_login(client, admin_user)
     return client
 
 

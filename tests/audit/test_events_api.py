@@ -8,6 +8,7 @@ from django.test import Client
 from apps.audit.models import AuditEvent
 from apps.audit.services import record_event
 from apps.core.context import bound_request_id
+from tests.conftest import otp_login
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +75,7 @@ class TestAuditEventsApi:
 class TestAuditAdmin:
     def test_admin_is_view_only(self, admin_user, events):
         browser = Client()
-        browser.force_login(admin_user)
+        otp_login(browser, admin_user)
         event = events[0]
 
         assert browser.get("/admin/audit/auditevent/").status_code == 200

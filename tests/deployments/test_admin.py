@@ -9,6 +9,7 @@ from django.test import Client
 from apps.audit.models import AuditEvent
 from apps.deployments import tasks
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from tests.conftest import otp_login
 from tests.factories import DeploymentFactory, InferenceServerFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def browser(admin_user) -> Client:
     client = Client()
-    client.force_login(admin_user)
+    otp_login(client, admin_user)
     return client
 
 

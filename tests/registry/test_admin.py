@@ -12,6 +12,7 @@ from django.test import Client
 
 from apps.audit.models import AuditEvent
 from apps.registry.models import Artifact, Model, ModelVersion
+from tests.conftest import otp_login
 from tests.factories import DeploymentFactory, ModelVersionFactory, token_for
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ CHANGELISTS = [
 @pytest.fixture
 def admin_browser(admin_user) -> Client:
     client = Client()
-    client.force_login(admin_user)
+    otp_login(client, admin_user)
     return client
 
 
