@@ -23,6 +23,8 @@ class ActionPermission(BasePermission):
                 self.message = f"this token lacks the '{scope}' scope"
                 self.code = "insufficient_scope"
                 return False
+        if getattr(view, request.method.lower(), None) is None:
+            return True  # no handler for this method: let DRF answer 405, not a misleading 403
         perms = getattr(view, "action_perms", {})
         action = getattr(view, "action", None) or request.method.lower()
         if action not in perms:
