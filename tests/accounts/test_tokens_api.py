@@ -21,7 +21,7 @@ def bearer(token: str) -> APIClient:
 
 
 class TestTokenApi:
-    """Personas: the owner (alice, plain user) and an outsider with a token of their own."""
+    """Personas: the owner (alice, an analyst) and an outsider with a token of their own."""
 
     @pytest.fixture
     def outsider_token(self) -> ApiToken:
@@ -81,7 +81,7 @@ class TestTokenApi:
         assert not ApiToken.objects.filter(name="ci").exists()
 
     def test_revoke_then_token_is_refused(self, plain_user):
-        token = token_for(plain_user, name="short-lived")
+        token = token_for(plain_user, name="short-lived", scopes=["read", "manage"])
         client = bearer(token)
         pk = ApiToken.objects.get(digest=digest_token(token)).pk
 
