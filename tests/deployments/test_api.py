@@ -64,9 +64,11 @@ class TestServers:
         assert (resp.json()["code"], resp.json()["field"]) == ("invalid", "http_url")
         assert not InferenceServer.objects.exists()
 
-    def test_non_staff_may_read_not_write(self, user_client, server):
-        assert user_client.get(SERVERS).status_code == 200
-        resp = user_client.post(SERVERS, {"name": "edge-2", "http_url": "http://x:8000"}, format="json")
+    @pytest.mark.parametrize(("persona", "read_status"), [("auditor_client", 200), ("user_client", 403)])
+    def test_only_the_admin_role_registers(self, request, server, persona, read_status):
+        client = request.getfixturevalue(persona)
+        assert client.get(SERVERS).status_code == read_status
+        resp = client.post(SERVERS, {"name": "edge-2", "http_url": "http://x:8000"}, format="json")
         assert resp.status_code == 403
         assert not InferenceServer.objects.filter(name="edge-2").exists()
 
@@ -177,8 +179,10 @@ class TestRequestDeployment:
         assert resp.json()["code"] == code
         assert not Deployment.objects.exists()
 
-    def test_non_staff_is_403(self, user_client, model_version, server):
-        resp = user_client.post(DEPLOYMENTS, {"model_version": model_version.pk, "server": server.pk}, format="json")
+    @pytest.mark.parametrize("persona", ["user_client", "auditor_client", "officer_client"])
+    def test_roles_other_than_admin_are_403(self, request, model_version, server, persona):
+        client = request.getfixturevalue(persona)
+        resp = client.post(DEPLOYMENTS, {"model_version": model_version.pk, "server": server.pk}, format="json")
 
         assert resp.status_code == 403
         assert not Deployment.objects.exists()
@@ -222,21 +226,22 @@ class TestUndeployAndRedeploy:
         assert resp.status_code == 404
         assert resp.json()["code"] == "not_found"
 
-    def test_non_staff_cannot_undeploy(self, user_client, model_version):
+    @pytest.mark.parametrize("persona", ["user_client", "auditor_client", "officer_client"])
+    def test_roles_other_than_admin_cannot_undeploy(self, request, model_version, persona):
         dep = DeploymentFactory(model_version=model_version)
 
-        resp = user_client.post(f"{DEPLOYMENTS}{dep.pk}/undeploy/")
+        resp = request.getfixturevalue(persona).post(f"{DEPLOYMENTS}{dep.pk}/undeploy/")
 
         assert resp.status_code == 403
         dep.refresh_from_db()
         assert dep.desired_state == Desired.ACTIVE
 
-    def test_list_and_filter(self, user_client, model_version, staff_user):
+    def test_list_and_filter(self, auditor_client, model_version, staff_user):
         mine = DeploymentFactory(model_version=model_version)
         DeploymentFactory(model_version=ModelVersionFactory(actor=staff_user), observed_state=Observed.FAILED)
 
-        resp = user_client.get(DEPLOYMENTS, {"model__name": "triage"})
+        resp = auditor_client.get(DEPLOYMENTS, {"model__name": "triage"})
 
         assert resp.status_code == 200
         assert [d["id"] for d in resp.json()["results"]] == [mine.pk]
-        assert user_client.get(DEPLOYMENTS, {"observed_state": "failed"}).json()["count"] == 1
+        assert auditor_client.get(DEPLOYMENTS, {"observed_state": "failed"}).json()["count"] == 1
