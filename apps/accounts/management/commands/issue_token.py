@@ -11,11 +11,13 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="user name")
         parser.add_argument("--name", default="cli", help="a label for the token")
         parser.add_argument("--days", type=int, default=None, help="days until expiry (default from settings)")
+        parser.add_argument("--scope", action="append", dest="scopes", choices=["invoke", "read", "manage"],
+                            help="repeat for several (default: invoke and read)")
 
-    def handle(self, *args, user, name, days, **options):
+    def handle(self, *args, user, name, days, scopes, **options):
         try:
             owner = get_user_by_name(user)
-            _, plaintext = issue_token(user=owner, name=name, days=days, actor=owner)
+            _, plaintext = issue_token(user=owner, name=name, days=days, scopes=scopes, actor=owner)
         except ServiceError as err:
             raise CommandError(f"{err.code}: {err.detail}") from err
         self.stdout.write(plaintext)

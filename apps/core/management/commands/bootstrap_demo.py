@@ -8,7 +8,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.accounts.services import issue_token
+from apps.accounts.services import create_service_account, grant_model_access, issue_token
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.registry.models import ModelVersion
@@ -16,6 +16,7 @@ from apps.registry.services import register_model_version
 from inference_backend.demo_model import build_demo_onnx
 
 DEMO_MODEL = "triage-demo"
+DEMO_ACCOUNT = "svc-demo"
 
 
 class Command(BaseCommand):
@@ -48,8 +49,19 @@ class Command(BaseCommand):
         else:
             deployments.reconcile_deployment(dep.pk)  # the server was restarted: load again now
         dep = self._wait_active(dep.pk, timeout)
-        _, token = issue_token(user=admin, name="make-run demo", days=30, actor=admin)
-        self._print(portal_url, admin.username, password, token, dep)
+        caller = self._demo_caller(admin, mv.model)
+        _, token = issue_token(user=caller, name="make-run demo", days=30, scopes=["invoke", "read"],
+                               model_ids=[mv.model.pk], actor=admin)
+        self._print(portal_url, admin.username, password, token, dep, caller)
+
+    def _demo_caller(self, admin, model):
+        """Inference is done as a service account with an invoke grant on the demo model only,
+        the way an integrator's application would call Sovereign."""
+        account = get_user_model().objects.filter(username=DEMO_ACCOUNT).first()
+        if account is None:
+            account = create_service_account(name=DEMO_ACCOUNT, owner_id=admin.pk, actor=admin)
+        grant_model_access(model_id=model.pk, permission="invoke_model", user_id=account.pk, actor=admin)
+        return account
 
     def _admin(self):
         User = get_user_model()
@@ -77,17 +89,19 @@ class Command(BaseCommand):
             f"(state {dep.observed_state}); is the Celery worker running?"
         )
 
-    def _print(self, portal_url, username, password, token, dep):
+    def _print(self, portal_url, username, password, token, dep, caller):
         body = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
         self.stdout.write(f"""
 Sovereign is running.
 
   Portal:   {portal_url}/admin/
   Login:    {username} / {password}
+            (a privileged account: the first login asks you to enrol a TOTP authenticator app)
   API docs: {portal_url}/api/docs/
   Demo:     {dep.model.name} v{dep.model_version.version} is {dep.observed_state} on {dep.server.name}
 
-Infer on the demo model through the gateway (Triton's own protocol plus a token):
+Infer on the demo model through the gateway (Triton's own protocol plus a token of the service
+account {caller.username}, which holds an invoke grant on {dep.model.name} only):
 
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{body}' {portal_url}/v2/models/{dep.model.name}/infer
