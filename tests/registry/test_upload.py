@@ -226,15 +226,25 @@ class TestUploadPermissions:
         assert resp.json()["code"] == "not_authenticated"
         assert not Model.objects.exists()
 
-    def test_non_staff_is_403(self, user_client, onnx_bytes):
+    @pytest.mark.parametrize("persona", ["user_client", "auditor_client", "officer_client", "guest_client"])
+    def test_roles_other_than_admin_are_403(self, request, onnx_bytes, persona):
         before = artifact_files()
 
-        resp = upload(user_client, "triage", onnx_bytes)
+        resp = upload(request.getfixturevalue(persona), "triage", onnx_bytes)
 
         assert resp.status_code == 403
         assert resp.json()["code"] == "permission_denied"
         assert not Model.objects.exists()
         assert artifact_files() == before
+
+    def test_token_without_manage_scope_is_403(self, staff_user, onnx_bytes):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(staff_user, scopes=['invoke', 'read'])}")
+
+        resp = upload(client, "triage", onnx_bytes)
+
+        assert (resp.status_code, resp.json()["code"]) == (403, "insufficient_scope")
+        assert not Model.objects.exists()
 
 
 class TestFailClosed:
@@ -248,7 +258,7 @@ class TestFailClosed:
 
         monkeypatch.setattr(services, "record_event", record_event)
         client = APIClient(raise_request_exception=False)
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(staff_user)}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(staff_user, scopes=['manage'])}")
         before = artifact_files()
 
         resp = upload(client, "triage", onnx_bytes)
