@@ -3,6 +3,7 @@
 Run by the data migration and again after every `migrate` (post_migrate), so that a permission
 added later by any app reaches the roles without a hand-written migration."""
 
+from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 
 from .roles import PERMISSIONS
@@ -29,6 +30,7 @@ def sync_roles(apps, using: str = "default") -> None:
         group.permissions.set(wanted)
 
 
-def on_post_migrate(sender, app_config=None, using="default", apps=None, **kwargs):
-    if app_config is not None and app_config.label == "accounts" and apps is not None:
+def on_post_migrate(sender, app_config=None, using="default", apps=global_apps, **kwargs):
+    # `flush` (and so every transactional test's teardown) sends post_migrate without `apps`.
+    if app_config is not None and app_config.label == "accounts":
         sync_roles(apps, using)
