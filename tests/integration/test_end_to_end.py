@@ -11,18 +11,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 from tritonclient.utils import InferenceServerException
 
+from apps.accounts.roles import ADMIN, ANALYST
 from apps.accounts.services import issue_token
 from apps.audit.models import AuditEvent
 from apps.deployments.models import Deployment, Observed
 from apps.deployments.tasks import reconcile_deployment_task
-from apps.registry.models import Artifact
+from apps.registry.models import Artifact, Model
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
+from tests.conftest import grant, make_user
 
 from .conftest import wait_for
 
@@ -31,8 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def operator():
-    user = get_user_model().objects.create_user("operator", "op@example.org", "correct-horse-battery-9", is_staff=True)
-    _, token = issue_token(user=user, name="it", actor=user)
+    """An admin (role) with a token of every scope. Invoking still needs a per-model grant."""
+    user = make_user("operator", ADMIN)
+    _, token = issue_token(user=user, name="it", scopes=["invoke", "read", "manage"], actor=user)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return user, token, api
@@ -74,6 +76,10 @@ def _transitions(pk: int) -> list[str]:
     return list(Deployment.objects.get(pk=pk).transitions.values_list("to_state", flat=True))
 
 
+def _bearer(user) -> dict:
+    return {"Authorization": f"Bearer {issue_token(user=user, name='it', actor=user)[1]}"}
+
+
 def _gateway(live_server) -> httpclient.InferenceServerClient:
     return httpclient.InferenceServerClient(url=live_server.url.removeprefix("http://"))
 
@@ -92,6 +98,7 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator)
 
     gw = _gateway(live_server)
     auth = {"Authorization": f"Bearer {token}"}
+    grant(user, Model.objects.get(name="sepsis-risk"))
     x = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
     expected = ort.InferenceSession(plaintext).run(None, {"INPUT": x})[0]
     for binary in (True, False):
@@ -111,6 +118,17 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator)
         gw.infer("no-such-model", [inp], headers=auth)
     assert unknown.value.status() == "404"
 
+    # An analyst infers on the model granted to them; another, without a grant, is told it does not exist.
+    alice, bob = make_user("alice", ANALYST), make_user("bob", ANALYST)
+    grant(alice, Model.objects.get(name="sepsis-risk"))
+    alice_auth, bob_auth = _bearer(alice), _bearer(bob)
+    result = gw.infer("sepsis-risk", [inp], outputs=[out], headers=dict(alice_auth))
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InferenceServerException) as hidden:
+        gw.infer("sepsis-risk", [inp], headers=dict(bob_auth))
+    assert hidden.value.status() == "404"
+    assert "unknown model 'sepsis-risk'" in str(hidden.value)
+
     events = AuditEvent.objects.all()
     assert events.filter(event_type="registry.version.create", actor=user).count() == 1
     assert events.filter(event_type="deployment.request", actor=user, target_id=str(dep_id)).count() == 1
@@ -123,7 +141,9 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator)
     assert infers.count() == 2
     assert all(e.details["status"] == 200 and e.details["latency_ms"] > 0 and e.details["version"] == 1 for e in infers)
     assert events.filter(event_type="inference.infer", outcome="denied", error_code="missing_token").count() == 1
-    assert events.filter(event_type="inference.infer", error_code="model_not_found").count() == 1
+    assert events.filter(event_type="inference.infer", actor=alice, outcome="success").count() == 1
+    assert events.filter(event_type="inference.infer", error_code="model_not_found").count() == 2
+    assert events.get(event_type="inference.infer", actor=bob).error_code == "model_not_found"
 
 
 def test_reconcile_is_idempotent_and_recovers_from_a_crash(triton, celery_worker, operator):
