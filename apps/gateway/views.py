@@ -106,10 +106,11 @@ def _why_not(user, token, name: str, allowed) -> ServiceError:
     """Only on the error path: tell "not deployed" from "not allowed" from "does not exist"."""
     if allowed.filter(name=name).exists():
         return ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
-    visible = models_visible_to(user)
+    # The catalogue includes every model the user can see. A restricted token knows only its models.
+    known = catalogue_visible_to(user)
     if token.restricted:
-        visible = visible.filter(pk__in=token.allowed_models.values("pk"))
-    if visible.filter(name=name).exists() or catalogue_visible_to(user).filter(name=name).exists():
+        known = known.filter(pk__in=token.allowed_models.values("pk"))
+    if known.filter(name=name).exists():
         return ServiceError(
             "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
         )
