@@ -1,6 +1,8 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 
@@ -63,3 +65,18 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         for token in queryset:
             run_service(self, request, services.revoke_token, token_id=token.pk)
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class GovernedUserAdmin(UserAdmin):
+    """Django's user admin with privileges read-only: roles change only through the audited role
+    services, which enforce separation of duties (otherwise anyone with auth.change_user could
+    tick is_superuser or add a role group to their own account)."""
+
+    PRIVILEGES = ("is_superuser", "is_staff", "groups", "user_permissions")
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), *self.PRIVILEGES)
