@@ -1,0 +1,171 @@
+"""Role membership through /api/v1/accounts/users/{id}/roles/: separation of duties between
+admin, security_officer and auditor, is_staff following the privileged roles, audit events with
+before and after, and who may change roles at all.
+
+Personas: the security officer (token client) who changes roles, the users whose roles change,
+and an admin-role user who may manage users but not their roles.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, EXCLUSIVE, GUEST, PERMISSIONS, ROLES, SECURITY_OFFICER
+from apps.accounts.services import create_service_account, roles_of
+from apps.audit.models import AuditEvent
+from tests.conftest import make_user
+from tests.factories import token_for
+
+pytestmark = pytest.mark.django_db
+
+
+def roles_url(user, role: str | None = None) -> str:
+    base = f"/api/v1/accounts/users/{user.pk}/roles/"
+    return f"{base}{role}/" if role else base
+
+
+def assign(client, user, role: str):
+    return client.post(roles_url(user), {"role": role}, format="json")
+
+
+def role_events():
+    return AuditEvent.objects.filter(event_group="auth", event_type__startswith="auth.role.")
+
+
+class TestRoleGroups:
+    def test_each_role_is_a_group_with_exactly_its_permissions(self):
+        for role in ROLES:
+            group = Group.objects.get(name=role)
+            perms = {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()}
+            assert perms == set(PERMISSIONS[role]), role
+
+    def test_admin_cannot_read_the_audit_log_or_manage_keys_and_officer_cannot_deploy(self):
+        assert not {"audit.view_auditevent", "audit.export_auditevent"} & set(PERMISSIONS[ADMIN])
+        assert not [p for p in PERMISSIONS[ADMIN] if p.startswith("keys.")]
+        assert not [p for p in PERMISSIONS[SECURITY_OFFICER] if p.startswith("deployments.")]
+        assert not [p for p in PERMISSIONS[AUDITOR] if not p.split(".")[1].startswith(("view_", "export_"))]
+        assert PERMISSIONS[GUEST] == ("registry.view_catalogue",)
+
+
+class TestAssignRole:
+    @pytest.mark.parametrize(
+        ("standing", "wanted"), [(a, b) for a in sorted(EXCLUSIVE) for b in sorted(EXCLUSIVE) if a != b]
+    )
+    def test_second_exclusive_role_is_a_conflict_and_saves_nothing(self, officer_client, standing, wanted):
+        user = make_user("pat", standing)
+        staff_before = user.is_staff
+
+        resp = assign(officer_client, user, wanted)
+
+        assert resp.status_code == 409
+        assert (resp.json()["code"], resp.json()["field"]) == ("role_conflict", "role")
+        assert "separation of duties" in resp.json()["detail"]
+        user.refresh_from_db()
+        assert roles_of(user) == {standing}
+        assert user.is_staff == staff_before
+        assert not role_events().exists()
+
+    def test_unknown_role_is_refused(self, officer_client, plain_user):
+        resp = assign(officer_client, plain_user, "root")
+
+        assert resp.status_code == 400
+        assert resp.json()["field"] == "role"
+        assert roles_of(plain_user) == {ANALYST}
+        assert not role_events().exists()
+
+    def test_admin_role_makes_staff_and_is_recorded(self, officer_client, officer_user, plain_user):
+        assert not plain_user.is_staff
+
+        resp = assign(officer_client, plain_user, ADMIN)
+
+        assert resp.status_code == 200, resp.json()
+        assert resp.json()["roles"] == [ADMIN, ANALYST]
+        plain_user.refresh_from_db()
+        assert plain_user.is_staff
+        event = role_events().get()
+        assert (event.event_type, event.actor, event.target_id) == (
+            "auth.role.assign",
+            officer_user,
+            str(plain_user.pk),
+        )
+        assert event.details == {"role": ADMIN, "before": [ANALYST], "after": [ADMIN, ANALYST]}
+        assert event.token_id is not None
+
+    def test_removing_admin_clears_staff_and_is_recorded(self, officer_client, officer_user, staff_user):
+        assert staff_user.is_staff
+
+        resp = officer_client.delete(roles_url(staff_user, ADMIN))
+
+        assert resp.status_code == 200, resp.json()
+        assert resp.json()["roles"] == []
+        staff_user.refresh_from_db()
+        assert not staff_user.is_staff
+        event = role_events().get()
+        assert (event.event_type, event.actor) == ("auth.role.remove", officer_user)
+        assert event.details == {"role": ADMIN, "before": [ADMIN], "after": []}
+
+    def test_removed_exclusive_role_frees_the_way_for_another(self, officer_client, staff_user):
+        officer_client.delete(roles_url(staff_user, ADMIN))
+
+        resp = assign(officer_client, staff_user, AUDITOR)
+
+        assert resp.status_code == 200
+        assert roles_of(staff_user) == {AUDITOR}
+
+    def test_removing_an_unknown_role_is_refused(self, officer_client, plain_user):
+        resp = officer_client.delete(roles_url(plain_user, "root"))
+
+        assert resp.status_code == 400
+        assert resp.json()["code"] == "unknown_role"
+        assert not role_events().exists()
+
+    def test_unknown_user_is_404(self, officer_client):
+        resp = officer_client.post("/api/v1/accounts/users/999999/roles/", {"role": ANALYST}, format="json")
+
+        assert resp.status_code == 404
+        assert not role_events().exists()
+
+    @pytest.mark.parametrize("role", sorted(EXCLUSIVE))
+    def test_service_account_cannot_hold_a_privileged_role(self, officer_client, plain_user, role):
+        svc = create_service_account(name="svc-etl", owner_id=plain_user.pk, actor=None)
+
+        resp = assign(officer_client, svc, role)
+
+        assert resp.status_code == 400
+        assert (resp.json()["code"], resp.json()["field"]) == ("service_account_role", "role")
+        assert roles_of(svc) == {ANALYST}
+        svc.refresh_from_db()
+        assert not svc.is_staff
+
+
+class TestWhoMayChangeRoles:
+    @pytest.mark.parametrize("persona", ["staff_client", "auditor_client", "user_client", "guest_client"])
+    def test_only_a_security_officer_changes_roles(self, request, persona):
+        target = make_user("pat", GUEST)
+
+        add = assign(request.getfixturevalue(persona), target, ANALYST)
+        remove = request.getfixturevalue(persona).delete(roles_url(target, GUEST))
+
+        assert (add.status_code, add.json()["code"]) == (403, "permission_denied")
+        assert (remove.status_code, remove.json()["code"]) == (403, "permission_denied")
+        assert roles_of(target) == {GUEST}
+        assert not role_events().exists()
+
+    def test_admin_role_cannot_make_itself_security_officer(self, staff_client, staff_user):
+        resp = assign(staff_client, staff_user, SECURITY_OFFICER)
+
+        assert resp.status_code == 403
+        assert roles_of(staff_user) == {ADMIN}
+
+    def test_read_only_token_of_an_officer_cannot_change_roles(self, officer_user, plain_user):
+        client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token_for(officer_user, scopes=['read'])}")
+
+        resp = assign(client, plain_user, GUEST)
+
+        assert (resp.status_code, resp.json()["code"]) == (403, "insufficient_scope")
+        assert roles_of(plain_user) == {ANALYST}
+
+    def test_anonymous_is_401(self, anon_client, plain_user):
+        assert assign(anon_client, plain_user, GUEST).status_code == 401
