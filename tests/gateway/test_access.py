@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.accounts.models import ApiToken
 from apps.accounts.services import grant_model_access, revoke_model_access
 from apps.audit.models import AuditEvent, Outcome
-from tests.conftest import grant
+from tests.conftest import grant, make_user
 from tests.factories import ModelVersionFactory, token_for
 
 from .helpers import deploy, infer, valid_request
@@ -121,8 +121,6 @@ class TestGrantedModelOnly:
         assert_error(call(client, "infer", "ranker"), 403, "invoke_not_permitted")
 
     def test_analyst_without_any_grant_sees_nothing(self, triage, ranker):
-        from tests.conftest import make_user
-
         client = bearer(make_user("bob", "analyst"))
 
         for endpoint in ENDPOINTS:
