@@ -3,11 +3,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 
 from . import services
 from .models import ApiToken
+from .roles import PRIVILEGED
+from .services.roles import roles_of
 
 
 class IssueTokenForm(forms.ModelForm):
@@ -80,3 +83,13 @@ class GovernedUserAdmin(UserAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return (*super().get_readonly_fields(request, obj), *self.PRIVILEGES)
+
+    def user_change_password(self, request, id, form_url=""):
+        """Whoever manages users may reset an analyst's or guest's password, but not that of a
+        privileged person (a way to take over their account); they change their own, or a
+        superuser does."""
+        target = self.get_object(request, id)
+        other = target is not None and target != request.user and not request.user.is_superuser
+        if other and (target.is_superuser or roles_of(target) & PRIVILEGED):
+            raise PermissionDenied("a privileged user's password can only be changed by that user or a superuser")
+        return super().user_change_password(request, id, form_url)

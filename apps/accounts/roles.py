@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     ),
     SECURITY_OFFICER: (
         "registry.view_model",
+        "registry.view_modelversion",
         "registry.view_catalogue",
         "registry.view_artifact",
         "accounts.manage_grants",

@@ -116,9 +116,11 @@ TABLE: dict[str, list[Row]] = {
     "admin:view_on_site": [staff_page("get", 404, 404, 404, args={"content_type_id": "@ct", "object_id": "@model"})],
     "admin:app_list": [staff_page("get", 404, 404, 200, args={"app_label": "audit"})],
     "path:admin/(?P<url>.*)$": [staff_page("get", 404, 404, 404, path="/admin/no-such-page/")],
-    # REPORTED, not fixed: auth.change_user lets the admin role set anyone's password, the
-    # superuser's and security officers' included (their 2FA still stands once enrolled).
-    "admin:auth_user_password_change": [staff_page("get", 200, 403, 403, args={"id": "@user"})],
+    # The admin role resets an analyst's password, never a privileged person's (account takeover).
+    "admin:auth_user_password_change": [
+        staff_page("get", 200, 403, 403, args={"id": "@user"}),
+        staff_page("get", 403, 403, 403, args={"id": "@officer_user"}),
+    ],
     "admin:otp_totp_totpdevice_config": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
     "admin:otp_totp_totpdevice_qrcode": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
     # Portal pages: second factor
@@ -165,7 +167,7 @@ TABLE: dict[str, list[Row]] = {
         api("post", UNAUTH, 201, 201, 201, 201, 201, data={"name": "walk"}),
     ],
     # The analyst's own token: theirs, and the security officer manages everyone's.
-    "token-detail": [api("get", UNAUTH, NOT_FOUND, 200, NOT_FOUND, 200, NOT_FOUND, args={"pk": "@token"})],
+    "token-detail": [api("get", UNAUTH, NOT_FOUND, 200, 200, 200, NOT_FOUND, args={"pk": "@token"})],
     "token-revoke": [api("post", UNAUTH, NOT_FOUND, 200, NOT_FOUND, 200, NOT_FOUND, args={"pk": "@token"})],
     "user-list": [
         api("get", UNAUTH, 200, 200, 200, DENIED, DENIED),
@@ -236,11 +238,9 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "axes.accesslog": ("@access_log", set(), set()),
     "axes.accessfailurelog": ("@failure_log", set(), set()),
     "audit.auditevent": ("@event", {"auditor"}, set()),
-    # REPORTED: auditors see every token here (accounts.view_apitoken), only their own in the API.
     "accounts.apitoken": ("@token", {"officer", "auditor"}, set()),
     "registry.model": ("@model", {"admin", "officer", "auditor"}, set()),
-    # REPORTED: officers read versions in the API (registry.view_model) but not here.
-    "registry.modelversion": ("@version", {"admin", "auditor"}, {"admin"}),
+    "registry.modelversion": ("@version", {"admin", "officer", "auditor"}, {"admin"}),
     "registry.artifact": ("@artifact", {"admin", "officer", "auditor"}, set()),
     "deployments.inferenceserver": ("@server", {"admin", "auditor"}, {"admin"}),
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
@@ -342,6 +342,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "server": dep.server.pk,
         "deployment": dep.pk,
         "user": plain_user.pk,
+        "officer_user": officer_user.pk,
         "token": ApiToken.objects.get(user=plain_user, name="laptop").pk,
         "grant": ModelUserGrant.objects.filter(user=plain_user).first().pk,
         "group_grant": ModelGroupGrant.objects.get(group=radiology).pk,

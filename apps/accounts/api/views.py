@@ -40,8 +40,10 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
             return ApiToken.objects.none()
         qs = ApiToken.objects.select_related("user").prefetch_related("allowed_models")
         user = self.request.user
-        if user.has_perm("accounts.manage_tokens"):
-            return qs
+        if user.has_perm("accounts.manage_tokens") or (
+            self.action in ("list", "retrieve") and user.has_perm("accounts.view_apitoken")
+        ):
+            return qs  # officers manage every token; auditors read them all
         return qs.filter(user__in=[user.pk, *Profile.objects.filter(owner=user).values_list("user_id", flat=True)])
 
     @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
