@@ -158,7 +158,8 @@ class EmergencyAccessCreateSerializer(serializers.Serializer):
     user = serializers.IntegerField()
     role = serializers.ChoiceField(choices=ROLE_CHOICES)
     minutes = serializers.IntegerField(help_text="How long the role lasts (at most SOVEREIGN_BREAK_GLASS_MAX_HOURS)")
-    reason = serializers.CharField()
+    # Optional here so that a missing or blank reason reaches the service and gets its one code, reason_required.
+    reason = serializers.CharField(required=False, allow_blank=True, default="", help_text="Why (required)")
 
 
 class LoginSerializer(serializers.Serializer):
