@@ -29,9 +29,11 @@ def issue_token(
     """Create a token for `user`; return it with its plaintext, which is never available again.
 
     `scopes` defaults to invoke + read; `model_ids`, when given, restricts the token to those
-    models (each must exist). Expiry defaults to TOKEN_DEFAULT_DAYS and may not exceed TOKEN_MAX_DAYS.
+    models (each must exist). Expiry defaults to TOKEN_DEFAULT_DAYS (capped at TOKEN_MAX_DAYS) and may not
+    exceed TOKEN_MAX_DAYS.
     """
-    days = settings.TOKEN_DEFAULT_DAYS if days is None else days
+    # A deployment that lowers the maximum below the default still issues tokens without `days`.
+    days = min(settings.TOKEN_DEFAULT_DAYS, settings.TOKEN_MAX_DAYS) if days is None else days
     if not 1 <= days <= settings.TOKEN_MAX_DAYS:
         raise ServiceError(
             "invalid_expiry", f"expiry must be between 1 and {settings.TOKEN_MAX_DAYS} days", field="days"
