@@ -164,7 +164,8 @@ DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=9
 BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
 AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_MINUTES", default=15))
-AXES_USE_ATTEMPT_EXPIRATION = True  # failures older than the cool-off window stop counting
+AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within the window, not "since start"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # the sliding window counts these rows
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False

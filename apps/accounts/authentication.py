@@ -2,7 +2,7 @@ from rest_framework import authentication, exceptions
 
 from apps.audit.services import Source
 
-from .services import TokenRejected, authenticate_bearer, record_denied
+from .services import TokenRejected, authenticate_bearer, note_break_glass_use, record_denied
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -13,13 +13,15 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         try:
-            return authenticate_bearer(header, request.META.get("REMOTE_ADDR"))
+            user, token = authenticate_bearer(header, request.META.get("REMOTE_ADDR"))
         except TokenRejected as err:
             # The Django request, not DRF's: reading DRF's request.auth here would re-run this method.
             record_denied(err, source=Source.from_request(request._request), details={"path": request.path})
             exc = exceptions.AuthenticationFailed(err.detail)
             exc.code = err.code
             raise exc from None
+        note_break_glass_use(user, Source.from_request(request._request, token_id=token.pk), request.path)
+        return user, token
 
     def authenticate_header(self, request):
         return 'Bearer realm="sovereign"'

@@ -14,9 +14,9 @@ from django.utils.http import urlencode
 
 from apps.audit.services import Source, record_event
 
-from .models import EmergencyAccess, Profile
+from .models import Profile
 from .roles import PRIVILEGED
-from .services.roles import roles_of
+from .services.roles import note_break_glass_use, roles_of
 
 LOGIN_AT, LAST_SEEN = "sv_login_at", "sv_last_seen"
 _EXEMPT_PREFIXES = ("/static/", "/healthz", "/v2/")
@@ -113,35 +113,28 @@ class AccountGateMiddleware:
             return None
         if timezone.now() - profile.password_changed_at <= settings.PASSWORD_MAX_AGE:
             return None
-        allowed = {reverse("admin:password_change"), reverse("admin:password_change_done"), reverse("admin:logout")}
+        target = reverse("admin:password_change" if user.is_staff else "accounts:password-change")
+        allowed = {
+            target,
+            reverse("accounts:password-change-done"),
+            reverse("admin:password_change"),
+            reverse("admin:password_change_done"),
+            reverse("admin:logout"),
+        }
         if request.path in allowed:
             return None
         if _is_api(request):
-            return JsonResponse(
-                {
-                    "code": "password_expired",
-                    "detail": f"your password has expired; change it at {reverse('admin:password_change')}",
-                },
-                status=403,
-            )
-        return HttpResponseRedirect(reverse("admin:password_change"))
+            detail = f"your password has expired; change it at {target}"
+            return JsonResponse({"code": "password_expired", "detail": detail}, status=403)
+        return HttpResponseRedirect(target)
 
     def _note_break_glass(self, request, user) -> None:
         session = getattr(request, "session", None)
         if session is None:
             return
-        now = timezone.now()
-        for access in EmergencyAccess.objects.filter(
-            user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now
-        ):
-            key = f"sv_breakglass_{access.pk}"
-            if not session.get(key):
-                with transaction.atomic():
-                    record_event(
-                        "auth.breakglass.use",
-                        actor=user,
-                        source=Source.from_request(request, token_id=None),
-                        target=user,
-                        details={"alert": True, "role": access.role, "access_id": access.pk, "path": request.path},
-                    )
-                session[key] = True
+        seen = frozenset(session.get("sv_breakglass_noted", []))
+        noted = note_break_glass_use(
+            user, Source.from_request(request, token_id=None), request.path, already_noted=seen
+        )
+        if noted:
+            session["sv_breakglass_noted"] = sorted(seen | set(noted))

@@ -1,4 +1,5 @@
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
 
 from . import views
 
@@ -6,4 +7,21 @@ app_name = "accounts"
 urlpatterns = [
     path("2fa/setup/", views.totp_setup, name="2fa-setup"),
     path("2fa/verify/", views.totp_verify, name="2fa-verify"),
+    # For everyone, analysts included (the admin's own page is for staff only).
+    path(
+        "password/",
+        auth_views.PasswordChangeView.as_view(
+            template_name="accounts/password_change.html",
+            success_url=reverse_lazy("accounts:password-change-done"),
+            extra_context={"site_header": "Sovereign", "title": "Change your password"},
+        ),
+        name="password-change",
+    ),
+    path(
+        "password/done/",
+        auth_views.PasswordChangeDoneView.as_view(
+            template_name="accounts/password_change_done.html", extra_context={"site_header": "Sovereign"}
+        ),
+        name="password-change-done",
+    ),
 ]

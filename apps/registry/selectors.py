@@ -9,7 +9,7 @@ A model outside these sets does not exist for the caller (404, never 403).
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
 from .models import Model, ModelVersion
@@ -33,12 +33,19 @@ def models_visible_to(user) -> QuerySet[Model]:
 
 
 def models_invokable_by(user) -> QuerySet[Model]:
-    """Used on the inference path: no global-permission lookup, one subquery per grant table."""
+    """Used on the inference path: no global-permission lookup; one query with a subquery per
+    grant table and one for the role, so a guest (or an analyst demoted to guest) cannot invoke
+    through a grant given to one of their groups or left over from before."""
+    from django.contrib.auth.models import Group
+
+    from apps.accounts.roles import MAY_INVOKE
+
     if user is None or not user.is_active:
         return Model.objects.none()
     if user.is_superuser:
         return Model.objects.all()
-    return Model.objects.filter(_granted(user, ("invoke_model",)))
+    may_invoke = Group.objects.filter(user=user, name__in=MAY_INVOKE)
+    return Model.objects.filter(Exists(may_invoke), _granted(user, ("invoke_model",)))
 
 
 def catalogue_visible_to(user) -> QuerySet[Model]:

@@ -138,11 +138,6 @@ class TestUse:
 
         assert (resp.status_code, resp.json()["code"]) == (403, "otp_enrolment_required")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="defect: auth.breakglass.use is written by the session middleware only; a token caller "
-        "uses the emergency role's permissions (RoleBackend) without any alert event",
-    )
     def test_token_use_alerts(self, access, analyst_api):
         assert analyst_api.get(AUDIT).status_code == 200
 

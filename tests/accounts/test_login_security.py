@@ -289,11 +289,6 @@ class TestLockout:
         assert api_login(client, "alice").status_code == 200
         assert not events("auth.lockout").exists()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="defect: django-axes counts failures while each follows the previous within the cool-off, "
-        "so five failures four minutes apart lock although no 15 minutes hold five",
-    )
     def test_five_failures_spread_over_more_than_fifteen_minutes_do_not_lock(self, plain_user, clock):
         client = APIClient()
         for _ in range(5):
@@ -392,11 +387,6 @@ class TestPasswordAge:
 
         assert (api.status_code, api.json()["code"]) == (403, "password_expired")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="defect: the only password change page is the admin's, which is staff only; an analyst or "
-        "guest with an expired password loops between /admin/login/ and /admin/password_change/",
-    )
     def test_expired_analyst_can_reach_a_password_change_page(self, plain_user):
         with time_machine.travel(timezone.now() + timedelta(days=91), tick=False):
             client = logged_in(plain_user)

@@ -126,6 +126,9 @@ TABLE: dict[str, list[Row]] = {
     # Portal pages: second factor
     "accounts:2fa-setup": [row("get", LOGIN, OTP, OTP, OTP, 200, 200, OTP)],
     "accounts:2fa-verify": [row("get", LOGIN, 200, 200, 200, 200, 200, 200)],
+    # Portal pages: changing one's own password (everyone; the admin's page is for staff)
+    "accounts:password-change": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
+    "accounts:password-change-done": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
     # OpenAPI schema and its browsable docs
     "schema": [
         api("get", UNAUTH, 200, 200, 200, 200, 200, headers={"HTTP_ACCEPT": "application/vnd.oai.openapi+json"})

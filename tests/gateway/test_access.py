@@ -267,7 +267,6 @@ class TestRolesThatDoNotInvoke:
         grant(user, triage)
         assert call(client, "infer", "triage").status_code == 200
 
-    @pytest.mark.xfail(strict=True, reason="models_invokable_by does not check the role: reported, not fixed yet")
     def test_guest_in_a_granted_group_still_invokes_nothing(self, guest_user, triage):
         group = Group.objects.create(name="oncology")
         guest_user.groups.add(group)
@@ -275,7 +274,6 @@ class TestRolesThatDoNotInvoke:
 
         assert_error(call(bearer(guest_user), "infer", "triage"), 403, "invoke_not_permitted")
 
-    @pytest.mark.xfail(strict=True, reason="models_invokable_by does not check the role: reported, not fixed yet")
     def test_analyst_demoted_to_guest_loses_invocation(self, plain_user, triage):
         grant(plain_user, triage)
         remove_role(user_id=plain_user.pk, role=ANALYST, actor=None)

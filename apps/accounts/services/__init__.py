@@ -1,7 +1,14 @@
 """The accounts app's writes, one module per concern; re-exported so callers import from here."""
 
 from .grants import grant_model_access, revoke_model_access
-from .roles import assign_role, grant_emergency_access, remove_role, revoke_emergency_access, roles_of
+from .roles import (
+    assign_role,
+    grant_emergency_access,
+    note_break_glass_use,
+    remove_role,
+    revoke_emergency_access,
+    roles_of,
+)
 from .security import (
     create_service_account,
     disable_dormant_accounts,
@@ -33,6 +40,7 @@ __all__ = [
     "grant_emergency_access",
     "grant_model_access",
     "issue_token",
+    "note_break_glass_use",
     "record_2fa_enrolment",
     "record_2fa_failure",
     "record_denied",

@@ -154,3 +154,27 @@ def _check_compatible(user, role: str, current: set[str]) -> None:
 
 def _user(actor):
     return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+
+
+def active_emergency_access(user):
+    now = timezone.now()
+    return EmergencyAccess.objects.filter(user=user, revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now)
+
+
+def note_break_glass_use(user, source: Source, path: str, *, already_noted=frozenset()) -> list[int]:
+    """Raise the alert event for each active break-glass grant the caller is using (sessions do
+    this once per session; token calls each time, since a token has no session to remember it)."""
+    noted = []
+    for access in active_emergency_access(user):
+        if access.pk in already_noted:
+            continue
+        with transaction.atomic():
+            record_event(
+                "auth.breakglass.use",
+                actor=user,
+                source=source,
+                target=user,
+                details={"alert": True, "role": access.role, "access_id": access.pk, "path": path},
+            )
+        noted.append(access.pk)
+    return noted

@@ -11,8 +11,13 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="user name")
         parser.add_argument("--name", default="cli", help="a label for the token")
         parser.add_argument("--days", type=int, default=None, help="days until expiry (default from settings)")
-        parser.add_argument("--scope", action="append", dest="scopes", choices=["invoke", "read", "manage"],
-                            help="repeat for several (default: invoke and read)")
+        parser.add_argument(
+            "--scope",
+            action="append",
+            dest="scopes",
+            choices=["invoke", "read", "manage"],
+            help="repeat for several (default: invoke and read)",
+        )
 
     def handle(self, *args, user, name, days, scopes, **options):
         try:
