@@ -50,8 +50,9 @@ class Command(BaseCommand):
             deployments.reconcile_deployment(dep.pk)  # the server was restarted: load again now
         dep = self._wait_active(dep.pk, timeout)
         caller = self._demo_caller(admin, mv.model)
-        _, token = issue_token(user=caller, name="make-run demo", days=30, scopes=["invoke", "read"],
-                               model_ids=[mv.model.pk], actor=admin)
+        _, token = issue_token(
+            user=caller, name="make-run demo", days=30, scopes=["invoke", "read"], model_ids=[mv.model.pk], actor=admin
+        )
         self._print(portal_url, admin.username, password, token, dep, caller)
 
     def _demo_caller(self, admin, model):
