@@ -394,6 +394,25 @@ class TestPasswordAge:
 
             assert client.get(target).status_code == 200
 
+    def test_analyst_changing_an_expired_password_lifts_the_block(self, plain_user):
+        with time_machine.travel(timezone.now() + timedelta(days=91), tick=False):
+            client = logged_in(plain_user)
+            target = reverse("accounts:password-change")
+            assert target in client.get(ME).json()["detail"]
+            weak = client.post(target, {"old_password": PASSWORD, "new_password1": "alice", "new_password2": "alice"})
+            assert weak.status_code == 200
+            assert client.get(ME).status_code == 403
+
+            resp = client.post(
+                target,
+                {"old_password": PASSWORD, "new_password1": "k9#Vq2!mZp4x-new", "new_password2": "k9#Vq2!mZp4x-new"},
+            )
+
+            assert resp.status_code == 302
+            assert client.get(resp["Location"]).status_code == 200
+            assert client.get(ME).status_code == 200
+            assert Profile.objects.get(user=plain_user).password_changed_at == timezone.now()
+
 
 class TestSessionLifetime:
     def _expired(self, event_user, reason: str) -> None:
