@@ -240,8 +240,6 @@ SPECTACULAR_SETTINGS = {
     # Deployment.observed_state and DeploymentTransition.from_state/to_state share one choice set.
     "ENUM_NAME_OVERRIDES": {
         "ObservedStateEnum": "apps.deployments.models.Observed",
-        "RoleEnum": "apps.accounts.roles.ROLE_CHOICES",
-        "ServiceAccountRoleEnum": "apps.accounts.roles.SERVICE_ACCOUNT_ROLE_CHOICES",
     },
 }
 

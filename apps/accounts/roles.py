@@ -7,8 +7,6 @@ AUDITOR = "auditor"
 ANALYST = "analyst"
 GUEST = "guest"
 ROLES = (ADMIN, SECURITY_OFFICER, AUDITOR, ANALYST, GUEST)
-ROLE_CHOICES = [(role, role) for role in ROLES]
-SERVICE_ACCOUNT_ROLE_CHOICES = [(ANALYST, ANALYST), (GUEST, GUEST)]
 
 # Separation of duties: nobody holds two of these at once (等保 8.1.4.2 e).
 EXCLUSIVE = frozenset({ADMIN, SECURITY_OFFICER, AUDITOR})
