@@ -41,6 +41,11 @@ class Source:
 SYSTEM = Source()
 
 
+def acting_user(actor):
+    """The actor as a User to store in a foreign key, or None for the system / anonymous."""
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+
+
 def record_event(
     event_type: str,
     *,

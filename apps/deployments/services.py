@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
 from apps.core.errors import Conflict, NotFound, ServiceError
 from apps.registry.models import ModelVersion
@@ -68,7 +68,7 @@ def request_deployment(
                 model=mv.model,
                 model_version=mv,
                 server=server,
-                requested_by=_user(actor),
+                requested_by=acting_user(actor),
                 max_batch_size=settings_.max_batch_size,
                 dynamic_batching=settings_.dynamic_batching,
                 preferred_batch_sizes=list(settings_.preferred_batch_sizes),
@@ -98,7 +98,7 @@ def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
         before = dep.desired_state
         dep.desired_state = Desired.INACTIVE
-        dep.requested_by = _user(actor) or dep.requested_by
+        dep.requested_by = acting_user(actor) or dep.requested_by
         dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
         record_event(
             "deployment.undeploy",
@@ -120,7 +120,7 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
                 raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
-            dep.requested_by = _user(actor) or dep.requested_by
+            dep.requested_by = acting_user(actor) or dep.requested_by
             dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
             if dep.observed_state == Observed.FAILED:
                 _transition(dep, Observed.PENDING, "redeploy requested")
@@ -333,7 +333,3 @@ def _snapshot(dep: Deployment) -> dict:
             "kind": dep.kind,
         },
     }
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from apps.audit.models import Outcome
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 from apps.keys.providers import seal
 from inference_backend.envelope import sha256_hex
@@ -91,7 +91,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
         with transaction.atomic():
             if model is None:
                 model, created = Model.objects.get_or_create(
-                    name=model_name, defaults={"description": description, "created_by": _user(actor)}
+                    name=model_name, defaults={"description": description, "created_by": acting_user(actor)}
                 )
                 if created:
                     record_event(
@@ -107,7 +107,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                 sha256=sha256_hex(data),
                 size_bytes=len(data),
                 signature=signature,
-                created_by=_user(actor),
+                created_by=acting_user(actor),
             )
             Artifact.objects.create(
                 version=mv,
@@ -187,7 +187,3 @@ def _write_private(path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import NotFound, ServiceError
 from apps.registry.models import Model
 
@@ -72,7 +72,7 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
                     **{key: grantee},
                     permission=perm,
                     content_object=model,
-                    defaults={"expires_at": expires_at, "granted_by": _user(actor), "granted_at": timezone.now()},
+                    defaults={"expires_at": expires_at, "granted_by": acting_user(actor), "granted_at": timezone.now()},
                 )
             else:
                 table.objects.filter(**{key: grantee}, permission=perm, content_object=model).delete()
@@ -113,7 +113,3 @@ def _check_may_invoke(grantee, is_user: bool) -> None:
             )
     elif grantee.name == "guest":
         raise ServiceError("role_cannot_invoke", "guests invoke nothing", field="group")
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None

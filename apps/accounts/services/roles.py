@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 
 from ..models import EmergencyAccess, Profile
@@ -87,7 +87,7 @@ def grant_emergency_access(
             user=user,
             role=role,
             reason=reason.strip(),
-            granted_by=_user(actor),
+            granted_by=acting_user(actor),
             granted_at=now,
             expires_at=now + timedelta(minutes=minutes),
         )
@@ -150,10 +150,6 @@ def _check_compatible(user, role: str, current: set[str]) -> None:
         )
     if role not in (ANALYST, GUEST) and Profile.objects.filter(user=user, is_service_account=True).exists():
         raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 def active_emergency_access(user):

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.models import Outcome
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import NotFound, ServiceError
 
 from ..models import TOKEN_PREFIX, ApiToken, Scope, digest_token
@@ -56,7 +56,7 @@ def issue_token(
             hint=plaintext[:10],
             scopes=scopes,
             restricted=bool(models),
-            created_by=_user(actor),
+            created_by=acting_user(actor),
             expires_at=timezone.now() + timedelta(days=days),
         )
         token.allowed_models.set(models)
@@ -86,10 +86,6 @@ def _existing_models(model_ids) -> list:
     if missing:
         raise NotFound("model_not_found", f"no model with id {', '.join(map(str, sorted(missing)))}")
     return models
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
