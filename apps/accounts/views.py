@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import qrcode
@@ -45,7 +46,7 @@ def totp_setup(request):
         return HttpResponseRedirect(f"/accounts/2fa/verify/?next={_next(request)}")
     device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": "authenticator"})
     form = CodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and _not_throttled(form, device):
         if device.verify_token(form.cleaned_data["code"].strip()):
             device.confirmed = True
             device.save(update_fields=["confirmed"])
@@ -64,7 +65,7 @@ def totp_setup(request):
             title="Set up two-factor authentication",
             form=form,
             qr_svg=buffer.getvalue().decode(),
-            secret=device.config_url.split("secret=")[1].split("&")[0],
+            secret=base64.b32encode(device.bin_key).decode(),
         ),
     )
 
@@ -73,7 +74,8 @@ def totp_setup(request):
 def totp_verify(request):
     """Enter the current code of the enrolled authenticator."""
     form = CodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    enrolled = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
+    if request.method == "POST" and form.is_valid() and _not_throttled(form, enrolled):
         device = match_token(request.user, form.cleaned_data["code"].strip())
         if device is not None:
             otp_login(request, device)
@@ -81,6 +83,14 @@ def totp_verify(request):
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
         form.add_error("code", "That code is not valid.")
     return render(request, "accounts/totp_verify.html", _context(request, title="Two-factor verification", form=form))
+
+
+def _not_throttled(form, device) -> bool:
+    """django-otp doubles the wait after each wrong code; say so rather than "not valid"."""
+    allowed, info = device.verify_is_allowed() if device is not None else (True, None)
+    if not allowed:
+        form.add_error("code", "Too many wrong codes: wait a few seconds, then enter the current code.")
+    return allowed
 
 
 def lockout_response(request, response=None, credentials=None, *args, **kwargs):
