@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+
 import urllib3
 from django.conf import settings
 
 from apps.core.errors import ServiceError
 
 _pool: urllib3.PoolManager | None = None
+_pool_lock = threading.Lock()
 
 
 def pool() -> urllib3.PoolManager:
     global _pool
-    if _pool is None:
-        _pool = urllib3.PoolManager(
-            num_pools=32,
-            maxsize=settings.GATEWAY_POOL_SIZE,
-            block=False,
-            retries=False,
-        )
+    if _pool is not None:
+        return _pool
+    with _pool_lock:  # two threads' first calls must not build two pools
+        if _pool is None:
+            _pool = urllib3.PoolManager(num_pools=32, maxsize=settings.GATEWAY_POOL_SIZE, block=False, retries=False)
     return _pool
 
 

@@ -86,10 +86,11 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     allowed = models_invokable_by(user) if invoke else models_visible_to(user)
     if token.restricted:
         allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
+    # No ordering: one is picked at random, and an ORDER BY costs a measurable share (bench/RESULTS.md).
     deps = list(
-        Deployment.objects.select_related("server", "model_version").filter(
-            model__name=call.name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE
-        )
+        Deployment.objects.select_related("server", "model_version")
+        .filter(model__name=call.name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE)
+        .order_by()
     )
     if not deps:
         raise _why_not(user, token, call.name, allowed)

@@ -46,6 +46,20 @@ class TestBearerAuthentication:
         assert stored.last_used_ip == "198.51.100.7"
         assert not AuditEvent.objects.filter(event_type="auth.token.denied").exists()
 
+    def test_last_use_is_written_at_most_once_a_minute_whatever_the_address(self, plain_user):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        from apps.accounts.services import authenticate_bearer
+
+        token = token_for(plain_user)
+        authenticate_bearer(f"Bearer {token}", "198.51.100.7")
+        with CaptureQueriesContext(connection) as queries:
+            authenticate_bearer(f"Bearer {token}", "203.0.113.9")  # another host, within the minute
+
+        assert len(queries) == 1  # the lookup only, no UPDATE
+        assert ApiToken.objects.get(digest=digest_token(token)).last_used_ip == "198.51.100.7"
+
     def test_scheme_is_case_insensitive(self, plain_user):
         assert get_with(f"bearer {token_for(plain_user)}").status_code == 200
 

@@ -140,7 +140,9 @@ def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:
         raise TokenRejected("token_expired", "the token has expired")
     if not token.user.is_active:
         raise TokenRejected("user_inactive", "the token's user is inactive")
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION or token.last_used_ip != ip:
+    # Once a minute at most, whatever the address: a token used from several hosts must not turn
+    # this into an UPDATE (and a row lock) on every call.
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
     return token.user, token
 
