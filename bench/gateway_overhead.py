@@ -117,7 +117,7 @@ def deploy(triton_url: str) -> str:
     """Register the demo model under two names, deploy both (reconciled here, synchronously); return a token."""
     from django.contrib.auth import get_user_model
 
-    from apps.accounts.services import issue_token
+    from apps.accounts.services import create_user, grant_model_access, issue_token
     from apps.deployments import services as deployments
     from apps.deployments.models import Deployment, Observed
     from apps.registry.services import register_model_version
@@ -137,7 +137,13 @@ def deploy(triton_url: str) -> str:
         dep = Deployment.objects.get(pk=dep.pk)
         if dep.observed_state != Observed.ACTIVE:
             raise RuntimeError(f"deployment of {name} is {dep.observed_state}: {dep.last_error}")
-    return issue_token(user=admin, name="bench", days=1, actor=admin)[1]
+    # The realistic caller: an analyst with invoke grants (the superuser would skip the grant checks).
+    analyst = create_user(
+        username="bench-analyst", email="", password=secrets.token_urlsafe(16), role="analyst", actor=admin
+    )
+    for mv in dep.model.__class__.objects.filter(name__in=(BATCHED, UNBATCHED)):
+        grant_model_access(model_id=mv.pk, permission="invoke_model", user_id=analyst.pk, actor=admin)
+    return issue_token(user=analyst, name="bench", days=1, actor=admin)[1]
 
 
 def new_conn(port: int) -> urllib3.HTTPConnectionPool:
@@ -255,20 +261,14 @@ def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int
 
     from apps.accounts.services import authenticate_bearer
     from apps.audit.services import Source, record_event
-    from apps.deployments.models import Deployment, Desired, Observed
     from apps.gateway.protocol import check_against_signature, parse_infer_header
-    from apps.registry.selectors import models_visible_to
+    from apps.gateway.views import candidate_deployments
 
     auth, gw_headers = f"Bearer {token}", {"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
     user, tok = authenticate_bearer(auth, "127.0.0.1")
 
     def route() -> list:  # the query of apps/gateway/views.py _route
-        visible = models_visible_to(user)
-        return list(
-            Deployment.objects.select_related("server", "model_version").filter(
-                model__name=model, model__in=visible, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE
-            )
-        )
+        return candidate_deployments(user, tok, model, invoke=True)[0]
 
     dep = route()[0]
     source = Source(ip="127.0.0.1", user_agent="python-urllib3", token_id=tok.pk)

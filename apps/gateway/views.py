@@ -26,6 +26,7 @@ from apps.deployments.models import Deployment, Desired, Observed
 from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
 
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from .routing import invokable_deployments
 from .upstream import forward
 
 logger = logging.getLogger(__name__)
@@ -83,15 +84,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
-    allowed = models_invokable_by(user) if invoke else models_visible_to(user)
-    if token.restricted:
-        allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
-    # No ordering: one is picked at random, and an ORDER BY costs a measurable share (bench/RESULTS.md).
-    deps = list(
-        Deployment.objects.select_related("server", "model_version")
-        .filter(model__name=call.name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE)
-        .order_by()
-    )
+    deps, allowed = candidate_deployments(user, token, call.name, invoke)
     if not deps:
         raise _why_not(user, token, call.name, allowed)
     if version is not None:
@@ -101,6 +94,22 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
             raise ServiceError("model_version_not_deployed", f"version {version} of {call.name!r} is not deployed", 404)
     call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
     return call.dep
+
+
+def candidate_deployments(user, token, name: str, invoke: bool) -> tuple[list[Deployment], object]:
+    """The ACTIVE deployments of `name` this caller may use (one query), and the model scope used
+    (a queryset, evaluated only on the error path to explain a refusal)."""
+    allowed = models_invokable_by(user) if invoke else models_visible_to(user)
+    if token.restricted:
+        allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
+    if invoke:
+        return invokable_deployments(user, token, name), allowed  # the hot path: fixed SQL
+    deps = list(
+        Deployment.objects.select_related("server", "model_version")
+        .filter(model__name=name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE)
+        .order_by()
+    )
+    return deps, allowed
 
 
 def _why_not(user, token, name: str, allowed) -> ServiceError:
