@@ -268,7 +268,7 @@ def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int
     user, tok = authenticate_bearer(auth, "127.0.0.1")
 
     def route() -> list:  # the query of apps/gateway/views.py _route
-        return candidate_deployments(user, tok, model, invoke=True)[0]
+        return candidate_deployments(user, tok, model, invoke=True)
 
     dep = route()[0]
     source = Source(ip="127.0.0.1", user_agent="python-urllib3", token_id=tok.pk)

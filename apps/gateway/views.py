@@ -84,9 +84,9 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
-    deps, allowed = candidate_deployments(user, token, call.name, invoke)
+    deps = candidate_deployments(user, token, call.name, invoke)
     if not deps:
-        raise _why_not(user, token, call.name, allowed)
+        raise _why_not(user, token, call.name, _scope(user, token, invoke))
     if version is not None:
         # Choose among the servers serving that version, not among all and then refuse.
         deps = [d for d in deps if str(d.model_version.version) == version]
@@ -96,20 +96,28 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     return call.dep
 
 
-def candidate_deployments(user, token, name: str, invoke: bool) -> tuple[list[Deployment], object]:
-    """The ACTIVE deployments of `name` this caller may use (one query), and the model scope used
-    (a queryset, evaluated only on the error path to explain a refusal)."""
+def candidate_deployments(user, token, name: str, invoke: bool) -> list[Deployment]:
+    """The ACTIVE deployments of `name` this caller may use, in one query."""
+    if invoke:
+        return invokable_deployments(user, token, name)  # the hot path: fixed SQL, no query building
+    # No ordering: one is picked at random, and an ORDER BY costs a measurable share (bench/RESULTS.md).
+    return list(
+        Deployment.objects.select_related("server", "model_version")
+        .filter(
+            model__name=name,
+            model__in=_scope(user, token, invoke),
+            desired_state=Desired.ACTIVE,
+            observed_state=Observed.ACTIVE,
+        )
+        .order_by()
+    )
+
+
+def _scope(user, token, invoke: bool):
     allowed = models_invokable_by(user) if invoke else models_visible_to(user)
     if token.restricted:
         allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
-    if invoke:
-        return invokable_deployments(user, token, name), allowed  # the hot path: fixed SQL
-    deps = list(
-        Deployment.objects.select_related("server", "model_version")
-        .filter(model__name=name, model__in=allowed, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE)
-        .order_by()
-    )
-    return deps, allowed
+    return allowed
 
 
 def _why_not(user, token, name: str, allowed) -> ServiceError:
