@@ -79,7 +79,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     """Authenticate, then find an ACTIVE deployment the caller may use. Inference needs an
     `invoke_model` grant and the token's `invoke` scope; metadata and readiness need the model to
     be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
-    user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip)
+    user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
     call.user = user
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.models import Outcome
@@ -119,10 +121,13 @@ def require_scope(token: ApiToken | None, scope: str) -> None:
         raise ServiceError("insufficient_scope", f"this token lacks the '{scope}' scope", 403)
 
 
-def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:
+def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool = False) -> tuple:
     """Resolve an `Authorization` header value to (user, token) or raise TokenRejected.
 
     One indexed query (token joined with its user); last-used bookkeeping at most once a minute.
+    `lean=True` (the inference gateway) runs that query as fixed SQL, which spares ≈0.4 ms of ORM
+    query building per call, and returns a user holding only id, username, is_active and
+    is_superuser: enough for grants and audit, not for anything that reads other fields.
     """
     if not header:
         raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
@@ -130,7 +135,10 @@ def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:
     value = value.strip()
     if scheme.lower() != "bearer" or not value or " " in value:
         raise TokenRejected("malformed_authorization", "the Authorization header must be 'Bearer <token>'")
-    token = ApiToken.objects.select_related("user").filter(digest=digest_token(value)).first()
+    if lean:
+        token = _lean_lookup(digest_token(value))
+    else:
+        token = ApiToken.objects.select_related("user").filter(digest=digest_token(value)).first()
     if token is None:
         raise TokenRejected("invalid_token", "the token is not valid")
     now = timezone.now()
@@ -145,6 +153,47 @@ def authenticate_bearer(header: str | None, ip: str | None = None) -> tuple:
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
     return token.user, token
+
+
+@cache
+def _lean_sql() -> str:
+    tokens, users = ApiToken._meta.db_table, get_user_model()._meta.db_table
+    return (
+        "SELECT t.id, t.user_id, t.scopes, t.restricted, t.expires_at, t.revoked_at, t.last_used_at,"  # noqa: S608
+        f" u.username, u.is_active, u.is_superuser FROM {tokens} t JOIN {users} u ON u.id = t.user_id"
+        " WHERE t.digest = %s"
+    )
+
+
+def _lean_lookup(digest: str) -> ApiToken | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_lean_sql(), [digest])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, user_id, scopes, restricted, expires_at, revoked_at, last_used_at, username, is_active, superuser = row
+    token = ApiToken(
+        id=pk,
+        user_id=user_id,
+        scopes=json.loads(scopes) if isinstance(scopes, str) else scopes,
+        restricted=bool(restricted),
+        expires_at=_aware(expires_at),
+        revoked_at=_aware(revoked_at),
+        last_used_at=_aware(last_used_at),
+    )
+    token.user = get_user_model()(
+        id=user_id, username=username, is_active=bool(is_active), is_superuser=bool(superuser)
+    )
+    return token
+
+
+def _aware(value):
+    """SQLite hands raw queries naive UTC datetimes (PostgreSQL aware ones); the ORM would convert."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
 
 
 def get_user_by_name(username: str):
