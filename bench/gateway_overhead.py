@@ -287,7 +287,7 @@ def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int
         assert resp.status_code == 200, resp.content
 
     steps = {
-        "token lookup (authenticate_bearer)": lambda: authenticate_bearer(auth, "127.0.0.1"),
+        "token lookup (authenticate_bearer)": lambda: authenticate_bearer(auth, "127.0.0.1", lean=True),
         "route lookup (Deployment query)": route,
         "JSON header parse + signature check": lambda: check_against_signature(
             parse_infer_header(BODY, None), dep.model_version.signature, dep.max_batch_size
