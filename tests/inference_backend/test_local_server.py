@@ -141,3 +141,26 @@ def test_unsupported_platform(monkeypatch, tmp_path):
     monkeypatch.setattr(triton_wheel.platform, "machine", lambda: "aarch64")
     with pytest.raises(TritonStartError, match="x86-64 Linux only"):
         LocalTritonServer(tmp_path, free_port(), free_port(), free_port()).start(timeout=5)
+
+
+def test_port_left_in_time_wait_by_a_previous_server_counts_as_free():
+    """A restarted `make run` found Triton's port 'in use' while only TIME_WAIT entries of the
+    previous run's closed connections remained (the server closes first, so they sit on its port)."""
+    import socket
+
+    from inference_backend.server import _port_in_use
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: TIME_WAIT on the server's port
+    client.recv(1)
+    client.close()
+    assert _port_in_use(port)  # still listening
+    listener.close()
+
+    assert not _port_in_use(port)
