@@ -45,8 +45,9 @@ def onnx_bytes() -> bytes:
 
 def make_user(username: str, role: str | None = None, **extra):
     """A user holding `role` (a group created by the roles data migration)."""
-    user = get_user_model().objects.create_user(username, f"{username}@example.org", "correct-horse-battery-9",
-                                                is_staff=role in PRIVILEGED, **extra)
+    user = get_user_model().objects.create_user(
+        username, f"{username}@example.org", "correct-horse-battery-9", is_staff=role in PRIVILEGED, **extra
+    )
     if role:
         user.groups.add(Group.objects.get(name=role))
     return user
