@@ -22,9 +22,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/python deploy/run_local.py
 
-# Browser tests drive Debian's chromium (Playwright's own browser download is not used).
+# Browser tests drive Debian's chromium (Playwright's own browser download is not used);
+# the PKCS#11 tests and bench/hsm_unwrap.py use a SoftHSM2 token (Debian softhsm2).
 system-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
 
 test: install system-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \

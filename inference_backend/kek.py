@@ -5,8 +5,9 @@ a ``kek_id`` that names the KEK (and its version) without revealing it, so a
 host can tell "this DEK was wrapped by a KEK I do not have" apart from
 "this wrapped DEK is corrupt".
 
-Only the development ``local`` keystore exists today; an HSM provider
-(PKCS#11 ``CKM_AES_KEY_WRAP_PAD``) will use the same RFC 5649 wrapping.
+Providers: the development ``local`` keystore, and ``pkcs11`` (an HSM, see
+:mod:`inference_backend.pkcs11_kek`) using the same RFC 5649 wrapping as
+PKCS#11 ``CKM_AES_KEY_WRAP_PAD``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.keywrap import (
 
 KEK_LEN = 32
 _KEK_ID_LABEL = b"sovereign-kek-id"
-SUPPORTED_PROVIDERS = ("local",)
+SUPPORTED_PROVIDERS = ("local", "pkcs11")
 
 
 class KekError(Exception):
@@ -177,7 +178,10 @@ class LocalKeystoreProvider(KekProvider):
 def provider_from_env(environ: Mapping[str, str] = os.environ) -> KekProvider:
     """Build the KEK provider configured by ``SOVEREIGN_KEK_PROVIDER`` (default ``local``).
 
-    For ``local``, ``SOVEREIGN_LOCAL_KEK_FILE`` names the keystore file.
+    For ``local``, ``SOVEREIGN_LOCAL_KEK_FILE`` names the keystore file. For ``pkcs11``:
+    ``SOVEREIGN_PKCS11_MODULE`` (default SoftHSM2's library), ``SOVEREIGN_PKCS11_TOKEN``,
+    ``SOVEREIGN_PKCS11_PIN_FILE`` (the PIN is only ever read from that file) and
+    ``SOVEREIGN_PKCS11_KEY_LABEL`` (e.g. ``sovereign-kek-v1``).
     """
     name = (environ.get("SOVEREIGN_KEK_PROVIDER") or "local").strip().lower()
     if name == "local":
@@ -185,4 +189,18 @@ def provider_from_env(environ: Mapping[str, str] = os.environ) -> KekProvider:
         if not path:
             raise KekError("SOVEREIGN_LOCAL_KEK_FILE is not set: the local KEK provider needs the keystore file path")
         return LocalKeystoreProvider(path)
+    if name == "pkcs11":
+        from inference_backend import pkcs11_kek
+
+        settings = {}
+        for var in ("SOVEREIGN_PKCS11_TOKEN", "SOVEREIGN_PKCS11_PIN_FILE", "SOVEREIGN_PKCS11_KEY_LABEL"):
+            settings[var] = (environ.get(var) or "").strip()
+            if not settings[var]:
+                raise KekError(f"{var} is not set: the pkcs11 KEK provider needs it")
+        return pkcs11_kek.Pkcs11KekProvider(
+            module_path=(environ.get("SOVEREIGN_PKCS11_MODULE") or "").strip() or pkcs11_kek.DEFAULT_MODULE,
+            token_label=settings["SOVEREIGN_PKCS11_TOKEN"],
+            pin=pkcs11_kek.read_pin_file(settings["SOVEREIGN_PKCS11_PIN_FILE"]),
+            key_label=settings["SOVEREIGN_PKCS11_KEY_LABEL"],
+        )
     raise KekError(f"unknown KEK provider {name!r}; supported: {', '.join(SUPPORTED_PROVIDERS)}")
