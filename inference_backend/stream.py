@@ -425,3 +425,16 @@ def decrypt_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, dek: 
 def _unlink_quiet(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def decrypt_artifact_file(src: BinaryIO, dek: bytes, aad: bytes) -> bytes:
+    """Decrypt an artifact of either format into memory, by its version byte: 2 (this module's
+    segmented stream, what the portal writes) or 1 (the one-shot envelope of the first
+    releases, still readable). Raises StreamError or envelope.ArtifactDecryptError."""
+    from inference_backend import envelope
+
+    head = src.read(len(MAGIC) + 1)
+    src.seek(-len(head), io.SEEK_CUR)
+    if len(head) == len(MAGIC) + 1 and head[: len(MAGIC)] == MAGIC and head[-1] == envelope.FORMAT_VERSION:
+        return envelope.decrypt_artifact(src.read(), dek, aad)
+    return decrypt_to_bytes(src, dek, aad)

@@ -31,8 +31,9 @@ for _entry in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pat
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from inference_backend.envelope import ArtifactDecryptError, decrypt_artifact, sha256_hex  # noqa: E402
+from inference_backend.envelope import ArtifactDecryptError, sha256_hex  # noqa: E402
 from inference_backend.kek import KekError, provider_from_env  # noqa: E402
+from inference_backend.stream import StreamError, decrypt_artifact_file  # noqa: E402
 
 try:
     import triton_python_backend_utils as pb_utils  # noqa: E402
@@ -77,8 +78,7 @@ class TritonPythonModel:
             _fail(f"artifact_file must be a file name inside the version directory, got {artifact_file!r}")
         path = os.path.join(args["model_repository"], args["model_version"], artifact_file)
         try:
-            with open(path, "rb") as handle:
-                blob = handle.read()
+            handle = open(path, "rb")  # noqa: SIM115 - closed below, after the decryption
         except OSError as exc:
             _fail(f"cannot read encrypted artifact {artifact_file}: {exc}")
         try:
@@ -90,11 +90,13 @@ class TritonPythonModel:
         except KekError as exc:
             _fail(f"cannot unwrap data key on this Triton host: {exc}")
         try:
-            plaintext = decrypt_artifact(blob, dek, params["artifact_aad"].encode("utf-8"))
-        except ArtifactDecryptError as exc:
+            # Segment by segment into memory, each verified before its plaintext is kept.
+            plaintext = decrypt_artifact_file(handle, dek, params["artifact_aad"].encode("utf-8"))
+        except (ArtifactDecryptError, StreamError) as exc:
             _fail(f"cannot decrypt model artifact {artifact_file}: {exc}")
         finally:
-            del dek, blob
+            handle.close()
+            del dek
         digest = sha256_hex(plaintext)
         if not hmac.compare_digest(digest, params["artifact_sha256"].strip().lower()):
             _fail(f"model artifact integrity check failed: SHA-256 {digest} != expected {params['artifact_sha256']}")

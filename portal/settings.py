@@ -183,6 +183,17 @@ MAX_UPLOAD_BYTES = env.int("SOVEREIGN_MAX_UPLOAD_BYTES", default=512 * 1024 * 10
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
 KEK_PROVIDER = env.str("SOVEREIGN_KEK_PROVIDER", default="local")
 LOCAL_KEK_FILE = env.str("SOVEREIGN_LOCAL_KEK_FILE", default=str(DATA_DIR / "keystore" / "kek.bin"))
+# SOVEREIGN_KEK_PROVIDER=pkcs11: the KEK lives in an HSM (inference_backend/pkcs11_kek.py); the PIN
+# only ever comes from a file.
+PKCS11 = {
+    "MODULE": env.str("SOVEREIGN_PKCS11_MODULE", default=""),
+    "TOKEN": env.str("SOVEREIGN_PKCS11_TOKEN", default=""),
+    "PIN_FILE": env.str("SOVEREIGN_PKCS11_PIN_FILE", default=""),
+    "KEY_LABEL": env.str("SOVEREIGN_PKCS11_KEY_LABEL", default=""),
+}
+ARTIFACT_SUITE = env.str("SOVEREIGN_ARTIFACT_SUITE", default="AES-256-GCM")  # or SM4-GCM (国密)
+if ARTIFACT_SUITE not in ("AES-256-GCM", "SM4-GCM"):
+    raise ImproperlyConfigured(f"SOVEREIGN_ARTIFACT_SUITE must be AES-256-GCM or SM4-GCM, not {ARTIFACT_SUITE!r}")
 TOKEN_DEFAULT_DAYS = env.int("SOVEREIGN_TOKEN_DEFAULT_DAYS", default=90)
 TOKEN_MAX_DAYS = env.int("SOVEREIGN_TOKEN_MAX_DAYS", default=365)
 TRITON_TIMEOUT = env.float("SOVEREIGN_TRITON_TIMEOUT", default=30.0)

@@ -3,12 +3,13 @@ in inference_backend.kek (no Django) because Triton hosts use the same code to u
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
 
-from inference_backend import envelope
+from inference_backend import envelope, stream
 from inference_backend.kek import KekError, KekProvider, provider_from_env
 
 SUITE_AES_256_GCM = "AES-256-GCM"
@@ -17,7 +18,11 @@ SUITE_AES_256_GCM = "AES-256-GCM"
 @lru_cache(maxsize=1)
 def get_kek_provider() -> KekProvider:
     return provider_from_env(
-        {"SOVEREIGN_KEK_PROVIDER": settings.KEK_PROVIDER, "SOVEREIGN_LOCAL_KEK_FILE": str(settings.LOCAL_KEK_FILE)}
+        {
+            "SOVEREIGN_KEK_PROVIDER": settings.KEK_PROVIDER,
+            "SOVEREIGN_LOCAL_KEK_FILE": str(settings.LOCAL_KEK_FILE),
+            **{f"SOVEREIGN_PKCS11_{key}": value for key, value in settings.PKCS11.items() if value},
+        }
     )
 
 
@@ -34,18 +39,18 @@ def seal(plaintext: bytes, aad: bytes) -> SealedArtifact:
     exists only in this function's frame."""
     provider = get_kek_provider()
     dek = envelope.generate_dek()
+    out = io.BytesIO()
+    # The segmented stream format (docs/encryption-format.md): each segment verified on its own.
+    stream.encrypt_stream(io.BytesIO(plaintext), out, dek, aad, suite=settings.ARTIFACT_SUITE, kek_id=provider.kek_id)
     return SealedArtifact(
-        ciphertext=envelope.encrypt_artifact(plaintext, dek, aad),
-        wrapped_dek=provider.wrap(dek),
-        kek_id=provider.kek_id,
-        suite=SUITE_AES_256_GCM,
+        ciphertext=out.getvalue(), wrapped_dek=provider.wrap(dek), kek_id=provider.kek_id, suite=settings.ARTIFACT_SUITE
     )
 
 
 def open_sealed(ciphertext: bytes, wrapped_dek: bytes, kek_id: str, aad: bytes) -> bytes:
     """Decrypt an artifact in memory (used by integrity checks; deploys never decrypt in the portal)."""
     dek = get_kek_provider().unwrap(wrapped_dek, kek_id)
-    return envelope.decrypt_artifact(ciphertext, dek, aad)
+    return stream.decrypt_artifact_file(io.BytesIO(ciphertext), dek, aad)
 
 
 __all__ = ["KekError", "SealedArtifact", "get_kek_provider", "open_sealed", "seal"]

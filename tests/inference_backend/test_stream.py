@@ -363,3 +363,21 @@ def test_constant_memory_64_mib_through_files(tmp_path):
             assert x == y
             if not x:
                 break
+
+
+def test_artifact_files_of_both_formats_decrypt_by_their_version_byte():
+    """Artifacts written before the stream format (envelope v1) still load on Triton hosts."""
+    from inference_backend import envelope
+    from inference_backend.stream import decrypt_artifact_file
+
+    dek, aad, plaintext = os.urandom(32), b"artifact:7:1", os.urandom(3000)
+    legacy = envelope.encrypt_artifact(plaintext, dek, aad)
+    current = io.BytesIO()
+    encrypt_stream(io.BytesIO(plaintext), current, dek, aad, kek_id="local:test", segment_size=1024)
+
+    assert decrypt_artifact_file(io.BytesIO(legacy), dek, aad) == plaintext
+    assert decrypt_artifact_file(io.BytesIO(current.getvalue()), dek, aad) == plaintext
+    with pytest.raises(envelope.ArtifactDecryptError):
+        decrypt_artifact_file(io.BytesIO(legacy), dek, b"another artifact")
+    with pytest.raises(StreamError):
+        decrypt_artifact_file(io.BytesIO(current.getvalue()), dek, b"another artifact")

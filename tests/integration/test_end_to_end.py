@@ -233,3 +233,23 @@ def test_no_plaintext_model_on_disk_after_deploy(triton, celery_worker, operator
             continue
     assert scanned > 0
     assert any(p.suffix == ".enc" for p in _files_under(data_dir / "artifacts"))
+
+
+def test_sm4_gcm_artifact_deploys_and_infers(triton, celery_worker, live_server, operator, settings):
+    """国密 suite: the artifact is SM4-GCM in the segmented format; Triton decrypts it in memory."""
+    user, token, api = operator
+    settings.ARTIFACT_SUITE = "SM4-GCM"
+    plaintext = build_test_onnx(4, 3, seed=21)
+    version = _upload(api, "sm4-model", plaintext)
+    assert version["artifact"]["suite"] == "SM4-GCM"
+    assert Artifact.objects.get(version_id=version["id"]).path.read_bytes()[:6] == b"SVRN\x02\x02"  # v2, suite 2
+    dep_id = _deploy(api, version["id"], _server(api, triton.http_url, "triton-sm4"))
+    assert _settled(dep_id).observed_state == Observed.ACTIVE, Deployment.objects.get(pk=dep_id).last_error
+
+    grant(user, Model.objects.get(name="sm4-model"))
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    inp = httpclient.InferInput("INPUT", [3, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    result = _gateway(live_server).infer("sm4-model", [inp], headers={"Authorization": f"Bearer {token}"})
+    expected = ort.InferenceSession(plaintext).run(None, {"INPUT": x})[0]
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-5, atol=1e-6)
