@@ -23,6 +23,17 @@ def data_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory):
+    """One SoftHSM2 token per test session: the library reads SOFTHSM2_CONF once per process."""
+    from tests.inference_backend.softhsm import SoftHsmMissing, init_token
+
+    try:
+        return init_token(tmp_path_factory.mktemp("softhsm"))
+    except SoftHsmMissing as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """PBKDF2 costs ~0.2 s per user; tests about passwords themselves override this."""

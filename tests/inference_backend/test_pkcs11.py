@@ -13,17 +13,12 @@ from inference_backend import envelope
 from inference_backend.kek import KekError, LocalKeystoreProvider, provider_from_env
 from inference_backend.pkcs11_kek import Pkcs11KekProvider, create_kek
 
-from .softhsm import SoftHsmMissing, init_token
-
 KEY_LABEL = "sovereign-kek-v1"
 
 
 @pytest.fixture(scope="module")
-def hsm(tmp_path_factory):
-    try:
-        token = init_token(tmp_path_factory.mktemp("softhsm"))
-    except SoftHsmMissing as exc:
-        pytest.fail(str(exc))
+def hsm(softhsm_token):
+    token = softhsm_token
     kek_id = create_kek(token.module, token.token_label, token.pin, KEY_LABEL)
     assert kek_id == f"pkcs11:{token.token_label}:{KEY_LABEL}"
     return token
