@@ -22,7 +22,6 @@ from .tokens import (
     get_user_by_name,
     issue_token,
     record_denied,
-    require_scope,
     revoke_token,
 )
 from .users import create_user, set_user_active
@@ -45,7 +44,6 @@ __all__ = [
     "record_2fa_failure",
     "record_denied",
     "remove_role",
-    "require_scope",
     "revoke_emergency_access",
     "revoke_model_access",
     "revoke_token",

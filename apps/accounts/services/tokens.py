@@ -115,11 +115,6 @@ class TokenRejected(ServiceError):
         super().__init__(code, detail, 401)
 
 
-def require_scope(token: ApiToken | None, scope: str) -> None:
-    """Session callers (token None) are not limited by scopes; token callers are."""
-    if token is not None and scope not in token.scopes:
-        raise ServiceError("insufficient_scope", f"this token lacks the '{scope}' scope", 403)
-
 
 def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool = False) -> tuple:
     """Resolve an `Authorization` header value to (user, token) or raise TokenRejected.
