@@ -115,7 +115,6 @@ class TokenRejected(ServiceError):
         super().__init__(code, detail, 401)
 
 
-
 def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool = False) -> tuple:
     """Resolve an `Authorization` header value to (user, token) or raise TokenRejected.
 
