@@ -42,6 +42,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "registry.view_modelversion",
         "registry.view_catalogue",
         "registry.view_artifact",
+        "registry.shred_artifact",
         "accounts.manage_grants",
         "accounts.manage_roles",
         "accounts.manage_tokens",

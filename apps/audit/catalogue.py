@@ -30,6 +30,8 @@ EVENT_TYPES: dict[str, str] = {
     "registry.model.create": "Model created",
     "registry.version.create": "Model version uploaded and encrypted",
     "registry.version.rejected": "Model version upload refused",
+    # keys
+    "keys.dek.destroy": "Model version's data key destroyed (crypto-shredding)",
     # deployment
     "deployment.server.create": "Inference server registered",
     "deployment.request": "Deployment requested",

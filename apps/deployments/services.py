@@ -58,6 +58,8 @@ def request_deployment(
     mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
     if mv is None:
         raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+    if mv.artifact.shredded_at is not None:
+        raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
     server = InferenceServer.objects.filter(pk=server_id).first()
     if server is None:
         raise NotFound("server_not_found", f"no inference server with id {server_id}")

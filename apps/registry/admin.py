@@ -141,7 +141,7 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
 @admin.register(Artifact)
 class ArtifactAdmin(ReadOnlyAdmin):
-    list_display = ["version", "suite", "kek_id", "ciphertext_bytes", "short_digest", "created_at"]
+    list_display = ["version", "suite", "kek_id", "ciphertext_bytes", "short_digest", "created_at", "shredded_at"]
     list_filter = ["suite", "kek_id"]
     fields = [
         "version",
@@ -152,8 +152,16 @@ class ArtifactAdmin(ReadOnlyAdmin):
         "ciphertext_sha256",
         "ciphertext_bytes",
         "created_at",
+        "shredded_at",
     ]  # the wrapped data key is deliberately not shown
     readonly_fields = fields
+    change_list_template = "admin/registry/artifact/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        from apps.keys.selectors import key_inventory
+
+        # The key inventory is an aggregate over these rows, so it is shown above them.
+        return super().changelist_view(request, {**(extra_context or {}), "key_inventory": key_inventory()})
 
     def has_add_permission(self, request):
         return False

@@ -75,9 +75,19 @@ class Artifact(models.Model):
     ciphertext_sha256 = models.CharField(max_length=64)
     ciphertext_bytes = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    shredded_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the wrapped data key was destroyed (crypto-shredding)"
+    )
+
+    class Meta:
+        permissions = [("shred_artifact", "Can destroy a model version's data key")]
 
     def __str__(self) -> str:
         return f"{self.storage_name} ({self.suite})"
+
+    @property
+    def is_shredded(self) -> bool:
+        return self.shredded_at is not None
 
     @property
     def path(self):

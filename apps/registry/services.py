@@ -13,7 +13,8 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
+from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
@@ -143,6 +144,41 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def shred_model_version(*, model_version_id: int, reason: str, actor, source: Source = SYSTEM) -> ModelVersion:
+    """Crypto-shred a model version: destroy its wrapped data key so the ciphertext can never be
+    decrypted again, then delete the ciphertext file once that is committed.
+
+    Refused while any deployment of the version is wanted or still loaded (`version_deployed`),
+    and a second time (`already_shredded`). The audit event names the KEK, never key bytes.
+    """
+    from apps.deployments.models import Desired, Observed
+
+    with transaction.atomic():
+        mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
+        if mv is None:
+            raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+        artifact = Artifact.objects.select_for_update().get(version=mv)
+        if artifact.is_shredded:
+            raise Conflict("already_shredded", f"the data key of {mv} was already destroyed")
+        live = Q(desired_state=Desired.ACTIVE) | ~Q(observed_state__in=[Observed.INACTIVE, Observed.FAILED])
+        if mv.deployments.filter(live).exists():
+            raise Conflict("version_deployed", f"{mv} is deployed; undeploy it before destroying its data key")
+        artifact.wrapped_dek = b""
+        artifact.shredded_at = timezone.now()
+        artifact.save(update_fields=["wrapped_dek", "shredded_at"])
+        record_event(
+            "keys.dek.destroy",
+            actor=actor,
+            source=source,
+            target=mv,
+            details={"model": mv.model.name, "version": mv.version, "kek_id": artifact.kek_id, "reason": reason},
+        )
+        path = artifact.path
+        # The file goes only once the key is gone for good: a rollback must leave both intact.
+        transaction.on_commit(lambda: path.unlink(missing_ok=True))
+    return mv
 
 
 def read_artifact_ciphertext(artifact: Artifact) -> bytes:

@@ -149,6 +149,33 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, 200, 200, 200, 200, NOT_FOUND, args={"model_name": "@granted", "version": 1}),
         api("get", UNAUTH, 200, 200, 200, NOT_FOUND, NOT_FOUND, args={"model_name": "@secret", "version": 1}),
     ],
+    # Crypto-shredding: the security officer only; the version must exist for the caller first.
+    "model-version-shred": [
+        api(
+            "post",
+            UNAUTH,
+            DENIED,
+            "400 reason_required",
+            DENIED,
+            DENIED,
+            NOT_FOUND,
+            args={"model_name": "@granted", "version": 1},
+            data={},
+        ),
+        api(
+            "post",
+            UNAUTH,
+            DENIED,
+            "409 version_deployed",
+            DENIED,
+            NOT_FOUND,
+            NOT_FOUND,
+            args={"model_name": "@secret", "version": 1},
+            data={"reason": "walk"},
+        ),
+    ],
+    # Key inventory: roles that may see artifacts (no key material in it)
+    "key-inventory": [api("get", UNAUTH, 200, 200, 200, DENIED, DENIED)],
     # Deployments API: admin operates, auditor reads
     "server-list": [
         api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),

@@ -6,7 +6,7 @@ from ..models import Artifact, Model, ModelVersion
 class ArtifactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Artifact
-        fields = ["suite", "kek_id", "ciphertext_sha256", "ciphertext_bytes", "created_at"]
+        fields = ["suite", "kek_id", "ciphertext_sha256", "ciphertext_bytes", "created_at", "shredded_at"]
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -41,3 +41,7 @@ class VersionUploadSerializer(serializers.Serializer):
     description = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Model description, used when the model is created"
     )
+
+
+class ShredSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, help_text="Why the data key is destroyed (kept in the audit log)")

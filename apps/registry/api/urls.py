@@ -1,4 +1,5 @@
 from django.urls import path
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.routers import SimpleRouter
 
 from .views import ModelVersionViewSet, ModelViewSet
@@ -17,5 +18,10 @@ urlpatterns = [
         "models/<str:model_name>/versions/<int:version>/",
         ModelVersionViewSet.as_view({"get": "retrieve"}),
         name="model-version-detail",
+    ),
+    path(
+        "models/<str:model_name>/versions/<int:version>/shred/",
+        ModelVersionViewSet.as_view({"post": "shred"}, parser_classes=[JSONParser, FormParser]),
+        name="model-version-shred",
     ),
 ]

@@ -1,6 +1,7 @@
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -11,7 +12,7 @@ from apps.core.errors import NotFound, ServiceError
 from .. import services
 from ..models import ModelVersion
 from ..selectors import catalogue_visible_to, models_visible_to, versions_visible_to
-from .serializers import ModelSerializer, ModelVersionSerializer, VersionUploadSerializer
+from .serializers import ModelSerializer, ModelVersionSerializer, ShredSerializer, VersionUploadSerializer
 
 
 class ModelViewSet(viewsets.ReadOnlyModelViewSet):
@@ -31,7 +32,9 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     read and the artifact stored encrypted (AES-256-GCM, data key wrapped by the KEK)."""
 
     serializer_class = ModelVersionSerializer
-    action_perms = {"list": None, "retrieve": None, "create": "registry.add_modelversion"}
+    parser_classes = [MultiPartParser, FormParser]  # uploads; the shred route takes JSON (urls.py)
+    # shred checks registry.shred_artifact itself, after the lookup: out of scope is a 404.
+    action_perms = {"list": None, "retrieve": None, "create": "registry.add_modelversion", "shred": None}
     lookup_field = "version"
     lookup_value_regex = r"\d+"
     filterset_fields = {"version": ["exact", "gte", "lte"]}
@@ -64,6 +67,25 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         )
         return Response(ModelVersionSerializer(mv).data, status=201)
 
+    @extend_schema(request=ShredSerializer, responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def shred(self, request, model_name: str, version: int):
+        """Destroy the version's wrapped data key (crypto-shredding) and delete its ciphertext."""
+        mv = self.get_object()
+        if not request.user.has_perm("registry.shred_artifact"):
+            self.permission_denied(request)
+        body = ShredSerializer(data=request.data)
+        if not body.is_valid() or not body.validated_data["reason"].strip():
+            raise ServiceError("reason_required", "say why the data key is destroyed", field="reason")
+        mv = services.shred_model_version(
+            model_version_id=mv.pk,
+            reason=body.validated_data["reason"],
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        mv.refresh_from_db()
+        return Response(ModelVersionSerializer(mv).data)
+
     def _validated_upload(self, request, model_name: str, source: Source) -> VersionUploadSerializer:
         """Refusals made here, before the service sees the upload, are audited like the service's own."""
         upload = request.FILES.get("file")
@@ -90,6 +112,3 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             )
             raise
         return form
-
-    def get_parsers(self):
-        return [MultiPartParser(), FormParser()]
