@@ -26,6 +26,7 @@ EVENT_TYPES: dict[str, str] = {
     # access
     "access.grant.create": "Model access granted",
     "access.grant.revoke": "Model access revoked",
+    "access.grant.expire": "Expired model access grant removed",
     # registry
     "registry.model.create": "Model created",
     "registry.version.create": "Model version uploaded and encrypted",

@@ -337,3 +337,30 @@ class TestAudit:
 
         assert not ModelUserGrant.objects.exists()
         assert not AuditEvent.objects.filter(event_group="access").exists()
+
+
+class TestPurgeExpiredGrants:
+    def test_expired_grants_are_deleted_and_audited_live_ones_stay(self, plain_user):
+        from datetime import timedelta
+
+        import time_machine
+        from django.utils import timezone
+
+        from apps.accounts.models import ModelUserGrant
+        from apps.accounts.tasks import purge_expired_grants
+        from tests.factories import ModelVersionFactory
+
+        soon, later = ModelVersionFactory(model_name="soon").model, ModelVersionFactory(model_name="later").model
+        grant(plain_user, soon, expires_at=timezone.now() + timedelta(hours=1))
+        grant(plain_user, later, expires_at=timezone.now() + timedelta(days=3))
+        assert plain_user.has_perm("registry.invoke_model", soon)  # guardian alone ignores expiry
+
+        with time_machine.travel(timezone.now() + timedelta(hours=2), tick=False):
+            assert purge_expired_grants() == 2  # invoke_model and the view_model it implied
+
+        assert not ModelUserGrant.objects.filter(content_object=soon).exists()
+        assert ModelUserGrant.objects.filter(content_object=later).count() == 2
+        fresh = type(plain_user).objects.get(pk=plain_user.pk)
+        assert not fresh.has_perm("registry.invoke_model", soon)
+        events = AuditEvent.objects.filter(event_type="access.grant.expire")
+        assert events.count() == 2 and {e.target_id for e in events} == {str(soon.pk)}

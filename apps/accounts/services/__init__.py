@@ -1,6 +1,6 @@
 """The accounts app's writes, one module per concern; re-exported so callers import from here."""
 
-from .grants import grant_model_access, revoke_model_access
+from .grants import grant_model_access, purge_expired_grants, revoke_model_access
 from .roles import (
     assign_role,
     grant_emergency_access,
@@ -40,6 +40,7 @@ __all__ = [
     "grant_model_access",
     "issue_token",
     "note_break_glass_use",
+    "purge_expired_grants",
     "record_2fa_enrolment",
     "record_2fa_failure",
     "record_denied",

@@ -113,3 +113,28 @@ def _check_may_invoke(grantee, is_user: bool) -> None:
             )
     elif grantee.name == "guest":
         raise ServiceError("role_cannot_invoke", "guests invoke nothing", field="group")
+
+
+def purge_expired_grants(now=None) -> int:
+    """Delete grants past their expiry. The selectors already ignore them; deleting them keeps
+    django-guardian's own checks (user.has_perm(perm, model)), which know nothing of expiry,
+    consistent, and tidies the grant lists. Each removal is audited."""
+    now = now or timezone.now()
+    removed = 0
+    for table, key in ((ModelUserGrant, "user"), (ModelGroupGrant, "group")):
+        for grant in table.objects.filter(expires_at__lte=now).select_related(key, "content_object", "permission"):
+            with transaction.atomic():
+                if not table.objects.filter(pk=grant.pk).delete()[0]:
+                    continue  # removed meanwhile
+                record_event(
+                    "access.grant.expire",
+                    actor=None,
+                    target=grant.content_object,
+                    details={
+                        "grantee": f"{key}:{getattr(grant, key)}",
+                        "permissions": [grant.permission.codename],
+                        "expires_at": grant.expires_at.isoformat(),
+                    },
+                )
+            removed += 1
+    return removed
