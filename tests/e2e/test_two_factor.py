@@ -11,7 +11,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from apps.accounts.roles import ADMIN
 from apps.audit.models import AuditEvent
 from tests.conftest import make_user
-from tests.integration.conftest import wait_for as wait_until
+from tests.waiting import wait_for as wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

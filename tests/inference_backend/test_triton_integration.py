@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,23 +22,12 @@ from inference_backend.demo_model import build_demo_onnx, build_test_onnx
 from inference_backend.envelope import encrypt_artifact, generate_dek, sha256_hex
 from inference_backend.server import EXIT_TIMEOUT_SECS, PROJECT_ROOT, free_port
 from inference_backend.signature import read_onnx_signature
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 MODEL_PY = Path(triton_model.__file__).read_bytes()
 SEED = 2718281  # distinctive weights: the plaintext scan below must not meet them by chance
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    """Poll ``predicate`` until it is truthy; fail naming ``what`` (a str or a callable) after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def deploy(host, name, plaintext, *, settings=None, tamper=None):

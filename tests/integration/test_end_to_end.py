@@ -24,8 +24,7 @@ from apps.registry.models import Artifact, Model
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
 from tests.conftest import grant, make_user
-
-from .conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
