@@ -21,6 +21,7 @@ import os
 import stat
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
@@ -38,51 +39,88 @@ class KekError(Exception):
 
 
 class KekProvider(abc.ABC):
-    """Interface of every key encryption key provider."""
+    """Interface of every key encryption key provider.
+
+    A provider holds one or more *versions* of its KEK. ``kek_id`` names the current version,
+    which ``wrap`` uses unless told otherwise; ``unwrap`` accepts any version the provider still
+    holds, so data keys wrapped before a rotation stay readable until they are re-wrapped and the
+    old version is destroyed (``destroy_version``).
+    """
 
     @property
     @abc.abstractmethod
     def kek_id(self) -> str:
-        """Identifier of the KEK and its version, e.g. ``local:0123456789abcdef``; reveals no key material."""
+        """Identifier of the current KEK version, e.g. ``local:0123456789abcdef``; reveals no key material."""
 
     @abc.abstractmethod
-    def wrap(self, dek: bytes) -> bytes:
-        """Wrap (encrypt) a data key with this provider's KEK."""
+    def wrap(self, dek: bytes, kek_id: str | None = None) -> bytes:
+        """Wrap (encrypt) a data key with the KEK version ``kek_id`` (default: the current one)."""
 
     @abc.abstractmethod
     def unwrap(self, wrapped: bytes, kek_id: str) -> bytes:
-        """Unwrap a data key that was wrapped by the KEK ``kek_id``.
+        """Unwrap a data key that was wrapped by the KEK version ``kek_id``.
 
-        Raises :class:`KekError` when ``kek_id`` is not this provider's KEK or
-        the wrapped key does not unwrap.
+        Raises :class:`KekError` when this provider does not hold ``kek_id`` or the wrapped key
+        does not unwrap.
         """
+
+    @abc.abstractmethod
+    def create_version(self) -> str:
+        """Create the next KEK version, make it this provider's current one and return its id."""
+
+    @abc.abstractmethod
+    def destroy_version(self, kek_id: str) -> None:
+        """Destroy the KEK version ``kek_id`` for good (never the current one)."""
+
+    @abc.abstractmethod
+    def describe(self, kek_id: str) -> KekVersion:
+        """Version number and location of ``kek_id`` (no key material); KekError if not this provider's."""
+
+
+@dataclass(frozen=True)
+class KekVersion:
+    kek_id: str
+    provider: str
+    version: int
+    hsm_token: str = ""
+    hsm_label: str = ""
 
 
 def _fingerprint(kek: bytes) -> str:
     return hmac.new(kek, _KEK_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
-class LocalKeystoreProvider(KekProvider):
-    """Development keystore: a 32-byte KEK in a file readable only by its owner.
+_DESTROYED = bytes(KEK_LEN)  # a destroyed version's slot: zeros, never reused
+MAX_VERSIONS = 1024
 
-    The file is created on first use (atomically, mode 0600, parent directory
-    0700). A file that is accessible by group or others, or whose size is not
-    32 bytes, is refused.
+
+class LocalKeystoreProvider(KekProvider):
+    """Development keystore: AES-256 KEK versions in one file readable only by its owner.
+
+    The file holds one 32-byte key per version, version 1 first (a keystore from before
+    rotation existed is a file of exactly one key). A destroyed version's slot is overwritten
+    with zeros, so version numbers never shift. The file is created on first use (atomically,
+    mode 0600, parent directory 0700) and rewritten atomically (temporary file + rename, under
+    an exclusive ``flock`` on ``<file>.lock``) by ``create_version`` and ``destroy_version``.
+    A file that is accessible by group or others, or whose size is not a positive multiple of
+    32 bytes, is refused. Each version's id is ``local:`` + HMAC-SHA256(key, label)[:16 hex].
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Remember the keystore path; the key is loaded (or created) lazily on first use."""
+        """Remember the keystore path; the keys are loaded (or created) lazily on first use."""
         self.path = os.fspath(path)
         self._lock = threading.Lock()
-        self._kek: bytes | None = None
+        self._slots: list[bytes] | None = None
 
-    def _key(self) -> bytes:
+    # -- loading -------------------------------------------------------------------------
+
+    def _keys(self, reload: bool = False) -> list[bytes]:
         with self._lock:
-            if self._kek is None:
-                self._kek = self._load_or_create()
-            return self._kek
+            if self._slots is None or reload:
+                self._slots = self._load_or_create()
+            return self._slots
 
-    def _load_or_create(self) -> bytes:
+    def _load_or_create(self) -> list[bytes]:
         try:
             return self._read()
         except FileNotFoundError:
@@ -90,7 +128,7 @@ class LocalKeystoreProvider(KekProvider):
         self._create()
         return self._read()
 
-    def _read(self) -> bytes:
+    def _read(self) -> list[bytes]:
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
@@ -101,19 +139,26 @@ class LocalKeystoreProvider(KekProvider):
                     f"KEK file {self.path} has mode {stat.S_IMODE(st.st_mode):04o}: it is accessible by group or "
                     f"others; run `chmod 600 {self.path}`"
                 )
-            if st.st_size != KEK_LEN:
-                raise KekError(f"KEK file {self.path} holds {st.st_size} bytes, expected {KEK_LEN}")
+            size = st.st_size
+            if size == 0 or size % KEK_LEN or size > KEK_LEN * MAX_VERSIONS:
+                raise KekError(
+                    f"KEK file {self.path} holds {size} bytes, expected {KEK_LEN} per KEK version "
+                    f"(a positive multiple of {KEK_LEN})"
+                )
             data = b""
-            while len(data) < KEK_LEN:
-                chunk = os.read(fd, KEK_LEN - len(data))
+            while len(data) < size:
+                chunk = os.read(fd, size - len(data))
                 if not chunk:
                     break
                 data += chunk
         finally:
             os.close(fd)
-        if len(data) != KEK_LEN:
-            raise KekError(f"KEK file {self.path}: short read ({len(data)} bytes)")
-        return data
+        if len(data) != size:
+            raise KekError(f"KEK file {self.path}: short read ({len(data)} of {size} bytes)")
+        slots = [data[i : i + KEK_LEN] for i in range(0, size, KEK_LEN)]
+        if all(slot == _DESTROYED for slot in slots):
+            raise KekError(f"KEK file {self.path} holds no live KEK version (every version was destroyed)")
+        return slots
 
     def _create(self) -> None:
         """Create the keystore without ever exposing a partially written file.
@@ -126,7 +171,7 @@ class LocalKeystoreProvider(KekProvider):
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, mode=0o700, exist_ok=True)
         key = os.urandom(KEK_LEN)
-        tmp = f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+        tmp = self._tmp_name()
         self._write_exclusive(tmp, key)
         try:
             os.link(tmp, self.path)
@@ -141,6 +186,9 @@ class LocalKeystoreProvider(KekProvider):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
+    def _tmp_name(self) -> str:
+        return f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+
     @staticmethod
     def _write_exclusive(path: str, key: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -153,26 +201,101 @@ class LocalKeystoreProvider(KekProvider):
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def _rewriting(self):
+        """Hold the keystore's exclusive lock; yield the current slots (a list to modify), then
+        replace the file atomically with the modified slots."""
+        import fcntl
+
+        self._keys()  # make sure the file exists
+        lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            slots = list(self._read())
+            yield slots
+            tmp = self._tmp_name()
+            self._write_exclusive(tmp, b"".join(slots))
+            try:
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(lock_fd)
+        self._keys(reload=True)
+
+    # -- versions ------------------------------------------------------------------------
+
+    def _find(self, kek_id: str) -> tuple[int, bytes] | None:
+        """(version, key) for ``kek_id``, re-reading the file once in case another process rotated."""
+        for reload in (False, True):
+            for index, slot in enumerate(self._keys(reload=reload)):
+                if slot != _DESTROYED and f"local:{_fingerprint(slot)}" == kek_id:
+                    return index + 1, slot
+        return None
+
+    def _live_ids(self) -> list[str]:
+        return [f"local:{_fingerprint(slot)}" for slot in self._keys() if slot != _DESTROYED]
+
     @property
     def kek_id(self) -> str:
-        """``local:`` followed by 16 hex digits of HMAC-SHA256(KEK, "sovereign-kek-id")."""
-        return f"local:{_fingerprint(self._key())}"
+        """The newest live version: ``local:`` followed by 16 hex digits of HMAC-SHA256(KEK, "sovereign-kek-id")."""
+        return self._live_ids()[-1]
 
-    def wrap(self, dek: bytes) -> bytes:
+    def describe(self, kek_id: str) -> KekVersion:
+        found = self._find(kek_id)
+        if found is None:
+            raise KekError(f"KEK {kek_id} is not in the keystore {self.path}")
+        return KekVersion(kek_id=kek_id, provider="local", version=found[0])
+
+    def create_version(self) -> str:
+        with self._rewriting() as slots:
+            if len(slots) >= MAX_VERSIONS:
+                raise KekError(f"KEK file {self.path} already holds {MAX_VERSIONS} versions")
+            key = os.urandom(KEK_LEN)
+            slots.append(key)
+        return f"local:{_fingerprint(key)}"
+
+    def destroy_version(self, kek_id: str) -> None:
+        with self._rewriting() as slots:
+            live = [i for i, slot in enumerate(slots) if slot != _DESTROYED]
+            match = [i for i in live if f"local:{_fingerprint(slots[i])}" == kek_id]
+            if not match:
+                raise KekError(f"KEK {kek_id} is not in the keystore {self.path} (already destroyed?)")
+            if match[0] == live[-1]:
+                raise KekError(f"KEK {kek_id} is the current version; rotate before destroying it")
+            slots[match[0]] = _DESTROYED
+
+    # -- wrapping ------------------------------------------------------------------------
+
+    def wrap(self, dek: bytes, kek_id: str | None = None) -> bytes:
         """Wrap ``dek`` with AES key wrap with padding (RFC 5649)."""
         if not dek:
             raise KekError("cannot wrap an empty data key")
-        return aes_key_wrap_with_padding(self._key(), bytes(dek))
+        if kek_id is None:
+            key = self._keys()[max(i for i, s in enumerate(self._keys()) if s != _DESTROYED)]
+        else:
+            found = self._find(kek_id)
+            if found is None:
+                raise KekError(f"cannot wrap with KEK {kek_id}: this host has KEK {', '.join(self._live_ids())}")
+            key = found[1]
+        return aes_key_wrap_with_padding(key, bytes(dek))
 
     def unwrap(self, wrapped: bytes, kek_id: str) -> bytes:
-        """Unwrap an RFC 5649 wrapped key after checking that ``kek_id`` names this host's KEK."""
-        mine = self.kek_id
-        if kek_id != mine:
-            raise KekError(f"data key was wrapped with KEK {kek_id}, this host has KEK {mine}")
+        """Unwrap an RFC 5649 wrapped key after checking that ``kek_id`` names a KEK version of this host."""
+        found = self._find(kek_id)
+        if found is None:
+            raise KekError(f"data key was wrapped with KEK {kek_id}, this host has KEK {', '.join(self._live_ids())}")
         try:
-            return aes_key_unwrap_with_padding(self._key(), bytes(wrapped))
+            return aes_key_unwrap_with_padding(found[1], bytes(wrapped))
         except (InvalidUnwrap, ValueError) as exc:
-            raise KekError(f"wrapped data key does not unwrap with KEK {mine}: it is corrupt or truncated") from exc
+            raise KekError(f"wrapped data key does not unwrap with KEK {kek_id}: it is corrupt or truncated") from exc
 
 
 def provider_from_env(environ: Mapping[str, str] = os.environ) -> KekProvider:

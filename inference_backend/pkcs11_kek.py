@@ -13,8 +13,10 @@ right after its value is read. Wrapping likewise imports the DEK as a short-live
 object and asks the HSM to wrap it.
 
 KEK labels carry a version suffix (``sovereign-kek-v1``); ``kek_id`` is
-``pkcs11:<token label>:<key label>`` so a rotation can add ``sovereign-kek-v2`` next to it and
-every wrapped key still names the KEK that wrapped it.
+``pkcs11:<token label>:<key label>``. The configured label names the *family* (``sovereign-kek``)
+and the first version: a rotation adds ``sovereign-kek-v2`` next to it, every wrapped key names
+the version that wrapped it, and a provider unwraps with any version of its family that is still
+on the token (looked up by label, handles cached per session).
 
 PKCS#11 login is per process and token, not per session: the first session of a provider logs
 in and the other sessions of its pool share that login, so ``unwrap`` never logs in per call.
@@ -27,14 +29,16 @@ import hashlib
 import hmac
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 
-from inference_backend.kek import KekError, KekProvider
+from inference_backend.kek import KekError, KekProvider, KekVersion
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 DEFAULT_KEY_LABEL = "sovereign-kek-v1"
 KEK_BITS = 256
+_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<n>[1-9][0-9]{0,8})$")
 _POOL_TIMEOUT = 30.0
 
 # Process-wide record of which PIN logged in to which token (login state is shared by every
@@ -196,9 +200,30 @@ class Pkcs11KekProvider(KekProvider):
         try:
             for i in range(pool_size):
                 self._pool.put(self._new_entry(login=i == 0))
+            self._resolve_current()
         except BaseException:
             self.close()
             raise
+
+    def _resolve_current(self) -> None:
+        """Find the configured KEK. If that version was rotated away and destroyed, the newest
+        *later* version of the family is current; if there is none, the KEK is missing."""
+        pkcs11 = _pkcs11()
+        with self._borrow() as (session, keys):
+            try:
+                keys[self.key_label] = session.get_key(object_class=pkcs11.ObjectClass.SECRET_KEY, label=self.key_label)
+                return
+            except pkcs11.NoSuchKey:
+                pass
+            except pkcs11.MultipleObjectsReturned as exc:
+                raise KekError(
+                    f"more than one key is labelled {self.key_label!r} on PKCS#11 token {self.token_label!r}"
+                ) from exc
+        match = _VERSIONED.match(self.key_label)
+        later = [n for n in self._versions_on_token() if match and n > int(match["n"])]
+        if not later:
+            raise KekError(f"KEK {self.key_label!r} not found on PKCS#11 token {self.token_label!r}")
+        self.key_label = f"{self.family}-v{max(later)}"
 
     def _new_entry(self, login: bool) -> tuple:
         pkcs11 = _pkcs11()
@@ -211,12 +236,7 @@ class Pkcs11KekProvider(KekProvider):
             except pkcs11.PKCS11Error as exc:
                 raise KekError(f"cannot open a session on PKCS#11 token {self.token_label!r}: {exc!r}") from exc
         self._all.append(session)
-        try:
-            with self._lock:
-                return session, _find_kek(session, self.token_label, self.key_label)
-        except BaseException:
-            self._discard(session)
-            raise
+        return session, {}
 
     def _discard(self, session) -> None:
         with contextlib.suppress(Exception), self._lock:
@@ -269,24 +289,108 @@ class Pkcs11KekProvider(KekProvider):
         for session in list(self._all):
             self._discard(session)
 
+    # -- versions ------------------------------------------------------------------------
+
     @property
     def kek_id(self) -> str:
-        """``pkcs11:<token label>:<key label>``; the label's ``-vN`` suffix is the KEK version."""
+        """``pkcs11:<token label>:<key label>`` of the current version; the ``-vN`` suffix is the version."""
         return f"pkcs11:{self.token_label}:{self.key_label}"
 
-    def _gone(self, exc: Exception) -> KekError:
+    @property
+    def family(self) -> str:
+        """The label without its ``-vN`` suffix (the whole label if it has none)."""
+        match = _VERSIONED.match(self.key_label)
+        return match["base"] if match else self.key_label
+
+    def _label_of(self, kek_id: str) -> str:
+        """The key label of ``kek_id`` if it names a version of this provider's KEK on its token."""
+        prefix = f"pkcs11:{self.token_label}:"
+        label = kek_id[len(prefix) :] if kek_id.startswith(prefix) else ""
+        match = _VERSIONED.match(label)
+        if label != self.key_label and not (match and match["base"] == self.family):
+            raise KekError(f"data key was wrapped with KEK {kek_id}, this host has KEK {self.kek_id}")
+        return label
+
+    def describe(self, kek_id: str) -> KekVersion:
+        label = self._label_of(kek_id)
+        match = _VERSIONED.match(label)
+        return KekVersion(
+            kek_id=kek_id,
+            provider="pkcs11",
+            version=int(match["n"]) if match else 1,
+            hsm_token=self.token_label,
+            hsm_label=label,
+        )
+
+    def _versions_on_token(self) -> list[int]:
+        pkcs11 = _pkcs11()
+        with self._borrow() as (session, _keys):
+            labels = [
+                obj[pkcs11.Attribute.LABEL]
+                for obj in session.get_objects({pkcs11.Attribute.CLASS: pkcs11.ObjectClass.SECRET_KEY})
+            ]
+        versions = []
+        for label in labels:
+            match = _VERSIONED.match(label or "")
+            if match and match["base"] == self.family:
+                versions.append(int(match["n"]))
+        return sorted(versions)
+
+    def create_version(self) -> str:
+        """Create ``<family>-v<N+1>`` (N = the highest version on the token) inside the HSM, with the
+        same non-extractable template as :func:`create_kek`, and make it current."""
+        if not _VERSIONED.match(self.key_label):
+            raise KekError(
+                f"KEK label {self.key_label!r} has no -vN version suffix, so it cannot be rotated; "
+                f"use a label such as {self.key_label}-v1"
+            )
+        label = f"{self.family}-v{max(self._versions_on_token(), default=0) + 1}"
+        kek_id = create_kek(self.module_path, self.token_label, self._pin, label)
+        self.key_label = label
+        return kek_id
+
+    def destroy_version(self, kek_id: str) -> None:
+        """Destroy the key object of an old version on the token (C_DestroyObject)."""
+        label = self._label_of(kek_id)
+        if label == self.key_label:
+            raise KekError(f"KEK {kek_id} is the current version; rotate before destroying it")
+        pkcs11 = _pkcs11()
+        session = _open_logged_in(self._token, self.module_path, self.token_label, self._pin, rw=True)
+        try:
+            with self._lock:
+                _find_kek(session, self.token_label, label).destroy()
+        except pkcs11.PKCS11Error as exc:
+            raise KekError(
+                f"cannot destroy KEK {label!r} on PKCS#11 token {self.token_label!r}: {type(exc).__name__}"
+            ) from exc
+        finally:
+            with self._lock:
+                session.close()
+
+    def _key(self, session, keys: dict, label: str):
+        """The key object labelled ``label`` (cached per session; the caller holds the session)."""
+        if label not in keys:
+            keys[label] = _find_kek(session, self.token_label, label)
+        return keys[label]
+
+    def _gone(self, keys: dict, label: str, exc: Exception) -> KekError:
+        keys.pop(label, None)  # a stale handle: look the label up again next time
         return KekError(
-            f"KEK {self.key_label!r} is no longer usable on PKCS#11 token {self.token_label!r} "
+            f"KEK {label!r} is no longer usable on PKCS#11 token {self.token_label!r} "
             f"(deleted or token removed?): {type(exc).__name__}"
         )
 
-    def wrap(self, dek: bytes) -> bytes:
+    # -- wrapping ------------------------------------------------------------------------
+
+    def wrap(self, dek: bytes, kek_id: str | None = None) -> bytes:
         """Import ``dek`` as a short-lived session object and wrap it with the KEK inside the HSM."""
         if not dek:
             raise KekError("cannot wrap an empty data key")
+        label = self.key_label if kek_id is None else self._label_of(kek_id)
         pkcs11 = _pkcs11()
         A = pkcs11.Attribute
-        with self._borrow() as (session, kek):
+        with self._borrow() as (session, keys):
+            kek = self._key(session, keys, label)
             try:
                 obj = session.create_object(
                     {
@@ -303,7 +407,7 @@ class Pkcs11KekProvider(KekProvider):
                 finally:
                     obj.destroy()
             except (pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid, pkcs11.WrappingKeyHandleInvalid) as exc:
-                raise self._gone(exc) from exc
+                raise self._gone(keys, label, exc) from exc
             except pkcs11.PKCS11Error as exc:
                 if isinstance(exc, pkcs11.SessionHandleInvalid | pkcs11.SessionClosed | pkcs11.DeviceRemoved):
                     raise
@@ -313,12 +417,11 @@ class Pkcs11KekProvider(KekProvider):
 
     def unwrap(self, wrapped: bytes, kek_id: str) -> bytes:
         """Unwrap inside the HSM into a session object, read its value and destroy it."""
-        mine = self.kek_id
-        if kek_id != mine:
-            raise KekError(f"data key was wrapped with KEK {kek_id}, this host has KEK {mine}")
+        label = self._label_of(kek_id)
         pkcs11 = _pkcs11()
         A = pkcs11.Attribute
-        with self._borrow() as (session, kek):
+        with self._borrow() as (session, keys):
+            kek = self._key(session, keys, label)
             try:
                 obj = kek.unwrap_key(
                     pkcs11.ObjectClass.SECRET_KEY,
@@ -329,11 +432,13 @@ class Pkcs11KekProvider(KekProvider):
                     template={A.TOKEN: False, A.EXTRACTABLE: True, A.SENSITIVE: False},
                 )
             except (pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid, pkcs11.UnwrappingKeyHandleInvalid) as exc:
-                raise self._gone(exc) from exc
+                raise self._gone(keys, label, exc) from exc
             except pkcs11.PKCS11Error as exc:
                 if isinstance(exc, pkcs11.SessionHandleInvalid | pkcs11.SessionClosed | pkcs11.DeviceRemoved):
                     raise
-                raise KekError(f"wrapped data key does not unwrap with KEK {mine}: it is corrupt or truncated") from exc
+                raise KekError(
+                    f"wrapped data key does not unwrap with KEK {kek_id}: it is corrupt or truncated"
+                ) from exc
             try:
                 return bytes(obj[A.VALUE])
             finally:

@@ -136,3 +136,66 @@ def test_provider_from_env(tmp_path):
         provider_from_env({})
     with pytest.raises(KekError, match=r"unknown KEK provider 'hsm'; supported: local"):
         provider_from_env({"SOVEREIGN_KEK_PROVIDER": "hsm", "SOVEREIGN_LOCAL_KEK_FILE": "x"})
+
+
+def test_versions_rotate_and_old_versions_unwrap_until_destroyed(tmp_path):
+    path = tmp_path / "kek.bin"
+    portal = LocalKeystoreProvider(path)
+    host = LocalKeystoreProvider(path)  # another process reading the same keystore
+    dek = generate_dek()
+    v1 = portal.kek_id
+    wrapped_v1 = portal.wrap(dek)
+    assert host.kek_id == v1
+
+    v2 = portal.create_version()
+
+    assert v2 != v1 and portal.kek_id == v2 and path.stat().st_size == 64 and _mode(path) == 0o600
+    assert (portal.describe(v1).version, portal.describe(v2).version) == (1, 2)
+    wrapped_v2 = portal.wrap(dek)  # the current version by default
+    assert portal.wrap(dek, v1) != wrapped_v2
+    assert host.unwrap(wrapped_v2, v2) == dek  # the host re-reads the file for a version it has not seen
+    assert host.unwrap(wrapped_v1, v1) == dek
+    with pytest.raises(KekError, match="is the current version"):
+        portal.destroy_version(v2)
+
+    portal.destroy_version(v1)
+
+    assert path.stat().st_size == 64  # the slot is zeroed, version numbers do not shift
+    assert path.read_bytes()[:32] == bytes(32)
+    fresh = LocalKeystoreProvider(path)
+    with pytest.raises(KekError, match=rf"wrapped with KEK {v1}, this host has KEK {v2}"):
+        fresh.unwrap(wrapped_v1, v1)
+    assert fresh.unwrap(wrapped_v2, v2) == dek and fresh.describe(v2).version == 2
+    with pytest.raises(KekError, match="already destroyed"):
+        portal.destroy_version(v1)
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_concurrent_rotations_lose_no_version(tmp_path):
+    path = tmp_path / "kek.bin"
+    LocalKeystoreProvider(path).kek_id
+    ids, errors = [], []
+
+    def rotate():
+        try:
+            ids.append(LocalKeystoreProvider(path).create_version())
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rotate) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert path.stat().st_size == 32 * 7
+    reader = LocalKeystoreProvider(path)
+    assert sorted(reader.describe(i).version for i in ids) == [2, 3, 4, 5, 6, 7]
+
+
+def test_keystore_of_destroyed_versions_only_is_refused(tmp_path):
+    path = tmp_path / "kek.bin"
+    path.write_bytes(bytes(64))
+    path.chmod(0o600)
+    with pytest.raises(KekError, match="no live KEK version"):
+        LocalKeystoreProvider(path).kek_id

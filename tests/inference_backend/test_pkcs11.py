@@ -63,15 +63,20 @@ def test_round_trip(provider):
 
 
 def test_unwrap_leaves_no_key_objects_behind(hsm, provider):
+    def secret_keys():
+        session = pkcs11.lib(hsm.module).get_token(token_label=hsm.token_label).open()
+        try:
+            objs = list(session.get_objects({Attribute.CLASS: pkcs11.ObjectClass.SECRET_KEY}))
+            return sorted((o[Attribute.LABEL], o[Attribute.KEY_TYPE]) for o in objs)
+        finally:
+            session.close()
+
+    before = secret_keys()  # KEKs only (other tests of the session add their own)
     for _ in range(5):
         provider.unwrap(provider.wrap(envelope.generate_dek()), provider.kek_id)
-    session = pkcs11.lib(hsm.module).get_token(token_label=hsm.token_label).open()
-    try:
-        assert [o[Attribute.LABEL] for o in session.get_objects({Attribute.CLASS: pkcs11.ObjectClass.SECRET_KEY})] == [
-            KEY_LABEL
-        ]
-    finally:
-        session.close()
+    after = secret_keys()
+    assert after == before and (KEY_LABEL, pkcs11.KeyType.AES) in after
+    assert all(key_type == pkcs11.KeyType.AES for _, key_type in after)  # no imported/unwrapped data key left
 
 
 @pytest.mark.parametrize("tamper", ["flip-first", "flip-last", "truncate", "extend", "empty"])
@@ -97,8 +102,13 @@ def test_foreign_kek_id_is_named(provider, tmp_path):
     with pytest.raises(KekError) as err:
         provider.unwrap(wrapped, local.kek_id)
     assert str(err.value) == f"data key was wrapped with KEK {local.kek_id}, this host has KEK {provider.kek_id}"
-    with pytest.raises(KekError, match=r"wrapped with KEK pkcs11:sovereign-test:sovereign-kek-v2, this host"):
-        provider.unwrap(provider.wrap(envelope.generate_dek()), "pkcs11:sovereign-test:sovereign-kek-v2")
+    with pytest.raises(KekError, match=r"wrapped with KEK pkcs11:other-token:sovereign-kek-v1, this host"):
+        provider.unwrap(provider.wrap(envelope.generate_dek()), "pkcs11:other-token:sovereign-kek-v1")
+    with pytest.raises(KekError, match=r"wrapped with KEK pkcs11:sovereign-test:other-kek-v1, this host"):
+        provider.unwrap(provider.wrap(envelope.generate_dek()), "pkcs11:sovereign-test:other-kek-v1")
+    # A version of the same family that is not (or no longer) on the token is named as such.
+    with pytest.raises(KekError, match=r"KEK 'sovereign-kek-v99' not found on PKCS#11 token 'sovereign-test'"):
+        provider.unwrap(provider.wrap(envelope.generate_dek()), "pkcs11:sovereign-test:sovereign-kek-v99")
 
 
 def test_wrong_pin_while_another_provider_is_logged_in(hsm, provider):
@@ -229,3 +239,63 @@ def test_kek_deleted_under_a_running_provider(hsm, provider):
         doomed.close()
     with pytest.raises(KekError, match=r"KEK 'sovereign-kek-v7' not found"):
         Pkcs11KekProvider(hsm.module, hsm.token_label, hsm.pin, "sovereign-kek-v7")
+
+
+def test_rotation_creates_a_non_extractable_next_version_and_old_versions_still_unwrap(hsm):
+    create_kek(hsm.module, hsm.token_label, hsm.pin, "rot-kek-v1")
+    portal = Pkcs11KekProvider(hsm.module, hsm.token_label, hsm.pin, "rot-kek-v1", pool_size=2)
+    triton_host = Pkcs11KekProvider(hsm.module, hsm.token_label, hsm.pin, "rot-kek-v1", pool_size=1)
+    try:
+        dek = envelope.generate_dek()
+        old_id = portal.kek_id
+        wrapped_v1 = portal.wrap(dek)
+
+        new_id = portal.create_version()
+
+        assert new_id == f"pkcs11:{hsm.token_label}:rot-kek-v2" == portal.kek_id
+        assert portal.describe(new_id).version == 2 and portal.describe(old_id).version == 1
+        session = pkcs11.lib(hsm.module).get_token(token_label=hsm.token_label).open()
+        try:
+            v2 = session.get_key(label="rot-kek-v2")
+            assert v2[Attribute.EXTRACTABLE] is False and v2[Attribute.SENSITIVE] is True
+            with pytest.raises(pkcs11.AttributeSensitive):
+                v2[Attribute.VALUE]
+        finally:
+            session.close()
+        wrapped_v2 = portal.wrap(portal.unwrap(wrapped_v1, old_id))  # the re-wrap step of a rotation
+        assert wrapped_v2 != wrapped_v1
+        # A host configured with the v1 label unwraps both versions, looked up by label.
+        assert triton_host.unwrap(wrapped_v1, old_id) == dek
+        assert triton_host.unwrap(wrapped_v2, new_id) == dek
+        assert triton_host.wrap(dek, new_id) != triton_host.wrap(dek, old_id)
+
+        with pytest.raises(KekError, match="is the current version"):
+            portal.destroy_version(new_id)
+        portal.destroy_version(old_id)
+
+        with pytest.raises(KekError, match=r"KEK 'rot-kek-v1' (not found|is no longer usable)"):
+            triton_host.unwrap(wrapped_v1, old_id)
+        with pytest.raises(KekError, match=r"KEK 'rot-kek-v1' not found"):
+            triton_host.unwrap(wrapped_v1, old_id)  # the stale handle was dropped: looked up again
+        assert triton_host.unwrap(wrapped_v2, new_id) == dek
+        assert portal.create_version().endswith(":rot-kek-v3")
+        # A host still configured with the destroyed v1 label serves the newest later version.
+        restarted = Pkcs11KekProvider(hsm.module, hsm.token_label, hsm.pin, "rot-kek-v1", pool_size=1)
+        try:
+            assert restarted.kek_id.endswith(":rot-kek-v3")
+            assert restarted.unwrap(wrapped_v2, new_id) == dek
+        finally:
+            restarted.close()
+    finally:
+        portal.close()
+        triton_host.close()
+
+
+def test_unversioned_label_cannot_rotate(hsm):
+    create_kek(hsm.module, hsm.token_label, hsm.pin, "plain-kek")
+    provider = Pkcs11KekProvider(hsm.module, hsm.token_label, hsm.pin, "plain-kek", pool_size=1)
+    try:
+        with pytest.raises(KekError, match=r"no -vN version suffix.*plain-kek-v1"):
+            provider.create_version()
+    finally:
+        provider.close()
