@@ -232,6 +232,7 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
     "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
     "purge-expired-grants": {"task": "apps.accounts.tasks.purge_expired_grants", "schedule": 600.0},
+    "resume-stalled-kek-rotations": {"task": "apps.keys.tasks.resume_stalled_rotations", "schedule": 60.0},
 }
 
 # --- API ---------------------------------------------------------------------------------

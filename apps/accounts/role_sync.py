@@ -9,7 +9,9 @@ from django.contrib.auth.management import create_permissions
 from .roles import PERMISSIONS
 
 
-def sync_roles(apps, using: str = "default") -> None:
+def sync_roles(apps, using: str = "default", strict: bool = True) -> None:
+    """`strict=False` (the data migration) skips permissions of models that a later migration
+    creates; the post_migrate run, after every migration, is strict and completes the set."""
     for app_config in apps.get_app_configs():
         original, app_config.models_module = getattr(app_config, "models_module", None), True
         try:
@@ -24,6 +26,8 @@ def sync_roles(apps, using: str = "default") -> None:
         for perm in perms:
             app_label, codename = perm.split(".")
             row = Permission.objects.using(using).filter(content_type__app_label=app_label, codename=codename).first()
+            if row is None and not strict:
+                continue
             if row is None:
                 raise LookupError(f"role {role}: permission {perm} does not exist")
             wanted.append(row)

@@ -33,6 +33,14 @@ EVENT_TYPES: dict[str, str] = {
     "registry.version.rejected": "Model version upload refused",
     # keys
     "keys.dek.destroy": "Model version's data key destroyed (crypto-shredding)",
+    "keys.dek.rewrap": "Data keys re-wrapped by the new KEK version (one batch of a rotation)",
+    "keys.kek.register": "KEK version registered (first use of the configured KEK)",
+    "keys.kek.create": "New KEK version created in the key provider",
+    "keys.kek.rotate": "KEK rotation started (or refused)",
+    "keys.kek.rotation_resume": "KEK rotation resumed",
+    "keys.kek.rotation_complete": "KEK rotation finished: every data key names the new version",
+    "keys.kek.rotation_fail": "KEK rotation stopped on an error (resumable)",
+    "keys.kek.retire": "Old KEK version destroyed in the key provider",
     # deployment
     "deployment.server.create": "Inference server registered",
     "deployment.request": "Deployment requested",

@@ -35,15 +35,31 @@ class SealedArtifact:
 
 
 def seal(plaintext: bytes, aad: bytes) -> SealedArtifact:
-    """Encrypt with a fresh 256-bit data key and wrap that key with the KEK. The data key
-    exists only in this function's frame."""
+    """Encrypt with a fresh 256-bit data key and wrap that key with the active KEK version. The
+    data key exists only in this function's frame. The caller's transaction must confirm the
+    version with `apps.keys.services.lock_for_artifact` (a rotation may have happened meanwhile)."""
+    from .services import active_kek
+
+    kek = active_kek()
     provider = get_kek_provider()
     dek = envelope.generate_dek()
     out = io.BytesIO()
     # The segmented stream format (docs/encryption-format.md): each segment verified on its own.
-    stream.encrypt_stream(io.BytesIO(plaintext), out, dek, aad, suite=settings.ARTIFACT_SUITE, kek_id=provider.kek_id)
+    stream.encrypt_stream(
+        io.BytesIO(plaintext),
+        out,
+        dek,
+        aad,
+        suite=settings.ARTIFACT_SUITE,
+        kek_id=kek.kek_id,
+        kek_version=str(kek.version),
+    )
+    try:
+        wrapped = provider.wrap(dek, kek.kek_id)
+    finally:
+        del dek
     return SealedArtifact(
-        ciphertext=out.getvalue(), wrapped_dek=provider.wrap(dek), kek_id=provider.kek_id, suite=settings.ARTIFACT_SUITE
+        ciphertext=out.getvalue(), wrapped_dek=wrapped, kek_id=kek.kek_id, suite=settings.ARTIFACT_SUITE
     )
 
 

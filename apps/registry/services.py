@@ -20,6 +20,7 @@ from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 from apps.keys.providers import seal
+from apps.keys.services import lock_for_artifact
 from inference_backend.envelope import sha256_hex
 from inference_backend.signature import InvalidModelError, read_onnx_signature
 
@@ -110,12 +111,13 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                 signature=signature,
                 created_by=acting_user(actor),
             )
+            kek_id, wrapped_dek = lock_for_artifact(sealed.kek_id, sealed.wrapped_dek)
             Artifact.objects.create(
                 version=mv,
                 storage_name=storage_name,
                 suite=sealed.suite,
-                kek_id=sealed.kek_id,
-                wrapped_dek=sealed.wrapped_dek,
+                kek_id=kek_id,
+                wrapped_dek=wrapped_dek,
                 aad=aad,
                 ciphertext_sha256=sha256_hex(sealed.ciphertext),
                 ciphertext_bytes=len(sealed.ciphertext),
@@ -132,7 +134,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                         "sha256": mv.sha256,
                         "size_bytes": mv.size_bytes,
                         "suite": sealed.suite,
-                        "kek_id": sealed.kek_id,
+                        "kek_id": kek_id,
                         "signature": signature,
                     }
                 },

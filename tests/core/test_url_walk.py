@@ -32,6 +32,7 @@ from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST
 from apps.accounts.services import create_service_account, grant_emergency_access, grant_model_access
 from apps.audit.models import AuditEvent
+from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from apps.registry.models import Model
 from tests.conftest import grant, make_user, otp_login
 from tests.factories import ModelVersionFactory, token_for
@@ -174,8 +175,15 @@ TABLE: dict[str, list[Row]] = {
             data={"reason": "walk"},
         ),
     ],
-    # Key inventory: roles that may see artifacts (no key material in it)
-    "key-inventory": [api("get", UNAUTH, 200, 200, 200, DENIED, DENIED)],
+    # Keys: the security officer operates, the auditor reads; the admin role has no part in it.
+    "key-inventory": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "kek-rotate": [api("post", UNAUTH, DENIED, 202, DENIED, DENIED, DENIED, data={"reason": "walk"})],
+    "kek-retire": [api("post", UNAUTH, DENIED, "409 kek_active", DENIED, DENIED, DENIED, args={"pk": "@kek"})],
+    "kek-rotation-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "kek-rotation-detail": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@rotation"})],
+    "kek-rotation-resume": [
+        api("post", UNAUTH, DENIED, "409 rotation_done", DENIED, DENIED, DENIED, args={"pk": "@rotation"})
+    ],
     # Deployments API: admin operates, auditor reads
     "server-list": [
         api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
@@ -274,6 +282,8 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "registry.artifact": ("@artifact", {"admin", "officer", "auditor"}, set()),
     "deployments.inferenceserver": ("@server", {"admin", "auditor"}, {"admin"}),
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
+    "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
+    "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
 }
 
 
@@ -362,6 +372,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
     access = grant_emergency_access(user_id=bystander.pk, role=ANALYST, minutes=30, reason="night shift", actor=None)
     account = create_service_account(name="svc-batch", owner_id=plain_user.pk, role=GUEST, actor=None)
     token_for(plain_user, name="laptop")
+    kek = KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
     attempt = dict(user_agent="walk", ip_address="127.0.0.1", username="x", http_accept="*/*", path_info="/")
     ids = {
         "granted": "granted",
@@ -385,6 +396,8 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "attempt": AccessAttempt.objects.create(**attempt, get_data="", post_data="", failures_since_start=1).pk,
         "access_log": AccessLog.objects.create(**attempt).pk,
         "failure_log": AccessFailureLog.objects.create(**attempt).pk,
+        "kek": kek.pk,
+        "rotation": KekRotation.objects.create(to_kek=kek, state=RotationState.DONE).pk,
     }
     users = {
         "admin": staff_user,

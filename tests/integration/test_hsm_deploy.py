@@ -11,58 +11,19 @@ from django.contrib.auth import get_user_model
 
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Observed
-from apps.keys.providers import get_kek_provider
 from apps.registry.services import register_model_version
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
-from inference_backend.pkcs11_kek import create_kek
-from inference_backend.server import LocalTritonServer, free_port
+from tests.integration.conftest import KEY_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-KEY_LABEL = "sovereign-kek-v1"
-
-
-@pytest.fixture(scope="module")
-def hsm_triton(softhsm_token, tmp_path_factory):
-    """A Triton host whose python backend reaches the HSM (its own settings, PIN from a file)."""
-    create_kek(softhsm_token.module, softhsm_token.token_label, softhsm_token.pin, KEY_LABEL)
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton-hsm"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOFTHSM2_CONF": str(softhsm_token.conf),
-            "SOVEREIGN_KEK_PROVIDER": "pkcs11",
-            "SOVEREIGN_PKCS11_MODULE": softhsm_token.module,
-            "SOVEREIGN_PKCS11_TOKEN": softhsm_token.token_label,
-            "SOVEREIGN_PKCS11_PIN_FILE": str(softhsm_token.pin_file),
-            "SOVEREIGN_PKCS11_KEY_LABEL": KEY_LABEL,
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def portal_uses_hsm(settings, softhsm_token):
-    settings.KEK_PROVIDER = "pkcs11"
-    settings.PKCS11 = {
-        "MODULE": softhsm_token.module,
-        "TOKEN": softhsm_token.token_label,
-        "PIN_FILE": str(softhsm_token.pin_file),
-        "KEY_LABEL": KEY_LABEL,
-    }
-    get_kek_provider.cache_clear()
-    yield
-    get_kek_provider.cache_clear()
 
 
 def _deploy(name: str, plaintext: bytes, server_url: str, server_name: str) -> Deployment:
     admin = get_user_model().objects.create_superuser(f"root-{server_name}", "r@example.org", "x" * 16)
     mv = register_model_version(model_name=name, data=plaintext, actor=admin)
-    assert mv.artifact.kek_id == f"pkcs11:sovereign-test:{KEY_LABEL}"
+    # The configured label's family; a later version if a rotation test retired v1 meanwhile.
+    assert mv.artifact.kek_id.startswith(f"pkcs11:sovereign-test:{KEY_LABEL.removesuffix('1')}")
     server = deployments.register_server(name=server_name, http_url=server_url, actor=admin)
     dep = deployments.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=admin)
     deployments.reconcile_deployment(dep.pk)  # synchronously: the worker is not needed here
@@ -87,4 +48,4 @@ def test_host_without_hsm_access_refuses_to_load(portal_uses_hsm, triton):
 
     assert dep.observed_state == Observed.FAILED
     assert "cannot unwrap data key on this Triton host" in dep.last_error
-    assert f"pkcs11:sovereign-test:{KEY_LABEL}" in dep.last_error
+    assert dep.model_version.artifact.kek_id in dep.last_error

@@ -7,7 +7,7 @@ from django.db import migrations
 def forwards(apps, schema_editor):
     from apps.accounts.role_sync import sync_roles
 
-    sync_roles(apps, schema_editor.connection.alias)
+    sync_roles(apps, schema_editor.connection.alias, strict=False)
     User = apps.get_model("auth", "User")
     Profile = apps.get_model("accounts", "Profile")
     for user in User.objects.filter(profile__isnull=True):

@@ -1,0 +1,93 @@
+from django.contrib import admin, messages
+
+from apps.core.admin_utils import ReadOnlyAdmin, run_service
+from apps.registry.models import Artifact
+
+from . import services
+from .models import KekRotation, KeyEncryptionKey
+
+
+@admin.register(KeyEncryptionKey)
+class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
+    """The key inventory: versions, state, HSM label, times and what each protects. No key material."""
+
+    list_display = [
+        "kek_id",
+        "version",
+        "state",
+        "provider",
+        "hsm_label",
+        "algorithm",
+        "artifacts_protected",
+        "created_at",
+        "rotated_at",
+        "retired_at",
+    ]
+    list_filter = ["state", "provider"]
+    fields = [*list_display, "hsm_token", "created_by"]
+    readonly_fields = fields
+    actions = ["rotate", "retire"]
+
+    def has_add_permission(self, request):
+        return False  # versions are created by rotating
+
+    @admin.display(description="artifacts protected")
+    def artifacts_protected(self, obj):
+        return Artifact.objects.filter(kek_id=obj.kek_id, shredded_at__isnull=True).exclude(wrapped_dek=b"").count()
+
+    @admin.action(description="Rotate the KEK (new version in the HSM, re-wrap every data key)", permissions=["rotate"])
+    def rotate(self, request, queryset):
+        rotation = run_service(self, request, services.start_rotation, reason="rotated from the admin")
+        if rotation is not None:
+            self.message_user(
+                request, f"Rotation #{rotation.pk} started: {rotation.total} data key(s) to re-wrap", messages.SUCCESS
+            )
+
+    @admin.action(description="Retire (destroy) the selected old versions", permissions=["retire"])
+    def retire(self, request, queryset):
+        for kek in queryset:
+            if run_service(self, request, services.retire_kek, kek_pk=kek.pk) is not None:
+                self.message_user(request, f"{kek.kek_id} destroyed", messages.SUCCESS)
+
+    def has_rotate_permission(self, request):
+        return request.user.has_perm("keys.rotate_keyencryptionkey")
+
+    def has_retire_permission(self, request):
+        return request.user.has_perm("keys.retire_keyencryptionkey")
+
+
+@admin.register(KekRotation)
+class KekRotationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "to_kek", "state", "progress_display", "started_at", "finished_at", "requested_by"]
+    list_filter = ["state"]
+    fields = [
+        "to_kek",
+        "from_kek_ids",
+        "state",
+        "total",
+        "rewrapped",
+        "progress_display",
+        "started_at",
+        "finished_at",
+        "last_error",
+        "requested_by",
+        "reason",
+    ]
+    readonly_fields = fields
+    actions = ["resume"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="progress")
+    def progress_display(self, obj):
+        return f"{obj.rewrapped}/{obj.total} ({obj.progress:.0%})"
+
+    @admin.action(description="Resume the selected rotation", permissions=["rotate"])
+    def resume(self, request, queryset):
+        for rotation in queryset:
+            if run_service(self, request, services.resume_rotation, rotation_id=rotation.pk) is not None:
+                self.message_user(request, f"Rotation #{rotation.pk} queued again", messages.SUCCESS)
+
+    def has_rotate_permission(self, request):
+        return request.user.has_perm("keys.rotate_keyencryptionkey")

@@ -1,0 +1,83 @@
+"""Key encryption key versions and rotations. Only names, versions and times live here: key
+material stays in the HSM (or the development keystore file)."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class KekState(models.TextChoices):
+    ACTIVE = "active", "Active: wraps new data keys"
+    DEACTIVATED = "deactivated", "Deactivated: unwraps only, until its data keys are re-wrapped"
+    RETIRED = "retired", "Retired: destroyed in the HSM"
+
+
+class KeyEncryptionKey(models.Model):
+    """One version of the KEK (NIST SP 800-57 states: active → deactivated → destroyed).
+    Exactly one version is active; a new upload's data key is wrapped by it."""
+
+    kek_id = models.CharField(max_length=128, unique=True, help_text="pkcs11:<token>:<label> or local:<fingerprint>")
+    provider = models.CharField(max_length=16)
+    version = models.PositiveIntegerField()
+    hsm_token = models.CharField(max_length=64, blank=True)
+    hsm_label = models.CharField(max_length=64, blank=True)
+    algorithm = models.CharField(max_length=32, default="AES-256")
+    state = models.CharField(max_length=16, choices=KekState.choices, default=KekState.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rotated_at = models.DateTimeField(null=True, blank=True, help_text="When a newer version replaced it")
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["provider", "version"]
+        verbose_name = "key encryption key"
+        permissions = [
+            ("rotate_keyencryptionkey", "Can rotate the KEK"),
+            ("retire_keyencryptionkey", "Can retire (destroy) an old KEK version"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["state"], condition=Q(state="active"), name="one_active_kek"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kek_id} (v{self.version}, {self.state})"
+
+
+class RotationState(models.TextChoices):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class KekRotation(models.Model):
+    """A rotation: the data keys wrapped by older versions are re-wrapped by `to_kek`, in batches,
+    by a Celery task that records its progress here and can resume after a crash or failure."""
+
+    to_kek = models.ForeignKey(KeyEncryptionKey, on_delete=models.PROTECT, related_name="rotations")
+    from_kek_ids = models.JSONField(default=list, help_text="The versions being replaced")
+    state = models.CharField(max_length=16, choices=RotationState.choices, default=RotationState.RUNNING)
+    total = models.PositiveIntegerField(default=0, help_text="Data keys to re-wrap when the rotation started")
+    rewrapped = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then")
+    last_error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["state"], condition=Q(state="running"), name="one_running_rotation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"rotation #{self.pk} to {self.to_kek.kek_id}: {self.state} {self.rewrapped}/{self.total}"
+
+    @property
+    def progress(self) -> float:
+        return 1.0 if not self.total else min(1.0, self.rewrapped / self.total)
