@@ -43,7 +43,7 @@ def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], froz
 # ---- English ---------------------------------------------------------------------------------
 
 _TOKEN = r"[A-Z][A-Za-z'’]{1,30}(?:-[A-Z][A-Za-z'’]{1,30})?"
-_RUN_RE = re.compile(rf"(?<![A-Za-z'’]){_TOKEN}(?:,?\s(?:[A-Z]\.\s?)?{_TOKEN}){{0,3}}(?![A-Za-z])")
+_RUN_RE = re.compile(rf"(?<![A-Za-z'’]){_TOKEN}(?:,?[ \t](?:[A-Z]\.[ \t]?)?{_TOKEN}){{0,3}}(?![A-Za-z])")
 _TOKEN_RE = re.compile(rf"(?<![A-Za-z'’]){_TOKEN}(?![A-Za-z])")
 _RELATION_WORDS = frozenset(
     [
@@ -91,7 +91,7 @@ _RELATION_WORDS = frozenset(
 )
 _RELATIONS = "|".join(sorted(_RELATION_WORDS, key=len, reverse=True))
 _TITLE_RE = re.compile(
-    r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)\s{1,2}$"
+    r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
 _STRONG_RE = re.compile(
     r"(?:\b(?:(?:patient|pt|full|first|last|given|family|maiden)?\s?name|patient|pt|signed|signature|guarantor"
@@ -101,11 +101,11 @@ _STRONG_RE = re.compile(
     r"|\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
     r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
     rf"|\b(?:{_RELATIONS})(?:'s)?(?:\s?name)?(?:\sis)?\s?[:：,-]?"
-    r")\s{0,2}$",
+    r")\s{0,2}",
     re.I,
 )
 _WEAK_RE = re.compile(
-    r"\b(?:with|to|from|per|and|for|called|paged|notified|informed|told|asked|visited|by|cc|of)\s{1,2}$", re.I
+    r"\b(?:with|to|from|per|and|for|called|paged|notified|informed|told|asked|visited|by|cc|of)[ \t]{1,2}", re.I
 )
 _CREDENTIALS_RE = re.compile(r",?\s(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|MBBS|DDS|PharmD|LCSW|CNM|APRN|FNP|MSW)\b")
 
@@ -126,13 +126,15 @@ def _is_word(tok: str, not_names: frozenset[str]) -> bool:
     return tok in not_names or tok.isupper() or tok.lower() in not_names
 
 
-def _cue_strength(before: str) -> int:
-    """3: a title; 2: anything capitalised that follows is a name; 1: a dictionary name that follows is; 0: no cue."""
-    if _TITLE_RE.search(before):
-        return 3
-    if _STRONG_RE.search(before):
-        return 2
-    return 1 if _WEAK_RE.search(before) else 0
+def _cue_strengths(text: str) -> dict[int, int]:
+    """Where a name may start, and how strongly the text before says so: 3 after a title ("Dr. "),
+    2 after a label or a relation ("Patient: ", "signed by ", "daughter, "), 1 after a weak cue
+    ("with ", "per "). One linear pass per cue pattern, looked up by position."""
+    ends: dict[int, int] = {}
+    for regex, strength in ((_WEAK_RE, 1), (_STRONG_RE, 2), (_TITLE_RE, 3)):
+        for m in regex.finditer(text):
+            ends[m.end()] = max(strength, ends.get(m.end(), 0))
+    return ends
 
 
 def _english_names(text: str) -> Iterator[tuple[int, int]]:
@@ -141,9 +143,10 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
     def surname_like(tok: str) -> bool:
         return tok in family or not _is_word(tok, not_names)
 
+    cues = _cue_strengths(text)
     for run in _RUN_RE.finditer(text):
         toks = _tokens(run.group(), run.start())
-        strength = _cue_strength(text[max(0, run.start() - 40) : run.start()])
+        strength = cues.get(run.start(), 0)
         credentials = _CREDENTIALS_RE.match(text, run.end()) is not None
         i = 0
         while i < len(toks):
