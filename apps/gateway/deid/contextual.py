@@ -1,0 +1,122 @@
+"""Identifiers that are just numbers or codes until a cue says what they are.
+
+"MRN: 00482913", "member ID W123456789", "病历号：A2024-00317". A cue (a label in English or
+Chinese) is followed, after a little punctuation or a filler word ("number", "is", "#"), by a
+value of a plausible shape. Without the cue the same digits are left alone: "500 mg", "room 412".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .checksums import luhn_ok, ssn_ok
+from .spans import ACCOUNT, AGE, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
+
+_NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier)\b\.?){0,3}"
+_SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
+# A code: letters, digits and inner hyphens or slashes; checked for enough digits afterwards.
+_CODE = r"(?=[A-Za-z/-]{0,24}\d)(?P<v>[A-Za-z0-9](?:[A-Za-z0-9]|[-/](?=[A-Za-z0-9])){3,24})(?![A-Za-z0-9])"
+
+_CUES = {
+    MRN: r"MRN|MR\s?#|MR\s?no\.?|medical record|med(?:ical)?\.?\s?rec(?:ord)?\.?|chart|hospital\s(?:number|no\.?|id)"
+    r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID",
+    HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|beneficiary|member(?:ship)?|subscriber|insurance|insurer"
+    r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
+    r"|社保卡号|社保号|医疗保险号|参保号|保单号",
+    ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
+    LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
+    r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号",
+    DEVICE: r"serial|(?-i:S/N|SN)|device(?:\sid|\sidentifier)?|UDI|IMEI|implant\s(?:id|serial)|pacemaker|pump|(?-i:ICD)"
+    r"|序列号|设备编号|设备号|器械编号|出厂编号|植入物编号|仪器编号|仪编号",
+    VEHICLE: r"(?:license|licence|registration)\splate|plate|tag|车牌号码|车牌号|车牌",
+}
+_MIN_DIGITS = {MRN: 4, HEALTH_PLAN: 4, ACCOUNT: 4, LICENSE: 4, DEVICE: 3, VEHICLE: 2}
+_PRIORITY = {MRN: 66, HEALTH_PLAN: 65, ACCOUNT: 64, LICENSE: 65, DEVICE: 65, VEHICLE: 66}
+
+_CUE_RES = {
+    kind: re.compile(
+        rf"(?<![A-Za-z])(?:{cues})(?:(?<=[^\x00-\x7f])|(?![a-z]))(?:'s)?{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}", re.I
+    )
+    for kind, cues in _CUES.items()
+}
+
+_SSN_CUE_RE = re.compile(
+    r"(?<![A-Za-z])(?:SSN|SS#|social\ssecurity(?:\snumber|\sno\.?|\s#)?)"
+    rf"{_SEP}{_NUM}{_SEP}(?P<v>\d{{3}}[- ]?\d{{2}}[- ]?\d{{4}})(?![0-9A-Za-z])",
+    re.I,
+)
+_IMEI_RE = re.compile(rf"(?<![A-Za-z])IMEI{_SEP}{_NUM}{_SEP}(?P<v>\d{{15}})(?!\d)", re.I)
+
+_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH"
+    "|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR"
+)
+_STATE_NAMES = (
+    "Alabama|Alaska|Arizona|Arkansas|California|Colorado|Connecticut|Delaware|Florida|Georgia|Hawaii|Idaho"
+    "|Illinois|Indiana|Iowa|Kansas|Kentucky|Louisiana|Maine|Maryland|Massachusetts|Michigan|Minnesota"
+    "|Mississippi|Missouri|Montana|Nebraska|Nevada|New Hampshire|New Jersey|New Mexico|New York|North Carolina"
+    "|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas"
+    "|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming"
+)
+_ZIP_RES = (
+    re.compile(rf"(?<![A-Za-z])(?:{_STATES}|{_STATE_NAMES}),?\s(?P<v>\d{{5}}(?:-\d{{4}})?)(?![0-9A-Za-z-])"),
+    re.compile(
+        rf"(?<![A-Za-z])(?:zip|zip\scode|zipcode|postal\scode|postcode|邮编|邮政编码){_SEP}"
+        r"(?P<v>\d{5}(?:-\d{4})?|\d{6})(?![0-9A-Za-z-])",
+        re.I,
+    ),
+)
+
+_AGE = r"(?P<v>9\d|1[01]\d)"
+_AGE_RES = (
+    re.compile(rf"(?<![0-9.]){_AGE}(?:\s?-?\s?)(?:years?|yrs?|y)(?:\s?-?\s?)(?:old|of\sage|o\b|/o|\.o\.)", re.I),
+    re.compile(rf"(?<![0-9.]){_AGE}\s?(?:yo|y/o|y\.o\.|yr\sold|-yo)(?![A-Za-z])", re.I),
+    re.compile(rf"(?<![A-Za-z])(?:lived to|died at|at age|at the age of|turned|turns)\s{_AGE}(?!\d|\.\d)", re.I),
+    re.compile(rf"(?<![A-Za-z])(?:age|aged|ages|age:)\s?:?\s?{_AGE}(?!\d|\.\d)", re.I),
+    re.compile(rf"(?<![0-9.]){_AGE}\s?(?:岁|周岁)"),
+    re.compile(rf"(?:年龄|年纪|享年)[:：]?\s?{_AGE}(?!\d|\.\d)"),
+    re.compile(rf"(?<![0-9.]){_AGE}(?:\s?(?:M|F|male|female|man|woman)\b)(?=[\s,.;])"),
+)
+
+
+def _digit_count(s: str) -> int:
+    return sum(c.isdigit() for c in s)
+
+
+def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
+    for kind, regex in _CUE_RES.items():
+        if kind not in kinds:
+            continue
+        for m in regex.finditer(text):
+            value = m.group("v")
+            if _digit_count(value) >= _MIN_DIGITS[kind] and not _looks_like_date(value):
+                yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+
+
+def _looks_like_date(value: str) -> bool:
+    return re.fullmatch(r"\d{1,4}[-/]\d{1,2}[-/]\d{1,4}", value) is not None
+
+
+def find_ssn_cued(text: str) -> Iterator[Span]:
+    for m in _SSN_CUE_RE.finditer(text):
+        if ssn_ok(m.group("v").replace("-", "").replace(" ", "")):
+            yield Span(m.start("v"), m.end("v"), SSN, 80)
+
+
+def find_imei(text: str) -> Iterator[Span]:
+    for m in _IMEI_RE.finditer(text):
+        if luhn_ok(m.group("v")):
+            yield Span(m.start("v"), m.end("v"), DEVICE, 70)
+
+
+def find_zip(text: str) -> Iterator[Span]:
+    for regex in _ZIP_RES:
+        for m in regex.finditer(text):
+            yield Span(m.start("v"), m.end("v"), ZIP, 62)
+
+
+def find_age(text: str) -> Iterator[Span]:
+    for regex in _AGE_RES:
+        for m in regex.finditer(text):
+            yield Span(m.start("v"), m.end("v"), AGE, 62)

@@ -1,0 +1,78 @@
+"""Dates: every element except the year alone (Safe Harbor (C)).
+
+ISO (2024-03-05, 2024/3/5), US (03/05/2024, 3-5-24), European dotted (05.03.2024), written
+(March 5, 2024; 5th of March 2024; Mar. 5; March 2024), and Chinese (2024年3月5日, 3月5日,
+二〇二四年三月五日). A year alone ("in 2019") is not an identifier and is left alone, as are
+fractions, ratios and blood pressures ("1/2", "120/80") which have no year. A bare month/day
+("3/14") counts only after a cue such as "on", "since" or "DOB".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .spans import DATE, Span
+
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)"
+)
+_WEEKDAY = r"(?:(?:Mon|Tues|Tue|Wednes|Wed|Thurs|Thu|Fri|Satur|Sat|Sun)(?:day)?\.?,?\s)?"
+_DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
+_YEAR4 = r"(?:1[89]|20)\d{2}"
+
+_WRITTEN_RES = (
+    # March 5, 2024 / Mar. 5th 2024 / Tuesday, March 5
+    re.compile(rf"(?<![A-Za-z]){_WEEKDAY}{_MONTH}\.?\s{{1,2}}{_DAY}(?![0-9A-Za-z])(?:,?\s{{1,2}}{_YEAR4}(?!\d))?"),
+    # 5 March 2024 / 5th of March, 2024 / 5-Mar-2024
+    re.compile(
+        rf"(?<![0-9A-Za-z]){_WEEKDAY}{_DAY}(?:\s(?:of\s)?|-){_MONTH}\.?(?![A-Za-z])(?:(?:,?\s|-){_YEAR4}(?!\d))?"
+    ),
+    # March 2024 / Mar. '24 is too ambiguous; month and four-digit year only
+    re.compile(rf"(?<![A-Za-z]){_MONTH}\.?,?\s(?:of\s)?{_YEAR4}(?!\d)"),
+)
+_N = r"(\d{1,4})"
+_NUMERIC_RE = re.compile(rf"(?<![0-9A-Za-z./-]){_N}([-/.])(\d{{1,2}})\2{_N}(?![0-9A-Za-z]|[./-]\d)", re.A)
+_MONTH_YEAR_RE = re.compile(r"(?<![0-9A-Za-z./-])(1[0-2]|0?[1-9])/((?:19|20)\d{2})(?![0-9A-Za-z]|[./-]\d)", re.A)
+_CUED_MD_RE = re.compile(
+    r"(?<![A-Za-z])(?:on|since|from|until|till|by|dated|DOB|DOS|d\.o\.b\.|born|admitted|discharged|seen)"
+    r"[:\s]{1,3}(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?![0-9A-Za-z]|[./-]\d)",
+    re.A | re.I,
+)
+_CN_RES = (
+    re.compile(
+        r"(?<!\d)(?:1[89]|20)\d{2}\s?年\s?(?:1[0-2]|0?[1-9])\s?月(?:\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号])?", re.A
+    ),
+    re.compile(r"(?<!\d)(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]", re.A),
+    re.compile("[〇零一二三四五六七八九]{4}年[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}[日号])?"),
+)
+
+
+def _valid_ymd(y: int, m: int, d: int) -> bool:
+    return 1800 <= y <= 2099 and 1 <= m <= 12 and 1 <= d <= 31
+
+
+def _numeric_ok(a: str, b: str, c: str, sep: str) -> bool:
+    x, y, z = int(a), int(b), int(c)
+    if len(a) == 4:  # ISO: year first
+        return _valid_ymd(x, y, z)
+    if len(a) > 2 or len(c) not in (2, 4):
+        return False
+    year = z if len(c) == 4 else 2000 + z
+    if sep == "." and len(c) == 2:
+        return False  # 1.5.10 is a version or a list number more often than a date
+    return _valid_ymd(year, x, y) or _valid_ymd(year, y, x)
+
+
+def find_dates(text: str) -> Iterator[Span]:
+    for regex in _WRITTEN_RES + _CN_RES:
+        for m in regex.finditer(text):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _NUMERIC_RE.finditer(text):
+        if _numeric_ok(m.group(1), m.group(3), m.group(4), m.group(2)):
+            yield Span(m.start(), m.end(), DATE, 52)
+    for m in _MONTH_YEAR_RE.finditer(text):
+        yield Span(m.start(), m.end(), DATE, 50)
+    for m in _CUED_MD_RE.finditer(text):
+        yield Span(m.start("v"), m.end("v"), DATE, 50)

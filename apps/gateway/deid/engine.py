@@ -1,0 +1,164 @@
+"""Detection, overlap resolution and the three replacement modes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import contextual, dates, names, structured
+from .spans import (
+    AGE,
+    ALL_TYPES,
+    DATE,
+    DEVICE,
+    NAME,
+    SSN,
+    ZIP,
+    DeidError,
+    InputTooLong,
+    InvalidMode,
+    KeyRequired,
+    Span,
+    UnknownType,
+)
+from .text import normalise
+
+REDACT, MASK, PSEUDONYMISE = "redact", "mask", "pseudonymise"
+MODES = (REDACT, MASK, PSEUDONYMISE)
+_MODE_ALIASES = {"pseudonymize": PSEUDONYMISE}
+
+# 1 MiB: far above any prompt an LLM accepts, far below what would make one request slow.
+DEFAULT_MAX_LENGTH = 1 << 20
+MIN_KEY_BYTES = 16
+TOKEN_HEX_DIGITS = 8
+
+
+@dataclass(frozen=True)
+class Result:
+    """The de-identified text and how many identifiers of each type were replaced (never which)."""
+
+    text: str
+    found: dict[str, int] = field(default_factory=dict)
+
+
+def _check_types(types) -> frozenset[str]:
+    if types is None:
+        return frozenset(ALL_TYPES)
+    wanted = frozenset(types)
+    unknown = wanted - set(ALL_TYPES)
+    if unknown:
+        raise UnknownType(f"unknown identifier type(s) {sorted(unknown)}; known: {', '.join(ALL_TYPES)}")
+    return wanted
+
+
+def check_length(n: int, max_length: int) -> None:
+    if n > max_length:
+        raise InputTooLong(
+            f"input of {n} characters exceeds the de-identifier's limit of {max_length}; split it or raise the limit"
+        )
+
+
+def _candidates(text: str, kinds: frozenset[str]):
+    seen_funcs = set()
+    for kind, funcs in structured.DETECTORS.items():
+        for func in funcs:
+            if kind in kinds and func not in seen_funcs:
+                seen_funcs.add(func)
+                yield from func(text)
+    yield from contextual.find_cued(text, kinds)
+    if SSN in kinds:
+        yield from contextual.find_ssn_cued(text)
+    if DEVICE in kinds:
+        yield from contextual.find_imei(text)
+    if ZIP in kinds:
+        yield from contextual.find_zip(text)
+    if AGE in kinds:
+        yield from contextual.find_age(text)
+    if DATE in kinds:
+        yield from dates.find_dates(text)
+    if NAME in kinds:
+        yield from names.find_names(text)
+
+
+def _resolve(spans: list[Span], length: int) -> list[Span]:
+    """Keep non-overlapping spans: higher priority first, then the longer, then the earlier."""
+    taken = bytearray(length)
+    chosen: list[Span] = []
+    for span in sorted(spans, key=lambda s: (-s.priority, s.start - s.end, s.start)):
+        if taken.find(1, span.start, span.end) == -1:
+            taken[span.start : span.end] = b"\x01" * (span.end - span.start)
+            chosen.append(span)
+    chosen.sort(key=lambda s: s.start)
+    return chosen
+
+
+def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH) -> list[Span]:
+    """Spans (offsets into `text`, in order, non-overlapping) of the identifiers found."""
+    if not isinstance(text, str):
+        raise DeidError(f"expected text (str), got {type(text).__name__}")
+    check_length(len(text), max_length)
+    kinds = _check_types(types)
+    norm = normalise(text)
+    spans = [s for s in _candidates(norm.text, kinds) if s.type in kinds and s.end > s.start]
+    out = []
+    for s in _resolve(spans, len(norm.text)):
+        start, end = norm.original(s.start, s.end)
+        out.append(Span(start, end, s.type, s.priority))
+    return out
+
+
+_SEPARATORS = re.compile(r"[\s\-./()·・]+")
+
+
+def _canonical(kind: str, value: str) -> str:
+    """One spelling per value, so that "(617) 555-0143" and "617.555.0143" get the same token."""
+    value = unicodedata.normalize("NFKC", value).casefold()
+    if kind == NAME:
+        return " ".join(value.split())
+    return _SEPARATORS.sub("", value)
+
+
+def pseudonym(kind: str, value: str, key: bytes) -> str:
+    digest = hmac.new(key, f"{kind}\x00{_canonical(kind, value)}".encode(), hashlib.sha256).hexdigest()
+    return f"[{kind}-{digest[:TOKEN_HEX_DIGITS]}]"
+
+
+def _mask(value: str) -> str:
+    return "".join("*" if ch.isalnum() else ch for ch in value)
+
+
+def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
+    if mode == REDACT:
+        return f"[{kind}]"
+    if mode == MASK:
+        return _mask(value)
+    return pseudonym(kind, value, key)
+
+
+def _check_mode(mode: str, key) -> str:
+    mode = _MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise InvalidMode(f"unknown de-identification mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == PSEUDONYMISE and (not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES):
+        raise KeyRequired(f"pseudonymise needs an HMAC key of at least {MIN_KEY_BYTES} bytes")
+    return mode
+
+
+def deidentify(
+    text: str, mode: str = REDACT, key: bytes | None = None, types=None, max_length: int = DEFAULT_MAX_LENGTH
+) -> Result:
+    """Replace every identifier found in `text` according to `mode`; count them by type."""
+    mode = _check_mode(mode, key)
+    spans = detect(text, types, max_length)
+    pieces: list[str] = []
+    pos = 0
+    for s in spans:
+        pieces.append(text[pos : s.start])
+        pieces.append(_replacement(mode, s.type, text[s.start : s.end], bytes(key) if key else None))
+        pos = s.end
+    pieces.append(text[pos:])
+    return Result("".join(pieces), dict(Counter(s.type for s in spans)))

@@ -1,0 +1,189 @@
+"""Identifiers recognisable by their shape alone, each confirmed by a check where one exists.
+
+Every pattern is linear: no nested unbounded quantifiers, every repetition bounded, and each
+starts with a negative look-behind for its own alphabet so that a long run of digits or letters
+is tried once, at its start, rather than at every position.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+
+from .checksums import card_prefix_ok, cn_id_ok, luhn_ok, ssn_ok, vin_ok
+from .spans import BANK_CARD, CN_ID, CN_MOBILE, DEVICE, EMAIL, FAX, IP, PHONE, SSN, URL, VEHICLE, Span
+
+A = re.ASCII
+
+EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9-])",
+    A,
+)
+_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]"
+URL_RE = re.compile(
+    rf"(?<![A-Za-z0-9@.])(?:(?:https?|ftp)://|www\.){_URL_CHARS}{{1,2000}}"
+    rf"|(?<![A-Za-z0-9@.\-])[A-Za-z0-9\-]{{1,63}}(?:\.[A-Za-z0-9\-]{{1,63}}){{0,4}}"
+    rf"\.(?:com|org|net|edu|gov|io|health|cn|us|uk)(?:/{_URL_CHARS}{{0,2000}})?(?![A-Za-z0-9@])",
+    A | re.I,
+)
+IPV4_RE = re.compile(
+    r"(?<![0-9A-Za-z.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?![0-9A-Za-z]|\.\d)",
+    A,
+)
+IPV6_CANDIDATE_RE = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]{2,45}(?![0-9A-Za-z:.])", A)
+MAC_RE = re.compile(r"(?<![0-9A-Fa-f:-])[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?![0-9A-Fa-f:-])", A)
+SSN_RE = re.compile(r"(?<![0-9A-Za-z-])(\d{3})([- ])(\d{2})\2(\d{4})(?![0-9A-Za-z-])", A)
+CN_ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])", A)
+CN_MOBILE_RE = re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z])", A)
+CARD_RE = re.compile(
+    r"(?<![0-9A-Za-z-])(?:\d{13,19}|\d{4}(?:([ -])\d{4})(?:\1\d{4}){1,2}(?:\1\d{1,4})?|\d{4}([ -])\d{6}\2\d{4,5})"
+    r"(?![0-9A-Za-z]|[ -]\d)",
+    A,
+)
+VIN_RE = re.compile(r"(?<![0-9A-Za-z])[A-HJ-NPR-Z0-9]{17}(?![0-9A-Za-z])", A)
+CN_PLATE_RE = re.compile(
+    "[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z][·・. -]?[A-HJ-NP-Z0-9]{5,6}"
+    "(?![0-9A-Za-z])",
+    A,
+)
+# North American numbers: (617) 555-0143, 617-555-0143, 617.555.0143, +1 617 555 0143, with an extension.
+US_PHONE_RE = re.compile(
+    r"(?<![0-9A-Za-z+])(?<!\d[ -])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}"
+    r"(?:,? ?(?:x|ext\.?|extension) ?\d{1,5})?(?![0-9A-Za-z])",
+    A | re.I,
+)
+INTL_PHONE_RE = re.compile(
+    r"(?<![0-9A-Za-z+])(?<!\d[ -])(?:\+|00)[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
+    r"(?![0-9A-Za-z])",
+    A,
+)
+# Chinese landlines: 010-12345678, (0755) 8888 8888, 021 6543 2100.
+CN_LANDLINE_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?<!\d[ -])(?:\(0\d{2,3}\) ?|0\d{2,3}[ -])\d{3,4}[ -]?\d{3,4}(?:[ -]?(?:转|ext\.?|x) ?\d{1,5})?"
+    r"(?![0-9A-Za-z]|[ -]\d)",
+    A,
+)
+BARE_PHONE_RE = re.compile(r"(?<![0-9A-Za-z])(?:[2-9]\d{9}|0\d{9,11})(?![0-9A-Za-z])", A)
+_PHONE_CUES = re.compile(
+    r"(fax|facsimile|传真)|(phone|tel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线)", A | re.I
+)
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def find_email(text: str) -> Iterator[Span]:
+    for m in EMAIL_RE.finditer(text):
+        yield Span(m.start(), m.end(), EMAIL, 90)
+
+
+def find_url(text: str) -> Iterator[Span]:
+    for m in URL_RE.finditer(text):
+        end = m.end()
+        while end > m.start() and text[end - 1] in ".,;:!?)]}'":
+            if text[end - 1] == ")" and text.count("(", m.start(), end) >= text.count(")", m.start(), end):
+                break
+            end -= 1
+        yield Span(m.start(), end, URL, 85)
+
+
+def find_ip(text: str) -> Iterator[Span]:
+    for m in IPV4_RE.finditer(text):
+        yield Span(m.start(), m.end(), IP, 70)
+    for m in IPV6_CANDIDATE_RE.finditer(text):
+        cand = m.group().rstrip(".")
+        if cand.count(":") < 2:
+            continue
+        try:
+            ipaddress.IPv6Address(cand)
+        except ValueError:
+            continue
+        yield Span(m.start(), m.start() + len(cand), IP, 70)
+
+
+def find_mac(text: str) -> Iterator[Span]:
+    for m in MAC_RE.finditer(text):
+        yield Span(m.start(), m.end(), DEVICE, 70)
+
+
+def find_ssn(text: str) -> Iterator[Span]:
+    for m in SSN_RE.finditer(text):
+        if ssn_ok(m.group(1) + m.group(3) + m.group(4)):
+            yield Span(m.start(), m.end(), SSN, 80)
+
+
+def find_cn_id(text: str) -> Iterator[Span]:
+    for m in CN_ID_RE.finditer(text):
+        v = m.group()
+        month, day = int(v[10:12]), int(v[12:14])
+        if v[6:8] in ("18", "19", "20") and 1 <= month <= 12 and 1 <= day <= 31 and cn_id_ok(v):
+            yield Span(m.start(), m.end(), CN_ID, 95)
+
+
+def find_cn_mobile(text: str) -> Iterator[Span]:
+    for m in CN_MOBILE_RE.finditer(text):
+        yield Span(m.start(), m.end(), CN_MOBILE, 75)
+
+
+def find_bank_card(text: str) -> Iterator[Span]:
+    for m in CARD_RE.finditer(text):
+        digits = _digits(m.group())
+        if card_prefix_ok(digits) and luhn_ok(digits):
+            yield Span(m.start(), m.end(), BANK_CARD, 85)
+
+
+def find_vin(text: str) -> Iterator[Span]:
+    for m in VIN_RE.finditer(text):
+        v = m.group()
+        if not v.isdigit() and not v.isalpha() and vin_ok(v):
+            yield Span(m.start(), m.end(), VEHICLE, 80)
+
+
+def find_cn_plate(text: str) -> Iterator[Span]:
+    for m in CN_PLATE_RE.finditer(text):
+        if any(c.isdigit() for c in m.group()[2:]):
+            yield Span(m.start(), m.end(), VEHICLE, 75)
+
+
+def _phone_type(text: str, start: int) -> str:
+    """FAX when the nearest cue before the number (same line, 30 characters) says fax."""
+    window = text[max(0, start - 30) : start]
+    window = window[window.rfind("\n") + 1 :]
+    kind = PHONE
+    for m in _PHONE_CUES.finditer(window):
+        kind = FAX if m.group(1) else PHONE
+    return kind
+
+
+def _has_phone_cue(text: str, start: int) -> bool:
+    window = text[max(0, start - 30) : start]
+    return _PHONE_CUES.search(window[window.rfind("\n") + 1 :]) is not None
+
+
+def find_phone(text: str) -> Iterator[Span]:
+    for regex in (US_PHONE_RE, INTL_PHONE_RE, CN_LANDLINE_RE):
+        for m in regex.finditer(text):
+            if 9 <= len(_digits(m.group())) <= 15:
+                yield Span(m.start(), m.end(), _phone_type(text, m.start()), 60)
+    for m in BARE_PHONE_RE.finditer(text):
+        if _has_phone_cue(text, m.start()):
+            yield Span(m.start(), m.end(), _phone_type(text, m.start()), 55)
+
+
+DETECTORS = {
+    EMAIL: (find_email,),
+    URL: (find_url,),
+    IP: (find_ip,),
+    SSN: (find_ssn,),
+    CN_ID: (find_cn_id,),
+    CN_MOBILE: (find_cn_mobile,),
+    BANK_CARD: (find_bank_card,),
+    VEHICLE: (find_vin, find_cn_plate),
+    DEVICE: (find_mac,),
+    PHONE: (find_phone,),
+    FAX: (find_phone,),
+}

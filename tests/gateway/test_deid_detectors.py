@@ -1,0 +1,143 @@
+"""Each identifier type is found in context, and look-alikes that are not identifiers are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.gateway.deid import deidentify, detect
+from apps.gateway.deid.checksums import cn_id_check_char, luhn_ok, vin_ok
+
+POSITIVES = [
+    ("Patient: Maria Gonzalez was seen.", "NAME", "Maria Gonzalez"),
+    ("Seen by Dr. Okonkwo today.", "NAME", "Okonkwo"),
+    ("His daughter, Niamh Lindqvist, called.", "NAME", "Niamh Lindqvist"),
+    ("Electronically signed by Rosalind Walker, MD", "NAME", "Rosalind Walker"),
+    ("患者王小明，男，65岁。", "NAME", "王小明"),
+    ("由李建国医生接诊。", "NAME", "李建国"),
+    ("张主任查房。", "NAME", "张"),
+    ("DOB: 03/05/1948.", "DATE", "03/05/1948"),
+    ("admitted 2024-03-05 for chest pain", "DATE", "2024-03-05"),
+    ("on March 5, 2024 the patient", "DATE", "March 5, 2024"),
+    ("seen 5th of March 2024 in clinic", "DATE", "5th of March 2024"),
+    ("colonoscopy in March 2019 was normal", "DATE", "March 2019"),
+    ("于2024年3月5日入院", "DATE", "2024年3月5日"),
+    ("二〇二四年三月五日出院", "DATE", "二〇二四年三月五日"),
+    ("seen on 3/14 for follow-up", "DATE", "3/14"),
+    ("a 92-year-old man", "AGE", "92"),
+    ("年龄：95岁", "AGE", "95"),
+    ("grandmother lived to 101.", "AGE", "101"),
+    ("Boston, MA 02115-1234", "ZIP", "02115-1234"),
+    ("邮编：100730", "ZIP", "100730"),
+    ("Phone: (617) 555-0143", "PHONE", "(617) 555-0143"),
+    ("call +44 20 7946 0958 anytime", "PHONE", "+44 20 7946 0958"),
+    ("科室电话：010-6552 8890", "PHONE", "010-6552 8890"),
+    ("Fax: 617-555-0199", "FAX", "617-555-0199"),
+    ("传真：(0755) 8888 6666", "FAX", "(0755) 8888 6666"),
+    ("mail j.smith@hospital.example.org now", "EMAIL", "j.smith@hospital.example.org"),
+    ("SSN 123-45-6789", "SSN", "123-45-6789"),
+    ("social security number 123456789", "SSN", "123456789"),
+    ("MRN: 00482913", "MRN", "00482913"),
+    ("病历号：A2024-00317", "MRN", "A2024-00317"),
+    ("Medicare beneficiary identifier: 1EG4-TE5-MK73", "HEALTH_PLAN", "1EG4-TE5-MK73"),
+    ("医保卡号：HZ2024-48123", "HEALTH_PLAN", "HZ2024-48123"),
+    ("Billing account 5337109746", "ACCOUNT", "5337109746"),
+    ("DEA AB1234563", "LICENSE", "AB1234563"),
+    ("执业证书编码：110440100012345", "LICENSE", "110440100012345"),
+    ("VIN 1HGCM82633A004352", "VEHICLE", "1HGCM82633A004352"),
+    ("license plate 7ABC123", "VEHICLE", "7ABC123"),
+    ("车牌号粤B·D12345", "VEHICLE", "粤B·D12345"),
+    ("pacemaker serial number PX8812-4471", "DEVICE", "PX8812-4471"),
+    ("hub MAC 00:1A:2B:3C:4D:5E", "DEVICE", "00:1A:2B:3C:4D:5E"),
+    ("see https://portal.example.org/patients/123 now", "URL", "https://portal.example.org/patients/123"),
+    ("from 192.168.10.7 at noon", "IP", "192.168.10.7"),
+    ("from 2001:db8::8a2e:370:7334 at noon", "IP", "2001:db8::8a2e:370:7334"),
+    ("身份证号：110101199003074514", "CN_ID", "110101199003074514"),
+    ("手机：138 0013 8000", "CN_MOBILE", "138 0013 8000"),
+    ("联系电话+86 13800138000", "CN_MOBILE", "+86 13800138000"),
+    ("银行卡号：6222 0212 3456 7890 128", "BANK_CARD", "6222 0212 3456 7890 128"),
+    ("card 4111 1111 1111 1111", "BANK_CARD", "4111 1111 1111 1111"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), POSITIVES, ids=[p[1] + "-" + p[2] for p in POSITIVES])
+def test_detected(text, kind, value):
+    spans = detect(text)
+    assert [text[s.start : s.end] for s in spans if s.type == kind] == [value], spans
+
+
+NEGATIVES = [
+    "Metformin 500 mg twice daily, lisinopril 10 mg.",
+    "Hb 13.5 g/dL, WBC 11.2, PLT 250, INR 2.5, Cr 1.3.",
+    "BP 132/84, HR 76, SpO2 96%, temp 37.1 C.",
+    "Diagnosed in 2019; quit smoking in 2008.",
+    "Room 412, bed 2.",
+    "Follow up in 2-3 weeks. Take 1/2 tablet. Pain 3/10, strength 5/5.",
+    "ICD-10 E11.9, CPT 99213.",
+    "a 45-year-old woman; father, 81, has Parkinson disease.",
+    "89 years old",
+    "Walk 10000 steps a day.",
+    "查体：T 36.8℃，P 82次/分，BP 135/85 mmHg。",
+    "阿司匹林100 mg qd，血红蛋白 112 g/L。",
+    "床号：12床，病房：3楼西区。",
+    "患者高血压病史10年。",
+    "Version 1.2.3 of the app.",
+    "Will continue current plan. May need PT.",
+    "Addison disease and Crohn disease excluded.",
+    "at 10:30:45 the patient",
+    "The medical record was reviewed.",
+]
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_hard_negatives_not_detected(text):
+    assert detect(text) == [], [(text[s.start : s.end], s.type) for s in detect(text)]
+
+
+def _cn_id(first17: str) -> str:
+    return first17 + cn_id_check_char(first17)
+
+
+def test_cn_id_check_character():
+    good = _cn_id("11010119900307451")
+    bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+    assert [s.type for s in detect(f"身份证号：{good}")] == ["CN_ID"]
+    assert "CN_ID" not in {s.type for s in detect(f"身份证号：{bad}")}
+    assert [s.type for s in detect("身份证号：11010519491231002X")] == ["CN_ID"]  # the GB 11643 example
+
+
+def test_luhn_failing_card_not_detected():
+    assert luhn_ok("4111111111111111")
+    assert detect("card 4111 1111 1111 1112") == []
+    stem = "622202123456789012"
+    good = stem + next(d for d in "0123456789" if luhn_ok(stem + d))
+    bad = good[:-1] + str((int(good[-1]) + 1) % 10)
+    assert [s.type for s in detect(f"银行卡号：{good}")] == ["BANK_CARD"]
+    assert detect(f"银行卡号：{bad}") == []
+
+
+def test_vin_check_digit():
+    assert vin_ok("1HGCM82633A004352")
+    assert detect("VIN 1HGCM82673A004352") == []  # check digit altered
+
+
+def test_ssn_invalid_areas_not_detected():
+    assert detect("ref 000-12-3456 and 666-12-3456 and 912-12-3456") == []
+
+
+def test_full_width_digits_are_normalised_and_replaced_in_place():
+    text = "手机：１３８００１３８０００，谢谢"
+    spans = detect(text)
+    assert [(text[s.start : s.end], s.type) for s in spans] == [("１３８００１３８０００", "CN_MOBILE")]
+    assert deidentify(text).text == "手机：[CN_MOBILE]，谢谢"
+
+
+def test_zero_width_characters_do_not_hide_an_identifier():
+    text = "SSN 123-45\u200b-6789 on file"
+    assert deidentify(text).text == "SSN [SSN] on file"
+
+
+def test_name_propagates_to_later_mentions():
+    text = "Patient: Thaddeus Przybylski\nThaddeus tolerated the procedure. Przybylski will return."
+    assert (
+        deidentify(text, types=["NAME"]).text == "Patient: [NAME]\n[NAME] tolerated the procedure. [NAME] will return."
+    )
