@@ -207,6 +207,9 @@ GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
 # HIPAA keeps documentation 6 years; apps.audit.retention.retention_days() reads this.
 AUDIT_RETENTION_DAYS = env.int("SOVEREIGN_AUDIT_RETENTION_DAYS", default=2192)
 AUDIT_CHECKPOINT_SECONDS = env.int("SOVEREIGN_AUDIT_CHECKPOINT_SECONDS", default=300)
+# Rows one export may hold: the auditor (whole log) and the security officer (key events).
+AUDIT_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_EXPORT_MAX_ROWS", default=2_000_000)
+AUDIT_KEY_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_KEY_EXPORT_MAX_ROWS", default=100_000)
 AUDIT_SEAL_BATCH = env.int("SOVEREIGN_AUDIT_SEAL_BATCH", default=5000)
 AUDIT_ARCHIVE_DIR = Path(env.str("SOVEREIGN_AUDIT_ARCHIVE_DIR", default=str(DATA_DIR / "audit-archive")))
 # Checkpoint signing key: a local P-256 key file with the local KEK provider, an HSM key pair

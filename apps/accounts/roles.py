@@ -47,6 +47,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "keys.rotate_keyencryptionkey",
         "keys.retire_keyencryptionkey",
         "keys.view_kekrotation",
+        "audit.view_key_events",
+        "audit.export_key_events",
         "accounts.manage_grants",
         "accounts.manage_roles",
         "accounts.manage_tokens",

@@ -54,6 +54,7 @@ EVENT_TYPES: dict[str, str] = {
     "audit.field_change": "Field-level change of a governed object (django-auditlog)",
     "audit.verify": "Audit chain verified",
     "audit.export": "Audit events exported",
+    "audit.search": "Audit events searched or read",
     "audit.purge": "Audit events older than retention archived and purged",
 }
 

@@ -21,7 +21,7 @@ READS = {
     "user_client": {MODELS, TOKENS},  # analyst
     "guest_client": {MODELS, TOKENS},
     "staff_client": {MODELS, SERVERS, DEPLOYMENTS, TOKENS},  # admin role: no audit log
-    "officer_client": {MODELS, TOKENS},
+    "officer_client": {MODELS, TOKENS, AUDIT},  # the audit log: key events only
     "auditor_client": set(PATHS),
     "admin_client_api": set(PATHS),  # superuser
 }

@@ -115,7 +115,7 @@ TABLE: dict[str, list[Row]] = {
     "admin:autocomplete": [staff_page("get", 200, 200, 200, data=AUTOCOMPLETE)],
     "admin:jsi18n": [staff_page("get", 200, 200, 200)],
     "admin:view_on_site": [staff_page("get", 404, 404, 404, args={"content_type_id": "@ct", "object_id": "@model"})],
-    "admin:app_list": [staff_page("get", 404, 404, 200, args={"app_label": "audit"})],
+    "admin:app_list": [staff_page("get", 404, 200, 200, args={"app_label": "audit"})],
     "path:admin/(?P<url>.*)$": [staff_page("get", 404, 404, 404, path="/admin/no-such-page/")],
     # The admin role resets an analyst's password, never a privileged person's (account takeover).
     "admin:auth_user_password_change": [
@@ -245,8 +245,13 @@ TABLE: dict[str, list[Row]] = {
     ],
     "break-glass-detail": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@break_glass"})],
     "break-glass-revoke": [api("post", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@break_glass"})],
-    "audit-event-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
-    "audit-event-detail": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED, args={"pk": "@event"})],
+    # The auditor reads the whole log; the security officer the key events only (@event is not one).
+    "audit-event-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "audit-event-detail": [api("get", UNAUTH, DENIED, NOT_FOUND, 200, DENIED, DENIED, args={"pk": "@event"})],
+    "audit-export": [
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"file_format": "jsonl"}),
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"file_format": "csv"}),
+    ],
     "audit-verify-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
 }
 # The gateway: roles with registry.view_model see metadata of every model; only an invoke grant
@@ -276,7 +281,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "axes.accessattempt": ("@attempt", set(), set()),
     "axes.accesslog": ("@access_log", set(), set()),
     "axes.accessfailurelog": ("@failure_log", set(), set()),
-    "audit.auditevent": ("@event", {"auditor"}, set()),
+    "audit.auditevent": ("@event", {"officer", "auditor"}, set()),
     "accounts.apitoken": ("@token", {"officer", "auditor"}, set()),
     "registry.model": ("@model", {"admin", "officer", "auditor"}, set()),
     "registry.modelversion": ("@version", {"admin", "officer", "auditor"}, {"admin"}),
@@ -311,6 +316,9 @@ def _admin_rows(label: str, obj: str, viewers: set[str], adders: set[str]) -> di
 
 for _label, _spec in ADMIN_MODELS.items():
     TABLE.update(_admin_rows(_label, *_spec))
+# The security officer's audit changelist holds key events only; @event is not one of them.
+for _view in ("change", "history"):
+    TABLE[f"admin:audit_auditevent_{_view}"] = [staff_page("get", 403, TO_INDEX, 200, args={"object_id": "@event"})]
 
 
 def _join(prefix: str, route: str) -> str:
@@ -391,7 +399,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "group": radiology.pk,
         "service_account": account.pk,
         "break_glass": access.pk,
-        "event": AuditEvent.objects.first().pk,
+        "event": AuditEvent.objects.exclude(event_group="keys").first().pk,
         "ct": ContentType.objects.get_for_model(Model).pk,
         "device": TOTPDevice.objects.create(user=staff_user, name="walk", confirmed=True).pk,
         "attempt": AccessAttempt.objects.create(**attempt, get_data="", post_data="", failures_since_start=1).pk,

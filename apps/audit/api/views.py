@@ -1,29 +1,176 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
-from rest_framework.response import Response
+import csv
+import io
+import json
 
+from django.db import transaction
+from django.http import StreamingHttpResponse
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.errors import ServiceError
+
+from ..export import iter_export_jsonl
+from ..filters import AuditEventFilter, unknown_params
 from ..models import AuditEvent
+from ..selectors import events_visible_to, export_limit
 from ..services import Source, record_event
 from ..verify import verify_chain
 from .serializers import AuditEventSerializer, VerifyReportSerializer
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """The audit log, newest first. (Auditor role, search and export arrive with issues 3 and 5.)"""
+class AuditCursorPagination(CursorPagination):
+    """Stable pages over a log that grows while it is read; newest first unless ?ordering=timestamp."""
 
-    queryset = AuditEvent.objects.all()
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+    ordering = ("-timestamp", "-id")
+
+    def get_ordering(self, request, queryset, view):
+        wanted = request.query_params.get("ordering", "-timestamp")
+        if wanted not in ("timestamp", "-timestamp"):
+            raise ServiceError("invalid", "ordering must be 'timestamp' or '-timestamp'", field="ordering")
+        return ("timestamp", "id") if wanted == "timestamp" else ("-timestamp", "-id")
+
+
+def _refuse_unknown(request) -> None:
+    unknown = unknown_params(request.query_params)
+    if unknown:
+        raise ServiceError("unknown_filter", f"not a filter of the audit log: {', '.join(unknown)}", field=unknown[0])
+
+
+def filtered_events(request):
+    """The caller's visible events narrowed by the query's filters (400 on a malformed one)."""
+    _refuse_unknown(request)
+    filterset = AuditEventFilter(request.query_params, queryset=events_visible_to(request.user), request=request)
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    return filterset.qs, {k: v for k, v in request.query_params.items() if k in AuditEventFilter.base_filters}
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """Search the audit log: filters on time range, actor, event type or group, target, outcome,
+    error code, request id, source address and text in the details; cursor pages in time order.
+    The auditor reads every event; the security officer reads the `keys` group."""
+
     serializer_class = AuditEventSerializer
-    action_perms = {"list": "audit.view_auditevent", "retrieve": "audit.view_auditevent"}
-    filterset_fields = {
-        "event_type": ["exact"],
-        "event_group": ["exact"],
-        "actor_name": ["exact"],
-        "outcome": ["exact"],
-        "request_id": ["exact"],
-        "target_type": ["exact"],
-        "target_id": ["exact"],
-        "timestamp": ["gte", "lt"],
-    }
+    pagination_class = AuditCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = AuditEventFilter
+    action_perms = {"list": None, "retrieve": None}  # scoped by events_visible_to
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return AuditEvent.objects.none()
+        return events_visible_to(self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        _refuse_unknown(request)
+        response = super().list(request, *args, **kwargs)
+        self._audit_read({k: v for k, v in request.query_params.items() if k != "cursor"})
+        return response
+
+    def retrieve(self, request, *args, **kwargs):
+        response = super().retrieve(request, *args, **kwargs)
+        self._audit_read({"id": kwargs.get("pk")})
+        return response
+
+    def _audit_read(self, query: dict) -> None:
+        """Reading the log is itself recorded (who looked at what, HIPAA 164.312(b))."""
+        with transaction.atomic():
+            record_event(
+                "audit.search", actor=self.request.user, source=Source.from_request(self.request), details=query
+            )
+
+
+EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+CSV_COLUMNS = (
+    "type",
+    "sequence",
+    "timestamp",
+    "actor_id",
+    "actor_name",
+    "actor_roles",
+    "token_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "event_type",
+    "event_group",
+    "target_type",
+    "target_id",
+    "target_display",
+    "outcome",
+    "error_code",
+    "details",
+    "prev_hash",
+    "hash",
+    "record",
+)
+
+
+def _csv_lines(jsonl):
+    """The JSON Lines export as CSV: one row per line, the readable columns filled from the record
+    and the whole record in `record`, so the CSV verifies offline exactly like the JSONL."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for line in jsonl:
+        record = json.loads(line)
+        row = []
+        for column in CSV_COLUMNS[:-1]:
+            value = record.get(column, "")
+            row.append(json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value)
+        writer.writerow([*row, line.rstrip("\n")])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+class AuditExportView(APIView):
+    """Export the filtered selection (same filters as the events list) as JSON Lines or CSV,
+    streamed, with the checkpoints and chain links that verify it offline
+    (`python apps/audit/offline_verify.py FILE --key KEY.pem`). The export is itself audited
+    (`audit.export`); a selection above the caller's row limit is refused (413 `export_too_large`)."""
+
+    action_perms = {"get": None}  # scoped by events_visible_to
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("file_format", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(EXPORT_FORMATS))
+        ],
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, file_format: str):
+        if file_format not in EXPORT_FORMATS:
+            raise ServiceError("invalid_format", f"export format must be one of: {', '.join(EXPORT_FORMATS)}")
+        queryset, selection = filtered_events(request)
+        limit = export_limit(request.user)
+        rows = queryset.count()
+        if rows > limit:
+            raise ServiceError(
+                "export_too_large",
+                f"the selection holds {rows} events; your role may export at most {limit} at once: narrow the filters",
+                413,
+            )
+        with transaction.atomic():  # recorded before the first byte leaves; if it cannot be, nothing does
+            record_event(
+                "audit.export",
+                actor=request.user,
+                source=Source.from_request(request),
+                details={"format": file_format, "filters": selection, "rows": rows},
+            )
+        lines = iter_export_jsonl(queryset, selection=selection)
+        body = _csv_lines(lines) if file_format == "csv" else lines
+        response = StreamingHttpResponse(body, content_type=EXPORT_FORMATS[file_format])
+        response["Content-Disposition"] = f'attachment; filename="audit-export.{file_format}"'
+        return response
 
 
 class AuditVerifyViewSet(viewsets.ViewSet):
