@@ -27,6 +27,7 @@ EVENT_TYPES: dict[str, str] = {
     "access.grant.create": "Model access granted",
     "access.grant.revoke": "Model access revoked",
     "access.grant.expire": "Expired model access grant removed",
+    "access.refused": "Changing call refused (unauthenticated, forbidden, malformed, not found or conflicting)",
     # registry
     "registry.model.create": "Model created",
     "registry.version.create": "Model version uploaded and encrypted",
@@ -43,6 +44,7 @@ EVENT_TYPES: dict[str, str] = {
     "keys.kek.retire": "Old KEK version destroyed in the key provider",
     # deployment
     "deployment.server.create": "Inference server registered",
+    "deployment.server.state": "Inference server seen going up or down by the probe",
     "deployment.request": "Deployment requested",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",

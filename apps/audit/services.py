@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError, models
 from django.utils import timezone
 
-from apps.core.context import current_request_id
+from apps.core.context import current_request_id, request_var
 from apps.core.errors import ServiceError
 
 from .catalogue import EVENT_TYPES, group_of
@@ -88,6 +88,9 @@ def record_event(
         target_id = target_id or str(target.pk)
         target_display = target_display or str(target)[:200]
     authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    request = request_var.get()
+    if request is not None:  # lets AuditRefusalsMiddleware see that this request was recorded
+        request.audit_events = getattr(request, "audit_events", 0) + 1
     try:
         return AuditEvent.objects.create(
             timestamp=timezone.now(),

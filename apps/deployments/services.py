@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
 from apps.core.errors import Conflict, NotFound, ServiceError
@@ -179,10 +180,23 @@ def probe_server(server_id: int) -> InferenceServer | None:
 
 
 def _record_server_state(server: InferenceServer, up: bool) -> None:
+    """Store what the probe saw; a change of state (up ↔ down) is an audit event, a probe that
+    sees what the last one saw only refreshes `last_seen_at`."""
     fields = {"state": ServerState.UP if up else ServerState.DOWN}
     if up:
         fields["last_seen_at"] = timezone.now()
-    InferenceServer.objects.filter(pk=server.pk).update(**fields)
+    with transaction.atomic():
+        before = InferenceServer.objects.filter(pk=server.pk).values_list("state", flat=True).first()
+        InferenceServer.objects.filter(pk=server.pk).update(**fields)
+        if before != fields["state"]:
+            record_event(
+                "deployment.server.state",
+                actor=None,
+                target=server,
+                outcome=Outcome.SUCCESS if up else Outcome.FAILURE,
+                error_code="" if up else "triton_unavailable",
+                details={"before": {"state": before}, "after": {"state": fields["state"]}},
+            )
     for key, value in fields.items():
         setattr(server, key, value)
 

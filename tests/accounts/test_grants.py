@@ -190,7 +190,13 @@ class TestGrantApi:
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("role_cannot_invoke", "user")
         assert not ModelUserGrant.objects.exists()
-        assert not AuditEvent.objects.filter(event_group="access").exists()
+        assert not AuditEvent.objects.filter(event_type__startswith="access.grant").exists()
+        refused = AuditEvent.objects.get(event_type="access.refused")  # the refusal itself is recorded
+        assert (refused.error_code, refused.outcome, refused.details["status"]) == (
+            "role_cannot_invoke",
+            "failure",
+            400,
+        )
 
     def test_guest_may_be_granted_view(self, officer_client, guest_user, ranker):
         resp = officer_client.post(GRANTS, self.payload(ranker, guest_user, "view_model"), format="json")
@@ -222,7 +228,7 @@ class TestGrantApi:
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("expired_grant", "expires_at")
         assert not ModelUserGrant.objects.exists()
-        assert not AuditEvent.objects.filter(event_group="access").exists()
+        assert not AuditEvent.objects.filter(event_type__startswith="access.grant").exists()
 
     def test_nonexistent_user_is_404(self, officer_client, ranker):
         resp = officer_client.post(GRANTS, {"model": ranker.pk, "user": 987654, "permission": "view_model"})
@@ -336,7 +342,7 @@ class TestAudit:
             grant_model_access(model_id=ranker.pk, permission="invoke_model", user_id=guest_user.pk, actor=None)
 
         assert not ModelUserGrant.objects.exists()
-        assert not AuditEvent.objects.filter(event_group="access").exists()
+        assert not AuditEvent.objects.filter(event_type__startswith="access.grant").exists()
 
 
 class TestPurgeExpiredGrants:

@@ -73,7 +73,10 @@ def test_filters(log, auditor_client, params, expected):
 
 def test_time_range_and_ordering(log, auditor_client):
     day1, day2 = (log + timedelta(days=1)).isoformat(), (log + timedelta(days=2)).isoformat()
-    assert _types(auditor_client.get(EVENTS, {"since": day1, "until": day2})) == ["auth.token.denied", "inference.infer"]
+    assert _types(auditor_client.get(EVENTS, {"since": day1, "until": day2})) == [
+        "auth.token.denied",
+        "inference.infer",
+    ]
     oldest_first = _types(auditor_client.get(EVENTS, {"ordering": "timestamp", "event_group": "inference"}))
     assert oldest_first == ["inference.infer", "inference.infer"]
     everything = auditor_client.get(EVENTS, {"ordering": "timestamp", "until": day2}).json()["results"]
