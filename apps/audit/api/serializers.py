@@ -11,7 +11,9 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "id",
             "timestamp",
             "sequence",
+            "actor_id",
             "actor_name",
+            "actor_roles",
             "token_id",
             "source_ip",
             "user_agent",
@@ -24,6 +26,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "outcome",
             "error_code",
             "details",
+            "prev_hash",
+            "hash",
         ]
         read_only_fields = fields
 
