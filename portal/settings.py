@@ -183,6 +183,8 @@ OTP_TOTP_ISSUER = env.str("SOVEREIGN_OTP_ISSUER", default="Sovereign")
 ARTIFACT_DIR = Path(env.str("SOVEREIGN_ARTIFACT_DIR", default=str(DATA_DIR / "artifacts")))
 MAX_UPLOAD_BYTES = env.int("SOVEREIGN_MAX_UPLOAD_BYTES", default=512 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
+# The gateway's pseudonymisation key, stored wrapped by the KEK (apps/keys/pseudonym.py).
+PSEUDONYM_KEY_FILE = env.str("SOVEREIGN_PSEUDONYM_KEY_FILE", default=str(DATA_DIR / "keystore" / "pseudonym-key.json"))
 KEK_PROVIDER = env.str("SOVEREIGN_KEK_PROVIDER", default="local")
 LOCAL_KEK_FILE = env.str("SOVEREIGN_LOCAL_KEK_FILE", default=str(DATA_DIR / "keystore" / "kek.bin"))
 # SOVEREIGN_KEK_PROVIDER=pkcs11: the KEK lives in an HSM (inference_backend/pkcs11_kek.py); the PIN

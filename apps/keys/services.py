@@ -28,6 +28,7 @@ from apps.core.errors import Conflict, NotFound, ServiceError
 from apps.registry.models import Artifact
 from inference_backend.kek import KekError
 
+from . import pseudonym
 from .models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from .providers import get_kek_provider
 
@@ -202,6 +203,11 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
             # Rows an upload or a shred holds are waited for (FOR UPDATE), not skipped.
             artifacts = list(_data_keys_to_rewrap(to).select_for_update(of=("self",)).order_by("pk")[:batch])
             if not artifacts:
+                try:
+                    pseudonym.rewrap(to.kek_id)  # the gateway's pseudonymisation key, wrapped like a data key
+                except KekError as err:
+                    what, error = "the pseudonymisation key", str(err)
+                    break
                 rotation.state, rotation.finished_at, rotation.lease_until = RotationState.DONE, timezone.now(), None
                 rotation.save(update_fields=["state", "finished_at", "lease_until"])
                 record_event(
@@ -218,8 +224,7 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                     moved.append({"artifact": art.pk, "model_version": art.version_id, "from": art.kek_id})
                     art.kek_id = to.kek_id
             except KekError as err:
-                failed_at = art.pk
-                error = str(err)
+                what, error = f"artifact {art.pk}", str(err)
             else:
                 Artifact.objects.bulk_update(artifacts, ["wrapped_dek", "kek_id"])
                 rotation.rewrapped += len(artifacts)
@@ -233,7 +238,7 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                 )
                 continue
         # The batch rolled back as a whole; record the failure so the rotation can be resumed.
-        return _fail(rotation_id, f"artifact {failed_at}: {error}")
+        return _fail(rotation_id, f"{what}: {error}")
 
 
 def _fail(rotation_id: int, error: str) -> KekRotation:
@@ -276,6 +281,8 @@ def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionK
         if kek.state == KekState.ACTIVE:
             raise Conflict("kek_active", f"{kek.kek_id} is the active version; rotate first")
         in_use = Artifact.objects.filter(kek_id=kek.kek_id, shredded_at__isnull=True).exclude(wrapped_dek=b"").count()
+        if pseudonym.wrapping_kek_id() == kek.kek_id:
+            in_use += 1
         if in_use:
             raise Conflict(
                 "kek_in_use", f"{kek.kek_id} still wraps {in_use} data key(s); finish the rotation before retiring it"

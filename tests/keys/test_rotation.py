@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db
 def own_keystore(settings, tmp_path):
     """A keystore per test, so versions created here do not leak into other tests."""
     settings.LOCAL_KEK_FILE = str(tmp_path / "keystore" / "kek.bin")
+    settings.PSEUDONYM_KEY_FILE = str(tmp_path / "keystore" / "pseudonym-key.json")
     get_kek_provider.cache_clear()
     yield
     get_kek_provider.cache_clear()
@@ -206,3 +207,20 @@ class TestApi:
         response = request.getfixturevalue(client_name).post("/api/v1/keys/rotate/", {}, format="json")
         assert response.status_code == 403
         assert KeyEncryptionKey.objects.count() == 1
+
+
+def test_rotation_rewraps_the_pseudonymisation_key_and_retirement_waits_for_it(versions, officer_user):
+    from apps.keys import pseudonym
+
+    key = pseudonym.pseudonym_key()
+    old = KeyEncryptionKey.objects.get()
+    assert pseudonym.wrapping_kek_id() == old.kek_id
+    rotation = services.start_rotation(actor=officer_user)
+    services.run_rotation(rotation.pk)
+
+    assert pseudonym.wrapping_kek_id() == rotation.to_kek.kek_id
+    pseudonym.forget()
+    assert pseudonym.pseudonym_key() == key  # same key, now wrapped by the new version
+    services.retire_kek(kek_pk=old.pk, actor=officer_user)
+    pseudonym.forget()
+    assert pseudonym.pseudonym_key() == key

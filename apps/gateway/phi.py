@@ -1,0 +1,103 @@
+"""De-identification of inference requests before they reach Triton (issue 6).
+
+For a model whose policy asks for it, every BYTES input tensor is de-identified element by
+element (apps/gateway/deid); numeric tensors pass untouched. Both request encodings are handled:
+JSON `data` lists, and Triton's binary tensor extension, where a BYTES tensor is a sequence of
+4-byte little-endian lengths each followed by that many bytes, after the JSON header. The request
+is rebuilt (new header length) and forwarded; what was found is returned as counts per
+identifier type, never the values.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+
+from apps.core.errors import ServiceError
+
+from .deid import DeidError, deidentify_tensor
+from .protocol import HEADER_LENGTH
+
+NUMERIC_SIZES = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "UINT16": 2,
+    "UINT32": 4,
+    "UINT64": 8,
+    "INT8": 1,
+    "INT16": 2,
+    "INT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "BF16": 2,
+    "FP32": 4,
+    "FP64": 8,
+}
+
+
+def _split_bytes(raw: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise ServiceError("invalid_request", "a BYTES tensor's binary data is truncated")
+        (n,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + n > len(raw):
+            raise ServiceError("invalid_request", "a BYTES tensor's binary data is truncated")
+        out.append(raw[i : i + n])
+        i += n
+    return out
+
+
+def _join_bytes(items) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def _element_count(shape) -> int:
+    count = 1
+    for dim in shape or []:
+        count *= int(dim)
+    return count
+
+
+def _deid(values, mode: str, key: bytes | None, found: Counter):
+    try:
+        result = deidentify_tensor(values, "BYTES", mode, key=key)
+    except DeidError as err:
+        raise ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}") from None
+    found.update(result.found)
+    return result.data
+
+
+def deidentify_request(
+    body: bytes, header: dict, header_length: str | None, mode: str, key: bytes | None
+) -> tuple[bytes, str | None, dict[str, int]]:
+    """Return (body, header length, {identifier type: count}) with every BYTES input de-identified."""
+    found: Counter = Counter()
+    binary_at = int(header_length) if header_length is not None else None
+    tail = body[binary_at:] if binary_at is not None else b""
+    new_tail, offset = [], 0
+    for tensor in header.get("inputs", []):
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size")
+        datatype = tensor.get("datatype")
+        if size is None:
+            if datatype == "BYTES" and "data" in tensor:
+                tensor["data"] = _deid(tensor["data"], mode, key, found)
+            continue
+        if binary_at is None:
+            raise ServiceError("invalid_request", f"binary_data_size without the {HEADER_LENGTH} header")
+        raw = tail[offset : offset + int(size)]
+        if len(raw) != int(size):
+            raise ServiceError("invalid_request", "the binary tensor data is shorter than binary_data_size")
+        offset += int(size)
+        if datatype == "BYTES":
+            items = _deid(_split_bytes(raw), mode, key, found)
+            raw = _join_bytes(i if isinstance(i, bytes) else i.encode("utf-8") for i in items)
+            params["binary_data_size"] = len(raw)
+        new_tail.append(raw)
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if binary_at is None:
+        return head, None, dict(found)
+    return head + b"".join(new_tail) + tail[offset:], str(len(head)), dict(found)
