@@ -61,9 +61,9 @@ class AuditUnavailable(ServiceError):
 
 def roles_at_the_time(actor) -> list[str]:
     """The actor's roles (standing and unexpired break-glass), frozen into the event."""
-    from apps.accounts.services.roles import roles_of  # accounts records events through this module
+    from apps.accounts.services.roles import roles_for_audit  # accounts records events through this module
 
-    return sorted(roles_of(actor)) if actor is not None else []
+    return roles_for_audit(actor) if actor is not None else []
 
 
 def record_event(

@@ -169,3 +169,16 @@ class TestWhoMayChangeRoles:
 
     def test_anonymous_is_401(self, anon_client, plain_user):
         assert assign(anon_client, plain_user, GUEST).status_code == 401
+
+
+@pytest.mark.django_db
+def test_roles_for_audit_agrees_with_roles_of_including_break_glass(plain_user, time_machine):
+    from apps.accounts.services import grant_emergency_access, roles_of
+    from apps.accounts.services.roles import roles_for_audit
+
+    assert roles_for_audit(plain_user) == sorted(roles_of(plain_user)) == ["analyst"]
+    access = grant_emergency_access(user_id=plain_user.pk, role="auditor", minutes=30, reason="incident", actor=None)
+    assert roles_for_audit(plain_user) == sorted(roles_of(plain_user)) == ["analyst", "auditor"]
+    time_machine.move_to(access.expires_at, tick=False)
+    assert roles_for_audit(plain_user) == sorted(roles_of(plain_user)) == ["analyst"]
+    assert roles_for_audit(None) == []

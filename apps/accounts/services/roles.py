@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
@@ -30,6 +31,31 @@ def roles_of(user, *, include_emergency: bool = True) -> set[str]:
             ).values_list("role", flat=True)
         )
     return roles
+
+
+@cache
+def _roles_sql() -> str:
+    user_groups, groups = Group.user_set.through._meta.db_table, Group._meta.db_table
+    names = ", ".join(f"'{r}'" for r in sorted(ROLES))  # our own constants, not input
+    return f"""
+SELECT g.name FROM {user_groups} ug JOIN {groups} g ON g.id = ug.group_id
+WHERE ug.user_id = %s AND g.name IN ({names})
+UNION
+SELECT e.role FROM {EmergencyAccess._meta.db_table} e
+WHERE e.user_id = %s AND e.revoked_at IS NULL AND e.granted_at <= %s AND e.expires_at > %s
+"""  # noqa: S608
+
+
+def roles_for_audit(user) -> list[str]:
+    """roles_of(user) as one fixed statement, sorted: every audit event freezes the actor's roles,
+    and the gateway writes one event per call, so this is on the hot path (see apps/gateway/routing.py
+    for why hot-path queries are fixed SQL)."""
+    if user is None or not user.is_authenticated:
+        return []
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_roles_sql(), [user.pk, user.pk, now, now])
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
