@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "axes",
+    "auditlog",
     "apps.core",
     "apps.audit",
     "apps.accounts",
@@ -202,6 +203,24 @@ DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)
 DEPLOY_RETRY_BASE_SECONDS = env.float("SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS", default=2.0)
 GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
 
+# --- Audit (docs/audit.md) -----------------------------------------------------------------
+# HIPAA keeps documentation 6 years; apps.audit.retention.retention_days() reads this.
+AUDIT_RETENTION_DAYS = env.int("SOVEREIGN_AUDIT_RETENTION_DAYS", default=2192)
+AUDIT_CHECKPOINT_SECONDS = env.int("SOVEREIGN_AUDIT_CHECKPOINT_SECONDS", default=300)
+AUDIT_SEAL_BATCH = env.int("SOVEREIGN_AUDIT_SEAL_BATCH", default=5000)
+AUDIT_ARCHIVE_DIR = Path(env.str("SOVEREIGN_AUDIT_ARCHIVE_DIR", default=str(DATA_DIR / "audit-archive")))
+# Checkpoint signing key: a local P-256 key file with the local KEK provider, an HSM key pair
+# (this label, on the KEK's token) with SOVEREIGN_KEK_PROVIDER=pkcs11.
+AUDIT_SIGNING_KEY_FILE = env.str(
+    "SOVEREIGN_AUDIT_SIGNING_KEY_FILE", default=str(DATA_DIR / "keystore" / "audit-signing.pem")
+)
+AUDIT_SIGNING_KEY_LABEL = env.str("SOVEREIGN_AUDIT_SIGNING_KEY_LABEL", default="sovereign-audit-signing-v1")
+# django-auditlog (field-level history, bridged into the chain by apps/audit/fieldlog.py)
+AUDITLOG_CID_GETTER = "apps.core.context.current_request_id"
+AUDITLOG_DISABLE_REMOTE_ADDR = True  # the bridged audit event records the source address
+# Retired checkpoint public keys (PEM files, comma-separated) whose old signatures still count.
+AUDIT_TRUSTED_KEYS = env.list("SOVEREIGN_AUDIT_TRUSTED_KEYS", default=[])
+
 # --- Celery ------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
@@ -233,6 +252,8 @@ CELERY_BEAT_SCHEDULE = {
     "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
     "purge-expired-grants": {"task": "apps.accounts.tasks.purge_expired_grants", "schedule": 600.0},
     "resume-stalled-kek-rotations": {"task": "apps.keys.tasks.resume_stalled_rotations", "schedule": 60.0},
+    "audit-seal": {"task": "apps.audit.tasks.seal_audit_log", "schedule": 1.0, "options": {"expires": 5.0}},
+    "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
 }
 
 # --- API ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, PRIVILEGED, SECURITY_OFFICER
 from apps.accounts.services import grant_model_access, issue_token
+from apps.audit.signing import get_signer
 from apps.keys.providers import get_kek_provider
 from inference_backend.demo_model import build_test_onnx
 
@@ -44,9 +45,13 @@ def _fast_password_hashing(settings):
 def _isolated_storage(settings, data_dir):
     settings.ARTIFACT_DIR = data_dir / "artifacts"
     settings.LOCAL_KEK_FILE = str(data_dir / "keystore" / "kek.bin")
+    settings.AUDIT_SIGNING_KEY_FILE = str(data_dir / "keystore" / "audit-signing.pem")
+    settings.AUDIT_ARCHIVE_DIR = data_dir / "audit-archive"
     get_kek_provider.cache_clear()
+    get_signer.cache_clear()
     yield
     get_kek_provider.cache_clear()
+    get_signer.cache_clear()
 
 
 @pytest.fixture

@@ -50,6 +50,11 @@ EVENT_TYPES: dict[str, str] = {
     "inference.infer": "Inference call through the gateway",
     "inference.metadata": "Model metadata read through the gateway",
     "inference.ready": "Model readiness read through the gateway",
+    # audit
+    "audit.field_change": "Field-level change of a governed object (django-auditlog)",
+    "audit.verify": "Audit chain verified",
+    "audit.export": "Audit events exported",
+    "audit.purge": "Audit events older than retention archived and purged",
 }
 
 

@@ -18,10 +18,18 @@ class AuditEvent(models.Model):
 
     timestamp = models.DateTimeField(db_index=True)
     sequence = models.BigIntegerField(null=True, blank=True, unique=True)
+    # No database constraint and DO_NOTHING: the user id is part of the sealed record and must
+    # survive the user's deletion (SET_NULL would be an UPDATE, which the audit trigger refuses).
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
     actor_name = models.CharField(max_length=150, blank=True, help_text="User name frozen at the time of the event")
+    actor_roles = models.JSONField(default=list, blank=True, help_text="The actor's roles at the time of the event")
     token_id = models.BigIntegerField(null=True, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
@@ -40,7 +48,35 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-id"]
         permissions = [("export_auditevent", "Can export audit events")]
-        indexes = [models.Index(fields=["target_type", "target_id"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"]),
+            # The sealer's queue: small, because rows leave it within a second or so.
+            models.Index(fields=["id"], condition=models.Q(sequence__isnull=True), name="audit_unsealed_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.event_type} {self.outcome}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement "the chain up to `sequence` has head `head`", written by the sealer at a
+    fixed interval. Each checkpoint references the previous one (`prev` is the digest of its signed
+    payload), in the manner of CloudTrail digest files, so a removed or forged checkpoint shows.
+
+    The signed payload and the signature format are defined in apps/audit/offline_verify.py.
+    """
+
+    sequence = models.BigIntegerField(unique=True, help_text="Last event sequence this checkpoint covers")
+    head = models.CharField(max_length=64, help_text="Hash of the event at `sequence`")
+    hash_alg = models.CharField(max_length=16)
+    created_at = models.DateTimeField()
+    prev = models.CharField(max_length=64, blank=True, help_text="Digest of the previous checkpoint's payload")
+    key_id = models.CharField(max_length=64)
+    sig_alg = models.CharField(max_length=32)
+    signature = models.TextField(help_text="Base64 DER ECDSA signature over the canonical payload")
+
+    class Meta:
+        ordering = ["-sequence"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.sequence} ({self.created_at:%Y-%m-%d %H:%M:%S})"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils import timezone
 
 from apps.core.context import current_request_id
+from apps.core.errors import ServiceError
 
 from .catalogue import EVENT_TYPES, group_of
 from .models import AuditEvent, Outcome
@@ -46,6 +47,25 @@ def acting_user(actor):
     return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
+class AuditUnavailable(ServiceError):
+    """The audit event could not be written, so the action it describes is refused (fail closed)."""
+
+    def __init__(self):
+        super().__init__(
+            "audit_unavailable",
+            "the action could not be recorded in the audit log, so it was not carried out; "
+            "try again, and if it persists ask an administrator to check the audit database",
+            503,
+        )
+
+
+def roles_at_the_time(actor) -> list[str]:
+    """The actor's roles (standing and unexpired break-glass), frozen into the event."""
+    from apps.accounts.services.roles import roles_of  # accounts records events through this module
+
+    return sorted(roles_of(actor)) if actor is not None else []
+
+
 def record_event(
     event_type: str,
     *,
@@ -59,7 +79,8 @@ def record_event(
     error_code: str = "",
     details: dict | None = None,
 ) -> AuditEvent:
-    """Insert one audit event. Raises on any failure; never swallows it."""
+    """Insert one audit event. Raises on any failure, never swallows it: a database error becomes
+    AuditUnavailable (503 `audit_unavailable`) and the caller's transaction rolls back."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown audit event type {event_type!r}; add it to apps/audit/catalogue.py")
     if target is not None:
@@ -67,20 +88,24 @@ def record_event(
         target_id = target_id or str(target.pk)
         target_display = target_display or str(target)[:200]
     authenticated = actor is not None and getattr(actor, "is_authenticated", False)
-    return AuditEvent.objects.create(
-        timestamp=timezone.now(),
-        actor=actor if authenticated else None,
-        actor_name=actor.get_username() if authenticated else "",
-        token_id=source.token_id,
-        source_ip=source.ip,
-        user_agent=source.user_agent,
-        request_id=current_request_id(),
-        event_type=event_type,
-        event_group=group_of(event_type),
-        target_type=target_type,
-        target_id=target_id,
-        target_display=target_display,
-        outcome=outcome,
-        error_code=error_code,
-        details=details or {},
-    )
+    try:
+        return AuditEvent.objects.create(
+            timestamp=timezone.now(),
+            actor=actor if authenticated else None,
+            actor_name=actor.get_username() if authenticated else "",
+            actor_roles=roles_at_the_time(actor) if authenticated else [],
+            token_id=source.token_id,
+            source_ip=source.ip,
+            user_agent=source.user_agent,
+            request_id=current_request_id(),
+            event_type=event_type,
+            event_group=group_of(event_type),
+            target_type=target_type,
+            target_id=target_id,
+            target_display=target_display,
+            outcome=outcome,
+            error_code=error_code,
+            details=details or {},
+        )
+    except DatabaseError as exc:
+        raise AuditUnavailable() from exc

@@ -247,6 +247,7 @@ TABLE: dict[str, list[Row]] = {
     "break-glass-revoke": [api("post", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@break_glass"})],
     "audit-event-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
     "audit-event-detail": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED, args={"pk": "@event"})],
+    "audit-verify-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
 }
 # The gateway: roles with registry.view_model see metadata of every model; only an invoke grant
 # invokes; guests know the catalogue, so refusing them says nothing new (403, not 404).

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from ..models import AuditEvent
+from ..offline_verify import PROBLEM_KINDS
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -25,3 +26,27 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "details",
         ]
         read_only_fields = fields
+
+
+class VerifyProblemSerializer(serializers.Serializer):
+    kind = serializers.CharField(help_text="One of: " + ", ".join(PROBLEM_KINDS))
+    sequence = serializers.IntegerField()
+    detail = serializers.CharField()
+
+
+class VerifyReportSerializer(serializers.Serializer):
+    """What `audit_verify` and GET /api/v1/audit/verify/ answer."""
+
+    ok = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=["ok", "empty", "tampered"])
+    detail = serializers.CharField()
+    hash_alg = serializers.CharField()
+    events_checked = serializers.IntegerField()
+    links_checked = serializers.IntegerField()
+    checkpoints_checked = serializers.IntegerField()
+    first_sequence = serializers.IntegerField(allow_null=True)
+    last_sequence = serializers.IntegerField(allow_null=True)
+    last_checkpoint_sequence = serializers.IntegerField(allow_null=True)
+    unsigned_tail = serializers.IntegerField(allow_null=True, help_text="Sealed events after the last checkpoint")
+    pending = serializers.IntegerField(help_text="Events not sealed yet")
+    problem = VerifyProblemSerializer(allow_null=True)

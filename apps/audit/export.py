@@ -1,0 +1,94 @@
+"""Audit export files: JSON Lines that an auditor verifies offline (apps/audit/offline_verify.py).
+
+One header line, then in sequence order: the anchor checkpoint (the last one before the
+selection), every event of the selection, a `link` line (sequence, prev_hash, hash only) for each
+event between them that is not selected, every checkpoint in that span up to the first checkpoint
+after the selection; then unsealed events of the selection as `pending` lines (not yet
+verifiable), and a footer with the counts. docs/audit.md describes each line.
+
+iter_export_jsonl streams: memory stays constant whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from django.db.models import Exists, Max, Min, OuterRef, QuerySet
+from django.utils import timezone
+
+from .chain import ROW_FIELDS, checkpoint_record, event_record, hash_alg
+from .models import AuditCheckpoint, AuditEvent
+from .offline_verify import FOOTER_COUNTS, FORMAT, FORMAT_VERSION, format_timestamp
+from .signing import get_signer, public_pem
+from .verify import CHUNK, merged
+
+LINK_FIELDS = ("sequence", "prev_hash", "hash")
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def _span(selected: QuerySet) -> tuple[dict | None, int, int] | None:
+    """(anchor checkpoint, first, last sequence) of the chain span that proves `selected`."""
+    bounds = selected.aggregate(lo=Min("sequence"), hi=Max("sequence"))
+    if bounds["lo"] is None:
+        return None
+    anchor = AuditCheckpoint.objects.filter(sequence__lt=bounds["lo"]).order_by("-sequence").first()
+    closing = AuditCheckpoint.objects.filter(sequence__gte=bounds["hi"]).order_by("sequence").first()
+    first = anchor.sequence + 1 if anchor else 1
+    return anchor, first, closing.sequence if closing else bounds["hi"]
+
+
+def _chain_lines(queryset: QuerySet, first: int, last: int, counts: dict) -> Iterator[str]:
+    rows = AuditEvent.objects.filter(sequence__gte=first, sequence__lte=last)
+    everything = not queryset.query.has_filters()
+    if not everything:
+        rows = rows.annotate(selected=Exists(queryset.filter(pk=OuterRef("pk"))))
+    fields = (*ROW_FIELDS, "selected") if not everything else ROW_FIELDS
+    events = rows.order_by("sequence").values(*fields).iterator(chunk_size=CHUNK)
+    cps = AuditCheckpoint.objects.filter(sequence__gte=first, sequence__lte=last).order_by("sequence").iterator()
+    try:
+        for record in merged((_event_or_link(r, everything) for r in events), (checkpoint_record(c) for c in cps)):
+            counts[record["type"]] += 1
+            yield _line(record)
+    finally:  # a reader that stops early: close the server-side cursors now (see verify.sealed_records)
+        events.close()
+        cps.close()
+
+
+def _event_or_link(row: dict, everything: bool) -> dict:
+    if everything or row.pop("selected"):
+        return event_record(row)
+    return {"type": "link", **{k: row[k] for k in LINK_FIELDS}}
+
+
+def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> Iterator[str]:
+    """Stream `queryset` (AuditEvent rows, any filter) as an export file, line by line.
+    `selection` (e.g. the filters the caller used) is copied into the header for the reader."""
+    signer = get_signer()
+    counts = {"event": 0, "link": 0, "checkpoint": 0, "pending": 0}
+    span = _span(queryset.filter(sequence__isnull=False))
+    header = {
+        "type": "header",
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "hash_alg": hash_alg(),
+        "exported_at": format_timestamp(timezone.now()),
+        "selection": selection or {},
+        "range": [span[1], span[2]] if span else None,
+        "public_keys": {signer.key_id: public_pem(signer)},
+    }
+    yield _line(header)
+    if span is not None:
+        anchor, first, last = span
+        if anchor is not None:
+            counts["checkpoint"] += 1
+            yield _line(checkpoint_record(anchor))
+        yield from _chain_lines(queryset, first, last, counts)
+    pending = queryset.filter(sequence__isnull=True).order_by("id").values(*ROW_FIELDS).iterator(chunk_size=CHUNK)
+    for row in pending:
+        counts["pending"] += 1
+        yield _line({**event_record(row), "type": "pending"})
+    yield _line({"type": "footer", **{FOOTER_COUNTS[k]: v for k, v in counts.items()}})

@@ -1,0 +1,364 @@
+"""Verify a Sovereign audit chain: the canonical encoding, the hash chain and the signed checkpoints.
+
+This module is the single definition of how events and checkpoints are hashed and signed. The
+portal uses it (sealer, `audit_verify`, `GET /api/v1/audit/verify/`), and an auditor runs it on
+an export file without the portal, with the standard library and `cryptography` only::
+
+    python offline_verify.py audit-export.jsonl --public-key audit-signing.pem
+
+It prints a JSON report and exits 0 when the file verifies, 1 when it does not (the report names
+the first bad sequence and what is wrong), 2 when it cannot run (unreadable file, no key).
+It imports nothing from Django: copy this one file to a machine that has never seen the portal.
+The export format is described in docs/audit.md ("Export file format").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+FORMAT = "sovereign-audit-export"
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+SIG_ALG = "ecdsa-p256-sha256"
+HASH_ALGS = ("sha256", "sm3")
+
+# The fields an event's hash covers. `id` is the database's and is not covered; `sequence` is,
+# so an event cannot be moved to another position without changing its hash.
+EVENT_FIELDS = (
+    "sequence",
+    "timestamp",
+    "actor_id",
+    "actor_name",
+    "actor_roles",
+    "token_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "event_type",
+    "event_group",
+    "target_type",
+    "target_id",
+    "target_display",
+    "outcome",
+    "error_code",
+    "details",
+    "prev_hash",
+)
+CHECKPOINT_FIELDS = ("sequence", "head", "hash_alg", "created_at", "prev", "key_id", "sig_alg")
+
+MODIFIED, DELETED, INSERTED, REORDERED, FORGED = "modified", "deleted", "inserted", "reordered", "forged_checkpoint"
+PROBLEM_KINDS = (MODIFIED, DELETED, INSERTED, REORDERED, FORGED)
+FOOTER_COUNTS = {"event": "events", "link": "links", "checkpoint": "checkpoints", "pending": "pending"}
+LOOKAHEAD = 256  # how far ahead a broken link is looked for to tell "reordered" from "deleted"
+
+
+# --- encoding and hashing -------------------------------------------------------------------
+
+
+def canonical_json(value) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: one byte string per value, on any machine."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def format_timestamp(value: datetime) -> str:
+    """UTC, microseconds, `Z`: `2025-01-31T09:30:00.000000Z`."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def digest(data: bytes, hash_alg: str) -> str:
+    if hash_alg == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    if hash_alg == "sm3":
+        h = hashes.Hash(hashes.SM3())
+        h.update(data)
+        return h.finalize().hex()
+    raise ValueError(f"unknown hash algorithm {hash_alg!r} (expected one of {', '.join(HASH_ALGS)})")
+
+
+def event_hash(event: dict, hash_alg: str) -> str:
+    """The hash of one event: its canonical fields, including its sequence and its predecessor's hash."""
+    return digest(b"sovereign-audit-event/1\n" + canonical_json({k: event[k] for k in EVENT_FIELDS}), hash_alg)
+
+
+def checkpoint_payload(checkpoint: dict) -> bytes:
+    """The bytes a checkpoint's signature covers."""
+    return b"sovereign-audit-checkpoint/1\n" + canonical_json({k: checkpoint[k] for k in CHECKPOINT_FIELDS})
+
+
+def checkpoint_digest(checkpoint: dict) -> str:
+    """What the next checkpoint's `prev` holds: the digest of this one's signed payload."""
+    return digest(checkpoint_payload(checkpoint), checkpoint["hash_alg"])
+
+
+def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
+    """`p256:` and the first 16 bytes (hex) of the SHA-256 of the key's SubjectPublicKeyInfo."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "p256:" + hashlib.sha256(spki).hexdigest()[:32]
+
+
+def load_public_keys(pems: Iterable[bytes]) -> dict[str, ec.EllipticCurvePublicKey]:
+    keys = {}
+    for pem in pems:
+        key = serialization.load_pem_public_key(pem)
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise ValueError("the checkpoint public key must be an ECDSA P-256 key")
+        keys[key_id_of(key)] = key
+    return keys
+
+
+def signature_valid(checkpoint: dict, public_keys: dict) -> str:
+    """'' when the checkpoint's signature verifies, else why not."""
+    if checkpoint.get("sig_alg") != SIG_ALG:
+        return f"unknown signature algorithm {checkpoint.get('sig_alg')!r}"
+    key = public_keys.get(checkpoint.get("key_id"))
+    if key is None:
+        return f"signed with key {checkpoint.get('key_id')!r}, which is not a trusted checkpoint key"
+    try:
+        key.verify(base64.b64decode(checkpoint["signature"]), checkpoint_payload(checkpoint), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return "the signature does not verify"
+    return ""
+
+
+# --- the walk -------------------------------------------------------------------------------
+
+
+class _Peekable:
+    def __init__(self, items: Iterable[dict]):
+        self._it: Iterator[dict] = iter(items)
+        self._buf: deque[dict] = deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self._buf.popleft() if self._buf else next(self._it)
+
+    def peek(self, n: int) -> list[dict]:
+        while len(self._buf) < n:
+            try:
+                self._buf.append(next(self._it))
+            except StopIteration:
+                break
+        return list(self._buf)[:n]
+
+
+class Problem(Exception):
+    def __init__(self, kind: str, sequence: int, detail: str):
+        super().__init__(detail)
+        self.kind, self.sequence, self.detail = kind, sequence, detail
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "sequence": self.sequence, "detail": self.detail}
+
+
+class _Walk:
+    """State of one pass over records in sequence order (events, `link` stand-ins, checkpoints)."""
+
+    def __init__(self, records: Iterable[dict], public_keys: dict, hash_alg: str):
+        self.records = _Peekable(records)
+        self.keys, self.hash_alg = public_keys, hash_alg
+        self.head = self.prev_head = None
+        self.expected: int | None = None
+        self.first = self.last = None
+        self.events = self.links = self.checkpoints = 0
+        self.last_checkpoint: dict | None = None
+
+    def run(self) -> None:
+        for record in self.records:
+            kind = record.get("type", "event")
+            if kind == "checkpoint":
+                self.checkpoint(record)
+            elif kind in ("event", "link"):
+                self.event(record, full=kind == "event")
+
+    def start(self, record: dict) -> None:
+        seq = record["sequence"]
+        anchor = self.last_checkpoint
+        if anchor is not None and anchor["sequence"] == seq - 1:
+            self.head, self.expected = anchor["head"], seq
+        elif seq == 1 and anchor is None:
+            self.head, self.expected = GENESIS, 1
+        else:
+            first_missing = anchor["sequence"] + 1 if anchor is not None and anchor["sequence"] < seq else 1
+            raise Problem(DELETED, first_missing, f"the log starts at sequence {seq}: events before it are missing")
+        self.first = seq
+
+    def event(self, record: dict, full: bool) -> None:
+        if self.expected is None:
+            self.start(record)
+        seq = record["sequence"]
+        if seq > self.expected:
+            raise Problem(DELETED, self.expected, f"events {self.expected}..{seq - 1} are missing")
+        if seq < self.expected:
+            raise Problem(INSERTED, seq, f"a second event claims sequence {seq}")
+        if record["prev_hash"] != self.head:
+            self.broken_link(record)
+        if full and event_hash(record, self.hash_alg) != record["hash"]:
+            raise Problem(MODIFIED, seq, f"event {seq} does not match its hash: its content was changed")
+        self.prev_head, self.head = self.head, record["hash"]
+        self.last, self.expected = seq, seq + 1
+        self.events += full
+        self.links += not full
+
+    def broken_link(self, record: dict) -> None:
+        seq, prev = record["sequence"], record["prev_hash"]
+        ahead = [r for r in self.records.peek(LOOKAHEAD) if r.get("type", "event") != "checkpoint"]
+        if any(r.get("hash") == prev for r in ahead):
+            raise Problem(REORDERED, seq, f"event {seq} follows an event that appears later in the log")
+        if self.prev_head is not None and prev == self.prev_head:
+            raise Problem(INSERTED, seq - 1, f"event {seq - 1} is not part of the chain: it was inserted")
+        if ahead and ahead[0]["prev_hash"] == self.head:
+            raise Problem(INSERTED, seq, f"event {seq} is not part of the chain: it was inserted")
+        raise Problem(DELETED, seq, f"the event before sequence {seq} is missing or was rewritten")
+
+    def checkpoint(self, cp: dict) -> None:
+        seq = cp["sequence"]
+        why = signature_valid(cp, self.keys)
+        if why:
+            raise Problem(FORGED, seq, f"checkpoint at sequence {seq}: {why}")
+        if cp["hash_alg"] != self.hash_alg:
+            raise Problem(FORGED, seq, f"checkpoint at sequence {seq} uses {cp['hash_alg']}, the log {self.hash_alg}")
+        if self.last_checkpoint is not None and cp["prev"] != checkpoint_digest(self.last_checkpoint):
+            raise Problem(FORGED, seq, f"checkpoint at sequence {seq} does not reference the checkpoint before it")
+        if self.expected is not None:
+            if seq != self.last:
+                raise Problem(DELETED, self.expected, f"checkpoint {seq} covers events the log does not have")
+            if cp["head"] != self.head:
+                since = self.last_checkpoint["sequence"] + 1 if self.last_checkpoint else self.first
+                raise Problem(MODIFIED, since, f"events after {since - 1} were rewritten: head differs from checkpoint")
+        self.last_checkpoint = cp
+        self.checkpoints += 1
+
+    def finish(self) -> None:
+        cp = self.last_checkpoint
+        if cp is not None and self.expected is None:
+            # Checkpoints but no event at all. A purge always leaves its own `audit.purge` event after
+            # the anchor, so this is a deletion: from the start if no checkpoint came before this one.
+            missing = 1 if cp["prev"] == "" else cp["sequence"] + 1
+            raise Problem(DELETED, missing, f"no event is left although a checkpoint covers sequence {cp['sequence']}")
+
+
+def verify_records(records: Iterable[dict], public_keys: dict, hash_alg: str) -> dict:
+    """Walk records in sequence order (an anchor checkpoint may come first; a checkpoint follows
+    the event of its sequence) and report the first problem, if any."""
+    walk = _Walk(records, public_keys, hash_alg)
+    problem = None
+    try:
+        walk.run()
+        walk.finish()
+    except Problem as exc:
+        problem = exc
+    covered = walk.last_checkpoint["sequence"] if walk.last_checkpoint else 0
+    empty = problem is None and walk.events + walk.links == 0 and walk.checkpoints == 0
+    return {
+        "ok": problem is None,
+        "status": "empty" if empty else ("ok" if problem is None else "tampered"),
+        "detail": _summary(problem, empty, walk),
+        "hash_alg": hash_alg,
+        "events_checked": walk.events,
+        "links_checked": walk.links,
+        "checkpoints_checked": walk.checkpoints,
+        "first_sequence": walk.first,
+        "last_sequence": walk.last,
+        "last_checkpoint_sequence": covered or None,
+        "unsigned_tail": max(0, (walk.last or 0) - covered) if problem is None else None,
+        "problem": problem.as_dict() if problem else None,
+    }
+
+
+def _summary(problem: Problem | None, empty: bool, walk: _Walk) -> str:
+    if problem is not None:
+        return f"{problem.kind} at sequence {problem.sequence}: {problem.detail}"
+    if empty:
+        return "the audit log is empty: there is nothing to verify yet"
+    return f"sequences {walk.first}..{walk.last} verify; {walk.checkpoints} checkpoint signature(s) verify"
+
+
+# --- export files ---------------------------------------------------------------------------
+
+
+def read_export(lines: Iterable[str]) -> tuple[dict, Iterator[dict]]:
+    """Split an export into its header and an iterator over its records (footer checked at the end)."""
+    it = iter(lines)
+    try:
+        header = json.loads(next(it))
+    except (StopIteration, json.JSONDecodeError) as exc:
+        raise ValueError("not an audit export: the first line is not a JSON header") from exc
+    if header.get("type") != "header" or header.get("format") != FORMAT:
+        raise ValueError(f"not an audit export: the header's format is not {FORMAT!r}")
+    if header.get("version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported export version {header.get('version')!r} (this verifier reads {FORMAT_VERSION})")
+    if header.get("hash_alg") not in HASH_ALGS:
+        raise ValueError(f"unknown hash algorithm {header.get('hash_alg')!r}")
+    return header, _records(it)
+
+
+def _records(lines: Iterator[str]) -> Iterator[dict]:
+    counts = {"event": 0, "link": 0, "checkpoint": 0, "pending": 0}
+    for number, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        kind = record.get("type")
+        if kind == "footer":
+            expected = {k: record.get(name) for k, name in FOOTER_COUNTS.items()}
+            if expected != counts:
+                raise Problem(DELETED, 0, f"the file's footer counts {expected}, the file holds {counts}")
+            return
+        if kind not in counts:
+            raise ValueError(f"line {number}: unknown record type {kind!r}")
+        counts[kind] += 1
+        if kind != "pending":
+            yield record
+    raise Problem(DELETED, 0, "the file has no footer: it was truncated")
+
+
+def verify_export(lines: Iterable[str], public_keys: dict) -> dict:
+    header, records = read_export(lines)
+    try:
+        report = verify_records(records, public_keys, header["hash_alg"])
+    except Problem as exc:  # raised by the footer check, after the walk
+        return {"ok": False, "status": "tampered", "detail": exc.detail, "problem": exc.as_dict()}
+    report["selection"] = header.get("selection", {})
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Verify a Sovereign audit export offline.")
+    parser.add_argument("export", help="the .jsonl export file")
+    parser.add_argument("--public-key", action="append", default=[], help="trusted checkpoint key (PEM); repeatable")
+    parser.add_argument(
+        "--trust-embedded-keys", action="store_true", help="trust the keys in the file's header (not recommended)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        pems = [open(path, "rb").read() for path in args.public_key]  # noqa: SIM115 - tiny files
+        with open(args.export, encoding="utf-8") as fh:
+            if args.trust_embedded_keys:
+                header = json.loads(fh.readline())
+                pems += [pem.encode() for pem in header.get("public_keys", {}).values()]
+                fh.seek(0)
+            if not pems:
+                parser.error("give the checkpoint public key with --public-key (from `manage.py audit_public_key`)")
+            report = verify_export(fh, load_public_keys(pems))
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"ok": False, "status": "error", "detail": str(exc)}), file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

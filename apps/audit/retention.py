@@ -1,0 +1,117 @@
+"""Retention: purge whole sealed ranges older than the retention period, archived first.
+
+Only a range that ends at a checkpoint is purged, and only when every event in it is older than
+the retention period. The range is first written to an export file (the same format as any
+export, verified offline before anything is deleted); then the database's purge function deletes
+it and the checkpoints before the last one, which stays as the anchor the remaining chain starts
+from. The purge itself is an audit event, sealed right after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from .chain import seal_pending
+from .export import iter_export_jsonl
+from .models import AuditCheckpoint, AuditEvent
+from .offline_verify import format_timestamp, verify_export
+from .services import record_event
+from .signing import trusted_public_keys
+
+
+def retention_days() -> int:
+    """How long audit events are kept. SOVEREIGN_AUDIT_RETENTION_DAYS (default 2192 days, HIPAA's
+    six years); the compliance profiles will compute the longest applicable period here."""
+    return settings.AUDIT_RETENTION_DAYS
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    through_sequence: int
+    events: int
+    archive: Path
+    archive_sha256: str
+
+
+def purgeable_checkpoint(cutoff: datetime) -> AuditCheckpoint | None:
+    """The last checkpoint up to which every sealed event is older than `cutoff`, if it has events to purge."""
+    young = AuditEvent.objects.filter(sequence__isnull=False, timestamp__gte=cutoff).aggregate(s=Min("sequence"))["s"]
+    candidates = AuditCheckpoint.objects.all()
+    if young is not None:
+        candidates = candidates.filter(sequence__lt=young)
+    cp = candidates.order_by("-sequence").first()
+    if cp is None or not AuditEvent.objects.filter(sequence__lte=cp.sequence).exists():
+        return None
+    return cp
+
+
+def archive_range(through: int) -> tuple[Path, str]:
+    """Write events up to `through` to an export file (atomically) and verify it offline."""
+    directory = Path(settings.AUDIT_ARCHIVE_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    first = AuditEvent.objects.filter(sequence__lte=through).aggregate(s=Min("sequence"))["s"]
+    path = directory / f"audit-{first:012d}-{through:012d}.jsonl"
+    partial = path.with_suffix(".partial")
+    digest = hashlib.sha256()
+    with open(partial, "w", encoding="utf-8") as fh:
+        for line in iter_export_jsonl(AuditEvent.objects.filter(sequence__lte=through), selection={"purge": through}):
+            fh.write(line)
+            digest.update(line.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    with open(partial, encoding="utf-8") as fh:
+        report = verify_export(fh, trusted_public_keys())
+    if not report["ok"]:
+        partial.unlink()
+        raise RuntimeError(f"audit archive of sequences {first}..{through} does not verify: {report['detail']}")
+    partial.replace(path)
+    return path, digest.hexdigest()
+
+
+def purge_expired(*, now: datetime | None = None) -> PurgeResult | None:
+    """Archive then delete the oldest whole sealed range older than retention; None if nothing is due."""
+    days = retention_days()
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    seal_pending(checkpoint=False)
+    cp = purgeable_checkpoint(cutoff)
+    if cp is None:
+        return None
+    path, sha = archive_range(cp.sequence)
+    with transaction.atomic():
+        events = _delete_through(cp.sequence, cutoff)
+        record_event(
+            "audit.purge",
+            actor=None,
+            target_type="audit.auditcheckpoint",
+            target_id=str(cp.sequence),
+            target_display=f"events through sequence {cp.sequence}",
+            details={
+                "through_sequence": cp.sequence,
+                "events": events,
+                "cutoff": format_timestamp(cutoff),
+                "retention_days": days,
+                "archive": path.name,
+                "archive_sha256": sha,
+            },
+        )
+    seal_pending(checkpoint=True)
+    return PurgeResult(cp.sequence, events, path, sha)
+
+
+def _delete_through(through: int, cutoff: datetime) -> int:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sovereign_audit_purge(%s, %s)", [through, cutoff])
+            return int(cursor.fetchone()[0])
+    deleted, _ = AuditEvent.objects.filter(sequence__lte=through).delete()  # SQLite (development): no trigger
+    AuditCheckpoint.objects.filter(sequence__lt=through).delete()
+    return deleted

@@ -1,0 +1,18 @@
+"""Celery tasks of the audit log: the sealer (every second) and the retention purge (daily)."""
+
+from celery import shared_task
+
+from . import chain, retention
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def seal_audit_log() -> int:
+    """Seal committed events into the chain and write a checkpoint when one is due."""
+    return chain.seal_pending().sealed
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def purge_expired_audit() -> int:
+    """Archive and purge the sealed range older than retention, if any."""
+    result = retention.purge_expired()
+    return result.events if result else 0
