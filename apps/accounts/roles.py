@@ -25,12 +25,12 @@ _VIEW_OPS = (
 )
 
 # Compliance: the security officer decides which profiles apply and attests manual controls; the
-# auditor reads, evaluates and exports. Both may generate and download signed reports.
+# auditor reads and exports (view_/export_ only, like all its permissions). Both may generate and
+# download signed reports; evaluating on demand is the officer's (the schedule evaluates anyway).
 _COMPLIANCE_READ = (
     "compliance.view_profileattachment",
     "compliance.view_modelpolicy",
     "compliance.view_controlresult",
-    "compliance.evaluate_controls",
     "compliance.view_attestation",
     "compliance.view_compliancereport",
     "compliance.export_compliancereport",
@@ -73,6 +73,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         *_COMPLIANCE_READ,
         "compliance.manage_profiles",
         "compliance.add_attestation",
+        "compliance.evaluate_controls",
     ),
     AUDITOR: (
         *_VIEW_OPS,

@@ -248,8 +248,8 @@ TABLE: dict[str, list[Row]] = {
     "audit-event-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
     "audit-event-detail": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED, args={"pk": "@event"})],
     "audit-verify-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
-    # Compliance: the security officer attaches profiles and attests; officer and auditor read,
-    # evaluate and export signed reports; the admin role has no part in it.
+    # Compliance: the security officer attaches profiles, attests and evaluates on demand; officer
+    # and auditor read and export signed reports; the admin role has no part in it.
     "compliance-profile-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
     "compliance-attachment-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
@@ -262,7 +262,7 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
         api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
     ],
-    "compliance-evaluate": [api("post", UNAUTH, DENIED, 201, 201, DENIED, DENIED, data={})],
+    "compliance-evaluate": [api("post", UNAUTH, DENIED, 201, DENIED, DENIED, DENIED, data={})],
     "compliance-run-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
     "compliance-result-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
     "compliance-attestation-list": [
