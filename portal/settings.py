@@ -300,6 +300,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("SOVEREIGN_LOG_LEVEL", default="INFO")},
+    # WeasyPrint logs every layout step of a compliance report at INFO.
+    "loggers": {"weasyprint": {"level": "WARNING"}, "fontTools": {"level": "WARNING"}},
 }
 
 FILE_UPLOAD_HANDLERS = ["apps.core.uploads.InMemoryLimitedUploadHandler"]
