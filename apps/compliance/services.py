@@ -104,7 +104,9 @@ def set_model_policy(*, model_id: int, phi: bool, deid_mode: str, actor, source:
     from .effective import phi_by_attachment
 
     if deid_mode not in DeidMode.values:
-        raise ServiceError("invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", "deid_mode")
+        raise ServiceError(
+            "invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", field="deid_mode"
+        )
     with transaction.atomic():
         model = Model.objects.select_for_update().filter(pk=model_id).first()
         if model is None:
@@ -146,14 +148,14 @@ def upload_attestation(
         raise ServiceError("unknown_control", f"profile {profile} has no control {control_id!r}", field="control_id")
     if "manual.attestation" not in control.checks:
         raise ServiceError(
-            "not_manual", f"{control_id} is checked automatically; it takes no attestation", "control_id"
+            "not_manual", f"{control_id} is checked automatically; it takes no attestation", field="control_id"
         )
     if expires_at <= timezone.now():
         raise ServiceError("expired", "expires_at must be in the future", field="expires_at")
     if not content:
         raise ServiceError("empty_file", "the attestation file is empty", field="file")
     if len(content) > MAX_ATTESTATION_BYTES:
-        raise ServiceError("file_too_large", f"attestations are limited to {MAX_ATTESTATION_BYTES} bytes", "file")
+        raise ServiceError("file_too_large", f"attestations are limited to {MAX_ATTESTATION_BYTES} bytes", field="file")
     storage_name = f"att-{secrets.token_hex(12)}"
     sha = hashlib.sha256(content).hexdigest()
     path = directory("attestations") / storage_name

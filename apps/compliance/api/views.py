@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.services import Source
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import Conflict, NotFound, ServiceError
 
 from .. import services
 from ..catalog import profiles
@@ -210,9 +210,11 @@ class ComplianceReportViewSet(
         report = self.get_object()
         fmt = request.query_params.get("file_format", "pdf")
         if fmt not in DOWNLOAD_FORMATS:
-            raise ServiceError("invalid_format", f"file_format must be one of {', '.join(DOWNLOAD_FORMATS)}", 400)
+            raise ServiceError(
+                "invalid_format", f"file_format must be one of {', '.join(DOWNLOAD_FORMATS)}", field="file_format"
+            )
         if report.state != ReportState.DONE:
-            raise ServiceError("report_not_ready", f"the report is {report.state} ({report.progress}%)", 409)
+            raise Conflict("report_not_ready", f"the report is {report.state} ({report.progress}%)")
         path = directory("reports") / report.files.get(fmt, "")
         if not report.files.get(fmt) or not path.is_file():
             raise NotFound("report_file_missing", f"the {fmt} file of report {report.pk} is missing")
