@@ -27,6 +27,14 @@ run: install
 system-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
+	@# Compliance reports: WeasyPrint needs pango; Chinese text a CJK font; the tests read PDFs back with
+	@# pdftotext (poppler-utils); msgfmt (gettext) recompiles the report translations.
+	@missing=""; \
+	  ldconfig -p | grep -q libpango-1.0.so || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
+	  fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
+	  command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	  command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
 test: install system-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \

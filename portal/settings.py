@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.deployments",
     "apps.gateway",
+    "apps.compliance",
 ]
 
 MIDDLEWARE = [
@@ -224,8 +225,18 @@ AUDIT_SIGNING_KEY_LABEL = env.str("SOVEREIGN_AUDIT_SIGNING_KEY_LABEL", default="
 # django-auditlog (field-level history, bridged into the chain by apps/audit/fieldlog.py)
 AUDITLOG_CID_GETTER = "apps.core.context.current_request_id"
 AUDITLOG_DISABLE_REMOTE_ADDR = True  # the bridged audit event records the source address
+# Dotted paths of functions returning a minimum retention in days (the compliance profiles');
+# apps.audit.retention.retention_days() keeps the longest of these and AUDIT_RETENTION_DAYS.
+AUDIT_RETENTION_HOOKS = env.list(
+    "SOVEREIGN_AUDIT_RETENTION_HOOKS", default=["apps.compliance.effective.audit_retention_days"]
+)
 # Retired checkpoint public keys (PEM files, comma-separated) whose old signatures still count.
 AUDIT_TRUSTED_KEYS = env.list("SOVEREIGN_AUDIT_TRUSTED_KEYS", default=[])
+
+# --- Compliance (docs/compliance.md) -------------------------------------------------------
+# Attestation files and signed reports (0600 files in 0700 directories).
+COMPLIANCE_DIR = Path(env.str("SOVEREIGN_COMPLIANCE_DIR", default=str(DATA_DIR / "compliance")))
+COMPLIANCE_EVALUATE_SECONDS = env.float("SOVEREIGN_COMPLIANCE_EVALUATE_SECONDS", default=3600.0)
 
 # --- Celery ------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -260,6 +271,7 @@ CELERY_BEAT_SCHEDULE = {
     "resume-stalled-kek-rotations": {"task": "apps.keys.tasks.resume_stalled_rotations", "schedule": 60.0},
     "audit-seal": {"task": "apps.audit.tasks.seal_audit_log", "schedule": 1.0, "options": {"expires": 5.0}},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
+    "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }
 
 # --- API ---------------------------------------------------------------------------------
@@ -294,6 +306,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("SOVEREIGN_LOG_LEVEL", default="INFO")},
+    # WeasyPrint logs every layout step of a compliance report at INFO.
+    "loggers": {"weasyprint": {"level": "WARNING"}, "fontTools": {"level": "WARNING"}},
 }
 
 FILE_UPLOAD_HANDLERS = ["apps.core.uploads.InMemoryLimitedUploadHandler"]

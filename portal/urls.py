@@ -26,5 +26,6 @@ urlpatterns = [
     path("api/v1/accounts/", include("apps.accounts.api.urls")),
     path("api/v1/audit/", include("apps.audit.api.urls")),
     path("api/v1/keys/", include("apps.keys.api.urls")),
+    path("api/v1/compliance/", include("apps.compliance.api.urls")),
     path("", include("apps.gateway.urls")),
 ]

@@ -24,6 +24,18 @@ _VIEW_OPS = (
     "deployments.view_deploymenttransition",
 )
 
+# Compliance: the security officer decides which profiles apply and attests manual controls; the
+# auditor reads and exports (view_/export_ only, like all its permissions). Both may generate and
+# download signed reports; evaluating on demand is the officer's (the schedule evaluates anyway).
+_COMPLIANCE_READ = (
+    "compliance.view_profileattachment",
+    "compliance.view_modelpolicy",
+    "compliance.view_controlresult",
+    "compliance.view_attestation",
+    "compliance.view_compliancereport",
+    "compliance.export_compliancereport",
+)
+
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     ADMIN: (
         *_VIEW_OPS,
@@ -60,6 +72,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "accounts.view_profile",
         "auth.view_user",
         "auth.view_group",
+        *_COMPLIANCE_READ,
+        "compliance.manage_profiles",
+        "compliance.add_attestation",
+        "compliance.evaluate_controls",
     ),
     AUDITOR: (
         *_VIEW_OPS,
@@ -75,6 +91,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "accounts.view_profile",
         "auth.view_user",
         "auth.view_group",
+        *_COMPLIANCE_READ,
     ),
     ANALYST: (),  # everything an analyst may touch comes from per-model grants
     GUEST: ("registry.view_catalogue",),

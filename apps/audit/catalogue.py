@@ -48,6 +48,16 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request": "Deployment requested",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    # compliance
+    "compliance.profile.attach": "Compliance profile attached (installation or model)",
+    "compliance.profile.detach": "Compliance profile detached",
+    "compliance.policy.update": "Model personal-data / de-identification policy changed",
+    "compliance.attestation.upload": "Attestation uploaded for a manual control",
+    "compliance.evaluate": "Compliance controls evaluated",
+    "compliance.control.regressed": "ALERT: a compliance control regressed from pass to fail",
+    "compliance.report.request": "Compliance report requested",
+    "compliance.report.generate": "Compliance report generated and signed (or failed)",
+    "compliance.report.download": "Compliance report downloaded",
     # inference
     "inference.infer": "Inference call through the gateway",
     "inference.metadata": "Model metadata read through the gateway",

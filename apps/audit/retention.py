@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .chain import seal_pending
 from .export import iter_export_jsonl
@@ -29,9 +31,17 @@ from .signing import trusted_public_keys
 
 
 def retention_days() -> int:
-    """How long audit events are kept. SOVEREIGN_AUDIT_RETENTION_DAYS (default 2192 days, HIPAA's
-    six years); the compliance profiles will compute the longest applicable period here."""
-    return settings.AUDIT_RETENTION_DAYS
+    """How long audit events are kept: the longest of SOVEREIGN_AUDIT_RETENTION_DAYS (default 2192
+    days, HIPAA's six years) and what each AUDIT_RETENTION_HOOKS function requires (the compliance
+    profiles attached: HIPAA six years, 等保 six months). Hooks are dotted paths, so this app
+    never imports the compliance app; a hook of an app that is not installed is skipped."""
+    days = settings.AUDIT_RETENTION_DAYS
+    for path in getattr(settings, "AUDIT_RETENTION_HOOKS", ()):
+        app_module = path.rsplit(".", 2)[0]
+        if not apps.is_installed(app_module):
+            continue
+        days = max(days, int(import_string(path)() or 0))
+    return days
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,44 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"file_format": "csv"}),
     ],
     "audit-verify-list": [api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED)],
+    # Compliance: the security officer attaches profiles, attests and evaluates on demand; officer
+    # and auditor read and export signed reports; the admin role has no part in it.
+    "compliance-profile-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "compliance-attachment-list": [
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
+        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
+    ],
+    "compliance-attachment-detail": [
+        api("delete", UNAUTH, DENIED, 204, DENIED, DENIED, DENIED, args={"pk": "@attachment"})
+    ],
+    "compliance-policy-list": [
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
+        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
+    ],
+    "compliance-evaluate": [api("post", UNAUTH, DENIED, 201, DENIED, DENIED, DENIED, data={})],
+    "compliance-run-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "compliance-result-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "compliance-attestation-list": [
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
+        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}, multipart=True),
+    ],
+    "compliance-report-list": [
+        api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
+        api("post", UNAUTH, DENIED, INVALID, INVALID, DENIED, DENIED, data={}),
+    ],
+    "compliance-report-detail": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@report"})],
+    "compliance-report-download": [
+        api(
+            "get",
+            UNAUTH,
+            DENIED,
+            "409 report_not_ready",
+            "409 report_not_ready",
+            DENIED,
+            DENIED,
+            args={"pk": "@report"},
+        )
+    ],
 }
 # The gateway: roles with registry.view_model see metadata of every model; only an invoke grant
 # invokes; guests know the catalogue, so refusing them says nothing new (403, not 404).
@@ -290,6 +328,9 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
     "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
+    "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, set()),
+    "compliance.controlresult": ("@result", {"officer", "auditor"}, set()),
+    "compliance.compliancereport": ("@report", {"officer", "auditor"}, set()),
 }
 
 
@@ -407,6 +448,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "failure_log": AccessFailureLog.objects.create(**attempt).pk,
         "kek": kek.pk,
         "rotation": KekRotation.objects.create(to_kek=kek, state=RotationState.DONE).pk,
+        **_compliance_objects(granted.model),
     }
     users = {
         "admin": staff_user,
@@ -431,6 +473,19 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
     }
     api_clients.update(anon=web["anon"], no_otp=web["no_otp"])
     return World(ids=ids, web=web, api=api_clients, fresh_web=session)
+
+
+def _compliance_objects(model) -> dict:
+    from django.utils import timezone
+
+    from apps.compliance.models import ComplianceReport, ControlResult, EvaluationRun, ProfileAttachment
+
+    attachment = ProfileAttachment.objects.create(profile="hipaa", model=model)
+    run = EvaluationRun.objects.create(finished_at=timezone.now())
+    result = ControlResult.objects.create(run=run, profile="hipaa", control_id="164.312(b)", family="x", status="pass")
+    now = timezone.now()
+    report = ComplianceReport.objects.create(profile="hipaa", period_start=now, period_end=now, language="en")
+    return {"attachment": attachment.pk, "result": result.pk, "report": report.pk}
 
 
 def _url(world: World, key: str, r: Row) -> str:

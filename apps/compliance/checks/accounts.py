@@ -1,0 +1,228 @@
+"""Checks of people and privileges: second factors, dormant, shared and default accounts, role
+separation, break-glass and grants."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Count, Max, Q
+
+from apps.accounts.roles import AUDITOR, EXCLUSIVE, PRIVILEGED, SECURITY_OFFICER
+
+from . import FAIL, NA, PASS, CheckResult, register
+
+SHARED_NAMES = frozenset({"admin", "administrator", "root", "shared", "team", "test", "user", "operator", "demo"})
+# What an installer or a demo leaves behind (bootstrap_demo's account is `admin`; its password
+# comes from SOVEREIGN_ADMIN_PASSWORD, which is itself a known value once written in a compose file).
+DEFAULT_PASSWORDS = ("admin", "password", "changeme", "sovereign", "admin123", "123456")
+LIST_LIMIT = 50
+
+
+def _active_users():
+    return get_user_model().objects.filter(is_active=True)
+
+
+def privileged_users():
+    return _active_users().filter(Q(is_superuser=True) | Q(groups__name__in=PRIVILEGED)).distinct()
+
+
+@register("access.privileged_2fa")
+def privileged_2fa(ctx) -> CheckResult:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    users = privileged_users()
+    enrolled = set(TOTPDevice.objects.filter(confirmed=True, user__in=users).values_list("user_id", flat=True))
+    missing = sorted(u.get_username() for u in users if u.pk not in enrolled)
+    tokens = get_user_model().objects.filter(pk__in=users.values("pk"), api_tokens__revoked_at__isnull=True)
+    evidence = {
+        "privileged_users": users.count(),
+        "without_confirmed_totp": missing[:LIST_LIMIT],
+        "gate_middleware": "apps.accounts.middleware.AccountGateMiddleware" in settings.MIDDLEWARE,
+        "single_factor_api_tokens_of_privileged_users": tokens.count(),
+    }
+    if missing or not evidence["gate_middleware"]:
+        return CheckResult(
+            FAIL,
+            f"{len(missing)} privileged user(s) without a confirmed TOTP device"
+            + ("" if evidence["gate_middleware"] else "; AccountGateMiddleware is not installed"),
+            evidence,
+            "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role.",
+        )
+    return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
+
+
+@register("access.api_requires_auth")
+def api_requires_auth(ctx) -> CheckResult:
+    classes = settings.REST_FRAMEWORK.get("DEFAULT_PERMISSION_CLASSES", [])
+    evidence = {"DEFAULT_PERMISSION_CLASSES": classes}
+    if classes != ["apps.core.permissions.ActionPermission"]:
+        return CheckResult(
+            FAIL,
+            "the API's default permission is not ActionPermission",
+            evidence,
+            'Set REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] to ["apps.core.permissions.ActionPermission"].',
+        )
+    return CheckResult(PASS, "every API route requires an authenticated, authorised caller", evidence)
+
+
+@register("accounts.unique_users")
+def unique_users(ctx) -> CheckResult:
+    shared = sorted(
+        u
+        for u in _active_users().filter(profile__is_service_account=False).values_list("username", flat=True)
+        if u.lower() in SHARED_NAMES
+    )
+    no_profile = sorted(
+        u
+        for u in _active_users().filter(profile__isnull=True).values_list("username", flat=True)
+        if u.lower() in SHARED_NAMES
+    )
+    names = sorted(set(shared) | set(no_profile))
+    evidence = {"active_accounts": _active_users().count(), "generic_names": names}
+    if names:
+        return CheckResult(
+            FAIL,
+            f"{len(names)} active account(s) with a generic, shareable name",
+            evidence,
+            "Create a named account per person, move roles to it and disable the generic account.",
+        )
+    return CheckResult(PASS, "no active account has a generic shareable name", evidence)
+
+
+@register("accounts.no_default_credentials")
+def no_default_credentials(ctx) -> CheckResult:
+    candidates = list(DEFAULT_PASSWORDS)
+    demo = os.environ.get("SOVEREIGN_ADMIN_PASSWORD", "")
+    if demo:
+        candidates.append(demo)
+    # Hashing is slow on purpose: try only the accounts an installer or a demo creates.
+    users = _active_users().filter(Q(username__in=SHARED_NAMES) | Q(is_superuser=True))
+    found = sorted(
+        u.get_username() for u in users if u.has_usable_password() and any(u.check_password(p) for p in candidates)
+    )
+    evidence = {
+        "accounts_tried": users.count(),
+        "passwords_tried": len(candidates),
+        "demo_password_tried": bool(demo),
+        "default_credentials": found,
+    }
+    if found:
+        return CheckResult(
+            FAIL,
+            f"{len(found)} account(s) still use a default or demo password",
+            evidence,
+            "Change the listed accounts' passwords (and unset SOVEREIGN_ADMIN_PASSWORD after the first run).",
+        )
+    return CheckResult(PASS, "no installer or demo account uses a default password", evidence)
+
+
+@register("accounts.dormant")
+def dormant(ctx) -> CheckResult:
+    cutoff = ctx.now - settings.DORMANT_ACCOUNT_AGE
+    users = _active_users().annotate(token_used=Max("api_tokens__last_used_at"))
+    stale = users.filter(
+        (Q(last_login__lt=cutoff) | Q(last_login__isnull=True, date_joined__lt=cutoff))
+        & (Q(token_used__isnull=True) | Q(token_used__lt=cutoff))
+    )
+    names = sorted(stale.values_list("username", flat=True))
+    evidence = {"dormant_after_days": settings.DORMANT_ACCOUNT_AGE.days, "dormant_active_accounts": names[:LIST_LIMIT]}
+    if names or settings.DORMANT_ACCOUNT_AGE.days > 90:
+        return CheckResult(
+            FAIL,
+            f"{len(names)} active account(s) unused for more than {settings.DORMANT_ACCOUNT_AGE.days} days",
+            evidence,
+            "Run apps.accounts.tasks.disable_dormant_accounts from Celery beat; keep SOVEREIGN_DORMANT_DAYS ≤ 90.",
+        )
+    return CheckResult(PASS, "no dormant account is active", evidence)
+
+
+def _role_conflicts(roles: frozenset[str]) -> list[str]:
+    held = (
+        _active_users()
+        .annotate(n=Count("groups", filter=Q(groups__name__in=roles), distinct=True))
+        .filter(n__gt=1)
+        .values_list("username", flat=True)
+    )
+    return sorted(held)
+
+
+@register("accounts.role_separation")
+def role_separation(ctx) -> CheckResult:
+    conflicts = _role_conflicts(EXCLUSIVE)
+    groups = set(Group.objects.filter(name__in=EXCLUSIVE).values_list("name", flat=True))
+    evidence = {"exclusive_roles": sorted(EXCLUSIVE), "roles_present": sorted(groups), "users_holding_two": conflicts}
+    if conflicts or groups != set(EXCLUSIVE):
+        return CheckResult(
+            FAIL,
+            f"{len(conflicts)} user(s) hold more than one of {', '.join(sorted(EXCLUSIVE))}",
+            evidence,
+            "Remove the extra role from each listed user (apps.accounts.services.remove_role); run `migrate` to "
+            "restore missing role groups.",
+        )
+    return CheckResult(PASS, "system, security and audit administration are held by different people", evidence)
+
+
+@register("accounts.crypto_role_separation")
+def crypto_role_separation(ctx) -> CheckResult:
+    key_perms = ("rotate_keyencryptionkey", "retire_keyencryptionkey")
+    auditor_key_perms = sorted(
+        Group.objects.filter(name=AUDITOR, permissions__codename__in=key_perms).values_list(
+            "permissions__codename", flat=True
+        )
+    )
+    both = _role_conflicts(frozenset({AUDITOR, SECURITY_OFFICER}))
+    evidence = {"auditor_key_permissions": auditor_key_perms, "users_auditor_and_key_admin": both}
+    if auditor_key_perms or both:
+        return CheckResult(
+            FAIL,
+            "the cryptography auditor can also administer keys",
+            evidence,
+            "Remove key-management permissions from the auditor role and split the listed users' roles.",
+        )
+    return CheckResult(PASS, "auditors cannot rotate or retire keys, and no auditor is a key administrator", evidence)
+
+
+@register("accounts.break_glass_audited")
+def break_glass_audited(ctx) -> CheckResult:
+    from apps.accounts.models import EmergencyAccess
+    from apps.audit.catalogue import EVENT_TYPES
+
+    types = ["auth.breakglass.grant", "auth.breakglass.use", "auth.breakglass.revoke"]
+    missing = [t for t in types if t not in EVENT_TYPES]
+    active = EmergencyAccess.objects.filter(revoked_at__isnull=True, expires_at__gt=ctx.now).count()
+    evidence = {
+        "audited_event_types": types,
+        "missing_event_types": missing,
+        "active_break_glass_grants": active,
+        "max_hours": settings.BREAK_GLASS_MAX.total_seconds() / 3600,
+    }
+    if missing:
+        return CheckResult(FAIL, "break-glass use is not fully audited", evidence, "Restore the break-glass events.")
+    return CheckResult(PASS, "break-glass roles are time-limited and every grant and use is audited", evidence)
+
+
+@register("access.grant_expiry")
+def grant_expiry(ctx) -> CheckResult:
+    from apps.accounts.models import ModelGroupGrant, ModelUserGrant
+
+    from ..effective import phi_model_ids
+
+    phi = phi_model_ids()
+    if not phi:
+        return CheckResult(NA, "no model receives PHI or personal information", {"phi_models": 0})
+    open_user = ModelUserGrant.objects.filter(content_object_id__in=phi, expires_at__isnull=True)
+    open_group = ModelGroupGrant.objects.filter(content_object_id__in=phi, expires_at__isnull=True)
+    rows = [f"{g.user} on {g.content_object}" for g in open_user.select_related("user", "content_object")[:LIST_LIMIT]]
+    rows += [f"group {g.group} on {g.content_object}" for g in open_group.select_related("group", "content_object")]
+    evidence = {"phi_models": len(phi), "grants_without_expiry": rows[:LIST_LIMIT]}
+    if rows:
+        return CheckResult(
+            FAIL,
+            f"{len(rows)} grant(s) on PHI models never expire",
+            evidence,
+            "Revoke the listed grants and grant them again with an expiry (expires_at).",
+        )
+    return CheckResult(PASS, "every grant on a PHI model expires", evidence)

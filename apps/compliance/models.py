@@ -1,0 +1,159 @@
+"""Compliance state: which profiles apply where, the per-model personal-data policy, the history
+of evaluations, attestations for manual controls, and generated reports."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ProfileAttachment(models.Model):
+    """A compliance profile (catalogue id) attached to the installation (`model` empty) or to one
+    registry model. Written only by apps.compliance.services.attach_profile / detach_profile."""
+
+    profile = models.CharField(max_length=32)
+    model = models.ForeignKey(
+        "registry.Model", null=True, blank=True, on_delete=models.CASCADE, related_name="compliance_profiles"
+    )
+    options = models.JSONField(default=dict, blank=True, help_text='Profile options, e.g. {"guomi": true}')
+    attached_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    attached_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["profile", "model__name"]
+        permissions = [("manage_profiles", "Can attach and detach compliance profiles and set model policies")]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "model"], name="unique_profile_per_model"),
+            models.UniqueConstraint(
+                fields=["profile"], condition=Q(model__isnull=True), name="unique_installation_profile"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile} on {self.model or 'the installation'}"
+
+
+class DeidMode(models.TextChoices):
+    OFF = "off"
+    REDACT = "redact"
+    MASK = "mask"
+    PSEUDONYMISE = "pseudonymise"
+
+
+class ModelPolicy(models.Model):
+    """Whether a model receives PHI / personal information and how the gateway de-identifies its
+    requests. A PHI model must not have mode `off` (refused by set_model_policy)."""
+
+    model = models.OneToOneField("registry.Model", on_delete=models.CASCADE, related_name="compliance_policy")
+    phi = models.BooleanField(default=False, help_text="The model receives PHI or personal information")
+    deid_mode = models.CharField(max_length=16, choices=DeidMode.choices, default=DeidMode.OFF)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "model policies"
+
+    def __str__(self) -> str:
+        return f"{self.model}: phi={self.phi} deid={self.deid_mode}"
+
+
+class Status(models.TextChoices):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_APPLICABLE = "not_applicable"
+    MANUAL = "manual"
+
+
+class EvaluationRun(models.Model):
+    """One evaluation of every attached profile; its ControlResults are the posture at that time."""
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=16, default="schedule")  # schedule | api | report
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    passed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    manual = models.PositiveIntegerField(default=0)
+    not_applicable = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"evaluation #{self.pk} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class ControlResult(models.Model):
+    """The outcome of one control of one profile in one evaluation, with what the checks looked at."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="results")
+    profile = models.CharField(max_length=32, db_index=True)
+    control_id = models.CharField(max_length=64, db_index=True)
+    family = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    evidence = models.JSONField(default=list, help_text="One entry per check: name, status, summary, details")
+    remedy = models.TextField(blank=True)
+    evaluated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-run_id", "profile", "id"]
+        permissions = [("evaluate_controls", "Can run a compliance evaluation now")]
+
+    def __str__(self) -> str:
+        return f"{self.profile} {self.control_id}: {self.status}"
+
+
+class Attestation(models.Model):
+    """Evidence for a manual control (a procedure document, a restore-drill record), valid until
+    `expires_at`. The file is stored mode 0600 under COMPLIANCE_DIR; its SHA-256 is kept here."""
+
+    profile = models.CharField(max_length=32)
+    control_id = models.CharField(max_length=64)
+    note = models.TextField(blank=True)
+    file_name = models.CharField(max_length=200)
+    storage_name = models.CharField(max_length=100, unique=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    expires_at = models.DateTimeField()
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-uploaded_at"]
+
+    def __str__(self) -> str:
+        return f"{self.profile} {self.control_id}: {self.file_name}"
+
+
+class ReportState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ComplianceReport(models.Model):
+    """A signed compliance report for one profile and period: PDF, CSV and JSON files, each with
+    a detached signature, written by the generate_report task (progress 0-100 on this row)."""
+
+    profile = models.CharField(max_length=32)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    language = models.CharField(max_length=16)
+    state = models.CharField(max_length=16, choices=ReportState.choices, default=ReportState.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    files = models.JSONField(default=dict, blank=True, help_text="format -> file name under COMPLIANCE_DIR")
+    key_id = models.CharField(max_length=64, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("export_compliancereport", "Can generate and download compliance reports")]
+
+    def __str__(self) -> str:
+        return f"{self.profile} report {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d} ({self.state})"

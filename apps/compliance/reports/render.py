@@ -1,0 +1,77 @@
+"""Render report data as JSON, CSV and PDF (WeasyPrint, from a Django template in the report's
+language; Chinese needs a CJK font such as Debian's fonts-noto-cjk)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+
+from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+CSV_FIELDS = ("profile", "id", "framework", "family", "status", "summary", "evidence", "remedy", "evaluated_at")
+
+
+def to_json(data: dict) -> bytes:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True, default=str).encode()
+
+
+def to_csv(data: dict) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in data["controls"]:
+        writer.writerow(
+            {
+                **row,
+                "profile": data["report"]["profile"],
+                "evidence": json.dumps(row["evidence"], ensure_ascii=False, sort_keys=True, default=str),
+            }
+        )
+    return ("\ufeff" + out.getvalue()).encode()  # BOM: spreadsheet programs then read UTF-8 Chinese correctly
+
+
+def to_pdf(data: dict) -> bytes:
+    from weasyprint import HTML
+
+    data = copy.deepcopy(data)
+    with translation.override(data["report"]["language"]):
+        html = render_to_string("compliance/report.html", {"data": data, **_view(data)})
+    return HTML(string=html).write_pdf()
+
+
+def status_labels() -> dict:
+    return {
+        "pass": _("Pass"),
+        "fail": _("Fail"),
+        "manual": _("Manual"),
+        "not_applicable": _("Not applicable"),
+        "not_evaluated": _("Not evaluated"),
+    }
+
+
+def _view(data: dict) -> dict:
+    """Translated status labels and evidence in a readable form (one line per check)."""
+    labels = status_labels()
+    for row in data["controls"]:
+        row["status_label"] = labels.get(row["status"], row["status"])
+        row["evidence_lines"] = [
+            {
+                "check": e.get("check"),
+                "status": e.get("status"),
+                "summary": e.get("summary"),
+                "details": json.dumps(
+                    {k: v for k, v in e.items() if k not in ("check", "status", "summary")},
+                    ensure_ascii=False,
+                    sort_keys=True,
+                    default=str,
+                )[:1500],
+            }
+            for e in row["evidence"]
+        ]
+        for e in row["evidence_lines"]:
+            e["status_label"] = labels.get(e["status"], e["status"])
+    return {"labels": labels}

@@ -1,0 +1,268 @@
+"""Writes of the compliance app: attach and detach profiles, set a model's personal-data policy,
+store attestations, run evaluations and request reports. Each runs in one transaction with its
+audit event."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.registry.models import Model
+
+from .catalog import get_profile, profiles
+from .checks import FAIL, Context, run_check
+from .models import Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
+from .storage import directory, write_private
+
+MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
+
+
+def _profile_or_error(profile_id: str):
+    profile = get_profile(profile_id)
+    if profile is None:
+        known = ", ".join(sorted(profiles()))
+        raise ServiceError("unknown_profile", f"no compliance profile {profile_id!r}; known: {known}", field="profile")
+    return profile
+
+
+def unmet_requirements(profile_id: str, options: dict) -> list[dict]:
+    """The controls whose preconditions fail now: requirements the system's configuration
+    cannot meet, so attaching the profile would be a promise nobody keeps."""
+    profile = _profile_or_error(profile_id)
+    unmet = []
+    for control in profile.controls_for(options):
+        for name in control.preconditions:
+            result = run_check(name, Context(profile=profile_id, control_id=control.id, options=options))
+            if result.status == FAIL:
+                unmet.append({"control": control.id, "check": name, "reason": result.summary, "remedy": result.remedy})
+    return unmet
+
+
+def attach_profile(
+    *, profile: str, model_id: int | None = None, options: dict | None = None, actor, source: Source = SYSTEM
+) -> ProfileAttachment:
+    """Attach a profile to the installation (model_id None) or to one model. Refused when the
+    profile is unknown, an option is unknown, it is already attached there, or the system cannot
+    meet one of its controls' preconditions (the error names each control and why)."""
+    spec = _profile_or_error(profile)
+    options = {k: bool(v) for k, v in (options or {}).items()}
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ServiceError("unknown_option", f"profile {profile} has no option {', '.join(unknown)}", field="options")
+    model = None
+    if model_id is not None:
+        model = Model.objects.filter(pk=model_id).first()
+        if model is None:
+            raise NotFound("model_not_found", f"no model with id {model_id}")
+    unmet = unmet_requirements(profile, options)
+    if unmet:
+        reasons = "; ".join(f"{u['control']}: {u['reason']}" for u in unmet)
+        raise Conflict("profile_unmeetable", f"the system cannot meet {profile}: {reasons}", field="profile")
+    try:
+        with transaction.atomic():
+            attachment = ProfileAttachment.objects.create(
+                profile=profile, model=model, options=options, attached_by=_user(actor)
+            )
+            record_event(
+                "compliance.profile.attach",
+                actor=actor,
+                source=source,
+                target=attachment,
+                details={"profile": profile, "model": model.name if model else None, "options": options},
+            )
+    except IntegrityError as err:
+        where = f"model {model.name}" if model else "the installation"
+        raise Conflict("profile_attached", f"{profile} is already attached to {where}") from err
+    return attachment
+
+
+def detach_profile(*, attachment_id: int, actor, source: Source = SYSTEM) -> None:
+    with transaction.atomic():
+        rows = ProfileAttachment.objects.select_for_update(of=("self",)).order_by()
+        attachment = rows.filter(pk=attachment_id).first()
+        if attachment is None:
+            raise NotFound("attachment_not_found", f"no profile attachment with id {attachment_id}")
+        record_event(
+            "compliance.profile.detach",
+            actor=actor,
+            source=source,
+            target=attachment,
+            details={"profile": attachment.profile, "model": attachment.model.name if attachment.model else None},
+        )
+        attachment.delete()
+
+
+def set_model_policy(*, model_id: int, phi: bool, deid_mode: str, actor, source: Source = SYSTEM) -> ModelPolicy:
+    """Record whether a model receives PHI and its de-identification mode. A PHI model (marked,
+    or under a model-level HIPAA attachment) cannot have de-identification off."""
+    from .effective import phi_by_attachment
+
+    if deid_mode not in DeidMode.values:
+        raise ServiceError(
+            "invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", field="deid_mode"
+        )
+    with transaction.atomic():
+        model = Model.objects.select_for_update().filter(pk=model_id).first()
+        if model is None:
+            raise NotFound("model_not_found", f"no model with id {model_id}")
+        if deid_mode == DeidMode.OFF and (phi or phi_by_attachment(model_id)):
+            raise ServiceError(
+                "deid_required", f"{model.name} receives PHI: de-identification is mandatory", field="deid_mode"
+            )
+        before = ModelPolicy.objects.filter(model=model).values("phi", "deid_mode").first()
+        policy, _ = ModelPolicy.objects.update_or_create(
+            model=model,
+            defaults={"phi": phi, "deid_mode": deid_mode, "updated_by": _user(actor), "updated_at": timezone.now()},
+        )
+        record_event(
+            "compliance.policy.update",
+            actor=actor,
+            source=source,
+            target=model,
+            details={"before": before, "after": {"phi": phi, "deid_mode": deid_mode}},
+        )
+    return policy
+
+
+def upload_attestation(
+    *,
+    profile: str,
+    control_id: str,
+    content: bytes,
+    file_name: str,
+    expires_at: datetime,
+    note: str = "",
+    actor,
+    source: Source = SYSTEM,
+) -> Attestation:
+    """Store evidence for a manual control (file 0600, SHA-256 recorded) valid until expires_at."""
+    spec = _profile_or_error(profile)
+    control = spec.control(control_id)
+    if control is None:
+        raise ServiceError("unknown_control", f"profile {profile} has no control {control_id!r}", field="control_id")
+    if "manual.attestation" not in control.checks:
+        raise ServiceError(
+            "not_manual", f"{control_id} is checked automatically; it takes no attestation", field="control_id"
+        )
+    if expires_at <= timezone.now():
+        raise ServiceError("expired", "expires_at must be in the future", field="expires_at")
+    if not content:
+        raise ServiceError("empty_file", "the attestation file is empty", field="file")
+    if len(content) > MAX_ATTESTATION_BYTES:
+        raise ServiceError("file_too_large", f"attestations are limited to {MAX_ATTESTATION_BYTES} bytes", field="file")
+    storage_name = f"att-{secrets.token_hex(12)}"
+    sha = hashlib.sha256(content).hexdigest()
+    path = directory("attestations") / storage_name
+    write_private(path, content)
+    try:
+        with transaction.atomic():
+            att = Attestation.objects.create(
+                profile=profile,
+                control_id=control_id,
+                note=note,
+                file_name=file_name[:200],
+                storage_name=storage_name,
+                sha256=sha,
+                size_bytes=len(content),
+                expires_at=expires_at,
+                uploaded_by=_user(actor),
+            )
+            record_event(
+                "compliance.attestation.upload",
+                actor=actor,
+                source=source,
+                target=att,
+                details={
+                    "profile": profile,
+                    "control": control_id,
+                    "sha256": sha,
+                    "expires_at": expires_at.isoformat(),
+                },
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return att
+
+
+def evaluate_now(*, actor, source: Source = SYSTEM):
+    from .evaluation import run_evaluation
+
+    return run_evaluation(trigger="api", actor=actor, source=source)
+
+
+def request_report(
+    *,
+    profile: str,
+    period_start: datetime,
+    period_end: datetime,
+    language: str | None = None,
+    actor,
+    source: Source = SYSTEM,
+) -> ComplianceReport:
+    """Queue a signed report of one profile over a period. Refused for an unknown profile, an
+    inverted period, or a period with no evaluation of that profile (nothing to report)."""
+    from .models import ControlResult
+
+    spec = _profile_or_error(profile)
+    if period_end <= period_start:
+        raise ServiceError("invalid_period", "period_end must be after period_start", field="period_end")
+    evaluated = ControlResult.objects.filter(
+        profile=profile, run__started_at__gte=period_start, run__started_at__lt=period_end
+    ).exists()
+    if not evaluated:
+        raise ServiceError(
+            "empty_period",
+            f"no evaluation of {profile} between {period_start:%Y-%m-%d %H:%M} and {period_end:%Y-%m-%d %H:%M}; "
+            "run an evaluation or choose a period that contains one",
+            field="period_start",
+        )
+    language = language or spec.default_language
+    if language not in ("en", "zh-hans"):
+        raise ServiceError("invalid_language", "language must be en or zh-hans", field="language")
+    with transaction.atomic():
+        report = ComplianceReport.objects.create(
+            profile=profile,
+            period_start=period_start,
+            period_end=period_end,
+            language=language,
+            requested_by=_user(actor),
+        )
+        record_event(
+            "compliance.report.request",
+            actor=actor,
+            source=source,
+            target=report,
+            details={
+                "profile": profile,
+                "period_start": period_start.isoformat(),
+                "period_end": period_end.isoformat(),
+                "language": language,
+            },
+        )
+        from .tasks import generate_report_task
+
+        report_id, actor_id = report.pk, getattr(_user(actor), "pk", None)
+        transaction.on_commit(lambda: generate_report_task.delay(report_id, actor_id))
+    return report
+
+
+def record_download(*, report: ComplianceReport, fmt: str, actor, source: Source = SYSTEM) -> None:
+    with transaction.atomic():
+        record_event(
+            "compliance.report.download",
+            actor=actor,
+            source=source,
+            target=report,
+            details={"format": fmt, "file": report.files.get(fmt)},
+        )
+
+
+def _user(actor):
+    return actor if getattr(actor, "is_authenticated", False) else None
