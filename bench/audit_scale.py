@@ -393,6 +393,8 @@ def bulk_load(n: int, world: World, loader: Loader, rng: np.random.Generator, re
             conn.commit()
             done += len(lines)
             rate = done / (time.perf_counter() - t0)
+            if done < n and (done * 20 // n) == ((done - len(lines)) * 20 // n):
+                continue  # log every 5%
             log(f"  loaded {done:,}/{n:,} events ({rate:,.0f}/s, ETA {(n - done) / rate:.0f} s)")
         res["load_s"] = time.perf_counter() - t0
         res["load_rows_per_s"] = done / res["load_s"]
@@ -478,6 +480,7 @@ def explain(params: dict) -> dict:
 
 def measure_queries(client, kinds: dict, reps: int) -> dict:
     out = {}
+    client.get(EVENTS_URL, {"event_group": "auth"})  # warm-up: first request through Django and DRF
     for name, fresh in kinds.items():
         api, sql, cold, warm, rows = [], [], [], [], []
         params = None
@@ -543,7 +546,7 @@ def measure_export(client, rows_wanted: int, n: int, data: Path) -> dict:
     out = {"params": params, "wall_s": wall, "first_byte_s": first, "lines": lines, "bytes": size,
            "events": footer.get("events"), "links": footer.get("links"), "checkpoints": footer.get("checkpoints"),
            "rows_per_s": (footer.get("events") or 0) / wall, "rss_before_mib": rss0 / 1024,
-           "peak_rss_growth_mib": (vm("VmHWM") - rss0) / 1024 if peak_reset else None,
+           "peak_rss_growth_mib": round((vm("VmHWM") - rss0) / 1024, 1) if peak_reset else None,
            "rss_samples_mib": [round(s / 1024, 1) for s in samples[:: max(1, len(samples) // 10)]]}  # fmt: skip
     log(f"  export: {out['events']:,} events in {wall:.1f} s ({out['rows_per_s']:,.0f}/s), "
         f"peak RSS growth {out['peak_rss_growth_mib']} MiB; verifying the file offline")  # fmt: skip
@@ -594,28 +597,38 @@ def writer_proc(threads: int, seconds: float, per_thread_rate: float | None, que
     def work(k: int, out: dict) -> None:
         rnd = random.Random(k)
         n, lat = 0, []
+        out["n"], out["lat"], out["error"] = 0, lat, None
         time.sleep(max(0.0, start - time.monotonic()))
         while (t0 := time.monotonic()) < end:
             user = users[min(int(rnd.paretovariate(1.0)) - 1, len(users) - 1)]
-            source = Source(ip=f"10.0.{k}.{rnd.randrange(1, 250)}", user_agent="python-requests/2.32.3", token_id=k)
+            source = Source(
+                ip=f"10.0.{k % 250}.{rnd.randrange(1, 250)}", user_agent="python-requests/2.32.3", token_id=k
+            )
             details = {"model": "sepsis-risk", "version": 3, "latency_ms": rnd.randrange(5, 400) / 10, "status": 200}
             with bound_request_id(uuid.uuid4().hex), transaction.atomic():
                 record_event("inference.infer", actor=user, source=source, target_type="registry.model",
                              target_id="1", target_display="sepsis-risk", details=details)  # fmt: skip
             n += 1
+            out["n"] = n
             lat.append(time.monotonic() - t0)
             if per_thread_rate:
                 time.sleep(max(0.0, start + n / per_thread_rate - time.monotonic()))
         connection.close()
-        out["n"], out["lat"] = n, lat
+
+    def guarded(k: int, out: dict) -> None:
+        try:
+            work(k, out)
+        except Exception as exc:  # reported, and the bench stops
+            out["error"] = repr(exc)
 
     results = [{} for _ in range(threads)]
-    pool = [threading.Thread(target=work, args=(os.getpid() % 1000 * 100 + i, results[i])) for i in range(threads)]
+    pool = [threading.Thread(target=guarded, args=(os.getpid() % 1000 * 100 + i, results[i])) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    queue.put((sum(r["n"] for r in results), [x for r in results for x in r["lat"]]))
+    errors = [r["error"] for r in results if r["error"]]
+    queue.put((sum(r["n"] for r in results), [x for r in results for x in r["lat"]], errors))
 
 
 def measure_writers(writers: int, procs: int, seconds: float, rate: float | None) -> dict:
@@ -636,7 +649,11 @@ def measure_writers(writers: int, procs: int, seconds: float, rate: float | None
     workers = [ctx.Process(target=writer_proc, args=(k, seconds, per_thread, write_q)) for k in per_proc]
     for p in workers:
         p.start()
-    done = [write_q.get() for _ in workers]
+    done = [write_q.get(timeout=seconds + 120) for _ in workers]
+    errors = [e for d in done for e in d[2]]
+    if errors:
+        stop.set()
+        raise RuntimeError(f"{len(errors)} writer threads failed, e.g. {errors[0]}")
     for p in workers:
         p.join()
     inserted = sum(d[0] for d in done)
@@ -763,7 +780,7 @@ def report(res: dict) -> None:
         print(f"  {name}: {q['explain']['plan_top']} -> {q['explain']['under_limit']}")
     e = res["export"]
     print(f"\n3. Export {EXPORT_URL} {e['params']}")
-    print(f"  {e['events']:,} events + {e['links']} links + {e['checkpoints']} checkpoints, "
+    print(f"  {e['events']:,} events + {e['links']:,} links + {e['checkpoints']} checkpoints, "
           f"{e['bytes'] / 2**20:.0f} MiB, "
           f"{e['wall_s']:.1f} s ({e['rows_per_s']:,.0f} events/s), first byte {e['first_byte_s']:.2f} s")  # fmt: skip
     print(f"  RSS before {e['rss_before_mib']:.0f} MiB, peak growth {e['peak_rss_growth_mib']} MiB, "
