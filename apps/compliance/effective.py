@@ -3,10 +3,12 @@ retention through the SOVEREIGN_AUDIT_RETENTION_HOOKS setting, so it never impor
 
 from __future__ import annotations
 
-from django.db import DatabaseError
+from functools import cache
+
+from django.db import DatabaseError, connection
 from django.db.models import Q
 
-from .catalog import get_profile
+from .catalog import get_profile, profiles
 from .models import DeidMode, ModelPolicy, ProfileAttachment
 
 HIPAA = "hipaa"
@@ -72,3 +74,27 @@ def profiles_of_model(model_id: int) -> set[str]:
     """Profiles that govern a model (and so its deployments): installation-wide ones plus its own."""
     rows = ProfileAttachment.objects.filter(Q(model__isnull=True) | Q(model_id=model_id))
     return set(rows.values_list("profile", flat=True))
+
+
+@cache
+def _gateway_sql() -> str:
+    phi_profiles = sorted(p.id for p in profiles().values() if p.phi) or ["-"]
+    ids = ", ".join(f"'{p}'" for p in phi_profiles)  # catalogue ids shipped with the code, not input
+    return f"""
+SELECT (SELECT deid_mode FROM {ModelPolicy._meta.db_table} WHERE model_id = %s),
+       EXISTS (SELECT 1 FROM {ModelPolicy._meta.db_table} WHERE model_id = %s AND phi)
+    OR EXISTS (SELECT 1 FROM {ProfileAttachment._meta.db_table} WHERE model_id = %s AND profile IN ({ids}))
+"""  # noqa: S608
+
+
+def gateway_deid_mode(model_id: int) -> str:
+    """The mode the gateway applies to one call, in one fixed statement (it runs on every inference
+    call; see apps/gateway/routing.py for why hot-path queries are fixed SQL). A model that receives
+    PHI (marked, or under a HIPAA attachment) is never sent identifiers: without a mode of its own it
+    is redacted."""
+    with connection.cursor() as cursor:
+        cursor.execute(_gateway_sql(), [model_id, model_id, model_id])
+        mode, phi = cursor.fetchone()
+    if mode and mode != DeidMode.OFF:
+        return mode
+    return DeidMode.REDACT if phi else DeidMode.OFF

@@ -21,10 +21,14 @@ from apps.accounts.models import Scope
 from apps.accounts.services import authenticate_bearer
 from apps.audit.models import Outcome
 from apps.audit.services import Source, record_event
+from apps.compliance.effective import gateway_deid_mode
 from apps.core.errors import ServiceError, json_error
 from apps.deployments.models import Deployment, Desired, Observed
+from apps.keys.pseudonym import pseudonym_key
 from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
+from inference_backend.kek import KekError
 
+from .phi import deidentify_request
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
 from .routing import invokable_deployments
 from .upstream import forward
@@ -36,14 +40,14 @@ _PASS_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
 class _Call:
     """What one gateway call learned, for its audit event."""
 
-    __slots__ = ("event", "name", "source", "started", "user", "dep")
+    __slots__ = ("event", "name", "source", "started", "user", "dep", "deid")
 
     def __init__(self, request, event: str, name: str):
         self.event, self.name, self.started = event, name, time.perf_counter()
         self.source = Source(
             ip=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", "")[:300]
         )
-        self.user = self.dep = None
+        self.user = self.dep = self.deid = None
 
     def finish(self, response: HttpResponse, error: ServiceError | None = None) -> HttpResponse:
         details = {
@@ -53,6 +57,8 @@ class _Call:
         }
         if self.dep is not None:
             details.update(version=self.dep.model_version.version, server=self.dep.server.name, deployment=self.dep.pk)
+        if self.deid is not None:
+            details["deid"] = self.deid  # the mode and counts per identifier type, never values
         outcome = (
             Outcome.SUCCESS
             if error is None
@@ -155,7 +161,7 @@ def _handle(request, event: str, name: str, version: str | None, act) -> HttpRes
     call = _Call(request, event, name)
     try:
         dep = _route(call, request, version, invoke=event == "inference.infer")
-        return call.finish(act(dep))
+        return call.finish(act(dep, call))
     except ServiceError as err:
         return call.finish(json_error(err), err)
     except Exception:
@@ -167,7 +173,7 @@ def _handle(request, event: str, name: str, version: str | None, act) -> HttpRes
 @csrf_exempt
 @require_POST
 def infer(request, name: str, version: str | None = None) -> HttpResponse:
-    def act(dep: Deployment) -> HttpResponse:
+    def act(dep: Deployment, call: _Call) -> HttpResponse:
         try:
             body = request.body
         except RequestDataTooBig:
@@ -177,6 +183,16 @@ def infer(request, name: str, version: str | None = None) -> HttpResponse:
         header_length = request.headers.get(HEADER_LENGTH)
         header = parse_infer_header(body, header_length)
         check_against_signature(header, dep.model_version.signature, dep.max_batch_size)
+        mode = gateway_deid_mode(dep.model_id)
+        if mode != "off":  # the model's policy: identifiers never reach Triton
+            try:
+                key = pseudonym_key() if mode == "pseudonymise" else None
+            except KekError as err:  # fail closed: nothing is forwarded without its de-identification
+                raise ServiceError(
+                    "deid_unavailable", f"the pseudonymisation key cannot be unwrapped: {err}", 503
+                ) from err
+            body, header_length, found = deidentify_request(body, header, header_length, mode, key)
+            call.deid = {"mode": mode, "found": found}
         headers = {"Content-Type": request.content_type or "application/json"}
         if header_length is not None:
             headers[HEADER_LENGTH] = header_length
@@ -192,7 +208,7 @@ def metadata(request, name: str, version: str | None = None) -> HttpResponse:
         "inference.metadata",
         name,
         version,
-        lambda dep: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}")),
+        lambda dep, call: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}")),
     )
 
 
@@ -203,5 +219,5 @@ def ready(request, name: str, version: str | None = None) -> HttpResponse:
         "inference.ready",
         name,
         version,
-        lambda dep: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}/ready")),
+        lambda dep, call: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}/ready")),
     )
