@@ -448,6 +448,9 @@ def query_kinds(world: World, loader: Loader, rng: random.Random) -> dict:
         "d. failures, a month": lambda: {"outcome": "failure", **window(30)},
         "e1. text q=, a day": lambda: {"q": model_text(), **window(1)},
         "e2. text q=, a week": lambda: {"q": model_text(), **window(7)},
+        # The worst case: text that is in no event, so every event of the period is read.
+        "e3. text q= no match, a day": lambda: {"q": f"zq{rng.getrandbits(32):08x}", **window(1)},
+        "e4. text q= no match, a week": lambda: {"q": f"zq{rng.getrandbits(32):08x}", **window(7)},
     }
 
 
