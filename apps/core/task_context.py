@@ -42,6 +42,11 @@ def _header(request, name: str):
 def _bind_context(task=None, **kwargs) -> None:
     if task is None:
         return
+    # Content type ids are cached per process; a worker outlives migrations (and test database
+    # flushes) that renumber them, and django-auditlog stores them. One query per model per task.
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
     rid = _header(task.request, REQUEST_ID_HEADER) or current_request_id() or new_request_id()
     actor = _header(task.request, ACTOR_HEADER)
     if actor is None:

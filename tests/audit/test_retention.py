@@ -1,0 +1,75 @@
+"""Retention: only whole sealed ranges older than retention are purged, archived first, and what
+remains still verifies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.db import DatabaseError, connection, transaction
+
+from apps.audit.models import AuditCheckpoint, AuditEvent
+from apps.audit.offline_verify import load_public_keys, verify_export
+from apps.audit.retention import purge_expired, retention_days
+from apps.audit.signing import get_signer, public_pem
+from apps.audit.verify import verify_chain
+from tests.audit.chain_helpers import fill
+
+pytestmark = pytest.mark.django_db
+
+
+def test_default_retention_is_six_years():
+    assert retention_days() == 2192
+
+
+def test_purge_archives_then_leaves_a_verifiable_remainder():
+    with time_machine.travel(datetime(2015, 3, 1, tzinfo=UTC)):
+        fill(3)
+        fill(2)
+    fill(2)  # young: kept, and so is everything after the last old checkpoint
+
+    result = purge_expired()
+
+    assert (result.through_sequence, result.events) == (5, 5)
+    assert list(AuditEvent.objects.filter(sequence__lte=5)) == []
+    assert list(AuditCheckpoint.objects.order_by("sequence").values_list("sequence", flat=True))[:2] == [5, 7]
+    report = verify_chain()
+    assert report["ok"] and report["first_sequence"] == 6, report
+    purge = AuditEvent.objects.get(event_type="audit.purge")
+    assert purge.details["through_sequence"] == 5 and purge.details["archive_sha256"] == result.archive_sha256
+    keys = load_public_keys([public_pem(get_signer()).encode()])
+    with open(result.archive, encoding="utf-8") as fh:
+        archived = verify_export(fh, keys)
+    assert archived["ok"] and (archived["first_sequence"], archived["last_sequence"]) == (1, 5)
+    assert result.archive.stat().st_mode & 0o777 <= 0o644
+
+    assert purge_expired() is None  # nothing older left
+
+
+def test_only_whole_ranges_up_to_a_checkpoint(settings):
+    with time_machine.travel(datetime(2015, 3, 1, tzinfo=UTC)):
+        fill(3)
+        fill(2, checkpoint=False)  # old, but after the last old checkpoint
+    fill(1)  # the checkpoint covering 4..6 is young
+
+    result = purge_expired()
+
+    assert result.through_sequence == 3
+    assert AuditEvent.objects.filter(sequence__in=[4, 5]).count() == 2
+    assert verify_chain()["ok"]
+
+
+def test_nothing_old_nothing_purged():
+    fill(3)
+
+    assert purge_expired() is None
+    assert AuditEvent.objects.count() == 3
+
+
+def test_database_refuses_a_purge_of_young_events():
+    fill(3)
+
+    with pytest.raises(DatabaseError, match="younger than 183 days"), transaction.atomic(), connection.cursor() as c:
+        c.execute("SELECT sovereign_audit_purge(3, now())")
+    assert AuditEvent.objects.count() == 3
