@@ -337,7 +337,7 @@ class Loader:
         return lines
 
     def checkpoint(self, ts: str) -> None:
-        from apps.audit.offline_verify import SIG_ALG, checkpoint_digest, checkpoint_payload, format_timestamp
+        from apps.audit.offline_verify import checkpoint_digest, checkpoint_payload, format_timestamp
 
         created = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(seconds=1)
         created = min(created, datetime.now(UTC))
@@ -348,7 +348,7 @@ class Loader:
             "created_at": format_timestamp(created),
             "prev": checkpoint_digest(self.last_cp) if self.last_cp else "",
             "key_id": self.signer.key_id,
-            "sig_alg": SIG_ALG,
+            "sig_alg": self.signer.sig_alg,
         }
         record["signature"] = base64.b64encode(self.signer.sign(checkpoint_payload(record))).decode()
         self.last_cp = record

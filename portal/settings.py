@@ -221,6 +221,11 @@ AUDIT_ARCHIVE_DIR = Path(env.str("SOVEREIGN_AUDIT_ARCHIVE_DIR", default=str(DATA
 AUDIT_SIGNING_KEY_FILE = env.str(
     "SOVEREIGN_AUDIT_SIGNING_KEY_FILE", default=str(DATA_DIR / "keystore" / "audit-signing.pem")
 )
+# In 国密 mode (ARTIFACT_SUITE=SM4-GCM) checkpoints and reports are signed with SM2 by this local
+# key file (0600), with either KEK provider: the supported PKCS#11 tokens have no SM2 (docs/audit.md).
+AUDIT_SM2_SIGNING_KEY_FILE = env.str(
+    "SOVEREIGN_AUDIT_SM2_SIGNING_KEY_FILE", default=str(DATA_DIR / "keystore" / "audit-signing-sm2.json")
+)
 AUDIT_SIGNING_KEY_LABEL = env.str("SOVEREIGN_AUDIT_SIGNING_KEY_LABEL", default="sovereign-audit-signing-v1")
 # django-auditlog (field-level history, bridged into the chain by apps/audit/fieldlog.py)
 AUDITLOG_CID_GETTER = "apps.core.context.current_request_id"
@@ -230,7 +235,7 @@ AUDITLOG_DISABLE_REMOTE_ADDR = True  # the bridged audit event records the sourc
 AUDIT_RETENTION_HOOKS = env.list(
     "SOVEREIGN_AUDIT_RETENTION_HOOKS", default=["apps.compliance.effective.audit_retention_days"]
 )
-# Retired checkpoint public keys (PEM files, comma-separated) whose old signatures still count.
+# Retired checkpoint public keys (P-256 PEM or SM2 hex files, comma-separated) whose old signatures still count.
 AUDIT_TRUSTED_KEYS = env.list("SOVEREIGN_AUDIT_TRUSTED_KEYS", default=[])
 
 # --- Compliance (docs/compliance.md) -------------------------------------------------------

@@ -46,6 +46,7 @@ def _isolated_storage(settings, data_dir):
     settings.ARTIFACT_DIR = data_dir / "artifacts"
     settings.LOCAL_KEK_FILE = str(data_dir / "keystore" / "kek.bin")
     settings.AUDIT_SIGNING_KEY_FILE = str(data_dir / "keystore" / "audit-signing.pem")
+    settings.AUDIT_SM2_SIGNING_KEY_FILE = str(data_dir / "keystore" / "audit-signing-sm2.json")
     settings.AUDIT_ARCHIVE_DIR = data_dir / "audit-archive"
     settings.PSEUDONYM_KEY_FILE = str(data_dir / "keystore" / "pseudonym-key.json")
     get_kek_provider.cache_clear()

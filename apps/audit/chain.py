@@ -26,7 +26,6 @@ from django.utils import timezone
 from .models import AuditCheckpoint, AuditEvent
 from .offline_verify import (
     GENESIS,
-    SIG_ALG,
     checkpoint_digest,
     checkpoint_payload,
     event_hash,
@@ -187,7 +186,7 @@ def write_checkpoint(*, force: bool = False, alg: str | None = None) -> AuditChe
         "created_at": format_timestamp(now),
         "prev": checkpoint_digest(checkpoint_record(last)) if last is not None else "",
         "key_id": signer.key_id,
-        "sig_alg": SIG_ALG,
+        "sig_alg": signer.sig_alg,
     }
     signature = base64.b64encode(signer.sign(checkpoint_payload(record))).decode()
     return AuditCheckpoint.objects.create(**{**record, "created_at": now, "signature": signature})

@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from .chain import ROW_FIELDS, checkpoint_record, event_record, hash_alg
 from .models import AuditCheckpoint, AuditEvent
-from .offline_verify import FOOTER_COUNTS, FORMAT, FORMAT_VERSION, format_timestamp
-from .signing import get_signer, public_pem
+from .offline_verify import FOOTER_COUNTS, FORMAT, FORMAT_VERSION, format_timestamp, key_text
+from .signing import trusted_public_keys
 from .verify import CHUNK, merged
 
 LINK_FIELDS = ("sequence", "prev_hash", "hash")
@@ -67,7 +67,6 @@ def _event_or_link(row: dict, everything: bool) -> dict:
 def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> Iterator[str]:
     """Stream `queryset` (AuditEvent rows, any filter) as an export file, line by line.
     `selection` (e.g. the filters the caller used) is copied into the header for the reader."""
-    signer = get_signer()
     counts = {"event": 0, "link": 0, "checkpoint": 0, "pending": 0}
     span = _span(queryset.filter(sequence__isnull=False))
     header = {
@@ -78,7 +77,9 @@ def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> I
         "exported_at": format_timestamp(timezone.now()),
         "selection": selection or {},
         "range": [span[1], span[2]] if span else None,
-        "public_keys": {signer.key_id: public_pem(signer)},
+        # every key the portal trusts (the signer's and retired ones: a chain may span a switch from
+        # ECDSA to SM2); P-256 as PEM, SM2 as the point's hex
+        "public_keys": {key_id: key_text(key) for key_id, key in trusted_public_keys().items()},
     }
     yield _line(header)
     if span is not None:

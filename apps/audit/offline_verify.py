@@ -6,6 +6,11 @@ an export file without the portal, with the standard library and `cryptography` 
 
     python offline_verify.py audit-export.jsonl --public-key audit-signing.pem
 
+Checkpoints signed in 国密 mode (sig_alg "sm2-sm3": SM2 per GB/T 32918, SM3 digest, the default
+user id "1234567812345678" of GM/T 0009) also need the pure-Python `gmssl` package, imported
+only when such a checkpoint is met (`pip install gmssl==3.2.2`); their public key is the hex of
+the uncompressed point (`04` || X || Y), as `manage.py audit_public_key` prints it.
+
 It prints a JSON report and exits 0 when the file verifies, 1 when it does not (the report names
 the first bad sequence and what is wrong), 2 when it cannot run (unreadable file, no key).
 It imports nothing from Django: copy this one file to a machine that has never seen the portal.
@@ -31,6 +36,10 @@ FORMAT = "sovereign-audit-export"
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
 SIG_ALG = "ecdsa-p256-sha256"
+SM2_SIG_ALG = "sm2-sm3"
+SIG_ALGS = (SIG_ALG, SM2_SIG_ALG)
+SM2_DEFAULT_UID = b"1234567812345678"  # GM/T 0009's default signer id (ENTL 0x0080)
+GMSSL_HINT = "pip install gmssl==3.2.2"
 HASH_ALGS = ("sha256", "sm3")
 
 # The fields an event's hash covers. `id` is the database's and is not covered; `sequence` is,
@@ -80,9 +89,7 @@ def digest(data: bytes, hash_alg: str) -> str:
     if hash_alg == "sha256":
         return hashlib.sha256(data).hexdigest()
     if hash_alg == "sm3":
-        h = hashes.Hash(hashes.SM3())
-        h.update(data)
-        return h.finalize().hex()
+        return sm3(data).hex()
     raise ValueError(f"unknown hash algorithm {hash_alg!r} (expected one of {', '.join(HASH_ALGS)})")
 
 
@@ -101,31 +108,163 @@ def checkpoint_digest(checkpoint: dict) -> str:
     return digest(checkpoint_payload(checkpoint), checkpoint["hash_alg"])
 
 
-def key_id_of(public_key: ec.EllipticCurvePublicKey) -> str:
-    """`p256:` and the first 16 bytes (hex) of the SHA-256 of the key's SubjectPublicKeyInfo."""
+# --- SM2 (GB/T 32918) -------------------------------------------------------------------------
+
+# The recommended 256-bit curve (GB/T 32918.5), as hex strings in the form gmssl's CryptSM2 takes.
+SM2_CURVE = {
+    "p": "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF",
+    "a": "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
+    "b": "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
+    "n": "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123",
+    "g": "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7"
+    "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0",
+}
+
+
+class VerifierUnavailable(RuntimeError):
+    """A signature needs a package that is not installed (gmssl, for SM2)."""
+
+
+def gmssl_sm2():
+    """gmssl's SM2 module, imported only when an SM2 signature is met."""
+    try:
+        from gmssl import sm2
+    except ImportError as exc:
+        raise VerifierUnavailable(
+            f"an SM2 signature (sig_alg {SM2_SIG_ALG!r}) needs the gmssl package: {GMSSL_HINT}"
+        ) from exc
+    return sm2
+
+
+def sm2_engine(curve: dict, public_xy: str, private_hex: str = ""):
+    """A gmssl CryptSM2 for one key. The public key is set after construction: gmssl's constructor
+    strips leading '0'/'4' characters with lstrip("04"), which corrupts one key in sixteen."""
+    engine = gmssl_sm2().CryptSM2(private_key=private_hex, public_key="", ecc_table=curve)
+    engine.public_key = public_xy
+    return engine
+
+
+class Sm2PublicKey:
+    """An SM2 public key: a point of the curve, exported as the hex of `04` || X || Y (130 digits)."""
+
+    def __init__(self, x: int, y: int, curve: dict = SM2_CURVE):
+        p, a, b = (int(curve[k], 16) for k in "pab")
+        if not (0 <= x < p and 0 <= y < p) or (y * y - x * x * x - a * x - b) % p:
+            raise ValueError("the SM2 public key is not a point of the curve")
+        self.x, self.y, self.curve = x, y, curve
+        self.size = len(curve["n"]) // 2
+
+    @classmethod
+    def from_hex(cls, text: str | bytes, curve: dict = SM2_CURVE) -> Sm2PublicKey:
+        text = (text.decode("ascii", "replace") if isinstance(text, bytes) else text).strip().lower()
+        size = len(curve["n"]) // 2
+        if len(text) != 2 + 4 * size or not text.startswith("04"):
+            raise ValueError("an SM2 public key is 04 followed by X and Y in hex (130 hex digits)")
+        try:
+            x, y = int(text[2 : 2 + 2 * size], 16), int(text[2 + 2 * size :], 16)
+        except ValueError:
+            raise ValueError("an SM2 public key is 04 followed by X and Y in hex (130 hex digits)") from None
+        return cls(x, y, curve)
+
+    def xy_hex(self) -> str:
+        return f"{self.x:0{2 * self.size}x}{self.y:0{2 * self.size}x}"
+
+    def hex(self) -> str:
+        return "04" + self.xy_hex()
+
+    def point_bytes(self) -> bytes:
+        return bytes.fromhex(self.hex())
+
+    def digest(self, message: bytes, uid: bytes = SM2_DEFAULT_UID) -> bytes:
+        """e = SM3(Z_A || M), Z_A = SM3(ENTL || ID || a || b || xG || yG || xA || yA) (GB/T 32918.2, 5.5)."""
+        c = self.curve
+        entl = (len(uid) * 8).to_bytes(2, "big")
+        z = sm3(entl + uid + bytes.fromhex(c["a"] + c["b"] + c["g"]) + bytes.fromhex(self.xy_hex()))
+        return sm3(z + message)
+
+    def verify(self, signature: bytes, message: bytes, uid: bytes = SM2_DEFAULT_UID) -> None:
+        """Raise InvalidSignature unless `signature` (DER SEQUENCE {r, s}, GM/T 0009) signs `message`."""
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        try:
+            r, s = decode_dss_signature(signature)
+        except ValueError as exc:
+            raise InvalidSignature("not a DER-encoded SM2 signature") from exc
+        n = int(self.curve["n"], 16)
+        if not (1 <= r < n and 1 <= s < n) or (r + s) % n == 0:  # GB/T 32918.2, 7.1 B1, B2, B5
+            raise InvalidSignature("r or s out of range")
+        engine = sm2_engine(self.curve, self.xy_hex())
+        if not engine.verify(f"{r:0{2 * self.size}x}{s:0{2 * self.size}x}", self.digest(message, uid)):
+            raise InvalidSignature("the SM2 signature does not verify")
+
+
+def sm3(data: bytes) -> bytes:
+    h = hashes.Hash(hashes.SM3())
+    h.update(data)
+    return h.finalize()
+
+
+# --- keys and signatures --------------------------------------------------------------------
+
+
+def key_id_of(public_key) -> str:
+    """ECDSA: `p256:` and the first 16 bytes (hex) of the SHA-256 of the key's SubjectPublicKeyInfo.
+    SM2: `sm2:` and the first 16 bytes (hex) of the SM3 of the 65-byte uncompressed point."""
+    if isinstance(public_key, Sm2PublicKey):
+        return "sm2:" + sm3(public_key.point_bytes()).hex()[:32]
     spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "p256:" + hashlib.sha256(spki).hexdigest()[:32]
 
 
-def load_public_keys(pems: Iterable[bytes]) -> dict[str, ec.EllipticCurvePublicKey]:
-    keys = {}
-    for pem in pems:
-        key = serialization.load_pem_public_key(pem)
+def key_text(public_key) -> str:
+    """How a public key is handed to a verifier: PEM (P-256), or the SM2 point's hex and a newline."""
+    if isinstance(public_key, Sm2PublicKey):
+        return public_key.hex() + "\n"
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def load_public_key(text: bytes):
+    """A P-256 key in PEM, or an SM2 key as the hex of its uncompressed point."""
+    if text.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(text)
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise ValueError("the checkpoint public key must be an ECDSA P-256 key")
+            raise ValueError("a PEM checkpoint public key must be an ECDSA P-256 key")
+        return key
+    try:
+        return Sm2PublicKey.from_hex(text)
+    except ValueError as exc:
+        raise ValueError(f"not a checkpoint public key (neither P-256 PEM nor SM2 hex): {exc}") from exc
+
+
+def load_public_keys(texts: Iterable[bytes]) -> dict:
+    keys = {}
+    for text in texts:
+        key = load_public_key(text)
         keys[key_id_of(key)] = key
     return keys
 
 
+def verify_signature(public_key, sig_alg: str, signature: bytes, message: bytes) -> None:
+    """Raise InvalidSignature unless `signature` over `message` verifies with `public_key` under
+    `sig_alg` (the key must be of that algorithm). VerifierUnavailable if gmssl is missing for SM2."""
+    if sig_alg == SM2_SIG_ALG and isinstance(public_key, Sm2PublicKey):
+        public_key.verify(signature, message)
+    elif sig_alg == SIG_ALG and isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    else:
+        raise InvalidSignature(f"key {key_id_of(public_key)} is not a {sig_alg} key")
+
+
 def signature_valid(checkpoint: dict, public_keys: dict) -> str:
     """'' when the checkpoint's signature verifies, else why not."""
-    if checkpoint.get("sig_alg") != SIG_ALG:
-        return f"unknown signature algorithm {checkpoint.get('sig_alg')!r}"
+    sig_alg = checkpoint.get("sig_alg")
+    if sig_alg not in SIG_ALGS:
+        return f"unknown signature algorithm {sig_alg!r}"
     key = public_keys.get(checkpoint.get("key_id"))
     if key is None:
         return f"signed with key {checkpoint.get('key_id')!r}, which is not a trusted checkpoint key"
     try:
-        key.verify(base64.b64decode(checkpoint["signature"]), checkpoint_payload(checkpoint), ec.ECDSA(hashes.SHA256()))
+        verify_signature(key, sig_alg, base64.b64decode(checkpoint["signature"]), checkpoint_payload(checkpoint))
     except (InvalidSignature, ValueError, KeyError, TypeError):
         return "the signature does not verify"
     return ""
@@ -338,7 +477,12 @@ def verify_export(lines: Iterable[str], public_keys: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a Sovereign audit export offline.")
     parser.add_argument("export", help="the .jsonl export file")
-    parser.add_argument("--public-key", action="append", default=[], help="trusted checkpoint key (PEM); repeatable")
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        help="trusted checkpoint key file (P-256 PEM, or SM2 hex point); repeatable",
+    )
     parser.add_argument(
         "--trust-embedded-keys", action="store_true", help="trust the keys in the file's header (not recommended)"
     )
@@ -353,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             if not pems:
                 parser.error("give the checkpoint public key with --public-key (from `manage.py audit_public_key`)")
             report = verify_export(fh, load_public_keys(pems))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, VerifierUnavailable) as exc:
         print(json.dumps({"ok": False, "status": "error", "detail": str(exc)}), file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

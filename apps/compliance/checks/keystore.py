@@ -180,13 +180,50 @@ def no_stray_files(ctx) -> CheckResult:
 
 @register("signing.sm2")
 def sm2(ctx) -> CheckResult:
-    from apps.audit.signing import get_signer
+    """GB/T 39786 8.4 h: checkpoints and reports are signed with SM2 (the report signer is the
+    checkpoint signer, apps/compliance/reports/signing.py)."""
+    from django.db.models import Count
 
-    signer = get_signer()
-    evidence = {"signer": type(signer).__name__, "key_id": signer.key_id, "algorithm": "ECDSA P-256 / SHA-256"}
-    return CheckResult(
-        FAIL,
-        "checkpoints and reports are signed with ECDSA P-256, not SM2",
-        evidence,
-        "SM2 signing is not supported yet; record a compensating control (ECDSA P-256 in the HSM) with the assessor.",
+    from apps.audit.models import AuditCheckpoint
+    from apps.audit.offline_verify import SM2_SIG_ALG
+    from apps.audit.signing import SigningError, get_signer
+
+    from ..models import ComplianceReport
+
+    by_alg = dict(AuditCheckpoint.objects.values_list("sig_alg").annotate(n=Count("id")).order_by("sig_alg"))
+    last = AuditCheckpoint.objects.order_by("-sequence").values("sequence", "sig_alg", "key_id").first()
+    report = ComplianceReport.objects.exclude(key_id="").order_by("-pk").values("pk", "key_id").first()
+    evidence = {
+        "ARTIFACT_SUITE": settings.ARTIFACT_SUITE,
+        "checkpoints_by_sig_alg": by_alg,
+        "last_checkpoint": last,
+        "last_signed_report": report,
+    }
+    try:
+        signer = get_signer()
+    except SigningError as exc:
+        evidence["error"] = str(exc)
+        return CheckResult(FAIL, f"the signing key is unavailable: {exc}", evidence, "Fix the signing key.")
+    sm2_in_use = signer.sig_alg == SM2_SIG_ALG
+    evidence.update(
+        signer=type(signer).__name__,
+        key_id=signer.key_id,
+        sig_alg=signer.sig_alg,
+        algorithm="SM2 / SM3, GB/T 32918, user id 1234567812345678" if sm2_in_use else "ECDSA P-256 / SHA-256",
+        key_storage=(
+            f"local key file {getattr(signer, 'path', '')} (0600); the PKCS#11 token has no SM2 mechanism"
+            if sm2_in_use
+            else ("HSM (PKCS#11)" if settings.KEK_PROVIDER == "pkcs11" else "local key file")
+        ),
     )
+    if not sm2_in_use:
+        return CheckResult(
+            FAIL,
+            "checkpoints and reports are signed with ECDSA P-256, not SM2",
+            evidence,
+            "Set SOVEREIGN_ARTIFACT_SUITE=SM4-GCM: new checkpoints and reports are then signed with SM2 "
+            "(list the old key's public key in SOVEREIGN_AUDIT_TRUSTED_KEYS first, see docs/audit.md).",
+        )
+    older = sum(n for alg, n in by_alg.items() if alg != SM2_SIG_ALG)
+    note = f"; {older} checkpoint(s) from before the switch remain ECDSA" if older else ""
+    return CheckResult(PASS, f"checkpoints and reports are signed with SM2 (key {signer.key_id}){note}", evidence)
