@@ -206,8 +206,11 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                 try:
                     pseudonym.rewrap(to.kek_id)  # the gateway's pseudonymisation key, wrapped like a data key
                 except KekError as err:
-                    what, error = "the pseudonymisation key", str(err)
-                    break
+                    failure = f"the pseudonymisation key: {err}"
+                else:
+                    failure = ""
+                if failure:
+                    return _fail(rotation_id, failure)
                 rotation.state, rotation.finished_at, rotation.lease_until = RotationState.DONE, timezone.now(), None
                 rotation.save(update_fields=["state", "finished_at", "lease_until"])
                 record_event(
@@ -224,7 +227,7 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                     moved.append({"artifact": art.pk, "model_version": art.version_id, "from": art.kek_id})
                     art.kek_id = to.kek_id
             except KekError as err:
-                what, error = f"artifact {art.pk}", str(err)
+                failure = f"artifact {art.pk}: {err}"
             else:
                 Artifact.objects.bulk_update(artifacts, ["wrapped_dek", "kek_id"])
                 rotation.rewrapped += len(artifacts)
@@ -238,7 +241,7 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                 )
                 continue
         # The batch rolled back as a whole; record the failure so the rotation can be resumed.
-        return _fail(rotation_id, f"{what}: {error}")
+        return _fail(rotation_id, failure)
 
 
 def _fail(rotation_id: int, error: str) -> KekRotation:

@@ -128,8 +128,10 @@ def hsm_triton(softhsm_token, tmp_path_factory):
 
 
 @pytest.fixture
-def portal_uses_hsm(settings, softhsm_token):
+def portal_uses_hsm(settings, softhsm_token, tmp_path):
     settings.KEK_PROVIDER = "pkcs11"
+    # Its own pseudonymisation key: the session's was wrapped by the local keystore's KEK.
+    settings.PSEUDONYM_KEY_FILE = str(tmp_path / "pseudonym-key.json")
     settings.PKCS11 = {
         "MODULE": softhsm_token.module,
         "TOKEN": softhsm_token.token_label,

@@ -224,3 +224,16 @@ def test_rotation_rewraps_the_pseudonymisation_key_and_retirement_waits_for_it(v
     services.retire_kek(kek_pk=old.pk, actor=officer_user)
     pseudonym.forget()
     assert pseudonym.pseudonym_key() == key
+
+
+def test_a_pseudonymisation_key_that_cannot_be_rewrapped_fails_the_rotation_resumably(versions, officer_user, settings):
+    from pathlib import Path
+
+    Path(settings.PSEUDONYM_KEY_FILE).parent.mkdir(parents=True, exist_ok=True)
+    Path(settings.PSEUDONYM_KEY_FILE).write_text('{"kek_id": "pkcs11:elsewhere:kek-v1", "wrapped": "AAAA"}')
+    rotation = services.start_rotation(actor=officer_user)
+
+    failed = services.run_rotation(rotation.pk)
+
+    assert failed.state == RotationState.FAILED and failed.rewrapped == 5
+    assert failed.last_error.startswith("the pseudonymisation key: ")
