@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha256sum | cut -c1-1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sovereign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench system-deps
+.PHONY: install run test lint bench system-deps report-deps
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -19,14 +19,17 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-run: install
+run: install report-deps
 	$(BIN)/python deploy/run_local.py
 
 # Browser tests drive Debian's chromium (Playwright's own browser download is not used);
 # the PKCS#11 tests and bench/hsm_unwrap.py use a SoftHSM2 token (Debian softhsm2).
-system-deps:
+system-deps: report-deps
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
+
+# The portal itself needs these for compliance reports (make run installs them too).
+report-deps:
 	@# Compliance reports: WeasyPrint needs pango; Chinese text a CJK font; the tests read PDFs back with
 	@# pdftotext (poppler-utils); msgfmt (gettext) recompiles the report translations.
 	@missing=""; \
