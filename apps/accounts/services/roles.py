@@ -52,6 +52,9 @@ def roles_for_audit(user) -> list[str]:
     for why hot-path queries are fixed SQL)."""
     if user is None or not user.is_authenticated:
         return []
+    known = getattr(user, "audit_roles", None)  # the gateway's token lookup already asked
+    if known is not None:
+        return known
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(_roles_sql(), [user.pk, user.pk, now, now])
