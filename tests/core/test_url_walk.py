@@ -330,7 +330,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
     "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, set()),
     "compliance.controlresult": ("@result", {"officer", "auditor"}, set()),
-    "compliance.compliancereport": ("@report", {"officer", "auditor"}, set()),
+    "compliance.compliancereport": ("@report", {"officer", "auditor"}, {"officer", "auditor"}),
 }
 
 

@@ -1,0 +1,51 @@
+"""Generating a report from the admin: the auditor fills in profile and period, the same audited
+service as the API queues it, and the list shows its progress; a bad period is refused in words."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.compliance.models import ComplianceReport
+from apps.compliance.services import attach_profile, evaluate_now
+from tests.conftest import otp_login
+
+pytestmark = pytest.mark.django_db
+ADD = "/admin/compliance/compliancereport/add/"
+
+
+def _form(start, end, profile="hipaa"):
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return {"report_profile": profile, "start": start.strftime(fmt), "end": end.strftime(fmt), "report_language": ""}
+
+
+def test_auditor_queues_a_report_from_the_admin(auditor_user, officer_user):
+    attach_profile(profile="hipaa", actor=None)
+    evaluate_now(actor=officer_user)
+    client = Client()
+    otp_login(client, auditor_user)
+    now = timezone.now()
+
+    response = client.post(ADD, _form(now - timedelta(days=1), now + timedelta(minutes=1)))
+
+    assert response.status_code == 302, response.content[:2000]
+    report = ComplianceReport.objects.get()
+    assert (report.profile, report.language, report.requested_by) == ("hipaa", "en", auditor_user)
+    assert AuditEvent.objects.filter(event_type="compliance.report.request", actor=auditor_user).count() == 1
+    listing = client.get("/admin/compliance/compliancereport/")
+    assert b"<progress" in listing.content
+
+
+def test_a_period_without_evaluations_is_refused_with_the_reason(auditor_user):
+    client = Client()
+    otp_login(client, auditor_user)
+    now = timezone.now()
+
+    response = client.post(ADD, _form(now - timedelta(days=2), now - timedelta(days=1)), follow=True)
+
+    assert not ComplianceReport.objects.exists()
+    assert b"empty_period" in response.content
