@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from .models import AuditCheckpoint, AuditEvent
 from .offline_verify import (
+    EVENT_FIELDS,
     GENESIS,
     checkpoint_digest,
     checkpoint_payload,
@@ -35,28 +36,8 @@ from .signing import get_signer
 
 SEALER_LOCK = 0x53_4F_56_41  # "SOVA": pg_try_advisory_xact_lock key of the one running sealer
 
-ROW_FIELDS = (
-    "id",
-    "sequence",
-    "timestamp",
-    "actor_id",
-    "actor_name",
-    "actor_roles",
-    "token_id",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "event_type",
-    "event_group",
-    "target_type",
-    "target_id",
-    "target_display",
-    "outcome",
-    "error_code",
-    "details",
-    "prev_hash",
-    "hash",
-)
+# What is read back for hashing and export: the hashed fields, plus the row id and the event's own hash.
+ROW_FIELDS = ("id", *EVENT_FIELDS, "hash")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from apps.core.errors import ServiceError
 
+from ..chain import ROW_FIELDS
 from ..export import iter_export_jsonl
 from ..filters import AuditEventFilter, unknown_params
 from ..models import AuditEvent
@@ -90,29 +91,8 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
-CSV_COLUMNS = (
-    "type",
-    "sequence",
-    "timestamp",
-    "actor_id",
-    "actor_name",
-    "actor_roles",
-    "token_id",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "event_type",
-    "event_group",
-    "target_type",
-    "target_id",
-    "target_display",
-    "outcome",
-    "error_code",
-    "details",
-    "prev_hash",
-    "hash",
-    "record",
-)
+# One row per line of the JSONL export: its type, the record's fields, and the whole line.
+CSV_COLUMNS = ("type", *ROW_FIELDS, "record")
 
 
 def _csv_lines(jsonl):
