@@ -153,22 +153,11 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
 def _lean_sql(vendor: str) -> str:
     """The token, its user and the user's roles now (standing and unexpired break-glass, the same
     question as roles_for_audit) in one statement: the gateway's audit event freezes the roles."""
-    from django.contrib.auth.models import Group
-
-    from ..models import EmergencyAccess
-    from ..roles import ROLES
+    from .roles import current_roles_sql
 
     tokens, users = ApiToken._meta.db_table, get_user_model()._meta.db_table
-    user_groups, groups = Group.user_set.through._meta.db_table, Group._meta.db_table
-    names = ", ".join(f"'{r}'" for r in sorted(ROLES))  # our own constants, not input
     concat = "string_agg(r, ',')" if vendor == "postgresql" else "group_concat(r, ',')"
-    roles = (
-        f"(SELECT {concat} FROM (SELECT g.name AS r"  # noqa: S608
-        f" FROM {user_groups} ug JOIN {groups} g ON g.id = ug.group_id"
-        f" WHERE ug.user_id = u.id AND g.name IN ({names})"
-        f" UNION SELECT e.role FROM {EmergencyAccess._meta.db_table} e WHERE e.user_id = u.id"
-        " AND e.revoked_at IS NULL AND e.granted_at <= %s AND e.expires_at > %s) x)"
-    )
+    roles = f"(SELECT {concat} FROM ({current_roles_sql('u.id')}) x)"  # noqa: S608
     return (
         "SELECT t.id, t.user_id, t.scopes, t.restricted, t.expires_at, t.revoked_at, t.last_used_at,"  # noqa: S608
         f" u.username, u.is_active, u.is_superuser, {roles} FROM {tokens} t JOIN {users} u ON u.id = t.user_id"
