@@ -1,34 +1,16 @@
 from rest_framework import serializers
 
+from ..chain import ROW_FIELDS
 from ..models import AuditEvent
 from ..offline_verify import PROBLEM_KINDS
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
+    """An event as the chain records it (the fields its hash covers, its id and its hash)."""
+
     class Meta:
         model = AuditEvent
-        fields = [
-            "id",
-            "timestamp",
-            "sequence",
-            "actor_id",
-            "actor_name",
-            "actor_roles",
-            "token_id",
-            "source_ip",
-            "user_agent",
-            "request_id",
-            "event_type",
-            "event_group",
-            "target_type",
-            "target_id",
-            "target_display",
-            "outcome",
-            "error_code",
-            "details",
-            "prev_hash",
-            "hash",
-        ]
+        fields = list(ROW_FIELDS)
         read_only_fields = fields
 
 
