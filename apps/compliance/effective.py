@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.models import Q
 
 from .catalog import get_profile, profiles
@@ -77,24 +77,25 @@ def profiles_of_model(model_id: int) -> set[str]:
 
 
 @cache
-def _gateway_sql() -> str:
+def deid_policy_columns(model_ref: str) -> str:
+    """Two SQL select expressions for the model `model_ref` (an SQL expression such as `m.id`; no
+    parameters): its policy's de-identification mode (NULL without a policy), and whether it
+    receives PHI (marked, or under a model-level attachment of a profile that implies PHI). The
+    gateway's route statement selects them, so the inference path asks no extra query; pass the
+    pair to effective_deid_mode."""
     phi_profiles = sorted(p.id for p in profiles().values() if p.phi) or ["-"]
     ids = ", ".join(f"'{p}'" for p in phi_profiles)  # catalogue ids shipped with the code, not input
-    return f"""
-SELECT (SELECT deid_mode FROM {ModelPolicy._meta.db_table} WHERE model_id = %s),
-       EXISTS (SELECT 1 FROM {ModelPolicy._meta.db_table} WHERE model_id = %s AND phi)
-    OR EXISTS (SELECT 1 FROM {ProfileAttachment._meta.db_table} WHERE model_id = %s AND profile IN ({ids}))
-"""  # noqa: S608
+    policies, attachments = ModelPolicy._meta.db_table, ProfileAttachment._meta.db_table
+    return (
+        f"(SELECT deid_mode FROM {policies} WHERE model_id = {model_ref}),"  # noqa: S608
+        f" (EXISTS (SELECT 1 FROM {policies} WHERE model_id = {model_ref} AND phi)"
+        f" OR EXISTS (SELECT 1 FROM {attachments} WHERE model_id = {model_ref} AND profile IN ({ids})))"
+    )
 
 
-def gateway_deid_mode(model_id: int) -> str:
-    """The mode the gateway applies to one call, in one fixed statement (it runs on every inference
-    call; see apps/gateway/routing.py for why hot-path queries are fixed SQL). A model that receives
-    PHI (marked, or under a HIPAA attachment) is never sent identifiers: without a mode of its own it
-    is redacted."""
-    with connection.cursor() as cursor:
-        cursor.execute(_gateway_sql(), [model_id, model_id, model_id])
-        mode, phi = cursor.fetchone()
+def effective_deid_mode(mode: str | None, phi) -> str:
+    """The mode the gateway applies: the policy's, or `redact` for a model that receives PHI and has
+    no mode of its own (identifiers are never sent on), else `off`."""
     if mode and mode != DeidMode.OFF:
         return mode
     return DeidMode.REDACT if phi else DeidMode.OFF

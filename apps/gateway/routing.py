@@ -6,7 +6,9 @@ invoke, and to the token's models) cost ≈2.2 ms of CPU per call to compile on 
 machine: more than everything else the gateway does. The statement below is fixed text (table
 names from the models' metadata, role names from apps.accounts.roles), so it compiles never and
 PostgreSQL prepares it once per connection. Its semantics are those of
-apps.registry.selectors.models_invokable_by; the gateway tests pin both.
+apps.registry.selectors.models_invokable_by; the gateway tests pin both. It also selects the
+model's de-identification policy (apps.compliance.effective.deid_policy_columns), so the
+inference path needs no second query for it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
 from apps.accounts.roles import MAY_INVOKE
+from apps.compliance.effective import deid_policy_columns, effective_deid_mode
 from apps.deployments.models import Deployment, InferenceServer
 from apps.registry.models import Model, ModelVersion
 
@@ -42,7 +45,7 @@ def _sql() -> str:
     # Table names from model metadata and our own role constants; every value is a parameter.
     return f"""
 SELECT d.id, d.model_id, d.model_version_id, d.server_id, d.max_batch_size,
-       mv.version, mv.signature, s.name, s.http_url
+       mv.version, mv.signature, s.name, s.http_url, {deid_policy_columns("m.id")}
 FROM {t["dep"]} d
 JOIN {t["model"]} m ON m.id = d.model_id
 JOIN {t["mv"]} mv ON mv.id = d.model_version_id
@@ -72,10 +75,13 @@ def invokable_deployments(user, token, name: str) -> list[Deployment]:
     return [_deployment(*row) for row in rows]
 
 
-def _deployment(pk, model_id, version_id, server_id, max_batch_size, version, signature, server_name, http_url):
+def _deployment(
+    pk, model_id, version_id, server_id, max_batch_size, version, signature, server_name, http_url, deid_mode, phi
+):
     dep = Deployment(
         id=pk, model_id=model_id, model_version_id=version_id, server_id=server_id, max_batch_size=max_batch_size
     )
+    dep.deid_mode = effective_deid_mode(deid_mode, phi)  # the model's compliance policy, read in the same statement
     if isinstance(signature, str | bytes):
         signature = json.loads(signature)
     dep.model_version = ModelVersion(id=version_id, model_id=model_id, version=version, signature=signature)

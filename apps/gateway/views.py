@@ -21,7 +21,6 @@ from apps.accounts.models import Scope
 from apps.accounts.services import authenticate_bearer
 from apps.audit.models import Outcome
 from apps.audit.services import Source, record_event
-from apps.compliance.effective import gateway_deid_mode
 from apps.core.errors import ServiceError, json_error
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.keys.pseudonym import pseudonym_key
@@ -183,7 +182,7 @@ def infer(request, name: str, version: str | None = None) -> HttpResponse:
         header_length = request.headers.get(HEADER_LENGTH)
         header = parse_infer_header(body, header_length)
         check_against_signature(header, dep.model_version.signature, dep.max_batch_size)
-        mode = gateway_deid_mode(dep.model_id)
+        mode = dep.deid_mode  # read with the route (apps/gateway/routing.py)
         if mode != "off":  # the model's policy: identifiers never reach Triton
             try:
                 key = pseudonym_key() if mode == "pseudonymise" else None
