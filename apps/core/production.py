@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def on_connection_created(sender, connection, **kwargs) -> None:
             return  # before the first migrate: post_migrate records it
         _audited = True
         audit_override(connection.alias)
-    except DatabaseError:
+    except Exception:  # noqa: BLE001 - inside connect(): a failure here must not break the caller's query
         _audited = False
         log.exception("could not record %s; the next connection tries again", EVENT)
 

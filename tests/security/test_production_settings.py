@@ -228,3 +228,66 @@ def test_an_override_starts_is_audited_once_and_fails_the_compliance_checks(secu
     assert shown["checks"]["platform.minimal_install"]["status"] == "pass"
     assert "insecure_override" not in shown["checks"]["platform.minimal_install"]["evidence"]
     assert shown["checks"]["settings.tls"]["evidence"]["insecure_override"]["audit_event"] == second["id"]
+
+
+@pytest.fixture
+def production_debug(settings):
+    """In-process: production with DEBUG on, allowed by the override (the start-up guard already ran)."""
+    settings.SOVEREIGN_ENV = "production"
+    settings.INSECURE_OVERRIDE = ["debug"]
+    settings.DEBUG = True
+    return settings
+
+
+def _override_events() -> list[dict]:
+    from apps.audit.models import AuditEvent
+
+    return list(AuditEvent.objects.filter(event_type="config.insecure_override").order_by("id").values("details"))
+
+
+@pytest.mark.django_db
+def test_the_override_is_recorded_when_set_and_when_withdrawn_never_twice(production_debug):
+    from apps.core.production import audit_override
+
+    assert audit_override() is not None
+    assert audit_override() is None  # another process starting with the same override
+    production_debug.DEBUG = False  # still named, no longer in effect: the override is withdrawn
+    assert audit_override() is not None
+    assert audit_override() is None
+
+    assert [(e["details"]["previous"], e["details"]["in_effect"]) for e in _override_events()] == [
+        ([], ["debug"]),
+        (["debug"], []),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_processes_starting_together_record_the_override_once(production_debug):
+    """Gunicorn workers and Celery children connect at the same moment: the PostgreSQL advisory lock
+    makes one of them record the change and the others see it."""
+    import threading
+
+    from django.db import connection
+
+    from apps.core.production import audit_override
+
+    start = threading.Barrier(6)
+    errors = []
+
+    def worker():
+        try:
+            start.wait()
+            audit_override()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert not errors
+    assert len(_override_events()) == 1
