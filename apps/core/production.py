@@ -30,6 +30,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 
 log = logging.getLogger(__name__)
 
+ENVIRONMENTS = ("development", "production")
 OVERRIDE_VAR = "SOVEREIGN_INSECURE_OVERRIDE"
 OVERRIDES = ("sqlite", "local_kek", "debug", "no_tls")
 EVENT = "config.insecure_override"
@@ -136,6 +137,9 @@ def refusals(s) -> list[str]:
 
 def enforce(s) -> None:
     """Raise ImproperlyConfigured naming every refusal, in production; do nothing elsewhere."""
+    env = getattr(s, "SOVEREIGN_ENV", "development")
+    if env not in ENVIRONMENTS:  # `prod` or `Production` must not quietly mean "development"
+        raise ImproperlyConfigured(f"SOVEREIGN_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
     if not is_production(s):
         return
     lines = refusals(s)

@@ -143,6 +143,7 @@ def test_a_misspelt_override_is_refused(secure_env, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        ({"SOVEREIGN_ENV": "prod", "SOVEREIGN_DEBUG": "true"}, "SOVEREIGN_ENV must be one of development, production"),
         ({"SOVEREIGN_PKCS11_PIN_FILE": ""}, "SOVEREIGN_PKCS11_PIN_FILE must be set"),
         ({"SOVEREIGN_ALLOWED_HOSTS": "*"}, "SOVEREIGN_ALLOWED_HOSTS must list the portal's host names"),
         ({"SOVEREIGN_ALLOWED_HOSTS": "*", OVERRIDE: "sqlite,local_kek,debug,no_tls"}, "SOVEREIGN_ALLOWED_HOSTS"),
