@@ -161,6 +161,20 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env.bool("SOVEREIGN_SSL_REDIRECT", default=PRODUCTION)
 SECURE_HSTS_SECONDS = env.int("SOVEREIGN_HSTS_SECONDS", default=31536000 if PRODUCTION else 0)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("SOVEREIGN_BEHIND_TLS_PROXY", False) else None
+# The portal's own host name and its subdomains only (never the parent domain): safe to pin to HTTPS.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SOVEREIGN_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SOVEREIGN_HSTS_PRELOAD", default=False)
+# Production refuses SQLite, the local KEK, DEBUG and missing TLS at start (apps/core/production.py,
+# docs/production.md) unless this names each one allowed: sqlite, local_kek, debug, no_tls. Audited.
+INSECURE_OVERRIDE = env.list("SOVEREIGN_INSECURE_OVERRIDE", default=[])
+# Each silence is justified here and listed in docs/production.md; tests/security/test_hardening.py
+# fails on any other warning of `check --deploy` in production settings.
+SILENCED_SYSTEM_CHECKS = [
+    # security.W021 (SECURE_HSTS_PRELOAD off): the preload list takes only public registrable domains
+    # served entirely over HTTPS, a decision for the organisation's whole domain, not for one
+    # (usually internal) portal host; SOVEREIGN_HSTS_PRELOAD=true sets the header when it applies.
+    "security.W021",
+]
 SESSION_COOKIE_AGE = env.int("SOVEREIGN_SESSION_MAX_AGE", default=12 * 3600)
 LOGIN_URL = "/admin/login/"
 
@@ -280,6 +294,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- API ---------------------------------------------------------------------------------
+API_MAX_PAGE_SIZE = env.int("SOVEREIGN_API_MAX_PAGE_SIZE", default=500)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.accounts.authentication.BearerTokenAuthentication",
@@ -287,7 +302,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.ActionPermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.CappedLimitOffsetPagination",  # ?limit= ≤ API_MAX_PAGE_SIZE
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.errors.api_exception_handler",

@@ -68,6 +68,9 @@ EVENT_TYPES: dict[str, str] = {
     "audit.export": "Audit events exported",
     "audit.search": "Audit events searched or read",
     "audit.purge": "Audit events older than retention archived and purged",
+    # configuration (docs/production.md)
+    "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "
+    "(or the override changed or was withdrawn)",
 }
 
 

@@ -6,16 +6,21 @@ event between them that is not selected, every checkpoint in that span up to the
 after the selection; then unsealed events of the selection as `pending` lines (not yet
 verifiable), and a footer with the counts. docs/audit.md describes each line.
 
-iter_export_jsonl streams: memory stays constant whatever the number of rows.
+iter_export_jsonl streams: memory stays constant whatever the number of rows. iter_export_csv
+turns those lines into CSV rows for a spreadsheet, each cell neutralised against formula injection.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from django.db.models import Exists, Max, Min, OuterRef, QuerySet
 from django.utils import timezone
+
+from apps.core.spreadsheet import safe_row
 
 from .chain import ROW_FIELDS, checkpoint_record, event_record, hash_alg
 from .models import AuditCheckpoint, AuditEvent
@@ -24,6 +29,8 @@ from .signing import trusted_public_keys
 from .verify import CHUNK, merged
 
 LINK_FIELDS = ("sequence", "prev_hash", "hash")
+# One CSV row per line of the JSONL export: its type, the record's fields, and the whole line.
+CSV_COLUMNS = ("type", *ROW_FIELDS, "record")
 
 
 def _line(record: dict) -> str:
@@ -93,3 +100,26 @@ def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> I
         counts["pending"] += 1
         yield _line({**event_record(row), "type": "pending"})
     yield _line({"type": "footer", **{FOOTER_COUNTS[k]: v for k, v in counts.items()}})
+
+
+def iter_export_csv(jsonl: Iterable[str]) -> Iterator[str]:
+    """The JSON Lines export as CSV: one row per line, the readable columns filled from the record
+    and the whole record in `record`, so the CSV verifies offline exactly like the JSONL.
+
+    The readable columns hold attacker-controlled text (user agents, names, request ids): each
+    cell passes through apps.core.spreadsheet.safe_cell, so `=HYPERLINK(...)` arrives as text.
+    The `record` column is the JSON line itself, which starts with `{` and is never rewritten:
+    it is what the verifier hashes."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for line in jsonl:
+        record = json.loads(line)
+        row = []
+        for column in CSV_COLUMNS[:-1]:
+            value = record.get(column, "")
+            row.append(json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value)
+        writer.writerow([*safe_row(row), line.rstrip("\n")])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()

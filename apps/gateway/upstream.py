@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import urllib3
 from django.conf import settings
 
 from apps.core.errors import ServiceError
+
+log = logging.getLogger(__name__)
+UNREACHABLE = "the inference server is unreachable; quote the X-Request-ID header to the operator"
 
 _pool: urllib3.PoolManager | None = None
 _pool_lock = threading.Lock()
@@ -35,11 +39,16 @@ def forward(method: str, url: str, body: bytes | None = None, headers: dict | No
             redirect=False,
             timeout=urllib3.Timeout(connect=3.0, read=settings.TRITON_TIMEOUT),
         )
+    # urllib3's text names the server's internal address and port: it goes to the log, not to the
+    # caller (the audit event names the deployment and server).
     except urllib3.exceptions.NewConnectionError as err:
         # urllib3 2 derives NewConnectionError (e.g. connection refused) from ConnectTimeoutError:
         # catch it first, or a server that is down would be reported as slow.
-        raise ServiceError("triton_unavailable", f"the inference server is unreachable: {err}", 503) from None
+        log.warning("inference server unreachable: %s", err)
+        raise ServiceError("triton_unavailable", UNREACHABLE, 503) from None
     except urllib3.exceptions.TimeoutError as err:
-        raise ServiceError("triton_timeout", f"the inference server did not answer in time: {err}", 504) from None
+        log.warning("inference server timed out: %s", err)
+        raise ServiceError("triton_timeout", "the inference server did not answer in time", 504) from None
     except urllib3.exceptions.HTTPError as err:
-        raise ServiceError("triton_unavailable", f"the inference server is unreachable: {err}", 503) from None
+        log.warning("inference server unreachable: %s", err)
+        raise ServiceError("triton_unavailable", UNREACHABLE, 503) from None

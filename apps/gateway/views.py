@@ -169,6 +169,17 @@ def _handle(request, event: str, name: str, version: str | None, act) -> HttpRes
         return call.finish(json_error(err), err)
 
 
+def _deid_unavailable(name: str, err: Exception) -> ServiceError:
+    """The reason (KEK ids, keystore paths, token labels) goes to the server log, never into the
+    answer: the caller is an integrator, not the key custodian."""
+    logger.error("de-identification key for %s unavailable: %s: %s", name, type(err).__name__, err)
+    return ServiceError(
+        "deid_unavailable",
+        "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header to the operator",
+        503,
+    )
+
+
 @csrf_exempt
 @require_POST
 def infer(request, name: str, version: str | None = None) -> HttpResponse:
@@ -186,10 +197,8 @@ def infer(request, name: str, version: str | None = None) -> HttpResponse:
         if mode != "off":  # the model's policy: identifiers never reach Triton
             try:
                 key = pseudonym_key() if mode == "pseudonymise" else None
-            except KekError as err:  # fail closed: nothing is forwarded without its de-identification
-                raise ServiceError(
-                    "deid_unavailable", f"the pseudonymisation key cannot be unwrapped: {err}", 503
-                ) from err
+            except (KekError, OSError, ValueError, KeyError) as err:  # fail closed: nothing is forwarded
+                raise _deid_unavailable(name, err) from err
             body, header_length, found = deidentify_request(body, header, header_length, mode, key)
             call.deid = {"mode": mode, "found": found}
         headers = {"Content-Type": request.content_type or "application/json"}

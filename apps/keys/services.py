@@ -39,7 +39,16 @@ LEASE = timedelta(minutes=2)
 
 
 def _kek_error(err: KekError) -> ServiceError:
-    return ServiceError("kek_unavailable", f"the key provider refused: {err}", 503)
+    """503 `kek_unavailable` with a generic detail. The provider's words name KEK ids, keystore
+    paths and token labels: they go to the server log (and, for a rotation, its audit event),
+    never into an answer."""
+    log.error("the key provider refused: %s", err)
+    return ServiceError(
+        "kek_unavailable",
+        "the key provider (HSM or keystore) refused or cannot be reached; quote the X-Request-ID header to the "
+        "operator, whose log has the reason",
+        503,
+    )
 
 
 def _register(kek_id: str, *, state: str, actor, source: Source, event: str, details: dict) -> KeyEncryptionKey:
@@ -151,10 +160,16 @@ def start_rotation(*, actor, reason: str = "", source: Source = SYSTEM) -> KekRo
                 target=current,
                 outcome=Outcome.FAILURE,
                 error_code=err.code,
-                details={"from": current.kek_id, "error": err.detail},
+                details={"from": current.kek_id, "error": _reason(err)},
             )
         raise
     return rotation
+
+
+def _reason(err: ServiceError) -> str:
+    """For the audit event: the provider's own words behind a `kek_unavailable`, else the detail."""
+    cause = err.__cause__
+    return str(cause)[:2000] if isinstance(cause, KekError) else err.detail
 
 
 def _enqueue(rotation_id: int) -> None:

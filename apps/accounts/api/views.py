@@ -9,12 +9,13 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import AllowAny
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Source
+from apps.core.csrf import SameOriginOnly
 from apps.core.errors import NotFound, ServiceError
 
 from .. import services
@@ -297,7 +298,8 @@ class LoginView(APIView):
     roles must also send their TOTP code. The error never says whether the user exists."""
 
     authentication_classes: list = []
-    permission_classes = [AllowAny]
+    permission_classes = [SameOriginOnly]  # DRF exempts this view from CSRF: refuse login CSRF (apps/core/csrf.py)
+    parser_classes = [JSONParser]  # a cross-site HTML form cannot send JSON
 
     @extend_schema(request=s.LoginSerializer, responses={200: s.UserSerializer})
     def post(self, request):

@@ -1,7 +1,3 @@
-import csv
-import io
-import json
-
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
@@ -15,8 +11,7 @@ from rest_framework.views import APIView
 
 from apps.core.errors import ServiceError
 
-from ..chain import ROW_FIELDS
-from ..export import iter_export_jsonl
+from ..export import iter_export_csv, iter_export_jsonl
 from ..filters import AuditEventFilter, unknown_params
 from ..models import AuditEvent
 from ..selectors import events_visible_to, export_limit
@@ -91,26 +86,6 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
-# One row per line of the JSONL export: its type, the record's fields, and the whole line.
-CSV_COLUMNS = ("type", *ROW_FIELDS, "record")
-
-
-def _csv_lines(jsonl):
-    """The JSON Lines export as CSV: one row per line, the readable columns filled from the record
-    and the whole record in `record`, so the CSV verifies offline exactly like the JSONL."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for line in jsonl:
-        record = json.loads(line)
-        row = []
-        for column in CSV_COLUMNS[:-1]:
-            value = record.get(column, "")
-            row.append(json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value)
-        writer.writerow([*row, line.rstrip("\n")])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
 
 
 class AuditExportView(APIView):
@@ -147,7 +122,7 @@ class AuditExportView(APIView):
                 details={"format": file_format, "filters": selection, "rows": rows},
             )
         lines = iter_export_jsonl(queryset, selection=selection)
-        body = _csv_lines(lines) if file_format == "csv" else lines
+        body = iter_export_csv(lines) if file_format == "csv" else lines
         response = StreamingHttpResponse(body, content_type=EXPORT_FORMATS[file_format])
         response["Content-Disposition"] = f'attachment; filename="audit-export.{file_format}"'
         return response

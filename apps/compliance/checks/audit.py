@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from . import FAIL, NA, PASS, CheckResult, register
+from .settings import override_evidence, override_note
 
 SEALER_LAG = timedelta(minutes=5)
 
@@ -58,11 +59,12 @@ def sealer_running(ctx) -> CheckResult:
 
 @register("audit.append_only")
 def append_only(ctx) -> CheckResult:
-    if connection.vendor != "postgresql":
+    evidence = {"vendor": connection.vendor, **override_evidence("sqlite")}
+    if connection.vendor != "postgresql" or "insecure_override" in evidence:
         return CheckResult(
             FAIL,
-            "the database is not PostgreSQL: no trigger protects audit rows",
-            {"vendor": connection.vendor},
+            "the database is not PostgreSQL: no trigger protects audit rows" + override_note(evidence),
+            evidence,
             "Run Sovereign on PostgreSQL (DATABASE_URL).",
         )
     with connection.cursor() as cursor:

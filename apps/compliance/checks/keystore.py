@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from . import FAIL, NA, PASS, CheckResult, register
+from .settings import override_evidence, override_note
 
 LIST_LIMIT = 50
 GUOMI_SUITE = "SM4-GCM"
@@ -57,10 +58,11 @@ def inspect_hsm_keys(labels: list[str]) -> dict[str, dict]:
 @register("keys.kek_in_hsm")
 def kek_in_hsm(ctx) -> CheckResult:
     evidence = {"KEK_PROVIDER": settings.KEK_PROVIDER, "token": settings.PKCS11["TOKEN"] or None}
-    if settings.KEK_PROVIDER != "pkcs11":
+    evidence.update(override_evidence("local_kek"))
+    if settings.KEK_PROVIDER != "pkcs11" or "insecure_override" in evidence:
         return CheckResult(
             FAIL,
-            f"the KEK is held by the {settings.KEK_PROVIDER!r} provider, not an HSM",
+            f"the KEK is held by the {settings.KEK_PROVIDER!r} provider, not an HSM" + override_note(evidence),
             evidence,
             "Set SOVEREIGN_KEK_PROVIDER=pkcs11 (with SOVEREIGN_PKCS11_MODULE, _TOKEN, _PIN_FILE, _KEY_LABEL) and "
             "rotate the KEK so every data key is wrapped inside the HSM.",

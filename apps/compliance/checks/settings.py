@@ -10,6 +10,32 @@ MAX_IDLE_MINUTES = 15
 MIN_HSTS_SECONDS = 31536000
 
 
+def override_evidence(name: str) -> dict:
+    """`{"insecure_override": ...}` when SOVEREIGN_INSECURE_OVERRIDE lets production run with the
+    weakness `name` (apps/core/production.py), else `{}`. A check given this evidence fails, and its
+    evidence names the override and the audit event that recorded it (None if none did yet)."""
+    from apps.core.production import OVERRIDE_VAR, in_effect, last_override_event
+
+    problems = in_effect(settings)
+    if name not in problems:
+        return {}
+    event = last_override_event()
+    recorded = event is not None and name in (event["details"] or {}).get("in_effect", [])
+    return {
+        "insecure_override": {
+            "setting": f"{OVERRIDE_VAR}={name}",
+            "problem": problems[name],
+            "audit_event": event["id"] if recorded else None,
+            "recorded_at": event["timestamp"].isoformat() if recorded else None,
+        }
+    }
+
+
+def override_note(evidence: dict) -> str:
+    found = evidence.get("insecure_override")
+    return f" (allowed by {found['setting']})" if found else ""
+
+
 @register("settings.idle_timeout")
 def idle_timeout(ctx) -> CheckResult:
     idle = getattr(settings, "SESSION_IDLE_TIMEOUT", None)
@@ -46,10 +72,11 @@ def tls(ctx) -> CheckResult:
     problems = [k for k in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE") if not evidence[k]]
     if (settings.SECURE_HSTS_SECONDS or 0) < MIN_HSTS_SECONDS:
         problems.append(f"SECURE_HSTS_SECONDS < {MIN_HSTS_SECONDS}")
-    if problems:
+    evidence.update(override_evidence("no_tls"))
+    if problems or "insecure_override" in evidence:
         return CheckResult(
             FAIL,
-            "not TLS-only: " + ", ".join(problems),
+            "not TLS-only: " + ", ".join(problems) + override_note(evidence),
             evidence,
             "Set SOVEREIGN_SSL_REDIRECT=true, SOVEREIGN_HSTS_SECONDS=31536000 and SOVEREIGN_SECURE_COOKIES=true.",
         )
@@ -114,13 +141,18 @@ def password_policy(ctx) -> CheckResult:
 def deploy_check(ctx) -> CheckResult:
     from django.core import checks
 
+    from apps.core.production import in_effect
+
     messages = checks.run_checks(include_deployment_checks=True, tags=[checks.Tags.security])
     found = [f"{m.id}: {m.msg.splitlines()[0][:160]}" for m in messages if m.level >= checks.WARNING]
-    evidence = {"warnings": found, "DEBUG": settings.DEBUG}
-    if found or settings.DEBUG:
+    evidence = {"warnings": found, "DEBUG": settings.DEBUG, "insecure_overrides": in_effect(settings)}
+    evidence.update(override_evidence("debug"))
+    if found or settings.DEBUG or evidence["insecure_overrides"]:
         return CheckResult(
             FAIL,
-            f"`check --deploy` reports {len(found)} security warning(s)" + ("; DEBUG is on" if settings.DEBUG else ""),
+            f"`check --deploy` reports {len(found)} security warning(s)"
+            + ("; DEBUG is on" if settings.DEBUG else "")
+            + override_note(evidence),
             evidence,
             "Run `python manage.py check --deploy` and fix each warning listed in the evidence.",
         )
@@ -134,10 +166,13 @@ def minimal_install(ctx) -> CheckResult:
     reqs = [ln for ln in lines if ln]
     unpinned = [ln for ln in reqs if "==" not in ln]
     evidence = {"requirements": len(reqs), "unpinned": unpinned, "DEBUG": settings.DEBUG}
-    if not reqs or unpinned or settings.DEBUG:
+    evidence.update(override_evidence("debug"))
+    if not reqs or unpinned or settings.DEBUG or "insecure_override" in evidence:
         return CheckResult(
             FAIL,
-            f"{len(unpinned)} unpinned requirement(s)" + ("; DEBUG is on" if settings.DEBUG else ""),
+            f"{len(unpinned)} unpinned requirement(s)"
+            + ("; DEBUG is on" if settings.DEBUG else "")
+            + override_note(evidence),
             evidence,
             "Pin every requirement with == and set SOVEREIGN_DEBUG=false.",
         )

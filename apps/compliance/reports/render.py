@@ -12,6 +12,8 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from apps.core.spreadsheet import safe_cell
+
 CSV_FIELDS = ("profile", "id", "framework", "family", "status", "summary", "evidence", "remedy", "evaluated_at")
 
 
@@ -24,13 +26,13 @@ def to_csv(data: dict) -> bytes:
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in data["controls"]:
-        writer.writerow(
-            {
-                **row,
-                "profile": data["report"]["profile"],
-                "evidence": json.dumps(row["evidence"], ensure_ascii=False, sort_keys=True, default=str),
-            }
-        )
+        cells = {
+            **row,
+            "profile": data["report"]["profile"],
+            "evidence": json.dumps(row["evidence"], ensure_ascii=False, sort_keys=True, default=str),
+        }
+        # summaries and remedies quote names (users, models) that others chose: no formula may run
+        writer.writerow({k: safe_cell(cells.get(k)) for k in CSV_FIELDS})
     return ("\ufeff" + out.getvalue()).encode()  # BOM: spreadsheet programs then read UTF-8 Chinese correctly
 
 
