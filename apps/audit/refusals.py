@@ -170,7 +170,7 @@ def counter() -> MemoryCounter | RedisCounter:
     if _state.get("client", False) is not client:
         _state.update(client=client, counter=RedisCounter(client) if client is not None else MemoryCounter())
         if client is None and not _state.get("atexit"):
-            atexit.register(flush_all)
+            atexit.register(_flush_at_exit)
             _state["atexit"] = True
     return _state["counter"]
 
@@ -287,6 +287,13 @@ def _write_remainders(taken: list[tuple[Bucket, int]]) -> int:
 def flush_all() -> int:
     """Close every bucket, the current window's included (process exit, tests)."""
     return flush_closed(int(time.time() // window_seconds()) + 1)
+
+
+def _flush_at_exit() -> None:
+    try:
+        flush_all()
+    except Exception:  # noqa: BLE001 - at exit the database may be gone; say so, do not crash the exit
+        logger.exception("could not flush collapsed refusal events at exit")
 
 
 def tick() -> None:

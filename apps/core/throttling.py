@@ -110,7 +110,8 @@ def _request_checks(request, addr: str | None) -> tuple[tuple[Check, ...], str]:
 
 class RateLimitMiddleware:
     """Refuses with 429 before the view when the request's subject is over its rate; after the
-    view, charges a failed authentication (a 401, or a login the backends refused) to the address."""
+    view, charges a failed authentication (a 401, or a login the backends refused) to the address,
+    and answers a 401 past the address's failure budget with the 429 instead."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -125,5 +126,8 @@ class RateLimitMiddleware:
             return rate_limited_response(RateLimited(decision, who))
         response = self.get_response(request)
         if response.status_code == 401 or getattr(request, "sv_auth_failed", False):
-            note_auth_failure(addr)
+            decision = note_auth_failure(addr)
+            if not decision.allowed and response.status_code == 401:
+                # Past the address's failure budget the answer says so (the refusal is already audited).
+                return rate_limited_response(RateLimited(decision, "address"))
         return response

@@ -96,11 +96,11 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
         if not decision.allowed:
             raise RateLimited(decision, "address") from None
         raise
+    call.user = user
+    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
     decision = hit_gateway_token(token.pk)  # the call's one Redis round trip
     if not decision.allowed:
         raise RateLimited(decision, "token")
-    call.user = user
-    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
     deps = candidate_deployments(user, token, call.name, invoke)
