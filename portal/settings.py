@@ -197,7 +197,7 @@ RATELIMIT_ANONYMOUS = env.str("SOVEREIGN_RATELIMIT_ANONYMOUS", default="120/m") 
 RATELIMIT_AUTH_FAILURES = env.str("SOVEREIGN_RATELIMIT_AUTH_FAILURES", default="20/m")  # per address
 RATELIMIT_TOKEN = env.str("SOVEREIGN_RATELIMIT_TOKEN", default="600/m")  # per API token, API calls
 RATELIMIT_SESSION = env.str("SOVEREIGN_RATELIMIT_SESSION", default="600/m")  # per signed-in user
-RATELIMIT_GATEWAY = env.str("SOVEREIGN_RATELIMIT_GATEWAY", default="200/s")  # per token, inference calls
+RATELIMIT_GATEWAY = env.str("SOVEREIGN_RATELIMIT_GATEWAY", default="1000/s")  # per token, inference calls
 RATELIMIT_IPV6_PREFIX = env.int("SOVEREIGN_RATELIMIT_IPV6_PREFIX", default=64)  # an IPv6 client owns a /64
 
 
