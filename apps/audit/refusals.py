@@ -20,6 +20,7 @@ call keeps its own event.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import re
 import threading
@@ -163,6 +164,34 @@ class RedisCounter:
         return [(Bucket.from_key(k.decode()[len(PREFIX) :]), int(v)) for k, v in pairs]
 
 
+class AsyncRedisCounter:
+    """RedisCounter for the async data plane (`client` is a `redis.asyncio.Redis`): same keys and
+    scripts, so both planes count into the same buckets."""
+
+    TTL = RedisCounter.TTL
+
+    def __init__(self, client):
+        self.client = client
+        self._count = client.register_script(COUNT_LUA)
+        self._take = client.register_script(TAKE_LUA)
+
+    async def count(self, bucket: Bucket, max_buckets: int) -> tuple[Bucket, int, bool]:
+        keys = [PREFIX + bucket.key(), PREFIX + bucket.overflow().key(), PREFIX + "pending"]
+        keys.append(f"{PREFIX}distinct:{bucket.window}")
+        n, overflowed, closed = await self._count(keys=keys, args=[bucket.window, max_buckets, self.TTL])
+        return (bucket.overflow() if overflowed else bucket), int(n), bool(closed)
+
+    async def add(self, bucket: Bucket, n: int) -> None:
+        key = PREFIX + bucket.key()
+        async with self.client.pipeline() as pipe:
+            await pipe.incrby(key, n).expire(key, self.TTL).zadd(PREFIX + "pending", {key: bucket.window}).execute()
+
+    async def take_closed(self, before: int, limit: int = 1000) -> list[tuple[Bucket, int]]:
+        out = await self._take(keys=[PREFIX + "pending"], args=[before, limit])
+        pairs = zip(out[::2], out[1::2], strict=True)
+        return [(Bucket.from_key(k.decode()[len(PREFIX) :]), int(v)) for k, v in pairs]
+
+
 def counter() -> MemoryCounter | RedisCounter:
     from apps.core.throttling import redis_client
 
@@ -202,10 +231,12 @@ def record_refusal(
         request.audit_events = getattr(request, "audit_events", 0) + 1
     code = _SAFE.sub("_", error_code)[:64]
     now = int(time.time() // window_seconds())
-    store = counter()
-    bucket, n, closed = store.count(
-        Bucket(now, event_type, source.ip or "", code, outcome), settings.AUDIT_REFUSAL_MAX_BUCKETS
-    )
+    store, bucket = counter(), Bucket(now, event_type, source.ip or "", code, outcome)
+    try:
+        bucket, n, closed = store.count(bucket, settings.AUDIT_REFUSAL_MAX_BUCKETS)
+    except Exception:  # noqa: BLE001 - the counter's store (Redis) is down: write every refusal, uncollapsed
+        logger.warning("refusal counter unavailable; writing the refusal as its own event", exc_info=True)
+        store, n, closed = None, 1, False
     if n == 1:
         extra = {"count": 1, "window_start": _window_start(bucket.window), "window_seconds": window_seconds()}
         if not bucket.ip:
@@ -225,7 +256,9 @@ def record_refusal(
                     details={**(details or {}), **extra},
                 )
         except Exception:
-            store.add(bucket, -1)
+            if store is not None:
+                with contextlib.suppress(Exception):  # keep the audit error, not a second one
+                    store.add(bucket, -1)
             raise
     if closed:
         _flush_quietly(now)

@@ -157,8 +157,15 @@ def _script_args(prefix: str, checks: tuple[Check, ...], now: int) -> tuple[list
     return keys, args
 
 
+_last_warning = [0.0]
+
+
 def _warn_fallback(exc: Exception) -> None:
-    logger.warning("rate limiter: Redis unavailable (%s); limiting in process for now", exc.__class__.__name__)
+    """Once a minute at most: a Redis outage must not turn into a log flood."""
+    now = time.monotonic()
+    if now - _last_warning[0] >= 60:
+        _last_warning[0] = now
+        logger.warning("rate limiter: Redis unavailable (%s); limiting in process for now", exc.__class__.__name__)
 
 
 class RedisLimiter:

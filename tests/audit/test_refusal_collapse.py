@@ -5,6 +5,7 @@ An authenticated caller's every refusal keeps its own event."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from apps.audit import refusals, tasks
 from apps.audit.models import AuditEvent, Outcome
 from apps.core import throttling
 from tests.conftest import otp_login
+from tests.factories import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTE = timedelta(seconds=60)
@@ -199,3 +201,35 @@ def test_in_process_counts_are_written_at_process_exit():
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=120)
 
     assert sorted(e.details["count"] for e in refused()) == [1, 6]
+
+
+@pytest.mark.django_db
+def test_with_redis_down_every_refusal_is_still_written(settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    for _ in range(3):
+        assert anonymous_post().status_code == 401
+
+    assert [e.details["count"] for e in refused()] == [1, 1, 1]  # uncollapsed, but complete
+
+
+def test_the_async_counter_shares_the_buckets():
+    """The data plane's async twin counts into the same Redis buckets as the portal."""
+    import redis.asyncio
+
+    url = os.environ["REDIS_URL"]
+    bucket = refusals.Bucket(1, "inference.infer", "198.51.100.7", "invalid_token", "denied")
+
+    async def scenario():
+        client = redis.asyncio.Redis.from_url(url)
+        twin = refusals.AsyncRedisCounter(client)
+        first = await twin.count(bucket, 1000)
+        refusals.RedisCounter(__import__("redis").Redis.from_url(url)).count(bucket, 1000)
+        second = await twin.count(bucket, 1000)
+        taken = await twin.take_closed(2)
+        await client.aclose()
+        return first, second, taken
+
+    first, second, taken = asyncio.run(scenario())
+
+    assert (first[1], second[1]) == (1, 3)
+    assert taken == [(bucket, 3)]

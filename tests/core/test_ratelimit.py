@@ -231,3 +231,13 @@ class TestPortal:
         settings.RATELIMIT_ANONYMOUS = "1/m"
         settings.RATELIMIT_ENABLED = False
         assert {Client().get("/admin/login/").status_code for _ in range(3)} == {200}
+
+
+@pytest.mark.django_db
+def test_the_portal_keeps_limiting_with_redis_down(settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.RATELIMIT_ANONYMOUS = "2/m"
+    client = Client(REMOTE_ADDR="198.51.100.7")
+
+    assert [client.get("/admin/login/").status_code for _ in range(2)] == [200, 200]
+    assert_rate_limited(client.get("/admin/login/"))
