@@ -90,6 +90,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.throttling.RateLimitMiddleware",  # needs the session user; before anything costly
     "django_otp.middleware.OTPMiddleware",
     "apps.accounts.middleware.SessionLifetimeMiddleware",
     "apps.accounts.middleware.AccountGateMiddleware",
@@ -184,15 +185,49 @@ SESSION_ABSOLUTE_TIMEOUT = timedelta(seconds=SESSION_COOKIE_AGE)
 PASSWORD_MAX_AGE = timedelta(days=env.int("SOVEREIGN_PASSWORD_MAX_AGE_DAYS", default=90))
 DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=90))
 BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
+# Lockout by (user name, address), plus a slower global throttle per user name that spares the
+# addresses the account logged in from recently (apps/accounts/lockout.py, docs/access-control.md).
 AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_MINUTES", default=15))
+LOCKOUT_GLOBAL_FAILURES = env.int("SOVEREIGN_LOCKOUT_GLOBAL_FAILURES", default=50)
+LOCKOUT_GLOBAL_WINDOW = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_GLOBAL_MINUTES", default=60))
+LOCKOUT_KNOWN_ADDRESS_AGE = timedelta(days=env.int("SOVEREIGN_LOCKOUT_KNOWN_ADDRESS_DAYS", default=30))
 AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within the window, not "since start"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # the sliding window counts these rows
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never either alone
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt checked no password: not a failure
+AXES_CLIENT_IP_CALLABLE = "apps.core.netaddr.request_client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_CALLABLE = "apps.accounts.views.lockout_response"
 OTP_TOTP_ISSUER = env.str("SOVEREIGN_OTP_ISSUER", default="Sovereign")
+
+# --- Client address and rate limits (apps/core/netaddr.py, apps/core/throttling.py) -----------
+# X-Forwarded-For is believed only from these proxies (CIDRs): the client is the rightmost hop
+# that is not one of them. Empty: the socket peer is the client and the header is ignored.
+TRUSTED_PROXIES = env.list("SOVEREIGN_TRUSTED_PROXIES", default=[])
+RATELIMIT_ENABLED = env.bool("SOVEREIGN_RATELIMIT_ENABLED", default=True)
+RATELIMIT_ANONYMOUS = env.str("SOVEREIGN_RATELIMIT_ANONYMOUS", default="120/m")  # per address, no credentials
+RATELIMIT_AUTH_FAILURES = env.str("SOVEREIGN_RATELIMIT_AUTH_FAILURES", default="20/m")  # per address
+RATELIMIT_TOKEN = env.str("SOVEREIGN_RATELIMIT_TOKEN", default="600/m")  # per API token, API calls
+RATELIMIT_SESSION = env.str("SOVEREIGN_RATELIMIT_SESSION", default="600/m")  # per signed-in user
+RATELIMIT_GATEWAY = env.str("SOVEREIGN_RATELIMIT_GATEWAY", default="1000/s")  # per token, inference calls
+RATELIMIT_IPV6_PREFIX = env.int("SOVEREIGN_RATELIMIT_IPV6_PREFIX", default=64)  # an IPv6 client owns a /64
+
+
+def _check_client_settings() -> None:
+    from apps.core.netaddr import parse_networks
+    from apps.core.ratelimit import Rate
+
+    try:
+        parse_networks(TRUSTED_PROXIES)
+        for name in ("ANONYMOUS", "AUTH_FAILURES", "TOKEN", "SESSION", "GATEWAY"):
+            Rate.parse(globals()[f"RATELIMIT_{name}"])
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
+_check_client_settings()
 
 # --- Sovereign ---------------------------------------------------------------------------
 ARTIFACT_DIR = Path(env.str("SOVEREIGN_ARTIFACT_DIR", default=str(DATA_DIR / "artifacts")))
@@ -229,6 +264,10 @@ AUDIT_CHECKPOINT_SECONDS = env.int("SOVEREIGN_AUDIT_CHECKPOINT_SECONDS", default
 AUDIT_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_EXPORT_MAX_ROWS", default=2_000_000)
 AUDIT_KEY_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_KEY_EXPORT_MAX_ROWS", default=100_000)
 AUDIT_SEAL_BATCH = env.int("SOVEREIGN_AUDIT_SEAL_BATCH", default=5000)
+# Unauthenticated refusals are collapsed into one counted event per (address, code, window)
+# (apps/audit/refusals.py); past this many buckets in a window, new addresses share one.
+AUDIT_REFUSAL_WINDOW_SECONDS = env.int("SOVEREIGN_AUDIT_REFUSAL_WINDOW_SECONDS", default=60)
+AUDIT_REFUSAL_MAX_BUCKETS = env.int("SOVEREIGN_AUDIT_REFUSAL_MAX_BUCKETS", default=1000)
 AUDIT_ARCHIVE_DIR = Path(env.str("SOVEREIGN_AUDIT_ARCHIVE_DIR", default=str(DATA_DIR / "audit-archive")))
 # Checkpoint signing key: a local P-256 key file with the local KEK provider, an HSM key pair
 # (this label, on the KEK's token) with SOVEREIGN_KEK_PROVIDER=pkcs11.
@@ -289,6 +328,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-grants": {"task": "apps.accounts.tasks.purge_expired_grants", "schedule": 600.0},
     "resume-stalled-kek-rotations": {"task": "apps.keys.tasks.resume_stalled_rotations", "schedule": 60.0},
     "audit-seal": {"task": "apps.audit.tasks.seal_audit_log", "schedule": 1.0, "options": {"expires": 5.0}},
+    "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }

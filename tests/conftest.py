@@ -56,6 +56,17 @@ def _isolated_storage(settings, data_dir):
     get_signer.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit buckets and collapsed-refusal counters live in Redis (or the process), outside
+    the test's rolled-back transaction: start every test with none."""
+    from apps.audit.refusals import counter
+    from apps.core.throttling import limiter
+
+    limiter().reset()
+    counter().reset()
+
+
 @pytest.fixture
 def onnx_bytes() -> bytes:
     return build_test_onnx(4, 3, seed=7)

@@ -1,6 +1,7 @@
 from rest_framework import authentication, exceptions
 
 from apps.audit.services import Source
+from apps.core.netaddr import request_client_address
 
 from .services import TokenRejected, authenticate_bearer, note_break_glass_use, record_denied
 
@@ -13,7 +14,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         try:
-            user, token = authenticate_bearer(header, request.META.get("REMOTE_ADDR"))
+            user, token = authenticate_bearer(header, request_client_address(request))
         except TokenRejected as err:
             # The Django request, not DRF's: reading DRF's request.auth here would re-run this method.
             record_denied(err, source=Source.from_request(request._request), details={"path": request.path})

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.core.context import current_request_id, request_var
 from apps.core.errors import ServiceError
+from apps.core.netaddr import request_client_address
 
 from .catalogue import EVENT_TYPES, group_of
 from .models import AuditEvent, Outcome
@@ -33,7 +34,7 @@ class Source:
         if token_id is None:
             token_id = getattr(getattr(request, "auth", None), "pk", None)
         return cls(
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=request_client_address(request),
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:300],
             token_id=token_id,
         )

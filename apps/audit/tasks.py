@@ -1,8 +1,9 @@
-"""Celery tasks of the audit log: the sealer (every second) and the retention purge (daily)."""
+"""Celery tasks of the audit log: the sealer (every second), the collapsed-refusal flush (every
+30 seconds) and the retention purge (daily)."""
 
 from celery import shared_task
 
-from . import chain, retention
+from . import chain, refusals, retention
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -16,3 +17,9 @@ def purge_expired_audit() -> int:
     """Archive and purge the sealed range older than retention, if any."""
     result = retention.purge_expired()
     return result.events if result else 0
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def flush_refused_buckets() -> int:
+    """Write the counted remainder of every closed bucket of unauthenticated refusals."""
+    return refusals.flush_closed()

@@ -18,10 +18,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.models import Scope
-from apps.accounts.services import authenticate_bearer
+from apps.accounts.services import TokenRejected, authenticate_bearer
 from apps.audit.models import Outcome
+from apps.audit.refusals import record_refusal
 from apps.audit.services import Source, record_event
 from apps.core.errors import ServiceError, json_error
+from apps.core.netaddr import request_client_address
+from apps.core.throttling import RateLimited, hit_gateway_token, note_auth_failure
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.keys.pseudonym import pseudonym_key
 from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
@@ -44,7 +47,7 @@ class _Call:
     def __init__(self, request, event: str, name: str):
         self.event, self.name, self.started = event, name, time.perf_counter()
         self.source = Source(
-            ip=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", "")[:300]
+            ip=request_client_address(request), user_agent=request.META.get("HTTP_USER_AGENT", "")[:300]
         )
         self.user = self.dep = self.deid = None
 
@@ -61,12 +64,13 @@ class _Call:
         outcome = (
             Outcome.SUCCESS
             if error is None
-            else (Outcome.DENIED if response.status_code in (401, 403, 404) else Outcome.FAILURE)
+            else (Outcome.DENIED if response.status_code in (401, 403, 404, 429) else Outcome.FAILURE)
         )
         try:
-            record_event(
+            # An unauthenticated caller's refusals are collapsed per (address, code, minute).
+            record = record_event if self.user is not None else record_refusal
+            record(
                 self.event,
-                actor=self.user,
                 source=self.source,
                 target_type="registry.model",
                 target_id=str(self.dep.model_id) if self.dep else "",
@@ -74,6 +78,7 @@ class _Call:
                 outcome=outcome,
                 error_code=error.code if error else "",
                 details=details,
+                **({"actor": self.user} if self.user is not None else {}),
             )
         except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
             return json_error(ServiceError("audit_unavailable", "the call could not be audited and was refused", 503))
@@ -84,9 +89,18 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     """Authenticate, then find an ACTIVE deployment the caller may use. Inference needs an
     `invoke_model` grant and the token's `invoke` scope; metadata and readiness need the model to
     be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
-    user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
+    try:
+        user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
+    except TokenRejected:
+        decision = note_auth_failure(call.source.ip)  # per address; a valid token never pays this
+        if not decision.allowed:
+            raise RateLimited(decision, "address") from None
+        raise
     call.user = user
     call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
+    decision = hit_gateway_token(token.pk)  # the call's one Redis round trip
+    if not decision.allowed:
+        raise RateLimited(decision, "token")
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
     deps = candidate_deployments(user, token, call.name, invoke)
@@ -162,7 +176,10 @@ def _handle(request, event: str, name: str, version: str | None, act) -> HttpRes
         dep = _route(call, request, version, invoke=event == "inference.infer")
         return call.finish(act(dep, call))
     except ServiceError as err:
-        return call.finish(json_error(err), err)
+        response = json_error(err)
+        if isinstance(err, RateLimited):
+            response["Retry-After"] = err.retry_after
+        return call.finish(response, err)
     except Exception:
         logger.exception("gateway call to %s failed", name)
         err = ServiceError("internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500)

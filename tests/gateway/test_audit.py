@@ -7,6 +7,7 @@ import json
 import pytest
 from django.test import Client
 
+from apps.audit import refusals
 from apps.audit.models import AuditEvent
 from apps.gateway import views
 
@@ -21,6 +22,7 @@ def audit_down(monkeypatch):
         raise RuntimeError("audit store unavailable")
 
     monkeypatch.setattr(views, "record_event", record_event)
+    monkeypatch.setattr(refusals, "record_event", record_event)  # anonymous refusals are written there
 
 
 class TestEveryCallAudited:

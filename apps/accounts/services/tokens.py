@@ -206,12 +206,7 @@ def get_user_by_name(username: str):
 
 
 def record_denied(error: ServiceError, *, source: Source, details: dict | None = None) -> None:
-    with transaction.atomic():
-        record_event(
-            "auth.token.denied",
-            actor=None,
-            source=source,
-            outcome=Outcome.DENIED,
-            error_code=error.code,
-            details=details or {},
-        )
+    """A refused token is an unauthenticated refusal: collapsed per (address, code, minute)."""
+    from apps.audit.refusals import record_refusal
+
+    record_refusal("auth.token.denied", source=source, outcome=Outcome.DENIED, error_code=error.code, details=details)
