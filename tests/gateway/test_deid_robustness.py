@@ -33,10 +33,12 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_input_finishes_quickly(name):
     text = ADVERSARIAL[name]
-    started = time.perf_counter()
+    # CPU time of this thread, not wall time: the bound is about the algorithm (linear, capped),
+    # and a loaded CI machine must not turn a linear pass into a failure.
+    started = time.thread_time()
     result = deidentify(text, "redact")
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"{name}: {elapsed:.2f} s for {len(text)} characters"
+    elapsed = time.thread_time() - started
+    assert elapsed < 2.0, f"{name}: {elapsed:.2f} s of CPU for {len(text)} characters"
     assert isinstance(result.text, str)
 
 
