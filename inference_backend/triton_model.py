@@ -236,6 +236,8 @@ class TritonPythonModel:
         self.session = None
         workdir = getattr(self, "workdir", None)
         if workdir:
-            # Not empty or already gone: leave it, never delete what this model did not create.
             with contextlib.suppress(OSError):
+                if os.path.samefile(os.getcwd(), workdir):
+                    os.chdir("/")  # never stay in a deleted directory
+                # Not empty or already gone: leave it, never delete what this model did not create.
                 os.rmdir(workdir)

@@ -183,7 +183,7 @@ def _attack_config(name: str, parameters: dict[str, str], signature: dict | None
 
 @pytest.fixture
 def triton_host(tmp_path, monkeypatch):
-    monkeypatch.setattr(triton_model, "pb_utils", _PB_UTILS)
+    monkeypatch.setattr(triton_model, "pb_utils", _PB_UTILS)  # (tests using it chdir first: initialize() moves)
     kek_file = tmp_path / "keystore" / "kek.bin"
     monkeypatch.setenv("SOVEREIGN_KEK_PROVIDER", "local")
     monkeypatch.setenv("SOVEREIGN_LOCAL_KEK_FILE", str(kek_file))
@@ -234,9 +234,9 @@ def test_a_clean_model_still_loads_and_its_directory_is_removed(tmp_path, triton
     x = np.ones((2, 4), np.float32)
     response = model.execute([{"INPUT": _tensor("INPUT", x)}])[0]
     assert response.error is None and response.outputs["OUTPUT"].shape == (2, 4)
-    monkeypatch.chdir(tmp_path)  # a stub exits after finalize; the test process moves out first
     model.finalize()
     assert not Path(model.workdir).exists()
+    assert os.getcwd() == "/"  # not left in a deleted directory
 
 
 # -- a real tritonserver, the model loaded through the repository API ------------------------
