@@ -2,28 +2,54 @@
 
 ``tritonclient.http`` is gevent-based and must not be shared across threads;
 the portal's request handlers and Celery workers share one :class:`TritonClient`.
+Its connections obey a :class:`~inference_backend.netpolicy.ServerPolicy` and a
+:class:`~inference_backend.transport.TlsConfig` (see :mod:`inference_backend.transport`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import unicodedata
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from inference_backend.netpolicy import AddressRefused, ServerPolicy
+from inference_backend.transport import GuardedPoolManager, TlsConfig
 
 #: Default timeout of load/unload calls: a model load runs initialize() on the Triton host.
 DEFAULT_LOAD_TIMEOUT = 300.0
+#: Longest upstream error text the portal stores or shows (characters).
+UPSTREAM_TEXT_LIMIT = 500
+# Unicode categories replaced by a space: controls (C0, C1, DEL), format characters (bidi
+# overrides, zero-width), line and paragraph separators, surrogates, private use, unassigned.
+_STRIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def clean_upstream_text(text: str | bytes, limit: int = UPSTREAM_TEXT_LIMIT) -> str:
+    """Text from a Triton server (or any upstream), made safe to store and show: control and
+    format characters (terminal escapes, bidi overrides, NULs, newlines) become spaces, runs of
+    whitespace collapse, and the result is cut to ``limit`` characters (ending with "…")."""
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text[: limit * 8]).decode("utf-8", "replace")
+    head = str(text)[: limit * 8]  # bounded work on a hostile multi-megabyte answer
+    cleaned = " ".join("".join(" " if unicodedata.category(ch) in _STRIPPED_CATEGORIES else ch for ch in head).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 class TritonError(Exception):
-    """Triton answered with an error (``status`` is the HTTP status, None if there was no answer)."""
+    """Triton answered with an error (``status`` is the HTTP status, None if there was no answer).
+
+    ``message`` is already cleaned (:func:`clean_upstream_text`): safe to store and show.
+    """
 
     def __init__(self, status: int | None, message: str) -> None:
-        """Keep the HTTP status in ``status`` (None: no answer) and Triton's error text in ``message``."""
+        """Keep the HTTP status in ``status`` (None: no answer) and the cleaned error text in ``message``."""
+        message = clean_upstream_text(message)
         super().__init__(f"{message} (HTTP {status})" if status is not None else message)
         self.status = status
         self.message = message
@@ -31,6 +57,17 @@ class TritonError(Exception):
 
 class TritonUnavailable(TritonError):
     """Triton could not be reached (connection refused, reset or timed out): a transient failure."""
+
+
+class TritonRefused(TritonError):
+    """The connection was refused on the portal's side: the address policy refused the server
+    (``code`` is the policy's code) or its TLS certificate did not verify (``code`` is
+    ``triton_tls_failed``). Permanent: retrying does not help until the configuration changes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        """``code``: a stable error code; ``message``: why."""
+        super().__init__(None, message)
+        self.code = code
 
 
 def _check_file_key(key: str) -> str:
@@ -44,12 +81,25 @@ def _check_file_key(key: str) -> str:
 class TritonClient:
     """Client of one Triton server's KServe v2 HTTP API; safe to share between threads."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, pool: urllib3.PoolManager | None = None) -> None:
-        """``base_url`` like ``http://127.0.0.1:8000``; ``timeout`` (seconds) applies to calls without their own."""
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        pool: urllib3.PoolManager | None = None,
+        *,
+        policy: ServerPolicy | None = None,
+        tls: TlsConfig | None = None,
+    ) -> None:
+        """``base_url`` like ``http://127.0.0.1:8000``; ``timeout`` (seconds) applies to calls without
+        their own. Without ``pool`` the client makes its own :class:`GuardedPoolManager` from
+        ``policy`` (default: the development policy, which still refuses link-local, multicast and
+        metadata addresses) and ``tls``."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._owns_pool = pool is None
-        self._pool = pool if pool is not None else urllib3.PoolManager(maxsize=16, block=False)
+        if pool is None:
+            pool = GuardedPoolManager(policy or ServerPolicy(), tls, maxsize=16, block=False)
+        self._pool = pool
 
     def close(self) -> None:
         """Close the pooled keep-alive connections (a stopping Triton waits for open ones).
@@ -88,6 +138,10 @@ class TritonClient:
                 retries=False,
                 redirect=False,
             )
+        except AddressRefused as exc:
+            raise TritonRefused(exc.code, f"Triton at {self.base_url} is refused: {exc.message}") from exc
+        except SSLError as exc:
+            raise TritonRefused("triton_tls_failed", f"TLS with Triton at {self.base_url} failed: {exc}") from exc
         except (NewConnectionError, Urllib3Timeout, ProtocolError, MaxRetryError, ConnectionError) as exc:
             raise TritonUnavailable(None, f"Triton at {self.base_url} is unavailable: {exc}") from exc
         return response.status, response.data
@@ -188,6 +242,10 @@ class TritonClient:
             response = self._pool.request(
                 "GET", metrics_url, timeout=self.timeout if timeout is None else timeout, retries=False
             )
+        except AddressRefused as exc:
+            raise TritonRefused(exc.code, f"Triton metrics at {metrics_url} are refused: {exc.message}") from exc
+        except SSLError as exc:
+            raise TritonRefused("triton_tls_failed", f"TLS with Triton metrics at {metrics_url} failed: {exc}") from exc
         except (NewConnectionError, Urllib3Timeout, ProtocolError, MaxRetryError, ConnectionError) as exc:
             raise TritonUnavailable(None, f"Triton metrics at {metrics_url} are unavailable: {exc}") from exc
         if response.status != 200:

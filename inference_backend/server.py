@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -87,6 +88,8 @@ class LocalTritonServer:
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
         self.model_repository = self.workdir / "models"
         self.backend_directory = self.workdir / "backends"
+        # The server's (and so every python-backend stub's) working directory, made at start.
+        self.cwd: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -113,6 +116,11 @@ class LocalTritonServer:
     def _prepare(self) -> tuple[list[str], dict[str, str]]:
         binary, libs_dir = prepare_backend_directory(self.backend_directory)
         self.model_repository.mkdir(parents=True, exist_ok=True)
+        # Not the workdir: it holds the log, the backends and, in development, the KEK keystore, and
+        # onnxruntime resolves a model's external-data names against the working directory (the
+        # model refuses those and changes directory itself; this is the second wall). mkdtemp: a
+        # fresh empty directory, mode 0700, every start.
+        self.cwd = Path(tempfile.mkdtemp(prefix="cwd-", dir=self.workdir))
         env = dict(os.environ)
 
         def prepend(var: str, value: str) -> None:
@@ -161,7 +169,7 @@ class LocalTritonServer:
             try:
                 self._process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                    env=env, cwd=self.workdir, start_new_session=True,
+                    env=env, cwd=self.cwd, start_new_session=True,
                 )  # fmt: skip
             except OSError as exc:
                 self._close_log()
@@ -227,6 +235,10 @@ class LocalTritonServer:
                 os.killpg(process.pid, signal.SIGKILL)
             self._process = None
             self._close_log()
+            if self.cwd is not None:
+                with contextlib.suppress(OSError):  # left in place if something was written there
+                    self.cwd.rmdir()
+                self.cwd = None
 
     def _close_log(self) -> None:
         if self._log is not None:

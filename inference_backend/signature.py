@@ -8,6 +8,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
+from inference_backend.onnx_external import describe_references, external_data_references
+
 # ONNX element type -> Triton datatype string (KServe v2 protocol names).
 _ONNX_TO_TRITON: dict[int, str] = {
     TensorProto.FLOAT: "FP32",
@@ -46,8 +48,10 @@ TRITON_TO_NUMPY: dict[str, str] = {
 class InvalidModelError(Exception):
     """The uploaded bytes are not a usable ONNX model.
 
-    ``code`` is one of ``not_onnx``, ``invalid_onnx``, ``unsupported_dtype`` or
-    ``unsupported_shape`` (a tensor of unknown rank; the checker normally rejects those first).
+    ``code`` is one of ``not_onnx``, ``onnx_external_data`` (a tensor keeps its data in a file
+    outside the model, see :mod:`inference_backend.onnx_external`), ``invalid_onnx``,
+    ``unsupported_dtype`` or ``unsupported_shape`` (a tensor of unknown rank; the checker
+    normally rejects those first).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -97,6 +101,10 @@ def read_onnx_signature(data: bytes) -> dict[str, Any]:
     Raises :class:`InvalidModelError`.
     """
     model = _parse(data)
+    # Before the checker: it resolves external-data names against the working directory too.
+    references = external_data_references(model)
+    if references:
+        raise InvalidModelError("onnx_external_data", describe_references(references))
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

@@ -8,6 +8,11 @@ provider (configured by its environment, see :func:`inference_backend.kek.provid
 decrypts the artifact in memory, checks its SHA-256 and builds an onnxruntime session
 from the bytes. The plaintext never touches the disk.
 
+Before the session is built the model is parsed and refused if any tensor keeps its data in an
+external file (:mod:`inference_backend.onnx_external`), and the process moves to an empty private
+working directory: onnxruntime resolves external-data names of a model built from bytes against
+the working directory, so even a reference this check missed finds nothing to read there.
+
 Optional parameter: ``intra_op_threads`` (onnxruntime intra-op threads per instance).
 """
 
@@ -15,10 +20,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import os
 import sys
+import tempfile
 from typing import Any, NoReturn
 
 # The python backend stub runs its embedded interpreter isolated (sys.flags.ignore_environment):
@@ -30,9 +37,12 @@ for _entry in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pat
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from google.protobuf.message import DecodeError  # noqa: E402
+from onnx import ModelProto  # noqa: E402
 
 from inference_backend.envelope import ArtifactDecryptError, sha256_hex  # noqa: E402
 from inference_backend.kek import KekError, provider_from_env  # noqa: E402
+from inference_backend.onnx_external import describe_references, external_data_references  # noqa: E402
 from inference_backend.stream import StreamError, decrypt_artifact_file  # noqa: E402
 
 try:
@@ -55,6 +65,32 @@ def _fail(message: str) -> NoReturn:
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return {key: value.get("string_value", "") for key, value in (config.get("parameters") or {}).items()}
+
+
+def _refuse_external_data(plaintext: bytes) -> None:
+    """Fail the load when the model refers to external data (checked again here: the artifact may
+    predate the upload check, or come from another portal)."""
+    model = ModelProto()
+    try:
+        model.ParseFromString(plaintext)
+    except (DecodeError, ValueError, RuntimeError):
+        _fail("the decrypted model artifact is not an ONNX model")
+    references = external_data_references(model)
+    del model
+    if references:
+        _fail(f"refused before building the onnxruntime session: {describe_references(references)}")
+
+
+def _enter_empty_directory() -> str:
+    """chdir to a fresh empty directory only this process can enter (mode 0700); return its path.
+
+    Each model instance runs in its own python-backend stub process, so this changes nothing
+    for other models. Whatever directory Triton was started in (a container's WORKDIR, a host
+    directory holding key files), a name onnxruntime resolves against it finds nothing.
+    """
+    path = tempfile.mkdtemp(prefix="sovereign-model-")
+    os.chdir(path)
+    return path
 
 
 def _error_response(message: str) -> Any:
@@ -100,6 +136,8 @@ class TritonPythonModel:
         digest = sha256_hex(plaintext)
         if not hmac.compare_digest(digest, params["artifact_sha256"].strip().lower()):
             _fail(f"model artifact integrity check failed: SHA-256 {digest} != expected {params['artifact_sha256']}")
+        _refuse_external_data(plaintext)
+        self.workdir = _enter_empty_directory()
         options = ort.SessionOptions()
         if params.get("intra_op_threads"):
             options.intra_op_num_threads = int(params["intra_op_threads"])
@@ -194,5 +232,12 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
-        """Release the onnxruntime session."""
+        """Release the onnxruntime session and remove the (still empty) working directory."""
         self.session = None
+        workdir = getattr(self, "workdir", None)
+        if workdir:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(os.getcwd(), workdir):
+                    os.chdir("/")  # never stay in a deleted directory
+                # Not empty or already gone: leave it, never delete what this model did not create.
+                os.rmdir(workdir)

@@ -5,6 +5,7 @@ the local dev keystore and the embedded local Triton. Production (SOVEREIGN_ENV=
 refuses to start without the values that must not be defaulted.
 """
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -255,6 +256,32 @@ TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
 DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)
 DEPLOY_RETRY_BASE_SECONDS = env.float("SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS", default=2.0)
 GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
+
+# --- Triton servers: which addresses, and TLS (docs/triton-tls.md) ---------------------------
+# An allow-list of CIDRs every Triton server address must fall in (empty: any address but the
+# always-refused link-local, multicast, unspecified, reserved and metadata ones).
+TRITON_ALLOWED_NETWORKS = env.list("SOVEREIGN_TRITON_ALLOWED_NETWORKS", default=[])
+for _cidr in TRITON_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr.strip(), strict=True)
+    except ValueError as _err:
+        raise ImproperlyConfigured(
+            f"SOVEREIGN_TRITON_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR network ({_err})"
+        ) from None
+# The CA that signs Triton servers' (TLS proxies') certificates: only it is trusted, not the
+# system store. Required in production for any non-loopback server. Client certificate for mTLS.
+TRITON_CA_FILE = env.str("SOVEREIGN_TRITON_CA_FILE", default="")
+TRITON_CLIENT_CERT_FILE = env.str("SOVEREIGN_TRITON_CLIENT_CERT_FILE", default="")
+TRITON_CLIENT_KEY_FILE = env.str("SOVEREIGN_TRITON_CLIENT_KEY_FILE", default="")
+if bool(TRITON_CLIENT_CERT_FILE) != bool(TRITON_CLIENT_KEY_FILE):
+    raise ImproperlyConfigured("SOVEREIGN_TRITON_CLIENT_CERT_FILE and SOVEREIGN_TRITON_CLIENT_KEY_FILE go together")
+for _name, _path in (
+    ("SOVEREIGN_TRITON_CA_FILE", TRITON_CA_FILE),
+    ("SOVEREIGN_TRITON_CLIENT_CERT_FILE", TRITON_CLIENT_CERT_FILE),
+    ("SOVEREIGN_TRITON_CLIENT_KEY_FILE", TRITON_CLIENT_KEY_FILE),
+):
+    if _path and not os.path.isfile(_path):
+        raise ImproperlyConfigured(f"{_name}: {_path} is not a readable file")
 
 # --- Audit (docs/audit.md) -----------------------------------------------------------------
 # HIPAA keeps documentation 6 years; apps.audit.retention.retention_days() reads this.

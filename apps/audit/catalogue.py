@@ -44,6 +44,7 @@ EVENT_TYPES: dict[str, str] = {
     "keys.kek.retire": "Old KEK version destroyed in the key provider",
     # deployment
     "deployment.server.create": "Inference server registered",
+    "deployment.server.rejected": "Inference server registration refused (address or TLS policy)",
     "deployment.server.state": "Inference server seen going up or down by the probe",
     "deployment.request": "Deployment requested",
     "deployment.undeploy": "Undeploy requested",

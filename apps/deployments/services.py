@@ -23,10 +23,11 @@ from apps.core.context import current_request_id
 from apps.core.errors import Conflict, NotFound, ServiceError
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext
-from inference_backend.client import TritonClient, TritonError, TritonUnavailable
+from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
 from inference_backend.config import BatchingSettings, render_config
 
 from .models import Deployment, Desired, InferenceServer, Observed, ServerState
+from .transport import check_grpc_address, check_server_url, client_for
 
 LEASE = timedelta(minutes=10)
 TRITON_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "triton_model.py"
@@ -36,7 +37,29 @@ ENCRYPTED_FILE = "model.onnx.enc"
 def register_server(
     *, name: str, http_url: str, grpc_url: str = "", hardware: str = "cpu", actor, source: Source = SYSTEM
 ) -> InferenceServer:
-    """Register a Triton endpoint (or return the existing one of that name unchanged)."""
+    """Register a Triton endpoint (or return the existing one of that name unchanged).
+
+    The URL must pass the server policy (apps/deployments/transport.py, docs/triton-tls.md): a
+    refused one raises ServiceError with the policy's code, records `deployment.server.rejected`
+    and saves nothing.
+    """
+    try:
+        check_server_url(http_url)
+        if grpc_url:
+            check_grpc_address(grpc_url)
+    except ServiceError as err:
+        with transaction.atomic():
+            record_event(
+                "deployment.server.rejected",
+                actor=actor,
+                source=source,
+                target_type="deployments.inferenceserver",
+                target_display=name[:200],
+                outcome=Outcome.FAILURE,
+                error_code=err.code,
+                details={"name": name[:200], "http_url": http_url[:300], "reason": err.detail},
+            )
+        raise
     with transaction.atomic():
         server, created = InferenceServer.objects.get_or_create(
             name=name, defaults={"http_url": http_url, "grpc_url": grpc_url, "hardware": hardware}
@@ -151,7 +174,7 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
         dep = Deployment.objects.select_related("model", "model_version__artifact", "server").get(pk=deployment_id)
         try:
             # Closed afterwards: a stopping Triton waits for every open keep-alive connection.
-            with TritonClient(dep.server.http_url, timeout=settings.TRITON_TIMEOUT) as client:
+            with client_for(dep.server.http_url, settings.TRITON_TIMEOUT) as client:
                 if dep.desired_state == Desired.ACTIVE:
                     _converge_active(dep, client)
                 else:
@@ -159,6 +182,10 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
         except TritonUnavailable:
             _record_server_state(dep.server, False)
             raise
+        except TritonRefused as err:  # the server policy or TLS: permanent, no retry
+            _record_server_state(dep.server, False)
+            fail_deployment(dep.pk, err.message)
+            return Deployment.objects.get(pk=dep.pk)
         _record_server_state(dep.server, True)
         return dep
     finally:
@@ -171,7 +198,7 @@ def probe_server(server_id: int) -> InferenceServer | None:
     if server is None:
         return None
     try:
-        with TritonClient(server.http_url, timeout=min(5.0, settings.TRITON_TIMEOUT)) as client:
+        with client_for(server.http_url, min(5.0, settings.TRITON_TIMEOUT)) as client:
             up = client.server_ready()
     except TritonError:
         up = False
@@ -284,12 +311,14 @@ def smoke_inputs(signature: dict) -> list[dict]:
 
 
 def _transition(dep: Deployment, to_state: str, message: str) -> None:
+    # Much of this text comes from Triton: cleaned and cut before it is stored or shown.
+    message = clean_upstream_text(message)
     with transaction.atomic():
         from_state = dep.observed_state
         dep.observed_state = to_state
         dep.last_error = message if to_state == Observed.FAILED else ""
         dep.save(update_fields=["observed_state", "last_error", "updated_at"])
-        dep.transitions.create(from_state=from_state, to_state=to_state, message=message[:4000])
+        dep.transitions.create(from_state=from_state, to_state=to_state, message=message)
         record_event(
             "deployment.transition",
             actor=dep.requested_by,
@@ -299,7 +328,7 @@ def _transition(dep: Deployment, to_state: str, message: str) -> None:
             details={
                 "before": {"observed_state": from_state},
                 "after": {"observed_state": to_state},
-                "message": message[:4000],
+                "message": message,
             },
         )
 

@@ -28,6 +28,7 @@ from apps.core.throttling import RateLimited, hit_gateway_token, note_auth_failu
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.keys.pseudonym import pseudonym_key
 from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
+from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
 
 from .phi import deidentify_request
@@ -161,7 +162,8 @@ def _relay(upstream) -> HttpResponse:
         except (ValueError, AttributeError):
             message = upstream.data.decode(errors="replace")
         status = 400 if upstream.status < 500 else 502
-        raise ServiceError("triton_rejected" if status == 400 else "triton_error", message, status)
+        code = "triton_rejected" if status == 400 else "triton_error"
+        raise ServiceError(code, clean_upstream_text(str(message)), status)
     response = HttpResponse(upstream.data, status=upstream.status)
     for header in _PASS_HEADERS:
         value = upstream.headers.get(header)

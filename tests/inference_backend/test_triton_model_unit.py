@@ -65,6 +65,7 @@ def plaintext():
 def host(tmp_path, monkeypatch, plaintext):
     """A model version directory with the encrypted artifact and this host's KEK in the environment."""
     monkeypatch.setattr(triton_model, "pb_utils", FAKE_PB_UTILS)
+    monkeypatch.chdir(tmp_path)  # initialize() moves the process to an empty directory: undone after the test
     kek_file = tmp_path / "keystore" / "kek.bin"
     monkeypatch.setenv("SOVEREIGN_KEK_PROVIDER", "local")
     monkeypatch.setenv("SOVEREIGN_LOCAL_KEK_FILE", str(kek_file))
