@@ -62,6 +62,16 @@ class TestSuperuserUseAlerts:
         assert [a.details["via"] for a in alerts()] == ["token"] * 3
         assert all(a.token_id is not None for a in alerts())
 
+    def test_every_gateway_call_alerts_in_its_own_event(self, admin_user, plain_user):
+        for user in (admin_user, plain_user):
+            Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}").post(
+                "/v2/models/ghost/infer", data="{}", content_type="application/json"
+            )
+
+        calls = {e.actor: e.details for e in AuditEvent.objects.filter(event_type="inference.infer")}
+        assert calls[admin_user]["alert"] is True
+        assert "alert" not in calls[plain_user]
+
     def test_an_analyst_raises_none(self, plain_user):
         client = Client()
         client.force_login(plain_user)

@@ -13,7 +13,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.accounts.roles import ANALYST
-from apps.accounts.services import create_service_account, roles_of
+from apps.accounts.services import create_service_account, find_enrolment_code, roles_of
 from apps.audit.models import AuditEvent
 from tests.conftest import otp_login
 from tests.factories import PASSWORD
@@ -183,3 +183,32 @@ class TestServiceAccountPassword:
         client.force_login(svc)
 
         assert client.get("/api/v1/accounts/me/").status_code in (401, 403)
+
+
+class TestRoleActions:
+    def test_officer_gives_a_privileged_role_and_sees_the_enrolment_code_once(self, officer_user, plain_user):
+        browser = Client()
+        otp_login(browser, officer_user)
+
+        resp = browser.post(
+            "/admin/auth/user/",
+            {"action": "assign_auditor", "_selected_action": [plain_user.pk]},
+            follow=True,
+        )
+
+        assert resp.status_code == 200
+        assert roles_of(plain_user) == {ANALYST, "auditor"}
+        text = resp.content.decode()
+        code = text.split("Enrolment code for alice: ", 1)[1].split(" ", 1)[0]
+        assert find_enrolment_code(plain_user, code) is not None
+        assert code not in browser.get("/admin/auth/user/").content.decode()  # shown once
+        event = AuditEvent.objects.get(event_type="auth.role.assign")
+        assert (event.actor, event.details["role"]) == (officer_user, "auditor")
+
+    def test_admin_action_for_a_privileged_role_is_refused_with_its_code(self, browser, plain_user):
+        resp = browser.post(
+            "/admin/auth/user/", {"action": "assign_security_officer", "_selected_action": [plain_user.pk]}, follow=True
+        )
+
+        assert "privileged_role_requires_officer" in resp.content.decode()
+        assert roles_of(plain_user) == {ANALYST}
