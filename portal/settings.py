@@ -186,6 +186,8 @@ SESSION_ABSOLUTE_TIMEOUT = timedelta(seconds=SESSION_COOKIE_AGE)
 PASSWORD_MAX_AGE = timedelta(days=env.int("SOVEREIGN_PASSWORD_MAX_AGE_DAYS", default=90))
 DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=90))
 BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
+# A privileged account enrols its TOTP only with a one-time code from the officer who gave the role.
+ENROLMENT_CODE_LIFETIME = timedelta(hours=env.int("SOVEREIGN_ENROLMENT_CODE_HOURS", default=24))
 # Lockout by (user name, address), plus a slower global throttle per user name that spares the
 # addresses the account logged in from recently (apps/accounts/lockout.py, docs/access-control.md).
 AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
