@@ -13,12 +13,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django_otp import login as otp_login
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import Source
 
+from .otp import verified as otp_verified
 from .services import record_2fa_enrolment, record_2fa_failure
 
 
@@ -50,7 +50,7 @@ def totp_setup(request):
         if device.verify_token(form.cleaned_data["code"].strip()):
             device.confirmed = True
             device.save(update_fields=["confirmed"])
-            otp_login(request, device)
+            otp_verified(request, device)
             record_2fa_enrolment(user=request.user, device_name=device.name, source=Source.from_request(request, None))
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
@@ -78,7 +78,7 @@ def totp_verify(request):
     if request.method == "POST" and form.is_valid() and _not_throttled(form, enrolled):
         device = match_token(request.user, form.cleaned_data["code"].strip())
         if device is not None:
-            otp_login(request, device)
+            otp_verified(request, device)
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
         form.add_error("code", "That code is not valid.")

@@ -90,7 +90,13 @@ class TestAssignRole:
             officer_user,
             str(plain_user.pk),
         )
-        assert event.details == {"role": ADMIN, "before": [ANALYST], "after": [ADMIN, ANALYST]}
+        assert event.details == {
+            "role": ADMIN,
+            "before": [ANALYST],
+            "after": [ADMIN, ANALYST],
+            "token_issuer_id": officer_user.pk,  # made with a token: the event names its issuer
+            "token_issuer": "sofia",
+        }
         assert event.token_id is not None
 
     def test_removing_admin_clears_staff_and_is_recorded(self, officer_client, officer_user, staff_user):
@@ -104,7 +110,13 @@ class TestAssignRole:
         assert not staff_user.is_staff
         event = role_events().get()
         assert (event.event_type, event.actor) == ("auth.role.remove", officer_user)
-        assert event.details == {"role": ADMIN, "before": [ADMIN], "after": []}
+        assert event.details == {
+            "role": ADMIN,
+            "before": [ADMIN],
+            "after": [],
+            "token_issuer_id": officer_user.pk,
+            "token_issuer": "sofia",
+        }
 
     def test_removed_exclusive_role_frees_the_way_for_another(self, officer_client, staff_user):
         officer_client.delete(roles_url(staff_user, ADMIN))

@@ -20,8 +20,10 @@ from .tokens import (
     TokenRejected,
     authenticate_bearer,
     get_user_by_name,
+    is_privileged,
     issue_token,
     record_denied,
+    revoke_all_tokens,
     revoke_token,
 )
 from .users import create_user, set_user_active
@@ -38,6 +40,7 @@ __all__ = [
     "get_user_by_name",
     "grant_emergency_access",
     "grant_model_access",
+    "is_privileged",
     "issue_token",
     "note_break_glass_use",
     "purge_expired_grants",
@@ -47,6 +50,7 @@ __all__ = [
     "remove_role",
     "revoke_emergency_access",
     "revoke_model_access",
+    "revoke_all_tokens",
     "revoke_token",
     "roles_of",
 ]

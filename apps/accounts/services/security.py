@@ -16,6 +16,7 @@ from apps.core.errors import Conflict, NotFound, ServiceError
 
 from ..models import Profile
 from ..roles import ANALYST, ROLES
+from .tokens import revoke_all_tokens
 
 _service_name = RegexValidator(r"^svc-[a-z0-9][a-z0-9_.-]{1,60}$", code="invalid_name")
 
@@ -83,6 +84,7 @@ def disable_dormant_accounts(now=None) -> list[str]:
                     "dormant_days": settings.DORMANT_ACCOUNT_AGE.days,
                 },
             )
+            revoke_all_tokens(user=user, reason="account_disabled", actor=None)
         names.append(user.get_username())
     return names
 

@@ -10,6 +10,7 @@ from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 
 from .roles import assign_role
+from .tokens import revoke_all_tokens
 
 
 def create_user(*, username: str, email: str, password: str, role: str | None = None, actor, source: Source = SYSTEM):
@@ -53,4 +54,6 @@ def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTE
             target=user,
             details={"before": {"is_active": before}, "after": {"is_active": active}},
         )
+        if not active:  # a disabled account's tokens die with it (not those of its service accounts)
+            revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
     return user

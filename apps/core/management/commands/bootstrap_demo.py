@@ -51,8 +51,8 @@ class Command(BaseCommand):
         dep = self._wait_active(dep.pk, timeout)
         caller = self._demo_caller(admin, mv.model)
         _, token = issue_token(
-            user=caller, name="make-run demo", days=30, scopes=["invoke", "read"], model_ids=[mv.model.pk], actor=admin
-        )
+            user=caller, name="make-run demo", days=30, scopes=["invoke", "read"], model_ids=[mv.model.pk], actor=None
+        )  # the launcher runs on the host: a host-issued token (apps/accounts/services/tokens.py)
         self._print(portal_url, admin.username, password, token, dep, caller)
 
     def _demo_caller(self, admin, model):
