@@ -479,3 +479,17 @@ class TestRestrictedTokenOnTheApi:
 
         assert set(usage) == {"triage"}
         assert set(everything) == {"triage", "radiology"}
+
+    def test_compliance_model_settings(self, world, officer_user):
+        scoped = bearer(token_for(officer_user, scopes=["read", "manage"], model_ids=[world["triage"].model.pk]))
+        policies = "/api/v1/compliance/model-policies/"
+
+        other = scoped.post(policies, {"model": "radiology", "phi": True, "deid_mode": "off"}, format="json")
+        attach = scoped.post(
+            "/api/v1/compliance/attachments/", {"profile": "hipaa", "model": "radiology"}, format="json"
+        )
+        own = scoped.post(policies, {"model": "triage", "phi": True, "deid_mode": "redact"}, format="json")
+
+        assert [(r.status_code, r.json()["code"]) for r in (other, attach)] == [(404, "model_not_found")] * 2
+        assert own.status_code == 200, own.json()
+        assert [p["model"] for p in scoped.get(policies).json()["results"]] == ["triage"]
