@@ -100,7 +100,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
             raise RateLimited(decision, "address") from None
         raise
     call.user = user
-    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
+    call.source = call.source.with_token(token)  # the token and its issuer, read by the lookup above
     decision = hit_gateway_token(token.pk)  # the call's one Redis round trip
     if not decision.allowed:
         raise RateLimited(decision, "token")

@@ -23,7 +23,9 @@ ATTACKER, OFFICE, ELSEWHERE = "203.0.113.66", "198.51.100.10", "192.0.2.44"
 
 def login(addr: str, username: str, password: str = PASSWORD) -> int:
     """The API login's status (the attacker's tool: 401 wrong, 429 locked)."""
-    return APIClient(REMOTE_ADDR=addr).post(LOGIN, {"username": username, "password": password}, format="json").status_code
+    return (
+        APIClient(REMOTE_ADDR=addr).post(LOGIN, {"username": username, "password": password}, format="json").status_code
+    )
 
 
 def signs_in(addr: str, username: str = "officer") -> bool:
