@@ -170,6 +170,8 @@ SESSION_ABSOLUTE_TIMEOUT = timedelta(seconds=SESSION_COOKIE_AGE)
 PASSWORD_MAX_AGE = timedelta(days=env.int("SOVEREIGN_PASSWORD_MAX_AGE_DAYS", default=90))
 DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=90))
 BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
+# A privileged account enrols its TOTP only with a one-time code from the officer who gave the role.
+ENROLMENT_CODE_LIFETIME = timedelta(hours=env.int("SOVEREIGN_ENROLMENT_CODE_HOURS", default=24))
 AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_MINUTES", default=15))
 AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within the window, not "since start"

@@ -2,7 +2,7 @@ from rest_framework import authentication, exceptions
 
 from apps.audit.services import Source
 
-from .services import TokenRejected, authenticate_bearer, note_break_glass_use, record_denied
+from .services import TokenRejected, authenticate_bearer, note_break_glass_use, note_superuser_use, record_denied
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -20,7 +20,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             exc = exceptions.AuthenticationFailed(err.detail)
             exc.code = err.code
             raise exc from None
-        note_break_glass_use(user, Source.from_request(request._request, token_id=token.pk), request.path)
+        source = Source.from_request(request._request, token_id=token.pk)
+        note_break_glass_use(user, source, request.path)
+        if user.is_superuser:
+            note_superuser_use(user, source=source, via="token", path=request.path)
         return user, token
 
     def authenticate_header(self, request):

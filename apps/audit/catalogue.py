@@ -25,6 +25,11 @@ EVENT_TYPES: dict[str, str] = {
     "auth.account.create": "User account created",
     "auth.account.update": "User account changed",
     "auth.service_account.create": "Service account created",
+    "auth.password.reset": "ALERT: another person's password reset (change forced, sessions ended, tokens revoked)",
+    "auth.enrolment.issue": "One-time TOTP enrolment code issued for a privileged account",
+    "auth.enrolment.use": "One-time TOTP enrolment code spent by an enrolment",
+    "auth.officer.bootstrap": "ALERT: security officer created on the host (manage.py bootstrap_officer)",
+    "auth.superuser.use": "ALERT: the sealed superuser (break-glass) account logged in or made a request",
     # access
     "access.grant.create": "Model access granted",
     "access.grant.revoke": "Model access revoked",

@@ -1,5 +1,7 @@
 """Accounts API: users and roles, per-model grants, tokens, service accounts, break-glass, login."""
 
+import math
+
 from django.contrib.auth import authenticate, get_user_model, login
 from django.db.models import Count
 from django.utils import timezone
@@ -9,6 +11,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -82,7 +85,10 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class UserViewSet(viewsets.ReadOnlyModelViewSet):
-    """User accounts and their roles. Roles are exclusive where separation of duties requires."""
+    """User accounts and their roles, under the policy of powers (docs/access-control.md): an admin
+    creates persons and gives analyst or guest; only a security officer gives admin,
+    security_officer or auditor, which answers with a one-time enrolment code; nobody changes
+    their own roles or account."""
 
     serializer_class = s.UserSerializer
     filterset_fields = {"username": ["exact", "icontains"], "is_active": ["exact"], "groups__name": ["exact"]}
@@ -90,13 +96,23 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
         "list": "auth.view_user",
         "retrieve": "auth.view_user",
         "create": "auth.add_user",
-        "active": "auth.change_user",
-        "add_role": "accounts.manage_roles",
-        "remove_role": "accounts.manage_roles",
+        # admins and security officers; the services apply the finer rules (self, privileged targets)
+        "active": None,
+        "add_role": None,
+        "remove_role": None,
+        "password": "auth.change_user",
     }
+    MANAGERS = ("auth.change_user", "accounts.manage_roles")
 
     def get_queryset(self):
         return get_user_model().objects.select_related("profile__owner").prefetch_related("groups", "totpdevice_set")
+
+    def _managed_object(self):
+        """The user to change, once the caller is known to be an admin or a security officer (so
+        that nobody else learns which ids exist)."""
+        if not any(self.request.user.has_perm(p) for p in self.MANAGERS):
+            raise PermissionDenied()
+        return self.get_object()
 
     @extend_schema(request=s.UserCreateSerializer, responses={201: s.UserSerializer})
     def create(self, request):
@@ -111,27 +127,51 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
         form = s.UserActiveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.set_user_active(
-            user_id=self.get_object().pk,
+            user_id=self._managed_object().pk,
             active=form.validated_data["is_active"],
             actor=request.user,
             source=_src(request),
         )
-        return Response(s.UserSerializer(user).data)
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
 
-    @extend_schema(request=s.RoleSerializer, responses={200: s.UserSerializer})
+    @extend_schema(request=s.PasswordResetSerializer, responses={200: s.UserSerializer})
+    @action(detail=True, methods=["post"])
+    def password(self, request, pk=None):
+        """Reset another person's password (analysts and guests only): the change is forced at the
+        next login, their sessions end and their tokens are revoked."""
+        form = s.PasswordResetSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.reset_password(
+            user_id=self.get_object().pk,
+            password=form.validated_data["password"],
+            actor=request.user,
+            source=_src(request),
+        )
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+
+    @extend_schema(request=s.RoleSerializer, responses={200: s.RoleAssignedSerializer})
     @action(detail=True, methods=["post"], url_path="roles")
     def add_role(self, request, pk=None):
+        """Give a role. For admin, security_officer and auditor (security officers only) the
+        answer carries `enrolment_code`, shown this once: the person needs it to enrol their TOTP."""
         form = s.RoleSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.assign_role(
-            user_id=self.get_object().pk, role=form.validated_data["role"], actor=request.user, source=_src(request)
+            user_id=self._managed_object().pk,
+            role=form.validated_data["role"],
+            actor=request.user,
+            source=_src(request),
         )
-        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+        fresh = self.get_queryset().get(pk=user.pk)
+        fresh.enrolment_code = user.enrolment_code
+        return Response(s.RoleAssignedSerializer(fresh).data)
 
     @extend_schema(request=None, responses={200: s.UserSerializer})
     @action(detail=True, methods=["delete"], url_path=r"roles/(?P<role>[a-z_]+)")
     def remove_role(self, request, pk=None, role=None):
-        user = services.remove_role(user_id=self.get_object().pk, role=role, actor=request.user, source=_src(request))
+        user = services.remove_role(
+            user_id=self._managed_object().pk, role=role, actor=request.user, source=_src(request)
+        )
         return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
 
 
@@ -247,7 +287,7 @@ class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         "revoke": "accounts.grant_break_glass",
     }
 
-    @extend_schema(request=s.EmergencyAccessCreateSerializer, responses={201: s.EmergencyAccessSerializer})
+    @extend_schema(request=s.EmergencyAccessCreateSerializer, responses={201: s.EmergencyAccessCreatedSerializer})
     def create(self, request):
         form = s.EmergencyAccessCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -260,7 +300,7 @@ class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
             actor=request.user,
             source=_src(request),
         )
-        return Response(s.EmergencyAccessSerializer(access).data, status=201)
+        return Response(s.EmergencyAccessCreatedSerializer(access).data, status=201)
 
     @extend_schema(request=None, responses={200: s.EmergencyAccessSerializer})
     @action(detail=True, methods=["post"])
@@ -316,6 +356,13 @@ class LoginView(APIView):
                 raise ServiceError(
                     "otp_enrolment_required", "enrol a TOTP device in the portal first (/accounts/2fa/setup/)", 403
                 )
+            wait = _throttle_wait(user)
+            if wait:
+                body = {
+                    "code": "otp_throttled",
+                    "detail": f"too many wrong codes: wait {wait} s, then send the current one",
+                }
+                return Response(body, status=429, headers={"Retry-After": str(wait)})
             device = match_token(user, d.get("otp") or "")
             if device is None:
                 services.record_2fa_failure(user=user, source=_src(request))
@@ -324,3 +371,14 @@ class LoginView(APIView):
         if device is not None:
             otp_login(django_request, device)
         return Response(s.UserSerializer(get_user_model().objects.get(pk=user.pk)).data)
+
+
+def _throttle_wait(user) -> int:
+    """django-otp makes a device wait after a wrong code (1 s, then 2, 4 ...) and refuses even the
+    right code meanwhile: the seconds left, so that the caller is told to wait (429 with
+    Retry-After) rather than that its right code is wrong, and the early try is not one more failure."""
+    for device in TOTPDevice.objects.filter(user=user, confirmed=True):
+        allowed, info = device.verify_is_allowed()
+        if not allowed and info and info.get("locked_until"):
+            return max(1, math.ceil((info["locked_until"] - timezone.now()).total_seconds()))
+    return 0
