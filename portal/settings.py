@@ -203,6 +203,8 @@ if ARTIFACT_SUITE not in ("AES-256-GCM", "SM4-GCM"):
     raise ImproperlyConfigured(f"SOVEREIGN_ARTIFACT_SUITE must be AES-256-GCM or SM4-GCM, not {ARTIFACT_SUITE!r}")
 TOKEN_DEFAULT_DAYS = env.int("SOVEREIGN_TOKEN_DEFAULT_DAYS", default=90)
 TOKEN_MAX_DAYS = env.int("SOVEREIGN_TOKEN_MAX_DAYS", default=365)
+# A privileged person (or the superuser) issues a token only this soon after passing the second factor.
+TOKEN_OTP_FRESH = timedelta(minutes=env.int("SOVEREIGN_TOKEN_OTP_FRESH_MINUTES", default=5))
 TRITON_TIMEOUT = env.float("SOVEREIGN_TRITON_TIMEOUT", default=30.0)
 TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
 DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)

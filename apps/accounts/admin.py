@@ -16,6 +16,7 @@ from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 
 from . import services
 from .models import ApiToken
+from .otp import second_factor_at
 from .roles import ROLES
 from .services.policy import is_service_account
 
@@ -60,6 +61,7 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             user=form.cleaned_data["user"],
             name=form.cleaned_data["name"],
             days=form.cleaned_data["days"],
+            otp_verified_at=second_factor_at(request),  # the service decides whom and whether
         )
         if result:
             token, plaintext = result

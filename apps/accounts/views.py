@@ -15,7 +15,6 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
-from django_otp import login as otp_login
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -23,6 +22,7 @@ from apps.audit.services import Source
 from apps.core.errors import ServiceError
 
 from .models import EnrolmentCode
+from .otp import verified as otp_verified
 from .services import confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
 from .services.policy import is_privileged
 
@@ -87,7 +87,7 @@ def totp_setup(request):
             else:
                 for key in (ENROL_CODE, ENROL_DEVICE):
                     request.session.pop(key, None)
-                otp_login(request, device)
+                otp_verified(request, device)
                 return HttpResponseRedirect(_next(request))
         else:
             record_2fa_failure(user=user, source=source)
@@ -157,7 +157,7 @@ def totp_verify(request):
     if request.method == "POST" and form.is_valid() and _not_throttled(form, enrolled):
         device = match_token(request.user, form.cleaned_data["code"].strip())
         if device is not None:
-            otp_login(request, device)
+            otp_verified(request, device)
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
         form.add_error("code", "That code is not valid.")

@@ -86,7 +86,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
     user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
     call.user = user
-    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
+    call.source = call.source.with_token(token)  # the token and its issuer, read by the lookup above
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
     deps = candidate_deployments(user, token, call.name, invoke)

@@ -99,6 +99,8 @@ class TestAssignRole:
             "after": [ADMIN, ANALYST],
             "totp_devices_voided": 0,
             "enrolment_code": code.pk,
+            "token_issuer_id": officer_user.pk,  # made with a token: the event names its issuer
+            "token_issuer": "sofia",
         }
         assert event.token_id is not None
 
@@ -120,7 +122,13 @@ class TestAssignRole:
         assert not staff_user.is_staff
         event = role_events().get()
         assert (event.event_type, event.actor) == ("auth.role.remove", officer_user)
-        assert event.details == {"role": ADMIN, "before": [ADMIN], "after": []}
+        assert event.details == {
+            "role": ADMIN,
+            "before": [ADMIN],
+            "after": [],
+            "token_issuer_id": officer_user.pk,
+            "token_issuer": "sofia",
+        }
 
     def test_removed_exclusive_role_frees_the_way_for_another(self, officer_client, staff_user):
         officer_client.delete(roles_url(staff_user, ADMIN))

@@ -48,8 +48,15 @@ class ApiTokenCreateSerializer(serializers.Serializer):
     )
     user = serializers.IntegerField(
         required=False,
-        help_text="Issue for this user: one of your service accounts, "
-        "or anyone if you manage tokens. Default: yourself",
+        help_text="Issue for this user: yourself (the default) or a service account you own; nobody else",
+    )
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=8,
+        write_only=True,
+        help_text="Your current one-time code. Privileged accounts need it unless the session passed "
+        "its second factor within SOVEREIGN_TOKEN_OTP_FRESH_MINUTES",
     )
 
 

@@ -5,7 +5,6 @@ import math
 from django.contrib.auth import authenticate, get_user_model, login
 from django.db.models import Count
 from django.utils import timezone
-from django_otp import login as otp_login
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema
@@ -19,9 +18,13 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditEvent
 from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
+from apps.registry.models import Model
+from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
+from ..otp import second_factor_at
+from ..otp import verified as otp_verified
 from ..roles import PRIVILEGED
 from . import serializers as s
 
@@ -31,12 +34,16 @@ def _src(request) -> Source:
 
 
 class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
-    """API tokens: your own and your service accounts' (security officers: everyone's). The token
-    value is returned once, at creation; only its hash is kept."""
+    """API tokens: your own and your service accounts' (security officers: everyone's, to revoke;
+    auditors: everyone's, to read). The token value is returned once, at creation; only its hash is
+    kept. Tokens are issued from a logged-in session only, for yourself or a service account you
+    own (the rules live in the service: apps/accounts/services/tokens.py)."""
 
     serializer_class = s.ApiTokenSerializer
     filterset_fields = {"name": ["exact"], "revoked_at": ["isnull"], "user__username": ["exact"]}
     action_perms = {"list": None, "retrieve": None, "create": None, "revoke": None}
+    token_writes_refused = True  # a token neither mints nor revokes tokens (ActionPermission)
+    token_refusals = {"create": "token_cannot_issue_tokens"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -46,7 +53,7 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         if user.has_perm("accounts.manage_tokens") or (
             self.action in ("list", "retrieve") and user.has_perm("accounts.view_apitoken")
         ):
-            return qs  # officers manage every token; auditors read them all
+            return qs  # officers revoke every token; auditors read them all
         return qs.filter(user__in=[user.pk, *Profile.objects.filter(owner=user).values_list("user_id", flat=True)])
 
     @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
@@ -54,15 +61,16 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         form = s.ApiTokenCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        owner = self._owner(request.user, data.get("user"))
         token, plaintext = services.issue_token(
-            user=owner,
+            user=self._target(request.user, data.get("user")),
             name=data["name"],
             days=data.get("days"),
             scopes=data.get("scopes"),
             model_ids=data.get("models"),
             actor=request.user,
             source=_src(request),
+            otp_verified_at=second_factor_at(request),
+            otp=data.get("otp", ""),
         )
         token.token = plaintext
         return Response(s.ApiTokenCreatedSerializer(token).data, status=201)
@@ -74,12 +82,13 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(s.ApiTokenSerializer(token).data)
 
     @staticmethod
-    def _owner(caller, user_id):
+    def _target(caller, user_id):
+        """The account named by `user` (default: the caller); whether the caller may issue for it
+        is the service's question, which answers the same 404 for "no such user"."""
         if user_id is None or user_id == caller.pk:
             return caller
         target = get_user_model().objects.filter(pk=user_id).first()
-        mine = target is not None and Profile.objects.filter(user=target, owner=caller).exists()
-        if target is None or not (mine or caller.has_perm("accounts.manage_tokens")):
+        if target is None:
             raise NotFound("user_not_found", f"no user with id {user_id} that you may issue tokens for")
         return target
 
@@ -319,12 +328,11 @@ class MeView(APIView):
     @extend_schema(responses={200: s.MeSerializer})
     def get(self, request):
         since = timezone.now() - timezone.timedelta(days=30)
-        usage = (
-            AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
-            .values("target_display", "outcome")
-            .annotate(calls=Count("id"))
-            .order_by("target_display")
-        )
+        events = AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
+        if getattr(request.auth, "restricted", False):  # a restricted token sees its models' usage only
+            models = restricted_to_token(Model.objects.all(), request.auth)
+            events = events.filter(target_display__in=models.values("name"))
+        usage = events.values("target_display", "outcome").annotate(calls=Count("id")).order_by("target_display")
         by_model: dict = {}
         for row in usage:
             by_model.setdefault(row["target_display"], {})[row["outcome"]] = row["calls"]
@@ -369,7 +377,7 @@ class LoginView(APIView):
                 raise ServiceError("invalid_otp", "the one-time code is missing or wrong", 401, "otp")
         login(django_request, user)
         if device is not None:
-            otp_login(django_request, device)
+            otp_verified(django_request, device)  # records when, for issuing tokens
         return Response(s.UserSerializer(get_user_model().objects.get(pk=user.pk)).data)
 
 

@@ -21,8 +21,10 @@ from .tokens import (
     TokenRejected,
     authenticate_bearer,
     get_user_by_name,
+    is_privileged,
     issue_token,
     record_denied,
+    revoke_all_tokens,
     revoke_token,
 )
 from .users import (
@@ -54,6 +56,7 @@ __all__ = [
     "get_user_by_name",
     "grant_emergency_access",
     "grant_model_access",
+    "is_privileged",
     "issue_token",
     "note_break_glass_use",
     "note_superuser_use",
@@ -63,6 +66,7 @@ __all__ = [
     "remove_role",
     "revoke_emergency_access",
     "revoke_model_access",
+    "revoke_all_tokens",
     "revoke_token",
     "roles_of",
 ]

@@ -17,6 +17,7 @@ from apps.core.errors import Conflict, NotFound, ServiceError
 from ..models import Profile
 from ..roles import ANALYST, ROLES
 from .policy import Forbidden, is_system, require_perm
+from .tokens import revoke_all_tokens
 
 SERVICE_NAME = RegexValidator(r"^svc-[a-z0-9][a-z0-9_.-]{1,60}$", code="invalid_name")
 
@@ -88,6 +89,7 @@ def disable_dormant_accounts(now=None) -> list[str]:
                     "dormant_days": settings.DORMANT_ACCOUNT_AGE.days,
                 },
             )
+            revoke_all_tokens(user=user, reason="account_disabled", actor=None)
         names.append(user.get_username())
     return names
 

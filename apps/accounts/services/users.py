@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 
-from ..models import ApiToken, Profile
+from ..models import Profile
 from ..roles import PRIVILEGED, SECURITY_OFFICER
 from .enrolment import issue_enrolment_code, void_totp_devices
 from .policy import (
@@ -31,6 +31,7 @@ from .policy import (
 )
 from .roles import assign_role
 from .security import SERVICE_NAME
+from .tokens import revoke_all_tokens
 
 EDITABLE = ("username", "first_name", "last_name", "email", "is_active")
 # A reset password is already expired: the password-age gate sends its holder to the change page.
@@ -123,6 +124,8 @@ def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTE
             target=user,
             details={"before": {"is_active": before}, "after": {"is_active": active}},
         )
+        if not active:  # a disabled account's tokens die with it (not those of its service accounts)
+            revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
     return user
 
 
@@ -148,7 +151,7 @@ def reset_password(*, user_id: int, password: str, actor, source: Source = SYSTE
         user.save(update_fields=["password"])
         Profile.objects.update_or_create(user=user, defaults={"password_changed_at": EXPIRED})
         sessions = _end_sessions(user)
-        tokens = _revoke_tokens(user, actor, source)
+        tokens = len(revoke_all_tokens(user=user, reason="password_reset", actor=actor, source=source))
         record_event(
             "auth.password.reset",
             actor=actor,
@@ -238,15 +241,6 @@ def _end_sessions(user) -> int:
             session.delete()
             ended += 1
     return ended
-
-
-def _revoke_tokens(user, actor, source: Source) -> int:
-    from .tokens import revoke_token
-
-    live = list(ApiToken.objects.filter(user=user, revoked_at__isnull=True).values_list("pk", flat=True))
-    for token_id in live:
-        revoke_token(token_id=token_id, actor=actor, source=source)
-    return len(live)
 
 
 def _os_user() -> str:
