@@ -4,17 +4,20 @@ either refuses or leaves an audit event naming the actor and the change.
 Nothing here lists the models: they come from `admin.site._registry`, so a newly registered model
 (ours or a third-party app's) is walked as soon as it is registered. For each model and each
 principal the walk GETs, then POSTs, the add view, the change and delete views of two objects,
-every changelist action (the site-wide `delete_selected` included, whether or not the principal is
-shown it) and every extra URL the model admin adds (password change, QR codes...). POST data is
-built from the form the GET rendered: its initial values, blanks filled with plausible values, one
-value changed on change views, inline management forms kept, confirmation pages confirmed.
+every changelist action the model admin has (its own and the site's enabled ones, such as
+`delete_selected` wherever it is enabled), whether or not the principal is shown it, and every
+extra URL the model admin adds (password change, QR codes...). POST data is built from the form
+the GET rendered: its initial values, required blanks filled with plausible values, one value
+changed on change views, inline management forms kept, confirmation pages confirmed.
 
 Around each step a snapshot of every table (but the audit log itself, sessions, Django's admin
-message log and django-auditlog's entries, which are bridged into the audit log) is compared. A
-step that changed any row must have written, in the same request, a successful audit event whose
-actor is the principal and whose target is one of the changed rows (or, for an event that deletes
-rows, whose `details["deleted"]` lists one). Each step runs in a savepoint
-that is rolled back, so the steps do not see each other's writes.
+message log and django-auditlog's entries, which are bridged into the audit log) is compared.
+Every row a step changed must be named by a successful audit event of that request whose actor
+is the principal: as the event's target, in its `details["deleted"]` (an event that deletes rows
+lists them), as the row it belongs to by foreign key (a role membership, enrolment code or
+TOTP device of the user the event targets), or by a unique value in the event's details (the
+KEK a rotation deactivates, named by its KEK id). Each step runs in a savepoint that is rolled back,
+so the steps do not see each other's writes.
 
 Which principal may write through which view is in WRITERS (exactly: a writer that stopped writing
 fails too, so the walk cannot pass by never reaching a service). The user and token admins are
@@ -143,25 +146,61 @@ def _plain(value):
 
 
 def snapshot() -> dict[str, dict]:
-    """Every watched table as {primary key (first column): row}."""
+    """Every watched table as {primary key (first column): {column: value}}."""
     tables = {}
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
             if table in UNWATCHED:
                 continue
             cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from the catalogue
-            tables[table] = {row[0]: tuple(_plain(v) for v in row) for row in cursor.fetchall()}
+            columns = [c.name for c in cursor.description]
+            tables[table] = {row[0]: dict(zip(columns, map(_plain, row), strict=True)) for row in cursor.fetchall()}
     return tables
 
 
-def changed_rows(before: dict, after: dict) -> set[tuple[str, str]]:
-    changed = set()
+def changed_rows(before: dict, after: dict) -> dict[tuple[str, str], dict]:
+    """(table, pk) -> the row (as it is now, or as it was if deleted) of every row that changed."""
+    changed = {}
     for table, rows in after.items():
         old = before.get(table, {})
         for pk in rows.keys() | old.keys():
             if rows.get(pk) != old.get(pk):
-                changed.add((table, str(pk)))
+                changed[(table, str(pk))] = rows.get(pk) or old[pk]
     return changed
+
+
+def _parents(table: str, row: dict) -> set[tuple[str, str]]:
+    """The rows this row points at by foreign key: a user's group membership, enrolment code or
+    TOTP device is part of that user, and an event naming the user names the change to them."""
+    model = _MODEL_OF_TABLE.get(table)
+    if model is None:
+        return set()
+    return {
+        (f.related_model._meta.db_table, str(row[f.column]))
+        for f in model._meta.concrete_fields
+        if f.many_to_one and row.get(f.column) is not None
+    }
+
+
+def _natural_keys(table: str, row: dict) -> set[str]:
+    """The row's unique values other than its id (a KEK id, a user name): an event that says
+    "rotated from kek-v1" names the row of kek-v1."""
+    model = _MODEL_OF_TABLE.get(table)
+    if model is None:
+        return set()
+    fields = [f for f in model._meta.concrete_fields if f.unique and not f.primary_key]
+    return {str(row[f.column]) for f in fields if row.get(f.column) not in (None, "")}
+
+
+def _leaves(value) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*map(_leaves, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_leaves, value)) if value else set()
+    return {str(value)}
+
+
+_MODEL_OF_TABLE = {m._meta.db_table: m for m in apps.get_models(include_auto_created=True)}
 
 
 def _table_of(target_type: str) -> str | None:
@@ -315,7 +354,9 @@ def _do(step: Step, user, requests) -> Step:
     return step
 
 
-def _unaudited(changed: set[tuple[str, str]], user, last_event: int) -> str:
+def _unaudited(changed: dict[tuple[str, str], dict], user, last_event: int) -> str:
+    """Why the change is not accounted for, or "" if every changed row is named by a successful
+    event of `user`: as its target, in its `details["deleted"]`, or through a row it belongs to."""
     events = list(
         AuditEvent.objects.filter(id__gt=last_event, actor_id=user.pk, outcome=Outcome.SUCCESS).exclude(
             event_type__in=NOT_A_CHANGE
@@ -328,9 +369,15 @@ def _unaudited(changed: set[tuple[str, str]], user, last_event: int) -> str:
         # An event that removes rows lists them: {"deleted": {"app.model": [ids]}} (see docs/admin-site.md).
         for target_type, ids in (event.details.get("deleted") or {}).items():
             named |= {(_table_of(target_type), str(pk)) for pk in ids}
-    if changed & named:
+    mentioned = set().union(*(_leaves(e.details) for e in events)) if events else set()
+    unnamed = sorted(
+        key
+        for key, row in changed.items()
+        if key not in named and not _parents(key[0], row) & named and not _natural_keys(key[0], row) & mentioned
+    )
+    if not unnamed:
         return ""
-    return f"changed {sorted(changed)[:8]} but no audit event by {user} names one of them (events: {events})"
+    return f"changed {unnamed[:8]} and no audit event by {user} names them (events: {events})"
 
 
 def walk_model(label: str, principal: str, world: World) -> list[Step]:
