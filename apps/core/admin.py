@@ -93,8 +93,17 @@ class SecondFactorAdmin(SecurityRecordAdmin):
     )
     def remove_second_factor(self, request, queryset):
         for device in queryset.select_related("user"):
-            if run_service(self, request, remove_second_factor, device_id=device.pk) is not None:
-                self.message_user(request, f"Second factor {device.name!r} of {device.user} removed", messages.SUCCESS)
+            done = run_service(self, request, remove_second_factor, device_id=device.pk)
+            if done is None:
+                continue
+            self.message_user(request, f"Second factor {device.name!r} of {device.user} removed", messages.SUCCESS)
+            if done[1] is not None:
+                self.message_user(
+                    request,
+                    f"Enrolment code for {device.user}: {done[1]} — give it to them in person; it is shown only "
+                    "this once and lets them enrol a new authenticator.",
+                    messages.WARNING,
+                )
 
 
 class LockoutAdmin(SecurityRecordAdmin):

@@ -4,13 +4,17 @@ security officer's, never on their own account, and audited."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog
 from django.contrib.auth.models import Group
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from apps.accounts.models import EnrolmentCode
 from apps.accounts.roles import ADMIN, ANALYST, SECURITY_OFFICER
+from apps.accounts.services import find_enrolment_code
 from apps.accounts.services.devices import remove_second_factor
 from apps.accounts.services.lockout import unlock_login
 from apps.audit.models import AuditEvent
@@ -63,6 +67,11 @@ class TestSecondFactors:
         assert event.details["deleted"] == {"otp_totp.totpdevice": [victim.pk]}
         # The session verified by the removed device is verified no more.
         assert victim_session.get("/admin/").status_code == 302
+        # A privileged person re-enrols only with the enrolment code the officer was shown, once.
+        code = EnrolmentCode.objects.get(user=staff_user)
+        assert code.issued_by == officer_user
+        shown = re.findall(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", response.content.decode())
+        assert len(shown) == 1 and find_enrolment_code(staff_user, shown[0]) == code
 
     @pytest.mark.parametrize("actor_kind", ["admin_user", "auditor_user", "staff_user"])
     def test_only_an_officer_removes_second_factors(self, request, actor_kind, plain_user):
@@ -97,9 +106,10 @@ class TestSecondFactors:
         grant_emergency_access(user_id=emergency.pk, role=SECURITY_OFFICER, minutes=30, reason="night", actor=None)
         device = TOTPDevice.objects.create(user=plain_user, name="phone", confirmed=True)
 
-        remove_second_factor(device_id=device.pk, actor=emergency)
+        _, code = remove_second_factor(device_id=device.pk, actor=emergency)
 
         assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+        assert code is None  # an analyst enrols again without one
 
 
 def _lock(username: str, ip: str = "192.0.2.1", failures: int = 5) -> None:

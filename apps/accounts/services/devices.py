@@ -1,5 +1,7 @@
 """Removing a person's second factor: a security event, so only a security officer may do it,
-never on their own account and never on the superuser's (that one is reset on the host)."""
+never on their own account and never on the superuser's (that one is reset on the host). A
+privileged person left without a confirmed device gets a one-time enrolment code, shown once to
+the officer, since the password alone never enrols a privileged person's authenticator."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import NotFound, ServiceError
 
 from ..roles import SECURITY_OFFICER
+from .enrolment import issue_enrolment_code
+from .policy import is_privileged
 from .roles import roles_of
 
 
@@ -21,9 +25,10 @@ def require_security_officer(actor, target_user, *, what: str) -> None:
         raise ServiceError("self_change_forbidden", f"nobody may {what} on their own account; ask another officer", 403)
 
 
-def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> TOTPDevice:
+def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> tuple[TOTPDevice, str | None]:
     """Delete one TOTP device. The person's sessions verified by it stop being verified at their next
-    request (django-otp finds no device), so they must verify again or enrol anew. Alerting."""
+    request (django-otp finds no device). Alerting. Returns the removed device and, when a privileged
+    person has no confirmed device left, the plaintext of their new enrolment code (else None)."""
     with transaction.atomic():
         device = TOTPDevice.objects.select_for_update().select_related("user").filter(pk=device_id).first()
         if device is None:
@@ -43,5 +48,8 @@ def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> T
             target=owner,
             details={"alert": True, "device": removed, "deleted": {"otp_totp.totpdevice": [removed["id"]]}},
         )
+        code = None
+        if is_privileged(owner) and not TOTPDevice.objects.filter(user=owner, confirmed=True).exists():
+            _, code = issue_enrolment_code(user=owner, actor=actor, source=source)
     device.pk = removed["id"]
-    return device
+    return device, code
