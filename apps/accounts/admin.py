@@ -18,7 +18,7 @@ from . import services
 from .models import ApiToken
 from .otp import second_factor_at
 from .roles import ROLES
-from .services.policy import is_service_account
+from .services.policy import is_privileged, is_service_account
 
 
 class IssueTokenForm(forms.ModelForm):
@@ -207,6 +207,8 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
             return HttpResponseRedirect(reverse("admin:password_change"))
         if is_service_account(target):
             raise PermissionDenied("service accounts have no password: they authenticate with tokens only")
+        if is_privileged(target):
+            raise PermissionDenied("a privileged person changes their own password (or the host resets it)")
         form = PasswordResetForm(target, request.POST or None)
         if request.method == "POST" and form.is_valid():
             done = run_service(

@@ -26,6 +26,7 @@ EVENT_TYPES: dict[str, str] = {
     "auth.account.update": "User account changed",
     "auth.service_account.create": "Service account created",
     "auth.password.reset": "ALERT: another person's password reset (change forced, sessions ended, tokens revoked)",
+    "auth.2fa.void": "TOTP devices voided (a privileged role given, or a new enrolment code from the host)",
     "auth.enrolment.issue": "One-time TOTP enrolment code issued for a privileged account",
     "auth.enrolment.use": "One-time TOTP enrolment code spent by an enrolment",
     "auth.officer.bootstrap": "ALERT: security officer created on the host (manage.py bootstrap_officer)",

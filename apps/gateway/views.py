@@ -58,6 +58,8 @@ class _Call:
             details.update(version=self.dep.model_version.version, server=self.dep.server.name, deployment=self.dep.pk)
         if self.deid is not None:
             details["deid"] = self.deid  # the mode and counts per identifier type, never values
+        if self.user is not None and self.user.is_superuser:
+            details["alert"] = True  # the sealed break-glass account: its every call alerts (access-control.md)
         outcome = (
             Outcome.SUCCESS
             if error is None

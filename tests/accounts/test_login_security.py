@@ -230,6 +230,20 @@ class TestApiLogin:
         assert events("auth.2fa.failure", actor=auditor_user).count() == 1
         assert not events("auth.login.success").exists()
 
+    def test_right_code_right_after_a_wrong_one_is_told_to_wait_not_refused_as_wrong(self, auditor_user, clock):
+        """django-otp refuses every code for a second after a wrong one: the caller is told to wait
+        (429, Retry-After), the early try does not count as a failure, and after the wait the right
+        code works (it used to answer `invalid_otp` and double the wait)."""
+        device = enrolled(auditor_user)
+        assert api_login(APIClient(), "audrey", otp=wrong(code_of(device))).status_code == 401
+
+        early = api_login(APIClient(), "audrey", otp=code_of(device))
+
+        assert (early.status_code, early.json()["code"], early["Retry-After"]) == (429, "otp_throttled", "1")
+        assert events("auth.2fa.failure", actor=auditor_user).count() == 1
+        clock.shift(timedelta(seconds=1))
+        assert api_login(APIClient(), "audrey", otp=code_of(device)).status_code == 200
+
     def test_privileged_not_enrolled_is_told_to_enrol(self, officer_user):
         client = APIClient()
 

@@ -210,11 +210,13 @@ TABLE: dict[str, list[Row]] = {
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     "user-detail": [api("get", UNAUTH, 200, 200, 200, DENIED, DENIED, args={"pk": "@user"})],
-    "user-active": [api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
-    "user-add-role": [api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
+    # Admins and security officers enable/disable and give analyst/guest (docs/access-control.md).
+    "user-active": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
+    "user-add-role": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
     "user-remove-role": [
-        api("delete", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST})
+        api("delete", UNAUTH, 200, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST})
     ],
+    "user-password": [api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
     "grant-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
         api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),

@@ -133,10 +133,11 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=s.UserActiveSerializer, responses={200: s.UserSerializer})
     @action(detail=True, methods=["post"])
     def active(self, request, pk=None):
+        target = self._managed_object()
         form = s.UserActiveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.set_user_active(
-            user_id=self._managed_object().pk,
+            user_id=target.pk,
             active=form.validated_data["is_active"],
             actor=request.user,
             source=_src(request),
@@ -163,10 +164,11 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
     def add_role(self, request, pk=None):
         """Give a role. For admin, security_officer and auditor (security officers only) the
         answer carries `enrolment_code`, shown this once: the person needs it to enrol their TOTP."""
+        target = self._managed_object()
         form = s.RoleSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.assign_role(
-            user_id=self._managed_object().pk,
+            user_id=target.pk,
             role=form.validated_data["role"],
             actor=request.user,
             source=_src(request),

@@ -28,11 +28,15 @@ def _digest(code: str) -> str:
     return hashlib.sha256(_normalise(code).encode()).hexdigest()
 
 
-def void_totp_devices(user) -> int:
-    """Forget the user's TOTP devices: the next enrolment needs an enrolment code."""
+def void_totp_devices(user, *, actor, source: Source = SYSTEM) -> int:
+    """Forget the user's TOTP devices (audited when there were any): the next enrolment needs an
+    enrolment code. Called inside the transaction of the role or break-glass change that needs it."""
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    return TOTPDevice.objects.filter(user=user).delete()[0]
+    voided = TOTPDevice.objects.filter(user=user).delete()[0]
+    if voided:
+        record_event("auth.2fa.void", actor=actor, source=source, target=user, details={"devices": voided})
+    return voided
 
 
 def issue_enrolment_code(*, user, actor, source: Source = SYSTEM) -> tuple[EnrolmentCode, str]:

@@ -82,7 +82,7 @@ def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
         details = {"role": role, "before": sorted(before), "after": sorted(before | {role})}
         plaintext = None
         if role in PRIVILEGED:
-            details["totp_devices_voided"] = void_totp_devices(user)
+            details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)
             code, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
             details["enrolment_code"] = code.pk
         record_event("auth.role.assign", actor=actor, source=source, target=user, details=details)
@@ -158,7 +158,7 @@ def grant_emergency_access(
         details = {"alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()}
         access.enrolment_code = None
         if role in PRIVILEGED and not user.is_superuser:
-            details["totp_devices_voided"] = void_totp_devices(user)
+            details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)
             code, access.enrolment_code = issue_enrolment_code(user=user, actor=actor, source=source)
             details["enrolment_code"] = code.pk
         record_event("auth.breakglass.grant", actor=actor, source=source, target=user, details=details)

@@ -48,7 +48,10 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
             account = User.objects.create(username=name)
             account.set_unusable_password()
             account.save(update_fields=["password"])
-            Profile.objects.update_or_create(user=account, defaults={"is_service_account": True, "owner": owner})
+            # the creation signal left a blank profile cached on `account`: keep the real one there
+            account.profile, _ = Profile.objects.update_or_create(
+                user=account, defaults={"is_service_account": True, "owner": owner}
+            )
             account.groups.add(Group.objects.get(name=role))
             record_event(
                 "auth.service_account.create",

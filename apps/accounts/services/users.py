@@ -194,7 +194,7 @@ def reissue_enrolment_code(*, user_id: int, actor=None, source: Source = SYSTEM)
         user = _locked(user_id)
         if not is_privileged(user):
             raise ServiceError("not_privileged", f"{user.get_username()} holds no privileged role", field="user")
-        void_totp_devices(user)
+        void_totp_devices(user, actor=actor, source=source)
         _, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
     return plaintext
 
