@@ -21,14 +21,15 @@ from .models import AuditEvent, Outcome
 @dataclass(frozen=True)
 class Source:
     """Where a call came from: the client address, user agent and the API token used, if any,
-    with the token's issuer (its `created_by`: id and user name; None and "" when the host issued
-    it), so that every event made with a token says who put that token into the world."""
+    with the token's issuer (its `created_by`: id and user name, or None and "host" when the host
+    issued it; `token_issuer` None: not known), so that every event made with a token says who put
+    that token into the world."""
 
     ip: str | None = None
     user_agent: str = ""
     token_id: int | None = None
     token_issuer_id: int | None = None
-    token_issuer: str = ""
+    token_issuer: str | None = None
 
     @classmethod
     def from_request(cls, request, token_id: int | None = None, *, token=None) -> Source:
@@ -50,12 +51,14 @@ class Source:
             self,
             token_id=token.pk,
             token_issuer_id=token.created_by_id,
-            token_issuer=issuer.get_username() if issuer is not None else "",
+            token_issuer=issuer.get_username() if issuer is not None else "host",
         )
 
     def token_details(self) -> dict:
         """What record_event adds to the details of an event made with a token."""
-        return {"token_issuer_id": self.token_issuer_id, "token_issuer": self.token_issuer or "host"}
+        if self.token_issuer is None:
+            return {}
+        return {"token_issuer_id": self.token_issuer_id, "token_issuer": self.token_issuer}
 
 
 SYSTEM = Source()
@@ -127,7 +130,7 @@ def record_event(
             target_display=target_display,
             outcome=outcome,
             error_code=error_code,
-            details={**(details or {}), **source.token_details()} if source.token_id is not None else details or {},
+            details={**(details or {}), **source.token_details()},
         )
     except DatabaseError as exc:
         raise AuditUnavailable() from exc

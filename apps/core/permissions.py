@@ -33,7 +33,8 @@ class ActionPermission(BasePermission):
         return user.has_perms([needed] if isinstance(needed, str) else needed)
 
     def _token_may(self, request, view, token) -> bool:
-        if request.method not in SAFE_METHODS and getattr(view, "token_writes_refused", False):
+        handled = getattr(view, request.method.lower(), None) is not None  # else DRF answers 405
+        if request.method not in SAFE_METHODS and handled and getattr(view, "token_writes_refused", False):
             action = getattr(view, "action", None) or request.method.lower()
             self.code = getattr(view, "token_refusals", {}).get(action, "token_not_allowed")
             self.message = (

@@ -55,6 +55,8 @@ INVALID = "400 invalid"
 NO_TOKEN = "401 missing_token"
 NO_INVOKE = "403 invoke_not_permitted"
 NO_MODEL = "404 model_not_found"
+MINT = "403 token_cannot_issue_tokens"
+NO_TOKEN_WRITE = "403 token_not_allowed"
 DOWN = "503 triton_unavailable"  # allowed: the route reached the (closed) Triton port
 
 
@@ -198,13 +200,26 @@ TABLE: dict[str, list[Row]] = {
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
+    # A token never mints or revokes tokens, whatever its scopes (issuing from a session, and who
+    # may revoke: tests/security/test_tokens_policy.py, tests/accounts/test_accounts_api.py).
     "token-list": [
         api("get", UNAUTH, 200, 200, 200, 200, 200),
-        api("post", UNAUTH, 201, 201, 201, 201, 201, data={"name": "walk"}),
+        api("post", UNAUTH, MINT, MINT, MINT, MINT, MINT, data={"name": "walk"}),
     ],
-    # The analyst's own token: theirs, and the security officer manages everyone's.
+    # The analyst's own token: theirs, and the security officer and the auditor see everyone's.
     "token-detail": [api("get", UNAUTH, NOT_FOUND, 200, 200, 200, NOT_FOUND, args={"pk": "@token"})],
-    "token-revoke": [api("post", UNAUTH, NOT_FOUND, 200, NOT_FOUND, 200, NOT_FOUND, args={"pk": "@token"})],
+    "token-revoke": [
+        api(
+            "post",
+            UNAUTH,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            args={"pk": "@token"},
+        )
+    ],
     "user-list": [
         api("get", UNAUTH, 200, 200, 200, DENIED, DENIED),
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
