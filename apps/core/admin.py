@@ -4,7 +4,7 @@ Django, django-otp and django-axes register full read-write admins; through them
 add a role group, give someone a known TOTP key or read theirs as a QR code, or delete lockout
 records, and none of it would reach the audit log. Here every one of those models is read-only;
 the two writes that have a business reason (removing a second factor, lifting a lockout) are
-actions that call an audited service, open to security officers only. See docs/admin-site.md.
+actions that call an audited service, open to security officers (and the sealed superuser) only. See docs/admin-site.md.
 """
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.accounts.roles import AUDITOR, SECURITY_OFFICER
+from apps.accounts.services.policy import is_officer
 from apps.accounts.services.devices import remove_second_factor
 from apps.accounts.services.lockout import unlock_login
 from apps.accounts.services.roles import roles_of
@@ -41,7 +42,7 @@ class SecurityRecordAdmin(ReadOnlyAdmin):
         return self.has_view_permission(request)
 
     def has_officer_permission(self, request):
-        return holds(request, SECURITY_OFFICER)
+        return is_officer(request.user)  # the services check again
 
 
 def _replace(model, admin_class) -> None:

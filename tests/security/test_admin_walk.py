@@ -71,9 +71,10 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     "keys.keyencryptionkey": {"action:rotate": {SU, SO}},
     "keys.kekrotation": {"action:resume": {SU, SO}},
     "compliance.compliancereport": {"add": {SU, SO, AU}},
-    "otp_totp.totpdevice": {"action:remove_second_factor": {SO}},
-    "axes.accessattempt": {"action:unlock": {SO}},
-    "axes.accessfailurelog": {"action:unlock": {SO}},
+    # The superuser counts as an officer (apps/accounts/services/policy.py), never on itself.
+    "otp_totp.totpdevice": {"action:remove_second_factor": {SU, SO}},
+    "axes.accessattempt": {"action:unlock": {SU, SO}},
+    "axes.accessfailurelog": {"action:unlock": {SU, SO}},
 }
 AUDIT_ONLY = {"auth.user", "accounts.apitoken"}  # see the module docstring
 

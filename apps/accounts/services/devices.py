@@ -1,5 +1,6 @@
-"""Removing a person's second factor: a security event, so only a security officer may do it,
-never on their own account and never on the superuser's (that one is reset on the host). A
+"""Removing a person's second factor: a security event, so only a security officer (or the sealed
+superuser, as everywhere in apps/accounts/services/policy.py) may do it, never on their own
+account and never on the superuser's (that one is reset on the host). A
 privileged person left without a confirmed device gets a one-time enrolment code, shown once to
 the officer, since the password alone never enrols a privileged person's authenticator."""
 
@@ -9,20 +10,22 @@ from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import NotFound
 
-from ..roles import SECURITY_OFFICER
 from .enrolment import issue_enrolment_code
-from .policy import is_privileged
-from .roles import roles_of
+from .policy import Forbidden, is_officer, is_privileged, is_system
 
 
 def require_security_officer(actor, target_user, *, what: str) -> None:
-    """The checks shared by the officer's account-security writes (second factor, lockout)."""
-    if SECURITY_OFFICER not in roles_of(actor):
-        raise ServiceError("security_officer_required", f"only a security officer may {what}", 403)
+    """The checks shared by the officer's account-security writes (second factor, lockout): a
+    security officer (standing or break-glass) or the superuser, never on their own account; or
+    the host (actor None, trusted and recorded as the system)."""
+    if is_system(actor):
+        return
+    if not is_officer(actor):
+        raise Forbidden("security_officer_required", f"only a security officer may {what}")
     if target_user is not None and target_user.pk == actor.pk:
-        raise ServiceError("self_change_forbidden", f"nobody may {what} on their own account; ask another officer", 403)
+        raise Forbidden("self_change_forbidden", f"nobody may {what} on their own account; ask another officer")
 
 
 def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> tuple[TOTPDevice, str | None]:
@@ -36,8 +39,8 @@ def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> t
         owner = device.user
         require_security_officer(actor, owner, what="remove a second factor")
         if owner.is_superuser:
-            raise ServiceError(
-                "superuser_target_forbidden", "the superuser's second factor is reset on the host, not here", 403
+            raise Forbidden(
+                "superuser_target_forbidden", "the superuser's second factor is reset on the host, not here"
             )
         removed = {"id": device.pk, "name": device.name, "confirmed": device.confirmed}
         device.delete()

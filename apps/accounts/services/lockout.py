@@ -14,6 +14,7 @@ from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import ServiceError
 
 from .devices import require_security_officer
+from .policy import Forbidden
 
 
 def unlock_login(*, username: str, ip_address: str | None = None, actor, source: Source = SYSTEM) -> dict:
@@ -23,8 +24,8 @@ def unlock_login(*, username: str, ip_address: str | None = None, actor, source:
         raise ServiceError("invalid", "name a user name or an address to unlock", field="username")
     account = get_user_model().objects.filter(username=username).first() if username else None
     require_security_officer(actor, account, what="lift a login lockout")
-    if username and username == actor.get_username():
-        raise ServiceError("self_change_forbidden", "nobody may lift a login lockout on their own account", 403)
+    if username and actor is not None and username == actor.get_username():
+        raise Forbidden("self_change_forbidden", "nobody may lift a login lockout on their own account")
     who = Q(username=username) if username else Q()
     if ip_address:
         who |= Q(ip_address=ip_address)
