@@ -13,9 +13,9 @@ from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.accounts.roles import AUDITOR, SECURITY_OFFICER
-from apps.accounts.services.policy import is_officer
 from apps.accounts.services.devices import remove_second_factor
 from apps.accounts.services.lockout import unlock_login
+from apps.accounts.services.policy import is_officer
 from apps.accounts.services.roles import roles_of
 
 from .admin_utils import ReadOnlyAdmin, run_service
