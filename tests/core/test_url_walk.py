@@ -125,8 +125,6 @@ TABLE: dict[str, list[Row]] = {
         staff_page("get", 200, 403, 403, args={"id": "@user"}),
         staff_page("get", 403, 403, 403, args={"id": "@officer_user"}),
     ],
-    "admin:otp_totp_totpdevice_config": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
-    "admin:otp_totp_totpdevice_qrcode": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
     # Portal pages: second factor
     "accounts:2fa-setup": [row("get", LOGIN, OTP, OTP, OTP, 200, 200, OTP)],
     "accounts:2fa-verify": [row("get", LOGIN, 200, 200, 200, 200, 200, 200)],
@@ -333,10 +331,11 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "auth.group": ("@group", {"officer", "auditor"}, set()),
     # The admin role opens change forms; privileges on them are read-only (see the last test).
     "auth.user": ("@user", {"admin", "officer", "auditor"}, {"admin"}),
-    "otp_totp.totpdevice": ("@device", set(), set()),
-    "axes.accessattempt": ("@attempt", set(), set()),
-    "axes.accesslog": ("@access_log", set(), set()),
-    "axes.accessfailurelog": ("@failure_log", set(), set()),
+    # Security records: read by officers and auditors; django-otp's key/QR-code pages are gone.
+    "otp_totp.totpdevice": ("@device", {"officer", "auditor"}, set()),
+    "axes.accessattempt": ("@attempt", {"officer", "auditor"}, set()),
+    "axes.accesslog": ("@access_log", {"officer", "auditor"}, set()),
+    "axes.accessfailurelog": ("@failure_log", {"officer", "auditor"}, set()),
     "audit.auditevent": ("@event", {"officer", "auditor"}, set()),
     "accounts.apitoken": ("@token", {"officer", "auditor"}, set()),
     "registry.model": ("@model", {"admin", "officer", "auditor"}, set()),

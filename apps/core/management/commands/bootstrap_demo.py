@@ -100,9 +100,9 @@ def demo_caller(model, *, admin, officer):
 
 
 def issue_demo_token(account, model) -> str:
-    """One live demo token per run: the previous ones are revoked. `make run` is a host command,
-    so the token is host-issued (actor None, `details.via = "host"`), like `manage.py issue_token`:
-    the owner is a privileged person who would need a fresh second factor to issue it."""
+    """One live demo token per run: the previous ones are revoked and the new one issued by the
+    host (actor None: the launcher runs on the host, apps/accounts/services/tokens.py), since the
+    owner has no interactive session with a fresh second factor here."""
     for token_id in ApiToken.objects.filter(user=account, name=DEMO_TOKEN, revoked_at__isnull=True).values_list(
         "pk", flat=True
     ):
