@@ -1,8 +1,8 @@
 """The inference path's route lookup, as one hand-written SQL statement.
 
 Built with the ORM, this query (deployment + version + server, restricted to models the caller
-holds an unexpired invoke grant on, directly or through a group, while holding a role that may
-invoke, and to the token's models) cost ≈2.2 ms of CPU per call to compile on the reference
+holds an unexpired invoke grant on, directly or — persons only — through a group, while holding a
+role that may invoke, and to the token's models) cost ≈2.2 ms of CPU per call to compile on the reference
 machine: more than everything else the gateway does. The statement below is fixed text (table
 names from the models' metadata, role names from apps.accounts.roles), so it compiles never and
 PostgreSQL prepares it once per connection. Its semantics are those of
@@ -20,7 +20,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.utils import timezone
 
-from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
+from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant, Profile
 from apps.accounts.roles import MAY_INVOKE
 from apps.compliance.effective import deid_policy_columns, effective_deid_mode
 from apps.deployments.models import Deployment, InferenceServer
@@ -40,6 +40,7 @@ def _sql() -> str:
         "ug": ModelUserGrant._meta.db_table,
         "gg": ModelGroupGrant._meta.db_table,
         "tm": ApiToken.allowed_models.through._meta.db_table,
+        "prof": Profile._meta.db_table,
     }
     roles = ", ".join(f"'{r}'" for r in sorted(MAY_INVOKE))  # constants of our own, not input
     # Table names from model metadata and our own role constants; every value is a parameter.
@@ -60,7 +61,9 @@ WHERE m.name = %s AND d.desired_state = 'active' AND d.observed_state = 'active'
       OR EXISTS (SELECT 1 FROM {t["gg"]} y JOIN {t["perm"]} q ON q.id = y.permission_id
                  JOIN {t["user_groups"]} yg ON yg.group_id = y.group_id
                  WHERE y.content_object_id = m.id AND yg.user_id = %s AND q.codename = 'invoke_model'
-                   AND (y.expires_at IS NULL OR y.expires_at > %s)))))
+                   AND (y.expires_at IS NULL OR y.expires_at > %s)
+                   AND NOT EXISTS (SELECT 1 FROM {t["prof"]} pr WHERE pr.user_id = yg.user_id
+                                   AND pr.is_service_account)))))
   AND (%s OR EXISTS (SELECT 1 FROM {t["tm"]} tm WHERE tm.apitoken_id = %s AND tm.model_id = m.id))
 """  # noqa: S608
 

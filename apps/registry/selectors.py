@@ -3,6 +3,7 @@
 - A global `registry.view_model` (admin, security officer, auditor roles) sees every model.
 - Otherwise a user sees the models granted to them or their groups (view_model or invoke_model,
   unexpired), as django-guardian object permissions with an expiry (apps.accounts.models).
+  Group grants reach persons only; a service account reaches what is granted to it by name.
 - Invocation needs an unexpired `invoke_model` grant; no role has it globally.
 A model outside these sets does not exist for the caller (404, never 403).
 """
@@ -16,11 +17,18 @@ from .models import Model, ModelVersion
 
 
 def _granted(user, codenames: tuple[str, ...]) -> Q:
-    from apps.accounts.models import ModelGroupGrant, ModelUserGrant
+    """Grants to the user by name, or to one of its groups — group grants reach persons only: a
+    service account reaches exactly the models granted to it by name. Otherwise a grant to a
+    role group ("every analyst") would also reach the service accounts that people own, and
+    their owners would mint tokens for models nobody granted them."""
+    from apps.accounts.models import ModelGroupGrant, ModelUserGrant, Profile
 
     live = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
     mine = ModelUserGrant.objects.filter(live, user=user, permission__codename__in=codenames)
-    ours = ModelGroupGrant.objects.filter(live, group__user=user, permission__codename__in=codenames)
+    service_account = Profile.objects.filter(user_id=user.pk, is_service_account=True)
+    ours = ModelGroupGrant.objects.filter(
+        ~Exists(service_account), live, group__user=user, permission__codename__in=codenames
+    )
     return Q(pk__in=mine.values("content_object_id")) | Q(pk__in=ours.values("content_object_id"))
 
 

@@ -104,3 +104,56 @@ class TestAnotherOfficerMay:
             resp = olga.post(url, {"model": triage.pk, "permission": "invoke_model", **body}, format="json")
             assert resp.status_code == 201, (body, resp.json())
         assert AuditEvent.objects.filter(event_type="access.grant.create").count() == 3
+
+
+class TestGroupGrantsReachPersonsOnly:
+    """A grant to a group ("every analyst") reaches the people in it, never a service account:
+    otherwise whoever owns an analyst service account (an admin) would mint its token and invoke
+    a model nobody granted them. Found by the closure test (officer → grant the analyst role
+    group → its own analyst service account's token → invoke). Both access paths are checked:
+    the gateway's fixed SQL and the ORM selectors."""
+
+    @pytest.fixture
+    def world(self, staff_user, triage):
+        from apps.accounts.roles import ANALYST
+        from apps.registry.models import ModelVersion
+        from tests.factories import DeploymentFactory
+
+        DeploymentFactory(model_version=ModelVersion.objects.get(model=triage))
+        group = Group.objects.get(name=ANALYST)
+        from apps.accounts.services import grant_model_access
+
+        grant_model_access(model_id=triage.pk, permission="invoke_model", group_id=group.pk, actor=None)
+        svc = create_service_account(name="svc-etl", owner_id=staff_user.pk, actor=None)  # an analyst
+        person = make_user("ana", ANALYST)
+        return triage, svc, person
+
+    def test_the_gateway_route_and_the_selectors_agree(self, world):
+        from apps.accounts.models import ApiToken
+        from apps.accounts.services import issue_token
+        from apps.gateway.routing import invokable_deployments
+        from apps.registry.selectors import models_invokable_by, models_visible_to
+        from tests.factories import token_for
+
+        model, svc, person = world
+        issue_token(user=svc, name="etl", actor=None)  # host-issued
+        token_for(person)
+        svc_token, person_token = ApiToken.objects.get(user=svc), ApiToken.objects.get(user=person)
+        assert invokable_deployments(person, person_token, model.name)
+        assert list(models_invokable_by(person)) == [model]
+        assert model in models_visible_to(person)
+        assert invokable_deployments(svc, svc_token, model.name) == []
+        assert not models_invokable_by(svc).exists()
+        assert not models_visible_to(svc).exists()
+
+    def test_a_grant_by_name_still_reaches_a_service_account(self, world):
+        from apps.accounts.models import ApiToken
+        from apps.accounts.services import issue_token
+        from apps.gateway.routing import invokable_deployments
+        from apps.registry.selectors import models_invokable_by
+
+        model, svc, _ = world
+        grant(svc, model)
+        issue_token(user=svc, name="etl", actor=None)  # host-issued
+        assert invokable_deployments(svc, ApiToken.objects.get(user=svc), model.name)
+        assert list(models_invokable_by(svc)) == [model]
