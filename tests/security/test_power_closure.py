@@ -146,7 +146,9 @@ def test_closure_equals_policy(onnx_bytes, capsys):
     rounds, stats = closure(world, principals)
 
     with capsys.disabled():
-        print(f"\nclosure: {rounds} rounds, {stats.requests} requests, {stats.probes} probes; per round {stats.rounds}")
+        print(f"\nclosure: {rounds} rounds at most, {stats.requests} requests, {stats.probes} probes")
+        for name, n, requests, probes in stats.rounds:
+            print(f"  {name}: fixpoint after {n} rounds; {requests} requests, {probes} probes so far")
     assert rounds >= 2
     report = _chains(principals)
     for name, principal in principals.items():
