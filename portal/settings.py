@@ -170,6 +170,8 @@ SESSION_ABSOLUTE_TIMEOUT = timedelta(seconds=SESSION_COOKIE_AGE)
 PASSWORD_MAX_AGE = timedelta(days=env.int("SOVEREIGN_PASSWORD_MAX_AGE_DAYS", default=90))
 DORMANT_ACCOUNT_AGE = timedelta(days=env.int("SOVEREIGN_DORMANT_DAYS", default=90))
 BREAK_GLASS_MAX = timedelta(hours=env.int("SOVEREIGN_BREAK_GLASS_MAX_HOURS", default=8))
+# A privileged account enrols its TOTP only with a one-time code from the officer who gave the role.
+ENROLMENT_CODE_LIFETIME = timedelta(hours=env.int("SOVEREIGN_ENROLMENT_CODE_HOURS", default=24))
 AXES_FAILURE_LIMIT = env.int("SOVEREIGN_LOCKOUT_FAILURES", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("SOVEREIGN_LOCKOUT_MINUTES", default=15))
 AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within the window, not "since start"
@@ -201,6 +203,8 @@ if ARTIFACT_SUITE not in ("AES-256-GCM", "SM4-GCM"):
     raise ImproperlyConfigured(f"SOVEREIGN_ARTIFACT_SUITE must be AES-256-GCM or SM4-GCM, not {ARTIFACT_SUITE!r}")
 TOKEN_DEFAULT_DAYS = env.int("SOVEREIGN_TOKEN_DEFAULT_DAYS", default=90)
 TOKEN_MAX_DAYS = env.int("SOVEREIGN_TOKEN_MAX_DAYS", default=365)
+# A privileged person (or the superuser) issues a token only this soon after passing the second factor.
+TOKEN_OTP_FRESH = timedelta(minutes=env.int("SOVEREIGN_TOKEN_OTP_FRESH_MINUTES", default=5))
 TRITON_TIMEOUT = env.float("SOVEREIGN_TRITON_TIMEOUT", default=30.0)
 TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
 DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
+from apps.accounts.otp import OTP_AT
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, PRIVILEGED, SECURITY_OFFICER
 from apps.accounts.services import grant_model_access, issue_token
 from apps.audit.signing import get_signer
@@ -77,7 +79,19 @@ def otp_login(client, user) -> None:
     client.force_login(user)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session[OTP_AT] = timezone.now().timestamp()  # as apps.accounts.otp.verified records it
     session.save()
+
+
+def session_client(user) -> APIClient:
+    """An API client with a logged-in session, the way a person issues tokens (privileged people:
+    second factor passed just now)."""
+    client = APIClient()
+    if user.is_superuser or user.groups.filter(name__in=PRIVILEGED).exists():
+        otp_login(client, user)
+    else:
+        client.force_login(user)
+    return client
 
 
 def grant(user, model, permission: str = "invoke_model", expires_at=None) -> None:
@@ -118,7 +132,8 @@ def guest_user(db):
 
 
 def _client_for(user, scopes=("invoke", "read", "manage")) -> tuple[APIClient, str]:
-    _, token = issue_token(user=user, name="test", scopes=scopes, actor=user)
+    # As if the person had just passed the second factor (privileged accounts need it to issue).
+    _, token = issue_token(user=user, name="test", scopes=scopes, actor=user, otp_verified_at=timezone.now())
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client, token

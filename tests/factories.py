@@ -12,6 +12,7 @@ from contextlib import closing
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from apps.accounts.services import issue_token
@@ -81,6 +82,7 @@ class DeploymentFactory(DjangoModelFactory):
 
 def token_for(user, **kwargs) -> str:
     """Issue a token for `user` through the service and return its plaintext."""
+    kwargs.setdefault("otp_verified_at", timezone.now())  # as if just past the second factor (privileged)
     return issue_token(user=user, name=kwargs.pop("name", "test"), actor=user, **kwargs)[1]
 
 

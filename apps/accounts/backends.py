@@ -2,11 +2,18 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from .models import EmergencyAccess
+from .models import EmergencyAccess, Profile
 
 
 class RoleBackend(ModelBackend):
-    """Django's ModelBackend, plus the permissions of any unexpired break-glass role."""
+    """Django's ModelBackend, plus the permissions of any unexpired break-glass role. A service
+    account never logs in with a password (nor keeps a session), even if a hash were set on it:
+    it authenticates only with tokens."""
+
+    def user_can_authenticate(self, user):
+        if not super().user_can_authenticate(user):
+            return False
+        return not Profile.objects.filter(user_id=user.pk, is_service_account=True).exists()
 
     def get_group_permissions(self, user_obj, obj=None):
         perms = super().get_group_permissions(user_obj, obj)

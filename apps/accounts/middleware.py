@@ -17,8 +17,10 @@ from apps.audit.services import Source, record_event
 from .models import Profile
 from .roles import PRIVILEGED
 from .services.roles import note_break_glass_use, roles_of
+from .services.security import note_superuser_use
 
 LOGIN_AT, LAST_SEEN = "sv_login_at", "sv_last_seen"
+SUPERUSER_NOTED = "sv_superuser_noted"
 _EXEMPT_PREFIXES = ("/static/", "/healthz", "/v2/")
 _TOUCH_EVERY = 60  # seconds: idle time is measured to the minute, sparing a session write per request
 
@@ -84,6 +86,8 @@ class AccountGateMiddleware:
         if blocked:
             return blocked
         self._note_break_glass(request, user)
+        if user.is_superuser:
+            self._note_superuser(request, user)
         return self.get_response(request)
 
     def _second_factor(self, request, user):
@@ -127,6 +131,14 @@ class AccountGateMiddleware:
             detail = f"your password has expired; change it at {target}"
             return JsonResponse({"code": "password_expired", "detail": detail}, status=403)
         return HttpResponseRedirect(target)
+
+    def _note_superuser(self, request, user) -> None:
+        """Once per session (the login already alerted, and marked its session)."""
+        session = getattr(request, "session", None)
+        if session is None or session.get(SUPERUSER_NOTED):
+            return
+        note_superuser_use(user, source=Source.from_request(request, token_id=None), via="session", path=request.path)
+        session[SUPERUSER_NOTED] = True
 
     def _note_break_glass(self, request, user) -> None:
         session = getattr(request, "session", None)

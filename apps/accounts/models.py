@@ -132,3 +132,28 @@ class EmergencyAccess(models.Model):
     def is_active(self, now=None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and self.granted_at <= now < self.expires_at
+
+
+class EnrolmentCode(models.Model):
+    """A one-time code that lets a privileged account enrol its TOTP device (no trust on first
+    use: knowing the password is not enough). Issued by the security officer who assigned the
+    role (or the host, for the first officer); only its SHA-256 is stored; it expires after
+    ENROLMENT_CODE_LIFETIME and is spent by the enrolment it allows. Written only by
+    apps.accounts.services.enrolment."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrolment_codes")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    issued_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    issued_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    voided_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Replaced by a newer code")
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"enrolment code for {self.user} (expires {self.expires_at:%Y-%m-%d %H:%M})"
+
+    def is_usable(self, now=None) -> bool:
+        return self.used_at is None and self.voided_at is None and (now or timezone.now()) < self.expires_at

@@ -31,6 +31,13 @@ def on_login(sender, request, user, **kwargs):
         mark_login(request)
     with transaction.atomic():
         record_event("auth.login.success", actor=user, source=_source(request), target=user)
+    if user.is_superuser:
+        from .middleware import SUPERUSER_NOTED
+        from .services.security import note_superuser_use
+
+        note_superuser_use(user, source=_source(request), via="login", path=getattr(request, "path", ""))
+        if request is not None and hasattr(request, "session"):
+            request.session[SUPERUSER_NOTED] = True
 
 
 @receiver(user_logged_out)

@@ -10,16 +10,21 @@ import qrcode.image.svg
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
-from django_otp import login as otp_login
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import Source
+from apps.core.errors import ServiceError
 
-from .services import record_2fa_enrolment, record_2fa_failure
+from .models import EnrolmentCode
+from .otp import verified as otp_verified
+from .services import confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
+from .services.policy import is_privileged
 
 
 class CodeForm(forms.Form):
@@ -39,22 +44,54 @@ def _context(request, **extra):
     return {**admin.site.each_context(request), **extra, "next": _next(request)}
 
 
+ENROL_CODE, ENROL_DEVICE = "sv_enrolment_code", "sv_enrolment_device"
+
+
+class EnrolmentCodeForm(forms.Form):
+    enrolment_code = forms.CharField(
+        max_length=40,
+        label="Enrolment code",
+        help_text="The one-time code the security officer gave you with your role.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autofocus": True}),
+    )
+
+
 @login_required
 def totp_setup(request):
-    """Enrol a TOTP authenticator: show the secret once as a QR code, confirm it with a code."""
-    if TOTPDevice.objects.filter(user=request.user, confirmed=True).exists():
+    """Enrol a TOTP authenticator: show the secret once as a QR code, confirm it with a code.
+    A privileged account first gives its one-time enrolment code (no trust on first use: the
+    password alone does not enrol); the secret is shown only after that, on a device created
+    then, so a secret anyone saw before is worthless."""
+    user = request.user
+    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
         return HttpResponseRedirect(f"/accounts/2fa/verify/?next={_next(request)}")
-    device, _ = TOTPDevice.objects.get_or_create(user=request.user, confirmed=False, defaults={"name": "authenticator"})
+    code_id = None
+    if is_privileged(user):
+        code_id = _accepted_code(request)
+        if code_id is None:
+            return _ask_enrolment_code(request)
+        device = TOTPDevice.objects.filter(pk=request.session.get(ENROL_DEVICE), user=user, confirmed=False).first()
+    else:
+        device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        device = _fresh_device(request)
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid() and _not_throttled(form, device):
+        source = Source.from_request(request, None)
         if device.verify_token(form.cleaned_data["code"].strip()):
-            device.confirmed = True
-            device.save(update_fields=["confirmed"])
-            otp_login(request, device)
-            record_2fa_enrolment(user=request.user, device_name=device.name, source=Source.from_request(request, None))
-            return HttpResponseRedirect(_next(request))
-        record_2fa_failure(user=request.user, source=Source.from_request(request, None))
-        form.add_error("code", "That code is not valid. Check the clock of your device and try again.")
+            try:
+                confirm_totp_enrolment(user=user, device=device, code_id=code_id, source=source)
+            except ServiceError as err:
+                request.session.pop(ENROL_CODE, None)
+                form.add_error("code", err.detail)
+            else:
+                for key in (ENROL_CODE, ENROL_DEVICE):
+                    request.session.pop(key, None)
+                otp_verified(request, device)
+                return HttpResponseRedirect(_next(request))
+        else:
+            record_2fa_failure(user=user, source=source)
+            form.add_error("code", "That code is not valid. Check the clock of your device and try again.")
     buffer = io.BytesIO()
     qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage).save(buffer)
     return render(
@@ -70,6 +107,48 @@ def totp_setup(request):
     )
 
 
+def _accepted_code(request) -> int | None:
+    """The enrolment code this session gave, while it is still usable."""
+    code_id = request.session.get(ENROL_CODE)
+    if code_id is None:
+        return None
+    if EnrolmentCode.objects.filter(pk=code_id, user=request.user).filter(_usable_now()).exists():
+        return code_id
+    request.session.pop(ENROL_CODE, None)
+    return None
+
+
+def _usable_now() -> Q:
+    return Q(used_at__isnull=True, voided_at__isnull=True, expires_at__gt=timezone.now())
+
+
+def _ask_enrolment_code(request):
+    form = EnrolmentCodeForm(request.POST if "enrolment_code" in request.POST else None)
+    if request.method == "POST" and form.is_valid():
+        code = find_enrolment_code(request.user, form.cleaned_data["enrolment_code"])
+        if code is not None:
+            request.session[ENROL_CODE] = code.pk
+            _fresh_device(request)
+            return HttpResponseRedirect(f"{request.path}?{urlencode({'next': _next(request)})}")
+        record_2fa_failure(user=request.user, source=Source.from_request(request, None), code="enrolment_code_invalid")
+        form.add_error(
+            "enrolment_code", "That enrolment code is wrong, spent or expired. Ask a security officer for a new one."
+        )
+    return render(
+        request,
+        "accounts/totp_enrolment_code.html",
+        _context(request, title="Set up two-factor authentication", form=form),
+    )
+
+
+def _fresh_device(request):
+    """A new unconfirmed device (any earlier unconfirmed one, and the secret it showed, is gone)."""
+    TOTPDevice.objects.filter(user=request.user, confirmed=False).delete()
+    device = TOTPDevice.objects.create(user=request.user, confirmed=False, name="authenticator")
+    request.session[ENROL_DEVICE] = device.pk
+    return device
+
+
 @login_required
 def totp_verify(request):
     """Enter the current code of the enrolled authenticator."""
@@ -78,7 +157,7 @@ def totp_verify(request):
     if request.method == "POST" and form.is_valid() and _not_throttled(form, enrolled):
         device = match_token(request.user, form.cleaned_data["code"].strip())
         if device is not None:
-            otp_login(request, device)
+            otp_verified(request, device)
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
         form.add_error("code", "That code is not valid.")

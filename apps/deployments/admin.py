@@ -123,13 +123,17 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def short_error(self, obj):
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Undeploy selected deployments")
+    def has_manage_permission(self, request):
+        # Actions without permissions are offered to whoever may see the list (auditors too).
+        return request.user.has_perm("deployments.change_deployment")
+
+    @admin.action(description="Undeploy selected deployments", permissions=["manage"])
     def undeploy(self, request, queryset):
         for dep in queryset:
             run_service(self, request, services.request_undeploy, deployment_id=dep.pk)
         self.message_user(request, "Undeploy requested.", messages.SUCCESS)
 
-    @admin.action(description="Redeploy selected deployments")
+    @admin.action(description="Redeploy selected deployments", permissions=["manage"])
     def redeploy(self, request, queryset):
         for dep in queryset:
             run_service(self, request, services.request_redeploy, deployment_id=dep.pk)

@@ -58,6 +58,8 @@ class _Call:
             details.update(version=self.dep.model_version.version, server=self.dep.server.name, deployment=self.dep.pk)
         if self.deid is not None:
             details["deid"] = self.deid  # the mode and counts per identifier type, never values
+        if self.user is not None and self.user.is_superuser:
+            details["alert"] = True  # the sealed break-glass account: its every call alerts (access-control.md)
         outcome = (
             Outcome.SUCCESS
             if error is None
@@ -86,7 +88,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
     user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
     call.user = user
-    call.source = Source(ip=call.source.ip, user_agent=call.source.user_agent, token_id=token.pk)
+    call.source = call.source.with_token(token)  # the token and its issuer, read by the lookup above
     if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
         raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
     deps = candidate_deployments(user, token, call.name, invoke)

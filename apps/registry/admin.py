@@ -103,7 +103,11 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def suite(self, obj):
         return obj.artifact.suite
 
-    @admin.action(description="Deploy selected versions to a server")
+    def has_deploy_permission(self, request):
+        # Seeing the versions is not enough: the action writes deployments.
+        return request.user.has_perm("deployments.add_deployment")
+
+    @admin.action(description="Deploy selected versions to a server", permissions=["deploy"])
     def deploy(self, request, queryset):
         form = DeployForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():

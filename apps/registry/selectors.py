@@ -24,12 +24,22 @@ def _granted(user, codenames: tuple[str, ...]) -> Q:
     return Q(pk__in=mine.values("content_object_id")) | Q(pk__in=ours.values("content_object_id"))
 
 
-def models_visible_to(user) -> QuerySet[Model]:
+def restricted_to_token(qs: QuerySet, token, via: str = "pk") -> QuerySet:
+    """A model-restricted token reaches only its models, on every surface: the gateway and every
+    API list, detail, upload, deployment and usage answer. Filters `qs` (models, or rows whose
+    model is at `via`, e.g. "model") to those models; `token` is DRF's `request.auth` (None for a
+    session, where nothing changes). Models outside it are then 404 like any unseen model."""
+    if not getattr(token, "restricted", False):
+        return qs
+    return qs.filter(**{f"{via}__in": token.allowed_models.values("pk")})
+
+
+def models_visible_to(user, token=None) -> QuerySet[Model]:
     if user is None or not user.is_authenticated or not user.is_active:
         return Model.objects.none()
     if user.has_perm("registry.view_model"):
-        return Model.objects.all()
-    return Model.objects.filter(_granted(user, ("view_model", "invoke_model")))
+        return restricted_to_token(Model.objects.all(), token)
+    return restricted_to_token(Model.objects.filter(_granted(user, ("view_model", "invoke_model"))), token)
 
 
 def models_invokable_by(user) -> QuerySet[Model]:
@@ -48,13 +58,13 @@ def models_invokable_by(user) -> QuerySet[Model]:
     return Model.objects.filter(Exists(may_invoke), _granted(user, ("invoke_model",)))
 
 
-def catalogue_visible_to(user) -> QuerySet[Model]:
+def catalogue_visible_to(user, token=None) -> QuerySet[Model]:
     """The catalogue (names, descriptions, status): everything for roles with view_catalogue,
-    otherwise the models the user can see."""
+    otherwise the models the user can see (either way, only a restricted token's own models)."""
     if user is not None and user.is_authenticated and user.is_active and user.has_perm("registry.view_catalogue"):
-        return Model.objects.all()
-    return models_visible_to(user)
+        return restricted_to_token(Model.objects.all(), token)
+    return models_visible_to(user, token)
 
 
-def versions_visible_to(user) -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.filter(model__in=models_visible_to(user))
+def versions_visible_to(user, token=None) -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.filter(model__in=models_visible_to(user, token))

@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from apps.accounts.models import ApiToken, digest_token
 from apps.accounts.roles import ANALYST
 from apps.audit.models import AuditEvent
-from tests.conftest import grant, make_user
+from tests.conftest import grant, make_user, session_client
 from tests.factories import ModelVersionFactory, token_for
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +45,12 @@ def mallory(db):
 
 
 @pytest.fixture
+def alice(plain_user) -> APIClient:
+    """alice logged in to the portal: tokens are issued from a session, never with a token."""
+    return session_client(plain_user)
+
+
+@pytest.fixture
 def triage(db):
     return ModelVersionFactory(model_name="triage").model
 
@@ -59,8 +65,9 @@ class TestScopes:
         revoke = client.post(f"{TOKENS}{token_of(plaintext).pk}/revoke/")
 
         assert listing.status_code == 200
-        for resp in (create, revoke):
-            assert (resp.status_code, resp.json()["code"]) == (403, "insufficient_scope")
+        # Whatever its scopes, a token neither mints nor revokes tokens (tests/security/test_tokens_policy.py).
+        assert (create.status_code, create.json()["code"]) == (403, "token_cannot_issue_tokens")
+        assert (revoke.status_code, revoke.json()["code"]) == (403, "token_not_allowed")
         assert ApiToken.objects.filter(user=plain_user).count() == 1
         assert token_of(plaintext).revoked_at is None
 
@@ -69,21 +76,21 @@ class TestScopes:
 
         assert (resp.status_code, resp.json()["code"]) == (403, "insufficient_scope")
 
-    def test_scopes_are_stored_and_shown(self, user_client):
-        resp = user_client.post(TOKENS, {"name": "ci", "scopes": ["read", "invoke"]}, format="json")
+    def test_scopes_are_stored_and_shown(self, alice):
+        resp = alice.post(TOKENS, {"name": "ci", "scopes": ["read", "invoke"]}, format="json")
 
         assert resp.status_code == 201
         assert resp.json()["scopes"] == ["invoke", "read"]
         assert token_of(resp.json()["token"]).scopes == ["invoke", "read"]
 
-    def test_default_scopes_are_invoke_and_read(self, user_client):
-        resp = user_client.post(TOKENS, {"name": "ci"}, format="json")
+    def test_default_scopes_are_invoke_and_read(self, alice):
+        resp = alice.post(TOKENS, {"name": "ci"}, format="json")
 
         assert resp.json()["scopes"] == ["invoke", "read"]
 
     @pytest.mark.parametrize("scopes", [[], ["admin"], ["read", "superuser"]])
-    def test_unknown_or_empty_scopes_are_refused(self, user_client, plain_user, scopes):
-        resp = user_client.post(TOKENS, {"name": "ci", "scopes": scopes}, format="json")
+    def test_unknown_or_empty_scopes_are_refused(self, alice, plain_user, scopes):
+        resp = alice.post(TOKENS, {"name": "ci", "scopes": scopes}, format="json")
 
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("invalid_scope", "scopes")
@@ -91,26 +98,26 @@ class TestScopes:
 
 
 class TestModelRestriction:
-    def test_restriction_is_stored_shown_and_audited(self, user_client, triage):
-        resp = user_client.post(TOKENS, {"name": "ci", "models": [triage.pk]}, format="json")
+    def test_restriction_is_stored_shown_and_audited(self, alice, triage):
+        resp = alice.post(TOKENS, {"name": "ci", "models": [triage.pk]}, format="json")
 
         assert resp.status_code == 201, resp.json()
         assert resp.json()["models"] == ["triage"]
         token = token_of(resp.json()["token"])
         assert token.restricted
         assert list(token.allowed_models.all()) == [triage]
-        assert user_client.get(f"{TOKENS}{token.pk}/").json()["models"] == ["triage"]
+        assert alice.get(f"{TOKENS}{token.pk}/").json()["models"] == ["triage"]
         event = AuditEvent.objects.get(event_type="auth.token.create", target_id=str(token.pk))
         assert event.details["after"]["models"] == ["triage"]
 
-    def test_unrestricted_token_shows_no_models(self, user_client):
-        resp = user_client.post(TOKENS, {"name": "ci"}, format="json")
+    def test_unrestricted_token_shows_no_models(self, alice):
+        resp = alice.post(TOKENS, {"name": "ci"}, format="json")
 
         assert resp.json()["models"] == []
         assert not token_of(resp.json()["token"]).restricted
 
-    def test_unknown_model_is_404_and_saves_nothing(self, user_client, triage):
-        resp = user_client.post(TOKENS, {"name": "ci", "models": [triage.pk, 999999]}, format="json")
+    def test_unknown_model_is_404_and_saves_nothing(self, alice, triage):
+        resp = alice.post(TOKENS, {"name": "ci", "models": [triage.pk, 999999]}, format="json")
 
         assert (resp.status_code, resp.json()["code"]) == (404, "model_not_found")
         assert not ApiToken.objects.filter(name="ci").exists()
@@ -118,9 +125,9 @@ class TestModelRestriction:
 
 
 class TestExpiry:
-    def test_default_expiry_is_ninety_days(self, user_client):
+    def test_default_expiry_is_ninety_days(self, alice):
         with time_machine.travel(timezone.now(), tick=False):
-            resp = user_client.post(TOKENS, {"name": "ci"}, format="json")
+            resp = alice.post(TOKENS, {"name": "ci"}, format="json")
 
             assert parse_datetime(resp.json()["expires_at"]) == timezone.now() + timedelta(days=90)
         assert settings.TOKEN_DEFAULT_DAYS == 90
@@ -136,20 +143,20 @@ class TestExpiry:
 
         assert (resp.status_code, resp.json()["code"]) == (401, "token_expired")
 
-    def test_maximum_is_configurable(self, user_client, settings):
+    def test_maximum_is_configurable(self, alice, settings):
         settings.TOKEN_MAX_DAYS = 30
 
-        at_max = user_client.post(TOKENS, {"name": "max", "days": 30}, format="json")
-        over = user_client.post(TOKENS, {"name": "over", "days": 31}, format="json")
+        at_max = alice.post(TOKENS, {"name": "max", "days": 30}, format="json")
+        over = alice.post(TOKENS, {"name": "over", "days": 31}, format="json")
 
         assert at_max.status_code == 201
         assert (over.status_code, over.json()["code"]) == (400, "invalid_expiry")
 
-    def test_default_never_exceeds_a_lower_maximum(self, user_client, settings):
+    def test_default_never_exceeds_a_lower_maximum(self, alice, settings):
         settings.TOKEN_MAX_DAYS = 30
 
         with time_machine.travel(timezone.now(), tick=False):
-            resp = user_client.post(TOKENS, {"name": "ci"}, format="json")
+            resp = alice.post(TOKENS, {"name": "ci"}, format="json")
 
             assert resp.status_code == 201, resp.json()
             assert parse_datetime(resp.json()["expires_at"]) == timezone.now() + timedelta(days=30)
@@ -174,10 +181,10 @@ class TestOthersTokens:
         assert {t["user"] for t in resp.json()["results"]} == {"alice"}
         assert user_client.get(f"{TOKENS}{token_of(tokens['mallory']).pk}/").status_code == 404
 
-    def test_security_officer_revokes_anothers_token(self, officer_client, officer_user, tokens):
+    def test_security_officer_revokes_anothers_token(self, officer_user, tokens):
         token = token_of(tokens["alice"])
 
-        resp = officer_client.post(f"{TOKENS}{token.pk}/revoke/")
+        resp = session_client(officer_user).post(f"{TOKENS}{token.pk}/revoke/")
 
         assert resp.status_code == 200
         assert resp.json()["status"] == "revoked"
@@ -191,16 +198,16 @@ class TestOthersTokens:
         assert (refused.status_code, refused.json()["code"]) == (401, "token_revoked")
         assert bearer(tokens["mallory"]).get(TOKENS).status_code == 200
 
-    def test_security_officer_issues_for_another_user(self, officer_client, officer_user, plain_user):
-        resp = officer_client.post(TOKENS, {"name": "for-alice", "user": plain_user.pk}, format="json")
+    def test_security_officer_may_not_issue_for_another_user(self, officer_user, plain_user):
+        # Issue 10: the officer revokes any token but issues none for others (it used to be 201).
+        resp = session_client(officer_user).post(TOKENS, {"name": "for-alice", "user": plain_user.pk}, format="json")
 
-        assert resp.status_code == 201
-        token = token_of(resp.json()["token"])
-        assert (token.user, token.created_by) == (plain_user, officer_user)
+        assert (resp.status_code, resp.json()["code"]) == (404, "user_not_found")
+        assert not ApiToken.objects.filter(user=plain_user).exists()
 
-    @pytest.mark.parametrize("persona", ["staff_client", "auditor_client", "user_client"])
+    @pytest.mark.parametrize("persona", ["staff_user", "auditor_user", "plain_user"])
     def test_others_may_not_revoke_or_issue_for_another(self, request, persona, tokens, mallory):
-        client = request.getfixturevalue(persona)
+        client = session_client(request.getfixturevalue(persona))
 
         revoke = client.post(f"{TOKENS}{token_of(tokens['mallory']).pk}/revoke/")
         issue = client.post(TOKENS, {"name": "for-mallory", "user": mallory.pk}, format="json")
@@ -236,9 +243,16 @@ class TestUsers:
         event = AuditEvent.objects.get(event_type="auth.account.update")
         assert (event.actor, event.details) == (
             staff_user,
-            {"before": {"is_active": True}, "after": {"is_active": False}},
+            # made with ops's token: the event names that token's issuer
+            {
+                "before": {"is_active": True},
+                "after": {"is_active": False},
+                "token_issuer_id": staff_user.pk,
+                "token_issuer": "ops",
+            },
         )
-        assert bearer(plaintext).get(ME).json()["code"] == "user_inactive"
+        # disabling revokes the account's tokens in the same transaction (tests/security/test_tokens_policy.py)
+        assert bearer(plaintext).get(ME).json()["code"] == "token_revoked"
 
 
 class TestMe:

@@ -74,14 +74,17 @@ class TestGrant:
         assert roles_of(plain_user) == {ANALYST, AUDITOR}
 
         assert analyst_api.get(AUDIT).status_code == 200
-        clock.shift(timedelta(minutes=29))
+        # Privileged now, so the token obeys the idle timeout (SESSION_IDLE_TIMEOUT): keep it in use.
+        clock.shift(timedelta(minutes=14))
+        assert analyst_api.get(AUDIT).status_code == 200
+        clock.shift(timedelta(minutes=15))
         assert analyst_api.get(AUDIT).status_code == 200
         clock.shift(timedelta(minutes=2))
         resp = analyst_api.get(AUDIT)
         assert (resp.status_code, resp.json()["code"]) == (403, "permission_denied")
         assert roles_of(plain_user) == {ANALYST}
 
-    def test_revocation_ends_the_role_at_once(self, officer_client, plain_user, analyst_api):
+    def test_revocation_ends_the_role_at_once(self, officer_client, officer_user, plain_user, analyst_api):
         access_id = officer_client.post(URL, request_body(plain_user), format="json").json()["id"]
         assert analyst_api.get(AUDIT).status_code == 200
 
@@ -90,7 +93,12 @@ class TestGrant:
         assert resp.status_code == 200
         assert resp.json()["active"] is False
         assert analyst_api.get(AUDIT).status_code == 403
-        assert events("auth.breakglass.revoke").get().details == {"role": AUDITOR, "access_id": access_id}
+        assert events("auth.breakglass.revoke").get().details == {
+            "role": AUDITOR,
+            "access_id": access_id,
+            "token_issuer_id": officer_user.pk,  # made with sofia's token, which sofia issued
+            "token_issuer": "sofia",
+        }
 
     def test_auditor_sees_the_grants(self, auditor_client, plain_user, officer_user):
         grant_emergency_access(user_id=plain_user.pk, role=AUDITOR, minutes=5, reason=REASON, actor=officer_user)

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from apps.accounts.models import EnrolmentCode
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, EXCLUSIVE, GUEST, PERMISSIONS, ROLES, SECURITY_OFFICER
 from apps.accounts.services import create_service_account, roles_of
 from apps.audit.models import AuditEvent
@@ -82,6 +83,7 @@ class TestAssignRole:
 
         assert resp.status_code == 200, resp.json()
         assert resp.json()["roles"] == [ADMIN, ANALYST]
+        assert resp.json()["enrolment_code"]  # a privileged role comes with a one-time enrolment code
         plain_user.refresh_from_db()
         assert plain_user.is_staff
         event = role_events().get()
@@ -90,8 +92,24 @@ class TestAssignRole:
             officer_user,
             str(plain_user.pk),
         )
-        assert event.details == {"role": ADMIN, "before": [ANALYST], "after": [ADMIN, ANALYST]}
+        code = EnrolmentCode.objects.get(user=plain_user)
+        assert event.details == {
+            "role": ADMIN,
+            "before": [ANALYST],
+            "after": [ADMIN, ANALYST],
+            "totp_devices_voided": 0,
+            "enrolment_code": code.pk,
+            "token_issuer_id": officer_user.pk,  # made with a token: the event names its issuer
+            "token_issuer": "sofia",
+        }
         assert event.token_id is not None
+
+    def test_non_privileged_role_comes_without_enrolment_code(self, officer_client, guest_user):
+        resp = assign(officer_client, guest_user, ANALYST)
+
+        assert resp.status_code == 200, resp.json()
+        assert resp.json()["enrolment_code"] is None
+        assert not EnrolmentCode.objects.exists()
 
     def test_removing_admin_clears_staff_and_is_recorded(self, officer_client, officer_user, staff_user):
         assert staff_user.is_staff
@@ -104,7 +122,13 @@ class TestAssignRole:
         assert not staff_user.is_staff
         event = role_events().get()
         assert (event.event_type, event.actor) == ("auth.role.remove", officer_user)
-        assert event.details == {"role": ADMIN, "before": [ADMIN], "after": []}
+        assert event.details == {
+            "role": ADMIN,
+            "before": [ADMIN],
+            "after": [],
+            "token_issuer_id": officer_user.pk,
+            "token_issuer": "sofia",
+        }
 
     def test_removed_exclusive_role_frees_the_way_for_another(self, officer_client, staff_user):
         officer_client.delete(roles_url(staff_user, ADMIN))
@@ -141,8 +165,8 @@ class TestAssignRole:
 
 
 class TestWhoMayChangeRoles:
-    @pytest.mark.parametrize("persona", ["staff_client", "auditor_client", "user_client", "guest_client"])
-    def test_only_a_security_officer_changes_roles(self, request, persona):
+    @pytest.mark.parametrize("persona", ["auditor_client", "user_client", "guest_client"])
+    def test_neither_auditor_analyst_nor_guest_changes_roles(self, request, persona):
         target = make_user("pat", GUEST)
 
         add = assign(request.getfixturevalue(persona), target, ANALYST)
@@ -153,10 +177,33 @@ class TestWhoMayChangeRoles:
         assert roles_of(target) == {GUEST}
         assert not role_events().exists()
 
+    def test_admin_gives_and_takes_analyst_and_guest(self, staff_client, staff_user):
+        target = make_user("pat", GUEST)
+
+        add = assign(staff_client, target, ANALYST)
+        remove = staff_client.delete(roles_url(target, GUEST))
+
+        assert (add.status_code, remove.status_code) == (200, 200)
+        assert roles_of(target) == {ANALYST}
+        assert [e.actor for e in role_events()] == [staff_user, staff_user]
+
+    @pytest.mark.parametrize("role", sorted(EXCLUSIVE))
+    def test_admin_cannot_give_or_take_a_privileged_role(self, staff_client, auditor_user, role):
+        target = make_user("pat", ANALYST)
+
+        add = assign(staff_client, target, role)
+        remove = staff_client.delete(roles_url(auditor_user, "auditor"))
+
+        assert (add.status_code, add.json()["code"]) == (403, "privileged_role_requires_officer")
+        assert (remove.status_code, remove.json()["code"]) == (403, "privileged_role_requires_officer")
+        assert roles_of(target) == {ANALYST}
+        assert roles_of(auditor_user) == {AUDITOR}
+        assert not role_events().exists()
+
     def test_admin_role_cannot_make_itself_security_officer(self, staff_client, staff_user):
         resp = assign(staff_client, staff_user, SECURITY_OFFICER)
 
-        assert resp.status_code == 403
+        assert (resp.status_code, resp.json()["code"]) == (403, "self_change_forbidden")
         assert roles_of(staff_user) == {ADMIN}
 
     def test_read_only_token_of_an_officer_cannot_change_roles(self, officer_user, plain_user):

@@ -17,7 +17,7 @@ from apps.accounts.roles import ANALYST
 from apps.accounts.services import create_service_account
 from apps.audit.models import AuditEvent
 from apps.core.errors import ServiceError
-from tests.conftest import make_user
+from tests.conftest import make_user, session_client
 from tests.factories import PASSWORD, token_for
 
 pytestmark = pytest.mark.django_db
@@ -59,7 +59,11 @@ class TestCreate:
         assert Profile.objects.get(user=account).owner == staff_user
         event = AuditEvent.objects.get(event_type="auth.service_account.create")
         assert (event.actor, event.target_id) == (staff_user, str(account.pk))
-        assert event.details == {"after": {"name": "svc-nightly-report", "owner": "ops", "role": ANALYST}}
+        assert event.details == {
+            "after": {"name": "svc-nightly-report", "owner": "ops", "role": ANALYST},
+            "token_issuer_id": staff_user.pk,  # made with ops's token, which ops issued
+            "token_issuer": "ops",
+        }
 
     def test_guest_role_may_be_chosen(self, staff_client):
         resp = staff_client.post(URL, {"name": "svc-catalogue", "role": "guest"}, format="json")
@@ -125,8 +129,14 @@ class TestNoPassword:
 
 
 class TestOwnerTokens:
-    def test_owner_issues_a_token_for_their_service_account(self, user_client, plain_user, svc_etl):
-        resp = user_client.post(TOKENS, {"name": "etl", "user": svc_etl.pk, "scopes": ["invoke"]}, format="json")
+    """alice works from a portal session: tokens are issued from a session, never with a token."""
+
+    @pytest.fixture
+    def alice(self, plain_user) -> APIClient:
+        return session_client(plain_user)
+
+    def test_owner_issues_a_token_for_their_service_account(self, alice, plain_user, svc_etl):
+        resp = alice.post(TOKENS, {"name": "etl", "user": svc_etl.pk, "scopes": ["invoke"]}, format="json")
 
         assert resp.status_code == 201, resp.json()
         assert resp.json()["user"] == "svc-etl"
@@ -145,23 +155,23 @@ class TestOwnerTokens:
             "alice",
         )
 
-    def test_not_for_someone_elses_service_account_or_person(self, user_client, svc_other):
+    def test_not_for_someone_elses_service_account_or_person(self, alice, svc_other):
         mallory = get_user_model().objects.get(username="mallory")
 
         answers = [
-            user_client.post(TOKENS, {"name": "x", "user": target}, format="json")
+            alice.post(TOKENS, {"name": "x", "user": target}, format="json")
             for target in (svc_other.pk, mallory.pk, 999999)
         ]
 
         assert [(r.status_code, r.json()["code"]) for r in answers] == [(404, "user_not_found")] * 3
         assert not ApiToken.objects.filter(user__in=[svc_other, mallory]).exists()
 
-    def test_owner_lists_and_revokes_the_service_accounts_tokens(self, user_client, svc_etl, svc_other):
+    def test_owner_lists_and_revokes_the_service_accounts_tokens(self, alice, svc_etl, svc_other):
         mine, theirs = token_for(svc_etl, name="etl"), token_for(svc_other, name="other")
         pk = ApiToken.objects.get(digest=digest_token(mine)).pk
 
-        listed = {t["name"] for t in user_client.get(TOKENS).json()["results"]}
-        revoke = user_client.post(f"{TOKENS}{pk}/revoke/")
+        listed = {t["name"] for t in alice.get(TOKENS).json()["results"]}
+        revoke = alice.post(f"{TOKENS}{pk}/revoke/")
 
         assert "etl" in listed
         assert "other" not in listed

@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from apps.accounts.models import ApiToken, digest_token
 from apps.audit.models import AuditEvent
+from tests.conftest import session_client
 from tests.factories import UserFactory, token_for
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +22,12 @@ def bearer(token: str) -> APIClient:
 
 
 class TestTokenApi:
-    """Personas: the owner (alice, an analyst) and an outsider with a token of their own."""
+    """Personas: the owner (alice, an analyst, in a portal session: tokens are issued from a
+    session, never with a token) and an outsider with a token of their own."""
+
+    @pytest.fixture
+    def user_client(self, plain_user) -> APIClient:
+        return session_client(plain_user)
 
     @pytest.fixture
     def outsider_token(self) -> ApiToken:
@@ -80,12 +86,12 @@ class TestTokenApi:
         assert (resp.json()["code"], resp.json()["field"]) == ("invalid_expiry", "days")
         assert not ApiToken.objects.filter(name="ci").exists()
 
-    def test_revoke_then_token_is_refused(self, plain_user):
+    def test_revoke_then_token_is_refused(self, user_client, plain_user):
         token = token_for(plain_user, name="short-lived", scopes=["read", "manage"])
         client = bearer(token)
         pk = ApiToken.objects.get(digest=digest_token(token)).pk
 
-        resp = client.post(f"{URL}{pk}/revoke/")
+        resp = user_client.post(f"{URL}{pk}/revoke/")  # from the portal: a token revokes nothing
 
         assert resp.status_code == 200
         assert resp.json()["status"] == "revoked"
@@ -98,6 +104,7 @@ class TestTokenApi:
         assert after.json()["code"] == "token_revoked"
 
     def test_list_shows_only_own_tokens(self, user_client, plain_user, outsider_token):
+        token_for(plain_user)
         resp = user_client.get(URL)
 
         assert resp.status_code == 200

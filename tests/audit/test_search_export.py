@@ -116,7 +116,9 @@ def test_malformed_filters_are_refused_by_name(log, auditor_client, params, code
 def test_reading_the_log_is_audited(log, auditor_client, auditor_user):
     auditor_client.get(EVENTS, {"event_group": "keys"})
     event = AuditEvent.objects.filter(event_type="audit.search").latest("id")
-    assert event.actor == auditor_user and event.details == {"event_group": "keys"}
+    assert event.actor == auditor_user
+    # the query, and the issuer of the token it was made with
+    assert event.details == {"event_group": "keys", "token_issuer_id": auditor_user.pk, "token_issuer": "audrey"}
 
 
 def test_security_officer_reads_key_events_only(log, officer_client):
@@ -154,7 +156,13 @@ def test_jsonl_export_of_a_selection_verifies_offline_and_is_audited(log, audito
     assert report["ok"], report
     event = AuditEvent.objects.get(event_type="audit.export")
     assert event.actor == auditor_user
-    assert event.details == {"format": "jsonl", "filters": {"event_group": "inference"}, "rows": 2}
+    assert event.details == {
+        "format": "jsonl",
+        "filters": {"event_group": "inference"},
+        "rows": 2,
+        "token_issuer_id": auditor_user.pk,
+        "token_issuer": "audrey",
+    }
 
 
 def test_csv_export_carries_the_records_and_verifies_the_same_way(log, auditor_client):

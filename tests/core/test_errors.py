@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import session_client
+
 pytestmark = pytest.mark.django_db
 
 TOKENS = "/api/v1/accounts/tokens/"
+
+
+@pytest.fixture
+def user_client(plain_user):
+    """alice in a portal session: tokens are issued from a session, never with a token."""
+    return session_client(plain_user)
 
 
 def test_validation_error_names_the_field(user_client):

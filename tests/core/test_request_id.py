@@ -9,10 +9,17 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.audit.services import record_event
 from apps.core.context import bound_request_id, current_request_id
+from tests.conftest import session_client
 
 pytestmark = pytest.mark.django_db
 
 TOKENS = "/api/v1/accounts/tokens/"
+
+
+@pytest.fixture
+def user_client(plain_user):
+    """alice in a portal session: tokens are issued from a session, never with a token."""
+    return session_client(plain_user)
 
 
 def create_token(client, **headers):

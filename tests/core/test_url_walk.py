@@ -55,6 +55,8 @@ INVALID = "400 invalid"
 NO_TOKEN = "401 missing_token"
 NO_INVOKE = "403 invoke_not_permitted"
 NO_MODEL = "404 model_not_found"
+MINT = "403 token_cannot_issue_tokens"
+NO_TOKEN_WRITE = "403 token_not_allowed"
 DOWN = "503 triton_unavailable"  # allowed: the route reached the (closed) Triton port
 
 
@@ -122,8 +124,6 @@ TABLE: dict[str, list[Row]] = {
         staff_page("get", 200, 403, 403, args={"id": "@user"}),
         staff_page("get", 403, 403, 403, args={"id": "@officer_user"}),
     ],
-    "admin:otp_totp_totpdevice_config": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
-    "admin:otp_totp_totpdevice_qrcode": [staff_page("get", 403, 403, 403, args={"pk": "@device"})],
     # Portal pages: second factor
     "accounts:2fa-setup": [row("get", LOGIN, OTP, OTP, OTP, 200, 200, OTP)],
     "accounts:2fa-verify": [row("get", LOGIN, 200, 200, 200, 200, 200, 200)],
@@ -200,23 +200,38 @@ TABLE: dict[str, list[Row]] = {
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
+    # A token never mints or revokes tokens, whatever its scopes (issuing from a session, and who
+    # may revoke: tests/security/test_tokens_policy.py, tests/accounts/test_accounts_api.py).
     "token-list": [
         api("get", UNAUTH, 200, 200, 200, 200, 200),
-        api("post", UNAUTH, 201, 201, 201, 201, 201, data={"name": "walk"}),
+        api("post", UNAUTH, MINT, MINT, MINT, MINT, MINT, data={"name": "walk"}),
     ],
-    # The analyst's own token: theirs, and the security officer manages everyone's.
+    # The analyst's own token: theirs, and the security officer and the auditor see everyone's.
     "token-detail": [api("get", UNAUTH, NOT_FOUND, 200, 200, 200, NOT_FOUND, args={"pk": "@token"})],
-    "token-revoke": [api("post", UNAUTH, NOT_FOUND, 200, NOT_FOUND, 200, NOT_FOUND, args={"pk": "@token"})],
+    "token-revoke": [
+        api(
+            "post",
+            UNAUTH,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            NO_TOKEN_WRITE,
+            args={"pk": "@token"},
+        )
+    ],
     "user-list": [
         api("get", UNAUTH, 200, 200, 200, DENIED, DENIED),
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     "user-detail": [api("get", UNAUTH, 200, 200, 200, DENIED, DENIED, args={"pk": "@user"})],
-    "user-active": [api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
-    "user-add-role": [api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
+    # Admins and security officers enable/disable and give analyst/guest (docs/access-control.md).
+    "user-active": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
+    "user-add-role": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
     "user-remove-role": [
-        api("delete", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST})
+        api("delete", UNAUTH, 200, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST})
     ],
+    "user-password": [api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
     "grant-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
         api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
@@ -315,10 +330,11 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "auth.group": ("@group", {"officer", "auditor"}, set()),
     # The admin role opens change forms; privileges on them are read-only (see the last test).
     "auth.user": ("@user", {"admin", "officer", "auditor"}, {"admin"}),
-    "otp_totp.totpdevice": ("@device", set(), set()),
-    "axes.accessattempt": ("@attempt", set(), set()),
-    "axes.accesslog": ("@access_log", set(), set()),
-    "axes.accessfailurelog": ("@failure_log", set(), set()),
+    # Security records: read by officers and auditors; django-otp's key/QR-code pages are gone.
+    "otp_totp.totpdevice": ("@device", {"officer", "auditor"}, set()),
+    "axes.accessattempt": ("@attempt", {"officer", "auditor"}, set()),
+    "axes.accesslog": ("@access_log", {"officer", "auditor"}, set()),
+    "axes.accessfailurelog": ("@failure_log", {"officer", "auditor"}, set()),
     "audit.auditevent": ("@event", {"officer", "auditor"}, set()),
     "accounts.apitoken": ("@token", {"officer", "auditor"}, set()),
     "registry.model": ("@model", {"admin", "officer", "auditor"}, set()),

@@ -201,7 +201,12 @@ class TestUndeployAndRedeploy:
         assert (dep.desired_state, dep.observed_state) == (Desired.INACTIVE, Observed.ACTIVE)
         event = AuditEvent.objects.get(event_type="deployment.undeploy")
         assert (event.actor, event.target_id, event.outcome) == (staff_user, str(dep.pk), Outcome.SUCCESS)
-        assert event.details == {"before": {"desired_state": "active"}, "after": {"desired_state": "inactive"}}
+        assert event.details == {
+            "before": {"desired_state": "active"},
+            "after": {"desired_state": "inactive"},
+            "token_issuer_id": staff_user.pk,  # made with ops's token, which ops issued
+            "token_issuer": "ops",
+        }
         assert [args[0] for args in enqueued] == [dep.pk]
 
     def test_redeploy_failed(self, staff_client, model_version, enqueued, django_capture_on_commit_callbacks):

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from rest_framework.test import APIClient
 from tritonclient.utils import InferenceServerException
 
@@ -33,7 +34,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def operator():
     """An admin (role) with a token of every scope. Invoking still needs a per-model grant."""
     user = make_user("operator", ADMIN)
-    _, token = issue_token(user=user, name="it", scopes=["invoke", "read", "manage"], actor=user)
+    # as if the operator had just passed the second factor, which a privileged person needs to issue
+    _, token = issue_token(
+        user=user, name="it", scopes=["invoke", "read", "manage"], actor=user, otp_verified_at=timezone.now()
+    )
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return user, token, api

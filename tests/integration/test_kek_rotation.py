@@ -24,6 +24,7 @@ from apps.registry.services import register_model_version
 from inference_backend.demo_model import build_test_onnx
 from portal.celery import app as celery_app
 from tests.conftest import grant, make_user
+from tests.factories import token_for
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -31,9 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def _api(user, scopes=("read", "manage")) -> APIClient:
     api = APIClient()
-    api.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {issue_token(user=user, name='it', scopes=list(scopes), actor=user)[1]}"
-    )
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user, name='it', scopes=list(scopes))}")
     return api
 
 

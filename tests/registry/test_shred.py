@@ -51,6 +51,8 @@ def test_shred_destroys_the_key_and_the_file(mv, officer_client, officer_user, d
         "version": mv.version,
         "kek_id": artifact.kek_id,
         "reason": "contract ended",
+        "token_issuer_id": officer_user.pk,  # made with sofia's token, which sofia issued
+        "token_issuer": "sofia",
     }
 
 

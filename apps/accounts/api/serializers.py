@@ -48,8 +48,15 @@ class ApiTokenCreateSerializer(serializers.Serializer):
     )
     user = serializers.IntegerField(
         required=False,
-        help_text="Issue for this user: one of your service accounts, "
-        "or anyone if you manage tokens. Default: yourself",
+        help_text="Issue for this user: yourself (the default) or a service account you own; nobody else",
+    )
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=8,
+        write_only=True,
+        help_text="Your current one-time code. Privileged accounts need it unless the session passed "
+        "its second factor within SOVEREIGN_TOKEN_OTP_FRESH_MINUTES",
     )
 
 
@@ -94,7 +101,26 @@ class UserCreateSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     email = serializers.EmailField(required=False, default="")
     password = serializers.CharField(write_only=True, style={"input_type": "password"})
-    role = serializers.CharField(required=False, help_text=ROLE_HELP)
+    role = serializers.CharField(
+        required=False, help_text="analyst or guest; privileged roles are given afterwards by a security officer"
+    )
+
+
+class RoleAssignedSerializer(UserSerializer):
+    enrolment_code = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="For admin, security_officer and auditor: the one-time code the person needs to enrol "
+        "their TOTP device. Shown only in this response; expires after SOVEREIGN_ENROLMENT_CODE_HOURS.",
+    )
+
+    class Meta(UserSerializer.Meta):
+        fields = [*UserSerializer.Meta.fields, "enrolment_code"]
+        read_only_fields = fields
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
 
 
 class UserActiveSerializer(serializers.Serializer):
@@ -155,6 +181,20 @@ class EmergencyAccessSerializer(serializers.ModelSerializer):
 
     def get_active(self, obj) -> bool:
         return obj.is_active()
+
+
+class EmergencyAccessCreatedSerializer(EmergencyAccessSerializer):
+    enrolment_code = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="For a privileged role: the one-time code the person needs to enrol a TOTP device "
+        "(their devices were voided). Shown only in this response.",
+    )
+
+    class Meta(EmergencyAccessSerializer.Meta):
+        fields = [*EmergencyAccessSerializer.Meta.fields, "enrolment_code"]
+        read_only_fields = fields
 
 
 class EmergencyAccessCreateSerializer(serializers.Serializer):

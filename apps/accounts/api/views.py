@@ -1,14 +1,16 @@
 """Accounts API: users and roles, per-model grants, tokens, service accounts, break-glass, login."""
 
+import math
+
 from django.contrib.auth import authenticate, get_user_model, login
 from django.db.models import Count
 from django.utils import timezone
-from django_otp import login as otp_login
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,9 +18,13 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditEvent
 from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
+from apps.registry.models import Model
+from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
+from ..otp import second_factor_at
+from ..otp import verified as otp_verified
 from ..roles import PRIVILEGED
 from . import serializers as s
 
@@ -28,12 +34,16 @@ def _src(request) -> Source:
 
 
 class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
-    """API tokens: your own and your service accounts' (security officers: everyone's). The token
-    value is returned once, at creation; only its hash is kept."""
+    """API tokens: your own and your service accounts' (security officers: everyone's, to revoke;
+    auditors: everyone's, to read). The token value is returned once, at creation; only its hash is
+    kept. Tokens are issued from a logged-in session only, for yourself or a service account you
+    own (the rules live in the service: apps/accounts/services/tokens.py)."""
 
     serializer_class = s.ApiTokenSerializer
     filterset_fields = {"name": ["exact"], "revoked_at": ["isnull"], "user__username": ["exact"]}
     action_perms = {"list": None, "retrieve": None, "create": None, "revoke": None}
+    token_writes_refused = True  # a token neither mints nor revokes tokens (ActionPermission)
+    token_refusals = {"create": "token_cannot_issue_tokens"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -43,7 +53,7 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         if user.has_perm("accounts.manage_tokens") or (
             self.action in ("list", "retrieve") and user.has_perm("accounts.view_apitoken")
         ):
-            return qs  # officers manage every token; auditors read them all
+            return qs  # officers revoke every token; auditors read them all
         return qs.filter(user__in=[user.pk, *Profile.objects.filter(owner=user).values_list("user_id", flat=True)])
 
     @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
@@ -51,15 +61,16 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         form = s.ApiTokenCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        owner = self._owner(request.user, data.get("user"))
         token, plaintext = services.issue_token(
-            user=owner,
+            user=self._target(request.user, data.get("user")),
             name=data["name"],
             days=data.get("days"),
             scopes=data.get("scopes"),
             model_ids=data.get("models"),
             actor=request.user,
             source=_src(request),
+            otp_verified_at=second_factor_at(request),
+            otp=data.get("otp", ""),
         )
         token.token = plaintext
         return Response(s.ApiTokenCreatedSerializer(token).data, status=201)
@@ -71,18 +82,22 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(s.ApiTokenSerializer(token).data)
 
     @staticmethod
-    def _owner(caller, user_id):
+    def _target(caller, user_id):
+        """The account named by `user` (default: the caller); whether the caller may issue for it
+        is the service's question, which answers the same 404 for "no such user"."""
         if user_id is None or user_id == caller.pk:
             return caller
         target = get_user_model().objects.filter(pk=user_id).first()
-        mine = target is not None and Profile.objects.filter(user=target, owner=caller).exists()
-        if target is None or not (mine or caller.has_perm("accounts.manage_tokens")):
+        if target is None:
             raise NotFound("user_not_found", f"no user with id {user_id} that you may issue tokens for")
         return target
 
 
 class UserViewSet(viewsets.ReadOnlyModelViewSet):
-    """User accounts and their roles. Roles are exclusive where separation of duties requires."""
+    """User accounts and their roles, under the policy of powers (docs/access-control.md): an admin
+    creates persons and gives analyst or guest; only a security officer gives admin,
+    security_officer or auditor, which answers with a one-time enrolment code; nobody changes
+    their own roles or account."""
 
     serializer_class = s.UserSerializer
     filterset_fields = {"username": ["exact", "icontains"], "is_active": ["exact"], "groups__name": ["exact"]}
@@ -90,13 +105,23 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
         "list": "auth.view_user",
         "retrieve": "auth.view_user",
         "create": "auth.add_user",
-        "active": "auth.change_user",
-        "add_role": "accounts.manage_roles",
-        "remove_role": "accounts.manage_roles",
+        # admins and security officers; the services apply the finer rules (self, privileged targets)
+        "active": None,
+        "add_role": None,
+        "remove_role": None,
+        "password": "auth.change_user",
     }
+    MANAGERS = ("auth.change_user", "accounts.manage_roles")
 
     def get_queryset(self):
         return get_user_model().objects.select_related("profile__owner").prefetch_related("groups", "totpdevice_set")
+
+    def _managed_object(self):
+        """The user to change, once the caller is known to be an admin or a security officer (so
+        that nobody else learns which ids exist)."""
+        if not any(self.request.user.has_perm(p) for p in self.MANAGERS):
+            raise PermissionDenied()
+        return self.get_object()
 
     @extend_schema(request=s.UserCreateSerializer, responses={201: s.UserSerializer})
     def create(self, request):
@@ -108,30 +133,56 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=s.UserActiveSerializer, responses={200: s.UserSerializer})
     @action(detail=True, methods=["post"])
     def active(self, request, pk=None):
+        target = self._managed_object()
         form = s.UserActiveSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.set_user_active(
-            user_id=self.get_object().pk,
+            user_id=target.pk,
             active=form.validated_data["is_active"],
             actor=request.user,
             source=_src(request),
         )
-        return Response(s.UserSerializer(user).data)
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
 
-    @extend_schema(request=s.RoleSerializer, responses={200: s.UserSerializer})
+    @extend_schema(request=s.PasswordResetSerializer, responses={200: s.UserSerializer})
+    @action(detail=True, methods=["post"])
+    def password(self, request, pk=None):
+        """Reset another person's password (analysts and guests only): the change is forced at the
+        next login, their sessions end and their tokens are revoked."""
+        form = s.PasswordResetSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.reset_password(
+            user_id=self.get_object().pk,
+            password=form.validated_data["password"],
+            actor=request.user,
+            source=_src(request),
+        )
+        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+
+    @extend_schema(request=s.RoleSerializer, responses={200: s.RoleAssignedSerializer})
     @action(detail=True, methods=["post"], url_path="roles")
     def add_role(self, request, pk=None):
+        """Give a role. For admin, security_officer and auditor (security officers only) the
+        answer carries `enrolment_code`, shown this once: the person needs it to enrol their TOTP."""
+        target = self._managed_object()
         form = s.RoleSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.assign_role(
-            user_id=self.get_object().pk, role=form.validated_data["role"], actor=request.user, source=_src(request)
+            user_id=target.pk,
+            role=form.validated_data["role"],
+            actor=request.user,
+            source=_src(request),
         )
-        return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
+        fresh = self.get_queryset().get(pk=user.pk)
+        fresh.enrolment_code = user.enrolment_code
+        return Response(s.RoleAssignedSerializer(fresh).data)
 
     @extend_schema(request=None, responses={200: s.UserSerializer})
     @action(detail=True, methods=["delete"], url_path=r"roles/(?P<role>[a-z_]+)")
     def remove_role(self, request, pk=None, role=None):
-        user = services.remove_role(user_id=self.get_object().pk, role=role, actor=request.user, source=_src(request))
+        user = services.remove_role(
+            user_id=self._managed_object().pk, role=role, actor=request.user, source=_src(request)
+        )
         return Response(s.UserSerializer(self.get_queryset().get(pk=user.pk)).data)
 
 
@@ -247,7 +298,7 @@ class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         "revoke": "accounts.grant_break_glass",
     }
 
-    @extend_schema(request=s.EmergencyAccessCreateSerializer, responses={201: s.EmergencyAccessSerializer})
+    @extend_schema(request=s.EmergencyAccessCreateSerializer, responses={201: s.EmergencyAccessCreatedSerializer})
     def create(self, request):
         form = s.EmergencyAccessCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
@@ -260,7 +311,7 @@ class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
             actor=request.user,
             source=_src(request),
         )
-        return Response(s.EmergencyAccessSerializer(access).data, status=201)
+        return Response(s.EmergencyAccessCreatedSerializer(access).data, status=201)
 
     @extend_schema(request=None, responses={200: s.EmergencyAccessSerializer})
     @action(detail=True, methods=["post"])
@@ -279,12 +330,11 @@ class MeView(APIView):
     @extend_schema(responses={200: s.MeSerializer})
     def get(self, request):
         since = timezone.now() - timezone.timedelta(days=30)
-        usage = (
-            AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
-            .values("target_display", "outcome")
-            .annotate(calls=Count("id"))
-            .order_by("target_display")
-        )
+        events = AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
+        if getattr(request.auth, "restricted", False):  # a restricted token sees its models' usage only
+            models = restricted_to_token(Model.objects.all(), request.auth)
+            events = events.filter(target_display__in=models.values("name"))
+        usage = events.values("target_display", "outcome").annotate(calls=Count("id")).order_by("target_display")
         by_model: dict = {}
         for row in usage:
             by_model.setdefault(row["target_display"], {})[row["outcome"]] = row["calls"]
@@ -316,11 +366,29 @@ class LoginView(APIView):
                 raise ServiceError(
                     "otp_enrolment_required", "enrol a TOTP device in the portal first (/accounts/2fa/setup/)", 403
                 )
+            wait = _throttle_wait(user)
+            if wait:
+                body = {
+                    "code": "otp_throttled",
+                    "detail": f"too many wrong codes: wait {wait} s, then send the current one",
+                }
+                return Response(body, status=429, headers={"Retry-After": str(wait)})
             device = match_token(user, d.get("otp") or "")
             if device is None:
                 services.record_2fa_failure(user=user, source=_src(request))
                 raise ServiceError("invalid_otp", "the one-time code is missing or wrong", 401, "otp")
         login(django_request, user)
         if device is not None:
-            otp_login(django_request, device)
+            otp_verified(django_request, device)  # records when, for issuing tokens
         return Response(s.UserSerializer(get_user_model().objects.get(pk=user.pk)).data)
+
+
+def _throttle_wait(user) -> int:
+    """django-otp makes a device wait after a wrong code (1 s, then 2, 4 ...) and refuses even the
+    right code meanwhile: the seconds left, so that the caller is told to wait (429 with
+    Retry-After) rather than that its right code is wrong, and the early try is not one more failure."""
+    for device in TOTPDevice.objects.filter(user=user, confirmed=True):
+        allowed, info = device.verify_is_allowed()
+        if not allowed and info and info.get("locked_until"):
+            return max(1, math.ceil((info["locked_until"] - timezone.now()).total_seconds()))
+    return 0

@@ -1,5 +1,6 @@
 """The accounts app's writes, one module per concern; re-exported so callers import from here."""
 
+from .enrolment import confirm_totp_enrolment, find_enrolment_code, issue_enrolment_code, void_totp_devices
 from .grants import grant_model_access, purge_expired_grants, revoke_model_access
 from .roles import (
     assign_role,
@@ -12,7 +13,7 @@ from .roles import (
 from .security import (
     create_service_account,
     disable_dormant_accounts,
-    record_2fa_enrolment,
+    note_superuser_use,
     record_2fa_failure,
 )
 from .tokens import (
@@ -20,16 +21,33 @@ from .tokens import (
     TokenRejected,
     authenticate_bearer,
     get_user_by_name,
+    is_privileged,
     issue_token,
     record_denied,
+    revoke_all_tokens,
     revoke_token,
 )
-from .users import create_user, set_user_active
+from .users import (
+    bootstrap_officer,
+    create_user,
+    reissue_enrolment_code,
+    reset_password,
+    set_user_active,
+    update_user,
+)
 
 __all__ = [
     "LAST_USED_RESOLUTION",
     "TokenRejected",
     "assign_role",
+    "bootstrap_officer",
+    "confirm_totp_enrolment",
+    "find_enrolment_code",
+    "issue_enrolment_code",
+    "reissue_enrolment_code",
+    "reset_password",
+    "update_user",
+    "void_totp_devices",
     "authenticate_bearer",
     "create_service_account",
     "create_user",
@@ -38,15 +56,17 @@ __all__ = [
     "get_user_by_name",
     "grant_emergency_access",
     "grant_model_access",
+    "is_privileged",
     "issue_token",
     "note_break_glass_use",
+    "note_superuser_use",
     "purge_expired_grants",
-    "record_2fa_enrolment",
     "record_2fa_failure",
     "record_denied",
     "remove_role",
     "revoke_emergency_access",
     "revoke_model_access",
+    "revoke_all_tokens",
     "revoke_token",
     "roles_of",
 ]

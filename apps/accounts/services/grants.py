@@ -14,8 +14,9 @@ from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import NotFound, ServiceError
 from apps.registry.models import Model
 
-from ..models import ModelGroupGrant, ModelUserGrant
+from ..models import ModelGroupGrant, ModelUserGrant, Profile
 from ..roles import GRANTABLE, MAY_INVOKE, ROLES
+from .policy import Forbidden, forbid_self, is_system, require_perm
 
 
 def grant_model_access(
@@ -29,7 +30,8 @@ def grant_model_access(
     source: Source = SYSTEM,
 ):
     """Give a user or a group `view_model` or `invoke_model` on one model, optionally until
-    `expires_at`. Granting again updates the expiry. Invoking implies viewing."""
+    `expires_at`. Granting again updates the expiry. Invoking implies viewing. A security officer
+    grants, never to itself, its own service accounts or its own groups."""
     return _change(model_id, permission, user_id, group_id, expires_at, True, actor, source)
 
 
@@ -59,6 +61,8 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
     if model is None:
         raise NotFound("model_not_found", f"no model with id {model_id}")
     grantee, table, key = _grantee(user_id, group_id)
+    require_perm(actor, "accounts.manage_grants")
+    _forbid_own(actor, grantee, key)
     if grant and permission == "invoke_model":
         _check_may_invoke(grantee, user_id is not None)
     perms = ["view_model", "invoke_model"] if grant and permission == "invoke_model" else [permission]
@@ -100,6 +104,27 @@ def _grantee(user_id, group_id):
     if group is None:
         raise NotFound("group_not_found", f"no group with id {group_id}")
     return group, ModelGroupGrant, "group"
+
+
+def _forbid_own(actor, grantee, key: str) -> None:
+    """Nobody grants (or revokes) model access to themselves, to a service account they own (whose
+    tokens they could then mint) or to a group they belong to."""
+    if is_system(actor):
+        return
+    if key == "user":
+        forbid_self(actor, grantee, "model grants")
+        if Profile.objects.filter(user=grantee, is_service_account=True, owner_id=actor.pk).exists():
+            raise Forbidden(
+                "self_change_forbidden",
+                f"{grantee.get_username()} is your own service account; another security officer must grant it",
+                "user",
+            )
+    elif actor.groups.filter(pk=grantee.pk).exists():
+        raise Forbidden(
+            "self_change_forbidden",
+            f"you belong to {grantee.name}; another security officer must grant it",
+            "group",
+        )
 
 
 def _check_may_invoke(grantee, is_user: bool) -> None:

@@ -15,7 +15,9 @@ from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 
 from ..models import EmergencyAccess, Profile
-from ..roles import ANALYST, EXCLUSIVE, GUEST, ROLES
+from ..roles import ANALYST, EXCLUSIVE, GUEST, PRIVILEGED, ROLES
+from .enrolment import issue_enrolment_code, void_totp_devices
+from .policy import Forbidden, forbid_self, is_officer, is_service_account, is_system, require_perm
 
 
 def roles_of(user, *, include_emergency: bool = True) -> set[str]:
@@ -65,29 +67,36 @@ def roles_for_audit(user) -> list[str]:
 
 
 def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
-    """Add a role to a user, refusing a second one of admin / security_officer / auditor."""
+    """Add a role to a user under the policy of powers: never to oneself; admin, security_officer
+    and auditor only by a security officer and only to a person; nobody holds two of those, break-
+    glass roles included (separation of duties). A privileged role voids the user's TOTP devices
+    and issues a one-time enrolment code, returned once as `user.enrolment_code` (None otherwise)."""
     with transaction.atomic():
         user = _locked_user(user_id)
         _check_role(role)
+        _authorise(actor, user, role, "roles")
         before = roles_of(user, include_emergency=False)
-        _check_compatible(user, role, before)
+        _check_compatible(user, role, roles_of(user))
         user.groups.add(Group.objects.get(name=role))
         _sync_staff(user, before | {role})
-        record_event(
-            "auth.role.assign",
-            actor=actor,
-            source=source,
-            target=user,
-            details={"role": role, "before": sorted(before), "after": sorted(before | {role})},
-        )
+        details = {"role": role, "before": sorted(before), "after": sorted(before | {role})}
+        plaintext = None
+        if role in PRIVILEGED:
+            details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)
+            code, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
+            details["enrolment_code"] = code.pk
+        record_event("auth.role.assign", actor=actor, source=source, target=user, details=details)
+    user.enrolment_code = plaintext
     return user
 
 
 def remove_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
-    """Remove a role (idempotent, recorded either way)."""
+    """Remove a role (idempotent, recorded either way), under the same rules as assign_role:
+    an officer cannot drop its own standing role to make room for another."""
     with transaction.atomic():
         user = _locked_user(user_id)
         _check_role(role)
+        _authorise(actor, user, role, "roles")
         before = roles_of(user, include_emergency=False)
         user.groups.remove(Group.objects.get(name=role))
         _sync_staff(user, before - {role})
@@ -101,10 +110,27 @@ def remove_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
     return user
 
 
+def _authorise(actor, user, role: str, what: str) -> None:
+    forbid_self(actor, user, what)
+    if role in PRIVILEGED:
+        if not is_system(actor) and not is_officer(actor):
+            raise Forbidden(
+                "privileged_role_requires_officer",
+                f"only a security officer may give or take {role}",
+                "role",
+            )
+    else:
+        require_perm(actor, "accounts.manage_roles", "auth.change_user")
+
+
 def grant_emergency_access(
     *, user_id: int, role: str, minutes: int, reason: str, actor, source: Source = SYSTEM
 ) -> EmergencyAccess:
-    """Break-glass: give `user` a role for at most BREAK_GLASS_MAX, with a reason. Alerting."""
+    """Break-glass: give another person a role for at most BREAK_GLASS_MAX, with a reason.
+    Alerting. Never to oneself, never to a service account; separation of duties counts standing
+    and break-glass roles. A privileged role voids the person's TOTP devices and issues an
+    enrolment code, returned once as `access.enrolment_code` (their second factor must come from
+    the officer, not from whoever knows their password)."""
     limit = int(settings.BREAK_GLASS_MAX.total_seconds() // 60)
     if not 1 <= minutes <= limit:
         raise ServiceError("invalid_duration", f"break-glass lasts between 1 and {limit} minutes", field="minutes")
@@ -113,6 +139,12 @@ def grant_emergency_access(
     with transaction.atomic():
         user = _locked_user(user_id)
         _check_role(role)
+        require_perm(actor, "accounts.grant_break_glass")
+        forbid_self(actor, user, "break-glass")
+        if is_service_account(user):
+            raise ServiceError(
+                "service_account_break_glass", "break-glass is for people, not service accounts", field="user"
+            )
         _check_compatible(user, role, roles_of(user))
         now = timezone.now()
         access = EmergencyAccess.objects.create(
@@ -123,21 +155,24 @@ def grant_emergency_access(
             granted_at=now,
             expires_at=now + timedelta(minutes=minutes),
         )
-        record_event(
-            "auth.breakglass.grant",
-            actor=actor,
-            source=source,
-            target=user,
-            details={"alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()},
-        )
+        details = {"alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()}
+        access.enrolment_code = None
+        if role in PRIVILEGED and not user.is_superuser:
+            details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)
+            code, access.enrolment_code = issue_enrolment_code(user=user, actor=actor, source=source)
+            details["enrolment_code"] = code.pk
+        record_event("auth.breakglass.grant", actor=actor, source=source, target=user, details=details)
     return access
 
 
 def revoke_emergency_access(*, access_id: int, actor, source: Source = SYSTEM) -> EmergencyAccess:
+    """End a break-glass grant at once (a security officer; revoking one's own is allowed: it
+    gives power up)."""
     with transaction.atomic():
         access = EmergencyAccess.objects.select_for_update().filter(pk=access_id).first()
         if access is None:
             raise NotFound("emergency_access_not_found", f"no break-glass grant with id {access_id}")
+        require_perm(actor, "accounts.grant_break_glass")
         if access.revoked_at is None:
             access.revoked_at = timezone.now()
             access.save(update_fields=["revoked_at"])

@@ -16,16 +16,22 @@ from apps.core.errors import Conflict, NotFound, ServiceError
 
 from ..models import Profile
 from ..roles import ANALYST, ROLES
+from .policy import Forbidden, is_system, require_perm
+from .tokens import revoke_all_tokens
 
-_service_name = RegexValidator(r"^svc-[a-z0-9][a-z0-9_.-]{1,60}$", code="invalid_name")
+SERVICE_NAME = RegexValidator(r"^svc-[a-z0-9][a-z0-9_.-]{1,60}$", code="invalid_name")
 
 
 def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, actor, source: Source = SYSTEM):
-    """A non-human user owned by a person: no password (it authenticates only with tokens),
-    role analyst (or guest). Its name starts with `svc-`."""
+    """A non-human user owned by a person (its creator, unless the host creates it): no usable
+    password ever (it authenticates only with tokens; RoleBackend refuses a password login even if
+    a hash were set), role analyst (or guest). Its name starts with `svc-`."""
     User = get_user_model()
+    require_perm(actor, "auth.add_user")
+    if not is_system(actor) and owner_id != actor.pk:
+        raise Forbidden("owner_must_be_creator", "a service account is owned by the person who creates it", "owner")
     try:
-        _service_name(name)
+        SERVICE_NAME(name)
     except Exception as err:
         raise ServiceError(
             "invalid_name", "service account names look like svc-<name> (lower case, digits, - _ .)", field="name"
@@ -42,7 +48,10 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
             account = User.objects.create(username=name)
             account.set_unusable_password()
             account.save(update_fields=["password"])
-            Profile.objects.update_or_create(user=account, defaults={"is_service_account": True, "owner": owner})
+            # the creation signal left a blank profile cached on `account`: keep the real one there
+            account.profile, _ = Profile.objects.update_or_create(
+                user=account, defaults={"is_service_account": True, "owner": owner}
+            )
             account.groups.add(Group.objects.get(name=role))
             record_event(
                 "auth.service_account.create",
@@ -83,16 +92,13 @@ def disable_dormant_accounts(now=None) -> list[str]:
                     "dormant_days": settings.DORMANT_ACCOUNT_AGE.days,
                 },
             )
+            revoke_all_tokens(user=user, reason="account_disabled", actor=None)
         names.append(user.get_username())
     return names
 
 
-def record_2fa_enrolment(*, user, device_name: str, source: Source = SYSTEM) -> None:
-    with transaction.atomic():
-        record_event("auth.2fa.enrol", actor=user, source=source, target=user, details={"device": device_name})
-
-
-def record_2fa_failure(*, user, source: Source = SYSTEM) -> None:
+def record_2fa_failure(*, user, source: Source = SYSTEM, code: str = "invalid_otp") -> None:
+    """A refused second-factor code (or, with `code="enrolment_code_invalid"`, enrolment code)."""
     with transaction.atomic():
         record_event(
             "auth.2fa.failure",
@@ -100,5 +106,18 @@ def record_2fa_failure(*, user, source: Source = SYSTEM) -> None:
             source=source,
             target=user,
             outcome=Outcome.FAILURE,
-            error_code="invalid_otp",
+            error_code=code,
+        )
+
+
+def note_superuser_use(user, *, source: Source = SYSTEM, via: str, path: str = "") -> None:
+    """The superuser is a sealed break-glass account: its login, the first request of each of its
+    sessions and every call with one of its tokens raise an alert event."""
+    with transaction.atomic():
+        record_event(
+            "auth.superuser.use",
+            actor=user,
+            source=source,
+            target=user,
+            details={"alert": True, "via": via, "path": path},
         )

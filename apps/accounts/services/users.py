@@ -1,26 +1,57 @@
-"""Human user accounts: create (password checked by the validators), enable or disable."""
+"""Person accounts under the policy of powers: create (no privileged role), edit, enable or
+disable, reset another person's password, and the host's bootstrap of the first security officer.
+Accounts are never deleted: the audit trail keeps pointing at them."""
 
 from __future__ import annotations
 
+import getpass
+import socket
+from datetime import UTC, datetime
+
 from django.contrib.auth import get_user_model, password_validation
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, NotFound, ServiceError
 
+from ..models import Profile
+from ..roles import PRIVILEGED, SECURITY_OFFICER
+from .enrolment import issue_enrolment_code, void_totp_devices
+from .policy import (
+    Forbidden,
+    forbid_self,
+    is_privileged,
+    is_service_account,
+    is_system,
+    require_officer_for_privileged,
+    require_perm,
+)
 from .roles import assign_role
+from .security import SERVICE_NAME
+from .tokens import revoke_all_tokens
+
+EDITABLE = ("username", "first_name", "last_name", "email", "is_active")
+# A reset password is already expired: the password-age gate sends its holder to the change page.
+EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def create_user(*, username: str, email: str, password: str, role: str | None = None, actor, source: Source = SYSTEM):
-    """Create a person's account, optionally with one role. Nothing is saved if the password or
-    the role is refused."""
+    """Create a person's account with no role, analyst or guest. A privileged role is refused
+    here (403 `privileged_role_requires_officer`): a security officer assigns it afterwards, which
+    issues the enrolment code. Nothing is saved if the password, the name or the role is refused."""
     User = get_user_model()
-    candidate = User(username=username, email=email)
-    try:
-        password_validation.validate_password(password, candidate)
-    except ValidationError as err:
-        raise ServiceError("weak_password", " ".join(err.messages), field="password") from err
+    require_perm(actor, "auth.add_user")
+    if role in PRIVILEGED:
+        raise Forbidden(
+            "privileged_role_requires_officer",
+            f"create the account without {role}; only a security officer may then assign it",
+            "role",
+        )
+    _check_person_name(username)
+    _validate_password(password, User(username=username, email=email))
     try:
         with transaction.atomic():
             user = User.objects.create_user(username=username, email=email, password=password)
@@ -38,11 +69,51 @@ def create_user(*, username: str, email: str, password: str, role: str | None = 
     return User.objects.get(pk=user.pk)
 
 
-def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTEM):
+def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
+    """Change a user's name, e-mail or active flag, recording before and after of what changed.
+    Privileges, dates and passwords are not editable here (roles, grants and reset_password have
+    their own services; last_login and date_joined are facts)."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ServiceError("not_editable", f"{', '.join(sorted(unknown))} cannot be edited here", field=min(unknown))
     with transaction.atomic():
-        user = get_user_model().objects.select_for_update().filter(pk=user_id).first()
-        if user is None:
-            raise NotFound("user_not_found", f"no user with id {user_id}")
+        user = _locked(user_id)
+        before = {f: getattr(user, f) for f in changes if getattr(user, f) != changes[f]}
+        if not before:
+            return user
+        if "is_active" in before:
+            _check_may_set_active(actor, user)
+        if "username" in before:
+            forbid_self(actor, user, "user name")
+            _check_name(user, changes["username"])
+        own_details = set(before) <= {"first_name", "last_name", "email"}
+        if not (own_details and not is_system(actor) and actor.pk == user.pk):
+            require_perm(actor, "auth.change_user", "accounts.manage_roles")
+            require_officer_for_privileged(actor, user, "change this account")
+        for field in before:
+            setattr(user, field, changes[field])
+        try:
+            with transaction.atomic():
+                user.save(update_fields=list(before))
+        except IntegrityError as err:
+            name = changes["username"]
+            raise Conflict("duplicate_user", f"a user named {name!r} already exists", "username") from err
+        record_event(
+            "auth.account.update",
+            actor=actor,
+            source=source,
+            target=user,
+            details={"before": before, "after": {f: changes[f] for f in before}},
+        )
+    return user
+
+
+def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTEM):
+    """Enable or disable an account: an admin for non-privileged persons and service accounts, a
+    security officer for anyone; never oneself."""
+    with transaction.atomic():
+        user = _locked(user_id)
+        _check_may_set_active(actor, user)
         before = user.is_active
         user.is_active = active
         user.save(update_fields=["is_active"])
@@ -53,4 +124,127 @@ def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTE
             target=user,
             details={"before": {"is_active": before}, "after": {"is_active": active}},
         )
+        if not active:  # a disabled account's tokens die with it (not those of its service accounts)
+            revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
     return user
+
+
+def reset_password(*, user_id: int, password: str, actor, source: Source = SYSTEM):
+    """An admin sets another person's password: the change is forced at the next login, the
+    person's sessions end and its tokens are revoked; the event alerts. Never for oneself (use
+    the change-password page), a privileged person (they change their own; on the host,
+    `manage.py changepassword`) or a service account (it has no usable password)."""
+    with transaction.atomic():
+        user = _locked(user_id)
+        forbid_self(actor, user, "password through a reset; use the change-password page")
+        if is_service_account(user):
+            raise Forbidden("service_account_no_password", "service accounts have no password; they use tokens")
+        if is_privileged(user):
+            raise Forbidden(
+                "privileged_password_reset_forbidden",
+                f"{user.get_username()} holds a privileged role: they change their own password "
+                "(or, on the host, `manage.py changepassword`)",
+            )
+        require_perm(actor, "auth.change_user")
+        _validate_password(password, user)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        Profile.objects.update_or_create(user=user, defaults={"password_changed_at": EXPIRED})
+        sessions = _end_sessions(user)
+        tokens = len(revoke_all_tokens(user=user, reason="password_reset", actor=actor, source=source))
+        record_event(
+            "auth.password.reset",
+            actor=actor,
+            source=source,
+            target=user,
+            details={"alert": True, "must_change": True, "sessions_ended": sessions, "tokens_revoked": tokens},
+        )
+    return user
+
+
+def bootstrap_officer(*, username: str, email: str, password: str, additional: bool = False):
+    """The host creates a security officer (the first one, or another with `additional`): the
+    account, the role and a one-time enrolment code, audited with the system as actor and the
+    host and OS user in the details. Returns (user, enrolment code plaintext)."""
+    User = get_user_model()
+    with transaction.atomic():
+        officers = User.objects.filter(is_active=True, groups__name=SECURITY_OFFICER)
+        if officers.exists() and not additional:
+            raise Conflict(
+                "officer_exists",
+                f"an active security officer already exists ({officers.first().get_username()}); "
+                "pass --additional to create another",
+            )
+        user = create_user(username=username, email=email, password=password, actor=None)
+        user = assign_role(user_id=user.pk, role=SECURITY_OFFICER, actor=None)
+        record_event(
+            "auth.officer.bootstrap",
+            actor=None,
+            target=user,
+            details={"alert": True, "host": socket.gethostname(), "os_user": _os_user(), "additional": additional},
+        )
+    return user, user.enrolment_code
+
+
+def reissue_enrolment_code(*, user_id: int, actor=None, source: Source = SYSTEM) -> str:
+    """The host (or a caller that has checked its own right) gives a privileged account a fresh
+    enrolment code, voiding its TOTP devices: the way back for a lost authenticator, and for the
+    superuser, which no officer assigns."""
+    with transaction.atomic():
+        user = _locked(user_id)
+        if not is_privileged(user):
+            raise ServiceError("not_privileged", f"{user.get_username()} holds no privileged role", field="user")
+        void_totp_devices(user, actor=actor, source=source)
+        _, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
+    return plaintext
+
+
+def _check_may_set_active(actor, user) -> None:
+    forbid_self(actor, user, "account state")
+    require_perm(actor, "auth.change_user", "accounts.manage_roles")
+    require_officer_for_privileged(actor, user, "enable or disable this account")
+
+
+def _check_name(user, name: str) -> None:
+    if is_service_account(user):
+        try:
+            SERVICE_NAME(name)
+        except ValidationError as err:
+            raise ServiceError("invalid_name", "service account names look like svc-<name>", field="username") from err
+    else:
+        _check_person_name(name)
+
+
+def _check_person_name(name: str) -> None:
+    if name.lower().startswith("svc-"):
+        raise ServiceError("invalid_name", "svc- names are for service accounts", field="username")
+
+
+def _validate_password(password: str, user) -> None:
+    try:
+        password_validation.validate_password(password, user)
+    except ValidationError as err:
+        raise ServiceError("weak_password", " ".join(err.messages), field="password") from err
+
+
+def _locked(user_id: int):
+    user = get_user_model().objects.select_for_update().filter(pk=user_id).first()
+    if user is None:
+        raise NotFound("user_not_found", f"no user with id {user_id}")
+    return user
+
+
+def _end_sessions(user) -> int:
+    ended = 0
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        if session.get_decoded().get("_auth_user_id") == str(user.pk):
+            session.delete()
+            ended += 1
+    return ended
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

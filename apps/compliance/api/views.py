@@ -1,3 +1,4 @@
+from django.db.models import Q
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -9,6 +10,8 @@ from rest_framework.views import APIView
 
 from apps.audit.services import Source
 from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.registry.models import Model
+from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..catalog import profiles
@@ -33,6 +36,12 @@ from .serializers import (
     ProfileSpecSerializer,
     ReportRequestSerializer,
 )
+
+
+def _check_token_reaches(token, model) -> None:
+    """A model-restricted token changes no other model's compliance settings: it does not exist."""
+    if not restricted_to_token(Model.objects.filter(pk=model.pk), token).exists():
+        raise NotFound("model_not_found", f"unknown model {model.name!r}")
 
 
 class ProfileViewSet(viewsets.ViewSet):
@@ -71,10 +80,19 @@ class ProfileAttachmentViewSet(
         "destroy": "compliance.manage_profiles",
     }
 
+    def get_queryset(self):
+        # A model-restricted token sees installation-wide attachments and its models' only.
+        token = self.request.auth
+        if not getattr(token, "restricted", False):
+            return self.queryset
+        return self.queryset.filter(Q(model__isnull=True) | Q(model__in=token.allowed_models.values("pk")))
+
     def create(self, request, *args, **kwargs):
         form = self.get_serializer(data=request.data)
         form.is_valid(raise_exception=True)
         model = form.validated_data.get("model")
+        if model is not None:
+            _check_token_reaches(request.auth, model)
         attachment = services.attach_profile(
             profile=form.validated_data["profile"],
             model_id=model.pk if model else None,
@@ -98,9 +116,13 @@ class ModelPolicyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewset
     serializer_class = ModelPolicySerializer
     action_perms = {"list": "compliance.view_modelpolicy", "create": "compliance.manage_profiles"}
 
+    def get_queryset(self):
+        return restricted_to_token(self.queryset, self.request.auth, via="model")
+
     def create(self, request, *args, **kwargs):
         form = self.get_serializer(data=request.data)
         form.is_valid(raise_exception=True)
+        _check_token_reaches(request.auth, form.validated_data["model"])
         policy = services.set_model_policy(
             model_id=form.validated_data["model"].pk,
             phi=form.validated_data.get("phi", False),

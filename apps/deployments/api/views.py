@@ -4,6 +4,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.audit.services import Source
+from apps.core.errors import NotFound
+from apps.registry.models import ModelVersion
+from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..models import Deployment, InferenceServer
@@ -53,13 +56,15 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
     }
 
     def get_queryset(self):
-        return Deployment.objects.select_related("model", "model_version", "server").prefetch_related("transitions")
+        deployments = Deployment.objects.select_related("model", "model_version", "server")
+        return restricted_to_token(deployments, self.request.auth, via="model").prefetch_related("transitions")
 
     @extend_schema(request=DeploymentRequestSerializer, responses={202: DeploymentSerializer})
     def create(self, request):
         form = DeploymentRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = dict(form.validated_data)
+        self._check_token_reaches(request.auth, data["model_version"])
         dep = services.request_deployment(
             model_version_id=data.pop("model_version"),
             server_id=data.pop("server"),
@@ -87,3 +92,10 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
 
     def _id(self, pk) -> int:
         return self.get_object().pk
+
+    @staticmethod
+    def _check_token_reaches(token, model_version_id: int) -> None:
+        """A model-restricted token deploys only its models: another model's version does not exist."""
+        versions = restricted_to_token(ModelVersion.objects.filter(pk=model_version_id), token, via="model")
+        if getattr(token, "restricted", False) and not versions.exists():
+            raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")

@@ -10,8 +10,8 @@ from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
 
 from .. import services
-from ..models import ModelVersion
-from ..selectors import catalogue_visible_to, models_visible_to, versions_visible_to
+from ..models import Model, ModelVersion
+from ..selectors import catalogue_visible_to, models_visible_to, restricted_to_token, versions_visible_to
 from .serializers import ModelSerializer, ModelVersionSerializer, ShredSerializer, VersionUploadSerializer
 
 
@@ -24,7 +24,7 @@ class ModelViewSet(viewsets.ReadOnlyModelViewSet):
     action_perms = {"list": None, "retrieve": None}  # scoped by the catalogue selector
 
     def get_queryset(self):
-        return catalogue_visible_to(self.request.user).prefetch_related("versions", "deployments")
+        return catalogue_visible_to(self.request.user, self.request.auth).prefetch_related("versions", "deployments")
 
 
 class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -43,18 +43,23 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user, no model_name
             return ModelVersion.objects.none()
         return (
-            versions_visible_to(self.request.user)
+            versions_visible_to(self.request.user, self.request.auth)
             .filter(model__name=self.kwargs["model_name"])
             .select_related("model", "artifact")
         )
 
     def list(self, request, *args, **kwargs):
-        if not models_visible_to(request.user).filter(name=kwargs["model_name"]).exists():
+        if not models_visible_to(request.user, request.auth).filter(name=kwargs["model_name"]).exists():
             raise NotFound("model_not_found", f"unknown model {kwargs['model_name']!r}")
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request={"multipart/form-data": VersionUploadSerializer}, responses={201: ModelVersionSerializer})
     def create(self, request, model_name: str):
+        token = request.auth
+        mine = restricted_to_token(Model.objects.filter(name=model_name), token)
+        if getattr(token, "restricted", False) and not mine.exists():
+            # also refuses a new model: a restricted token reaches its models and nothing else
+            raise NotFound("model_not_found", f"unknown model {model_name!r}")
         source = Source.from_request(request)
         form = self._validated_upload(request, model_name, source)
         mv = services.register_model_version(

@@ -1,14 +1,27 @@
-"""Bring a fresh installation to a usable state: an admin user, the local Triton server, the
-demo model uploaded (encrypted) and deployed, and a token to call it. Safe to run repeatedly."""
+"""Bring a fresh installation to a usable state: named accounts per role (never the superuser),
+the local Triton server, the demo model uploaded (encrypted) and deployed, and one token to call
+it. Safe to run repeatedly; each run revokes the previous demo token and issues one."""
 
-import os
 import secrets
 import time
+from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.accounts.services import create_service_account, grant_model_access, issue_token
+from apps.accounts.models import ApiToken
+from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, SECURITY_OFFICER
+from apps.accounts.services import (
+    assign_role,
+    bootstrap_officer,
+    create_service_account,
+    create_user,
+    grant_model_access,
+    issue_token,
+    reissue_enrolment_code,
+    revoke_token,
+)
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.registry.models import ModelVersion
@@ -17,6 +30,87 @@ from inference_backend.demo_model import build_demo_onnx
 
 DEMO_MODEL = "triage-demo"
 DEMO_ACCOUNT = "svc-demo"
+DEMO_TOKEN = "make-run demo"
+OFFICER, ADMIN_USER, AUDITOR_USER, ANALYST_USER = "demo-officer", "demo-admin", "demo-auditor", "demo-analyst"
+
+
+@dataclass
+class Login:
+    """One demo account as printed: the password only when it was just created, the enrolment
+    code while a privileged account has not enrolled its authenticator yet."""
+
+    user: object
+    role: str
+    password: str | None = None
+    enrolment_code: str | None = None
+
+
+def ensure_demo_accounts() -> dict[str, Login]:
+    """One named account per role, made the way the policy of powers allows: the officer by the
+    host's bootstrap path, persons by the host or the admin, privileged roles by the officer."""
+    User = get_user_model()
+    logins: dict[str, Login] = {}
+    officer = User.objects.filter(username=OFFICER).first()
+    if officer is None:
+        password = secrets.token_urlsafe(12)
+        officer, code = bootstrap_officer(
+            username=OFFICER, email=f"{OFFICER}@localhost", password=password, additional=True
+        )
+        logins[OFFICER] = Login(officer, SECURITY_OFFICER, password, code)
+    else:
+        logins[OFFICER] = Login(officer, SECURITY_OFFICER)
+    logins[ADMIN_USER] = _person(ADMIN_USER, ADMIN, creator=None, officer=officer)
+    admin = logins[ADMIN_USER].user
+    logins[AUDITOR_USER] = _person(AUDITOR_USER, AUDITOR, creator=admin, officer=officer)
+    logins[ANALYST_USER] = _person(ANALYST_USER, ANALYST, creator=admin, officer=officer)
+    for login in logins.values():
+        if login.role != ANALYST and login.enrolment_code is None and not _enrolled(login.user):
+            login.enrolment_code = reissue_enrolment_code(user_id=login.user.pk)  # the host, as actor
+    return logins
+
+
+def _person(username: str, role: str, *, creator, officer) -> Login:
+    user = get_user_model().objects.filter(username=username).first()
+    if user is not None:
+        return Login(user, role)
+    password = secrets.token_urlsafe(12)
+    if role == ANALYST:
+        user = create_user(
+            username=username, email=f"{username}@localhost", password=password, role=role, actor=creator
+        )
+        return Login(user, role, password)
+    user = create_user(username=username, email=f"{username}@localhost", password=password, actor=creator)
+    user = assign_role(user_id=user.pk, role=role, actor=officer)
+    return Login(user, role, password, user.enrolment_code)
+
+
+def _enrolled(user) -> bool:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def demo_caller(model, *, admin, officer):
+    """Inference is done as a service account with an invoke grant on the demo model only, the way
+    an integrator's application would call Sovereign: the admin creates (and so owns) it, the
+    officer grants it the model."""
+    account = get_user_model().objects.filter(username=DEMO_ACCOUNT).first()
+    if account is None:
+        account = create_service_account(name=DEMO_ACCOUNT, owner_id=admin.pk, actor=admin)
+    grant_model_access(model_id=model.pk, permission="invoke_model", user_id=account.pk, actor=officer)
+    return account
+
+
+def issue_demo_token(account, model) -> str:
+    """One live demo token per run: the previous ones are revoked and the new one issued by the
+    host (actor None: the launcher runs on the host, apps/accounts/services/tokens.py), since the
+    owner has no interactive session with a fresh second factor here."""
+    for token_id in ApiToken.objects.filter(user=account, name=DEMO_TOKEN, revoked_at__isnull=True).values_list(
+        "pk", flat=True
+    ):
+        revoke_token(token_id=token_id, actor=None)
+    _, token = issue_token(
+        user=account, name=DEMO_TOKEN, days=30, scopes=["invoke", "read"], model_ids=[model.pk], actor=None
+    )
+    return token
 
 
 class Command(BaseCommand):
@@ -28,7 +122,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the deployment")
 
     def handle(self, *args, triton_url, portal_url, timeout, **options):
-        admin, password = self._admin()
+        logins = ensure_demo_accounts()
+        admin, officer = logins[ADMIN_USER].user, logins[OFFICER].user
         server = deployments.register_server(name="local", http_url=triton_url, hardware="cpu", actor=admin)
         mv = ModelVersion.objects.filter(model__name=DEMO_MODEL).order_by("-version").first()
         if mv is None:
@@ -49,32 +144,9 @@ class Command(BaseCommand):
         else:
             deployments.reconcile_deployment(dep.pk)  # the server was restarted: load again now
         dep = self._wait_active(dep.pk, timeout)
-        caller = self._demo_caller(admin, mv.model)
-        _, token = issue_token(
-            user=caller, name="make-run demo", days=30, scopes=["invoke", "read"], model_ids=[mv.model.pk], actor=admin
-        )
-        self._print(portal_url, admin.username, password, token, dep, caller)
-
-    def _demo_caller(self, admin, model):
-        """Inference is done as a service account with an invoke grant on the demo model only,
-        the way an integrator's application would call Sovereign."""
-        account = get_user_model().objects.filter(username=DEMO_ACCOUNT).first()
-        if account is None:
-            account = create_service_account(name=DEMO_ACCOUNT, owner_id=admin.pk, actor=admin)
-        grant_model_access(model_id=model.pk, permission="invoke_model", user_id=account.pk, actor=admin)
-        return account
-
-    def _admin(self):
-        User = get_user_model()
-        password = os.environ.get("SOVEREIGN_ADMIN_PASSWORD", "")
-        admin = User.objects.filter(username="admin").first()
-        if admin is None:
-            password = password or secrets.token_urlsafe(12)
-            admin = User.objects.create_superuser("admin", "admin@localhost", password)
-        elif password:
-            admin.set_password(password)
-            admin.save(update_fields=["password"])
-        return admin, password or "(unchanged; set SOVEREIGN_ADMIN_PASSWORD to reset it)"
+        caller = demo_caller(mv.model, admin=admin, officer=officer)
+        token = issue_demo_token(caller, mv.model)
+        self._print(portal_url, logins, token, dep, caller)
 
     def _wait_active(self, pk, timeout):
         deadline = time.monotonic() + timeout
@@ -90,19 +162,28 @@ class Command(BaseCommand):
             f"(state {dep.observed_state}); is the Celery worker running?"
         )
 
-    def _print(self, portal_url, username, password, token, dep, caller):
+    def _print(self, portal_url, logins, token, dep, caller):
         body = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
+        rows = []
+        for name, login in logins.items():
+            password = login.password or "(unchanged; on the host: manage.py changepassword NAME)"
+            code = f"   enrolment code: {login.enrolment_code}" if login.enrolment_code else ""
+            rows.append(f"    {name:<13} {login.role:<17} password: {password}{code}")
+        accounts = "\n".join(rows)
         self.stdout.write(f"""
 Sovereign is running.
 
   Portal:   {portal_url}/admin/
-  Login:    {username} / {password}
-            (a privileged account: the first login asks you to enrol a TOTP authenticator app)
+  Logins:   one named account per role (passwords are shown only when the account is created).
+            A privileged account's first login asks for its one-time enrolment code (24 h, single
+            use), then for a TOTP authenticator app; the password alone cannot enrol.
+{accounts}
   API docs: {portal_url}/api/docs/
   Demo:     {dep.model.name} v{dep.model_version.version} is {dep.observed_state} on {dep.server.name}
 
 Infer on the demo model through the gateway (Triton's own protocol plus a token of the service
-account {caller.username}, which holds an invoke grant on {dep.model.name} only):
+account {caller.username}, which holds an invoke grant on {dep.model.name} only; this run's token
+replaces the previous run's, which is revoked):
 
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{body}' {portal_url}/v2/models/{dep.model.name}/infer

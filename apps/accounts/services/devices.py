@@ -1,0 +1,55 @@
+"""Removing a person's second factor: a security event, so only a security officer may do it,
+never on their own account and never on the superuser's (that one is reset on the host). A
+privileged person left without a confirmed device gets a one-time enrolment code, shown once to
+the officer, since the password alone never enrols a privileged person's authenticator."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from apps.audit.services import SYSTEM, Source, record_event
+from apps.core.errors import NotFound, ServiceError
+
+from ..roles import SECURITY_OFFICER
+from .enrolment import issue_enrolment_code
+from .policy import is_privileged
+from .roles import roles_of
+
+
+def require_security_officer(actor, target_user, *, what: str) -> None:
+    """The checks shared by the officer's account-security writes (second factor, lockout)."""
+    if SECURITY_OFFICER not in roles_of(actor):
+        raise ServiceError("security_officer_required", f"only a security officer may {what}", 403)
+    if target_user is not None and target_user.pk == actor.pk:
+        raise ServiceError("self_change_forbidden", f"nobody may {what} on their own account; ask another officer", 403)
+
+
+def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> tuple[TOTPDevice, str | None]:
+    """Delete one TOTP device. The person's sessions verified by it stop being verified at their next
+    request (django-otp finds no device). Alerting. Returns the removed device and, when a privileged
+    person has no confirmed device left, the plaintext of their new enrolment code (else None)."""
+    with transaction.atomic():
+        device = TOTPDevice.objects.select_for_update().select_related("user").filter(pk=device_id).first()
+        if device is None:
+            raise NotFound("device_not_found", f"no second-factor device with id {device_id}")
+        owner = device.user
+        require_security_officer(actor, owner, what="remove a second factor")
+        if owner.is_superuser:
+            raise ServiceError(
+                "superuser_target_forbidden", "the superuser's second factor is reset on the host, not here", 403
+            )
+        removed = {"id": device.pk, "name": device.name, "confirmed": device.confirmed}
+        device.delete()
+        record_event(
+            "auth.2fa.remove",
+            actor=actor,
+            source=source,
+            target=owner,
+            details={"alert": True, "device": removed, "deleted": {"otp_totp.totpdevice": [removed["id"]]}},
+        )
+        code = None
+        if is_privileged(owner) and not TOTPDevice.objects.filter(user=owner, confirmed=True).exists():
+            _, code = issue_enrolment_code(user=owner, actor=actor, source=source)
+    device.pk = removed["id"]
+    return device, code
