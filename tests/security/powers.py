@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from http.cookies import SimpleCookie
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.sessions.models import Session
@@ -587,9 +587,10 @@ def _admin_post(c: Ctx, url: str, data: dict):
     return c.last
 
 
-def _messages(response) -> list[str]:
+def _messages(response, level: int | None = None) -> list[str]:
     storage = getattr(response.wsgi_request, "_messages", None)
-    return [str(m) for m in getattr(storage, "_queued_messages", [])] if storage is not None else []
+    queued = getattr(storage, "_queued_messages", []) if storage is not None else []
+    return [str(m) for m in queued if level is None or m.level == level]
 
 
 def _admin_reached(response) -> bool:
@@ -665,6 +666,51 @@ def _admin_password(c: Ctx, kind: str) -> Result:
     r = _admin_post(c, reverse("admin:auth_user_password_change", args=[target.pk]), data)
     changed = r.status_code == 302 and User.objects.get(pk=target.pk).check_password(new)
     return Result(changed, target.pk, password=(target.pk, new) if changed else None)
+
+
+def _api_password(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    new = PASSWORD + "-" + secrets.token_hex(3)
+    r = _api(c, "post", reverse("user-password", args=[target.pk]), {"password": new})
+    changed = _ok(r) and User.objects.get(pk=target.pk).check_password(new)
+    return Result(changed, target.pk, password=(target.pk, new) if changed else None)
+
+
+def _user_action(c: Ctx, target, action: str):
+    return _admin_post(c, reverse("admin:auth_user_changelist"), {"action": action, "_selected_action": [target.pk]})
+
+
+def _admin_disable(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    r = _user_action(c, target, "disable_accounts")
+    return Result(not User.objects.get(pk=target.pk).is_active and not _messages(r, messages.ERROR), target.pk)
+
+
+def _admin_enable(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    User.objects.filter(pk=target.pk).update(is_active=False)  # setup: something to enable
+    r = _user_action(c, target, "enable_accounts")
+    return Result(User.objects.get(pk=target.pk).is_active and not _messages(r, messages.ERROR), target.pk)
+
+
+ENROLMENT_IN_MESSAGE = re.compile(r"Enrolment code for \S+: (\S+)")
+
+
+def admin_role_action(role: str, assign: bool) -> Callable[[Ctx], Iterator[Attempt]]:
+    level = "privileged" if role in PRIVILEGED else "basic"
+    power = f"role.{'assign' if assign else 'remove'}.{level}"
+
+    def run(c: Ctx, kind: str) -> Result:
+        target = c.target(kind)
+        if not assign and not target.groups.filter(name=role).exists():
+            raise NotApplicable(f"does not hold {role}")
+        r = _user_action(c, target, f"{'assign' if assign else 'remove'}_{role}")
+        held = target.groups.filter(name=role).exists()
+        refused = _messages(r, messages.ERROR)  # run_service shows the service's refusal
+        codes = [m.group(1) for text in _messages(r) if (m := ENROLMENT_IN_MESSAGE.search(text))]
+        return Result(held == assign and not refused, target.pk, enrolment=(target.pk, codes[0]) if codes else None)
+
+    return kinds(power, run)
 
 
 TOKEN_IN_MESSAGE = re.compile(r"(svt_[A-Za-z0-9_\-]{20,})")
@@ -769,6 +815,7 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("user-active", "post"): kinds("account.active", _active),
         ("user-add-role", "post"): api_add_role,
         ("user-remove-role", "delete"): api_remove_role,
+        ("user-password", "post"): kinds("password.reset", _api_password),
         ("break-glass-list", "post"): api_break_glass,
         ("break-glass-revoke", "post"): kinds("breakglass.revoke", _break_glass_revoke),
         ("grant-list", "post"): kinds("grant.create", _grant_user),
@@ -824,8 +871,6 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("accounts:password-change-done", "post"): Inert("a page"),
         ("accounts:2fa-setup", "post"): Inert("enrols the caller's own device (used by login())"),
         ("accounts:2fa-verify", "post"): Inert("verifies the caller's own second factor"),
-        ("admin:otp_totp_totpdevice_config", "post"): Inert("shows a device's config (read only)"),
-        ("admin:otp_totp_totpdevice_qrcode", "post"): Inert("shows a device's QR code (read only)"),
     }
     for suffix in ("", "version-"):
         table[(f"gateway-{suffix}infer", "post")] = Inert("invoke: measured by effective_powers()")
@@ -860,10 +905,19 @@ def _admin_model_rows(label: str, modeladmin) -> dict:
                 (f"{prefix}_add", "post"): admin_user_add,
                 (f"{prefix}_change", "post"): change,
                 (f"{prefix}_delete", "post"): kinds("user.delete", _admin_delete_user),
-                (f"{prefix}_changelist", "post:delete_selected"): kinds("user.delete", _admin_delete_user_action),
                 (f"{prefix}_password_change", "post"): kinds("password.reset", _admin_password),
             }
         )
+        if (f"{prefix}_changelist", "post:delete_selected") in rows:
+            rows[(f"{prefix}_changelist", "post:delete_selected")] = kinds("user.delete", _admin_delete_user_action)
+        for name, build in (("disable_accounts", _admin_disable), ("enable_accounts", _admin_enable)):
+            if (f"{prefix}_changelist", f"post:{name}") in rows:
+                rows[(f"{prefix}_changelist", f"post:{name}")] = kinds("account.active", build)
+        for role in ROLES:
+            for assign in (True, False):
+                key = (f"{prefix}_changelist", f"post:{'assign' if assign else 'remove'}_{role}")
+                if key in rows:
+                    rows[key] = admin_role_action(role, assign)
     if label == "accounts.apitoken":
         rows[(f"{prefix}_add", "post")] = kinds("token.issue", _admin_issue_token)
         rows[(f"{prefix}_changelist", "post:revoke")] = kinds("token.revoke", _admin_revoke_token)

@@ -72,6 +72,11 @@ OFFICER_OBJECTS = objects(
 )
 OFFICER_SITE = objects(
     "admin.add:compliance.compliancereport",
+    # security records (docs/admin-site.md): the officer unlocks lockouts and removes a lost second
+    # factor (never its own; these probes act on one object, not per kind of target)
+    "admin.action:axes.accessattempt.unlock",
+    "admin.action:axes.accessfailurelog.unlock",
+    "admin.action:otp_totp.totpdevice.remove_second_factor",
     "admin.action:keys.keyencryptionkey.rotate",
     "admin.action:keys.keyencryptionkey.retire",
     "admin.action:keys.kekrotation.resume",
