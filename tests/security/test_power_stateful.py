@@ -111,8 +111,8 @@ def _run(machine) -> None:
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=6,
-            stateful_step_count=10,
+            max_examples=5,
+            stateful_step_count=8,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
