@@ -108,7 +108,6 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         | pairs("grant.create", PERSON, PRIVILEGED, OTHER_SA, SUPERUSER, "other_group", "role_group")
         | pairs("grant.revoke", PERSON, PRIVILEGED, OTHER_SA, SUPERUSER, "other_group", "role_group")
         | pairs("account.active", *OTHERS)
-        | pairs("user.edit", *TARGET_KINDS)
         | OWN_TOKENS
         | pairs("token.revoke", *TARGET_KINDS)
         | {("hold", "security_officer"), ("hold", "analyst")}
@@ -117,7 +116,6 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     ),
     "auditor": (
         OWN_TOKENS
-        | pairs("user.edit", SELF)
         | {("hold", "auditor"), ("hold", "analyst")}
         | objects("compliance.report", "admin.add:compliance.compliancereport")
     ),
