@@ -702,8 +702,11 @@ def admin_role_action(role: str, assign: bool) -> Callable[[Ctx], Iterator[Attem
 
     def run(c: Ctx, kind: str) -> Result:
         target = c.target(kind)
-        if not assign and not target.groups.filter(name=role).exists():
+        holds = target.groups.filter(name=role).exists()
+        if not assign and not holds:
             raise NotApplicable(f"does not hold {role}")
+        if assign and holds:  # nothing to change: success could not be told from a refusal
+            raise NotApplicable(f"already holds {role}")
         r = _user_action(c, target, f"{'assign' if assign else 'remove'}_{role}")
         held = target.groups.filter(name=role).exists()
         refused = _messages(r, messages.ERROR)  # run_service shows the service's refusal
