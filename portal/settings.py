@@ -58,7 +58,7 @@ ALLOWED_HOSTS = env.list("SOVEREIGN_ALLOWED_HOSTS", default=["*"] if not PRODUCT
 CSRF_TRUSTED_ORIGINS = env.list("SOVEREIGN_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.core.admin_site.SovereignAdminConfig",  # django.contrib.admin with the audited password change
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

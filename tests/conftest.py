@@ -183,3 +183,32 @@ def guest_client(guest_user):
 @pytest.fixture
 def anon_client():
     return APIClient()
+
+
+# Portal sessions (privileged ones past the second factor): the way accounts are changed. A token,
+# whatever its scopes, makes no accounts write (tests/security/test_token_accounts_writes.py).
+
+
+@pytest.fixture
+def staff_session(staff_user):
+    return session_client(staff_user)
+
+
+@pytest.fixture
+def user_session(plain_user):
+    return session_client(plain_user)
+
+
+@pytest.fixture
+def auditor_session(auditor_user):
+    return session_client(auditor_user)
+
+
+@pytest.fixture
+def officer_session(officer_user):
+    return session_client(officer_user)
+
+
+@pytest.fixture
+def guest_session(guest_user):
+    return session_client(guest_user)

@@ -10,7 +10,7 @@ urlpatterns = [
     # For everyone, analysts included (the admin's own page is for staff only).
     path(
         "password/",
-        auth_views.PasswordChangeView.as_view(
+        views.OwnPasswordChangeView.as_view(
             template_name="accounts/password_change.html",
             success_url=reverse_lazy("accounts:password-change-done"),
             extra_context={"site_header": "Sovereign", "title": "Change your password"},

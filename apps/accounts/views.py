@@ -1,4 +1,5 @@
-"""Portal pages for the second factor, and the lockout response used by django-axes."""
+"""Portal pages for the second factor and for changing one's own password, and the lockout
+response used by django-axes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import io
 import qrcode
 import qrcode.image.svg
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import PasswordChangeView
 from django.db.models import Q
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -23,7 +26,7 @@ from apps.core.errors import ServiceError
 
 from .models import EnrolmentCode
 from .otp import verified as otp_verified
-from .services import confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
+from .services import change_own_password, confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
 from .services.policy import is_privileged
 
 
@@ -170,6 +173,35 @@ def _not_throttled(form, device) -> bool:
     if not allowed:
         form.add_error("code", "Too many wrong codes: wait a few seconds, then enter the current code.")
     return allowed
+
+
+class OwnPasswordChangeView(PasswordChangeView):
+    """Change one's own password — the portal page (`via="portal"`) and, through the admin site,
+    the admin's (`via="admin"`) — through the audited service change_own_password, instead of
+    Django's form.save(), which writes no event. The form still gives its field errors; a refusal
+    of the service (e.g. the event cannot be written) shows on the form and changes nothing."""
+
+    via = "portal"
+
+    def form_valid(self, form):
+        try:
+            user = change_own_password(
+                user=form.user,
+                old_password=form.cleaned_data["old_password"],
+                new_password=form.cleaned_data["new_password1"],
+                via=self.via,
+                source=Source.from_request(self.request, None),
+            )
+        except ServiceError as err:
+            if err.field in form.fields:
+                form.add_error(err.field, err.detail)
+            else:  # the admin's form shows no non-field errors; both pages show messages
+                messages.error(self.request, err.detail)
+            response = self.form_invalid(form)
+            response.status_code = err.status_code  # e.g. 503 when the audit log is unavailable
+            return response
+        update_session_auth_hash(self.request, user)  # this session stays; the others end
+        return HttpResponseRedirect(self.get_success_url())
 
 
 def lockout_response(request, response=None, credentials=None, *args, **kwargs):

@@ -25,6 +25,7 @@ EVENT_TYPES: dict[str, str] = {
     "auth.account.create": "User account created",
     "auth.account.update": "User account changed",
     "auth.service_account.create": "Service account created",
+    "auth.password.change": "A person changed their own password (portal or admin page)",
     "auth.password.reset": "ALERT: another person's password reset (change forced, sessions ended, tokens revoked)",
     "auth.2fa.void": "TOTP devices voided (a privileged role given, or a new enrolment code from the host)",
     "auth.enrolment.issue": "One-time TOTP enrolment code issued for a privileged account",

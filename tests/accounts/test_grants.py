@@ -91,11 +91,11 @@ class TestApiScope:
 
         assert_open(user_client, "ranker")
 
-    def test_revoked_grant_is_404_on_the_next_request(self, alice, user_client, officer_client, triage):
+    def test_revoked_grant_is_404_on_the_next_request(self, alice, user_client, officer_session, triage):
         assert_open(user_client, "triage")
         row = ModelUserGrant.objects.get(user=alice, content_object=triage)
 
-        assert officer_client.delete(f"{GRANTS}{row.pk}/").status_code == 204
+        assert officer_session.delete(f"{GRANTS}{row.pk}/").status_code == 204
 
         assert_hidden(user_client, "triage")
 
@@ -148,8 +148,8 @@ class TestGrantApi:
     def payload(self, model, user, permission="invoke_model", **extra) -> dict:
         return {"model": model.pk, "user": user.pk, "permission": permission, **extra}
 
-    def test_officer_grants_invoke_which_implies_view(self, officer_client, officer_user, plain_user, ranker):
-        resp = officer_client.post(GRANTS, self.payload(ranker, plain_user), format="json")
+    def test_officer_grants_invoke_which_implies_view(self, officer_session, officer_user, plain_user, ranker):
+        resp = officer_session.post(GRANTS, self.payload(ranker, plain_user), format="json")
 
         assert resp.status_code == 201, resp.json()
         assert sorted(g["permission"] for g in resp.json()) == ["invoke_model", "view_model"]
@@ -157,10 +157,10 @@ class TestGrantApi:
         assert sorted(rows.values_list("permission__codename", flat=True)) == ["invoke_model", "view_model"]
         assert {r.granted_by for r in rows} == {officer_user}
 
-    def test_grant_with_expiry(self, officer_client, plain_user, ranker):
+    def test_grant_with_expiry(self, officer_session, plain_user, ranker):
         expires = timezone.now() + timedelta(days=3)
 
-        resp = officer_client.post(
+        resp = officer_session.post(
             GRANTS, self.payload(ranker, plain_user, expires_at=expires.isoformat()), format="json"
         )
 
@@ -184,8 +184,8 @@ class TestGrantApi:
 
         assert not ModelUserGrant.objects.filter(user=plain_user).exists()
 
-    def test_guest_cannot_be_granted_invoke(self, officer_client, guest_user, ranker):
-        resp = officer_client.post(GRANTS, self.payload(ranker, guest_user), format="json")
+    def test_guest_cannot_be_granted_invoke(self, officer_session, guest_user, ranker):
+        resp = officer_session.post(GRANTS, self.payload(ranker, guest_user), format="json")
 
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("role_cannot_invoke", "user")
@@ -198,15 +198,15 @@ class TestGrantApi:
             400,
         )
 
-    def test_guest_may_be_granted_view(self, officer_client, guest_user, ranker):
-        resp = officer_client.post(GRANTS, self.payload(ranker, guest_user, "view_model"), format="json")
+    def test_guest_may_be_granted_view(self, officer_session, guest_user, ranker):
+        resp = officer_session.post(GRANTS, self.payload(ranker, guest_user, "view_model"), format="json")
 
         assert resp.status_code == 201, resp.json()
 
-    def test_guest_group_cannot_be_granted_invoke(self, officer_client, ranker):
+    def test_guest_group_cannot_be_granted_invoke(self, officer_session, ranker):
         guests = Group.objects.get(name="guest")
 
-        resp = officer_client.post(
+        resp = officer_session.post(
             GROUP_GRANTS, {"model": ranker.pk, "group": guests.pk, "permission": "invoke_model"}, format="json"
         )
 
@@ -214,66 +214,66 @@ class TestGrantApi:
         assert (resp.json()["code"], resp.json()["field"]) == ("role_cannot_invoke", "group")
         assert not ModelGroupGrant.objects.exists()
 
-    def test_user_without_a_role_cannot_be_granted_invoke(self, officer_client, ranker):
-        resp = officer_client.post(GRANTS, self.payload(ranker, UserFactory()), format="json")
+    def test_user_without_a_role_cannot_be_granted_invoke(self, officer_session, ranker):
+        resp = officer_session.post(GRANTS, self.payload(ranker, UserFactory()), format="json")
 
         assert (resp.status_code, resp.json()["code"]) == (400, "role_cannot_invoke")
 
     @pytest.mark.parametrize("ago", [timedelta(seconds=1), timedelta(days=2)])
-    def test_expiry_in_the_past_is_refused(self, officer_client, plain_user, ranker, ago):
+    def test_expiry_in_the_past_is_refused(self, officer_session, plain_user, ranker, ago):
         past = (timezone.now() - ago).isoformat()
 
-        resp = officer_client.post(GRANTS, self.payload(ranker, plain_user, expires_at=past), format="json")
+        resp = officer_session.post(GRANTS, self.payload(ranker, plain_user, expires_at=past), format="json")
 
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("expired_grant", "expires_at")
         assert not ModelUserGrant.objects.exists()
         assert not AuditEvent.objects.filter(event_type__startswith="access.grant").exists()
 
-    def test_nonexistent_user_is_404(self, officer_client, ranker):
-        resp = officer_client.post(GRANTS, {"model": ranker.pk, "user": 987654, "permission": "view_model"})
+    def test_nonexistent_user_is_404(self, officer_session, ranker):
+        resp = officer_session.post(GRANTS, {"model": ranker.pk, "user": 987654, "permission": "view_model"})
 
         assert (resp.status_code, resp.json()["code"]) == (404, "user_not_found")
         assert not ModelUserGrant.objects.exists()
 
-    def test_nonexistent_model_is_404(self, officer_client, plain_user):
-        resp = officer_client.post(GRANTS, {"model": 987654, "user": plain_user.pk, "permission": "view_model"})
+    def test_nonexistent_model_is_404(self, officer_session, plain_user):
+        resp = officer_session.post(GRANTS, {"model": 987654, "user": plain_user.pk, "permission": "view_model"})
 
         assert (resp.status_code, resp.json()["code"]) == (404, "model_not_found")
         assert not ModelUserGrant.objects.exists()
 
-    def test_nonexistent_group_is_404(self, officer_client, ranker):
-        resp = officer_client.post(GROUP_GRANTS, {"model": ranker.pk, "group": 987654, "permission": "view_model"})
+    def test_nonexistent_group_is_404(self, officer_session, ranker):
+        resp = officer_session.post(GROUP_GRANTS, {"model": ranker.pk, "group": 987654, "permission": "view_model"})
 
         assert (resp.status_code, resp.json()["code"]) == (404, "group_not_found")
 
-    def test_unknown_permission_is_refused(self, officer_client, plain_user, ranker):
-        resp = officer_client.post(GRANTS, self.payload(ranker, plain_user, "delete_model"), format="json")
+    def test_unknown_permission_is_refused(self, officer_session, plain_user, ranker):
+        resp = officer_session.post(GRANTS, self.payload(ranker, plain_user, "delete_model"), format="json")
 
         assert (resp.status_code, resp.json()["field"]) == (400, "permission")
         assert not ModelUserGrant.objects.exists()
 
-    @pytest.mark.parametrize("persona", ["user_client", "staff_client", "auditor_client", "guest_client"])
+    @pytest.mark.parametrize("persona", ["user_session", "staff_session", "auditor_session", "guest_session"])
     def test_only_security_officers_grant(self, request, persona, plain_user, ranker):
         resp = request.getfixturevalue(persona).post(GRANTS, self.payload(ranker, plain_user), format="json")
 
         assert (resp.status_code, resp.json()["code"]) == (403, "permission_denied")
         assert not ModelUserGrant.objects.exists()
 
-    def test_analyst_cannot_revoke_grants(self, alice, user_client, triage):
+    def test_analyst_cannot_revoke_grants(self, alice, user_session, triage):
         row = ModelUserGrant.objects.get(user=alice)
 
-        resp = user_client.delete(f"{GRANTS}{row.pk}/")
+        resp = user_session.delete(f"{GRANTS}{row.pk}/")
 
         assert resp.status_code == 403
         assert ModelUserGrant.objects.filter(pk=row.pk).exists()
 
 
 class TestAudit:
-    def test_grant_through_the_api_is_audited(self, officer_client, officer_user, plain_user, ranker):
+    def test_grant_through_the_api_is_audited(self, officer_session, officer_user, plain_user, ranker):
         expires = timezone.now() + timedelta(days=3)
 
-        officer_client.post(
+        officer_session.post(
             GRANTS,
             {
                 "model": ranker.pk,
@@ -292,10 +292,10 @@ class TestAudit:
         assert sorted(event.details["permissions"]) == ["invoke_model", "view_model"]
         assert event.details["expires_at"] == expires.isoformat()
 
-    def test_revoke_through_the_api_is_audited(self, officer_client, officer_user, alice, triage):
+    def test_revoke_through_the_api_is_audited(self, officer_session, officer_user, alice, triage):
         row = ModelUserGrant.objects.get(user=alice)
 
-        officer_client.delete(f"{GRANTS}{row.pk}/")
+        officer_session.delete(f"{GRANTS}{row.pk}/")
 
         event = AuditEvent.objects.get(event_type="access.grant.revoke")
         assert (event.actor, event.target_id) == (officer_user, str(triage.pk))

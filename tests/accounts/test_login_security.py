@@ -357,8 +357,8 @@ class TestPasswordPolicy:
             ("margarethamilton", "Margarethamilton!", "too similar"),
         ],
     )
-    def test_weak_password_is_refused_and_nothing_saved(self, staff_client, username, password, reason):
-        resp = staff_client.post(USERS, {"username": username, "password": password, "role": "analyst"}, format="json")
+    def test_weak_password_is_refused_and_nothing_saved(self, staff_session, username, password, reason):
+        resp = staff_session.post(USERS, {"username": username, "password": password, "role": "analyst"}, format="json")
 
         assert resp.status_code == 400
         assert (resp.json()["code"], resp.json()["field"]) == ("weak_password", "password")
@@ -367,8 +367,8 @@ class TestPasswordPolicy:
         assert not events("auth.account.create").exists()
         assert not events("auth.role.assign").exists()
 
-    def test_strong_password_creates_the_user(self, staff_client, staff_user):
-        resp = staff_client.post(
+    def test_strong_password_creates_the_user(self, staff_session, staff_user):
+        resp = staff_session.post(
             USERS, {"username": "bob", "password": "k9#Vq2!mZp4x", "role": "analyst"}, format="json"
         )
 

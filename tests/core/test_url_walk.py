@@ -7,7 +7,9 @@ registered model: who may view, who may add); a newly registered model fails the
 
 Columns, in order: anonymous, admin role, security officer, auditor, analyst (granted invoke on
 "granted", not on "secret"), guest, and an admin-role session that has not passed the second
-factor. Privileged roles use an OTP-verified session for pages and a token for /api/ and /v2/.
+factor. Privileged roles use an OTP-verified session for pages and a token for /api/ and /v2/;
+accounts writes, which no token makes, are walked twice: with tokens (all refused) and from the
+same people's sessions (`session=True`), where the roles decide.
 An expectation is "<status>" or "<status> <JSON code>" or "<status> <redirect path>".
 Each request runs in a savepoint that is rolled back, so writes never leak into the next row.
 """
@@ -75,6 +77,7 @@ class Row:
     multipart: bool = False
     headers: dict = field(default_factory=dict)
     fresh: bool = False  # the request ends the session (logout): use a session of its own
+    session: bool = False  # an /api/ request made from the principal's session instead of a token
 
 
 def row(method: str, *expect: str | int, **kwargs) -> Row:
@@ -85,6 +88,16 @@ def row(method: str, *expect: str | int, **kwargs) -> Row:
 def api(method: str, anon, admin, officer, auditor, analyst, guest, **kwargs) -> Row:
     """An /api/ route: a session that skipped the second factor is refused before any view."""
     return row(method, anon, admin, officer, auditor, analyst, guest, OTP_API, **kwargs)
+
+
+def token_write(method: str, **kwargs) -> Row:
+    """An accounts write with a token (every scope): refused whoever holds it."""
+    return api(method, UNAUTH, *[NO_TOKEN_WRITE] * 5, **kwargs)
+
+
+def session_write(method: str, anon, admin, officer, auditor, analyst, guest, **kwargs) -> Row:
+    """The same write from each person's session: the policy of powers decides."""
+    return api(method, anon, admin, officer, auditor, analyst, guest, session=True, **kwargs)
 
 
 def gateway(method: str, admin, officer, auditor, analyst, guest, **kwargs) -> Row:
@@ -201,66 +214,80 @@ TABLE: dict[str, list[Row]] = {
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
-    # A token never mints or revokes tokens, whatever its scopes (issuing from a session, and who
-    # may revoke: tests/security/test_tokens_policy.py, tests/accounts/test_accounts_api.py).
+    # A token makes no accounts write, whatever its scopes: tokens, users, roles, passwords,
+    # grants, service accounts, break-glass (tests/security/test_token_accounts_writes.py). Each
+    # write is also walked from the people's sessions, where the policy of powers decides.
     "token-list": [
         api("get", UNAUTH, 200, 200, 200, 200, 200),
         api("post", UNAUTH, MINT, MINT, MINT, MINT, MINT, data={"name": "walk"}),
+        session_write("post", UNAUTH, 201, 201, 201, 201, 201, data={"name": "walk"}),
     ],
     # The analyst's own token: theirs, and the security officer and the auditor see everyone's.
     "token-detail": [api("get", UNAUTH, NOT_FOUND, 200, 200, 200, NOT_FOUND, args={"pk": "@token"})],
     "token-revoke": [
-        api(
-            "post",
-            UNAUTH,
-            NO_TOKEN_WRITE,
-            NO_TOKEN_WRITE,
-            NO_TOKEN_WRITE,
-            NO_TOKEN_WRITE,
-            NO_TOKEN_WRITE,
-            args={"pk": "@token"},
-        )
+        token_write("post", args={"pk": "@token"}),
+        session_write("post", UNAUTH, NOT_FOUND, 200, NOT_FOUND, 200, NOT_FOUND, args={"pk": "@token"}),
     ],
     "user-list": [
         api("get", UNAUTH, 200, 200, 200, DENIED, DENIED),
-        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
+        token_write("post", data={}),
+        session_write("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     "user-detail": [api("get", UNAUTH, 200, 200, 200, DENIED, DENIED, args={"pk": "@user"})],
     # Admins and security officers enable/disable and give analyst/guest (docs/access-control.md).
-    "user-active": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
-    "user-add-role": [api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
-    "user-remove-role": [
-        api("delete", UNAUTH, 200, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST})
+    "user-active": [
+        token_write("post", args={"pk": "@user"}, data={}),
+        session_write("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={}),
     ],
-    "user-password": [api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={})],
+    "user-add-role": [
+        token_write("post", args={"pk": "@user"}, data={}),
+        session_write("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={}),
+    ],
+    "user-remove-role": [
+        token_write("delete", args={"pk": "@user", "role": ANALYST}),
+        session_write("delete", UNAUTH, 200, 200, DENIED, DENIED, DENIED, args={"pk": "@user", "role": ANALYST}),
+    ],
+    "user-password": [
+        token_write("post", args={"pk": "@user"}, data={}),
+        session_write("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, args={"pk": "@user"}, data={}),
+    ],
     "grant-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
-        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
+        token_write("post", data={}),
+        session_write("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
     ],
     "grant-detail": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@grant"}),
-        api("delete", UNAUTH, DENIED, 204, DENIED, DENIED, DENIED, args={"pk": "@grant"}),
+        token_write("delete", args={"pk": "@grant"}),
+        session_write("delete", UNAUTH, DENIED, 204, DENIED, DENIED, DENIED, args={"pk": "@grant"}),
     ],
     "group-grant-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
-        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
+        token_write("post", data={}),
+        session_write("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
     ],
     "group-grant-detail": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@group_grant"}),
-        api("delete", UNAUTH, DENIED, 204, DENIED, DENIED, DENIED, args={"pk": "@group_grant"}),
+        token_write("delete", args={"pk": "@group_grant"}),
+        session_write("delete", UNAUTH, DENIED, 204, DENIED, DENIED, DENIED, args={"pk": "@group_grant"}),
     ],
     "service-account-list": [
         api("get", UNAUTH, 200, 200, 200, 200, 200),
-        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
+        token_write("post", data={}),
+        session_write("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     # Owned by the analyst; users with auth.view_user see every account.
     "service-account-detail": [api("get", UNAUTH, 200, 200, 200, 200, NOT_FOUND, args={"pk": "@service_account"})],
     "break-glass-list": [
         api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED),
-        api("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
+        token_write("post", data={}),
+        session_write("post", UNAUTH, DENIED, INVALID, DENIED, DENIED, DENIED, data={}),
     ],
     "break-glass-detail": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@break_glass"})],
-    "break-glass-revoke": [api("post", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@break_glass"})],
+    "break-glass-revoke": [
+        token_write("post", args={"pk": "@break_glass"}),
+        session_write("post", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@break_glass"}),
+    ],
     # The auditor reads the whole log; the security officer the key events only (@event is not one).
     "audit-event-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
     "audit-event-detail": [api("get", UNAUTH, DENIED, NOT_FOUND, 200, DENIED, DENIED, args={"pk": "@event"})],
@@ -514,7 +541,9 @@ def _url(world: World, key: str, r: Row) -> str:
 
 def _request(world: World, principal: str, url: str, r: Row):
     on_api = url.startswith(("/api/", "/v2/"))
-    client = world.fresh_web(principal) if r.fresh else (world.api if on_api else world.web)[principal]
+    client = (
+        world.fresh_web(principal) if r.fresh else (world.api if on_api and not r.session else world.web)[principal]
+    )
     kwargs = dict(r.headers)
     if r.method != "get" and r.data is not None:
         body = {"data": r.data} if r.multipart else {"data": json.dumps(r.data), "content_type": "application/json"}

@@ -34,7 +34,17 @@ def _src(request) -> Source:
     return Source.from_request(request)
 
 
-class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
+class AccountsApi:
+    """Base of every accounts API view: a token, whatever its scopes, makes no write here (users,
+    roles, passwords, grants, service accounts, break-glass, tokens) — 403 `token_not_allowed`
+    (ActionPermission). Who may do what changes only from a person's session, which passed the
+    second factor when the person is privileged; a leaked CI token cannot hand out power.
+    tests/security/test_token_accounts_writes.py walks the URL resolver to hold every route to it."""
+
+    token_writes_refused = True
+
+
+class ApiTokenViewSet(AccountsApi, viewsets.ReadOnlyModelViewSet):
     """API tokens: your own and your service accounts' (security officers: everyone's, to revoke;
     auditors: everyone's, to read). The token value is returned once, at creation; only its hash is
     kept. Tokens are issued from a logged-in session only, for yourself or a service account you
@@ -43,8 +53,7 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ApiTokenSerializer
     filterset_fields = {"name": ["exact"], "revoked_at": ["isnull"], "user__username": ["exact"]}
     action_perms = {"list": None, "retrieve": None, "create": None, "revoke": None}
-    token_writes_refused = True  # a token neither mints nor revokes tokens (ActionPermission)
-    token_refusals = {"create": "token_cannot_issue_tokens"}
+    token_refusals = {"create": "token_cannot_issue_tokens"}  # the more precise code for minting
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -94,7 +103,7 @@ class ApiTokenViewSet(viewsets.ReadOnlyModelViewSet):
         return target
 
 
-class UserViewSet(viewsets.ReadOnlyModelViewSet):
+class UserViewSet(AccountsApi, viewsets.ReadOnlyModelViewSet):
     """User accounts and their roles, under the policy of powers (docs/access-control.md): an admin
     creates persons and gives analyst or guest; only a security officer gives admin,
     security_officer or auditor, which answers with a one-time enrolment code; nobody changes
@@ -188,7 +197,7 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class _GrantViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+    AccountsApi, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
 ):
     grantee = "user"
     create_serializer = s.GrantCreateSerializer
@@ -255,7 +264,7 @@ class GroupGrantViewSet(_GrantViewSet):
         return ModelGroupGrant.objects.select_related("group", "content_object", "permission", "granted_by")
 
 
-class ServiceAccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ServiceAccountViewSet(AccountsApi, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Non-human users owned by a person; they authenticate only with tokens."""
 
     serializer_class = s.UserSerializer
@@ -287,7 +296,7 @@ class ServiceAccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
         return Response(s.UserSerializer(self.get_queryset().get(pk=account.pk)).data, status=201)
 
 
-class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class EmergencyAccessViewSet(AccountsApi, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Break-glass: time-limited emergency roles granted by a security officer; their use alerts."""
 
     serializer_class = s.EmergencyAccessSerializer
@@ -323,7 +332,7 @@ class EmergencyAccessViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         return Response(s.EmergencyAccessSerializer(access).data)
 
 
-class MeView(APIView):
+class MeView(AccountsApi, APIView):
     """Who you are, your roles and your own usage of the gateway over the last 30 days."""
 
     action_perms = {"get": None}

@@ -29,6 +29,7 @@ from .tokens import (
 )
 from .users import (
     bootstrap_officer,
+    change_own_password,
     create_user,
     reissue_enrolment_code,
     reset_password,
@@ -41,6 +42,7 @@ __all__ = [
     "TokenRejected",
     "assign_role",
     "bootstrap_officer",
+    "change_own_password",
     "confirm_totp_enrolment",
     "find_enrolment_code",
     "issue_enrolment_code",

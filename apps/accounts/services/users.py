@@ -1,5 +1,6 @@
 """Person accounts under the policy of powers: create (no privileged role), edit, enable or
-disable, reset another person's password, and the host's bootstrap of the first security officer.
+disable, reset another person's password, change one's own, and the host's bootstrap of the first
+security officer.
 Accounts are never deleted: the audit trail keeps pointing at them."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import getpass
 import socket
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
@@ -158,6 +160,34 @@ def reset_password(*, user_id: int, password: str, actor, source: Source = SYSTE
             source=source,
             target=user,
             details={"alert": True, "must_change": True, "sessions_ended": sessions, "tokens_revoked": tokens},
+        )
+    return user
+
+
+def change_own_password(*, user, old_password: str, new_password: str, via: str, source: Source = SYSTEM):
+    """A person changes their own password (the portal page, `via="portal"`, or the admin's,
+    `via="admin"`): the current password must be right and the new one pass the validators. The
+    new password, its age (PasswordAgeRecorder) and the event `auth.password.change` (actor and
+    target the person; whether the old password had expired, e.g. after a reset; never a secret)
+    commit together: if the event cannot be written, the password stays as it was. Service
+    accounts have no password to change. Returns the user, holding the new password's hash."""
+    if is_service_account(user):
+        raise Forbidden("service_account_no_password", "service accounts have no password; they use tokens")
+    if not user.check_password(old_password):
+        raise ServiceError("wrong_password", "the current password is wrong", field="old_password")
+    _validate_password(new_password, user)
+    with transaction.atomic():
+        _locked(user.pk)  # one change at a time, and none racing an admin's reset
+        changed_at = Profile.objects.filter(user=user).values_list("password_changed_at", flat=True).first()
+        expired = changed_at is not None and timezone.now() - changed_at > settings.PASSWORD_MAX_AGE
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        record_event(
+            "auth.password.change",
+            actor=user,
+            source=source,
+            target=user,
+            details={"via": via, "expired": expired},
         )
     return user
 

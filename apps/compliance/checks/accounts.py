@@ -3,7 +3,7 @@ separation, break-glass and grants."""
 
 from __future__ import annotations
 
-import os
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,12 +11,14 @@ from django.contrib.auth.models import Group
 from django.db.models import Count, Max, Q
 
 from apps.accounts.roles import AUDITOR, EXCLUSIVE, PRIVILEGED, SECURITY_OFFICER
+from apps.core.demo import DEMO_ACCOUNTS, DEMO_TOKEN
 
 from . import FAIL, NA, PASS, CheckResult, register
 
 SHARED_NAMES = frozenset({"admin", "administrator", "root", "shared", "team", "test", "user", "operator", "demo"})
-# What an installer or a demo leaves behind (bootstrap_demo's account is `admin`; its password
-# comes from SOVEREIGN_ADMIN_PASSWORD, which is itself a known value once written in a compose file).
+# Passwords an installer, a tutorial or a hurried person leaves behind. `make run` gives its demo
+# accounts random passwords (printed once) and never creates a superuser; what it leaves behind is
+# the demo accounts themselves and their token, which have no place in production.
 DEFAULT_PASSWORDS = ("admin", "password", "changeme", "sovereign", "admin123", "123456")
 LIST_LIMIT = 50
 
@@ -94,29 +96,106 @@ def unique_users(ctx) -> CheckResult:
 
 @register("accounts.no_default_credentials")
 def no_default_credentials(ctx) -> CheckResult:
-    candidates = list(DEFAULT_PASSWORDS)
-    demo = os.environ.get("SOVEREIGN_ADMIN_PASSWORD", "")
-    if demo:
-        candidates.append(demo)
+    """Default passwords on the accounts installers and demos leave (generic names, superusers,
+    the demo accounts), and, in production, the demo accounts and demo token of `make run`."""
+    from apps.accounts.models import ApiToken
+
+    demo = _active_users().filter(Q(username__in=DEMO_ACCOUNTS) | Q(username__istartswith="demo-"))
+    demo_names = sorted(demo.values_list("username", flat=True))
+    demo_tokens = ApiToken.objects.filter(name=DEMO_TOKEN, revoked_at__isnull=True, expires_at__gt=ctx.now).count()
     # Hashing is slow on purpose: try only the accounts an installer or a demo creates.
-    users = _active_users().filter(Q(username__in=SHARED_NAMES) | Q(is_superuser=True))
+    users = _active_users().filter(Q(username__in=SHARED_NAMES) | Q(is_superuser=True) | Q(pk__in=demo.values("pk")))
     found = sorted(
-        u.get_username() for u in users if u.has_usable_password() and any(u.check_password(p) for p in candidates)
+        u.get_username()
+        for u in users
+        if u.has_usable_password() and any(u.check_password(p) for p in DEFAULT_PASSWORDS)
     )
     evidence = {
+        "production": settings.PRODUCTION,
         "accounts_tried": users.count(),
-        "passwords_tried": len(candidates),
-        "demo_password_tried": bool(demo),
+        "passwords_tried": len(DEFAULT_PASSWORDS),
         "default_credentials": found,
+        "demo_accounts_active": demo_names,
+        "demo_tokens_live": demo_tokens,
     }
-    if found:
+    problems = [f"{len(found)} account(s) still use a default password"] if found else []
+    if settings.PRODUCTION and (demo_names or demo_tokens):
+        problems.append(
+            f"{len(demo_names)} demo account(s) and {demo_tokens} demo token(s) of `make run` in production"
+        )
+    if problems:
         return CheckResult(
             FAIL,
-            f"{len(found)} account(s) still use a default or demo password",
+            "; ".join(problems),
             evidence,
-            "Change the listed accounts' passwords (and unset SOVEREIGN_ADMIN_PASSWORD after the first run).",
+            "Change the listed accounts' passwords. In production disable the demo accounts "
+            "(POST /api/v1/accounts/users/{id}/active/ with is_active false, which also revokes their tokens); "
+            "bootstrap_demo is for development installations only.",
         )
-    return CheckResult(PASS, "no installer or demo account uses a default password", evidence)
+    summary = "no installer or demo account uses a default password"
+    if demo_names:
+        summary += (
+            f" ({len(demo_names)} demo account(s) of `make run`: expected in development, a failure in production)"
+        )
+    return CheckResult(PASS, summary, evidence)
+
+
+@register("accounts.superuser_sealed")
+def superuser_sealed(ctx) -> CheckResult:
+    """The superuser is a sealed break-glass account (docs/access-control.md): once it has been used
+    (a login, or one of its tokens) since its password was last set on the host, or when it changed
+    its own password (then whoever used it knows the new one), or while it holds a live token, it
+    is open until it is resealed on the host."""
+    from apps.accounts.models import ApiToken
+    from apps.audit.models import AuditEvent
+
+    supers = list(_active_users().filter(is_superuser=True).select_related("profile").order_by("username"))
+    opened = [row for row in (_superuser_state(u, ctx.now) for u in supers) if row["open"]]
+    since = ctx.now - timedelta(days=30)
+    evidence = {
+        "active_superusers": [u.get_username() for u in supers],
+        "open": opened[:LIST_LIMIT],
+        "superuser_use_events_30_days": AuditEvent.objects.filter(
+            event_type="auth.superuser.use", timestamp__gte=since
+        ).count(),
+        "live_superuser_tokens": ApiToken.objects.filter(
+            user__in=supers, revoked_at__isnull=True, expires_at__gt=ctx.now
+        ).count(),
+    }
+    if opened:
+        return CheckResult(
+            FAIL,
+            f"{len(opened)} superuser account(s) used or opened since last sealed",
+            evidence,
+            "Review the account's auth.superuser.use events, revoke its tokens, then reseal it on the host: "
+            "`manage.py changepassword NAME` with a new password kept under dual control.",
+        )
+    return CheckResult(PASS, f"{len(supers)} superuser account(s), all sealed (unused since last set)", evidence)
+
+
+def _superuser_state(user, now) -> dict:
+    from apps.accounts.models import ApiToken
+    from apps.audit.models import AuditEvent
+
+    profile = getattr(user, "profile", None)
+    sealed_at = profile.password_changed_at if profile is not None else user.date_joined
+    tokens = ApiToken.objects.filter(user=user)
+    live = tokens.filter(revoked_at__isnull=True, expires_at__gt=now).count()
+    token_used = tokens.aggregate(last=Max("last_used_at"))["last"]
+    # A change on its own page writes auth.password.change in the password's transaction; the
+    # host's `manage.py changepassword` writes none.
+    self_changed = AuditEvent.objects.filter(
+        event_type="auth.password.change", actor=user, timestamp__gte=sealed_at - timedelta(seconds=5)
+    ).exists()
+    used = [t for t in (user.last_login, token_used) if t is not None and t > sealed_at]
+    return {
+        "user": user.get_username(),
+        "password_set": sealed_at.isoformat(),
+        "last_used": max(used).isoformat() if used else None,
+        "changed_own_password": self_changed,
+        "live_tokens": live,
+        "open": bool(used or self_changed or live),
+    }
 
 
 @register("accounts.dormant")

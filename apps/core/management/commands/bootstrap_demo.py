@@ -22,6 +22,7 @@ from apps.accounts.services import (
     reissue_enrolment_code,
     revoke_token,
 )
+from apps.core.demo import ADMIN_USER, ANALYST_USER, AUDITOR_USER, DEMO_ACCOUNT, DEMO_TOKEN, OFFICER
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.registry.models import ModelVersion
@@ -29,9 +30,6 @@ from apps.registry.services import register_model_version
 from inference_backend.demo_model import build_demo_onnx
 
 DEMO_MODEL = "triage-demo"
-DEMO_ACCOUNT = "svc-demo"
-DEMO_TOKEN = "make-run demo"
-OFFICER, ADMIN_USER, AUDITOR_USER, ANALYST_USER = "demo-officer", "demo-admin", "demo-auditor", "demo-analyst"
 
 
 @dataclass
@@ -114,7 +112,10 @@ def issue_demo_token(account, model) -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the admin user, register the local Triton server, deploy the demo model and print how to call it."
+    help = (
+        "Create the demo accounts (one per role, never a superuser), register the local Triton server, "
+        "deploy the demo model and print how to call it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--triton-url", required=True, help="HTTP URL of the local Triton server")

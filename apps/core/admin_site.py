@@ -1,0 +1,27 @@
+"""The project's admin site: Django's, except that changing one's own password goes through the
+audited service (apps.accounts.views.OwnPasswordChangeView). Installed as the default site by
+SovereignAdminConfig, so `admin.site` and every `@admin.register` keep working unchanged."""
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+from django.urls import reverse
+
+
+class SovereignAdminSite(admin.AdminSite):
+    def password_change(self, request, extra_context=None):
+        from django.contrib.admin.forms import AdminPasswordChangeForm  # the site's own-password form
+
+        from apps.accounts.views import OwnPasswordChangeView
+
+        request.current_app = self.name
+        return OwnPasswordChangeView.as_view(
+            form_class=AdminPasswordChangeForm,
+            success_url=reverse("admin:password_change_done", current_app=self.name),
+            extra_context={**self.each_context(request), **(extra_context or {})},
+            template_name=self.password_change_template or "registration/password_change_form.html",
+            via="admin",
+        )(request)
+
+
+class SovereignAdminConfig(AdminConfig):
+    default_site = "apps.core.admin_site.SovereignAdminSite"

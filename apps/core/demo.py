@@ -1,0 +1,7 @@
+"""What `make run` (manage.py bootstrap_demo) creates, by name: shared with the compliance check
+that flags a demo installation's accounts and token when they are found in production."""
+
+OFFICER, ADMIN_USER, AUDITOR_USER, ANALYST_USER = "demo-officer", "demo-admin", "demo-auditor", "demo-analyst"
+DEMO_ACCOUNT = "svc-demo"  # the service account the demo token belongs to
+DEMO_TOKEN = "make-run demo"  # the name of that token
+DEMO_ACCOUNTS = (OFFICER, ADMIN_USER, AUDITOR_USER, ANALYST_USER, DEMO_ACCOUNT)
