@@ -125,7 +125,9 @@ class TestLockouts:
         _lock(plain_user.username)
         attempt = AccessAttempt.objects.get(username=plain_user.username)
         login = {"username": plain_user.username, "password": "correct-horse-battery-9"}
-        assert Client().post("/api/v1/accounts/login/", login, content_type="application/json").status_code != 200
+        # The lockout holds the pair (user name, address): log in from the locked address.
+        locked = Client(REMOTE_ADDR="192.0.2.1")
+        assert locked.post("/api/v1/accounts/login/", login, content_type="application/json").status_code != 200
 
         officer.post(ATTEMPTS, {"action": "unlock", "_selected_action": [attempt.pk]})
 
@@ -134,7 +136,7 @@ class TestLockouts:
         event = AuditEvent.objects.get(event_type="auth.lockout.clear")
         assert (event.actor, event.target_id) == (officer_user, str(plain_user.pk))
         assert attempt.pk in event.details["deleted"]["axes.accessattempt"]
-        assert Client().post("/api/v1/accounts/login/", login, content_type="application/json").status_code == 200
+        assert locked.post("/api/v1/accounts/login/", login, content_type="application/json").status_code == 200
 
     def test_only_an_officer_and_never_for_themselves(self, officer_user, staff_user, auditor_user):
         clients = [browser(user) for user in (staff_user, auditor_user, officer_user)]
