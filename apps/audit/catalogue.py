@@ -68,6 +68,9 @@ EVENT_TYPES: dict[str, str] = {
     "audit.export": "Audit events exported",
     "audit.search": "Audit events searched or read",
     "audit.purge": "Audit events older than retention archived and purged",
+    # platform (the `make run` supervisor, deploy/run_local.py)
+    "platform.process.restart": "Supervised process (triton, worker, web) exited and was restarted",
+    "platform.process.giveup": "Supervised process kept failing: the launcher gave up and stopped",
 }
 
 
