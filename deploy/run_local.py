@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -59,7 +60,7 @@ class RotatingLog:
     def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS):
         self.path, self.max_bytes, self.backups = path, max_bytes, backups
         self.lock = threading.Lock()
-        self.fd = self._open()
+        self.fd: int | None = self._open()
         self.size = os.fstat(self.fd).st_size
 
     def _open(self) -> int:
@@ -69,6 +70,8 @@ class RotatingLog:
 
     def write(self, data: bytes) -> None:
         with self.lock:
+            if self.fd is None:
+                return  # closed at stop: what a dying child still prints is dropped
             if self.size and self.size + len(data) > self.max_bytes:
                 self._rotate()
             os.write(self.fd, data)
@@ -88,8 +91,10 @@ class RotatingLog:
         self.size = 0
 
     def close(self) -> None:
-        with self.lock, contextlib.suppress(OSError):
-            os.close(self.fd)
+        with self.lock:
+            if self.fd is not None:  # closing twice could close a descriptor reused by something else
+                os.close(self.fd)
+                self.fd = None
 
 
 class Child:
@@ -140,7 +145,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
         self.gave_up: Child | None = None
-        self.auditors: list[threading.Thread] = []
+        self.audits: queue.Queue = queue.Queue()
+        self.auditor: threading.Thread | None = None
 
     def add(self, name: str, argv: list[str], env: dict) -> Child:
         child = Child(name, argv, env)
@@ -196,21 +202,28 @@ class Supervisor:
         say(f"{child.name} {how} after {ran:.0f}s; restarting in {delay:.0f}s (see {child.log.path})")
 
     def _audit(self, event: str, child: Child, *extra: str) -> None:
-        """Record the event with a short-lived `manage.py` (the launcher has no Django of its own), in the
-        background so a busy database never holds up supervision."""
+        """Record the event with a short-lived `manage.py` (the launcher has no Django of its own). One
+        background thread runs them in order, so a busy database never holds up supervision and the
+        audit log has the restarts in the order they happened."""
         argv = [*MANAGE, "record_process_event", event, "--process", child.name, "--exit-code", str(child.last_exit)]
-        env = child.env
+        self.audits.put((event, child.name, [*argv, *extra], child.env))
+        if self.auditor is None:
+            self.auditor = threading.Thread(target=self._record_audits, name="audit", daemon=True)
+            self.auditor.start()
 
-        def run():
-            result = subprocess.run(
-                [*argv, *extra], cwd=ROOT, env=env, capture_output=True, text=True, start_new_session=True, check=False
-            )
+    def _record_audits(self) -> None:
+        while (item := self.audits.get()) is not None:
+            event, name, argv, env = item
+            result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, start_new_session=True)
             if result.returncode != 0:
-                say(f"could not audit the {event} of {child.name}: {result.stderr.strip()[-500:]}")
+                say(f"could not audit the {event} of {name}: {result.stderr.strip()[-500:]}")
 
-        thread = threading.Thread(target=run, name=f"audit-{child.name}")
-        thread.start()
-        self.auditors.append(thread)
+    def flush_audits(self, timeout: float = 60.0) -> None:
+        """Wait for the audit records queued so far (at stop, and in tests)."""
+        if self.auditor is not None:
+            self.audits.put(None)
+            self.auditor.join(timeout)
+            self.auditor = None
 
     def stop(self) -> list[str]:
         """SIGTERM each leader (newest first: web, worker, Triton), SIGKILL the groups still there after
@@ -229,8 +242,7 @@ class Supervisor:
             if child.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(5)
-        for thread in self.auditors:
-            thread.join(30)
+        self.flush_audits()
         for child in self.children:
             child.log.close()
         return killed
