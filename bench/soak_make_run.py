@@ -18,7 +18,8 @@ What it does, in order:
    RSS of each (leader and its whole process group) at start and end;
 6. after --minutes presses Ctrl-C on the terminal (the tty sends SIGINT to its foreground process
    group, as when a person presses it) and checks that make exits 0 and no process is left;
-7. verifies the audit chain (`manage.py audit_verify`) and reports log sizes and modes.
+7. verifies the audit chain (`manage.py audit_verify`) and reports log sizes and modes, the address
+   the portal listened on (127.0.0.1 unless SOVEREIGN_BIND) and what was left in the broker folders.
 
 It prints a summary and writes it as JSON (--out); exit status 0 only if every check held.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import pty
@@ -194,6 +196,24 @@ class Caller(threading.Thread):
             self.stop.wait(self.interval)
 
 
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses with a listening TCP socket on port (IPv4 and IPv6), from /proc/net."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    if len(raw) == 4:
+                        found.append(".".join(str(b) for b in reversed(raw)))
+                    else:  # four little-endian 32-bit words
+                        words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                        found.append(ipaddress.IPv6Address(b"".join(words)).compressed)
+    return found
+
+
 def audit_rows(db: Path, event_type: str) -> list[dict]:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -270,6 +290,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
     summary["rss_start"] = memory(pids)
     print(f"up in {summary['startup_seconds']} s; calling {url}; processes {pids}", flush=True)
 
+    summary["portal_listens_on"] = listening_addresses(args.port)
     caller = Caller(url, token.group(0), body_match.group(1) if body_match else DEFAULT_BODY, args.interval)
     start = now()
     caller.start()
@@ -357,6 +378,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
     run.close()
     summary["launcher_output_tail"] = run.text()[-1500:]
 
+    summary["broker_files_left"] = {
+        sub.name: len(list(sub.iterdir())) for sub in sorted((data / "broker").iterdir()) if sub.is_dir()
+    }
     logs = data / "logs"
     summary["logs"] = {
         p.name: {"bytes": p.stat().st_size, "mode": oct(p.stat().st_mode & 0o777)} for p in sorted(logs.iterdir())
@@ -389,6 +413,8 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
         v["mode"] == "0o600" for v in summary["logs"].values()
     )
     checks["audit_chain_verifies"] = verify.returncode == 0
+    checks["portal_on_loopback_only"] = summary["portal_listens_on"] == ["127.0.0.1"]
+    checks["no_rejected_broker_messages"] = summary["broker_files_left"].get("rejected", 0) == 0
     checks["calls_mostly_ok"] = bool(calls) and len(failed) <= max(5, len(calls) // 100)
     print(json.dumps(summary, indent=2, default=str))
     if args.out:
