@@ -354,6 +354,10 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
         "failures": [{"at_s": round(c[0] - start, 1), "status": c[1]} for c in failed[:200]],
+        "slowest": [
+            {"at_s": round(c[0] - start, 1), "ms": round(c[2] * 1000), "status": c[1]}
+            for c in sorted(calls, key=lambda c: -c[2])[:5]
+        ],
     }
     summary["longest_down_s"] = {k: round(v, 1) for k, v in longest_down.items()}
     summary["samples"] = samples
