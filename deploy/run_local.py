@@ -40,6 +40,8 @@ DATA = Path(os.environ.get("SOVEREIGN_DATA_DIR", ROOT / "var"))
 LOGS = DATA / "logs"
 PORT = int(os.environ.get("SOVEREIGN_PORT", "8000"))
 BIND = os.environ.get("SOVEREIGN_BIND", "127.0.0.1")
+# Where the launcher (and the printed URLs) reach the portal: BIND itself unless it is a wildcard.
+HOST = "127.0.0.1" if BIND in ("0.0.0.0", "::", "") else (f"[{BIND}]" if ":" in BIND else BIND)  # noqa: S104
 TRITON_PORT = int(os.environ.get("SOVEREIGN_TRITON_PORT", "18000"))
 LOG_MAX_BYTES = int(float(os.environ.get("SOVEREIGN_LOG_MAX_MB", "10")) * 1024 * 1024)
 LOG_BACKUPS = int(os.environ.get("SOVEREIGN_LOG_BACKUPS", "5"))
@@ -342,21 +344,12 @@ def step(argv: list[str], env: dict, what: str, timeout: float) -> None:
         raise SystemExit(f"{what} failed (status {proc.returncode})")
 
 
-def main() -> int:
-    os.umask(0o077)  # database, keystore, broker, logs: nothing under the data dir is for other users
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("SOVEREIGN_LOCAL_KEK_FILE", str(DATA / "keystore" / "kek.bin"))
-    LOGS.mkdir(parents=True, exist_ok=True)
-    os.chmod(LOGS, 0o700)
-    for old in LOGS.iterdir():
-        if old.is_file():
-            os.chmod(old, 0o600)  # left world-readable by an older launcher
-    step([*MANAGE, "migrate", "--noinput", "-v", "0"], env, "migrate", 600)
-    step([*MANAGE, "collectstatic", "--noinput", "-v", "0"], env, "collectstatic", 600)
-    # The embedded Triton is "this host": it reads the same dev keystore to unwrap data keys.
-    supervisor.add(
-        "triton",
-        [
+def commands() -> dict[str, list[str]]:
+    """What the launcher supervises, by name. The portal binds BIND (127.0.0.1 unless SOVEREIGN_BIND);
+    Triton always binds 127.0.0.1 (inference_backend/server.py)."""
+    return {
+        # The embedded Triton is "this host": it reads the same dev keystore to unwrap data keys.
+        "triton": [
             sys.executable,
             "-m",
             "inference_backend.server",
@@ -369,11 +362,7 @@ def main() -> int:
             "--metrics-port",
             str(TRITON_PORT + 2),
         ],
-        env,
-    )
-    supervisor.add(
-        "worker",
-        [
+        "worker": [
             str(VENV_BIN / "celery"),
             "-A",
             "portal",
@@ -386,11 +375,7 @@ def main() -> int:
             "--schedule",
             str(DATA / "celerybeat-schedule"),
         ],
-        env,
-    )
-    supervisor.add(
-        "web",
-        [
+        "web": [
             str(VENV_BIN / "gunicorn"),
             "portal.wsgi",
             "--bind",
@@ -404,10 +389,24 @@ def main() -> int:
             "--access-logfile",
             "-",
         ],
-        env,
-    )
+    }
+
+
+def main() -> int:
+    os.umask(0o077)  # database, keystore, broker, logs: nothing under the data dir is for other users
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("SOVEREIGN_LOCAL_KEK_FILE", str(DATA / "keystore" / "kek.bin"))
+    LOGS.mkdir(parents=True, exist_ok=True)
+    os.chmod(LOGS, 0o700)
+    for old in LOGS.iterdir():
+        if old.is_file():
+            os.chmod(old, 0o600)  # left world-readable by an older launcher
+    step([*MANAGE, "migrate", "--noinput", "-v", "0"], env, "migrate", 600)
+    step([*MANAGE, "collectstatic", "--noinput", "-v", "0"], env, "collectstatic", 600)
+    for name, argv in commands().items():
+        supervisor.add(name, argv, env)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{TRITON_PORT}/v2/health/ready"), "Triton was not ready", 180)
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{PORT}/healthz"), "the portal was not ready", 120)
+    wait_until(lambda: http_ok(f"http://{HOST}:{PORT}/healthz"), "the portal was not ready", 120)
     step(
         [
             *MANAGE,
@@ -415,7 +414,7 @@ def main() -> int:
             "--triton-url",
             f"http://127.0.0.1:{TRITON_PORT}",
             "--portal-url",
-            f"http://127.0.0.1:{PORT}",
+            f"http://{HOST}:{PORT}",
         ],
         env,
         "bootstrap_demo",

@@ -31,11 +31,16 @@ from tests.waiting import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def run_local(tmp_path, monkeypatch):
+def load_run_local():
     spec = importlib.util.spec_from_file_location("run_local_under_test", ROOT / "deploy" / "run_local.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_local(tmp_path, monkeypatch):
+    module = load_run_local()
     monkeypatch.setattr(module, "LOGS", tmp_path)
     monkeypatch.setattr(module, "BACKOFF_FIRST", 0.2)
     monkeypatch.setattr(module, "BACKOFF_MAX", 0.5)
@@ -236,3 +241,16 @@ def test_routine_beat_tasks_are_not_logged_at_info_but_their_errors_are(caplog):
     assert any("reconcile_deployment_task" in m for m in messages)
     assert any("raised unexpected" in m for m in messages)
     assert sum(isinstance(f, QuietRoutineTasks) for f in trace.filters) == 1
+
+
+def test_the_portal_binds_loopback_unless_sovereign_bind_says_otherwise(monkeypatch):
+    monkeypatch.delenv("SOVEREIGN_BIND", raising=False)
+    monkeypatch.setenv("SOVEREIGN_PORT", "8311")
+    web = load_run_local().commands()["web"]
+    assert web[web.index("--bind") + 1] == "127.0.0.1:8311"
+    monkeypatch.setenv("SOVEREIGN_BIND", "0.0.0.0")  # noqa: S104 - the explicit opt-in under test
+    module = load_run_local()
+    web = module.commands()["web"]
+    assert web[web.index("--bind") + 1] == "0.0.0.0:8311" and module.HOST == "127.0.0.1"
+    monkeypatch.setenv("SOVEREIGN_BIND", "10.1.2.3")
+    assert load_run_local().HOST == "10.1.2.3"  # health checks and printed URLs use the bound address
