@@ -87,7 +87,7 @@ class MakeRun:
         os.close(slave)
         self.output = ""
         self.lock = threading.Lock()
-        self.transcript = open(transcript, "w")  # noqa: SIM115 - closed in close()
+        self.transcript = open(os.open(transcript, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w")  # noqa: SIM115
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -267,8 +267,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
     summary: dict = {"data_dir": str(data), "minutes": args.minutes, "checks": {}}
     checks = summary["checks"]
     t0 = now()
-    run = MakeRun(env, data.parent / f"{data.name}-make-run.txt")
-    summary["transcript"] = str(data.parent / f"{data.name}-make-run.txt")
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    summary["transcript"] = str(data / "soak-transcript.txt")  # holds the printed password and token
+    run = MakeRun(env, Path(summary["transcript"]))
     print(f"make run (pid {run.proc.pid}), data dir {data}; transcript {summary['transcript']}", flush=True)
 
     def ready():
