@@ -1,8 +1,8 @@
 """Sovereign settings. Every deploy-specific value comes from the environment (django-environ).
 
-Defaults make `make run` work on a fresh machine: SQLite, an embedded filesystem Celery broker,
-the local dev keystore and the embedded local Triton. Production (SOVEREIGN_ENV=production)
-refuses to start without the values that must not be defaulted.
+Defaults make `make run` work on a fresh machine: SQLite, an embedded filesystem Celery broker
+(portal/embedded_broker.py), the local dev keystore and the embedded local Triton. Production
+(SOVEREIGN_ENV=production) refuses to start without the values that must not be defaulted.
 """
 
 import ipaddress
@@ -334,17 +334,13 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     # Embedded broker: kombu's filesystem transport needs no server, so `make run` works anywhere.
-    _broker = DATA_DIR / "broker"
-    for sub in ("queue", "processed", "control"):
-        (_broker / sub).mkdir(parents=True, exist_ok=True)
+    # portal/embedded_broker.py publishes atomically (stage + rename): the stock transport let a
+    # reader see a half-written message and crash the worker (issue 10). Folders 0700, files 0600.
+    from portal.embedded_broker import prepare as _prepare_broker
+
     CELERY_BROKER_URL = "filesystem://localhost//"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker / "queue"),
-        "data_folder_out": str(_broker / "queue"),
-        "processed_folder": str(_broker / "processed"),
-        "control_folder": str(_broker / "control"),
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT = "portal.embedded_broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = _prepare_broker(DATA_DIR / "broker")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -353,16 +349,31 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("SOVEREIGN_CELERY_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
+# How often beat seals the audit chain. Nothing waits on it (unsealed events are stored, searchable
+# and counted as `pending`; the compliance check allows 5 minutes): 10 s keeps the chain fresh
+# without a broker message and a worker wake-up every second.
+AUDIT_SEAL_SECONDS = env.float("SOVEREIGN_AUDIT_SEAL_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
     "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
     "purge-expired-grants": {"task": "apps.accounts.tasks.purge_expired_grants", "schedule": 600.0},
     "resume-stalled-kek-rotations": {"task": "apps.keys.tasks.resume_stalled_rotations", "schedule": 60.0},
-    "audit-seal": {"task": "apps.audit.tasks.seal_audit_log", "schedule": 1.0, "options": {"expires": 5.0}},
+    "audit-seal": {
+        "task": "apps.audit.tasks.seal_audit_log",
+        "schedule": AUDIT_SEAL_SECONDS,
+        "options": {"expires": AUDIT_SEAL_SECONDS},  # a backlog of seals is one seal
+    },
     "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }
+# Routine beat tasks whose "sent / received / succeeded" INFO lines portal/celery.py drops from the
+# worker's log (their warnings and errors are kept): at 10 s and 60 s they were most of its volume.
+CELERY_QUIET_TASKS = [
+    "apps.audit.tasks.seal_audit_log",
+    "apps.deployments.tasks.reconcile_all",
+    "apps.keys.tasks.resume_stalled_rotations",
+]
 
 # --- API ---------------------------------------------------------------------------------
 API_MAX_PAGE_SIZE = env.int("SOVEREIGN_API_MAX_PAGE_SIZE", default=500)

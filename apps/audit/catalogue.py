@@ -81,6 +81,9 @@ EVENT_TYPES: dict[str, str] = {
     # configuration (docs/production.md)
     "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "
     "(or the override changed or was withdrawn)",
+    # platform (the `make run` supervisor, deploy/run_local.py)
+    "platform.process.restart": "Supervised process (triton, worker, web) exited and was restarted",
+    "platform.process.giveup": "Supervised process kept failing: the launcher gave up and stopped",
 }
 
 

@@ -1,7 +1,7 @@
 """The sealer: gives committed audit events their place in the hash chain, and signs checkpoints.
 
 record_event inserts rows with empty chain columns, in the request's own transaction, so writers
-never wait on each other. The sealer (a Celery beat task every second, and `manage.py
+never wait on each other. The sealer (a Celery beat task every AUDIT_SEAL_SECONDS, and `manage.py
 audit_seal`) takes the committed rows that have no sequence yet, in id order, and gives each the
 next sequence, its predecessor's hash and its own hash, in batches. Only one sealer runs at a
 time (a PostgreSQL advisory lock; SQLite serialises writers anyway).

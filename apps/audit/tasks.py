@@ -1,5 +1,6 @@
-"""Celery tasks of the audit log: the sealer (every second), the collapsed-refusal flush (every
-30 seconds) and the retention purge (daily)."""
+"""Celery tasks of the audit log: the sealer (every settings.AUDIT_SEAL_SECONDS, 10 s by default:
+nothing waits on it, unsealed events are stored and counted as pending), the collapsed-refusal
+flush (every 30 seconds) and the retention purge (daily)."""
 
 from celery import shared_task
 
