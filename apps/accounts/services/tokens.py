@@ -165,18 +165,20 @@ def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
         token = ApiToken.objects.select_for_update().filter(pk=token_id).first()
         if token is None or not _may_revoke(actor, token):
             raise NotFound("token_not_found", f"no token with id {token_id}")
-        before = token.status
-        if token.revoked_at is None:
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
-        record_event(
-            "auth.token.revoke",
-            actor=actor,
-            source=source,
-            target=token,
-            details={"before": before, "after": "revoked"},
-        )
+        _revoke(token, actor=actor, source=source)
     return token
+
+
+def _revoke(token: ApiToken, *, actor, source: Source, reason: str | None = None) -> None:
+    """Mark `token` revoked (if it is not already) and record the event, in the caller's transaction."""
+    before = token.status
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    details = {"before": before, "after": "revoked"}
+    if reason:
+        details["reason"] = reason
+    record_event("auth.token.revoke", actor=actor, source=source, target=token, details=details)
 
 
 def _may_revoke(actor, token: ApiToken) -> bool:
@@ -189,19 +191,9 @@ def revoke_all_tokens(*, user, reason: str, actor, source: Source = SYSTEM) -> l
     """Revoke every live token of `user` (not those of the service accounts it owns), one
     `auth.token.revoke` event each. Called inside the transaction that disables the account or
     resets its password, so the account and its tokens change together or not at all."""
-    now = timezone.now()
     tokens = list(ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True))
     for token in tokens:
-        before = token.status
-        token.revoked_at = now
-        token.save(update_fields=["revoked_at"])
-        record_event(
-            "auth.token.revoke",
-            actor=actor,
-            source=source,
-            target=token,
-            details={"before": before, "after": "revoked", "reason": reason},
-        )
+        _revoke(token, actor=actor, source=source, reason=reason)
     return [t.pk for t in tokens]
 
 
