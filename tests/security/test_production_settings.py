@@ -44,7 +44,9 @@ def secure_env(tmp_path, softhsm_token) -> dict:
     inherited = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("SOVEREIGN_") and k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        # DJANGO_ALLOW_ASYNC_UNSAFE: a test process's setting (the browser tests'), never production's.
+        if not k.startswith("SOVEREIGN_")
+        and k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")
     }
     return {
         **inherited,
