@@ -53,7 +53,14 @@ MANAGE = [sys.executable, str(ROOT / "manage.py")]
 
 
 def say(message: str) -> None:
-    print(f"[make run] {message}", file=sys.stderr, flush=True)
+    tell(f"[make run] {message}", sys.stderr)
+
+
+def tell(text: str, stream=None) -> None:
+    """Print, ignoring a closed output (`make run | tee log` whose tee died): a launcher that cannot
+    print must still stop its children, not die of BrokenPipeError and leave them running."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream or sys.stdout, flush=True)
 
 
 class RotatingLog:
@@ -445,11 +452,11 @@ if __name__ == "__main__":
             code = 1
     finally:
         if stop_signal:
-            print(f"\nstopping ({stop_signal[0]})…", flush=True)
+            tell(f"\nstopping ({stop_signal[0]})…")
         killed = supervisor.stop()
         if killed:
             say(f"had to kill {', '.join(killed)} after {STOP_GRACE:.0f}s")
         terminal.release()
     if stop_signal and not supervisor.gave_up:
-        print("stopped.", flush=True)
+        tell("stopped.")
     sys.exit(code)

@@ -254,3 +254,17 @@ def test_the_portal_binds_loopback_unless_sovereign_bind_says_otherwise(monkeypa
     assert web[web.index("--bind") + 1] == "0.0.0.0:8311" and module.HOST == "127.0.0.1"
     monkeypatch.setenv("SOVEREIGN_BIND", "10.1.2.3")
     assert load_run_local().HOST == "10.1.2.3"  # health checks and printed URLs use the bound address
+
+
+def test_a_closed_output_does_not_stop_the_launcher_from_talking_or_stopping(run_local, monkeypatch):
+    """`make run | tee log` whose tee died: printing "stopping…" raised BrokenPipeError in the
+    launcher's finally block before it stopped its children, which then ran on as orphans."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads any more: a write raises BrokenPipeError (SIGPIPE is ignored)
+    closed = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", closed)
+    monkeypatch.setattr(sys, "stderr", closed)
+    run_local.tell("stopping (SIGTERM)…")
+    run_local.say("worker restarted")
+    with pytest.raises(BrokenPipeError):  # what the launcher's old print did
+        print("stopping", flush=True)
