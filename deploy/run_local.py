@@ -428,7 +428,7 @@ def main() -> int:
         600,
     )
     where = f"listening on {BIND}:{PORT}" + (" (set SOVEREIGN_BIND to expose it)" if BIND == "127.0.0.1" else "")
-    print(f"Logs: {LOGS}/ (rotated at {LOG_MAX_BYTES // 1048576} MB; {where})", flush=True)
+    tell(f"Logs: {LOGS}/ (rotated at {LOG_MAX_BYTES // 1048576} MB; {where})")
     wait_until(lambda: False, "", float("inf"))
     return 0  # not reached: wait_until returns only by Stop
 
