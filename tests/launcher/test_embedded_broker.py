@@ -60,14 +60,26 @@ def test_a_consumer_never_sees_a_half_written_message(tmp_path):
     assert os.listdir(tmp_path / "staging") == [] and os.listdir(tmp_path / "processing") == []
 
 
-def test_the_race_is_real_on_the_stock_transport(tmp_path):
-    """The witness: the same scenario on kombu's own filesystem transport raises JSONDecodeError in
-    the consumer (what crashed `make run`'s worker), so the test above does exercise the race."""
-    for _ in range(3):  # the stock reader loses the race almost always; allow two lucky rounds
-        _, errors = _race_one_big_message(tmp_path, filesystem.Transport)
-        if errors:
-            break
-    assert errors and isinstance(errors[0], json.JSONDecodeError)
+def test_the_race_is_real_on_the_stock_transport(tmp_path, monkeypatch):
+    """The witness: kombu's own filesystem transport creates the message file before it writes into
+    it, and its reader takes whatever file it lists. A consumer that looks inside that window (here
+    exactly there, not by luck: the producer's lock call is where the file exists and is empty)
+    raises JSONDecodeError — what crashed `make run`'s worker. The race above hunts for the same
+    window on the embedded broker."""
+    errors: list[Exception] = []
+    with _connection(tmp_path, filesystem.Transport) as reader, _connection(tmp_path, filesystem.Transport) as writer:
+        consumer, real_lock = reader.default_channel, filesystem.lock
+
+        def a_look_before_the_write(f, flags):
+            try:
+                consumer._get("q")
+            except Exception as exc:  # noqa: BLE001 - the failure under test
+                errors.append(exc)
+            return real_lock(f, flags)
+
+        monkeypatch.setattr(filesystem, "lock", a_look_before_the_write)
+        writer.default_channel._put("q", {"body": "x"})
+    assert errors and isinstance(errors[0], json.JSONDecodeError), errors
 
 
 def _produce(root: str, producer: int, count: int) -> None:
