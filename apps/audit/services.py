@@ -6,8 +6,10 @@ fails, the exception propagates and the action rolls back (fail closed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, models
 from django.utils import timezone
 
@@ -82,11 +84,30 @@ class AuditUnavailable(ServiceError):
         )
 
 
-def roles_at_the_time(actor) -> list[str]:
-    """The actor's roles (standing and unexpired break-glass), frozen into the event."""
-    from apps.accounts.services.roles import roles_for_audit  # accounts records events through this module
+# The one provider of "the actor's roles at the time" (apps.accounts registers it in its AppConfig.ready()):
+# audit is a sink and imports no other app, so the app that owns roles hands them in through this hook.
+_actor_roles_provider: Callable[[object], list[str]] | None = None
 
-    return roles_for_audit(actor) if actor is not None else []
+
+def register_actor_roles_provider(provider: Callable[[object], list[str]]) -> None:
+    """Install the function that returns an authenticated actor's roles (sorted role names, standing
+    and unexpired break-glass), frozen into each event. The app that owns roles calls this once, in
+    its AppConfig.ready(); a second registration replaces the first."""
+    global _actor_roles_provider
+    _actor_roles_provider = provider
+
+
+def roles_at_the_time(actor) -> list[str]:
+    """The actor's roles, frozen into the event. Fails closed: an authenticated actor with no
+    roles provider registered raises, rather than record an event whose roles are missing."""
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return []
+    if _actor_roles_provider is None:
+        raise ImproperlyConfigured(
+            "no actor-roles provider is registered with apps.audit.services.register_actor_roles_provider; "
+            "an event with an authenticated actor cannot be recorded without the actor's roles"
+        )
+    return list(_actor_roles_provider(actor))
 
 
 def record_event(
