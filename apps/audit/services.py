@@ -6,7 +6,7 @@ fails, the exception propagates and the action rolls back (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from django.core.exceptions import ImproperlyConfigured
@@ -108,6 +108,17 @@ def roles_at_the_time(actor) -> list[str]:
             "an event with an authenticated actor cannot be recorded without the actor's roles"
         )
     return list(_actor_roles_provider(actor))
+
+
+def govern(model: type[models.Model], *, exclude: Iterable[str] = ()) -> None:
+    """Put `model` under field-level history: every create, change and delete of a row, by any code
+    path, is recorded by django-auditlog and bridged into the chain as an `audit.field_change` event
+    (apps/audit/fieldlog.py). `exclude`: fields never recorded (secrets, and noise that changes on
+    every use); fields named like secrets (fieldlog.SECRET_FIELDS) are excluded whatever is passed.
+    The app that owns the model calls this in its AppConfig.ready()."""
+    from .fieldlog import govern as register  # fieldlog records through this module
+
+    register(model, exclude)
 
 
 def record_event(
