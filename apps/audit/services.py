@@ -17,6 +17,7 @@ from apps.core.context import current_request_id, request_var
 from apps.core.errors import ServiceError
 from apps.core.netaddr import request_client_address
 
+from . import offline_verify
 from .catalogue import EVENT_TYPES, group_of
 from .models import AuditEvent, Outcome
 
@@ -164,6 +165,7 @@ def record_event(
             outcome=outcome,
             error_code=error_code,
             details={**(details or {}), **source.token_details()},
+            encoding_version=offline_verify.CURRENT_ENCODING,  # read now: the version its hash will use
         )
     except DatabaseError as exc:
         raise AuditUnavailable() from exc
