@@ -169,3 +169,52 @@ def record_event(
         )
     except DatabaseError as exc:
         raise AuditUnavailable() from exc
+
+
+def record_refusal(
+    event_type: str,
+    *,
+    source: Source,
+    outcome: str,
+    error_code: str,
+    target_type: str = "",
+    target_id: str = "",
+    target_display: str = "",
+    details: dict | None = None,
+) -> None:
+    """Record a refused call of an unauthenticated caller: collapsed per (type, address, code,
+    outcome, window) instead of one row per call (docs/audit.md, "Collapsed anonymous refusals").
+    Raises AuditUnavailable like record_event when the event cannot be written."""
+    from .refusals import record_refusal as collapse  # refusals writes through record_event above
+
+    collapse(
+        event_type,
+        source=source,
+        outcome=outcome,
+        error_code=error_code,
+        target_type=target_type,
+        target_id=target_id,
+        target_display=target_display,
+        details=details,
+    )
+
+
+@dataclass(frozen=True)
+class AuditSigner:
+    """The audit signing key, as other apps use it to sign their documents (compliance reports):
+    its id, its signature algorithm ("ecdsa-p256-sha256" or "sm2-sm3"), its public key as verifiers
+    take it (PEM, or an SM2 point's hex), and `sign(payload) -> DER signature`."""
+
+    key_id: str
+    sig_alg: str
+    public_key: str
+    sign: Callable[[bytes], bytes]
+
+
+def audit_signer() -> AuditSigner:
+    """The key that signs the audit checkpoints (in the HSM with PKCS#11; SM2 in 国密 mode). Raises
+    signing.SigningError (a RuntimeError) when the key is unavailable."""
+    from .signing import get_signer, public_key_text
+
+    signer = get_signer()
+    return AuditSigner(signer.key_id, signer.sig_alg, public_key_text(signer), signer.sign)
