@@ -23,21 +23,30 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import offline_verify
 from .models import AuditCheckpoint, AuditEvent
-from .offline_verify import (
-    EVENT_FIELDS,
-    GENESIS,
-    checkpoint_digest,
-    checkpoint_payload,
-    event_hash,
-    format_timestamp,
-)
+from .offline_verify import GENESIS, checkpoint_digest, checkpoint_payload, event_hash, format_timestamp
 from .signing import get_signer
 
 SEALER_LOCK = 0x53_4F_56_41  # "SOVA": pg_try_advisory_xact_lock key of the one running sealer
 
-# What is read back for hashing and export: the hashed fields, plus the row id and the event's own hash.
-ROW_FIELDS = ("id", *EVENT_FIELDS, "hash")
+
+def row_fields() -> tuple[str, ...]:
+    """What is read back for hashing and export: the fields any known encoding version hashes, plus
+    the row id, the event's encoding version and its own hash."""
+    hashed = dict.fromkeys(f for fields in offline_verify.EVENT_ENCODINGS.values() for f in fields)
+    return tuple(dict.fromkeys(("id", *hashed, "encoding_version", "hash")))
+
+
+# The columns as of start-up (the API's field list); readers of rows call row_fields().
+ROW_FIELDS = row_fields()
+# How a database value becomes its value in the hashed record (JSON: text timestamps, no NULL lists).
+_NORMALISE = {
+    "timestamp": format_timestamp,
+    "source_ip": lambda value: value or None,
+    "actor_roles": lambda value: list(value or []),
+    "details": lambda value: value if value is not None else {},
+}
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,16 @@ def hash_alg() -> str:
 
 
 def event_record(row: dict) -> dict:
-    """A row of ROW_FIELDS (as read back from the database) as the plain record that is hashed and exported."""
-    record = dict(row)
-    record["type"] = "event"
-    record["timestamp"] = format_timestamp(row["timestamp"])
-    record["source_ip"] = row["source_ip"] or None
-    record["actor_roles"] = list(row["actor_roles"] or [])
-    record["details"] = row["details"] if row["details"] is not None else {}
+    """A row of row_fields() (as read back from the database) as the plain record that is hashed and
+    exported: the fields of the row's encoding version, its id, version and hash. A row of a version
+    this portal does not know keeps every column (verification then reports `unknown_encoding`)."""
+    version = row["encoding_version"]
+    fields = offline_verify.EVENT_ENCODINGS.get(version, tuple(row))
+    record = {"type": "event", "id": row["id"], "encoding_version": version, "hash": row["hash"]}
+    for field in fields:
+        if field in row:
+            normalise = _NORMALISE.get(field)
+            record[field] = normalise(row[field]) if normalise else row[field]
     return record
 
 
@@ -96,7 +108,7 @@ def chain_head() -> tuple[int, str]:
 
 def _seal_batch(limit: int, alg: str) -> int:
     sequence, prev = chain_head()
-    rows = AuditEvent.objects.filter(sequence__isnull=True).order_by("id").values(*ROW_FIELDS)[:limit]
+    rows = AuditEvent.objects.filter(sequence__isnull=True).order_by("id").values(*row_fields())[:limit]
     updates = []
     for row in rows:
         sequence += 1

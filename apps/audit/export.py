@@ -22,15 +22,18 @@ from django.utils import timezone
 
 from apps.core.spreadsheet import safe_row
 
-from .chain import ROW_FIELDS, checkpoint_record, event_record, hash_alg
+from .chain import checkpoint_record, event_record, hash_alg, row_fields
 from .models import AuditCheckpoint, AuditEvent
 from .offline_verify import FOOTER_COUNTS, FORMAT, FORMAT_VERSION, format_timestamp, key_text
 from .signing import trusted_public_keys
 from .verify import CHUNK, merged
 
 LINK_FIELDS = ("sequence", "prev_hash", "hash")
-# One CSV row per line of the JSONL export: its type, the record's fields, and the whole line.
-CSV_COLUMNS = ("type", *ROW_FIELDS, "record")
+
+
+def csv_columns() -> tuple[str, ...]:
+    """One CSV row per line of the JSONL export: its type, the record's fields, and the whole line."""
+    return ("type", *row_fields(), "record")
 
 
 def _line(record: dict) -> str:
@@ -53,7 +56,7 @@ def _chain_lines(queryset: QuerySet, first: int, last: int, counts: dict) -> Ite
     everything = not queryset.query.has_filters()
     if not everything:
         rows = rows.annotate(selected=Exists(queryset.filter(pk=OuterRef("pk"))))
-    fields = (*ROW_FIELDS, "selected") if not everything else ROW_FIELDS
+    fields = (*row_fields(), "selected") if not everything else row_fields()
     events = rows.order_by("sequence").values(*fields).iterator(chunk_size=CHUNK)
     cps = AuditCheckpoint.objects.filter(sequence__gte=first, sequence__lte=last).order_by("sequence").iterator()
     try:
@@ -71,6 +74,15 @@ def _event_or_link(row: dict, everything: bool) -> dict:
     return {"type": "link", **{k: row[k] for k in LINK_FIELDS}}
 
 
+def _layout(span: tuple[dict | None, int, int] | None) -> int:
+    """Layout 1 while every event of the span is of encoding 1 (readable by verifiers from before
+    encoding versions), else FORMAT_VERSION (which those verifiers refuse rather than misreport)."""
+    if span is None:
+        return 1
+    later = AuditEvent.objects.filter(sequence__gte=span[1], sequence__lte=span[2], encoding_version__gt=1)
+    return FORMAT_VERSION if later.exists() else 1
+
+
 def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> Iterator[str]:
     """Stream `queryset` (AuditEvent rows, any filter) as an export file, line by line.
     `selection` (e.g. the filters the caller used) is copied into the header for the reader."""
@@ -79,7 +91,7 @@ def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> I
     header = {
         "type": "header",
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": _layout(span),
         "hash_alg": hash_alg(),
         "exported_at": format_timestamp(timezone.now()),
         "selection": selection or {},
@@ -95,7 +107,7 @@ def iter_export_jsonl(queryset: QuerySet, *, selection: dict | None = None) -> I
             counts["checkpoint"] += 1
             yield _line(checkpoint_record(anchor))
         yield from _chain_lines(queryset, first, last, counts)
-    pending = queryset.filter(sequence__isnull=True).order_by("id").values(*ROW_FIELDS).iterator(chunk_size=CHUNK)
+    pending = queryset.filter(sequence__isnull=True).order_by("id").values(*row_fields()).iterator(chunk_size=CHUNK)
     for row in pending:
         counts["pending"] += 1
         yield _line({**event_record(row), "type": "pending"})
@@ -112,11 +124,12 @@ def iter_export_csv(jsonl: Iterable[str]) -> Iterator[str]:
     it is what the verifier hashes."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    columns = csv_columns()
+    writer.writerow(columns)
     for line in jsonl:
         record = json.loads(line)
         row = []
-        for column in CSV_COLUMNS[:-1]:
+        for column in columns[:-1]:
             value = record.get(column, "")
             row.append(json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value)
         writer.writerow([*safe_row(row), line.rstrip("\n")])

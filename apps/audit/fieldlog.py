@@ -2,42 +2,48 @@
 LogEntry it writes is bridged into the audit chain as an `audit.field_change` event, in the same
 transaction, with the request id, the actor and before/after values. Secrets never enter either:
 password hashes, token digests and wrapped data keys are excluded at registration and dropped
-again here by name, should a model ever be registered without its exclusions."""
+again here by name, should a model ever be registered without its exclusions.
+
+Which models are governed is each owning app's decision: it calls apps.audit.services.govern in
+its AppConfig.ready(). This module names no other app's model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
-from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.db.models import Model
 from django.db.models.signals import post_save, pre_save
 
 from apps.core.context import current_actor_id, request_var
 
 from .services import SYSTEM, Source, record_event
 
-# model label -> fields never recorded (secrets, and noise that changes on every use)
-GOVERNED: dict[str, tuple[str, ...]] = {
-    "registry.Model": (),
-    "registry.ModelVersion": (),
-    "registry.Artifact": ("wrapped_dek",),
-    "deployments.InferenceServer": (),
-    "deployments.Deployment": (),
-    "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
-    "accounts.ModelUserGrant": (),
-    "accounts.ModelGroupGrant": (),
-    "accounts.EmergencyAccess": (),
-    "accounts.Profile": (),
-}
+# Every field of these names is kept out of the field log, whoever registers the model and whatever
+# it excludes itself: the safety net under each app's own exclusions (applied at registration, so
+# django-auditlog's LogEntry never holds them either, and again in the bridge, by name).
 SECRET_FIELDS = frozenset({"password", "digest", "wrapped_dek", "dek", "secret", "token", "pin", "otp_secret", "key"})
 ACTIONS = {LogEntry.Action.CREATE: "create", LogEntry.Action.UPDATE: "update", LogEntry.Action.DELETE: "delete"}
 
+# model label -> the fields it keeps out of its history, as registered by the app that owns the model
+_governed: dict[str, tuple[str, ...]] = {}
 
-def register_governed_models() -> None:
-    for label, exclude in GOVERNED.items():
-        model = apps.get_model(label)
-        if not auditlog.contains(model):
-            auditlog.register(model, exclude_fields=list(exclude))
+
+def govern(model: type[Model], exclude: Iterable[str] = ()) -> None:
+    """Give `model` field-level history in the chain (see apps.audit.services.govern)."""
+    secret = {f.name for f in model._meta.concrete_fields if f.name in SECRET_FIELDS}
+    fields = tuple(sorted({*exclude, *secret}))
+    if auditlog.contains(model):
+        auditlog.unregister(model)  # registered again (tests, reloads): the latest exclusions hold
+    auditlog.register(model, exclude_fields=list(fields))
+    _governed[model._meta.label] = fields
+
+
+def governed_models() -> dict[str, tuple[str, ...]]:
+    """Model label -> the fields excluded from its history, for every governed model."""
+    return dict(_governed)
 
 
 def _actor():
@@ -83,6 +89,5 @@ def _bridge(sender, instance: LogEntry, created: bool, **kwargs) -> None:
 
 
 def connect() -> None:
-    register_governed_models()
     pre_save.connect(_fill_actor, sender=LogEntry, dispatch_uid="sovereign-auditlog-actor")
     post_save.connect(_bridge, sender=LogEntry, dispatch_uid="sovereign-auditlog-bridge")

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from .offline_verify import CURRENT_ENCODING
+
 
 class Outcome(models.TextChoices):
     SUCCESS = "success"
@@ -44,6 +46,12 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
+    # Which field list the hash covers (offline_verify.EVENT_ENCODINGS). Rows from before versions are 1.
+    encoding_version = models.PositiveSmallIntegerField(
+        default=CURRENT_ENCODING,
+        db_default=CURRENT_ENCODING,
+        help_text="Encoding version of the hashed record (docs/audit.md, 'Event encoding versions')",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -33,7 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 FORMAT = "sovereign-audit-export"
-FORMAT_VERSION = 1
+# Export layout 1: every event is hashed with encoding 1 (its lines may omit `encoding_version`).
+# Layout 2: event lines carry an `encoding_version` above 1. A file holding only encoding-1 events is
+# still written as layout 1, so that verifiers older than encoding versions keep reading it; one
+# with later encodings is layout 2, which those verifiers refuse clearly instead of misreporting.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 GENESIS = "0" * 64
 SIG_ALG = "ecdsa-p256-sha256"
 SM2_SIG_ALG = "sm2-sm3"
@@ -42,9 +47,17 @@ SM2_DEFAULT_UID = b"1234567812345678"  # GM/T 0009's default signer id (ENTL 0x0
 GMSSL_HINT = "pip install gmssl==3.2.2"
 HASH_ALGS = ("sha256", "sm3")
 
-# The fields an event's hash covers. `id` is the database's and is not covered; `sequence` is,
-# so an event cannot be moved to another position without changing its hash.
-EVENT_FIELDS = (
+# The event encodings: version -> the fields an event's hash covers, in the order they are listed
+# in docs/audit.md. Each event records the version it was hashed with (`encoding_version`; absent in
+# older exports, meaning 1), and is verified with that version's list for its whole retention.
+#
+# The rule (docs/audit.md, "Event encoding versions"): a version, once events have been written with
+# it, never changes. To hash a new field, add version N+1 (N's fields plus the new ones), point
+# CURRENT_ENCODING at it, and keep every older version here; never edit or remove an old one.
+#
+# `id` is the database's and is not covered; `sequence` is, so an event cannot be moved to another
+# position without changing its hash. Every version covers `sequence` and `prev_hash`.
+ENCODING_V1 = (
     "sequence",
     "timestamp",
     "actor_id",
@@ -64,10 +77,14 @@ EVENT_FIELDS = (
     "details",
     "prev_hash",
 )
+EVENT_ENCODINGS: dict[int, tuple[str, ...]] = {1: ENCODING_V1}
+CURRENT_ENCODING = 1  # what new events are written with
+EVENT_FIELDS = ENCODING_V1  # the fields of encoding 1 (kept for readers of this module's older API)
 CHECKPOINT_FIELDS = ("sequence", "head", "hash_alg", "created_at", "prev", "key_id", "sig_alg")
 
 MODIFIED, DELETED, INSERTED, REORDERED, FORGED = "modified", "deleted", "inserted", "reordered", "forged_checkpoint"
-PROBLEM_KINDS = (MODIFIED, DELETED, INSERTED, REORDERED, FORGED)
+UNKNOWN_ENCODING = "unknown_encoding"  # an event hashed with an encoding version this verifier does not know
+PROBLEM_KINDS = (MODIFIED, DELETED, INSERTED, REORDERED, FORGED, UNKNOWN_ENCODING)
 FOOTER_COUNTS = {"event": "events", "link": "links", "checkpoint": "checkpoints", "pending": "pending"}
 LOOKAHEAD = 256  # how far ahead a broken link is looked for to tell "reordered" from "deleted"
 
@@ -93,9 +110,32 @@ def digest(data: bytes, hash_alg: str) -> str:
     raise ValueError(f"unknown hash algorithm {hash_alg!r} (expected one of {', '.join(HASH_ALGS)})")
 
 
+class UnknownEncoding(ValueError):
+    """An event names an encoding version that is not in EVENT_ENCODINGS."""
+
+
+def encoding_of(event: dict) -> int:
+    """The event's encoding version (1 when the record does not say: exports from before versions)."""
+    return event.get("encoding_version", 1)
+
+
+def encoding_fields(version) -> tuple[str, ...]:
+    """The fields encoding `version` hashes; UnknownEncoding if this verifier does not know it."""
+    fields = EVENT_ENCODINGS.get(version) if type(version) is int else None
+    if fields is None:
+        known = ", ".join(str(v) for v in sorted(EVENT_ENCODINGS))
+        raise UnknownEncoding(f"encoding version {version!r} is not one this verifier knows ({known})")
+    return fields
+
+
 def event_hash(event: dict, hash_alg: str) -> str:
-    """The hash of one event: its canonical fields, including its sequence and its predecessor's hash."""
-    return digest(b"sovereign-audit-event/1\n" + canonical_json({k: event[k] for k in EVENT_FIELDS}), hash_alg)
+    """The hash of one event: its encoding version's fields, canonical, including its sequence and its
+    predecessor's hash, after a prefix naming the version (so an event cannot be passed off as another
+    version's). Raises UnknownEncoding for a version not in EVENT_ENCODINGS, KeyError for a missing field."""
+    version = encoding_of(event)
+    fields = encoding_fields(version)
+    prefix = f"sovereign-audit-event/{version}\n".encode()
+    return digest(prefix + canonical_json({k: event[k] for k in fields}), hash_alg)
 
 
 def checkpoint_payload(checkpoint: dict) -> bytes:
@@ -344,12 +384,25 @@ class _Walk:
             raise Problem(INSERTED, seq, f"a second event claims sequence {seq}")
         if record["prev_hash"] != self.head:
             self.broken_link(record)
-        if full and event_hash(record, self.hash_alg) != record["hash"]:
+        if full and self.hash_of(record) != record["hash"]:
             raise Problem(MODIFIED, seq, f"event {seq} does not match its hash: its content was changed")
         self.prev_head, self.head = self.head, record["hash"]
         self.last, self.expected = seq, seq + 1
         self.events += full
         self.links += not full
+
+    def hash_of(self, record: dict) -> str:
+        seq = record["sequence"]
+        try:
+            return event_hash(record, self.hash_alg)
+        except UnknownEncoding as exc:
+            raise Problem(
+                UNKNOWN_ENCODING,
+                seq,
+                f"event {seq}: {exc}; verify it with the offline_verify.py of the portal that wrote it, or a newer one",
+            ) from exc
+        except KeyError as exc:
+            raise Problem(MODIFIED, seq, f"event {seq} lacks the hashed field {exc.args[0]!r}") from exc
 
     def broken_link(self, record: dict) -> None:
         seq, prev = record["sequence"], record["prev_hash"]
@@ -403,7 +456,7 @@ def verify_records(records: Iterable[dict], public_keys: dict, hash_alg: str) ->
     empty = problem is None and walk.events + walk.links == 0 and walk.checkpoints == 0
     return {
         "ok": problem is None,
-        "status": "empty" if empty else ("ok" if problem is None else "tampered"),
+        "status": _status(problem, empty),
         "detail": _summary(problem, empty, walk),
         "hash_alg": hash_alg,
         "events_checked": walk.events,
@@ -415,6 +468,14 @@ def verify_records(records: Iterable[dict], public_keys: dict, hash_alg: str) ->
         "unsigned_tail": max(0, (walk.last or 0) - covered) if problem is None else None,
         "problem": problem.as_dict() if problem else None,
     }
+
+
+def _status(problem: Problem | None, empty: bool) -> str:
+    """ok, empty, tampered, or unsupported (an event of an encoding version this verifier does not know:
+    not proof of tampering, but nothing after it can be vouched for)."""
+    if problem is None:
+        return "empty" if empty else "ok"
+    return "unsupported" if problem.kind == UNKNOWN_ENCODING else "tampered"
 
 
 def _summary(problem: Problem | None, empty: bool, walk: _Walk) -> str:
@@ -437,8 +498,9 @@ def read_export(lines: Iterable[str]) -> tuple[dict, Iterator[dict]]:
         raise ValueError("not an audit export: the first line is not a JSON header") from exc
     if header.get("type") != "header" or header.get("format") != FORMAT:
         raise ValueError(f"not an audit export: the header's format is not {FORMAT!r}")
-    if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"unsupported export version {header.get('version')!r} (this verifier reads {FORMAT_VERSION})")
+    if header.get("version") not in FORMAT_VERSIONS:
+        readable = ", ".join(str(v) for v in FORMAT_VERSIONS)
+        raise ValueError(f"unsupported export version {header.get('version')!r} (this verifier reads {readable})")
     if header.get("hash_alg") not in HASH_ALGS:
         raise ValueError(f"unknown hash algorithm {header.get('hash_alg')!r}")
     return header, _records(it)

@@ -1,5 +1,11 @@
-"""Who may read which audit events: the auditor reads everything; the security officer reads the
-`keys` group (key management is theirs to answer for); nobody else reads any."""
+"""Reads of the audit log for the rest of the portal.
+
+Who may read which audit events: the auditor reads everything; the security officer reads the
+`keys` group (key management is theirs to answer for); nobody else reads any. And what other apps
+(compliance checks and reports) may ask of audit without reaching into its internal modules: the
+chain's integrity report, its hash algorithm, the retention period, the event catalogue, and the
+audit signing key that also signs compliance reports.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,13 @@ from django.db.models import QuerySet
 
 from apps.core.errors import ServiceError
 
+from . import catalogue, chain, retention, signing, verify
 from .models import AuditEvent
+
+# The signature algorithms of the audit signing key, and the error raised when a signature needs a
+# verifier that is not installed (gmssl, for SM2): part of verify_signature's contract below.
+from .offline_verify import SIG_ALG, SM2_SIG_ALG, VerifierUnavailable  # noqa: F401
+from .offline_verify import verify_signature as _verify_signature
 
 KEY_GROUP = "keys"
 
@@ -26,3 +38,54 @@ def export_limit(user) -> int:
     if user.has_perm("audit.export_auditevent"):
         return settings.AUDIT_EXPORT_MAX_ROWS
     return settings.AUDIT_KEY_EXPORT_MAX_ROWS
+
+
+def verify_chain() -> dict:
+    """The integrity report of the whole log: the hash chain and every checkpoint signature (the same
+    report as `manage.py audit_verify` and GET /api/v1/audit/verify/; docs/audit.md, "Verification")."""
+    return verify.verify_chain()
+
+
+def chain_hash_alg() -> str:
+    """The hash algorithm of the chain: "sha256", or "sm3" in 国密 mode."""
+    return chain.hash_alg()
+
+
+def retention_days() -> int:
+    """How many days audit events are kept (the longest of the setting and every retention hook)."""
+    return retention.retention_days()
+
+
+def is_catalogued(event_type: str) -> bool:
+    """Whether `event_type` is in the audit catalogue, i.e. whether record_event accepts it."""
+    return event_type in catalogue.EVENT_TYPES
+
+
+def signing_key_status() -> dict:
+    """The audit signing key (it signs checkpoints and compliance reports) as evidence: the signer's
+    kind, key id, signature algorithm, whether it is SM2, and the key file if it is one; or `error`
+    saying why the key is unavailable."""
+    try:
+        signer = signing.get_signer()
+    except signing.SigningError as exc:
+        return {"error": str(exc)}
+    return {
+        "signer": type(signer).__name__,
+        "key_id": signer.key_id,
+        "sig_alg": signer.sig_alg,
+        "sm2": signer.sig_alg == SM2_SIG_ALG,
+        "key_file": str(getattr(signer, "path", "")),
+    }
+
+
+def trusted_signing_keys() -> dict:
+    """key id -> public key, for every key whose signatures the portal accepts: the current audit
+    signer's and the retired ones in SOVEREIGN_AUDIT_TRUSTED_KEYS. Never keys read from the database."""
+    return signing.trusted_public_keys()
+
+
+def verify_signature(public_key, sig_alg: str, signature: bytes, message: bytes) -> None:
+    """Check a signature by an audit signing key (from trusted_signing_keys()) under `sig_alg`. Raises
+    cryptography's InvalidSignature if it does not verify, VerifierUnavailable if the SM2 verifier
+    (gmssl) is missing."""
+    _verify_signature(public_key, sig_alg, signature, message)

@@ -10,7 +10,7 @@ import contextlib
 import heapq
 from collections.abc import Iterable, Iterator
 
-from .chain import ROW_FIELDS, checkpoint_record, event_record, hash_alg
+from .chain import checkpoint_record, event_record, hash_alg, row_fields
 from .models import AuditCheckpoint, AuditEvent
 from .offline_verify import verify_records
 from .signing import trusted_public_keys
@@ -31,7 +31,7 @@ def sealed_records(first: int | None = None, last: int | None = None) -> Iterato
         events, checkpoints = events.filter(sequence__gte=first), checkpoints.filter(sequence__gte=first)
     if last is not None:
         events, checkpoints = events.filter(sequence__lte=last), checkpoints.filter(sequence__lte=last)
-    rows = events.order_by("sequence").values(*ROW_FIELDS).iterator(chunk_size=CHUNK)
+    rows = events.order_by("sequence").values(*row_fields()).iterator(chunk_size=CHUNK)
     cps = checkpoints.order_by("sequence").iterator(chunk_size=CHUNK)
     try:
         yield from merged((event_record(r) for r in rows), (checkpoint_record(c) for c in cps))

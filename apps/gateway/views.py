@@ -20,8 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.models import Scope
 from apps.accounts.services import TokenRejected, authenticate_bearer
 from apps.audit.models import Outcome
-from apps.audit.refusals import record_refusal
-from apps.audit.services import Source, record_event
+from apps.audit.services import Source, record_event, record_refusal
 from apps.core.errors import ServiceError, json_error
 from apps.core.netaddr import request_client_address
 from apps.core.throttling import RateLimited, hit_gateway_token, note_auth_failure

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.apps import apps as django_apps
 
-from apps.audit.fieldlog import GOVERNED
+from apps.audit.fieldlog import SECRET_FIELDS, governed_models
 from apps.audit.models import AuditEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,8 +128,44 @@ def test_the_analysis_sees_writes_and_events():
     assert analysis["apps.registry.services.get_model_version"] == (False, False)
 
 
+# What the owning apps register in their AppConfig.ready() (apps.audit.services.govern), with the
+# fields each keeps out of its history. A model dropped from an app's registration fails here.
+EXPECTED_GOVERNED = {
+    "registry.Model": (),
+    "registry.ModelVersion": (),
+    "registry.Artifact": ("wrapped_dek",),
+    "deployments.InferenceServer": (),
+    "deployments.Deployment": (),
+    "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
+    "accounts.ModelUserGrant": (),
+    "accounts.ModelGroupGrant": (),
+    "accounts.EmergencyAccess": (),
+    "accounts.Profile": (),
+}
+
+
+def test_each_app_registers_its_governed_models_with_their_exclusions():
+    assert governed_models() == EXPECTED_GOVERNED
+
+
+def test_a_secret_named_field_is_excluded_even_if_its_app_forgets(monkeypatch):
+    """The safety net: govern() adds every field named like a secret to the exclusions."""
+    from auditlog.registry import auditlog
+
+    from apps.audit.services import govern
+
+    model = django_apps.get_model("accounts.ApiToken")
+    assert "digest" in SECRET_FIELDS
+    try:
+        govern(model)  # registered again without its exclusions
+        assert "digest" in governed_models()["accounts.ApiToken"]
+        assert "digest" in auditlog.get_model_fields(model)["exclude_fields"]
+    finally:
+        govern(model, exclude=EXPECTED_GOVERNED["accounts.ApiToken"])
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("label", sorted(GOVERNED))
+@pytest.mark.parametrize("label", sorted(EXPECTED_GOVERNED))
 def test_every_governed_model_is_bridged_into_the_chain(label):
     """Any write to a governed model, by any code path, leaves an audit.field_change event."""
     from auditlog.registry import auditlog

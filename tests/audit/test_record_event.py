@@ -66,3 +66,44 @@ def test_event_rolls_back_with_its_action(plain_user):
         raise RuntimeError("the action failed")
 
     assert not AuditEvent.objects.exclude(event_type="audit.field_change").exists()  # (the user's profile has one)
+
+
+def test_actor_roles_come_from_the_registered_provider(plain_user, monkeypatch):
+    """Audit imports no other app: the roles frozen into an event come from the provider that
+    apps.accounts registers in its AppConfig.ready()."""
+    from apps.accounts.services.roles import roles_for_audit
+    from apps.audit import services
+
+    assert services._actor_roles_provider is roles_for_audit  # registered at start-up
+    monkeypatch.setattr(services, "_actor_roles_provider", lambda actor: ["analyst", "guest"])
+
+    event = record_event("auth.token.create", actor=plain_user)
+
+    event.refresh_from_db()
+    assert event.actor_roles == ["analyst", "guest"]
+
+
+def test_roles_already_known_to_the_caller_cost_no_query(plain_user, django_assert_num_queries):
+    """The gateway's token lookup sets `user.audit_roles`: the event then takes one INSERT only."""
+    plain_user.audit_roles = ["analyst"]
+
+    with django_assert_num_queries(1):
+        event = record_event("auth.token.create", actor=plain_user)
+
+    assert event.actor_roles == ["analyst"]
+
+
+def test_no_roles_provider_fails_closed(plain_user, monkeypatch):
+    """Without a provider an authenticated actor's event would have no roles: refused, nothing written."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from apps.audit import services
+
+    monkeypatch.setattr(services, "_actor_roles_provider", None)
+    before = AuditEvent.objects.count()
+
+    with pytest.raises(ImproperlyConfigured, match="actor-roles provider"):
+        record_event("auth.token.create", actor=plain_user)
+
+    assert AuditEvent.objects.count() == before
+    assert record_event("auth.token.denied", actor=None, outcome=Outcome.DENIED).actor_roles == []  # no actor: fine

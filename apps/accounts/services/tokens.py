@@ -372,6 +372,6 @@ def get_user_by_name(username: str):
 
 def record_denied(error: ServiceError, *, source: Source, details: dict | None = None) -> None:
     """A refused token is an unauthenticated refusal: collapsed per (address, code, minute)."""
-    from apps.audit.refusals import record_refusal
+    from apps.audit.services import record_refusal
 
     record_refusal("auth.token.denied", source=source, outcome=Outcome.DENIED, error_code=error.code, details=details)

@@ -24,7 +24,10 @@ class VerifyReportSerializer(serializers.Serializer):
     """What `audit_verify` and GET /api/v1/audit/verify/ answer."""
 
     ok = serializers.BooleanField()
-    status = serializers.ChoiceField(choices=["ok", "empty", "tampered"])
+    status = serializers.ChoiceField(
+        choices=["ok", "empty", "tampered", "unsupported"],
+        help_text="unsupported: an event uses an encoding version this portal does not know",
+    )
     detail = serializers.CharField()
     hash_alg = serializers.CharField()
     events_checked = serializers.IntegerField()

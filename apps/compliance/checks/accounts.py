@@ -267,10 +267,10 @@ def crypto_role_separation(ctx) -> CheckResult:
 @register("accounts.break_glass_audited")
 def break_glass_audited(ctx) -> CheckResult:
     from apps.accounts.models import EmergencyAccess
-    from apps.audit.catalogue import EVENT_TYPES
+    from apps.audit.selectors import is_catalogued
 
     types = ["auth.breakglass.grant", "auth.breakglass.use", "auth.breakglass.revoke"]
-    missing = [t for t in types if t not in EVENT_TYPES]
+    missing = [t for t in types if not is_catalogued(t)]
     active = EmergencyAccess.objects.filter(revoked_at__isnull=True, expires_at__gt=ctx.now).count()
     evidence = {
         "audited_event_types": types,

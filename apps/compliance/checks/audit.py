@@ -17,7 +17,7 @@ SEALER_LAG = timedelta(minutes=5)
 def chain_report(ctx) -> dict:
     """Verify once per evaluation run (several controls cite it)."""
     if "chain" not in ctx.cache:
-        from apps.audit.verify import verify_chain
+        from apps.audit.selectors import verify_chain
 
         ctx.cache["chain"] = verify_chain()
     return ctx.cache["chain"]
@@ -86,7 +86,7 @@ def append_only(ctx) -> CheckResult:
 
 @register("audit.retention")
 def retention(ctx) -> CheckResult:
-    from apps.audit.retention import retention_days
+    from apps.audit.selectors import retention_days
 
     from ..catalog import get_profile
 
@@ -126,9 +126,9 @@ def reader_roles(ctx) -> CheckResult:
 
 @register("audit.sm3_chain")
 def sm3_chain(ctx) -> CheckResult:
-    from apps.audit.chain import hash_alg
+    from apps.audit.selectors import chain_hash_alg
 
-    alg = hash_alg()
+    alg = chain_hash_alg()
     evidence = {"hash_alg": alg}
     if alg != "sm3":
         return CheckResult(

@@ -187,8 +187,7 @@ def sm2(ctx) -> CheckResult:
     from django.db.models import Count
 
     from apps.audit.models import AuditCheckpoint
-    from apps.audit.offline_verify import SM2_SIG_ALG
-    from apps.audit.signing import SigningError, get_signer
+    from apps.audit.selectors import signing_key_status
 
     from ..models import ComplianceReport
 
@@ -201,19 +200,18 @@ def sm2(ctx) -> CheckResult:
         "last_checkpoint": last,
         "last_signed_report": report,
     }
-    try:
-        signer = get_signer()
-    except SigningError as exc:
-        evidence["error"] = str(exc)
-        return CheckResult(FAIL, f"the signing key is unavailable: {exc}", evidence, "Fix the signing key.")
-    sm2_in_use = signer.sig_alg == SM2_SIG_ALG
+    signer = signing_key_status()
+    if "error" in signer:
+        evidence["error"] = signer["error"]
+        return CheckResult(FAIL, f"the signing key is unavailable: {signer['error']}", evidence, "Fix the signing key.")
+    sm2_in_use = signer["sm2"]
     evidence.update(
-        signer=type(signer).__name__,
-        key_id=signer.key_id,
-        sig_alg=signer.sig_alg,
+        signer=signer["signer"],
+        key_id=signer["key_id"],
+        sig_alg=signer["sig_alg"],
         algorithm="SM2 / SM3, GB/T 32918, user id 1234567812345678" if sm2_in_use else "ECDSA P-256 / SHA-256",
         key_storage=(
-            f"local key file {getattr(signer, 'path', '')} (0600); the PKCS#11 token has no SM2 mechanism"
+            f"local key file {signer['key_file']} (0600); the PKCS#11 token has no SM2 mechanism"
             if sm2_in_use
             else ("HSM (PKCS#11)" if settings.KEK_PROVIDER == "pkcs11" else "local key file")
         ),
@@ -226,6 +224,6 @@ def sm2(ctx) -> CheckResult:
             "Set SOVEREIGN_ARTIFACT_SUITE=SM4-GCM: new checkpoints and reports are then signed with SM2 "
             "(list the old key's public key in SOVEREIGN_AUDIT_TRUSTED_KEYS first, see docs/audit.md).",
         )
-    older = sum(n for alg, n in by_alg.items() if alg != SM2_SIG_ALG)
+    older = sum(n for alg, n in by_alg.items() if alg != signer["sig_alg"])  # the signer is SM2 here
     note = f"; {older} checkpoint(s) from before the switch remain ECDSA" if older else ""
-    return CheckResult(PASS, f"checkpoints and reports are signed with SM2 (key {signer.key_id}){note}", evidence)
+    return CheckResult(PASS, f"checkpoints and reports are signed with SM2 (key {signer['key_id']}){note}", evidence)

@@ -151,7 +151,7 @@ def deployments_inventory() -> list[dict]:
 
 def audit_section(start: datetime, end: datetime) -> dict:
     from apps.audit.models import AuditCheckpoint, AuditEvent
-    from apps.audit.verify import verify_chain
+    from apps.audit.selectors import verify_chain
 
     report = verify_chain()
     checkpoints = AuditCheckpoint.objects.filter(created_at__lt=end).order_by("-sequence")[:10]

@@ -17,9 +17,11 @@ import json
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from django.utils import timezone
 
-from apps.audit.offline_verify import SIG_ALG, SM2_SIG_ALG, VerifierUnavailable, sm3, verify_signature
+from apps.audit.selectors import SIG_ALG, SM2_SIG_ALG, VerifierUnavailable, trusted_signing_keys, verify_signature
+from apps.audit.services import audit_signer
 
 FORMAT = "sovereign-report-signature-v1"
 ALG = "ECDSA-P256-SHA256"
@@ -32,6 +34,12 @@ ALGS = {
 ALG_OF_SIGNER = {SIG_ALG: ALG, SM2_SIG_ALG: SM2_ALG}
 
 
+def sm3(data: bytes) -> bytes:
+    h = hashes.Hash(hashes.SM3())
+    h.update(data)
+    return h.finalize()
+
+
 class ReportSignatureError(Exception):
     """The report or its signature does not verify; the message says why."""
 
@@ -41,9 +49,7 @@ def _canonical(statement: dict) -> bytes:
 
 
 def sign_bytes(data: bytes, file_name: str) -> dict:
-    from apps.audit.signing import get_signer, public_key_text
-
-    signer = get_signer()
+    signer = audit_signer()
     alg = ALG_OF_SIGNER[signer.sig_alg]
     _, field, digest = ALGS[alg]
     statement = {
@@ -59,7 +65,7 @@ def sign_bytes(data: bytes, file_name: str) -> dict:
     return {
         "statement": statement,
         "signature": base64.b64encode(signature).decode(),
-        "public_key": public_key_text(signer),
+        "public_key": signer.public_key,
     }
 
 
@@ -90,12 +96,10 @@ def verify_bytes(data: bytes, sig: dict, trusted: dict) -> str:
 
 
 def verify_file(path: str | Path, sig_path: str | Path, trusted=None) -> str:
-    from apps.audit.signing import trusted_public_keys
-
     try:
         sig = json.loads(Path(sig_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReportSignatureError(f"cannot read the signature file: {exc}") from exc
     if not isinstance(sig, dict):
         raise ReportSignatureError("malformed signature file: not a JSON object")
-    return verify_bytes(Path(path).read_bytes(), sig, trusted if trusted is not None else trusted_public_keys())
+    return verify_bytes(Path(path).read_bytes(), sig, trusted if trusted is not None else trusted_signing_keys())
