@@ -26,3 +26,10 @@ def export_limit(user) -> int:
     if user.has_perm("audit.export_auditevent"):
         return settings.AUDIT_EXPORT_MAX_ROWS
     return settings.AUDIT_KEY_EXPORT_MAX_ROWS
+
+
+def latest_event(event_type: str) -> dict | None:
+    """The latest event of `event_type` as {id, timestamp, details}, or None. Not filtered by
+    caller: for the platform's own bookkeeping and checks, never to answer a person's request."""
+    rows = AuditEvent.objects.filter(event_type=event_type).order_by("-timestamp", "-id")
+    return rows.values("id", "timestamp", "details").first()
