@@ -58,7 +58,7 @@ ALLOWED_HOSTS = env.list("SOVEREIGN_ALLOWED_HOSTS", default=["*"] if not PRODUCT
 CSRF_TRUSTED_ORIGINS = env.list("SOVEREIGN_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "apps.core.admin_site.SovereignAdminConfig",  # django.contrib.admin with the audited password change
+    "portal.admin_site.SovereignAdminConfig",  # django.contrib.admin: audited password change, no bulk delete
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "apps.deployments",
     "apps.gateway",
     "apps.compliance",
+    "apps.demo",  # manage.py bootstrap_demo, what `make run` sets up
 ]
 
 MIDDLEWARE = [

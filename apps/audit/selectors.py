@@ -89,3 +89,10 @@ def verify_signature(public_key, sig_alg: str, signature: bytes, message: bytes)
     cryptography's InvalidSignature if it does not verify, VerifierUnavailable if the SM2 verifier
     (gmssl) is missing."""
     _verify_signature(public_key, sig_alg, signature, message)
+
+
+def latest_event(event_type: str) -> dict | None:
+    """The latest event of `event_type` as {id, timestamp, details}, or None. Not filtered by
+    caller: for the platform's own bookkeeping and checks, never to answer a person's request."""
+    rows = AuditEvent.objects.filter(event_type=event_type).order_by("-timestamp", "-id")
+    return rows.values("id", "timestamp", "details").first()

@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from apps.audit.services import Source
 from apps.core.errors import ServiceError
+from apps.core.source import Source
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

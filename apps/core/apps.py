@@ -7,12 +7,9 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from django.conf import settings
-        from django.db.backends.signals import connection_created
-        from django.db.models.signals import post_migrate
 
         from . import checks, production, task_context  # noqa: F401 - register the checks, connect Celery signals
 
         # Every process (web, worker, beat, manage.py) passes here: production refuses insecure settings.
+        # (Recording an allowed override in the audit log is the audit app's: apps/audit/platform.py.)
         production.enforce(settings)
-        connection_created.connect(production.on_connection_created, dispatch_uid="sovereign-insecure-override")
-        post_migrate.connect(production.on_post_migrate, dispatch_uid="sovereign-insecure-override")

@@ -11,7 +11,8 @@ while Django starts, in one ImproperlyConfigured that names each of them:
 An operator who must run so anyway (a lab, a benchmark) names each allowed weakness in
 SOVEREIGN_INSECURE_OVERRIDE, e.g. `sqlite,local_kek`; only the named ones are allowed. An override
 in effect is (1) recorded once in the audit log as the alert `config.insecure_override` by the
-first process that reaches the database (and again whenever the set changes), (2) a warning of
+first process that reaches the database, and again whenever the set changes (apps/audit/platform.py:
+core is the floor and writes no audit event itself), (2) a warning of
 `check --deploy` (apps/core/checks.py) and (3) a failing compliance check whose evidence names it.
 
 Values production cannot do without are refused too and cannot be overridden: the PKCS#11 token,
@@ -26,15 +27,13 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, transaction
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("development", "production")
 OVERRIDE_VAR = "SOVEREIGN_INSECURE_OVERRIDE"
 OVERRIDES = ("sqlite", "local_kek", "debug", "no_tls")
-EVENT = "config.insecure_override"
-_LOCK_KEY = 0x534F5645  # pg_advisory_xact_lock key: processes starting together record the change once
+EVENT = "config.insecure_override"  # the audit event apps/audit/platform.py records
 
 
 @dataclass(frozen=True)
@@ -153,83 +152,3 @@ def enforce(s) -> None:
         )
     for name, problem in in_effect(s).items():
         log.warning("%s allows %s: %s", OVERRIDE_VAR, name, problem)
-
-
-# --- Auditing the override -----------------------------------------------------------------------
-# A system check and ready() run before the database may exist (migrate on a fresh database, the
-# docker build's collectstatic) and must not write. The first database connection of each process
-# is the earliest moment a write can succeed, and every process that serves anything makes one;
-# post_migrate covers a fresh database whose audit table did not exist at that first connection.
-
-_audited = False
-
-
-def last_override_event():
-    """The latest `config.insecure_override` event (id, timestamp, details), or None."""
-    from apps.audit.models import AuditEvent
-
-    rows = AuditEvent.objects.filter(event_type=EVENT).order_by("-timestamp", "-id")
-    return rows.values("id", "timestamp", "details").first()
-
-
-def audit_override(using: str = DEFAULT_DB_ALIAS):
-    """Record `config.insecure_override` when the overrides in effect differ from the last
-    recorded ones (an override set, changed or withdrawn); returns the event or None."""
-    from django.conf import settings
-    from django.db import connections
-
-    from apps.audit.services import record_event
-
-    current = sorted(in_effect(settings))
-    with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
-            with connections[using].cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        last = last_override_event()
-        previous = sorted((last["details"] or {}).get("in_effect", [])) if last else []
-        if current == previous:
-            return None
-        allowed, _ = parse_override(settings)
-        return record_event(
-            EVENT,
-            actor=None,
-            details={
-                "in_effect": current,
-                "previous": previous,
-                OVERRIDE_VAR: sorted(allowed),
-                "problems": in_effect(settings),
-            },
-        )
-
-
-def _audit_table_exists(connection) -> bool:
-    from apps.audit.models import AuditEvent
-
-    return AuditEvent._meta.db_table in connection.introspection.table_names()
-
-
-def on_connection_created(sender, connection, **kwargs) -> None:
-    """connection_created receiver: once per process, in production, audit the override."""
-    global _audited
-    from django.conf import settings
-
-    if _audited or connection.alias != DEFAULT_DB_ALIAS or not is_production(settings):
-        return
-    try:
-        if not _audit_table_exists(connection):
-            return  # before the first migrate: post_migrate records it
-        _audited = True
-        audit_override(connection.alias)
-    except Exception:  # noqa: BLE001 - inside connect(): a failure here must not break the caller's query
-        _audited = False
-        log.exception("could not record %s; the next connection tries again", EVENT)
-
-
-def on_post_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
-    """post_migrate receiver: after `migrate` (sent once per app; the audit app's is the one used)."""
-    global _audited
-    from django.conf import settings
-
-    if sender.label == "audit" and is_production(settings) and using == DEFAULT_DB_ALIAS:
-        audit_override(using)
-        _audited = True

@@ -1,7 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.shortcuts import render
 
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
+from apps.registry.models import ModelVersion
 
 from . import services
 from .models import Deployment, DeploymentTransition, InferenceServer
@@ -138,3 +140,74 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         for dep in queryset:
             run_service(self, request, services.request_redeploy, deployment_id=dep.pk)
         self.message_user(request, "Redeploy requested.", messages.SUCCESS)
+
+
+# --- The Deploy action on registry's model-version page ---------------------------------------------
+# Registry knows nothing of deployments, so the action that deploys a version is this app's: it
+# re-registers registry's own model-version admin (whatever class that is) with the action added.
+
+
+class DeployForm(forms.Form):
+    server = forms.ModelChoiceField(queryset=InferenceServer.objects.all())
+    max_batch_size = forms.IntegerField(min_value=0, initial=8)
+    dynamic_batching = forms.BooleanField(required=False, initial=True)
+    max_queue_delay_us = forms.IntegerField(min_value=0, initial=100)
+    instance_count = forms.IntegerField(min_value=1, initial=1)
+
+
+class DeployVersionsMixin:
+    """The *Deploy* action of a model-version admin: asks for a server and batching, then calls
+    request_deployment for each selected version (each audited as `deployment.request`)."""
+
+    def has_deploy_permission(self, request):
+        # Seeing the versions is not enough: the action writes deployments.
+        return request.user.has_perm("deployments.add_deployment")
+
+    @admin.action(description="Deploy selected versions to a server", permissions=["deploy"])
+    def deploy(self, request, queryset):
+        form = DeployForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            data = dict(form.cleaned_data)
+            server = data.pop("server")
+            done = [
+                mv
+                for mv in queryset
+                if run_service(
+                    self,
+                    request,
+                    services.request_deployment,
+                    model_version_id=mv.pk,
+                    server_id=server.pk,
+                    batching=data,
+                )
+            ]
+            if done:
+                self.message_user(
+                    request, f"Deployment requested for {', '.join(map(str, done))} on {server}.", messages.SUCCESS
+                )
+            return None
+        return render(
+            request,
+            "admin/deployments/deploy_versions.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Deploy model versions",
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+            },
+        )
+
+
+def add_deploy_action(site: admin.AdminSite, model) -> None:
+    """Replace `model`'s admin on `site` by a subclass of it with the Deploy action (registry's
+    admin is loaded first: its app comes before this one in INSTALLED_APPS)."""
+    base = type(site.get_model_admin(model))
+    name = f"Deployable{base.__name__}"
+    attrs = {"__module__": __name__, "__qualname__": name, "actions": [*(base.actions or ()), "deploy"]}
+    extended = type(base)(name, (DeployVersionsMixin, base), attrs)  # type(base): the admin's metaclass
+    site.unregister(model)
+    site.register(model, extended)
+
+
+add_deploy_action(admin.site, ModelVersion)

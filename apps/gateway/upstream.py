@@ -17,7 +17,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from apps.core.errors import ServiceError
-from apps.deployments.transport import server_policy, tls_config
+from apps.deployments.selectors import server_policy, tls_config
 from inference_backend.client import clean_upstream_text
 from inference_backend.netpolicy import AddressRefused
 from inference_backend.transport import GuardedPoolManager

@@ -1,10 +1,7 @@
 from django import forms
-from django.contrib import admin, messages
-from django.shortcuts import render
+from django.contrib import admin
 
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
-from apps.deployments import services as deployment_services
-from apps.deployments.models import InferenceServer
 
 from . import services
 from .models import Artifact, Model, ModelVersion
@@ -47,21 +44,13 @@ class UploadVersionForm(forms.ModelForm):
         fields = []
 
 
-class DeployForm(forms.Form):
-    server = forms.ModelChoiceField(queryset=InferenceServer.objects.all())
-    max_batch_size = forms.IntegerField(min_value=0, initial=8)
-    dynamic_batching = forms.BooleanField(required=False, initial=True)
-    max_queue_delay_us = forms.IntegerField(min_value=0, initial=100)
-    instance_count = forms.IntegerField(min_value=1, initial=1)
-
-
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     list_display = ["model", "version", "format", "short_sha256", "size_bytes", "suite", "created_at"]
     list_filter = ["format", "model"]
     search_fields = ["model__name", "sha256"]
     readonly_fields = ["model", "version", "format", "sha256", "size_bytes", "signature", "created_by", "created_at"]
-    actions = ["deploy"]
+    # Registry knows nothing of deployments: apps/deployments/admin.py adds its Deploy action to this page.
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -102,45 +91,6 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     @admin.display(description="suite")
     def suite(self, obj):
         return obj.artifact.suite
-
-    def has_deploy_permission(self, request):
-        # Seeing the versions is not enough: the action writes deployments.
-        return request.user.has_perm("deployments.add_deployment")
-
-    @admin.action(description="Deploy selected versions to a server", permissions=["deploy"])
-    def deploy(self, request, queryset):
-        form = DeployForm(request.POST if "apply" in request.POST else None)
-        if "apply" in request.POST and form.is_valid():
-            data = dict(form.cleaned_data)
-            server = data.pop("server")
-            done = [
-                mv
-                for mv in queryset
-                if run_service(
-                    self,
-                    request,
-                    deployment_services.request_deployment,
-                    model_version_id=mv.pk,
-                    server_id=server.pk,
-                    batching=data,
-                )
-            ]
-            if done:
-                self.message_user(
-                    request, f"Deployment requested for {', '.join(map(str, done))} on {server}.", messages.SUCCESS
-                )
-            return None
-        return render(
-            request,
-            "admin/registry/deploy.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Deploy model versions",
-                "form": form,
-                "queryset": queryset,
-                "opts": self.model._meta,
-            },
-        )
 
 
 @admin.register(Artifact)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiToken
 from apps.accounts.services import issue_token, revoke_token, set_user_active
-from apps.core.management.commands.bootstrap_demo import demo_caller, ensure_demo_accounts, issue_demo_token
+from apps.demo.management.commands.bootstrap_demo import demo_caller, ensure_demo_accounts, issue_demo_token
 from tests.compliance.conftest import check_of, evaluate
 from tests.conftest import otp_login
 from tests.factories import PASSWORD, ModelVersionFactory

@@ -92,7 +92,7 @@ class TestHostEnrolmentCode:
 
 class TestDemoAccounts:
     def test_named_accounts_per_role_through_the_services_and_no_superuser(self):
-        from apps.core.management.commands.bootstrap_demo import ensure_demo_accounts
+        from apps.demo.management.commands.bootstrap_demo import ensure_demo_accounts
 
         logins = ensure_demo_accounts()
 
@@ -115,7 +115,7 @@ class TestDemoAccounts:
         assert AuditEvent.objects.filter(event_type="auth.officer.bootstrap").count() == 1
 
     def test_second_run_keeps_the_accounts_and_prints_a_live_code_until_enrolled(self):
-        from apps.core.management.commands.bootstrap_demo import ensure_demo_accounts
+        from apps.demo.management.commands.bootstrap_demo import ensure_demo_accounts
 
         first = ensure_demo_accounts()
         TOTPDevice.objects.create(user=first["demo-admin"].user, confirmed=True, name="phone")
@@ -129,7 +129,7 @@ class TestDemoAccounts:
         assert EnrolmentCode.objects.filter(user=second["demo-auditor"].user, voided_at__isnull=False).count() == 1
 
     def test_one_demo_token_per_run_issued_by_the_host(self):
-        from apps.core.management.commands.bootstrap_demo import demo_caller, ensure_demo_accounts, issue_demo_token
+        from apps.demo.management.commands.bootstrap_demo import demo_caller, ensure_demo_accounts, issue_demo_token
 
         logins = ensure_demo_accounts()
         admin, officer = logins["demo-admin"].user, logins["demo-officer"].user
@@ -153,7 +153,7 @@ class TestDemoAccounts:
         assert grant.actor == officer
 
     def test_an_existing_officer_does_not_stop_the_demo(self):
-        from apps.core.management.commands.bootstrap_demo import ensure_demo_accounts
+        from apps.demo.management.commands.bootstrap_demo import ensure_demo_accounts
 
         make_user("sofia", SECURITY_OFFICER)
 

@@ -250,7 +250,7 @@ def _override_events() -> list[dict]:
 
 @pytest.mark.django_db
 def test_the_override_is_recorded_when_set_and_when_withdrawn_never_twice(production_debug):
-    from apps.core.production import audit_override
+    from apps.audit.platform import audit_override
 
     assert audit_override() is not None
     assert audit_override() is None  # another process starting with the same override
@@ -272,7 +272,7 @@ def test_processes_starting_together_record_the_override_once(production_debug):
 
     from django.db import connection
 
-    from apps.core.production import audit_override
+    from apps.audit.platform import audit_override
 
     start = threading.Barrier(6)
     errors = []

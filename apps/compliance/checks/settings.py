@@ -14,12 +14,13 @@ def override_evidence(name: str) -> dict:
     """`{"insecure_override": ...}` when SOVEREIGN_INSECURE_OVERRIDE lets production run with the
     weakness `name` (apps/core/production.py), else `{}`. A check given this evidence fails, and its
     evidence names the override and the audit event that recorded it (None if none did yet)."""
-    from apps.core.production import OVERRIDE_VAR, in_effect, last_override_event
+    from apps.audit.selectors import latest_event
+    from apps.core.production import EVENT, OVERRIDE_VAR, in_effect
 
     problems = in_effect(settings)
     if name not in problems:
         return {}
-    event = last_override_event()
+    event = latest_event(EVENT)  # recorded by apps/audit/platform.py
     recorded = event is not None and name in (event["details"] or {}).get("in_effect", [])
     return {
         "insecure_override": {

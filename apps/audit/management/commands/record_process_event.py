@@ -5,7 +5,7 @@ import re
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.core.services import record_process_giveup, record_process_restart
+from apps.audit.platform import record_process_giveup, record_process_restart
 
 
 class Command(BaseCommand):

@@ -1,6 +1,13 @@
-"""The project's admin site: Django's, except that changing one's own password goes through the
-audited service (apps.accounts.views.OwnPasswordChangeView). Installed as the default site by
-SovereignAdminConfig, so `admin.site` and every `@admin.register` keep working unchanged."""
+"""The project's admin site. The project composes it (like urls.py), since it reaches into apps
+above the floor (apps.accounts' audited password change), so it lives here and not in an app.
+
+Django's site, except that
+- changing one's own password goes through the audited service (apps.accounts.views.OwnPasswordChangeView);
+- the bulk `delete_selected` action is offered nowhere: it would bypass the services (and their
+  audit events) of any admin that ever allowed deleting, and no governed model is deleted from the admin.
+
+Installed as the default site by SovereignAdminConfig (INSTALLED_APPS), so `admin.site` and every
+`@admin.register` keep working unchanged."""
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
@@ -8,6 +15,10 @@ from django.urls import reverse
 
 
 class SovereignAdminSite(admin.AdminSite):
+    def __init__(self, name="admin"):
+        super().__init__(name)
+        self.disable_action("delete_selected")
+
     def password_change(self, request, extra_context=None):
         from django.contrib.admin.forms import AdminPasswordChangeForm  # the site's own-password form
 
@@ -24,4 +35,4 @@ class SovereignAdminSite(admin.AdminSite):
 
 
 class SovereignAdminConfig(AdminConfig):
-    default_site = "apps.core.admin_site.SovereignAdminSite"
+    default_site = "portal.admin_site.SovereignAdminSite"
