@@ -44,6 +44,9 @@ report-deps:
 test: install system-deps
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/pytest $(PYTEST_ARGS)
+	@# The access policy's equivalence test once more on SQLite, the embedded default's database.
+	DATABASE_URL=sqlite:////tmp/sovereign-policy-test.sqlite3 REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/pytest -q --nomigrations -p no:cacheprovider tests/registry/test_policy_equivalence.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

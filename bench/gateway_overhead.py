@@ -265,13 +265,13 @@ def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int
     from apps.accounts.services import authenticate_bearer
     from apps.audit.services import Source, record_event
     from apps.gateway.protocol import check_against_signature, parse_infer_header
-    from apps.gateway.views import candidate_deployments
+    from apps.gateway.routing import route as route_lookup
 
     auth, gw_headers = f"Bearer {token}", {"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
     user, tok = authenticate_bearer(auth, "127.0.0.1")
 
-    def route() -> list:  # the query of apps/gateway/views.py _route
-        return candidate_deployments(user, tok, model, invoke=True)
+    def route() -> list:  # the statement and decision of apps/gateway/views.py _route
+        return route_lookup(user, tok, model, invoke=True)
 
     dep = route()[0]
     source = Source(ip="127.0.0.1", user_agent="python-urllib3", token_id=tok.pk)

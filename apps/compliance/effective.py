@@ -3,13 +3,11 @@ retention through the SOVEREIGN_AUDIT_RETENTION_HOOKS setting, so it never impor
 
 from __future__ import annotations
 
-from functools import cache
-
 from django.db import DatabaseError
 from django.db.models import Q
 
-from .catalog import get_profile, profiles
-from .models import DeidMode, ModelPolicy, ProfileAttachment
+from .catalog import get_profile
+from .models import ModelPolicy, ProfileAttachment
 
 HIPAA = "hipaa"
 GUOMI = "guomi"
@@ -64,38 +62,7 @@ def deid_required(model_id: int) -> bool:
     return model_id in phi_model_ids()
 
 
-def deid_mode(model_id: int) -> str:
-    """The de-identification mode the gateway must apply to a model's requests."""
-    mode = ModelPolicy.objects.filter(model_id=model_id).values_list("deid_mode", flat=True).first()
-    return mode or DeidMode.OFF
-
-
 def profiles_of_model(model_id: int) -> set[str]:
     """Profiles that govern a model (and so its deployments): installation-wide ones plus its own."""
     rows = ProfileAttachment.objects.filter(Q(model__isnull=True) | Q(model_id=model_id))
     return set(rows.values_list("profile", flat=True))
-
-
-@cache
-def deid_policy_columns(model_ref: str) -> str:
-    """Two SQL select expressions for the model `model_ref` (an SQL expression such as `m.id`; no
-    parameters): its policy's de-identification mode (NULL without a policy), and whether it
-    receives PHI (marked, or under a model-level attachment of a profile that implies PHI). The
-    gateway's route statement selects them, so the inference path asks no extra query; pass the
-    pair to effective_deid_mode."""
-    phi_profiles = sorted(p.id for p in profiles().values() if p.phi) or ["-"]
-    ids = ", ".join(f"'{p}'" for p in phi_profiles)  # catalogue ids shipped with the code, not input
-    policies, attachments = ModelPolicy._meta.db_table, ProfileAttachment._meta.db_table
-    return (
-        f"(SELECT deid_mode FROM {policies} WHERE model_id = {model_ref}),"  # noqa: S608
-        f" (EXISTS (SELECT 1 FROM {policies} WHERE model_id = {model_ref} AND phi)"
-        f" OR EXISTS (SELECT 1 FROM {attachments} WHERE model_id = {model_ref} AND profile IN ({ids})))"
-    )
-
-
-def effective_deid_mode(mode: str | None, phi) -> str:
-    """The mode the gateway applies: the policy's, or `redact` for a model that receives PHI and has
-    no mode of its own (identifiers are never sent on), else `off`."""
-    if mode and mode != DeidMode.OFF:
-        return mode
-    return DeidMode.REDACT if phi else DeidMode.OFF

@@ -1,30 +1,45 @@
-"""The inference path's route lookup, as one hand-written SQL statement.
+"""The inference path's route lookup: one hand-written SQL statement that gathers the access policy's
+facts, and the policy (apps.registry.access, through apps.registry.selectors) that decides on them.
 
-Built with the ORM, this query (deployment + version + server, restricted to models the caller
-holds an unexpired invoke grant on, directly or — persons only — through a group, while holding a
-role that may invoke, and to the token's models) cost ≈2.2 ms of CPU per call to compile on the reference
-machine: more than everything else the gateway does. The statement below is fixed text (table
-names from the models' metadata, role names from apps.accounts.roles), so it compiles never and
-PostgreSQL prepares it once per connection. Its semantics are those of
-apps.registry.selectors.models_invokable_by; the gateway tests pin both. It also selects the
-model's de-identification policy (apps.compliance.effective.deid_policy_columns), so the
-inference path needs no second query for it.
+Built with the ORM, a route query cost ≈2.2 ms of CPU per call to compile on the reference machine:
+more than everything else the gateway does. The statement below is fixed text (table names from the
+models' metadata), so it compiles never and PostgreSQL prepares it once per connection. It decides
+nothing: for the model named in the URL it returns the model, each ACTIVE deployment of it (none:
+one row of NULLs), each object permission the caller holds on it by name or through a group (with
+its codename and expiry, expired ones included), whether a restricted token lists it, and the
+model's de-identification facts (apps.compliance.selectors.deid_policy_columns). The caller's roles
+and profile come from the token lookup (apps.accounts.services.tokens). The decisions — may invoke,
+may see, in the catalogue, which de-identification mode — are the access policy's, the same
+functions the control plane's selectors ask, so refusals (409 / 403 / 404) need no further query.
+tests/registry/test_policy_equivalence.py checks that both forms answer alike.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.utils import timezone
 
-from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant, Profile
-from apps.accounts.roles import MAY_INVOKE
-from apps.compliance.effective import deid_policy_columns, effective_deid_mode
+from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
+from apps.compliance.selectors import deid_policy_columns
+from apps.core.errors import ServiceError
 from apps.deployments.models import Deployment, InferenceServer
 from apps.registry.models import Model, ModelVersion
+from apps.registry.selectors import (
+    Grant,
+    Principal,
+    Token,
+    catalogue,
+    deid_mode,
+    gateway_scope_allows,
+    invokable,
+    visible,
+)
 
 
 @cache
@@ -35,58 +50,120 @@ def _sql() -> str:
         "mv": ModelVersion._meta.db_table,
         "srv": InferenceServer._meta.db_table,
         "user_groups": Group.user_set.through._meta.db_table,
-        "grp": Group._meta.db_table,
         "perm": Permission._meta.db_table,
         "ug": ModelUserGrant._meta.db_table,
         "gg": ModelGroupGrant._meta.db_table,
         "tm": ApiToken.allowed_models.through._meta.db_table,
-        "prof": Profile._meta.db_table,
     }
-    roles = ", ".join(f"'{r}'" for r in sorted(MAY_INVOKE))  # constants of our own, not input
-    # Table names from model metadata and our own role constants; every value is a parameter.
+    # Table names from model metadata; every value is a parameter.
     return f"""
-SELECT d.id, d.model_id, d.model_version_id, d.server_id, d.max_batch_size,
-       mv.version, mv.signature, s.name, s.http_url, {deid_policy_columns("m.id")}
-FROM {t["dep"]} d
-JOIN {t["model"]} m ON m.id = d.model_id
-JOIN {t["mv"]} mv ON mv.id = d.model_version_id
-JOIN {t["srv"]} s ON s.id = d.server_id
-WHERE m.name = %s AND d.desired_state = 'active' AND d.observed_state = 'active'
-  AND (%s OR (
-        EXISTS (SELECT 1 FROM {t["user_groups"]} r JOIN {t["grp"]} g ON g.id = r.group_id
-                WHERE r.user_id = %s AND g.name IN ({roles}))
-    AND (EXISTS (SELECT 1 FROM {t["ug"]} x JOIN {t["perm"]} p ON p.id = x.permission_id
-                 WHERE x.content_object_id = m.id AND x.user_id = %s AND p.codename = 'invoke_model'
-                   AND (x.expires_at IS NULL OR x.expires_at > %s))
-      OR EXISTS (SELECT 1 FROM {t["gg"]} y JOIN {t["perm"]} q ON q.id = y.permission_id
-                 JOIN {t["user_groups"]} yg ON yg.group_id = y.group_id
-                 WHERE y.content_object_id = m.id AND yg.user_id = %s AND q.codename = 'invoke_model'
-                   AND (y.expires_at IS NULL OR y.expires_at > %s)
-                   AND NOT EXISTS (SELECT 1 FROM {t["prof"]} pr WHERE pr.user_id = yg.user_id
-                                   AND pr.is_service_account)))))
-  AND (%s OR EXISTS (SELECT 1 FROM {t["tm"]} tm WHERE tm.apitoken_id = %s AND tm.model_id = m.id))
+SELECT m.id, d.id, d.model_version_id, d.server_id, d.max_batch_size,
+       mv.version, mv.signature, s.name, s.http_url, {deid_policy_columns("m.id")},
+       (%s AND EXISTS (SELECT 1 FROM {t["tm"]} tm WHERE tm.apitoken_id = %s AND tm.model_id = m.id)),
+       g.codename, g.expires_at, g.via_group
+FROM {t["model"]} m
+LEFT JOIN {t["dep"]} d ON d.model_id = m.id AND d.desired_state = 'active' AND d.observed_state = 'active'
+LEFT JOIN {t["mv"]} mv ON mv.id = d.model_version_id
+LEFT JOIN {t["srv"]} s ON s.id = d.server_id
+LEFT JOIN (SELECT x.content_object_id AS model_id, p.codename, x.expires_at, 0 AS via_group
+             FROM {t["ug"]} x JOIN {t["perm"]} p ON p.id = x.permission_id WHERE x.user_id = %s
+           UNION ALL
+           SELECT y.content_object_id, q.codename, y.expires_at, 1
+             FROM {t["gg"]} y JOIN {t["perm"]} q ON q.id = y.permission_id
+             JOIN {t["user_groups"]} yg ON yg.group_id = y.group_id WHERE yg.user_id = %s) g ON g.model_id = m.id
+WHERE m.name = %s
 """  # noqa: S608
 
 
-def invokable_deployments(user, token, name: str) -> list[Deployment]:
-    """ACTIVE deployments of model `name` that this user may invoke with this token."""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [name, user.is_superuser, user.pk, user.pk, now, user.pk, now, not token.restricted, token.pk]
+@dataclass
+class Facts:
+    """What the route statement gathered about one model name for one caller."""
+
+    model_id: int | None
+    deployments: dict[int, Deployment]
+    grants: set[Grant]
+    listed: bool  # a restricted token lists the model
+
+
+def gather(user, token, name: str) -> Facts:
+    """The one statement of the route lookup."""
+    params = [bool(token.restricted), token.pk, user.pk, user.pk, name]
     with connection.cursor() as cursor:
         cursor.execute(_sql(), params)
         rows = cursor.fetchall()
-    return [_deployment(*row) for row in rows]
+    facts = Facts(model_id=rows[0][0] if rows else None, deployments={}, grants=set(), listed=False)
+    for row in rows:
+        if row[1] is not None and row[1] not in facts.deployments:
+            facts.deployments[row[1]] = _deployment(*row[:11])
+        facts.listed = facts.listed or bool(row[11])
+        if row[12] is not None:
+            facts.grants.add(Grant(row[0], row[12], _aware(row[13]), via_group=bool(row[14])))
+    return facts
+
+
+def route(user, token, name: str, *, invoke: bool, now: datetime | None = None) -> list[Deployment]:
+    """The ACTIVE deployments of model `name` this caller may use with this token: to infer
+    (`invoke`), or to read metadata and readiness. Otherwise the refusal, decided on the same facts:
+    403 `insufficient_scope`; 409 `model_not_deployed` (allowed, nothing active); 403
+    `invoke_not_permitted` (in the caller's catalogue); 404 `model_not_found` (not even that)."""
+    facts_of_token = Token(scopes=frozenset(token.scopes), restricted=bool(token.restricted))
+    if not gateway_scope_allows(facts_of_token, invoke=invoke):
+        raise ServiceError("insufficient_scope", "this token lacks the 'invoke' scope", 403)
+    facts = gather(user, token, name)
+    if facts.model_id is None:
+        raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+    now = now or timezone.now()
+    principal = principal_from_lookup(user)
+    tok = Token(
+        scopes=facts_of_token.scopes,
+        restricted=facts_of_token.restricted,
+        model_ids=frozenset({facts.model_id} if facts.listed else ()),
+    )
+    allowed = (invokable if invoke else visible)(principal, tok, facts.grants, now)
+    if facts.model_id in allowed:
+        if facts.deployments:
+            return list(facts.deployments.values())
+        raise ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
+    if facts.model_id in catalogue(principal, tok, facts.grants, now):
+        raise ServiceError(
+            "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
+        )
+    raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+
+
+def principal_from_lookup(user) -> Principal:
+    """The caller as the gateway's token lookup read it (apps.accounts.services.authenticate_bearer)."""
+    facts = user.account_facts
+    return Principal(
+        user_id=user.pk,
+        active=user.is_active,
+        superuser=user.is_superuser,
+        service_account=facts.service_account,
+        roles=facts.standing_roles,
+        roles_now=facts.roles,
+    )
 
 
 def _deployment(
-    pk, model_id, version_id, server_id, max_batch_size, version, signature, server_name, http_url, deid_mode, phi
+    model_id, pk, version_id, server_id, max_batch_size, version, signature, server_name, http_url, mode, phi
 ):
     dep = Deployment(
         id=pk, model_id=model_id, model_version_id=version_id, server_id=server_id, max_batch_size=max_batch_size
     )
-    dep.deid_mode = effective_deid_mode(deid_mode, phi)  # the model's compliance policy, read in the same statement
+    dep.deid_mode = deid_mode(mode, bool(phi))  # the model's compliance policy, read in the same statement
     if isinstance(signature, str | bytes):
         signature = json.loads(signature)
     dep.model_version = ModelVersion(id=version_id, model_id=model_id, version=version, signature=signature)
     dep.server = InferenceServer(id=server_id, name=server_name, http_url=http_url)
     return dep
+
+
+def _aware(value):
+    """SQLite hands raw queries naive UTC datetimes as text (PostgreSQL aware ones); the ORM would convert."""
+    from datetime import UTC
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value

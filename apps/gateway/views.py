@@ -17,22 +17,20 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.models import Scope
 from apps.accounts.services import TokenRejected, authenticate_bearer
 from apps.audit.models import Outcome
 from apps.audit.services import Source, record_event, record_refusal
 from apps.core.errors import ServiceError, json_error
 from apps.core.netaddr import request_client_address
 from apps.core.throttling import RateLimited, hit_gateway_token, note_auth_failure
-from apps.deployments.models import Deployment, Desired, Observed
+from apps.deployments.models import Deployment
 from apps.keys.pseudonym import pseudonym_key
-from apps.registry.selectors import catalogue_visible_to, models_invokable_by, models_visible_to
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
 
 from .phi import deidentify_request
 from .protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
-from .routing import invokable_deployments
+from .routing import route
 from .upstream import forward
 
 logger = logging.getLogger(__name__)
@@ -88,9 +86,9 @@ class _Call:
 
 
 def _route(call: _Call, request, version: str | None, invoke: bool) -> Deployment:
-    """Authenticate, then find an ACTIVE deployment the caller may use. Inference needs an
-    `invoke_model` grant and the token's `invoke` scope; metadata and readiness need the model to
-    be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
+    """Authenticate, then find an ACTIVE deployment the caller may use (apps/gateway/routing.py).
+    Inference needs an `invoke_model` grant and the token's `invoke` scope; metadata and readiness
+    need the model to be visible and `invoke` or `read`. A model the caller cannot see is a 404."""
     try:
         user, token = authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), call.source.ip, lean=True)
     except TokenRejected:
@@ -103,11 +101,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
     decision = hit_gateway_token(token.pk)  # the call's one Redis round trip
     if not decision.allowed:
         raise RateLimited(decision, "token")
-    if not (token.has_scope(Scope.INVOKE) or (not invoke and token.has_scope(Scope.READ))):
-        raise ServiceError("insufficient_scope", f"this token lacks the '{Scope.INVOKE}' scope", 403)
-    deps = candidate_deployments(user, token, call.name, invoke)
-    if not deps:
-        raise _why_not(user, token, call.name, _scope(user, token, invoke))
+    deps = route(user, token, call.name, invoke=invoke)  # one statement; the access policy decides
     if version is not None:
         # Choose among the servers serving that version, not among all and then refuse.
         deps = [d for d in deps if str(d.model_version.version) == version]
@@ -115,45 +109,6 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
             raise ServiceError("model_version_not_deployed", f"version {version} of {call.name!r} is not deployed", 404)
     call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
     return call.dep
-
-
-def candidate_deployments(user, token, name: str, invoke: bool) -> list[Deployment]:
-    """The ACTIVE deployments of `name` this caller may use, in one query."""
-    if invoke:
-        return invokable_deployments(user, token, name)  # the hot path: fixed SQL, no query building
-    # No ordering: one is picked at random, and an ORDER BY costs a measurable share (bench/RESULTS.md).
-    return list(
-        Deployment.objects.select_related("server", "model_version")
-        .filter(
-            model__name=name,
-            model__in=_scope(user, token, invoke),
-            desired_state=Desired.ACTIVE,
-            observed_state=Observed.ACTIVE,
-        )
-        .order_by()
-    )
-
-
-def _scope(user, token, invoke: bool):
-    allowed = models_invokable_by(user) if invoke else models_visible_to(user)
-    if token.restricted:
-        allowed = allowed.filter(pk__in=token.allowed_models.values("pk"))
-    return allowed
-
-
-def _why_not(user, token, name: str, allowed) -> ServiceError:
-    """Only on the error path: tell "not deployed" from "not allowed" from "does not exist"."""
-    if allowed.filter(name=name).exists():
-        return ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
-    # The catalogue includes every model the user can see. A restricted token knows only its models.
-    known = catalogue_visible_to(user)
-    if token.restricted:
-        known = known.filter(pk__in=token.allowed_models.values("pk"))
-    if known.filter(name=name).exists():
-        return ServiceError(
-            "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
-        )
-    return ServiceError("model_not_found", f"unknown model {name!r}", 404)
 
 
 def _relay(upstream) -> HttpResponse:

@@ -1,35 +1,99 @@
 """Permission-aware reads of the catalogue: every list, detail and gateway route asks here.
 
-- A global `registry.view_model` (admin, security officer, auditor roles) sees every model.
-- Otherwise a user sees the models granted to them or their groups (view_model or invoke_model,
-  unexpired), as django-guardian object permissions with an expiry (apps.accounts.models).
-  Group grants reach persons only; a service account reaches what is granted to it by name.
-- Invocation needs an unexpired `invoke_model` grant; no role has it globally.
-A model outside these sets does not exist for the caller (404, never 403).
+Who may see, list and invoke which model is decided in one place, apps/registry/access.py (see its
+docstring and docs/access-control.md, "One policy"); this module gathers that policy's facts through
+the ORM — the caller's roles and profile, the grants it holds, its token's models — and turns its
+answers into querysets. A model outside these sets does not exist for the caller (404, never 403).
+The gateway gathers the same facts in its own fixed statement (apps/gateway/routing.py) and asks the
+same functions, re-exported here for the apps above registry.
 """
 
 from __future__ import annotations
 
-from django.db.models import Exists, Q, QuerySet
+from collections.abc import Iterator
+
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from apps.accounts.models import ModelGroupGrant, ModelUserGrant, Profile
+from apps.accounts.services import roles_of
+
+from . import access
+from .access import (  # noqa: F401 - the policy's public names, for the apps above registry
+    SESSION,
+    Grant,
+    Principal,
+    Reach,
+    Token,
+    catalogue,
+    deid_mode,
+    gateway_scope_allows,
+    invokable,
+    may_invoke,
+    may_see,
+    visible,
+)
 from .models import Model, ModelVersion
 
 
-def _granted(user, codenames: tuple[str, ...]) -> Q:
-    """Grants to the user by name, or to one of its groups — group grants reach persons only: a
-    service account reaches exactly the models granted to it by name. Otherwise a grant to a
-    role group ("every analyst") would also reach the service accounts that people own, and
-    their owners would mint tokens for models nobody granted them."""
-    from apps.accounts.models import ModelGroupGrant, ModelUserGrant, Profile
-
-    live = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
-    mine = ModelUserGrant.objects.filter(live, user=user, permission__codename__in=codenames)
-    service_account = Profile.objects.filter(user_id=user.pk, is_service_account=True)
-    ours = ModelGroupGrant.objects.filter(
-        ~Exists(service_account), live, group__user=user, permission__codename__in=codenames
+def principal_of(user) -> Principal | None:
+    """The access policy's facts about `user`: those its token lookup already gathered
+    (`user.account_facts`), or read now. None for no user or an anonymous one."""
+    if user is None or not user.is_authenticated:
+        return None
+    facts = getattr(user, "account_facts", None)
+    if facts is not None:
+        roles, roles_now, service_account = facts.standing_roles, facts.roles, facts.service_account
+    else:
+        roles, roles_now = roles_of(user, include_emergency=False), roles_of(user)
+        service_account = Profile.objects.filter(user_id=user.pk, is_service_account=True).exists()
+    return Principal(
+        user_id=user.pk,
+        active=user.is_active,
+        superuser=user.is_superuser,
+        service_account=service_account,
+        roles=frozenset(roles),
+        roles_now=frozenset(roles_now),
     )
-    return Q(pk__in=mine.values("content_object_id")) | Q(pk__in=ours.values("content_object_id"))
+
+
+def token_of(token) -> Token:
+    """The access policy's facts about an API token (DRF's `request.auth`); a session (None) has no
+    token limits."""
+    if token is None:
+        return SESSION
+    ids = frozenset(token.allowed_models.values_list("pk", flat=True)) if token.restricted else frozenset()
+    return Token(scopes=frozenset(token.scopes), restricted=bool(token.restricted), model_ids=ids)
+
+
+class _Grants:
+    """The grants `user` holds, read only if the policy asks (it does not for those who see all)."""
+
+    def __init__(self, user):
+        self.user = user
+
+    def __iter__(self) -> Iterator[Grant]:
+        fields = ("content_object_id", "permission__codename", "expires_at")
+        for model_id, codename, expires_at in ModelUserGrant.objects.filter(user=self.user).values_list(*fields):
+            yield Grant(model_id, codename, expires_at, via_group=False)
+        for model_id, codename, expires_at in ModelGroupGrant.objects.filter(group__user=self.user).values_list(
+            *fields
+        ):
+            yield Grant(model_id, codename, expires_at, via_group=True)
+
+
+def _models(reach: Reach, qs: QuerySet | None = None, via: str = "pk") -> QuerySet:
+    qs = Model.objects.all() if qs is None else qs
+    if reach.every:
+        return qs
+    return qs.filter(**{f"{via}__in": sorted(reach.ids)}) if reach.ids else qs.none()
+
+
+def _ask(decision, user, token) -> QuerySet[Model]:
+    principal = principal_of(user)
+    if principal is None:
+        return Model.objects.none()
+    return _models(decision(principal, token_of(token), _Grants(user), timezone.now()))
 
 
 def restricted_to_token(qs: QuerySet, token, via: str = "pk") -> QuerySet:
@@ -39,39 +103,23 @@ def restricted_to_token(qs: QuerySet, token, via: str = "pk") -> QuerySet:
     session, where nothing changes). Models outside it are then 404 like any unseen model."""
     if not getattr(token, "restricted", False):
         return qs
-    return qs.filter(**{f"{via}__in": token.allowed_models.values("pk")})
+    return _models(access.token_reach(token_of(token)), qs, via)
 
 
 def models_visible_to(user, token=None) -> QuerySet[Model]:
-    if user is None or not user.is_authenticated or not user.is_active:
-        return Model.objects.none()
-    if user.has_perm("registry.view_model"):
-        return restricted_to_token(Model.objects.all(), token)
-    return restricted_to_token(Model.objects.filter(_granted(user, ("view_model", "invoke_model"))), token)
+    return _ask(visible, user, token)
 
 
-def models_invokable_by(user) -> QuerySet[Model]:
-    """Used on the inference path: no global-permission lookup; one query with a subquery per
-    grant table and one for the role, so a guest (or an analyst demoted to guest) cannot invoke
-    through a grant given to one of their groups or left over from before."""
-    from django.contrib.auth.models import Group
-
-    from apps.accounts.roles import MAY_INVOKE
-
-    if user is None or not user.is_active:
-        return Model.objects.none()
-    if user.is_superuser:
-        return Model.objects.all()
-    may_invoke = Group.objects.filter(user=user, name__in=MAY_INVOKE)
-    return Model.objects.filter(Exists(may_invoke), _granted(user, ("invoke_model",)))
+def models_invokable_by(user, token=None) -> QuerySet[Model]:
+    """The models `user` may invoke (with `token`, when given). The gateway asks the same policy in
+    its own statement (apps/gateway/routing.py)."""
+    return _ask(invokable, user, token)
 
 
 def catalogue_visible_to(user, token=None) -> QuerySet[Model]:
     """The catalogue (names, descriptions, status): everything for roles with view_catalogue,
     otherwise the models the user can see (either way, only a restricted token's own models)."""
-    if user is not None and user.is_authenticated and user.is_active and user.has_perm("registry.view_catalogue"):
-        return restricted_to_token(Model.objects.all(), token)
-    return models_visible_to(user, token)
+    return _ask(catalogue, user, token)
 
 
 def versions_visible_to(user, token=None) -> QuerySet[ModelVersion]:

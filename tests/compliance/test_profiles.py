@@ -9,7 +9,7 @@ import pytest
 
 from apps.audit.models import AuditEvent
 from apps.audit.retention import retention_days
-from apps.compliance import effective, services
+from apps.compliance import effective, selectors, services
 from apps.compliance.evaluation import run_evaluation
 from apps.compliance.models import ControlResult, DeidMode
 from apps.core.errors import ServiceError
@@ -80,7 +80,7 @@ def test_model_under_hipaa_receives_phi_and_needs_deidentification():
     assert err.value.code == "deid_required"
 
     services.set_model_policy(model_id=model.pk, phi=True, deid_mode=DeidMode.PSEUDONYMISE, actor=None)
-    assert effective.deid_mode(model.pk) == "pseudonymise"
+    assert selectors.deid_mode(model.pk) == "pseudonymise"
     assert AuditEvent.objects.filter(event_type="compliance.policy.update", target_id=str(model.pk)).exists()
 
 

@@ -19,8 +19,6 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Source
 from apps.core.csrf import SameOriginOnly
 from apps.core.errors import NotFound, ServiceError
-from apps.registry.models import Model
-from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
@@ -342,8 +340,7 @@ class MeView(AccountsApi, APIView):
         since = timezone.now() - timezone.timedelta(days=30)
         events = AuditEvent.objects.filter(actor=request.user, event_group="inference", timestamp__gte=since)
         if getattr(request.auth, "restricted", False):  # a restricted token sees its models' usage only
-            models = restricted_to_token(Model.objects.all(), request.auth)
-            events = events.filter(target_display__in=models.values("name"))
+            events = events.filter(target_display__in=request.auth.allowed_models.values("name"))
         usage = events.values("target_display", "outcome").annotate(calls=Count("id")).order_by("target_display")
         by_model: dict = {}
         for row in usage:

@@ -18,6 +18,7 @@ from .security import (
 )
 from .tokens import (
     LAST_USED_RESOLUTION,
+    AccountFacts,
     TokenRejected,
     authenticate_bearer,
     get_user_by_name,
@@ -26,6 +27,7 @@ from .tokens import (
     record_denied,
     revoke_all_tokens,
     revoke_token,
+    token_refusal,
 )
 from .users import (
     bootstrap_officer,
@@ -39,7 +41,9 @@ from .users import (
 
 __all__ = [
     "LAST_USED_RESOLUTION",
+    "AccountFacts",
     "TokenRejected",
+    "token_refusal",
     "assign_role",
     "bootstrap_officer",
     "change_own_password",

@@ -36,16 +36,25 @@ def roles_of(user, *, include_emergency: bool = True) -> set[str]:
 
 
 @cache
-def current_roles_sql(user_ref: str) -> str:
-    """The roles_of question as SQL: role names (column `r`) of the user `user_ref` (an SQL
-    expression, e.g. `%s` or `u.id`), standing and unexpired break-glass. Its own parameters are
-    `now, now`, after any that `user_ref` takes. Shared by roles_for_audit and the gateway's token
-    lookup, which asks it inside its own statement."""
+def standing_roles_sql(user_ref: str) -> str:
+    """The user's standing roles (its role groups) as SQL: role names (column `r`) of the user
+    `user_ref` (an SQL expression, e.g. `%s` or `u.id`); no parameters of its own."""
     user_groups, groups = Group.user_set.through._meta.db_table, Group._meta.db_table
     names = ", ".join(f"'{r}'" for r in sorted(ROLES))  # our own constants, not input
     return (
         f"SELECT g.name AS r FROM {user_groups} ug JOIN {groups} g ON g.id = ug.group_id"  # noqa: S608
         f" WHERE ug.user_id = {user_ref} AND g.name IN ({names})"
+    )
+
+
+@cache
+def current_roles_sql(user_ref: str) -> str:
+    """The roles_of question as SQL: role names (column `r`) of the user `user_ref` (an SQL
+    expression, e.g. `%s` or `u.id`), standing and unexpired break-glass. Its own parameters are
+    `now, now`, after any that `user_ref` takes. Shared by roles_for_audit and the gateway's token
+    lookup, which asks it inside its own statement."""
+    return (
+        f"{standing_roles_sql(user_ref)}"  # noqa: S608
         f" UNION SELECT e.role FROM {EmergencyAccess._meta.db_table} e WHERE e.user_id = {user_ref}"
         " AND e.revoked_at IS NULL AND e.granted_at <= %s AND e.expires_at > %s"
     )

@@ -145,8 +145,9 @@ def _check_second_factor(actor, otp_verified_at: datetime | None, otp: str, sour
 
 
 def _existing_models(model_ids) -> list:
-    from apps.registry.models import Model
-
+    # The registry's Model, reached through the token's own relation: accounts sits below registry
+    # and does not import it (docs/architecture.md); the M2M field already names the table.
+    Model = ApiToken._meta.get_field("allowed_models").related_model
     ids = {int(i) for i in model_ids}
     models = list(Model.objects.filter(pk__in=ids))
     missing = ids - {m.pk for m in models}
@@ -209,7 +210,9 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
     token's issuer); last-used bookkeeping at most once a minute. `lean=True` (the inference
     gateway) runs that query as fixed SQL, which spares ≈0.4 ms of ORM query building per call, and
     returns a user holding only id, username, is_active and is_superuser: enough for grants and
-    audit, not for anything that reads other fields. Both paths decide through `_refusal`.
+    audit, not for anything that reads other fields. Both paths decide through `token_refusal`, and
+    both leave what they learned on `user.account_facts` (AccountFacts), so that the access policy
+    asks no second query for the caller's roles.
     """
     if not header:
         raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
@@ -222,9 +225,10 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
     if found is None:
         raise TokenRejected("invalid_token", "the token is not valid")
     token, facts = found
-    refusal = _refusal(token, now, facts)
+    refusal = token_refusal(token, now, facts)
     if refusal is not None:
         raise refusal
+    token.user.account_facts = facts  # the principal's facts for the access policy (apps.registry.access)
     # Once a minute at most, whatever the address: a token used from several hosts must not turn
     # this into an UPDATE (and a row lock) on every call.
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
@@ -233,15 +237,17 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
 
 
 @dataclass(frozen=True)
-class _Facts:
-    """What the token lookup learned about the token's user besides the user row itself."""
+class AccountFacts:
+    """What the token lookup learned about the token's user besides the user row itself: its roles
+    now (standing and unexpired break-glass), its standing roles alone, and its profile."""
 
     roles: frozenset[str]
+    standing_roles: frozenset[str]
     service_account: bool
     password_changed_at: datetime | None
 
 
-def _refusal(token: ApiToken, now: datetime, facts: _Facts) -> TokenRejected | None:
+def token_refusal(token: ApiToken, now: datetime, facts: AccountFacts) -> TokenRejected | None:
     """The one decision for both lookups: tokens do not bypass what a session obeys.
 
     - revoked, expired, inactive user: as ever;
@@ -282,25 +288,37 @@ def _roles_sql(vendor: str, user_ref: str) -> str:
     return f"(SELECT {concat} FROM ({current_roles_sql(user_ref)}) x)"  # noqa: S608
 
 
+def _standing_roles_sql(vendor: str, user_ref: str) -> str:
+    """The user's standing roles as one comma-separated string (no parameters)."""
+    from .roles import standing_roles_sql
+
+    concat = "string_agg(r, ',')" if vendor == "postgresql" else "group_concat(r, ',')"
+    return f"(SELECT {concat} FROM ({standing_roles_sql(user_ref)}) x)"  # noqa: S608
+
+
 def _split_roles(roles: str | None) -> frozenset[str]:
     return frozenset(roles.split(",")) if roles else frozenset()
 
 
-def _orm_lookup(digest: str, now: datetime) -> tuple[ApiToken, _Facts] | None:
+def _orm_lookup(digest: str, now: datetime) -> tuple[ApiToken, AccountFacts] | None:
     qn = connection.ops.quote_name
     user_ref = f"{qn(ApiToken._meta.db_table)}.{qn('user_id')}"
     stamp = connection.ops.adapt_datetimefield_value(now)
     token = (
         ApiToken.objects.select_related("user", "user__profile", "created_by")
-        .annotate(sv_roles=RawSQL(_roles_sql(connection.vendor, user_ref), [stamp, stamp]))  # noqa: S611
+        .annotate(
+            sv_roles=RawSQL(_roles_sql(connection.vendor, user_ref), [stamp, stamp]),  # noqa: S611
+            sv_standing=RawSQL(_standing_roles_sql(connection.vendor, user_ref), []),  # noqa: S611
+        )
         .filter(digest=digest)
         .first()
     )
     if token is None:
         return None
     profile = getattr(token.user, "profile", None)  # RelatedObjectDoesNotExist is an AttributeError
-    return token, _Facts(
+    return token, AccountFacts(
         roles=_split_roles(token.sv_roles),
+        standing_roles=_split_roles(token.sv_standing),
         service_account=bool(profile and profile.is_service_account),
         password_changed_at=profile.password_changed_at if profile else None,
     )
@@ -310,13 +328,15 @@ def _orm_lookup(digest: str, now: datetime) -> tuple[ApiToken, _Facts] | None:
 def _lean_sql(vendor: str) -> str:
     """The token, its user, the user's profile and roles now (standing and unexpired break-glass,
     the same question as roles_for_audit) and the token's issuer in one statement: the gateway's
-    audit event freezes the roles and names the issuer; `_refusal` reads the rest."""
+    audit event freezes the roles and names the issuer; `token_refusal` and the access policy read
+    the rest."""
     tokens, users = ApiToken._meta.db_table, get_user_model()._meta.db_table
     profiles = Profile._meta.db_table
     return (
         "SELECT t.id, t.user_id, t.scopes, t.restricted, t.created_at, t.expires_at, t.revoked_at,"  # noqa: S608
         " t.last_used_at, t.created_by_id, ib.username,"
         f" u.username, u.is_active, u.is_superuser, {_roles_sql(vendor, 'u.id')},"
+        f" {_standing_roles_sql(vendor, 'u.id')},"
         " p.is_service_account, p.password_changed_at"
         f" FROM {tokens} t JOIN {users} u ON u.id = t.user_id"
         f" LEFT JOIN {profiles} p ON p.user_id = u.id LEFT JOIN {users} ib ON ib.id = t.created_by_id"
@@ -324,7 +344,7 @@ def _lean_sql(vendor: str) -> str:
     )
 
 
-def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, _Facts] | None:
+def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, AccountFacts] | None:
     stamp = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         cursor.execute(_lean_sql(connection.vendor), [stamp, stamp, digest])
@@ -332,7 +352,7 @@ def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, _Facts] | None:
     if row is None:
         return None
     (pk, user_id, scopes, restricted, created_at, expires_at, revoked_at, last_used_at, issuer_id, issuer) = row[:10]
-    username, is_active, superuser, roles, service_account, password_changed_at = row[10:]
+    username, is_active, superuser, roles, standing, service_account, password_changed_at = row[10:]
     User = get_user_model()
     token = ApiToken(
         id=pk,
@@ -347,8 +367,9 @@ def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, _Facts] | None:
     )
     token.user = User(id=user_id, username=username, is_active=bool(is_active), is_superuser=bool(superuser))
     token.user.audit_roles = sorted(_split_roles(roles))  # read by roles_for_audit
-    return token, _Facts(
+    return token, AccountFacts(
         roles=_split_roles(roles),
+        standing_roles=_split_roles(standing),
         service_account=bool(service_account),
         password_changed_at=_aware(password_changed_at),
     )

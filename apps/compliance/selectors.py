@@ -1,0 +1,42 @@
+"""Compliance's reads that other apps use. The de-identification mode of a model is decided by the
+access policy (apps.registry.access.deid_mode); this module gathers its facts — the model's policy
+mode and whether it receives PHI — either as SQL columns for the gateway's route statement or
+through the ORM for the control plane."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from apps.registry.selectors import deid_mode as decide_deid_mode
+
+from .catalog import profiles
+from .effective import phi_by_attachment
+from .models import ModelPolicy, ProfileAttachment
+
+
+def deid_facts(model_id: int) -> tuple[str | None, bool]:
+    """The model's policy mode (None without a policy) and whether it receives PHI (marked, or under
+    a model-level attachment of a profile that implies PHI)."""
+    policy = ModelPolicy.objects.filter(model_id=model_id).values_list("deid_mode", "phi").first()
+    mode, marked = policy if policy else (None, False)
+    return mode, bool(marked) or phi_by_attachment(model_id)
+
+
+def deid_mode(model_id: int) -> str:
+    """The de-identification mode the gateway applies to a model's requests."""
+    return decide_deid_mode(*deid_facts(model_id))
+
+
+@cache
+def deid_policy_columns(model_ref: str) -> str:
+    """deid_facts as two SQL select expressions for the model `model_ref` (an SQL expression such as
+    `m.id`; no parameters), so that the gateway's route statement gathers them without a query of
+    its own; pass the pair to apps.registry.access.deid_mode."""
+    phi_profiles = sorted(p.id for p in profiles().values() if p.phi) or ["-"]
+    ids = ", ".join(f"'{p}'" for p in phi_profiles)  # catalogue ids shipped with the code, not input
+    policies, attachments = ModelPolicy._meta.db_table, ProfileAttachment._meta.db_table
+    return (
+        f"(SELECT deid_mode FROM {policies} WHERE model_id = {model_ref}),"  # noqa: S608
+        f" (EXISTS (SELECT 1 FROM {policies} WHERE model_id = {model_ref} AND phi)"
+        f" OR EXISTS (SELECT 1 FROM {attachments} WHERE model_id = {model_ref} AND profile IN ({ids})))"
+    )
