@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
@@ -79,14 +79,15 @@ def request_deployment(
     *, model_version_id: int, server_id: int, batching: dict | None = None, actor, source: Source = SYSTEM
 ) -> Deployment:
     """Record that a model version should be served on a server, and enqueue the reconcile."""
-    mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
-    if mv is None:
-        raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+    mv = get_or_404(
+        ModelVersion.objects.select_related("model"),
+        "model_version_not_found",
+        f"no model version with id {model_version_id}",
+        pk=model_version_id,
+    )
     if mv.artifact.shredded_at is not None:
         raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
-    server = InferenceServer.objects.filter(pk=server_id).first()
-    if server is None:
-        raise NotFound("server_not_found", f"no inference server with id {server_id}")
+    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
     settings_ = _batching(batching or {})
     try:
         with transaction.atomic():
@@ -119,9 +120,12 @@ def request_deployment(
 def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> Deployment:
     """Mark a deployment to be unloaded (idempotent) and enqueue the reconcile."""
     with transaction.atomic():
-        dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-        if dep is None:
-            raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+        dep = get_or_404(
+            Deployment.objects.select_for_update(),
+            "deployment_not_found",
+            f"no deployment with id {deployment_id}",
+            pk=deployment_id,
+        )
         before = dep.desired_state
         dep.desired_state = Desired.INACTIVE
         dep.requested_by = acting_user(actor) or dep.requested_by
@@ -141,9 +145,12 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
     """Retry a FAILED deployment (or re-activate an undeployed one)."""
     try:
         with transaction.atomic():
-            dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-            if dep is None:
-                raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+            dep = get_or_404(
+                Deployment.objects.select_for_update(),
+                "deployment_not_found",
+                f"no deployment with id {deployment_id}",
+                pk=deployment_id,
+            )
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by

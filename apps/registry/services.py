@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.keys.providers import seal
 from apps.keys.services import lock_for_artifact
 from inference_backend.envelope import sha256_hex
@@ -158,9 +158,12 @@ def shred_model_version(*, model_version_id: int, reason: str, actor, source: So
     from apps.deployments.models import Desired, Observed
 
     with transaction.atomic():
-        mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
-        if mv is None:
-            raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+        mv = get_or_404(
+            ModelVersion.objects.select_related("model"),
+            "model_version_not_found",
+            f"no model version with id {model_version_id}",
+            pk=model_version_id,
+        )
         artifact = Artifact.objects.select_for_update().get(version=mv)
         if artifact.is_shredded:
             raise Conflict("already_shredded", f"the data key of {mv} was already destroyed")
@@ -191,12 +194,13 @@ def read_artifact_ciphertext(artifact: Artifact) -> bytes:
 
 
 def get_model_version(model_name: str, version: int) -> ModelVersion:
-    mv = (
-        ModelVersion.objects.select_related("model", "artifact").filter(model__name=model_name, version=version).first()
+    return get_or_404(
+        ModelVersion.objects.select_related("model", "artifact"),
+        "model_version_not_found",
+        f"model {model_name!r} has no version {version}",
+        model__name=model_name,
+        version=version,
     )
-    if mv is None:
-        raise NotFound("model_version_not_found", f"model {model_name!r} has no version {version}")
-    return mv
 
 
 def _validate_name(name: str) -> None:
