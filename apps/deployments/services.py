@@ -24,7 +24,7 @@ from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
-from inference_backend.config import BatchingSettings, render_config
+from inference_backend.config import BATCHING_FIELDS, BatchingSettings, render_config
 
 from .models import Deployment, Desired, InferenceServer, Observed, ServerState
 from .transport import check_grpc_address, check_server_url, client_for
@@ -96,12 +96,7 @@ def request_deployment(
                 model_version=mv,
                 server=server,
                 requested_by=acting_user(actor),
-                max_batch_size=settings_.max_batch_size,
-                dynamic_batching=settings_.dynamic_batching,
-                preferred_batch_sizes=list(settings_.preferred_batch_sizes),
-                max_queue_delay_us=settings_.max_queue_delay_us,
-                instance_count=settings_.instance_count,
-                kind=settings_.kind,
+                **settings_.as_dict(),
             )
             dep.transitions.create(to_state=Observed.PENDING, message="requested")
             record_event(
@@ -357,8 +352,7 @@ def _enqueue(dep: Deployment) -> None:
 
 
 def _batching(values: dict) -> BatchingSettings:
-    allowed = set(BatchingSettings.__dataclass_fields__)
-    unknown = set(values) - allowed
+    unknown = set(values) - set(BATCHING_FIELDS)
     if unknown:
         raise ServiceError("invalid_batching", f"unknown batching settings: {', '.join(sorted(unknown))}")
     if "preferred_batch_sizes" in values:
@@ -376,12 +370,5 @@ def _snapshot(dep: Deployment) -> dict:
         "server": dep.server.name,
         "desired_state": dep.desired_state,
         "observed_state": dep.observed_state,
-        "batching": {
-            "max_batch_size": dep.max_batch_size,
-            "dynamic_batching": dep.dynamic_batching,
-            "preferred_batch_sizes": dep.preferred_batch_sizes,
-            "max_queue_delay_us": dep.max_queue_delay_us,
-            "instance_count": dep.instance_count,
-            "kind": dep.kind,
-        },
+        "batching": {name: getattr(dep, name) for name in BATCHING_FIELDS},
     }
