@@ -14,11 +14,12 @@ from django.utils import timezone
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import Model
+from inference_backend.private_file import write_private
 
 from .catalog import get_profile, profiles
 from .checks import FAIL, Context, run_check
 from .models import Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
-from .storage import directory, write_private
+from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
 
