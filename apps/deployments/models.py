@@ -110,11 +110,6 @@ class Deployment(models.Model):
     def batching(self) -> BatchingSettings:
         return BatchingSettings(**{name: getattr(self, name) for name in BATCHING_FIELDS})
 
-    @property
-    def converged(self) -> bool:
-        target = Observed.ACTIVE if self.desired_state == Desired.ACTIVE else Observed.INACTIVE
-        return self.observed_state == target
-
 
 class DeploymentTransition(models.Model):
     """The history of a deployment: every observed-state change with its time and error text."""

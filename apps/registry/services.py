@@ -192,16 +192,6 @@ def read_artifact_ciphertext(artifact: Artifact) -> bytes:
         raise ServiceError("artifact_missing", f"the encrypted file of {artifact.version} is missing", 500) from err
 
 
-def get_model_version(model_name: str, version: int) -> ModelVersion:
-    return get_or_404(
-        ModelVersion.objects.select_related("model", "artifact"),
-        "model_version_not_found",
-        f"model {model_name!r} has no version {version}",
-        model__name=model_name,
-        version=version,
-    )
-
-
 def _validate_name(name: str) -> None:
     try:
         model_name_validator(name)
