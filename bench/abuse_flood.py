@@ -1,9 +1,10 @@
 """Abuse flood: 10,000 anonymous bad gateway calls from many addresses while a granted caller keeps calling.
 
 Measures the granted caller's latency before and during the flood, the CPU each flood call costs, and what
-the flood leaves in the audit log (rows, and that their counts add up to the calls). Reuses
-bench/gateway_overhead.py's harness (PostgreSQL database, Redis, temp data dir, tritonserver with the demo
-model, gunicorn as in production) under its own database and Redis db. The flood comes through a trusted
+the flood leaves in the audit log (rows, and that their counts add up to the calls). Runs on
+bench/harness.py (PostgreSQL database, Redis, temp data dir, tritonserver, gunicorn as in production) and
+bench/gateway_overhead.py's demo deployment, under its own database and Redis db (BENCH_DB_NAME,
+BENCH_REDIS_URL override them). The flood comes through a trusted
 proxy (SOVEREIGN_TRUSTED_PROXIES=127.0.0.1/32) with X-Forwarded-For naming one of --addresses clients.
 Run from the repository root: .venv/bin/python bench/abuse_flood.py [--quick]
 """
@@ -14,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,14 +23,30 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import redis
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gateway_overhead as go  # noqa: E402 - the shared harness
+import gateway_overhead as go  # noqa: E402 - the gateway bench's deployment and calls
+from harness import (  # noqa: E402 - bench/ is not a package
+    CLEANUP,
+    GUNICORN,
+    MARKS,
+    cpu_snapshot,
+    cpu_used,
+    db_name,
+    flushed_redis,
+    fresh_db,
+    log,
+    percentiles,
+    redis_url,
+    run_main,
+    setup_django,
+    start_gunicorn,
+    start_triton,
+    table,
+    time_calls,
+)
 
-go.DB_NAME = "sovereign_bench_abuse"  # not gateway_overhead's: both may run on one machine
-go.REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
-log, pct = go.log, go.pct
+DB_NAME = db_name("sovereign_bench_abuse")  # not gateway_overhead's: both may run on one machine
+REDIS_URL = redis_url("redis://127.0.0.1:6379/7")
 
 
 def granted_calls(port: int, headers: dict, model: str, stop: threading.Event, n: int | None = None) -> list[float]:
@@ -79,14 +95,7 @@ def limiter_cost(iters: int) -> dict:
     """Median wall and CPU µs of one rate-limit check against this Redis (the gateway's one round trip)."""
     from apps.core.throttling import hit_gateway_token, limiter
 
-    for _ in range(200):
-        hit_gateway_token(0)
-    wall, cpu = [], []
-    for _ in range(iters):
-        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
-        hit_gateway_token(0)
-        wall.append((time.perf_counter_ns() - t0) / 1e3)
-        cpu.append((time.thread_time_ns() - c0) / 1e3)
+    wall, cpu = time_calls(lambda: hit_gateway_token(0), iters, warmup=200)
     limiter().reset()
     return {"wall_us": statistics.median(wall), "cpu_us": statistics.median(cpu), "backend": type(limiter()).__name__}
 
@@ -110,52 +119,44 @@ def audit_outcome(granted: int) -> dict:
 def run(quick: bool, total: int, addresses: int, threads: int) -> dict:
     baseline_n = 200 if quick else 1000
     data = Path(tempfile.mkdtemp(prefix="sovereign-abuse-"))
-    go.CLEANUP.append(lambda: shutil.rmtree(data, ignore_errors=True))
-    env = {**go.portal_env(data), "SOVEREIGN_TRUSTED_PROXIES": "127.0.0.1/32"}
+    CLEANUP.append(lambda: shutil.rmtree(data, ignore_errors=True))
+    env = go.gateway_env(data, DB_NAME, REDIS_URL, SOVEREIGN_TRUSTED_PROXIES="127.0.0.1/32")
     os.environ.update(env)
-    log(f"database {go.DB_NAME}, redis {go.REDIS_URL}, data dir {data}")
-    go.CLEANUP.append(lambda: go.recreate_db(drop_only=True))
-    go.recreate_db()
-    rds = redis.Redis.from_url(go.REDIS_URL)
-    rds.flushdb()
-    go.CLEANUP.append(rds.flushdb)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    go.CLEANUP.append(lambda: __import__("django.db").db.connections.close_all())
-    call_command("migrate", "--noinput", verbosity=0)
+    log(f"database {DB_NAME}, redis {REDIS_URL}, data dir {data}")
+    fresh_db(DB_NAME)
+    flushed_redis(REDIS_URL)
+    setup_django()
     log("starting tritonserver and gunicorn")
-    triton = go.start_triton(data, env)
-    port = go.start_gunicorn(data, env)
-    go.MARKS.update(gunicorn=f"127.0.0.1:{port}", postgres=f" {go.DB_NAME} ", triton=str(data / "triton"))
-    go.MARKS["redis (whole server, shared)"] = "redis-server"
+    triton = start_triton(data, env)
+    port = start_gunicorn(data, env)
+    MARKS.update(gunicorn=f"127.0.0.1:{port}", postgres=f" {DB_NAME} ", triton=str(data / "triton"))
+    MARKS["redis (whole server, shared)"] = "redis-server"
     token = go.deploy(triton.http_url)
     model = go.UNBATCHED
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick}
     res["machine"] = {"nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg()}
     res["config"] = {"flood_calls": total, "addresses": addresses, "flood_threads": threads, "model": model,
-                     "gunicorn": "gthread, 2 workers x 8 threads", "baseline_calls": baseline_n}  # fmt: skip
+                     "gunicorn": GUNICORN, "baseline_calls": baseline_n}  # fmt: skip
     log("warm-up, then the granted caller alone")
     granted_calls(port, headers, model, threading.Event(), 100)
     before = granted_calls(port, headers, model, threading.Event(), baseline_n)
-    res["before"] = pct(before)
+    res["before"] = percentiles(before)
     log(f"the flood: {total} bad calls from {addresses} addresses on {threads} connections, granted caller running")
     stop, during = threading.Event(), []
     caller = threading.Thread(target=lambda: during.extend(granted_calls(port, headers, model, stop)), daemon=True)
-    c0, t0 = go.cpu_snapshot(), time.perf_counter()
+    c0, t0 = cpu_snapshot(), time.perf_counter()
     caller.start()
     statuses = flood(port, model, total, addresses, threads)
-    seconds, c1 = time.perf_counter() - t0, go.cpu_snapshot()
+    seconds, c1 = time.perf_counter() - t0, cpu_snapshot()
     stop.set()
     caller.join()
-    res["during"] = pct(during)
+    res["during"] = percentiles(during)
     res["flood"] = {"seconds": seconds, "calls_per_s": total / seconds, "statuses": dict(statuses)}
-    res["flood"].update(go.cpu_used(c0, c1, seconds, total + len(during)))
+    res["flood"].update(cpu_used(c0, c1, seconds, total + len(during)))
     res["ratio_p50_during_before"] = res["during"]["p50"] / res["before"]["p50"]
     log("the granted caller alone again")
-    res["after"] = pct(granted_calls(port, headers, model, threading.Event(), baseline_n))
+    res["after"] = percentiles(granted_calls(port, headers, model, threading.Event(), baseline_n))
     log("one rate-limit check (the gateway's Redis round trip), in-process")
     res["limiter"] = limiter_cost(500 if quick else 3000)
     log("waiting for the flood's last window to close, then reading the audit log")
@@ -168,7 +169,7 @@ def report(res: dict) -> None:
     m, f, a = res["machine"], res["flood"], res["audit"]
     print(f"== Sovereign abuse flood, {res['date']}, {m['nproc']} cores, load {m['loadavg_at_start']}")
     print(f"config: {json.dumps(res['config'])}")
-    go.table(
+    table(
         "Granted caller, sequential, ms",
         ["", "p50", "p90", "p99", "n"],
         [[k, *(f"{res[k][q]:.2f}" for q in ("p50", "p90", "p99")), res[k]["n"]] for k in ("before", "during", "after")],
@@ -177,7 +178,7 @@ def report(res: dict) -> None:
     calls = res["config"]["flood_calls"]
     print(f"flood: {calls} calls in {f['seconds']:.1f} s ({f['calls_per_s']:.0f}/s), statuses {f['statuses']}")
     per_call = f["cpu_ms_per_request"]
-    go.table("CPU ms per call during the flood (cores busy)", ["", "ms", "cores"],
+    table("CPU ms per call during the flood (cores busy)", ["", "ms", "cores"],
              [[g, f"{per_call[g]:.3f}", f"{f['cores_busy'][g]:.2f}"] for g in per_call])  # fmt: skip
     lim = res["limiter"]
     print(f"\none rate-limit check ({lim['backend']}): {lim['wall_us']:.0f} µs wall, {lim['cpu_us']:.0f} µs CPU")
@@ -196,22 +197,8 @@ def main() -> int:
     parser.add_argument("--addresses", type=int, default=32, help="distinct client addresses in the flood")
     parser.add_argument("--threads", type=int, default=8, help="flood connections")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        report(run(args.quick, 2000 if args.quick else args.calls, args.addresses, args.threads))
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("cleaning up")
-        for fn in reversed(go.CLEANUP):
-            try:
-                fn()
-            except Exception as exc:  # keep cleaning up
-                log(f"cleanup step failed: {exc!r}")
+    calls = 2000 if args.quick else args.calls
+    return run_main(lambda: report(run(args.quick, calls, args.addresses, args.threads)))
 
 
 if __name__ == "__main__":

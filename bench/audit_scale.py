@@ -33,7 +33,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,14 +46,24 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DB_NAME = "sovereign_audit_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402 - bench/ is not a package
+    CLEANUP,
+    ROOT,
+    db_name,
+    fresh_db,
+    log,
+    percentiles,
+    portal_env,
+    run_main,
+    table,
+)
+from harness import machine as host  # noqa: E402
+
+DB_NAME = db_name("sovereign_audit_bench")
 PG_BENCH = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
 TABLE = "audit_auditevent"
 NUL = "\\N"  # NULL in COPY text
-CLEANUP: list = []  # callables, run in reverse order on exit
 EVENTS_URL, EXPORT_URL = "/api/v1/audit/events/", "/api/v1/audit/export/jsonl/"
 COLUMNS = (
     "id", "timestamp", "sequence", "actor_id", "actor_name", "actor_roles", "token_id", "source_ip", "user_agent",
@@ -102,37 +111,19 @@ TASKS = ["risk", "triage", "detect", "score", "classify"]
 GROUPS = ["auth", "inference", "deployment", "access", "registry", "keys", "audit"]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def stats(values: list[float]) -> dict:
-    values = sorted(values)
-    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    return {"p50": q[49], "p95": q[94], "max": values[-1], "n": len(values)}
+    return percentiles(values, (50, 95), with_max=True)
 
 
-def recreate_db(drop_only: bool = False) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-
-
-def portal_env(data: Path, export_max: int) -> dict:
-    return {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        "SOVEREIGN_DEBUG": "false",  # DEBUG would keep every query in memory
-        "SOVEREIGN_SECRET_KEY": secrets.token_urlsafe(50),
-        "SOVEREIGN_ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
-        "SOVEREIGN_DATA_DIR": str(data),
-        "SOVEREIGN_ARTIFACT_DIR": str(data / "artifacts"),
-        "SOVEREIGN_LOCAL_KEK_FILE": str(data / "keystore" / "kek.bin"),
-        "SOVEREIGN_AUDIT_SIGNING_KEY_FILE": str(data / "keystore" / "audit-signing.pem"),
-        "SOVEREIGN_AUDIT_EXPORT_MAX_ROWS": str(export_max),
-        "REDIS_URL": "",
-    }
+def env_for(data: Path, export_max: int) -> dict:
+    return portal_env(
+        data,
+        DB_NAME,
+        SOVEREIGN_ALLOWED_HOSTS="testserver,127.0.0.1,localhost",
+        SOVEREIGN_AUDIT_SIGNING_KEY_FILE=str(data / "keystore" / "audit-signing.pem"),
+        SOVEREIGN_AUDIT_EXPORT_MAX_ROWS=str(export_max),
+        REDIS_URL="",
+    )
 
 
 def vm(field: str) -> int:
@@ -728,20 +719,11 @@ def sizes() -> dict:
 
 
 def machine() -> dict:
-    cpu = [ln.split(":")[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
     with psycopg.connect(PG_BENCH) as conn:
         names = ("server_version", "shared_buffers", "work_mem", "max_wal_size", "synchronous_commit", "jit")
         pg = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in names}
     mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
-    return {"nproc": os.cpu_count(), "cpu": cpu[0], "mem_gib": round(int(mem) / 2**20, 1),
-            "python": sys.version.split()[0], "postgres": pg, "loadavg": os.getloadavg()}  # fmt: skip
-
-
-def table(title: str, header: list, rows: list[list]) -> None:
-    widths = [max(len(str(cell)) for cell in column) + 2 for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in [header, *rows]:
-        print(f"{row[0]:<{widths[0]}}" + "".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True)))
+    return {**host(), "mem_gib": round(int(mem) / 2**20, 1), "postgres": pg, "loadavg": os.getloadavg()}
 
 
 def report(res: dict) -> None:
@@ -810,12 +792,10 @@ def run(args) -> dict:
     n = args.events
     data = Path(tempfile.mkdtemp(prefix="sovereign-audit-bench-"))
     CLEANUP.append(lambda: shutil.rmtree(data, ignore_errors=True))
-    env = portal_env(data, max(5_000_000, args.export_rows * 2))
+    env = env_for(data, max(5_000_000, args.export_rows * 2))
     os.environ.update(env)
     log(f"database {DB_NAME}, data dir {data}, {n:,} events")
-    if not args.keep:
-        CLEANUP.append(lambda: recreate_db(drop_only=True))
-    recreate_db()
+    fresh_db(DB_NAME, keep=args.keep)
     t = time.perf_counter()
     argv = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
     subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, check=True)
@@ -894,22 +874,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        report(run(args))
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("cleaning up")
-        for fn in reversed(CLEANUP):
-            try:
-                fn()
-            except Exception as exc:  # keep cleaning up
-                log(f"cleanup step failed: {exc!r}")
+    return run_main(lambda: report(run(args)))
 
 
 if __name__ == "__main__":

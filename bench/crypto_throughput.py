@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import machine  # noqa: E402 - bench/ is not a package; puts the repository on sys.path
+
 MiB = 1 << 20
 DEK = bytes(range(32))
 AAD = b"bench-artifact:1"
@@ -43,7 +45,6 @@ def _status_kib(field: str) -> int:
 
 
 def child(op: str, suite: str, src: str, dst: str) -> None:
-    sys.path.insert(0, str(ROOT))
     from inference_backend.stream import decrypt_stream, encrypt_stream
 
     rss_before = _status_kib("VmRSS")
@@ -126,7 +127,8 @@ def main() -> None:
         return
 
     size = (args.size_mib or (256 if args.quick else 2048)) * MiB
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, file size {size / MiB:.0f} MiB, segments 1 MiB")
+    m = machine()
+    print(f"python {m['python']}, {m['nproc']} x {m['cpu']}, file size {size / MiB:.0f} MiB, segments 1 MiB")
     ceiling = openssl_ceiling()
     print(f"openssl speed -evp aes-256-gcm -bytes 16384 -seconds 3: {ceiling / 1e6:.0f} MB/s (one core)")
 

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT  # noqa: E402 - bench/ is not a package; puts the repository on sys.path
 
 from apps.gateway.deid import ALL_TYPES, UNSTRUCTURED_TYPES, detect  # noqa: E402
 from apps.gateway.deid.evaluation import evaluate, load_corpus  # noqa: E402

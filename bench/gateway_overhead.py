@@ -1,119 +1,70 @@
 """Gateway overhead: Sovereign's KServe v2 gateway (auth, route, checks, audit) vs Triton directly.
-Sets up its own PostgreSQL database, Redis db 14, temp data dir, tritonserver and gunicorn; removes them
-on exit, Ctrl-C or error. Run from the repository root: .venv/bin/python bench/gateway_overhead.py [--quick]
+Sets up its own PostgreSQL database, Redis db 14, temp data dir, tritonserver and gunicorn (bench/harness.py);
+removes them on exit, Ctrl-C or error. BENCH_DB_NAME and BENCH_REDIS_URL choose another database and Redis db.
+Run from the repository root: .venv/bin/python bench/gateway_overhead.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import psycopg
-import redis
 import urllib3
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DB_NAME = "sovereign_bench"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402 - bench/ is not a package
+    CLEANUP,
+    GUNICORN,
+    MARKS,
+    cpu_snapshot,
+    cpu_used,
+    db_name,
+    flushed_redis,
+    fresh_db,
+    log,
+    machine,
+    percentiles,
+    portal_env,
+    redis_url,
+    run_main,
+    setup_django,
+    start_gunicorn,
+    start_triton,
+    table,
+    timed,
+)
+
+DB_NAME = db_name("sovereign_bench")
+REDIS_URL = redis_url("redis://127.0.0.1:6379/14")
 BATCHED, UNBATCHED = "bench-batched", "bench-unbatched"
 QUEUE_DELAY_US = 1000  # max_queue_delay_microseconds of the batched deployment
 BODY = b'{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
-CLEANUP: list = []  # callables, run in reverse order on exit
-MARKS: dict[str, str] = {}  # process group -> a substring of its processes' command lines (CPU accounting)
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": q[49], "p90": q[89], "p99": q[98], "n": len(values)}
-
-
-def recreate_db(drop_only: bool = False) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        if not drop_only:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-
-
-def portal_env(data: Path) -> dict:
-    return {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        "REDIS_URL": REDIS_URL,
-        "SOVEREIGN_ENV": "production",
-        "SOVEREIGN_DEBUG": "false",
-        "SOVEREIGN_SECRET_KEY": secrets.token_urlsafe(50),
-        "SOVEREIGN_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SOVEREIGN_BEHIND_TLS_PROXY": "true",  # clients send X-Forwarded-Proto: https, as the proxy would
-        "SOVEREIGN_DATA_DIR": str(data),
-        "SOVEREIGN_ARTIFACT_DIR": str(data / "artifacts"),
-        "SOVEREIGN_LOCAL_KEK_FILE": str(data / "keystore" / "kek.bin"),
+def gateway_env(data: Path, db: str, redis: str, **extra: str) -> dict:
+    """The portal as in production behind its TLS proxy, on the local KEK file."""
+    return portal_env(
+        data,
+        db,
+        REDIS_URL=redis,
+        SOVEREIGN_ENV="production",
+        SOVEREIGN_ALLOWED_HOSTS="127.0.0.1,localhost",
+        SOVEREIGN_BEHIND_TLS_PROXY="true",  # clients send X-Forwarded-Proto: https, as the proxy would
         # production refuses the local KEK file unless told (docs/production.md); the HSM's own cost
         # is measured apart (bench/hsm_unwrap.py)
-        "SOVEREIGN_INSECURE_OVERRIDE": "local_kek",
-    }
-
-
-def start_triton(data: Path, env: dict):
-    from inference_backend.server import LocalTritonServer, free_port
-
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    kek = {"SOVEREIGN_KEK_PROVIDER": "local", "SOVEREIGN_LOCAL_KEK_FILE": env["SOVEREIGN_LOCAL_KEK_FILE"]}
-    server = LocalTritonServer(data / "triton", *sorted(ports), extra_env=kek)
-    CLEANUP.append(server.stop)
-    server.start(timeout=180)
-    return server
-
-
-def start_gunicorn(data: Path, env: dict) -> int:
-    from inference_backend.server import free_port
-
-    port, gunicorn = free_port(), str(Path(sys.executable).parent / "gunicorn")
-    argv = [gunicorn, "portal.wsgi", "-k", "gthread", "--workers", "2", "--threads", "8", "-b", f"127.0.0.1:{port}"]
-    with open(data / "gunicorn.log", "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop() -> None:  # SIGTERM to the master (it stops its workers), then SIGKILL to its group's leftovers
-        proc.terminate()
-        try:
-            proc.wait(15)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    CLEANUP.append(stop)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            url, headers = f"http://127.0.0.1:{port}/healthz", {"X-Forwarded-Proto": "https"}
-            if urllib3.request("GET", url, headers=headers, timeout=2, retries=False).status == 200:
-                return port
-        except urllib3.exceptions.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"gunicorn did not become ready; see {data / 'gunicorn.log'}")
+        SOVEREIGN_INSECURE_OVERRIDE="local_kek",
+        **extra,
+    )
 
 
 def deploy(triton_url: str) -> str:
@@ -175,7 +126,7 @@ def sequential(sides: dict, model: str, rounds: int, per_round: int, warmup: int
                     lat[name].append((time.perf_counter() - t0) * 1e3)
                 if resp.status != 200:
                     raise RuntimeError(f"{name} answered {resp.status}: {resp.data[:300]!r}")
-    res = {name: pct(values) for name, values in lat.items()}
+    res = {name: percentiles(values) for name, values in lat.items()}
     res["cores_busy"] = cpu_used(c0, cpu_snapshot(), time.perf_counter() - t_start, 1)["cores_busy"]
     res["overhead"] = {k: res["gateway"][k] - res["direct"][k] for k in ("p50", "p90", "p99")}
     return res
@@ -214,39 +165,10 @@ def throughput(side: dict, model: str, conc: int, warmup: float, duration: float
     c1 = cpu_snapshot()
     for t in threads:
         t.join()
-    ok, lat = sum(st["ok"] for st in stats), pct([x for st in stats for x in st["lat"]])
+    ok, lat = sum(st["ok"] for st in stats), percentiles([x for st in stats for x in st["lat"]])
     out = {"rps": ok / duration, "errors": sum(st["errors"] for st in stats), "lat_p50_ms": lat["p50"]}
     out.update(lat_p99_ms=lat["p99"], **cpu_used(c0, c1, duration, ok))
     return out
-
-
-def cpu_snapshot() -> dict:
-    """CPU seconds used so far by each process of a MARKS group and by this one (the load generator), and by
-    the whole machine; keyed by (group, pid)."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            stat, cmd = (d / "stat").read_text(), (d / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        me = d.name == str(os.getpid())
-        group = "load generator" if me else next((g for g, mark in MARKS.items() if mark in cmd), None)
-        if group:
-            fields = stat.rsplit(")", 1)[1].split()
-            out[(group, d.name)] = (int(fields[11]) + int(fields[12])) / tick
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    out[("machine busy", "")] = (sum(ticks) - ticks[3] - ticks[4]) / tick
-    return out
-
-
-def cpu_used(c0: dict, c1: dict, seconds: float, requests: int) -> dict:
-    """CPU used between two snapshots (a process started in between counts from zero), per group."""
-    used = dict.fromkeys([*MARKS, "load generator", "machine busy"], 0.0)
-    for (group, pid), value in c1.items():
-        used[group] += value - c0.get((group, pid), 0.0)
-    used["other processes"] = used["machine busy"] - sum(v for g, v in used.items() if g != "machine busy")
-    per_request = {g: v * 1e3 / max(requests, 1) for g, v in used.items()}
-    return {"cores_busy": {g: v / seconds for g, v in used.items()}, "cpu_ms_per_request": per_request}
 
 
 def triton_counts(metrics_url: str, model: str) -> list[float]:
@@ -305,10 +227,9 @@ def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int
     cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(iters + 100):  # the first 100 are warm-up
         for name, fn in steps.items():
-            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
-            fn()
-            wall[name].append((time.perf_counter_ns() - t0) / 1e3)
-            cpu[name].append((time.thread_time_ns() - c0) / 1e3)
+            w, c = timed(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
     return {
         name: {"wall": statistics.median(wall[name][100:]), "cpu": statistics.median(cpu[name][100:])} for name in steps
     }
@@ -318,20 +239,12 @@ def run(quick: bool) -> dict:
     rounds, per_round, warm_n, warm_s, dur_s, iters = (4, 50, 50, 1, 2, 300) if quick else (20, 100, 200, 2, 5, 2000)
     data = Path(tempfile.mkdtemp(prefix="sovereign-bench-"))
     CLEANUP.append(lambda: shutil.rmtree(data, ignore_errors=True))
-    env = portal_env(data)
+    env = gateway_env(data, DB_NAME, REDIS_URL)
     os.environ.update(env)
-    log(f"database {DB_NAME}, data dir {data}")
-    CLEANUP.append(lambda: recreate_db(drop_only=True))
-    recreate_db()
-    rds = redis.Redis.from_url(REDIS_URL)
-    rds.flushdb()
-    CLEANUP.append(rds.flushdb)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    CLEANUP.append(lambda: __import__("django.db").db.connections.close_all())
-    call_command("migrate", "--noinput", verbosity=0)
+    log(f"database {DB_NAME}, redis {REDIS_URL}, data dir {data}")
+    fresh_db(DB_NAME)
+    flushed_redis(REDIS_URL)
+    setup_django()
     log("starting tritonserver and gunicorn")
     triton = start_triton(data, env)
     gw_port = start_gunicorn(data, env)
@@ -344,12 +257,11 @@ def run(quick: bool) -> dict:
         "direct": {"name": "direct", "port": triton.http_port, "headers": json_ct},
         "gateway": {"name": "gateway", "port": gw_port, "headers": gw_headers},
     }
-    cpu = [ln.split(":")[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick}
-    res["machine"] = {"nproc": os.cpu_count(), "cpu": cpu[0], "python": sys.version.split()[0]}
+    res["machine"] = machine()
     loop = [time.perf_counter(), sum(i * i for i in range(10**6)), time.perf_counter()]  # pure-Python speed probe
     res["machine"].update(loadavg_at_start=os.getloadavg(), python_loop_1e6_ms=(loop[2] - loop[0]) * 1e3)
-    res["config"] = {"gunicorn": "gthread, 2 workers x 8 threads", "max_batch_size": 32, "rounds": rounds,
+    res["config"] = {"gunicorn": GUNICORN, "max_batch_size": 32, "rounds": rounds,
                      "per_round": per_round, "batched_max_queue_delay_us": QUEUE_DELAY_US, "warmup_s": warm_s,
                      "duration_s": dur_s, "breakdown_iterations": iters, "model_for_1_2_4": UNBATCHED}  # fmt: skip
     log(f"1. sequential latency on {UNBATCHED}: {rounds} rounds x {per_round} requests per side")
@@ -384,13 +296,6 @@ def run(quick: bool) -> dict:
     }
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     return res
-
-
-def table(title: str, header: list, rows: list[list]) -> None:
-    widths = [max(len(str(cell)) for cell in column) + 2 for column in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in [header, *rows] if any(header) else rows:
-        print(f"{row[0]:<{widths[0]}}" + "".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True)))
 
 
 def report(res: dict) -> None:
@@ -429,22 +334,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run, not for figures")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        report(run(args.quick))
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("cleaning up")
-        for fn in reversed(CLEANUP):
-            try:
-                fn()
-            except Exception as exc:  # keep cleaning up
-                log(f"cleanup step failed: {exc!r}")
+    return run_main(lambda: report(run(args.quick)))
 
 
 if __name__ == "__main__":

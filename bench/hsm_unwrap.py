@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import percentiles, time_calls  # noqa: E402 - bench/ is not a package; puts the repository on sys.path
 
 from inference_backend.envelope import generate_dek  # noqa: E402
 from inference_backend.kek import LocalKeystoreProvider  # noqa: E402
@@ -29,17 +29,12 @@ from tests.inference_backend.softhsm import init_token  # noqa: E402
 
 
 def _time(fn, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    return samples
+    return time_calls(fn, n)[0]
 
 
 def _row(name: str, samples: list[float]) -> str:
-    q = statistics.quantiles(samples, n=10)
-    return f"{name:<34} n={len(samples):>5}  median {statistics.median(samples):8.1f} µs  p90 {q[8]:8.1f} µs"
+    q = percentiles(samples, (50, 90))
+    return f"{name:<34} n={len(samples):>5}  median {q['p50']:8.1f} µs  p90 {q['p90']:8.1f} µs"
 
 
 def main() -> int:

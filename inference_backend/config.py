@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 KINDS = ("KIND_CPU", "KIND_GPU")
@@ -67,6 +67,15 @@ class BatchingSettings:
                 raise ValueError(f"preferred batch sizes must be positive integers, got {size!r}")
             if size > self.max_batch_size:
                 raise ValueError(f"preferred batch size {size} is larger than max_batch_size {self.max_batch_size}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings keyed by BATCHING_FIELDS, as plain JSON values (the sizes as a list)."""
+        return {**asdict(self), "preferred_batch_sizes": list(self.preferred_batch_sizes)}
+
+
+# The one list of batching settings, in display order: a deployment's columns, its API and admin
+# fields and its audit snapshot all spell them from here.
+BATCHING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BatchingSettings))
 
 
 def _tensor_config(tensor: dict[str, Any], batched: bool) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import errno
 import hashlib
 import hmac
 import os
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_unwrap_with_padding,
     aes_key_wrap_with_padding,
 )
+
+from .private_file import write_private
 
 KEK_LEN = 32
 _KEK_ID_LABEL = b"sovereign-kek-id"
@@ -161,45 +162,12 @@ class LocalKeystoreProvider(KekProvider):
         return slots
 
     def _create(self) -> None:
-        """Create the keystore without ever exposing a partially written file.
-
-        The key is written to a private temporary file that is then hard-linked
-        to the final name: ``link`` fails with EEXIST if another process won the
-        race, in which case that process's key is used. On filesystems without
-        hard links, fall back to ``O_CREAT | O_EXCL`` on the final name.
-        """
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-        key = os.urandom(KEK_LEN)
-        tmp = self._tmp_name()
-        self._write_exclusive(tmp, key)
+        """Create the keystore without ever exposing a partially written file; if another
+        process won the race, its key is used."""
         try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            pass  # another process created it first: use theirs
+            write_private(self.path, os.urandom(KEK_LEN), exclusive=True)
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise KekError(f"cannot create KEK file {self.path}: {exc}") from exc
-            with contextlib.suppress(FileExistsError):  # lost the race: use the winner's key
-                self._write_exclusive(self.path, key)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-    def _tmp_name(self) -> str:
-        return f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
-
-    @staticmethod
-    def _write_exclusive(path: str, key: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(key)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            raise KekError(f"cannot create KEK file {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
     def _rewriting(self):
@@ -213,19 +181,7 @@ class LocalKeystoreProvider(KekProvider):
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             slots = list(self._read())
             yield slots
-            tmp = self._tmp_name()
-            self._write_exclusive(tmp, b"".join(slots))
-            try:
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_private(self.path, b"".join(slots))
         finally:
             os.close(lock_fd)
         self._keys(reload=True)

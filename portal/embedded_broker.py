@@ -42,6 +42,8 @@ from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
+from inference_backend.private_file import write_private
+
 logger = logging.getLogger(__name__)
 
 FOLDERS = ("queue", "staging", "processing", "rejected", "control")
@@ -66,20 +68,9 @@ def prepare(root: Path) -> dict:
 
 
 def _write_atomically(folder: str, final: str, data: bytes, staging: str) -> None:
-    tmp = os.path.join(staging, f"{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, os.path.join(folder, final))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # Staged outside the queue folder, so a consumer never lists a half-written message; not
+    # fsynced: a message is transient (the embedded broker is for one host without Redis).
+    write_private(os.path.join(folder, final), data, tmp_dir=staging, sync=False)
 
 
 class Channel(filesystem.Channel):

@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from inference_backend.private_file import write_private
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -42,13 +44,7 @@ def _dev_secret_key() -> str:
     """A per-checkout development key kept in a 0600 file, so sessions survive restarts."""
     path = DATA_DIR / "dev_secret_key"
     if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(50))
-        except FileExistsError:
-            pass
+        write_private(path, secrets.token_urlsafe(50).encode(), exclusive=True)  # a concurrent start's key wins
     return path.read_text().strip()
 
 

@@ -27,6 +27,27 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def triton(data_dir, tmp_path_factory):
+    """A real tritonserver (from the nvidia-pytriton wheel) whose python backend unwraps with this
+    session's dev KEK; for integration tests."""
+    from inference_backend.server import LocalTritonServer, free_port
+
+    server = LocalTritonServer(
+        tmp_path_factory.mktemp("triton"),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        extra_env={
+            "SOVEREIGN_KEK_PROVIDER": "local",
+            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
+        },
+    )
+    server.start(timeout=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def softhsm_token(tmp_path_factory):
     """One SoftHSM2 token per test session: the library reads SOFTHSM2_CONF once per process."""
     from tests.inference_backend.softhsm import SoftHsmMissing, init_token

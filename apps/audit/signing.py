@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from django.conf import settings
 
+from inference_backend.private_file import write_private
+
 from .offline_verify import (
     SIG_ALG,
     SM2_CURVE,
@@ -70,13 +72,6 @@ def _check_private_file(path: Path) -> None:
         raise SigningError(f"audit signing key {path} is readable by others; run `chmod 600 {path}`")
 
 
-def _write_private_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 class LocalSigner:
     """A P-256 private key in a PEM file (mode 0600), created on first use. Development only."""
 
@@ -98,7 +93,8 @@ class LocalSigner:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_private_file(self.path, pem)
+        if not write_private(self.path, pem, exclusive=True):
+            return self._load_or_create()  # another process created it first: use that key
         return key
 
     def sign(self, payload: bytes) -> bytes:
@@ -148,7 +144,8 @@ class Sm2Signer:
             return d
         d = secrets.randbelow(self._n - 2) + 1  # [1, n-2] (GB/T 32918.1, 6.1)
         record = {"format": SM2_KEY_FORMAT, "curve": "sm2p256v1", "d": f"{d:0{2 * self._size}x}"}
-        _write_private_file(self.path, json.dumps(record).encode() + b"\n")
+        if not write_private(self.path, json.dumps(record).encode() + b"\n", exclusive=True):
+            return self._load_or_create()  # another process created it first: use that key
         return d
 
     def sign(self, payload: bytes) -> bytes:

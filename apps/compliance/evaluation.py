@@ -109,10 +109,3 @@ def run_evaluation(*, trigger: str = "schedule", actor=None, source: Source = SY
                     },
                 )
     return run
-
-
-def latest_results(profile: str | None = None):
-    """The results of the newest finished run (optionally one profile)."""
-    run = EvaluationRun.objects.filter(finished_at__isnull=False).order_by("-pk").first()
-    qs = ControlResult.objects.filter(run=run) if run else ControlResult.objects.none()
-    return qs.filter(profile=profile) if profile else qs

@@ -12,13 +12,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import Model
+from inference_backend.private_file import write_private
 
 from .catalog import get_profile, profiles
 from .checks import FAIL, Context, run_check
 from .models import Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
-from .storage import directory, write_private
+from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
 
@@ -57,9 +58,7 @@ def attach_profile(
         raise ServiceError("unknown_option", f"profile {profile} has no option {', '.join(unknown)}", field="options")
     model = None
     if model_id is not None:
-        model = Model.objects.filter(pk=model_id).first()
-        if model is None:
-            raise NotFound("model_not_found", f"no model with id {model_id}")
+        model = get_or_404(Model, "model_not_found", f"no model with id {model_id}", pk=model_id)
     unmet = unmet_requirements(profile, options)
     if unmet:
         reasons = "; ".join(f"{u['control']}: {u['reason']}" for u in unmet)
@@ -85,9 +84,9 @@ def attach_profile(
 def detach_profile(*, attachment_id: int, actor, source: Source = SYSTEM) -> None:
     with transaction.atomic():
         rows = ProfileAttachment.objects.select_for_update(of=("self",)).order_by()
-        attachment = rows.filter(pk=attachment_id).first()
-        if attachment is None:
-            raise NotFound("attachment_not_found", f"no profile attachment with id {attachment_id}")
+        attachment = get_or_404(
+            rows, "attachment_not_found", f"no profile attachment with id {attachment_id}", pk=attachment_id
+        )
         record_event(
             "compliance.profile.detach",
             actor=actor,
@@ -108,9 +107,9 @@ def set_model_policy(*, model_id: int, phi: bool, deid_mode: str, actor, source:
             "invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", field="deid_mode"
         )
     with transaction.atomic():
-        model = Model.objects.select_for_update().filter(pk=model_id).first()
-        if model is None:
-            raise NotFound("model_not_found", f"no model with id {model_id}")
+        model = get_or_404(
+            Model.objects.select_for_update(), "model_not_found", f"no model with id {model_id}", pk=model_id
+        )
         if deid_mode == DeidMode.OFF and (phi or phi_by_attachment(model_id)):
             raise ServiceError(
                 "deid_required", f"{model.name} receives PHI: de-identification is mandatory", field="deid_mode"

@@ -38,6 +38,16 @@ class NotFound(ServiceError):
         super().__init__(code, detail, status.HTTP_404_NOT_FOUND)
 
 
+def get_or_404(source, code: str, detail: str, **lookup):
+    """The one row of `source` (a model class or a QuerySet, e.g. with select_for_update) matching
+    `lookup`, or NotFound(code, detail). The caller keeps its own stable code and message."""
+    queryset = source._default_manager.all() if isinstance(source, type) else source
+    obj = queryset.filter(**lookup).first()
+    if obj is None:
+        raise NotFound(code, detail)
+    return obj
+
+
 class Conflict(ServiceError):
     def __init__(self, code: str, detail: str, field: str | None = None):
         super().__init__(code, detail, status.HTTP_409_CONFLICT, field)

@@ -4,6 +4,7 @@ from django.shortcuts import render
 
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 from apps.registry.models import ModelVersion
+from inference_backend.config import BATCHING_FIELDS
 
 from . import services
 from .models import Deployment, DeploymentTransition, InferenceServer
@@ -49,16 +50,7 @@ class TransitionInline(admin.TabularInline):
 class DeploymentForm(forms.ModelForm):
     class Meta:
         model = Deployment
-        fields = [
-            "model_version",
-            "server",
-            "max_batch_size",
-            "dynamic_batching",
-            "preferred_batch_sizes",
-            "max_queue_delay_us",
-            "instance_count",
-            "kind",
-        ]
+        fields = ["model_version", "server", *BATCHING_FIELDS]
 
 
 @admin.register(Deployment)
@@ -91,17 +83,7 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
-        batching = {
-            k: data[k]
-            for k in (
-                "max_batch_size",
-                "dynamic_batching",
-                "preferred_batch_sizes",
-                "max_queue_delay_us",
-                "instance_count",
-                "kind",
-            )
-        }
+        batching = {k: data[k] for k in BATCHING_FIELDS}
         dep = run_service(
             self,
             request,

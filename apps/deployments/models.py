@@ -3,7 +3,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from inference_backend.config import BatchingSettings
+from inference_backend.config import BATCHING_FIELDS, BatchingSettings
 
 
 class Hardware(models.TextChoices):
@@ -108,19 +108,7 @@ class Deployment(models.Model):
         return self.model.name
 
     def batching(self) -> BatchingSettings:
-        return BatchingSettings(
-            max_batch_size=self.max_batch_size,
-            dynamic_batching=self.dynamic_batching,
-            preferred_batch_sizes=tuple(self.preferred_batch_sizes),
-            max_queue_delay_us=self.max_queue_delay_us,
-            instance_count=self.instance_count,
-            kind=self.kind,
-        )
-
-    @property
-    def converged(self) -> bool:
-        target = Observed.ACTIVE if self.desired_state == Desired.ACTIVE else Observed.INACTIVE
-        return self.observed_state == target
+        return BatchingSettings(**{name: getattr(self, name) for name in BATCHING_FIELDS})
 
 
 class DeploymentTransition(models.Model):

@@ -20,11 +20,11 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
-from inference_backend.config import BatchingSettings, render_config
+from inference_backend.config import BATCHING_FIELDS, BatchingSettings, render_config
 
 from .models import Deployment, Desired, InferenceServer, Observed, ServerState
 from .transport import check_grpc_address, check_server_url, client_for
@@ -79,14 +79,15 @@ def request_deployment(
     *, model_version_id: int, server_id: int, batching: dict | None = None, actor, source: Source = SYSTEM
 ) -> Deployment:
     """Record that a model version should be served on a server, and enqueue the reconcile."""
-    mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
-    if mv is None:
-        raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+    mv = get_or_404(
+        ModelVersion.objects.select_related("model"),
+        "model_version_not_found",
+        f"no model version with id {model_version_id}",
+        pk=model_version_id,
+    )
     if mv.artifact.shredded_at is not None:
         raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
-    server = InferenceServer.objects.filter(pk=server_id).first()
-    if server is None:
-        raise NotFound("server_not_found", f"no inference server with id {server_id}")
+    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
     settings_ = _batching(batching or {})
     try:
         with transaction.atomic():
@@ -95,12 +96,7 @@ def request_deployment(
                 model_version=mv,
                 server=server,
                 requested_by=acting_user(actor),
-                max_batch_size=settings_.max_batch_size,
-                dynamic_batching=settings_.dynamic_batching,
-                preferred_batch_sizes=list(settings_.preferred_batch_sizes),
-                max_queue_delay_us=settings_.max_queue_delay_us,
-                instance_count=settings_.instance_count,
-                kind=settings_.kind,
+                **settings_.as_dict(),
             )
             dep.transitions.create(to_state=Observed.PENDING, message="requested")
             record_event(
@@ -119,9 +115,12 @@ def request_deployment(
 def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> Deployment:
     """Mark a deployment to be unloaded (idempotent) and enqueue the reconcile."""
     with transaction.atomic():
-        dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-        if dep is None:
-            raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+        dep = get_or_404(
+            Deployment.objects.select_for_update(),
+            "deployment_not_found",
+            f"no deployment with id {deployment_id}",
+            pk=deployment_id,
+        )
         before = dep.desired_state
         dep.desired_state = Desired.INACTIVE
         dep.requested_by = acting_user(actor) or dep.requested_by
@@ -141,9 +140,12 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
     """Retry a FAILED deployment (or re-activate an undeployed one)."""
     try:
         with transaction.atomic():
-            dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-            if dep is None:
-                raise NotFound("deployment_not_found", f"no deployment with id {deployment_id}")
+            dep = get_or_404(
+                Deployment.objects.select_for_update(),
+                "deployment_not_found",
+                f"no deployment with id {deployment_id}",
+                pk=deployment_id,
+            )
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by
@@ -350,8 +352,7 @@ def _enqueue(dep: Deployment) -> None:
 
 
 def _batching(values: dict) -> BatchingSettings:
-    allowed = set(BatchingSettings.__dataclass_fields__)
-    unknown = set(values) - allowed
+    unknown = set(values) - set(BATCHING_FIELDS)
     if unknown:
         raise ServiceError("invalid_batching", f"unknown batching settings: {', '.join(sorted(unknown))}")
     if "preferred_batch_sizes" in values:
@@ -369,12 +370,5 @@ def _snapshot(dep: Deployment) -> dict:
         "server": dep.server.name,
         "desired_state": dep.desired_state,
         "observed_state": dep.observed_state,
-        "batching": {
-            "max_batch_size": dep.max_batch_size,
-            "dynamic_batching": dep.dynamic_batching,
-            "preferred_batch_sizes": dep.preferred_batch_sizes,
-            "max_queue_delay_us": dep.max_queue_delay_us,
-            "instance_count": dep.instance_count,
-            "kind": dep.kind,
-        },
+        "batching": {name: getattr(dep, name) for name in BATCHING_FIELDS},
     }

@@ -19,22 +19,6 @@ from apps.core.errors import ServiceError
 from .deid import DeidError, deidentify_tensor
 from .protocol import HEADER_LENGTH
 
-NUMERIC_SIZES = {
-    "BOOL": 1,
-    "UINT8": 1,
-    "UINT16": 2,
-    "UINT32": 4,
-    "UINT64": 8,
-    "INT8": 1,
-    "INT16": 2,
-    "INT32": 4,
-    "INT64": 8,
-    "FP16": 2,
-    "BF16": 2,
-    "FP32": 4,
-    "FP64": 8,
-}
-
 
 def _split_bytes(raw: bytes) -> list[bytes]:
     out, i = [], 0
@@ -52,13 +36,6 @@ def _split_bytes(raw: bytes) -> list[bytes]:
 
 def _join_bytes(items) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
-
-
-def _element_count(shape) -> int:
-    count = 1
-    for dim in shape or []:
-        count *= int(dim)
-    return count
 
 
 def _deid(values, mode: str, key: bytes | None, found: Counter):

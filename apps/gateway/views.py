@@ -106,7 +106,7 @@ def _route(call: _Call, request, version: str | None, invoke: bool) -> Deploymen
         # Choose among the servers serving that version, not among all and then refuse.
         deps = [d for d in deps if str(d.model_version.version) == version]
         if not deps:
-            raise ServiceError("model_version_not_deployed", f"version {version} of {call.name!r} is not deployed", 404)
+            raise _version_not_deployed(call.name, version)
     call.dep = random.choice(deps) if len(deps) > 1 else deps[0]
     return call.dep
 
@@ -126,6 +126,32 @@ def _relay(upstream) -> HttpResponse:
         if value is not None:
             response[header] = value
     return response
+
+
+def _triton_model_url(dep: Deployment, name: str, version: str | None) -> str:
+    """The model's URL on the deployment's Triton. A call that names a version is forwarded to
+    that version (Triton's version directory is the catalogue version), so Triton itself refuses
+    it if the server does not serve that version, rather than answering with another one."""
+    url = f"{dep.server.http_url}/v2/models/{name}"
+    return url if version is None else f"{url}/versions/{dep.model_version.version}"
+
+
+def _relay_version(upstream, dep: Deployment, name: str, version: str | None) -> HttpResponse:
+    """_relay, except that Triton's "unknown model version" (404 for a version it never had, 503
+    for one it no longer has loaded) on a versioned call is the gateway's own 404: the route
+    said the server serves that version, Triton says it does not."""
+    if version is not None and (
+        upstream.status == 404 or (upstream.status == 503 and b"unknown model" in upstream.data)
+    ):
+        logger.warning(
+            "%s version %s is routed to server %s, whose Triton does not serve it", name, version, dep.server
+        )
+        raise _version_not_deployed(name, version)
+    return _relay(upstream)
+
+
+def _version_not_deployed(name: str, version: str) -> ServiceError:
+    return ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
 
 
 def _handle(request, event: str, name: str, version: str | None, act) -> HttpResponse:
@@ -179,7 +205,8 @@ def infer(request, name: str, version: str | None = None) -> HttpResponse:
         headers = {"Content-Type": request.content_type or "application/json"}
         if header_length is not None:
             headers[HEADER_LENGTH] = header_length
-        return _relay(forward("POST", f"{dep.server.http_url}/v2/models/{name}/infer", body, headers))
+        upstream = forward("POST", f"{_triton_model_url(dep, name, version)}/infer", body, headers)
+        return _relay_version(upstream, dep, name, version)
 
     return _handle(request, "inference.infer", name, version, act)
 
@@ -191,7 +218,7 @@ def metadata(request, name: str, version: str | None = None) -> HttpResponse:
         "inference.metadata",
         name,
         version,
-        lambda dep, call: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}")),
+        lambda dep, call: _relay_version(forward("GET", _triton_model_url(dep, name, version)), dep, name, version),
     )
 
 
@@ -202,5 +229,5 @@ def ready(request, name: str, version: str | None = None) -> HttpResponse:
         "inference.ready",
         name,
         version,
-        lambda dep, call: _relay(forward("GET", f"{dep.server.http_url}/v2/models/{name}/ready")),
+        lambda dep, call: _relay(forward("GET", f"{_triton_model_url(dep, name, version)}/ready")),
     )

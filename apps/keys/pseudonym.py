@@ -10,13 +10,14 @@ and retirement refuses a version that still wraps it.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import threading
 from pathlib import Path
 
 from django.conf import settings
+
+from inference_backend.private_file import write_private
 
 from .providers import get_kek_provider
 
@@ -36,26 +37,9 @@ def _read() -> dict | None:
 
 
 def _write(record: dict, *, exclusive: bool) -> bool:
-    path = _path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False  # another process created it first: use theirs
-        else:
-            os.replace(tmp, path)
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    """Write the record (mode 0600, atomically). `exclusive`: only if no key file exists yet
+    (another process that created it first wins); returns whether it was written."""
+    return write_private(_path(), json.dumps(record).encode(), exclusive=exclusive)
 
 
 def pseudonym_key() -> bytes:

@@ -24,7 +24,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import Artifact
 from inference_backend.kek import KekError
 
@@ -182,11 +182,12 @@ def _enqueue(rotation_id: int) -> None:
 def resume_rotation(*, rotation_id: int, actor, source: Source = SYSTEM) -> KekRotation:
     """Queue a failed (or stalled) rotation again; it carries on from where it stopped."""
     with transaction.atomic():
-        rotation = (
-            KekRotation.objects.select_for_update(of=("self",)).select_related("to_kek").filter(pk=rotation_id).first()
+        rotation = get_or_404(
+            KekRotation.objects.select_for_update(of=("self",)).select_related("to_kek"),
+            "rotation_not_found",
+            f"no KEK rotation with id {rotation_id}",
+            pk=rotation_id,
         )
-        if rotation is None:
-            raise NotFound("rotation_not_found", f"no KEK rotation with id {rotation_id}")
         if rotation.state == RotationState.DONE:
             raise Conflict("rotation_done", f"rotation #{rotation_id} already finished")
         if rotation.to_kek.state != KekState.ACTIVE:
@@ -291,9 +292,9 @@ def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionK
     """Destroy an old KEK version in the provider. Refused while it is active (`kek_active`) or any
     artifact's data key is still wrapped by it (`kek_in_use`, with the count)."""
     with transaction.atomic():
-        kek = KeyEncryptionKey.objects.select_for_update().filter(pk=kek_pk).first()
-        if kek is None:
-            raise NotFound("kek_not_found", f"no KEK version with id {kek_pk}")
+        kek = get_or_404(
+            KeyEncryptionKey.objects.select_for_update(), "kek_not_found", f"no KEK version with id {kek_pk}", pk=kek_pk
+        )
         if kek.state == KekState.RETIRED:
             raise Conflict("kek_retired", f"{kek.kek_id} was already retired")
         if kek.state == KekState.ACTIVE:

@@ -6,8 +6,6 @@ removed again if that transaction does not commit.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
 
 from django.conf import settings
@@ -18,10 +16,11 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.keys.providers import seal
 from apps.keys.services import lock_for_artifact
 from inference_backend.envelope import sha256_hex
+from inference_backend.private_file import write_private
 from inference_backend.signature import InvalidModelError, read_onnx_signature
 
 from .models import Artifact, Model, ModelVersion, model_name_validator
@@ -88,7 +87,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
     aad = f"sovereign:artifact:{storage_name}:{model_name}:{version}"
     sealed = seal(data, aad.encode())
     path = settings.ARTIFACT_DIR / storage_name
-    _write_private(path, sealed.ciphertext)
+    write_private(path, sealed.ciphertext)
     try:
         with transaction.atomic():
             if model is None:
@@ -158,9 +157,12 @@ def shred_model_version(*, model_version_id: int, reason: str, actor, source: So
     from apps.deployments.models import Desired, Observed
 
     with transaction.atomic():
-        mv = ModelVersion.objects.select_related("model").filter(pk=model_version_id).first()
-        if mv is None:
-            raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+        mv = get_or_404(
+            ModelVersion.objects.select_related("model"),
+            "model_version_not_found",
+            f"no model version with id {model_version_id}",
+            pk=model_version_id,
+        )
         artifact = Artifact.objects.select_for_update().get(version=mv)
         if artifact.is_shredded:
             raise Conflict("already_shredded", f"the data key of {mv} was already destroyed")
@@ -190,15 +192,6 @@ def read_artifact_ciphertext(artifact: Artifact) -> bytes:
         raise ServiceError("artifact_missing", f"the encrypted file of {artifact.version} is missing", 500) from err
 
 
-def get_model_version(model_name: str, version: int) -> ModelVersion:
-    mv = (
-        ModelVersion.objects.select_related("model", "artifact").filter(model__name=model_name, version=version).first()
-    )
-    if mv is None:
-        raise NotFound("model_version_not_found", f"model {model_name!r} has no version {version}")
-    return mv
-
-
 def _validate_name(name: str) -> None:
     try:
         model_name_validator(name)
@@ -208,20 +201,3 @@ def _validate_name(name: str) -> None:
 
 def _duplicate(model_name: str, version: int) -> Conflict:
     return Conflict("duplicate_version", f"model {model_name!r} already has version {version}", "version")
-
-
-def _write_private(path, data: bytes) -> None:
-    """Write atomically with 0600 permissions (a reader never sees a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -125,7 +125,7 @@ def test_the_analysis_sees_writes_and_events():
     assert analysis["apps.registry.services.shred_model_version"] == (True, True)
     assert analysis["apps.keys.services.retire_kek"] == (True, True)
     assert analysis["apps.accounts.services.tokens.authenticate_bearer"][0] is True  # hence EXEMPT
-    assert analysis["apps.registry.services.get_model_version"] == (False, False)
+    assert analysis["apps.registry.services.read_artifact_ciphertext"] == (False, False)
 
 
 # What the owning apps register in their AppConfig.ready() (apps.audit.services.govern), with the

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db import transaction
 
+from apps.core.errors import NotFound, get_or_404
 from tests.conftest import session_client
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +64,23 @@ def test_out_of_scope_object_is_404_not_500(user_client):
 
     assert resp.status_code == 404
     assert resp.json()["code"] == "not_found"
+
+
+class TestGetOr404:
+    """The one "load this row or answer 404 with the caller's code" helper."""
+
+    def test_returns_the_row_from_a_model_or_a_queryset(self, plain_user):
+        User = get_user_model()
+        assert get_or_404(User, "user_not_found", "none", pk=plain_user.pk) == plain_user
+        locked = User.objects.select_for_update()
+        with transaction.atomic():
+            assert get_or_404(locked, "user_not_found", "none", username=plain_user.username) == plain_user
+
+    def test_missing_row_raises_the_callers_code_and_message(self, plain_user):
+        with pytest.raises(NotFound) as err:
+            get_or_404(get_user_model(), "user_not_found", "no user with id 0", pk=0)
+        assert (err.value.code, err.value.detail, err.value.status_code) == ("user_not_found", "no user with id 0", 404)
+
+    def test_the_lookup_narrows_the_queryset(self, plain_user):
+        with pytest.raises(NotFound):  # the row exists but not with is_active=False
+            get_or_404(get_user_model(), "user_not_found", "inactive", pk=plain_user.pk, is_active=False)

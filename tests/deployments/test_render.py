@@ -7,8 +7,11 @@ import base64
 import pytest
 
 from apps.core.errors import ServiceError
+from apps.deployments.api.serializers import DeploymentRequestSerializer, DeploymentSerializer
+from apps.deployments.models import Deployment
 from apps.deployments.services import TRITON_MODEL_SOURCE, render_for_triton, smoke_inputs
 from apps.keys.providers import open_sealed
+from inference_backend.config import BATCHING_FIELDS, BatchingSettings
 from tests.factories import DeploymentFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
@@ -91,3 +94,12 @@ def test_smoke_inputs_are_one_zero_batch():
         {"name": "FLAG", "datatype": "BOOL", "shape": [2], "data": [False, False]},
         {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [""]},
     ]
+
+
+def test_every_batching_setting_is_a_column_an_api_field_and_in_the_snapshot():
+    """The batching settings are listed once (BATCHING_FIELDS); a new one cannot be half-wired."""
+    columns = {f.name for f in Deployment._meta.get_fields()}
+    assert set(BATCHING_FIELDS) <= columns
+    assert set(DeploymentRequestSerializer().fields) == {"model_version", "server", *BATCHING_FIELDS}
+    assert set(BATCHING_FIELDS) <= set(DeploymentSerializer().fields)
+    assert Deployment().batching() == BatchingSettings()  # the column defaults are the settings' defaults

@@ -114,12 +114,36 @@ class TestRelay:
         assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage{path}"]
         assert (event().event_type, event().outcome) == (event_type, Outcome.SUCCESS)
 
-    def test_version_url_reaches_the_deployed_version(self, caller, model_version, fake_triton):
+    @pytest.mark.parametrize("path", ["", "/ready"])
+    def test_version_url_is_forwarded_to_that_version(self, caller, model_version, fake_triton, path):
+        """Forwarded to Triton's versioned path, so Triton answers only with that version (the
+        answer's model_version is checked on a real Triton in test_versions_integration.py)."""
         deploy(model_version, url=fake_triton.url)
 
-        resp = caller.get("/v2/models/triage/versions/1/ready")
+        resp = caller.get(f"/v2/models/triage/versions/1{path}")
 
         assert resp.status_code == 200
+        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage/versions/1{path}"]
+        assert event().details["version"] == 1
+
+    def test_versioned_infer_is_forwarded_to_that_version(self, caller, model_version, fake_triton):
+        deploy(model_version, url=fake_triton.url)
+
+        resp = caller.post("/v2/models/triage/versions/1/infer", valid_request(), content_type="application/json")
+
+        assert resp.status_code == 200
+        assert [r.path for r in fake_triton.requests] == ["/v2/models/triage/versions/1/infer"]
+
+    @pytest.mark.parametrize("upstream", [404, 503])
+    def test_triton_not_serving_the_routed_version_is_a_404(self, caller, model_version, fake_triton, upstream):
+        fake_triton.status = upstream
+        fake_triton.body = b'{"error": "Request for unknown model: \'triage\' version 1 is not found"}'
+        deploy(model_version, url=fake_triton.url)
+
+        resp = caller.post("/v2/models/triage/versions/1/infer", valid_request(), content_type="application/json")
+
+        assert resp.status_code == 404
+        assert resp.json()["code"] == "model_version_not_deployed"
 
     @pytest.mark.parametrize(
         ("upstream", "status", "code"), [(400, 400, "triton_rejected"), (500, 502, "triton_error")]

@@ -1,6 +1,7 @@
-"""Real components for integration tests: a tritonserver from the nvidia-pytriton wheel and a
-Celery worker process on Redis, both sharing this session's data directory (the dev KEK and the
-encrypted artifacts) and the pytest-django test database."""
+"""Real components for integration tests: a Celery worker process on Redis and a Triton host on the
+HSM, sharing this session's data directory (the dev KEK and the encrypted artifacts) and the
+pytest-django test database. The plain tritonserver (`triton`) is in tests/conftest.py, for the
+gateway's integration tests too."""
 
 from __future__ import annotations
 
@@ -19,23 +20,6 @@ from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_LABEL = "sovereign-kek-v1"
-
-
-@pytest.fixture(scope="session")
-def triton(data_dir, tmp_path_factory):
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
 
 
 def _database_url(settings_dict: dict) -> str:

@@ -35,6 +35,7 @@ from apps.deployments.transport import client_for
 from apps.registry import services as registry
 from inference_backend.client import TritonError, TritonRefused
 from inference_backend.demo_model import build_demo_onnx
+from inference_backend.private_file import write_private
 from inference_backend.server import free_port
 from tests.conftest import grant, make_user
 from tests.factories import token_for
@@ -56,9 +57,7 @@ def _name(cn: str) -> x509.Name:
 
 
 def _write_private(path: Path, data: bytes) -> str:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    write_private(path, data, exclusive=True)
     return str(path)
 
 

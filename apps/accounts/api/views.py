@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditEvent
 from apps.audit.services import Source
 from apps.core.csrf import SameOriginOnly
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import ServiceError, get_or_404
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
@@ -95,10 +95,9 @@ class ApiTokenViewSet(AccountsApi, viewsets.ReadOnlyModelViewSet):
         is the service's question, which answers the same 404 for "no such user"."""
         if user_id is None or user_id == caller.pk:
             return caller
-        target = get_user_model().objects.filter(pk=user_id).first()
-        if target is None:
-            raise NotFound("user_not_found", f"no user with id {user_id} that you may issue tokens for")
-        return target
+        return get_or_404(
+            get_user_model(), "user_not_found", f"no user with id {user_id} that you may issue tokens for", pk=user_id
+        )
 
 
 class UserViewSet(AccountsApi, viewsets.ReadOnlyModelViewSet):

@@ -10,7 +10,7 @@ from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import NotFound
+from apps.core.errors import get_or_404
 
 from .enrolment import issue_enrolment_code
 from .policy import Forbidden, is_officer, is_privileged, is_system
@@ -33,9 +33,12 @@ def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> t
     request (django-otp finds no device). Alerting. Returns the removed device and, when a privileged
     person has no confirmed device left, the plaintext of their new enrolment code (else None)."""
     with transaction.atomic():
-        device = TOTPDevice.objects.select_for_update().select_related("user").filter(pk=device_id).first()
-        if device is None:
-            raise NotFound("device_not_found", f"no second-factor device with id {device_id}")
+        device = get_or_404(
+            TOTPDevice.objects.select_for_update().select_related("user"),
+            "device_not_found",
+            f"no second-factor device with id {device_id}",
+            pk=device_id,
+        )
         owner = device.user
         require_security_officer(actor, owner, what="remove a second factor")
         if owner.is_superuser:

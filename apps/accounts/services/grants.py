@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import ServiceError, get_or_404
 
 from ..models import ModelGroupGrant, ModelUserGrant, Profile
 from ..roles import GRANTABLE, MAY_INVOKE, ROLES
@@ -56,9 +56,7 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
         raise ServiceError("invalid_grantee", "name exactly one of user or group", field="user")
     if grant and expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("expired_grant", "the expiry is in the past", field="expires_at")
-    model = _registry_model().objects.filter(pk=model_id).first()
-    if model is None:
-        raise NotFound("model_not_found", f"no model with id {model_id}")
+    model = get_or_404(_registry_model(), "model_not_found", f"no model with id {model_id}", pk=model_id)
     grantee, table, key = _grantee(user_id, group_id)
     require_perm(actor, "accounts.manage_grants")
     _forbid_own(actor, grantee, key)
@@ -101,13 +99,9 @@ def _registry_model():
 
 def _grantee(user_id, group_id):
     if user_id is not None:
-        user = get_user_model().objects.filter(pk=user_id).first()
-        if user is None:
-            raise NotFound("user_not_found", f"no user with id {user_id}")
+        user = get_or_404(get_user_model(), "user_not_found", f"no user with id {user_id}", pk=user_id)
         return user, ModelUserGrant, "user"
-    group = Group.objects.filter(pk=group_id).first()
-    if group is None:
-        raise NotFound("group_not_found", f"no group with id {group_id}")
+    group = get_or_404(Group, "group_not_found", f"no group with id {group_id}", pk=group_id)
     return group, ModelGroupGrant, "group"
 
 

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 
 from ..models import EmergencyAccess, Profile
 from ..roles import ANALYST, EXCLUSIVE, GUEST, PRIVILEGED, ROLES
@@ -178,9 +178,12 @@ def revoke_emergency_access(*, access_id: int, actor, source: Source = SYSTEM) -
     """End a break-glass grant at once (a security officer; revoking one's own is allowed: it
     gives power up)."""
     with transaction.atomic():
-        access = EmergencyAccess.objects.select_for_update().filter(pk=access_id).first()
-        if access is None:
-            raise NotFound("emergency_access_not_found", f"no break-glass grant with id {access_id}")
+        access = get_or_404(
+            EmergencyAccess.objects.select_for_update(),
+            "emergency_access_not_found",
+            f"no break-glass grant with id {access_id}",
+            pk=access_id,
+        )
         require_perm(actor, "accounts.grant_break_glass")
         if access.revoked_at is None:
             access.revoked_at = timezone.now()
@@ -204,10 +207,9 @@ def _sync_staff(user, roles: set[str]) -> None:
 
 
 def _locked_user(user_id: int):
-    user = get_user_model().objects.select_for_update().filter(pk=user_id).first()
-    if user is None:
-        raise NotFound("user_not_found", f"no user with id {user_id}")
-    return user
+    return get_or_404(
+        get_user_model().objects.select_for_update(), "user_not_found", f"no user with id {user_id}", pk=user_id
+    )
 
 
 def _check_role(role: str) -> None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 
 from ..models import Profile
 from ..roles import ANALYST, ROLES
@@ -38,9 +38,7 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
         ) from err
     if role not in ROLES or role not in (ANALYST, "guest"):
         raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
-    owner = User.objects.filter(pk=owner_id, is_active=True).first()
-    if owner is None:
-        raise NotFound("user_not_found", f"no active user with id {owner_id}")
+    owner = get_or_404(User, "user_not_found", f"no active user with id {owner_id}", pk=owner_id, is_active=True)
     if Profile.objects.filter(user=owner, is_service_account=True).exists():
         raise ServiceError("invalid_owner", "a service account cannot own another", field="owner")
     try:

@@ -17,7 +17,7 @@ from django_otp import match_token
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import NotFound, ServiceError, get_or_404
 
 from ..models import TOKEN_PREFIX, ApiToken, Profile, Scope, digest_token
 from ..roles import PRIVILEGED
@@ -385,10 +385,7 @@ def _aware(value):
 
 
 def get_user_by_name(username: str):
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise NotFound("user_not_found", f"no user named {username!r}")
-    return user
+    return get_or_404(get_user_model(), "user_not_found", f"no user named {username!r}", username=username)
 
 
 def record_denied(error: ServiceError, *, source: Source, details: dict | None = None) -> None:

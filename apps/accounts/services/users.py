@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, ServiceError, get_or_404
 
 from ..models import Profile
 from ..roles import PRIVILEGED, SECURITY_OFFICER
@@ -258,10 +258,9 @@ def _validate_password(password: str, user) -> None:
 
 
 def _locked(user_id: int):
-    user = get_user_model().objects.select_for_update().filter(pk=user_id).first()
-    if user is None:
-        raise NotFound("user_not_found", f"no user with id {user_id}")
-    return user
+    return get_or_404(
+        get_user_model().objects.select_for_update(), "user_not_found", f"no user with id {user_id}", pk=user_id
+    )
 
 
 def _end_sessions(user) -> int:

@@ -1,7 +1,7 @@
 """Generate a report: gather, render PDF / CSV / JSON, sign each, record the outcome.
 
 Runs in a Celery worker (apps.compliance.tasks.generate_report_task). Files are written
-atomically (0600), so a worker killed half-way leaves at most `.partial` files; running the task
+atomically (0600), so a worker killed half-way leaves at most `*.tmp-*` files; running the task
 again redoes the report from the start."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import record_event
+from inference_backend.private_file import write_private
 
 from ..models import ComplianceReport, ReportState
-from ..storage import directory, write_private
+from ..storage import directory
 from . import data as report_data
 from . import render
 from .signing import sign_bytes

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from inference_backend.config import BATCHING_FIELDS
+
 from ..models import Deployment, DeploymentTransition, InferenceServer, Kind
 
 
@@ -31,12 +33,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "model_version",
             "server",
             "server_name",
-            "max_batch_size",
-            "dynamic_batching",
-            "preferred_batch_sizes",
-            "max_queue_delay_us",
-            "instance_count",
-            "kind",
+            *BATCHING_FIELDS,
             "desired_state",
             "observed_state",
             "last_error",
