@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
-from .models import Model, ModelVersion
+from .models import Artifact, Model, ModelVersion
 
 
 def _granted(user, codenames: tuple[str, ...]) -> Q:
@@ -76,3 +76,12 @@ def catalogue_visible_to(user, token=None) -> QuerySet[Model]:
 
 def versions_visible_to(user, token=None) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(model__in=models_visible_to(user, token))
+
+
+def artifact_labels(data_key_ids: list[int]) -> dict[int, str]:
+    """{data key id: "model vN"} for the artifacts those data keys protect: the label provider of
+    the `artifact` purpose in the key inventory (registered in RegistryConfig.ready())."""
+    rows = Artifact.objects.filter(data_key_id__in=data_key_ids).values_list(
+        "data_key_id", "version__model__name", "version__version"
+    )
+    return {key_id: f"{name} v{version}" for key_id, name, version in rows}
