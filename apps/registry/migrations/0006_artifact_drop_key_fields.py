@@ -11,6 +11,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Defaults first, so that migrating back re-adds the columns to existing rows (0005's reverse
+        # then fills them in).
+        migrations.AlterField(model_name="artifact", name="suite", field=models.CharField(max_length=32, default="")),
+        migrations.AlterField(model_name="artifact", name="kek_id", field=models.CharField(max_length=128, default="")),
+        migrations.AlterField(model_name="artifact", name="wrapped_dek", field=models.BinaryField(default=b"")),
         migrations.RemoveField(model_name="artifact", name="suite"),
         migrations.RemoveField(model_name="artifact", name="kek_id"),
         migrations.RemoveField(model_name="artifact", name="wrapped_dek"),
