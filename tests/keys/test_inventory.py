@@ -100,3 +100,21 @@ def test_admin_artifact_changelist_shows_the_inventory(versions, officer_user):
     for artifact in Artifact.objects.all():
         assert base64.b64encode(bytes(artifact.data_key.wrapped)) not in response.content
         assert bytes(artifact.data_key.wrapped).hex().encode() not in response.content
+
+
+@pytest.mark.parametrize("user_name", ["officer_user", "auditor_user"])
+def test_admin_data_key_list_names_what_each_key_protects(versions, user_name, request):
+    from django.test import Client
+
+    from tests.conftest import otp_login
+
+    client = Client()
+    otp_login(client, request.getfixturevalue(user_name))
+
+    response = client.get("/admin/keys/datakey/")
+
+    assert response.status_code == 200
+    assert b"local-0 v1" in response.content and b"hsm v1" in response.content
+    for key in DataKey.objects.all():
+        assert base64.b64encode(bytes(key.wrapped)) not in response.content
+        assert bytes(key.wrapped).hex().encode() not in response.content
