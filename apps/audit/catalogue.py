@@ -42,7 +42,8 @@ EVENT_TYPES: dict[str, str] = {
     "registry.version.create": "Model version uploaded and encrypted",
     "registry.version.rejected": "Model version upload refused",
     # keys
-    "keys.dek.destroy": "Model version's data key destroyed (crypto-shredding)",
+    "keys.dek.create": "Data key generated and stored, wrapped by the active KEK version",
+    "keys.dek.destroy": "Data key destroyed (crypto-shredding, e.g. of a model version)",
     "keys.dek.rewrap": "Data keys re-wrapped by the new KEK version (one batch of a rotation)",
     "keys.kek.register": "KEK version registered (first use of the configured KEK)",
     "keys.kek.create": "New KEK version created in the key provider",

@@ -85,7 +85,7 @@ def request_deployment(
         f"no model version with id {model_version_id}",
         pk=model_version_id,
     )
-    if mv.artifact.shredded_at is not None:
+    if mv.artifact.is_shredded:
         raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
     server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
     settings_ = _batching(batching or {})
@@ -173,7 +173,9 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
     if not _claim(deployment_id):
         return None
     try:
-        dep = Deployment.objects.select_related("model", "model_version__artifact", "server").get(pk=deployment_id)
+        dep = Deployment.objects.select_related("model", "model_version__artifact__data_key", "server").get(
+            pk=deployment_id
+        )
         try:
             # Closed afterwards: a stopping Triton waits for every open keep-alive connection.
             with client_for(dep.server.http_url, settings.TRITON_TIMEOUT) as client:
@@ -286,10 +288,11 @@ def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
     the wrapped data key leave the portal; the Triton host unwraps with its own KEK access."""
     mv = dep.model_version
     art = mv.artifact
+    data_key = art.data_key  # apps.keys: the wrapped key and the KEK version that wraps it now
     parameters = {
         "artifact_file": ENCRYPTED_FILE,
-        "wrapped_dek": base64.b64encode(bytes(art.wrapped_dek)).decode(),
-        "kek_id": art.kek_id,
+        "wrapped_dek": base64.b64encode(bytes(data_key.wrapped)).decode(),
+        "kek_id": data_key.kek_id,
         "artifact_aad": art.aad,
         "artifact_sha256": mv.sha256,
     }

@@ -24,7 +24,7 @@ from apps.core.errors import ServiceError, json_error
 from apps.core.netaddr import request_client_address
 from apps.core.throttling import RateLimited, hit_gateway_token, note_auth_failure
 from apps.deployments.models import Deployment
-from apps.keys.pseudonym import pseudonym_key
+from apps.keys.services import pseudonym_key
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
 

@@ -1,10 +1,9 @@
 from django.contrib import admin, messages
 
 from apps.core.admin_utils import ReadOnlyAdmin, run_service
-from apps.registry.models import Artifact
 
-from . import services
-from .models import KekRotation, KeyEncryptionKey
+from . import selectors, services
+from .models import DataKey, KekRotation, KeyEncryptionKey
 
 
 @admin.register(KeyEncryptionKey)
@@ -18,22 +17,26 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
         "provider",
         "hsm_label",
         "algorithm",
-        "artifacts_protected",
+        "data_keys_protected",
         "created_at",
         "rotated_at",
         "retired_at",
     ]
     list_filter = ["state", "provider"]
-    fields = [*list_display, "hsm_token", "created_by"]
+    fields = [*list_display, "hsm_token", "created_by", "protects"]
     readonly_fields = fields
     actions = ["rotate", "retire"]
 
     def has_add_permission(self, request):
         return False  # versions are created by rotating
 
-    @admin.display(description="artifacts protected")
-    def artifacts_protected(self, obj):
-        return Artifact.objects.filter(kek_id=obj.kek_id, shredded_at__isnull=True).exclude(wrapped_dek=b"").count()
+    @admin.display(description="data keys protected")
+    def data_keys_protected(self, obj):
+        return DataKey.objects.live().filter(kek_id=obj.kek_id).count()
+
+    @admin.display(description=f"protects (first {selectors.LABEL_LIMIT})")
+    def protects(self, obj):
+        return ", ".join(selectors.protected_by(obj.kek_id)) or "-"
 
     @admin.action(description="Rotate the KEK (new version in the HSM, re-wrap every data key)", permissions=["rotate"])
     def rotate(self, request, queryset):
@@ -91,3 +94,21 @@ class KekRotationAdmin(ReadOnlyAdmin):
 
     def has_rotate_permission(self, request):
         return request.user.has_perm("keys.rotate_keyencryptionkey")
+
+
+@admin.register(DataKey)
+class DataKeyAdmin(ReadOnlyAdmin):
+    """Every data key: its purpose, suite, wrapping KEK version and lifecycle. The wrapped bytes are
+    deliberately not shown."""
+
+    list_display = ["id", "purpose", "protects", "suite", "kek_id", "created_at", "destroyed_at"]
+    list_filter = ["purpose", "suite", "kek_id"]
+    fields = ["purpose", "protects", "suite", "kek_id", "created_at", "destroyed_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="protects")
+    def protects(self, obj):
+        return selectors.data_key_labels([obj]).get(obj.pk, "-")

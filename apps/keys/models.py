@@ -1,9 +1,10 @@
-"""Key encryption key versions and rotations. Only names, versions and times live here: key
-material stays in the HSM (or the development keystore file)."""
+"""Key encryption key versions, rotations and the data keys they wrap. KEK material stays in the
+HSM (or the development keystore file); a data key is stored only wrapped by a KEK version."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class KekState(models.TextChoices):
@@ -81,3 +82,54 @@ class KekRotation(models.Model):
     @property
     def progress(self) -> float:
         return 1.0 if not self.total else min(1.0, self.rewrapped / self.total)
+
+
+class Purpose(models.TextChoices):
+    """What a data key encrypts. Keys does not know the rows that use it: the owning app holds a
+    reference to the data key and answers for its labels (apps.keys.selectors.register_label_provider)."""
+
+    ARTIFACT = "artifact", "Model artifact"
+
+
+class DataKeyQuerySet(models.QuerySet):
+    def live(self):
+        """Data keys that can still be unwrapped: not destroyed (crypto-shredded)."""
+        return self.filter(destroyed_at__isnull=True)
+
+
+class DataKey(models.Model):
+    """One data key (DEK), stored only wrapped by a KEK version; the plaintext key never reaches the
+    database. Destroying it (crypto-shredding) wipes the wrapped bytes and records when, so whatever
+    it encrypted can never be decrypted again; the row stays as the record of that.
+
+    `kek_id` names the KEK version that wraps it (`pkcs11:<token>:<label>` or `local:<fingerprint>`,
+    see KeyEncryptionKey); a rotation re-wraps it and changes `kek_id`, never the ciphertext."""
+
+    purpose = models.CharField(max_length=32, choices=Purpose.choices)
+    suite = models.CharField(max_length=32, help_text="The AEAD suite the key is used with (AES-256-GCM, SM4-GCM)")
+    kek_id = models.CharField(max_length=128, db_index=True, help_text="The KEK version that wraps it")
+    wrapped = models.BinaryField(blank=True, help_text="RFC 5649 wrapped key; empty once destroyed")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    destroyed_at = models.DateTimeField(null=True, blank=True, help_text="When it was destroyed (crypto-shredding)")
+
+    objects = DataKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name = "data key"
+        constraints = [
+            # Destroyed means wiped: no wrapped bytes survive a destroy, and a live key has them.
+            models.CheckConstraint(
+                condition=(Q(destroyed_at__isnull=True) & ~Q(wrapped=b""))
+                | (Q(destroyed_at__isnull=False) & Q(wrapped=b"")),
+                name="data_key_wiped_iff_destroyed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "destroyed" if self.destroyed_at else self.kek_id
+        return f"data key #{self.pk} ({self.purpose}, {self.suite}, {state})"
+
+    @property
+    def is_destroyed(self) -> bool:
+        return self.destroyed_at is not None

@@ -1,36 +1,42 @@
-"""KEK lifecycle: register the first version, rotate, re-wrap data keys, retire old versions.
+"""Keys own the key hierarchy: KEK versions (register, rotate, retire) and the data keys they wrap
+(seal, open, re-wrap, destroy). Other apps hold a reference to a `DataKey` and call these
+functions; keys never looks at the rows that use a data key (labels come from the providers
+registered in apps.keys.selectors).
 
 Every operation is audited in its own transaction (fail closed) and only the views' callers with
-the security officer's permissions reach it. Key material never leaves the provider: re-wrapping
-unwraps a data key into this process's memory for the duration of one `wrap` call, exactly as
-an upload does.
+the security officer's permissions reach the KEK lifecycle. Key material never leaves the
+provider: re-wrapping unwraps a data key into this process's memory for the duration of one
+`wrap` call, exactly as sealing does.
 
-Concurrency with uploads: an upload wraps its data key with the active version *before* its
-transaction and, inside it, locks that version's row (`lock_for_artifact`). A rotation
-deactivates the old version under FOR UPDATE, so it waits for uploads in flight; an upload that
+Concurrency with sealing: `seal` wraps a new data key with the active version *before* the
+caller's transaction; `store_data_key`, inside it, locks that version's row. A rotation
+deactivates the old version under FOR UPDATE, so it waits for stores in flight; a store that
 commits after the rotation finds its version deactivated and re-wraps with the new one before it
-commits. So once a rotation has switched versions, no new artifact names the old one, and the
+commits. So once a rotation has switched versions, no new data key names the old one, and the
 re-wrap task converges.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, ServiceError, get_or_404
-from apps.registry.models import Artifact
+from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
+from inference_backend import envelope
 from inference_backend.kek import KekError
 
-from . import pseudonym
-from .models import KekRotation, KekState, KeyEncryptionKey, RotationState
+from . import providers, pseudonym
+from .models import DataKey, KekRotation, KekState, KeyEncryptionKey, Purpose, RotationState
 from .providers import get_kek_provider
+from .selectors import data_key_labels
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +94,112 @@ def active_kek() -> KeyEncryptionKey:
         return KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
 
 
-def lock_for_artifact(kek_id: str, wrapped_dek: bytes) -> tuple[str, bytes]:
-    """Inside an upload's transaction: lock the version that wrapped the new data key and, if a
-    rotation deactivated it meanwhile, re-wrap with the active version. Returns (kek_id, wrapped)."""
-    kek = KeyEncryptionKey.objects.select_for_update(no_key=True).filter(kek_id=kek_id).first()
-    if kek is not None and kek.state == KekState.ACTIVE:
-        return kek_id, wrapped_dek
-    active = KeyEncryptionKey.objects.select_for_update(no_key=True).get(state=KekState.ACTIVE)
+@dataclass(frozen=True)
+class Sealed:
+    """A ciphertext and its new data key, not saved yet: save the key with `store_data_key` inside
+    the transaction that saves the row referencing it."""
+
+    ciphertext: bytes
+    data_key: DataKey
+
+
+def seal(plaintext: bytes, aad: bytes, *, purpose: str) -> Sealed:
+    """Encrypt with a fresh 256-bit data key (settings.ARTIFACT_SUITE, segmented stream format) and
+    wrap that key with the active KEK version. The plaintext key exists only in this frame. Runs
+    outside the caller's transaction (encryption takes time; no lock is held meanwhile)."""
+    if purpose not in Purpose.values:
+        raise ValueError(f"unknown data key purpose {purpose!r}")
+    kek = active_kek()
     provider = get_kek_provider()
+    dek = envelope.generate_dek()
     try:
-        return active.kek_id, provider.wrap(provider.unwrap(wrapped_dek, kek_id), active.kek_id)
+        suite = settings.ARTIFACT_SUITE
+        ciphertext = providers.encrypt(
+            plaintext, aad, dek, suite=suite, kek_id=kek.kek_id, kek_version=str(kek.version)
+        )
+        wrapped = provider.wrap(dek, kek.kek_id)
+    except KekError as err:
+        raise _kek_error(err) from err
+    finally:
+        del dek
+    return Sealed(ciphertext, DataKey(purpose=purpose, suite=suite, kek_id=kek.kek_id, wrapped=wrapped))
+
+
+def store_data_key(data_key: DataKey, *, actor, source: Source = SYSTEM) -> DataKey:
+    """Inside the caller's transaction: save a key from `seal` (`keys.dek.create`). Its KEK version
+    is locked until that transaction ends; if a rotation deactivated it meanwhile, the key is first
+    re-wrapped with the active version, so no new key commits under a version being rotated out."""
+    if data_key.pk is not None:
+        raise ValueError("this data key is already stored")
+    kek = KeyEncryptionKey.objects.select_for_update(no_key=True).filter(kek_id=data_key.kek_id).first()
+    if kek is None or kek.state != KekState.ACTIVE:
+        active = KeyEncryptionKey.objects.select_for_update(no_key=True).get(state=KekState.ACTIVE)
+        provider = get_kek_provider()
+        try:
+            data_key.wrapped = provider.wrap(provider.unwrap(bytes(data_key.wrapped), data_key.kek_id), active.kek_id)
+        except KekError as err:
+            raise _kek_error(err) from err
+        data_key.kek_id = active.kek_id
+    data_key.save()
+    record_event(
+        "keys.dek.create",
+        actor=actor,
+        source=source,
+        target=data_key,
+        details={"purpose": data_key.purpose, "suite": data_key.suite, "kek_id": data_key.kek_id},
+    )
+    return data_key
+
+
+def open_sealed(ciphertext: bytes, aad: bytes, *, data_key: DataKey) -> bytes:
+    """Decrypt in memory (integrity checks; deploys never decrypt in the portal: the Triton host
+    unwraps with its own access to the KEK). 409 `data_key_destroyed` after a shred."""
+    if data_key.is_destroyed:
+        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+    try:
+        return providers.decrypt(ciphertext, bytes(data_key.wrapped), data_key.kek_id, aad)
     except KekError as err:
         raise _kek_error(err) from err
 
 
+def destroy_data_key(
+    *, data_key_id: int, reason: str, actor, source: Source = SYSTEM, target=None, details: dict | None = None
+) -> DataKey:
+    """Crypto-shred: wipe the wrapped key so whatever it encrypted can never be decrypted again,
+    and record `keys.dek.destroy` (on `target`, the row the key protects, if the caller names it;
+    with the caller's `details`, the KEK id and the reason, never key bytes). 409
+    `already_shredded` the second time. Runs in the caller's transaction when there is one."""
+    with transaction.atomic():
+        key = DataKey.objects.select_for_update().filter(pk=data_key_id).first()
+        if key is None:
+            raise NotFound("data_key_not_found", f"no data key with id {data_key_id}")
+        if key.is_destroyed:
+            raise Conflict("already_shredded", f"data key #{key.pk} was already destroyed")
+        key.wrapped, key.destroyed_at = b"", timezone.now()
+        key.save(update_fields=["wrapped", "destroyed_at"])
+        record_event(
+            "keys.dek.destroy",
+            actor=actor,
+            source=source,
+            target=target if target is not None else key,
+            details={
+                **(details or {}),
+                "data_key": key.pk,
+                "purpose": key.purpose,
+                "kek_id": key.kek_id,
+                "reason": reason,
+            },
+        )
+    return key
+
+
+def pseudonym_key() -> bytes:
+    """The installation's pseudonymisation key (apps/keys/pseudonym.py), unwrapped once per process."""
+    return pseudonym.pseudonym_key()
+
+
 def _data_keys_to_rewrap(to_kek: KeyEncryptionKey):
-    return Artifact.objects.filter(shredded_at__isnull=True).exclude(wrapped_dek=b"").exclude(kek_id=to_kek.kek_id)
+    return DataKey.objects.live().exclude(kek_id=to_kek.kek_id)
 
 
 def start_rotation(*, actor, reason: str = "", source: Source = SYSTEM) -> KekRotation:
@@ -217,8 +313,8 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                 return rotation
             to = rotation.to_kek
             # Rows an upload or a shred holds are waited for (FOR UPDATE), not skipped.
-            artifacts = list(_data_keys_to_rewrap(to).select_for_update(of=("self",)).order_by("pk")[:batch])
-            if not artifacts:
+            keys = list(_data_keys_to_rewrap(to).select_for_update().order_by("pk")[:batch])
+            if not keys:
                 try:
                     pseudonym.rewrap(to.kek_id)  # the gateway's pseudonymisation key, wrapped like a data key
                 except KekError as err:
@@ -238,22 +334,26 @@ def run_rotation(rotation_id: int, *, batch: int = BATCH) -> KekRotation:
                 return rotation
             moved = []
             try:
-                for art in artifacts:
-                    art.wrapped_dek = provider.wrap(provider.unwrap(bytes(art.wrapped_dek), art.kek_id), to.kek_id)
-                    moved.append({"artifact": art.pk, "model_version": art.version_id, "from": art.kek_id})
-                    art.kek_id = to.kek_id
+                for key in keys:
+                    key.wrapped = provider.wrap(provider.unwrap(bytes(key.wrapped), key.kek_id), to.kek_id)
+                    moved.append({"data_key": key.pk, "purpose": key.purpose, "from": key.kek_id})
+                    key.kek_id = to.kek_id
             except KekError as err:
-                failure = f"artifact {art.pk}: {err}"
+                failure = f"data key {key.pk} ({key.purpose}): {err}"
             else:
-                Artifact.objects.bulk_update(artifacts, ["wrapped_dek", "kek_id"])
-                rotation.rewrapped += len(artifacts)
+                DataKey.objects.bulk_update(keys, ["wrapped", "kek_id"])
+                labels = data_key_labels(keys)
+                for entry in moved:
+                    if entry["data_key"] in labels:
+                        entry["protects"] = labels[entry["data_key"]]
+                rotation.rewrapped += len(keys)
                 rotation.lease_until = timezone.now() + LEASE
                 rotation.save(update_fields=["rewrapped", "lease_until"])
                 record_event(
                     "keys.dek.rewrap",
                     actor=None,
                     target=rotation,
-                    details={"to": to.kek_id, "count": len(moved), "artifacts": moved},
+                    details={"to": to.kek_id, "count": len(moved), "data_keys": moved},
                 )
                 continue
         # The batch rolled back as a whole; record the failure so the rotation can be resumed.
@@ -290,7 +390,7 @@ def stalled_rotations() -> list[int]:
 
 def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionKey:
     """Destroy an old KEK version in the provider. Refused while it is active (`kek_active`) or any
-    artifact's data key is still wrapped by it (`kek_in_use`, with the count)."""
+    live data key is still wrapped by it (`kek_in_use`, with the count)."""
     with transaction.atomic():
         kek = get_or_404(
             KeyEncryptionKey.objects.select_for_update(), "kek_not_found", f"no KEK version with id {kek_pk}", pk=kek_pk
@@ -299,7 +399,7 @@ def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionK
             raise Conflict("kek_retired", f"{kek.kek_id} was already retired")
         if kek.state == KekState.ACTIVE:
             raise Conflict("kek_active", f"{kek.kek_id} is the active version; rotate first")
-        in_use = Artifact.objects.filter(kek_id=kek.kek_id, shredded_at__isnull=True).exclude(wrapped_dek=b"").count()
+        in_use = DataKey.objects.live().filter(kek_id=kek.kek_id).count()
         if pseudonym.wrapping_kek_id() == kek.kek_id:
             in_use += 1
         if in_use:
@@ -317,8 +417,14 @@ def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionK
 
 
 __all__ = [
+    "KekError",
+    "Sealed",
     "active_kek",
-    "lock_for_artifact",
+    "destroy_data_key",
+    "open_sealed",
+    "pseudonym_key",
+    "seal",
+    "store_data_key",
     "resume_rotation",
     "retire_kek",
     "run_rotation",

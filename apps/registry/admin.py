@@ -96,7 +96,11 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 @admin.register(Artifact)
 class ArtifactAdmin(ReadOnlyAdmin):
     list_display = ["version", "suite", "kek_id", "ciphertext_bytes", "short_digest", "created_at", "shredded_at"]
-    list_filter = ["suite", "kek_id"]
+    list_filter = [
+        ("data_key__suite", admin.AllValuesFieldListFilter),
+        ("data_key__kek_id", admin.AllValuesFieldListFilter),
+    ]
+    list_select_related = ["version__model", "data_key"]
     fields = [
         "version",
         "storage_name",

@@ -7,10 +7,15 @@ class RegistryConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.audit.services import govern
+        from apps.keys.models import Purpose
+        from apps.keys.selectors import register_label_provider
 
         from .models import Artifact, Model, ModelVersion
+        from .selectors import artifact_labels
 
-        # Field-level history of the catalogue; the artifact's wrapped data key never enters it.
+        # Field-level history of the catalogue (the data key itself lives in apps.keys, never here).
         govern(Model)
         govern(ModelVersion)
-        govern(Artifact, exclude=("wrapped_dek",))
+        govern(Artifact)
+        # The key inventory and rotation events name the model version an artifact key protects.
+        register_label_provider(Purpose.ARTIFACT, artifact_labels)

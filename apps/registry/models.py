@@ -58,26 +58,30 @@ class ModelVersion(models.Model):
         return bool(self.signature.get("batch_dynamic"))
 
 
-class Artifact(models.Model):
-    """The encrypted-at-rest file of a model version, with its wrapped data key.
+class ArtifactQuerySet(models.QuerySet):
+    def live(self):
+        """Artifacts that can still be decrypted: their data key was not destroyed (crypto-shredded)."""
+        return self.filter(data_key__destroyed_at__isnull=True)
 
-    The ciphertext lives in settings.ARTIFACT_DIR/<storage_name>; the data key is stored only
-    wrapped by the KEK identified by kek_id. The artifact id is bound into the AEAD as
-    associated data (`aad`), so a ciphertext cannot be swapped between versions.
+
+class Artifact(models.Model):
+    """The encrypted-at-rest file of a model version.
+
+    The ciphertext lives in settings.ARTIFACT_DIR/<storage_name>; it was encrypted with its own
+    data key, which apps.keys stores (wrapped by a KEK version) in `data_key`. The artifact id is
+    bound into the AEAD as associated data (`aad`), so a ciphertext cannot be swapped between
+    versions. Shredding the version destroys the data key.
     """
 
     version = models.OneToOneField(ModelVersion, on_delete=models.PROTECT, related_name="artifact")
+    data_key = models.OneToOneField("keys.DataKey", on_delete=models.PROTECT, related_name="+")
     storage_name = models.CharField(max_length=80, unique=True)
-    suite = models.CharField(max_length=32)
-    kek_id = models.CharField(max_length=128)
-    wrapped_dek = models.BinaryField()
     aad = models.CharField(max_length=200)
     ciphertext_sha256 = models.CharField(max_length=64)
     ciphertext_bytes = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
-    shredded_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the wrapped data key was destroyed (crypto-shredding)"
-    )
+
+    objects = ArtifactQuerySet.as_manager()
 
     class Meta:
         permissions = [("shred_artifact", "Can destroy a model version's data key")]
@@ -86,8 +90,21 @@ class Artifact(models.Model):
         return f"{self.storage_name} ({self.suite})"
 
     @property
+    def suite(self) -> str:
+        return self.data_key.suite
+
+    @property
+    def kek_id(self) -> str:
+        """The KEK version that wraps the data key now (a rotation changes it, not the file)."""
+        return self.data_key.kek_id
+
+    @property
+    def shredded_at(self):
+        return self.data_key.destroyed_at
+
+    @property
     def is_shredded(self) -> bool:
-        return self.shredded_at is not None
+        return self.data_key.is_destroyed
 
     @property
     def path(self):

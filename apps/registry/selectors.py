@@ -33,7 +33,7 @@ from .access import (  # noqa: F401 - the policy's public names, for the apps ab
     may_see,
     visible,
 )
-from .models import Model, ModelVersion
+from .models import Artifact, Model, ModelVersion
 
 
 def principal_of(user) -> Principal | None:
@@ -124,3 +124,12 @@ def catalogue_visible_to(user, token=None) -> QuerySet[Model]:
 
 def versions_visible_to(user, token=None) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(model__in=models_visible_to(user, token))
+
+
+def artifact_labels(data_key_ids: list[int]) -> dict[int, str]:
+    """{data key id: "model vN"} for the artifacts those data keys protect: the label provider of
+    the `artifact` purpose in the key inventory (registered in RegistryConfig.ready())."""
+    rows = Artifact.objects.filter(data_key_id__in=data_key_ids).values_list(
+        "data_key_id", "version__model__name", "version__version"
+    )
+    return {key_id: f"{name} v{version}" for key_id, name, version in rows}

@@ -1,29 +1,45 @@
-"""Registering model versions: validate, read the signature, encrypt at rest, record.
+"""Registering model versions: validate, read the signature, encrypt at rest, record; and
+crypto-shredding them.
 
 Nothing is half-saved: the ciphertext file is written before the database transaction and
-removed again if that transaction does not commit.
+removed again if that transaction does not commit; the data key (apps.keys), the version and its
+artifact commit together.
+
+Registry knows nothing of deployments: before shredding it asks the checks registered in
+`VERSION_IN_USE_CHECKS` (the deployments app adds its own in its AppConfig.ready()).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
-from django.utils import timezone
+from django.db.models import Max
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
-from apps.keys.providers import seal
-from apps.keys.services import lock_for_artifact
+from apps.keys import services as keys
+from apps.keys.models import Purpose
 from inference_backend.envelope import sha256_hex
 from inference_backend.private_file import write_private
 from inference_backend.signature import InvalidModelError, read_onnx_signature
 
 from .models import Artifact, Model, ModelVersion, model_name_validator
+
+# Callables (model_version) -> None that raise a ServiceError (e.g. Conflict "version_deployed")
+# while something still uses the version; `shred_model_version` calls each under its lock.
+VersionInUseCheck = Callable[[ModelVersion], None]
+VERSION_IN_USE_CHECKS: list[VersionInUseCheck] = []
+
+
+def register_version_in_use_check(check: VersionInUseCheck) -> None:
+    """For the apps above the registry (AppConfig.ready()): veto the shredding of a version in use."""
+    if check not in VERSION_IN_USE_CHECKS:
+        VERSION_IN_USE_CHECKS.append(check)
 
 
 def register_model_version(
@@ -85,7 +101,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
         raise ServiceError(err.code, f"not a valid ONNX model: {err}", field="file") from err
     storage_name = f"{uuid.uuid4().hex}.enc"
     aad = f"sovereign:artifact:{storage_name}:{model_name}:{version}"
-    sealed = seal(data, aad.encode())
+    sealed = keys.seal(data, aad.encode(), purpose=Purpose.ARTIFACT)
     path = settings.ARTIFACT_DIR / storage_name
     write_private(path, sealed.ciphertext)
     try:
@@ -110,13 +126,11 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                 signature=signature,
                 created_by=acting_user(actor),
             )
-            kek_id, wrapped_dek = lock_for_artifact(sealed.kek_id, sealed.wrapped_dek)
+            data_key = keys.store_data_key(sealed.data_key, actor=actor, source=source)
             Artifact.objects.create(
                 version=mv,
+                data_key=data_key,
                 storage_name=storage_name,
-                suite=sealed.suite,
-                kek_id=kek_id,
-                wrapped_dek=wrapped_dek,
                 aad=aad,
                 ciphertext_sha256=sha256_hex(sealed.ciphertext),
                 ciphertext_bytes=len(sealed.ciphertext),
@@ -132,8 +146,8 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                         "version": version,
                         "sha256": mv.sha256,
                         "size_bytes": mv.size_bytes,
-                        "suite": sealed.suite,
-                        "kek_id": kek_id,
+                        "suite": data_key.suite,
+                        "kek_id": data_key.kek_id,
                         "signature": signature,
                     }
                 },
@@ -148,14 +162,14 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
 
 
 def shred_model_version(*, model_version_id: int, reason: str, actor, source: Source = SYSTEM) -> ModelVersion:
-    """Crypto-shred a model version: destroy its wrapped data key so the ciphertext can never be
-    decrypted again, then delete the ciphertext file once that is committed.
+    """Crypto-shred a model version: destroy its data key (apps.keys, event `keys.dek.destroy`) so
+    the ciphertext can never be decrypted again, then delete the ciphertext file once that is
+    committed.
 
-    Refused while any deployment of the version is wanted or still loaded (`version_deployed`),
-    and a second time (`already_shredded`). The audit event names the KEK, never key bytes.
+    Refused while a registered check says the version is in use (the deployments app: wanted or
+    still loaded, `version_deployed`), and a second time (`already_shredded`). The audit event
+    names the KEK, never key bytes.
     """
-    from apps.deployments.models import Desired, Observed
-
     with transaction.atomic():
         mv = get_or_404(
             ModelVersion.objects.select_related("model"),
@@ -166,18 +180,15 @@ def shred_model_version(*, model_version_id: int, reason: str, actor, source: So
         artifact = Artifact.objects.select_for_update().get(version=mv)
         if artifact.is_shredded:
             raise Conflict("already_shredded", f"the data key of {mv} was already destroyed")
-        live = Q(desired_state=Desired.ACTIVE) | ~Q(observed_state__in=[Observed.INACTIVE, Observed.FAILED])
-        if mv.deployments.filter(live).exists():
-            raise Conflict("version_deployed", f"{mv} is deployed; undeploy it before destroying its data key")
-        artifact.wrapped_dek = b""
-        artifact.shredded_at = timezone.now()
-        artifact.save(update_fields=["wrapped_dek", "shredded_at"])
-        record_event(
-            "keys.dek.destroy",
+        for check in VERSION_IN_USE_CHECKS:
+            check(mv)
+        keys.destroy_data_key(
+            data_key_id=artifact.data_key_id,
+            reason=reason,
             actor=actor,
             source=source,
             target=mv,
-            details={"model": mv.model.name, "version": mv.version, "kek_id": artifact.kek_id, "reason": reason},
+            details={"model": mv.model.name, "version": mv.version},
         )
         path = artifact.path
         # The file goes only once the key is gone for good: a rollback must leave both intact.

@@ -10,7 +10,7 @@ from apps.core.errors import ServiceError
 from apps.deployments.api.serializers import DeploymentRequestSerializer, DeploymentSerializer
 from apps.deployments.models import Deployment
 from apps.deployments.services import TRITON_MODEL_SOURCE, render_for_triton, smoke_inputs
-from apps.keys.providers import open_sealed
+from apps.keys.providers import decrypt
 from inference_backend.config import BATCHING_FIELDS, BatchingSettings
 from tests.factories import DeploymentFactory, ModelVersionFactory
 
@@ -32,8 +32,8 @@ class TestRenderForTriton:
         params = {key: value["string_value"] for key, value in config["parameters"].items()}
         assert params == {
             "artifact_file": "model.onnx.enc",
-            "wrapped_dek": base64.b64encode(bytes(art.wrapped_dek)).decode(),
-            "kek_id": art.kek_id,
+            "wrapped_dek": base64.b64encode(bytes(art.data_key.wrapped)).decode(),
+            "kek_id": art.data_key.kek_id,
             "artifact_aad": art.aad,
             "artifact_sha256": deployment.model_version.sha256,
         }
@@ -62,7 +62,8 @@ class TestRenderForTriton:
         config, files = render_for_triton(deployment)
         params = {key: value["string_value"] for key, value in config["parameters"].items()}
 
-        plaintext = open_sealed(
+        # What the Triton host does: unwrap with its KEK access, decrypt in memory.
+        plaintext = decrypt(
             files["1/model.onnx.enc"],
             base64.b64decode(params["wrapped_dek"]),
             params["kek_id"],

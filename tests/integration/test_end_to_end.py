@@ -21,6 +21,7 @@ from apps.accounts.services import issue_token
 from apps.audit.models import AuditEvent
 from apps.deployments.models import Deployment, Observed
 from apps.deployments.tasks import reconcile_deployment_task
+from apps.keys.models import DataKey
 from apps.registry.models import Artifact, Model
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
@@ -170,7 +171,7 @@ def test_reconcile_is_idempotent_and_recovers_from_a_crash(triton, celery_worker
 def test_load_failure_ends_failed_with_tritons_error(triton, celery_worker, operator):
     _, _, api = operator
     version = _upload(api, "badkey", build_test_onnx(4, 2, seed=6))
-    Artifact.objects.filter(version_id=version["id"]).update(wrapped_dek=b"\x00" * 40)
+    DataKey.objects.filter(pk=Artifact.objects.get(version_id=version["id"]).data_key_id).update(wrapped=b"\x00" * 40)
     dep_id = _deploy(api, version["id"], _server(api, triton.http_url, "triton-bad"))
     dep = _settled(dep_id)
     assert dep.observed_state == Observed.FAILED

@@ -18,8 +18,8 @@ from apps.accounts.roles import ANALYST, SECURITY_OFFICER
 from apps.accounts.services import issue_token
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Observed
-from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
-from apps.registry.models import Artifact, Model
+from apps.keys.models import DataKey, KekRotation, KekState, KeyEncryptionKey, RotationState
+from apps.registry.models import Model
 from apps.registry.services import register_model_version
 from inference_backend.demo_model import build_test_onnx
 from portal.celery import app as celery_app
@@ -110,7 +110,7 @@ def test_rotation_under_load_on_softhsm(portal_uses_hsm, hsm_triton, live_server
     assert rotation.state == RotationState.DONE and rotation.rewrapped == rotation.total == 2
     new = rotation.to_kek
     assert new.hsm_label == f"{old_label.rsplit('-v', 1)[0]}-v{old.version + 1}"
-    assert set(Artifact.objects.values_list("kek_id", flat=True)) == {new.kek_id}
+    assert set(DataKey.objects.values_list("kek_id", flat=True)) == {new.kek_id}
 
     retired = _api(officer).post(f"/api/v1/keys/{old.pk}/retire/")
     assert retired.status_code == 200, retired.json()
@@ -144,6 +144,6 @@ def test_rotation_runs_on_the_celery_worker(celery_worker, triton, live_server):
         what="the worker to finish the rotation",
     )
     assert (rotation.state, rotation.rewrapped, rotation.total) == (RotationState.DONE, 3, 3), rotation.last_error
-    assert set(Artifact.objects.values_list("kek_id", flat=True)) == {rotation.to_kek.kek_id} != {old.kek_id}
+    assert set(DataKey.objects.values_list("kek_id", flat=True)) == {rotation.to_kek.kek_id} != {old.kek_id}
     assert _api(officer).post(f"/api/v1/keys/{old.pk}/retire/").status_code == 200
     assert _deploy_now(mvs[0], server).observed_state == Observed.ACTIVE

@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from apps.keys.selectors import key_inventory
+from apps.keys.models import DataKey
+from apps.keys.selectors import key_inventory, protected_by
 from apps.registry.models import Artifact
 from apps.registry.services import shred_model_version
 from tests.factories import ModelVersionFactory
@@ -22,7 +23,7 @@ def versions(staff_user):
     local = [ModelVersionFactory(model_name=f"local-{n}", actor=staff_user) for n in range(3)]
     hsm = ModelVersionFactory(model_name="hsm", actor=staff_user)
     # The HSM provider is exercised in tests/inference_backend; here only the id matters.
-    Artifact.objects.filter(version=hsm).update(kek_id=HSM_KEK)
+    DataKey.objects.filter(pk=hsm.artifact.data_key_id).update(kek_id=HSM_KEK)
     return local, hsm
 
 
@@ -35,13 +36,23 @@ def test_one_row_per_kek_with_counts(versions, officer_user):
     local_row = rows[local[0].artifact.kek_id]
     assert (local_row.provider, local_row.hsm_token, local_row.hsm_label) == ("local", None, None)
     assert (local_row.artifacts_protected, local_row.artifacts_shredded) == (2, 1)
+    assert (local_row.data_keys_protected, local_row.data_keys_destroyed) == (2, 1)
+    assert local_row.by_purpose == {"artifact": {"protected": 2, "destroyed": 1}}
     assert local_row.algorithm == "AES-256" and "RFC 5649" in local_row.key_wrap
     assert local_row.suites == ["AES-256-GCM"]
-    created = sorted(Artifact.objects.filter(kek_id=local_row.kek_id).values_list("created_at", flat=True))
+    created = sorted(DataKey.objects.filter(kek_id=local_row.kek_id).values_list("created_at", flat=True))
     assert (local_row.first_wrapped_at, local_row.last_wrapped_at) == (created[0], created[-1])
     hsm_row = rows[HSM_KEK]
     assert (hsm_row.provider, hsm_row.hsm_token, hsm_row.hsm_label) == ("pkcs11", "sovereign", "sovereign-kek-v2")
     assert hsm_row.artifacts_protected == 1
+
+
+def test_labels_come_from_the_registry_through_its_provider(versions, officer_user):
+    local, hsm = versions
+    shred_model_version(model_version_id=local[0].pk, reason="retired", actor=officer_user)
+
+    assert protected_by(local[1].artifact.kek_id) == ["local-1 v1", "local-2 v1"]  # the shredded one is gone
+    assert protected_by(HSM_KEK) == ["hsm v1"]
 
 
 def test_response_carries_no_key_material(versions, officer_client):
@@ -50,7 +61,7 @@ def test_response_carries_no_key_material(versions, officer_client):
     assert response.status_code == 200
     assert len(response.json()) == 2
     for artifact in Artifact.objects.all():
-        wrapped = bytes(artifact.wrapped_dek)
+        wrapped = bytes(artifact.data_key.wrapped)
         assert base64.b64encode(wrapped) not in response.content
         assert wrapped.hex().encode() not in response.content
         assert wrapped.hex().upper().encode() not in response.content
@@ -87,5 +98,23 @@ def test_admin_artifact_changelist_shows_the_inventory(versions, officer_user):
     assert response.status_code == 200
     assert b"Key inventory" in response.content and HSM_KEK.encode() in response.content
     for artifact in Artifact.objects.all():
-        assert base64.b64encode(bytes(artifact.wrapped_dek)) not in response.content
-        assert bytes(artifact.wrapped_dek).hex().encode() not in response.content
+        assert base64.b64encode(bytes(artifact.data_key.wrapped)) not in response.content
+        assert bytes(artifact.data_key.wrapped).hex().encode() not in response.content
+
+
+@pytest.mark.parametrize("user_name", ["officer_user", "auditor_user"])
+def test_admin_data_key_list_names_what_each_key_protects(versions, user_name, request):
+    from django.test import Client
+
+    from tests.conftest import otp_login
+
+    client = Client()
+    otp_login(client, request.getfixturevalue(user_name))
+
+    response = client.get("/admin/keys/datakey/")
+
+    assert response.status_code == 200
+    assert b"local-0 v1" in response.content and b"hsm v1" in response.content
+    for key in DataKey.objects.all():
+        assert base64.b64encode(bytes(key.wrapped)) not in response.content
+        assert bytes(key.wrapped).hex().encode() not in response.content

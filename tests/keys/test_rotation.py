@@ -9,8 +9,8 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.core.errors import ServiceError
 from apps.keys import services
-from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
-from apps.keys.providers import get_kek_provider, open_sealed
+from apps.keys.models import DataKey, KekRotation, KekState, KeyEncryptionKey, Purpose, RotationState
+from apps.keys.providers import get_kek_provider
 from apps.registry.models import Artifact
 from apps.registry.services import read_artifact_ciphertext, shred_model_version
 from inference_backend import envelope
@@ -37,20 +37,20 @@ def versions(staff_user):
 
 def _plaintext_ok(mv) -> bool:
     art = Artifact.objects.get(version=mv)
-    data = open_sealed(read_artifact_ciphertext(art), bytes(art.wrapped_dek), art.kek_id, art.aad.encode())
+    data = services.open_sealed(read_artifact_ciphertext(art), art.aad.encode(), data_key=art.data_key)
     return envelope.sha256_hex(data) == mv.sha256
 
 
 def test_first_upload_registers_version_one(versions):
     kek = KeyEncryptionKey.objects.get()
     assert (kek.version, kek.state, kek.provider) == (1, KekState.ACTIVE, "local")
-    assert set(Artifact.objects.values_list("kek_id", flat=True)) == {kek.kek_id}
+    assert set(DataKey.objects.values_list("kek_id", flat=True)) == {kek.kek_id}
     assert AuditEvent.objects.filter(event_type="keys.kek.register", target_id=str(kek.pk)).count() == 1
 
 
 def test_rotation_rewraps_every_data_key_and_the_old_version_becomes_retirable(versions, officer_user):
     old = KeyEncryptionKey.objects.get()
-    before = {a.pk: bytes(a.wrapped_dek) for a in Artifact.objects.all()}
+    before = {a.pk: bytes(a.data_key.wrapped) for a in Artifact.objects.all()}
     files = {a.pk: read_artifact_ciphertext(a) for a in Artifact.objects.all()}
     shred_model_version(model_version_id=versions[0].pk, reason="gone", actor=officer_user)
 
@@ -68,14 +68,16 @@ def test_rotation_rewraps_every_data_key_and_the_old_version_becomes_retirable(v
     done = services.run_rotation(rotation.pk, batch=3)
 
     assert (done.state, done.rewrapped, done.progress) == (RotationState.DONE, 4, 1.0)
-    live = Artifact.objects.filter(shredded_at__isnull=True)
-    assert set(live.values_list("kek_id", flat=True)) == {new.kek_id}
+    live = Artifact.objects.live()
+    assert set(live.values_list("data_key__kek_id", flat=True)) == {new.kek_id}
     for art in live:
-        assert bytes(art.wrapped_dek) != before[art.pk]
+        assert bytes(art.data_key.wrapped) != before[art.pk]
         assert read_artifact_ciphertext(art) == files[art.pk]  # the ciphertext is not rewritten
     assert all(_plaintext_ok(mv) for mv in versions[1:])
     batches = AuditEvent.objects.filter(event_type="keys.dek.rewrap").order_by("id")
     assert [e.details["count"] for e in batches] == [3, 1]
+    # Keys knows nothing of the registry; the registry's label provider names what each key protects.
+    assert {m["protects"] for e in batches for m in e.details["data_keys"]} == {str(mv) for mv in versions[1:]}
     assert AuditEvent.objects.filter(event_type="keys.kek.rotation_complete").count() == 1
 
     retired = services.retire_kek(kek_pk=old.pk, actor=officer_user)
@@ -115,14 +117,14 @@ def test_a_failed_batch_saves_nothing_and_the_rotation_resumes(versions, officer
 
     assert (failed.state, failed.rewrapped) == (RotationState.FAILED, 2)
     assert "HSM went away" in failed.last_error
-    assert Artifact.objects.filter(kek_id=rotation.to_kek.kek_id).count() == 2  # the failed batch rolled back
+    assert DataKey.objects.filter(kek_id=rotation.to_kek.kek_id).count() == 2  # the failed batch rolled back
     assert AuditEvent.objects.get(event_type="keys.kek.rotation_fail").outcome == "failure"
 
     services.resume_rotation(rotation_id=rotation.pk, actor=officer_user)
     done = services.run_rotation(rotation.pk, batch=2)
 
     assert (done.state, done.rewrapped) == (RotationState.DONE, 5)
-    assert set(Artifact.objects.values_list("kek_id", flat=True)) == {rotation.to_kek.kek_id}
+    assert set(DataKey.objects.values_list("kek_id", flat=True)) == {rotation.to_kek.kek_id}
     assert all(_plaintext_ok(mv) for mv in versions)
     with pytest.raises(ServiceError) as again:
         services.resume_rotation(rotation_id=rotation.pk, actor=officer_user)
@@ -153,17 +155,35 @@ def test_provider_failure_saves_nothing(versions, officer_user, monkeypatch):
 
 
 def test_an_upload_wrapped_before_the_switch_is_rewrapped_when_it_commits(versions, officer_user):
-    """The race: an upload wrapped its data key with v1, then a rotation switched to v2 before the
-    upload's transaction took its lock. The upload must not commit a v1 key after the switch."""
+    """The race: an upload sealed (wrapped its data key with v1), then a rotation switched to v2
+    before the upload's transaction stored the key. The upload must not commit a v1 key after the switch."""
     old_id = KeyEncryptionKey.objects.get().kek_id
-    dek = envelope.generate_dek()
-    wrapped_v1 = get_kek_provider().wrap(dek, old_id)
+    sealed = services.seal(b"plaintext", b"aad", purpose=Purpose.ARTIFACT)
+    assert sealed.data_key.kek_id == old_id and sealed.data_key.pk is None
     rotation = services.start_rotation(actor=officer_user)
 
-    kek_id, wrapped = services.lock_for_artifact(old_id, wrapped_v1)
+    stored = services.store_data_key(sealed.data_key, actor=officer_user)
 
-    assert kek_id == rotation.to_kek.kek_id
-    assert get_kek_provider().unwrap(wrapped, kek_id) == dek
+    stored.refresh_from_db()
+    assert stored.kek_id == rotation.to_kek.kek_id
+    assert services.open_sealed(sealed.ciphertext, b"aad", data_key=stored) == b"plaintext"
+    event = AuditEvent.objects.get(event_type="keys.dek.create", target_id=str(stored.pk))
+    assert event.details == {"purpose": "artifact", "suite": "AES-256-GCM", "kek_id": rotation.to_kek.kek_id}
+
+
+def test_a_destroyed_data_key_cannot_be_opened_nor_destroyed_again(versions, officer_user):
+    art = versions[0].artifact
+    key = services.destroy_data_key(data_key_id=art.data_key_id, reason="drill", actor=officer_user)
+
+    assert bytes(key.wrapped) == b"" and key.destroyed_at is not None
+    with pytest.raises(ServiceError) as closed:
+        services.open_sealed(read_artifact_ciphertext(art), art.aad.encode(), data_key=key)
+    assert closed.value.code == "data_key_destroyed"
+    with pytest.raises(ServiceError) as again:
+        services.destroy_data_key(data_key_id=art.data_key_id, reason="drill", actor=officer_user)
+    assert again.value.code == "already_shredded"
+    event = AuditEvent.objects.get(event_type="keys.dek.destroy")
+    assert event.target_type == "keys.datakey" and event.details["reason"] == "drill"
 
 
 def test_stalled_rotation_is_found_by_the_sweep(versions, officer_user, time_machine):

@@ -112,14 +112,19 @@ class TestArtifactAdminHidesTheWrappedKey:
     def test_wrapped_key_never_rendered(self, admin_browser, admin_user):
         mv = ModelVersionFactory(actor=admin_user)
         art = Artifact.objects.get(version=mv)
-        wrapped = bytes(art.wrapped_dek)
+        wrapped = bytes(art.data_key.wrapped)
         forms = {wrapped.hex(), base64.b64encode(wrapped).decode(), repr(wrapped)[2:-1]}
 
-        for path in ("/admin/registry/artifact/", f"/admin/registry/artifact/{art.pk}/change/"):
+        for path in (
+            "/admin/registry/artifact/",
+            f"/admin/registry/artifact/{art.pk}/change/",
+            "/admin/keys/datakey/",
+            f"/admin/keys/datakey/{art.data_key_id}/change/",
+        ):
             resp = admin_browser.get(path)
             assert resp.status_code == 200
             page = resp.content.decode()
             assert art.kek_id in page
-            assert "wrapped_dek" not in page
+            assert "wrapped_dek" not in page and f"{mv.model.name} v{mv.version}" in page
             for form in forms:
                 assert form not in page, f"{path} shows the wrapped data key"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.core.errors import Conflict
+from apps.core.errors import Conflict, ServiceError
 from apps.deployments.models import Desired, Observed
 from apps.deployments.services import request_deployment
-from apps.keys.providers import KekError, open_sealed
+from apps.keys.models import DataKey
+from apps.keys.services import open_sealed
 from apps.registry.models import Artifact
 from apps.registry.services import shred_model_version
 from tests.conftest import grant
@@ -42,13 +43,15 @@ def test_shred_destroys_the_key_and_the_file(mv, officer_client, officer_user, d
     assert response.status_code == 200, response.content
     assert response.json()["artifact"]["shredded_at"] is not None
     artifact = Artifact.objects.get(pk=mv.artifact.pk)
-    assert bytes(artifact.wrapped_dek) == b"" and artifact.shredded_at is not None
+    assert bytes(artifact.data_key.wrapped) == b"" and artifact.shredded_at is not None
     assert not path.exists()
     event = AuditEvent.objects.get(event_type="keys.dek.destroy")
     assert event.actor == officer_user
     assert event.details == {
         "model": "triage",
         "version": mv.version,
+        "data_key": artifact.data_key_id,
+        "purpose": "artifact",
         "kek_id": artifact.kek_id,
         "reason": "contract ended",
         "token_issuer_id": officer_user.pk,  # made with sofia's token, which sofia issued
@@ -61,8 +64,10 @@ def test_shredded_artifact_cannot_be_opened(mv, officer_user):
     shred_model_version(model_version_id=mv.pk, reason="gone", actor=officer_user)
     artifact = Artifact.objects.get(pk=mv.artifact.pk)
 
-    with pytest.raises(KekError):
-        open_sealed(ciphertext, bytes(artifact.wrapped_dek), artifact.kek_id, artifact.aad.encode())
+    assert bytes(artifact.data_key.wrapped) == b""  # nothing left to unwrap, whatever the service says
+    with pytest.raises(ServiceError) as closed:
+        open_sealed(ciphertext, artifact.aad.encode(), data_key=artifact.data_key)
+    assert closed.value.code == "data_key_destroyed"
 
 
 def test_missing_file_is_fine(mv, officer_client, django_capture_on_commit_callbacks):
@@ -83,7 +88,7 @@ def test_refused_while_deployed(mv, officer_client, desired, observed):
 
     assert response.status_code == 409
     assert response.json()["code"] == "version_deployed"
-    assert bytes(Artifact.objects.get(pk=mv.artifact.pk).wrapped_dek) != b""
+    assert bytes(Artifact.objects.get(pk=mv.artifact.pk).data_key.wrapped) != b""
     assert mv.artifact.path.exists()
     assert not AuditEvent.objects.filter(event_type="keys.dek.destroy").exists()
 
@@ -130,7 +135,7 @@ def test_analyst_granted_is_refused_and_ungranted_sees_nothing(mv, plain_user, u
     assert shred(user_client, mv).status_code == 403
     response = shred(user_client, other)
     assert response.status_code == 404
-    assert Artifact.objects.filter(shredded_at__isnull=False).count() == 0
+    assert DataKey.objects.filter(destroyed_at__isnull=False).count() == 0
 
 
 def test_deploying_a_shredded_version_is_refused(mv, officer_user, staff_user):

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent, Outcome
-from apps.keys.providers import open_sealed
+from apps.keys.services import open_sealed
 from apps.registry import services
 from apps.registry.models import Artifact, Model, ModelVersion
 from tests.factories import token_for
@@ -97,8 +97,9 @@ class TestUploadSuccess:
         assert len(ciphertext) == art.ciphertext_bytes
         assert hashlib.sha256(ciphertext).hexdigest() == art.ciphertext_sha256
         assert not any(w in ciphertext for w in windows(onnx_bytes))
-        assert onnx_bytes not in bytes(art.wrapped_dek)
-        assert open_sealed(ciphertext, bytes(art.wrapped_dek), art.kek_id, art.aad.encode()) == onnx_bytes
+        assert onnx_bytes not in bytes(art.data_key.wrapped)
+        assert art.data_key.purpose == "artifact" and art.data_key.kek_id == art.kek_id
+        assert open_sealed(ciphertext, art.aad.encode(), data_key=art.data_key) == onnx_bytes
 
     def test_records_model_and_version_events_with_actor(self, staff_client, staff_user, onnx_bytes):
         resp = upload(staff_client, "triage", onnx_bytes)

@@ -89,11 +89,11 @@ def kek_in_hsm(ctx) -> CheckResult:
 def artifacts_encrypted(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
-    live = Artifact.objects.filter(shredded_at__isnull=True).select_related("version__model")
+    live = Artifact.objects.live().select_related("version__model", "data_key")
     problems = []
     for art in live.iterator():
         path = art.path
-        if not art.wrapped_dek:
+        if not art.data_key.wrapped:
             problems.append(f"{art.version}: no wrapped data key")
         elif not path.is_file():
             problems.append(f"{art.version}: ciphertext file {art.storage_name} missing")
@@ -117,7 +117,7 @@ def artifacts_encrypted(ctx) -> CheckResult:
 def artifact_integrity(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
-    live = Artifact.objects.filter(shredded_at__isnull=True).select_related("version")
+    live = Artifact.objects.live().select_related("version")
     bad = [str(a.version) for a in live if len(a.version.sha256) != 64 or len(a.ciphertext_sha256) != 64 or not a.aad]
     evidence = {
         "artifacts": live.count(),
@@ -148,8 +148,13 @@ def guomi_suite_configured(ctx) -> CheckResult:
 def artifact_suites(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
-    live = Artifact.objects.filter(shredded_at__isnull=True)
-    other = sorted({f"{a.version} ({a.suite})" for a in live.exclude(suite=GUOMI_SUITE).select_related("version")})
+    live = Artifact.objects.live()
+    other = sorted(
+        {
+            f"{a.version} ({a.suite})"
+            for a in live.exclude(data_key__suite=GUOMI_SUITE).select_related("version", "data_key")
+        }
+    )
     evidence = {"artifacts": live.count(), "not_sm4": other[:LIST_LIMIT]}
     if other:
         return CheckResult(

@@ -15,6 +15,12 @@ class KeyInventorySerializer(serializers.Serializer):
     hsm_label = serializers.CharField(allow_null=True, help_text="PKCS#11 key label (carries the KEK version)")
     algorithm = serializers.CharField()
     key_wrap = serializers.CharField()
+    data_keys_protected = serializers.IntegerField(help_text="Live data keys (every purpose) this KEK version wraps")
+    data_keys_destroyed = serializers.IntegerField(help_text="Data keys last wrapped by it that were destroyed")
+    by_purpose = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text='Per purpose (e.g. "artifact"): {"protected": n, "destroyed": n}',
+    )
     artifacts_protected = serializers.IntegerField(help_text="Artifacts whose data key this KEK wraps")
     artifacts_shredded = serializers.IntegerField(help_text="Artifacts whose data key was destroyed")
     suites = serializers.ListField(child=serializers.CharField())

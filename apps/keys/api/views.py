@@ -14,7 +14,7 @@ from .serializers import KekRotationSerializer, KeyInventorySerializer, Rotation
 
 
 class KeyInventoryView(APIView):
-    """Every KEK version, its state and times, and how many artifacts each protects; never any key material."""
+    """Every KEK version, its state and times, and how many data keys (by purpose) each protects; no key material."""
 
     action_perms = {"get": "keys.view_keyencryptionkey"}
 

@@ -4,6 +4,13 @@ from ..models import Artifact, Model, ModelVersion
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
+    # The data key lives in apps.keys; only its suite, KEK version and destruction time are shown.
+    suite = serializers.CharField(source="data_key.suite", read_only=True)
+    kek_id = serializers.CharField(source="data_key.kek_id", read_only=True, help_text="KEK version wrapping it")
+    shredded_at = serializers.DateTimeField(
+        source="data_key.destroyed_at", read_only=True, allow_null=True, help_text="When its data key was destroyed"
+    )
+
     class Meta:
         model = Artifact
         fields = ["suite", "kek_id", "ciphertext_sha256", "ciphertext_bytes", "created_at", "shredded_at"]

@@ -45,7 +45,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return (
             versions_visible_to(self.request.user, self.request.auth)
             .filter(model__name=self.kwargs["model_name"])
-            .select_related("model", "artifact")
+            .select_related("model", "artifact__data_key")
         )
 
     def list(self, request, *args, **kwargs):
