@@ -24,7 +24,9 @@ from .services import SYSTEM, Source, record_event
 # Every field of these names is kept out of the field log, whoever registers the model and whatever
 # it excludes itself: the safety net under each app's own exclusions (applied at registration, so
 # django-auditlog's LogEntry never holds them either, and again in the bridge, by name).
-SECRET_FIELDS = frozenset({"password", "digest", "wrapped_dek", "dek", "secret", "token", "pin", "otp_secret", "key"})
+SECRET_FIELDS = frozenset(
+    {"password", "digest", "wrapped_dek", "wrapped", "dek", "secret", "token", "pin", "otp_secret", "key"}
+)
 ACTIONS = {LogEntry.Action.CREATE: "create", LogEntry.Action.UPDATE: "update", LogEntry.Action.DELETE: "delete"}
 
 # model label -> the fields it keeps out of its history, as registered by the app that owns the model
