@@ -28,6 +28,7 @@ from django.utils import timezone
 from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
 from apps.compliance.selectors import deid_policy_columns
 from apps.core.errors import ServiceError
+from apps.core.rawsql import aware
 from apps.deployments.models import Deployment, InferenceServer
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import (
@@ -97,7 +98,7 @@ def gather(user, token, name: str) -> Facts:
             facts.deployments[row[1]] = _deployment(*row[:11])
         facts.listed = facts.listed or bool(row[11])
         if row[12] is not None:
-            facts.grants.add(Grant(row[0], row[12], _aware(row[13]), via_group=bool(row[14])))
+            facts.grants.add(Grant(row[0], row[12], aware(row[13]), via_group=bool(row[14])))
     return facts
 
 
@@ -156,14 +157,3 @@ def _deployment(
     dep.model_version = ModelVersion(id=version_id, model_id=model_id, version=version, signature=signature)
     dep.server = InferenceServer(id=server_id, name=server_name, http_url=http_url)
     return dep
-
-
-def _aware(value):
-    """SQLite hands raw queries naive UTC datetimes as text (PostgreSQL aware ones); the ORM would convert."""
-    from datetime import UTC
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is not None and timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value

@@ -133,7 +133,8 @@ def test_the_analysis_sees_writes_and_events():
 EXPECTED_GOVERNED = {
     "registry.Model": (),
     "registry.ModelVersion": (),
-    "registry.Artifact": (),  # its wrapped data key lives in keys.DataKey, which is not field-logged
+    "registry.Artifact": (),  # its wrapped data key lives in keys.DataKey
+    "keys.DataKey": ("wrapped",),
     "deployments.InferenceServer": (),
     "deployments.Deployment": (),
     "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),

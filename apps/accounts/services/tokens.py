@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
@@ -18,6 +18,7 @@ from django_otp import match_token
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import NotFound, ServiceError, get_or_404
+from apps.core.rawsql import aware
 
 from ..models import TOKEN_PREFIX, ApiToken, Profile, Scope, digest_token
 from ..roles import PRIVILEGED
@@ -359,10 +360,10 @@ def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, AccountFacts] | 
         user_id=user_id,
         scopes=json.loads(scopes) if isinstance(scopes, str) else scopes,
         restricted=bool(restricted),
-        created_at=_aware(created_at),
-        expires_at=_aware(expires_at),
-        revoked_at=_aware(revoked_at),
-        last_used_at=_aware(last_used_at),
+        created_at=aware(created_at),
+        expires_at=aware(expires_at),
+        revoked_at=aware(revoked_at),
+        last_used_at=aware(last_used_at),
         created_by=User(id=issuer_id, username=issuer) if issuer_id is not None else None,
     )
     token.user = User(id=user_id, username=username, is_active=bool(is_active), is_superuser=bool(superuser))
@@ -371,17 +372,8 @@ def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, AccountFacts] | 
         roles=_split_roles(roles),
         standing_roles=_split_roles(standing),
         service_account=bool(service_account),
-        password_changed_at=_aware(password_changed_at),
+        password_changed_at=aware(password_changed_at),
     )
-
-
-def _aware(value):
-    """SQLite hands raw queries naive UTC datetimes (PostgreSQL aware ones); the ORM would convert."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is not None and timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value
 
 
 def get_user_by_name(username: str):
