@@ -146,6 +146,11 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
                 f"no deployment with id {deployment_id}",
                 pk=deployment_id,
             )
+            if dep.model_version.artifact.is_shredded:  # as request_deployment: nothing left to load
+                raise Conflict(
+                    "artifact_shredded",
+                    f"the data key of {dep.model_version} was destroyed; it can no longer be deployed",
+                )
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by

@@ -7,8 +7,8 @@ import pytest
 
 from apps.audit.models import AuditEvent
 from apps.core.errors import Conflict, ServiceError
-from apps.deployments.models import Desired, Observed
-from apps.deployments.services import request_deployment
+from apps.deployments.models import Deployment, Desired, Observed
+from apps.deployments.services import request_deployment, request_redeploy
 from apps.keys.models import DataKey
 from apps.keys.services import open_sealed
 from apps.registry.models import Artifact
@@ -146,3 +146,16 @@ def test_deploying_a_shredded_version_is_refused(mv, officer_user, staff_user):
 
     assert err.value.code == "artifact_shredded"
     assert err.value.status_code == 409
+
+
+def test_redeploying_an_undeployed_version_after_its_shred_is_refused(mv, officer_user, staff_user):
+    """Undeploy, shred, then ask to re-activate the old deployment: refused like a new deployment."""
+    dep = request_deployment(model_version_id=mv.pk, server_id=InferenceServerFactory().pk, actor=staff_user)
+    Deployment.objects.filter(pk=dep.pk).update(desired_state=Desired.INACTIVE, observed_state=Observed.INACTIVE)
+    shred_model_version(model_version_id=mv.pk, reason="gone", actor=officer_user)
+
+    with pytest.raises(Conflict) as err:
+        request_redeploy(deployment_id=dep.pk, actor=staff_user)
+
+    assert err.value.code == "artifact_shredded"
+    assert Deployment.objects.get(pk=dep.pk).desired_state == Desired.INACTIVE
