@@ -72,7 +72,11 @@ def archive_range(through: int) -> tuple[Path, str]:
     path = directory / f"audit-{first:012d}-{through:012d}.jsonl"
     partial = path.with_suffix(".partial")
     digest = hashlib.sha256()
-    with open(partial, "w", encoding="utf-8") as fh:
+    # Owner-only from creation whatever the umask (the archive names actors, addresses and targets);
+    # O_NOFOLLOW: a planted symlink at the partial name is refused, not written through.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # a partial left over from an interrupted run keeps no looser mode
+    with open(fd, "w", encoding="utf-8") as fh:
         for line in iter_export_jsonl(AuditEvent.objects.filter(sequence__lte=through), selection={"purge": through}):
             fh.write(line)
             digest.update(line.encode())

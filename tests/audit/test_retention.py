@@ -3,6 +3,7 @@ remains still verifies."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -42,9 +43,22 @@ def test_purge_archives_then_leaves_a_verifiable_remainder():
     with open(result.archive, encoding="utf-8") as fh:
         archived = verify_export(fh, keys)
     assert archived["ok"] and (archived["first_sequence"], archived["last_sequence"]) == (1, 5)
-    assert result.archive.stat().st_mode & 0o777 <= 0o644
+    assert result.archive.stat().st_mode & 0o777 == 0o600
 
     assert purge_expired() is None  # nothing older left
+
+
+def test_the_archive_is_owner_only_whatever_the_umask():
+    with time_machine.travel(datetime(2015, 3, 1, tzinfo=UTC)):
+        fill(3)
+    fill(1)
+    old = os.umask(0)
+    try:
+        result = purge_expired()
+    finally:
+        os.umask(old)
+
+    assert result.archive.stat().st_mode & 0o777 == 0o600
 
 
 def test_only_whole_ranges_up_to_a_checkpoint(settings):
