@@ -257,6 +257,12 @@ TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
 DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)
 DEPLOY_RETRY_BASE_SECONDS = env.float("SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS", default=2.0)
 GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
+# The data plane's in-memory policy snapshot (apps/gateway/dataplane/snapshot.py) is rebuilt when a
+# policy write commits (PostgreSQL NOTIFY; on SQLite a counter polled every 250 ms) and, as a
+# backstop, at least every POLICY_MAX_AGE seconds; after POLICY_HARD_LIMIT seconds without a
+# successful rebuild (database unreachable) the data plane refuses every call (503 policy_unavailable).
+POLICY_MAX_AGE = env.float("SOVEREIGN_POLICY_MAX_AGE", default=5.0)
+POLICY_HARD_LIMIT = env.float("SOVEREIGN_POLICY_HARD_LIMIT", default=60.0)
 
 # --- Triton servers: which addresses, and TLS (docs/triton-tls.md) ---------------------------
 # An allow-list of CIDRs every Triton server address must fall in (empty: any address but the
