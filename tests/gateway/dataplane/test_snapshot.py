@@ -26,7 +26,7 @@ from apps.gateway.dataplane.snapshot import Caller, Route, SnapshotHolder, Token
 from apps.gateway.routing import route as database_route
 from apps.registry.models import Model
 from tests.conftest import grant, make_user
-from tests.factories import UserFactory, token_for
+from tests.factories import ModelVersionFactory, UserFactory, token_for
 from tests.gateway.helpers import deploy
 
 pytestmark = pytest.mark.django_db
@@ -218,7 +218,6 @@ class TestRoute:
     def test_a_version_chooses_among_the_servers_serving_it(
         self, analyst, triage, model_version, staff_user, onnx_bytes
     ):
-        from tests.factories import ModelVersionFactory
 
         v2 = ModelVersionFactory(model_name="triage", data=onnx_bytes, actor=staff_user)
         one, two = deploy(model_version), deploy(v2)
