@@ -151,7 +151,7 @@ class Caller:
     token_issuer: str  # the issuer's user name, or "host"
     principal: Principal
     token: Token
-    token_row: ApiToken  # the token as read (id, issuer): for Source.with_token
+    token_row: TokenRow | ApiToken  # the token as read (id, issuer): for Source.with_token
     via_database: bool = False  # authenticated by the database (a snapshot miss): routed there too
 
     def source(self, base: Source) -> Source:
@@ -169,6 +169,45 @@ class Caller:
 
 
 # --- the snapshot ---------------------------------------------------------------------------------
+
+
+class TokenRow:
+    """An API token as the snapshot holds it: the ApiToken fields that token_refusal,
+    ApiToken.is_expired and Source.with_token read, as plain attributes (a model instance's
+    `user` is a related-object descriptor, several times slower to read on every call)."""
+
+    __slots__ = (
+        "id",
+        "user_id",
+        "scopes",
+        "restricted",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "created_by_id",
+        "created_by",
+        "user",
+    )
+
+    is_expired = ApiToken.is_expired  # the model's own definition
+
+    def __init__(
+        self, pk, user_id, scopes, restricted, created_at, expires_at, revoked_at, last_used_at, issuer_id, issuer
+    ):
+        self.id, self.user_id, self.scopes, self.restricted = pk, user_id, scopes, restricted
+        self.created_at, self.expires_at, self.revoked_at, self.last_used_at = (
+            created_at,
+            expires_at,
+            revoked_at,
+            last_used_at,
+        )
+        self.created_by_id, self.created_by = issuer_id, issuer
+        self.user = None
+
+    @property
+    def pk(self) -> int:
+        return self.id
 
 
 class _Account:
@@ -217,7 +256,7 @@ class _Entry:
 
     __slots__ = ("row", "account", "token", "_caller")
 
-    def __init__(self, row: ApiToken, account: _Account, token: Token):
+    def __init__(self, row: TokenRow, account: _Account, token: Token):
         self.row, self.account, self.token = row, account, token
         self._caller = None
 
@@ -481,16 +520,17 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     for row in tokens:
         pk, digest, user_id, scopes, restricted, created_at, expires_at, revoked_at = row[:8]
         last_used_at, issuer_id, issuer = row[8:]
-        token = ApiToken(
-            id=pk,
-            user_id=user_id,
-            scopes=_json(scopes),
-            restricted=bool(restricted),
-            created_at=aware(created_at),
-            expires_at=aware(expires_at),
-            revoked_at=aware(revoked_at),
-            last_used_at=aware(last_used_at),
-            created_by=User(id=issuer_id, username=issuer) if issuer_id is not None else None,
+        token = TokenRow(
+            pk,
+            user_id,
+            _json(scopes),
+            bool(restricted),
+            aware(created_at),
+            aware(expires_at),
+            aware(revoked_at),
+            aware(last_used_at),
+            issuer_id,
+            User(id=issuer_id, username=issuer) if issuer_id is not None else None,
         )
         account = accounts.get(user_id)
         if account is None:
