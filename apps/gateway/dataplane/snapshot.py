@@ -634,6 +634,8 @@ class SnapshotHolder:
         self._written: dict[int, datetime] = {}  # token id → last use this process wrote
         self.loads = 0
         self.failures = 0
+        self._failing_since: float | None = None
+        self._logged_at = 0.0
         self.last_error: BaseException | None = None
 
     # -- life cycle --
@@ -643,6 +645,8 @@ class SnapshotHolder:
         mode = self.refresh_mode
         if mode == AUTO:
             mode = LISTEN if connections[self.using].vendor == "postgresql" else POLL
+        if mode == POLL and connections[self.using].vendor == "postgresql":
+            raise ValueError("PostgreSQL writes NOTIFY and leave the SQLite counter alone: use refresh='listen'")
         self.refresh_mode = mode
         if mode == ALWAYS:
             await self.refresh()
@@ -800,12 +804,17 @@ class SnapshotHolder:
             self._dirty.clear()
             try:
                 await self.refresh()
+                self._failing_since = None
             except Exception:
-                logger.exception(
-                    "policy snapshot: rebuild failed; serving the one read %.1f s ago (refused past %.0f s)",
-                    self.age,
-                    self.hard_limit,
-                )
+                now = time.monotonic()
+                if self._failing_since is None or now - self._logged_at > 5:
+                    logger.exception(  # once, then every 5 s while it lasts
+                        "policy snapshot: rebuild failed; serving the one read %.1f s ago (refused past %.0f s)",
+                        self.age,
+                        self.hard_limit,
+                    )
+                    self._logged_at = now
+                self._failing_since = self._failing_since or now
                 await asyncio.sleep(self.retry_interval)
                 self._dirty.set()
 
