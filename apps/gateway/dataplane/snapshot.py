@@ -361,7 +361,7 @@ class PolicySnapshot:
 
 
 def load_snapshot(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> PolicySnapshot:
-    """Read the snapshot: seven statements whatever the population. On PostgreSQL in one
+    """Read the snapshot: eight statements whatever the population. On PostgreSQL in one
     REPEATABLE READ transaction (one consistent view), unless already inside a transaction; on
     SQLite statement by statement (a read transaction there would be BEGIN IMMEDIATE and block
     writers) — a write landing in between bumps the epoch, so the next rebuild sees it whole."""
@@ -413,12 +413,18 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     live = "t.revoked_at IS NULL AND t.expires_at > %s"
     live_users = f"SELECT t.user_id FROM {t['token']} t WHERE {live}"  # noqa: S608
 
-    # 1. every token, with its issuer
+    # 1. live tokens, with their issuer; the others by digest alone (revoked or expired: for ever)
     tokens = _rows(
         connection,
-        f"SELECT t.id, t.digest, t.user_id, t.scopes, t.restricted, t.created_at, t.expires_at, t.revoked_at,"  # noqa: S608
+        f"SELECT t.id, t.digest, t.user_id, t.scopes, t.restricted, t.created_at, t.expires_at,"  # noqa: S608
         f" t.last_used_at, t.created_by_id, ib.username"
-        f" FROM {t['token']} t LEFT JOIN {t['user']} ib ON ib.id = t.created_by_id",
+        f" FROM {t['token']} t LEFT JOIN {t['user']} ib ON ib.id = t.created_by_id WHERE {live}",
+        [stamp],
+    )
+    gone = _rows(
+        connection,
+        f"SELECT t.digest, t.revoked_at IS NOT NULL FROM {t['token']} t WHERE NOT ({live})",  # noqa: S608
+        [stamp],
     )
     # 2. the models a restricted live token lists
     listed: dict[int, set[int]] = {}
@@ -516,32 +522,29 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
 
     live_tokens: dict[str, _Entry] = {}
-    refused: dict[str, tuple[str, str, int]] = {}
-    for row in tokens:
-        pk, digest, user_id, scopes, restricted, created_at, expires_at, revoked_at = row[:8]
-        last_used_at, issuer_id, issuer = row[8:]
+    issuers: dict[int, object] = {}
+    scope_sets: dict[object, list[str]] = {}
+    for pk, digest, user_id, scopes, restricted, created_at, expires_at, last_used_at, issuer_id, issuer in tokens:
+        account = accounts.get(user_id)
+        if account is None:
+            continue  # issued while this was read (SQLite): a miss now, in the next rebuild
+        if issuer_id is not None and issuer_id not in issuers:
+            issuers[issuer_id] = User(id=issuer_id, username=issuer)
+        key = scopes if isinstance(scopes, str) else tuple(scopes)
+        if key not in scope_sets:
+            scope_sets[key] = _json(scopes)
         token = TokenRow(
             pk,
             user_id,
-            _json(scopes),
+            scope_sets[key],
             bool(restricted),
             aware(created_at),
             aware(expires_at),
-            aware(revoked_at),
+            None,
             aware(last_used_at),
             issuer_id,
-            User(id=issuer_id, username=issuer) if issuer_id is not None else None,
+            issuers.get(issuer_id),
         )
-        account = accounts.get(user_id)
-        if account is None:
-            if token.revoked_at is None and not token.is_expired(now):
-                continue  # issued while this was read (SQLite): a miss now, in the next rebuild
-            # Revoked or expired when read, so for ever: token_refusal decides both before it asks
-            # anything about the account.
-            token.user = User(id=user_id, is_active=False)
-            refusal = token_refusal(token, now, _NO_FACTS)
-            refused[digest] = (refusal.code, refusal.detail, refusal.status_code)
-            continue
         token.user = account.user
         facts = Token(
             scopes=frozenset(token.scopes),
@@ -549,11 +552,23 @@ def _read(connection, now: datetime) -> PolicySnapshot:
             model_ids=frozenset(listed.get(pk, ())),
         )
         live_tokens[digest] = _Entry(token, account, facts)
+    # Revoked or expired when read, so for ever: the refusal token_refusal gives such a token (it
+    # decides both before it asks anything about the account).
+    revoked, expired = _refusal_of(revoked=True, now=now), _refusal_of(revoked=False, now=now)
+    refused = {digest: revoked if was_revoked else expired for digest, was_revoked in gone}
     frozen_grants = {
         user_id: {model_id: tuple(found) for model_id, found in per_model.items()}
         for user_id, per_model in grants.items()
     }
     return PolicySnapshot(tokens=live_tokens, refused=refused, grants=frozen_grants, models=models, loaded_at=now)
+
+
+def _refusal_of(*, revoked: bool, now: datetime) -> tuple[str, str, int]:
+    """token_refusal's answer for a token revoked at `now` (else expired at `now`)."""
+    token = TokenRow(0, 0, [], False, now, now, now if revoked else None, None, None, None)
+    token.user = get_user_model()(is_active=False)
+    refusal = token_refusal(token, now, _NO_FACTS)
+    return refusal.code, refusal.detail, refusal.status_code
 
 
 _NO_FACTS = AccountFacts(roles=frozenset(), standing_roles=frozenset(), service_account=True, password_changed_at=None)
