@@ -875,6 +875,15 @@ class SnapshotHolder:
         while True:
             await asyncio.sleep(self.flush_interval)
             await self.flush()
+            self._forget(timezone.now())
+
+    def _forget(self, now: datetime) -> None:
+        """Drop what no longer changes a decision or a write: uses older than the idle limit (the
+        token is idle whatever else is known) and writes older than the resolution (the next use is
+        written anyway)."""
+        idle, resolution = settings.SESSION_IDLE_TIMEOUT, LAST_USED_RESOLUTION
+        self._last_use = {k: at for k, at in self._last_use.items() if now - at <= idle or k in self._pending}
+        self._written = {k: at for k, at in self._written.items() if now - at <= resolution}
 
 
 def _route_in_database(caller: Caller, name: str, invoke: bool, now: datetime) -> list[Deployment]:
