@@ -115,6 +115,10 @@ class Route:
     signature: dict  # shared by every call: read it, never change it
     deid_mode: str
 
+    @property
+    def server_name(self) -> str:
+        return self.server
+
     @classmethod
     def of(cls, dep: Deployment, name: str) -> Route:
         """A Route from a deployment read by apps.gateway.routing.route (the database path)."""
