@@ -7,6 +7,7 @@ fails, the exception propagates and the action rolls back (fail closed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import re
@@ -163,7 +164,6 @@ def record_refusal(
 _FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
 _MAX_LENGTH = {f.attname: f.max_length for f in _FIELDS if getattr(f, "max_length", None)}
 _COPY_SQL = 'COPY "{}" ({}) FROM STDIN'.format(AuditEvent._meta.db_table, ", ".join(f'"{f.column}"' for f in _FIELDS))
-_JSON_FIELDS = frozenset(f.attname for f in _FIELDS if isinstance(f, models.JSONField))
 _IP_FIELD = AuditEvent._meta.get_field("source_ip")
 # In json.dumps output (ASCII): an escaped NUL or surrogate, which PostgreSQL's jsonb refuses.
 _BAD_JSON_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])")
@@ -204,6 +204,7 @@ def _json(value) -> tuple[object, str]:
     return value, text
 
 
+@functools.lru_cache(maxsize=4096)  # callers come back: a lookup instead of a parse
 def _address(ip: str | None) -> str | None:
     """The client address as the model field stores it (IPv6 normalised, "" as NULL); an invalid one
     raises ValueError here rather than fail the batch it would be written in."""
@@ -241,10 +242,10 @@ class PendingEvent:
     error_code: str = ""
     details: dict = field(default_factory=dict)
     timestamp: datetime = field(default_factory=timezone.now)
-    # The row's column values (attname -> value; encoding_version is added at write time), and the
-    # same in the model's field order for COPY, JSON columns as text.
-    row: dict = field(init=False, repr=False, compare=False, default=None)
+    # The row in the model's field order, JSON columns as text, encoding_version left out (it is
+    # read when the batch is written, as record_event reads it at insert); and the JSON values.
     copy_row: tuple = field(init=False, repr=False, compare=False, default=())
+    json_values: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
         if self.event_type not in EVENT_TYPES:
@@ -252,35 +253,60 @@ class PendingEvent:
         source = self.source
         roles, roles_text = _json([str(role) for role in self.actor_roles])
         details, details_text = _json({**(self.details or {}), **source.token_details()})
-        row = {
-            "timestamp": self.timestamp,
-            "sequence": None,
-            "actor_id": self.actor_id,
-            "actor_name": _text(self.actor_name, "actor_name"),
-            "actor_roles": roles,
-            "token_id": source.token_id,
-            "source_ip": _address(source.ip),
-            "user_agent": _text(source.user_agent, "user_agent"),
-            "request_id": _text(self.request_id, "request_id"),
-            "event_type": self.event_type,
-            "event_group": group_of(self.event_type),
-            "target_type": _text(self.target_type, "target_type"),
-            "target_id": _text(self.target_id, "target_id"),
-            "target_display": _text(self.target_display, "target_display"),
-            "outcome": _text(self.outcome, "outcome"),
-            "error_code": _text(self.error_code, "error_code"),
-            "details": details,
-            "prev_hash": "",
-            "hash": "",
-        }
-        texts = {"actor_roles": roles_text, "details": details_text}
-        self.row = row
-        # encoding_version last: read when the batch is written, as record_event reads it at insert.
-        self.copy_row = tuple(texts[f.attname] if f.attname in _JSON_FIELDS else row[f.attname] for f in _FIELDS[:-1])
+        self.json_values = (roles, details)
+        self.copy_row = (  # in _ROW_ORDER
+            self.timestamp,
+            None,
+            self.actor_id,
+            _text(self.actor_name, "actor_name"),
+            roles_text,
+            source.token_id,
+            _address(source.ip),
+            _text(source.user_agent, "user_agent"),
+            _text(self.request_id, "request_id"),
+            self.event_type,
+            group_of(self.event_type),
+            _text(self.target_type, "target_type"),
+            _text(self.target_id, "target_id"),
+            _text(self.target_display, "target_display"),
+            _text(self.outcome, "outcome"),
+            _text(self.error_code, "error_code"),
+            details_text,
+            "",
+            "",
+        )
+
+    @property
+    def row(self) -> dict:
+        """The column values by attribute name (JSON columns as values), encoding_version left out."""
+        row = dict(zip(_ROW_ORDER, self.copy_row, strict=True))
+        row["actor_roles"], row["details"] = self.json_values
+        return row
 
 
-if _FIELDS[-1].attname != "encoding_version":  # copy_row leaves it out, record_events appends it
-    raise ImproperlyConfigured("AuditEvent.encoding_version must stay its last field (apps/audit/services.py)")
+_ROW_ORDER = (
+    "timestamp",
+    "sequence",
+    "actor_id",
+    "actor_name",
+    "actor_roles",
+    "token_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "event_type",
+    "event_group",
+    "target_type",
+    "target_id",
+    "target_display",
+    "outcome",
+    "error_code",
+    "details",
+    "prev_hash",
+    "hash",
+)
+if tuple(f.attname for f in _FIELDS) != (*_ROW_ORDER, "encoding_version"):  # a new column must be given a value
+    raise ImproperlyConfigured("AuditEvent's fields changed: update PendingEvent.copy_row and _ROW_ORDER to match")
 
 
 def record_events(events: Sequence[PendingEvent]) -> None:
