@@ -47,12 +47,12 @@ def call_event(request_id: str, i: int = 0) -> PendingEvent:
         actor_id=1,
         actor_name="alice",
         actor_roles=["analyst"],
-        source=Source(ip="198.51.100.7", user_agent="tritonclient", token_id=9, token_issuer_id=1, token_issuer="alice"),
+        source=Source(ip="198.51.100.7", user_agent="tritonclient", token_id=9, token_issuer_id=1, token_issuer="al"),
         request_id=request_id,
         target_type="registry.model",
         target_id="3",
         target_display="iris",
-        details={"model": "iris", "status": 200, "latency_ms": 0.8 + i, "version": 1, "server": "edge", "deployment": 4},
+        details={"model": "iris", "status": 200, "latency_ms": 0.8 + i, "version": 1, "server": "e", "deployment": 4},
     )
 
 
