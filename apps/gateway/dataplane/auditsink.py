@@ -7,6 +7,10 @@ There is no timer: a lone call is committed at once, alone; under load the batch
 themselves to what arrives during one commit (capped at `max_batch`). A failed batch fails each
 of its submitters with AuditUnavailable and writes none of its events; the next batch starts
 afresh (record_events drops a broken connection, so it reconnects).
+
+`AuditSink` is what the pipeline calls once per call: the call's event as the Django gateway
+recorded it (apps/gateway/views.py, `_Call.finish`), through the committer for an authenticated
+caller, collapsed per (address, code, minute) for an unauthenticated one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 
-from apps.audit.services import AuditUnavailable, PendingEvent, record_events
+from apps.audit.models import Outcome
+from apps.audit.services import AuditUnavailable, PendingEvent, Source, async_refusals, record_events
 
 logger = logging.getLogger(__name__)
 RunSync = Callable[[Sequence[PendingEvent]], Awaitable[None]]
@@ -151,3 +156,133 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+def call_outcome(status: int, error_code: str) -> str:
+    """success without an error; denied for 401/403/404/429; failure otherwise (as the gateway)."""
+    if not error_code:
+        return Outcome.SUCCESS
+    return Outcome.DENIED if status in (401, 403, 404, 429) else Outcome.FAILURE
+
+
+def call_details(model: str, status: int, latency_ms: float, *, caller=None, route=None, deid=None) -> dict:
+    """The details of a gateway call's event: the model asked for, the status answered, the
+    latency; the deployment that served it; de-identification counts (never values); `alert`
+    for the sealed superuser, whose every call alerts."""
+    details = {"model": model, "status": status, "latency_ms": round(latency_ms, 3)}
+    if route is not None:
+        details.update(version=route.version, server=route.server, deployment=route.deployment_id)
+    if deid is not None:
+        details["deid"] = deid
+    if caller is not None and caller.superuser:
+        details["alert"] = True
+    return details
+
+
+def call_event(
+    event_type: str,
+    *,
+    model: str,
+    status: int,
+    latency_ms: float,
+    source: Source,
+    request_id: str,
+    caller=None,
+    route=None,
+    error_code: str = "",
+    deid: dict | None = None,
+    extra: dict | None = None,
+) -> PendingEvent:
+    """An authenticated gateway call's event. `caller`: who (user_id, username, roles, superuser —
+    the snapshot's Caller); `route`: the deployment chosen, if any (model_id, version, server,
+    deployment_id — the snapshot's Route); `source`: address, user agent and token (with its
+    issuer); `extra`: further details (e.g. the protocol)."""
+    details = call_details(model, status, latency_ms, caller=caller, route=route, deid=deid)
+    if extra:
+        details.update(extra)
+    return PendingEvent(
+        event_type,
+        actor_id=caller.user_id if caller is not None else None,
+        actor_name=caller.username if caller is not None else "",
+        actor_roles=list(caller.roles) if caller is not None else [],
+        source=source,
+        request_id=request_id,
+        target_type="registry.model",
+        target_id=str(route.model_id) if route is not None else "",
+        target_display=model[:200],
+        outcome=call_outcome(status, error_code),
+        error_code=error_code,
+        details=details,
+    )
+
+
+class AuditSink:
+    """The pipeline's audit step: `await sink.record_call(...)` returns once the call is recorded
+    (its own event, committed; or, for an unauthenticated caller, counted in its refusal bucket
+    and, if first of the bucket, committed) and raises AuditUnavailable otherwise: no answer then.
+
+    `refusal_counter`: `apps.audit.services.async_refusal_counter(redis_client)`; default: from
+    REDIS_URL, or in process without Redis."""
+
+    def __init__(self, committer: GroupCommitter | None = None, refusal_counter=None):
+        self.committer = committer or GroupCommitter()
+        self.refusals = async_refusals(self.committer.submit, refusal_counter)
+
+    async def start(self) -> None:
+        await self.committer.start()
+
+    async def stop(self) -> None:
+        """Write the refusal remainders still counted in process, then drain the committer."""
+        if hasattr(self.refusals.counter, "store"):  # counted in process: nobody else will write them
+            try:
+                await self.refusals.flush_all()
+            except AuditUnavailable:
+                logger.exception("collapsed refusal counts not written at stop; process exit tries again")
+        await self.refusals.wait_flushed()
+        await self.committer.stop()
+
+    async def record_call(
+        self,
+        event_type: str,
+        *,
+        model: str,
+        status: int,
+        latency_ms: float,
+        source: Source,
+        request_id: str,
+        caller=None,
+        route=None,
+        error_code: str = "",
+        deid: dict | None = None,
+        extra: dict | None = None,
+    ) -> None:
+        if caller is not None:
+            event = call_event(
+                event_type,
+                model=model,
+                status=status,
+                latency_ms=latency_ms,
+                source=source,
+                request_id=request_id,
+                caller=caller,
+                route=route,
+                error_code=error_code,
+                deid=deid,
+                extra=extra,
+            )
+            await self.committer.submit(event)
+            return
+        details = call_details(model, status, latency_ms, route=route, deid=deid)
+        if extra:
+            details.update(extra)
+        await self.refusals.record(
+            event_type,
+            source=source,
+            outcome=call_outcome(status, error_code),
+            error_code=error_code,
+            target_type="registry.model",
+            target_id=str(route.model_id) if route is not None else "",
+            target_display=model[:200],
+            details=details,
+            request_id=request_id,
+        )

@@ -13,6 +13,7 @@ import inspect
 import os
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -32,7 +33,7 @@ from apps.audit.services import (
     async_refusals,
     record_events,
 )
-from apps.gateway.dataplane.auditsink import GroupCommitter
+from apps.gateway.dataplane.auditsink import AuditSink, GroupCommitter, call_outcome
 
 MINUTE = timedelta(seconds=60)
 postgres_only = pytest.mark.skipif(
@@ -486,3 +487,112 @@ def test_with_redis_down_every_refusal_is_still_written(settings):
     run(scenario)
 
     assert [e.details["count"] for e in refused_calls()] == [1, 1, 1]  # uncollapsed, but complete
+
+
+# --- AuditSink: the pipeline's audit step, recording what the Django gateway recorded ------------
+
+CALLER = SimpleNamespace(user_id=7, username="alice", roles=("analyst", "auditor"), superuser=False)
+ROUTE = SimpleNamespace(model_id=3, version=2, server="edge-1", deployment_id=11)
+TOKEN = Source(ip="198.51.100.7", user_agent="tritonclient", token_id=9, token_issuer_id=1, token_issuer="root")
+
+
+@pytest.mark.django_db
+def test_an_authenticated_call_is_recorded_as_the_gateway_recorded_it():
+    async def scenario():
+        sink = AuditSink()
+        await sink.record_call(
+            "inference.infer",
+            model="iris",
+            status=200,
+            latency_ms=1.23456,
+            source=TOKEN,
+            request_id="sink-ok",
+            caller=CALLER,
+            route=ROUTE,
+            deid={"mode": "pseudonymise", "counts": {"email": 1}},
+            extra={"protocol": "grpc"},
+        )
+        await sink.record_call(
+            "inference.infer",
+            model="iris",
+            status=403,
+            latency_ms=0.5,
+            source=TOKEN,
+            request_id="sink-refused",
+            caller=SimpleNamespace(**{**vars(CALLER), "superuser": True}),
+            error_code="invoke_not_permitted",
+        )
+        await sink.stop()
+
+    run(scenario)
+
+    ok = AuditEvent.objects.get(request_id="sink-ok")
+    assert (ok.actor_id, ok.actor_name, ok.actor_roles, ok.token_id, ok.source_ip) == (
+        7,
+        "alice",
+        ["analyst", "auditor"],
+        9,
+        "198.51.100.7",
+    )
+    assert (ok.event_type, ok.target_type, ok.target_id, ok.target_display, ok.outcome, ok.error_code) == (
+        "inference.infer",
+        "registry.model",
+        "3",
+        "iris",
+        "success",
+        "",
+    )
+    assert ok.details == {
+        "model": "iris",
+        "status": 200,
+        "latency_ms": 1.235,
+        "version": 2,
+        "server": "edge-1",
+        "deployment": 11,
+        "deid": {"mode": "pseudonymise", "counts": {"email": 1}},
+        "protocol": "grpc",
+        "token_issuer_id": 1,
+        "token_issuer": "root",
+    }
+    refused = AuditEvent.objects.get(request_id="sink-refused")
+    assert (refused.outcome, refused.error_code, refused.target_id) == ("denied", "invoke_not_permitted", "")
+    assert refused.details["alert"] is True  # the sealed superuser's every call alerts
+
+
+@pytest.mark.django_db
+def test_an_unauthenticated_callers_refusals_are_collapsed(settings, clock):
+    settings.REDIS_URL = ""
+    refusals.counter().reset()
+
+    async def scenario():
+        sink = AuditSink()
+        for i in range(3):
+            await sink.record_call(
+                "auth.token.denied",
+                model="iris",
+                status=401,
+                latency_ms=0.2,
+                source=Source(ip="198.51.100.9"),
+                request_id=f"anon-{i}",
+                error_code="invalid_token",
+            )
+        await sink.stop()  # in process: the open bucket's remainder is written at stop
+
+    run(scenario)
+
+    first, rest = refused_calls()
+    assert (first.request_id, first.outcome, first.details["count"], first.details["model"]) == (
+        "anon-0",
+        "denied",
+        1,
+        "iris",
+    )
+    assert (rest.details["count"], rest.details["collapsed"]) == (2, True)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "outcome"),
+    [(200, "", "success"), (401, "invalid_token", "denied"), (429, "rate_limited", "denied"), (503, "x", "failure")],
+)
+def test_call_outcome(status, code, outcome):
+    assert call_outcome(status, code) == outcome
