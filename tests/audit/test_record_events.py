@@ -153,11 +153,19 @@ def test_the_sealer_chains_a_batch_and_verification_passes(admin_user):
     assert [i for (i,) in ids] == [f"req-{i}" for i in range(120)]  # the batch's order is the chain's
 
 
-def test_a_failed_batch_writes_nothing_and_the_next_one_works():
+@pytest.mark.parametrize(
+    "inside",
+    [
+        pytest.param("a transaction", marks=pytest.mark.django_db),  # a savepoint around the COPY
+        pytest.param("autocommit", marks=pytest.mark.django_db(transaction=True)),  # the COPY alone
+    ],
+)
+def test_a_failed_batch_writes_nothing_and_the_next_one_works(inside):
     good = [PendingEvent("inference.infer", request_id="req-batch", details={"i": i}) for i in range(5)]
     out_of_range = PendingEvent("inference.infer", request_id="req-batch", actor_id=2**70)  # no bigint holds it
     if connection.vendor != "postgresql":
         pytest.skip("SQLite stores any integer")
+    assert connection.in_atomic_block == (inside == "a transaction")
 
     with pytest.raises(AuditUnavailable):
         record_events([*good, out_of_range, *good])
