@@ -877,10 +877,8 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("accounts:2fa-setup", "post"): Inert("enrols the caller's own device (used by login())"),
         ("accounts:2fa-verify", "post"): Inert("verifies the caller's own second factor"),
     }
-    for suffix in ("", "version-"):
-        table[(f"gateway-{suffix}infer", "post")] = Inert("invoke: measured by effective_powers()")
-        for page in ("metadata", "ready"):
-            table[(f"gateway-{suffix}{page}", "post")] = Inert("read only (GET handlers)")
+    # The gateway's invoke is not a portal route: the data plane serves /v2/ (apps/gateway/dataplane),
+    # and effective_powers() measures it there.
     for model, modeladmin in admin.site._registry.items():
         table.update(_admin_model_rows(model._meta.label_lower, modeladmin))
     return table

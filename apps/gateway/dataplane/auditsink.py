@@ -231,9 +231,10 @@ class AuditSink:
     async def start(self) -> None:
         await self.committer.start()
 
-    async def stop(self) -> None:
-        """Write the refusal remainders still counted in process, then drain the committer."""
-        if hasattr(self.refusals.counter, "store"):  # counted in process: nobody else will write them
+    async def stop(self, *, final: bool = True) -> None:
+        """Write the refusal remainders still counted in process (`final`: the process ends), then
+        drain the committer."""
+        if final and hasattr(self.refusals.counter, "store"):  # counted in process: nobody else will write them
             try:
                 await self.refusals.flush_all()
             except AuditUnavailable:
