@@ -31,8 +31,8 @@ import logging
 import math
 import re
 import struct
-import uuid
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 from urllib.parse import unquote
 
 import grpc
@@ -51,6 +51,7 @@ ERROR_CODE_KEY = "sovereign-error-code"  # trailing metadata: the stable refusal
 REQUEST_ID_KEY = "x-request-id"  # metadata in (optional, validated) and trailing metadata out
 HEADER_LENGTH = "inference-header-content-length"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # as tritonclient.http (rapidjson) writes JSON
 
 Handle = Callable[[Inbound], Awaitable[Outbound]]
 Refuse = Callable[[Inbound, ServiceError], Awaitable[Outbound]]
@@ -207,10 +208,11 @@ class _Service(grpc.GenericRpcHandler):
             await _unreadable(context, "metadata", err)
 
     async def model_infer(self, requests, context) -> pb.ModelInferResponse:
-        raw = await context.read()  # a unary call: one message, no need to wait for the half-close
-        if raw is grpc.aio.EOF:
+        raw = None
+        async for raw in requests:  # noqa: B007 - one message (a unary call); no wait for the half-close
+            break  # (and measured faster than context.read())
+        if raw is None:
             await self._oversized(context)
-            return None
         request = await self._parse(pb.ModelInferRequest, raw, INFER, context)
         inbound = _inbound(context, INFER, request.model_name, request.model_version)
         try:
@@ -228,10 +230,15 @@ class _Service(grpc.GenericRpcHandler):
 
     # -- plumbing ------------------------------------------------------------------------------
     async def _call(self, inbound: Inbound, context) -> Outbound:
+        out = await self._shielded(self.handle(inbound), inbound)
+        if inbound.request_id:  # the pipeline names the call when the client did not
+            context.set_trailing_metadata(((REQUEST_ID_KEY, inbound.request_id),))
+        return out
+
+    async def _shielded(self, work: Awaitable[Outbound], inbound: Inbound) -> Outbound:
         """Run the pipeline in its own task: the call's cancellation (client gone, deadline
         passed) ends the wait, not the pipeline, whose audit event must still be written."""
-        context.set_trailing_metadata(((REQUEST_ID_KEY, inbound.request_id),))
-        task = asyncio.ensure_future(self.handle(inbound))
+        task = asyncio.ensure_future(work)
         self.inflight.add(task)
         task.add_done_callback(self._finished)
         try:
@@ -259,20 +266,19 @@ class _Service(grpc.GenericRpcHandler):
             )
             await self._refused(_inbound(context, kind, "", ""), err, context)
 
-    async def _refused(self, inbound: Inbound, err: ServiceError, context) -> None:
-        """The adapter's own refusal: audited through `refuse` when the pipeline offers it."""
+    async def _refused(self, inbound: Inbound, err: ServiceError, context) -> NoReturn:
+        """End the call with the adapter's own refusal, audited through `refuse` when the pipeline
+        offers it (which authenticates first: a bad token is still answered as a bad token)."""
         if self.refuse is None:
             logger.warning("gRPC %s call refused (%s): %s", inbound.kind, err.code, err.detail)
-            await _abort(context, _refusal(err), inbound.request_id)
-        task = asyncio.ensure_future(self.refuse(inbound, err))
-        self.inflight.add(task)
-        task.add_done_callback(self._finished)
-        out = await asyncio.shield(task)
-        if out.error is None and out.status < 400:  # a refuse that forgot to refuse still refuses
             out = _refusal(err)
+        else:
+            out = await self._shielded(self.refuse(inbound, err), inbound)
+            if out.error is None and out.status < 400:  # a refuse that forgot to refuse still refuses
+                out = _refusal(err)
         await _abort(context, out, inbound.request_id)
 
-    async def _oversized(self, context) -> None:
+    async def _oversized(self, context) -> NoReturn:
         """No message arrived: grpc has already answered RESOURCE_EXHAUSTED for a message over the
         limit (or the client sent none). Only the audit event is left to write."""
         err = ServiceError(
@@ -281,15 +287,7 @@ class _Service(grpc.GenericRpcHandler):
             " or none was sent",
             413,
         )
-        inbound = _inbound(context, INFER, "", "")
-        if self.refuse is None:
-            logger.warning("gRPC ModelInfer without a message (over %d bytes or none sent)", self.limit)
-        else:
-            task = asyncio.ensure_future(self.refuse(inbound, err))
-            self.inflight.add(task)
-            task.add_done_callback(self._finished)
-            await asyncio.shield(task)
-        await _abort(context, _refusal(err), inbound.request_id)
+        await self._refused(_inbound(context, INFER, "", ""), err, context)
 
 
 # -- Inbound --------------------------------------------------------------------------------------
@@ -307,7 +305,7 @@ def _inbound(context, kind: str, model: str, version: str) -> Inbound:
         peer=peer_address(context.peer()),
         forwarded_for=meta.get("x-forwarded-for"),
         user_agent=meta.get("user-agent", ""),
-        request_id=rid if _VALID_REQUEST_ID.match(rid) else uuid.uuid4().hex,
+        request_id=rid if rid and _VALID_REQUEST_ID.match(rid) else "",  # "": the pipeline makes one
         protocol="grpc",
     )
 
@@ -350,7 +348,7 @@ def infer_body(request: pb.ModelInferRequest) -> tuple[bytes, int | None]:
         parameters["binary_data_output"] = True  # every output, each in binary, as tritonclient.http asks
     if parameters:
         header["parameters"] = parameters
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = _compact(header).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
@@ -520,7 +518,7 @@ def _refusal(err: ServiceError) -> Outbound:
     return Outbound(err.status_code, json.dumps(err.as_dict()).encode(), [("Content-Type", "application/json")], err)
 
 
-async def _abort(context, out: Outbound, request_id: str | None = None) -> None:
+async def _abort(context, out: Outbound, request_id: str | None = None) -> NoReturn:
     """End the call with the status for the Outbound's HTTP status; "<code>: <detail>" as details,
     the code (and Retry-After, the request id) in trailing metadata. Raises, as context.abort does."""
     code, detail = _error_of(out)
@@ -533,7 +531,7 @@ async def _abort(context, out: Outbound, request_id: str | None = None) -> None:
     await context.abort(status, f"{code}: {detail}", trailing_metadata=tuple(trailing))
 
 
-async def _unreadable(context, what: str, err: Exception) -> None:
+async def _unreadable(context, what: str, err: Exception) -> NoReturn:
     logger.error("the %s answer could not be translated to gRPC: %s: %s", what, type(err).__name__, err)
     await context.abort(
         grpc.StatusCode.INTERNAL,

@@ -14,6 +14,7 @@ import logging
 import struct
 import threading
 import time
+import uuid
 
 import grpc
 import numpy as np
@@ -65,11 +66,14 @@ class FakePipeline:
         self.seen: list[Inbound] = []
         self.refused: list[tuple[Inbound, ServiceError]] = []
         self.finished: list[str] = []
+        self.client_request_ids: list[str] = []
         self.answer = Outbound(200, b"{}", [])
         self.gate: asyncio.Event | None = None
 
     async def handle(self, inbound: Inbound) -> Outbound:
         self.seen.append(inbound)
+        self.client_request_ids.append(inbound.request_id)
+        inbound.request_id = inbound.request_id or uuid.uuid4().hex  # as the pipeline names a call
         try:
             if self.gate is not None:
                 await self.gate.wait()
@@ -81,6 +85,7 @@ class FakePipeline:
 
     async def refuse(self, inbound: Inbound, err: ServiceError) -> Outbound:
         self.refused.append((inbound, err))
+        inbound.request_id = inbound.request_id or uuid.uuid4().hex
         return refusal(err.code, err.detail, err.status_code)
 
 
@@ -175,7 +180,7 @@ def test_fp32_infer_is_the_http_form_and_the_answer_decodes(pipeline, client):
     assert inbound.authorization == TOKEN
     assert inbound.peer == "127.0.0.1"
     assert inbound.user_agent.startswith("grpc-python")
-    assert len(inbound.request_id) == 32
+    assert pipeline.client_request_ids == [""]  # none given: the pipeline names the call
     np.testing.assert_array_equal(result.as_numpy("probabilities"), y)
     response = result.get_response()
     assert (response.model_name, response.model_version) == ("clf", "2")
@@ -211,9 +216,10 @@ def test_typed_contents_become_json_data_and_what_json_cannot_carry_goes_binary(
     request.parameters["note"].string_param = "x"
     request.outputs.add(name="out").parameters["classification"].int64_param = 2
     pipeline.answer = triton_answer([("out", "BYTES", [1], struct.pack("<I", 5) + b"0.9:1")])
-    stub.ModelInfer(request, metadata=list(AUTH.items()))
+    _, call = stub.ModelInfer.with_call(request, metadata=list(AUTH.items()))
 
     inbound = pipeline.seen[-1]
+    assert dict(call.trailing_metadata())["x-request-id"] == inbound.request_id  # to quote to the operator
     header = json.loads(inbound.body[: inbound.header_length])
     tail = inbound.body[inbound.header_length :]
     assert header["id"] == "r1"
@@ -339,7 +345,7 @@ def test_the_token_metadata_passes_through_untouched_and_its_absence_is_none(pip
     client.is_model_ready("clf")
     with_token, without = pipeline.seen
     assert with_token.authorization == "Bearer a.b-c_d"
-    assert len(with_token.request_id) == 32 and with_token.request_id != "bad id!"  # not a valid id: replaced
+    assert pipeline.client_request_ids == ["", ""]  # "bad id!" is not a valid id: the pipeline makes one
     assert without.authorization is None
 
 
