@@ -8,11 +8,15 @@ transaction, as for the HTTP data-plane tests."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc.aio as grpcaio
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
@@ -22,6 +26,7 @@ from apps.deployments import services as deployments
 from apps.deployments.models import Observed
 from apps.gateway.dataplane import runtime
 from apps.gateway.dataplane.grpc_adapter import build_grpc_server
+from apps.gateway.dataplane.pipeline import Pipeline
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
 from inference_backend.server import free_port
@@ -119,3 +124,49 @@ def test_tritonclient_grpc_through_the_pipeline(deployed, plain_user, staff_user
     assert events.filter(event_type="inference.infer", actor=plain_user, error_code="unknown_input").count() == 1
     assert events.filter(event_type="inference.infer", actor=staff_user, error_code="invoke_not_permitted").count() == 1
     assert events.filter(event_type="inference.ready", error_code="model_version_not_deployed").count() == 1
+
+
+def test_malformed_and_oversized_messages_are_refused_and_audited_as_the_caller(plain_user):
+    if not hasattr(Pipeline, "refuse"):
+        pytest.skip("Pipeline.refuse (the adapter's own refusals, audited) is not on this branch yet")
+    auth = (("authorization", f"Bearer {token_for(plain_user)}"),)
+    limit = 4096
+
+    async def scenario():
+        plane = runtime.build()
+        await plane.start()
+        port = free_port()
+        server = build_grpc_server(
+            plane.pipeline.handle, bind=f"127.0.0.1:{port}", max_message_bytes=limit, refuse=plane.pipeline.refuse
+        )
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        got = {}
+        try:
+            for name, message in (("malformed", b"\x0a\xff\xff\xff"), ("oversized", b"\x0a\x01m" + b"\x00" * limit)):
+                try:
+                    await infer(message, metadata=auth)
+                except grpc.aio.AioRpcError as err:
+                    got[name] = (err.code(), err.details())
+            # the oversized call was answered by grpc itself: its audit event follows
+            audited = sync_to_async(AuditEvent.objects.filter(error_code="request_too_large").exists)
+            deadline = time.monotonic() + 10
+            while not await audited() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            await channel.close()
+            await server.stop(None)
+            await plane.stop()
+        return got
+
+    got = async_to_sync(scenario)()
+
+    assert got["malformed"] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid_request: the request is not a valid inference.ModelInferRequest message",
+    )
+    assert got["oversized"][0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    events = AuditEvent.objects.filter(event_type="inference.infer", actor=plain_user, details__protocol="grpc")
+    assert events.filter(error_code="invalid_request", outcome="failure").count() == 1
+    assert events.filter(error_code="request_too_large", outcome="failure").count() == 1
