@@ -62,6 +62,7 @@ STATUS_CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
     409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -129,19 +130,22 @@ def build_grpc_server(
     refuse: Refuse | None = None,
     ready: Callable[[], bool] | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    message_timeout: float = 30.0,
 ) -> grpc.aio.Server:
     """A grpc.aio server (not started: `await server.start()` in the serving loop) offering
     GRPCInferenceService on `bind` ("host:port"). `handle` is the pipeline's. `refuse(inbound,
     err)`, if given, authenticates and audits a refusal the adapter made itself (a malformed or
     oversized message) and answers it; without it such refusals are answered here and only logged.
-    `ready()` answers ServerReady (default: serving means ready)."""
+    `ready()` answers ServerReady (default: serving means ready). A ModelInfer message that has not
+    arrived whole `message_timeout` seconds after the call began is refused (`request_timeout`, as
+    SOVEREIGN_GATEWAY_BODY_TIMEOUT does for HTTP bodies)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
         ]
     )
-    server.add_generic_rpc_handlers([_Service(handle, refuse, ready, max_message_bytes)])
+    server.add_generic_rpc_handlers([_Service(handle, refuse, ready, max_message_bytes, message_timeout)])
     if credentials is not None:
         server.add_secure_port(bind, credentials)
     else:
@@ -150,8 +154,9 @@ def build_grpc_server(
 
 
 class _Service(grpc.GenericRpcHandler):
-    def __init__(self, handle: Handle, refuse: Refuse | None, ready: Callable[[], bool] | None, limit: int):
+    def __init__(self, handle: Handle, refuse: Refuse | None, ready, limit: int, message_timeout: float):
         self.handle, self.refuse, self.ready, self.limit = handle, refuse, ready, limit
+        self.message_timeout = message_timeout
         self.inflight: set[asyncio.Task] = set()
         self.handlers = {
             "ServerLive": _unary(self.server_live, pb.ServerLiveResponse),
@@ -208,9 +213,10 @@ class _Service(grpc.GenericRpcHandler):
             await _unreadable(context, "metadata", err)
 
     async def model_infer(self, requests, context) -> pb.ModelInferResponse:
-        raw = None
-        async for raw in requests:  # noqa: B007 - one message (a unary call); no wait for the half-close
-            break  # (and measured faster than context.read())
+        try:
+            raw = await asyncio.wait_for(_first(requests), self.message_timeout)
+        except TimeoutError:
+            await self._slow(context)
         if raw is None:
             await self._oversized(context)
         request = await self._parse(pb.ModelInferRequest, raw, INFER, context)
@@ -278,6 +284,14 @@ class _Service(grpc.GenericRpcHandler):
                 out = _refusal(err)
         await _abort(context, out, inbound.request_id)
 
+    async def _slow(self, context) -> NoReturn:
+        err = ServiceError(
+            "request_timeout",
+            f"the request message did not arrive within {self.message_timeout:g} s (SOVEREIGN_GATEWAY_BODY_TIMEOUT)",
+            408,
+        )
+        await self._refused(_inbound(context, INFER, "", ""), err, context)
+
     async def _oversized(self, context) -> NoReturn:
         """No message arrived: grpc has already answered RESOURCE_EXHAUSTED for a message over the
         limit (or the client sent none). Only the audit event is left to write."""
@@ -288,6 +302,14 @@ class _Service(grpc.GenericRpcHandler):
             413,
         )
         await self._refused(_inbound(context, INFER, "", ""), err, context)
+
+
+async def _first(requests) -> bytes | None:
+    """The call's one message (a unary call), without waiting for the half-close (and measured
+    faster than context.read()); None if none arrived: over the size limit, or none sent."""
+    async for raw in requests:
+        return raw
+    return None
 
 
 # -- Inbound --------------------------------------------------------------------------------------

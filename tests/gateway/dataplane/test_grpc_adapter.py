@@ -92,7 +92,7 @@ class FakePipeline:
 class ServerThread:
     """A grpc.aio server on its own event loop in a background thread."""
 
-    def __init__(self, pipeline: FakePipeline, *, with_refuse: bool = True):
+    def __init__(self, pipeline: FakePipeline, *, with_refuse: bool = True, message_timeout: float = 30.0):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -104,6 +104,7 @@ class ServerThread:
                 bind=f"127.0.0.1:{self.port}",
                 max_message_bytes=LIMIT,
                 refuse=pipeline.refuse if with_refuse else None,
+                message_timeout=message_timeout,
             )
             await self.server.start()
 
@@ -322,6 +323,7 @@ def test_server_health_is_public_and_local(pipeline, client):
         (502, "triton_error", grpc.StatusCode.INTERNAL),
         (503, "audit_unavailable", grpc.StatusCode.UNAVAILABLE),
         (504, "triton_timeout", grpc.StatusCode.DEADLINE_EXCEEDED),
+        (408, "request_timeout", grpc.StatusCode.DEADLINE_EXCEEDED),
     ],
 )
 def test_refusals_map_to_grpc_status_with_the_stable_code(pipeline, stub, status, code, grpc_code):
@@ -463,6 +465,30 @@ def test_a_call_given_up_mid_flight_leaves_the_pipeline_to_finish_and_nothing_st
 
 async def _event() -> asyncio.Event:
     return asyncio.Event()
+
+
+def test_a_message_that_does_not_arrive_in_time_is_refused(pipeline):
+    srv = ServerThread(pipeline, message_timeout=0.3)
+    release = threading.Event()
+
+    def never_sends():  # headers go out; the one message never does
+        release.wait(10)
+        yield from ()
+
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+        call = channel.stream_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as exc:
+            call(never_sends(), metadata=list(AUTH.items()), timeout=10)
+        release.set()
+        channel.close()
+    finally:
+        release.set()
+        srv.stop()
+    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert exc.value.details().startswith("request_timeout: the request message did not arrive within 0.3 s")
+    ((inbound, err),) = pipeline.refused
+    assert err.code == "request_timeout" and inbound.authorization == TOKEN and pipeline.seen == []
 
 
 @pytest.mark.parametrize(
