@@ -12,7 +12,9 @@ Choices, and why:
 - ModelInfer is served as a stream→unary method reading one message: a message over
   `max_message_bytes` is refused by grpc itself (RESOURCE_EXHAUSTED "Received message larger than
   max", before any byte is buffered past the limit — also after decompression), and the handler
-  then sees a call with no message, which it reports as `request_too_large` for the audit.
+  then sees a call with no message, which it reports as `request_too_large` for the audit. A
+  message that has not arrived within `message_timeout` is refused as `request_timeout`. (Unary
+  ModelReady/ModelMetadata are read by grpc before any handler runs: a slow sender holds no task.)
 - ServerLive / ServerReady are public and answered locally, like Triton's own health endpoints:
   they say nothing about any model or caller, and load balancers probe them without a token.
 - The pipeline runs in its own task, shielded from the call's cancellation: a client that hangs
@@ -157,7 +159,7 @@ class _Service(grpc.GenericRpcHandler):
     def __init__(self, handle: Handle, refuse: Refuse | None, ready, limit: int, message_timeout: float):
         self.handle, self.refuse, self.ready, self.limit = handle, refuse, ready, limit
         self.message_timeout = message_timeout
-        self.inflight: set[asyncio.Task] = set()
+        self.inflight: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self.handlers = {
             "ServerLive": _unary(self.server_live, pb.ServerLiveResponse),
             "ServerReady": _unary(self.server_ready, pb.ServerReadyResponse),
@@ -214,7 +216,8 @@ class _Service(grpc.GenericRpcHandler):
 
     async def model_infer(self, requests, context) -> pb.ModelInferResponse:
         try:
-            raw = await asyncio.wait_for(_first(requests), self.message_timeout)
+            async with asyncio.timeout(self.message_timeout):  # no extra task, unlike wait_for
+                raw = await _first(requests)
         except TimeoutError:
             await self._slow(context)
         if raw is None:
