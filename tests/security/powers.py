@@ -42,6 +42,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile, digest_token
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, PRIVILEGED, ROLES, SECURITY_OFFICER
+from tests.gateway.dataplane_client import DataPlaneClient
 
 User = get_user_model()
 SAFE_METHODS = {"get", "head", "options", "trace"}
@@ -209,7 +210,8 @@ def effective_powers(p: Principal, model_names=MODELS) -> dict[tuple[str, str], 
         if cred.kind != "token" or not alive(cred):
             continue
         for name in model_names:
-            response = cred.client.post(f"/v2/models/{name}/infer", data=INFER, format="json")
+            CountingClient.sent += 1
+            response = DataPlaneClient(**cred.client.defaults).post(f"/v2/models/{name}/infer", data=INFER)
             if response.status_code == 503:
                 found.setdefault(("invoke", name), cred.origin)
     for user in User.objects.filter(pk__in=p.accounts, is_active=True):

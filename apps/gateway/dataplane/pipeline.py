@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.accounts.services import TokenRejected
@@ -149,7 +150,7 @@ class Pipeline:
             url = f"{url}/versions/{route.version}"
         timeout = settings.TRITON_TIMEOUT
         if inbound.kind == INFER:
-            body, header_length = self._prepare(call, route)
+            body, header_length = await self._prepare(call, route)
             headers = [("Content-Type", inbound.content_type or JSON)]
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
@@ -161,7 +162,7 @@ class Pipeline:
         upstream = await self.pool.request("GET", url, timeout=timeout)
         return self._relay_version(upstream, call, route)
 
-    def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
+    async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound
         if inbound.body_error is not None or len(inbound.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _BODY_ERRORS[inbound.body_error or "too_large"]
@@ -172,7 +173,8 @@ class Pipeline:
         mode = route.deid_mode
         if mode != "off":  # the model's policy: identifiers never reach Triton
             try:
-                key = pseudonym_key() if mode == "pseudonymise" else None
+                # unwrapped once per process (it may read the database and the HSM): off the event loop
+                key = await sync_to_async(pseudonym_key, thread_sensitive=True)() if mode == "pseudonymise" else None
             except (KekError, OSError, ValueError, KeyError) as err:  # fail closed: nothing is forwarded
                 logger.error("de-identification key for %s unavailable: %s: %s", inbound.model, type(err).__name__, err)
                 raise ServiceError(
