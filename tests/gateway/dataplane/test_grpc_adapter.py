@@ -259,6 +259,17 @@ def test_a_json_only_answer_becomes_raw_output_contents(pipeline, client):
     assert result.get_response().parameters["sequence_end"].bool_param is True
 
 
+def test_an_answer_that_cannot_be_translated_is_internal_not_a_wrong_result(pipeline, client):
+    short = triton_answer([("p", "FP32", [1, 2], b"\0" * 8)])
+    short.body = short.body[:-4]  # the header promises 8 bytes, 4 came
+    pipeline.answer = short
+    g_in = grpcclient.InferInput("x", [1], "INT32").set_data_from_numpy(np.array([1], dtype=np.int32))
+    with pytest.raises(InferenceServerException) as exc:
+        client.infer("clf", [g_in], headers=AUTH)
+    assert exc.value.status() == "StatusCode.INTERNAL"
+    assert exc.value.message().startswith("upstream_unreadable: ")
+
+
 # -- metadata and readiness ---------------------------------------------------------------------------
 def test_model_metadata(pipeline, client):
     pipeline.answer = Outbound(
