@@ -116,16 +116,35 @@ class Pipeline:
             out = error_outbound(error)
         return await self._audited(call, out, error)
 
-    async def _admit(self, call: Call):
-        inbound = call.inbound
+    async def refuse(self, inbound: Inbound, err: ServiceError) -> Outbound:
+        """An adapter's own refusal (a gRPC message that is malformed, over the size limit or cannot
+        be translated): the caller is authenticated as for any call, so a bad token is answered as
+        such and the event names who was refused (an unauthenticated caller's refusals are
+        collapsed); then `err` is audited and answered. Nothing is routed or forwarded."""
+        call = Call(
+            inbound, time.perf_counter(), client_address(inbound.peer, inbound.forwarded_for, trusted_proxies())
+        )
+        if not inbound.request_id:
+            inbound.request_id = new_request_id()
         try:
-            caller = await self.policy.authenticate(inbound.authorization, call.ip)
+            await self._authenticate(call)
+            raise err
+        except ServiceError as refused:
+            return await self._audited(call, error_outbound(refused), refused)
+
+    async def _authenticate(self, call: Call):
+        try:
+            call.caller = await self.policy.authenticate(call.inbound.authorization, call.ip)
         except TokenRejected:
             decision = await self._hit(self._failure_check(call.ip))
             if not decision.allowed:
                 raise RateLimited(decision, "address") from None
             raise
-        call.caller = caller
+        return call.caller
+
+    async def _admit(self, call: Call):
+        inbound = call.inbound
+        caller = await self._authenticate(call)
         if settings.RATELIMIT_ENABLED:
             decision = await self.limiter.hit(Check(f"gw:{caller.token_id}", rate(settings.RATELIMIT_GATEWAY)))
             if not decision.allowed:

@@ -50,6 +50,8 @@ async def serve(host: str, port: int, grpc_port: int = 0, *, portal_upstream: st
                 plane.pipeline.handle,
                 bind=f"{host}:{grpc_port}",
                 max_message_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                refuse=plane.pipeline.refuse,
+                message_timeout=settings.GATEWAY_BODY_TIMEOUT,
             )
             await grpc_server.start()
         serving = asyncio.create_task(server.serve())
