@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import urllib3
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway_overhead as go  # noqa: E402 - the gateway bench's deployment and calls
 from harness import (  # noqa: E402 - bench/ is not a package
@@ -49,12 +51,20 @@ DB_NAME = db_name("sovereign_bench_abuse")  # not gateway_overhead's: both may r
 REDIS_URL = redis_url("redis://127.0.0.1:6379/7")
 
 
+def new_conn(port: int) -> urllib3.HTTPConnectionPool:
+    return urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=30.0)
+
+
+def call(conn: urllib3.HTTPConnectionPool, side: dict, model: str) -> urllib3.BaseHTTPResponse:
+    return conn.request("POST", f"/v2/models/{model}/infer", body=go.BODY, headers=side["headers"], redirect=False)
+
+
 def granted_calls(port: int, headers: dict, model: str, stop: threading.Event, n: int | None = None) -> list[float]:
     """Sequential calls on one keep-alive connection until `stop` is set (or `n` calls); latencies in ms."""
-    conn, lat = go.new_conn(port), []
+    conn, lat = new_conn(port), []
     while not stop.is_set() and (n is None or len(lat) < n):
         t0 = time.perf_counter()
-        resp = go.call(conn, {"headers": headers}, model)
+        resp = call(conn, {"headers": headers}, model)
         lat.append((time.perf_counter() - t0) * 1e3)
         if resp.status != 200:
             raise RuntimeError(f"the granted caller got {resp.status}: {resp.data[:300]!r}")
@@ -69,7 +79,7 @@ def flood(port: int, model: str, total: int, addresses: int, threads: int) -> Co
     counter = iter(range(total))
 
     def worker() -> None:
-        conn, seen = go.new_conn(port), Counter()
+        conn, seen = new_conn(port), Counter()
         for i in counter:  # a shared iterator: every call index is taken exactly once
             headers = {
                 "Content-Type": "application/json",
@@ -131,7 +141,7 @@ def run(quick: bool, total: int, addresses: int, threads: int) -> dict:
     port = start_gunicorn(data, env)
     MARKS.update(gunicorn=f"127.0.0.1:{port}", postgres=f" {DB_NAME} ", triton=str(data / "triton"))
     MARKS["redis (whole server, shared)"] = "redis-server"
-    token = go.deploy(triton.http_url)
+    token = go.deploy(triton.http_url, {go.UNBATCHED: {"max_batch_size": 32, "dynamic_batching": False}})
     model = go.UNBATCHED
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick}
