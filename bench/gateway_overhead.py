@@ -93,7 +93,7 @@ def start_gateway(args, data: Path, env: dict) -> dict:
         return {"name": f"gunicorn ({GUNICORN})", "http_port": start_gunicorn(data, env), "grpc_port": None}
     template = args.gateway_cmd or DATAPLANE_CMD
     http_port, grpc_port = port(), (None if args.no_grpc else port())
-    argv = [a.format(python=sys.executable, port=http_port, grpc_port=grpc_port) for a in shlex.split(template)]
+    argv = [a.format(python=sys.executable, port=http_port, grpc_port=grpc_port or 0) for a in shlex.split(template)]
     ready = f"http://127.0.0.1:{http_port}{args.ready_path}"
     start_server("gateway", argv, data, env, ready, timeout=120)
     return {"name": " ".join(shlex.split(template)[1:]) if args.gateway_cmd else "run_dataplane (uvicorn, 1 worker)",
