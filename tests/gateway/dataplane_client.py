@@ -102,5 +102,5 @@ class DataPlaneClient:
         try:
             await plane.app(scope, receive, send)
         finally:
-            await plane.stop()
+            await plane.stop(final=False)
         return Response(out["status"], out["headers"], b"".join(out["body"]))

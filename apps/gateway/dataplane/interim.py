@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
 
 from apps.accounts.services import authenticate_bearer
-from apps.audit.services import record_event, record_refusal
-from apps.core.context import request_id_var
 
 from ..routing import route as db_route
 
@@ -17,6 +14,8 @@ class DbCaller:
         self.user, self.token = user, token
         self.token_id = token.pk
         self.superuser = user.is_superuser
+        self.user_id, self.username = user.pk, user.username
+        self.roles = getattr(user, "audit_roles", [])
 
     def source(self, base):
         return base.with_token(self.token)
@@ -27,7 +26,7 @@ class DbRoute:
         self.deployment_id = dep.pk
         self.model_id = dep.model_id
         self.version = dep.model_version.version
-        self.server_name = dep.server.name
+        self.server_name = self.server = dep.server.name
         self.http_url = dep.server.http_url
         self.max_batch_size = dep.max_batch_size
         self.signature = dep.model_version.signature
@@ -48,27 +47,3 @@ class DatabasePolicy:
             if not deps:
                 raise ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
         return [DbRoute(d) for d in deps]
-
-
-class DirectAudit:
-    async def event(self, caller, *, event_type, request_id, **fields):
-        def write():
-            token = request_id_var.set(request_id)
-            try:
-                with transaction.atomic():
-                    record_event(event_type, actor=caller.user, **fields)
-            finally:
-                request_id_var.reset(token)
-
-        await sync_to_async(write, thread_sensitive=True)()
-
-    async def refusal(self, *, event_type, request_id, **fields):
-        def write():
-            token = request_id_var.set(request_id)
-            try:
-                with transaction.atomic():
-                    record_refusal(event_type, **fields)
-            finally:
-                request_id_var.reset(token)
-
-        await sync_to_async(write, thread_sensitive=True)()

@@ -19,10 +19,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.accounts.services import TokenRejected
-from apps.audit.models import Outcome
 from apps.core.errors import ServiceError
 from apps.core.netaddr import client_address, limit_key, trusted_proxies
 from apps.core.ratelimit import Check, Decision
@@ -149,7 +149,7 @@ class Pipeline:
             url = f"{url}/versions/{route.version}"
         timeout = settings.TRITON_TIMEOUT
         if inbound.kind == INFER:
-            body, header_length = self._prepare(call, route)
+            body, header_length = await self._prepare(call, route)
             headers = [("Content-Type", inbound.content_type or JSON)]
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
@@ -161,7 +161,7 @@ class Pipeline:
         upstream = await self.pool.request("GET", url, timeout=timeout)
         return self._relay_version(upstream, call, route)
 
-    def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
+    async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound
         if inbound.body_error is not None or len(inbound.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _BODY_ERRORS[inbound.body_error or "too_large"]
@@ -172,7 +172,8 @@ class Pipeline:
         mode = route.deid_mode
         if mode != "off":  # the model's policy: identifiers never reach Triton
             try:
-                key = pseudonym_key() if mode == "pseudonymise" else None
+                # unwrapped once per process (it may read the database and the HSM): off the event loop
+                key = await sync_to_async(pseudonym_key, thread_sensitive=True)() if mode == "pseudonymise" else None
             except (KekError, OSError, ValueError, KeyError) as err:  # fail closed: nothing is forwarded
                 logger.error("de-identification key for %s unavailable: %s: %s", inbound.model, type(err).__name__, err)
                 raise ServiceError(
@@ -218,41 +219,23 @@ class Pipeline:
 
     # -- audit -------------------------------------------------------------------------------
     async def _audited(self, call: Call, out: Outbound, error: ServiceError | None) -> Outbound:
-        inbound, route, caller = call.inbound, call.route, call.caller
-        details = {
-            "model": inbound.model,
-            "status": out.status,
-            "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
-        }
-        if inbound.protocol != "http":
-            details["protocol"] = inbound.protocol
-        if route is not None:
-            details.update(version=route.version, server=route.server_name, deployment=route.deployment_id)
-        if call.deid is not None:
-            details["deid"] = call.deid  # the mode and counts per identifier type, never values
-        if caller is not None and caller.superuser:
-            details["alert"] = True  # the sealed break-glass account: its every call alerts (access-control.md)
-        if error is None:
-            outcome = Outcome.SUCCESS
-        else:
-            outcome = Outcome.DENIED if out.status in (401, 403, 404, 429) else Outcome.FAILURE
+        inbound, caller = call.inbound, call.caller
         source = Source(ip=call.ip, user_agent=inbound.user_agent[:300])
-        fields = dict(
-            event_type=EVENT_TYPES[inbound.kind],
-            source=source if caller is None else caller.source(source),
-            request_id=inbound.request_id,
-            target_type="registry.model",
-            target_id=str(route.model_id) if route is not None else "",
-            target_display=inbound.model[:200],
-            outcome=outcome,
-            error_code=error.code if error else "",
-            details=details,
-        )
         try:
-            if caller is None:  # an unauthenticated caller's refusals are collapsed per (address, code, minute)
-                await self.audit.refusal(**fields)
-            else:
-                await self.audit.event(caller, **fields)
+            # An unauthenticated caller's refusals are collapsed per (address, code, minute).
+            await self.audit.record_call(
+                EVENT_TYPES[inbound.kind],
+                model=inbound.model,
+                status=out.status,
+                latency_ms=(time.perf_counter() - call.started) * 1000,
+                source=source if caller is None else caller.source(source),
+                request_id=inbound.request_id,
+                caller=caller,
+                route=call.route,
+                error_code=error.code if error else "",
+                deid=call.deid,  # the mode and counts per identifier type, never values
+                extra=None if inbound.protocol == "http" else {"protocol": inbound.protocol},
+            )
         except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
             logger.exception("gateway call to %s could not be audited", inbound.model)
             return error_outbound(

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from apps.audit.services import async_refusal_counter
 from apps.core import throttling
 from apps.core.ratelimit import AsyncRedisLimiter
 from apps.deployments.selectors import server_policy, tls_config
 
 from .asgi import DataPlaneApp
-from .interim import DatabasePolicy, DirectAudit
+from .auditsink import AuditSink
+from .interim import DatabasePolicy
 from .pipeline import Pipeline
 from .upstream import UpstreamPool
 
@@ -44,9 +46,12 @@ class DataPlane:
     redis: object | None
 
     async def start(self) -> None:
-        pass
+        await self.pipeline.audit.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, final: bool = True) -> None:
+        """`final`: the process ends (in-process refusal counts are written now); the tests' client
+        builds a plane per call and passes False."""
+        await self.pipeline.audit.stop(final=final)
         self.pipeline.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -61,6 +66,7 @@ def build(*, portal_upstream: str | None = None) -> DataPlane:
         max_connections=settings.GATEWAY_POOL_SIZE,
         max_waiting=settings.GATEWAY_MAX_WAITING,
     )
-    pipeline = Pipeline(policy=DatabasePolicy(), audit=DirectAudit(), limiter=limiter, pool=pool)
+    audit = AuditSink(refusal_counter=async_refusal_counter(client))
+    pipeline = Pipeline(policy=DatabasePolicy(), audit=audit, limiter=limiter, pool=pool)
     app = DataPlaneApp(pipeline, portal_upstream=portal_upstream)
     return DataPlane(pipeline, app, client)

@@ -9,7 +9,9 @@ import logging
 import threading
 
 import uvicorn
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from . import runtime
 
@@ -68,6 +70,8 @@ async def serve(host: str, port: int, grpc_port: int = 0, *, portal_upstream: st
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         await plane.stop()
+        # The database connections of the thread that did the plane's database work.
+        await sync_to_async(connections.close_all, thread_sensitive=True)()
 
 
 def _free_port(host: str) -> int:
@@ -115,8 +119,6 @@ class ServerThread:
             self._error = err
             self._ready.set()
         finally:
-            from django.db import connections
-
             connections.close_all()
             self._loop.close()
 

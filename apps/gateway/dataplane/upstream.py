@@ -54,6 +54,15 @@ class UpstreamFailure(Exception):
         self.kind, self.reused, self.received = kind, reused, received
 
 
+class UpstreamBusy(ServiceError):
+    """503 `upstream_busy`: every connection to the server is in use and the queue is full."""
+
+    retry_after = "1"
+
+    def __init__(self):
+        super().__init__("upstream_busy", "the inference server is at capacity; retry in a second", 503)
+
+
 @dataclass
 class Response:
     status: int
@@ -200,7 +209,7 @@ class _Server:
         """An idle connection, or None: the caller opens one. Waits (bounded) when all are busy."""
         if self.busy >= self.pool.max_connections:
             if len(self.waiters) >= self.pool.max_waiting:
-                raise ServiceError("upstream_busy", "the inference server is at capacity; retry shortly", 503)
+                raise UpstreamBusy()
             waiter = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
