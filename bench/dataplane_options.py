@@ -6,6 +6,8 @@ against Triton directly in the same run, measured with wrk. For docs/gateway.md'
                  asyncio.Protocol + httptools keep-alive pool to Triton
   c. django-min  the same relay (same pool) as a Django async view, Django's ASGI handler
                  (get_asgi_application) under the same uvicorn; no middleware, no installed apps
+  (c) django-nosig  django-min without Django's two database signal receivers per request (request_started /
+                 request_finished -> close_old_connections, sync: a thread hop each): a diagnosis, not an option
   c'. django-mw  the same, with the project's settings and its whole MIDDLEWARE stack (15 classes)
   d. gunicorn    today's gateway: gunicorn (gthread, 2 workers x 8 threads) + Django's /v2 views, with
                  token, route, checks and one audit INSERT per call (not a bare relay: the full price)
@@ -208,6 +210,13 @@ def make_django_app():
             INSTALLED_APPS=[], DATABASES={}, USE_TZ=True,
         )  # fmt: skip
         django.setup()
+        if os.environ.get("BENCH_DJANGO_NO_DB_SIGNALS"):  # diagnosis: without the two sync receivers per request
+            from django.core import signals
+            from django.db import close_old_connections, reset_queries
+
+            signals.request_started.disconnect(close_old_connections)
+            signals.request_started.disconnect(reset_queries)
+            signals.request_finished.disconnect(close_old_connections)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: portal, apps
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -258,10 +267,11 @@ def run(args) -> dict:
     uvicorn = str(Path(sys.executable).parent / "uvicorn")
     upstream = {"BENCH_UPSTREAM": f"127.0.0.1:{triton.http_port}"}
     ports = {"direct": triton.http_port}
-    for name, factory, stack in (
-        ("raw-asgi", "make_raw_app", ""),
-        ("django-min", "make_django_app", "minimal"),
-        ("django-mw", "make_django_app", "project"),
+    for name, factory, stack, extra in (
+        ("raw-asgi", "make_raw_app", "", {}),
+        ("django-min", "make_django_app", "minimal", {}),
+        ("django-nosig", "make_django_app", "minimal", {"BENCH_DJANGO_NO_DB_SIGNALS": "1"}),
+        ("django-mw", "make_django_app", "project", {}),
     ):
         if name not in args.paths:
             continue
@@ -269,9 +279,8 @@ def run(args) -> dict:
         argv = [uvicorn, "--app-dir", str(ROOT / "bench"), "--factory", f"dataplane_options:{factory}",
                 "--host", "127.0.0.1", "--port", str(p), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
                 "--lifespan", "off", "--no-access-log", "--log-level", "warning"]  # fmt: skip
-        start_server(
-            name, argv, data, {**upstream, "BENCH_DJANGO_STACK": stack}, f"http://127.0.0.1:{p}/v2/health/ready"
-        )
+        server_env = {**upstream, "BENCH_DJANGO_STACK": stack, **extra}
+        start_server(name, argv, data, server_env, f"http://127.0.0.1:{p}/v2/health/ready")
     if "gunicorn" in args.paths:
         ports["gunicorn"] = start_gunicorn(data, env)
     MARKS.update(postgres="postgres", redis="redis-server")  # every PostgreSQL process, the whole Redis server
