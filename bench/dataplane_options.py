@@ -19,6 +19,7 @@ Rounds alternate the order of the paths to cancel drift. Sets up its own Postgre
 temp data dir and servers (bench/harness.py); removes them on exit.
 
 Run from the repository root: .venv/bin/python bench/dataplane_options.py [--quick] [--rounds N] [--seconds S]
+  [--code-root /work/wt/before]  (the gunicorn path needs a checkout from before issue 12: its Django /v2 views)
 (BENCH_DB_NAME, BENCH_REDIS_URL, BENCH_PORT_BASE choose the database, Redis db and port range.)
 
 The relay apps themselves (make_raw_app, make_django_app) are in this file: uvicorn imports it with
@@ -218,7 +219,7 @@ def make_django_app():
             signals.request_started.disconnect(reset_queries)
             signals.request_finished.disconnect(close_old_connections)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: portal, apps
+        sys.path.insert(0, os.environ.get("BENCH_CODE_ROOT") or str(Path(__file__).resolve().parent.parent))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
         django.setup()
         settings.ROOT_URLCONF = __name__
@@ -229,11 +230,11 @@ def make_django_app():
 
 
 def run(args) -> dict:
+    import harness
     import urllib3
     from harness import (
         CLEANUP,
         MARKS,
-        ROOT,
         db_name,
         deploy,
         flushed_redis,
@@ -276,10 +277,10 @@ def run(args) -> dict:
         if name not in args.paths:
             continue
         p = ports[name] = port()
-        argv = [uvicorn, "--app-dir", str(ROOT / "bench"), "--factory", f"dataplane_options:{factory}",
+        argv = [uvicorn, "--app-dir", str(Path(__file__).resolve().parent), "--factory", f"dataplane_options:{factory}",
                 "--host", "127.0.0.1", "--port", str(p), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
                 "--lifespan", "off", "--no-access-log", "--log-level", "warning"]  # fmt: skip
-        server_env = {**upstream, "BENCH_DJANGO_STACK": stack, **extra}
+        server_env = {**upstream, "BENCH_DJANGO_STACK": stack, "BENCH_CODE_ROOT": str(harness.ROOT), **extra}
         start_server(name, argv, data, server_env, f"http://127.0.0.1:{p}/v2/health/ready")
     if "gunicorn" in args.paths:
         ports["gunicorn"] = start_gunicorn(data, env)
@@ -370,10 +371,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8, help="each throughput window")
     parser.add_argument("--seq-seconds", type=float, default=4, help="each sequential window")
     parser.add_argument("--paths", default="direct,raw-asgi,django-min,django-mw,gunicorn")
+    parser.add_argument(
+        "--code-root",
+        default=None,
+        help="run the portal (deploy, django-mw's settings, gunicorn) from this checkout: the gunicorn path needs "
+        "the Django /v2 views, gone since issue 12 (git worktree add --detach /work/wt/before 34aaea2)",
+    )
     args = parser.parse_args()
     args.paths = ["direct", *(p for p in args.paths.split(",") if p != "direct")]
     if args.quick:
         args.rounds, args.seconds, args.seq_seconds = 1, 2, 1
+    if args.code_root:
+        import harness
+
+        harness.use_code_root(args.code_root)
     return run_main(lambda: report(run(args)))
 
 
