@@ -333,7 +333,7 @@ def report(res: dict) -> None:
             continue
         groups = [g for g in s[proto]["cpu_gateway"] if g not in ("machine busy", "steal")] + ["machine busy", "steal"]
         cpu_rows = [[side, *(f"{s[proto][f'cpu_{side}'][g]:.3f}" for g in groups)] for side in ("direct", "gateway")]
-        table(f"{proto}: CPU ms per answered call at concurrency 32, by process (machine busy excludes steal)",
+        table(f"{proto}: CPU ms per answered call at concurrency 32, by process (machine busy includes steal)",
               ["", *groups], cpu_rows)  # fmt: skip
     rows = []
     for proto in ("http", "grpc"):

@@ -108,8 +108,10 @@ def cpu_snapshot() -> dict:
         if group:
             out[(group, d.name)] = (int(fields[11]) + int(fields[12])) / tick
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    out[("machine busy", "")] = (sum(ticks[:8]) - ticks[3] - ticks[4] - ticks[7]) / tick  # less idle, iowait, steal
-    out[("steal", "")] = ticks[7] / tick  # time the hypervisor gave our virtual CPUs to someone else
+    # Busy: all but idle and iowait. Steal (the hypervisor running someone else on our virtual CPUs) is counted
+    # as busy, as the processes' own utime+stime count it too (their kernel cannot see it); it is also shown apart.
+    out[("machine busy", "")] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick
+    out[("steal", "")] = ticks[7] / tick
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # ended and waited-for children (wrk)
     out[("ended children", "")] = children.ru_utime + children.ru_stime
     return out
