@@ -19,6 +19,7 @@ import re
 from django.conf import settings
 
 from apps.core.errors import ServiceError
+from apps.core.netaddr import client_address, trusted_proxies
 
 from ..protocol import HEADER_LENGTH
 from .pipeline import JSON, error_outbound, new_request_id
@@ -132,9 +133,13 @@ class DataPlaneApp:
         if host:
             headers.append(("Host", host))
         client = scope.get("client")
-        forwarded = _header(scope["headers"], b"x-forwarded-for")
-        peer = client[0] if client else ""
-        headers.append(("X-Forwarded-For", f"{forwarded}, {peer}" if forwarded else peer))
+        # The client as this hop determined it (X-Forwarded-For believed only from its own trusted
+        # proxies), alone: the portal trusts this loopback hop, so a chain passed on as it came
+        # would let any caller name its own address in the portal's audit log and limits.
+        address = client_address(
+            client[0] if client else None, _header(scope["headers"], b"x-forwarded-for"), trusted_proxies()
+        )
+        headers.append(("X-Forwarded-For", address or ""))
         headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
         length = _header(scope["headers"], b"content-length")
         chunked = (_header(scope["headers"], b"transfer-encoding") or "").lower() == "chunked"

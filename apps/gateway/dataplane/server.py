@@ -31,6 +31,9 @@ def uvicorn_config(app, host: str, port: int, **extra) -> uvicorn.Config:
         timeout_keep_alive=30,
         backlog=2048,
         server_header=False,
+        # uvicorn would otherwise rewrite the client address from X-Forwarded-For whenever the peer
+        # is 127.0.0.1: the pipeline applies SOVEREIGN_TRUSTED_PROXIES itself (apps/core/netaddr.py).
+        proxy_headers=False,
         date_header=False,
         **extra,
     )

@@ -245,7 +245,7 @@ def test_make_run_serves_the_portal_behind_the_same_port():
         resp = conn.getresponse()
         assert resp.status == 200 and len(resp.read()) == 300_000
         assert resp.getheader("Set-Cookie") == "sessionid=abc; HttpOnly"
-        conn.request("GET", "/go/somewhere")
+        conn.request("GET", "/go/somewhere", headers={"X-Forwarded-For": "6.6.6.6"})
         resp = conn.getresponse()
         assert (resp.status, resp.getheader("Location")) == (302, "/elsewhere")
         resp.read()
@@ -259,3 +259,6 @@ def test_make_run_serves_the_portal_behind_the_same_port():
     headers = {k.lower(): v for k, v in headers.items()}
     assert headers["host"] == "portal.example" and headers["x-custom"] == "kept"
     assert headers["x-forwarded-for"] == "127.0.0.1"
+    # A chain from a peer that is not a trusted proxy of the data plane is not passed on: the
+    # portal trusts the data plane's hop, so it would believe the caller's own claim.
+    assert {k.lower(): v for k, v in portal.seen[1][2].items()}["x-forwarded-for"] == "127.0.0.1"
