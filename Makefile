@@ -54,5 +54,8 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# The gateway bench drives its load with C load generators (Python threads would cap direct Triton):
+# wrk for HTTP, h2load (nghttp2-client) for gRPC.
 bench: install
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client; }
 	$(BIN)/python bench/gateway_overhead.py

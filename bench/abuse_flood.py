@@ -2,7 +2,7 @@
 
 Measures the granted caller's latency before and during the flood, the CPU each flood call costs, and what
 the flood leaves in the audit log (rows, and that their counts add up to the calls). Runs on
-bench/harness.py (PostgreSQL database, Redis, temp data dir, tritonserver, gunicorn as in production) and
+bench/harness.py (PostgreSQL database, Redis, temp data dir, tritonserver, the data plane as in production) and
 bench/gateway_overhead.py's demo deployment, under its own database and Redis db (BENCH_DB_NAME,
 BENCH_REDIS_URL override them). The flood comes through a trusted
 proxy (SOVEREIGN_TRUSTED_PROXIES=127.0.0.1/32) with X-Forwarded-For naming one of --addresses clients.
@@ -23,11 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import urllib3
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway_overhead as go  # noqa: E402 - the gateway bench's deployment and calls
 from harness import (  # noqa: E402 - bench/ is not a package
     CLEANUP,
-    GUNICORN,
     MARKS,
     cpu_snapshot,
     cpu_used,
@@ -39,22 +40,33 @@ from harness import (  # noqa: E402 - bench/ is not a package
     redis_url,
     run_main,
     setup_django,
-    start_gunicorn,
+    start_server,
     start_triton,
     table,
     time_calls,
+)
+from harness import (
+    port as free_bench_port,
 )
 
 DB_NAME = db_name("sovereign_bench_abuse")  # not gateway_overhead's: both may run on one machine
 REDIS_URL = redis_url("redis://127.0.0.1:6379/7")
 
 
+def new_conn(port: int) -> urllib3.HTTPConnectionPool:
+    return urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=30.0)
+
+
+def call(conn: urllib3.HTTPConnectionPool, side: dict, model: str) -> urllib3.BaseHTTPResponse:
+    return conn.request("POST", f"/v2/models/{model}/infer", body=go.BODY, headers=side["headers"], redirect=False)
+
+
 def granted_calls(port: int, headers: dict, model: str, stop: threading.Event, n: int | None = None) -> list[float]:
     """Sequential calls on one keep-alive connection until `stop` is set (or `n` calls); latencies in ms."""
-    conn, lat = go.new_conn(port), []
+    conn, lat = new_conn(port), []
     while not stop.is_set() and (n is None or len(lat) < n):
         t0 = time.perf_counter()
-        resp = go.call(conn, {"headers": headers}, model)
+        resp = call(conn, {"headers": headers}, model)
         lat.append((time.perf_counter() - t0) * 1e3)
         if resp.status != 200:
             raise RuntimeError(f"the granted caller got {resp.status}: {resp.data[:300]!r}")
@@ -69,7 +81,7 @@ def flood(port: int, model: str, total: int, addresses: int, threads: int) -> Co
     counter = iter(range(total))
 
     def worker() -> None:
-        conn, seen = go.new_conn(port), Counter()
+        conn, seen = new_conn(port), Counter()
         for i in counter:  # a shared iterator: every call index is taken exactly once
             headers = {
                 "Content-Type": "application/json",
@@ -126,18 +138,20 @@ def run(quick: bool, total: int, addresses: int, threads: int) -> dict:
     fresh_db(DB_NAME)
     flushed_redis(REDIS_URL)
     setup_django()
-    log("starting tritonserver and gunicorn")
+    log("starting tritonserver and the data plane")
     triton = start_triton(data, env)
-    port = start_gunicorn(data, env)
-    MARKS.update(gunicorn=f"127.0.0.1:{port}", postgres=f" {DB_NAME} ", triton=str(data / "triton"))
+    port = free_bench_port()
+    argv = [sys.executable, "manage.py", "run_dataplane", "--port", str(port), "--grpc-port", "0"]
+    start_server("dataplane", argv, data, env, f"http://127.0.0.1:{port}/dataplane/healthz")
+    MARKS.update(postgres=f" {DB_NAME} ")
     MARKS["redis (whole server, shared)"] = "redis-server"
-    token = go.deploy(triton.http_url)
+    token = go.deploy(triton.http_url, {go.UNBATCHED: {"max_batch_size": 32, "dynamic_batching": False}})
     model = go.UNBATCHED
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick}
     res["machine"] = {"nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg()}
     res["config"] = {"flood_calls": total, "addresses": addresses, "flood_threads": threads, "model": model,
-                     "gunicorn": GUNICORN, "baseline_calls": baseline_n}  # fmt: skip
+                     "gateway": "manage.py run_dataplane", "baseline_calls": baseline_n}  # fmt: skip
     log("warm-up, then the granted caller alone")
     granted_calls(port, headers, model, threading.Event(), 100)
     before = granted_calls(port, headers, model, threading.Event(), baseline_n)

@@ -1,6 +1,34 @@
-"""Gateway overhead: Sovereign's KServe v2 gateway (auth, route, checks, audit) vs Triton directly.
-Sets up its own PostgreSQL database, Redis db 14, temp data dir, tritonserver and gunicorn (bench/harness.py);
-removes them on exit, Ctrl-C or error. BENCH_DB_NAME and BENCH_REDIS_URL choose another database and Redis db.
+"""Gateway overhead: Sovereign's gateway (auth, route, rate limit, checks, audit) vs Triton directly, one run,
+ratios against the direct figures measured in the same run.
+
+What it measures (the demo model on the embedded tritonserver):
+  1. sequential p50 over HTTP: wrk -t1 -c1, rounds alternating direct / gateway; overhead = the difference
+     in each round (median over rounds);
+  2. requests/s at concurrency 32 over HTTP: wrk -t1 -c32 (a Lua script POSTs the body), same rounds;
+     CPU ms per answered call of each process group, from /proc/<pid>/stat utime+stime (the gateway's and
+     Triton's whole sessions, every PostgreSQL process, the Redis server, wrk via its rusage);
+  3. gRPC (KServe v2 ModelInfer): sequential p50 with tritonclient.grpc (one channel, one call at a time),
+     requests/s at concurrency 32 with h2load (nghttp2: 32 HTTP/2 connections x 1 stream, a pre-serialised
+     ModelInferRequest), direct Triton's gRPC port vs the gateway's; answers cross-checked with Triton's count;
+  4. dynamic batching: the model deployed with dynamic batching ON, wrk at concurrency 32; mean batch size =
+     Triton's nv_inference_request_success / nv_inference_exec_count over the window, direct and through the
+     gateway, and their ratio (the gateway must not serialise calls).
+
+Which gateway (--mode):
+  dataplane  `manage.py run_dataplane --port P --grpc-port G` (the issue 12 data plane; the default)
+  gunicorn   the portal under gunicorn (gthread, 2 x 8) serving Django's /v2 views (the gateway before
+             issue 12; no gRPC)
+  --gateway-cmd 'ARGV'  any server: a command with {python}, {port}, {grpc_port} (also BENCH_GATEWAY_CMD),
+             ready when GET --ready-path answers 200; --no-grpc if it has no gRPC port
+--code-root DIR runs the portal from another checkout (its Django deploys the model, its server is measured):
+before/after from one machine, e.g.
+  git worktree add --detach /work/wt/before 34aaea2
+  .venv/bin/python bench/gateway_overhead.py --mode gunicorn --code-root /work/wt/before
+  .venv/bin/python bench/gateway_overhead.py
+
+Sets up its own PostgreSQL database, Redis db 14, temp data dir and servers (bench/harness.py); removes them on
+exit, Ctrl-C or error. BENCH_DB_NAME, BENCH_REDIS_URL and BENCH_PORT_BASE choose another database, Redis db and
+port range. Needs wrk and h2load (Debian packages wrk, nghttp2-client).
 Run from the repository root: .venv/bin/python bench/gateway_overhead.py [--quick]
 """
 
@@ -9,332 +37,341 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import secrets
+import shlex
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402 - bench/ is not a package
+import harness  # noqa: E402 - bench/ is not a package
+from harness import (  # noqa: E402
     CLEANUP,
     GUNICORN,
     MARKS,
-    cpu_snapshot,
-    cpu_used,
     db_name,
+    deploy,
     flushed_redis,
     fresh_db,
+    gateway_env,
+    grpc_infer_frame,
+    h2load,
     log,
     machine,
     percentiles,
-    portal_env,
+    port,
     redis_url,
     run_main,
     setup_django,
     start_gunicorn,
+    start_server,
     start_triton,
     table,
-    timed,
+    triton_counts,
+    wrk,
+    wrk_script,
 )
 
 DB_NAME = db_name("sovereign_bench")
 REDIS_URL = redis_url("redis://127.0.0.1:6379/14")
 BATCHED, UNBATCHED = "bench-batched", "bench-unbatched"
 QUEUE_DELAY_US = 1000  # max_queue_delay_microseconds of the batched deployment
-BODY = b'{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
+VALUES = [0.5, 1.0, -0.5, 2.0]
+BODY = json.dumps({"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": VALUES}]}).encode()
+DATAPLANE_CMD = "{python} manage.py run_dataplane --port {port} --grpc-port {grpc_port}"
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def gateway_env(data: Path, db: str, redis: str, **extra: str) -> dict:
-    """The portal as in production behind its TLS proxy, on the local KEK file."""
-    return portal_env(
-        data,
-        db,
-        REDIS_URL=redis,
-        SOVEREIGN_ENV="production",
-        SOVEREIGN_ALLOWED_HOSTS="127.0.0.1,localhost",
-        SOVEREIGN_BEHIND_TLS_PROXY="true",  # clients send X-Forwarded-Proto: https, as the proxy would
-        # production refuses the local KEK file unless told (docs/production.md); the HSM's own cost
-        # is measured apart (bench/hsm_unwrap.py)
-        SOVEREIGN_INSECURE_OVERRIDE="local_kek",
-        **extra,
-    )
+def start_gateway(args, data: Path, env: dict) -> dict:
+    """The gateway under test: {"name", "http_port", "grpc_port" (None without gRPC), "proc"}."""
+    if args.mode == "gunicorn" and not args.gateway_cmd:
+        return {"name": f"gunicorn ({GUNICORN})", "http_port": start_gunicorn(data, env), "grpc_port": None}
+    template = args.gateway_cmd or DATAPLANE_CMD
+    http_port, grpc_port = port(), (None if args.no_grpc else port())
+    argv = [a.format(python=sys.executable, port=http_port, grpc_port=grpc_port or 0) for a in shlex.split(template)]
+    ready = f"http://127.0.0.1:{http_port}{args.ready_path}"
+    start_server("gateway", argv, data, env, ready, timeout=120)
+    return {"name": " ".join(shlex.split(template)[1:]) if args.gateway_cmd else "run_dataplane (uvicorn, 1 worker)",
+            "http_port": http_port, "grpc_port": grpc_port}  # fmt: skip
 
 
-def deploy(triton_url: str) -> str:
-    """Register the demo model under two names, deploy both (reconciled here, synchronously); return a token."""
-    from django.contrib.auth import get_user_model
-
-    from apps.accounts.services import create_user, grant_model_access, issue_token
-    from apps.deployments import services as deployments
-    from apps.deployments.models import Deployment, Observed
-    from apps.registry.services import register_model_version
-    from inference_backend.demo_model import build_demo_onnx
-
-    admin = get_user_model().objects.create_superuser("bench", "bench@localhost", secrets.token_urlsafe(16))
-    server = deployments.register_server(name="bench-local", http_url=triton_url, hardware="cpu", actor=admin)
-    for name, batching in (
-        (BATCHED, {"max_batch_size": 32, "dynamic_batching": True, "max_queue_delay_us": QUEUE_DELAY_US}),
-        (UNBATCHED, {"max_batch_size": 32, "dynamic_batching": False}),
-    ):
-        mv = register_model_version(model_name=name, data=build_demo_onnx(), actor=admin)
-        dep = deployments.request_deployment(
-            model_version_id=mv.pk, server_id=server.pk, batching=batching, actor=admin
-        )
-        deployments.reconcile_deployment(dep.pk)  # the task request_deployment enqueued is flushed at exit
-        dep = Deployment.objects.get(pk=dep.pk)
-        if dep.observed_state != Observed.ACTIVE:
-            raise RuntimeError(f"deployment of {name} is {dep.observed_state}: {dep.last_error}")
-    # The realistic caller: an analyst with invoke grants (the superuser would skip the grant checks).
-    analyst = create_user(
-        username="bench-analyst", email="", password=secrets.token_urlsafe(16), role="analyst", actor=admin
-    )
-    for mv in dep.model.__class__.objects.filter(name__in=(BATCHED, UNBATCHED)):
-        grant_model_access(model_id=mv.pk, permission="invoke_model", user_id=analyst.pk, actor=admin)
-    return issue_token(user=analyst, name="bench", days=1, actor=None)[1]  # issued on the host
+# --- gRPC ----------------------------------------------------------------------------------------
 
 
-def new_conn(port: int) -> urllib3.HTTPConnectionPool:
-    return urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=30.0)
+def grpc_sequential(port_: int, token: str | None, model: str, seconds: float) -> dict:
+    """p50/p90/p99 (ms) of tritonclient.grpc infer calls one at a time on one channel for `seconds`."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port_}")
+    inp = grpcclient.InferInput("INPUT", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.array([VALUES], dtype=np.float32))
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    for _ in range(50):  # warm-up
+        client.infer(model, [inp], headers=headers)
+    lat, end = [], time.perf_counter() + seconds
+    while (t0 := time.perf_counter()) < end:
+        client.infer(model, [inp], headers=headers)
+        lat.append((time.perf_counter() - t0) * 1e3)
+    client.close()
+    return percentiles(lat)
 
 
-def call(conn: urllib3.HTTPConnectionPool, side: dict, model: str) -> urllib3.BaseHTTPResponse:
-    return conn.request("POST", f"/v2/models/{model}/infer", body=BODY, headers=side["headers"], redirect=False)
+def grpc_answer(port_: int, token: str | None, model: str) -> list:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port_}")
+    inp = grpcclient.InferInput("INPUT", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.array([VALUES], dtype=np.float32))
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    try:
+        return client.infer(model, [inp], headers=headers).as_numpy("PROBABILITIES").tolist()
+    finally:
+        client.close()
 
 
-def sequential(sides: dict, model: str, rounds: int, per_round: int, warmup: int) -> dict:
-    conns = {name: new_conn(side["port"]) for name, side in sides.items()}
-    answers = {name: call(conns[name], side, model).data for name, side in sides.items()}
-    if len({str(json.loads(a)["outputs"][0]["data"]) for a in answers.values()}) != 1:
-        raise RuntimeError(f"the direct and the gateway answers differ: {answers}")
-    lat: dict[str, list[float]] = {name: [] for name in sides}
-    c0, t_start = {}, 0.0
-    for r in range(-1, rounds):  # round -1 is the warm-up; blocks and their order alternate, to cancel drift
-        if r == 0:
-            c0, t_start = cpu_snapshot(), time.perf_counter()
-        for name in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
-            for _ in range(per_round if r >= 0 else warmup):
-                t0 = time.perf_counter()
-                resp = call(conns[name], sides[name], model)
-                if r >= 0:
-                    lat[name].append((time.perf_counter() - t0) * 1e3)
-                if resp.status != 200:
-                    raise RuntimeError(f"{name} answered {resp.status}: {resp.data[:300]!r}")
-    res = {name: percentiles(values) for name, values in lat.items()}
-    res["cores_busy"] = cpu_used(c0, cpu_snapshot(), time.perf_counter() - t_start, 1)["cores_busy"]
-    res["overhead"] = {k: res["gateway"][k] - res["direct"][k] for k in ("p50", "p90", "p99")}
-    return res
+# --- the run --------------------------------------------------------------------------------------
 
 
-def throughput(side: dict, model: str, conc: int, warmup: float, duration: float) -> dict:
-    """`conc` threads, one keep-alive connection each; counts completions inside the timed window."""
-    m0 = time.perf_counter() + warmup
-    m1 = m0 + duration
-    stats = [{"ok": 0, "errors": 0, "lat": []} for _ in range(conc)]
-
-    def worker(st: dict) -> None:
-        conn = new_conn(side["port"])
-        while (t0 := time.perf_counter()) < m1:
-            try:
-                resp = call(conn, side, model)
-                ok, err = resp.status == 200, f"HTTP {resp.status}: {resp.data[:200]!r}"
-            except Exception as exc:  # every failure is an error to count
-                ok, err = False, repr(exc)
-            t1 = time.perf_counter()
-            if not ok:
-                st["errors"] += 1  # during the warm-up too
-                if st["errors"] == 1:
-                    log(f"error via {side['name']}: {err}")
-            elif m0 <= t1 < m1:
-                st["ok"] += 1
-                st["lat"].append((t1 - t0) * 1e3)
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(st,), daemon=True) for st in stats]
-    for t in threads:
-        t.start()
-    time.sleep(max(0.0, m0 - time.perf_counter()))
-    c0 = cpu_snapshot()
-    time.sleep(max(0.0, m1 - time.perf_counter()))
-    c1 = cpu_snapshot()
-    for t in threads:
-        t.join()
-    ok, lat = sum(st["ok"] for st in stats), percentiles([x for st in stats for x in st["lat"]])
-    out = {"rps": ok / duration, "errors": sum(st["errors"] for st in stats), "lat_p50_ms": lat["p50"]}
-    out.update(lat_p99_ms=lat["p99"], **cpu_used(c0, c1, duration, ok))
-    return out
-
-
-def triton_counts(metrics_url: str, model: str) -> list[float]:
-    text = urllib3.request("GET", metrics_url, timeout=10).data.decode()
-    pattern = r'^{}{{[^}}]*model="{}"[^}}]*}} (\S+)$'
-    metrics = ("nv_inference_count", "nv_inference_exec_count")
-    return [float(re.search(pattern.format(m, re.escape(model)), text, re.M).group(1)) for m in metrics]
-
-
-def breakdown(token: str, model: str, triton_port: int, gw_port: int, iters: int) -> dict:
-    """Medians (µs, wall and this thread's CPU) of the gateway's steps run here against the same database;
-    each iteration runs every step once, in request order, so that none runs in an artificially hot loop."""
-    from django.db import connection
-    from django.test import Client
-
-    from apps.accounts.services import authenticate_bearer
-    from apps.audit.services import Source, record_event
-    from apps.gateway.protocol import check_against_signature, parse_infer_header
-    from apps.gateway.routing import route as route_lookup
-
-    auth, gw_headers = f"Bearer {token}", {"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
-    user, tok = authenticate_bearer(auth, "127.0.0.1")
-
-    def route() -> list:  # the statement and decision of apps/gateway/views.py _route
-        return route_lookup(user, tok, model, invoke=True)
-
-    dep = route()[0]
-    source = Source(ip="127.0.0.1", user_agent="python-urllib3", token_id=tok.pk)
-    details = {"model": model, "status": 200, "latency_ms": 1.2, "version": dep.model_version.version}
-    details.update(server=dep.server.name, deployment=dep.pk)
-    client, triton, json_ct = Client(HTTP_HOST="127.0.0.1"), new_conn(triton_port), {"Content-Type": "application/json"}
-
-    def audit() -> None:
-        record_event("inference.infer", actor=user, source=source, target_type="registry.model",
-                     target_id=str(dep.model_id), target_display=model, details=details)  # fmt: skip
-
-    gw, url, xfp = new_conn(gw_port), f"/v2/models/{model}/infer", {"X-Forwarded-Proto": "https"}
-
-    def whole_view() -> None:
-        resp = client.post(url, BODY, content_type="application/json", headers=gw_headers)
-        assert resp.status_code == 200, resp.content
-
-    steps = {
-        "token lookup (authenticate_bearer)": lambda: authenticate_bearer(auth, "127.0.0.1", lean=True),
-        "route lookup (Deployment query)": route,
-        "JSON header parse + signature check": lambda: check_against_signature(
-            parse_infer_header(BODY, None), dep.model_version.signature, dep.max_batch_size
-        ),
-        "audit insert (record_event)": audit,
-        "DB health check (CONN_HEALTH_CHECKS: SELECT 1 per request)": connection.is_usable,
-        "direct Triton call from this process": lambda: call(triton, {"headers": json_ct}, model),
-        "whole gateway view in-process (test Client, incl. Triton)": whole_view,
-        "floor over HTTP: GET on the infer URL, 405 from gunicorn+Django": lambda: gw.request("GET", url, headers=xfp),
-    }
-    wall: dict[str, list[float]] = {name: [] for name in steps}
-    cpu: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(iters + 100):  # the first 100 are warm-up
-        for name, fn in steps.items():
-            w, c = timed(fn)
-            wall[name].append(w)
-            cpu[name].append(c)
-    return {
-        name: {"wall": statistics.median(wall[name][100:]), "cpu": statistics.median(cpu[name][100:])} for name in steps
-    }
-
-
-def run(quick: bool) -> dict:
-    rounds, per_round, warm_n, warm_s, dur_s, iters = (4, 50, 50, 1, 2, 300) if quick else (20, 100, 200, 2, 5, 2000)
+def run(args) -> dict:
+    q = args.quick
+    rounds, seconds, seq_seconds = (1, 3, 2) if q else (args.rounds, args.seconds, args.seq_seconds)
     data = Path(tempfile.mkdtemp(prefix="sovereign-bench-"))
     CLEANUP.append(lambda: shutil.rmtree(data, ignore_errors=True))
     env = gateway_env(data, DB_NAME, REDIS_URL)
     os.environ.update(env)
-    log(f"database {DB_NAME}, redis {REDIS_URL}, data dir {data}")
+    log(f"code {harness.ROOT}, database {DB_NAME}, redis {REDIS_URL}, data dir {data}")
     fresh_db(DB_NAME)
     flushed_redis(REDIS_URL)
     setup_django()
-    log("starting tritonserver and gunicorn")
     triton = start_triton(data, env)
-    gw_port = start_gunicorn(data, env)
-    MARKS.update(gunicorn=f"127.0.0.1:{gw_port}", postgres=f" {DB_NAME} ", triton=str(data / "triton"))
-    log("deploying the demo model twice")
-    token = deploy(triton.http_url)
-    json_ct = {"Content-Type": "application/json"}
-    gw_headers = {**json_ct, "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
-    sides = {
-        "direct": {"name": "direct", "port": triton.http_port, "headers": json_ct},
-        "gateway": {"name": "gateway", "port": gw_port, "headers": gw_headers},
-    }
-    res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick}
+    log("deploying the demo model twice (dynamic batching off / on)")
+    token = deploy(
+        triton.http_url,
+        {
+            UNBATCHED: {"max_batch_size": 32, "dynamic_batching": False},
+            BATCHED: {"max_batch_size": 32, "dynamic_batching": True, "max_queue_delay_us": QUEUE_DELAY_US},
+        },
+    )
+    log(f"starting the gateway ({args.gateway_cmd or args.mode})")
+    gw = start_gateway(args, data, env)
+    MARKS.update(postgres="postgres", redis="redis-server")  # every PostgreSQL process; the whole Redis server
+    res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": q, "gateway": gw["name"]}
+    res["code"] = {"root": str(harness.ROOT), "commit": _commit(harness.ROOT)}
     res["machine"] = machine()
-    loop = [time.perf_counter(), sum(i * i for i in range(10**6)), time.perf_counter()]  # pure-Python speed probe
-    res["machine"].update(loadavg_at_start=os.getloadavg(), python_loop_1e6_ms=(loop[2] - loop[0]) * 1e3)
-    res["config"] = {"gunicorn": GUNICORN, "max_batch_size": 32, "rounds": rounds,
-                     "per_round": per_round, "batched_max_queue_delay_us": QUEUE_DELAY_US, "warmup_s": warm_s,
-                     "duration_s": dur_s, "breakdown_iterations": iters, "model_for_1_2_4": UNBATCHED}  # fmt: skip
-    log(f"1. sequential latency on {UNBATCHED}: {rounds} rounds x {per_round} requests per side")
-    res["sequential"] = sequential(sides, UNBATCHED, rounds, per_round, warm_n)
-    res["throughput"] = []
-    for conc in (1, 8, 32):
-        log(f"2. throughput at concurrency {conc}")
-        row = {name: throughput(side, UNBATCHED, conc, warm_s, dur_s) for name, side in sides.items()}
-        res["throughput"].append({"concurrency": conc, **row, "ratio": row["gateway"]["rps"] / row["direct"]["rps"]})
-    res["batching"] = {}
-    for name, side in sides.items():
-        b = res["batching"][name] = {}
-        for model in (BATCHED, UNBATCHED):
-            log(f"3. {model} via {name} at concurrency 32")
-            c0 = triton_counts(triton.metrics_url, model)
-            r = b[model] = throughput(side, model, 32, warm_s, dur_s)
-            c1 = triton_counts(triton.metrics_url, model)
-            r.update(inferences=c1[0] - c0[0], executions=c1[1] - c0[1])
-            r["mean_batch"] = r["inferences"] / r["executions"] if r["executions"] else float("nan")
-        b["ratio_on_off"] = b[BATCHED]["rps"] / b[UNBATCHED]["rps"]
-    log(f"4. in-process breakdown, {iters} interleaved iterations")
-    bd = res["breakdown_us"] = breakdown(token, UNBATCHED, triton.http_port, gw_port, iters)
-    wall = [v["wall"] for v in bd.values()]
-    own, floor, overhead = sum(wall[:5]), wall[7], res["sequential"]["overhead"]["p50"] * 1e3
-    res["attribution_us"] = {
-        "gateway overhead p50 over HTTP (section 1)": overhead,
-        "gateway's own steps (sum of the five first lines)": own,
-        "rest: HTTP/Django/gunicorn (overhead - own steps)": overhead - own,
-        "  of which the floor: extra HTTP hop + gunicorn + middleware (405 line)": floor,
-        "  of which the remainder: view glue, upstream call via PoolManager, threads": overhead - own - floor,
-        "  (in-process, for comparison: whole view - direct call - own steps)": wall[6] - wall[5] - own,
-    }
+    res["machine"]["loadavg_at_start"] = os.getloadavg()
+    res["config"] = {"rounds": rounds, "seconds": seconds, "seq_seconds": seq_seconds, "concurrency": 32,
+                     "http load": "wrk -t1 (-c32 / -c1), Lua script for the POST",
+                     "grpc load": "h2load -c32 -m1 -n (rate x seconds); tritonclient.grpc sequential (p50)",
+                     "batched_max_queue_delay_us": QUEUE_DELAY_US, "max_batch_size": 32}  # fmt: skip
+
+    # sides: direct Triton and the gateway, over HTTP (and gRPC)
+    ct = {"Content-Type": "application/json"}
+    gw_headers = {**ct, "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    http = {"direct": (triton.http_port, ct), "gateway": (gw["http_port"], gw_headers)}
+    scripts = {name: wrk_script(data / f"wrk-{name}.lua", BODY, h) for name, (_, h) in http.items()}
+    answers = {}
+    for name, (p, h) in http.items():
+        resp = urllib3.request("POST", _url(p, UNBATCHED), body=BODY, headers=h, timeout=30, retries=False)
+        if resp.status != 200:
+            raise RuntimeError(f"{name} answered {resp.status}: {resp.data[:300]!r}")
+        answers[name] = json.loads(resp.data)["outputs"][0]["data"]
+    if answers["direct"] != answers["gateway"]:
+        raise RuntimeError(f"the direct and the gateway answers differ: {answers}")
+
+    log(f"1-2. HTTP: {rounds} rounds of wrk -c32 for {seconds}s and -c1 for {seq_seconds}s per side")
+    thr, seq = {n: [] for n in http}, {n: [] for n in http}
+    for r in range(rounds):
+        order = list(http) if r % 2 == 0 else list(reversed(http))
+        for n in order:
+            wrk(_url(http[n][0], UNBATCHED), scripts[n], 32, 1)  # warm-up
+            c0 = triton_counts(triton.metrics_url, UNBATCHED)
+            row = wrk(_url(http[n][0], UNBATCHED), scripts[n], 32, seconds)
+            row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, UNBATCHED))["requests"]
+            thr[n].append(row)
+        for n in order:
+            seq[n].append(wrk(_url(http[n][0], UNBATCHED), scripts[n], 1, seq_seconds))
+    res["http"] = {"throughput": thr, "sequential": seq}
+
+    if gw["grpc_port"] and not args.no_grpc:
+        log("3. gRPC: tritonclient.grpc sequential, h2load -c32")
+        grpc_ports = {"direct": (triton.grpc_port, None), "gateway": (gw["grpc_port"], token)}
+        frame = data / "grpc-infer.bin"
+        frame.write_bytes(grpc_infer_frame(UNBATCHED, [("INPUT", "FP32", [1, 4], struct.pack("<4f", *VALUES))]))
+        g_thr, g_seq = {n: [] for n in grpc_ports}, {n: [] for n in grpc_ports}
+        g_answers = {n: grpc_answer(p, t, UNBATCHED) for n, (p, t) in grpc_ports.items()}
+        if g_answers["direct"] != g_answers["gateway"]:
+            raise RuntimeError(f"the direct and the gateway gRPC answers differ: {g_answers}")
+        for r in range(rounds):
+            order = list(grpc_ports) if r % 2 == 0 else list(reversed(grpc_ports))
+            for n in order:
+                p, t = grpc_ports[n]
+                headers = {"content-type": "application/grpc", "te": "trailers"}
+                if t:
+                    headers["authorization"] = f"Bearer {t}"
+                url = f"http://127.0.0.1:{p}{GRPC_PATH}"
+                warm = h2load(url, frame, headers, 32, 640)  # warm-up; its rate sizes the timed run
+                c0 = triton_counts(triton.metrics_url, UNBATCHED)
+                row = h2load(url, frame, headers, 32, round(warm["rps"] * seconds))
+                row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, UNBATCHED))["requests"]
+                g_thr[n].append(row)
+            for n in order:
+                g_seq[n].append(grpc_sequential(*grpc_ports[n], UNBATCHED, seq_seconds))
+        res["grpc"] = {"throughput": g_thr, "sequential": g_seq}
+
+    log(f"4. dynamic batching: {BATCHED} at concurrency 32 per side")
+    res["batching"] = {n: [] for n in http}
+    for r in range(rounds):
+        for n in list(http) if r % 2 == 0 else list(reversed(http)):
+            url = _url(http[n][0], BATCHED)
+            wrk(url, scripts[n], 32, 1)
+            c0 = triton_counts(triton.metrics_url, BATCHED)
+            row = wrk(url, scripts[n], 32, seconds)
+            row.update(_delta(c0, triton_counts(triton.metrics_url, BATCHED)))
+            res["batching"][n].append(row)
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     return res
 
 
+def _url(p: int, model: str) -> str:
+    return f"http://127.0.0.1:{p}/v2/models/{model}/infer"
+
+
+def _delta(c0: dict, c1: dict) -> dict:
+    requests = c1["nv_inference_request_success"] - c0["nv_inference_request_success"]
+    executions = c1["nv_inference_exec_count"] - c0["nv_inference_exec_count"]
+    return {"requests": requests, "executions": executions, "mean_batch": requests / executions if executions else 0}
+
+
+def _commit(root: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return out.stdout.strip() + (" (modified)" if dirty else "")
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def _med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def _cpu(rows: list[dict]) -> dict:
+    """CPU ms per answered call over all rounds (weighted by calls), per process group."""
+    calls = sum(r["requests"] for r in rows) or 1
+    groups = rows[0]["cpu_ms_per_request"]
+    return {g: sum(r["cpu_ms_per_request"][g] * r["requests"] for r in rows) / calls for g in groups}
+
+
+def summary(res: dict) -> dict:
+    out: dict = {}
+    for proto in ("http", "grpc"):
+        if proto not in res:
+            continue
+        t, s = res[proto]["throughput"], res[proto]["sequential"]
+        key = "p50_ms" if proto == "http" else "p50"
+        out[proto] = {
+            "rps_direct": _med(t["direct"], "rps"),
+            "rps_gateway": _med(t["gateway"], "rps"),
+            "ratio": statistics.median(g["rps"] / d["rps"] for g, d in zip(t["gateway"], t["direct"], strict=True)),
+            "errors": sum(r["errors"] for side in t.values() for r in side),
+            "p50_direct": _med(s["direct"], key),
+            "p50_gateway": _med(s["gateway"], key),
+            "p50_added": statistics.median(g[key] - d[key] for g, d in zip(s["gateway"], s["direct"], strict=True)),
+            "cpu_direct": _cpu(t["direct"]),
+            "cpu_gateway": _cpu(t["gateway"]),
+        }
+    b = res["batching"]
+    out["batching"] = {
+        "mean_batch_direct": _med(b["direct"], "mean_batch"),
+        "mean_batch_gateway": _med(b["gateway"], "mean_batch"),
+        "ratio": statistics.median(
+            g["mean_batch"] / d["mean_batch"] for g, d in zip(b["gateway"], b["direct"], strict=True)
+        ),
+        "rps_direct": _med(b["direct"], "rps"),
+        "rps_gateway": _med(b["gateway"], "rps"),
+    }  # fmt: skip
+    return out
+
+
 def report(res: dict) -> None:
-    s, m = res["sequential"], res["machine"]
-    print(f"== Sovereign gateway overhead, {res['date']}, {m['nproc']} x {m['cpu']}, load {m['loadavg_at_start']}")
-    rows = [[name, *(f"{s[name][k]:.3f}" for k in ("p50", "p90", "p99"))] for name in ("direct", "gateway", "overhead")]
-    table(f"1. Sequential latency, ms ({s['direct']['n']} requests per side)", ["", "p50", "p90", "p99"], rows)
-    print("cores busy: " + ", ".join(f"{g} {v:.2f}" for g, v in s["cores_busy"].items()))
-    rows, cpu_rows, groups = [], [], list(res["throughput"][0]["direct"]["cpu_ms_per_request"])
-    for r in res["throughput"]:
-        d, g = r["direct"], r["gateway"]
-        rows.append([r["concurrency"], f"{d['rps']:.0f}", f"{g['rps']:.0f}", f"{r['ratio']:.3f}"])
-        rows[-1] += [f"{d['errors']}/{g['errors']}", f"{d['lat_p50_ms']:.2f}/{g['lat_p50_ms']:.2f}"]
-        for side in ("direct", "gateway"):
-            cpu, busy = r[side]["cpu_ms_per_request"], r[side]["cores_busy"]
-            cpu_rows.append([f"{side} c={r['concurrency']}", *(f"{cpu[k]:.3f} ({busy[k]:.2f})" for k in groups)])
-    header = ["conc", "direct", "gateway", "gw/direct", "errors d/g", "p50 ms d/g"]
-    table(f"2. Throughput, requests/s ({UNBATCHED})", header, rows)
-    table("CPU ms per request (cores busy) in the timed window", ["", *groups], cpu_rows)
+    m, s = res["machine"], summary(res)
+    res["summary"] = s
+    print(f"== Sovereign gateway overhead, {res['date']}, {m['nproc']} x {m['cpu']}, Python {m['python']}")
+    print(f"gateway: {res['gateway']}; code {res['code']['root']} at {res['code']['commit']}")
+    print(f"load average at start {m['loadavg_at_start']}, at end {m['loadavg_at_end']}; {res['config']}")
     rows = []
-    for name, b in res["batching"].items():
-        for model in (BATCHED, UNBATCHED):
-            rows.append(
-                [f"{name} {model}", f"{b[model]['rps']:.0f}", b[model]["errors"], f"{b[model]['mean_batch']:.2f}"]
-            )
-        rows.append([f"{name} on/off ratio", f"{b['ratio_on_off']:.2f}", "", ""])
-    table(f"3. Dynamic batching on ({QUEUE_DELAY_US} us) vs off, c=32", ["", "req/s", "errors", "mean batch"], rows)
-    rows = [[k, f"{v['wall']:.1f}", f"{v['cpu']:.1f}"] for k, v in res["breakdown_us"].items()]
-    table("4. Where the time goes (µs, in-process medians)", ["", "wall", "CPU"], rows)
-    table("Attribution of the p50 overhead (µs)", ["", ""], [[k, f"{v:.1f}"] for k, v in res["attribution_us"].items()])
-    print("\n== JSON summary")
-    print(json.dumps(res, indent=2))
+    for proto in ("http", "grpc"):
+        if proto not in s:
+            rows.append([f"{proto}: (no gRPC port on this gateway)", "", "", ""])
+            continue
+        x = s[proto]
+        rows.append([f"{proto}: sequential p50, ms", f"{x['p50_direct']:.3f}", f"{x['p50_gateway']:.3f}",
+                     f"+{x['p50_added']:.3f}"])  # fmt: skip
+        rows.append([f"{proto}: requests/s at concurrency 32", f"{x['rps_direct']:.0f}", f"{x['rps_gateway']:.0f}",
+                     f"{x['ratio']:.3f}x"])  # fmt: skip
+        gw_cpu = {k: v for k, v in x["cpu_gateway"].items() if k not in ("machine busy", "steal", "load generator")}
+        mine = gw_cpu.get("gateway", gw_cpu.get("gunicorn", 0.0)) + gw_cpu["postgres"]
+        rows.append([f"{proto}: gateway + PostgreSQL CPU per call, ms", "", f"{mine:.3f}", ""])
+    b = s["batching"]
+    rows.append(["mean batch size, dynamic batching on, c=32", f"{b['mean_batch_direct']:.2f}",
+                 f"{b['mean_batch_gateway']:.2f}", f"{b['ratio']:.3f}x"])  # fmt: skip
+    rows.append(["  requests/s with dynamic batching on", f"{b['rps_direct']:.0f}", f"{b['rps_gateway']:.0f}", ""])
+    table("Results (medians over rounds; ratios and overheads per round, then the median)",
+          ["figure", "direct Triton", "through the gateway", "gateway vs direct"], rows)  # fmt: skip
+    for proto in ("http", "grpc"):
+        if proto not in s:
+            continue
+        groups = [g for g in s[proto]["cpu_gateway"] if g not in ("machine busy", "steal")] + ["machine busy", "steal"]
+        cpu_rows = [[side, *(f"{s[proto][f'cpu_{side}'][g]:.3f}" for g in groups)] for side in ("direct", "gateway")]
+        table(f"{proto}: CPU ms per answered call at concurrency 32, by process (machine busy includes steal)",
+              ["", *groups], cpu_rows)  # fmt: skip
+    rows = []
+    for proto in ("http", "grpc"):
+        if proto in res:
+            for side, runs in res[proto]["throughput"].items():
+                rows.append([f"{proto} {side}", " ".join(f"{r['rps']:.0f}" for r in runs),
+                             " ".join(str(r["errors"]) for r in runs),
+                             " ".join(f"{r['triton_requests']:.0f}/{r['requests']}" for r in runs)])  # fmt: skip
+    for side, runs in res["batching"].items():
+        rows.append([f"batched {side}", " ".join(f"{r['rps']:.0f}" for r in runs),
+                     " ".join(str(r["errors"]) for r in runs),
+                     " ".join(f"{r['requests']:.0f}/{r['executions']:.0f}" for r in runs)])  # fmt: skip
+    table("Per round: req/s, errors, Triton's count / the load generator's (batched: requests / executions)",
+          ["", "req/s", "errors", "counts"], rows)  # fmt: skip
+    print("\n== JSON")
+    print(json.dumps(res, indent=1, default=str))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run, not for figures")
+    parser.add_argument("--quick", action="store_true", help="one short round: a smoke run, not for figures")
+    parser.add_argument("--mode", choices=("dataplane", "gunicorn"), default="dataplane")
+    parser.add_argument("--gateway-cmd", default=os.environ.get("BENCH_GATEWAY_CMD"),
+                        help="start this instead: {python} {port} {grpc_port} are filled in")  # fmt: skip
+    parser.add_argument("--ready-path", default=None, help="GET path answering 200 once the gateway is up")
+    parser.add_argument("--no-grpc", action="store_true", help="the gateway has no gRPC port")
+    parser.add_argument("--code-root", default=None, help="run the portal from this checkout (the before code)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8, help="each concurrency-32 window")
+    parser.add_argument("--seq-seconds", type=float, default=4, help="each sequential window")
     args = parser.parse_args()
-    return run_main(lambda: report(run(args.quick)))
+    if args.mode == "gunicorn" and not args.gateway_cmd:
+        args.no_grpc = True
+    if args.ready_path is None:
+        args.ready_path = "/dataplane/healthz" if args.mode == "dataplane" else "/healthz"
+    if args.code_root:
+        harness.use_code_root(args.code_root)
+    return run_main(lambda: report(run(args)))
 
 
 if __name__ == "__main__":

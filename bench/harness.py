@@ -10,7 +10,10 @@ Each script keeps its own scenario and report; only the machinery lives here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import resource
 import secrets
 import signal
 import statistics
@@ -28,6 +31,21 @@ if str(ROOT) not in sys.path:
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CLEANUP: list[Callable[[], object]] = []  # run in reverse order when main() ends, however it ends
 MARKS: dict[str, str] = {}  # process group -> a substring of its processes' command lines (CPU accounting)
+SESSIONS: dict[str, int] = {}  # process group -> a session id: every process of a server the bench started
+
+
+def use_code_root(path: str | Path) -> None:
+    """Run the portal (Django in this process, the servers started after this) from another checkout, e.g. the
+    code before a change (`git worktree add --detach /work/wt/before <commit>`); bench/ stays this one."""
+    global ROOT
+    new = Path(path).resolve()
+    if not (new / "manage.py").exists():
+        raise SystemExit(f"{new} is not a checkout of the portal (no manage.py)")
+    if "django" in sys.modules:
+        raise RuntimeError("use_code_root() must run before Django is imported")
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+    sys.path.insert(0, str(new))
+    ROOT = new
 
 
 def log(msg: str) -> None:
@@ -84,21 +102,28 @@ def cpu_snapshot() -> dict:
         except OSError:
             continue
         me = d.name == str(os.getpid())
-        group = "load generator" if me else next((g for g, mark in MARKS.items() if mark in cmd), None)
+        fields = stat.rsplit(")", 1)[1].split()
+        group = "load generator" if me else next((g for g, sid in SESSIONS.items() if int(fields[3]) == sid), None)
+        group = group or next((g for g, mark in MARKS.items() if mark in cmd), None)
         if group:
-            fields = stat.rsplit(")", 1)[1].split()
             out[(group, d.name)] = (int(fields[11]) + int(fields[12])) / tick
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    out[("machine busy", "")] = (sum(ticks) - ticks[3] - ticks[4]) / tick
+    # Busy: all but idle and iowait. Steal (the hypervisor running someone else on our virtual CPUs) is counted
+    # as busy, as the processes' own utime+stime count it too (their kernel cannot see it); it is also shown apart.
+    out[("machine busy", "")] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick
+    out[("steal", "")] = ticks[7] / tick
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # ended and waited-for children (wrk)
+    out[("ended children", "")] = children.ru_utime + children.ru_stime
     return out
 
 
 def cpu_used(c0: dict, c1: dict, seconds: float, requests: int) -> dict:
     """CPU used between two snapshots (a process started in between counts from zero), per group."""
-    used = dict.fromkeys([*MARKS, "load generator", "machine busy"], 0.0)
+    used = dict.fromkeys([*SESSIONS, *MARKS, "load generator", "ended children", "machine busy", "steal"], 0.0)
     for (group, pid), value in c1.items():
         used[group] += value - c0.get((group, pid), 0.0)
-    used["other processes"] = used["machine busy"] - sum(v for g, v in used.items() if g != "machine busy")
+    outside = ("machine busy", "steal")
+    used["other processes"] = used["machine busy"] - sum(v for g, v in used.items() if g not in outside)
     per_request = {g: v * 1e3 / max(requests, 1) for g, v in used.items()}
     return {"cores_busy": {g: v / seconds for g, v in used.items()}, "cpu_ms_per_request": per_request}
 
@@ -173,56 +198,247 @@ def flushed_redis(url: str):
     return rds
 
 
+def gateway_env(data: Path, db: str, redis: str, **extra: str) -> dict:
+    """The portal as in production behind its TLS proxy, on the local KEK file."""
+    return portal_env(
+        data,
+        db,
+        REDIS_URL=redis,
+        SOVEREIGN_ENV="production",
+        SOVEREIGN_ALLOWED_HOSTS="127.0.0.1,localhost",
+        SOVEREIGN_BEHIND_TLS_PROXY="true",  # clients send X-Forwarded-Proto: https, as the proxy would
+        # production refuses the local KEK file unless told (docs/production.md); the HSM's own cost
+        # is measured apart (bench/hsm_unwrap.py)
+        SOVEREIGN_INSECURE_OVERRIDE="local_kek",
+        **extra,
+    )
+
+
+def deploy(triton_url: str, models: dict[str, dict]) -> str:
+    """Register the demo model under each name of `models` and deploy it with that batching (reconciled here,
+    synchronously); grant an analyst invoke on them and return the analyst's token."""
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.services import create_user, grant_model_access, issue_token
+    from apps.deployments import services as deployments
+    from apps.deployments.models import Deployment, Observed
+    from apps.registry.models import Model
+    from apps.registry.services import register_model_version
+    from inference_backend.demo_model import build_demo_onnx
+
+    admin = get_user_model().objects.create_superuser("bench", "bench@localhost", secrets.token_urlsafe(16))
+    server = deployments.register_server(name="bench-local", http_url=triton_url, hardware="cpu", actor=admin)
+    for name, batching in models.items():
+        mv = register_model_version(model_name=name, data=build_demo_onnx(), actor=admin)
+        dep = deployments.request_deployment(
+            model_version_id=mv.pk, server_id=server.pk, batching=batching, actor=admin
+        )
+        deployments.reconcile_deployment(dep.pk)  # the task request_deployment enqueued is flushed at exit
+        dep = Deployment.objects.get(pk=dep.pk)
+        if dep.observed_state != Observed.ACTIVE:
+            raise RuntimeError(f"deployment of {name} is {dep.observed_state}: {dep.last_error}")
+    # The realistic caller: an analyst with invoke grants (the superuser would skip the grant checks).
+    analyst = create_user(
+        username="bench-analyst", email="", password=secrets.token_urlsafe(16), role="analyst", actor=admin
+    )
+    for model in Model.objects.filter(name__in=list(models)):
+        grant_model_access(model_id=model.pk, permission="invoke_model", user_id=analyst.pk, actor=admin)
+    return issue_token(user=analyst, name="bench", days=1, actor=None)[1]  # issued on the host
+
+
+def triton_counts(metrics_url: str, model: str) -> dict[str, float]:
+    """Triton's counters for `model`: successful requests and model executions (their ratio, over an interval,
+    is the mean batch size Triton's scheduler formed)."""
+    text = urllib3.request("GET", metrics_url, timeout=10).data.decode()
+    out = {}
+    for metric in ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count"):
+        found = re.search(rf'^{metric}{{[^}}]*model="{re.escape(model)}"[^}}]*}} (\S+)$', text, re.M)
+        out[metric] = float(found.group(1)) if found else 0.0
+    return out
+
+
 # --- servers --------------------------------------------------------------------------------------
+
+
+_next_port: list[int] = []
+
+
+def port() -> int:
+    """A TCP port for a server the bench starts: the next one from BENCH_PORT_BASE (a range given to this
+    bench, e.g. 18400: the bench then uses BENCH_PORT_BASE … +20), else one the kernel says is free now."""
+    from inference_backend.server import _port_in_use, free_port
+
+    base = os.environ.get("BENCH_PORT_BASE")
+    if not base:
+        return free_port()
+    if not _next_port:
+        _next_port.append(int(base))
+    while _port_in_use(_next_port[0]):
+        _next_port[0] += 1
+    _next_port[0] += 1
+    return _next_port[0] - 1
 
 
 def start_triton(data: Path, env: dict):
     """A tritonserver under `data`/triton whose python backend unwraps with the portal's local KEK file."""
-    from inference_backend.server import LocalTritonServer, free_port
+    from inference_backend.server import LocalTritonServer
 
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
+    ports = [port(), port(), port()]
     kek = {"SOVEREIGN_KEK_PROVIDER": "local", "SOVEREIGN_LOCAL_KEK_FILE": env["SOVEREIGN_LOCAL_KEK_FILE"]}
-    server = LocalTritonServer(data / "triton", *sorted(ports), extra_env=kek)
+    server = LocalTritonServer(data / "triton", *ports, extra_env=kek)
     CLEANUP.append(server.stop)
     server.start(timeout=180)
+    SESSIONS["triton"] = server.pid  # tritonserver and its python backend stubs
     return server
 
 
 GUNICORN = "gthread, 2 workers x 8 threads"
 
 
-def start_gunicorn(data: Path, env: dict) -> int:
-    """gunicorn serving portal.wsgi as in production (GUNICORN); returns its port once /healthz answers."""
-    from inference_backend.server import free_port
+def http_ready(url: str, headers: dict | None = None) -> bool:
+    try:
+        return urllib3.request("GET", url, headers=headers, timeout=2, retries=False).status == 200
+    except urllib3.exceptions.HTTPError:
+        return False
 
-    port, gunicorn = free_port(), str(Path(sys.executable).parent / "gunicorn")
-    argv = [gunicorn, "portal.wsgi", "-k", "gthread", "--workers", "2", "--threads", "8", "-b", f"127.0.0.1:{port}"]
-    with open(data / "gunicorn.log", "wb") as out:
+
+def start_server(name: str, argv: list[str], data: Path, env: dict, ready_url: str, timeout: float = 90):
+    """Start `argv` (its own session; output to `data`/<name>.log) with os.environ + `env`; wait until GET
+    `ready_url` answers 200 (X-Forwarded-Proto: https, as from the TLS proxy); stop its whole process group
+    at exit (SIGTERM, then SIGKILL after 15 s). Returns the Popen."""
+    with open(data / f"{name}.log", "wb") as out:
         proc = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def stop() -> None:  # SIGTERM to the master (it stops its workers), then SIGKILL to its group's leftovers
+    def stop() -> None:  # SIGTERM to the leader (gunicorn's master stops its workers), then SIGKILL to leftovers
         proc.terminate()
         try:
             proc.wait(15)
+        except subprocess.TimeoutExpired:
+            log(f"{name} did not stop within 15 s: killing it")
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
     CLEANUP.append(stop)
-    deadline = time.monotonic() + 60
+    SESSIONS[name] = proc.pid
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            url, headers = f"http://127.0.0.1:{port}/healthz", {"X-Forwarded-Proto": "https"}
-            if urllib3.request("GET", url, headers=headers, timeout=2, retries=False).status == 200:
-                return port
-        except urllib3.exceptions.HTTPError:
-            pass
+        if http_ready(ready_url, {"X-Forwarded-Proto": "https"}):
+            return proc
         time.sleep(0.3)
-    raise RuntimeError(f"gunicorn did not become ready; see {data / 'gunicorn.log'}")
+    tail = (data / f"{name}.log").read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{name} did not become ready at {ready_url}; the end of its log:\n{tail}")
+
+
+def start_gunicorn(data: Path, env: dict, bind_port: int | None = None) -> int:
+    """gunicorn serving portal.wsgi as in production (GUNICORN); returns its port once /healthz answers."""
+    bind_port = bind_port or port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    argv = [gunicorn, "portal.wsgi", "-k", "gthread", "--workers", "2", "--threads", "8"]
+    argv += ["-b", f"127.0.0.1:{bind_port}"]
+    start_server("gunicorn", argv, data, env, f"http://127.0.0.1:{bind_port}/healthz")
+    return bind_port
+
+
+# --- the load generator: wrk ----------------------------------------------------------------------
+
+WRK = os.environ.get("BENCH_WRK", "/usr/bin/wrk")
+# wrk's done() prints one JSON line: totals, error counts by kind, latency percentiles (µs)
+_WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
+    .. '"status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def wrk_script(path: Path, body: bytes, headers: dict) -> Path:
+    """A wrk Lua script POSTing `body` with `headers` (the name marks wrk's process for CPU accounting)."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_str(body.decode())}"]
+    lines += [f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n" + _WRK_DONE)
+    return path
+
+
+def _lua_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wrk(url: str, script: Path, conc: int, seconds: float, threads: int = 1) -> dict:
+    """Run wrk (`conc` keep-alive connections on `threads` threads for `seconds`) with CPU accounting around it:
+    {"rps", "requests", "errors", "p50_ms", "p90_ms", "p99_ms", "cores_busy", "cpu_ms_per_request"}; requests
+    counts only 2xx answers (wrk counts the others as status errors)."""
+    argv = [WRK, f"-t{threads}", f"-c{conc}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    argv += ["-s", str(script), url]
+    c0, t0 = cpu_snapshot(), time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed, c1 = time.perf_counter() - t0, cpu_snapshot()
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    r = json.loads(line[8:])
+    errors = sum(r[k] for k in ("connect", "read", "write", "status", "timeout"))
+    ok = r["requests"] - r["status"]
+    res = {"rps": ok / (r["duration_us"] / 1e6), "requests": ok, "errors": errors}
+    res.update({f"{k}_ms": r[f"{k}_us"] / 1e3 for k in ("p50", "p90", "p99")})
+    res.update(cpu_used(c0, c1, elapsed, ok))
+    for key in ("cpu_ms_per_request", "cores_busy"):
+        res[key]["wrk"] = res[key].pop("ended children")
+    return res
+
+
+# --- the gRPC load generator: h2load (nghttp2-client) ----------------------------------------------
+
+H2LOAD = os.environ.get("BENCH_H2LOAD", "/usr/bin/h2load")
+
+
+def grpc_infer_frame(model: str, inputs: list[tuple[str, str, list[int], bytes]]) -> bytes:
+    """One gRPC message (5-byte prefix + protobuf) of KServe v2's ModelInfer: inputs as (name, datatype, shape,
+    raw little-endian bytes)."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model)
+    for name, datatype, shape, raw in inputs:
+        tensor = req.inputs.add()
+        tensor.name, tensor.datatype = name, datatype
+        tensor.shape.extend(shape)
+        req.raw_input_contents.append(raw)
+    msg = req.SerializeToString()
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+def h2load(url: str, body: Path, headers: dict, conc: int, requests: int) -> dict:
+    """h2load: `conc` HTTP/2 connections, one stream each, POSTing `body` `requests` times (a count, not -D: with
+    -D, h2load can wait forever for a peer's close after the window), with CPU accounting around it. h2load sees
+    HTTP statuses only: a gRPC error is a 200 with grpc-status in the trailers, so callers cross-check the count
+    with Triton's own (triton_counts)."""
+    argv = [H2LOAD, "-c", str(conc), "-m", "1", "-n", str(max(requests, conc)), "-d", str(body)]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    argv.append(url)
+    c0, t0 = cpu_snapshot(), time.perf_counter()
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"h2load did not finish within 600 s: {(exc.stdout or b'')[-800:]!r}") from exc
+    elapsed, c1 = time.perf_counter() - t0, cpu_snapshot()
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out.stdout)
+    codes = re.search(r"status codes: (\d+) 2xx", out.stdout)
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out.stdout)
+    if out.returncode != 0 or not (done and codes and finished):
+        raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout[-800:]} {out.stderr[-500:]}")
+    secs = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    ok = int(codes.group(1))
+    res = {"rps": ok / secs, "requests": ok, "errors": int(done.group(1)) - ok, "seconds": secs}
+    res.update(cpu_used(c0, c1, elapsed, ok))
+    for key in ("cpu_ms_per_request", "cores_busy"):
+        res[key]["h2load"] = res[key].pop("ended children")
+    return res
 
 
 # --- main -----------------------------------------------------------------------------------------

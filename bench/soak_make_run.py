@@ -14,7 +14,7 @@ What it does, in order:
 4. at --kill-worker-at (a fraction of the run) SIGKILLs the Celery worker's main process, and at
    --kill-web-at gunicorn's master (0 to skip); checks each comes back (a new pid) and that a
    `platform.process.restart` row for it is in the audit table of the SQLite database;
-5. samples every second that triton, worker and web are all running (how long any was missing), and the
+5. samples every second that triton, worker, web and dataplane are all running (how long any was missing), and the
    RSS of each (leader and its whole process group) at start and end;
 6. after --minutes presses Ctrl-C on the terminal (the tty sends SIGINT to its foreground process
    group, as when a person presses it) and checks that make exits 0 and no process is left;
@@ -52,7 +52,7 @@ TOKEN_RE = re.compile(r"svt_[A-Za-z0-9_-]+")
 INFER_URL_RE = re.compile(r"(https?://[^\s'\"]+/v2/models/[^/\s'\"]+/infer)")
 BODY_RE = re.compile(r"-d\s+'(\{.*?\})'")
 DEFAULT_BODY = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
-NAMES = ("triton", "worker", "web")
+NAMES = ("triton", "worker", "web", "dataplane")
 
 
 def now() -> float:
@@ -157,6 +157,8 @@ def supervised(make_pid: int) -> dict:
             found["worker"] = pid
         elif "gunicorn" in cmd:
             found["web"] = pid
+        elif "run_dataplane" in cmd:
+            found["dataplane"] = pid
     return found
 
 
@@ -377,7 +379,13 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one scenario, read top to b
     left = [
         (pid, cmd[:120])
         for pid, (_, _, cmd) in processes().items()
-        if pid != os.getpid() and (str(data) in cmd or f":{args.port}" in cmd or f"port={args.triton_port}" in cmd)
+        if pid != os.getpid()
+        and (
+            str(data) in cmd
+            or f":{args.port + 2}" in cmd  # gunicorn, behind the data plane (deploy/run_local.py)
+            or ("run_dataplane" in cmd and f"--port {args.port}" in cmd)
+            or f"port={args.triton_port}" in cmd
+        )
     ]
     summary["processes_left"] = left
     run.close()

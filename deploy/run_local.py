@@ -1,5 +1,11 @@
-"""`make run`: migrate, start the embedded Triton, a Celery worker (with beat) and gunicorn, deploy
-the demo model and print how to use it, then supervise the three until Ctrl-C.
+"""`make run`: migrate, start the embedded Triton, a Celery worker (with beat), the portal (gunicorn)
+and the gateway's data plane, deploy the demo model and print how to use it, then supervise the four
+until Ctrl-C.
+
+One URL space, as in production behind nginx (docs/production.md): the data plane
+(`manage.py run_dataplane`, uvicorn, one worker) listens on the public port and serves `/v2/…`
+(KServe v2 over HTTP) itself, relaying every other path to the portal, which listens on loopback
+only; KServe v2 over gRPC is on the next port (Triton's own layout: HTTP 8000, gRPC 8001).
 
 Supervision: a process that exits is restarted after a back-off (1 s, doubling, at most 30 s; the
 count resets once it has run 60 s), and each restart is recorded in the audit log as
@@ -16,9 +22,15 @@ Logs: each child's output goes to var/logs/<name>.log, rotated at SOVEREIGN_LOG_
 SOVEREIGN_LOG_BACKUPS (5) old files kept; the directory is 0700 and the files 0600 (the launcher
 runs with umask 077, so everything it and its children create under the data dir is private).
 
-Configuration: SOVEREIGN_PORT (portal, default 8000), SOVEREIGN_BIND (portal address, default
-127.0.0.1), SOVEREIGN_TRITON_PORT (Triton HTTP, default 18000; gRPC and metrics use the next two
-ports) and every variable of portal/settings.py.
+Configuration: SOVEREIGN_PORT (the public HTTP port: data plane, and the portal through it; default
+8000), SOVEREIGN_GRPC_PORT (the data plane's gRPC port, default SOVEREIGN_PORT + 1; 0: no gRPC),
+SOVEREIGN_PORTAL_PORT (gunicorn's port on 127.0.0.1, default SOVEREIGN_PORT + 2), SOVEREIGN_BIND
+(the public address, default 127.0.0.1), SOVEREIGN_TRITON_PORT (Triton HTTP, default 18000; gRPC and
+metrics use the next two ports) and every variable of portal/settings.py.
+
+The portal sees every browser and API call arrive from the data plane on loopback, so the launcher adds
+127.0.0.1 and ::1 to the portal's SOVEREIGN_TRUSTED_PROXIES (not the data plane's): the client address
+in the audit log, the login lockout and the rate limits is the one the data plane saw.
 """
 
 from __future__ import annotations
@@ -38,7 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 DATA = Path(os.environ.get("SOVEREIGN_DATA_DIR", ROOT / "var"))
 LOGS = DATA / "logs"
-PORT = int(os.environ.get("SOVEREIGN_PORT", "8000"))
+PORT = int(os.environ.get("SOVEREIGN_PORT", "8000"))  # public: the data plane (the portal behind it)
+GRPC_PORT = int(os.environ.get("SOVEREIGN_GRPC_PORT", str(PORT + 1)))  # public: KServe v2 over gRPC; 0: off
+PORTAL_PORT = int(os.environ.get("SOVEREIGN_PORTAL_PORT", str(PORT + 2)))  # gunicorn, on 127.0.0.1 only
 BIND = os.environ.get("SOVEREIGN_BIND", "127.0.0.1")
 # Where the launcher (and the printed URLs) reach the portal: BIND itself unless it is a wildcard.
 HOST = "127.0.0.1" if BIND in ("0.0.0.0", "::", "") else (f"[{BIND}]" if ":" in BIND else BIND)  # noqa: S104
@@ -235,7 +249,7 @@ class Supervisor:
             self.auditor = None
 
     def stop(self) -> list[str]:
-        """SIGTERM each leader (newest first: web, worker, Triton), SIGKILL the groups still there after
+        """SIGTERM each leader (newest first: data plane, web, worker, Triton), SIGKILL the groups still there after
         STOP_GRACE. Returns the names of the children that had to be killed."""
         self.stopping = True
         for child in reversed(self.children):
@@ -352,8 +366,8 @@ def step(argv: list[str], env: dict, what: str, timeout: float) -> None:
 
 
 def commands() -> dict[str, list[str]]:
-    """What the launcher supervises, by name. The portal binds BIND (127.0.0.1 unless SOVEREIGN_BIND);
-    Triton always binds 127.0.0.1 (inference_backend/server.py)."""
+    """What the launcher supervises, by name. The data plane binds BIND (127.0.0.1 unless SOVEREIGN_BIND);
+    the portal and Triton always bind 127.0.0.1 (inference_backend/server.py)."""
     return {
         # The embedded Triton is "this host": it reads the same dev keystore to unwrap data keys.
         "triton": [
@@ -386,7 +400,7 @@ def commands() -> dict[str, list[str]]:
             str(VENV_BIN / "gunicorn"),
             "portal.wsgi",
             "--bind",
-            f"{BIND}:{PORT}",
+            f"127.0.0.1:{PORTAL_PORT}",
             "--worker-class",
             "gthread",
             "--workers",
@@ -396,7 +410,31 @@ def commands() -> dict[str, list[str]]:
             "--access-logfile",
             "-",
         ],
+        # One process, one event loop (docs/gateway.md): a second worker would halve each audit
+        # group commit and compete with Triton for the same cores.
+        "dataplane": [
+            *MANAGE,
+            "run_dataplane",
+            "--host",
+            BIND,
+            "--port",
+            str(PORT),
+            "--grpc-port",
+            str(GRPC_PORT),
+            "--portal-upstream",
+            f"http://127.0.0.1:{PORTAL_PORT}",
+        ],
     }
+
+
+def child_env(name: str, env: dict) -> dict:
+    """The portal trusts the loopback hop in X-Forwarded-For: every request it gets comes through the data
+    plane's relay, which appends the address it saw. Only the portal: the data plane itself faces clients."""
+    if name != "web":
+        return env
+    trusted = [p for p in env.get("SOVEREIGN_TRUSTED_PROXIES", "").split(",") if p.strip()]
+    trusted += [p for p in ("127.0.0.1/32", "::1/128") if p not in trusted]
+    return {**env, "SOVEREIGN_TRUSTED_PROXIES": ",".join(trusted)}
 
 
 def main() -> int:
@@ -411,9 +449,11 @@ def main() -> int:
     step([*MANAGE, "migrate", "--noinput", "-v", "0"], env, "migrate", 600)
     step([*MANAGE, "collectstatic", "--noinput", "-v", "0"], env, "collectstatic", 600)
     for name, argv in commands().items():
-        supervisor.add(name, argv, env)
+        supervisor.add(name, argv, child_env(name, env))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{TRITON_PORT}/v2/health/ready"), "Triton was not ready", 180)
-    wait_until(lambda: http_ok(f"http://{HOST}:{PORT}/healthz"), "the portal was not ready", 120)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{PORTAL_PORT}/healthz"), "the portal was not ready", 120)
+    wait_until(lambda: http_ok(f"http://{HOST}:{PORT}/dataplane/healthz"), "the data plane was not ready", 120)
+    wait_until(lambda: http_ok(f"http://{HOST}:{PORT}/healthz"), "the portal was not reachable via the data plane", 60)
     step(
         [
             *MANAGE,
@@ -422,12 +462,14 @@ def main() -> int:
             f"http://127.0.0.1:{TRITON_PORT}",
             "--portal-url",
             f"http://{HOST}:{PORT}",
+            *(["--grpc-address", f"{HOST}:{GRPC_PORT}"] if GRPC_PORT else []),
         ],
         env,
         "bootstrap_demo",
         600,
     )
-    where = f"listening on {BIND}:{PORT}" + (" (set SOVEREIGN_BIND to expose it)" if BIND == "127.0.0.1" else "")
+    grpc = f" and gRPC on {GRPC_PORT}" if GRPC_PORT else ""
+    where = f"listening on {BIND}:{PORT}{grpc}" + (" (set SOVEREIGN_BIND to expose it)" if BIND == "127.0.0.1" else "")
     tell(f"Logs: {LOGS}/ (rotated at {LOG_MAX_BYTES // 1048576} MB; {where})")
     wait_until(lambda: False, "", float("inf"))
     return 0  # not reached: wait_until returns only by Stop

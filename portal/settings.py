@@ -257,6 +257,17 @@ TRITON_LOAD_TIMEOUT = env.float("SOVEREIGN_TRITON_LOAD_TIMEOUT", default=300.0)
 DEPLOY_MAX_RETRIES = env.int("SOVEREIGN_DEPLOY_MAX_RETRIES", default=5)
 DEPLOY_RETRY_BASE_SECONDS = env.float("SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS", default=2.0)
 GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
+# The data plane (apps/gateway/dataplane, docs/gateway.md). At most GATEWAY_POOL_SIZE calls in
+# flight per inference server; up to GATEWAY_MAX_WAITING more wait for a connection, the next is
+# refused at once with 503 `upstream_busy` and Retry-After.
+GATEWAY_MAX_WAITING = env.int("SOVEREIGN_GATEWAY_MAX_WAITING", default=256)
+# A request body that has not arrived whole after this many seconds is refused (408), slowloris or not.
+GATEWAY_BODY_TIMEOUT = env.float("SOVEREIGN_GATEWAY_BODY_TIMEOUT", default=30.0)
+# `make run` serves both planes on one port: the data plane relays every non-/v2 path to this URL.
+PORTAL_UPSTREAM = env.str("SOVEREIGN_PORTAL_UPSTREAM", default="")
+PORTAL_RELAY_TIMEOUT = env.float("SOVEREIGN_PORTAL_RELAY_TIMEOUT", default=600.0)
+# KServe v2 over gRPC on the data plane (0: off).
+GATEWAY_GRPC_PORT = env.int("SOVEREIGN_GRPC_PORT", default=0)
 # The data plane's in-memory policy snapshot (apps/gateway/dataplane/snapshot.py) is rebuilt when a
 # policy write commits (PostgreSQL NOTIFY; on SQLite a counter polled every 250 ms) and, as a
 # backstop, at least every POLICY_MAX_AGE seconds; after POLICY_HARD_LIMIT seconds without a

@@ -27,5 +27,4 @@ urlpatterns = [
     path("api/v1/audit/", include("apps.audit.api.urls")),
     path("api/v1/keys/", include("apps.keys.api.urls")),
     path("api/v1/compliance/", include("apps.compliance.api.urls")),
-    path("", include("apps.gateway.urls")),
 ]

@@ -47,6 +47,17 @@ def triton(data_dir, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def dataplane(live_server):
+    """The data plane (apps/gateway/dataplane) serving on a free port in a background thread, on
+    the live server's committed database: what tritonclient talks to in end-to-end tests."""
+    from apps.gateway.dataplane.server import ServerThread
+
+    server = ServerThread().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def softhsm_token(tmp_path_factory):
     """One SoftHSM2 token per test session: the library reads SOFTHSM2_CONF once per process."""

@@ -19,6 +19,7 @@ call keeps its own event.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -238,10 +239,7 @@ def record_refusal(
         logger.warning("refusal counter unavailable; writing the refusal as its own event", exc_info=True)
         store, n, closed = None, 1, False
     if n == 1:
-        extra = {"count": 1, "window_start": _window_start(bucket.window), "window_seconds": window_seconds()}
-        if not bucket.ip:
-            extra["addresses"] = "overflow"
-            source = Source(user_agent=source.user_agent)
+        extra, source = _first_of_bucket(bucket, source)
         try:
             with transaction.atomic():
                 record_event(
@@ -262,6 +260,24 @@ def record_refusal(
             raise
     if closed:
         _flush_quietly(now)
+
+
+def _first_of_bucket(bucket: Bucket, source: Source) -> tuple[dict, Source]:
+    """The details added to the first refusal of a bucket, and the source it is recorded with."""
+    extra = {"count": 1, "window_start": _window_start(bucket.window), "window_seconds": window_seconds()}
+    if not bucket.ip:
+        extra["addresses"] = "overflow"
+        source = Source(user_agent=source.user_agent)
+    return extra, source
+
+
+def _remainder_details(bucket: Bucket, n: int) -> dict:
+    """The details of the event for a closed bucket's refusals after its first."""
+    details = {"count": n - 1, "window_start": _window_start(bucket.window)}
+    details.update(window_seconds=window_seconds(), collapsed=True)
+    if not bucket.ip:
+        details["addresses"] = "overflow"
+    return details
 
 
 def _flush_quietly(before: int) -> None:
@@ -298,10 +314,7 @@ def _write_remainders(taken: list[tuple[Bucket, int]]) -> int:
             for bucket, n in taken:
                 if n <= 1:  # only the first was seen: already written
                     continue
-                details = {"count": n - 1, "window_start": _window_start(bucket.window)}
-                details.update(window_seconds=window_seconds(), collapsed=True)
-                if not bucket.ip:
-                    details["addresses"] = "overflow"
+                details = _remainder_details(bucket, n)
                 record_event(
                     bucket.event_type,
                     actor=None,
@@ -335,3 +348,161 @@ def tick() -> None:
     store = _state.get("counter")
     if store is not None and store.oldest is not None and store.oldest < int(time.time() // window_seconds()):
         _flush_quietly(int(time.time() // window_seconds()))
+
+
+# --- The async data plane: the same collapse, its events written through the group committer ---
+
+
+class AsyncMemoryCounter:
+    """This process's MemoryCounter behind the async counters' interface (no Redis)."""
+
+    def __init__(self, store: MemoryCounter):
+        self.store = store
+
+    @property
+    def oldest(self) -> int | None:
+        return self.store.oldest
+
+    async def count(self, bucket: Bucket, max_buckets: int) -> tuple[Bucket, int, bool]:
+        return self.store.count(bucket, max_buckets)
+
+    async def add(self, bucket: Bucket, n: int) -> None:
+        self.store.add(bucket, n)
+
+    async def take_closed(self, before: int, limit: int = 1000) -> list[tuple[Bucket, int]]:
+        return self.store.take_closed(before, limit)
+
+
+def async_counter(client=None) -> AsyncRedisCounter | AsyncMemoryCounter:
+    """Redis (`client`, else a redis.asyncio client for REDIS_URL, with the portal's short timeouts),
+    or without Redis the process's in-memory counter (whose remainders are also written at exit)."""
+    if client is None and settings.REDIS_URL:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    if client is not None:
+        return AsyncRedisCounter(client)
+    store = counter()
+    if not isinstance(store, MemoryCounter):  # REDIS_URL was unset after the portal's counter was made
+        store = MemoryCounter()
+    return AsyncMemoryCounter(store)
+
+
+class AsyncRefusals:
+    """record_refusal for the async data plane: same buckets and counts, same events, but each
+    event is a PendingEvent handed to `submit` (the group committer's, which returns once it is
+    durable and raises AuditUnavailable if not). Bucket remainders are written by the next
+    refusal that sees a closed window (in the background, not delaying that call), by `flush()`,
+    by the beat task (Redis: it reads the same keys) and, in process mode, at process exit."""
+
+    def __init__(self, submit, counter=None):
+        self.submit = submit
+        self.counter = counter if counter is not None else async_counter()
+        self._flushing: asyncio.Task | None = None
+
+    async def record(
+        self,
+        event_type: str,
+        *,
+        source: Source,
+        outcome: str,
+        error_code: str,
+        target_type: str = "",
+        target_id: str = "",
+        target_display: str = "",
+        details: dict | None = None,
+        request_id: str = "",
+    ) -> None:
+        """Count an unauthenticated caller's refused call; if it is the first of its bucket, write
+        it (through `submit`, awaited). Raises AuditUnavailable when that event cannot be written;
+        the call is then not counted either."""
+        from .services import PendingEvent
+
+        code = _SAFE.sub("_", error_code)[:64]
+        now = int(time.time() // window_seconds())
+        store, bucket = self.counter, Bucket(now, event_type, source.ip or "", code, outcome)
+        try:
+            bucket, n, closed = await store.count(bucket, settings.AUDIT_REFUSAL_MAX_BUCKETS)
+        except Exception:  # noqa: BLE001 - the counter's store (Redis) is down: write every refusal, uncollapsed
+            logger.warning("refusal counter unavailable; writing the refusal as its own event", exc_info=True)
+            store, n, closed = None, 1, False
+        if n == 1:
+            extra, source = _first_of_bucket(bucket, source)
+            try:
+                event = PendingEvent(
+                    event_type,
+                    source=source,
+                    request_id=request_id,
+                    target_type=target_type,
+                    target_id=target_id,
+                    target_display=target_display,
+                    outcome=outcome,
+                    error_code=code,
+                    details={**(details or {}), **extra},
+                )
+                await self.submit(event)
+            except BaseException:
+                if store is not None:
+                    with contextlib.suppress(Exception):  # keep the audit error, not a second one
+                        await store.add(bucket, -1)
+                raise
+        if closed:
+            self._flush_in_background(now)
+
+    def tick(self) -> None:
+        """In process mode, start a flush as soon as a bucket's window has closed (a compare; call it
+        per request or from a timer). With Redis the beat task flushes."""
+        oldest = getattr(self.counter, "oldest", None)
+        now = int(time.time() // window_seconds())
+        if oldest is not None and oldest < now:
+            self._flush_in_background(now)
+
+    def _flush_in_background(self, before: int) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_quietly(before))
+
+    async def _flush_quietly(self, before: int) -> None:
+        try:
+            await self.flush(before)
+        except Exception:  # noqa: BLE001 - the closed buckets stay counted for the next flush
+            logger.exception("could not flush collapsed refusal events; they stay counted")
+
+    async def wait_flushed(self) -> None:
+        """Wait for a background flush, if one is running (tests, shutdown)."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
+    async def flush(self, before: int | None = None) -> int:
+        """Write one event for the remainder of each bucket whose window ended before `before`
+        (default: the current window); returns the number written. The count of a remainder that
+        could not be written is put back and the first error raised."""
+        from .services import PendingEvent
+
+        before = int(time.time() // window_seconds()) if before is None else before
+        written = 0
+        while True:
+            taken = [(b, n) for b, n in await self.counter.take_closed(before) if n > 1]  # n == 1: already written
+            if not taken:
+                return written
+            events = [
+                PendingEvent(
+                    b.event_type,
+                    source=Source(ip=b.ip or None),
+                    request_id="",  # not the event of the call that happened to flush it
+                    outcome=b.outcome,
+                    error_code=b.code,
+                    details=_remainder_details(b, n),
+                )
+                for b, n in taken
+            ]
+            results = await asyncio.gather(*(self.submit(e) for e in events), return_exceptions=True)
+            failed = [(b, n, r) for (b, n), r in zip(taken, results, strict=True) if isinstance(r, BaseException)]
+            for bucket, n, _ in failed:
+                await self.counter.add(bucket, n)
+            written += len(taken) - len(failed)
+            if failed:
+                raise failed[0][2]
+
+    async def flush_all(self) -> int:
+        """Close every bucket, the current window's included (shutdown, tests)."""
+        return await self.flush(int(time.time() // window_seconds()) + 1)

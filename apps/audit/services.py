@@ -6,11 +6,17 @@ fails, the exception propagates and the action rolls back (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import contextlib
+import functools
+import ipaddress
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, models
+from django.db import DatabaseError, Error, connection, models, transaction
 from django.utils import timezone
 
 from apps.core.context import current_request_id, request_var
@@ -151,6 +157,215 @@ def record_refusal(
         target_display=target_display,
         details=details,
     )
+
+
+# --- Batches: the data plane's group commit (apps/gateway/dataplane/auditsink.py) ----------------
+
+_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+_MAX_LENGTH = {f.attname: f.max_length for f in _FIELDS if getattr(f, "max_length", None)}
+_COPY_SQL = 'COPY "{}" ({}) FROM STDIN'.format(AuditEvent._meta.db_table, ", ".join(f'"{f.column}"' for f in _FIELDS))
+_IP_FIELD = AuditEvent._meta.get_field("source_ip")
+# In json.dumps output (ASCII): an escaped NUL or surrogate, which PostgreSQL's jsonb refuses.
+_BAD_JSON_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])")
+
+
+def _text(value: str, name: str) -> str:
+    """A text column's value that cannot fail the shared batch: cut to the column (PostgreSQL
+    would refuse it), NUL and unencodable surrogates replaced (PostgreSQL text cannot hold them)."""
+    value = str(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode()
+    limit = _MAX_LENGTH.get(name)
+    return value[:limit] if limit is not None else value
+
+
+def _clean_json(value):
+    if isinstance(value, str):
+        return _text(value, "")
+    if isinstance(value, dict):
+        return {_clean_json(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _json(value) -> tuple[object, str]:
+    """(value, its JSON text as the jsonb column takes it); a value PostgreSQL would refuse (an
+    escaped NUL or lone surrogate) is cleaned first. Raises TypeError for what is not JSON."""
+    text = json.dumps(value)
+    if _BAD_JSON_ESCAPE.search(text):
+        value = _clean_json(value)
+        text = json.dumps(value)
+    return value, text
+
+
+@functools.lru_cache(maxsize=4096)  # callers come back: a lookup instead of a parse
+def _address(ip: str | None) -> str | None:
+    """The client address as the model field stores it (IPv6 normalised, "" as NULL); an invalid one
+    raises ValueError here rather than fail the batch it would be written in."""
+    if not ip:
+        return None
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"not an IP address: {ip!r}") from None
+    return _IP_FIELD.get_prep_value(ip)
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """One audit event, built without touching the database, for record_events: the facts
+    record_event stores, given as plain values. The actor is given as it is at the time (id, user
+    name, roles — as record_event freezes them with roles_at_the_time); no actor (None, "", [])
+    for an unauthenticated caller or the system.
+
+    Built eagerly, so that one bad event can never fail the batch it would share with others: an
+    unknown type, an invalid address or details that are not JSON raise here (ValueError,
+    TypeError); text longer than its column is cut, and NULs or lone surrogates (which PostgreSQL
+    refuses) are replaced by U+FFFD / "?". Otherwise the row is exactly what record_event writes."""
+
+    event_type: str
+    actor_id: int | None = None
+    actor_name: str = ""
+    actor_roles: list[str] = field(default_factory=list)
+    source: Source = SYSTEM
+    request_id: str = field(default_factory=current_request_id)
+    target_type: str = ""
+    target_id: str = ""
+    target_display: str = ""
+    outcome: str = Outcome.SUCCESS
+    error_code: str = ""
+    details: dict = field(default_factory=dict)
+    timestamp: datetime = field(default_factory=timezone.now)
+    # The row in the model's field order, JSON columns as text, encoding_version left out (it is
+    # read when the batch is written, as record_event reads it at insert); and the JSON values.
+    copy_row: tuple = field(init=False, repr=False, compare=False, default=())
+    json_values: tuple = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self):
+        if self.event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown audit event type {self.event_type!r}; add it to apps/audit/catalogue.py")
+        source = self.source
+        roles, roles_text = _json([str(role) for role in self.actor_roles])
+        details, details_text = _json({**(self.details or {}), **source.token_details()})
+        self.json_values = (roles, details)
+        self.copy_row = (  # in _ROW_ORDER
+            self.timestamp,
+            None,
+            self.actor_id,
+            _text(self.actor_name, "actor_name"),
+            roles_text,
+            source.token_id,
+            _address(source.ip),
+            _text(source.user_agent, "user_agent"),
+            _text(self.request_id, "request_id"),
+            self.event_type,
+            group_of(self.event_type),
+            _text(self.target_type, "target_type"),
+            _text(self.target_id, "target_id"),
+            _text(self.target_display, "target_display"),
+            _text(self.outcome, "outcome"),
+            _text(self.error_code, "error_code"),
+            details_text,
+            "",
+            "",
+        )
+
+    @property
+    def row(self) -> dict:
+        """The column values by attribute name (JSON columns as values), encoding_version left out."""
+        row = dict(zip(_ROW_ORDER, self.copy_row, strict=True))
+        row["actor_roles"], row["details"] = self.json_values
+        return row
+
+
+_ROW_ORDER = (
+    "timestamp",
+    "sequence",
+    "actor_id",
+    "actor_name",
+    "actor_roles",
+    "token_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "event_type",
+    "event_group",
+    "target_type",
+    "target_id",
+    "target_display",
+    "outcome",
+    "error_code",
+    "details",
+    "prev_hash",
+    "hash",
+)
+if tuple(f.attname for f in _FIELDS) != (*_ROW_ORDER, "encoding_version"):  # a new column must be given a value
+    raise ImproperlyConfigured("AuditEvent's fields changed: update PendingEvent.copy_row and _ROW_ORDER to match")
+
+
+def record_events(events: Sequence[PendingEvent]) -> None:
+    """Write every event in one transaction, one statement (PostgreSQL: COPY; SQLite: a bulk
+    INSERT), with the column values record_event would write. All or nothing: any database error
+    becomes AuditUnavailable and nothing of the batch is written. A broken connection (killed
+    backend, restarted server) is closed so that the next call reconnects."""
+    if not events:
+        return
+    version = offline_verify.CURRENT_ENCODING  # read now: the version their hashes will use
+    try:
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            # One COPY in autocommit is its own transaction, all or nothing: two round trips, not
+            # four with BEGIN and COMMIT around it (the common case: the data plane's writer).
+            _copy(events, version)
+        else:
+            with transaction.atomic():  # inside a caller's transaction: a savepoint
+                if connection.vendor == "postgresql":
+                    _copy(events, version)
+                else:
+                    AuditEvent.objects.bulk_create([AuditEvent(**e.row, encoding_version=version) for e in events])
+    except Error as exc:
+        _drop_broken_connection()
+        raise AuditUnavailable() from exc
+
+
+def _copy(events: Sequence[PendingEvent], version: int) -> None:
+    # psycopg's own cursor (COPY is not in Django's API), its errors mapped to Django's so that
+    # the connection is marked as having failed (close_if_unusable_or_obsolete then checks it).
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
+        for event in events:
+            copy.write_row((*event.copy_row, version))
+
+
+def _drop_broken_connection() -> None:
+    if connection.in_atomic_block:  # the caller's transaction owns the connection (tests): leave it
+        return
+    with contextlib.suppress(Error):
+        connection.close_if_unusable_or_obsolete()
+
+
+def async_refusals(submit: Callable[[PendingEvent], Awaitable[None]], counter=None):
+    """The data plane's record_refusal: `await async_refusals(committer.submit).record(...)`
+    collapses an unauthenticated caller's refusals exactly as record_refusal does (same buckets,
+    counted in Redis through `counter` — an AsyncRedisCounter, see async_refusal_counter — or in
+    process), writing the first of each bucket through `submit` (the group committer) and the
+    remainders when their window has closed. See apps/audit/refusals.py, AsyncRefusals."""
+    from .refusals import AsyncRefusals
+
+    return AsyncRefusals(submit, counter)
+
+
+def async_refusal_counter(client=None):
+    """The refusal counter for the async data plane: Redis (`client`: a redis.asyncio.Redis, else
+    one made from REDIS_URL) shared with the portal's buckets, or this process's in-memory counter
+    without Redis."""
+    from .refusals import async_counter
+
+    return async_counter(client)
 
 
 @dataclass(frozen=True)

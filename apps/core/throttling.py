@@ -9,8 +9,9 @@ Subjects and their settings (SOVEREIGN_RATELIMIT_*, each "N/period"):
 - `RATELIMIT_SESSION`: per signed-in user, every portal/API call of the session;
 - `RATELIMIT_GATEWAY`: per API token on the gateway, checked after authentication.
 
-RateLimitMiddleware applies the first four to everything but the gateway (which checks its own
-after authenticating, apps/gateway/views.py), static files and /healthz. One Redis round trip per
+RateLimitMiddleware applies the first four to every portal request but static files and /healthz.
+The data plane (apps/gateway/dataplane/pipeline.py) applies the last one and the failure budget
+itself, with the async twin of the same limiter and the same keys. One Redis round trip per
 request; a failed authentication costs a second one.
 """
 
@@ -26,7 +27,7 @@ from .errors import ServiceError
 from .netaddr import limit_key, request_client_address
 from .ratelimit import ALLOWED, Check, Decision, MemoryLimiter, Rate, RedisLimiter
 
-_EXEMPT = ("/static/", "/healthz", "/v2/")
+_EXEMPT = ("/static/", "/healthz")
 _state: dict = {}
 
 

@@ -33,8 +33,27 @@ def parse_infer_header(body: bytes, header_length: str | None) -> dict:
     return header
 
 
+SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def _refuse_shared_memory(params, where: str) -> None:
+    """A shared-memory region is looked up on the Triton host: a caller naming one would read or
+    write memory registered there by someone else. The gateway forwards tensors in the request only."""
+    if isinstance(params, dict) and any(key in params for key in SHARED_MEMORY):
+        raise ServiceError(
+            "shared_memory_not_supported",
+            f"{where} names a shared-memory region: the gateway forwards tensors only in the request",
+        )
+
+
 def check_against_signature(header: dict, signature: dict, max_batch_size: int) -> None:
-    """Refuse unknown, missing or mistyped tensors with a precise code before Triton sees them."""
+    """Refuse unknown, missing or mistyped tensors with a precise code before Triton sees them,
+    and shared-memory parameters anywhere."""
+    _refuse_shared_memory(header.get("parameters"), "the request")
+    for kind in ("inputs", "outputs"):
+        for tensor in header.get(kind) or []:
+            if isinstance(tensor, dict):
+                _refuse_shared_memory(tensor.get("parameters"), f"{kind[:-1]} {str(tensor.get('name'))[:100]!r}")
     specs = {s["name"]: s for s in signature["inputs"]}
     seen = set()
     for tensor in header["inputs"]:

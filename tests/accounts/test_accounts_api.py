@@ -13,7 +13,6 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
@@ -23,6 +22,7 @@ from apps.accounts.roles import ANALYST
 from apps.audit.models import AuditEvent
 from tests.conftest import grant, make_user, session_client
 from tests.factories import ModelVersionFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient
 
 pytestmark = pytest.mark.django_db
 
@@ -252,7 +252,7 @@ class TestUsers:
 
 class TestMe:
     def _call(self, user, model: str) -> int:
-        client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        client = DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
         return client.post(f"/v2/models/{model}/infer", data="{}", content_type="application/json").status_code
 
     def test_shows_roles_and_only_own_gateway_usage(self, plain_user, mallory, triage):

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.test import Client
 
 from tests.conftest import grant
 from tests.factories import ModelVersionFactory, token_for
+
+from .dataplane_client import DataPlaneClient
 
 
 @dataclass
@@ -80,11 +81,11 @@ def silent_server():
 
 
 @pytest.fixture
-def caller(plain_user, model_version) -> Client:
+def caller(plain_user, model_version) -> DataPlaneClient:
     """An analyst granted `invoke_model` on triage, calling the gateway with their token as
     tritonclient would."""
     grant(plain_user, model_version.model)
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
+    return DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
 
 
 @pytest.fixture

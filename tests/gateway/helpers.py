@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from django.test import Client
-
 from tests.factories import DeploymentFactory, InferenceServerFactory, closed_port
 
 
@@ -18,6 +16,6 @@ def valid_request(batch: int = 1) -> dict:
     return {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [batch, 4], "data": [0.5] * 4 * batch}]}
 
 
-def infer(client: Client, body, name: str = "triage", **extra):
+def infer(client, body, name: str = "triage", **extra):
     data = body if isinstance(body, bytes) else json.dumps(body)
     return client.post(f"/v2/models/{name}/infer", data=data, content_type="application/json", **extra)

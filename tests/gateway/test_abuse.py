@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.test import Client
 from django.utils import timezone
 
 from apps.audit import tasks
 from apps.audit.models import AuditEvent, Outcome
 from apps.core import throttling
 from tests.core.test_ratelimit import assert_rate_limited
+from tests.gateway.dataplane_client import DataPlaneClient as Client
 
 from .helpers import deploy, infer, valid_request
 
@@ -63,19 +63,19 @@ class TestGateway:
     def test_one_redis_round_trip_per_granted_call(self, settings, caller, model_version, fake_triton):
         deploy(model_version, url=fake_triton.url)
         assert infer(caller, valid_request()).status_code == 200  # warm: connections, scripts
-        client = throttling.redis_client()
         calls = []
-        original = client.execute_command
 
-        def counting(*args, **kwargs):
-            calls.append(args[0])
-            return original(*args, **kwargs)
+        def count_on(plane):  # the data plane's own redis.asyncio client
+            original = plane.redis.execute_command
 
-        client.execute_command = counting
-        try:
-            assert infer(caller, valid_request()).status_code == 200
-        finally:
-            del client.execute_command
+            async def counting(*args, **kwargs):
+                calls.append(args[0])
+                return await original(*args, **kwargs)
+
+            plane.redis.execute_command = counting
+
+        caller.on_build = count_on
+        assert infer(caller, valid_request()).status_code == 200
 
         assert calls == ["EVALSHA"]
 

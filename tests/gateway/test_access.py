@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.contrib.auth.models import Group
-from django.test import Client
 from django.utils import timezone
 
 from apps.accounts.models import ApiToken
@@ -23,6 +22,7 @@ from apps.accounts.services import assign_role, grant_model_access, remove_role,
 from apps.audit.models import AuditEvent, Outcome
 from tests.conftest import grant, make_user
 from tests.factories import ModelVersionFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient as Client
 
 from .helpers import deploy, infer, valid_request
 

@@ -5,24 +5,33 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.test import Client
+from django.db import connection
 
-from apps.audit import refusals
 from apps.audit.models import AuditEvent
-from apps.gateway import views
 
+from .dataplane_client import DataPlaneClient as Client
 from .helpers import deploy, infer, valid_request
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def audit_down(monkeypatch):
-    def record_event(*args, **kwargs):
-        raise RuntimeError("audit store unavailable")
+def audit_down():
+    """Call it to make the audit table refuse every insert from then on, as a full disk or a lost
+    database would: a trigger created inside the test's transaction (rolled back with it)."""
+    return _break_audit
 
-    monkeypatch.setattr(views, "record_event", record_event)
-    monkeypatch.setattr(refusals, "record_event", record_event)  # anonymous refusals are written there
+
+def _break_audit() -> None:
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.audit_down() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER audit_down BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION pg_temp.audit_down()"
+        )
 
 
 class TestEveryCallAudited:
@@ -65,6 +74,7 @@ class TestFailClosed:
     def test_successful_inference_is_withheld(self, caller, model_version, fake_triton, audit_down):
         fake_triton.body = json.dumps({"outputs": [{"name": "OUTPUT", "data": [0.2, 0.3, 0.5]}]}).encode()
         deploy(model_version, url=fake_triton.url)
+        audit_down()
 
         resp = infer(caller, valid_request())
 
@@ -78,6 +88,7 @@ class TestFailClosed:
     )
     def test_error_paths_also_refuse(self, caller, model_version, audit_down, request_kind):
         deploy(model_version)
+        audit_down()
         send = {
             "no-token": lambda: infer(Client(), valid_request()),
             "unknown-model": lambda: infer(caller, valid_request(), name="nope"),

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.test import Client
 
 from apps.audit.models import AuditEvent
 from apps.compliance.services import attach_profile, set_model_policy
 from apps.registry.models import ModelVersion
 from tests.conftest import grant
 from tests.factories import ModelVersionFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient as Client
 from tests.gateway.helpers import deploy
 
 pytestmark = pytest.mark.django_db

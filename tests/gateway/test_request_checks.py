@@ -37,6 +37,22 @@ CASES = [
     ("inputs-not-list", {"inputs": {"name": "INPUT"}}, "invalid_request"),
     ("input-not-object", {"inputs": ["INPUT"]}, "invalid_request"),
     ("body-not-object", [tensor()], "invalid_request"),
+    # A region registered on the Triton host by someone else must not be named through the gateway.
+    (
+        "shared-memory-input",
+        {"inputs": [tensor(data=None, parameters={"shared_memory_region": "other", "shared_memory_byte_size": 16})]},
+        "shared_memory_not_supported",
+    ),
+    (
+        "shared-memory-output",
+        {"inputs": [tensor()], "outputs": [{"name": "OUTPUT", "parameters": {"shared_memory_region": "other"}}]},
+        "shared_memory_not_supported",
+    ),
+    (
+        "shared-memory-request",
+        {"inputs": [tensor()], "parameters": {"shared_memory_offset": 0}},
+        "shared_memory_not_supported",
+    ),
 ]
 
 

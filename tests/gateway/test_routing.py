@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from apps.accounts.models import ApiToken
 from apps.audit.models import AuditEvent, Outcome
 from apps.deployments.models import Desired, Observed
 from tests.factories import ModelVersionFactory, UserFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient as Client
 
 from .helpers import deploy, infer, valid_request
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from django.test import Client
 
 from apps.audit.models import AuditEvent
 from apps.deployments import services as deployments
@@ -17,6 +16,7 @@ from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
 from tests.conftest import grant
 from tests.factories import InferenceServerFactory, ModelVersionFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient as Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

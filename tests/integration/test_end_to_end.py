@@ -84,11 +84,11 @@ def _bearer(user) -> dict:
     return {"Authorization": f"Bearer {issue_token(user=user, name='it', actor=user)[1]}"}
 
 
-def _gateway(live_server) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(url=live_server.url.removeprefix("http://"))
+def _gateway(dataplane) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(url=dataplane.url.removeprefix("http://"))
 
 
-def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator):
+def test_upload_deploy_infer_audit(triton, celery_worker, live_server, dataplane, operator):
     user, token, api = operator
     plaintext = build_test_onnx(4, 3, seed=11)
     version = _upload(api, "sepsis-risk", plaintext)
@@ -100,7 +100,7 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, operator)
     assert _transitions(dep_id) == ["pending", "loading", "active"]
     assert dep.server.state == "up" and dep.server.last_seen_at is not None
 
-    gw = _gateway(live_server)
+    gw = _gateway(dataplane)
     auth = {"Authorization": f"Bearer {token}"}
     grant(user, Model.objects.get(name="sepsis-risk"))
     x = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
@@ -194,7 +194,7 @@ def test_unreachable_triton_fails_after_retries(celery_worker, operator):
     assert dep.server.state == "down"
 
 
-def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server, operator):
+def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server, dataplane, operator):
     _, token, api = operator
     version = _upload(api, "shortlived", build_test_onnx(4, 2, seed=9))
     dep_id = _deploy(api, version["id"], _server(api, triton.http_url, "triton-undeploy"))
@@ -202,7 +202,7 @@ def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server
     assert api.post(f"/api/v1/deployments/deployments/{dep_id}/undeploy/").status_code == 202
     assert _settled(dep_id, (Observed.INACTIVE, Observed.FAILED)).observed_state == Observed.INACTIVE
     assert not TritonClient(triton.http_url).model_ready("shortlived")
-    gw, auth = _gateway(live_server), {"Authorization": f"Bearer {token}"}
+    gw, auth = _gateway(dataplane), {"Authorization": f"Bearer {token}"}
     assert not gw.is_model_ready("shortlived", headers=auth)
     with pytest.raises(InferenceServerException) as err:
         gw.get_model_metadata("shortlived", headers=auth)
@@ -239,7 +239,7 @@ def test_no_plaintext_model_on_disk_after_deploy(triton, celery_worker, operator
     assert any(p.suffix == ".enc" for p in _files_under(data_dir / "artifacts"))
 
 
-def test_sm4_gcm_artifact_deploys_and_infers(triton, celery_worker, live_server, operator, settings):
+def test_sm4_gcm_artifact_deploys_and_infers(triton, celery_worker, live_server, dataplane, operator, settings):
     """国密 suite: the artifact is SM4-GCM in the segmented format; Triton decrypts it in memory."""
     user, token, api = operator
     settings.ARTIFACT_SUITE = "SM4-GCM"
@@ -254,6 +254,6 @@ def test_sm4_gcm_artifact_deploys_and_infers(triton, celery_worker, live_server,
     x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
     inp = httpclient.InferInput("INPUT", [3, 4], "FP32")
     inp.set_data_from_numpy(x)
-    result = _gateway(live_server).infer("sm4-model", [inp], headers={"Authorization": f"Bearer {token}"})
+    result = _gateway(dataplane).infer("sm4-model", [inp], headers={"Authorization": f"Bearer {token}"})
     expected = ort.InferenceSession(plaintext).run(None, {"INPUT": x})[0]
     np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-5, atol=1e-6)

@@ -83,7 +83,9 @@ def eager_tasks():
     celery_app.conf.task_always_eager = before
 
 
-def test_rotation_under_load_on_softhsm(portal_uses_hsm, hsm_triton, live_server, softhsm_token, eager_tasks):
+def test_rotation_under_load_on_softhsm(
+    portal_uses_hsm, hsm_triton, live_server, dataplane, softhsm_token, eager_tasks
+):
     officer, analyst = make_user("sec-officer", SECURITY_OFFICER), make_user("ana", ANALYST)
     server = deployments.register_server(name="triton-hsm-rot", http_url=hsm_triton.http_url, actor=None)
     serving = register_model_version(model_name="rot-serving", data=build_test_onnx(4, 3, seed=41), actor=officer)
@@ -94,7 +96,7 @@ def test_rotation_under_load_on_softhsm(portal_uses_hsm, hsm_triton, live_server
     old = KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
     old_label = old.hsm_label
 
-    with Load(live_server.url.removeprefix("http://"), "rot-serving", token) as load:
+    with Load(dataplane.url.removeprefix("http://"), "rot-serving", token) as load:
         wait_for(lambda: load.ok >= 20 or load.failures, 60, what="the load to get going")
         response = _api(officer).post("/api/v1/keys/rotate/", {"reason": "it"}, format="json")
         assert response.status_code == 202, response.json()

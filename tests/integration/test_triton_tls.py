@@ -26,7 +26,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from django.test import Client
 
 from apps.accounts.roles import ADMIN, ANALYST
 from apps.deployments import services as deployments
@@ -39,6 +38,7 @@ from inference_backend.private_file import write_private
 from inference_backend.server import free_port
 from tests.conftest import grant, make_user
 from tests.factories import token_for
+from tests.gateway.dataplane_client import DataPlaneClient
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -182,7 +182,7 @@ def _log_lines(nginx, path_part: str) -> list[str]:
     return [line for line in nginx.access_log.read_text().splitlines() if path_part in line]
 
 
-def _infer(client: Client, name: str):
+def _infer(client, name: str):
     body = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": list(X.shape), "data": X.flatten().tolist()}]}
     return client.post(f"/v2/models/{name}/infer", data=json.dumps(body), content_type="application/json")
 
@@ -209,7 +209,7 @@ def test_deploy_and_infer_over_mutual_tls_and_refusals(triton, nginx, pki, tls_s
 
     analyst = make_user("tls-analyst", ANALYST)
     grant(analyst, dep.model)
-    caller = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(analyst)}")
+    caller = DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(analyst)}")
     resp = _infer(caller, "tls-demo")
     assert resp.status_code == 200, resp.content
     output = next(o for o in resp.json()["outputs"] if o["name"] == "PROBABILITIES")

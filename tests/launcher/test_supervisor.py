@@ -243,17 +243,34 @@ def test_routine_beat_tasks_are_not_logged_at_info_but_their_errors_are(caplog):
     assert sum(isinstance(f, QuietRoutineTasks) for f in trace.filters) == 1
 
 
-def test_the_portal_binds_loopback_unless_sovereign_bind_says_otherwise(monkeypatch):
-    monkeypatch.delenv("SOVEREIGN_BIND", raising=False)
+def test_the_data_plane_is_public_on_bind_and_the_portal_stays_on_loopback_behind_it(monkeypatch):
+    for name in ("SOVEREIGN_BIND", "SOVEREIGN_GRPC_PORT", "SOVEREIGN_PORTAL_PORT", "SOVEREIGN_TRUSTED_PROXIES"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SOVEREIGN_PORT", "8311")
-    web = load_run_local().commands()["web"]
-    assert web[web.index("--bind") + 1] == "127.0.0.1:8311"
+    module = load_run_local()
+    plane, web = module.commands()["dataplane"], module.commands()["web"]
+    arg = lambda argv, flag: argv[argv.index(flag) + 1]  # noqa: E731
+    assert (arg(plane, "--host"), arg(plane, "--port"), arg(plane, "--grpc-port")) == ("127.0.0.1", "8311", "8312")
+    assert arg(web, "--bind") == "127.0.0.1:8313"
+    assert arg(plane, "--portal-upstream") == "http://127.0.0.1:8313"  # every non-/v2 path reaches the portal
     monkeypatch.setenv("SOVEREIGN_BIND", "0.0.0.0")  # noqa: S104 - the explicit opt-in under test
     module = load_run_local()
-    web = module.commands()["web"]
-    assert web[web.index("--bind") + 1] == "0.0.0.0:8311" and module.HOST == "127.0.0.1"
+    plane, web = module.commands()["dataplane"], module.commands()["web"]
+    assert arg(plane, "--host") == "0.0.0.0" and module.HOST == "127.0.0.1"  # noqa: S104
+    assert arg(web, "--bind") == "127.0.0.1:8313"  # never exposed: only the data plane reaches it
     monkeypatch.setenv("SOVEREIGN_BIND", "10.1.2.3")
     assert load_run_local().HOST == "10.1.2.3"  # health checks and printed URLs use the bound address
+    monkeypatch.setenv("SOVEREIGN_GRPC_PORT", "0")
+    assert arg(load_run_local().commands()["dataplane"], "--grpc-port") == "0"  # gRPC off
+
+
+def test_only_the_portal_trusts_the_data_planes_loopback_hop(monkeypatch):
+    monkeypatch.delenv("SOVEREIGN_TRUSTED_PROXIES", raising=False)
+    module = load_run_local()
+    assert module.child_env("web", {})["SOVEREIGN_TRUSTED_PROXIES"] == "127.0.0.1/32,::1/128"
+    assert "SOVEREIGN_TRUSTED_PROXIES" not in module.child_env("dataplane", {})  # it faces the clients
+    kept = module.child_env("web", {"SOVEREIGN_TRUSTED_PROXIES": "10.0.0.0/8"})["SOVEREIGN_TRUSTED_PROXIES"]
+    assert kept == "10.0.0.0/8,127.0.0.1/32,::1/128"
 
 
 def test_a_closed_output_does_not_stop_the_launcher_from_talking_or_stopping(run_local, monkeypatch):

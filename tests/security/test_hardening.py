@@ -26,6 +26,7 @@ from inference_backend.kek import KekError
 from tests.conftest import grant, make_user
 from tests.factories import ModelVersionFactory, closed_port, token_for
 from tests.gateway.conftest import fake_triton  # noqa: F401 - fixture
+from tests.gateway.dataplane_client import DataPlaneClient
 from tests.gateway.helpers import deploy, valid_request
 
 pytestmark = pytest.mark.django_db
@@ -243,9 +244,9 @@ def test_deid_unavailable_names_no_key_path_nor_kek_id(text_model, plain_user, s
     settings.PSEUDONYM_KEY_FILE = str(key_file)
     pseudonym.forget()
     body = {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["Patient John Smith"]}]}
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
+    client = DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
 
-    with caplog.at_level(logging.ERROR, logger="apps.gateway.views"):
+    with caplog.at_level(logging.ERROR, logger="apps.gateway.dataplane.pipeline"):
         response = client.post("/v2/models/notes/infer", json.dumps(body), content_type="application/json")
 
     assert (response.status_code, response.json()["code"]) == (503, "deid_unavailable")
@@ -261,7 +262,7 @@ def test_unreachable_triton_answer_names_no_internal_address(plain_user, staff_u
     mv = ModelVersionFactory(model_name="triage", actor=staff_user)
     deploy(mv, url=f"http://127.0.0.1:{port}")
     grant(plain_user, mv.model)
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
+    client = DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
 
     response = client.post("/v2/models/triage/infer", json.dumps(valid_request()), content_type="application/json")
 

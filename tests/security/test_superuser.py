@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from apps.audit.models import AuditEvent
 from tests.conftest import otp_login
 from tests.factories import PASSWORD, token_for
+from tests.gateway.dataplane_client import DataPlaneClient
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +65,7 @@ class TestSuperuserUseAlerts:
 
     def test_every_gateway_call_alerts_in_its_own_event(self, admin_user, plain_user):
         for user in (admin_user, plain_user):
-            Client(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}").post(
+            DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}").post(
                 "/v2/models/ghost/infer", data="{}", content_type="application/json"
             )
 

@@ -21,7 +21,6 @@ import pytest
 import time_machine
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from django.utils import timezone
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -44,6 +43,7 @@ from apps.core.errors import ServiceError
 from apps.registry.models import Model
 from tests.conftest import grant, make_user, otp_login, session_client
 from tests.factories import DeploymentFactory, InferenceServerFactory, ModelVersionFactory, token_for
+from tests.gateway.dataplane_client import DataPlaneClient
 
 pytestmark = pytest.mark.django_db
 
@@ -58,8 +58,8 @@ def bearer(token: str) -> APIClient:
 
 
 def gateway(token: str, model: str = "triage"):
-    """The real gateway view, as tritonclient calls it."""
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    """The real gateway (the data plane), as tritonclient calls it."""
+    client = DataPlaneClient(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client.post(f"/v2/models/{model}/infer", data="{}", content_type="application/json")
 
 

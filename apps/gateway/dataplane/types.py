@@ -30,6 +30,7 @@ class Inbound:
     body: bytes = b""  # INFER: JSON header (+ binary tensors)
     header_length: int | None = None
     content_type: str = "application/json"
+    body_error: str | None = None  # "too_large" | "timeout" | "disconnected": the body could not be read whole
 
 
 @dataclass

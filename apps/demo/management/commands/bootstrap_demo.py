@@ -5,6 +5,7 @@ it. Safe to run repeatedly; each run revokes the previous demo token and issues 
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -120,9 +121,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--triton-url", required=True, help="HTTP URL of the local Triton server")
         parser.add_argument("--portal-url", required=True, help="URL the portal is reachable at")
+        parser.add_argument(
+            "--grpc-address", default="", help="host:port of the data plane's KServe v2 gRPC endpoint, if any"
+        )
         parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the deployment")
 
-    def handle(self, *args, triton_url, portal_url, timeout, **options):
+    def handle(self, *args, triton_url, portal_url, timeout, grpc_address="", **options):
         logins = ensure_demo_accounts()
         admin, officer = logins[ADMIN_USER].user, logins[OFFICER].user
         server = deployments.register_server(name="local", http_url=triton_url, hardware="cpu", actor=admin)
@@ -147,7 +151,18 @@ class Command(BaseCommand):
         dep = self._wait_active(dep.pk, timeout)
         caller = demo_caller(mv.model, admin=admin, officer=officer)
         token = issue_demo_token(caller, mv.model)
-        self._print(portal_url, logins, token, dep, caller)
+        self._print(portal_url, logins, token, dep, caller, grpc_address)
+
+    @staticmethod
+    def _python_call(address, ssl, protocol, header, token, model):
+        """A shell heredoc running tritonclient.<protocol> against `address` (flush left: it is pasted)."""
+        return f"""python - <<'EOF'
+import numpy as np, tritonclient.{protocol} as t
+c = t.InferenceServerClient('{address}'{ssl})
+x = t.InferInput('INPUT', [1, 4], 'FP32'); x.set_data_from_numpy(np.array([[0.5, 1.0, -0.5, 2.0]], np.float32))
+print(c.infer('{model}', [x], headers={{'{header}': 'Bearer {token}'}}).as_numpy('PROBABILITIES'))
+EOF
+"""
 
     def _wait_active(self, pk, timeout):
         deadline = time.monotonic() + timeout
@@ -163,7 +178,7 @@ class Command(BaseCommand):
             f"(state {dep.observed_state}); is the Celery worker running?"
         )
 
-    def _print(self, portal_url, logins, token, dep, caller):
+    def _print(self, portal_url, logins, token, dep, caller, grpc_address=""):
         body = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
         rows = []
         for name, login in logins.items():
@@ -171,6 +186,16 @@ class Command(BaseCommand):
             code = f"   enrolment code: {login.enrolment_code}" if login.enrolment_code else ""
             rows.append(f"    {name:<13} {login.role:<17} password: {password}{code}")
         accounts = "\n".join(rows)
+        url = urlsplit(portal_url)
+        http_address, ssl = url.netloc, ", ssl=True" if url.scheme == "https" else ""
+        python = self._python_call(http_address, ssl, "http", "Authorization", token, dep.model.name)
+        grpc = ""
+        if grpc_address:
+            grpc_call = self._python_call(grpc_address, "", "grpc", "authorization", token, dep.model.name)
+            grpc = f"""
+  and over gRPC (KServe v2 on {grpc_address}; the token travels in the call's metadata):
+
+{grpc_call}"""
         self.stdout.write(f"""
 Sovereign is running.
 
@@ -189,5 +214,8 @@ replaces the previous run's, which is revoked):
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{body}' {portal_url}/v2/models/{dep.model.name}/infer
 
+  The same with Triton's Python client (pip install 'tritonclient[http,grpc]'), pasted into a shell:
+
+{python}{grpc}
 Press Ctrl-C to stop everything.
 """)

@@ -1,0 +1,263 @@
+"""The data plane's one pipeline, shared by every protocol adapter:
+
+    authenticate → route → rate limit → check + de-identify → forward → meter → audit → answer
+
+Authentication and routing read the in-memory policy snapshot (snapshot.py); the rate limit is one
+Redis round trip (apps/core/ratelimit.py's async twin); forwarding uses pooled keep-alive
+connections (upstream.py); the audit event is committed together with whatever other calls'
+events arrived meanwhile (auditsink.py) and awaited before the answer is released: no durable
+event, no answer (503 `audit_unavailable`). The refusals and their codes are those of the
+control plane's access policy (apps/registry/access.py through apps/gateway/routing.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from apps.accounts.services import TokenRejected
+from apps.core.errors import ServiceError
+from apps.core.netaddr import client_address, limit_key, trusted_proxies
+from apps.core.ratelimit import Check, Decision
+from apps.core.source import Source
+from apps.core.throttling import RateLimited, rate
+from apps.keys.services import pseudonym_key
+from inference_backend.client import clean_upstream_text
+from inference_backend.kek import KekError
+
+from ..phi import deidentify_request
+from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+_PASS_HEADERS = ("content-type", HEADER_LENGTH.lower(), "content-encoding")
+_HEADER_NAMES = {
+    "content-type": "Content-Type",
+    HEADER_LENGTH.lower(): HEADER_LENGTH,
+    "content-encoding": "Content-Encoding",
+}
+
+
+_BODY_ERRORS = {
+    "too_large": ServiceError(
+        "request_too_large", "the inference request exceeds SOVEREIGN_MAX_REQUEST_BODY_BYTES", 413
+    ),
+    "timeout": ServiceError(
+        "request_timeout", "the request body did not arrive within SOVEREIGN_GATEWAY_BODY_TIMEOUT", 408
+    ),
+    "disconnected": ServiceError("client_disconnected", "the client went away before sending the whole body", 400),
+}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def error_outbound(err: ServiceError) -> Outbound:
+    body = json.dumps({"error": err.detail, **err.as_dict()}, separators=(",", ":")).encode()  # as json_error
+    return Outbound(
+        err.status_code,
+        body,
+        [("Content-Type", JSON)],
+        error=err,
+        retry_after=getattr(err, "retry_after", None),
+    )
+
+
+@dataclass
+class Call:
+    """What one call learned, for its audit event."""
+
+    inbound: Inbound
+    started: float
+    ip: str | None
+    caller: object | None = None  # the snapshot's Caller
+    route: object | None = None  # the snapshot's Route
+    deid: dict | None = None
+
+
+class Pipeline:
+    """One per data-plane process. `policy` answers authenticate/route (snapshot.py), `audit`
+    takes events (auditsink.py), `limiter` is an async rate limiter, `pool` the upstream pool."""
+
+    def __init__(self, *, policy, audit, limiter, failure_limiter=None, pool, refusals=None):
+        self.policy = policy
+        self.audit = audit
+        self.limiter = limiter
+        self.pool = pool
+        self.refusals = refusals  # async refusal collapse for unauthenticated callers
+
+    # -- the pipeline ----------------------------------------------------------------------
+    async def handle(self, inbound: Inbound) -> Outbound:
+        call = Call(
+            inbound, time.perf_counter(), client_address(inbound.peer, inbound.forwarded_for, trusted_proxies())
+        )
+        if not inbound.request_id:
+            inbound.request_id = new_request_id()
+        try:
+            route = await self._admit(call)
+            out = await self._act(call, route)
+            error = None
+        except ServiceError as err:
+            out, error = error_outbound(err), err
+        except Exception:
+            logger.exception("gateway call to %s failed", inbound.model)
+            error = ServiceError(
+                "internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500
+            )
+            out = error_outbound(error)
+        return await self._audited(call, out, error)
+
+    async def refuse(self, inbound: Inbound, err: ServiceError) -> Outbound:
+        """An adapter's own refusal (a gRPC message that is malformed, over the size limit or cannot
+        be translated): the caller is authenticated as for any call, so a bad token is answered as
+        such and the event names who was refused (an unauthenticated caller's refusals are
+        collapsed); then `err` is audited and answered. Nothing is routed or forwarded."""
+        call = Call(
+            inbound, time.perf_counter(), client_address(inbound.peer, inbound.forwarded_for, trusted_proxies())
+        )
+        if not inbound.request_id:
+            inbound.request_id = new_request_id()
+        try:
+            await self._authenticate(call)
+            raise err
+        except ServiceError as refused:
+            return await self._audited(call, error_outbound(refused), refused)
+
+    async def _authenticate(self, call: Call):
+        try:
+            call.caller = await self.policy.authenticate(call.inbound.authorization, call.ip)
+        except TokenRejected:
+            decision = await self._hit(self._failure_check(call.ip))
+            if not decision.allowed:
+                raise RateLimited(decision, "address") from None
+            raise
+        return call.caller
+
+    async def _admit(self, call: Call):
+        inbound = call.inbound
+        caller = await self._authenticate(call)
+        if settings.RATELIMIT_ENABLED:
+            decision = await self.limiter.hit(Check(f"gw:{caller.token_id}", rate(settings.RATELIMIT_GATEWAY)))
+            if not decision.allowed:
+                raise RateLimited(decision, "token")
+        routes = await self.policy.route(caller, inbound.model, inbound.version, invoke=inbound.kind == INFER)
+        call.route = random.choice(routes) if len(routes) > 1 else routes[0]
+        return call.route
+
+    def _failure_check(self, ip: str | None) -> Check:
+        return Check(f"fail:{limit_key(ip, settings.RATELIMIT_IPV6_PREFIX)}", rate(settings.RATELIMIT_AUTH_FAILURES))
+
+    async def _hit(self, check: Check) -> Decision:
+        if not settings.RATELIMIT_ENABLED:
+            return Decision(True)
+        return await self.limiter.hit(check)
+
+    async def _act(self, call: Call, route) -> Outbound:
+        inbound = call.inbound
+        url = f"{route.http_url}/v2/models/{inbound.model}"
+        if inbound.version is not None:
+            url = f"{url}/versions/{route.version}"
+        timeout = settings.TRITON_TIMEOUT
+        if inbound.kind == INFER:
+            body, header_length = await self._prepare(call, route)
+            headers = [("Content-Type", inbound.content_type or JSON)]
+            if header_length is not None:
+                headers.append((HEADER_LENGTH, str(header_length)))
+            upstream = await self.pool.request("POST", f"{url}/infer", headers, body, timeout=timeout)
+            return self._relay_version(upstream, call, route)
+        if inbound.kind == READY:
+            upstream = await self.pool.request("GET", f"{url}/ready", timeout=timeout)
+            return self._relay(upstream)
+        upstream = await self.pool.request("GET", url, timeout=timeout)
+        return self._relay_version(upstream, call, route)
+
+    async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
+        inbound = call.inbound
+        if inbound.body_error is not None or len(inbound.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise _BODY_ERRORS[inbound.body_error or "too_large"]
+        header_length = None if inbound.header_length is None else str(inbound.header_length)
+        body = inbound.body
+        header = parse_infer_header(body, header_length)
+        check_against_signature(header, route.signature, route.max_batch_size)
+        mode = route.deid_mode
+        if mode != "off":  # the model's policy: identifiers never reach Triton
+            try:
+                # unwrapped once per process (it may read the database and the HSM): off the event loop
+                key = await sync_to_async(pseudonym_key, thread_sensitive=True)() if mode == "pseudonymise" else None
+            except (KekError, OSError, ValueError, KeyError) as err:  # fail closed: nothing is forwarded
+                logger.error("de-identification key for %s unavailable: %s: %s", inbound.model, type(err).__name__, err)
+                raise ServiceError(
+                    "deid_unavailable",
+                    "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header "
+                    "to the operator",
+                    503,
+                ) from err
+            body, header_length, found = deidentify_request(body, header, header_length, mode, key)
+            call.deid = {"mode": mode, "found": found}
+        return body, None if header_length is None else int(header_length)
+
+    def _relay(self, upstream) -> Outbound:
+        if upstream.status >= 400:
+            try:
+                message = json.loads(upstream.body).get("error") or upstream.body.decode(errors="replace")
+            except (ValueError, AttributeError):
+                message = upstream.body.decode(errors="replace")
+            status = 400 if upstream.status < 500 else 502
+            code = "triton_rejected" if status == 400 else "triton_error"
+            raise ServiceError(code, clean_upstream_text(str(message)), status)
+        headers = [(_HEADER_NAMES[n], upstream.headers[n]) for n in _PASS_HEADERS if n in upstream.headers]
+        return Outbound(upstream.status, upstream.body, headers)
+
+    def _relay_version(self, upstream, call: Call, route) -> Outbound:
+        """Triton's "unknown model version" (404 for a version it never had, 503 for one it no
+        longer has loaded) on a versioned call is the gateway's own 404: the route said the server
+        serves that version, Triton says it does not."""
+        inbound = call.inbound
+        if inbound.version is not None and (
+            upstream.status == 404 or (upstream.status == 503 and b"unknown model" in upstream.body)
+        ):
+            logger.warning(
+                "%s version %s is routed to server %s, whose Triton does not serve it",
+                inbound.model,
+                inbound.version,
+                route.server_name,
+            )
+            raise ServiceError(
+                "model_version_not_deployed", f"version {inbound.version} of {inbound.model!r} is not deployed", 404
+            )
+        return self._relay(upstream)
+
+    # -- audit -------------------------------------------------------------------------------
+    async def _audited(self, call: Call, out: Outbound, error: ServiceError | None) -> Outbound:
+        inbound, caller = call.inbound, call.caller
+        source = Source(ip=call.ip, user_agent=inbound.user_agent[:300])
+        try:
+            # An unauthenticated caller's refusals are collapsed per (address, code, minute).
+            await self.audit.record_call(
+                EVENT_TYPES[inbound.kind],
+                model=inbound.model,
+                status=out.status,
+                latency_ms=(time.perf_counter() - call.started) * 1000,
+                source=source if caller is None else caller.source(source),
+                request_id=inbound.request_id,
+                caller=caller,
+                route=call.route,
+                error_code=error.code if error else "",
+                deid=call.deid,  # the mode and counts per identifier type, never values
+                extra=None if inbound.protocol == "http" else {"protocol": inbound.protocol},
+            )
+        except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
+            logger.exception("gateway call to %s could not be audited", inbound.model)
+            return error_outbound(
+                ServiceError("audit_unavailable", "the call could not be audited and was refused", 503)
+            )
+        return out

@@ -1,0 +1,72 @@
+"""Assembles a data plane from the settings: the pipeline's parts, the ASGI app, and their start
+and stop. `run_dataplane` (the process) and the tests' in-process client both use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from apps.audit.services import async_refusal_counter
+from apps.core import throttling
+from apps.core.ratelimit import AsyncRedisLimiter
+from apps.deployments.selectors import server_policy, tls_config
+
+from .asgi import DataPlaneApp
+from .auditsink import AuditSink
+from .interim import DatabasePolicy
+from .pipeline import Pipeline
+from .upstream import UpstreamPool
+
+
+def async_redis():
+    """A redis.asyncio client (None without REDIS_URL), short timeouts like the portal's."""
+    if not settings.REDIS_URL:
+        return None
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+class _InProcess:
+    """Without Redis (`make run`): the process's in-memory limiter, the one the portal's own code
+    in this process uses, asked from the event loop (nothing in it blocks)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def hit(self, *checks, now_us=None):
+        return self.inner.hit(*checks, now_us=now_us)
+
+
+@dataclass
+class DataPlane:
+    pipeline: Pipeline
+    app: DataPlaneApp
+    redis: object | None
+
+    async def start(self) -> None:
+        await self.pipeline.audit.start()
+
+    async def stop(self, *, final: bool = True) -> None:
+        """`final`: the process ends (in-process refusal counts are written now); the tests' client
+        builds a plane per call and passes False."""
+        await self.pipeline.audit.stop(final=final)
+        self.pipeline.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def build(*, portal_upstream: str | None = None) -> DataPlane:
+    client = async_redis()
+    limiter = AsyncRedisLimiter(client) if client is not None else _InProcess(throttling.limiter())
+    pool = UpstreamPool(
+        server_policy(),
+        tls_config(),
+        max_connections=settings.GATEWAY_POOL_SIZE,
+        max_waiting=settings.GATEWAY_MAX_WAITING,
+    )
+    audit = AuditSink(refusal_counter=async_refusal_counter(client))
+    pipeline = Pipeline(policy=DatabasePolicy(), audit=audit, limiter=limiter, pool=pool)
+    app = DataPlaneApp(pipeline, portal_upstream=portal_upstream)
+    return DataPlane(pipeline, app, client)
