@@ -45,9 +45,11 @@ test: install system-deps
 	$(BIN)/lint-imports --no-cache
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/pytest $(PYTEST_ARGS)
-	@# The access policy's equivalence test once more on SQLite, the embedded default's database.
+	@# The access policy's equivalence test once more on SQLite, the embedded default's database, with
+	@# the data plane's policy snapshot and its invalidation by the polled counter (no NOTIFY there).
 	DATABASE_URL=sqlite:////tmp/sovereign-policy-test.sqlite3 REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/pytest -q --nomigrations -p no:cacheprovider tests/registry/test_policy_equivalence.py
+		$(BIN)/pytest -q --nomigrations -p no:cacheprovider tests/registry/test_policy_equivalence.py \
+		tests/gateway/dataplane/test_snapshot.py tests/gateway/dataplane/test_snapshot_invalidation.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -268,6 +268,12 @@ PORTAL_UPSTREAM = env.str("SOVEREIGN_PORTAL_UPSTREAM", default="")
 PORTAL_RELAY_TIMEOUT = env.float("SOVEREIGN_PORTAL_RELAY_TIMEOUT", default=600.0)
 # KServe v2 over gRPC on the data plane (0: off).
 GATEWAY_GRPC_PORT = env.int("SOVEREIGN_GRPC_PORT", default=0)
+# The data plane's in-memory policy snapshot (apps/gateway/dataplane/snapshot.py) is rebuilt when a
+# policy write commits (PostgreSQL NOTIFY; on SQLite a counter polled every 250 ms) and, as a
+# backstop, at least every POLICY_MAX_AGE seconds; after POLICY_HARD_LIMIT seconds without a
+# successful rebuild (database unreachable) the data plane refuses every call (503 policy_unavailable).
+POLICY_MAX_AGE = env.float("SOVEREIGN_POLICY_MAX_AGE", default=5.0)
+POLICY_HARD_LIMIT = env.float("SOVEREIGN_POLICY_HARD_LIMIT", default=60.0)
 
 # --- Triton servers: which addresses, and TLS (docs/triton-tls.md) ---------------------------
 # An allow-list of CIDRs every Triton server address must fall in (empty: any address but the

@@ -11,15 +11,20 @@ model's de-identification facts (apps.compliance.selectors.deid_policy_columns).
 and profile come from the token lookup (apps.accounts.services.tokens). The decisions — may invoke,
 may see, in the catalogue, which de-identification mode — are the access policy's, the same
 functions the control plane's selectors ask, so refusals (409 / 403 / 404) need no further query.
-tests/registry/test_policy_equivalence.py checks that both forms answer alike.
+They are asked in one place, decide(), which the data plane's in-memory policy snapshot
+(apps/gateway/dataplane/snapshot.py) calls on the facts it holds: the two forms share every line of
+the decision and differ only in where the facts come from. tests/registry/test_policy_equivalence.py
+checks that every form answers alike.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import TypeVar
 
 from django.contrib.auth.models import Group, Permission
 from django.db import connection
@@ -41,6 +46,8 @@ from apps.registry.selectors import (
     invokable,
     visible,
 )
+
+T = TypeVar("T")
 
 
 @cache
@@ -104,32 +111,76 @@ def gather(user, token, name: str) -> Facts:
 
 def route(user, token, name: str, *, invoke: bool, now: datetime | None = None) -> list[Deployment]:
     """The ACTIVE deployments of model `name` this caller may use with this token: to infer
-    (`invoke`), or to read metadata and readiness. Otherwise the refusal, decided on the same facts:
-    403 `insufficient_scope`; 409 `model_not_deployed` (allowed, nothing active); 403
-    `invoke_not_permitted` (in the caller's catalogue); 404 `model_not_found` (not even that)."""
-    facts_of_token = Token(scopes=frozenset(token.scopes), restricted=bool(token.restricted))
-    if not gateway_scope_allows(facts_of_token, invoke=invoke):
-        raise ServiceError("insufficient_scope", "this token lacks the 'invoke' scope", 403)
+    (`invoke`), or to read metadata and readiness; otherwise decide()'s refusal. The scope is asked
+    first, so that a token without it costs no query."""
+    tok = Token(scopes=frozenset(token.scopes), restricted=bool(token.restricted))
+    check_scope(tok, invoke=invoke)
     facts = gather(user, token, name)
-    if facts.model_id is None:
-        raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
-    now = now or timezone.now()
-    principal = principal_from_lookup(user)
-    tok = Token(
-        scopes=facts_of_token.scopes,
-        restricted=facts_of_token.restricted,
-        model_ids=frozenset({facts.model_id} if facts.listed else ()),
+    listed = frozenset({facts.model_id} if facts.listed else ())
+    return decide(
+        name,
+        principal_from_lookup(user),
+        Token(scopes=tok.scopes, restricted=tok.restricted, model_ids=listed),
+        facts.model_id,
+        facts.grants,
+        list(facts.deployments.values()),
+        invoke=invoke,
+        now=now or timezone.now(),
     )
-    allowed = (invokable if invoke else visible)(principal, tok, facts.grants, now)
-    if facts.model_id in allowed:
-        if facts.deployments:
-            return list(facts.deployments.values())
+
+
+def check_scope(token: Token, *, invoke: bool) -> None:
+    if not gateway_scope_allows(token, invoke=invoke):
+        raise ServiceError("insufficient_scope", "this token lacks the 'invoke' scope", 403)
+
+
+def decide(
+    name: str,
+    principal: Principal,
+    token: Token,
+    model_id: int | None,
+    grants: Iterable[Grant],
+    served: Sequence[T],
+    *,
+    invoke: bool,
+    now: datetime,
+) -> Sequence[T]:
+    """The gateway's one decision, on facts gathered by either form — the route statement above or
+    the data plane's in-memory snapshot (apps/gateway/dataplane/snapshot.py): `served` (the model's
+    ACTIVE deployments, in whatever shape the form keeps them) if the caller may use them, else the
+    refusal: 403 `insufficient_scope`; 404 `model_not_found` (no such model); 409
+    `model_not_deployed` (allowed, nothing active); 403 `invoke_not_permitted` (in the caller's
+    catalogue); 404 `model_not_found` (not even that). `grants` need only be those on `model_id`,
+    and a restricted token's `model_ids` only say whether it lists `model_id`."""
+    check_scope(token, invoke=invoke)
+    if model_id is None:
+        raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+    allowed = (invokable if invoke else visible)(principal, token, grants, now)
+    if model_id in allowed:
+        if served:
+            return served
         raise ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
-    if facts.model_id in catalogue(principal, tok, facts.grants, now):
+    if model_id in catalogue(principal, token, grants, now):
         raise ServiceError(
             "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
         )
     raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+
+
+def serving_version(served: Sequence[T], name: str, version: str | None, version_of: Callable[[T], int]) -> Sequence[T]:
+    """The routes among `served` that serve `version` (the URL's text; None: any), or 404
+    `model_version_not_deployed`: a versioned call chooses among the servers serving that version,
+    not among all and then refuses."""
+    if version is None:
+        return served
+    chosen = [r for r in served if str(version_of(r)) == version]
+    if not chosen:
+        raise version_not_deployed(name, version)
+    return chosen
+
+
+def version_not_deployed(name: str, version: str) -> ServiceError:
+    return ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
 
 
 def principal_from_lookup(user) -> Principal:

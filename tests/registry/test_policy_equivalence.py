@@ -5,8 +5,9 @@ The policy is defined once (apps/registry/access.py); three forms gather its fac
   statement (apps.gateway.routing.route), answering with deployments or a refusal code;
 - the control plane: the ORM token lookup and the selectors (models_visible_to,
   models_invokable_by, catalogue_visible_to, restricted_to_token) plus compliance's deid_mode;
-- the reference here: the drawn population itself, in memory, evaluated by the same functions
-  (the shape of the next issue's in-memory policy snapshot).
+- the data plane: the in-memory policy snapshot (apps.gateway.dataplane.snapshot.load_snapshot),
+  authenticating and routing from memory (PolicySnapshot.authenticate / route);
+- the reference here: the drawn population itself, in memory, evaluated by the same functions.
 
 Hypothesis draws populations of users (active or not, superusers, service accounts, old
 passwords), standing and break-glass roles (active, expired, revoked, not yet started), extra
@@ -39,6 +40,7 @@ from apps.compliance import selectors as compliance
 from apps.compliance.models import DeidMode, ModelPolicy, ProfileAttachment
 from apps.core.errors import ServiceError
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from apps.gateway.dataplane.snapshot import load_snapshot
 from apps.gateway.routing import route
 from apps.registry import access
 from apps.registry.models import Model, ModelVersion
@@ -389,6 +391,14 @@ def gateway_answer(user, token, name: str, *, invoke: bool):
     return tuple(sorted(d.pk for d in deps)), tuple(sorted({d.deid_mode for d in deps}))
 
 
+def snapshot_answer(snapshot, caller, name: str, *, invoke: bool):
+    try:
+        routes = snapshot.route(caller, name, None, invoke=invoke, now=timezone.now())
+    except ServiceError as err:
+        return err.code, ()
+    return tuple(sorted(r.deployment_id for r in routes)), tuple(sorted({r.deid_mode for r in routes}))
+
+
 def ids(qs) -> set[int]:
     return set(qs.values_list("pk", flat=True))
 
@@ -408,8 +418,9 @@ class TestEveryFormAgrees(TestCase):
             assert compliance.deid_mode(rows.model_ids[m]) == ref.deid(m)
         for i in range(len(world.users)):
             self.check_session(rows, ref, i)
+        snapshot = load_snapshot()  # read inside the example's transaction, like every other form
         for t in world.tokens:
-            self.check_token(rows, ref, t)
+            self.check_token(rows, ref, t, snapshot)
 
     def check_session(self, rows: Rows, ref: Reference, i: int) -> None:
         """A portal session (no token): the selectors against the reference."""
@@ -423,11 +434,15 @@ class TestEveryFormAgrees(TestCase):
             expected = {m for m in rows.model_ids if m in decision(p, access.SESSION, grants, now)}
             assert ids(form(user)) == expected, (form.__name__, i)
 
-    def check_token(self, rows: Rows, ref: Reference, t: MToken) -> None:
+    def check_token(self, rows: Rows, ref: Reference, t: MToken, snapshot) -> None:
         expected_refusal = ref.refusal(t)
         lean, lean_refusal = authenticate(t.plaintext, lean=True)
         orm, orm_refusal = authenticate(t.plaintext, lean=False)
-        assert lean_refusal == orm_refusal == expected_refusal, t
+        try:
+            caller, snapshot_refusal = snapshot.authenticate(f"Bearer {t.plaintext}", timezone.now()), None
+        except TokenRejected as err:
+            caller, snapshot_refusal = None, err.code
+        assert lean_refusal == orm_refusal == snapshot_refusal == expected_refusal, t
         if expected_refusal:
             return
         p, tok, grants, now = ref.principal(t.user), ref.token(t), ref.grants(t.user), timezone.now()
@@ -462,6 +477,12 @@ class TestEveryFormAgrees(TestCase):
                 assert got == expected, (m, invoke, t)
                 if isinstance(got, tuple):
                     assert modes == (ref.deid(m),)
+                # The data plane, from memory: the same answer, the same de-identification mode.
+                assert snapshot_answer(snapshot, caller, f"m{m}", invoke=invoke) == (got, modes), (m, invoke, t)
+        for invoke in (True, False):  # a name no model has: the scope first, then model_not_found
+            assert snapshot_answer(snapshot, caller, "absent", invoke=invoke) == gateway_answer(
+                user, token, "absent", invoke=invoke
+            )
 
 
 def test_deid_mode_names_match_compliance():

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.policy import policy_changed
 
 from ..models import Profile
 from ..roles import ANALYST, ROLES
@@ -78,6 +79,7 @@ def disable_dormant_accounts(now=None) -> list[str]:
         with transaction.atomic():
             if not get_user_model().objects.filter(pk=user.pk, is_active=True).update(is_active=False):
                 continue
+            policy_changed.send(sender=get_user_model())  # update() sends no post_save: tell the gateway
             Profile.objects.update_or_create(user=user, defaults={"disabled_reason": "dormant"})
             last = max(filter(None, [user.last_login, user.token_used]), default=None)
             record_event(

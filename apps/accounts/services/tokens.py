@@ -215,12 +215,7 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
     both leave what they learned on `user.account_facts` (AccountFacts), so that the access policy
     asks no second query for the caller's roles.
     """
-    if not header:
-        raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() != "bearer" or not value or " " in value:
-        raise TokenRejected("malformed_authorization", "the Authorization header must be 'Bearer <token>'")
+    value = bearer_value(header)
     now = timezone.now()
     found = _lean_lookup(digest_token(value), now) if lean else _orm_lookup(digest_token(value), now)
     if found is None:
@@ -235,6 +230,18 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=ip)
     return token.user, token
+
+
+def bearer_value(header: str | None) -> str:
+    """The token in an `Authorization` header value, or 401 `missing_token` /
+    `malformed_authorization` (shared with the data plane's in-memory token lookup)."""
+    if not header:
+        raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or " " in value:
+        raise TokenRejected("malformed_authorization", "the Authorization header must be 'Bearer <token>'")
+    return value
 
 
 @dataclass(frozen=True)
