@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import async_to_sync
 
 from apps.gateway.dataplane import runtime
+from apps.gateway.dataplane.snapshot import SnapshotHolder
 
 
 class Response:
@@ -39,6 +40,7 @@ class DataPlaneClient:
     def __init__(self, **defaults):
         self.defaults = defaults
         self.on_build = None  # called with each call's DataPlane before it serves
+        self.policy = None  # a SnapshotHolder to use instead of one reading the database per call
 
     def get(self, path: str, **extra) -> Response:
         return self.request("GET", path, b"", None, extra)
@@ -81,7 +83,13 @@ class DataPlaneClient:
         return async_to_sync(self._run)(scope, body)
 
     async def _run(self, scope, body: bytes) -> Response:
-        plane = runtime.build()  # fresh per call: async_to_sync runs each call on a new event loop
+        # fresh per call: async_to_sync runs each call on a new event loop. The policy snapshot is
+        # read on every call inside the test's transaction (whose writes never commit, so never
+        # notify); tests/gateway/dataplane/test_snapshot_invalidation.py covers invalidation.
+        if self.policy is not None:
+            plane = runtime.build(policy=self.policy)
+        else:  # its own holder, started and stopped with it (stop writes the tokens' last use)
+            plane = runtime.build(policy=SnapshotHolder(refresh="always"), owns_policy=True)
         if self.on_build is not None:
             self.on_build(plane)
         sent = [{"type": "http.request", "body": body, "more_body": False}]

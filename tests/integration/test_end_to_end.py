@@ -103,6 +103,7 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, dataplane
     gw = _gateway(dataplane)
     auth = {"Authorization": f"Bearer {token}"}
     grant(user, Model.objects.get(name="sepsis-risk"))
+    dataplane.sync_policy()  # the grant reaches the data plane within ms of its commit
     x = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
     expected = ort.InferenceSession(plaintext).run(None, {"INPUT": x})[0]
     for binary in (True, False):
@@ -125,6 +126,7 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, dataplane
     # An analyst infers on the model granted to them; another, without a grant, is told it does not exist.
     alice, bob = make_user("alice", ANALYST), make_user("bob", ANALYST)
     grant(alice, Model.objects.get(name="sepsis-risk"))
+    dataplane.sync_policy()  # the grant reaches the data plane within ms of its commit
     alice_auth, bob_auth = _bearer(alice), _bearer(bob)
     result = gw.infer("sepsis-risk", [inp], outputs=[out], headers=dict(alice_auth))
     np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-5, atol=1e-6)
@@ -202,6 +204,7 @@ def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server
     assert api.post(f"/api/v1/deployments/deployments/{dep_id}/undeploy/").status_code == 202
     assert _settled(dep_id, (Observed.INACTIVE, Observed.FAILED)).observed_state == Observed.INACTIVE
     assert not TritonClient(triton.http_url).model_ready("shortlived")
+    dataplane.sync_policy()  # the worker's commit reaches the data plane within ms anyway
     gw, auth = _gateway(dataplane), {"Authorization": f"Bearer {token}"}
     assert not gw.is_model_ready("shortlived", headers=auth)
     with pytest.raises(InferenceServerException) as err:
@@ -251,6 +254,8 @@ def test_sm4_gcm_artifact_deploys_and_infers(triton, celery_worker, live_server,
     assert _settled(dep_id).observed_state == Observed.ACTIVE, Deployment.objects.get(pk=dep_id).last_error
 
     grant(user, Model.objects.get(name="sm4-model"))
+
+    dataplane.sync_policy()  # the grant reaches the data plane within ms of its commit
     x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
     inp = httpclient.InferInput("INPUT", [3, 4], "FP32")
     inp.set_data_from_numpy(x)

@@ -92,6 +92,7 @@ def test_rotation_under_load_on_softhsm(
     later = register_model_version(model_name="rot-later", data=build_test_onnx(4, 3, seed=42), actor=officer)
     assert _deploy_now(serving, server).observed_state == Observed.ACTIVE
     grant(analyst, Model.objects.get(name="rot-serving"))
+    dataplane.sync_policy()  # the grant reaches the data plane within ms of its commit
     token = issue_token(user=analyst, name="load", actor=analyst)[1]
     old = KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
     old_label = old.hsm_label

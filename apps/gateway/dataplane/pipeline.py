@@ -34,6 +34,7 @@ from inference_backend.kek import KekError
 
 from ..phi import deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from .snapshot import TokenMiss
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
 
 logger = logging.getLogger(__name__)
@@ -133,14 +134,24 @@ class Pipeline:
             return await self._audited(call, error_outbound(refused), refused)
 
     async def _authenticate(self, call: Call):
+        """The snapshot's answer. A token it does not know (issued since the last rebuild, or
+        made up) is charged to the address's failure budget first and then looked up in the
+        database, so random tokens cannot each turn into a query; a refusal is charged once."""
+        authorization = call.inbound.authorization
         try:
-            call.caller = await self.policy.authenticate(call.inbound.authorization, call.ip)
+            call.caller = await self.policy.authenticate(authorization, call.ip)
+        except TokenMiss:
+            await self._charge_failure(call.ip)
+            call.caller = await self.policy.authenticate_miss(authorization, call.ip)
         except TokenRejected:
-            decision = await self._hit(self._failure_check(call.ip))
-            if not decision.allowed:
-                raise RateLimited(decision, "address") from None
+            await self._charge_failure(call.ip)
             raise
         return call.caller
+
+    async def _charge_failure(self, ip: str | None) -> None:
+        decision = await self._hit(self._failure_check(ip))
+        if not decision.allowed:
+            raise RateLimited(decision, "address") from None
 
     async def _admit(self, call: Call):
         inbound = call.inbound

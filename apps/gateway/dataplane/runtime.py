@@ -14,8 +14,8 @@ from apps.deployments.selectors import server_policy, tls_config
 
 from .asgi import DataPlaneApp
 from .auditsink import AuditSink
-from .interim import DatabasePolicy
 from .pipeline import Pipeline
+from .snapshot import SnapshotHolder
 from .upstream import UpstreamPool
 
 
@@ -44,20 +44,29 @@ class DataPlane:
     pipeline: Pipeline
     app: DataPlaneApp
     redis: object | None
+    owns_policy: bool = True
 
     async def start(self) -> None:
+        if self.owns_policy:
+            await self.pipeline.policy.start()  # raises if the first snapshot cannot be read
         await self.pipeline.audit.start()
 
     async def stop(self, *, final: bool = True) -> None:
         """`final`: the process ends (in-process refusal counts are written now); the tests' client
         builds a plane per call and passes False."""
         await self.pipeline.audit.stop(final=final)
+        if self.owns_policy:
+            await self.pipeline.policy.stop()
         self.pipeline.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
 
 
-def build(*, portal_upstream: str | None = None) -> DataPlane:
+def build(
+    *, portal_upstream: str | None = None, policy: SnapshotHolder | None = None, owns_policy: bool | None = None
+) -> DataPlane:
+    """`policy`: the holder to use (tests); by default a new one (LISTEN on PostgreSQL, a polled
+    epoch on SQLite). The plane starts and stops the holder it owns (by default: one it made)."""
     client = async_redis()
     limiter = AsyncRedisLimiter(client) if client is not None else _InProcess(throttling.limiter())
     pool = UpstreamPool(
@@ -67,6 +76,12 @@ def build(*, portal_upstream: str | None = None) -> DataPlane:
         max_waiting=settings.GATEWAY_MAX_WAITING,
     )
     audit = AuditSink(refusal_counter=async_refusal_counter(client))
-    pipeline = Pipeline(policy=DatabasePolicy(), audit=audit, limiter=limiter, pool=pool)
-    app = DataPlaneApp(pipeline, portal_upstream=portal_upstream)
-    return DataPlane(pipeline, app, client)
+    owned = policy is None if owns_policy is None else owns_policy
+    pipeline = Pipeline(policy=policy or SnapshotHolder(), audit=audit, limiter=limiter, pool=pool)
+    app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline))
+    return DataPlane(pipeline, app, client, owns_policy=owned)
+
+
+def _health(pipeline: Pipeline) -> dict:
+    policy = pipeline.policy
+    return {"policy_age_s": round(policy.age, 3), "policy_loads": policy.loads}

@@ -142,6 +142,10 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
 
+    def sync_policy(self) -> None:
+        """Have the policy snapshot read now (tests: what a commit's NOTIFY does within tens of ms)."""
+        self.call(self.plane.pipeline.policy.refresh)
+
     def call(self, coro_fn, timeout: float = 20.0):
         """Run `coro_fn()` on the data plane's loop and return its result (tests)."""
         return asyncio.run_coroutine_threadsafe(coro_fn(), self._loop).result(timeout)

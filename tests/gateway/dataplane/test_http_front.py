@@ -91,6 +91,14 @@ def token(plain_user, model_version):
     return token_for(plain_user)
 
 
+def deployed(plane, model_version, url: str):
+    """Deploy, then have the running data plane read its policy now (it would within tens of
+    milliseconds of the commit anyway: tests/gateway/dataplane/test_snapshot_invalidation.py)."""
+    dep = deploy(model_version, url=url)
+    plane.sync_policy()
+    return dep
+
+
 def post(plane, token: str, body: bytes = BODY, timeout: float = 20.0):
     conn = http.client.HTTPConnection(plane.host, plane.port, timeout=timeout)
     try:
@@ -111,7 +119,7 @@ def events(**filters):
 
 
 def test_back_pressure_refuses_at_once_beyond_the_queue(plane, held, token, model_version):
-    deploy(model_version, url=held.url)
+    deployed(plane, model_version, held.url)
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(post(plane, token))) for _ in range(2)]
     for t in threads:
@@ -151,7 +159,7 @@ def _raw(plane, token: str, declared: int, sent: bytes) -> socket.socket:
 
 
 def test_a_slow_body_is_refused_and_audited(plane, held, token, model_version):
-    deploy(model_version, url=held.url)
+    deployed(plane, model_version, held.url)
     sock = _raw(plane, token, len(BODY), BODY[:10])  # and then nothing: slowloris
     try:
         answer = sock.recv(65536).decode()
@@ -166,7 +174,7 @@ def test_a_slow_body_is_refused_and_audited(plane, held, token, model_version):
 
 
 def test_a_client_gone_mid_body_is_audited(plane, held, token, model_version):
-    deploy(model_version, url=held.url)
+    deployed(plane, model_version, held.url)
     _raw(plane, token, len(BODY), BODY[:10]).close()
 
     [event] = wait_for(lambda: events(), what="the audit event of the abandoned call")
@@ -175,7 +183,7 @@ def test_a_client_gone_mid_body_is_audited(plane, held, token, model_version):
 
 
 def test_a_client_gone_while_triton_works_is_audited_and_frees_the_connection(plane, held, token, model_version):
-    deploy(model_version, url=held.url)
+    deployed(plane, model_version, held.url)
     _raw(plane, token, len(BODY), BODY).close()
     wait_for(lambda: held.holding == 1, what="the call to reach Triton")
 
