@@ -87,9 +87,9 @@ class DataPlaneClient:
         # read on every call inside the test's transaction (whose writes never commit, so never
         # notify); tests/gateway/dataplane/test_snapshot_invalidation.py covers invalidation.
         if self.policy is not None:
-            plane = runtime.build(policy=self.policy)
+            plane = runtime.build(policy=self.policy, audit_writer="django")
         else:  # its own holder, started and stopped with it (stop writes the tokens' last use)
-            plane = runtime.build(policy=SnapshotHolder(refresh="always"), owns_policy=True)
+            plane = runtime.build(policy=SnapshotHolder(refresh="always"), owns_policy=True, audit_writer="django")
         if self.on_build is not None:
             self.on_build(plane)
         sent = [{"type": "http.request", "body": body, "more_body": False}]

@@ -41,7 +41,9 @@ class GroupCommitter:
     `own_thread=True` gives the writer its own thread and database connection instead, so that a
     slow snapshot load on the shared thread cannot hold up the calls' commits."""
 
-    def __init__(self, *, max_batch: int = 500, run_sync: RunSync | None = None, own_thread: bool = False):
+    def __init__(
+        self, *, max_batch: int = 500, run_sync: RunSync | None = None, own_thread: bool = False, on_stop=None
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
@@ -53,6 +55,7 @@ class GroupCommitter:
             else:
                 run_sync = sync_to_async(record_events, thread_sensitive=True)
         self._run = run_sync
+        self._on_stop = on_stop  # e.g. close the writer's own connection
         self._queue: deque[tuple[PendingEvent, asyncio.Future]] = deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task | None = None
@@ -101,6 +104,8 @@ class GroupCommitter:
             await sync_to_async(connections.close_all, thread_sensitive=False, executor=self._executor)()
             self._executor.shutdown(wait=False)
             self._executor = None
+        if self._on_stop is not None:
+            await self._on_stop()
 
     async def submit(self, event: PendingEvent) -> None:
         """Queue `event` for the next batch and wait until that batch is committed. Cancelling the

@@ -6,14 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 
-from apps.audit.services import async_refusal_counter
+from apps.audit.services import AsyncEventWriter, async_refusal_counter
 from apps.core import throttling
 from apps.core.ratelimit import AsyncRedisLimiter
 from apps.deployments.selectors import server_policy, tls_config
 
 from .asgi import DataPlaneApp
-from .auditsink import AuditSink
+from .auditsink import AuditSink, GroupCommitter
 from .pipeline import Pipeline
 from .snapshot import SnapshotHolder
 from .upstream import UpstreamPool
@@ -63,7 +64,11 @@ class DataPlane:
 
 
 def build(
-    *, portal_upstream: str | None = None, policy: SnapshotHolder | None = None, owns_policy: bool | None = None
+    *,
+    portal_upstream: str | None = None,
+    policy: SnapshotHolder | None = None,
+    owns_policy: bool | None = None,
+    audit_writer: str = "async",
 ) -> DataPlane:
     """`policy`: the holder to use (tests); by default a new one (LISTEN on PostgreSQL, a polled
     epoch on SQLite). The plane starts and stops the holder it owns (by default: one it made)."""
@@ -75,7 +80,13 @@ def build(
         max_connections=settings.GATEWAY_POOL_SIZE,
         max_waiting=settings.GATEWAY_MAX_WAITING,
     )
-    audit = AuditSink(refusal_counter=async_refusal_counter(client))
+    if audit_writer == "async" and connection.vendor == "postgresql":
+        # the COPY over the committer's own async connection: no thread hop per batch
+        writer = AsyncEventWriter()
+        committer = GroupCommitter(run_sync=writer, on_stop=writer.close)
+    else:  # Django's thread-sensitive thread (SQLite; and tests, whose transaction it joins)
+        committer = GroupCommitter()
+    audit = AuditSink(committer, refusal_counter=async_refusal_counter(client))
     owned = policy is None if owns_policy is None else owns_policy
     pipeline = Pipeline(policy=policy or SnapshotHolder(), audit=audit, limiter=limiter, pool=pool)
     app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline))

@@ -383,9 +383,8 @@ class UpstreamPool:
                 raise
         else:
             head.append(f"Content-Length: {len(body)}\r\n\r\n")
-            conn.transport.write("".join(head).encode("latin-1"))
-            if body:
-                conn.transport.write(body)
+            # one write, so one segment for a small call (two would wait on each other's ACK with Nagle)
+            conn.transport.write("".join(head).encode("latin-1") + body)
         handle = loop.call_later(timeout, conn.timeout)
         try:
             return await future
