@@ -263,6 +263,8 @@ GATEWAY_POOL_SIZE = env.int("SOVEREIGN_GATEWAY_POOL_SIZE", default=64)
 GATEWAY_MAX_WAITING = env.int("SOVEREIGN_GATEWAY_MAX_WAITING", default=256)
 # A request body that has not arrived whole after this many seconds is refused (408), slowloris or not.
 GATEWAY_BODY_TIMEOUT = env.float("SOVEREIGN_GATEWAY_BODY_TIMEOUT", default=30.0)
+# Connections and calls in progress per data-plane process (HTTP: beyond it 503; gRPC: concurrent streams).
+GATEWAY_MAX_CONNECTIONS = env.int("SOVEREIGN_GATEWAY_MAX_CONNECTIONS", default=2048)
 # `make run` serves both planes on one port: the data plane relays every non-/v2 path to this URL.
 PORTAL_UPSTREAM = env.str("SOVEREIGN_PORTAL_UPSTREAM", default="")
 PORTAL_RELAY_TIMEOUT = env.float("SOVEREIGN_PORTAL_RELAY_TIMEOUT", default=600.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from functools import partial
 
 from django.conf import settings
 
@@ -41,6 +42,7 @@ _HOP_BY_HOP = frozenset(
         b"host",
         b"x-forwarded-for",
         b"x-forwarded-proto",
+        b"expect",  # the relay sends whole bodies; a 100 Continue is not the client's to ask for
     }
 )
 _KIND = {None: METADATA, "/ready": READY, "/infer": INFER}
@@ -121,14 +123,19 @@ class DataPlaneApp:
                     inbound.header_length = int(length)
                 except ValueError:
                     inbound.header_length = -1  # refused by the request checks with their code
-            inbound.body, inbound.body_error = await _read_body(receive, headers)
+            inbound.read_body = partial(_read_body, receive, headers)  # after authentication and routing
         out = await self.pipeline.handle(inbound)
         await _answer(send, out, request_id, head=scope["method"] == "HEAD")
 
     async def _relay(self, scope, receive, send) -> None:
         """The portal behind the same port (`make run`): method, path, headers and body pass
         through as they come, streamed both ways; X-Forwarded-For names the client."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
+        # Names with "_" are dropped, as nginx does: gunicorn maps them onto CGI variables (SCRIPT_NAME…).
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k not in _HOP_BY_HOP and b"_" not in k
+        ]
         host = _header(scope["headers"], b"host")
         if host:
             headers.append(("Host", host))

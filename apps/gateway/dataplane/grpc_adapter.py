@@ -37,6 +37,7 @@ from typing import NoReturn
 from urllib.parse import unquote
 
 import grpc
+from django.conf import settings
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
@@ -112,6 +113,7 @@ def build_grpc_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ("grpc.max_concurrent_streams", settings.GATEWAY_MAX_CONNECTIONS),
         ]
     )
     server.add_generic_rpc_handlers([_Service(handle, refuse, ready, max_message_bytes, message_timeout)])

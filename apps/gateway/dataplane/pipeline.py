@@ -193,6 +193,9 @@ class Pipeline:
 
     async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound
+        if inbound.read_body is not None:  # only now: the caller is authenticated and may use this model
+            inbound.body, inbound.body_error = await inbound.read_body()
+            inbound.read_body = None
         if inbound.body_error is not None or len(inbound.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _BODY_ERRORS[inbound.body_error or "too_large"]
         header_length = None if inbound.header_length is None else str(inbound.header_length)

@@ -34,6 +34,10 @@ def uvicorn_config(app, host: str, port: int, **extra) -> uvicorn.Config:
         # uvicorn would otherwise rewrite the client address from X-Forwarded-For whenever the peer
         # is 127.0.0.1: the pipeline applies SOVEREIGN_TRUSTED_PROXIES itself (apps/core/netaddr.py).
         proxy_headers=False,
+        # Connections and requests in progress beyond this are answered 503 at once: a bound on the
+        # memory a crowd of slow clients can hold (each body at most SOVEREIGN_MAX_REQUEST_BODY_BYTES,
+        # read only once its caller is authenticated).
+        limit_concurrency=settings.GATEWAY_MAX_CONNECTIONS,
         date_header=False,
         **extra,
     )

@@ -8,6 +8,7 @@ optionally followed by binary tensors (`header_length` = Inference-Header-Conten
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from apps.core.errors import ServiceError
@@ -31,6 +32,9 @@ class Inbound:
     header_length: int | None = None
     content_type: str = "application/json"
     body_error: str | None = None  # "too_large" | "timeout" | "disconnected": the body could not be read whole
+    # HTTP: the body is read only once the caller is authenticated and routed (an anonymous caller's
+    # upload is never buffered): `await read_body()` -> (body, body_error).
+    read_body: Callable[[], Awaitable[tuple[bytes, str | None]]] | None = None
 
 
 @dataclass

@@ -44,6 +44,7 @@ from inference_backend.transport import TlsConfig
 log = logging.getLogger(__name__)
 UNREACHABLE = "the inference server is unreachable; quote the X-Request-ID header to the operator"
 _EOF = object()
+_MAX_QUEUED_CHUNKS = 16  # a streamed answer's chunks held for a slow reader before reading pauses
 
 
 class UpstreamFailure(Exception):
@@ -80,6 +81,10 @@ class Response:
                 return
             if isinstance(item, BaseException):
                 raise item
+            conn = self._conn
+            if conn is not None and conn.transport is not None and self._chunks.qsize() < _MAX_QUEUED_CHUNKS // 2:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    conn.transport.resume_reading()
             yield item
 
     def close(self) -> None:
@@ -110,6 +115,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.received = False
         self.active = future is not None  # a call is using this connection
+        self.informational = False
 
     # asyncio callbacks
     def connection_made(self, transport):
@@ -143,16 +149,30 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200:  # informational (100 Continue…): the answer is still to come
+            self.informational = True
+            self.headers = {}
+            return
         if self.chunks is not None and self.future is not None and not self.future.done():
             self.future.set_result(Response(self.status, self.headers, _chunks=self.chunks, _conn=self))
 
     def on_body(self, body: bytes) -> None:
+        if self.informational:
+            return
         if self.chunks is not None:
             self.chunks.put_nowait(body)
+            if self.chunks.qsize() >= _MAX_QUEUED_CHUNKS and self.transport is not None:
+                self.transport.pause_reading()  # a slow reader: stop taking the upstream's bytes
         else:
             self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        if not self.active:  # an answer nobody asked for: this connection cannot be trusted again
+            self.abort()
+            return
         self.complete = True
         keep = self.parser.should_keep_alive()
         if self.chunks is not None:

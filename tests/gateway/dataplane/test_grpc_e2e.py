@@ -26,6 +26,7 @@ from apps.deployments import services as deployments
 from apps.deployments.models import Observed
 from apps.gateway.dataplane import runtime
 from apps.gateway.dataplane.grpc_adapter import build_grpc_server
+from apps.gateway.dataplane.snapshot import SnapshotHolder
 from inference_backend.client import TritonClient
 from inference_backend.demo_model import build_test_onnx
 from inference_backend.server import free_port
@@ -60,13 +61,19 @@ async def _refusal(coro) -> tuple[str, str]:
     raise AssertionError("the call was not refused")
 
 
+def in_test_transaction():
+    """The real pipeline, reading the policy and writing its audit events on the test's thread
+    (inside its transaction), as tests/gateway/dataplane_client.py does for HTTP."""
+    return runtime.build(policy=SnapshotHolder(refresh="always"), owns_policy=True, audit_writer="django")
+
+
 def test_tritonclient_grpc_through_the_pipeline(deployed, plain_user, staff_user):
     auth = {"authorization": f"Bearer {token_for(plain_user)}"}
     outsider = {"authorization": f"Bearer {token_for(staff_user)}"}  # no invoke grant on the model
     x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
 
     async def scenario():
-        plane = runtime.build()
+        plane = in_test_transaction()
         await plane.start()
         port = free_port()
         server = build_grpc_server(
@@ -130,7 +137,7 @@ def test_malformed_and_oversized_messages_are_refused_and_audited_as_the_caller(
     limit = 4096
 
     async def scenario():
-        plane = runtime.build()
+        plane = in_test_transaction()
         await plane.start()
         port = free_port()
         server = build_grpc_server(

@@ -184,8 +184,9 @@ def test_a_client_gone_mid_body_is_audited(plane, held, token, model_version):
 
 def test_a_client_gone_while_triton_works_is_audited_and_frees_the_connection(plane, held, token, model_version):
     deployed(plane, model_version, held.url)
-    _raw(plane, token, len(BODY), BODY).close()
+    sock = _raw(plane, token, len(BODY), BODY)
     wait_for(lambda: held.holding == 1, what="the call to reach Triton")
+    sock.close()  # gone while Triton works
 
     held.release.set()
 
@@ -270,3 +271,98 @@ def test_make_run_serves_the_portal_behind_the_same_port():
     # A chain from a peer that is not a trusted proxy of the data plane is not passed on: the
     # portal trusts the data plane's hop, so it would believe the caller's own claim.
     assert {k.lower(): v for k, v in portal.seen[1][2].items()}["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(plane):
+    """No token, a 60 MB body announced: the answer comes before a byte of the body is sent (an
+    unauthenticated crowd cannot make the data plane buffer uploads)."""
+    sock = socket.create_connection((plane.host, plane.port), timeout=10)
+    try:
+        sock.sendall(b"POST /v2/models/triage/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n\r\n")
+        answer = sock.recv(65536).decode()
+    finally:
+        sock.close()
+    assert answer.startswith("HTTP/1.1 401"), answer
+    assert '"code":"missing_token"' in answer
+
+
+def test_the_relay_does_not_pass_expect_or_underscored_headers():
+    portal = Portal()
+    server = ServerThread(portal_upstream=portal.url).start()
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.request(
+            "POST", "/login", b"a=1", {"Expect": "100-continue", "SCRIPT_NAME": "/att", "X_Forwarded_For": "6.6.6.6"}
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+    finally:
+        server.stop()
+        portal.server.shutdown()
+        portal.server.server_close()
+    names = {k.lower() for k in portal.seen[0][2]}
+    assert not names & {"expect", "script_name", "x_forwarded_for"}
+
+
+class InformationalFirst:
+    """An upstream that answers every request with `100 Continue` and then the real answer naming
+    the path it was asked for (as gunicorn does when a request carries Expect: 100-continue)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn):
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                body = b"answer-for:" + path
+                conn.sendall(
+                    b"HTTP/1.1 100 Continue\r\n\r\n"
+                    + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+                )
+
+
+def test_an_informational_answer_is_not_taken_for_the_answer():
+    """A 100 Continue before the answer must neither end the call nor leave the real answer on the
+    pooled connection for the next caller (who would get someone else's response)."""
+    import asyncio
+
+    from apps.gateway.dataplane.upstream import UpstreamPool
+    from inference_backend.netpolicy import ServerPolicy
+
+    upstream = InformationalFirst()
+
+    async def calls():
+        pool = UpstreamPool(ServerPolicy(), max_connections=1)
+        answers = []
+        for path in ("/first", "/second", "/third"):
+            response = await pool.request("GET", upstream.url + path, timeout=5)
+            answers.append((response.status, response.body))
+            busy = next(iter(pool.stats().values()))["busy"]
+            assert busy == 0, pool.stats()
+        pool.close()
+        return answers
+
+    answers = asyncio.new_event_loop().run_until_complete(calls())
+    upstream.sock.close()
+    assert answers == [(200, b"answer-for:/first"), (200, b"answer-for:/second"), (200, b"answer-for:/third")]
