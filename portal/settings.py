@@ -268,6 +268,14 @@ GATEWAY_MAX_CONNECTIONS = env.int("SOVEREIGN_GATEWAY_MAX_CONNECTIONS", default=2
 # `make run` serves both planes on one port: the data plane relays every non-/v2 path to this URL.
 PORTAL_UPSTREAM = env.str("SOVEREIGN_PORTAL_UPSTREAM", default="")
 PORTAL_RELAY_TIMEOUT = env.float("SOVEREIGN_PORTAL_RELAY_TIMEOUT", default=600.0)
+# The OpenAI-compatible API of the data plane (docs/llm.md): the request size, the prompt's
+# characters and messages, the longest wait for the model's next event, and the streams in flight
+# per inference server (a stream holds its upstream connection for the whole answer).
+LLM_MAX_REQUEST_BYTES = env.int("SOVEREIGN_LLM_MAX_REQUEST_BYTES", default=4 * 1024 * 1024)
+LLM_MAX_PROMPT_CHARS = env.int("SOVEREIGN_LLM_MAX_PROMPT_CHARS", default=200_000)
+LLM_MAX_MESSAGES = env.int("SOVEREIGN_LLM_MAX_MESSAGES", default=256)
+LLM_IDLE_TIMEOUT = env.float("SOVEREIGN_LLM_IDLE_TIMEOUT", default=120.0)
+GATEWAY_LLM_MAX_STREAMS = env.int("SOVEREIGN_GATEWAY_LLM_MAX_STREAMS", default=64)
 # KServe v2 over gRPC on the data plane (0: off).
 GATEWAY_GRPC_PORT = env.int("SOVEREIGN_GRPC_PORT", default=0)
 # The data plane's in-memory policy snapshot (apps/gateway/dataplane/snapshot.py) is rebuilt when a

@@ -73,6 +73,11 @@ EVENT_TYPES: dict[str, str] = {
     "inference.infer": "Inference call through the gateway",
     "inference.metadata": "Model metadata read through the gateway",
     "inference.ready": "Model readiness read through the gateway",
+    "inference.chat": "Chat completion through the OpenAI-compatible API (tokens, time to first token, finish)",
+    "inference.chat.started": "Streamed chat completion started (written before the first byte is sent)",
+    "inference.completion": "Text completion through the OpenAI-compatible API (tokens, time to first token, finish)",
+    "inference.completion.started": "Streamed text completion started (written before the first byte is sent)",
+    "inference.models": "Language models listed through the OpenAI-compatible API",
     # audit
     "audit.field_change": "Field-level change of a governed object (django-auditlog)",
     "audit.verify": "Audit chain verified",

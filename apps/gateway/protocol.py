@@ -54,6 +54,12 @@ def check_against_signature(header: dict, signature: dict, max_batch_size: int) 
         for tensor in header.get(kind) or []:
             if isinstance(tensor, dict):
                 _refuse_shared_memory(tensor.get("parameters"), f"{kind[:-1]} {str(tensor.get('name'))[:100]!r}")
+    if signature.get("kind") == "llm":  # a language model: its contract is the OpenAI API's
+        raise ServiceError(
+            "not_a_kserve_model",
+            "this is a language model: call it with the OpenAI-compatible API (POST /v1/chat/completions)",
+            400,
+        )
     specs = {s["name"]: s for s in signature["inputs"]}
     seen = set()
     for tensor in header["inputs"]:

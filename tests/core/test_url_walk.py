@@ -357,6 +357,19 @@ for _suffix, _version in (("", ""), ("version-", "/versions/1")):
             gateway("post", NO_INVOKE, NO_INVOKE, NO_INVOKE, NO_MODEL, NO_INVOKE, path=_secret + "/infer", data=INFER),
         ]
 
+# The OpenAI-compatible API (apps/gateway/dataplane/openai.py): the same grants decide; "granted"
+# is a classifier, so a granted analyst reaches the language-model check (400 not_a_chat_model).
+NOT_CHAT = "400 not_a_chat_model"
+for _path, _key in (("/v1/chat/completions", "messages"), ("/v1/completions", "prompt")):
+    _text = [{"role": "user", "content": "hi"}] if _key == "messages" else "hi"
+    TABLE[f"{DATAPLANE}openai-{_path.rsplit('/', 1)[1]}"] = [
+        gateway("post", NO_INVOKE, NO_INVOKE, NO_INVOKE, NOT_CHAT, NO_INVOKE, path=_path,
+                data={"model": "granted", _key: _text}),
+        gateway("post", NO_INVOKE, NO_INVOKE, NO_INVOKE, NO_MODEL, NO_INVOKE, path=_path,
+                data={"model": "secret", _key: _text}),
+    ]  # fmt: skip
+TABLE[f"{DATAPLANE}openai-models"] = [gateway("get", 200, 200, 200, 200, 200, path="/v1/models")]
+
 # Django admin per registered model: (object, staff roles that may view, staff roles that may add).
 # Nobody may delete anything through the admin; governed objects change through services.
 ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
@@ -547,11 +560,11 @@ def _url(world: World, key: str, r: Row) -> str:
 
 
 def _request(world: World, principal: str, url: str, r: Row):
-    on_api = url.startswith(("/api/", "/v2/"))
+    on_api = url.startswith(("/api/", "/v2/", "/v1/"))
     client = (
         world.fresh_web(principal) if r.fresh else (world.api if on_api and not r.session else world.web)[principal]
     )
-    if url.startswith("/v2/"):  # the data plane, with the same token (none for a bare session)
+    if url.startswith(("/v2/", "/v1/")):  # the data plane, with the same token (none for a bare session)
         client = DataPlaneClient(**{k: v for k, v in client.defaults.items() if k == "HTTP_AUTHORIZATION"})
     kwargs = dict(r.headers)
     if r.method != "get" and r.data is not None:
@@ -580,7 +593,8 @@ def _outcome(response, expected: str) -> str:
         got += " " + urlsplit(response.get("Location", "")).path
     elif detail:
         body = response.json() if "json" in response.get("Content-Type", "") else {}
-        got += " " + str(body.get("code"))
+        code = body.get("code") if "code" in body else (body.get("error") or {}).get("code")  # KServe | OpenAI
+        got += " " + str(code)
     return got
 
 

@@ -6,6 +6,7 @@ The app runs under `async_to_sync` from the test's thread, so the data plane's d
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ class DataPlaneClient:
         self.defaults = defaults
         self.on_build = None  # called with each call's DataPlane before it serves
         self.policy = None  # a SnapshotHolder to use instead of one reading the database per call
+        self.disconnect_after_body = False  # the client leaves as soon as its body is sent
 
     def get(self, path: str, **extra) -> Response:
         return self.request("GET", path, b"", None, extra)
@@ -98,7 +100,9 @@ class DataPlaneClient:
         async def receive():
             if sent:
                 return sent.pop(0)
-            return {"type": "http.disconnect"}
+            if self.disconnect_after_body:
+                return {"type": "http.disconnect"}
+            await asyncio.get_running_loop().create_future()  # as a server: nothing until the client leaves
 
         async def send(message):
             if message["type"] == "http.response.start":
@@ -111,4 +115,4 @@ class DataPlaneClient:
             await plane.app(scope, receive, send)
         finally:
             await plane.stop(final=False)
-        return Response(out["status"], out["headers"], b"".join(out["body"]))
+        return Response(out.get("status", 0), out.get("headers", []), b"".join(out["body"]))

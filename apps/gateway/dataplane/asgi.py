@@ -4,9 +4,11 @@
   protocol including the binary tensor extension, so an unmodified `tritonclient.http` works with
   `Authorization: Bearer <token>`. Each call goes through the pipeline (pipeline.py).
 - `/v2/…` otherwise: 404 `not_found` (JSON), like the portal's unknown URLs.
+- `/v1/chat/completions`, `/v1/completions`, `/v1/models`: the OpenAI-compatible API for language
+  models (openai.py), on the same pipeline.
 - `/dataplane/healthz`: public liveness and snapshot age, for probes.
 - everything else: relayed to the portal when `portal_upstream` is set (`make run`, where one
-  port serves both planes), else 404. In production nginx sends `/v2/` (and later `/v1/`) here and
+  port serves both planes), else 404. In production nginx sends `/v2/` and `/v1/` here and
   the rest to the portal (docs/production.md).
 """
 
@@ -59,8 +61,9 @@ def _header(headers: list, name: bytes) -> str | None:
 class DataPlaneApp:
     """The ASGI callable. `pipeline` is a pipeline.Pipeline; `portal_upstream` an http URL."""
 
-    def __init__(self, pipeline, *, portal_upstream: str | None = None, health=None):
+    def __init__(self, pipeline, *, portal_upstream: str | None = None, health=None, openai=None):
         self.pipeline = pipeline
+        self.openai = openai  # openai.OpenAIAdapter: /v1/…
         self.portal_upstream = portal_upstream.rstrip("/") if portal_upstream else None
         self.health = health  # () -> dict, for /dataplane/healthz
 
@@ -78,6 +81,8 @@ class DataPlaneApp:
         path = scope["path"]
         if path.startswith("/v2/"):
             await self._kserve(scope, receive, send, path)
+        elif path.startswith("/v1/") and self.openai is not None:
+            await self.openai(scope, receive, send)
         elif path == "/dataplane/healthz":
             body = json.dumps({"status": "ok", **(self.health() if self.health else {})}).encode()
             await _answer(send, Outbound(200, body, [("Content-Type", JSON)]), "")

@@ -153,13 +153,18 @@ class Pipeline:
         if not decision.allowed:
             raise RateLimited(decision, "address") from None
 
-    async def _admit(self, call: Call):
-        inbound = call.inbound
+    async def admit_caller(self, call: Call):
+        """Authenticate, then the token's rate limit: what every adapter does first."""
         caller = await self._authenticate(call)
         if settings.RATELIMIT_ENABLED:
             decision = await self.limiter.hit(Check(f"gw:{caller.token_id}", rate(settings.RATELIMIT_GATEWAY)))
             if not decision.allowed:
                 raise RateLimited(decision, "token")
+        return caller
+
+    async def _admit(self, call: Call):
+        inbound = call.inbound
+        caller = await self.admit_caller(call)
         routes = await self.policy.route(caller, inbound.model, inbound.version, invoke=inbound.kind == INFER)
         call.route = random.choice(routes) if len(routes) > 1 else routes[0]
         return call.route
@@ -204,20 +209,27 @@ class Pipeline:
         check_against_signature(header, route.signature, route.max_batch_size)
         mode = route.deid_mode
         if mode != "off":  # the model's policy: identifiers never reach Triton
-            try:
-                # unwrapped once per process (it may read the database and the HSM): off the event loop
-                key = await sync_to_async(pseudonym_key, thread_sensitive=True)() if mode == "pseudonymise" else None
-            except (KekError, OSError, ValueError, KeyError) as err:  # fail closed: nothing is forwarded
-                logger.error("de-identification key for %s unavailable: %s: %s", inbound.model, type(err).__name__, err)
-                raise ServiceError(
-                    "deid_unavailable",
-                    "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header "
-                    "to the operator",
-                    503,
-                ) from err
+            key = await self.deid_key(mode, inbound.model)
             body, header_length, found = deidentify_request(body, header, header_length, mode, key)
             call.deid = {"mode": mode, "found": found}
         return body, None if header_length is None else int(header_length)
+
+    async def deid_key(self, mode: str, model: str) -> bytes | None:
+        """The pseudonymisation key for `mode` (None for the others), or 503 `deid_unavailable`:
+        fail closed, nothing is forwarded."""
+        if mode != "pseudonymise":
+            return None
+        try:
+            # unwrapped once per process (it may read the database and the HSM): off the event loop
+            return await sync_to_async(pseudonym_key, thread_sensitive=True)()
+        except (KekError, OSError, ValueError, KeyError) as err:
+            logger.error("de-identification key for %s unavailable: %s: %s", model, type(err).__name__, err)
+            raise ServiceError(
+                "deid_unavailable",
+                "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header "
+                "to the operator",
+                503,
+            ) from err
 
     def _relay(self, upstream) -> Outbound:
         if upstream.status >= 400:

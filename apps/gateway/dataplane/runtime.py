@@ -15,8 +15,11 @@ from apps.deployments.selectors import server_policy, tls_config
 
 from .asgi import DataPlaneApp
 from .auditsink import AuditSink, GroupCommitter
+from .governance import Governance
+from .openai import OpenAIAdapter
 from .pipeline import Pipeline
 from .snapshot import SnapshotHolder
+from .tokens import TokenCounter
 from .upstream import UpstreamPool
 
 
@@ -59,6 +62,8 @@ class DataPlane:
         if self.owns_policy:
             await self.pipeline.policy.stop()
         self.pipeline.pool.close()
+        if self.app.openai is not None:
+            self.app.openai.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -89,7 +94,14 @@ def build(
     audit = AuditSink(committer, refusal_counter=async_refusal_counter(client))
     owned = policy is None if owns_policy is None else owns_policy
     pipeline = Pipeline(policy=policy or SnapshotHolder(), audit=audit, limiter=limiter, pool=pool)
-    app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline))
+    streams = UpstreamPool(  # streams hold a connection for a whole answer: their own pool and limit
+        server_policy(),
+        tls_config(),
+        max_connections=settings.GATEWAY_LLM_MAX_STREAMS,
+        max_waiting=settings.GATEWAY_MAX_WAITING,
+    )
+    openai = OpenAIAdapter(pipeline, governance=Governance(pipeline.policy), tokens=TokenCounter(), pool=streams)
+    app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline), openai=openai)
     return DataPlane(pipeline, app, client, owns_policy=owned)
 
 

@@ -360,6 +360,19 @@ class PolicySnapshot:
         )
         return routing.serving_version(served, name, version, _version_of)
 
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def invocable(self, caller: Caller, now: datetime) -> list[Route]:
+        """Every route `caller` may infer on, over all models (for `GET /v1/models`)."""
+        out: list[Route] = []
+        for name in self._models:
+            try:
+                out.extend(self.route(caller, name, None, invoke=True, now=now))
+            except ServiceError:
+                continue
+        return out
+
 
 # --- reading it -----------------------------------------------------------------------------------
 
@@ -762,6 +775,21 @@ class SnapshotHolder:
             return self.snapshot.route(caller, name, version, invoke=invoke, now=now)
         deps = await sync_to_async(_route_in_database, thread_sensitive=True)(caller, name, invoke, now)
         return routing.serving_version([Route.of(d, name) for d in deps], name, version, _version_of)
+
+    async def invocable(self, caller: Caller, now: datetime | None = None) -> list[Route]:
+        """Every route `caller` may infer on (see PolicySnapshot.invocable); by the database for a
+        caller the database authenticated."""
+        now = now or timezone.now()
+        snapshot = self.snapshot
+        if not caller.via_database:
+            return snapshot.invocable(caller, now)
+        out: list[Route] = []
+        for name in snapshot.model_names():
+            try:
+                out.extend(await self.route(caller, name, None, invoke=True, now=now))
+            except ServiceError:
+                continue
+        return out
 
     def touch(self, token_id: int, ip: str | None, now: datetime) -> None:
         """Note a use of the token: in memory at once (the privileged idle limit sees it), in the
