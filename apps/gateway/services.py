@@ -27,6 +27,7 @@ from apps.core.policy import policy_changed
 from apps.keys.models import Purpose
 from apps.keys.services import create_data_key, destroy_data_key, open_sealed, seal_with
 from apps.registry.models import Model
+from inference_backend.stream import StreamError
 
 from . import chatpolicy
 from .models import ChatPolicy, ExchangeDataKey, LLMUsage, Quota, QuotaScope, RetainedExchange, Retention, UsageStatus
@@ -346,8 +347,11 @@ def _exchange_target(exchange: RetainedExchange) -> dict:
 
 def read_exchange(*, exchange_id: int, actor, source: Source = SYSTEM) -> dict:
     """Decrypt one retained exchange for the auditor. The read is audited (`llm.exchange.read`) in
-    the same transaction before anything is returned: no event, no plaintext. A tombstone answers
-    410 `exchange_deleted`, a digest-only row 409 `exchange_not_retained` (both audited as failures)."""
+    the transaction that decrypts: no committed event, no plaintext returned. Refusals are audited
+    as failures and committed before they are raised: a tombstone is 410 `exchange_deleted`, a
+    digest-only row 409 `exchange_not_retained`, a ciphertext that fails authentication (moved from
+    another row, altered) 409 `exchange_corrupt`."""
+    refusal = None
     with transaction.atomic():
         exchange = get_or_404(
             RetainedExchange.objects.select_related("key__data_key"),
@@ -355,21 +359,30 @@ def read_exchange(*, exchange_id: int, actor, source: Source = SYSTEM) -> dict:
             f"no retained exchange with id {exchange_id}",
             pk=exchange_id,
         )
-        refusal = None
         if exchange.is_deleted:
             refusal = ServiceError("exchange_deleted", "this exchange was deleted; only its tombstone remains", 410)
         elif exchange.retention != Retention.FULL or exchange.ciphertext is None:
             refusal = Conflict("exchange_not_retained", "only a digest of this exchange was kept")
+        else:
+            try:
+                document = json.loads(
+                    open_sealed(
+                        bytes(exchange.ciphertext),
+                        exchange_aad(exchange.request_id, exchange.model_id),
+                        data_key=exchange.key.data_key,
+                    )
+                )
+            except (StreamError, ValueError) as err:
+                logger.error("retained exchange %s does not open: %s", exchange.pk, type(err).__name__)
+                refusal = Conflict("exchange_corrupt", "this exchange's ciphertext does not authenticate")
+            except ServiceError as err:  # data_key_destroyed, kek_unavailable
+                refusal = err
         if refusal is not None:
             _record_read(exchange, actor, source, outcome=Outcome.FAILURE, error_code=refusal.code)
-            raise refusal
-        _record_read(exchange, actor, source)
-        plaintext = open_sealed(
-            bytes(exchange.ciphertext),
-            exchange_aad(exchange.request_id, exchange.model_id),
-            data_key=exchange.key.data_key,
-        )
-    document = json.loads(plaintext)
+        else:
+            _record_read(exchange, actor, source)
+    if refusal is not None:
+        raise refusal
     return {"id": exchange.pk, **_exchange_target(exchange), "at": exchange.at, **document}
 
 
