@@ -27,7 +27,7 @@ _VIEW_OPS = (
 # Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
 # everyone privileged reads them and all usage (an analyst reads their own usage, by the selector,
 # and the policies of the models they see); only the auditor decrypts a retained exchange; the
-# security officer and the auditor delete one on request.
+# security officer deletes one on request (the auditor changes nothing, deletion included).
 _LLM_READ = ("gateway.view_chatpolicy", "gateway.view_quota", "gateway.view_llmusage")
 _LLM_MANAGE = ("gateway.manage_chatpolicy", "gateway.manage_quota")
 
@@ -109,8 +109,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         *_COMPLIANCE_READ,
         *_LLM_READ,
         "gateway.view_retainedexchange",
-        "gateway.read_retainedexchange",
-        "gateway.erase_retainedexchange",
+        "gateway.view_retainedexchange_content",
     ),
     ANALYST: (),  # everything an analyst may touch comes from per-model grants
     GUEST: ("registry.view_catalogue",),

@@ -215,7 +215,7 @@ class RetainedExchange(models.Model):
     class Meta:
         ordering = ["-at"]
         permissions = [
-            ("read_retainedexchange", "Can decrypt and read a retained prompt and answer (audited)"),
+            ("view_retainedexchange_content", "Can decrypt and read a retained prompt and answer (audited)"),
             ("erase_retainedexchange", "Can delete a retained prompt and answer on request"),
         ]
         constraints = [

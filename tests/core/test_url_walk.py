@@ -339,8 +339,8 @@ TABLE: dict[str, list[Row]] = {
     # Chat-model governance (docs/llm.md): admin and officer set policies and quotas; policies are
     # read for the models one sees, quotas by the privileged roles; usage by everyone (their own rows
     # unless privileged). Retained exchanges: metadata for officer and auditor; the content for the
-    # auditor only and never with a token (audited); deletion on request by officer and auditor,
-    # from a session only.
+    # auditor only and never with a token (audited); deletion on request by the officer, from a
+    # session only.
     "llm-chat-policy-list": [
         api("get", UNAUTH, 200, 200, 200, 200, 200),
         api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, data={}),
@@ -359,7 +359,7 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED, args={"pk": "@exchange"}, session=True),
         token_write("delete", args={"pk": "@exchange"}, data={"reason": "walk"}),
         session_write(
-            "delete", UNAUTH, DENIED, 200, 200, DENIED, DENIED, args={"pk": "@exchange"}, data={"reason": "walk"}
+            "delete", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@exchange"}, data={"reason": "walk"}
         ),
     ],
     "llm-usage": [api("get", UNAUTH, 200, 200, 200, 200, 200)],

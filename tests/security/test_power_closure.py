@@ -71,8 +71,8 @@ OFFICER_OBJECTS = objects(
     "compliance.report",
 )
 # Chat-model governance (docs/llm.md): admin and officer set chat policies and quotas (with a
-# session or a `manage` token); officer and auditor delete a retained exchange on request, from a
-# session only.
+# session or a `manage` token); the officer deletes a retained exchange on request, from a session
+# only (the auditor reads it and changes nothing).
 LLM_POLICY = objects("llm.policy", "llm.quota.set", "llm.quota.delete")
 ADMIN_OBJECTS |= LLM_POLICY
 OFFICER_OBJECTS |= LLM_POLICY
@@ -127,7 +127,6 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         OWN_TOKENS
         | {("hold", "auditor"), ("hold", "analyst")}
         | objects("compliance.report", "admin.add:compliance.compliancereport")
-        | EXCHANGE_DELETE
     ),
     "analyst": OWN_TOKENS | {("invoke", "mine"), ("hold", "analyst")},
     "guest": OWN_TOKENS | {("hold", "guest")},

@@ -117,14 +117,14 @@ class ExchangeViewSet(
 ):
     """Retained prompts and answers. The list is metadata (auditor; the security officer too, who
     handles deletion on request). Reading one decrypts it: the auditor only, from a session (never
-    with a token), audited `llm.exchange.read`. DELETE (security officer, auditor) wipes it on
-    request and keeps a tombstone; no token may delete."""
+    with a token), audited `llm.exchange.read`. DELETE wipes it on
+    request and keeps a tombstone (security officer); no token may delete."""
 
     serializer_class = ExchangeSerializer
     filterset_fields = {"model_name": ["exact"], "username": ["exact"], "request_id": ["exact"]}
     action_perms = {
         "list": "gateway.view_retainedexchange",
-        "retrieve": "gateway.read_retainedexchange",
+        "retrieve": "gateway.view_retainedexchange_content",
         "destroy": "gateway.erase_retainedexchange",
     }
     token_writes_refused = True

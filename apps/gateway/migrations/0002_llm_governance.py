@@ -95,7 +95,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['-at'],
-                'permissions': [('read_retainedexchange', 'Can decrypt and read a retained prompt and answer (audited)'), ('erase_retainedexchange', 'Can delete a retained prompt and answer on request')],
+                'permissions': [('view_retainedexchange_content', 'Can decrypt and read a retained prompt and answer (audited)'), ('erase_retainedexchange', 'Can delete a retained prompt and answer on request')],
             },
         ),
         migrations.CreateModel(

@@ -123,7 +123,7 @@ def test_deletion_on_request_leaves_a_tombstone_and_reads_then_410(chat, plain_u
     assert r.status_code == 200 and r.json()["deleted_at"]
     row.refresh_from_db()
     assert (row.ciphertext, row.digest, row.key_id, row.deletion_reason) == (None, "", None, "patient request #42")
-    again = session_api(auditor_user).delete(f"{URL}{row.pk}/", {"reason": "twice"}, format="json")
+    again = session_api(officer_user).delete(f"{URL}{row.pk}/", {"reason": "twice"}, format="json")
     assert (again.status_code, again.json()["code"]) == (409, "already_deleted")
     read = session_api(auditor_user).get(f"{URL}{row.pk}/")
     assert (read.status_code, read.json()["code"]) == (410, "exchange_deleted")
@@ -131,9 +131,9 @@ def test_deletion_on_request_leaves_a_tombstone_and_reads_then_410(chat, plain_u
     assert ("llm.exchange.delete", "success") in kinds and ("llm.exchange.read", "failure") in kinds
 
 
-def test_analysts_and_admins_cannot_delete(chat, plain_user, staff_user):
+def test_analysts_admins_and_auditors_cannot_delete(chat, plain_user, staff_user, auditor_user):
     row = keep(chat, plain_user)
-    for user in (plain_user, staff_user):
+    for user in (plain_user, staff_user, auditor_user):
         assert session_api(user).delete(f"{URL}{row.pk}/", {"reason": "mine"}, format="json").status_code == 403
     row.refresh_from_db()
     assert row.ciphertext is not None
