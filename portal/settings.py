@@ -389,6 +389,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
+    "llm-exchange-retention": {"task": "apps.gateway.tasks.purge_expired_exchanges", "schedule": 3600.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }
 # Routine beat tasks whose "sent / received / succeeded" INFO lines portal/celery.py drops from the

@@ -27,4 +27,6 @@ urlpatterns = [
     path("api/v1/audit/", include("apps.audit.api.urls")),
     path("api/v1/keys/", include("apps.keys.api.urls")),
     path("api/v1/compliance/", include("apps.compliance.api.urls")),
+    path("api/v1/llm/", include("apps.gateway.api.urls")),
+    path("api/v1/usage/", include("apps.gateway.api.usage_urls")),
 ]

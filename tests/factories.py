@@ -91,3 +91,45 @@ def closed_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def llm_governance_rows(model, user) -> dict:
+    """One row of each chat-governance model (issue 13), through the services: a chat policy and a
+    quota on `model`, a usage row and a fully retained exchange of `user`. Returns their ids."""
+    from apps.gateway.models import ChatPolicy, LLMUsage
+    from apps.gateway.services import record_usage, retain_exchange, set_chat_policy, set_quota
+
+    policy = set_chat_policy(model_id=model.pk, retention="full", actor=None)
+    quota = set_quota(scope="user", subject_id=user.pk, model_id=model.pk, tokens_per_day=10_000, actor=None)
+    rid = f"walk-{model.pk}-{user.pk}"
+    record_usage(
+        request_id=rid,
+        user_id=user.pk,
+        username=user.username,
+        token_id=None,
+        model_id=model.pk,
+        model_name=model.name,
+        model_version=1,
+        prompt_tokens=3,
+        completion_tokens=4,
+        ttft_ms=1.0,
+        duration_ms=2.0,
+        finish_reason="stop",
+    )
+    exchange = retain_exchange(
+        policy={"retention": "full", "retention_days": 30},
+        request_id=rid,
+        model_id=model.pk,
+        model_name=model.name,
+        user_id=user.pk,
+        username=user.username,
+        messages=[{"role": "user", "content": "walk"}],
+        answer="ok",
+    )
+    assert ChatPolicy.objects.filter(pk=policy.pk).exists()
+    return {
+        "chat_policy": policy.pk,
+        "quota": quota.pk,
+        "usage": LLMUsage.objects.get(request_id=rid).pk,
+        "exchange": exchange.pk,
+    }

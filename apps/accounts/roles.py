@@ -24,6 +24,13 @@ _VIEW_OPS = (
     "deployments.view_deploymenttransition",
 )
 
+# Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
+# everyone privileged reads them and all usage (an analyst reads their own usage, by the selector,
+# and the policies of the models they see); only the auditor decrypts a retained exchange; the
+# security officer deletes one on request (the auditor changes nothing, deletion included).
+_LLM_READ = ("gateway.view_chatpolicy", "gateway.view_quota", "gateway.view_llmusage")
+_LLM_MANAGE = ("gateway.manage_chatpolicy", "gateway.manage_quota")
+
 # Compliance: the security officer decides which profiles apply and attests manual controls; the
 # auditor reads and exports (view_/export_ only, like all its permissions). Both may generate and
 # download signed reports; evaluating on demand is the officer's (the schedule evaluates anyway).
@@ -48,6 +55,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "auth.add_user",
         "auth.change_user",
         "accounts.view_profile",
+        *_LLM_READ,
+        *_LLM_MANAGE,
     ),
     SECURITY_OFFICER: (
         "registry.view_model",
@@ -77,6 +86,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "compliance.manage_profiles",
         "compliance.add_attestation",
         "compliance.evaluate_controls",
+        *_LLM_READ,
+        *_LLM_MANAGE,
+        "gateway.view_retainedexchange",
+        "gateway.erase_retainedexchange",
     ),
     AUDITOR: (
         *_VIEW_OPS,
@@ -94,6 +107,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "auth.view_user",
         "auth.view_group",
         *_COMPLIANCE_READ,
+        *_LLM_READ,
+        "gateway.view_retainedexchange",
+        "gateway.view_retainedexchange_content",
     ),
     ANALYST: (),  # everything an analyst may touch comes from per-model grants
     GUEST: ("registry.view_catalogue",),

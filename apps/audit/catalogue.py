@@ -78,6 +78,13 @@ EVENT_TYPES: dict[str, str] = {
     "inference.completion": "Text completion through the OpenAI-compatible API (tokens, time to first token, finish)",
     "inference.completion.started": "Streamed text completion started (written before the first byte is sent)",
     "inference.models": "Language models listed through the OpenAI-compatible API",
+    # llm (chat-model governance, docs/llm.md)
+    "llm.policy.update": "Chat model policy set (token limit, sampling, system prompt, retention)",
+    "llm.quota.set": "Token quota or per-minute limit set",
+    "llm.quota.delete": "Token quota removed",
+    "llm.exchange.read": "Retained prompt and answer decrypted and read (or the read refused)",
+    "llm.exchange.delete": "Retained prompt and answer deleted on request (tombstone kept)",
+    "llm.exchange.purge": "Expired retained exchanges purged and their idle day keys destroyed",
     # audit
     "audit.field_change": "Field-level change of a governed object (django-auditlog)",
     "audit.verify": "Audit chain verified",

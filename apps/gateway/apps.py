@@ -11,3 +11,10 @@ class GatewayConfig(AppConfig):
         # Every write a gateway decision depends on tells the data plane's policy snapshot to
         # rebuild, in the writer's own transaction (apps/gateway/dataplane/invalidation.py).
         invalidation.connect()
+
+        from apps.keys.models import Purpose
+        from apps.keys.selectors import register_label_provider
+
+        from .services import exchange_key_labels
+
+        register_label_provider(Purpose.LLM_EXCHANGE, exchange_key_labels)

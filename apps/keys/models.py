@@ -89,6 +89,7 @@ class Purpose(models.TextChoices):
     reference to the data key and answers for its labels (apps.keys.selectors.register_label_provider)."""
 
     ARTIFACT = "artifact", "Model artifact"
+    LLM_EXCHANGE = "llm_exchange", "Retained chat exchanges (one model, one UTC day)"
 
 
 class DataKeyQuerySet(models.QuerySet):

@@ -431,3 +431,43 @@ __all__ = [
     "stalled_rotations",
     "start_rotation",
 ]
+
+
+# --- Data keys used for many small ciphertexts (issue 13: retained chat exchanges) ---------------
+
+
+def create_data_key(*, purpose: str, actor, source: Source = SYSTEM) -> DataKey:
+    """Inside the caller's transaction: a fresh data key, wrapped by the active KEK version and
+    stored (`keys.dek.create`), for a caller that encrypts many small values under it later with
+    `seal_with`. The plaintext key exists only in this frame."""
+    if purpose not in Purpose.values:
+        raise ValueError(f"unknown data key purpose {purpose!r}")
+    kek = active_kek()
+    dek = envelope.generate_dek()
+    try:
+        wrapped = get_kek_provider().wrap(dek, kek.kek_id)
+    except KekError as err:
+        raise _kek_error(err) from err
+    finally:
+        del dek
+    key = DataKey(purpose=purpose, suite=settings.ARTIFACT_SUITE, kek_id=kek.kek_id, wrapped=wrapped)
+    return store_data_key(key, actor=actor, source=source)
+
+
+def seal_with(plaintext: bytes, aad: bytes, *, data_key: DataKey) -> bytes:
+    """Encrypt under an existing, live data key (unwrapped for this call only, never cached), in the
+    segmented format `open_sealed` reads. 409 `data_key_destroyed` after a shred."""
+    if data_key.is_destroyed:
+        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; nothing can be sealed with it")
+    try:
+        dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
+        try:
+            kek = KeyEncryptionKey.objects.filter(kek_id=data_key.kek_id).only("version").first()
+            version = str(kek.version) if kek is not None else ""
+            return providers.encrypt(
+                plaintext, aad, dek, suite=data_key.suite, kek_id=data_key.kek_id, kek_version=version
+            )
+        finally:
+            del dek
+    except KekError as err:
+        raise _kek_error(err) from err

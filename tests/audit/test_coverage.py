@@ -35,6 +35,9 @@ EXEMPT = {
         "writes only the token's last-use time (at most once a minute); the call it authenticates is audited"
     ),
     "apps.keys.services.active_kek": "registers version 1 through _register, which records keys.kek.register",
+    "apps.gateway.services.record_usage": (
+        "one usage row per chat call, the counts that call's own gateway audit event already carries"
+    ),
 }
 
 

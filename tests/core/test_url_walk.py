@@ -38,7 +38,7 @@ from apps.audit.refusals import counter as refusal_counter
 from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from apps.registry.models import Model
 from tests.conftest import grant, make_user, otp_login
-from tests.factories import ModelVersionFactory, token_for
+from tests.factories import ModelVersionFactory, llm_governance_rows, token_for
 from tests.gateway.dataplane_client import DataPlaneClient
 from tests.gateway.helpers import deploy, valid_request
 
@@ -336,6 +336,33 @@ TABLE: dict[str, list[Row]] = {
             args={"pk": "@report"},
         )
     ],
+    # Chat-model governance (docs/llm.md): admin and officer set policies and quotas; policies are
+    # read for the models one sees, quotas by the privileged roles; usage by everyone (their own rows
+    # unless privileged). Retained exchanges: metadata for officer and auditor; the content for the
+    # auditor only and never with a token (audited); deletion on request by the officer, from a
+    # session only.
+    "llm-chat-policy-list": [
+        api("get", UNAUTH, 200, 200, 200, 200, 200),
+        api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, data={}),
+    ],
+    "llm-quota-list": [
+        api("get", UNAUTH, 200, 200, 200, DENIED, DENIED),
+        api("post", UNAUTH, INVALID, INVALID, DENIED, DENIED, DENIED, data={}),
+    ],
+    "llm-quota-detail": [
+        api("get", UNAUTH, 200, 200, 200, DENIED, DENIED, args={"pk": "@quota"}),
+        api("delete", UNAUTH, 204, 204, DENIED, DENIED, DENIED, args={"pk": "@quota"}),
+    ],
+    "llm-exchange-list": [api("get", UNAUTH, DENIED, 200, 200, DENIED, DENIED)],
+    "llm-exchange-detail": [
+        api("get", UNAUTH, DENIED, DENIED, NO_TOKEN_WRITE, DENIED, DENIED, args={"pk": "@exchange"}),
+        api("get", UNAUTH, DENIED, DENIED, 200, DENIED, DENIED, args={"pk": "@exchange"}, session=True),
+        token_write("delete", args={"pk": "@exchange"}, data={"reason": "walk"}),
+        session_write(
+            "delete", UNAUTH, DENIED, 200, DENIED, DENIED, DENIED, args={"pk": "@exchange"}, data={"reason": "walk"}
+        ),
+    ],
+    "llm-usage": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
 }
 # The gateway: roles with registry.view_model see metadata of every model; only an invoke grant
 # invokes; guests know the catalogue, so refusing them says nothing new (403, not 404).
@@ -394,6 +421,10 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, set()),
     "compliance.controlresult": ("@result", {"officer", "auditor"}, set()),
     "compliance.compliancereport": ("@report", {"officer", "auditor"}, {"officer", "auditor"}),
+    "gateway.chatpolicy": ("@chat_policy", {"admin", "officer", "auditor"}, set()),
+    "gateway.quota": ("@quota", {"admin", "officer", "auditor"}, set()),
+    "gateway.llmusage": ("@usage", {"admin", "officer", "auditor"}, set()),
+    "gateway.retainedexchange": ("@exchange", {"officer", "auditor"}, set()),
 }
 
 
@@ -513,6 +544,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "kek": kek.pk,
         "rotation": KekRotation.objects.create(to_kek=kek, state=RotationState.DONE).pk,
         **_compliance_objects(granted.model),
+        **llm_governance_rows(granted.model, plain_user),
     }
     users = {
         "admin": staff_user,

@@ -42,6 +42,8 @@ from rest_framework.views import APIView
 
 from apps.accounts.models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile, digest_token
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, PRIVILEGED, ROLES, SECURITY_OFFICER
+from apps.registry.models import Model
+from tests.factories import llm_governance_rows
 from tests.gateway.dataplane_client import DataPlaneClient
 
 User = get_user_model()
@@ -859,6 +861,13 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
             "compliance.attest", "post", _u("compliance-attestation-list"), {}, True
         ),
         ("compliance-report-list", "post"): _api_object("compliance.report", "post", _u("compliance-report-list"), {}),
+        # Chat-model governance (docs/llm.md)
+        ("llm-chat-policy-list", "post"): _api_object("llm.policy", "post", _u("llm-chat-policy-list"), {}),
+        ("llm-quota-list", "post"): _api_object("llm.quota.set", "post", _u("llm-quota-list"), {}),
+        ("llm-quota-detail", "delete"): _api_object("llm.quota.delete", "delete", _u("llm-quota-detail", "quota")),
+        ("llm-exchange-detail", "delete"): _api_object(
+            "llm.exchange.delete", "delete", _u("llm-exchange-detail", "exchange"), {"reason": "probe"}
+        ),
         # Plain views
         ("path:", "post"): Inert("a redirect to /admin/"),
         ("healthz", "post"): Inert("liveness probe"),
@@ -1109,6 +1118,7 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         "superuser": [u["root"].pk],
         "other_service_accounts": [svc["pat"].pk, svc["pia"].pk],
         **_objects(),
+        **llm_governance_rows(Model.objects.get(name="mine"), u["alice"]),
     }
     principals = {name: Principal(name) for name in ("admin", "officer", "auditor", "analyst", "guest")}
     for name, user in zip(principals, ("ops", "sofia", "audrey", "alice", "gus"), strict=True):

@@ -46,7 +46,7 @@ from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, SECURITY_OFFICER
 from apps.audit.models import AuditEvent, Outcome
 from inference_backend.demo_model import build_test_onnx
 from tests.conftest import make_user, otp_login
-from tests.factories import DeploymentFactory, ModelVersionFactory, token_for
+from tests.factories import DeploymentFactory, ModelVersionFactory, llm_governance_rows, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +105,7 @@ def world(settings) -> World:
     dep = DeploymentFactory(model_version__actor=users["admin"])
     ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
     token_for(users["analyst"], name="laptop")
+    llm_governance_rows(dep.model, users["analyst"])
     kek = KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
     KekRotation.objects.create(to_kek=kek, state=RotationState.FAILED, last_error="walk")
     ProfileAttachment.objects.create(profile="hipaa", model=dep.model)

@@ -70,6 +70,14 @@ OFFICER_OBJECTS = objects(
     "compliance.attest",
     "compliance.report",
 )
+# Chat-model governance (docs/llm.md): admin and officer set chat policies and quotas (with a
+# session or a `manage` token); the officer deletes a retained exchange on request, from a session
+# only (the auditor reads it and changes nothing).
+LLM_POLICY = objects("llm.policy", "llm.quota.set", "llm.quota.delete")
+ADMIN_OBJECTS |= LLM_POLICY
+OFFICER_OBJECTS |= LLM_POLICY
+EXCHANGE_DELETE = objects("llm.exchange.delete")
+
 OFFICER_SITE = objects(
     "admin.add:compliance.compliancereport",
     # security records (docs/admin-site.md): the officer unlocks lockouts and removes a lost second
@@ -113,6 +121,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         | {("hold", "security_officer"), ("hold", "analyst")}
         | OFFICER_OBJECTS
         | OFFICER_SITE
+        | EXCHANGE_DELETE
     ),
     "auditor": (
         OWN_TOKENS
