@@ -99,6 +99,27 @@ def _fresh_rate_limits():
 
     limiter().reset()
     counter().reset()
+    _forget_quota_counters()
+
+
+def _forget_quota_counters() -> None:
+    """Token-quota windows live in Redis keyed by the quota's id, and a test database numbers its
+    quotas from 1 again in every session: start every test with no counts."""
+    from django.conf import settings
+
+    from apps.gateway.quota import PREFIX
+
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=PREFIX + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import ApiToken
@@ -257,7 +257,8 @@ def _fresh_connection(fn):
     long-lived data-plane process must not keep a connection the server closed)."""
 
     def run(**kwargs):
-        close_old_connections()
+        if not connection.in_atomic_block:  # inside one (a test's transaction) it is the caller's to keep
+            close_old_connections()
         return fn(**kwargs)
 
     return sync_to_async(run, thread_sensitive=True)

@@ -186,9 +186,7 @@ class OpenAIAdapter:
             else:
                 prompt_text = cleaned[0]
         if req.kind == wire.CHAT:
-            messages = wire.apply_system_prompt(
-                messages, policy.get("system_prompt", ""), policy.get("system_prompt_mode", "prepend")
-            )
+            messages = self.governance.system_messages(policy, messages)
             prompt_text = wire.render_chat(
                 signature.get("chat_template"),
                 messages,
@@ -197,17 +195,14 @@ class OpenAIAdapter:
             )
         prompt_tokens = await self.tokens.count(route, prompt_text)
         context = int(signature.get("context_length") or 0)
-        policy_max = int(policy.get("max_tokens_per_call") or 0)
-        default_max = int((signature.get("generation_defaults") or {}).get("max_new_tokens") or 512)
         if context and prompt_tokens >= context:
             raise wire.bad(
                 "context_length_exceeded",
                 f"the prompt is {prompt_tokens} tokens; this model's context is {context} tokens",
                 "messages" if req.kind == wire.CHAT else "prompt",
             )
-        max_tokens = req.max_tokens
-        if max_tokens is None:
-            max_tokens = min(x for x in (policy_max or default_max, default_max) if x)
+        max_tokens = sampling["max_tokens"]  # the caller's, or the policy's limit
+        if req.max_tokens is None:
             if context:
                 max_tokens = min(max_tokens, context - prompt_tokens)
         elif context and prompt_tokens + max_tokens > context:
@@ -345,7 +340,8 @@ class OpenAIAdapter:
             try:
                 await self.governance.record(
                     call, route, req, ex, status=status, finish=finish, duration_ms=duration_ms,
-                    messages=prepared["messages"], prompt=prepared["prompt"], error=error,
+                    messages=prepared["messages"] if req.kind == wire.CHAT else [
+                        {"role": "prompt", "content": prepared["prompt"]}], error=error,
                 )  # fmt: skip
             except Exception:  # noqa: BLE001 - the audit event holds the same figures
                 logger.exception("usage or retention for %s not recorded", req.model)

@@ -280,15 +280,6 @@ def render_chat(template: str | None, messages: list[dict], *, bos_token: str = 
         raise ServiceError("chat_template_failed", f"the model's chat template failed: {err}", 500) from None
 
 
-def apply_system_prompt(messages: list[dict], system_prompt: str, mode: str) -> list[dict]:
-    """The policy's enforced system prompt: `replace` drops the caller's system messages and puts
-    the policy's first; `prepend` puts the policy's first and keeps the caller's."""
-    if not system_prompt:
-        return messages
-    kept = [m for m in messages if m["role"] != "system"] if mode == "replace" else messages
-    return [{"role": "system", "content": system_prompt}, *kept]
-
-
 # --- answers ------------------------------------------------------------------------------------
 
 

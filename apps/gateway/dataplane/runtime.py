@@ -64,6 +64,7 @@ class DataPlane:
         self.pipeline.pool.close()
         if self.app.openai is not None:
             self.app.openai.pool.close()
+            await self.app.openai.governance.close()
         if self.redis is not None:
             await self.redis.aclose()
 

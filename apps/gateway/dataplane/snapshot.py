@@ -70,6 +70,8 @@ from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode
 
 from .. import routing
+from ..chatpolicy import load_chat_policies
+from ..quota import QuotaBook, load_quotas
 from .invalidation import CHANNEL, current_epoch
 
 logger = logging.getLogger(__name__)
@@ -305,9 +307,13 @@ class PolicySnapshot:
         models: dict[str, _Model],
         loaded_at: datetime,
         epoch: int = 0,
+        chat_policies: dict[int, dict] | None = None,
+        quotas: QuotaBook | None = None,
     ):
         self._tokens, self._refused, self._grants, self._models = tokens, refused, grants, models
         self.loaded_at, self.epoch = loaded_at, epoch
+        self.chat_policies = chat_policies or {}  # model id -> chat policy (apps/gateway/chatpolicy.py)
+        self.quotas = quotas or QuotaBook()  # apps/gateway/quota.py
 
     def __repr__(self) -> str:
         return (
@@ -378,8 +384,8 @@ class PolicySnapshot:
 
 
 def load_snapshot(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> PolicySnapshot:
-    """Read the snapshot: eight statements whatever the population. On PostgreSQL in one
-    REPEATABLE READ transaction (one consistent view), unless already inside a transaction; on
+    """Read the snapshot: eleven statements whatever the population (chat policies and quotas too).
+    On PostgreSQL in one REPEATABLE READ transaction (one consistent view), unless already inside a transaction; on
     SQLite statement by statement (a read transaction there would be BEGIN IMMEDIATE and block
     writers) — a write landing in between bumps the epoch, so the next rebuild sees it whole."""
     connection = connections[using]
@@ -577,7 +583,16 @@ def _read(connection, now: datetime) -> PolicySnapshot:
         user_id: {model_id: tuple(found) for model_id, found in per_model.items()}
         for user_id, per_model in grants.items()
     }
-    return PolicySnapshot(tokens=live_tokens, refused=refused, grants=frozen_grants, models=models, loaded_at=now)
+    # 9-11. the language models' chat policies and the token quotas (with the groups that have one)
+    return PolicySnapshot(
+        tokens=live_tokens,
+        refused=refused,
+        grants=frozen_grants,
+        models=models,
+        loaded_at=now,
+        chat_policies=load_chat_policies(connection),
+        quotas=load_quotas(connection),
+    )
 
 
 def _refusal_of(*, revoked: bool, now: datetime) -> tuple[str, str, int]:
