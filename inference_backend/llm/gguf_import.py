@@ -37,11 +37,12 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 #: Bumped whenever the produced files change for the same GGUF (cache keys include it).
 CONVERTER_VERSION = 1
@@ -265,10 +266,23 @@ def q4_to_matmulnbits(tensor, rows: np.ndarray | None = None) -> dict[str, np.nd
 # --------------------------------------------------------------------------- graph
 
 
+@dataclass
+class _RawTensor:
+    name: str
+    data_type: int
+    dims: tuple[int, ...]
+    raw: bytes
+
+
 class _Graph:
+    """Nodes in a list; initializers kept as raw bytes outside any protobuf message until
+    :func:`serialize_model` encodes them one by one (protobuf copies a message on every append,
+    and python's ``SerializeToString`` of a 500 MB model peaked at 5× its size)."""
+
     def __init__(self):
         self.nodes: list = []
-        self.initializers: list[TensorProto] = []
+        self.model = onnx.ModelProto()
+        self.tensors: list[_RawTensor] = []
         self._names: set[str] = set()
         self._n = 0
 
@@ -280,7 +294,10 @@ class _Graph:
         if name in self._names:  # shared constants (shapes) are added once
             return name
         self._names.add(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.ascontiguousarray(array)
+        self.tensors.append(
+            _RawTensor(name, helper.np_dtype_to_tensor_dtype(array.dtype), tuple(array.shape), array.tobytes())
+        )
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, domain: str = "", **attrs):
@@ -490,11 +507,16 @@ class _Builder:
             raise GGUFImportError(
                 "gguf_unsupported_architecture", f"tensors this importer does not know: {', '.join(unused[:5])}"
             )
-        graph = helper.make_graph(self.g.nodes, "decoder", inputs, outputs, initializer=self.g.initializers)
-        opsets = [helper.make_opsetid("", OPSET)]
+        model = self.g.model
+        graph = model.graph
+        graph.name = "decoder"
+        graph.node.extend(self.g.nodes)
+        graph.input.extend(inputs)
+        graph.output.extend(outputs)
+        model.opset_import.append(helper.make_opsetid("", OPSET))
         if self.quant == "int4":
-            opsets.append(helper.make_opsetid("com.microsoft", 1))
-        model = helper.make_model(graph, opset_imports=opsets, producer_name="sovereign-gguf-import")
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        model.producer_name = "sovereign-gguf-import"
         model.ir_version = 10
         return model
 
@@ -683,36 +705,74 @@ def _generation_config(reader, info: dict) -> dict:
 # --------------------------------------------------------------------------- serialising
 
 
-def serialize_model(model: onnx.ModelProto, threshold: int = EXTERNAL_DATA_THRESHOLD) -> dict[str, bytes]:
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> list[bytes]:
+    """A length-delimited protobuf field (wire type 2), as chunks to join."""
+    return [_varint(number << 3 | 2), _varint(len(payload)), payload]
+
+
+_GRAPH_FIELD = 7  # ModelProto.graph
+_INITIALIZER_FIELD = 5  # GraphProto.initializer
+
+
+def serialize_model(
+    model: onnx.ModelProto, tensors: list[_RawTensor], threshold: int = EXTERNAL_DATA_THRESHOLD
+) -> dict[str, bytes]:
     """``model.onnx`` alone, or with ``model.onnx.data`` when the weights exceed ``threshold`` bytes.
 
+    ``model`` holds everything but the initializers, which are encoded one at a time and appended
+    to the graph field (protobuf concatenation is a merge), so the peak is about twice the model.
     External data: each initializer of 1 KiB or more moves to the data file (64-byte aligned
     offsets) with ``location`` = ``model.onnx.data``; the loader resolves it in memory.
     """
-    total = sum(len(t.raw_data) for t in model.graph.initializer)
-    if total <= threshold:
-        return {"model.onnx": model.SerializeToString()}
-    chunks: list[bytes] = []
+    external = sum(len(t.raw) for t in tensors) > threshold
+    graph_chunks: list[bytes] = [model.graph.SerializeToString()]
+    data_chunks: list[bytes] = []
     offset = 0
-    for tensor in model.graph.initializer:
-        raw = tensor.raw_data
-        if len(raw) < 1024:
-            continue
-        pad = (-offset) % 64
-        if pad:
-            chunks.append(b"\0" * pad)
-            offset += pad
-        chunks.append(raw)
-        tensor.ClearField("raw_data")
-        tensor.data_location = TensorProto.EXTERNAL
-        del tensor.external_data[:]
-        for key, value in (("location", EXTERNAL_DATA_NAME), ("offset", str(offset)), ("length", str(len(raw)))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        offset += len(raw)
-    data = b"".join(chunks)
-    chunks.clear()
-    return {"model.onnx": model.SerializeToString(), EXTERNAL_DATA_NAME: data}
+    tensors.reverse()
+    while tensors:
+        raw = tensors.pop()
+        tensor = TensorProto(name=raw.name, data_type=raw.data_type, dims=raw.dims)
+        if external and len(raw.raw) >= 1024:
+            pad = (-offset) % 64
+            if pad:
+                data_chunks.append(b"\0" * pad)
+                offset += pad
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (
+                ("location", EXTERNAL_DATA_NAME),
+                ("offset", str(offset)),
+                ("length", str(len(raw.raw))),
+            ):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            data_chunks.append(raw.raw)
+            offset += len(raw.raw)
+        else:
+            tensor.raw_data = raw.raw
+        del raw
+        graph_chunks += _field(_INITIALIZER_FIELD, tensor.SerializeToString())
+        del tensor
+    graph_size = sum(len(c) for c in graph_chunks)
+    model.ClearField("graph")
+    head = model.SerializeToString() + _varint(_GRAPH_FIELD << 3 | 2) + _varint(graph_size)
+    graph_chunks.insert(0, head)
+    files = {"model.onnx": b"".join(graph_chunks)}
+    graph_chunks.clear()
+    if external:
+        files[EXTERNAL_DATA_NAME] = b"".join(data_chunks)
+    return files
 
 
 def convert(
@@ -748,7 +808,7 @@ def convert(
     builder.vocab_size = vocab
     model = builder.build()
     report(0.82, "serialising graph")
-    graph_files = serialize_model(model, external_data_threshold)
+    graph_files = serialize_model(model, builder.g.tensors, external_data_threshold)
     del model, builder
 
     config = {

@@ -247,6 +247,8 @@ def test_tiny_int4_equals_fp32(tmp_path, weight_type, tied):
     a, b = _logits(int4, [5, 6, 7, 8, 9, 10]), _logits(fp32, [5, 6, 7, 8, 9, 10])
     assert np.abs(b).max() > 0.1
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+    for files in (int4, fp32):
+        onnx.checker.check_model(onnx.load_from_string(files["model.onnx"]), full_check=True)
     nodes = {n.op_type for n in onnx.load_from_string(int4["model.onnx"]).graph.node}
     assert ("MatMulNBits" in nodes) == (weight_type in (T.Q4_0, T.Q4_1))
 
