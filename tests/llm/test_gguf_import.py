@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import unicodedata
 
@@ -253,6 +254,16 @@ def test_tiny_int4_equals_fp32(tmp_path, weight_type, tied):
     assert ("MatMulNBits" in nodes) == (weight_type in (T.Q4_0, T.Q4_1))
 
 
+def test_tiny_mixed_types_stay_exact(tmp_path):
+    """A GGUF mixing tensor types: the Q4 tensors become MatMulNBits, the others fp32 MatMuls."""
+    path = write_tiny_llama(tmp_path / "mixed.gguf", type_overrides={"attn_v": T.Q8_0, "ffn_up": T.F32})
+    int4, fp32 = convert(path, quant="int4"), convert(path, quant="fp32")
+    np.testing.assert_allclose(_logits(int4, [7, 8, 9]), _logits(fp32, [7, 8, 9]), atol=1e-4, rtol=0)
+    nbits = [n for n in onnx.load_from_string(int4["model.onnx"]).graph.node if n.op_type == "MatMulNBits"]
+    # per layer: q, k, attn_output, gate, down (v and up are fp32 MatMuls)
+    assert len(nbits) == 2 * 5
+
+
 def test_external_data_above_threshold(tmp_path):
     path = write_tiny_llama(tmp_path / "tiny.gguf")
     inline = convert(path, quant="int4")
@@ -292,7 +303,8 @@ def test_file_objects_and_bytes_convert_alike(tmp_path):
     with path.open("rb") as handle:
         from_handle = convert(handle, quant="int4")
     from_bytes = convert(raw, quant="int4")
-    assert from_path == from_handle == from_bytes  # deterministic, whatever the source
+    from_stream = convert(io.BytesIO(raw), quant="int4")  # no fileno: copied into an in-memory memfd
+    assert from_path == from_handle == from_bytes == from_stream  # deterministic, whatever the source
 
 
 # --------------------------------------------------------------------------- refusals

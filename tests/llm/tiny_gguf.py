@@ -38,6 +38,7 @@ def write_tiny_llama(
     tied: bool = True,
     seed: int = 0,
     skip_keys: tuple[str, ...] = (),
+    type_overrides: dict[str, T] | None = None,
 ) -> Path:
     rng = np.random.default_rng(seed)
     byte_tokens = _byte_tokens()
@@ -76,7 +77,9 @@ def write_tiny_llama(
             writer.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(rows)).astype(np.float32))
             return
         data = (0.2 * rng.standard_normal((rows, cols))).astype(np.float32)
-        kind = weight_type if kind is None else kind
+        if kind is None:
+            role = name.split(".")[-2]  # blk.0.attn_v.weight -> attn_v
+            kind = (type_overrides or {}).get(role, weight_type)
         if kind == T.F32:
             writer.add_tensor(name, data)
         else:
