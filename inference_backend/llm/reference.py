@@ -12,6 +12,21 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+#: SmolLM2's default system prompt (what its chat template adds when there is none).
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+#: The fixed English and Chinese prompts of the int4/fp32 agreement figure (tests and bench).
+AGREEMENT_PROMPTS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in one sentence.",
+    "What is 2+2?",
+    "List three prime numbers.",
+    "中国的首都是哪里？",
+    "什么是人工智能？",
+    "请用一句话介绍你自己。",
+)
+
 
 def chatml(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
     """ChatML as SmolLM2's template renders it when the first message is the system prompt."""
@@ -113,3 +128,36 @@ class ReferenceDecoder:
     def generate(self, prompt: str, max_new_tokens: int = 32) -> str:
         ids = self.generate_ids([self.encode(prompt)], max_new_tokens)[0]
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def prefix_agreement(candidate: Sequence[int], reference: Sequence[int]) -> tuple[int, int]:
+    """Tokens of ``candidate`` equal to ``reference`` before the first difference, and the longer length."""
+    same = 0
+    for x, y in zip(candidate, reference, strict=False):
+        if x != y:
+            break
+        same += 1
+    return same, max(len(candidate), len(reference))
+
+
+def greedy_agreement(
+    candidate: ReferenceDecoder,
+    reference: ReferenceDecoder,
+    prompts: Sequence[str] = AGREEMENT_PROMPTS,
+    max_new_tokens: int = 24,
+    system: str | None = SMOLLM_SYSTEM,
+) -> tuple[int, int]:
+    """(equal tokens, total tokens) of two decoders' greedy answers to ``prompts`` (ChatML).
+
+    Tokens count as equal up to the first difference in each answer (after it, greedy answers
+    diverge by construction), over the longer answer's length.
+    """
+    same = total = 0
+    for text in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        ids = candidate.encode(chatml(messages))
+        s, t = prefix_agreement(
+            candidate.generate_ids([ids], max_new_tokens)[0], reference.generate_ids([ids], max_new_tokens)[0]
+        )
+        same, total = same + s, total + t
+    return same, total

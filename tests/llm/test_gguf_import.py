@@ -20,22 +20,16 @@ from inference_backend.llm.gguf_import import (
     convert,
     q4_to_matmulnbits,
 )
-from inference_backend.llm.reference import ReferenceDecoder, chatml
+from inference_backend.llm.reference import (
+    AGREEMENT_PROMPTS,
+    SMOLLM_SYSTEM,
+    ReferenceDecoder,
+    chatml,
+    greedy_agreement,
+)
 from tests.llm.tiny_gguf import write_tiny_llama
 
-SYSTEM = {"role": "system", "content": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"}
-
-#: The fixed prompts of the int4/fp32 agreement check (bench/llm_serving.py reports the same figure).
-AGREEMENT_PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis in one sentence.",
-    "What is 2+2?",
-    "List three prime numbers.",
-    "中国的首都是哪里？",
-    "什么是人工智能？",
-    "请用一句话介绍你自己。",
-]
+SYSTEM = {"role": "system", "content": SMOLLM_SYSTEM}
 
 
 def prompt(text: str) -> str:
@@ -122,24 +116,9 @@ def test_tokenizer_special_tokens_and_digits(smollm2_decoder):
     assert tokenizer.decode(ids, skip_special_tokens=True) == "user\nhi\n"
 
 
-def _agreement(a: list[int], b: list[int]) -> tuple[int, int]:
-    """Tokens of a greedy run equal to the reference before the first difference, and the total."""
-    same = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        same += 1
-    return same, max(len(a), len(b))
-
-
 def test_int4_agrees_with_fp32(smollm2_decoder):
-    int4, fp32 = smollm2_decoder("int4"), smollm2_decoder("fp32")
-    same = total = 0
-    for text in AGREEMENT_PROMPTS:
-        ids = int4.encode(prompt(text))
-        s, t = _agreement(int4.generate_ids([ids], 16)[0], fp32.generate_ids([ids], 16)[0])
-        same, total = same + s, total + t
-    assert total >= 8 * 8
+    same, total = greedy_agreement(smollm2_decoder("int4"), smollm2_decoder("fp32"), AGREEMENT_PROMPTS, 16)
+    assert total >= len(AGREEMENT_PROMPTS) * 8
     assert same / total >= 0.9, f"int4 equals fp32 on {same}/{total} greedy tokens"
 
 
@@ -307,6 +286,24 @@ def test_file_objects_and_bytes_convert_alike(tmp_path):
     assert from_path == from_handle == from_bytes == from_stream  # deterministic, whatever the source
 
 
+@pytest.mark.parametrize(
+    ("pre", "add_bos", "expected_pieces"),
+    [
+        ("smollm", False, ["t", "he", "Ġthe", "Ġ", "4", "2"]),  # digits one by one
+        ("gpt2", False, ["t", "he", "Ġthe", "Ġ42"]),  # ' 42' is one pre-token
+        ("llama-bpe", True, ["<|im_start|>", "t", "he", "Ġthe", "Ġ", "42"]),  # BOS from the post-processor
+    ],
+)
+def test_tiny_tokenizer_variants(tmp_path, pre, add_bos, expected_pieces):
+    from tokenizers import Tokenizer
+
+    files = convert(write_tiny_llama(tmp_path / "t.gguf", pre=pre, add_bos=add_bos), quant="fp32")
+    tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
+    encoding = tokenizer.encode("the the 42")
+    assert encoding.tokens == expected_pieces
+    assert tokenizer.decode(encoding.ids, skip_special_tokens=True) == "the the 42"
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -354,6 +351,12 @@ def test_unsupported_tensor_type(tmp_path):
     path = tmp_path / "q5.gguf"
     write_tiny_llama(path, weight_type=T.Q5_0)
     assert _code(path) == "gguf_unsupported_tensor_type"
+
+
+@pytest.mark.parametrize(("model", "pre"), [("llama", "default"), ("gpt2", "some-new-pretokenizer")])
+def test_unsupported_tokenizer(tmp_path, model, pre):
+    path = write_tiny_llama(tmp_path / "tok.gguf", tokenizer_model=model, pre=pre)
+    assert _code(path) == "gguf_unsupported_tokenizer"
 
 
 def test_bad_quant_option(tmp_path):

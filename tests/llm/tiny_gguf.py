@@ -39,11 +39,14 @@ def write_tiny_llama(
     seed: int = 0,
     skip_keys: tuple[str, ...] = (),
     type_overrides: dict[str, T] | None = None,
+    tokenizer_model: str = "gpt2",
+    pre: str = "smollm",
+    add_bos: bool = False,
 ) -> Path:
     rng = np.random.default_rng(seed)
     byte_tokens = _byte_tokens()
-    merges = ["Ġ t", "h e", "Ġt he"]
-    tokens = SPECIALS + byte_tokens + ["Ġt", "he", "Ġthe"]
+    merges = ["Ġ t", "h e", "Ġt he", "Ġ 4", "Ġ4 2", "4 2"]
+    tokens = SPECIALS + byte_tokens + ["Ġt", "he", "Ġthe", "42", "Ġ4", "Ġ42"]
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
     vocab = len(tokens)
     writer = gguf.GGUFWriter(str(path), arch)
@@ -62,14 +65,14 @@ def write_tiny_llama(
     for key, add in values.items():
         if prefix + key not in skip_keys:
             add()
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
+    writer.add_tokenizer_model(tokenizer_model)
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     writer.add_chat_template(TEMPLATE)
 
     def add(name: str, rows: int, cols: int | None = None, kind: T | None = None) -> None:
