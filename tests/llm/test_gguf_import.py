@@ -27,6 +27,7 @@ from inference_backend.llm.reference import (
     chatml,
     greedy_agreement,
 )
+from tests.llm import numpy_llama
 from tests.llm.tiny_gguf import write_tiny_llama
 
 SYSTEM = {"role": "system", "content": SMOLLM_SYSTEM}
@@ -210,11 +211,23 @@ def test_matmulnbits_weights_equal_dequantised_gguf(smollm2_gguf):
     np.testing.assert_allclose(y, x @ weight.T, atol=1e-4, rtol=1e-4)
 
 
+def test_fp32_graph_matches_an_independent_llama_cpp_style_forward(smollm2_gguf, smollm2_decoder):
+    """The real model's fp32 logits equal a numpy forward on the GGUF's own (permuted) layout."""
+    decoder = smollm2_decoder("fp32")
+    ids = decoder.encode(prompt("What is the capital of France?"))[-12:]
+    expected = numpy_llama.logits(smollm2_gguf, ids)
+    got = _logits(decoder, ids)[0]
+    assert np.abs(expected).max() > 5
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0)
+
+
 # --------------------------------------------------------------------------- synthetic GGUFs
 
 
-def _logits(files, ids):
-    decoder = ReferenceDecoder(files, threads=1)
+def _logits(files_or_decoder, ids):
+    decoder = files_or_decoder
+    if not isinstance(decoder, ReferenceDecoder):
+        decoder = ReferenceDecoder(files_or_decoder, threads=1)
     ids = np.array([ids], np.int64)
     logits, _ = decoder.forward(ids, np.ones_like(ids), np.arange(ids.shape[1])[None], decoder.empty_past(1))
     return logits
@@ -231,6 +244,13 @@ def test_tiny_int4_equals_fp32(tmp_path, weight_type, tied):
         onnx.checker.check_model(onnx.load_from_string(files["model.onnx"]), full_check=True)
     nodes = {n.op_type for n in onnx.load_from_string(int4["model.onnx"]).graph.node}
     assert ("MatMulNBits" in nodes) == (weight_type in (T.Q4_0, T.Q4_1))
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 2), (4, 4), (8, 1)])
+def test_tiny_graph_matches_llama_cpp_style_forward(tmp_path, heads, kv_heads):
+    path = write_tiny_llama(tmp_path / "t.gguf", heads=heads, kv_heads=kv_heads, tied=False, weight_type=T.F32)
+    ids = [5, 9, 200, 17, 3, 44, 45]
+    np.testing.assert_allclose(_logits(convert(path, quant="fp32"), ids)[0], numpy_llama.logits(path, ids), atol=1e-4)
 
 
 def test_tiny_mixed_types_stay_exact(tmp_path):
