@@ -31,7 +31,7 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             http_url=obj.http_url.rstrip("/"),
             grpc_url=obj.grpc_url,
             hardware=obj.hardware,
-            backends=obj.backends,
+            backends=obj.backends or None,
         )
         if server is not None:
             obj.pk = server.pk

@@ -67,6 +67,7 @@ class InferenceServer(models.Model):
     hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
     backends = models.JSONField(
         default=default_backends,
+        blank=True,  # empty in a form means the default
         validators=[validate_backends],
         help_text="Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm",
     )
