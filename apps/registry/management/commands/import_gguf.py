@@ -12,6 +12,11 @@ class Command(BaseCommand):
         "exit non-zero with a stable code (gguf_malformed, gguf_unsupported, ...) and leave nothing."
     )
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # `--version N` is the model version here, not Django's "show the program's version"
+        kwargs.setdefault("conflict_handler", "resolve")
+        return super().create_parser(prog_name, subcommand, **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("file", help="path of the .gguf file")
         parser.add_argument("--name", required=True, help="model name in the catalogue (new or existing)")
