@@ -12,11 +12,16 @@ from apps.deployments import services, tasks
 from apps.deployments.models import Observed
 from apps.registry.services import register_llm_version
 from inference_backend.client import TritonClient
-from tests.registry.conftest import int4_set  # noqa: F401 (fixture; tests/llm/conftest.py smollm2_files once merged)
+from tests.registry.conftest import load_int4_set
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="session")
+def int4_set() -> dict[str, bytes]:
+    return load_int4_set()  # tests/llm/conftest.py smollm2_files("int4") once merged
 
 
 @pytest.fixture
