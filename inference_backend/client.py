@@ -232,6 +232,65 @@ class TritonClient:
             body["outputs"] = [{"name": output} for output in outputs]
         return self._call("POST", self._model_path(name) + "/infer", body, timeout)
 
+    def generate_stream(
+        self, name: str, body: dict[str, Any], *, timeout: float | None = None, max_events: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """POST ``/v2/models/{name}/generate_stream`` (a decoupled model) and return every event's
+        JSON object. Triton reports failures inside the event stream, before the first token with
+        HTTP 400 and later inside a 200 stream: any event with an ``error`` key raises
+        :class:`TritonError` with that text."""
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            response = self._pool.request(
+                "POST",
+                self.base_url + self._model_path(name) + "/generate_stream",
+                body=json.dumps(body).encode("utf-8"),
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+                timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
+                retries=False,
+                redirect=False,
+                preload_content=False,
+            )
+        except AddressRefused as exc:
+            raise TritonRefused(exc.code, f"Triton at {self.base_url} is refused: {exc.message}") from exc
+        except SSLError as exc:
+            raise TritonRefused("triton_tls_failed", f"TLS with Triton at {self.base_url} failed: {exc}") from exc
+        except (NewConnectionError, Urllib3Timeout, ProtocolError, MaxRetryError, ConnectionError) as exc:
+            raise TritonUnavailable(None, f"Triton at {self.base_url} is unavailable: {exc}") from exc
+        events: list[dict[str, Any]] = []
+        try:
+            content_type = response.headers.get("Content-Type", "")
+            if "event-stream" not in content_type:
+                payload = response.read()
+                raise TritonError(response.status, self._error_text(response.status, payload))
+            buffer = b""
+            for chunk in response.stream(65536):
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    data = b"\n".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+                    if not data:
+                        continue
+                    try:
+                        event = json.loads(data)
+                    except ValueError as exc:
+                        raise TritonError(response.status, f"Triton sent an invalid event: {exc}") from exc
+                    if isinstance(event, dict) and "error" in event:
+                        raise TritonError(response.status, str(event["error"]))
+                    events.append(event)
+                    if len(events) >= max_events:
+                        return events
+        except (Urllib3Timeout, ProtocolError) as exc:
+            raise TritonUnavailable(None, f"Triton at {self.base_url} broke off the stream: {exc}") from exc
+        finally:
+            # An unread rest (max_events reached, an error) must not go back into the pool; closing
+            # also cancels the request on Triton (is_cancelled()).
+            response.close()
+            response.release_conn()
+        if not 200 <= response.status < 300:
+            raise TritonError(response.status, f"HTTP {response.status}")
+        return events
+
     def repository_index(self) -> list[dict[str, Any]]:
         """Return Triton's repository index: ``[{"name", "version", "state", "reason"}, ...]``."""
         return self._call("POST", "/v2/repository/index", {}) or []

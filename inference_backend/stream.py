@@ -46,6 +46,7 @@ __all__ = [
     "Header",
     "StreamError",
     "Suite",
+    "StreamEncryptor",
     "decrypt_file",
     "decrypt_stream",
     "decrypt_to_bytes",
@@ -333,6 +334,86 @@ def encrypt_stream(
         counter += 1
         in_mv[0:1] = peek
         n = 1 + _read_full(src, in_mv[1:])
+
+
+class StreamEncryptor:
+    """Push-style :func:`encrypt_stream`: ``write()`` plaintext chunks of any size as they arrive
+    (an upload handler, a converter's output), ``close()`` seals the final segment. The output is
+    byte-for-byte the format :func:`encrypt_stream` writes; memory is one segment plus the chunk
+    being written. ``written`` counts ciphertext bytes, ``plaintext_bytes`` the input."""
+
+    def __init__(
+        self,
+        dst: BinaryIO,
+        dek: bytes,
+        aad: bytes,
+        *,
+        suite: str = "AES-256-GCM",
+        kek_id: str,
+        kek_version: str = "",
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+    ) -> None:
+        s = SUITES.get(suite)
+        if s is None:
+            raise ValueError(f"unknown suite {suite!r}; choose one of {sorted(SUITES)}")
+        if len(dek) != DEK_LEN:
+            raise ValueError(f"data key must be {DEK_LEN} bytes, got {len(dek)}")
+        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise ValueError(f"segment_size must be in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
+        salt = os.urandom(SALT_LEN)
+        prefix = os.urandom(NONCE_PREFIX_LEN)
+        header = _build_header(s, kek_id, kek_version, salt, prefix, segment_size)
+        self._sealer = _Sealer(s, _derive_key(bytes(dek), header, salt, s.key_len), prefix, header + bytes(aad))
+        self._dst = dst
+        self._size = segment_size
+        # A full segment stays pending until more input shows it is not the final one.
+        self._pending = bytearray()
+        self._out = memoryview(bytearray(segment_size + TAG_LEN))
+        self._counter = 0
+        self._closed = False
+        self.plaintext_bytes = 0
+        _write(dst, header)
+        self.written = len(header)
+
+    def _seal(self, data: memoryview, last: bool) -> None:
+        if self._counter >= MAX_SEGMENTS:
+            raise StreamError("input too large: more than 2**32 segments")
+        m = self._sealer.seal(self._counter, last, data, self._out)
+        _write(self._dst, self._out[:m])
+        self.written += m
+        self._counter += 1
+
+    def write(self, data) -> int:
+        """Encrypt ``data`` (bytes-like); sealed segments go to the destination at once."""
+        if self._closed:
+            raise ValueError("write to a closed StreamEncryptor")
+        view = memoryview(data).cast("B")
+        self.plaintext_bytes += len(view)
+        pos = 0
+        while pos < len(view):
+            if len(self._pending) == self._size:
+                # more input follows, so the pending full segment is not the final one
+                self._seal(memoryview(self._pending), False)
+                self._pending.clear()
+            take = min(self._size - len(self._pending), len(view) - pos)
+            self._pending += view[pos : pos + take]
+            pos += take
+        return len(view)
+
+    def close(self) -> int:
+        """Seal the final segment (empty only when nothing was written); return ``written``."""
+        if not self._closed:
+            self._closed = True
+            self._seal(memoryview(self._pending), True)
+            self._pending = bytearray()
+        return self.written
+
+    def __enter__(self) -> StreamEncryptor:
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.close()
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, dek: bytes, aad: bytes) -> int:

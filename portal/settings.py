@@ -232,6 +232,12 @@ _check_client_settings()
 # --- Sovereign ---------------------------------------------------------------------------
 ARTIFACT_DIR = Path(env.str("SOVEREIGN_ARTIFACT_DIR", default=str(DATA_DIR / "artifacts")))
 MAX_UPLOAD_BYTES = env.int("SOVEREIGN_MAX_UPLOAD_BYTES", default=512 * 1024 * 1024)
+# GGUF imports (docs/llm.md): the upload is encrypted chunk by chunk into the staging directory
+# (default <artifact dir>/staging; the web process and the workers must share it), never held whole.
+MAX_IMPORT_BYTES = env.int("SOVEREIGN_MAX_IMPORT_BYTES", default=16 * 1024**3)
+IMPORT_STAGING_DIR = env.str("SOVEREIGN_IMPORT_STAGING_DIR", default="")
+# onnxruntime threads per instance of a deployed language model (the python backend's engine)
+LLM_INTRA_OP_THREADS = env.int("SOVEREIGN_LLM_INTRA_OP_THREADS", default=2)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
 # The gateway's pseudonymisation key, stored wrapped by the KEK (apps/keys/pseudonym.py).
 PSEUDONYM_KEY_FILE = env.str("SOVEREIGN_PSEUDONYM_KEY_FILE", default=str(DATA_DIR / "keystore" / "pseudonym-key.json"))

@@ -41,6 +41,8 @@ EVENT_TYPES: dict[str, str] = {
     "registry.model.create": "Model created",
     "registry.version.create": "Model version uploaded and encrypted",
     "registry.version.rejected": "Model version upload refused",
+    "registry.import.create": "GGUF import requested (upload staged encrypted, conversion queued)",
+    "registry.import.finish": "GGUF import finished (version registered, or failed with a code)",
     # keys
     "keys.dek.create": "Data key generated and stored, wrapped by the active KEK version",
     "keys.dek.destroy": "Data key destroyed (crypto-shredding, e.g. of a model version)",
@@ -57,6 +59,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.server.rejected": "Inference server registration refused (address or TLS policy)",
     "deployment.server.state": "Inference server seen going up or down by the probe",
     "deployment.request": "Deployment requested",
+    "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
     # compliance

@@ -12,9 +12,9 @@ from .models import Deployment, DeploymentTransition, InferenceServer
 
 @admin.register(InferenceServer)
 class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "http_url", "grpc_url", "hardware", "state", "last_seen_at"]
+    list_display = ["name", "http_url", "grpc_url", "hardware", "backends", "state", "last_seen_at"]
     list_filter = ["hardware", "state"]
-    fields = ["name", "http_url", "grpc_url", "hardware"]
+    fields = ["name", "http_url", "grpc_url", "hardware", "backends"]
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
@@ -31,6 +31,7 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             http_url=obj.http_url.rstrip("/"),
             grpc_url=obj.grpc_url,
             hardware=obj.hardware,
+            backends=obj.backends or None,
         )
         if server is not None:
             obj.pk = server.pk

@@ -27,6 +27,35 @@ server_url_validator = RegexValidator(
 )
 
 
+class Backend(models.TextChoices):
+    """Triton backends a server runs. The CPU language-model path is the python backend; GPU hosts
+    declare vllm or tensorrtllm for the layouts the registry renders (docs/llm.md)."""
+
+    PYTHON = "python"
+    ONNXRUNTIME = "onnxruntime"
+    VLLM = "vllm"
+    TENSORRTLLM = "tensorrtllm"
+
+
+def default_backends() -> list[str]:
+    return [Backend.PYTHON.value, Backend.ONNXRUNTIME.value]
+
+
+def validate_backends(value) -> None:
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValidationError("backends must be a non-empty list of names", code="invalid_backends")
+    unknown = sorted(set(value) - set(Backend.values))
+    if unknown:
+        raise ValidationError(
+            f"unknown backend(s) {', '.join(unknown)[:200]}; known: {', '.join(Backend.values)}",
+            code="invalid_backends",
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("backends lists a name twice", code="invalid_backends")
+
+
 class InferenceServer(models.Model):
     """A Triton Inference Server endpoint the portal deploys onto (no shared disk assumed)."""
 
@@ -36,6 +65,12 @@ class InferenceServer(models.Model):
     )
     grpc_url = models.CharField(max_length=200, blank=True, help_text="host:port of the gRPC endpoint")
     hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
+    backends = models.JSONField(
+        default=default_backends,
+        blank=True,  # empty in a form means the default
+        validators=[validate_backends],
+        help_text="Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm",
+    )
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

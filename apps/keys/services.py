@@ -30,7 +30,7 @@ from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
 from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
-from inference_backend import envelope
+from inference_backend import envelope, stream
 from inference_backend.kek import KekError
 
 from . import providers, pseudonym
@@ -123,6 +123,63 @@ def seal(plaintext: bytes, aad: bytes, *, purpose: str) -> Sealed:
     finally:
         del dek
     return Sealed(ciphertext, DataKey(purpose=purpose, suite=suite, kek_id=kek.kek_id, wrapped=wrapped))
+
+
+class StreamSealer:
+    """A fresh data key for encrypting streams chunk by chunk (an artifact set of several files, a
+    multi-GB upload) under one key: `encryptor(dst, aad)` returns a push-style
+    `inference_backend.stream.StreamEncryptor`. The key is wrapped by the active KEK at once
+    (`data_key`, unsaved: store it with `store_data_key`, or keep the wrapped bytes for an ephemeral
+    key); the plaintext key lives in this object until `close()` (use it as a context manager)."""
+
+    def __init__(self, *, purpose: str) -> None:
+        if purpose not in Purpose.values:
+            raise ValueError(f"unknown data key purpose {purpose!r}")
+        kek = active_kek()
+        self._kek_version = str(kek.version)
+        self._dek: bytes | None = envelope.generate_dek()
+        self.suite = settings.ARTIFACT_SUITE
+        try:
+            wrapped = get_kek_provider().wrap(self._dek, kek.kek_id)
+        except KekError as err:
+            self._dek = None
+            raise _kek_error(err) from err
+        self.data_key = DataKey(purpose=purpose, suite=self.suite, kek_id=kek.kek_id, wrapped=wrapped)
+
+    def encryptor(self, dst, aad: bytes) -> stream.StreamEncryptor:
+        if self._dek is None:
+            raise ValueError("this StreamSealer is closed")
+        return stream.StreamEncryptor(
+            dst, self._dek, aad, suite=self.suite, kek_id=self.data_key.kek_id, kek_version=self._kek_version
+        )
+
+    def close(self) -> None:
+        self._dek = None
+
+    def __enter__(self) -> StreamSealer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
+    """Decrypt a segmented-format stream into `dst` (each segment authenticated before it is
+    written; on failure the caller discards `dst`). `data_key` may be unsaved (an ephemeral key
+    whose wrapped bytes were kept elsewhere). 409 `data_key_destroyed` after a shred; 400
+    `ciphertext_invalid` when the stream does not authenticate."""
+    if data_key.is_destroyed:
+        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+    try:
+        dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
+    except KekError as err:
+        raise _kek_error(err) from err
+    try:
+        return stream.decrypt_stream(src, dst, dek, aad)
+    except stream.StreamError as err:
+        raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
+    finally:
+        del dek
 
 
 def store_data_key(data_key: DataKey, *, actor, source: Source = SYSTEM) -> DataKey:

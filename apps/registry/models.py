@@ -31,6 +31,9 @@ class Model(models.Model):
 
 class ModelFormat(models.TextChoices):
     ONNX = "onnx", "ONNX"
+    # A language model: a set of files (decoder graph, tokenizer, chat template, generation
+    # defaults, config), each an ArtifactFile of the version's one Artifact (docs/llm.md).
+    LLM = "llm", "Language model (ONNX decoder set)"
 
 
 class ModelVersion(models.Model):
@@ -56,6 +59,10 @@ class ModelVersion(models.Model):
     @property
     def batch_dynamic(self) -> bool:
         return bool(self.signature.get("batch_dynamic"))
+
+    @property
+    def is_llm(self) -> bool:
+        return self.format == ModelFormat.LLM
 
 
 class ArtifactQuerySet(models.QuerySet):
@@ -108,4 +115,84 @@ class Artifact(models.Model):
 
     @property
     def path(self):
+        """The ciphertext file of a single-file artifact (an llm set has `files` instead)."""
         return settings.ARTIFACT_DIR / self.storage_name
+
+    def paths(self) -> list:
+        """Every ciphertext file of this artifact: its files' for a set, else its own."""
+        files = list(self.files.all())
+        return [f.path for f in files] if files else [self.path]
+
+
+class ArtifactFile(models.Model):
+    """One encrypted file of a multi-file artifact (a language model's set). Every file is sealed
+    under the artifact's one data key, with associated data binding the artifact id and the file
+    name (`aad`), so files cannot be swapped between sets or renamed within one."""
+
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="files")
+    name = models.CharField(max_length=100, help_text="Name inside the set, e.g. model.onnx")
+    storage_name = models.CharField(max_length=120, unique=True)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the plaintext file")
+    size_bytes = models.BigIntegerField()
+    ciphertext_sha256 = models.CharField(max_length=64)
+    ciphertext_bytes = models.BigIntegerField()
+    aad = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["artifact", "name"]
+        constraints = [models.UniqueConstraint(fields=["artifact", "name"], name="unique_artifact_file_name")]
+
+    def __str__(self) -> str:
+        return f"{self.artifact.version} {self.name}"
+
+    @property
+    def path(self):
+        return settings.ARTIFACT_DIR / self.storage_name
+
+
+class ImportState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ImportJob(models.Model):
+    """A GGUF import running in a worker: the upload waits encrypted in the staging directory
+    under an ephemeral data key (wrapped by the KEK, kept here until the job ends), the task
+    converts it and registers the resulting llm version. The UI polls this row."""
+
+    model_name = models.CharField(max_length=63)
+    requested_version = models.PositiveIntegerField(null=True, blank=True)
+    quant = models.CharField(max_length=8, default="int4")
+    description = models.TextField(blank=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    upload_bytes = models.BigIntegerField(default=0)
+    upload_sha256 = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=16, choices=ImportState.choices, default=ImportState.QUEUED)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=500, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    result = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The staging ciphertext and its ephemeral data key; cleared when the job ends.
+    staging_name = models.CharField(max_length=80, blank=True, editable=False)
+    staging_aad = models.CharField(max_length=200, blank=True, editable=False)
+    staging_suite = models.CharField(max_length=16, blank=True, editable=False)
+    staging_kek_id = models.CharField(max_length=200, blank=True, editable=False)
+    staging_wrapped_key = models.BinaryField(blank=True, default=b"", editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} {self.model_name} ({self.state})"
+
+    @property
+    def staging_path(self):
+        from .staging import staging_dir
+
+        return staging_dir() / self.staging_name if self.staging_name else None

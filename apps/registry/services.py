@@ -11,8 +11,12 @@ Registry knows nothing of deployments: before shredding it asks the checks regis
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -28,7 +32,9 @@ from inference_backend.envelope import sha256_hex
 from inference_backend.private_file import write_private
 from inference_backend.signature import InvalidModelError, read_onnx_signature
 
-from .models import Artifact, Model, ModelVersion, model_name_validator
+from . import llm
+from .models import Artifact, ArtifactFile, Model, ModelFormat, ModelVersion, model_name_validator
+from .storage import PrivateSink
 
 # Callables (model_version) -> None that raise a ServiceError (e.g. Conflict "version_deployed")
 # while something still uses the version; `shred_model_version` calls each under its lock.
@@ -63,7 +69,14 @@ def register_model_version(
 
 
 def record_rejection(
-    *, model_name: str, version, size_bytes: int, error: ServiceError, actor, source: Source = SYSTEM
+    *,
+    model_name: str,
+    version,
+    size_bytes: int,
+    error: ServiceError,
+    actor,
+    source: Source = SYSTEM,
+    extra: dict | None = None,
 ) -> None:
     """Record a refused upload (`registry.version.rejected`), whichever layer refused it."""
     with transaction.atomic():
@@ -75,7 +88,13 @@ def record_rejection(
             target_display=model_name[:200],
             outcome=Outcome.FAILURE,
             error_code=error.code,
-            details={"model": model_name[:200], "version": version, "size_bytes": size_bytes, "reason": error.detail},
+            details={
+                "model": model_name[:200],
+                "version": version,
+                "size_bytes": size_bytes,
+                "reason": error.detail,
+                **(extra or {}),
+            },
         )
 
 
@@ -190,9 +209,9 @@ def shred_model_version(*, model_version_id: int, reason: str, actor, source: So
             target=mv,
             details={"model": mv.model.name, "version": mv.version},
         )
-        path = artifact.path
-        # The file goes only once the key is gone for good: a rollback must leave both intact.
-        transaction.on_commit(lambda: path.unlink(missing_ok=True))
+        paths = artifact.paths()  # one file, or every file of a language model's set
+        # The files go only once the key is gone for good: a rollback must leave both intact.
+        transaction.on_commit(lambda: [p.unlink(missing_ok=True) for p in paths])
     return mv
 
 
@@ -201,6 +220,18 @@ def read_artifact_ciphertext(artifact: Artifact) -> bytes:
         return artifact.path.read_bytes()
     except FileNotFoundError as err:
         raise ServiceError("artifact_missing", f"the encrypted file of {artifact.version} is missing", 500) from err
+
+
+def read_artifact_file(artifact_file: ArtifactFile) -> bytes:
+    """The ciphertext of one file of a set (for Triton's load request)."""
+    try:
+        return artifact_file.path.read_bytes()
+    except FileNotFoundError as err:
+        raise ServiceError(
+            "artifact_missing",
+            f"the encrypted file {artifact_file.name} of {artifact_file.artifact.version} is missing",
+            500,
+        ) from err
 
 
 def _validate_name(name: str) -> None:
@@ -212,3 +243,248 @@ def _validate_name(name: str) -> None:
 
 def _duplicate(model_name: str, version: int) -> Conflict:
     return Conflict("duplicate_version", f"model {model_name!r} already has version {version}", "version")
+
+
+# --------------------------------------------------------------------------- language models
+
+LLMSource = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes]
+
+
+class _ViewReader:
+    """read/seek over a bytes-like object without copying it (BytesIO(bytearray) would copy)."""
+
+    def __init__(self, data) -> None:
+        self.view = memoryview(data).cast("B")
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.view) if n is None or n < 0 else min(len(self.view), self.pos + n)
+        chunk = self.view[self.pos : end].tobytes()
+        self.pos = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.view)}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[memoryview]:
+        for start in range(0, len(self.view), size):
+            yield self.view[start : start + size]
+
+
+def _chunks(source, size: int = 1 << 20) -> Iterator:
+    """The bytes of one file of the set, chunk by chunk, whatever form it came in."""
+    if isinstance(source, _ViewReader):
+        yield from source.chunks(size)
+    elif hasattr(source, "read"):
+        while chunk := source.read(size):
+            yield chunk
+    else:
+        for chunk in source:
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise ServiceError("invalid_llm_file", "a file of the set yielded something other than bytes")
+            yield chunk
+
+
+def _read_limited(name: str, source, limit: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        parts, total = [], 0
+        for chunk in _chunks(source):
+            total += len(chunk)
+            if total > limit:
+                break
+            parts.append(bytes(chunk))
+        data = b"".join(parts) if total <= limit else b""
+        if total > limit:
+            raise ServiceError("file_too_large", f"{name} is over {limit} bytes", 413, "files")
+    if len(data) > limit:
+        raise ServiceError("file_too_large", f"{name} is over {limit} bytes", 413, "files")
+    return data
+
+
+def _graph_source(source):
+    """model.onnx as something the wire scanner can read and the encryptor read again: bytes are
+    wrapped without a copy, a seekable file is rewound, anything else is buffered once (≤ 2 GiB)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _ViewReader(source), len(memoryview(source).cast("B"))
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        try:
+            start = source.tell()
+            size = source.seek(0, io.SEEK_END) - start
+            source.seek(start)
+            return source, size
+        except (OSError, io.UnsupportedOperation):
+            pass
+    buffer = bytearray()
+    for chunk in _chunks(source):
+        buffer += chunk
+        if len(buffer) > llm.GRAPH_LIMIT:
+            raise ServiceError("invalid_model", "model.onnx exceeds protobuf's 2 GiB", 413, "files")
+    return _ViewReader(buffer), len(buffer)
+
+
+def register_llm_version(
+    *,
+    model_name: str,
+    files: Mapping[str, LLMSource],
+    version: int | None = None,
+    description: str = "",
+    actor,
+    source: Source = SYSTEM,
+) -> ModelVersion:
+    """Validate a language model's file set (apps/registry/llm.py), encrypt every file chunk by
+    chunk under the version's one data key (associated data: artifact id + file name), and record
+    the version (format `llm`, signature with kind "llm"), its Artifact and one ArtifactFile per
+    file. Ciphertext is written before the transaction and removed if it does not commit. A
+    refusal raises ServiceError and records `registry.version.rejected`."""
+    try:
+        return _register_llm(model_name, files, version, description, actor, source)
+    except ServiceError as err:
+        record_rejection(
+            model_name=model_name,
+            version=version,
+            size_bytes=_known_size(files),
+            error=err,
+            actor=actor,
+            source=source,
+            extra={"format": ModelFormat.LLM, "files": sorted(str(n)[:100] for n in files)[:10]},
+        )
+        raise
+
+
+def _known_size(files) -> int:
+    return sum(len(v) for v in files.values() if isinstance(v, bytes | bytearray))
+
+
+def _register_llm(model_name, files, version, description, actor, source) -> ModelVersion:
+    _validate_name(model_name)
+    if version is not None and version < 1:
+        raise ServiceError("invalid_version", "version must be a positive integer", field="version")
+    llm.check_names(files.keys())
+    small = {name: _read_limited(name, files[name], limit) for name, limit in llm.SMALL_FILE_LIMITS.items()}
+    config = llm.check_config(llm.parse_json_file("config.json", small["config.json"]))
+    generation = llm.parse_json_file("generation_config.json", small["generation_config.json"])
+    llm.check_tokenizer(small["tokenizer.json"])
+    chat_template = llm.check_chat_template(small["chat_template.jinja"])
+    graph, graph_size = _graph_source(files["model.onnx"])
+    start = graph.tell() if hasattr(graph, "tell") else 0
+    info = llm.scan_model(graph, graph_size)
+    graph.seek(start)
+    llm.check_decoder(info, config["n_layers"])
+    if llm.EXTERNAL_DATA_FILE not in files:
+        llm.check_external(info, None)
+    model = Model.objects.filter(name=model_name).first()
+    if version is None:
+        version = (model.versions.aggregate(m=Max("version"))["m"] or 0) + 1 if model else 1
+    elif model and model.versions.filter(version=version).exists():
+        raise _duplicate(model_name, version)
+
+    set_id = uuid.uuid4().hex
+    artifact_aad = f"sovereign:artifact:{set_id}:{model_name}:{version}"
+    sources = {**small, "model.onnx": graph}
+    if llm.EXTERNAL_DATA_FILE in files:
+        sources[llm.EXTERNAL_DATA_FILE] = files[llm.EXTERNAL_DATA_FILE]
+    written: list[PrivateSink] = []
+    records: list[dict] = []
+    try:
+        with keys.StreamSealer(purpose=Purpose.ARTIFACT) as sealer:
+            for index, name in enumerate(sorted(sources)):
+                sink = PrivateSink(settings.ARTIFACT_DIR / f"{set_id}.{index:02d}.enc")
+                written.append(sink)
+                aad = f"{artifact_aad}:{name}"
+                plain = hashlib.sha256()
+                encryptor = sealer.encryptor(sink, aad.encode())
+                data = sources[name]
+                for chunk in _chunks(_ViewReader(data) if isinstance(data, bytes) else data):
+                    plain.update(chunk)
+                    encryptor.write(chunk)
+                encryptor.close()
+                sink.close()
+                records.append(
+                    {
+                        "name": name,
+                        "storage_name": sink.path.name,
+                        "sha256": plain.hexdigest(),
+                        "size_bytes": encryptor.plaintext_bytes,
+                        "ciphertext_sha256": sink.sha256,
+                        "ciphertext_bytes": sink.bytes,
+                        "aad": aad,
+                    }
+                )
+            data_key = sealer.data_key
+        sizes = {r["name"]: r["size_bytes"] for r in records}
+        if llm.EXTERNAL_DATA_FILE in sizes:
+            llm.check_external(info, sizes[llm.EXTERNAL_DATA_FILE])
+        listing = [{"name": r["name"], "sha256": r["sha256"], "size": r["size_bytes"]} for r in records]
+        signature = llm.build_signature(config, generation, chat_template, listing)
+        set_sha256 = sha256_hex(json.dumps(listing, sort_keys=True, separators=(",", ":")).encode())
+        with transaction.atomic():
+            if model is None:
+                model, created = Model.objects.get_or_create(
+                    name=model_name, defaults={"description": description, "created_by": acting_user(actor)}
+                )
+                if created:
+                    record_event(
+                        "registry.model.create",
+                        actor=actor,
+                        source=source,
+                        target=model,
+                        details={"after": {"name": model.name, "description": model.description}},
+                    )
+            mv = ModelVersion.objects.create(
+                model=model,
+                version=version,
+                format=ModelFormat.LLM,
+                sha256=set_sha256,
+                size_bytes=sum(sizes.values()),
+                signature=signature,
+                created_by=acting_user(actor),
+            )
+            stored = keys.store_data_key(data_key, actor=actor, source=source)
+            artifact = Artifact.objects.create(
+                version=mv,
+                data_key=stored,
+                storage_name=set_id,
+                aad=artifact_aad,
+                ciphertext_sha256=sha256_hex(
+                    "\n".join(f"{r['name']}:{r['ciphertext_sha256']}" for r in records).encode()
+                ),
+                ciphertext_bytes=sum(r["ciphertext_bytes"] for r in records),
+            )
+            ArtifactFile.objects.bulk_create(ArtifactFile(artifact=artifact, **r) for r in records)
+            record_event(
+                "registry.version.create",
+                actor=actor,
+                source=source,
+                target=mv,
+                details={
+                    "after": {
+                        "model": model_name,
+                        "version": version,
+                        "format": ModelFormat.LLM,
+                        "sha256": mv.sha256,
+                        "size_bytes": mv.size_bytes,
+                        "suite": stored.suite,
+                        "kek_id": stored.kek_id,
+                        "architecture": signature["architecture"],
+                        "quantization": signature["quantization"],
+                        "context_length": signature["context_length"],
+                        "files": listing,
+                    }
+                },
+            )
+        return mv
+    except IntegrityError as err:
+        _discard(written)
+        raise _duplicate(model_name, version) from err
+    except BaseException:
+        _discard(written)
+        raise
+
+
+def _discard(sinks: list[PrivateSink]) -> None:
+    for sink in sinks:
+        sink.discard()

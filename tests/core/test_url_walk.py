@@ -166,6 +166,12 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, 200, 200, 200, 200, NOT_FOUND, args={"model_name": "@granted", "version": 1}),
         api("get", UNAUTH, 200, 200, 200, NOT_FOUND, NOT_FOUND, args={"model_name": "@secret", "version": 1}),
     ],
+    # GGUF imports: who may upload a version (the admin role); jobs are the importer's own.
+    "import-list": [
+        api("get", UNAUTH, 200, DENIED, DENIED, DENIED, DENIED),
+        api("post", UNAUTH, "400 file_required", DENIED, DENIED, DENIED, DENIED, data={}, multipart=True),
+    ],
+    "import-detail": [api("get", UNAUTH, "404 not_found", DENIED, DENIED, DENIED, DENIED, args={"pk": 999999})],
     # Crypto-shredding: the security officer only; the version must exist for the caller first.
     "model-version-shred": [
         api(

@@ -89,16 +89,20 @@ def kek_in_hsm(ctx) -> CheckResult:
 def artifacts_encrypted(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
-    live = Artifact.objects.live().select_related("version__model", "data_key")
+    live = Artifact.objects.live().select_related("version__model", "data_key").prefetch_related("files")
     problems = []
-    for art in live.iterator():
-        path = art.path
+    for art in live:
+        # a language model's set: every ArtifactFile; otherwise the artifact's own file
+        files = [(f"{f.name} ", f.path, f.storage_name, f.ciphertext_bytes) for f in art.files.all()]
+        files = files or [("", art.path, art.storage_name, art.ciphertext_bytes)]
         if not art.data_key.wrapped:
             problems.append(f"{art.version}: no wrapped data key")
-        elif not path.is_file():
-            problems.append(f"{art.version}: ciphertext file {art.storage_name} missing")
-        elif path.stat().st_size != art.ciphertext_bytes:
-            problems.append(f"{art.version}: ciphertext size {path.stat().st_size} != recorded {art.ciphertext_bytes}")
+            continue
+        for label, path, storage_name, recorded in files:
+            if not path.is_file():
+                problems.append(f"{art.version}: {label}ciphertext file {storage_name} missing")
+            elif path.stat().st_size != recorded:
+                problems.append(f"{art.version}: {label}ciphertext size {path.stat().st_size} != recorded {recorded}")
     total = live.count()
     evidence = {"artifacts": total, "problems": problems[:LIST_LIMIT]}
     if problems:
@@ -117,8 +121,13 @@ def artifacts_encrypted(ctx) -> CheckResult:
 def artifact_integrity(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
-    live = Artifact.objects.live().select_related("version")
-    bad = [str(a.version) for a in live if len(a.version.sha256) != 64 or len(a.ciphertext_sha256) != 64 or not a.aad]
+    live = Artifact.objects.live().select_related("version").prefetch_related("files")
+
+    def lacking(a) -> bool:
+        files_bad = any(len(f.sha256) != 64 or len(f.ciphertext_sha256) != 64 or not f.aad for f in a.files.all())
+        return len(a.version.sha256) != 64 or len(a.ciphertext_sha256) != 64 or not a.aad or files_bad
+
+    bad = [str(a.version) for a in live if lacking(a)]
     evidence = {
         "artifacts": live.count(),
         "missing_digest_or_aad": bad[:LIST_LIMIT],
@@ -168,10 +177,11 @@ def artifact_suites(ctx) -> CheckResult:
 
 @register("keys.no_stray_files")
 def no_stray_files(ctx) -> CheckResult:
-    from apps.registry.models import Artifact
+    from apps.registry.models import Artifact, ArtifactFile
 
     directory = settings.ARTIFACT_DIR
     known = set(Artifact.objects.values_list("storage_name", flat=True))
+    known |= set(ArtifactFile.objects.values_list("storage_name", flat=True))
     present = [p.name for p in directory.iterdir() if p.is_file()] if directory.is_dir() else []
     stray = sorted(n for n in present if n not in known)
     evidence = {"artifact_dir": str(directory), "files": len(present), "stray": stray[:LIST_LIMIT]}

@@ -6,9 +6,17 @@ from ..models import Deployment, DeploymentTransition, InferenceServer, Kind
 
 
 class InferenceServerSerializer(serializers.ModelSerializer):
+    # validated by the service (audited refusal `invalid_backends`), not here
+    backends = serializers.ListField(
+        child=serializers.CharField(max_length=32),
+        required=False,
+        help_text="Triton backends the server runs: python, onnxruntime, vllm, tensorrtllm "
+        "(default python and onnxruntime)",
+    )
+
     class Meta:
         model = InferenceServer
-        fields = ["id", "name", "http_url", "grpc_url", "hardware", "state", "last_seen_at", "created_at"]
+        fields = ["id", "name", "http_url", "grpc_url", "hardware", "backends", "state", "last_seen_at", "created_at"]
         read_only_fields = ["state", "last_seen_at", "created_at"]
 
 

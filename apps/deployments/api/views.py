@@ -32,6 +32,7 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
             http_url=data["http_url"].rstrip("/"),
             grpc_url=data.get("grpc_url", ""),
             hardware=data.get("hardware", "cpu"),
+            backends=data.get("backends"),
             actor=self.request.user,
             source=Source.from_request(self.request),
         )

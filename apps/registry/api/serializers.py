@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import Artifact, Model, ModelVersion
+from ..models import Artifact, ImportJob, Model, ModelVersion
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
@@ -52,3 +52,38 @@ class VersionUploadSerializer(serializers.Serializer):
 
 class ShredSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, help_text="Why the data key is destroyed (kept in the audit log)")
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    result_version = serializers.IntegerField(source="result.version", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "model_name",
+            "requested_version",
+            "quant",
+            "description",
+            "file_name",
+            "upload_bytes",
+            "upload_sha256",
+            "state",
+            "progress",
+            "message",
+            "error_code",
+            "result",
+            "result_version",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The GGUF file (llama architecture); streamed and encrypted as it arrives")
+    name = serializers.CharField(max_length=63, help_text="Existing or new model name")
+    quant = serializers.ChoiceField(choices=["int4", "fp32"], default="int4", help_text="Weights of the ONNX decoder")
+    version = serializers.IntegerField(required=False, min_value=1, help_text="Defaults to the next version")
+    description = serializers.CharField(required=False, allow_blank=True, default="")

@@ -2,10 +2,11 @@ from django.urls import path
 from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.routers import SimpleRouter
 
-from .views import ModelVersionViewSet, ModelViewSet
+from .views import ImportJobViewSet, ModelVersionViewSet, ModelViewSet
 
 router = SimpleRouter()
 router.register("models", ModelViewSet, basename="model")
+router.register("imports", ImportJobViewSet, basename="import")
 
 urlpatterns = [
     *router.urls,

@@ -9,10 +9,18 @@ from rest_framework.response import Response
 from apps.audit.services import Source
 from apps.core.errors import NotFound, ServiceError
 
-from .. import services
-from ..models import Model, ModelVersion
+from .. import imports, services
+from ..models import ImportJob, Model, ModelVersion
 from ..selectors import catalogue_visible_to, models_visible_to, restricted_to_token, versions_visible_to
-from .serializers import ModelSerializer, ModelVersionSerializer, ShredSerializer, VersionUploadSerializer
+from ..uploads import StagedUpload, StagingUploadHandler
+from .serializers import (
+    ImportJobSerializer,
+    ImportRequestSerializer,
+    ModelSerializer,
+    ModelVersionSerializer,
+    ShredSerializer,
+    VersionUploadSerializer,
+)
 
 
 class ModelViewSet(viewsets.ReadOnlyModelViewSet):
@@ -117,3 +125,79 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             )
             raise
         return form
+
+
+class ImportJobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """GGUF imports (docs/llm.md). POST a multipart upload (`file`, `name`, `quant`, `version`,
+    `description`): the file is encrypted into the staging directory as it arrives and a worker
+    converts and registers it; GET the job for its state and progress. A server-side path is not
+    accepted here (it would let a web caller make the portal read any file it can): operators on
+    the host use `manage.py import_gguf FILE`."""
+
+    serializer_class = ImportJobSerializer
+    parser_classes = [MultiPartParser, FormParser]
+    action_perms = {
+        "list": "registry.add_modelversion",
+        "retrieve": "registry.add_modelversion",
+        "create": "registry.add_modelversion",
+    }
+    filterset_fields = {"state": ["exact"], "model_name": ["exact"]}
+
+    def get_queryset(self):
+        jobs = ImportJob.objects.select_related("result")
+        if getattr(self, "swagger_fake_view", False):
+            return jobs.none()
+        user = self.request.user
+        return jobs if user.is_superuser else jobs.filter(created_by=user)
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything parses the body (the CSRF check reads request.POST): GGUF uploads are
+        # staged encrypted, never held in memory by the default handler.
+        if request.method == "POST":
+            request.upload_handlers = [StagingUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # A staged upload no job took (refused, unauthorised, invalid form) is deleted now.
+        files = getattr(getattr(request, "_request", request), "_files", None) or {}
+        for staged in files.values() if hasattr(files, "values") else []:
+            if isinstance(staged, StagedUpload) and not staged.claimed:
+                staged.discard()
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(request={"multipart/form-data": ImportRequestSerializer}, responses={202: ImportJobSerializer})
+    def create(self, request):
+        source = Source.from_request(request)
+        name = str(request.data.get("name", ""))[:63]
+        token = request.auth
+        if getattr(token, "restricted", False) and not restricted_to_token(Model.objects.filter(name=name), token):
+            raise NotFound("model_not_found", f"unknown model {name!r}")
+        form = ImportRequestSerializer(data=request.data)
+        staged = request.FILES.get("file")
+        try:
+            if not isinstance(staged, StagedUpload):
+                raise ServiceError("file_required", "send the GGUF as the multipart field 'file'", field="file")
+            form.is_valid(raise_exception=True)
+        except (ServiceError, ValidationError) as err:
+            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))
+            services.record_rejection(
+                model_name=name,
+                version=request.data.get("version"),
+                size_bytes=getattr(staged, "size", 0) or 0,
+                error=error,
+                actor=request.user,
+                source=source,
+                extra={"format": "llm", "importer": "gguf"},
+            )
+            raise
+        data = form.validated_data
+        job = imports.create_import_job(
+            staged=staged,
+            model_name=data["name"],
+            quant=data["quant"],
+            version=data.get("version"),
+            description=data["description"],
+            actor=request.user,
+            source=source,
+        )
+        return Response(ImportJobSerializer(job).data, status=202)
