@@ -133,3 +133,33 @@ def artifact_labels(data_key_ids: list[int]) -> dict[int, str]:
         "data_key_id", "version__model__name", "version__version"
     )
     return {key_id: f"{name} v{version}" for key_id, name, version in rows}
+
+
+def open_artifact_file(version_id: int, name: str) -> bytes:
+    """The plaintext of one file of a language model's artifact set, decrypted in memory and
+    checked against its recorded SHA-256 (the gateway counts tokens with `tokenizer.json`).
+    ServiceError: 404 `artifact_file_not_found`, 409 `data_key_destroyed` after a shred, 400
+    `ciphertext_invalid`, 500 `artifact_integrity_failed`."""
+    import hashlib
+    import hmac
+    import io
+
+    from apps.core.errors import NotFound, ServiceError
+    from apps.keys.services import open_stream
+
+    from .models import ArtifactFile
+
+    found = (
+        ArtifactFile.objects.select_related("artifact__data_key")
+        .filter(artifact__version_id=version_id, name=name)
+        .first()
+    )
+    if found is None:
+        raise NotFound("artifact_file_not_found", f"model version {version_id} has no file {name!r}")
+    out = io.BytesIO()
+    with found.path.open("rb") as src:
+        open_stream(src, out, found.aad.encode("utf-8"), data_key=found.artifact.data_key)
+    data = out.getvalue()
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), found.sha256):
+        raise ServiceError("artifact_integrity_failed", f"{name} of model version {version_id} fails its digest", 500)
+    return data
