@@ -67,6 +67,7 @@ class EngineStats:
     prefill_tokens: int = 0
     prefill_seconds: float = 0.0
     merge_seconds: float = 0.0
+    run_seconds: float = 0.0  # inside onnxruntime (decode and prefill)
     max_batch: int = 0
     batch_histogram: dict[int, int] = field(default_factory=dict)
 
@@ -317,7 +318,9 @@ class Engine:
     def _run(self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]):
         feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
         feeds.update(zip(self.past_names, past, strict=True))
+        started = time.perf_counter()
         outputs = self.session.run(self.output_names, feeds)
+        self.stats.run_seconds += time.perf_counter() - started
         return outputs[0], outputs[1:]
 
     def _decode(self) -> None:
