@@ -1,4 +1,4 @@
-"""Triton decoupled python-backend model that serves an encrypted LLM file set (docs/llm.md).
+"""Triton decoupled python-backend model that serves an encrypted LLM file set (docs/llm-serving.md).
 
 The deployment sends this file as ``file:1/model.py`` with the encrypted files of one registry
 version (``file:1/<storage name>``) and the config of
@@ -11,7 +11,7 @@ memory and checked (:mod:`inference_backend.llm.loader`), the process moves to a
 working directory (as ``triton_model.py`` does) and one in-flight batching
 :class:`inference_backend.llm.engine.Engine` starts per model instance.
 
-The tensor contract is the one of Triton's vLLM backend (docs/llm.md "Triton tensor contract"):
+The tensor contract is the one of Triton's vLLM backend (docs/llm-serving.md "Triton tensor contract"):
 ``text_input`` (already templated), ``stream``, ``sampling_parameters`` (JSON),
 ``exclude_input_in_output``, ``return_finish_reason``, ``return_num_input_tokens``,
 ``return_num_output_tokens`` → ``text_output``, ``finish_reason``, ``num_input_tokens``,

@@ -1,4 +1,4 @@
-"""In-flight batching decode engine for the ONNX decoder of the LLM file set (docs/llm.md).
+"""In-flight batching decode engine for the ONNX decoder of the LLM file set (docs/llm-serving.md).
 
 One background thread runs *steps*. A decode step advances **every** active sequence by one
 token in a single onnxruntime run: ``input_ids`` [B, 1], ``attention_mask`` [B, T+1] with left
@@ -541,7 +541,7 @@ def load_json(data: bytes | str | None) -> dict[str, Any]:
 
 
 def engine_from_files(files: dict[str, bytes], *, intra_op_threads: int = 2, **kwargs: Any) -> Engine:
-    """An engine from a decrypted file set (names of docs/llm.md's file set → bytes)."""
+    """An engine from a decrypted file set (names of the file set, docs/llm-serving.md → bytes)."""
     from inference_backend.llm.loader import session_from_files
 
     session = session_from_files(files, intra_op_threads=intra_op_threads)

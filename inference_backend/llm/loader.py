@@ -1,6 +1,6 @@
 """Decrypt an LLM artifact set in memory and build its onnxruntime session; render its Triton config.
 
-The deployment sends the encrypted files of one registry version (docs/llm.md "The file set") to
+The deployment sends the encrypted files of one registry version (docs/llm-serving.md "The file set") to
 Triton with the decoupled python model ``inference_backend/llm_model.py``. Its config carries
 (string parameters): ``wrapped_dek`` (base64), ``kek_id`` and ``artifact_files``, a JSON list of
 ``{"name", "file", "aad", "sha256"}``: ``name`` is the file's name in the set, ``file`` the
@@ -36,7 +36,7 @@ from inference_backend.kek import KekError, KekProvider, provider_from_env
 from inference_backend.onnx_external import _Walk, describe_references, is_external
 from inference_backend.stream import StreamError, decrypt_artifact_file
 
-#: The names a file set may contain (docs/llm.md); anything else is refused.
+#: The names a file set may contain (docs/llm-serving.md); anything else is refused.
 FILE_NAMES = (
     "model.onnx",
     "model.onnx.data",
@@ -209,7 +209,7 @@ def render_llm_python_config(
     triton_name: str, parameters: Mapping[str, Any], *, instance_count: int = 1
 ) -> dict[str, Any]:
     """Triton config (as a dict for :func:`inference_backend.config.to_pbtxt`) of the decoupled
-    python model that serves an LLM file set with the tensor contract of docs/llm.md.
+    python model that serves an LLM file set with the tensor contract of docs/llm-serving.md.
 
     ``parameters``: ``wrapped_dek``, ``kek_id``, ``artifact_files`` (list or JSON string) and
     optionally ``intra_op_threads``, ``max_active_sequences``, ``prefill_chunk``.
