@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,19 +22,6 @@ PROMPTS = [
     TEMPLATE.format("Write a haiku about the sea."),
     TEMPLATE.format("List three prime numbers and explain why each one is prime, briefly."),
 ]
-CACHE = Path("/work/cache/smollm2")
-
-
-@pytest.fixture(scope="module")
-def smollm2_files():
-    """Local stand-in for tests/llm/conftest.py's fixture of the same name (H1)."""
-
-    def load(quant: str) -> dict[str, bytes]:
-        directory = CACHE / quant
-        assert (directory / "model.onnx").is_file(), f"no converted SmolLM2 {quant} model under {directory}"
-        return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-    return load
 
 
 class Collector:

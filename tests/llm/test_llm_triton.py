@@ -28,22 +28,9 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-CACHE = Path("/work/cache/smollm2")
 TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 MODEL = "smollm2_int4_h2"
 LOAD_SECONDS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module")
-def smollm2_files():
-    """Local stand-in for tests/llm/conftest.py's fixture of the same name (H1)."""
-
-    def load(quant: str) -> dict[str, bytes]:
-        directory = CACHE / quant
-        assert (directory / "model.onnx").is_file(), f"no converted SmolLM2 {quant} model under {directory}"
-        return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-    return load
 
 
 def encrypted_set(files: dict[str, bytes], provider, prefix: str):
