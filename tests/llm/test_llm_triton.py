@@ -206,3 +206,18 @@ def test_client_disconnect_cancels_within_one_step(llm):
     # about one decode step (≈ 40-100 ms on this box) of tokens beyond what reached the client
     assert output_tokens - received <= 3, (output_tokens, received)
     print(f"disconnect->log line {elapsed * 1000:.0f} ms, received={received} generated={output_tokens}")
+
+
+def test_input_echo_and_outputs_only_when_asked(llm):
+    prompt = TEMPLATE.format("Say hello.")
+    request = {
+        "text_input": prompt,
+        "stream": False,
+        "exclude_input_in_output": False,
+        "sampling_parameters": json.dumps({"temperature": 0, "max_tokens": 5}),
+    }
+    response = llm.pool.urlopen("POST", f"/v2/models/{MODEL}/generate", body=json.dumps(request).encode())
+    one = json.loads(response.data)
+    assert response.status == 200 and "error" not in one, one
+    assert one["text_output"].startswith(prompt) and len(one["text_output"]) > len(prompt)
+    assert "finish_reason" not in one and "num_output_tokens" not in one and "num_input_tokens" not in one
