@@ -73,8 +73,18 @@ def _go(engine, prompts: list[str], tokens: int) -> tuple[list[_Stream], float]:
     return streams, time.perf_counter() - started
 
 
-def run(files: dict[str, bytes], *, tokens: int = 96, streams: int = 8, threads: int = 2, repeats: int = 2) -> dict:
-    engine = engine_from_files(files, intra_op_threads=threads, max_active_sequences=max(8, streams))
+def run(
+    files: dict[str, bytes],
+    *,
+    tokens: int = 96,
+    streams: int = 8,
+    threads: int = 2,
+    repeats: int = 2,
+    allow_spinning: bool = False,
+) -> dict:
+    engine = engine_from_files(
+        files, intra_op_threads=threads, max_active_sequences=max(8, streams), allow_spinning=allow_spinning
+    )
     engine.eos_ids = frozenset()  # measure a fixed number of decode steps per stream
     try:
         _go(engine, [TEMPLATE.format("Hello")], 8)  # warm-up
@@ -108,6 +118,7 @@ def run(files: dict[str, bytes], *, tokens: int = 96, streams: int = 8, threads:
         return {
             "quantization": engine.config.get("quantization"),
             "intra_op_threads": threads,
+            "allow_spinning": allow_spinning,
             "tokens_per_stream": tokens,
             "single_stream_decode_tok_s": round(med(single), 1),
             "single_stream_wall_tok_s": round(med(one_stream_wall), 1),
@@ -134,12 +145,20 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--spin", action="store_true", help="let idle onnxruntime threads spin")
     args = parser.parse_args()
     results = []
     for quant in args.quant:
         directory = Path(args.dir) / quant
         files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
-        result = run(files, tokens=args.tokens, streams=args.streams, threads=args.threads, repeats=args.repeats)
+        result = run(
+            files,
+            tokens=args.tokens,
+            streams=args.streams,
+            threads=args.threads,
+            repeats=args.repeats,
+            allow_spinning=args.spin,
+        )
         print(json.dumps(result), flush=True)
         results.append(result)
     print()

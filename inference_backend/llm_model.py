@@ -4,7 +4,8 @@ The deployment sends this file as ``file:1/model.py`` with the encrypted files o
 version (``file:1/<storage name>``) and the config of
 :func:`inference_backend.llm.loader.render_llm_python_config`: ``wrapped_dek``, ``kek_id``,
 ``artifact_files`` (JSON list of ``{"name", "file", "aad", "sha256"}``) and optionally
-``intra_op_threads`` (2), ``max_active_sequences`` (8), ``prefill_chunk`` (64).
+``intra_op_threads`` (2), ``max_active_sequences`` (8), ``prefill_chunk`` (64), ``allow_spinning``
+(0: idle onnxruntime threads sleep instead of spinning, see the loader).
 
 On load the data key is unwrapped with this host's KEK provider, every file is decrypted in
 memory and checked (:mod:`inference_backend.llm.loader`), the process moves to an empty private
@@ -149,6 +150,7 @@ class TritonPythonModel:
         threads = _int_parameter(params, "intra_op_threads", 2, 1, 256)
         max_active = _int_parameter(params, "max_active_sequences", 8, 1, 256)
         chunk = _int_parameter(params, "prefill_chunk", 64, 1, 8192)
+        spinning = _int_parameter(params, "allow_spinning", 0, 0, 1) == 1
         directory = os.path.join(args["model_repository"], args["model_version"])
         try:
             files = decrypt_file_set(directory, params)
@@ -157,7 +159,7 @@ class TritonPythonModel:
         self.workdir = tempfile.mkdtemp(prefix="sovereign-llm-")
         os.chdir(self.workdir)  # nothing onnxruntime might resolve by name is found here
         try:
-            session = session_from_files(files, intra_op_threads=threads)
+            session = session_from_files(files, intra_op_threads=threads, allow_spinning=spinning)
             tokenizer = Tokenizer(files["tokenizer.json"])
             model_config = load_json(files["config.json"])
             generation = load_json(files.get("generation_config.json"))

@@ -540,11 +540,13 @@ def load_json(data: bytes | str | None) -> dict[str, Any]:
     return value
 
 
-def engine_from_files(files: dict[str, bytes], *, intra_op_threads: int = 2, **kwargs: Any) -> Engine:
+def engine_from_files(
+    files: dict[str, bytes], *, intra_op_threads: int = 2, allow_spinning: bool = False, **kwargs: Any
+) -> Engine:
     """An engine from a decrypted file set (names of the file set, docs/llm-serving.md → bytes)."""
     from inference_backend.llm.loader import session_from_files
 
-    session = session_from_files(files, intra_op_threads=intra_op_threads)
+    session = session_from_files(files, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
     config = load_json(files["config.json"])
     generation = load_json(files.get("generation_config.json"))
     return Engine(session, Tokenizer(files["tokenizer.json"]), config, generation, **kwargs)
