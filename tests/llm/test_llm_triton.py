@@ -221,3 +221,44 @@ def test_input_echo_and_outputs_only_when_asked(llm):
     assert response.status == 200 and "error" not in one, one
     assert one["text_output"].startswith(prompt) and len(one["text_output"]) > len(prompt)
     assert "finish_reason" not in one and "num_output_tokens" not in one and "num_input_tokens" not in one
+
+
+def test_grpc_stream_infer_with_final_flag(llm):
+    """tritonclient's gRPC bidirectional stream: deltas, then the final response flagged."""
+    import queue
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    results: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{llm.triton.grpc_port}")
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+
+        def tensor(name, value, dtype):
+            t = grpcclient.InferInput(name, [1], dtype)
+            t.set_data_from_numpy(np.array([value], dtype=object if dtype == "BYTES" else bool))
+            return t
+
+        inputs = [
+            tensor("text_input", TEMPLATE.format("What is the capital of France?").encode(), "BYTES"),
+            tensor("stream", True, "BOOL"),
+            tensor("sampling_parameters", json.dumps({"temperature": 0, "max_tokens": 12}).encode(), "BYTES"),
+            tensor("return_finish_reason", True, "BOOL"),
+            tensor("return_num_output_tokens", True, "BOOL"),
+        ]
+        client.async_stream_infer(MODEL, inputs, request_id="grpc-1", enable_empty_final_response=True)
+        texts, counts, final = [], 0, None
+        while final is None:
+            result, error = results.get(timeout=120)
+            assert error is None, error
+            response = result.get_response()
+            texts.append(result.as_numpy("text_output")[0].decode())
+            counts += int(result.as_numpy("num_output_tokens")[0])
+            if response.parameters["triton_final_response"].bool_param:
+                final = result.as_numpy("finish_reason")[0].decode()
+    finally:
+        client.stop_stream()
+        client.close()
+    assert "Paris" in "".join(texts)
+    assert final in ("stop", "length") and 1 <= counts <= 12
