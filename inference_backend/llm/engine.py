@@ -54,6 +54,8 @@ from inference_backend.llm.tokenizer import IncrementalDetokenizer, StopMatcher,
 DEFAULT_MAX_NEW_TOKENS = 256
 #: Left padding every row shares is trimmed once it is this long and a quarter of the length.
 TRIM_MIN_PADDING = 32
+#: The preallocated cache pool is kept while idle up to this size, released above it.
+POOL_KEEP_BYTES = 256 * 2**20
 
 Callback = Callable[..., Any]
 
@@ -510,7 +512,9 @@ class Engine:
             self.rows.pop()
         batch = len(self.rows)
         if batch == 0:
-            self.kv, self.mask = [], None
+            self.kv, self.mask, self._kv_in_pool = [], None, False
+            if self._pool and self._pool[0].nbytes * len(self._pool) > POOL_KEEP_BYTES:
+                self._pool = []  # a long-context burst is over: give the memory back
             return
         self.kv = [array[:batch] for array in self.kv]
         self.mask = self.mask[:batch]
