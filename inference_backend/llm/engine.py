@@ -69,6 +69,8 @@ class EngineStats:
     prefill_tokens: int = 0
     prefill_seconds: float = 0.0
     merge_seconds: float = 0.0
+    merges: int = 0
+    trims: int = 0
     run_seconds: float = 0.0  # inside onnxruntime (decode and prefill)
     max_batch: int = 0
     batch_histogram: dict[int, int] = field(default_factory=dict)
@@ -498,6 +500,7 @@ class Engine:
             seq.past = None
             self.rows.append(seq)
         self.kv, self.mask, self._kv_in_pool = buffers, mask, True
+        self.stats.merges += 1
         self.stats.merge_seconds += time.perf_counter() - started
 
     def _remove_rows(self, gone: list[int]) -> None:
@@ -533,6 +536,7 @@ class Engine:
             target[...] = source[:, :, padding:, :]
         self.kv, self._kv_in_pool = buffers, True
         self.mask = np.ascontiguousarray(self.mask[:, padding:])
+        self.stats.trims += 1
 
 
 def load_json(data: bytes | str | None) -> dict[str, Any]:

@@ -82,6 +82,22 @@ def test_batched_greedy_equals_alone_with_joins_and_leaves():
     assert len([line for line in lines if "finished reason=length" in line]) == 4
 
 
+def test_padding_is_trimmed_when_the_longest_sequence_leaves():
+    want_short = run_alone(PROMPTS[0], {"temperature": 0, "max_tokens": 40})
+    engine, session, _ = make_engine(prefill_chunk=8)
+    try:
+        long, short = Collector(), Collector()
+        engine.submit(PROMPTS[3], {"temperature": 0, "max_tokens": 6}, **long.kw())
+        engine.submit(PROMPTS[0], {"temperature": 0, "max_tokens": 40}, **short.kw())
+        assert long.done.wait(30) and short.done.wait(30)
+    finally:
+        engine.close()
+    assert short.text == want_short.text
+    assert engine.stats.trims == 1
+    # after the trim the short sequence's steps attend over its own length, not the long one's
+    assert session.runs[-1][2] < 60
+
+
 def test_sequence_joining_mid_flight_matches_alone():
     want_long = run_alone(PROMPTS[1], {"temperature": 0, "max_tokens": 150})
     want_late = run_alone(PROMPTS[3], {"temperature": 0, "max_tokens": 10})
