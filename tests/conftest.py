@@ -17,6 +17,7 @@ from apps.accounts.services import grant_model_access, issue_token
 from apps.audit.signing import get_signer
 from apps.keys.providers import get_kek_provider
 from inference_backend.demo_model import build_test_onnx
+from tests.llm_models import smollm2_decoder, smollm2_files, smollm2_gguf  # noqa: F401 - fixtures for every test dir
 
 
 @pytest.fixture(scope="session")

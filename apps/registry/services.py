@@ -488,3 +488,18 @@ def _register_llm(model_name, files, version, description, actor, source) -> Mod
 def _discard(sinks: list[PrivateSink]) -> None:
     for sink in sinks:
         sink.discard()
+
+
+def render_triton_layout(*, model_version: ModelVersion, backend: str, options: dict) -> dict[str, str]:
+    """A language model version's Triton layout for a GPU backend (inference_backend/llm_configs.py),
+    validated with Triton's model-config protobuf: {relative path: text}. 400 `not_a_language_model`
+    for a classifier; the renderer's own codes (llm_config_*) for bad options."""
+    from inference_backend.llm_configs import LLMConfigError, render_backend_layout
+
+    if model_version.signature.get("kind") != "llm":
+        raise ServiceError("not_a_language_model", f"{model_version} is not a language model", 400)
+    try:
+        files = render_backend_layout(backend, model_version.model.name, model_version.signature, options)
+    except LLMConfigError as err:
+        raise ServiceError(err.code, err.message, 400, field="options") from None
+    return {path: data.decode("utf-8") for path, data in sorted(files.items())}

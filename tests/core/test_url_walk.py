@@ -59,6 +59,7 @@ INVALID = "400 invalid"
 NO_TOKEN = "401 missing_token"
 NO_INVOKE = "403 invoke_not_permitted"
 NO_MODEL = "404 model_not_found"
+NOT_LLM = "400 not_a_language_model"
 MINT = "403 token_cannot_issue_tokens"
 NO_TOKEN_WRITE = "403 token_not_allowed"
 DOWN = "503 triton_unavailable"  # allowed: the route reached the (closed) Triton port
@@ -166,6 +167,31 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, 200, 200, 200, 200, NOT_FOUND, args={"model_name": "@granted", "version": 1}),
         api("get", UNAUTH, 200, 200, 200, NOT_FOUND, NOT_FOUND, args={"model_name": "@secret", "version": 1}),
     ],
+    # GPU layouts render for whoever sees the version (a read); "granted" is a classifier.
+    "model-version-triton-layout": [
+        api(
+            "post",
+            UNAUTH,
+            NOT_LLM,
+            NOT_LLM,
+            NOT_LLM,
+            NOT_LLM,
+            NOT_FOUND,
+            args={"model_name": "@granted", "version": 1},
+            data={"backend": "vllm"},
+        ),
+        api(
+            "post",
+            UNAUTH,
+            NOT_LLM,
+            NOT_LLM,
+            NOT_LLM,
+            NOT_FOUND,
+            NOT_FOUND,
+            args={"model_name": "@secret", "version": 1},
+            data={"backend": "vllm"},
+        ),
+    ],  # fmt: skip
     # GGUF imports: who may upload a version (the admin role); jobs are the importer's own.
     "import-list": [
         api("get", UNAUTH, 200, DENIED, DENIED, DENIED, DENIED),

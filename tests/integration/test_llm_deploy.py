@@ -12,7 +12,6 @@ from apps.deployments import services, tasks
 from apps.deployments.models import Observed
 from apps.registry.services import register_llm_version
 from inference_backend.client import TritonClient
-from tests.registry.conftest import load_int4_set
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -20,8 +19,8 @@ PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start
 
 
 @pytest.fixture(scope="session")
-def int4_set() -> dict[str, bytes]:
-    return load_int4_set()  # tests/llm/conftest.py smollm2_files("int4") once merged
+def int4_set(smollm2_files) -> dict[str, bytes]:
+    return smollm2_files("int4")
 
 
 @pytest.fixture

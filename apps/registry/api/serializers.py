@@ -87,3 +87,8 @@ class ImportRequestSerializer(serializers.Serializer):
     quant = serializers.ChoiceField(choices=["int4", "fp32"], default="int4", help_text="Weights of the ONNX decoder")
     version = serializers.IntegerField(required=False, min_value=1, help_text="Defaults to the next version")
     description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class TritonLayoutSerializer(serializers.Serializer):
+    backend = serializers.ChoiceField(choices=["vllm", "tensorrtllm"])
+    options = serializers.DictField(required=False, help_text="the backend's options (docs/llm.md)")

@@ -25,4 +25,9 @@ urlpatterns = [
         ModelVersionViewSet.as_view({"post": "shred"}, parser_classes=[JSONParser, FormParser]),
         name="model-version-shred",
     ),
+    path(
+        "models/<str:model_name>/versions/<int:version>/triton-layout/",
+        ModelVersionViewSet.as_view({"post": "triton_layout"}, parser_classes=[JSONParser]),
+        name="model-version-triton-layout",
+    ),
 ]

@@ -19,6 +19,7 @@ from .serializers import (
     ModelSerializer,
     ModelVersionSerializer,
     ShredSerializer,
+    TritonLayoutSerializer,
     VersionUploadSerializer,
 )
 
@@ -42,7 +43,13 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     serializer_class = ModelVersionSerializer
     parser_classes = [MultiPartParser, FormParser]  # uploads; the shred route takes JSON (urls.py)
     # shred checks registry.shred_artifact itself, after the lookup: out of scope is a 404.
-    action_perms = {"list": None, "retrieve": None, "create": "registry.add_modelversion", "shred": None}
+    action_perms = {
+        "list": None,
+        "retrieve": None,
+        "create": "registry.add_modelversion",
+        "shred": None,
+        "triton_layout": None,  # a read of what the caller already sees
+    }
     lookup_field = "version"
     lookup_value_regex = r"\d+"
     filterset_fields = {"version": ["exact", "gte", "lte"]}
@@ -98,6 +105,22 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         )
         mv.refresh_from_db()
         return Response(ModelVersionSerializer(mv).data)
+
+    @extend_schema(request=TritonLayoutSerializer, responses={200: dict})
+    @action(detail=True, methods=["post"], url_path="triton-layout")
+    def triton_layout(self, request, model_name: str, version: int):
+        """The Triton configuration of a language model version for a GPU backend — vLLM
+        (`config.pbtxt` + `1/model.json`) or TensorRT-LLM's inflight_batcher_llm ensemble — rendered
+        from the registry entry and parsed with Triton's own model-config protobuf before it is
+        returned. Nothing is stored or deployed: an operator copies the files to the GPU host's
+        model repository (docs/llm.md)."""
+        mv = self.get_object()
+        body = TritonLayoutSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        files = services.render_triton_layout(
+            model_version=mv, backend=body.validated_data["backend"], options=body.validated_data.get("options") or {}
+        )
+        return Response({"backend": body.validated_data["backend"], "files": files})
 
     def _validated_upload(self, request, model_name: str, source: Source) -> VersionUploadSerializer:
         """Refusals made here, before the service sees the upload, are audited like the service's own."""
