@@ -186,7 +186,9 @@ def test_v2_reaches_the_data_plane_and_the_rest_the_portal_with_the_client_addre
     assert seen["body"] == len(b'{"inputs": []}')
     assert seen["x_forwarded_for"] == "127.0.0.1" and seen["x_forwarded_proto"] == "https"
     assert seen["host"] == "localhost"
-    for path in ("/admin/login/", "/api/v1/registry/models/", "/healthz", "/static/x.css", "/v2x/models"):
+    status, seen = _call(front, "POST", "/v1/chat/completions", b"{}", {"Content-Type": "application/json"})
+    assert status == 200 and (seen["plane"], seen["path"]) == ("dataplane", "/v1/chat/completions")
+    for path in ("/admin/login/", "/api/v1/registry/models/", "/healthz", "/static/x.css", "/v2x/models", "/v1x"):
         status, seen = _call(front, "GET", path)
         assert status == 200, (path, status, seen)
         assert (seen["plane"], seen["path"]) == ("portal", path)
