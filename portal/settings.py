@@ -281,6 +281,8 @@ LLM_MAX_REQUEST_BYTES = env.int("SOVEREIGN_LLM_MAX_REQUEST_BYTES", default=4 * 1
 LLM_MAX_PROMPT_CHARS = env.int("SOVEREIGN_LLM_MAX_PROMPT_CHARS", default=200_000)
 LLM_MAX_MESSAGES = env.int("SOVEREIGN_LLM_MAX_MESSAGES", default=256)
 LLM_IDLE_TIMEOUT = env.float("SOVEREIGN_LLM_IDLE_TIMEOUT", default=120.0)
+# A streaming client that takes longer than this to accept the next bytes is treated as gone.
+LLM_SEND_TIMEOUT = env.float("SOVEREIGN_LLM_SEND_TIMEOUT", default=30.0)
 GATEWAY_LLM_MAX_STREAMS = env.int("SOVEREIGN_GATEWAY_LLM_MAX_STREAMS", default=64)
 # KServe v2 over gRPC on the data plane (0: off).
 GATEWAY_GRPC_PORT = env.int("SOVEREIGN_GRPC_PORT", default=0)

@@ -28,6 +28,8 @@ def parse_infer_header(body: bytes, header_length: str | None) -> dict:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise ServiceError("invalid_request", f"the inference request is not valid JSON: {err}") from None
+    except RecursionError:  # arrays nested thousands deep
+        raise ServiceError("invalid_request", "the inference request is nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise ServiceError("invalid_request", "the inference request must be an object with an 'inputs' list")
     return header

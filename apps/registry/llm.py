@@ -339,6 +339,8 @@ def build_signature(config: dict, generation: dict, chat_template: str, files: l
         "chat_template": chat_template,
         "bos_token": config.get("bos_token", ""),
         "eos_token": config.get("eos_token", ""),
+        # control tokens: the gateway refuses them inside chat messages (a forged turn or system prompt)
+        "special_tokens": [t for t in config.get("special_tokens", []) if isinstance(t, str) and t][:256],
         "generation_defaults": generation,
         "files": files,
     }

@@ -109,3 +109,15 @@ class StagingUploadHandler(FileUploadHandler):
         if self._active and not self.too_large:
             self._drop()
         self._active = False
+
+
+class DiscardingUploadHandler(FileUploadHandler):
+    """For a caller who may not import (a session without `registry.add_modelversion`): the body is
+    read and dropped — nothing staged, nothing encrypted — before the refusal (DRF's CSRF check
+    parses the body ahead of the permission check)."""
+
+    def receive_data_chunk(self, raw_data, start):
+        return None
+
+    def file_complete(self, file_size):
+        return None

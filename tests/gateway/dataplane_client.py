@@ -43,6 +43,7 @@ class DataPlaneClient:
         self.on_build = None  # called with each call's DataPlane before it serves
         self.policy = None  # a SnapshotHolder to use instead of one reading the database per call
         self.disconnect_after_body = False  # the client leaves as soon as its body is sent
+        self.stop_reading = False  # the client takes the answer's head, then never reads its body
 
     def get(self, path: str, **extra) -> Response:
         return self.request("GET", path, b"", None, extra)
@@ -105,6 +106,8 @@ class DataPlaneClient:
             await asyncio.get_running_loop().create_future()  # as a server: nothing until the client leaves
 
         async def send(message):
+            if self.stop_reading and message["type"] == "http.response.body" and "status" in out:
+                await asyncio.get_running_loop().create_future()  # as a full socket buffer: never returns
             if message["type"] == "http.response.start":
                 out["status"], out["headers"] = message["status"], message.get("headers", [])
             elif message["type"] == "http.response.body":

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from inference_backend.llm.loader import render_llm_python_config
 
 from apps.audit.models import AuditEvent
 from apps.compliance.services import set_model_policy
@@ -27,6 +26,7 @@ from inference_backend import llm_model
 from inference_backend.client import TritonClient
 from inference_backend.envelope import generate_dek, sha256_hex
 from inference_backend.kek import LocalKeystoreProvider
+from inference_backend.llm.loader import render_llm_python_config
 from inference_backend.stream import encrypt_stream
 from tests.conftest import grant, make_user
 from tests.factories import StaffFactory, token_for

@@ -126,3 +126,16 @@ class TestApi:
         assert mv.artifact.files.count() == 5
         body = staff_client.get(f"{URL}{job.pk}/").json()
         assert body["state"] == "succeeded" and body["result"] == mv.pk and body["result_version"] == 1
+
+
+def test_a_session_that_may_not_import_stages_nothing(rf, plain_user, staff_user):
+    """DRF's CSRF check parses a session's body before the permission check: for a user without
+    registry.add_modelversion the upload is dropped as it arrives, never staged or encrypted."""
+    from apps.registry.api.views import ImportJobViewSet
+    from apps.registry.uploads import DiscardingUploadHandler, StagingUploadHandler
+
+    for user, expected in ((plain_user, DiscardingUploadHandler), (staff_user, StagingUploadHandler)):
+        request = rf.post(URL, data={"name": "x"})
+        request.user = user
+        ImportJobViewSet(action_map={"post": "create"}).initialize_request(request)
+        assert [type(h) for h in request.upload_handlers] == [expected]

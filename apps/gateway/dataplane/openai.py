@@ -176,6 +176,15 @@ class OpenAIAdapter:
             )
         policy = self.governance.policy(route)
         sampling = self.governance.check(policy, req.max_tokens, dict(req.sampling))
+        if req.kind == wire.COMPLETION and policy.get("system_prompt"):
+            # a raw prompt is the whole model input: it could not carry the enforced system prompt
+            raise wire.bad(
+                "system_prompt_enforced",
+                "this model's policy enforces a system prompt: use /v1/chat/completions",
+                "prompt",
+            )
+        if req.kind == wire.CHAT:
+            wire.refuse_control_tokens(req.messages, wire.control_tokens(signature))
         messages, prompt_text = req.messages, req.prompt
         if route.deid_mode != "off":  # the model's policy: identifiers never reach the model
             key = await self.pipeline.deid_key(route.deid_mode, req.model)
@@ -185,6 +194,13 @@ class OpenAIAdapter:
                 messages = [{**m, "content": text} for m, text in zip(messages, cleaned, strict=True)]
             else:
                 prompt_text = cleaned[0]
+            stops = sampling.get("stop")
+            if stops:  # stop strings travel to the model too: none may carry an identifier
+                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key)
+                if kept != list(stops):
+                    raise wire.bad(
+                        "stop_contains_identifier", "a stop sequence holds an identifier; it was not forwarded", "stop"
+                    )
         if req.kind == wire.CHAT:
             messages = self.governance.system_messages(policy, messages)
             prompt_text = wire.render_chat(
@@ -545,9 +561,13 @@ async def _send(send, data: bytes) -> None:
 
 
 async def _send_raw(send, message) -> None:
+    """Send, or ClientGone: the client left, or stopped reading for SOVEREIGN_LLM_SEND_TIMEOUT (a reader
+    that never reads would otherwise hold its upstream stream, its quota reservation and its audit
+    event open for ever)."""
     try:
-        await send(message)
-    except OSError as err:  # uvicorn: ClientDisconnected
+        async with asyncio.timeout(settings.LLM_SEND_TIMEOUT):
+            await send(message)
+    except (OSError, TimeoutError) as err:  # uvicorn: ClientDisconnected
         raise ClientGone() from err
 
 

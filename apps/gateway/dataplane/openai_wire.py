@@ -122,7 +122,7 @@ def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -
     """The request, checked; ServiceError (400) with a stable code and the offending `param`."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
         raise bad("invalid_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise bad("invalid_json", "the request body must be a JSON object")
@@ -234,6 +234,29 @@ def _messages(messages, max_messages: int) -> list[dict]:
     if all(not m["content"].strip() for m in out):
         raise bad("empty_messages", "every message is empty", "messages")
     return out
+
+
+def control_tokens(signature: dict) -> list[str]:
+    """The model's control tokens (from its tokenizer; else its BOS/EOS and ChatML's markers)."""
+    found = [t for t in signature.get("special_tokens") or [] if isinstance(t, str) and t]
+    if not found:
+        found = [t for t in (signature.get("bos_token"), signature.get("eos_token")) if t]
+        found += ["<|im_start|>", "<|im_end|>"]
+    return found
+
+
+def refuse_control_tokens(messages: list[dict], tokens: list[str]) -> None:
+    """A message holding a control token's text would be tokenised as that token: a forged turn, a
+    forged system prompt past the enforced one. Refused (400 `control_token_in_content`)."""
+    for index, message in enumerate(messages):
+        content = message["content"]
+        for token in tokens:
+            if token in content:
+                raise bad(
+                    "control_token_in_content",
+                    f"messages[{index}].content holds the model's control token {token!r}",
+                    f"messages[{index}].content",
+                )
 
 
 # --- the prompt ---------------------------------------------------------------------------------

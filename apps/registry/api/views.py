@@ -12,7 +12,7 @@ from apps.core.errors import NotFound, ServiceError
 from .. import imports, services
 from ..models import ImportJob, Model, ModelVersion
 from ..selectors import catalogue_visible_to, models_visible_to, restricted_to_token, versions_visible_to
-from ..uploads import StagedUpload, StagingUploadHandler
+from ..uploads import DiscardingUploadHandler, StagedUpload, StagingUploadHandler
 from .serializers import (
     ImportJobSerializer,
     ImportRequestSerializer,
@@ -177,7 +177,12 @@ class ImportJobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         # Before anything parses the body (the CSRF check reads request.POST): GGUF uploads are
         # staged encrypted, never held in memory by the default handler.
         if request.method == "POST":
-            request.upload_handlers = [StagingUploadHandler(request)]
+            user = getattr(request, "user", None)
+            # A session user (authenticated by Django's middleware, so DRF's CSRF check will parse the
+            # body before the permission check) who may not import stages nothing: the body is dropped.
+            # Bearer-token callers are refused by DRF before their body is read.
+            refused = user is not None and user.is_authenticated and not user.has_perm("registry.add_modelversion")
+            request.upload_handlers = [DiscardingUploadHandler()] if refused else [StagingUploadHandler(request)]
         return super().initialize_request(request, *args, **kwargs)
 
     def finalize_response(self, request, response, *args, **kwargs):
