@@ -73,8 +73,16 @@ QUESTIONS = [
 ]
 
 
+SIGNATURE: dict = {}  # the registered version's, once deployed: the chat template the gateway renders
+
+
 def template(question: str) -> str:
-    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    """The prompt the gateway sends for one user message: the model's own chat template."""
+    from apps.gateway.dataplane.openai_wire import render_chat
+
+    messages = [{"role": "user", "content": question}]
+    return render_chat(SIGNATURE.get("chat_template"), messages, bos_token=SIGNATURE.get("bos_token", ""),
+                       eos_token=SIGNATURE.get("eos_token", ""))  # fmt: skip
 
 
 # --- one streamed call ------------------------------------------------------------------------------
@@ -166,6 +174,7 @@ def deploy_llm(triton_url: str, files: dict[str, bytes]) -> str:
     if dep.observed_state != Observed.ACTIVE:
         raise RuntimeError(f"deployment of {MODEL} is {dep.observed_state}: {dep.last_error}")
     set_chat_policy(model_id=mv.model_id, max_tokens_per_call=4096, actor=admin)
+    SIGNATURE.update(mv.signature)
     analyst = create_user(
         username="bench-analyst", email="", password=secrets.token_urlsafe(16), role="analyst", actor=admin
     )
@@ -272,6 +281,8 @@ def run(args) -> dict:
     token = deploy_llm(triton.http_url, files("int4"))
     gw_port = port()
     argv = [sys.executable, "manage.py", "run_dataplane", "--port", str(gw_port)]
+    if args.profile:  # cProfile of the data plane, written when it stops
+        argv[1:1] = ["-m", "cProfile", "-o", args.profile]
     start_server("gateway", argv, data, env, f"http://127.0.0.1:{gw_port}/dataplane/healthz", timeout=120)
     MARKS.update(postgres="postgres", redis="redis-server")
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": q, "machine": machine()}
@@ -386,6 +397,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime and llama.cpp threads")
     parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="run the data plane under cProfile, written to FILE")
     parser.add_argument("--quality-tokens", type=int, default=32, help="greedy tokens per prompt for the gate")
     args = parser.parse_args()
 

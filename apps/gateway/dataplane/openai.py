@@ -251,12 +251,15 @@ class OpenAIAdapter:
         disconnect = asyncio.get_running_loop().create_future()
         watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnect))
         upstream = None
+        # A stream's `.started` event is committed while the model reads the prompt (it is awaited
+        # before the first byte leaves, fail closed), not after: off the time to first token.
+        started = asyncio.ensure_future(self._started(call)) if req.stream else None
         try:
             upstream = await self._open_upstream(route, prepared)
             events = _events(upstream, settings.LLM_IDLE_TIMEOUT)
             first = await _next_or_disconnect(events, disconnect)  # errors before any token come here
-            if req.stream:
-                await self._started(call)  # durable before the first byte (fail closed)
+            if started is not None:
+                await started  # durable before the first byte (fail closed)
                 started_sent = True
                 await _start_stream(send, call.inbound.request_id)
                 await _send(
@@ -279,6 +282,9 @@ class OpenAIAdapter:
             error = _internal()
         finally:
             watcher.cancel()
+            if started is not None and not started.done():
+                with contextlib.suppress(BaseException):  # written or not, its outcome is settled before the end
+                    await started
             if upstream is not None and (ex.disconnected or error is not None or not ex.finish):
                 upstream.close()  # Triton sees the stream closed and cancels the request
         if error is None and not ex.disconnected and not ex.finish:
