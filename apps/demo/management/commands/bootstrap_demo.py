@@ -164,7 +164,7 @@ def ensure_chat_version(gguf: Path | None, say=lambda text: None):
     if mv is not None:
         return mv, False
     gguf = gguf or installed_chat_gguf()
-    say(f"Importing the chat model {CHAT_MODEL} from {gguf.name} ({CHAT_QUANT}; once, about 30 s)…")
+    say(f"Importing the chat model {CHAT_MODEL} from {gguf.name} ({CHAT_QUANT}; once: 10–40 s)…")
     out, progress = io.StringIO(), io.StringIO()
     started = time.monotonic()
     try:
@@ -284,15 +284,22 @@ EOF
         """How to call the chat model: a streaming curl and the official openai client (flush left: pasted)."""
         name = chat.model.name
         body = json.dumps(
-            {"model": name, "stream": True, "messages": [{"role": "user", "content": CHAT_PROMPT}]},
+            {
+                "model": name,
+                "stream": True,
+                "temperature": 0,
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": CHAT_PROMPT}],
+            },
             separators=(",", ":"),
         )
         quant = chat.model_version.signature.get("quantization")
         return f"""
 Chat with {name} v{chat.model_version.version} ({quant}, {chat.observed_state} on {chat.server.name}) through the
-OpenAI-compatible API, with the same token (server-sent events; -N: print each as it comes):
+OpenAI-compatible API, with the same token (server-sent events; temperature 0: a 135M model
+answers best greedily):
 
-  curl -N -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+  curl -sN -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{body}' {portal_url}/v1/chat/completions
 
   The same with the official openai client (pip install openai), pasted into a shell:
@@ -301,7 +308,7 @@ python - <<'EOF'
 from openai import OpenAI
 client = OpenAI(base_url="{portal_url}/v1", api_key="{token}")
 stream = client.chat.completions.create(
-    model="{name}", messages=[{{"role": "user", "content": "{CHAT_PROMPT}"}}],
+    model="{name}", messages=[{{"role": "user", "content": "{CHAT_PROMPT}"}}], temperature=0, max_tokens=64,
     stream=True, stream_options={{"include_usage": True}})
 for chunk in stream:
     if chunk.choices and chunk.choices[0].delta.content:
