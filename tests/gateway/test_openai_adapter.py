@@ -5,6 +5,7 @@ audit events look. The real model behind a real Triton: tests/llm/test_openai_e2
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -324,3 +325,19 @@ def test_a_client_that_stops_reading_lets_go_of_its_stream(chat_model, client, f
     event = AuditEvent.objects.filter(event_type="inference.chat").get()
     assert event.details["llm"]["client_disconnected"] is True
     assert event.details["llm"]["finish_reason"] == "cancelled"
+
+
+def test_a_per_minute_request_limit_refuses_the_next_call_with_rate_limited(chat_model, client, plain_user):
+    from apps.gateway.services import set_quota
+
+    set_quota(scope="user", subject_id=plain_user.pk, model_id=chat_model.pk, requests_per_minute=2, actor=None)
+    for _attempt in range(2):  # a clock minute (the window) may end between the calls: then once more
+        minute = int(time.time() // 60)
+        statuses = [_chat(client, max_tokens=4).status_code for _ in range(2)]
+        refused = _chat(client, max_tokens=4)
+        if int(time.time() // 60) == minute:
+            break
+    assert statuses == [200, 200]
+    assert refused.status_code == 429, refused.content
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused["retry-after"]) <= 61
