@@ -835,6 +835,9 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("login", "post"): Inert("logs the caller in with credentials it already has"),
         # Registry, deployments, keys, compliance (authorisation only)
         ("model-version-list", "post"): _api_object("model.upload", "post", _u("model-version-list", "mine"), {}, True),
+        # a GGUF import is an upload of a version (registry.add_modelversion), staged then converted
+        ("import-list", "post"): _api_object("model.upload", "post", _u("import-list"), {}, True),
+        ("model-version-triton-layout", "post"): Inert("renders a GPU host's configuration; stores nothing"),
         ("model-version-shred", "post"): _api_object(
             "model.shred", "post", lambda w: reverse("model-version-shred", args=["mine", 1]), {"reason": "probe"}
         ),
