@@ -299,7 +299,7 @@ def run(args) -> dict:
 
     log(f"1. overhead: {rounds} rounds of one direct and one gateway call, {tokens} tokens each")
     rows = {"direct": [], "gateway": []}
-    cpu = {"calls": 0, "tokens": 0, "gateway_cpu_s": 0.0}
+    cpu = {"calls": 0, "tokens": 0, "gateway_cpu_s": 0.0, "triton_cpu_s": 0.0}
     for r in range(rounds):
         question = QUESTIONS[r % len(QUESTIONS)]
         order = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
@@ -311,6 +311,7 @@ def run(args) -> dict:
                 row = stream_call(*gateway[:2], gateway_body(question, tokens), gateway[2])
                 used = cpu_used(c0, cpu_snapshot(), row["total"], 1)
                 cpu["gateway_cpu_s"] += used["cpu_ms_per_request"].get("gateway", 0.0) / 1000
+                cpu["triton_cpu_s"] += used["cpu_ms_per_request"].get("triton", 0.0) / 1000
                 cpu["calls"] += 1
                 cpu["tokens"] += row["tokens"]
                 rows[side].append(row)
@@ -328,6 +329,8 @@ def run(args) -> dict:
         "direct_decode_tokens_per_s": statistics.median(1 / decode(r) for r in rows["direct"]),
         "gateway_cpu_ms_per_call": cpu["gateway_cpu_s"] * 1e3 / max(cpu["calls"], 1),
         "gateway_cpu_ms_per_token": cpu["gateway_cpu_s"] * 1e3 / max(cpu["tokens"], 1),
+        "triton_cpu_ms_per_call": cpu["triton_cpu_s"] * 1e3 / max(cpu["calls"], 1),
+        "gateway_cpu_share_of_triton": cpu["gateway_cpu_s"] / max(cpu["triton_cpu_s"], 1e-9),
         "tokens_per_call": statistics.median(r["tokens"] for r in rows["gateway"]),
     }
 
@@ -377,6 +380,8 @@ def report(res: dict) -> None:
             ["per-token overhead, p50 (ms)", f"{o['per_token_added_ms_p50']:.3f}", "≤ 0.3"],
             ["gateway CPU per call / per token (ms)", f"{o['gateway_cpu_ms_per_call']:.2f} / "
              f"{o['gateway_cpu_ms_per_token']:.3f}", ""],
+            ["Triton CPU per call (ms); gateway ÷ Triton", f"{o['triton_cpu_ms_per_call']:.0f}; "
+             f"{o['gateway_cpu_share_of_triton']:.3f}", ""],
             ["one stream decode, direct (tokens/s)", f"{o['direct_decode_tokens_per_s']:.1f}", "≥ 25"],
             ["8 streams ÷ 1 stream, direct", f"{b['direct']['ratio']:.2f}×", "≥ 3×"],
             ["8 streams ÷ 1 stream, gateway", f"{b['gateway']['ratio']:.2f}×", ""],

@@ -248,16 +248,26 @@ class OpenAIAdapter:
         started_sent = False
         error: ServiceError | None = None
         created = int(time.time())
-        disconnect = asyncio.get_running_loop().create_future()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnect))
+        # The client leaving closes the upstream stream at once (Triton cancels the request at its
+        # next decode step), which ends the loop below: one watcher per call, nothing per event.
+        link: dict = {"upstream": None}
+
+        def gone() -> None:
+            ex.disconnected = True
+            if link["upstream"] is not None:
+                link["upstream"].close()
+
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
         upstream = None
         # A stream's `.started` event is committed while the model reads the prompt (it is awaited
         # before the first byte leaves, fail closed), not after: off the time to first token.
         started = asyncio.ensure_future(self._started(call)) if req.stream else None
         try:
-            upstream = await self._open_upstream(route, prepared)
+            upstream = link["upstream"] = await self._open_upstream(route, prepared)
+            if ex.disconnected:
+                raise ClientGone()
             events = _events(upstream, settings.LLM_IDLE_TIMEOUT)
-            first = await _next_or_disconnect(events, disconnect)  # errors before any token come here
+            first = await anext(events, None)  # errors before any token come here
             if started is not None:
                 await started  # durable before the first byte (fail closed)
                 started_sent = True
@@ -266,20 +276,25 @@ class OpenAIAdapter:
                     send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, role=True, text=""))
                 )
             event = first
-            while event is not None:
+            while event is not None and not ex.disconnected:
                 text = self._take(ex, event, call)
                 if text and req.stream:
                     await _send(send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, text=text)))
                 if ex.finish:
                     break
-                event = await _next_or_disconnect(events, disconnect)
+                event = await anext(events, None)
+            if ex.disconnected:
+                raise ClientGone()
         except ClientGone:
             ex.disconnected, ex.finish = True, "cancelled"
-        except ServiceError as err:
-            error = err
-        except Exception:
-            logger.exception("OpenAI call to %s failed while forwarding", req.model)
-            error = _internal()
+        except Exception as err:
+            if ex.disconnected:  # the stream ended because the client left and it was closed
+                ex.finish = "cancelled"
+            elif isinstance(err, ServiceError):
+                error = err
+            else:
+                logger.exception("OpenAI call to %s failed while forwarding", req.model)
+                error = _internal()
         finally:
             watcher.cancel()
             if started is not None and not started.done():
@@ -480,27 +495,12 @@ class ClientGone(Exception):
     """The client closed the connection."""
 
 
-async def _watch_disconnect(receive, future: asyncio.Future) -> None:
+async def _watch_disconnect(receive, on_gone) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if not future.done():
-                future.set_result(True)
+            on_gone()
             return
-
-
-async def _next_or_disconnect(events, disconnect: asyncio.Future):
-    """The next upstream event (None at the end), or ClientGone as soon as the client leaves."""
-    if disconnect.done():
-        raise ClientGone()
-    step = asyncio.ensure_future(anext(events, None))
-    done, _ = await asyncio.wait({step, disconnect}, return_when=asyncio.FIRST_COMPLETED)
-    if step in done:
-        return step.result()
-    step.cancel()
-    with contextlib.suppress(BaseException):
-        await step
-    raise ClientGone()
 
 
 async def _events(upstream, idle: float):
