@@ -134,7 +134,11 @@ _CN_RES = (
 )
 
 # Words that are themselves an age of 100 or more: narrower than "90 or older", so replaced.
-_WORD_RE = re.compile(r"(?<![A-Za-z])(?P<v>(?:semi-?)?super-?centenarians?|centenarians?)(?![A-Za-z])|(?P<cn>期颐|一?百(?:多|余)(?=岁|周岁))", re.I)
+_WORD_RE = re.compile(
+    r"(?<![A-Za-z])(?P<v>(?:semi-?)?super-?centenarians?|centenarians?)(?![A-Za-z])"
+    r"|(?P<cn>期颐|一?百(?:多|余)(?=岁|周岁))",
+    re.I,
+)
 
 
 def _vital_before(text: str, start: int) -> bool:

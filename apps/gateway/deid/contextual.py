@@ -60,14 +60,17 @@ _STATE_NAMES = (
     "|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas"
     "|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming"
 )
+# ZIP or ZIP+4 (hyphen, en dash or a space before the four).
+_ZIP5 = r"\d{5}(?:(?:\s?[-\u2013]\s?|\s)\d{4})?"
 _ZIP_RES = (
-    re.compile(rf"(?<![A-Za-z])(?:{_STATES}|{_STATE_NAMES}),?\s(?P<v>\d{{5}}(?:-\d{{4}})?)(?![0-9A-Za-z-])"),
+    re.compile(rf"(?<![A-Za-z])(?:{_STATES}|{_STATE_NAMES}),?\s{{1,2}}(?P<v>{_ZIP5})(?![0-9A-Za-z-])"),
     re.compile(
-        rf"(?<![A-Za-z])(?:zip|zip\scode|zipcode|postal\scode|postcode|邮编|邮政编码){_SEP}"
-        r"(?P<v>\d{5}(?:-\d{4})?|\d{6})(?![0-9A-Za-z-])",
+        rf"(?<![A-Za-z])(?:zip|zip\scode|zipcode|zip\+4|postal\scode|postcode|邮编|邮政编码){_SEP}{_NUM}{_SEP}"
+        rf"(?P<v>{_ZIP5}|\d{{6}})(?![0-9A-Za-z-])",
         re.I,
     ),
 )
+
 
 def _digit_count(s: str) -> int:
     return sum(c.isdigit() for c in s)
