@@ -153,21 +153,50 @@ def _temperature_before(text: str, start: int) -> bool:
     return re.search(r"(?<![A-Za-z])(?:T|temp\w*|Tmax|体温)(?![A-Za-z])", window, re.I) is not None
 
 
+# Every age pattern holds one of these: the patterns run only in a window around each, so a text
+# with few candidate numbers costs one scan.
+_TRIGGER = re.compile(r"(?<![0-9])(?:9\d|1[01]\d)(?![0-9])|ninet|hundred|centenar|九十|百|期颐", re.I)
+_BEFORE, _AFTER = 48, 40  # longer than any cue before the number, any unit or cue after it
+
+
+def _windows(text: str) -> Iterator[tuple[int, int]]:
+    start = end = -1
+    for m in _TRIGGER.finditer(text):
+        lo, hi = max(0, m.start() - _BEFORE), min(len(text), m.end() + _AFTER)
+        if lo > end:
+            if end > start:
+                yield start, end
+            start = lo
+        end = hi
+    if end > start:
+        yield start, end
+
+
 def find_ages(text: str) -> Iterator[Span]:
+    seen: set[tuple[int, int]] = set()
+    for lo, hi in _windows(text):
+        for span in _find(text, lo, hi):
+            if (span.start, span.end) not in seen:
+                seen.add((span.start, span.end))
+                yield span
+
+
+def _find(text: str, lo: int, hi: int) -> Iterator[Span]:
+    # pos/endpos, not a slice: look-behinds still see the text before the window.
     for i, regex in enumerate(_EN_RES):
-        for m in regex.finditer(text):
+        for m in regex.finditer(text, lo, hi):
             start = m.start("v")
             if i == 2 and _temperature_before(text, start):
                 continue  # "temp 95 F" is hypothermia, not a 95-year-old woman
             if i in (5, 6) and _vital_before(text, start):
                 continue
             yield Span(start, m.end("v"), AGE, _PRIORITY)
-    for m in _WEAK_RE.finditer(text):
+    for m in _WEAK_RE.finditer(text, lo, hi):
         if not _vital_before(text, m.start()):
             yield Span(m.start("v"), m.end("v"), AGE, _PRIORITY)
     for regex in _CN_RES:
-        for m in regex.finditer(text):
+        for m in regex.finditer(text, lo, hi):
             yield Span(m.start("v"), m.end("v"), AGE, _PRIORITY)
-    for m in _WORD_RE.finditer(text):
+    for m in _WORD_RE.finditer(text, lo, hi):
         group = "v" if m.group("v") else "cn"
         yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
