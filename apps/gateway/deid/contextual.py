@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from .ages import find_ages
 from .checksums import luhn_ok, ssn_ok
-from .spans import ACCOUNT, AGE, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
+from .spans import ACCOUNT, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
 
 _NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier)\b\.?){0,3}"
 _SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
@@ -59,24 +60,15 @@ _STATE_NAMES = (
     "|North Dakota|Ohio|Oklahoma|Oregon|Pennsylvania|Rhode Island|South Carolina|South Dakota|Tennessee|Texas"
     "|Utah|Vermont|Virginia|Washington|West Virginia|Wisconsin|Wyoming"
 )
+# ZIP or ZIP+4 (hyphen, en dash or a space before the four).
+_ZIP5 = r"\d{5}(?:(?:\s?[-\u2013]\s?|\s)\d{4})?"
 _ZIP_RES = (
-    re.compile(rf"(?<![A-Za-z])(?:{_STATES}|{_STATE_NAMES}),?\s(?P<v>\d{{5}}(?:-\d{{4}})?)(?![0-9A-Za-z-])"),
+    re.compile(rf"(?<![A-Za-z])(?:{_STATES}|{_STATE_NAMES}),?\s{{1,2}}(?P<v>{_ZIP5})(?![0-9A-Za-z-])"),
     re.compile(
-        rf"(?<![A-Za-z])(?:zip|zip\scode|zipcode|postal\scode|postcode|邮编|邮政编码){_SEP}"
-        r"(?P<v>\d{5}(?:-\d{4})?|\d{6})(?![0-9A-Za-z-])",
+        rf"(?<![A-Za-z])(?:zip|zip\scode|zipcode|zip\+4|postal\scode|postcode|邮编|邮政编码){_SEP}{_NUM}{_SEP}"
+        rf"(?P<v>{_ZIP5}|\d{{6}})(?![0-9A-Za-z-])",
         re.I,
     ),
-)
-
-_AGE = r"(?P<v>9\d|1[01]\d)"
-_AGE_RES = (
-    re.compile(rf"(?<![0-9.]){_AGE}(?:\s?-?\s?)(?:years?|yrs?|y)(?:\s?-?\s?)(?:old|of\sage|o\b|/o|\.o\.)", re.I),
-    re.compile(rf"(?<![0-9.]){_AGE}\s?(?:yo|y/o|y\.o\.|yr\sold|-yo)(?![A-Za-z])", re.I),
-    re.compile(rf"(?<![A-Za-z])(?:lived to|died at|at age|at the age of|turned|turns)\s{_AGE}(?!\d|\.\d)", re.I),
-    re.compile(rf"(?<![A-Za-z])(?:age|aged|ages|age:)\s?:?\s?{_AGE}(?!\d|\.\d)", re.I),
-    re.compile(rf"(?<![0-9.]){_AGE}\s?(?:岁|周岁)"),
-    re.compile(rf"(?:年龄|年纪|享年)[:：]?\s?{_AGE}(?!\d|\.\d)"),
-    re.compile(rf"(?<![0-9.]){_AGE}(?:\s?(?:M|F|male|female|man|woman)\b)(?=[\s,.;])"),
 )
 
 
@@ -117,6 +109,5 @@ def find_zip(text: str) -> Iterator[Span]:
 
 
 def find_age(text: str) -> Iterator[Span]:
-    for regex in _AGE_RES:
-        for m in regex.finditer(text):
-            yield Span(m.start("v"), m.end("v"), AGE, 62)
+    """Ages over 89: see ages.py."""
+    return find_ages(text)

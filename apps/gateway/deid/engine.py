@@ -9,7 +9,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import contextual, dates, names, structured
+from . import contextual, dates, names, safeharbor, structured
 from .spans import (
     AGE,
     ALL_TYPES,
@@ -132,11 +132,12 @@ def _mask(value: str) -> str:
 
 
 def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
+    # AGE and ZIP follow Safe Harbor's "90 or older" and ZIP3 rules: see safeharbor.py.
     if mode == REDACT:
-        return f"[{kind}]"
+        return safeharbor.redacted(kind, value) or f"[{kind}]"
     if mode == MASK:
-        return _mask(value)
-    return pseudonym(kind, value, key)
+        return safeharbor.masked(kind) or _mask(value)
+    return pseudonym(kind, safeharbor.pseudonym_value(kind, value), key)
 
 
 def _check_mode(mode: str, key) -> str:
