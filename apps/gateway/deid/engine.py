@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import contextual, dates, names, structured
+from .canonical import canonical_text, canonicalise
 from .spans import (
     AGE,
     ALL_TYPES,
@@ -25,7 +26,6 @@ from .spans import (
     Span,
     UnknownType,
 )
-from .canonical import canonical_text, canonicalise
 
 REDACT, MASK, PSEUDONYMISE = "redact", "mask", "pseudonymise"
 MODES = (REDACT, MASK, PSEUDONYMISE)
