@@ -292,3 +292,50 @@ def _attack(draw, sample: Sample):
 def test_random_mixtures_leak_nothing(sample, data):
     spelled = data.draw(_attack(sample))
     assert leak(sample, spelled) is None
+
+
+# ---- the canonical view itself ------------------------------------------------------------------
+
+
+def test_every_format_character_and_dash_of_this_unicode_database_is_folded():
+    import sys
+    import unicodedata
+
+    from apps.gateway.deid.canonical import TABLE
+
+    missing = []
+    for cp in range(0x80, sys.maxunicode + 1):
+        cat = unicodedata.category(chr(cp))
+        if cat == "Cf" and TABLE.get(cp) != "":
+            missing.append(f"U+{cp:04X} Cf")
+        elif cat == "Pd" and TABLE.get(cp) != "-":
+            missing.append(f"U+{cp:04X} Pd")
+        elif cat == "Nd" and TABLE.get(cp) != str(unicodedata.decimal(chr(cp))):
+            missing.append(f"U+{cp:04X} Nd")
+    assert not missing, missing[:20]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(list("abc 12-.")),
+            st.sampled_from(_INVISIBLE_CHARS + _SEPARATOR_CHARS),
+            st.sampled_from(["ﬁ", "①", "⑴", "½", "㍱", "١", "๒", "\U0001d7d0", "\U0001f600"]),
+        ),
+        max_size=40,
+    )
+)
+def test_offsets_map_every_canonical_character_back_to_the_one_it_came_from(chars):
+    from apps.gateway.deid.canonical import TABLE, canonicalise
+
+    text = "".join(chars)
+    canon = canonicalise(text)
+    assert canon.text == text.translate(TABLE)
+    for p in range(len(canon.text)):
+        start, end = canon.original(p, p + 1)
+        assert end == start + 1
+        assert canon.text[p] in text[start].translate(TABLE)
+    if canon.text:
+        start, end = canon.original(0, len(canon.text))
+        assert text[start:end].translate(TABLE) == canon.text
