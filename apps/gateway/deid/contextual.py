@@ -17,7 +17,12 @@ from .spans import ACCOUNT, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP
 _NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier)\b\.?){0,3}"
 _SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
 # A code: letters, digits and inner hyphens or slashes; checked for enough digits afterwards.
-_CODE = r"(?=[A-Za-z/-]{0,24}\d)(?P<v>[A-Za-z0-9](?:[A-Za-z0-9]|[-/](?=[A-Za-z0-9])){3,24})(?![A-Za-z0-9])"
+# Inside, hyphens, slashes and dots between characters, and a space between digit groups when the
+# next group has at least two digits and no letter right after it ("0048 2913", not "12 5mg").
+_CODE = (
+    r"(?=[A-Za-z/-]{0,24}\d)(?P<v>[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|(?<=\d) (?=\d{2,}(?![A-Za-z])))"
+    r"{3,30})(?![A-Za-z0-9])"
+)
 
 _CUES = {
     MRN: r"MRN|MR\s?#|MR\s?no\.?|medical record|med(?:ical)?\.?\s?rec(?:ord)?\.?|chart|hospital\s(?:number|no\.?|id)"
@@ -44,7 +49,7 @@ _CUE_RES = {
 
 _SSN_CUE_RE = re.compile(
     r"(?<![A-Za-z])(?:SSN|SS#|social\ssecurity(?:\snumber|\sno\.?|\s#)?)"
-    rf"{_SEP}{_NUM}{_SEP}(?P<v>\d{{3}}[- ]?\d{{2}}[- ]?\d{{4}})(?![0-9A-Za-z])",
+    rf"{_SEP}{_NUM}{_SEP}(?P<v>\d(?:[-. ]?\d){{8}})(?![0-9A-Za-z]|[-.]\d)",
     re.I,
 )
 _IMEI_RE = re.compile(rf"(?<![A-Za-z])IMEI{_SEP}{_NUM}{_SEP}(?P<v>\d{{15}})(?!\d)", re.I)
@@ -92,7 +97,7 @@ def _looks_like_date(value: str) -> bool:
 
 def find_ssn_cued(text: str) -> Iterator[Span]:
     for m in _SSN_CUE_RE.finditer(text):
-        if ssn_ok(m.group("v").replace("-", "").replace(" ", "")):
+        if ssn_ok(re.sub(r"[-. ]", "", m.group("v"))):
             yield Span(m.start("v"), m.end("v"), SSN, 80)
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import contextual, dates, names, safeharbor, structured
+from .canonical import canonical_text, canonicalise
 from .spans import (
     AGE,
     ALL_TYPES,
@@ -25,7 +26,6 @@ from .spans import (
     Span,
     UnknownType,
 )
-from .text import normalise
 
 REDACT, MASK, PSEUDONYMISE = "redact", "mask", "pseudonymise"
 MODES = (REDACT, MASK, PSEUDONYMISE)
@@ -102,11 +102,11 @@ def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH) -> list[
         raise DeidError(f"expected text (str), got {type(text).__name__}")
     check_length(len(text), max_length)
     kinds = _check_types(types)
-    norm = normalise(text)
-    spans = [s for s in _candidates(norm.text, kinds) if s.type in kinds and s.end > s.start]
+    canon = canonicalise(text)
+    spans = [s for s in _candidates(canon.text, kinds) if s.type in kinds and s.end > s.start]
     out = []
-    for s in _resolve(spans, len(norm.text)):
-        start, end = norm.original(s.start, s.end)
+    for s in _resolve(spans, len(canon.text)):
+        start, end = canon.original(s.start, s.end)
         out.append(Span(start, end, s.type, s.priority))
     return out
 
@@ -115,8 +115,9 @@ _SEPARATORS = re.compile(r"[\s\-./()·・]+")
 
 
 def _canonical(kind: str, value: str) -> str:
-    """One spelling per value, so that "(617) 555-0143" and "617.555.0143" get the same token."""
-    value = unicodedata.normalize("NFKC", value).casefold()
+    """One spelling per value, so that "(617) 555-0143", "617.555.0143" and "٦١٧-٥٥٥-٠١٤٣" get the
+    same token."""
+    value = unicodedata.normalize("NFKC", canonical_text(value)).casefold()
     if kind == NAME:
         return " ".join(value.split())
     return _SEPARATORS.sub("", value)

@@ -35,13 +35,21 @@ IPV4_RE = re.compile(
 )
 IPV6_CANDIDATE_RE = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]{2,45}(?![0-9A-Za-z:.])", A)
 MAC_RE = re.compile(r"(?<![0-9A-Fa-f:-])[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?![0-9A-Fa-f:-])", A)
-SSN_RE = re.compile(r"(?<![0-9A-Za-z-])(\d{3})([- ])(\d{2})\2(\d{4})(?![0-9A-Za-z-])", A)
-CN_ID_RE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])", A)
-CN_MOBILE_RE = re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z])", A)
-CARD_RE = re.compile(
-    r"(?<![0-9A-Za-z-])(?:\d{13,19}|\d{4}(?:([ -])\d{4})(?:\1\d{4}){1,2}(?:\1\d{1,4})?|\d{4}([ -])\d{6}\2\d{4,5})"
-    r"(?![0-9A-Za-z]|[ -]\d)",
-    A,
+# Numbers are matched on the canonical text (canonical.py), where every dash is "-", every space
+# " " and every decimal digit ASCII: a separator inside a number is one of "-", "." or " ", and
+# separators may be mixed ("123.45-6789"). Where a number may be written with a separator between
+# any two digits, `_groups_ok` asks for groups of at least three digits unless a cue precedes it,
+# so that a row of lab values ("13.8 0.9 1.3 8.0") is not read as a number.
+_S = "[-. ]"
+SSN_RE = re.compile(rf"(?<![0-9A-Za-z-])(?<!\d\.)(\d{{3}}){_S}(\d{{2}}){_S}(\d{{4}})(?![0-9A-Za-z-]|\.\d)", A)
+CN_ID_RE = re.compile(rf"(?<![0-9A-Za-z])(?<!\d\.)\d(?:{_S}?\d){{16}}{_S}?[\dXx](?![0-9A-Za-z]|[-.]\d)", A)
+CN_MOBILE_RE = re.compile(
+    rf"(?<![0-9A-Za-z+])(?<!\d\.)(?:(?:\+|00)86{_S}?)?(?P<n>1{_S}?[3-9](?:{_S}?\d){{9}})(?![0-9A-Za-z]|[-.]\d)", A
+)
+CARD_RE = re.compile(rf"(?<![0-9A-Za-z-])(?<!\d\.)\d(?:{_S}?\d){{12,18}}(?![0-9A-Za-z]|{_S}\d)", A)
+_SEP_RE = re.compile(_S)
+_CARD_CUES = re.compile(
+    r"card|卡号|银行卡|信用卡|借记卡|visa|mastercard|amex|credit|debit|account|acct|a/c|账号|帐号", A | re.I
 )
 VIN_RE = re.compile(r"(?<![0-9A-Za-z])[A-HJ-NPR-Z0-9]{17}(?![0-9A-Za-z])", A)
 CN_PLATE_RE = re.compile(
@@ -66,14 +74,27 @@ CN_LANDLINE_RE = re.compile(
     r"(?![0-9A-Za-z]|[ -]\d)",
     A,
 )
-BARE_PHONE_RE = re.compile(r"(?<![0-9A-Za-z])(?:[2-9]\d{9}|0\d{9,11})(?![0-9A-Za-z])", A)
+# After a cue only: ten digits (or 0 and 10-12), written with any separators between them.
+BARE_PHONE_RE = re.compile(
+    rf"(?<![0-9A-Za-z])(?<!\d\.)(?:[2-9](?:{_S}?\d){{9}}|0(?:{_S}?\d){{9,11}})(?![0-9A-Za-z]|{_S}\d)", A
+)
+_DATE_START = re.compile(r"(?:\d{4}[-.]\d\d?[-.]\d\d?|\d\d?[-.]\d\d?[-.]\d{2,4})(?!\d)", A)
 _PHONE_CUES = re.compile(
-    r"(fax|facsimile|传真)|(phone|tel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线)", A | re.I
+    r"(fax|facsimile|传真)|(phone|\btel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线)", A | re.I
 )
 
 
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
+
+
+def _groups_ok(value: str, text: str, start: int, cues: re.Pattern) -> bool:
+    """Separated digit groups of three or more (the last may be shorter), or any grouping after a cue."""
+    groups = _SEP_RE.split(value)
+    if len(groups) == 1 or all(len(g) >= 3 for g in groups[:-1]):
+        return True
+    window = text[max(0, start - 30) : start]
+    return cues.search(window[window.rfind("\n") + 1 :]) is not None
 
 
 def find_email(text: str) -> Iterator[Span]:
@@ -112,13 +133,13 @@ def find_mac(text: str) -> Iterator[Span]:
 
 def find_ssn(text: str) -> Iterator[Span]:
     for m in SSN_RE.finditer(text):
-        if ssn_ok(m.group(1) + m.group(3) + m.group(4)):
+        if ssn_ok(m.group(1) + m.group(2) + m.group(3)):
             yield Span(m.start(), m.end(), SSN, 80)
 
 
 def find_cn_id(text: str) -> Iterator[Span]:
     for m in CN_ID_RE.finditer(text):
-        v = m.group()
+        v = _SEP_RE.sub("", m.group())
         month, day = int(v[10:12]), int(v[12:14])
         if v[6:8] in ("18", "19", "20") and 1 <= month <= 12 and 1 <= day <= 31 and cn_id_ok(v):
             yield Span(m.start(), m.end(), CN_ID, 95)
@@ -126,13 +147,20 @@ def find_cn_id(text: str) -> Iterator[Span]:
 
 def find_cn_mobile(text: str) -> Iterator[Span]:
     for m in CN_MOBILE_RE.finditer(text):
-        yield Span(m.start(), m.end(), CN_MOBILE, 75)
+        number = m.group("n")
+        lengths = [len(g) for g in _SEP_RE.split(number)]
+        if len(lengths) > 1 and lengths[0] < 3 and max(lengths) > 1:
+            continue  # 1-713-555-0155 is a North American number; 1 3 8 0 … is spelled out
+        if len(lengths) == 4 and max(lengths) <= 3 and "-" not in number and " " not in number:
+            continue  # 192.168.242.31 is an IPv4 address
+        if _groups_ok(number, text, m.start(), _PHONE_CUES):
+            yield Span(m.start(), m.end(), CN_MOBILE, 75)
 
 
 def find_bank_card(text: str) -> Iterator[Span]:
     for m in CARD_RE.finditer(text):
         digits = _digits(m.group())
-        if card_prefix_ok(digits) and luhn_ok(digits):
+        if card_prefix_ok(digits) and luhn_ok(digits) and _groups_ok(m.group(), text, m.start(), _CARD_CUES):
             yield Span(m.start(), m.end(), BANK_CARD, 85)
 
 
@@ -170,7 +198,7 @@ def find_phone(text: str) -> Iterator[Span]:
             if 9 <= len(_digits(m.group())) <= 15:
                 yield Span(m.start(), m.end(), _phone_type(text, m.start()), 60)
     for m in BARE_PHONE_RE.finditer(text):
-        if _has_phone_cue(text, m.start()):
+        if _has_phone_cue(text, m.start()) and not _DATE_START.match(m.group()):
             yield Span(m.start(), m.end(), _phone_type(text, m.start()), 55)
 
 
