@@ -149,6 +149,26 @@ CUED_EVERY_DIGIT = {"SSN", "CN_ID", "CN_MOBILE", "PHONE", "FAX", "BANK_CARD"}
 _TOKEN = re.compile(r"\[[A-Z_]+\]")
 
 
+# HHS Safe Harbor guidance: three-digit ZIP areas of 20,000 people or fewer (2000 Census), written out
+# here rather than read from the engine's data file
+SAFE_HARBOR_RESTRICTED = {"036", "059", "063", "102", "203", "556", "692", "790", "821", "823", "830", "831"} | {
+    "878",
+    "879",
+    "884",
+    "890",
+    "893",
+}
+
+
+def _zip3(value: str) -> str | None:
+    if len(value) != 5:  # a 6-digit 邮编 keeps nothing
+        return None
+    return f"{'000' if value[:3] in SAFE_HARBOR_RESTRICTED else value[:3]}**"
+
+
+_SAFE_HARBOR_KEPT = {"ZIP": _zip3, "AGE": lambda value: "90+"}
+
+
 def _digits(value: str, zero: int) -> str:
     return "".join(chr(zero + int(c)) if c.isascii() and c.isdigit() else c for c in value)
 
@@ -208,10 +228,15 @@ def leak(sample: Sample, spelled: str) -> str | None:
     if not out.startswith(sample.prefix) or not out.endswith(sample.suffix):
         return f"surroundings changed: {out!r}"
     middle = out[len(sample.prefix) : len(out) - len(sample.suffix)]
-    rest = _TOKEN.sub("", canonical_text(middle))
+    canonical = canonical_text(middle)
+    kept = _SAFE_HARBOR_KEPT.get(sample.kind)
+    if kept is not None:  # what Safe Harbor lets stay: a ZIP's three-digit area (or 000), "90+" for an age
+        allowed = kept(sample.value.replace("|", ""))
+        canonical = canonical.replace(allowed, "[KEPT]") if allowed else canonical
+    rest = _TOKEN.sub("", canonical)
     if any(c.isalnum() for c in rest):
         return f"survived: {rest!r} in {out!r}"
-    if not _TOKEN.search(middle):
+    if not _TOKEN.search(middle) and "[KEPT]" not in canonical:
         return f"nothing replaced: {out!r}"
     return None
 
