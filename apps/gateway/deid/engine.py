@@ -9,12 +9,14 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import contextual, dates, names, structured
+from . import contextual, dates, geo, names, structured
 from .spans import (
+    ADDRESS,
     AGE,
     ALL_TYPES,
     DATE,
     DEVICE,
+    GEO,
     NAME,
     SSN,
     ZIP,
@@ -82,6 +84,8 @@ def _candidates(text: str, kinds: frozenset[str]):
         yield from dates.find_dates(text)
     if NAME in kinds:
         yield from names.find_names(text)
+    if ADDRESS in kinds or GEO in kinds:
+        yield from geo.find_geo(text, kinds)
 
 
 def _resolve(spans: list[Span], length: int) -> list[Span]:
