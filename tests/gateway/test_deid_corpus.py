@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from apps.gateway.deid import ALL_TYPES, UNSTRUCTURED_TYPES
-from apps.gateway.deid.spans import ADDRESS, GEO
 from apps.gateway.deid.evaluation import evaluate, load_corpus
+from apps.gateway.deid.spans import ADDRESS, GEO
 from tests.gateway.deid_corpus import make_corpus
 
 CORPUS = Path(__file__).with_name("deid_corpus") / "corpus.jsonl"
