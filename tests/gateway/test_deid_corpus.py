@@ -9,9 +9,14 @@ import pytest
 
 from apps.gateway.deid import ALL_TYPES, UNSTRUCTURED_TYPES
 from apps.gateway.deid.evaluation import evaluate, load_corpus
+from apps.gateway.deid.spans import ADDRESS, GEO
 from tests.gateway.deid_corpus import make_corpus
 
 CORPUS = Path(__file__).with_name("deid_corpus") / "corpus.jsonl"
+# This corpus predates geography: its addresses and cities are not labelled, so it is scored on
+# the types it labels only, with detection limited to them (a GEO span found there must neither
+# count as a false positive nor displace a labelled span). Geography is scored on deid_corpus2.
+LABELLED_TYPES = tuple(kind for kind in ALL_TYPES if kind not in (ADDRESS, GEO))
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +26,7 @@ def records():
 
 @pytest.fixture(scope="module")
 def counts(records):
-    return evaluate(records)
+    return evaluate(records, LABELLED_TYPES)
 
 
 def test_corpus_is_what_the_generator_writes(records):
@@ -29,7 +34,7 @@ def test_corpus_is_what_the_generator_writes(records):
 
 
 def test_corpus_has_enough_instances_of_every_type(records):
-    per_type = {kind: 0 for kind in ALL_TYPES}
+    per_type = {kind: 0 for kind in LABELLED_TYPES}
     for r in records:
         for s in r["spans"]:
             per_type[s["type"]] += 1
@@ -39,12 +44,12 @@ def test_corpus_has_enough_instances_of_every_type(records):
     assert {r["lang"] for r in records} == {"en", "zh"}
 
 
-@pytest.mark.parametrize("kind", ALL_TYPES)
+@pytest.mark.parametrize("kind", LABELLED_TYPES)
 def test_recall_meets_target(counts, kind):
     target = 0.90 if kind in UNSTRUCTURED_TYPES else 0.98
     assert counts[kind].recall >= target, f"{kind}: recall {counts[kind].recall:.3f} < {target}"
 
 
-@pytest.mark.parametrize("kind", ALL_TYPES)
+@pytest.mark.parametrize("kind", LABELLED_TYPES)
 def test_precision_stays_high(counts, kind):
     assert counts[kind].precision >= 0.95, f"{kind}: precision {counts[kind].precision:.3f}"

@@ -9,13 +9,15 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import contextual, dates, names, safeharbor, structured
+from . import contextual, dates, geo, names, safeharbor, structured
 from .canonical import canonical_text, canonicalise
 from .spans import (
+    ADDRESS,
     AGE,
     ALL_TYPES,
     DATE,
     DEVICE,
+    GEO,
     NAME,
     SSN,
     ZIP,
@@ -82,6 +84,8 @@ def _candidates(text: str, kinds: frozenset[str]):
         yield from dates.find_dates(text)
     if NAME in kinds:
         yield from names.find_names(text)
+    if ADDRESS in kinds or GEO in kinds:
+        yield from geo.find_geo(text, kinds)
 
 
 def _resolve(spans: list[Span], length: int) -> list[Span]:

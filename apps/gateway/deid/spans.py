@@ -28,6 +28,8 @@ IP = "IP"  # (O)
 CN_ID = "CN_ID"  # 居民身份证号
 CN_MOBILE = "CN_MOBILE"  # mainland mobile numbers
 BANK_CARD = "BANK_CARD"  # card numbers that pass Luhn
+ADDRESS = "ADDRESS"  # (B) street address, unit, PO box (apps/gateway/deid/geo.py)
+GEO = "GEO"  # (B) city, county, town, district, village: subdivisions smaller than a state
 
 ALL_TYPES: tuple[str, ...] = (
     NAME,
@@ -49,10 +51,12 @@ ALL_TYPES: tuple[str, ...] = (
     CN_ID,
     CN_MOBILE,
     BANK_CARD,
+    ADDRESS,
+    GEO,
 )
 
 # Free text whose recall target is 0.90; every other type is "structured" (target 0.98).
-UNSTRUCTURED_TYPES = frozenset({NAME, DATE})
+UNSTRUCTURED_TYPES = frozenset({NAME, DATE, ADDRESS, GEO})
 
 
 @dataclass(frozen=True, slots=True)
