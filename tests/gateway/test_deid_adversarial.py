@@ -128,7 +128,7 @@ SAMPLES = [
     Sample("BANK_CARD", "paid with ", "5500|0000|0000|0004", " yesterday."),
     Sample("MRN", "MRN: ", "0048|2913", " admitted."),
     Sample("MRN", "病历号：", "2024|00317", "，住院。"),
-    Sample("ZIP", "Boston, MA ", "02115", " is the address."),
+    Sample("ZIP", "Mailing state MA ", "02115", " is the address."),
     Sample("ZIP", "邮编：", "100730", "。"),
     Sample("IP", "logged in from ", "192.168.10.23", " at noon.", numeric=False),
     Sample("EMAIL", "write to ", "m.gonzalez77@example.org", " soon.", numeric=False),

@@ -6,6 +6,7 @@ containing only '==='; lines starting with '##' are comments.  Output records:
 into "text" (end exclusive).  Records alternate between dev (even index within a
 language) and heldout (odd index).  Run: python tests/gateway/deid_corpus2/build.py
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 LABELS = {
-    "NAME", "ADDRESS", "GEO", "ZIP", "DATE", "AGE", "PHONE", "FAX", "CN_MOBILE",
-    "EMAIL", "URL", "IP", "SSN", "CN_ID", "BANK_CARD", "MRN", "HEALTH_PLAN",
-    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE",
+    "NAME",
+    "ADDRESS",
+    "GEO",
+    "ZIP",
+    "DATE",
+    "AGE",
+    "PHONE",
+    "FAX",
+    "CN_MOBILE",
+    "EMAIL",
+    "URL",
+    "IP",
+    "SSN",
+    "CN_ID",
+    "BANK_CARD",
+    "MRN",
+    "HEALTH_PLAN",
+    "ACCOUNT",
+    "LICENSE",
+    "VEHICLE",
+    "DEVICE",
 }
 SOURCES = (("en", "notes_en.txt"), ("zh", "notes_zh.txt"))
 MARK = re.compile(r"\[\[([A-Z_]+)\|([^\]|]*)\]\]")
@@ -56,7 +75,7 @@ def parse_record(block: str, where: str) -> tuple[str, list[dict]]:
     pos = 0
     length = 0
     for m in MARK.finditer(block):
-        before = block[pos:m.start()]
+        before = block[pos : m.start()]
         out.append(before)
         length += len(before)
         typ, val = m.group(1), m.group(2)
@@ -76,7 +95,7 @@ def parse_record(block: str, where: str) -> tuple[str, list[dict]]:
         if b["start"] < a["end"]:
             raise MarkupError(f"{where}: overlapping spans")
     for s in spans:
-        val = text[s["start"]:s["end"]]
+        val = text[s["start"] : s["end"]]
         if s["type"] == "CN_ID" and not cn_id_ok(val):
             raise MarkupError(f"{where}: bad 身份证 check digit {val}")
         if s["type"] == "BANK_CARD" and not luhn_ok(val):
@@ -127,7 +146,7 @@ def main() -> int:
             for s in rec["spans"]:
                 c[s["type"]] += 1
     cols = [("dev", "en"), ("dev", "zh"), ("heldout", "en"), ("heldout", "zh")]
-    print(f"{'type':<12}" + "".join(f"{h + '/' + l:>12}" for h, l in cols) + f"{'total':>8}")
+    print(f"{'type':<12}" + "".join(f"{half + '/' + lang:>12}" for half, lang in cols) + f"{'total':>8}")
     for t in ["#records"] + sorted(LABELS):
         row = [table.get(k, Counter())[t] for k in cols]
         print(f"{t:<12}" + "".join(f"{v:>12}" for v in row) + f"{sum(row):>8}")
