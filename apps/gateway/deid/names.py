@@ -43,7 +43,11 @@ def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], froz
 # ---- English ---------------------------------------------------------------------------------
 
 _TOKEN = r"[A-Z][A-Za-z'’]{1,30}(?:-[A-Z][A-Za-z'’]{1,30})?"
-_RUN_RE = re.compile(rf"(?<![A-Za-z'’]){_TOKEN}(?:,?[ \t](?:[A-Z]\.[ \t]?)?{_TOKEN}){{0,3}}(?![A-Za-z])")
+_CRED = r"MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|MBBS|DDS|PharmD|LCSW|CNM|APRN|FNP|MSW|LPN|CNA|DNP|MPH|DCF|CRNA|RPh"
+# A run of capitalised words; a credential after a comma ends the run ("Lena Marsh, NP").
+_RUN_RE = re.compile(
+    rf"(?<![A-Za-z'’]){_TOKEN}(?:,?[ \t](?!(?:{_CRED})\b)(?:[A-Z]\.[ \t]?)?{_TOKEN}){{0,3}}(?![A-Za-z])"
+)
 _TOKEN_RE = re.compile(rf"(?<![A-Za-z'’]){_TOKEN}(?![A-Za-z])")
 _RELATION_WORDS = frozenset(
     [
@@ -107,7 +111,76 @@ _STRONG_RE = re.compile(
 _WEAK_RE = re.compile(
     r"\b(?:with|to|from|per|and|for|called|paged|notified|informed|told|asked|visited|by|cc|of)[ \t]{1,2}", re.I
 )
-_CREDENTIALS_RE = re.compile(r",?\s(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|MBBS|DDS|PharmD|LCSW|CNM|APRN|FNP|MSW)\b")
+# A credential after a name ("J. Smith, RN"); not a role before one ("Hospice RN Deb Kline").
+_CREDENTIALS_RE = re.compile(rf",?\s(?:{_CRED})\b(?![ \t]+[A-Z][a-z])")
+# Given names that are also ordinary words: names only after a label or relation, or before a surname.
+_WORD_GIVEN = frozenset(
+    [
+        "Will",
+        "Hope",
+        "Faith",
+        "Joy",
+        "Grace",
+        "May",
+        "Mark",
+        "Rose",
+        "Iris",
+        "Dawn",
+        "Rob",
+        "Bill",
+        "Sue",
+        "Pat",
+        "Art",
+        "Bob",
+        "Ray",
+        "Jack",
+        "Summer",
+    ]
+)
+_PT_BEFORE_RE = re.compile(r"\b(?:pt|patient|Pt|Patient)\.?[ \t]{1,2}$")
+# Roles written before a name without a colon ("Pt Rose Kowalczyk", "NP Quinn Albright",
+# "caseworker Rob Delaney"); case-sensitive so "pt" inside prose is not taken for "Pt".
+_ROLE_RE = re.compile(
+    r"\b(?:Pt|PT|NP|RN|PA|LPN|Nurse|[Cc]aseworker|[Cc]ase worker|[Ss]ocial worker|[Pp]rescriber|[Oo]rdering"
+    r"|[Oo]rdering provider|[Rr]eferring|[Rr]eferring provider|[Dd]ictated by|[Pp]rescribed by)\.?[:：]?[ \t]{1,2}"
+)
+# Age and sex right after a name: "Maria Lopez (82F)", "Yusuf Demir, 96M", "John Smith, 67 y/o",
+# "Desmond Achebe (DOB ...", "Ann Lee is a 45-year-old".
+_AFTER_RE = re.compile(
+    r"[ \t]*(?:[,(（][ \t]*(?:\d{1,3}[ \t]?(?:[MF]|y/?o|yo|yrs?|years?)\b|\d{1,3}-year|age[d]?[ \t]\d|DOB"
+    r"|D\.O\.B|born\b|MRN|male\b|female\b|man\b|woman\b)|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o))"
+)
+# A capitalised word followed by one of these is an eponym or a scale, not a person
+# ("Parkinson's disease", "Murphy's sign", "Bell palsy").
+_EPONYM_AFTER_RE = re.compile(
+    r"(?:'s|’s)?[ \t]+(?:disease|syndrome|sign|palsy|score|scale|coma|criteria|classification|test|reflex"
+    r"|maneuver|manoeuvre|phenomenon|law|cells?|type|procedure|operation|repair|fracture|tumou?r|lymphoma"
+    r"|sarcoma|ulcer|node|triad|catheter|tube|stockings?|position|rule|equation|formula)\b",
+    re.I,
+)
+_ALLCAPS_RE = re.compile(
+    r"(?<![A-Za-z'’])([A-Z][A-Z'’-]{1,30}),[ \t]?([A-Z][A-Z'’-]{1,30})(?:[ \t][A-Z]\.?(?![A-Za-z]))?"
+)
+_INITIALS_RE = re.compile(
+    rf"(?=[A-Z]\.)(?<![A-Za-z.])(?:[A-Z]\.[ \t]?){{1,2}}{_TOKEN}(?![A-Za-z])|(?<![A-Za-z.])(?:[A-Z]\.){{2,3}}"
+)
+_MONTH_DAY_RE = re.compile(r"[ \t]+\d")
+_MONTHS = frozenset(
+    [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ]
+)
 
 
 def _strip_possessive(token: str) -> str:
@@ -131,7 +204,7 @@ def _cue_strengths(text: str) -> dict[int, int]:
     2 after a label or a relation ("Patient: ", "signed by ", "daughter, "), 1 after a weak cue
     ("with ", "per "). One linear pass per cue pattern, looked up by position."""
     ends: dict[int, int] = {}
-    for regex, strength in ((_WEAK_RE, 1), (_STRONG_RE, 2), (_TITLE_RE, 3)):
+    for regex, strength in ((_WEAK_RE, 1), (_STRONG_RE, 2), (_ROLE_RE, 2), (_TITLE_RE, 3)):
         for m in regex.finditer(text):
             ends[m.end()] = max(strength, ends.get(m.end(), 0))
     return ends
@@ -147,47 +220,233 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
     for run in _RUN_RE.finditer(text):
         toks = _tokens(run.group(), run.start())
         strength = cues.get(run.start(), 0)
-        credentials = _CREDENTIALS_RE.match(text, run.end()) is not None
+        credentials = _CREDENTIALS_RE.match(text, run.end()) is not None or _AFTER_RE.match(text, run.end()) is not None
         i = 0
         while i < len(toks):
             tok = toks[i][2]
             word = _is_word(tok, not_names)
             nxt = toks[i + 1][2] if i + 1 < len(toks) else None
-            starts = (
+            eponym = strength < 3 and _EPONYM_AFTER_RE.match(text, toks[i][1]) is not None
+            if nxt is not None and _EPONYM_AFTER_RE.match(text, toks[i + 1][1]) is not None:
+                nxt = None  # "Positive Murphy's sign": the next word is an eponym, not a surname
+            # A given name that is also a word (Will, Grace, Hope, April) is a name after a label or
+            # a relation ("husband Will"), or before a family name ("Hope Delgado"); not a month
+            # followed by a number ("daughter May 3").
+            given_word = (
+                word
+                and (tok in given or tok in _WORD_GIVEN)
+                and not (tok in _MONTHS and _MONTH_DAY_RE.match(text, toks[i][1]))
+                and (strength >= 2 or (nxt is not None and nxt in family and not _is_word(nxt, not_names)))
+            )
+            starts = not eponym and (
                 (strength == 3 and (tok in family or tok in given))
+                or given_word
                 or not word
                 and (
                     strength >= 2
-                    or credentials
+                    or (credentials and (len(toks) > 1 or tok in given or tok in family))
                     or tok in given
                     or (strength == 1 and tok in family)
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
                 )
             )
             if not starts:
-                strength = 2 if tok.lower() in _RELATION_WORDS else 0
+                # A cue inside the run ("Pt Rose ...", "NP Quinn ...", "Husband Will") counts for the next word.
+                strength = max(2 if tok.lower() in _RELATION_WORDS else 0, cues.get(toks[i + 1][0], 0) if nxt else 0)
                 i += 1
                 continue
             j = i + 1
-            while j < len(toks) and j - i < 3 and toks[j][0] - toks[j - 1][1] <= 5 and surname_like(toks[j][2]):
+            while (
+                j < len(toks)
+                and j - i < 3
+                and toks[j][0] - toks[j - 1][1] <= 5
+                and surname_like(toks[j][2])
+                and _EPONYM_AFTER_RE.match(text, toks[j][1]) is None
+            ):
                 j += 1
             yield toks[i][0], toks[j - 1][1]
             strength, i = 0, j
+    yield from _english_special(text, cues, given, family, not_names)
+
+
+def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int, int]]:
+    """ALL-CAPS "LAST, FIRST M" and initials ("K. Lindqvist, RN", "pt R.M.")."""
+    for m in _ALLCAPS_RE.finditer(text):
+        last, first = m.group(1).title(), m.group(2).title()
+        if (
+            cues.get(m.start(), 0) >= 2
+            or _AFTER_RE.match(text, m.end()) is not None
+            or _CREDENTIALS_RE.match(text, m.end()) is not None
+            or (first in given and not _is_word(first, not_names) and last not in not_names)
+        ):
+            yield m.start(), m.end()
+    for m in _INITIALS_RE.finditer(text):
+        if (
+            cues.get(m.start(), 0) >= 2
+            or _CREDENTIALS_RE.match(text, m.end()) is not None
+            or _PT_BEFORE_RE.search(text, max(0, m.start() - 10), m.start()) is not None
+            or (m.group()[-1] != "." and _AFTER_RE.match(text, m.end()) is not None)
+        ):
+            if m.group()[-1] != "." and _is_word(m.group().split(".")[-1].strip(), not_names):
+                continue
+            yield m.start(), m.end()
 
 
 # ---- Chinese ---------------------------------------------------------------------------------
 
-_ZH_PREFIX = (
-    "患者|病人|病患|患儿|姓名|医生|医师|主治医师|主治医生|经治医师|上级医师|住院医师|主任医师|副主任医师|护士|责任护士"
-    "|家属|联系人|紧急联系人|签名|医师签名|记录人|记录者|陪同|陪护|监护人|配偶|丈夫|妻子|儿子|女儿|母亲|父亲|其子|其女"
-    "|其妻|其夫|之子|之女|报告人|审核人|会诊医师|主刀医生|麻醉医师|药师|患者家属|被保险人|投保人|持卡人|户主|代理人"
+_ZH_RELATIONS = (
+    "配偶|丈夫|妻子|老伴|爱人|儿子|女儿|母亲|父亲|其子|其女|其妻|其夫|之子|之女|长子|次子|长女|次女|孙子|孙女|外孙"
+    "|外孙女|女婿|儿媳|侄子|侄女|外甥|外甥女|哥哥|姐姐|弟弟|妹妹|兄长|朋友|同事|邻居|病友|室友|其母|其父"
 )
-_ZH_TITLES = "先生|女士|小姐|医生|医师|大夫|主任|护士长|护士|教授|老师|同志|阿姨|师傅|药师"
-_ZH_PREFIX_RE = re.compile(rf"(?:{_ZH_PREFIX})[:：]?\s{{0,2}}(?=[{_HAN}])")
+_ZH_ROLES = (
+    "患者|病人|病患|患儿|姓名|医生|医师|主治医师|主治医生|经治医师|上级医师|住院医师|主任医师|副主任医师|护士|责任护士"
+    "|家属|联系人|紧急联系人|签名|医师签名|记录人|记录者|陪同|陪护|监护人|报告人|审核人|会诊医师|主刀医生|麻醉医师|药师"
+    "|患者家属|被保险人|投保人|持卡人|户主|代理人|开户人|户名|账户名|收款人|委托人|受托人|授权人|领取人|代签人|签字人"
+    "|参加人员|工作人员|护工|保姆|社工|主诉人|知情人|检查者|操作者|送检医生|申请医生|记录医师|体检人|受检者"
+)
+_ZH_PREFIX = "|".join(sorted(set((_ZH_ROLES + "|" + _ZH_RELATIONS).split("|")), key=len, reverse=True))
+_ZH_TITLES = "|".join(
+    sorted(
+        [
+            "先生",
+            "女士",
+            "小姐",
+            "医生",
+            "医师",
+            "大夫",
+            "主任",
+            "副主任",
+            "主任医师",
+            "副主任医师",
+            "主治医师",
+            "住院医师",
+            "护士长",
+            "护士",
+            "护师",
+            "主管护师",
+            "教授",
+            "副教授",
+            "老师",
+            "同志",
+            "阿姨",
+            "师傅",
+            "药师",
+            "院长",
+            "科长",
+        ],
+        key=len,
+        reverse=True,
+    )
+)
+# Cues may be chained: "联系人：孙女徐静", "其丈夫沈腾飞".
+_ZH_PREFIX_WORDS = tuple(_ZH_PREFIX.split("|")) + (
+    "病例",
+    "主诉",
+    "诊断",
+    "性别",
+    "年龄",
+    "老人",
+    "男孩",
+    "女孩",
+    "婴儿",
+)
+# The leading character class lets the scanner skip positions that cannot start a cue.
+_ZH_FIRST = "".join(sorted({w[0] for w in _ZH_PREFIX.split("|")}))
+_ZH_PREFIX_RE = re.compile(rf"(?=[{_ZH_FIRST}])(?:(?:{_ZH_PREFIX})[:：]?\s{{0,2}})+(?=[{_HAN}])")
+_ZH_RELATION_RE = re.compile(rf"(?:{_ZH_RELATIONS})[:：]?\s{{0,2}}$")
 _ZH_BEFORE_BARE_SURNAME = set("请和与向找给及、，。：:（( \n\t")
-
-
 _ZH_TITLE_RE = re.compile(_ZH_TITLES)
+# Words that follow a cue and start with a surname character but are not names (患者安静入睡).
+_ZH_NOT_NAMES = frozenset(
+    [
+        "安静",
+        "安全",
+        "平静",
+        "平稳",
+        "平素",
+        "明显",
+        "明确",
+        "同意",
+        "同时",
+        "方便",
+        "高热",
+        "高烧",
+        "常规",
+        "于今",
+        "于昨",
+        "于当",
+        "于入",
+        "于本",
+        "于外",
+        "于我",
+        "于家",
+        "于门",
+        "于急",
+        "于院",
+        "于术",
+        "于晨",
+        "于夜",
+        "于下",
+        "于上",
+        "于次",
+        "于近",
+        "于半",
+        "于1",
+        "家中",
+        "家人",
+        "家属",
+        "陪同",
+        "其子",
+        "其女",
+        "自行",
+        "自述",
+        "诉",
+        "神志",
+        "精神",
+        "意识",
+        "本人",
+        "情绪",
+        "病情",
+        "病史",
+        "姓名",
+        "男性",
+        "女性",
+        "双侧",
+        "左侧",
+        "右侧",
+        "全身",
+        "全麻",
+        "周身",
+        "周围",
+        "钱包",
+        "金属",
+        "康复",
+        "应答",
+        "司机",
+        "时间",
+        "时有",
+        "文化",
+        "程度",
+    ]
+)
+# A name at the start of a record or line, followed by sex or age: "刘洋，男，67岁", "王芳 女 45岁",
+# "阿依古丽，女，34岁" (no common surname: needs sex and age both).
+_ZH_SEX_AGE_RE = re.compile(
+    rf"(?<![^\n。；;：:])[ \t　]*([{_HAN}]{{2,4}})"
+    rf"(?=[，,、 \t　]+(?:[男女]性?(?=[，,、 \t　；;])|\d{{1,3}}岁))"
+)
+_ZH_SEX_THEN_AGE_RE = re.compile(r"[，,、 \t　]+[男女]性?[，,、 \t　]+(?:\d{1,3}|[一二三四五六七八九十百]{1,4})")
+# 老王, 小李: a common surname after 老/小, followed by a pause or after a relation/role cue.
+_ZH_COMMON_SURNAMES = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董潘袁蔡蒋余杜程魏苏吕丁任卢姚沈钟姜崔谭陆汪"
+    "廖贾夏韦付邹熊孟秦阎薛尹雷黎陶贺顾郝龚邵钱严覃武戴莫汤"
+)
+_ZH_ELDER_RE = re.compile(r"(?:阿婆|老太太|老太|老爷子|老先生|大爷|大妈|大娘|奶奶|爷爷|阿伯|伯伯|婆婆)")
+_ZH_OLD_YOUNG_RE = re.compile(r"[老小]([" + "".join(sorted(_ZH_COMMON_SURNAMES)) + r"])")
+_ZH_OLD_YOUNG_CUE_RE = re.compile(rf"(?:{_ZH_PREFIX}|由|请|叫|找|和|与|同|陪|让)$")
+# A name followed by its relation in brackets: "郝建（患者女婿）".
+_ZH_BRACKET_REL_RE = re.compile(rf"[（(](?:患者|病人|患儿|其)?(?:{_ZH_RELATIONS}|家属|女婿|儿媳|护工|保姆)")
+_ZH_FUNCTION_AFTER = set("签在于陪说称代是的为送来去已同因和与及等、，。；：:（(")
 
 
 def _zh_surname_at(text: str, pos: int, surnames: frozenset[str]) -> int:
@@ -214,6 +473,8 @@ def _zh_given_len(text: str, pos: int, given_chars: frozenset[str]) -> int:
     for n in (2, 1):
         if len(g) >= n and all(_is_han(c) for c in g[:n]) and (not _is_han(after(n)) or after(n) in "男女"):
             return n
+    if len(g) == 2 and all(_is_han(c) for c in g) and after(2) in _ZH_FUNCTION_AFTER:
+        return 2
     return 0
 
 
@@ -221,15 +482,52 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
     _, _, surnames, given_chars, _ = dictionaries()
     for m in _ZH_PREFIX_RE.finditer(text):
         pos = m.end()
+        if text[pos : pos + 2] in _ZH_NOT_NAMES or text[pos] in "诉":
+            continue
         s = _zh_surname_at(text, pos, surnames)
         if s:
             g = _zh_given_len(text, pos + s, given_chars)
             if g:
                 yield pos, pos + s + g
+                continue
+        if _ZH_RELATION_RE.search(m.group()):
+            # A relative called by the given name alone: "老伴素芬。"
+            two = text[pos : pos + 2]
+            if len(two) == 2 and all(c in given_chars for c in two) and not _is_han(text[pos + 2 : pos + 3] or "。"):
+                yield pos, pos + 2
     for m in _ZH_TITLE_RE.finditer(text):
         found = _zh_name_before(text, m.start(), surnames, given_chars)
         if found:
             yield found
+    for m in _ZH_ELDER_RE.finditer(text):
+        start = m.start() - 1
+        if (
+            start >= 0
+            and text[start] in _ZH_COMMON_SURNAMES
+            and (
+                start == 0
+                or not _is_han(text[start - 1])
+                or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, start - 6), start)
+            )
+        ):
+            yield start, m.end()
+    for m in _ZH_OLD_YOUNG_RE.finditer(text):
+        nxt = text[m.end() : m.end() + 1]
+        if not _is_han(nxt or "。") or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, m.start() - 6), m.start()):
+            yield m.start(), m.end()
+    for m in _ZH_SEX_AGE_RE.finditer(text):
+        cand = m.group(1)
+        if cand in _ZH_NOT_NAMES or cand[:2] in _ZH_NOT_NAMES or any(cand.startswith(w) for w in _ZH_PREFIX_WORDS):
+            continue
+        s = _zh_surname_at(cand, 0, surnames)
+        if (s and len(cand) - s in (1, 2)) or _ZH_SEX_THEN_AGE_RE.match(text, m.end()):
+            yield m.start(1), m.end(1)
+    for m in _ZH_BRACKET_REL_RE.finditer(text):
+        for k in (3, 2, 4):
+            start = m.start() - k
+            if start >= 0 and _zh_surname_at(text, start, surnames) and (start == 0 or not _is_han(text[start - 1])):
+                yield start, m.start()
+                break
 
 
 def _zh_name_before(text: str, end: int, surnames, given_chars) -> tuple[int, int] | None:
