@@ -325,6 +325,12 @@ def _ambiguous_en() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(_load("geo_ambiguous_en.txt")) | not_names, given | family
 
 
+def warm() -> None:
+    _automaton()
+    _zh_tables()
+    _ambiguous_en()
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch in "'’"
 
