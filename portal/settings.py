@@ -239,6 +239,14 @@ IMPORT_STAGING_DIR = env.str("SOVEREIGN_IMPORT_STAGING_DIR", default="")
 # onnxruntime threads per instance of a deployed language model (the python backend's engine)
 LLM_INTRA_OP_THREADS = env.int("SOVEREIGN_LLM_INTRA_OP_THREADS", default=2)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
+# De-identification (docs/deidentification.md): the CPU seconds one request may spend in the
+# de-identifier (refused with 413 deid_budget_exceeded past it, never forwarded), and the largest
+# body a de-identified model accepts, refused by its Content-Length before it is read: 2 s at the
+# 2 MB/s target, doubled, is 8 MB; a larger body could not be finished within the budget.
+DEID_CPU_BUDGET = env.float("SOVEREIGN_DEID_CPU_BUDGET", default=2.0)
+DEID_MAX_REQUEST_BYTES = env.int("SOVEREIGN_DEID_MAX_REQUEST_BYTES", default=8 * 1024 * 1024)
+if not DEID_CPU_BUDGET > 0:
+    raise ImproperlyConfigured("SOVEREIGN_DEID_CPU_BUDGET must be a positive number of CPU seconds")
 # The gateway's pseudonymisation key, stored wrapped by the KEK (apps/keys/pseudonym.py).
 PSEUDONYM_KEY_FILE = env.str("SOVEREIGN_PSEUDONYM_KEY_FILE", default=str(DATA_DIR / "keystore" / "pseudonym-key.json"))
 KEK_PROVIDER = env.str("SOVEREIGN_KEK_PROVIDER", default="local")

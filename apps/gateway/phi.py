@@ -16,7 +16,7 @@ from collections import Counter
 
 from apps.core.errors import ServiceError
 
-from .deid import DeidError, deidentify_tensor
+from .deid import Budget, BudgetExceeded, DeidError, InputTooLong, deidentify_tensor
 from .protocol import HEADER_LENGTH
 
 
@@ -38,19 +38,27 @@ def _join_bytes(items) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def _deid(values, mode: str, key: bytes | None, found: Counter):
+def refusal(err: DeidError) -> ServiceError:
+    """The gateway's answer to a de-identifier error: nothing is forwarded. Over its CPU budget or
+    its length limit the request is too large to de-identify (413); other errors are bad input."""
+    status = 413 if isinstance(err, BudgetExceeded | InputTooLong) else 400
+    return ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}", status)
+
+
+def _deid(values, mode: str, key: bytes | None, found: Counter, budget: Budget | None = None):
     try:
-        result = deidentify_tensor(values, "BYTES", mode, key=key)
+        result = deidentify_tensor(values, "BYTES", mode, key=key, budget=budget)
     except DeidError as err:
-        raise ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}") from None
+        raise refusal(err) from None
     found.update(result.found)
     return result.data
 
 
 def deidentify_request(
-    body: bytes, header: dict, header_length: str | None, mode: str, key: bytes | None
+    body: bytes, header: dict, header_length: str | None, mode: str, key: bytes | None, budget: Budget | None = None
 ) -> tuple[bytes, str | None, dict[str, int]]:
-    """Return (body, header length, {identifier type: count}) with every BYTES input de-identified."""
+    """Return (body, header length, {identifier type: count}) with every BYTES input de-identified,
+    all of them within one CPU `budget` (BudgetExceeded -> 413 deid_budget_exceeded)."""
     found: Counter = Counter()
     binary_at = int(header_length) if header_length is not None else None
     tail = body[binary_at:] if binary_at is not None else b""
@@ -61,7 +69,7 @@ def deidentify_request(
         datatype = tensor.get("datatype")
         if size is None:
             if datatype == "BYTES" and "data" in tensor:
-                tensor["data"] = _deid(tensor["data"], mode, key, found)
+                tensor["data"] = _deid(tensor["data"], mode, key, found, budget)
             continue
         if binary_at is None:
             raise ServiceError("invalid_request", f"binary_data_size without the {HEADER_LENGTH} header")
@@ -70,7 +78,7 @@ def deidentify_request(
             raise ServiceError("invalid_request", "the binary tensor data is shorter than binary_data_size")
         offset += int(size)
         if datatype == "BYTES":
-            items = _deid(_split_bytes(raw), mode, key, found)
+            items = _deid(_split_bytes(raw), mode, key, found, budget)
             raw = _join_bytes(i if isinstance(i, bytes) else i.encode("utf-8") for i in items)
             params["binary_data_size"] = len(raw)
         new_tail.append(raw)

@@ -196,10 +196,11 @@ async def _body_chunks(receive):
             return
 
 
-async def _read_body(receive, headers) -> tuple[bytes, str | None]:
+async def _read_body(receive, headers, limit: int | None = None) -> tuple[bytes, str | None]:
     """The whole body, or (b"", why not): too large (refused before it is read, when the
-    Content-Length says so), too slow, or the client went away."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    Content-Length says so), too slow, or the client went away. `limit`: a lower bound than
+    SOVEREIGN_MAX_REQUEST_BODY_BYTES (a de-identified model's)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE if limit is None else min(limit, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     declared = _header(headers, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return b"", "too_large"

@@ -39,6 +39,7 @@ from apps.core.netaddr import client_address, trusted_proxies
 from apps.core.source import Source
 
 from .. import deid
+from ..phi import refusal
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
 from .types import Inbound
@@ -188,7 +189,8 @@ class OpenAIAdapter:
         messages, prompt_text = req.messages, req.prompt
         if route.deid_mode != "off":  # the model's policy: identifiers never reach the model
             key = await self.pipeline.deid_key(route.deid_mode, req.model)
-            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key)
+            budget = deid.Budget(settings.DEID_CPU_BUDGET)  # one per request: messages and stops together
+            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, budget)
             call.deid = {"mode": route.deid_mode, "found": found}
             if req.kind == wire.CHAT:
                 messages = [{**m, "content": text} for m, text in zip(messages, cleaned, strict=True)]
@@ -196,7 +198,7 @@ class OpenAIAdapter:
                 prompt_text = cleaned[0]
             stops = sampling.get("stop")
             if stops:  # stop strings travel to the model too: none may carry an identifier
-                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key)
+                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key, budget)
                 if kept != list(stops):
                     raise wire.bad(
                         "stop_contains_identifier", "a stop sequence holds an identifier; it was not forwarded", "stop"
@@ -469,16 +471,14 @@ def _kind_of(call: Call) -> str:
     return wire.CHAT if call.inbound.kind == EVENT_TYPES[wire.CHAT] else wire.COMPLETION
 
 
-def _deidentify(texts: list[str], mode: str, key) -> tuple[list[str], dict]:
+def _deidentify(texts: list[str], mode: str, key, budget=None) -> tuple[list[str], dict]:
     found: dict[str, int] = {}
     out = []
     for text in texts:
         try:
-            result = deid.deidentify(text, mode, key=key)
+            result = deid.deidentify(text, mode, key=key, budget=budget)
         except deid.DeidError as err:
-            raise ServiceError(
-                getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}"
-            ) from None
+            raise refusal(err) from None
         out.append(result.text)
         for kind, n in result.found.items():
             found[kind] = found.get(kind, 0) + n

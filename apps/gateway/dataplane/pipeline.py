@@ -12,6 +12,7 @@ control plane's access policy (apps/registry/access.py through apps/gateway/rout
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -32,6 +33,7 @@ from apps.keys.services import pseudonym_key
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
 
+from ..deid import Budget
 from ..phi import deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
 from .snapshot import TokenMiss
@@ -56,6 +58,13 @@ _BODY_ERRORS = {
     ),
     "disconnected": ServiceError("client_disconnected", "the client went away before sending the whole body", 400),
 }
+# A de-identified model's body over SOVEREIGN_DEID_MAX_REQUEST_BYTES: refused before it is read or parsed.
+_DEID_TOO_LARGE = ServiceError(
+    "deid_budget_exceeded",
+    "the request is larger than a de-identified model accepts (SOVEREIGN_DEID_MAX_REQUEST_BYTES): it could not be "
+    "de-identified within its CPU budget; nothing was forwarded",
+    413,
+)
 
 
 def new_request_id() -> str:
@@ -198,19 +207,32 @@ class Pipeline:
 
     async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound
+        mode = route.deid_mode
+        # A de-identified model takes no more than its budget can cover: refused on the Content-Length,
+        # or as soon as the body grows past it, before any of it is parsed.
+        deid_limit = settings.DEID_MAX_REQUEST_BYTES if mode != "off" else None
         if inbound.read_body is not None:  # only now: the caller is authenticated and may use this model
-            inbound.body, inbound.body_error = await inbound.read_body()
+            inbound.body, inbound.body_error = await inbound.read_body(limit=deid_limit)
             inbound.read_body = None
+        if deid_limit is not None and (
+            inbound.body_error == "too_large"
+            and deid_limit < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            or len(inbound.body) > deid_limit
+        ):
+            raise _DEID_TOO_LARGE
         if inbound.body_error is not None or len(inbound.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _BODY_ERRORS[inbound.body_error or "too_large"]
         header_length = None if inbound.header_length is None else str(inbound.header_length)
         body = inbound.body
         header = parse_infer_header(body, header_length)
         check_against_signature(header, route.signature, route.max_batch_size)
-        mode = route.deid_mode
         if mode != "off":  # the model's policy: identifiers never reach Triton
             key = await self.deid_key(mode, inbound.model)
-            body, header_length, found = deidentify_request(body, header, header_length, mode, key)
+            budget = Budget(settings.DEID_CPU_BUDGET)
+            # off the event loop: up to the budget of CPU, during which other calls go on
+            body, header_length, found = await asyncio.to_thread(
+                deidentify_request, body, header, header_length, mode, key, budget
+            )
             call.deid = {"mode": mode, "found": found}
         return body, None if header_length is None else int(header_length)
 

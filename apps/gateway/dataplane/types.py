@@ -33,8 +33,8 @@ class Inbound:
     content_type: str = "application/json"
     body_error: str | None = None  # "too_large" | "timeout" | "disconnected": the body could not be read whole
     # HTTP: the body is read only once the caller is authenticated and routed (an anonymous caller's
-    # upload is never buffered): `await read_body()` -> (body, body_error).
-    read_body: Callable[[], Awaitable[tuple[bytes, str | None]]] | None = None
+    # upload is never buffered): `await read_body(limit=None)` -> (body, body_error).
+    read_body: Callable[..., Awaitable[tuple[bytes, str | None]]] | None = None
 
 
 @dataclass

@@ -1,16 +1,31 @@
 """De-identification of free text for the gateway (HIPAA Safe Harbor identifiers and the Chinese
 identifiers of the 等保 profile). Pure Python: no Django, nothing logged, values never kept.
 
-    deidentify(text, mode, key=None, types=None) -> Result(text, found)
-    deidentify_tensor(data, datatype, mode, key=None, types=None) -> TensorResult(data, found)
+    deidentify(text, mode, key=None, types=None, budget=None) -> Result(text, found)
+    deidentify_tensor(data, datatype, mode, key=None, types=None, budget=None) -> TensorResult(data, found)
+
+A Budget(cpu_seconds), one per request, bounds the CPU all its texts may take (BudgetExceeded).
 
 See docs/deidentification.md.
 """
 
-from .engine import DEFAULT_MAX_LENGTH, MASK, MODES, PSEUDONYMISE, REDACT, Result, deidentify, detect, pseudonym
+from .engine import (
+    DEFAULT_MAX_LENGTH,
+    MASK,
+    MODES,
+    PSEUDONYMISE,
+    REDACT,
+    Budget,
+    Result,
+    deidentify,
+    detect,
+    pseudonym,
+    warm,
+)
 from .spans import (
     ALL_TYPES,
     UNSTRUCTURED_TYPES,
+    BudgetExceeded,
     DeidError,
     InputTooLong,
     InvalidMode,
@@ -24,6 +39,8 @@ from .tensor import TensorResult, deidentify_tensor
 
 __all__ = [
     "ALL_TYPES",
+    "Budget",
+    "BudgetExceeded",
     "DEFAULT_MAX_LENGTH",
     "MASK",
     "MODES",
@@ -44,4 +61,5 @@ __all__ = [
     "deidentify_tensor",
     "detect",
     "pseudonym",
+    "warm",
 ]

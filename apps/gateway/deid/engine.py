@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .spans import (
     NAME,
     SSN,
     ZIP,
+    BudgetExceeded,
     DeidError,
     InputTooLong,
     InvalidMode,
@@ -39,12 +41,49 @@ MIN_KEY_BYTES = 16
 TOKEN_HEX_DIGITS = 8
 
 
+# Below this many characters a text is checked against the budget before and after detection only
+# (it costs well under a millisecond); longer ones also between detector passes.
+_CHECK_EVERY_PASS_FROM = 4096
+
+
+class Budget:
+    """CPU seconds one request may spend in the de-identifier, across every text it carries.
+
+    CPU time of the thread doing the work (time.thread_time), not wall time, so a loaded machine
+    does not refuse what an idle one accepts. Checked before each text, and between detector
+    passes on long texts: a request over budget raises BudgetExceeded after at most one more pass.
+    One Budget per request; texts of a request may be handled in different threads (each call
+    adds its own thread's CPU)."""
+
+    __slots__ = ("cpu_seconds", "spent")
+
+    def __init__(self, cpu_seconds: float):
+        if not cpu_seconds > 0:
+            raise ValueError("a de-identification budget is a positive number of CPU seconds")
+        self.cpu_seconds = float(cpu_seconds)
+        self.spent = 0.0
+
+    def check(self, since: float) -> None:
+        if self.spent + (time.thread_time() - since) > self.cpu_seconds:
+            raise BudgetExceeded(
+                f"de-identification exceeded its CPU budget of {self.cpu_seconds:g} s for this request; "
+                "send less text per request"
+            )
+
+
 @dataclass(frozen=True)
 class Result:
     """The de-identified text and how many identifiers of each type were replaced (never which)."""
 
     text: str
     found: dict[str, int] = field(default_factory=dict)
+
+
+def warm() -> None:
+    """Load the dictionaries and build the gazetteer automata now (each once a process): a server
+    calls this at start so that no request pays for it inside its CPU budget."""
+    names.dictionaries()
+    geo.warm()
 
 
 def _check_types(types) -> frozenset[str]:
@@ -64,13 +103,18 @@ def check_length(n: int, max_length: int) -> None:
         )
 
 
-def _candidates(text: str, kinds: frozenset[str]):
+def _candidates(text: str, kinds: frozenset[str], check=None):
+    """Every detector's candidate spans; `check()` (the budget) runs before each detector pass."""
     seen_funcs = set()
     for kind, funcs in structured.DETECTORS.items():
         for func in funcs:
             if kind in kinds and func not in seen_funcs:
                 seen_funcs.add(func)
+                if check:
+                    check()
                 yield from func(text)
+    if check:
+        check()
     yield from contextual.find_cued(text, kinds)
     if SSN in kinds:
         yield from contextual.find_ssn_cued(text)
@@ -79,12 +123,20 @@ def _candidates(text: str, kinds: frozenset[str]):
     if ZIP in kinds:
         yield from contextual.find_zip(text)
     if AGE in kinds:
+        if check:
+            check()
         yield from contextual.find_age(text)
     if DATE in kinds:
+        if check:
+            check()
         yield from dates.find_dates(text)
     if NAME in kinds:
+        if check:
+            check()
         yield from names.find_names(text)
     if ADDRESS in kinds or GEO in kinds:
+        if check:
+            check()
         yield from geo.find_geo(text, kinds)
 
 
@@ -100,14 +152,28 @@ def _resolve(spans: list[Span], length: int) -> list[Span]:
     return chosen
 
 
-def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH) -> list[Span]:
-    """Spans (offsets into `text`, in order, non-overlapping) of the identifiers found."""
+def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH, budget: Budget | None = None) -> list[Span]:
+    """Spans (offsets into `text`, in order, non-overlapping) of the identifiers found. With a
+    `budget`, raises BudgetExceeded once the request has spent it (see Budget)."""
     if not isinstance(text, str):
         raise DeidError(f"expected text (str), got {type(text).__name__}")
     check_length(len(text), max_length)
     kinds = _check_types(types)
+    if budget is None:
+        return _detect(text, kinds, None)
+    since = time.thread_time()
+    try:
+        budget.check(since)
+        spans = _detect(text, kinds, (lambda: budget.check(since)) if len(text) >= _CHECK_EVERY_PASS_FROM else None)
+        budget.check(since)
+        return spans
+    finally:
+        budget.spent += time.thread_time() - since
+
+
+def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     canon = canonicalise(text)
-    spans = [s for s in _candidates(canon.text, kinds) if s.type in kinds and s.end > s.start]
+    spans = [s for s in _candidates(canon.text, kinds, check) if s.type in kinds and s.end > s.start]
     out = []
     for s in _resolve(spans, len(canon.text)):
         start, end = canon.original(s.start, s.end)
@@ -155,11 +221,17 @@ def _check_mode(mode: str, key) -> str:
 
 
 def deidentify(
-    text: str, mode: str = REDACT, key: bytes | None = None, types=None, max_length: int = DEFAULT_MAX_LENGTH
+    text: str,
+    mode: str = REDACT,
+    key: bytes | None = None,
+    types=None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    budget: Budget | None = None,
 ) -> Result:
-    """Replace every identifier found in `text` according to `mode`; count them by type."""
+    """Replace every identifier found in `text` according to `mode`; count them by type. With a
+    `budget` (one per request), raises BudgetExceeded instead of finishing once it is spent."""
     mode = _check_mode(mode, key)
-    spans = detect(text, types, max_length)
+    spans = detect(text, types, max_length, budget)
     pieces: list[str] = []
     pos = 0
     for s in spans:

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from . import fastre
 from .spans import ADDRESS, GEO, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -324,6 +325,12 @@ def _ambiguous_en() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(_load("geo_ambiguous_en.txt")) | not_names, given | family
 
 
+def warm() -> None:
+    _automaton()
+    _zh_tables()
+    _ambiguous_en()
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch in "'’"
 
@@ -388,7 +395,11 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 last = end
         hits.sort()
     if keep:
-        hits = [h for h in hits if not any(h[0] < e and s < h[1] for s, e in keep)]
+        # drop every hit that overlaps a keep-list word: one mark per character, not hits x words
+        kept = bytearray(len(text))
+        for s, e in keep:
+            kept[s:e] = b"\x01" * (e - s)
+        hits = [h for h in hits if kept.find(1, h[0], h[1]) == -1]
     covered_until = -1
     i = 0
     while i < len(hits):
@@ -464,3 +475,6 @@ def _english_addresses(text: str) -> Iterator[Span]:
             while end > m.start() and text[end - 1] in ",; \t":
                 end -= 1
             yield Span(m.start(), end, ADDRESS, P_ADDRESS)
+
+
+fastre.accelerate(globals())  # after every pattern: see fastre.py

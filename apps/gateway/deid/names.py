@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from . import fastre
 from .spans import NAME, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -583,3 +584,6 @@ def find_names(text: str) -> Iterator[Span]:
     for start, end in _propagate(text, found):
         if (start, end) not in seen:
             yield Span(start, end, NAME, 30)
+
+
+fastre.accelerate(globals())  # after every pattern: see fastre.py

@@ -80,6 +80,12 @@ class InputTooLong(DeidError):
     code = "deid_input_too_long"
 
 
+class BudgetExceeded(DeidError):
+    """The request spent its CPU budget in the de-identifier: refused, never forwarded unredacted."""
+
+    code = "deid_budget_exceeded"
+
+
 class InvalidUTF8(DeidError):
     code = "deid_invalid_utf8"
 

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
+from . import fastre
 from .checksums import card_prefix_ok, cn_id_ok, luhn_ok, ssn_ok, vin_ok
 from .spans import BANK_CARD, CN_ID, CN_MOBILE, DEVICE, EMAIL, FAX, IP, PHONE, SSN, URL, VEHICLE, Span
 
@@ -215,3 +216,6 @@ DETECTORS = {
     PHONE: (find_phone,),
     FAX: (find_phone,),
 }
+
+
+fastre.accelerate(globals())  # after every pattern: see fastre.py
