@@ -3,10 +3,13 @@ identifiers of the 等保 profile). Pure Python: no Django, nothing logged, valu
 
     deidentify(text, mode, key=None, types=None) -> Result(text, found)
     deidentify_tensor(data, datatype, mode, key=None, types=None) -> TensorResult(data, found)
+    screen_text(answer, mode, allowed=(), types=None) -> Result(text, found)   (answers.py)
+    AnswerScreen(mode, allowed=(), types=None): feed(delta) -> str, finish() -> str, found
 
 See docs/deidentification.md.
 """
 
+from .answers import SCREEN_MODES, AnswerScreen, screen_text
 from .engine import DEFAULT_MAX_LENGTH, MASK, MODES, PSEUDONYMISE, REDACT, Result, deidentify, detect, pseudonym
 from .spans import (
     ALL_TYPES,
@@ -24,6 +27,8 @@ from .tensor import TensorResult, deidentify_tensor
 
 __all__ = [
     "ALL_TYPES",
+    "SCREEN_MODES",
+    "AnswerScreen",
     "DEFAULT_MAX_LENGTH",
     "MASK",
     "MODES",
@@ -44,4 +49,5 @@ __all__ = [
     "deidentify_tensor",
     "detect",
     "pseudonym",
+    "screen_text",
 ]
