@@ -40,13 +40,33 @@ class DeidMode(models.TextChoices):
     PSEUDONYMISE = "pseudonymise"
 
 
+class AnswerScreen(models.TextChoices):
+    """What the gateway does with identifiers in a model's answers (apps/gateway/deid/answers.py).
+    Empty: the default, `redact` for a model that receives PHI, else `off`
+    (apps.compliance.selectors.answer_screen_mode)."""
+
+    DEFAULT = "", "default"
+    OFF = "off"
+    REDACT = "redact"
+    ALERT = "alert"
+
+
 class ModelPolicy(models.Model):
-    """Whether a model receives PHI / personal information and how the gateway de-identifies its
-    requests. A PHI model must not have mode `off` (refused by set_model_policy)."""
+    """Whether a model receives PHI / personal information, how the gateway de-identifies its
+    requests and screens its answers. A PHI model must not have mode `off` (refused by
+    set_model_policy); its answer screen may be off (the caller may see PHI: the screen only catches
+    identifiers the model echoes or invents)."""
 
     model = models.OneToOneField("registry.Model", on_delete=models.CASCADE, related_name="compliance_policy")
     phi = models.BooleanField(default=False, help_text="The model receives PHI or personal information")
     deid_mode = models.CharField(max_length=16, choices=DeidMode.choices, default=DeidMode.OFF)
+    answer_screen = models.CharField(
+        max_length=8,
+        choices=AnswerScreen.choices,
+        default=AnswerScreen.DEFAULT,
+        blank=True,
+        help_text="Identifiers in the model's answers: off, redact or alert; empty: redact for a PHI model, else off",
+    )
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -11,7 +11,7 @@ from apps.registry.selectors import deid_mode as decide_deid_mode
 
 from .catalog import profiles
 from .effective import phi_by_attachment
-from .models import ModelPolicy, ProfileAttachment
+from .models import AnswerScreen, ModelPolicy, ProfileAttachment
 
 
 def deid_facts(model_id: int) -> tuple[str | None, bool]:
@@ -25,6 +25,20 @@ def deid_facts(model_id: int) -> tuple[str | None, bool]:
 def deid_mode(model_id: int) -> str:
     """The de-identification mode the gateway applies to a model's requests."""
     return decide_deid_mode(*deid_facts(model_id))
+
+
+def answer_screen_mode(stored: str | None, phi: bool) -> str:
+    """The answer screen the gateway applies: the policy's, else `redact` for a model that receives
+    PHI, else `off`."""
+    if stored:
+        return stored
+    return AnswerScreen.REDACT.value if phi else AnswerScreen.OFF.value
+
+
+def answer_screen_column(model_ref: str) -> str:
+    """The model's stored answer screen as one SQL select expression (NULL without a policy); with
+    the PHI fact of deid_policy_columns, pass it to answer_screen_mode."""
+    return f"(SELECT answer_screen FROM {ModelPolicy._meta.db_table} WHERE model_id = {model_ref})"  # noqa: S608
 
 
 @cache

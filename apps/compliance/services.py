@@ -18,7 +18,7 @@ from inference_backend.private_file import write_private
 
 from .catalog import get_profile, profiles
 from .checks import FAIL, Context, run_check
-from .models import Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
+from .models import AnswerScreen, Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
 from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
@@ -97,14 +97,29 @@ def detach_profile(*, attachment_id: int, actor, source: Source = SYSTEM) -> Non
         attachment.delete()
 
 
-def set_model_policy(*, model_id: int, phi: bool, deid_mode: str, actor, source: Source = SYSTEM) -> ModelPolicy:
-    """Record whether a model receives PHI and its de-identification mode. A PHI model (marked,
+def set_model_policy(
+    *,
+    model_id: int,
+    phi: bool,
+    deid_mode: str,
+    actor,
+    source: Source = SYSTEM,
+    answer_screen: str | None = None,
+) -> ModelPolicy:
+    """Record whether a model receives PHI, its de-identification mode and its answer screen
+    (off, redact, alert, or "" for the default; None keeps the current one). A PHI model (marked,
     or under a model-level HIPAA attachment) cannot have de-identification off."""
     from .effective import phi_by_attachment
 
     if deid_mode not in DeidMode.values:
         raise ServiceError(
             "invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", field="deid_mode"
+        )
+    if answer_screen is not None and answer_screen not in AnswerScreen.values:
+        raise ServiceError(
+            "invalid_answer_screen",
+            f"answer_screen must be one of {', '.join(v for v in AnswerScreen.values if v)} or empty for the default",
+            field="answer_screen",
         )
     with transaction.atomic():
         model = get_or_404(
@@ -114,17 +129,25 @@ def set_model_policy(*, model_id: int, phi: bool, deid_mode: str, actor, source:
             raise ServiceError(
                 "deid_required", f"{model.name} receives PHI: de-identification is mandatory", field="deid_mode"
             )
-        before = ModelPolicy.objects.filter(model=model).values("phi", "deid_mode").first()
+        before = ModelPolicy.objects.filter(model=model).values("phi", "deid_mode", "answer_screen").first()
+        if answer_screen is None:
+            answer_screen = before["answer_screen"] if before else AnswerScreen.DEFAULT
         policy, _ = ModelPolicy.objects.update_or_create(
             model=model,
-            defaults={"phi": phi, "deid_mode": deid_mode, "updated_by": _user(actor), "updated_at": timezone.now()},
+            defaults={
+                "phi": phi,
+                "deid_mode": deid_mode,
+                "answer_screen": answer_screen,
+                "updated_by": _user(actor),
+                "updated_at": timezone.now(),
+            },
         )
         record_event(
             "compliance.policy.update",
             actor=actor,
             source=source,
             target=model,
-            details={"before": before, "after": {"phi": phi, "deid_mode": deid_mode}},
+            details={"before": before, "after": {"phi": phi, "deid_mode": deid_mode, "answer_screen": answer_screen}},
         )
     return policy
 

@@ -244,3 +244,46 @@ def test_a_client_that_disconnects_mid_stream_stops_generation_within_a_step_and
     assert event.details["llm"]["finish_reason"] == "cancelled"
     row = LLMUsage.objects.get(request_id=event.request_id)
     assert row.status == "cancelled" and row.completion_tokens >= received
+
+
+def _stream_completion(chat, prompt: str):
+    stream = chat.client.completions.create(
+        model=MODEL,
+        prompt=prompt,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+        seed=7,
+        max_tokens=60,
+    )
+    deltas, usage = [], None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        deltas.extend(c.text for c in chunk.choices if c.text)
+    return deltas, usage
+
+
+def test_a_streamed_answer_is_screened_before_it_reaches_the_client(chat):
+    """A raw completion the model continues with a record of identifiers, twice at temperature 0: with the
+    answer screen on `redact` the client receives exactly the whole-text screen of the unscreened
+    answer (no delta carries an identifier the screen replaces), the model's token counts are
+    unchanged, and the audit event counts what was replaced."""
+    from apps.gateway.deid import detect, screen_text
+
+    prompt = "Patient: John Smith\nSSN: 123-45-6789\nPhone: (617) 555-0143\n\nPatient: Mary Jones\nSSN:"
+    plain, plain_usage = _stream_completion(chat, prompt)
+    raw = "".join(plain)
+    reference = screen_text(raw, "redact")
+    assert reference.found, raw  # the model did write identifiers
+    values = [raw[s.start : s.end] for s in detect(raw)]
+    set_model_policy(model_id=chat.model.pk, phi=False, deid_mode="off", answer_screen="redact", actor=None)
+    chat.plane.sync_policy()
+    deltas, usage = _stream_completion(chat, prompt)
+    assert "".join(deltas) == reference.text
+    assert len(deltas) > 1  # streamed, not held to the end
+    for value in values:
+        assert value not in "".join(deltas)
+    assert usage.completion_tokens == plain_usage.completion_tokens
+    event = AuditEvent.objects.filter(event_type="inference.completion").order_by("-id").first()
+    assert event.details["answer_deid"] == {"mode": "redact", "found": reference.found}

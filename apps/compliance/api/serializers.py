@@ -3,6 +3,7 @@ from rest_framework import serializers
 from apps.registry.models import Model
 
 from ..models import (
+    AnswerScreen,
     Attestation,
     ComplianceReport,
     ControlResult,
@@ -56,11 +57,18 @@ class ProfileAttachmentSerializer(serializers.ModelSerializer):
 class ModelPolicySerializer(serializers.ModelSerializer):
     model = serializers.SlugRelatedField(slug_field="name", queryset=Model.objects.all())
     deid_mode = serializers.ChoiceField(choices=DeidMode.choices)
+    answer_screen = serializers.ChoiceField(
+        choices=AnswerScreen.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Identifiers in answers: off, redact or alert; empty: redact for a PHI model, else off; "
+        "omitted: unchanged",
+    )
     updated_by = serializers.StringRelatedField()
 
     class Meta:
         model = ModelPolicy
-        fields = ["model", "phi", "deid_mode", "updated_by", "updated_at"]
+        fields = ["model", "phi", "deid_mode", "answer_screen", "updated_by", "updated_at"]
         read_only_fields = ["updated_by", "updated_at"]
         validators = []
 

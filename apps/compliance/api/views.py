@@ -127,6 +127,7 @@ class ModelPolicyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewset
             model_id=form.validated_data["model"].pk,
             phi=form.validated_data.get("phi", False),
             deid_mode=form.validated_data["deid_mode"],
+            answer_screen=form.validated_data.get("answer_screen"),
             actor=request.user,
             source=Source.from_request(request),
         )

@@ -78,7 +78,7 @@ class Governance:
                 user_id=caller.user_id,
                 username=caller.username,
                 messages=messages,
-                answer="".join(ex.text),
+                answer=ex.answer,  # what the client received (after the answer screen)
             )
 
     async def close(self) -> None:

@@ -89,6 +89,20 @@ class Exchange:
     ttft_ms: float | None = None
     counted_by_model: bool = False
     disconnected: bool = False
+    # The answer screen (deid/answers.py) when the model's policy has one: `text` stays what the
+    # model wrote (token counts), `sent` what left the gateway (the answer, and what is retained).
+    screen: deid.AnswerScreen | None = None
+    sent: list[str] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.sent if self.screen is not None else self.text)
+
+    def answer_deid(self) -> dict | None:
+        """For the audit event: the screen's mode and counts per type (never values)."""
+        if self.screen is None:
+            return None
+        return {"mode": self.screen.mode, "found": dict(self.screen.found)}
 
 
 class OpenAIAdapter:
@@ -247,6 +261,10 @@ class OpenAIAdapter:
     async def _serve(self, scope, receive, send, call: Call, req: wire.LLMRequest, prepared: dict) -> None:
         route = prepared["route"]
         ex = Exchange(prompt_tokens=prepared["prompt_tokens"])
+        if route.answer_screen != "off":
+            # `answer_allowed`: exact strings the gateway put in the prompt itself (surrogates), which
+            # the screen lets through (the re-identifier, if any, comes after the screen).
+            ex.screen = deid.AnswerScreen(route.answer_screen, allowed=prepared.get("answer_allowed", ()))
         started_sent = False
         error: ServiceError | None = None
         created = int(time.time())
@@ -280,13 +298,21 @@ class OpenAIAdapter:
             event = first
             while event is not None and not ex.disconnected:
                 text = self._take(ex, event, call)
-                if text and req.stream:
-                    await _send(send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, text=text)))
+                if req.stream:
+                    text = _screened(ex, text, final=bool(ex.finish))
+                    if text:
+                        chunk = wire.chunk(req, call.inbound.request_id, req.model, created, text=text)
+                        await _send(send, wire.sse(chunk))
                 if ex.finish:
                     break
                 event = await anext(events, None)
             if ex.disconnected:
                 raise ClientGone()
+            if not req.stream and ex.finish and ex.screen is not None:
+                # the whole answer at once, off the event loop (it can be long)
+                result = await asyncio.to_thread(deid.screen_text, "".join(ex.text), ex.screen.mode, ex.screen.allowed)
+                ex.sent = [result.text]
+                ex.screen.found.update(result.found)
         except ClientGone:
             ex.disconnected, ex.finish = True, "cancelled"
         except Exception as err:
@@ -374,7 +400,8 @@ class OpenAIAdapter:
         }
         if ex.disconnected:
             llm["client_disconnected"] = True
-        audited = await self._audit(call, EVENT_TYPES[req.kind], status, error, llm)
+        screened = ex.answer_deid()
+        audited = await self._audit(call, EVENT_TYPES[req.kind], status, error, llm, answer_deid=screened)
         if audited:
             try:
                 await self.governance.record(
@@ -394,7 +421,7 @@ class OpenAIAdapter:
                 await self._error(send, error, request_id)
             else:
                 answer = wire.whole_answer(
-                    req, request_id, req.model, "".join(ex.text), finish, ex.prompt_tokens, ex.completion_tokens
+                    req, request_id, req.model, ex.answer, finish, ex.prompt_tokens, ex.completion_tokens
                 )
                 await self._answer(send, 200, answer, request_id)
             return
@@ -421,12 +448,18 @@ class OpenAIAdapter:
         if not ok:
             raise _audit_unavailable()
 
-    async def _audit(self, call: Call, event_type: str, status: int, error, llm: dict | None) -> bool:
+    async def _audit(
+        self, call: Call, event_type: str, status: int, error, llm: dict | None, answer_deid: dict | None = None
+    ) -> bool:
         inbound, caller = call.inbound, call.caller
         source = Source(ip=call.ip, user_agent=inbound.user_agent[:300])
         extra = {"protocol": "openai"}
         if llm:
             extra["llm"] = llm
+        if answer_deid is not None:
+            extra["answer_deid"] = answer_deid  # the screen's mode and counts per type, never values
+            if answer_deid["mode"] == "alert" and answer_deid["found"]:
+                extra["alert"] = True  # identifiers left in an answer: the event alerts
         try:
             await self.pipeline.audit.record_call(
                 event_type,
@@ -465,6 +498,19 @@ class OpenAIAdapter:
         with contextlib.suppress(ClientGone, OSError):
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": body})
+
+
+def _screened(ex: Exchange, text: str, *, final: bool) -> str:
+    """A streamed delta through the answer screen: what can be sent now (`final`: and the rest).
+    Every delta goes in `sent` as it leaves, so what is retained is what the client received."""
+    if ex.screen is None:
+        return text
+    out = ex.screen.feed(text) if text else ""
+    if final:
+        out += ex.screen.finish()
+    if out:
+        ex.sent.append(out)
+    return out
 
 
 def _kind_of(call: Call) -> str:

@@ -61,7 +61,7 @@ from apps.accounts.services import (
     bearer_value,
     token_refusal,
 )
-from apps.compliance.selectors import deid_policy_columns
+from apps.compliance.selectors import answer_screen_column, answer_screen_mode, deid_policy_columns
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
@@ -116,6 +116,7 @@ class Route:
     max_batch_size: int
     signature: dict  # shared by every call: read it, never change it
     deid_mode: str
+    answer_screen: str = "off"  # identifiers in the model's answers: off | redact | alert
 
     @property
     def server_name(self) -> str:
@@ -136,6 +137,7 @@ class Route:
             max_batch_size=dep.max_batch_size,
             signature=dep.model_version.signature,
             deid_mode=dep.deid_mode,
+            answer_screen=getattr(dep, "answer_screen", "off"),
         )
 
 
@@ -511,12 +513,15 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     # 7. models with their de-identification facts, and their ACTIVE deployments
     names = {}
     modes = {}
-    for model_id, name, mode, phi in _rows(
+    screens = {}
+    for model_id, name, mode, phi, screen in _rows(
         connection,
-        f"SELECT m.id, m.name, {deid_policy_columns('m.id')} FROM {t['model']} m",  # noqa: S608
+        f"SELECT m.id, m.name, {deid_policy_columns('m.id')}, {answer_screen_column('m.id')}"  # noqa: S608
+        f" FROM {t['model']} m",
     ):
         names[model_id] = name
         modes[model_id] = deid_mode(mode, bool(phi))
+        screens[model_id] = answer_screen_mode(screen, bool(phi))
     routes: dict[int, list[Route]] = {}
     for row in _rows(
         connection,
@@ -540,6 +545,7 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 max_batch_size=batch,
                 signature=_json(signature),
                 deid_mode=modes[model_id],
+                answer_screen=screens[model_id],
             )
         )
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}

@@ -4,11 +4,15 @@ identifiers of the 等保 profile). Pure Python: no Django, nothing logged, valu
     deidentify(text, mode, key=None, types=None, budget=None) -> Result(text, found)
     deidentify_tensor(data, datatype, mode, key=None, types=None, budget=None) -> TensorResult(data, found)
 
+    screen_text(answer, mode, allowed=(), types=None) -> Result(text, found)   (answers.py)
+    AnswerScreen(mode, allowed=(), types=None): feed(delta) -> str, finish() -> str, found
+
 A Budget(cpu_seconds), one per request, bounds the CPU all its texts may take (BudgetExceeded).
 
 See docs/deidentification.md.
 """
 
+from .answers import SCREEN_MODES, AnswerScreen, screen_text
 from .engine import (
     DEFAULT_MAX_LENGTH,
     MASK,
@@ -41,6 +45,8 @@ __all__ = [
     "ALL_TYPES",
     "Budget",
     "BudgetExceeded",
+    "SCREEN_MODES",
+    "AnswerScreen",
     "DEFAULT_MAX_LENGTH",
     "MASK",
     "MODES",
@@ -62,4 +68,5 @@ __all__ = [
     "detect",
     "pseudonym",
     "warm",
+    "screen_text",
 ]
