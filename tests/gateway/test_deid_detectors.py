@@ -141,3 +141,45 @@ def test_name_propagates_to_later_mentions():
     assert (
         deidentify(text, types=["NAME"]).text == "Patient: [NAME]\n[NAME] tolerated the procedure. [NAME] will return."
     )
+
+
+# Cue and format families added on the independent corpus's misses (examples written for the test).
+CUED_MORE = [
+    ("Verified identity by SSN last four 7719 today.", "SSN", "7719"),
+    ("confirmed last 4 of patient's SSN: 0263", "SSN", "0263"),
+    ("Record no. check: MRN 31-07-4452 on the wristband", "MRN", "31-07-4452"),
+    ("门诊ID号：Q20038815，姓名", "MRN", "Q20038815"),
+    ("Ontario health card 7701-552-913-AB presented", "HEALTH_PLAN", "7701-552-913-AB"),
+    ("insured's ID number: QWE5560012877", "HEALTH_PLAN", "QWE5560012877"),
+    ("Registration: FIN 7712093345 at the front desk", "ACCOUNT", "7712093345"),
+    ("Dexcom transmitter ID 4RT7QZ replaced", "DEVICE", "4RT7QZ"),
+    ("CT设备编号：PH-BRIL-SN0099812（维修）", "DEVICE", "PH-BRIL-SN0099812"),
+    ("pickup car, license plate 4KD 7723, silver", "VEHICLE", "4KD 7723"),
+    ("tag WX-441 PLM seen at the curb", "VEHICLE", "WX-441 PLM"),
+    ("总机0571-87236600转6031，值班", "PHONE", "0571-87236600转6031"),
+    ("Fax report to Dr. Hollis Quarry at (919) 555-0172.", "FAX", "(919) 555-0172"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), CUED_MORE, ids=[p[1] + "-" + p[2] for p in CUED_MORE])
+def test_cued_more(text, kind, value):
+    spans = detect(text)
+    assert [text[s.start : s.end] for s in spans if s.type == kind] == [value], spans
+
+
+CUED_MORE_NEGATIVES = [
+    "MRN reviewed; last visit 03-05-2024 was uneventful.",  # a valid date after a cue stays a date
+    "Insulin pump rate 0.8 units/h, pump site clean.",
+    "Platelet count 150 K, plate reader OK.",
+    "Fixation with plate and 3 mm screws.",
+    "Fin de semaine; sensor glucose 142 mg/dL.",
+    "SSN not on file; last four digits of the lot 1234 discarded.",
+    "Sent the fax. Call the clinic at (919) 555-0172 tomorrow.",
+]
+
+
+@pytest.mark.parametrize("text", CUED_MORE_NEGATIVES)
+def test_cued_more_negatives(text):
+    spans = detect(text)
+    kinds = {s.type for s in spans}
+    assert not kinds & {"SSN", "MRN", "DEVICE", "VEHICLE", "ACCOUNT", "FAX"}, [(text[s.start : s.end], s.type) for s in spans]

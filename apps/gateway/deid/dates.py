@@ -53,7 +53,7 @@ def _valid_ymd(y: int, m: int, d: int) -> bool:
     return 1800 <= y <= 2099 and 1 <= m <= 12 and 1 <= d <= 31
 
 
-def _numeric_ok(a: str, b: str, c: str, sep: str) -> bool:
+def numeric_date_ok(a: str, b: str, c: str, sep: str) -> bool:
     x, y, z = int(a), int(b), int(c)
     if len(a) == 4:  # ISO: year first
         return _valid_ymd(x, y, z)
@@ -70,7 +70,7 @@ def find_dates(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _NUMERIC_RE.finditer(text):
-        if _numeric_ok(m.group(1), m.group(3), m.group(4), m.group(2)):
+        if numeric_date_ok(m.group(1), m.group(3), m.group(4), m.group(2)):
             yield Span(m.start(), m.end(), DATE, 52)
     for m in _MONTH_YEAR_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)

@@ -20,6 +20,7 @@ from .spans import (
     GEO,
     NAME,
     SSN,
+    VEHICLE,
     ZIP,
     DeidError,
     InputTooLong,
@@ -74,8 +75,11 @@ def _candidates(text: str, kinds: frozenset[str]):
     yield from contextual.find_cued(text, kinds)
     if SSN in kinds:
         yield from contextual.find_ssn_cued(text)
+        yield from contextual.find_ssn_last4(text)
     if DEVICE in kinds:
         yield from contextual.find_imei(text)
+    if VEHICLE in kinds:
+        yield from contextual.find_plate(text)
     if ZIP in kinds:
         yield from contextual.find_zip(text)
     if AGE in kinds:
