@@ -183,3 +183,40 @@ def test_cued_more_negatives(text):
     spans = detect(text)
     kinds = {s.type for s in spans}
     assert not kinds & {"SSN", "MRN", "DEVICE", "VEHICLE", "ACCOUNT", "FAX"}, [(text[s.start : s.end], s.type) for s in spans]
+
+
+DATES_MORE = [
+    ("pain started on the 9th, worse since", "the 9th"),
+    ("discharged home on the 23rd after PT cleared her", "the 23rd"),
+    ("Labs repeated Thu 11/02 in clinic", "Thu 11/02"),
+    ("Return to work Wednesday 4/19.", "Wednesday 4/19"),
+    ("vacation in Lisbon Aug 3-11 with family", "Aug 3-11"),
+    ("Echo Sep-14-2021 showed EF 55%", "Sep-14-2021"),
+    ("Form field DOB: 11 04 1941; sex F", "11 04 1941"),
+    ("患者于27日晨起头晕", "27日"),
+    ("9日下午出现胸闷", "9日"),
+    ("21年11月8日行胃镜检查", "21年11月8日"),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), DATES_MORE, ids=[v for _, v in DATES_MORE])
+def test_dates_more(text, value):
+    spans = detect(text)
+    assert [text[s.start : s.end] for s in spans if s.type == "DATE"] == [value], spans
+
+
+DATES_MORE_NEGATIVES = [
+    "Pain on the 4th day after surgery; fever since the 2nd dose.",
+    "Fractures on the 4th and 5th ribs, numbness of the 3rd finger.",
+    "after the 2nd cycle, pain 3/10",
+    "Sat 3/4 of the time in a chair.",
+    "抗生素治疗第3日起体温下降，术后5日拆线。",
+    "每日3次，共7日。",
+    "Lot 12 04 1999 discarded.",
+    "Diagnosed in 2019; 2015年手术。",
+]
+
+
+@pytest.mark.parametrize("text", DATES_MORE_NEGATIVES)
+def test_dates_more_negatives(text):
+    assert [text[s.start : s.end] for s in detect(text) if s.type == "DATE"] == []

@@ -23,8 +23,13 @@ _DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR4 = r"(?:1[89]|20)\d{2}"
 
 _WRITTEN_RES = (
-    # March 5, 2024 / Mar. 5th 2024 / Tuesday, March 5
-    re.compile(rf"(?<![A-Za-z]){_WEEKDAY}{_MONTH}\.?\s{{1,2}}{_DAY}(?![0-9A-Za-z])(?:,?\s{{1,2}}{_YEAR4}(?!\d))?"),
+    # March 5, 2024 / Mar. 5th 2024 / Tuesday, March 5 / May 2-16, May 2 to 16 (a range is one span)
+    re.compile(
+        rf"(?<![A-Za-z]){_WEEKDAY}{_MONTH}\.?\s{{1,2}}{_DAY}(?:\s?[-–]\s?{_DAY}|\s(?:to|through|thru|and)\s{_DAY})?"
+        rf"(?![0-9A-Za-z])(?:,?\s{{1,2}}{_YEAR4}(?!\d))?"
+    ),
+    # Jun-03-2022, Jun/03/2022, Jun 03 2022 (month, day and year with one separator)
+    re.compile(rf"(?<![A-Za-z]){_MONTH}\.?([-/ ])(?:3[01]|[12]\d|0?[1-9])\1{_YEAR4}(?!\d)"),
     # 5 March 2024 / 5th of March, 2024 / 5-Mar-2024
     re.compile(
         rf"(?<![0-9A-Za-z]){_WEEKDAY}{_DAY}(?:\s(?:of\s)?|-){_MONTH}\.?(?![A-Za-z])(?:(?:,?\s|-){_YEAR4}(?!\d))?"
@@ -40,11 +45,41 @@ _CUED_MD_RE = re.compile(
     r"[:\s]{1,3}(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?![0-9A-Za-z]|[./-]\d)",
     re.A | re.I,
 )
+# A weekday and a month/day: "Mon 10/17", "Thursday, 3/14" (the weekday is part of the date).
+_WEEKDAY_MD_RE = re.compile(
+    # capitalised; "Sat"/"Sun" alone are words ("Sat 3/4 of the time"): only as Saturday/Sunday or "Sat.,"
+    r"(?<![A-Za-z])(?:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri)(?:day)?\.?,?|(?:Satur|Sun)day,?|(?:Sat|Sun)[.,])"
+    r"\s{1,2}(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)",
+    re.A,
+)
+# A date written with spaces ("DOB: 08 19 1933") only after a birth or date label.
+_CUED_SPACED_RE = re.compile(
+    r"(?<![A-Za-z])(?:DOB|D\.O\.B\.|date\sof\sbirth|birth\s?date|born(?:\son)?|dated|date)[:\s]{1,3}"
+    r"(?P<v>(\d{1,2}) (\d{1,2}) ((?:1[89]|20)\d{2}))(?![0-9A-Za-z])",
+    re.A | re.I,
+)
+# A day of the month alone ("on the 4th", "since the 21st."): after a preposition, and followed by
+# the end of the clause or a word that cannot be a noun it counts ("the 4th rib", "the 3rd day").
+_DAY_ALONE_RE = re.compile(
+    r"(?<![A-Za-z])(?:on|since|from|until|till|by|before|after|to|through|thru|dated|starting|beginning)\s"
+    r"(?P<v>the\s(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th))"
+    r"(?=\s?[,.;:)!?]|\s?$|\s(?:of\s(?:this|last|next|the)\smonth|and(?!\s(?:the\s)?\d)|but|after|before|at|when|in\sthe\s"
+    r"(?:morning|afternoon|evening)|to|through|thru|until|while|around)\b)",
+    re.I,
+)
 _CN_RES = (
     re.compile(
         r"(?<!\d)(?:1[89]|20)\d{2}\s?年\s?(?:1[0-2]|0?[1-9])\s?月(?:\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号])?", re.A
     ),
     re.compile(r"(?<!\d)(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]", re.A),
+    # a two-digit year with month and day: 23年3月5日
+    re.compile(r"(?<![\d年])\d{2}年(?:1[0-2]|0?[1-9])月(?:3[01]|[12]\d|0?[1-9])[日号]", re.A),
+    # a day alone after a time cue (于18日, 至25日) or before a part of the day (18日晚, 3日上午)
+    re.compile(
+        r"(?:(?<=[于至到从自在])(?:3[01]|[12]\d|0?[1-9])[日号]|(?<=截至|本月|上月|下月|当月|同月)(?:3[01]|[12]\d|0?[1-9])[日号]"
+        r"|(?<![\d月年.第后])(?:3[01]|[12]\d|0?[1-9])日(?=凌晨|清晨|早晨|上午|中午|下午|傍晚|晚上|晚间|夜间|晨|晚|夜|起))",
+        re.A,
+    ),
     re.compile("[〇零一二三四五六七八九]{4}年[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}[日号])?"),
 )
 
@@ -74,5 +109,12 @@ def find_dates(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.end(), DATE, 52)
     for m in _MONTH_YEAR_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)
-    for m in _CUED_MD_RE.finditer(text):
-        yield Span(m.start("v"), m.end("v"), DATE, 50)
+    for m in _WEEKDAY_MD_RE.finditer(text):
+        yield Span(m.start(), m.end(), DATE, 50)
+    for regex in (_CUED_MD_RE, _DAY_ALONE_RE):
+        for m in regex.finditer(text):
+            yield Span(m.start("v"), m.end("v"), DATE, 50)
+    for m in _CUED_SPACED_RE.finditer(text):
+        a, b, y = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if _valid_ymd(y, a, b) or _valid_ymd(y, b, a):
+            yield Span(m.start("v"), m.end("v"), DATE, 52)
