@@ -24,7 +24,7 @@ POSITIVES = [
     ("二〇二四年三月五日出院", "DATE", "二〇二四年三月五日"),
     ("seen on 3/14 for follow-up", "DATE", "3/14"),
     ("a 92-year-old man", "AGE", "92"),
-    ("年龄：95岁", "AGE", "95"),
+    ("年龄：95岁", "AGE", "95岁"),
     ("grandmother lived to 101.", "AGE", "101"),
     ("Boston, MA 02115-1234", "ZIP", "02115-1234"),
     ("邮编：100730", "ZIP", "100730"),

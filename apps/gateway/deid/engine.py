@@ -142,6 +142,10 @@ def _mask(value: str) -> str:
 
 def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
     # AGE and ZIP follow Safe Harbor's "90 or older" and ZIP3 rules: see safeharbor.py.
+    if kind == AGE:
+        number, unit = safeharbor.split_age_unit(value)
+        if unit:  # "95岁" -> "90+岁", "**岁", "[AGE-…]岁"
+            return _replacement(mode, kind, number, key) + unit
     if mode == REDACT:
         return safeharbor.redacted(kind, value) or f"[{kind}]"
     if mode == MASK:
