@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from .spans import ADDRESS, GEO, Span
+from .spans import ADDRESS, GEO, ZIP, Span
 
 _DATA = Path(__file__).with_name("data")
 _HAN = "\u4e00-\u9fff"
@@ -151,6 +151,10 @@ _STRONG_AFTER = re.compile(
     r"Ontario|Quebec|British Columbia|Alberta|Manitoba|Nova Scotia)\b)"
 )
 _AMBIGUOUS_ABBR_AFTER = re.compile(rf",[ \t]*(?:{'|'.join(sorted(_AMBIGUOUS_STATE_ABBR))})\b")
+# A postal code beside an accepted place name, without a state: "Cleveland 44114", "Chicago, 60608-1234"
+# after it; "20246 Hamburg", "75019 Paris" before it (after a comma or a line start, not a house number).
+_ZIP_AFTER_PLACE = re.compile(r",?[ \t]+(\d{5}(?:-\d{4})?)(?![0-9A-Za-z-])")
+_ZIP_BEFORE_PLACE = re.compile(r"(?:^|[,;(\n]|\b[A-Z]-)[ \t]*(\d{4,5})[ \t]+$")
 _CAPITALISED_BEFORE = re.compile(r"(?:[A-Z][a-z]+|[A-Z]\.)[ \t]+$")
 _STRONG_BEFORE = re.compile(r"(?:\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$")
 # Capitalised words (not in the gazetteer) right before ", <clear state abbreviation>".
@@ -191,8 +195,17 @@ _UNIT = (
     r"(?:,?[ \t]*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Lot|Rm|Room|Bldg|Building|Trlr|Trailer|Space|Spc|"
     r"Dept)\b\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]*|,?[ \t]*#[ \t]*[A-Za-z0-9][A-Za-z0-9-]*)"
 )
+# Before the house number, a named residence and a unit of it: "Cedar Hill Manor, Apt 12, 40 Elm St".
+_BUILDING = (
+    r"(?:[A-Z][a-z]+[ \t]){1,3}(?:Manor|Towers|Tower|Apartments|Apts|Village|Estates|Residences|Residence|Lodge"
+    r"|House|Hall|Court|Plaza|Commons|Gardens|Place|Center|Centre|Home)"
+)
+_UNIT_FIRST = (
+    rf"(?:(?<![\w/.-])(?:{_BUILDING},[ \t]*)?(?:Apt|Apartment|Unit|Suite|Ste|Rm|Room|Flat)\.?[ \t]*#?[ \t]*"
+    r"[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*)?"
+)
 _EN_ADDRESS = re.compile(
-    rf"(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
+    rf"{_UNIT_FIRST}(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
     rf"(?:{_DIRECTION}[ \t]+)?"
     rf"(?:(?:County|State|US|U\.S\.|Farm|Forest|Ranch)[ \t]+(?:Road|Rd|Route|Rte|Highway|Hwy)[ \t]+\d{{1,4}}[A-Z]?"
     rf"|{_STREET_WORD}(?:[ \t]+{_STREET_WORD}){{0,3}}[ \t]+{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?)"
@@ -400,6 +413,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                     # "Lancaster County": take the word "County" into the span
                     m = re.match(r"[ \t]+(?:County|Parish)\b", text[end : end + 10])
                     yield Span(start, end + (m.end() if m else 0), GEO, prio)
+                    if ZIP in kinds:
+                        yield from _postcodes_beside(text, start, end)
             i += 1
             continue
         if kind == "zh2":
@@ -453,6 +468,17 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
             end = tail.end() if tail else m.end()
             tail2 = re.match(r"[0-9]+(?:-[0-9]+)*", text[end:])
             yield Span(start, end + (tail2.end() if tail2 else 0), ADDRESS, P_ADDRESS - 1)
+
+
+def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
+    after = _ZIP_AFTER_PLACE.match(text, end)
+    if after:
+        yield Span(after.start(1), after.end(1), ZIP, 62)
+    before = _ZIP_BEFORE_PLACE.search(text[max(0, start - 12) : start])
+    if before:
+        offset = max(0, start - 12)
+        if not _EN_ADDRESS.match(text, offset + before.start(1)):  # "6000 Lakeside Ave" is a house number
+            yield Span(offset + before.start(1), offset + before.end(1), ZIP, 62)
 
 
 def _english_addresses(text: str) -> Iterator[Span]:
