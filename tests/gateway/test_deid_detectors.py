@@ -182,7 +182,9 @@ CUED_MORE_NEGATIVES = [
 def test_cued_more_negatives(text):
     spans = detect(text)
     kinds = {s.type for s in spans}
-    assert not kinds & {"SSN", "MRN", "DEVICE", "VEHICLE", "ACCOUNT", "FAX"}, [(text[s.start : s.end], s.type) for s in spans]
+    assert not kinds & {"SSN", "MRN", "DEVICE", "VEHICLE", "ACCOUNT", "FAX"}, [
+        (text[s.start : s.end], s.type) for s in spans
+    ]
 
 
 DATES_MORE = [
@@ -195,6 +197,7 @@ DATES_MORE = [
     ("Form field DOB: 11 04 1941; sex F", "11 04 1941"),
     ("患者于27日晨起头晕", "27日"),
     ("9日下午出现胸闷", "9日"),
+    ("拟于12号复诊", "12号"),
     ("21年11月8日行胃镜检查", "21年11月8日"),
 ]
 
@@ -212,6 +215,7 @@ DATES_MORE_NEGATIVES = [
     "Sat 3/4 of the time in a chair.",
     "抗生素治疗第3日起体温下降，术后5日拆线。",
     "每日3次，共7日。",
+    "转至3号床，住在5号楼。",
     "Lot 12 04 1999 discarded.",
     "Diagnosed in 2019; 2015年手术。",
 ]

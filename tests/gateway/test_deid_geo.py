@@ -107,7 +107,9 @@ POSTCODES_AND_BUILDINGS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "kind", "value"), POSTCODES_AND_BUILDINGS, ids=[v for _, _, v in POSTCODES_AND_BUILDINGS])
+@pytest.mark.parametrize(
+    ("text", "kind", "value"), POSTCODES_AND_BUILDINGS, ids=[v for _, _, v in POSTCODES_AND_BUILDINGS]
+)
 def test_postcodes_and_buildings(text, kind, value):
     assert found(text, kind) == [value]
 

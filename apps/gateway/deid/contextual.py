@@ -32,7 +32,8 @@ _CUES = {
     r"|insurance|insurer|insured(?:'s)?\s(?:id|no\.?|number|#)|(?-i:OHIP|PHN)"
     r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
     r"|社保卡号|社保号|医疗保险号|参保号|保单号",
-    ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
+    ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)"
+    r"|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
     LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
     r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号",
     DEVICE: r"serial|(?-i:S/N|SN)|device(?:\sid|\sidentifier)?|UDI|IMEI|implant\s(?:id|serial)|pacemaker|pump|(?-i:ICD)"
@@ -45,8 +46,18 @@ _PRIORITY = {MRN: 66, HEALTH_PLAN: 65, ACCOUNT: 64, LICENSE: 65, DEVICE: 65, VEH
 
 _CUE_RES = {
     kind: re.compile(
-        # a Chinese cue may follow a Latin word directly ("MRI设备编号")
-        rf"(?:(?<![A-Za-z])|(?=[^\x00-\x7f]))(?:{cues})(?:(?<=[^\x00-\x7f])|(?![a-z]))(?:'s)?{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}", re.I
+        rf"(?<![A-Za-z])(?:{cues})(?:(?<=[^\x00-\x7f])|(?![a-z]))(?:'s)?{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}",
+        re.I,
+    )
+    for kind, cues in _CUES.items()
+}
+# A Chinese cue may follow a Latin word directly ("MRI设备编号", "CT序列号"), where the look-behind
+# above fails: its Chinese alternatives alone, in a pattern the scanner finds by its first character.
+_CUE_AFTER_LATIN_RES = {
+    kind: re.compile(
+        rf"(?:{'|'.join(w for w in cues.split('|') if w and all(ord(ch) > 0x7F for ch in w))})"
+        rf"{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}",
+        re.I,
     )
     for kind, cues in _CUES.items()
 }
@@ -93,13 +104,27 @@ def _digit_count(s: str) -> int:
     return sum(c.isdigit() for c in s)
 
 
+_LATIN_THEN_HAN = re.compile(r"[A-Za-z][\u4e00-\u9fff]")
+
+
 def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
+    latin_han = _LATIN_THEN_HAN.search(text) is not None
     for kind, regex in _CUE_RES.items():
         if kind not in kinds:
             continue
         for m in regex.finditer(text):
             value = m.group("v")
             if _enough_digits(kind, value) and not _looks_like_date(value):
+                yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+        for m in _CUE_AFTER_LATIN_RES[kind].finditer(text) if latin_han else ():
+            value = m.group("v")
+            if (
+                m.start() > 0
+                and text[m.start() - 1].isascii()
+                and text[m.start() - 1].isalpha()
+                and _enough_digits(kind, value)
+                and not _looks_like_date(value)
+            ):
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
 
 
@@ -131,13 +156,21 @@ _PLATE_RE = re.compile(
 )
 
 
+_PLATE_GATE = re.compile(r"plate|tag", re.I)
+_SSN_GATE = re.compile(r"ssn|ss#|social", re.I)
+
+
 def find_plate(text: str) -> Iterator[Span]:
+    if not _PLATE_GATE.search(text):  # one fast scan instead of the pattern's slower one
+        return
     for m in _PLATE_RE.finditer(text):
         if _digit_count(m.group("v")) >= 2:
             yield Span(m.start("v"), m.end("v"), VEHICLE, 67)
 
 
 def find_ssn_last4(text: str) -> Iterator[Span]:
+    if not _SSN_GATE.search(text):
+        return
     for m in _SSN_LAST4_RE.finditer(text):
         yield Span(m.start("v"), m.end("v"), SSN, 80)
 

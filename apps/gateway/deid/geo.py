@@ -200,12 +200,13 @@ _BUILDING = (
     r"(?:[A-Z][a-z]+[ \t]){1,3}(?:Manor|Towers|Tower|Apartments|Apts|Village|Estates|Residences|Residence|Lodge"
     r"|House|Hall|Court|Plaza|Commons|Gardens|Place|Center|Centre|Home)"
 )
-_UNIT_FIRST = (
-    rf"(?:(?<![\w/.-])(?:{_BUILDING},[ \t]*)?(?:Apt|Apartment|Unit|Suite|Ste|Rm|Room|Flat)\.?[ \t]*#?[ \t]*"
-    r"[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*)?"
+# (found by the unit word first, then the address after it and the building before it are checked)
+_UNIT_FIRST = re.compile(
+    r"(?<![\w/.-])(?:Apt|Apartment|Unit|Suite|Ste|Rm|Room|Flat)\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
 )
+_BUILDING_BEFORE = re.compile(rf"(?<![\w/.-]){_BUILDING},[ \t]*$")
 _EN_ADDRESS = re.compile(
-    rf"{_UNIT_FIRST}(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
+    rf"(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
     rf"(?:{_DIRECTION}[ \t]+)?"
     rf"(?:(?:County|State|US|U\.S\.|Farm|Forest|Ranch)[ \t]+(?:Road|Rd|Route|Rte|Highway|Hwy)[ \t]+\d{{1,4}}[A-Z]?"
     rf"|{_STREET_WORD}(?:[ \t]+{_STREET_WORD}){{0,3}}[ \t]+{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?)"
@@ -490,3 +491,12 @@ def _english_addresses(text: str) -> Iterator[Span]:
             while end > m.start() and text[end - 1] in ",; \t":
                 end -= 1
             yield Span(m.start(), end, ADDRESS, P_ADDRESS)
+    for m in _UNIT_FIRST.finditer(text):
+        addr = _EN_ADDRESS.match(text, m.end())
+        if addr:
+            end = addr.end()
+            while end > addr.start() and text[end - 1] in ",; \t":
+                end -= 1
+            lo = max(0, m.start() - 60)
+            building = _BUILDING_BEFORE.search(text, lo, m.start())
+            yield Span(building.start() if building else m.start(), end, ADDRESS, P_ADDRESS)

@@ -164,7 +164,8 @@ _NICK_AFTER_RE = re.compile(
 )
 # Particles inside a family or given name: "Maria del Carmen", "Ana de la Cruz", "Pieter van der Berg".
 _PARTICLE_RE = re.compile(
-    rf"[ \t]+(?:(?:de[ \t]la|de[ \t]los|de[ \t]las|van[ \t]der|van[ \t]den|van[ \t]de|von[ \t]der|del|de|da|das|do|dos|di|du"
+    rf"[ \t]+(?:(?:de[ \t]la|de[ \t]los|de[ \t]las|van[ \t]der|van[ \t]den|van[ \t]de|von[ \t]der"
+    rf"|del|de|da|das|do|dos|di|du"
     rf"|van|von|der|den|la|le|bin|ibn|ben|al|el|y)[ \t]+)+{_TOKEN}(?![A-Za-z])"
 )
 # A capitalised word followed by one of these is an eponym or a scale, not a person
@@ -293,11 +294,12 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
 
 def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int, int]]:
     """ALL-CAPS "LAST, FIRST M", initials ("K. Lindqvist, RN", "pt R.M."), nicknames."""
-    for m in _NICK_INSIDE_RE.finditer(text):
+    quoted = any(q in text for q in (' "', " “", " '", " ‘"))  # both patterns need a quote after a space
+    for m in _NICK_INSIDE_RE.finditer(text) if quoted else ():
         first = _strip_possessive(m.group(1))
         if cues.get(m.start(), 0) >= 2 or (first in given and not _is_word(first, not_names)):
             yield m.start(), m.end()
-    for m in _NICK_AFTER_RE.finditer(text):
+    for m in _NICK_AFTER_RE.finditer(text) if quoted else ():
         if m.group(1) in given or not _is_word(m.group(1), not_names):  # not 'prefers "Ensure"'
             yield m.start(1), m.end(1)
     for m in _ALLCAPS_RE.finditer(text):
@@ -386,7 +388,8 @@ _ZH_PREFIX_RE = re.compile(rf"(?=[{_ZH_FIRST}])(?:其?(?:{_ZH_PREFIX})[:：]?\s{
 # A name right after the title of a document and its colon, before a pause: "体检报告：韩立新，…",
 # "诊断证明书：许某某 …" — surname and given-name characters from the lists only.
 _ZH_HEADER_RE = re.compile(
-    rf"(?:报告|报告单|记录|小结|证明|证明书|病历|申请单|通知书|告知书|同意书|登记表|随访表)[:：][ \t　]{{0,2}}(?=[{_HAN}])"
+    r"(?:报告|报告单|记录|小结|证明|证明书|病历|申请单|通知书|告知书|同意书|登记表|随访表)"
+    rf"[:：][ \t　]{{0,2}}(?=[{_HAN}])"
 )
 _ZH_RELATION_RE = re.compile(rf"(?:{_ZH_RELATIONS})[:：]?\s{{0,2}}$")
 _ZH_BEFORE_BARE_SURNAME = set("请和与向找给及、，。：:（( \n\t")

@@ -180,9 +180,7 @@ def find_cn_plate(text: str) -> Iterator[Span]:
 _EXTENSION_RE = re.compile(r"[ ,]*(?:转|ext\.?|extension|x) ?\d{1,5}$", re.I)
 # The clause a number belongs to: its cue may sit further back ("Fax to Dr. A. Jones at ...").
 # A full stop after a title or an initial ("Dr.", "J.") does not end the clause.
-_CLAUSE_START = re.compile(
-    r"[\n;。；!?]|(?<![A-Z])(?<!Dr|Mr|Ms|St|Jr|Sr)(?<!Mrs|Drs|Pro)\."
-)
+_CLAUSE_START = re.compile(r"[\n;。；!?]|(?<![A-Z])(?<!Dr|Mr|Ms|St|Jr|Sr)(?<!Mrs|Drs|Pro)\.")
 
 
 def _phone_type(text: str, start: int) -> str:
