@@ -24,7 +24,7 @@ POSITIVES = [
     ("二〇二四年三月五日出院", "DATE", "二〇二四年三月五日"),
     ("seen on 3/14 for follow-up", "DATE", "3/14"),
     ("a 92-year-old man", "AGE", "92"),
-    ("年龄：95岁", "AGE", "95"),
+    ("年龄：95岁", "AGE", "95岁"),
     ("grandmother lived to 101.", "AGE", "101"),
     ("Boston, MA 02115-1234", "ZIP", "02115-1234"),
     ("邮编：100730", "ZIP", "100730"),
@@ -141,3 +141,86 @@ def test_name_propagates_to_later_mentions():
     assert (
         deidentify(text, types=["NAME"]).text == "Patient: [NAME]\n[NAME] tolerated the procedure. [NAME] will return."
     )
+
+
+# Cue and format families added on the independent corpus's misses (examples written for the test).
+CUED_MORE = [
+    ("Verified identity by SSN last four 7719 today.", "SSN", "7719"),
+    ("confirmed last 4 of patient's SSN: 0263", "SSN", "0263"),
+    ("Record no. check: MRN 31-07-4452 on the wristband", "MRN", "31-07-4452"),
+    ("门诊ID号：Q20038815，姓名", "MRN", "Q20038815"),
+    ("Ontario health card 7701-552-913-AB presented", "HEALTH_PLAN", "7701-552-913-AB"),
+    ("insured's ID number: QWE5560012877", "HEALTH_PLAN", "QWE5560012877"),
+    ("Registration: FIN 7712093345 at the front desk", "ACCOUNT", "7712093345"),
+    ("Dexcom transmitter ID 4RT7QZ replaced", "DEVICE", "4RT7QZ"),
+    ("CT设备编号：PH-BRIL-SN0099812（维修）", "DEVICE", "PH-BRIL-SN0099812"),
+    ("pickup car, license plate 4KD 7723, silver", "VEHICLE", "4KD 7723"),
+    ("tag WX-441 PLM seen at the curb", "VEHICLE", "WX-441 PLM"),
+    ("总机0571-87236600转6031，值班", "PHONE", "0571-87236600转6031"),
+    ("Fax report to Dr. Hollis Quarry at (919) 555-0172.", "FAX", "(919) 555-0172"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), CUED_MORE, ids=[p[1] + "-" + p[2] for p in CUED_MORE])
+def test_cued_more(text, kind, value):
+    spans = detect(text)
+    assert [text[s.start : s.end] for s in spans if s.type == kind] == [value], spans
+
+
+CUED_MORE_NEGATIVES = [
+    "MRN reviewed; last visit 03-05-2024 was uneventful.",  # a valid date after a cue stays a date
+    "Insulin pump rate 0.8 units/h, pump site clean.",
+    "Platelet count 150 K, plate reader OK.",
+    "Fixation with plate and 3 mm screws.",
+    "Fin de semaine; sensor glucose 142 mg/dL.",
+    "SSN not on file; last four digits of the lot 1234 discarded.",
+    "Sent the fax. Call the clinic at (919) 555-0172 tomorrow.",
+]
+
+
+@pytest.mark.parametrize("text", CUED_MORE_NEGATIVES)
+def test_cued_more_negatives(text):
+    spans = detect(text)
+    kinds = {s.type for s in spans}
+    assert not kinds & {"SSN", "MRN", "DEVICE", "VEHICLE", "ACCOUNT", "FAX"}, [
+        (text[s.start : s.end], s.type) for s in spans
+    ]
+
+
+DATES_MORE = [
+    ("pain started on the 9th, worse since", "the 9th"),
+    ("discharged home on the 23rd after PT cleared her", "the 23rd"),
+    ("Labs repeated Thu 11/02 in clinic", "Thu 11/02"),
+    ("Return to work Wednesday 4/19.", "Wednesday 4/19"),
+    ("vacation in Lisbon Aug 3-11 with family", "Aug 3-11"),
+    ("Echo Sep-14-2021 showed EF 55%", "Sep-14-2021"),
+    ("Form field DOB: 11 04 1941; sex F", "11 04 1941"),
+    ("患者于27日晨起头晕", "27日"),
+    ("9日下午出现胸闷", "9日"),
+    ("拟于12号复诊", "12号"),
+    ("21年11月8日行胃镜检查", "21年11月8日"),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), DATES_MORE, ids=[v for _, v in DATES_MORE])
+def test_dates_more(text, value):
+    spans = detect(text)
+    assert [text[s.start : s.end] for s in spans if s.type == "DATE"] == [value], spans
+
+
+DATES_MORE_NEGATIVES = [
+    "Pain on the 4th day after surgery; fever since the 2nd dose.",
+    "Fractures on the 4th and 5th ribs, numbness of the 3rd finger.",
+    "after the 2nd cycle, pain 3/10",
+    "Sat 3/4 of the time in a chair.",
+    "抗生素治疗第3日起体温下降，术后5日拆线。",
+    "每日3次，共7日。",
+    "转至3号床，住在5号楼。",
+    "Lot 12 04 1999 discarded.",
+    "Diagnosed in 2019; 2015年手术。",
+]
+
+
+@pytest.mark.parametrize("text", DATES_MORE_NEGATIVES)
+def test_dates_more_negatives(text):
+    assert [text[s.start : s.end] for s in detect(text) if s.type == "DATE"] == []

@@ -94,3 +94,34 @@ def test_types_can_be_switched_off():
     text = "Lives at 48 Cherry Orchard Rd in Dayton."
     assert [s.type for s in detect(text, types=["NAME", "DATE"])] == []
     assert {s.type for s in detect(text, types=[GEO])} == {GEO}
+
+
+POSTCODES_AND_BUILDINGS = [
+    # a postal code beside a city without a state: after it (US), before it (Europe)
+    ("Mail results to 88 Orchard Rd, Tucson 85719 by Friday.", "ZIP", "85719"),
+    ("Wohnung: Kastanienallee 9, 10435 Berlin, Deutschland.", "ZIP", "10435"),
+    ("Brother lives at 4 rue Sainte-Catherine, 33000 Bordeaux now.", "ZIP", "33000"),
+    # a named residence and a unit of it before the street address
+    ("Lives at Willowbrook Manor, Apt 7, 2250 Canyon Rd, alone.", ADDRESS, "Willowbrook Manor, Apt 7, 2250 Canyon Rd"),
+    ("Suite 310, 77 Harbor Blvd is the new office.", ADDRESS, "Suite 310, 77 Harbor Blvd"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"), POSTCODES_AND_BUILDINGS, ids=[v for _, _, v in POSTCODES_AND_BUILDINGS]
+)
+def test_postcodes_and_buildings(text, kind, value):
+    assert found(text, kind) == [value]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Lives at 6000 Houston Ave with her son.",  # a house number before a street named after a city
+        "Seen in Room 412, bed 2, then Room 5.",
+        "Vitamin D 50000 units weekly; Boston Scientific lead.",
+        "Chicago 2019 conference notes.",
+    ],
+)
+def test_postcodes_negative(text):
+    assert found(text, "ZIP") == []

@@ -4,7 +4,7 @@ title cues, 老X/小X; and clinical terms (eponyms, drug brands) that must stay.
 
 import pytest
 
-from apps.gateway.deid import deidentify
+from apps.gateway.deid import deidentify, detect
 
 
 def redacted(text: str) -> str:
@@ -84,4 +84,63 @@ def test_chinese_names_by_context(text, name):
     ],
 )
 def test_chinese_ordinary_words_stay(text):
+    assert redacted(text) == text
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        # a relation after the name, in brackets or after a comma
+        ("Summer Okoye (pt's granddaughter) will drive her home.", "Summer Okoye"),
+        ("Spoke with Dawn Kettering, her niece, by phone.", "Dawn Kettering"),
+        # a nickname inside the name, or introduced by a phrase
+        ('Resident: Margaret "Peggy" Holloway, room 3.', 'Margaret "Peggy" Holloway'),
+        ('Theodore Brandt (prefers to be called "Teddy") is anxious.', "Teddy"),
+        ("Husband, known as 'Buzz', visits daily.", "Buzz"),
+        # particles inside a name
+        ("Pt Ferreira, Ana dos Santos here for follow-up.", "Ferreira, Ana dos Santos"),
+        ("Referred by Dr. Pieter van der Berg for review.", "Pieter van der Berg"),
+    ],
+)
+def test_english_names_relation_nickname_particles(text, name):
+    assert any(text[s.start : s.end] == name for s in detect(text) if s.type == "NAME"), detect(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'The "Gold" Standard test was negative.',
+        "Ordered \"Stat\" Labs; prefers 'soft' diet.",
+        'Prefers "Ensure" shakes; called "Rapid Response" twice.',
+        "Treated de novo; given la dose usual.",
+        "May 3 follow-up (pt's daughter to attend).",
+    ],
+)
+def test_english_names_relation_nickname_negatives(text):
+    assert [s for s in detect(text) if s.type == "NAME"] == [], detect(text)
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("老人反复念叨老伴淑珍。", "淑珍"),  # a relative by the given name alone
+        ("登记信息为其儿子钟立伟的手机。", "钟立伟"),  # 其 before a relation
+        ("出院小结：韩立新，男，住院10天。", "韩立新"),  # after a document title
+        ("诊断证明书：许静 因病需休息。", "许静"),
+    ],
+)
+def test_chinese_names_more_cues(text, name):
+    out = redacted(text)
+    assert name not in out, out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "诊断报告：高血压，糖尿病。",
+        "检查报告：心电图正常。",
+        "由其子陪同来院，由家属陪同出院。",
+    ],
+)
+def test_chinese_more_cues_negatives(text):
     assert redacted(text) == text

@@ -17,7 +17,8 @@ lets through, and the decade adds only "not 100+"). Numbers followed by a unit (
 "95%", "95/60", "aged 95 days"), or after a vital sign ("HR now 95", "temp 95 F"), are not ages.
 
 The span is the number (or the age word) alone, so the replacement keeps the words around it:
-"a 90+-year-old", "90+岁" (see engine.py for the replacement in each mode).
+"a 90+-year-old". In Chinese the unit 岁/周岁 is part of the span ("95岁", as Chinese annotators
+mark it) and the replacement puts it back: "90+岁" (see safeharbor.py and engine.py).
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ _EN_RES = (
     ),
 )
 
+# An age in apposition to a named patient: "Pt Ivo Marsh, 96, lives alone", "Mrs. Abbott (93) fell".
+_NAMED_RE = re.compile(
+    rf"(?<![A-Za-z])(?i:pt|patient|resident)\.?\s(?:[A-Z][A-Za-z'’-]+\s){{0,2}}[A-Z][A-Za-z'’-]+"
+    rf"(?:,\s|\s\()(?P<v>{_DIGITS})(?=\s?[,;)])"
+    rf"|(?<![A-Za-z])(?:Mr|Mrs|Ms|Miss|Mx)\.?\s(?:[A-Z][A-Za-z'’-]+\s){{0,2}}[A-Z][A-Za-z'’-]+"
+    rf"(?:,\s|\s\()(?P<w>{_DIGITS})(?=\s?[,;)])"
+)
+
 # ", now 95," / ", currently 95 and" / "Currently 95, she": checked against vital signs before it.
 _WEAK_RE = re.compile(
     rf"(?:(?<=[,(;:])\s?|^|(?<=[.!?]\s))(?:now|currently|presently|today)\s{_NUM}{_NOT_AGE_AFTER}"
@@ -125,8 +134,8 @@ _WEAK_RE = re.compile(
 )
 
 _CN_RES = (
-    # 95岁, 95 岁, 95周岁, 九十五岁, 一百零二岁, 百岁老人, 95岁高龄
-    re.compile(rf"{_CN_V}\s?(?:周岁|岁|歲|週歲|高龄)"),
+    # 95岁, 95 岁, 95周岁, 九十五岁, 一百零二岁, 百岁老人, 95岁高龄 (the unit 岁 inside the span)
+    re.compile(rf"{_CN_V}(?:\s?(?P<u>周岁|岁|歲|週歲)|\s?高龄)"),
     # 年龄：92, 年龄92岁 (the 岁 pattern finds it too), 享年95, 现年九十五
     re.compile(
         rf"(?:年龄|年纪|年齡|享年|终年|现年|今年已|今年|高龄|虚岁|实岁)\s?[:：]?\s?(?:已|约)?\s?{_CN_V}"
@@ -137,7 +146,7 @@ _CN_RES = (
 # Words that are themselves an age of 100 or more: narrower than "90 or older", so replaced.
 _WORD_RE = re.compile(
     r"(?<![A-Za-z])(?P<v>(?:semi-?)?super-?centenarians?|centenarians?)(?![A-Za-z])"
-    r"|(?P<cn>期颐|一?百(?:多|余)(?=岁|周岁))",
+    r"|(?P<cn>期颐|一?百(?:多|余)(?:岁|周岁))",
     re.I,
 )
 
@@ -192,12 +201,17 @@ def _find(text: str, lo: int, hi: int) -> Iterator[Span]:
             if i in (5, 6) and _vital_before(text, start):
                 continue
             yield Span(start, m.end("v"), AGE, _PRIORITY)
+    for m in _NAMED_RE.finditer(text, lo, hi):
+        group = "v" if m.group("v") else "w"
+        if not _vital_before(text, m.start(group)):  # "Pt HR, 95, regular"
+            yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
     for m in _WEAK_RE.finditer(text, lo, hi):
         if not _vital_before(text, m.start()):
             yield Span(m.start("v"), m.end("v"), AGE, _PRIORITY)
     for regex in _CN_RES:
         for m in regex.finditer(text, lo, hi):
-            yield Span(m.start("v"), m.end("v"), AGE, _PRIORITY)
+            end = m.end("u") if "u" in regex.groupindex and m.group("u") else m.end("v")
+            yield Span(m.start("v"), end, AGE, _PRIORITY)
     for m in _WORD_RE.finditer(text, lo, hi):
         group = "v" if m.group("v") else "cn"
         yield Span(m.start(group), m.end(group), AGE, _PRIORITY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from . import fastre
+from . import dates, fastre
 from .ages import find_ages
 from .checksums import luhn_ok, ssn_ok
 from .spans import ACCOUNT, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
@@ -27,14 +27,17 @@ _CODE = (
 
 _CUES = {
     MRN: r"MRN|MR\s?#|MR\s?no\.?|medical record|med(?:ical)?\.?\s?rec(?:ord)?\.?|chart|hospital\s(?:number|no\.?|id)"
-    r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID",
-    HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|beneficiary|member(?:ship)?|subscriber|insurance|insurer"
+    r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID|患者编号|病人ID|ID号",
+    HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|health\s(?:card|insurance)|beneficiary|member(?:ship)?|subscriber"
+    r"|insurance|insurer|insured(?:'s)?\s(?:id|no\.?|number|#)|(?-i:OHIP|PHN)"
     r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
     r"|社保卡号|社保号|医疗保险号|参保号|保单号",
-    ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
+    ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)"
+    r"|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
     LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
     r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号",
     DEVICE: r"serial|(?-i:S/N|SN)|device(?:\sid|\sidentifier)?|UDI|IMEI|implant\s(?:id|serial)|pacemaker|pump|(?-i:ICD)"
+    r"|transmitter|(?:CGM|glucose)\ssensor|generator\s(?:id|serial)"
     r"|序列号|设备编号|设备号|器械编号|出厂编号|植入物编号|仪器编号|仪编号",
     VEHICLE: r"(?:license|licence|registration)\splate|plate|tag|车牌号码|车牌号|车牌",
 }
@@ -43,7 +46,18 @@ _PRIORITY = {MRN: 66, HEALTH_PLAN: 65, ACCOUNT: 64, LICENSE: 65, DEVICE: 65, VEH
 
 _CUE_RES = {
     kind: re.compile(
-        rf"(?<![A-Za-z])(?:{cues})(?:(?<=[^\x00-\x7f])|(?![a-z]))(?:'s)?{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}", re.I
+        rf"(?<![A-Za-z])(?:{cues})(?:(?<=[^\x00-\x7f])|(?![a-z]))(?:'s)?{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}",
+        re.I,
+    )
+    for kind, cues in _CUES.items()
+}
+# A Chinese cue may follow a Latin word directly ("MRI设备编号", "CT序列号"), where the look-behind
+# above fails: its Chinese alternatives alone, in a pattern the scanner finds by its first character.
+_CUE_AFTER_LATIN_RES = {
+    kind: re.compile(
+        rf"(?:{'|'.join(w for w in cues.split('|') if w and all(ord(ch) > 0x7F for ch in w))})"
+        rf"{_NUM}{_SEP}{_NUM}{_SEP}{_CODE}",
+        re.I,
     )
     for kind, cues in _CUES.items()
 }
@@ -51,6 +65,14 @@ _CUE_RES = {
 _SSN_CUE_RE = re.compile(
     r"(?<![A-Za-z])(?:SSN|SS#|social\ssecurity(?:\snumber|\sno\.?|\s#)?)"
     rf"{_SEP}{_NUM}{_SEP}(?P<v>\d(?:[-. ]?\d){{8}})(?![0-9A-Za-z]|[-.]\d)",
+    re.I,
+)
+# "SSN last four 4821", "last 4 of SSN: 4821", "SSN ending in 4821"
+_SSN_LAST4_RE = re.compile(
+    r"(?<![A-Za-z])(?:(?:SSN|SS#|social\ssecurity(?:\snumber|\sno\.?|\s#)?)[\s:#]{0,3}"
+    r"(?:last\s(?:four|4)(?:\sdigits)?|ending(?:\sin|\swith)?|ends\s(?:in|with))"
+    r"|last\s(?:four|4)(?:\sdigits)?\sof\s(?:(?:the|his|her|pt'?s|patient'?s)\s)?(?:SSN|social\ssecurity(?:\snumber)?))"
+    r"(?:\s(?:is|was|of|=))?[\s:#-]{0,3}(?P<v>(?:x{3}-?x{2}-?|\*{3}-?\*{2}-?)?\d{4})(?![0-9A-Za-z])",
     re.I,
 )
 _IMEI_RE = re.compile(rf"(?<![A-Za-z])IMEI{_SEP}{_NUM}{_SEP}(?P<v>\d{{15}})(?!\d)", re.I)
@@ -82,24 +104,75 @@ def _digit_count(s: str) -> int:
     return sum(c.isdigit() for c in s)
 
 
+_LATIN_THEN_HAN = re.compile(r"[A-Za-z][\u4e00-\u9fff]")
+
+
 def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
+    latin_han = _LATIN_THEN_HAN.search(text) is not None
     for kind, regex in _CUE_RES.items():
         if kind not in kinds:
             continue
         for m in regex.finditer(text):
             value = m.group("v")
-            if _digit_count(value) >= _MIN_DIGITS[kind] and not _looks_like_date(value):
+            if _enough_digits(kind, value) and not _looks_like_date(value):
+                yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+        for m in _CUE_AFTER_LATIN_RES[kind].finditer(text) if latin_han else ():
+            value = m.group("v")
+            if (
+                m.start() > 0
+                and text[m.start() - 1].isascii()
+                and text[m.start() - 1].isalpha()
+                and _enough_digits(kind, value)
+                and not _looks_like_date(value)
+            ):
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
 
 
+def _enough_digits(kind: str, value: str) -> bool:
+    """Enough digits for the type; a device code may be mostly letters ("8KX4PQ") when upper case."""
+    n = _digit_count(value)
+    if n >= _MIN_DIGITS[kind]:
+        return True
+    return kind == DEVICE and n >= 1 and len(value) >= 5 and value.isupper()
+
+
 def _looks_like_date(value: str) -> bool:
-    return re.fullmatch(r"\d{1,4}[-/]\d{1,2}[-/]\d{1,4}", value) is not None
+    """A cued value written like a date ("MRN 03-05-2024" is rare; "Visit 03/05/2024" is a date) —
+    only if it is a valid one: "55-20-1193" is a record number."""
+    m = re.fullmatch(r"(\d{1,4})([-/])(\d{1,2})[-/](\d{1,4})", value)
+    return m is not None and dates.numeric_date_ok(m.group(1), m.group(3), m.group(4), m.group(2))
 
 
 def find_ssn_cued(text: str) -> Iterator[Span]:
     for m in _SSN_CUE_RE.finditer(text):
         if ssn_ok(re.sub(r"[-. ]", "", m.group("v"))):
             yield Span(m.start("v"), m.end("v"), SSN, 80)
+
+
+# A plate written in groups with a space ("plate 7KD 1234", "tag MN-882 TKL"): upper case, two or three groups.
+_PLATE_RE = re.compile(
+    r"(?<![A-Za-z])(?i:(?:licen[cs]e\s|registration\s)?(?:plate|tag))(?![A-Za-z])(?i:\s(?:number|no\.?|#))?"
+    r"[\s:#]{1,3}(?P<v>(?=[A-Z-]{0,6}\d)[A-Z0-9]{1,4}(?:-?[A-Z0-9]{1,4})?(?: [A-Z0-9]{1,4}){1,2})(?![A-Za-z0-9])"
+)
+
+
+_PLATE_GATE = re.compile(r"plate|tag", re.I)
+_SSN_GATE = re.compile(r"ssn|ss#|social", re.I)
+
+
+def find_plate(text: str) -> Iterator[Span]:
+    if not _PLATE_GATE.search(text):  # one fast scan instead of the pattern's slower one
+        return
+    for m in _PLATE_RE.finditer(text):
+        if _digit_count(m.group("v")) >= 2:
+            yield Span(m.start("v"), m.end("v"), VEHICLE, 67)
+
+
+def find_ssn_last4(text: str) -> Iterator[Span]:
+    if not _SSN_GATE.search(text):
+        return
+    for m in _SSN_LAST4_RE.finditer(text):
+        yield Span(m.start("v"), m.end("v"), SSN, 80)
 
 
 def find_imei(text: str) -> Iterator[Span]:

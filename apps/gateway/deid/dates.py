@@ -24,8 +24,13 @@ _DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR4 = r"(?:1[89]|20)\d{2}"
 
 _WRITTEN_RES = (
-    # March 5, 2024 / Mar. 5th 2024 / Tuesday, March 5
-    re.compile(rf"(?<![A-Za-z]){_WEEKDAY}{_MONTH}\.?\s{{1,2}}{_DAY}(?![0-9A-Za-z])(?:,?\s{{1,2}}{_YEAR4}(?!\d))?"),
+    # March 5, 2024 / Mar. 5th 2024 / Tuesday, March 5 / May 2-16, May 2 to 16 (a range is one span)
+    re.compile(
+        rf"(?<![A-Za-z]){_WEEKDAY}{_MONTH}\.?\s{{1,2}}{_DAY}(?:\s?[-–]\s?{_DAY}|\s(?:to|through|thru|and)\s{_DAY})?"
+        rf"(?![0-9A-Za-z])(?:,?\s{{1,2}}{_YEAR4}(?!\d))?"
+    ),
+    # Jun-03-2022, Jun/03/2022, Jun 03 2022 (month, day and year with one separator)
+    re.compile(rf"(?<![A-Za-z]){_MONTH}\.?([-/ ])(?:3[01]|[12]\d|0?[1-9])\1{_YEAR4}(?!\d)"),
     # 5 March 2024 / 5th of March, 2024 / 5-Mar-2024
     re.compile(
         rf"(?<![0-9A-Za-z]){_WEEKDAY}{_DAY}(?:\s(?:of\s)?|-){_MONTH}\.?(?![A-Za-z])(?:(?:,?\s|-){_YEAR4}(?!\d))?"
@@ -41,6 +46,31 @@ _CUED_MD_RE = re.compile(
     r"[:\s]{1,3}(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?![0-9A-Za-z]|[./-]\d)",
     re.A | re.I,
 )
+# A weekday and a month/day: "Mon 10/17", "Thursday, 3/14" (the weekday is part of the date).
+_WEEKDAY_MD_RE = re.compile(
+    # capitalised; "Sat"/"Sun" alone are words ("Sat 3/4 of the time"): only as Saturday/Sunday or "Sat.,"
+    r"(?<![A-Za-z])(?:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri)(?:day)?\.?,?|(?:Satur|Sun)day,?|(?:Sat|Sun)[.,])"
+    r"\s{1,2}(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)",
+    re.A,
+)
+# A date written with spaces ("DOB: 08 19 1933") only after a birth or date label (checked on the
+# text before it, so the scanner looks for the digits first).
+_SPACED_RE = re.compile(r"(?<![0-9A-Za-z])(\d{1,2}) (\d{1,2}) ((?:1[89]|20)\d{2})(?![0-9A-Za-z])", re.A)
+_SPACED_LABEL_RE = re.compile(
+    r"(?<![A-Za-z])(?:DOB|D\.O\.B\.|date\sof\sbirth|birth\s?date|born(?:\son)?|dated|date)[:\s]{1,3}$", re.A | re.I
+)
+# A day of the month alone ("on the 4th", "since the 21st."): after a preposition, and followed by
+# the end of the clause or a word that cannot be a noun it counts ("the 4th rib", "the 3rd day").
+# The scanner looks for "the <ordinal>" first; the preposition before it is checked after.
+_DAY_ALONE_RE = re.compile(
+    r"[Tt]he\s(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)"
+    r"(?=\s?[,.;:)!?]|\s?$|\s(?:of\s(?:this|last|next|the)\smonth|and(?!\s(?:the\s)?\d)|but|after|before|at|when"
+    r"|in\sthe\s(?:morning|afternoon|evening)|to|through|thru|until|while|around)\b)",
+    re.I,
+)
+_DAY_ALONE_BEFORE_RE = re.compile(
+    r"(?<![A-Za-z])(?:on|since|from|until|till|by|before|after|to|through|thru|dated|starting|beginning)\s$", re.I
+)
 _CN_RES = (
     re.compile(
         r"(?<!\d)(?:1[89]|20)\d{2}\s?年\s?(?:1[0-2]|0?[1-9])\s?月(?:\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号])?", re.A
@@ -50,11 +80,33 @@ _CN_RES = (
 )
 
 
+# Chinese, checked on the text around them (so the scanner starts on a digit): a two-digit year with
+# month and day (23年3月5日); a day alone after a time cue (于18日, 至25日, 本月3日) or before a part of
+# the day (18日晚, 3日上午), not an ordinal or a count (第3日, 术后5日, 共7日).
+_CN_YY_RE = re.compile(r"[0-9]{2}年(?:1[0-2]|0?[1-9])月(?:3[01]|[12][0-9]|0?[1-9])[日号]")
+_CN_DAY_RE = re.compile(r"[0-9]{1,2}[日号]")
+_CN_DAY_CUE_BEFORE = ("于", "至", "到", "从", "自", "在", "截至", "本月", "上月", "下月", "当月", "同月")
+_CN_NUMBERED_THINGS = frozenset("床楼室房病线门窗柜机台车位院区栋座层单元")
+_CN_DAY_PART_AFTER = re.compile(r"凌晨|清晨|早晨|上午|中午|下午|傍晚|晚上|晚间|夜间|晨|晚|夜|起")
+
+
+def _cn_day_alone(text: str, m: re.Match) -> bool:
+    day = int(m.group()[:-1])
+    before = text[max(0, m.start() - 2) : m.start()]
+    if not 1 <= day <= 31 or (before and (before[-1].isdigit() or before[-1] in "月年.")):
+        return False
+    if m.group()[-1] == "号" and text[m.end() : m.end() + 1] in _CN_NUMBERED_THINGS:
+        return False  # 在3号床, 至5号楼: a number, not a day
+    if before.endswith(_CN_DAY_CUE_BEFORE):
+        return True
+    return m.group()[-1] == "日" and not before.endswith(("第", "后")) and bool(_CN_DAY_PART_AFTER.match(text, m.end()))
+
+
 def _valid_ymd(y: int, m: int, d: int) -> bool:
     return 1800 <= y <= 2099 and 1 <= m <= 12 and 1 <= d <= 31
 
 
-def _numeric_ok(a: str, b: str, c: str, sep: str) -> bool:
+def numeric_date_ok(a: str, b: str, c: str, sep: str) -> bool:
     x, y, z = int(a), int(b), int(c)
     if len(a) == 4:  # ISO: year first
         return _valid_ymd(x, y, z)
@@ -71,12 +123,29 @@ def find_dates(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _NUMERIC_RE.finditer(text):
-        if _numeric_ok(m.group(1), m.group(3), m.group(4), m.group(2)):
+        if numeric_date_ok(m.group(1), m.group(3), m.group(4), m.group(2)):
             yield Span(m.start(), m.end(), DATE, 52)
     for m in _MONTH_YEAR_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)
+    for m in _WEEKDAY_MD_RE.finditer(text):
+        yield Span(m.start(), m.end(), DATE, 50)
+    for m in _CN_YY_RE.finditer(text):
+        if m.start() == 0 or not (text[m.start() - 1].isdigit() or text[m.start() - 1] == "年"):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _CN_DAY_RE.finditer(text):
+        if _cn_day_alone(text, m):
+            yield Span(m.start(), m.end(), DATE, 50)
     for m in _CUED_MD_RE.finditer(text):
         yield Span(m.start("v"), m.end("v"), DATE, 50)
+    for m in _DAY_ALONE_RE.finditer(text):
+        if _DAY_ALONE_BEFORE_RE.search(text, max(0, m.start() - 12), m.start()):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _SPACED_RE.finditer(text):
+        a, b, y = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        if (_valid_ymd(y, a, b) or _valid_ymd(y, b, a)) and _SPACED_LABEL_RE.search(
+            text, max(0, m.start() - 20), m.start()
+        ):
+            yield Span(m.start(), m.end(), DATE, 52)
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py

@@ -21,6 +21,7 @@ from .spans import (
     GEO,
     NAME,
     SSN,
+    VEHICLE,
     ZIP,
     BudgetExceeded,
     DeidError,
@@ -118,8 +119,11 @@ def _candidates(text: str, kinds: frozenset[str], check=None):
     yield from contextual.find_cued(text, kinds)
     if SSN in kinds:
         yield from contextual.find_ssn_cued(text)
+        yield from contextual.find_ssn_last4(text)
     if DEVICE in kinds:
         yield from contextual.find_imei(text)
+    if VEHICLE in kinds:
+        yield from contextual.find_plate(text)
     if ZIP in kinds:
         yield from contextual.find_zip(text)
     if AGE in kinds:
@@ -204,6 +208,10 @@ def _mask(value: str) -> str:
 
 def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
     # AGE and ZIP follow Safe Harbor's "90 or older" and ZIP3 rules: see safeharbor.py.
+    if kind == AGE:
+        number, unit = safeharbor.split_age_unit(value)
+        if unit:  # "95岁" -> "90+岁", "**岁", "[AGE-…]岁"
+            return _replacement(mode, kind, number, key) + unit
     if mode == REDACT:
         return safeharbor.redacted(kind, value) or f"[{kind}]"
     if mode == MASK:

@@ -39,7 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import fastre
-from .spans import ADDRESS, GEO, Span
+from .spans import ADDRESS, GEO, ZIP, Span
 
 _DATA = Path(__file__).with_name("data")
 _HAN = "\u4e00-\u9fff"
@@ -152,6 +152,10 @@ _STRONG_AFTER = re.compile(
     r"Ontario|Quebec|British Columbia|Alberta|Manitoba|Nova Scotia)\b)"
 )
 _AMBIGUOUS_ABBR_AFTER = re.compile(rf",[ \t]*(?:{'|'.join(sorted(_AMBIGUOUS_STATE_ABBR))})\b")
+# A postal code beside an accepted place name, without a state: "Cleveland 44114", "Chicago, 60608-1234"
+# after it; "20246 Hamburg", "75019 Paris" before it (after a comma or a line start, not a house number).
+_ZIP_AFTER_PLACE = re.compile(r",?[ \t]+(\d{5}(?:-\d{4})?)(?![0-9A-Za-z-])")
+_ZIP_BEFORE_PLACE = re.compile(r"(?:^|[,;(\n]|\b[A-Z]-)[ \t]*(\d{4,5})[ \t]+$")
 _CAPITALISED_BEFORE = re.compile(r"(?:[A-Z][a-z]+|[A-Z]\.)[ \t]+$")
 _STRONG_BEFORE = re.compile(r"(?:\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$")
 # Capitalised words (not in the gazetteer) right before ", <clear state abbreviation>".
@@ -192,6 +196,16 @@ _UNIT = (
     r"(?:,?[ \t]*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Lot|Rm|Room|Bldg|Building|Trlr|Trailer|Space|Spc|"
     r"Dept)\b\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]*|,?[ \t]*#[ \t]*[A-Za-z0-9][A-Za-z0-9-]*)"
 )
+# Before the house number, a named residence and a unit of it: "Cedar Hill Manor, Apt 12, 40 Elm St".
+_BUILDING = (
+    r"(?:[A-Z][a-z]+[ \t]){1,3}(?:Manor|Towers|Tower|Apartments|Apts|Village|Estates|Residences|Residence|Lodge"
+    r"|House|Hall|Court|Plaza|Commons|Gardens|Place|Center|Centre|Home)"
+)
+# (found by the unit word first, then the address after it and the building before it are checked)
+_UNIT_FIRST = re.compile(
+    r"(?<![\w/.-])(?:Apt|Apartment|Unit|Suite|Ste|Rm|Room|Flat)\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
+)
+_BUILDING_BEFORE = re.compile(rf"(?<![\w/.-]){_BUILDING},[ \t]*$")
 _EN_ADDRESS = re.compile(
     rf"(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
     rf"(?:{_DIRECTION}[ \t]+)?"
@@ -411,6 +425,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                     # "Lancaster County": take the word "County" into the span
                     m = re.match(r"[ \t]+(?:County|Parish)\b", text[end : end + 10])
                     yield Span(start, end + (m.end() if m else 0), GEO, prio)
+                    if ZIP in kinds:
+                        yield from _postcodes_beside(text, start, end)
             i += 1
             continue
         if kind == "zh2":
@@ -466,6 +482,17 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
             yield Span(start, end + (tail2.end() if tail2 else 0), ADDRESS, P_ADDRESS - 1)
 
 
+def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
+    after = _ZIP_AFTER_PLACE.match(text, end)
+    if after:
+        yield Span(after.start(1), after.end(1), ZIP, 62)
+    before = _ZIP_BEFORE_PLACE.search(text[max(0, start - 12) : start])
+    if before:
+        offset = max(0, start - 12)
+        if not _EN_ADDRESS.match(text, offset + before.start(1)):  # "6000 Lakeside Ave" is a house number
+            yield Span(offset + before.start(1), offset + before.end(1), ZIP, 62)
+
+
 def _english_addresses(text: str) -> Iterator[Span]:
     if not any(ch.isdigit() for ch in text):
         return
@@ -475,6 +502,15 @@ def _english_addresses(text: str) -> Iterator[Span]:
             while end > m.start() and text[end - 1] in ",; \t":
                 end -= 1
             yield Span(m.start(), end, ADDRESS, P_ADDRESS)
+    for m in _UNIT_FIRST.finditer(text):
+        addr = _EN_ADDRESS.match(text, m.end())
+        if addr:
+            end = addr.end()
+            while end > addr.start() and text[end - 1] in ",; \t":
+                end -= 1
+            lo = max(0, m.start() - 60)
+            building = _BUILDING_BEFORE.search(text, lo, m.start())
+            yield Span(building.start() if building else m.start(), end, ADDRESS, P_ADDRESS)
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py

@@ -149,7 +149,25 @@ _ROLE_RE = re.compile(
 # "Desmond Achebe (DOB ...", "Ann Lee is a 45-year-old".
 _AFTER_RE = re.compile(
     r"[ \t]*(?:[,(（][ \t]*(?:\d{1,3}[ \t]?(?:[MF]|y/?o|yo|yrs?|years?)\b|\d{1,3}-year|age[d]?[ \t]\d|DOB"
-    r"|D\.O\.B|born\b|MRN|male\b|female\b|man\b|woman\b)|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o))"
+    r"|D\.O\.B|born\b|MRN|male\b|female\b|man\b|woman\b"
+    # a relation after the name: "Ada Brill (pt's granddaughter)", "Ada Brill, her niece,"
+    rf"|(?:(?:the[ \t])?(?:pt|patient)['’]s|her|his|their)[ \t]+(?:{_RELATIONS})\b)"
+    r"|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o))"
+)
+# A nickname in quotes inside a name ('Eleanor "Ellie" Vance') or introduced by a phrase
+# ('goes by "Chuck"', "known as 'Bud'").
+_NICK_INSIDE_RE = re.compile(
+    rf"(?<![A-Za-z'’])({_TOKEN})[ \t]+[\"“‘'][A-Z][a-z]{{1,20}}[\"”’'][ \t]+({_TOKEN})(?![A-Za-z])"
+)
+_NICK_AFTER_RE = re.compile(
+    r"\b(?i:goes[ \t]by|go(?:es)?[ \t]by[ \t]the[ \t]name|prefers[ \t]to[ \t]be[ \t]called|known[ \t]as|a\.?k\.?a\.?"
+    r"|nicknamed)[ \t]+[\"“‘']([A-Z][a-z]{1,20})[\"”’']"
+)
+# Particles inside a family or given name: "Maria del Carmen", "Ana de la Cruz", "Pieter van der Berg".
+_PARTICLE_RE = re.compile(
+    rf"[ \t]+(?:(?:de[ \t]la|de[ \t]los|de[ \t]las|van[ \t]der|van[ \t]den|van[ \t]de|von[ \t]der"
+    rf"|del|de|da|das|do|dos|di|du"
+    rf"|van|von|der|den|la|le|bin|ibn|ben|al|el|y)[ \t]+)+{_TOKEN}(?![A-Za-z])"
 )
 # A capitalised word followed by one of these is an eponym or a scale, not a person
 # ("Parkinson's disease", "Murphy's sign", "Bell palsy").
@@ -237,7 +255,12 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 word
                 and (tok in given or tok in _WORD_GIVEN)
                 and not (tok in _MONTHS and _MONTH_DAY_RE.match(text, toks[i][1]))
-                and (strength >= 2 or (nxt is not None and nxt in family and not _is_word(nxt, not_names)))
+                and (
+                    strength >= 2
+                    or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
+                    # "April Greenberg (pt's niece)": a relation, age or credential after the run
+                    or (credentials and nxt is not None and not _is_word(nxt, not_names))
+                )
             )
             starts = not eponym and (
                 (strength == 3 and (tok in family or tok in given))
@@ -271,7 +294,15 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int, int]]:
-    """ALL-CAPS "LAST, FIRST M" and initials ("K. Lindqvist, RN", "pt R.M.")."""
+    """ALL-CAPS "LAST, FIRST M", initials ("K. Lindqvist, RN", "pt R.M."), nicknames."""
+    quoted = any(q in text for q in (' "', " “", " '", " ‘"))  # both patterns need a quote after a space
+    for m in _NICK_INSIDE_RE.finditer(text) if quoted else ():
+        first = _strip_possessive(m.group(1))
+        if cues.get(m.start(), 0) >= 2 or (first in given and not _is_word(first, not_names)):
+            yield m.start(), m.end()
+    for m in _NICK_AFTER_RE.finditer(text) if quoted else ():
+        if m.group(1) in given or not _is_word(m.group(1), not_names):  # not 'prefers "Ensure"'
+            yield m.start(1), m.end(1)
     for m in _ALLCAPS_RE.finditer(text):
         last, first = m.group(1).title(), m.group(2).title()
         if (
@@ -353,7 +384,14 @@ _ZH_PREFIX_WORDS = tuple(_ZH_PREFIX.split("|")) + (
 )
 # The leading character class lets the scanner skip positions that cannot start a cue.
 _ZH_FIRST = "".join(sorted({w[0] for w in _ZH_PREFIX.split("|")}))
-_ZH_PREFIX_RE = re.compile(rf"(?=[{_ZH_FIRST}])(?:(?:{_ZH_PREFIX})[:：]?\s{{0,2}})+(?=[{_HAN}])")
+# 其 ("his/her") may stand before any relation: 其女儿邱某, 其老伴.
+_ZH_PREFIX_RE = re.compile(rf"(?=[{_ZH_FIRST}])(?:其?(?:{_ZH_PREFIX})[:：]?\s{{0,2}})+(?=[{_HAN}])")
+# A name right after the title of a document and its colon, before a pause: "体检报告：韩立新，…",
+# "诊断证明书：许某某 …" — surname and given-name characters from the lists only.
+_ZH_HEADER_RE = re.compile(
+    r"(?:报告|报告单|记录|小结|证明|证明书|病历|申请单|通知书|告知书|同意书|登记表|随访表)"
+    rf"[:：][ \t　]{{0,2}}(?=[{_HAN}])"
+)
 _ZH_RELATION_RE = re.compile(rf"(?:{_ZH_RELATIONS})[:：]?\s{{0,2}}$")
 _ZH_BEFORE_BARE_SURNAME = set("请和与向找给及、，。：:（( \n\t")
 _ZH_TITLE_RE = re.compile(_ZH_TITLES)
@@ -428,6 +466,15 @@ _ZH_NOT_NAMES = frozenset(
         "时有",
         "文化",
         "程度",
+        # coming to or leaving hospital, after 陪同/护送 ("由其子陪同来院")
+        "来院",
+        "来诊",
+        "来我",
+        "到院",
+        "返院",
+        "送院",
+        "出院",
+        "回家",
     ]
 )
 # A name at the start of a record or line, followed by sex or age: "刘洋，男，67岁", "王芳 女 45岁",
@@ -496,6 +543,16 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             two = text[pos : pos + 2]
             if len(two) == 2 and all(c in given_chars for c in two) and not _is_han(text[pos + 2 : pos + 3] or "。"):
                 yield pos, pos + 2
+    for m in _ZH_HEADER_RE.finditer(text):
+        pos = m.end()
+        s = _zh_surname_at(text, pos, surnames)
+        if not s:
+            continue
+        g = 0
+        while g < 2 and text[pos + s + g : pos + s + g + 1] in given_chars:
+            g += 1
+        if g and text[pos + s + g : pos + s + g + 1] in "，,、 \t　（(":
+            yield pos, pos + s + g
     for m in _ZH_TITLE_RE.finditer(text):
         found = _zh_name_before(text, m.start(), surnames, given_chars)
         if found:
@@ -575,8 +632,14 @@ def _propagate(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, i
             pos = text.find(phrase, pos + len(phrase))
 
 
+def _with_particles(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    for start, end in found:
+        m = _PARTICLE_RE.match(text, end) if not _is_han(text[start]) else None
+        yield (start, m.end()) if m else (start, end)
+
+
 def find_names(text: str) -> Iterator[Span]:
-    found = list(_english_names(text))
+    found = list(_with_particles(text, list(_english_names(text))))
     found.extend(_chinese_names(text))
     seen = set(found)
     for start, end in found:

@@ -7,10 +7,11 @@ aggregated into a single category of age 90 or older".
 
 The engine asks here how an AGE or ZIP span is replaced, per mode:
 
-- redact: an age becomes "90+"; a US ZIP (5 digits, or ZIP+4) its three-digit area and "**"
+- redact: an age becomes "90+" ("95岁" becomes "90+岁": a Chinese unit in the span is put back);
+  a US ZIP (5 digits, or ZIP+4) its three-digit area and "**"
   ("021**", "000**" for a restricted area; the +4 is dropped). A Chinese 邮编 (6 digits) has no
   Safe Harbor rule and stays "[ZIP]".
-- mask: an age becomes "**" whatever its length (three stars would say "100 or older");
+- mask: an age becomes "**" ("**岁") whatever its length (three stars would say "100 or older");
   a ZIP is masked like everything else.
 - pseudonymise: the token is computed over the Safe Harbor category, not the value: every age over
   89 gets the same token, every US ZIP of one three-digit area the same token ("000" for the
@@ -51,6 +52,17 @@ def zip3(value: str) -> str | None:
         return None
     area = digits[:3]
     return RESTRICTED if area in restricted_zip3() else area
+
+
+_AGE_UNITS = ("周岁", "週歲", "岁", "歲")
+
+
+def split_age_unit(value: str) -> tuple[str, str]:
+    """ "95岁" -> ("95", "岁"): the unit a Chinese age span carries, put back after the replacement."""
+    for unit in _AGE_UNITS:
+        if value.endswith(unit):
+            return value[: -len(unit)].rstrip(), unit
+    return value, ""
 
 
 def redacted(kind: str, value: str) -> str | None:

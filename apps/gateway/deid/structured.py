@@ -178,10 +178,17 @@ def find_cn_plate(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.end(), VEHICLE, 75)
 
 
+_EXTENSION_RE = re.compile(r"[ ,]*(?:转|ext\.?|extension|x) ?\d{1,5}$", re.I)
+# The clause a number belongs to: its cue may sit further back ("Fax to Dr. A. Jones at ...").
+# A full stop after a title or an initial ("Dr.", "J.") does not end the clause.
+_CLAUSE_START = re.compile(r"[\n;。；!?]|(?<![A-Z])(?<!Dr|Mr|Ms|St|Jr|Sr)(?<!Mrs|Drs|Pro)\.")
+
+
 def _phone_type(text: str, start: int) -> str:
-    """FAX when the nearest cue before the number (same line, 30 characters) says fax."""
-    window = text[max(0, start - 30) : start]
-    window = window[window.rfind("\n") + 1 :]
+    """FAX when the nearest cue before the number (same clause, 60 characters) says fax."""
+    window = text[max(0, start - 60) : start]
+    cuts = [m.end() for m in _CLAUSE_START.finditer(window)]
+    window = window[cuts[-1] :] if cuts else window
     kind = PHONE
     for m in _PHONE_CUES.finditer(window):
         kind = FAX if m.group(1) else PHONE
@@ -196,7 +203,8 @@ def _has_phone_cue(text: str, start: int) -> bool:
 def find_phone(text: str) -> Iterator[Span]:
     for regex in (US_PHONE_RE, INTL_PHONE_RE, CN_LANDLINE_RE):
         for m in regex.finditer(text):
-            if 9 <= len(_digits(m.group())) <= 15:
+            # the extension ("转8012", "x214") does not count towards the number's length
+            if 9 <= len(_digits(_EXTENSION_RE.sub("", m.group()))) <= 15:
                 yield Span(m.start(), m.end(), _phone_type(text, m.start()), 60)
     for m in BARE_PHONE_RE.finditer(text):
         if _has_phone_cue(text, m.start()) and not _DATE_START.match(m.group()):
