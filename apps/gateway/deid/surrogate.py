@@ -475,7 +475,8 @@ def _date(m: SurrogateMap, value: str) -> str:
 def _age(_m: SurrogateMap, value: str) -> str:
     age = _rng.randint(90, 99)
     if any(_digit(c) is not None for c in value):
-        return re.sub(r"\d+", str(age), "".join(str(_digit(c)) if _digit(c) is not None else c for c in value), 1)
+        ascii_value = "".join(str(_digit(c)) if _digit(c) is not None else c for c in value)
+        return re.sub(r"\d+", str(age), ascii_value, count=1)
     return re.sub(r"[〇零一二三四五六七八九十百]+", _zh_num(age), value, count=1)
 
 
