@@ -360,7 +360,7 @@ def _ordinal(d: int) -> str:
 
 
 def _num(original: str, n: int) -> str:
-    return f"{n:0{len(original)}d}" if original.startswith("0") else str(n)
+    return f"{n:02d}" if len(original) == 2 else str(n)  # 03 or 12: two digits; 3: as short as it was
 
 
 def _date_fields(value: str):
