@@ -16,7 +16,7 @@ from collections import Counter
 
 from apps.core.errors import ServiceError
 
-from .deid import DeidError, deidentify_tensor
+from .deid import DeidError, SurrogateMap, deidentify_tensor
 from .protocol import HEADER_LENGTH
 
 
@@ -38,9 +38,9 @@ def _join_bytes(items) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def _deid(values, mode: str, key: bytes | None, found: Counter):
+def _deid(values, mode: str, key: bytes | None, found: Counter, mapping=None):
     try:
-        result = deidentify_tensor(values, "BYTES", mode, key=key)
+        result = deidentify_tensor(values, "BYTES", mode, key=key, mapping=mapping)
     except DeidError as err:
         raise ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}") from None
     found.update(result.found)
@@ -52,6 +52,10 @@ def deidentify_request(
 ) -> tuple[bytes, str | None, dict[str, int]]:
     """Return (body, header length, {identifier type: count}) with every BYTES input de-identified."""
     found: Counter = Counter()
+    mapping = None
+    if mode in ("surrogate", "surrogate_shift"):  # KServe v2: one mapping per call, answers not re-identified
+        mapping = SurrogateMap.with_date_shift() if mode == "surrogate_shift" else SurrogateMap()
+        mode, key = "surrogate", None
     binary_at = int(header_length) if header_length is not None else None
     tail = body[binary_at:] if binary_at is not None else b""
     new_tail, offset = [], 0
@@ -61,7 +65,7 @@ def deidentify_request(
         datatype = tensor.get("datatype")
         if size is None:
             if datatype == "BYTES" and "data" in tensor:
-                tensor["data"] = _deid(tensor["data"], mode, key, found)
+                tensor["data"] = _deid(tensor["data"], mode, key, found, mapping)
             continue
         if binary_at is None:
             raise ServiceError("invalid_request", f"binary_data_size without the {HEADER_LENGTH} header")
@@ -70,7 +74,7 @@ def deidentify_request(
             raise ServiceError("invalid_request", "the binary tensor data is shorter than binary_data_size")
         offset += int(size)
         if datatype == "BYTES":
-            items = _deid(_split_bytes(raw), mode, key, found)
+            items = _deid(_split_bytes(raw), mode, key, found, mapping)
             raw = _join_bytes(i if isinstance(i, bytes) else i.encode("utf-8") for i in items)
             params["binary_data_size"] = len(raw)
         new_tail.append(raw)

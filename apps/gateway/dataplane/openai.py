@@ -41,6 +41,7 @@ from apps.core.source import Source
 from .. import deid
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
+from .surrogates import CONVERSATION_HEADER, ConversationStore, conversation_id
 from .types import Inbound
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ class OpenAIAdapter:
     chat policy, quotas, usage and retention (governance.py); `tokens`: counts prompt and answer
     tokens with the model's own tokenizer (tokens.py); `pool`: an upstream pool for streams."""
 
-    def __init__(self, pipeline, *, governance, tokens, pool):
+    def __init__(self, pipeline, *, governance, tokens, pool, conversations=None):
         self.pipeline = pipeline
+        self.conversations = conversations or ConversationStore()
         self.governance = governance
         self.tokens = tokens
         self.pool = pool
@@ -130,6 +132,8 @@ class OpenAIAdapter:
         )
         try:
             await self.pipeline.admit_caller(call)
+            conversation = _header(headers, CONVERSATION_HEADER)
+            call.conversation = conversation_id(conversation)
             if kind == "models":
                 body = await self._models(call)
                 if not await self._audit(call, inbound.kind, 200, None, None):  # as /v2 metadata reads
@@ -186,17 +190,28 @@ class OpenAIAdapter:
         if req.kind == wire.CHAT:
             wire.refuse_control_tokens(req.messages, wire.control_tokens(signature))
         messages, prompt_text = req.messages, req.prompt
+        reidentifier = None
         if route.deid_mode != "off":  # the model's policy: identifiers never reach the model
             key = await self.pipeline.deid_key(route.deid_mode, req.model)
-            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key)
+            mapping = None
+            if route.deid_mode in SURROGATE_MODES:
+                mapping = await self.conversations.load(
+                    key, call.caller.token_id, call.conversation, date_shift=route.deid_mode == "surrogate_shift"
+                )
+            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, mapping)
             call.deid = {"mode": route.deid_mode, "found": found}
+            if mapping is not None:
+                await self.conversations.save(key, call.caller.token_id, call.conversation, mapping)
+                if await self.pipeline.policy.may_reidentify(call.caller, route.model_id):
+                    reidentifier = deid.Reidentifier(mapping)
             if req.kind == wire.CHAT:
                 messages = [{**m, "content": text} for m, text in zip(messages, cleaned, strict=True)]
             else:
                 prompt_text = cleaned[0]
             stops = sampling.get("stop")
             if stops:  # stop strings travel to the model too: none may carry an identifier
-                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key)
+                probe = deid.SurrogateMap() if route.deid_mode in SURROGATE_MODES else None  # a throwaway
+                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key, probe)
                 if kept != list(stops):
                     raise wire.bad(
                         "stop_contains_identifier", "a stop sequence holds an identifier; it was not forwarded", "stop"
@@ -238,6 +253,7 @@ class OpenAIAdapter:
             "prompt_tokens": prompt_tokens,
             "reservation": reservation,
             "policy": policy,
+            "reidentifier": reidentifier,
         }
 
     # -- forwarding --------------------------------------------------------------------------------
@@ -276,8 +292,11 @@ class OpenAIAdapter:
                     send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, role=True, text=""))
                 )
             event = first
+            reid = prepared.get("reidentifier")
             while event is not None and not ex.disconnected:
                 text = self._take(ex, event, call)
+                if text and reid is not None and req.stream:
+                    text = reid.feed(text)  # the originals back; a possible surrogate's start waits
                 if text and req.stream:
                     await _send(send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, text=text)))
                 if ex.finish:
@@ -354,6 +373,16 @@ class OpenAIAdapter:
 
     async def _finish(self, send, call, req, prepared, ex: Exchange, error, started_sent: bool, created: int) -> None:
         route, inbound = prepared["route"], call.inbound
+        reid = prepared.get("reidentifier")
+        answer_text = "".join(ex.text)  # what the model said (surrogates): counted and retained as is
+        tail = ""
+        if reid is not None:
+            if req.stream:
+                tail = reid.finish() if error is None and not ex.disconnected else ""
+            else:
+                answer_text = reid.reidentify(answer_text)
+            # that re-identification happened, and how many of each type: never values
+            call.deid = {**(call.deid or {}), "reidentified": dict(reid.counts)}
         duration_ms = (time.perf_counter() - call.started) * 1000
         used = ex.prompt_tokens + ex.completion_tokens if error is None or ex.text else 0
         try:
@@ -392,7 +421,7 @@ class OpenAIAdapter:
                 await self._error(send, error, request_id)
             else:
                 answer = wire.whole_answer(
-                    req, request_id, req.model, "".join(ex.text), finish, ex.prompt_tokens, ex.completion_tokens
+                    req, request_id, req.model, answer_text, finish, ex.prompt_tokens, ex.completion_tokens
                 )
                 await self._answer(send, 200, answer, request_id)
             return
@@ -401,6 +430,8 @@ class OpenAIAdapter:
                 err = error if audited else _audit_unavailable()
                 await _send(send, wire.sse(wire.error_body(err)))
             else:
+                if tail:
+                    await _send(send, wire.sse(wire.chunk(req, request_id, req.model, created, text=tail)))
                 await _send(send, wire.sse(wire.chunk(req, request_id, req.model, created, finish=finish)))
                 if req.include_usage:
                     await _send(
@@ -469,12 +500,17 @@ def _kind_of(call: Call) -> str:
     return wire.CHAT if call.inbound.kind == EVENT_TYPES[wire.CHAT] else wire.COMPLETION
 
 
-def _deidentify(texts: list[str], mode: str, key) -> tuple[list[str], dict]:
+SURROGATE_MODES = ("surrogate", "surrogate_shift")
+
+
+def _deidentify(texts: list[str], mode: str, key, mapping=None) -> tuple[list[str], dict]:
     found: dict[str, int] = {}
     out = []
+    if mode in SURROGATE_MODES:
+        mode, key = "surrogate", None  # the key protects the stored mapping, not the surrogates
     for text in texts:
         try:
-            result = deid.deidentify(text, mode, key=key)
+            result = deid.deidentify(text, mode, key=key, mapping=mapping)
         except deid.DeidError as err:
             raise ServiceError(
                 getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}"

@@ -28,8 +28,9 @@ class TensorResult:
 
 
 class _Walker:
-    def __init__(self, mode, key, kinds, max_length):
+    def __init__(self, mode, key, kinds, max_length, mapping=None):
         self.mode, self.key, self.kinds, self.max_length = mode, key, kinds, max_length
+        self.mapping = mapping
         self.found: Counter[str] = Counter()
         self.index = 0
 
@@ -49,7 +50,7 @@ class _Walker:
         raise DeidError(f"BYTES element {index} is a {type(value).__name__}, expected a string")
 
     def _text(self, text: str) -> str:
-        result = deidentify(text, self.mode, self.key, self.kinds, self.max_length)
+        result = deidentify(text, self.mode, self.key, self.kinds, self.max_length, mapping=self.mapping)
         self.found.update(result.found)
         return result.text
 
@@ -62,14 +63,20 @@ class _Walker:
 
 
 def deidentify_tensor(
-    data, datatype: str, mode: str = "redact", key: bytes | None = None, types=None, max_length=DEFAULT_MAX_LENGTH
+    data,
+    datatype: str,
+    mode: str = "redact",
+    key: bytes | None = None,
+    types=None,
+    max_length=DEFAULT_MAX_LENGTH,
+    mapping=None,
 ) -> TensorResult:
     """De-identify a BYTES tensor element by element; return numeric tensors as they came."""
     if datatype in NUMERIC_DATATYPES:
         return TensorResult(data, {})
     if datatype != "BYTES":
         raise UnsupportedDatatype(f"unknown KServe v2 datatype {datatype!r}")
-    walker = _Walker(_check_mode(mode, key), key, _check_types(types), max_length)
+    walker = _Walker(_check_mode(mode, key, mapping), key, _check_types(types), max_length, mapping)
     if type(data).__module__ == "numpy" and type(data).__name__ == "ndarray":
         return TensorResult(_numpy(walker, data), dict(walker.found))
     return TensorResult(walker.walk(data), dict(walker.found))
