@@ -115,4 +115,4 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     GUEST: ("registry.view_catalogue",),
 }
 
-GRANTABLE = ("view_model", "invoke_model")
+GRANTABLE = ("view_model", "invoke_model", "reidentify")

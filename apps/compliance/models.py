@@ -38,6 +38,11 @@ class DeidMode(models.TextChoices):
     REDACT = "redact"
     MASK = "mask"
     PSEUDONYMISE = "pseudonymise"
+    # realistic fakes, re-identified for callers holding `reidentify` (docs/deidentification.md)
+    SURROGATE = "surrogate"
+    # the same, and every date of a conversation shifted by one random number of days: NOT Safe
+    # Harbor (dates leave their year), so the HIPAA de-identification check fails while it is on
+    SURROGATE_SHIFT = "surrogate_shift", "Surrogate with date shift (not Safe Harbor)"
 
 
 class AnswerScreen(models.TextChoices):

@@ -16,7 +16,7 @@ from collections import Counter
 
 from apps.core.errors import ServiceError
 
-from .deid import Budget, BudgetExceeded, DeidError, InputTooLong, deidentify_tensor
+from .deid import Budget, BudgetExceeded, DeidError, InputTooLong, SurrogateMap, deidentify_tensor
 from .protocol import HEADER_LENGTH
 
 
@@ -45,9 +45,9 @@ def refusal(err: DeidError) -> ServiceError:
     return ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}", status)
 
 
-def _deid(values, mode: str, key: bytes | None, found: Counter, budget: Budget | None = None):
+def _deid(values, mode: str, key: bytes | None, found: Counter, budget: Budget | None = None, mapping=None):
     try:
-        result = deidentify_tensor(values, "BYTES", mode, key=key, budget=budget)
+        result = deidentify_tensor(values, "BYTES", mode, key=key, budget=budget, mapping=mapping)
     except DeidError as err:
         raise refusal(err) from None
     found.update(result.found)
@@ -60,6 +60,10 @@ def deidentify_request(
     """Return (body, header length, {identifier type: count}) with every BYTES input de-identified,
     all of them within one CPU `budget` (BudgetExceeded -> 413 deid_budget_exceeded)."""
     found: Counter = Counter()
+    mapping = None
+    if mode in ("surrogate", "surrogate_shift"):  # KServe v2: one mapping per call, answers not re-identified
+        mapping = SurrogateMap.with_date_shift() if mode == "surrogate_shift" else SurrogateMap()
+        mode, key = "surrogate", None
     binary_at = int(header_length) if header_length is not None else None
     tail = body[binary_at:] if binary_at is not None else b""
     new_tail, offset = [], 0
@@ -69,7 +73,7 @@ def deidentify_request(
         datatype = tensor.get("datatype")
         if size is None:
             if datatype == "BYTES" and "data" in tensor:
-                tensor["data"] = _deid(tensor["data"], mode, key, found, budget)
+                tensor["data"] = _deid(tensor["data"], mode, key, found, budget, mapping)
             continue
         if binary_at is None:
             raise ServiceError("invalid_request", f"binary_data_size without the {HEADER_LENGTH} header")
@@ -78,7 +82,7 @@ def deidentify_request(
             raise ServiceError("invalid_request", "the binary tensor data is shorter than binary_data_size")
         offset += int(size)
         if datatype == "BYTES":
-            items = _deid(_split_bytes(raw), mode, key, found, budget)
+            items = _deid(_split_bytes(raw), mode, key, found, budget, mapping)
             raw = _join_bytes(i if isinstance(i, bytes) else i.encode("utf-8") for i in items)
             params["binary_data_size"] = len(raw)
         new_tail.append(raw)

@@ -41,6 +41,8 @@ from apps.accounts.roles import MAY_INVOKE, PERMISSIONS
 
 VIEW_MODEL = "view_model"
 INVOKE_MODEL = "invoke_model"
+REIDENTIFY = "reidentify"
+_REIDENTIFY = frozenset({REIDENTIFY})
 _SEE = frozenset({VIEW_MODEL, INVOKE_MODEL})
 _INVOKE = frozenset({INVOKE_MODEL})
 
@@ -162,6 +164,16 @@ def may_see(principal: Principal, token: Token, model_id: int, grants: Iterable[
 
 def may_invoke(principal: Principal, token: Token, model_id: int, grants: Iterable[Grant], now: datetime) -> bool:
     return model_id in invokable(principal, token, grants, now)
+
+
+def may_reidentify(principal: Principal, token: Token, model_id: int, grants: Iterable[Grant], now: datetime) -> bool:
+    """Whether the gateway puts the original identifiers back into this caller's answers from the
+    model (surrogate mode): only with a live `reidentify` grant on that model (by name, or through a
+    group for a person) AND the right to invoke it, within the token's models. Nobody holds it by
+    role — the superuser included: a security officer grants it, per model, audited."""
+    if not principal.active or model_id not in invokable(principal, token, grants, now):
+        return False
+    return model_id in granted(principal, grants, _REIDENTIFY, now) & token_reach(token)
 
 
 def gateway_scope_allows(token: Token, *, invoke: bool) -> bool:

@@ -22,6 +22,7 @@ class Model(models.Model):
         ordering = ["name"]
         permissions = [
             ("invoke_model", "Can invoke the model through the gateway"),
+            ("reidentify", "Gets the original identifiers back in the model's answers (surrogate mode)"),
             ("view_catalogue", "Can see the model catalogue (names, descriptions, status)"),
         ]
 

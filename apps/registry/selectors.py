@@ -30,6 +30,7 @@ from .access import (  # noqa: F401 - the policy's public names, for the apps ab
     gateway_scope_allows,
     invokable,
     may_invoke,
+    may_reidentify,
     may_see,
     visible,
 )

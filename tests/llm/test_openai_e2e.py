@@ -287,3 +287,39 @@ def test_a_streamed_answer_is_screened_before_it_reaches_the_client(chat):
     assert usage.completion_tokens == plain_usage.completion_tokens
     event = AuditEvent.objects.filter(event_type="inference.completion").order_by("-id").first()
     assert event.details["answer_deid"] == {"mode": "redact", "found": reference.found}
+
+
+def test_surrogate_mode_triton_gets_no_identifier_and_only_a_reidentify_holder_gets_originals_in_a_stream(chat, loaded):
+    """The done-when test of issue 14: the real SmolLM2 echoes a note (greedy, so the same prompt gives
+    the same tokens); the same conversation (same surrogates) is asked with and without `reidentify`."""
+    from apps.accounts.services.grants import grant_model_access, revoke_model_access
+
+    set_model_policy(model_id=chat.model.pk, phi=True, deid_mode="surrogate", actor=None)
+    grant_model_access(model_id=chat.model.pk, permission="reidentify", user_id=chat.user.pk, actor=None)
+    chat.plane.sync_policy()
+    note = "The patient's phone number is 617-555-0143."
+    content = f"Repeat this text exactly, nothing else:\n{note}"
+    conversation = {"extra_headers": {"X-Sovereign-Conversation": "e2e-surrogate-1"}}
+
+    start = len(loaded.proxy.received)
+    with_grant, _, _ = _stream(chat, content, **conversation)
+    sent = bytes(loaded.proxy.received[start:]).decode("utf-8", errors="replace")
+    assert "generate_stream" in sent
+    assert "617-555-0143" not in sent and "555-0143" not in sent  # Triton received no identifier
+    surrogate = re.search(r"\d{3}-555-01\d\d", sent).group()  # NANP fictional range
+
+    revoke_model_access(model_id=chat.model.pk, permission="reidentify", user_id=chat.user.pk, actor=None)
+    chat.plane.sync_policy()
+    start = len(loaded.proxy.received)
+    without, _, _ = _stream(chat, content, **conversation)
+    assert surrogate in bytes(loaded.proxy.received[start:]).decode("utf-8", errors="replace")  # same mapping
+
+    raw = "".join(without)  # what the model said, greedy: the surrogate, and it is what this caller gets
+    assert surrogate in raw, f"the model did not echo the note: {raw!r}"
+    assert "617-555-0143" not in raw
+    answer = "".join(with_grant)  # the same tokens, re-identified on the way out
+    assert answer == raw.replace(surrogate, "617-555-0143")
+    assert len(with_grant) > 1  # streamed in deltas
+    events = AuditEvent.objects.filter(event_type="inference.chat").order_by("-id")
+    assert events[1].details["deid"]["reidentified"] == {"PHONE": raw.count(surrogate)}
+    assert "reidentified" not in events[0].details["deid"]

@@ -28,9 +28,11 @@ def grant_model_access(
     actor,
     source: Source = SYSTEM,
 ):
-    """Give a user or a group `view_model` or `invoke_model` on one model, optionally until
-    `expires_at`. Granting again updates the expiry. Invoking implies viewing. A security officer
-    grants, never to itself, its own service accounts or its own groups."""
+    """Give a user or a group `view_model`, `invoke_model` or `reidentify` on one model, optionally
+    until `expires_at`. Granting again updates the expiry. Invoking implies viewing; `reidentify`
+    (original identifiers back in surrogate-mode answers) implies nothing and needs a grantee whose
+    role may invoke. A security officer grants, never to itself, its own service accounts or its
+    own groups."""
     return _change(model_id, permission, user_id, group_id, expires_at, True, actor, source)
 
 
@@ -60,11 +62,13 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
     grantee, table, key = _grantee(user_id, group_id)
     require_perm(actor, "accounts.manage_grants")
     _forbid_own(actor, grantee, key)
-    if grant and permission == "invoke_model":
+    if grant and permission in ("invoke_model", "reidentify"):
         _check_may_invoke(grantee, user_id is not None)
     perms = ["view_model", "invoke_model"] if grant and permission == "invoke_model" else [permission]
     if not grant and permission == "view_model":
-        perms = ["view_model", "invoke_model"]  # without view there is no invoke
+        perms = ["view_model", "invoke_model", "reidentify"]  # without view there is no invoke
+    elif not grant and permission == "invoke_model":
+        perms = ["invoke_model", "reidentify"]  # re-identification is of answers one may ask for
     with transaction.atomic():
         rows = Permission.objects.filter(content_type__app_label="registry", codename__in=perms)
         for perm in rows:

@@ -53,14 +53,25 @@ def phi_models(ctx) -> CheckResult:
     names = dict(Model.objects.filter(pk__in=ids).values_list("pk", "name"))
     inventory = {name: modes.get(name, DeidMode.OFF) for name in sorted(names.values())}
     off = [name for name, mode in inventory.items() if mode == DeidMode.OFF]
-    evidence = {"phi_models": inventory, "without_deidentification": off}
+    shifted = [name for name, mode in inventory.items() if mode == DeidMode.SURROGATE_SHIFT]
+    evidence = {"phi_models": inventory, "without_deidentification": off, "date_shift_not_safe_harbor": shifted}
     if not inventory:
         return CheckResult(NA, "no model is marked as receiving PHI or personal information", evidence)
+    if shifted and not off:
+        return CheckResult(
+            FAIL,
+            f"{len(shifted)} PHI model(s) shift dates (surrogate_shift): not Safe Harbor de-identification, "
+            "since shifted dates can leave their year",
+            evidence,
+            "Set deid_mode to surrogate (dates stay in their year), redact, mask or pseudonymise on each listed "
+            "model, or document an expert determination (45 CFR 164.514(b)(1)) for the date shift.",
+        )
     if off:
         return CheckResult(
             FAIL,
             f"{len(off)} PHI model(s) without de-identification",
             evidence,
-            "Set deid_mode (redact, mask or pseudonymise) in each listed model's compliance policy.",
+            "Set deid_mode (redact, mask, pseudonymise or surrogate) in each listed model's compliance policy."
+            + (f" Also: {len(shifted)} model(s) shift dates, which is not Safe Harbor." if shifted else ""),
         )
     return CheckResult(PASS, f"all {len(inventory)} PHI model(s) de-identify requests", evidence)

@@ -42,6 +42,7 @@ from .. import deid
 from ..phi import refusal
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
+from .surrogates import CONVERSATION_HEADER, ConversationStore, conversation_id
 from .types import Inbound
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,9 @@ class OpenAIAdapter:
     chat policy, quotas, usage and retention (governance.py); `tokens`: counts prompt and answer
     tokens with the model's own tokenizer (tokens.py); `pool`: an upstream pool for streams."""
 
-    def __init__(self, pipeline, *, governance, tokens, pool):
+    def __init__(self, pipeline, *, governance, tokens, pool, conversations=None):
         self.pipeline = pipeline
+        self.conversations = conversations or ConversationStore()
         self.governance = governance
         self.tokens = tokens
         self.pool = pool
@@ -145,6 +147,8 @@ class OpenAIAdapter:
         )
         try:
             await self.pipeline.admit_caller(call)
+            conversation = _header(headers, CONVERSATION_HEADER)
+            call.conversation = conversation_id(conversation)
             if kind == "models":
                 body = await self._models(call)
                 if not await self._audit(call, inbound.kind, 200, None, None):  # as /v2 metadata reads
@@ -201,18 +205,28 @@ class OpenAIAdapter:
         if req.kind == wire.CHAT:
             wire.refuse_control_tokens(req.messages, wire.control_tokens(signature))
         messages, prompt_text = req.messages, req.prompt
+        reidentifier = mapping = None
         if route.deid_mode != "off":  # the model's policy: identifiers never reach the model
             key = await self.pipeline.deid_key(route.deid_mode, req.model)
             budget = deid.Budget(settings.DEID_CPU_BUDGET)  # one per request: messages and stops together
-            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, budget)
+            if route.deid_mode in SURROGATE_MODES:
+                mapping = await self.conversations.load(
+                    key, call.caller.token_id, call.conversation, date_shift=route.deid_mode == "surrogate_shift"
+                )
+            cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, budget, mapping)
             call.deid = {"mode": route.deid_mode, "found": found}
+            if mapping is not None:
+                await self.conversations.save(key, call.caller.token_id, call.conversation, mapping)
+                if await self.pipeline.policy.may_reidentify(call.caller, route.model_id):
+                    reidentifier = deid.Reidentifier(mapping)
             if req.kind == wire.CHAT:
                 messages = [{**m, "content": text} for m, text in zip(messages, cleaned, strict=True)]
             else:
                 prompt_text = cleaned[0]
             stops = sampling.get("stop")
             if stops:  # stop strings travel to the model too: none may carry an identifier
-                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key, budget)
+                probe = deid.SurrogateMap() if route.deid_mode in SURROGATE_MODES else None  # a throwaway
+                kept, _ = await asyncio.to_thread(_deidentify, list(stops), route.deid_mode, key, budget, probe)
                 if kept != list(stops):
                     raise wire.bad(
                         "stop_contains_identifier", "a stop sequence holds an identifier; it was not forwarded", "stop"
@@ -254,6 +268,9 @@ class OpenAIAdapter:
             "prompt_tokens": prompt_tokens,
             "reservation": reservation,
             "policy": policy,
+            "reidentifier": reidentifier,
+            # the surrogates the gateway itself put in the prompt: the answer screen lets them through
+            "answer_allowed": _surrogates(mapping) if mapping is not None else (),
         }
 
     # -- forwarding --------------------------------------------------------------------------------
@@ -296,10 +313,13 @@ class OpenAIAdapter:
                     send, wire.sse(wire.chunk(req, call.inbound.request_id, req.model, created, role=True, text=""))
                 )
             event = first
+            reid = prepared.get("reidentifier")
             while event is not None and not ex.disconnected:
                 text = self._take(ex, event, call)
                 if req.stream:
-                    text = _screened(ex, text, final=bool(ex.finish))
+                    text = _screened(ex, text, final=bool(ex.finish))  # the screen first
+                    if text and reid is not None:
+                        text = reid.feed(text)  # then the originals back; a possible surrogate's start waits
                     if text:
                         chunk = wire.chunk(req, call.inbound.request_id, req.model, created, text=text)
                         await _send(send, wire.sse(chunk))
@@ -382,6 +402,17 @@ class OpenAIAdapter:
 
     async def _finish(self, send, call, req, prepared, ex: Exchange, error, started_sent: bool, created: int) -> None:
         route, inbound = prepared["route"], call.inbound
+        reid = prepared.get("reidentifier")
+        # what left the screen (surrogates, never re-identified): retained as is; tokens are the model's
+        answer_text = ex.answer
+        tail = ""
+        if reid is not None:
+            if req.stream:
+                tail = reid.finish() if error is None and not ex.disconnected else ""
+            else:
+                answer_text = reid.reidentify(answer_text)
+            # that re-identification happened, and how many of each type: never values
+            call.deid = {**(call.deid or {}), "reidentified": dict(reid.counts)}
         duration_ms = (time.perf_counter() - call.started) * 1000
         used = ex.prompt_tokens + ex.completion_tokens if error is None or ex.text else 0
         try:
@@ -421,7 +452,7 @@ class OpenAIAdapter:
                 await self._error(send, error, request_id)
             else:
                 answer = wire.whole_answer(
-                    req, request_id, req.model, ex.answer, finish, ex.prompt_tokens, ex.completion_tokens
+                    req, request_id, req.model, answer_text, finish, ex.prompt_tokens, ex.completion_tokens
                 )
                 await self._answer(send, 200, answer, request_id)
             return
@@ -430,6 +461,8 @@ class OpenAIAdapter:
                 err = error if audited else _audit_unavailable()
                 await _send(send, wire.sse(wire.error_body(err)))
             else:
+                if tail:
+                    await _send(send, wire.sse(wire.chunk(req, request_id, req.model, created, text=tail)))
                 await _send(send, wire.sse(wire.chunk(req, request_id, req.model, created, finish=finish)))
                 if req.include_usage:
                     await _send(
@@ -517,12 +550,23 @@ def _kind_of(call: Call) -> str:
     return wire.CHAT if call.inbound.kind == EVENT_TYPES[wire.CHAT] else wire.COMPLETION
 
 
-def _deidentify(texts: list[str], mode: str, key, budget=None) -> tuple[list[str], dict]:
+SURROGATE_MODES = ("surrogate", "surrogate_shift")
+
+
+def _surrogates(mapping) -> frozenset[str]:
+    """Every surrogate string of the mapping (whole values and the name tokens they are built of)."""
+    tokens = {t for t in mapping.tokens.values() if t}
+    return frozenset(mapping.reverse) | frozenset(tokens) | frozenset(t.title() for t in tokens)
+
+
+def _deidentify(texts: list[str], mode: str, key, budget=None, mapping=None) -> tuple[list[str], dict]:
     found: dict[str, int] = {}
     out = []
+    if mode in SURROGATE_MODES:
+        mode, key = "surrogate", None  # the key protects the stored mapping, not the surrogates
     for text in texts:
         try:
-            result = deid.deidentify(text, mode, key=key, budget=budget)
+            result = deid.deidentify(text, mode, key=key, budget=budget, mapping=mapping)
         except deid.DeidError as err:
             raise refusal(err) from None
         out.append(result.text)

@@ -92,6 +92,7 @@ class Call:
     caller: object | None = None  # the snapshot's Caller
     route: object | None = None  # the snapshot's Route
     deid: dict | None = None
+    conversation: str | None = None  # X-Sovereign-Conversation (surrogate mode)
 
 
 class Pipeline:
@@ -237,9 +238,10 @@ class Pipeline:
         return body, None if header_length is None else int(header_length)
 
     async def deid_key(self, mode: str, model: str) -> bytes | None:
-        """The pseudonymisation key for `mode` (None for the others), or 503 `deid_unavailable`:
+        """The pseudonymisation key for `mode` (None for redact and mask; surrogate modes encrypt their
+        conversation mappings under a key derived from it), or 503 `deid_unavailable`:
         fail closed, nothing is forwarded."""
-        if mode != "pseudonymise":
+        if mode not in ("pseudonymise", "surrogate", "surrogate_shift"):
             return None
         try:
             # unwrapped once per process (it may read the database and the HSM): off the event loop

@@ -21,6 +21,7 @@ from .governance import Governance
 from .openai import OpenAIAdapter
 from .pipeline import Pipeline
 from .snapshot import SnapshotHolder
+from .surrogates import ConversationStore
 from .tokens import TokenCounter
 from .upstream import UpstreamPool
 
@@ -106,7 +107,13 @@ def build(
         max_connections=settings.GATEWAY_LLM_MAX_STREAMS,
         max_waiting=settings.GATEWAY_MAX_WAITING,
     )
-    openai = OpenAIAdapter(pipeline, governance=Governance(pipeline.policy), tokens=TokenCounter(), pool=streams)
+    openai = OpenAIAdapter(
+        pipeline,
+        governance=Governance(pipeline.policy),
+        tokens=TokenCounter(),
+        pool=streams,
+        conversations=ConversationStore(client),
+    )
     app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline), openai=openai)
     return DataPlane(pipeline, app, client, owns_policy=owned)
 

@@ -67,7 +67,7 @@ from apps.core.rawsql import aware
 from apps.core.source import Source
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
 from apps.registry.models import Model, ModelVersion
-from apps.registry.selectors import Grant, Principal, Token, deid_mode
+from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
 
 from .. import routing
 from ..chatpolicy import load_chat_policies
@@ -370,6 +370,12 @@ class PolicySnapshot:
 
     def model_names(self) -> list[str]:
         return list(self._models)
+
+    def may_reidentify(self, caller: Caller, model_id: int, now: datetime) -> bool:
+        """Whether `caller` gets original identifiers back in answers of model `model_id`
+        (apps.registry.access.may_reidentify)."""
+        grants = self._grants.get(caller.user_id, _EMPTY).get(model_id, ())
+        return may_reidentify(caller.principal, caller.token, model_id, grants, now)
 
     def invocable(self, caller: Caller, now: datetime) -> list[Route]:
         """Every route `caller` may infer on, over all models (for `GET /v1/models`)."""
@@ -796,6 +802,14 @@ class SnapshotHolder:
             return self.snapshot.route(caller, name, version, invoke=invoke, now=now)
         deps = await sync_to_async(_route_in_database, thread_sensitive=True)(caller, name, invoke, now)
         return routing.serving_version([Route.of(d, name) for d in deps], name, version, _version_of)
+
+    async def may_reidentify(self, caller: Caller, model_id: int, now: datetime | None = None) -> bool:
+        """See PolicySnapshot.may_reidentify. A caller the database authenticated (a token newer than
+        the snapshot) is not re-identified until the snapshot knows it: fail safe, the answer keeps
+        its surrogates."""
+        if caller.via_database:
+            return False
+        return self.snapshot.may_reidentify(caller, model_id, now or timezone.now())
 
     async def invocable(self, caller: Caller, now: datetime | None = None) -> list[Route]:
         """Every route `caller` may infer on (see PolicySnapshot.invocable); by the database for a

@@ -1,8 +1,9 @@
 """De-identification of free text for the gateway (HIPAA Safe Harbor identifiers and the Chinese
 identifiers of the 等保 profile). Pure Python: no Django, nothing logged, values never kept.
 
-    deidentify(text, mode, key=None, types=None, budget=None) -> Result(text, found)
-    deidentify_tensor(data, datatype, mode, key=None, types=None, budget=None) -> TensorResult(data, found)
+    deidentify(text, mode, key=None, types=None, budget=None, mapping=None) -> Result(text, found)
+    deidentify_tensor(data, datatype, mode, key=None, types=None, budget=None, mapping=None) -> TensorResult
+    Reidentifier(mapping).feed(delta) / .finish()   (surrogate mode: the originals back)
 
     screen_text(answer, mode, allowed=(), types=None) -> Result(text, found)   (answers.py)
     AnswerScreen(mode, allowed=(), types=None): feed(delta) -> str, finish() -> str, found
@@ -19,6 +20,7 @@ from .engine import (
     MODES,
     PSEUDONYMISE,
     REDACT,
+    SURROGATE,
     Budget,
     Result,
     deidentify,
@@ -39,6 +41,7 @@ from .spans import (
     UnknownType,
     UnsupportedDatatype,
 )
+from .surrogate import MappingRequired, Reidentifier, SurrogateExhausted, SurrogateMap
 from .tensor import TensorResult, deidentify_tensor
 
 __all__ = [
@@ -52,6 +55,11 @@ __all__ = [
     "MODES",
     "PSEUDONYMISE",
     "REDACT",
+    "SURROGATE",
+    "MappingRequired",
+    "Reidentifier",
+    "SurrogateExhausted",
+    "SurrogateMap",
     "UNSTRUCTURED_TYPES",
     "DeidError",
     "InputTooLong",

@@ -32,8 +32,8 @@ from .spans import (
     UnknownType,
 )
 
-REDACT, MASK, PSEUDONYMISE = "redact", "mask", "pseudonymise"
-MODES = (REDACT, MASK, PSEUDONYMISE)
+REDACT, MASK, PSEUDONYMISE, SURROGATE = "redact", "mask", "pseudonymise", "surrogate"
+MODES = (REDACT, MASK, PSEUDONYMISE, SURROGATE)
 _MODE_ALIASES = {"pseudonymize": PSEUDONYMISE}
 
 # 1 MiB: far above any prompt an LLM accepts, far below what would make one request slow.
@@ -206,12 +206,14 @@ def _mask(value: str) -> str:
     return "".join("*" if ch.isalnum() else ch for ch in value)
 
 
-def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
+def _replacement(mode: str, kind: str, value: str, key: bytes | None, mapping=None) -> str:
     # AGE and ZIP follow Safe Harbor's "90 or older" and ZIP3 rules: see safeharbor.py.
     if kind == AGE:
         number, unit = safeharbor.split_age_unit(value)
-        if unit:  # "95岁" -> "90+岁", "**岁", "[AGE-…]岁"
-            return _replacement(mode, kind, number, key) + unit
+        if unit:  # "95岁" -> "90+岁", "**岁", "[AGE-…]岁", a surrogate age + 岁
+            return _replacement(mode, kind, number, key, mapping) + unit
+    if mode == SURROGATE:
+        return mapping.surrogate(kind, value)
     if mode == REDACT:
         return safeharbor.redacted(kind, value) or f"[{kind}]"
     if mode == MASK:
@@ -219,10 +221,15 @@ def _replacement(mode: str, kind: str, value: str, key: bytes | None) -> str:
     return pseudonym(kind, safeharbor.pseudonym_value(kind, value), key)
 
 
-def _check_mode(mode: str, key) -> str:
+def _check_mode(mode: str, key, mapping=None) -> str:
     mode = _MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise InvalidMode(f"unknown de-identification mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == SURROGATE:
+        from .surrogate import MappingRequired, SurrogateMap
+
+        if not isinstance(mapping, SurrogateMap):
+            raise MappingRequired("surrogate mode needs a SurrogateMap (mapping=SurrogateMap())")
     if mode == PSEUDONYMISE and (not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES):
         raise KeyRequired(f"pseudonymise needs an HMAC key of at least {MIN_KEY_BYTES} bytes")
     return mode
@@ -235,16 +242,18 @@ def deidentify(
     types=None,
     max_length: int = DEFAULT_MAX_LENGTH,
     budget: Budget | None = None,
+    mapping=None,
 ) -> Result:
     """Replace every identifier found in `text` according to `mode`; count them by type. With a
-    `budget` (one per request), raises BudgetExceeded instead of finishing once it is spent."""
-    mode = _check_mode(mode, key)
+    `budget` (one per request), raises BudgetExceeded instead of finishing once it is spent.
+    `mapping`: the SurrogateMap of the call or conversation, for mode "surrogate" (it is updated)."""
+    mode = _check_mode(mode, key, mapping)
     spans = detect(text, types, max_length, budget)
     pieces: list[str] = []
     pos = 0
     for s in spans:
         pieces.append(text[pos : s.start])
-        pieces.append(_replacement(mode, s.type, text[s.start : s.end], bytes(key) if key else None))
+        pieces.append(_replacement(mode, s.type, text[s.start : s.end], bytes(key) if key else None, mapping))
         pos = s.end
     pieces.append(text[pos:])
     return Result("".join(pieces), dict(Counter(s.type for s in spans)))

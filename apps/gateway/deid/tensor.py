@@ -28,8 +28,9 @@ class TensorResult:
 
 
 class _Walker:
-    def __init__(self, mode, key, kinds, max_length, budget=None):
+    def __init__(self, mode, key, kinds, max_length, budget=None, mapping=None):
         self.mode, self.key, self.kinds, self.max_length, self.budget = mode, key, kinds, max_length, budget
+        self.mapping = mapping
         self.found: Counter[str] = Counter()
         self.index = 0
 
@@ -49,7 +50,7 @@ class _Walker:
         raise DeidError(f"BYTES element {index} is a {type(value).__name__}, expected a string")
 
     def _text(self, text: str) -> str:
-        result = deidentify(text, self.mode, self.key, self.kinds, self.max_length, self.budget)
+        result = deidentify(text, self.mode, self.key, self.kinds, self.max_length, self.budget, self.mapping)
         self.found.update(result.found)
         return result.text
 
@@ -69,13 +70,14 @@ def deidentify_tensor(
     types=None,
     max_length=DEFAULT_MAX_LENGTH,
     budget=None,
+    mapping=None,
 ) -> TensorResult:
     """De-identify a BYTES tensor element by element; return numeric tensors as they came."""
     if datatype in NUMERIC_DATATYPES:
         return TensorResult(data, {})
     if datatype != "BYTES":
         raise UnsupportedDatatype(f"unknown KServe v2 datatype {datatype!r}")
-    walker = _Walker(_check_mode(mode, key), key, _check_types(types), max_length, budget)
+    walker = _Walker(_check_mode(mode, key, mapping), key, _check_types(types), max_length, budget, mapping)
     if type(data).__module__ == "numpy" and type(data).__name__ == "ndarray":
         return TensorResult(_numpy(walker, data), dict(walker.found))
     return TensorResult(walker.walk(data), dict(walker.found))

@@ -5,7 +5,7 @@ class Migration(migrations.Migration):
     # Numbered 0004: 0002/0003 are being added concurrently (surrogate de-identification); the
     # dependency is renumbered when the branches are merged.
     dependencies = [
-        ("compliance", "0001_initial"),
+        ("compliance", "0002_surrogate_mode"),
     ]
 
     operations = [

@@ -1,0 +1,98 @@
+"""Where surrogate mappings live between the calls of one conversation (docs/deidentification.md).
+
+A mapping without a conversation id lives for its call only, in memory. With the header
+`X-Sovereign-Conversation: <id>` (1-128 of A-Z a-z 0-9 . _ : -) it is kept in Redis for
+SOVEREIGN_DEID_CONVERSATION_TTL seconds (default 3600, renewed by each call), bound to the caller's
+TOKEN: the Redis key is HMAC(k, token id, conversation id), so the same id sent with another token
+names another (empty) mapping — nobody reuses or reads someone else's.
+
+The value is AES-256-GCM under k, with the Redis key as associated data; k is derived (HKDF-SHA256)
+from the installation's pseudonymisation key, a data key that exists on disk only wrapped by the
+KEK (apps/keys/pseudonym.py). Without that key the call is refused (503 deid_unavailable) before
+anything is forwarded. The plaintext mapping is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+from apps.core.errors import ServiceError
+
+from ..deid import DeidError, SurrogateMap
+
+CONVERSATION_HEADER = b"x-sovereign-conversation"
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PREFIX = "sov:deid:conv:"
+
+
+def conversation_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _ID_RE.match(value):
+        raise ServiceError(
+            "invalid_conversation_id",
+            "X-Sovereign-Conversation must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            400,
+        )
+    return value
+
+
+def _ttl() -> int:
+    return int(getattr(settings, "DEID_CONVERSATION_TTL", 3600))
+
+
+class ConversationStore:
+    """`redis`: a redis.asyncio client, or None (one process: an in-memory dict, still encrypted)."""
+
+    def __init__(self, redis=None):
+        self.redis = redis
+        self._local: dict[str, bytes] = {}
+
+    @staticmethod
+    def _key(pseudonym_key: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sovereign surrogate mapping v1").derive(
+            pseudonym_key
+        )
+
+    def _name(self, k: bytes, token_id: int, conversation: str) -> str:
+        tag = hmac.new(k, f"{token_id}\x00{conversation}".encode(), hashlib.sha256).hexdigest()
+        return _PREFIX + tag
+
+    async def load(self, pseudonym_key: bytes, token_id: int, conversation: str | None, *, date_shift: bool):
+        """The conversation's mapping (a new one if none, expired, or unreadable)."""
+        fresh = SurrogateMap.with_date_shift() if date_shift else SurrogateMap()
+        if conversation is None:
+            return fresh
+        k = self._key(pseudonym_key)
+        name = self._name(k, token_id, conversation)
+        blob = await self.redis.get(name) if self.redis is not None else self._local.get(name)
+        if not blob:
+            return fresh
+        try:
+            plain = AESGCM(k).decrypt(blob[:12], blob[12:], name.encode())
+            mapping = SurrogateMap.from_bytes(plain)
+        except (ValueError, DeidError, KeyError):
+            return fresh  # tampered or from an older key: start again
+        if date_shift and mapping.date_shift_days is None:
+            mapping.date_shift_days = fresh.date_shift_days
+        return mapping
+
+    async def save(self, pseudonym_key: bytes, token_id: int, conversation: str | None, mapping: SurrogateMap) -> None:
+        if conversation is None:
+            return
+        k = self._key(pseudonym_key)
+        name = self._name(k, token_id, conversation)
+        nonce = os.urandom(12)
+        blob = nonce + AESGCM(k).encrypt(nonce, mapping.to_bytes(), name.encode())
+        if self.redis is not None:
+            await self.redis.set(name, blob, ex=_ttl())
+        else:
+            self._local[name] = blob
