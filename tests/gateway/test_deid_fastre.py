@@ -88,3 +88,19 @@ def test_unrestricted_or_empty_patterns_are_left_alone():
     assert fastre._with_hint(r"(?<!x)[^a]b", 0) is None
     assert fastre._with_hint(r"a?", 0) is None
     assert fastre._with_hint(r"abc", 0) is None  # re has its own literal prefix
+
+
+def test_ascii_folds_are_every_non_ascii_character_re_matches_with_an_ascii_letter():
+    # Under IGNORECASE the hint lists, for an ASCII letter, only its two cases and these: checked
+    # here against re itself over every code point, so a new Unicode version cannot silently break it.
+    beyond = "".join(chr(cp) for cp in range(0x80, sys.maxunicode + 1) if not 0xD800 <= cp < 0xE000)
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        found = {ord(ch) for ch in re.findall(letter, beyond, re.I)}
+        assert found == set(fastre._ASCII_FOLDS.get(letter, ())), letter
+
+
+def test_ignorecase_hint_does_not_skip_folded_letters():
+    rx = fastre.compile(r"(?<![a-z])(?:kelvin|sigma|ibis)\d", re.I)
+    text = "x \u212aelvin1 \u017figma2 \u0130bis3 \u0131bis4 漢kelvin5"
+    assert [m.group() for m in rx.finditer(text)] == [m.group() for m in re.compile(rx.pattern, re.I).finditer(text)]
+    assert len(rx.findall(text)) == 5

@@ -10,7 +10,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import contextual, dates, geo, names, safeharbor, structured
+from . import contextual, cues, dates, geo, names, safeharbor, structured
 from .canonical import canonical_text, canonicalise
 from .spans import (
     ADDRESS,
@@ -85,6 +85,7 @@ def warm() -> None:
     calls this at start so that no request pays for it inside its CPU budget."""
     names.dictionaries()
     geo.warm()
+    cues.automaton()
 
 
 def _check_types(types) -> frozenset[str]:

@@ -10,8 +10,9 @@ pattern, the whole cost of the de-identifier (six seconds a MiB).
 `compile(pattern, flags)` compiles the pattern as `re.compile` does and adds the hint that `re`
 could not find itself: the set of characters a match can start with, worked out from the parsed
 pattern (look-arounds and anchors consume nothing and are stepped over; optional items add the
-first characters of what follows; under IGNORECASE both cases of every letter and every
-non-ASCII character are added, so Unicode case folds such as U+212A KELVIN SIGN are covered).
+first characters of what follows; under IGNORECASE both cases of every letter and
+the characters beyond ASCII that fold to an ASCII letter — U+0130, U+0131, U+017F, U+212A — are
+added, and for a cased non-ASCII character every character beyond ASCII and every ASCII letter).
 The hint only lets the search skip characters outside that set, so what matches, and where,
 is exactly what `re.compile` gives; `accelerate(namespace)` recompiles a module's patterns in
 place (held alone or in a tuple, list or dict). Patterns whose first character can be anything
@@ -65,14 +66,24 @@ def _cased(cp: int) -> bool:
     return chr(cp).lower() != chr(cp) or chr(cp).upper() != chr(cp)
 
 
+# The only characters beyond ASCII that `re` (IGNORECASE, Unicode) matches with an ASCII letter:
+# İ and ı with i, ſ with s, the Kelvin sign with k (checked over every code point by the tests).
+_ASCII_FOLDS = {"i": (0x130, 0x131), "k": (0x212A,), "s": (0x17F,)}
+
+
+def _ascii_letter(cp: int) -> list:
+    """Both cases of an ASCII letter and the non-ASCII characters that fold to it."""
+    low = chr(cp).lower()
+    return [(LITERAL, ord(low)), (LITERAL, ord(low.upper()))] + [(LITERAL, f) for f in _ASCII_FOLDS.get(low, ())]
+
+
 def _literal(cp: int, ignorecase: bool) -> list:
     if not ignorecase or not _cased(cp):
         return [(LITERAL, cp)]
-    out = [(LITERAL, cp), (RANGE, _NON_ASCII)]
-    if cp >= 0x80:  # ſ matches s, K (Kelvin sign) k: any ASCII letter may fold to it
-        return [*out, (RANGE, (ord("a"), ord("z"))), (RANGE, (ord("A"), ord("Z")))]
-    # an ASCII letter folds to its other case and, beyond ASCII, to K, ſ, İ, ı …
-    return [*out, (LITERAL, ord(chr(cp).lower())), (LITERAL, ord(chr(cp).upper()))]
+    if cp < 0x80:
+        return _ascii_letter(cp)
+    # ſ matches s, K (Kelvin sign) k: any ASCII letter may fold to a cased non-ASCII character
+    return [(LITERAL, cp), (RANGE, _NON_ASCII), (RANGE, (ord("a"), ord("z"))), (RANGE, (ord("A"), ord("Z")))]
 
 
 def _charset(items, ignorecase: bool) -> list:
@@ -84,10 +95,12 @@ def _charset(items, ignorecase: bool) -> list:
             out.extend(_literal(av, ignorecase))
         elif op is RANGE:
             out.append((RANGE, av))
-            if ignorecase and any(_cased(cp) for cp in range(av[0], min(av[1], 0x7F) + 1)):
-                out.extend([(RANGE, (ord("a"), ord("z"))), (RANGE, (ord("A"), ord("Z")))])
             if ignorecase:
-                out.append((RANGE, _NON_ASCII))
+                for cp in range(av[0], min(av[1], 0x7F) + 1):
+                    if _cased(cp):
+                        out.extend(_ascii_letter(cp))
+                if av[1] >= 0x80:  # a cased character beyond ASCII may fold to one outside the range
+                    out.extend([(RANGE, _NON_ASCII), (RANGE, (ord("a"), ord("z"))), (RANGE, (ord("A"), ord("Z")))])
         elif op is CATEGORY:
             out.append((CATEGORY, av))
         else:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from . import fastre
+from . import cues, fastre
 from .spans import NAME, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -650,3 +650,24 @@ def find_names(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
+# A strong cue holds a colon (a label), a verb before "by"/"to", or a relation word, anywhere in
+# its match: searched only around those (cues.py).
+_STRONG_VERBS = [
+    "signed",
+    "dictated",
+    "transcribed",
+    "seen",
+    "evaluated",
+    "examined",
+    "reviewed",
+    "referred",
+    "accompanied",
+    "authored",
+    "verified",
+    "cosigned",
+    "attested",
+    "performed",
+    "interpreted",
+    "read",
+]
+_STRONG_RE = cues.gate(_STRONG_RE, [":", "：", *_STRONG_VERBS, *_RELATION_WORDS], lead=cues.longest(_STRONG_RE))
