@@ -87,7 +87,8 @@ def test_without_reidentify_the_answer_keeps_its_surrogates_and_a_borrowed_conve
     grant(bob, surrogate_model, "reidentify")  # even holding reidentify, another token's mapping stays shut
     other = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(bob)}")
     answer = _streamed_text(_call(other, "case-2"))  # the same conversation id, another token
-    assert answer == surrogate_text
+    # the owner's surrogates are not bob's: the PHI model's answer screen (redact by default) replaces
+    # them like any identifier bob did not send; in no case do originals come back
     for value in ORIGINALS:
         assert value not in answer
     assert _user_text(fake_triton.requests[-1].body) != surrogate_text  # a mapping of its own
