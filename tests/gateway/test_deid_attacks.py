@@ -3,10 +3,17 @@ fails on the defect it names."""
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
+
+from apps.compliance.services import set_model_policy
 from apps.gateway.dataplane.openai import _surrogates
 from apps.gateway.deid import AnswerScreen, Reidentifier, SurrogateMap, deidentify, screen_text
+from tests.factories import token_for
+from tests.gateway.dataplane_client import DataPlaneClient as Client
+from tests.gateway.test_openai_adapter import chat_model  # noqa: F401 - fixture
 
 
 def _surrogate_of(mapping: SurrogateMap, kind: str) -> str:
@@ -74,3 +81,47 @@ def test_a_fresh_surrogate_never_equals_an_original_the_mapping_already_holds():
         mapping.surrogate("DATE", value)
     later = [mapping.surrogate("DATE", f"2024-{m:02d}-{d:02d}") for m in range(5, 13) for d in (27, 28)]
     assert not set(later) & set(originals)
+
+
+@pytest.fixture
+def surrogate_model(chat_model, plain_user):  # noqa: F811
+    set_model_policy(model_id=chat_model.pk, phi=True, deid_mode="surrogate", actor=None)
+    return chat_model
+
+
+# -- a conversation's mapping cannot grow without bound -----------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_conversation_mapping_is_capped_and_a_call_past_the_cap_is_refused_before_forwarding(
+    surrogate_model, plain_user, fake_triton, settings
+):
+    """Each call of a conversation added its identifiers to the mapping, with no limit and the TTL
+    renewed: one invoke holder could grow it to 100,000s of entries, and every later call of that
+    conversation decrypted and parsed it, built the re-identifier and screened each streamed delta
+    against all its surrogates ON THE EVENT LOOP (60,000 entries: ~0.5 s per load, ~6 ms per
+    delta) — every call on that worker stalled."""
+    settings.DEID_CONVERSATION_MAX_ENTRIES = 5
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(plain_user)}")
+
+    def call(mrns):
+        text = " ".join(f"MRN {m}," for m in mrns)
+        body = {"model": "chat", "messages": [{"role": "user", "content": text}]}
+        return client.post("/v1/chat/completions", data=json.dumps(body), HTTP_X_SOVEREIGN_CONVERSATION="big")
+
+    assert call([4839201, 4839202, 4839203]).status_code == 200
+    sent = len(fake_triton.requests)
+    response = call([4839204, 4839205, 4839206])  # 6 entries in the conversation: over the cap
+    assert response.status_code == 413, response.content
+    assert response.json()["error"]["code"] == "deid_conversation_full"
+    assert len(fake_triton.requests) == sent  # nothing forwarded
+    assert call([4839201]).status_code == 200  # the stored mapping was not grown by the refused call
+
+
+def test_the_documented_conversation_ttl_variable_is_read_from_the_environment():
+    """docs/deidentification.md documents SOVEREIGN_DEID_CONVERSATION_TTL; settings never read it
+    (surrogates.py fell back to 3600 whatever the operator set)."""
+    from django.conf import settings as django_settings
+
+    assert isinstance(django_settings.DEID_CONVERSATION_TTL, int)
+    assert isinstance(django_settings.DEID_CONVERSATION_MAX_ENTRIES, int)

@@ -42,7 +42,7 @@ from .. import deid
 from ..phi import refusal
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
-from .surrogates import CONVERSATION_HEADER, ConversationStore, conversation_id
+from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id
 from .types import Inbound
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ class OpenAIAdapter:
             cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, budget, mapping)
             call.deid = {"mode": route.deid_mode, "found": found}
             if mapping is not None:
+                check_size(mapping)  # bounded: refused before it is stored or anything is forwarded
                 await self.conversations.save(key, call.caller.token_id, call.conversation, mapping)
                 if await self.pipeline.policy.may_reidentify(call.caller, route.model_id):
                     reidentifier = deid.Reidentifier(mapping)
