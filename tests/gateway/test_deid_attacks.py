@@ -50,6 +50,18 @@ def test_an_allowed_surrogate_name_token_does_not_blank_part_of_a_longer_word():
     assert "@hospital.org" not in screen_text(text, "redact", allowed).text
 
 
+def test_a_surrogate_chinese_surname_alone_does_not_open_the_screen_for_every_name_with_it():
+    """The allowed set held each Han surname token alone ("王"): blanked wherever it stood, it took
+    the surname off every Chinese name in the answer, and the rest was not seen as a name."""
+    mapping = SurrogateMap()
+    deidentify("患者张伟，男，45岁。", "surrogate", mapping=mapping)
+    surname = mapping.tokens["zh:张"]
+    answer = f"另一位患者{surname}小明，男，50岁。"
+    result = screen_text(answer, "redact", _surrogates(mapping))
+    assert f"{surname}小明" not in result.text, result.text
+    assert result.found.get("NAME") == 1
+
+
 # -- a real identifier equal to an issued surrogate ---------------------------------------------
 
 

@@ -555,8 +555,10 @@ SURROGATE_MODES = ("surrogate", "surrogate_shift")
 
 
 def _surrogates(mapping) -> frozenset[str]:
-    """Every surrogate string of the mapping (whole values and the name tokens they are built of)."""
-    tokens = {t for t in mapping.tokens.values() if t}
+    """Every surrogate string of the mapping (whole values and the Latin name tokens they are built of:
+    "Jones" of "Paul Jones" when the model says "Mr. Jones"). Not a Han surname alone ("王"): blanked
+    wherever it stands, it would take the surname off every Chinese name in the answer."""
+    tokens = {t for key, t in mapping.tokens.items() if t and not key.startswith("zh:")}
     return frozenset(mapping.reverse) | frozenset(tokens) | frozenset(t.title() for t in tokens)
 
 
