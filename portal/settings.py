@@ -245,6 +245,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("SOVEREIGN_MAX_REQUEST_BODY_BYTES", defaul
 # 2 MB/s target, doubled, is 8 MB; a larger body could not be finished within the budget.
 DEID_CPU_BUDGET = env.float("SOVEREIGN_DEID_CPU_BUDGET", default=2.0)
 DEID_MAX_REQUEST_BYTES = env.int("SOVEREIGN_DEID_MAX_REQUEST_BYTES", default=8 * 1024 * 1024)
+# Surrogate mode's conversation mappings (docs/deidentification.md): how long one is kept after its
+# last call, and how many identifiers it may hold (past that the call is refused, 413
+# deid_conversation_full: every call of a conversation loads its whole mapping and screens its
+# answer against all its surrogates).
+DEID_CONVERSATION_TTL = env.int("SOVEREIGN_DEID_CONVERSATION_TTL", default=3600)
+DEID_CONVERSATION_MAX_ENTRIES = env.int("SOVEREIGN_DEID_CONVERSATION_MAX_ENTRIES", default=10_000)
 if not DEID_CPU_BUDGET > 0:
     raise ImproperlyConfigured("SOVEREIGN_DEID_CPU_BUDGET must be a positive number of CPU seconds")
 # The gateway's pseudonymisation key, stored wrapped by the KEK (apps/keys/pseudonym.py).

@@ -42,7 +42,7 @@ from .. import deid
 from ..phi import refusal
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
-from .surrogates import CONVERSATION_HEADER, ConversationStore, conversation_id
+from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id
 from .types import Inbound
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ class OpenAIAdapter:
             cleaned, found = await asyncio.to_thread(_deidentify, req.texts(), route.deid_mode, key, budget, mapping)
             call.deid = {"mode": route.deid_mode, "found": found}
             if mapping is not None:
+                check_size(mapping)  # bounded: refused before it is stored or anything is forwarded
                 await self.conversations.save(key, call.caller.token_id, call.conversation, mapping)
                 if await self.pipeline.policy.may_reidentify(call.caller, route.model_id):
                     reidentifier = deid.Reidentifier(mapping)
@@ -554,8 +555,10 @@ SURROGATE_MODES = ("surrogate", "surrogate_shift")
 
 
 def _surrogates(mapping) -> frozenset[str]:
-    """Every surrogate string of the mapping (whole values and the name tokens they are built of)."""
-    tokens = {t for t in mapping.tokens.values() if t}
+    """Every surrogate string of the mapping (whole values and the Latin name tokens they are built of:
+    "Jones" of "Paul Jones" when the model says "Mr. Jones"). Not a Han surname alone ("王"): blanked
+    wherever it stands, it would take the surname off every Chinese name in the answer."""
+    tokens = {t for key, t in mapping.tokens.items() if t and not key.startswith("zh:")}
     return frozenset(mapping.reverse) | frozenset(tokens) | frozenset(t.title() for t in tokens)
 
 

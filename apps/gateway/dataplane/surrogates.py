@@ -14,6 +14,7 @@ anything is forwarded. The plaintext mapping is never written anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -46,7 +47,21 @@ def conversation_id(value: str | None) -> str | None:
 
 
 def _ttl() -> int:
-    return int(getattr(settings, "DEID_CONVERSATION_TTL", 3600))
+    return int(settings.DEID_CONVERSATION_TTL)
+
+
+def check_size(mapping: SurrogateMap) -> None:
+    """413 `deid_conversation_full` past SOVEREIGN_DEID_CONVERSATION_MAX_ENTRIES identifiers: every
+    call loads the whole mapping and screens its answer against all its surrogates, so it is bounded
+    (checked before it is saved or anything is forwarded)."""
+    limit = int(settings.DEID_CONVERSATION_MAX_ENTRIES)
+    if len(mapping) > limit:
+        raise ServiceError(
+            "deid_conversation_full",
+            f"the conversation holds more than {limit} identifiers; start a new conversation (or a call without "
+            "X-Sovereign-Conversation)",
+            413,
+        )
 
 
 class ConversationStore:
@@ -76,9 +91,8 @@ class ConversationStore:
         blob = await self.redis.get(name) if self.redis is not None else self._local.get(name)
         if not blob:
             return fresh
-        try:
-            plain = AESGCM(k).decrypt(blob[:12], blob[12:], name.encode())
-            mapping = SurrogateMap.from_bytes(plain)
+        try:  # off the event loop: a mapping of thousands of entries takes milliseconds to open
+            mapping = await asyncio.to_thread(_open, k, name, blob)
         except (ValueError, DeidError, KeyError):
             return fresh  # tampered or from an older key: start again
         if date_shift and mapping.date_shift_days is None:
@@ -90,9 +104,17 @@ class ConversationStore:
             return
         k = self._key(pseudonym_key)
         name = self._name(k, token_id, conversation)
-        nonce = os.urandom(12)
-        blob = nonce + AESGCM(k).encrypt(nonce, mapping.to_bytes(), name.encode())
+        blob = await asyncio.to_thread(_seal, k, name, mapping)
         if self.redis is not None:
             await self.redis.set(name, blob, ex=_ttl())
         else:
             self._local[name] = blob
+
+
+def _open(k: bytes, name: str, blob: bytes) -> SurrogateMap:
+    return SurrogateMap.from_bytes(AESGCM(k).decrypt(blob[:12], blob[12:], name.encode()))
+
+
+def _seal(k: bytes, name: str, mapping: SurrogateMap) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(k).encrypt(nonce, mapping.to_bytes(), name.encode())

@@ -9,7 +9,8 @@ What is not an identifier of the answer:
   may repeat: "[NAME]", pseudonym tokens "[NAME-1a2b3c4d]", Safe Harbor's "90+" and "021**", masked
   runs of stars ("***-**-****"); a test screens the output of every mode over the dev corpus;
 - `allowed`: exact strings the gateway itself put in the prompt (the surrogates of the `surrogate`
-  mode, re-identified after this screen for the callers allowed to see the originals).
+  mode, re-identified after this screen for the callers allowed to see the originals), where they
+  stand as whole words: a surrogate age "96" inside "555-0196" is part of a phone number.
 Both are blanked (same length, spaces) in the text the detectors scan, so that neither they nor a
 cue before them ("MRN: [MRN-61f3c0cc]") makes a span.
 
@@ -160,9 +161,16 @@ class AnswerScreen:
         for value in self.allowed:
             start = text.find(value)
             while start != -1:
-                chars = chars or list(text)
-                chars[start : start + len(value)] = " " * len(value)
-                start = text.find(value, start + len(value))
+                end = start + len(value)
+                # only where it stands as a whole word: a short surrogate ("96", "Lee") inside a longer
+                # run of letters or digits is part of something else (a phone number, an SSN, a name)
+                glued = (start > 0 and _joined(value[0]) and _joined(text[start - 1])) or (
+                    end < len(text) and _joined(value[-1]) and _joined(text[end])
+                )
+                if not glued:
+                    chars = chars or list(text)
+                    chars[start:end] = " " * len(value)
+                start = text.find(value, start + 1 if glued else end)
         return text if chars is None else "".join(chars)
 
     def _cut(self, spans, base: int) -> int:

@@ -203,8 +203,10 @@ class SurrogateMap:
     # -- the replacement --
     def surrogate(self, kind: str, value: str) -> str:
         """The surrogate of `value` (an identifier of type `kind`), issued once and then reused."""
-        if value in self.reverse:  # already a surrogate (a caller who sends back what it was given)
-            return value
+        # A value equal to a surrogate already issued is NOT left as it is: the gateway cannot tell a
+        # caller echoing a surrogate from a real identifier that happens to equal one (a date of the
+        # same year, a common name), which would reach the model verbatim and come back as the other
+        # original. It gets a surrogate of its own, like any value (an echoed fake becomes another fake).
         key = _canon(kind, value)
         if key in self.forward:
             out = self.forward[key]
@@ -219,7 +221,11 @@ class SurrogateMap:
         for _ in range(_MAX_TRIES):
             out = make(self, value)
             skey = _canon(kind, out)
-            if out and skey != key and skey not in self.used and out not in self.reverse:
+            # never the original, another surrogate, or another original of this mapping (that real
+            # value would stand in the prompt for someone else)
+            # (a date shift is exempt: it keeps intervals, so a shifted date may be another's original)
+            other_original = skey in self.forward and not (kind == DATE and self.date_shift_days is not None)
+            if out and skey != key and skey not in self.used and out not in self.reverse and not other_original:
                 self.used.add(skey)
                 return out
         raise SurrogateExhausted(f"no fresh {kind} surrogate could be drawn; the conversation holds too many")
@@ -296,7 +302,7 @@ def _name(m: SurrogateMap, value: str) -> str:
             taken = set(m.tokens.values())
             for _ in range(_MAX_TRIES):
                 sub = _rng.choice(pool)
-                if sub.casefold() != tkey and sub not in taken:
+                if sub.casefold() != tkey and sub not in taken and sub.casefold() not in m.tokens:
                     break
             m.tokens[tkey] = sub
         out.append(_case_like(bare, sub) + t[len(bare) :])
@@ -462,7 +468,8 @@ def _date(m: SurrogateMap, value: str) -> str:
         else:
             for _ in range(_MAX_TRIES):
                 new = [y or 0, _rng.randint(1, 12) if mo else 0, _rng.randint(1, 28) if d else 0]
-                if tuple(new) not in taken and new[1:] != [mo or 0, d or 0]:
+                # not another surrogate, not the original, not another original date of the mapping
+                if tuple(new) not in taken and new[1:] != [mo or 0, d or 0] and "-".join(map(str, new)) not in m.dates:
                     break
         m.dates[ref] = new
     y2, m2, d2 = new
