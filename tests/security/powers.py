@@ -1191,7 +1191,7 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         for grantee in grantees:
             grant_model_access(model_id=version.model.pk, permission="invoke_model", user_id=grantee.pk, actor=None)
     for name, grantees in (("chat-mine", [u["alice"], svc["ci"]]), ("chat-theirs", [u["pat"]])):
-        models[name] = _chat_model(name, u["ops"]).pk
+        models[name] = make_chat_model(name, u["ops"]).pk
         for grantee in grantees:
             grant_model_access(model_id=models[name], permission="invoke_model", user_id=grantee.pk, actor=None)
         # the analysts themselves hold reidentify; the CI account only invokes
@@ -1230,7 +1230,7 @@ LLM_SIGNATURE = {
 }
 
 
-def _chat_model(name: str, actor) -> Model:
+def make_chat_model(name: str, actor) -> Model:
     """A chat model in surrogate mode (a PHI model), deployed on the echo upstream."""
     from apps.compliance.services import set_model_policy
     from apps.registry.models import ModelVersion

@@ -27,7 +27,7 @@ from tests.conftest import grant, make_user
 from tests.factories import token_for
 from tests.gateway.dataplane_client import DataPlaneClient
 from tests.security import echo_upstream
-from tests.security.powers import _chat_model
+from tests.security.powers import make_chat_model
 from tests.security.sessions import session_api
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +40,7 @@ GROUP_GRANTS = "/api/v1/accounts/group-grants/"
 
 @pytest.fixture
 def ward(staff_user):
-    return _chat_model("ward", staff_user)
+    return make_chat_model("ward", staff_user)
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ class TestConversations:
 
 class TestTokens:
     def test_a_read_token_or_one_restricted_to_other_models_reaches_nothing(self, alice, ward, staff_user):
-        other = _chat_model("clinic", staff_user)
+        other = make_chat_model("clinic", staff_user)
         grant(alice, other)
         assert ask(token_for(alice, scopes=["read"])) is None
         assert ask(token_for(alice, model_ids=[other.pk])) is None
