@@ -58,6 +58,12 @@ TARGET_KINDS = (
 )
 GROUP_KINDS = ("own_group", "other_group", "role_group")
 MODELS = ("mine", "theirs", "secret")  # granted to the analyst (and its CI account), to pat, to nobody
+# Chat models in surrogate mode behind a deterministic upstream that echoes its prompt
+# (tests/security/echo_upstream.py). chat-mine: the analyst invokes and holds `reidentify`, its CI
+# account only invokes; chat-theirs: pat invokes and holds `reidentify`.
+CHAT_MODELS = ("chat-mine", "chat-theirs")
+IDENTIFIER = "123-45-6789"  # an SSN the de-identifier replaces by a surrogate (area 9xx, never issued)
+CHAT_PROMPT = f"Patient SSN {IDENTIFIER}, please repeat it."
 PASSWORD = "correct-horse-battery-9"
 ALL_SCOPES = ["invoke", "read", "manage"]
 
@@ -203,10 +209,12 @@ def holdings(p: Principal) -> set[tuple]:
     return out
 
 
-def effective_powers(p: Principal, model_names=MODELS) -> dict[tuple[str, str], str]:
+def effective_powers(p: Principal, model_names=MODELS, memo: dict | None = None) -> dict[tuple[str, str], str]:
     """Measured, not asked: which models its tokens get through the gateway's grant check with
-    (the upstream Triton port is closed, so a permitted call answers 503 triton_unavailable), and
-    which roles the accounts it controls hold now."""
+    (the upstream Triton port is closed, so a permitted call answers 503 triton_unavailable), which
+    chat models answer them and which give them original identifiers back (`reidentify`), and which
+    roles the accounts it controls hold now. `memo` (the closure's) spares the chat calls of a token
+    whose facts have not changed since it was last measured."""
     found: dict[tuple[str, str], str] = {}
     for cred in p.creds:
         if cred.kind != "token" or not alive(cred):
@@ -216,6 +224,15 @@ def effective_powers(p: Principal, model_names=MODELS) -> dict[tuple[str, str], 
             response = DataPlaneClient(**cred.client.defaults).post(f"/v2/models/{name}/infer", data=INFER)
             if response.status_code == 503:
                 found.setdefault(("invoke", name), cred.origin)
+        facts = _chat_facts(cred) if memo is not None else None
+        if facts is not None and facts in memo:
+            pairs = memo[facts]
+        else:
+            pairs = [pair for name in CHAT_MODELS for pair in chat_powers(cred, name)]
+            if facts is not None:
+                memo[facts] = pairs
+        for pair in pairs:
+            found.setdefault(pair, cred.origin)
     for user in User.objects.filter(pk__in=p.accounts, is_active=True):
         for role in standing_roles(user) | emergency_roles(user):
             found.setdefault(("hold", role), f"account {user.username}")
@@ -225,6 +242,40 @@ def effective_powers(p: Principal, model_names=MODELS) -> dict[tuple[str, str], 
 
 
 INFER = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": [0.5] * 4}]}
+
+
+def _chat_facts(cred: Cred) -> tuple:
+    """Everything a chat call's answer depends on that a principal can change: the token (scopes,
+    its models), the account (roles, break-glass, kind) and the grants reaching it."""
+    user = cred.user
+    groups = list(user.groups.values_list("pk", flat=True))
+    grants = ModelUserGrant.objects.filter(user=user).values_list(
+        "content_object_id", "permission__codename", "expires_at"
+    )
+    via = ModelGroupGrant.objects.filter(group__in=groups).values_list(
+        "content_object_id", "permission__codename", "expires_at"
+    )
+    allowed = ApiToken.objects.get(pk=cred.token_id).allowed_models.values_list("pk", flat=True)
+    return (cred.token_id, signature(cred), frozenset(grants), frozenset(via), frozenset(allowed))
+
+
+def chat_powers(cred: Cred, name: str) -> list[tuple[str, str]]:
+    """("invoke", name) when the token's chat call is answered, and ("reidentify", name) when the
+    answer holds the original identifier: the upstream echoes the (de-identified) prompt it got, so
+    only the data plane's re-identification can put the original back."""
+    from tests.security import echo_upstream
+
+    CountingClient.sent += 1
+    body = {"model": name, "messages": [{"role": "user", "content": CHAT_PROMPT}], "max_tokens": 64}
+    seen = len(echo_upstream.received)
+    response = DataPlaneClient(**cred.client.defaults).post("/v1/chat/completions", data=body)
+    leaked = [p for p in echo_upstream.received[seen:] if IDENTIFIER in p]
+    assert not leaked, f"the model {name} received the original identifier (caller {cred.origin})"
+    if response.status_code != 200:
+        return []
+    answer = response.json()["choices"][0]["message"]["content"]
+    assert answer, f"{name} answered nothing to {cred.origin}: the measurement would be blind"
+    return [("invoke", name)] + ([("reidentify", name)] if IDENTIFIER in answer else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,6 +553,31 @@ def _grant_user(c: Ctx, kind: str) -> Result:
         if _ok(r) and ModelUserGrant.objects.filter(user=target, content_object_id=model).exists():
             return Result(True, target.pk)
     return Result(False, target.pk)
+
+
+def _grant_reidentify(c: Ctx, kind: str) -> Result:
+    """`reidentify` on a chat model (the target's answers would carry originals once it also invokes)."""
+    target = c.target(kind)
+    model = c.world["models"]["chat-theirs"]
+    r = _api(c, "post", reverse("grant-list"), {"model": model, "permission": "reidentify", "user": target.pk})
+    held = ModelUserGrant.objects.filter(user=target, content_object_id=model, permission__codename="reidentify")
+    return Result(_ok(r) and held.exists(), target.pk)
+
+
+def _grant_group_reidentify(c: Ctx, kind: str) -> Result:
+    group = c.group(kind)
+    model = c.world["models"]["chat-theirs"]
+    r = _api(c, "post", reverse("group-grant-list"), {"model": model, "permission": "reidentify", "group": group.pk})
+    held = ModelGroupGrant.objects.filter(group=group, content_object_id=model, permission__codename="reidentify")
+    return Result(_ok(r) and held.exists())
+
+
+def both(*builders: Callable[[Ctx], Iterator[Attempt]]) -> Callable[[Ctx], Iterator[Attempt]]:
+    def attempts(ctx: Ctx) -> Iterator[Attempt]:
+        for build in builders:
+            yield from build(ctx)
+
+    return attempts
 
 
 def _revoke_user_grant(c: Ctx, kind: str) -> Result:
@@ -825,9 +901,12 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("user-password", "post"): kinds("password.reset", _api_password),
         ("break-glass-list", "post"): api_break_glass,
         ("break-glass-revoke", "post"): kinds("breakglass.revoke", _break_glass_revoke),
-        ("grant-list", "post"): kinds("grant.create", _grant_user),
+        ("grant-list", "post"): both(kinds("grant.create", _grant_user), kinds("grant.reidentify", _grant_reidentify)),
         ("grant-detail", "delete"): kinds("grant.revoke", _revoke_user_grant),
-        ("group-grant-list", "post"): kinds("grant.create", _grant_group, GROUP_KINDS),
+        ("group-grant-list", "post"): both(
+            kinds("grant.create", _grant_group, GROUP_KINDS),
+            kinds("grant.reidentify", _grant_group_reidentify, GROUP_KINDS),
+        ),
         ("group-grant-detail", "delete"): kinds("grant.revoke", _revoke_group_grant, GROUP_KINDS),
         ("token-list", "post"): kinds("token.issue", _issue_token),
         ("token-revoke", "post"): kinds("token.revoke", _revoke_token),
@@ -1111,6 +1190,13 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         models[name] = version.model.pk
         for grantee in grantees:
             grant_model_access(model_id=version.model.pk, permission="invoke_model", user_id=grantee.pk, actor=None)
+    for name, grantees in (("chat-mine", [u["alice"], svc["ci"]]), ("chat-theirs", [u["pat"]])):
+        models[name] = make_chat_model(name, u["ops"]).pk
+        for grantee in grantees:
+            grant_model_access(model_id=models[name], permission="invoke_model", user_id=grantee.pk, actor=None)
+        # the analysts themselves hold reidentify; the CI account only invokes
+        for grantee in (u["alice"] if name == "chat-mine" else u["pat"],):
+            grant_model_access(model_id=models[name], permission="reidentify", user_id=grantee.pk, actor=None)
     world = {
         "users": {k: v.pk for k, v in u.items()},
         "models": models,
@@ -1129,6 +1215,34 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
     for name, user in (("admin_token", u["ops2"]), ("officer_token", u["sofia2"]), ("svc_token", svc["ci"])):
         principals[name] = Principal(name, creds=[token_client(user.pk, new_token(user), f"{name}")])
     return world, principals
+
+
+LLM_SIGNATURE = {
+    "kind": "llm",
+    "architecture": "llama",
+    "context_length": 512,
+    "quantization": "int4",
+    "chat_template": None,  # ChatML
+    "bos_token": "",
+    "eos_token": "<|im_end|>",
+    "generation_defaults": {"max_new_tokens": 64},
+    "files": [],
+}
+
+
+def make_chat_model(name: str, actor) -> Model:
+    """A chat model in surrogate mode (a PHI model), deployed on the echo upstream."""
+    from apps.compliance.services import set_model_policy
+    from apps.registry.models import ModelVersion
+    from tests.factories import ModelVersionFactory
+    from tests.gateway.helpers import deploy
+    from tests.security import echo_upstream
+
+    version = ModelVersionFactory(model_name=name, actor=actor)
+    ModelVersion.objects.filter(pk=version.pk).update(signature=LLM_SIGNATURE)
+    deploy(ModelVersion.objects.get(pk=version.pk), url=echo_upstream.url(), max_batch_size=8)
+    set_model_policy(model_id=version.model_id, phi=True, deid_mode="surrogate", actor=None)
+    return version.model
 
 
 def _objects() -> dict:
@@ -1223,7 +1337,7 @@ def closure(world: dict, principals: dict[str, Principal], max_rounds: int = 8) 
     try:
         for p in principals.values():
             sid = transaction.savepoint()
-            rounds = _fixpoint(p, world, table, stats, memo, max_rounds)
+            rounds = _fixpoint(p, world, table, stats, memo, max_rounds, {})
             transaction.savepoint_rollback(sid)
             stats.rounds.append((p.name, rounds, CountingClient.sent, stats.probes))
     finally:
@@ -1232,7 +1346,7 @@ def closure(world: dict, principals: dict[str, Principal], max_rounds: int = 8) 
     return max(r for _n, r, _q, _p in stats.rounds), stats
 
 
-def _fixpoint(p: Principal, world: dict, table: dict, stats: Stats, memo: dict, max_rounds: int) -> int:
+def _fixpoint(p: Principal, world: dict, table: dict, stats: Stats, memo: dict, max_rounds: int, measured: dict) -> int:
     for round_no in range(1, max_rounds + 1):
         size = (len(p.powers), len(p.creds))
         for cred in list(p.creds):
@@ -1240,7 +1354,7 @@ def _fixpoint(p: Principal, world: dict, table: dict, stats: Stats, memo: dict, 
             if sig and sig not in p.probed:
                 p.probed.add(sig)
                 probe(p, cred, world, table, stats, memo)
-        for pair, witness in effective_powers(p).items():
+        for pair, witness in effective_powers(p, memo=measured).items():
             p.add(pair, witness)
         if round_no >= 2 and (len(p.powers), len(p.creds)) == size:
             return round_no

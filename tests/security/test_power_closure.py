@@ -101,8 +101,11 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         | pairs("user.edit", SELF, PERSON, OWN_SA, OTHER_SA)
         | pairs("password.reset", PERSON)
         | OWN_TOKENS
-        # a reset password is known to the admin: it becomes that analyst (alerted, audited)
+        # a reset password is known to the admin: it becomes that analyst (alerted, audited), and
+        # holds what pat holds — original identifiers back from chat-theirs included (pat's own
+        # reidentify grant; docs/access-control.md, "The policy of powers")
         | {("invoke", "theirs"), ("hold", "admin"), ("hold", "analyst")}
+        | {("invoke", "chat-theirs"), ("reidentify", "chat-theirs")}
         | ADMIN_OBJECTS
         | ADMIN_SITE_ADMIN
     ),
@@ -115,6 +118,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         | pairs("breakglass.revoke", *TARGET_KINDS)
         | pairs("grant.create", PERSON, PRIVILEGED, OTHER_SA, SUPERUSER, "other_group", "role_group")
         | pairs("grant.revoke", PERSON, PRIVILEGED, OTHER_SA, SUPERUSER, "other_group", "role_group")
+        # reidentify as a model grant: to others only, never to itself, its service accounts or groups
+        | pairs("grant.reidentify", PERSON, PRIVILEGED, OTHER_SA, SUPERUSER, "other_group", "role_group")
         | pairs("account.active", *OTHERS)
         | OWN_TOKENS
         | pairs("token.revoke", *TARGET_KINDS)
@@ -128,12 +133,15 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         | {("hold", "auditor"), ("hold", "analyst")}
         | objects("compliance.report", "admin.add:compliance.compliancereport")
     ),
-    "analyst": OWN_TOKENS | {("invoke", "mine"), ("hold", "analyst")},
+    # alice holds reidentify on chat-mine (granted by an officer); nobody reaches it on a model
+    # they were not granted it on, and her CI account, which only invokes, never gets originals
+    "analyst": OWN_TOKENS
+    | {("invoke", "mine"), ("hold", "analyst"), ("invoke", "chat-mine"), ("reidentify", "chat-mine")},
     "guest": OWN_TOKENS | {("hold", "guest")},
     # A token reaches no accounts write; it keeps `manage` for the role's other writes.
     "admin_token": ADMIN_OBJECTS | {("hold", "admin")},
     "officer_token": OFFICER_OBJECTS | {("hold", "security_officer")},
-    "svc_token": {("invoke", "mine"), ("hold", "analyst")},
+    "svc_token": {("invoke", "mine"), ("hold", "analyst"), ("invoke", "chat-mine")},
 }
 
 

@@ -70,6 +70,7 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
     elif not grant and permission == "invoke_model":
         perms = ["invoke_model", "reidentify"]  # re-identification is of answers one may ask for
     with transaction.atomic():
+        removed = _drop_stale_reidentify(table, key, grantee, model) if grant and permission != "reidentify" else []
         rows = Permission.objects.filter(content_type__app_label="registry", codename__in=perms)
         for perm in rows:
             if grant:
@@ -90,9 +91,21 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
                 "grantee": f"{key}:{grantee}",
                 "permissions": perms,
                 "expires_at": expires_at.isoformat() if expires_at else None,
+                **({"removed": removed} if removed else {}),
             },
         )
     return model
+
+
+def _drop_stale_reidentify(table, key, grantee, model) -> list[str]:
+    """Granting view or invoke again after the grantee's view or invoke EXPIRED (before the sweep
+    removed it): the `reidentify` that expiry voided goes, as the sweep would have taken it."""
+    mine = table.objects.filter(**{key: grantee}, content_object=model, permission__content_type__app_label="registry")
+    if not mine.filter(
+        permission__codename__in=("view_model", "invoke_model"), expires_at__lte=timezone.now()
+    ).exists():
+        return []
+    return ["reidentify"] if mine.filter(permission__codename="reidentify").delete()[0] else []
 
 
 def _registry_model():
@@ -146,7 +159,11 @@ def _check_may_invoke(grantee, is_user: bool) -> None:
 def purge_expired_grants(now=None) -> int:
     """Delete grants past their expiry. The selectors already ignore them; deleting them keeps
     django-guardian's own checks (user.has_perm(perm, model)), which know nothing of expiry,
-    consistent, and tidies the grant lists. Each removal is audited."""
+    consistent, and tidies the grant lists. Each removal is audited.
+
+    An expired `view_model` or `invoke_model` takes the grantee's `reidentify` on that model with
+    it, as revoking them does: otherwise a later invoke grant, given for another purpose, would
+    silently bring back a re-identification nobody granted anew."""
     now = now or timezone.now()
     removed = 0
     for table, key in ((ModelUserGrant, "user"), (ModelGroupGrant, "group")):
@@ -154,13 +171,23 @@ def purge_expired_grants(now=None) -> int:
             with transaction.atomic():
                 if not table.objects.filter(pk=grant.pk).delete()[0]:
                     continue  # removed meanwhile
+                perms = [grant.permission.codename]
+                if grant.permission.codename in ("view_model", "invoke_model"):
+                    dependent = table.objects.filter(
+                        **{key: getattr(grant, key)},
+                        content_object_id=grant.content_object_id,
+                        permission__content_type=grant.permission.content_type,
+                        permission__codename="reidentify",
+                    )
+                    if dependent.delete()[0]:
+                        perms.append("reidentify")
                 record_event(
                     "access.grant.expire",
                     actor=None,
                     target=grant.content_object,
                     details={
                         "grantee": f"{key}:{getattr(grant, key)}",
-                        "permissions": [grant.permission.codename],
+                        "permissions": perms,
                         "expires_at": grant.expires_at.isoformat(),
                     },
                 )
