@@ -294,7 +294,9 @@ def test_surrogate_mode_triton_gets_no_identifier_and_only_a_reidentify_holder_g
     the same tokens); the same conversation (same surrogates) is asked with and without `reidentify`."""
     from apps.accounts.services.grants import grant_model_access, revoke_model_access
 
-    set_model_policy(model_id=chat.model.pk, phi=True, deid_mode="surrogate", actor=None)
+    # answer screen off: its 64-character hold-back would deliver this short echo in one delta, and this
+    # test is about the re-identifier's streaming (screen + re-identifier together: test_surrogate_gateway.py)
+    set_model_policy(model_id=chat.model.pk, phi=True, deid_mode="surrogate", answer_screen="off", actor=None)
     grant_model_access(model_id=chat.model.pk, permission="reidentify", user_id=chat.user.pk, actor=None)
     chat.plane.sync_policy()
     note = "The patient's phone number is 617-555-0143."
