@@ -255,7 +255,8 @@ class Pipeline:
                 deidentify_request, body, header, header_length, mode, key, budget, mapping
             )
             call.deid = {"mode": mode, "found": found}
-        call.answer = await self._answer_plan(call, route, mapping)
+        if route.answer_screen != "off" or mapping is not None:  # else the fast path: nothing awaited
+            call.answer = await self._answer_plan(call, route, mapping)
         return body, None if header_length is None else int(header_length)
 
     async def _answer_plan(self, call: Call, route, mapping: SurrogateMap | None) -> Answer | None:
@@ -374,7 +375,7 @@ class Pipeline:
                 route=call.route,
                 error_code=error.code if error else "",
                 deid=call.deid,  # the mode and counts per identifier type, never values
-                extra=self._extra(call),
+                extra=None if inbound.protocol == "http" and call.answer_deid is None else self._extra(call),
             )
         except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
             logger.exception("gateway call to %s could not be audited", inbound.model)
