@@ -374,3 +374,19 @@ def test_surrogate_without_screen_and_without_reidentify_is_the_fast_path(notes,
     grant(plain_user, notes, "reidentify")  # now there is something to do
     (answer,), _ = _decoded(_infer(plain_user))
     assert answer == NOTE and len(calls) == 1
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_a_rebuilt_answer_translates_to_grpc(binary):
+    """gRPC callers share the pipeline: the rebuilt HTTP answer becomes their ModelInferResponse."""
+    from apps.gateway.dataplane.grpc_codec import infer_response
+    from apps.gateway.dataplane.types import Outbound
+
+    body, headers = _response([LEAK, "fine"], binary)
+    outcome = phi.answer_outputs(body, headers.get(HEADER), "redact")
+    assert outcome.body != body and outcome.found == {"SSN": 1, "PHONE": 1}
+    out_headers = [(HEADER, outcome.header_length)] if outcome.header_length is not None else []
+    response = infer_response(Outbound(200, outcome.body, out_headers))
+    texts = [t.decode() for t in deserialize_bytes_tensor(response.raw_output_contents[0])]
+    assert texts == [screen_text(LEAK, "redact").text, "fine"]
+    assert np.frombuffer(response.raw_output_contents[1], np.float32).tolist() == pytest.approx(NUMBERS, rel=1e-7)
