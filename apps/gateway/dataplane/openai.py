@@ -42,7 +42,7 @@ from .. import deid
 from ..phi import refusal
 from . import openai_wire as wire
 from .pipeline import Call, new_request_id
-from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id
+from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id, surrogate_strings
 from .types import Inbound
 
 logger = logging.getLogger(__name__)
@@ -555,11 +555,7 @@ SURROGATE_MODES = ("surrogate", "surrogate_shift")
 
 
 def _surrogates(mapping) -> frozenset[str]:
-    """Every surrogate string of the mapping (whole values and the Latin name tokens they are built of:
-    "Jones" of "Paul Jones" when the model says "Mr. Jones"). Not a Han surname alone ("王"): blanked
-    wherever it stands, it would take the surname off every Chinese name in the answer."""
-    tokens = {t for key, t in mapping.tokens.items() if t and not key.startswith("zh:")}
-    return frozenset(mapping.reverse) | frozenset(tokens) | frozenset(t.title() for t in tokens)
+    return surrogate_strings(mapping)  # shared with the /v2 answers (pipeline.py)
 
 
 def _deidentify(texts: list[str], mode: str, key, budget=None, mapping=None) -> tuple[list[str], dict]:

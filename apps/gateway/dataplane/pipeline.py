@@ -33,10 +33,11 @@ from apps.keys.services import pseudonym_key
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
 
-from ..deid import Budget
-from ..phi import deidentify_request
+from ..deid import Budget, Reidentifier, SurrogateMap
+from ..phi import answer_outputs, deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
 from .snapshot import TokenMiss
+from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,19 @@ class Call:
     route: object | None = None  # the snapshot's Route
     deid: dict | None = None
     conversation: str | None = None  # X-Sovereign-Conversation (surrogate mode)
+    answer: Answer | None = None  # what the answer goes through (None: relayed as it comes)
+    answer_deid: dict | None = None  # the answer screen's mode and counts, for the audit event
+
+
+@dataclass
+class Answer:
+    """A /v2 answer's treatment: the model's answer screen, the strings the gateway itself put in the
+    request (surrogates, which pass the screen), and the re-identifier of a caller holding
+    `reidentify` on a surrogate model. Screen first, then re-identify."""
+
+    screen: str  # off | redact | alert
+    allowed: frozenset = frozenset()
+    reidentifier: Reidentifier | None = None
 
 
 class Pipeline:
@@ -199,7 +213,10 @@ class Pipeline:
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
             upstream = await self.pool.request("POST", f"{url}/infer", headers, body, timeout=timeout)
-            return self._relay_version(upstream, call, route)
+            out = self._relay_version(upstream, call, route)
+            if call.answer is None:  # no screen, nothing to re-identify: the upstream's bytes as they are
+                return out
+            return await self._answer(call, out)
         if inbound.kind == READY:
             upstream = await self.pool.request("GET", f"{url}/ready", timeout=timeout)
             return self._relay(upstream)
@@ -227,15 +244,56 @@ class Pipeline:
         body = inbound.body
         header = parse_infer_header(body, header_length)
         check_against_signature(header, route.signature, route.max_batch_size)
+        mapping = None
         if mode != "off":  # the model's policy: identifiers never reach Triton
             key = await self.deid_key(mode, inbound.model)
             budget = Budget(settings.DEID_CPU_BUDGET)
+            if mode in ("surrogate", "surrogate_shift"):  # one mapping for this call (no conversations on /v2)
+                mapping = SurrogateMap.with_date_shift() if mode == "surrogate_shift" else SurrogateMap()
             # off the event loop: up to the budget of CPU, during which other calls go on
             body, header_length, found = await asyncio.to_thread(
-                deidentify_request, body, header, header_length, mode, key, budget
+                deidentify_request, body, header, header_length, mode, key, budget, mapping
             )
             call.deid = {"mode": mode, "found": found}
+        if route.answer_screen != "off" or mapping is not None:  # else the fast path: nothing awaited
+            call.answer = await self._answer_plan(call, route, mapping)
         return body, None if header_length is None else int(header_length)
+
+    async def _answer_plan(self, call: Call, route, mapping: SurrogateMap | None) -> Answer | None:
+        """None (the fast path: the answer is relayed untouched, never parsed) unless the model screens
+        its answers, or the request got surrogates and the caller may see the originals."""
+        reidentifier = None
+        if mapping is not None and len(mapping) and await self.policy.may_reidentify(call.caller, route.model_id):
+            reidentifier = Reidentifier(mapping)
+        if route.answer_screen == "off" and reidentifier is None:
+            return None
+        allowed = surrogate_strings(mapping) if mapping is not None and len(mapping) else frozenset()
+        return Answer(route.answer_screen, allowed, reidentifier)
+
+    async def _answer(self, call: Call, out: Outbound) -> Outbound:
+        """The BYTES outputs of a /v2 answer screened, then re-identified (phi.answer_outputs), with the
+        body and its Inference-Header-Content-Length rebuilt when a text changed. Counts for the audit
+        event, never values. An answer that is not KServe v2 JSON passes as it came (audited as such)."""
+        plan = call.answer
+        length = next((v for n, v in out.headers if n == HEADER_LENGTH), None)
+        outcome = await asyncio.to_thread(
+            answer_outputs, out.body, length, plan.screen, plan.allowed, plan.reidentifier
+        )
+        if plan.screen != "off":
+            screened = {"mode": plan.screen, "found": outcome.found}
+            if outcome.unscreened:
+                screened["unscreened"] = outcome.unscreened  # non-UTF-8 BYTES elements (alert mode)
+            if not outcome.parsed:
+                screened["unparsed"] = True  # not a KServe v2 answer: nothing screened
+            call.answer_deid = screened
+        if plan.reidentifier is not None:
+            call.deid = {**(call.deid or {}), "reidentified": outcome.reidentified}
+        if outcome.body is out.body:
+            return out
+        headers = [(n, v) for n, v in out.headers if n != HEADER_LENGTH]
+        if outcome.header_length is not None:
+            headers.append((HEADER_LENGTH, outcome.header_length))
+        return Outbound(out.status, outcome.body, headers)
 
     async def deid_key(self, mode: str, model: str) -> bytes | None:
         """The pseudonymisation key for `mode` (None for redact and mask; surrogate modes encrypt their
@@ -287,6 +345,20 @@ class Pipeline:
         return self._relay(upstream)
 
     # -- audit -------------------------------------------------------------------------------
+    @staticmethod
+    def _extra(call: Call) -> dict | None:
+        extra = None if call.inbound.protocol == "http" else {"protocol": call.inbound.protocol}
+        screened = call.answer_deid
+        if screened is not None:
+            extra = {**(extra or {}), "answer_deid": screened}  # the screen's mode and counts, never values
+            if screened["mode"] != "off" and (
+                (screened["mode"] == "alert" and screened["found"])
+                or screened.get("unscreened")
+                or screened.get("unparsed")
+            ):
+                extra["alert"] = True  # identifiers left in an answer, or an answer the screen could not read
+        return extra
+
     async def _audited(self, call: Call, out: Outbound, error: ServiceError | None) -> Outbound:
         inbound, caller = call.inbound, call.caller
         source = Source(ip=call.ip, user_agent=inbound.user_agent[:300])
@@ -303,7 +375,7 @@ class Pipeline:
                 route=call.route,
                 error_code=error.code if error else "",
                 deid=call.deid,  # the mode and counts per identifier type, never values
-                extra=None if inbound.protocol == "http" else {"protocol": inbound.protocol},
+                extra=None if inbound.protocol == "http" and call.answer_deid is None else self._extra(call),
             )
         except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
             logger.exception("gateway call to %s could not be audited", inbound.model)

@@ -118,3 +118,12 @@ def _open(k: bytes, name: str, blob: bytes) -> SurrogateMap:
 def _seal(k: bytes, name: str, mapping: SurrogateMap) -> bytes:
     nonce = os.urandom(12)
     return nonce + AESGCM(k).encrypt(nonce, mapping.to_bytes(), name.encode())
+
+
+def surrogate_strings(mapping: SurrogateMap) -> frozenset[str]:
+    """Every surrogate string of the mapping (whole values and the Latin name tokens they are built of:
+    "Jones" of "Paul Jones" when the model says "Mr. Jones"): what the gateway itself put in the
+    request, which the answer screen lets through. Not a Han surname alone ("王"): blanked wherever it
+    stands, it would take the surname off every Chinese name in the answer."""
+    tokens = {t for key, t in mapping.tokens.items() if t and not key.startswith("zh:")}
+    return frozenset(mapping.reverse) | frozenset(tokens) | frozenset(t.title() for t in tokens)
