@@ -5,6 +5,7 @@ Markup: records separated by a line that is exactly '===';
 lines starting with '##' are comments; identifiers are '[[TYPE|text]]'.
 Validates every span and writes validation.jsonl next to this file.
 """
+
 import json
 import re
 import sys
@@ -13,9 +14,27 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TYPES = {
-    "NAME", "ADDRESS", "GEO", "ZIP", "DATE", "AGE", "PHONE", "FAX", "CN_MOBILE",
-    "EMAIL", "URL", "IP", "SSN", "CN_ID", "BANK_CARD", "MRN", "HEALTH_PLAN",
-    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE",
+    "NAME",
+    "ADDRESS",
+    "GEO",
+    "ZIP",
+    "DATE",
+    "AGE",
+    "PHONE",
+    "FAX",
+    "CN_MOBILE",
+    "EMAIL",
+    "URL",
+    "IP",
+    "SSN",
+    "CN_ID",
+    "BANK_CARD",
+    "MRN",
+    "HEALTH_PLAN",
+    "ACCOUNT",
+    "LICENSE",
+    "VEHICLE",
+    "DEVICE",
 }
 SPAN_RE = re.compile(r"\[\[([A-Z_]+)\|([^\[\]|]*)\]\]")
 CNID_W = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
@@ -72,8 +91,8 @@ def convert(rid, raw):
     text, spans, pos = [], [], 0
     n = 0
     for m in SPAN_RE.finditer(raw):
-        text.append(raw[pos:m.start()])
-        n += len(raw[pos:m.start()])
+        text.append(raw[pos : m.start()])
+        n += len(raw[pos : m.start()])
         typ, val = m.group(1), m.group(2)
         if typ not in TYPES:
             err(rid, f"unknown type {typ!r}")
