@@ -33,8 +33,8 @@ def _load(filename: str) -> list[str]:
 def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
     """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN)."""
     return (
-        frozenset(_load("given_names_en.txt")),
-        frozenset(_load("family_names_en.txt")),
+        frozenset(_load("given_names_en.txt") + _load("given_names_census.txt")),
+        frozenset(_load("family_names_en.txt") + _load("family_names_census.txt")),
         frozenset(_load("surnames_zh.txt")),
         frozenset("".join(_load("given_chars_zh.txt"))),
         frozenset(_load("not_names_en.txt")),
@@ -43,7 +43,7 @@ def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], froz
 
 # ---- English ---------------------------------------------------------------------------------
 
-_TOKEN = r"[A-Z][A-Za-z'’]{1,30}(?:-[A-Z][A-Za-z'’]{1,30})?"
+_TOKEN = r"[A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]{1,30}(?:-[A-ZÀ-ÖØ-Þa-z][A-Za-zÀ-ÖØ-öø-ÿ'’]{1,30})?"
 _CRED = r"MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|MBBS|DDS|PharmD|LCSW|CNM|APRN|FNP|MSW|LPN|CNA|DNP|MPH|DCF|CRNA|RPh"
 # A run of capitalised words; a credential after a comma ends the run ("Lena Marsh, NP").
 _RUN_RE = re.compile(
@@ -93,8 +93,8 @@ _RELATION_WORDS = frozenset(
         "colleague",
         "coworker",
     ]
-)
-_RELATIONS = "|".join(sorted(_RELATION_WORDS, key=len, reverse=True))
+) | frozenset(w.lower() for w in _load("roles_en.txt"))
+_RELATIONS = "|".join(re.escape(w).replace(r"\ ", r"\s") for w in sorted(_RELATION_WORDS, key=len, reverse=True))
 _TITLE_RE = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
@@ -152,7 +152,9 @@ _AFTER_RE = re.compile(
     r"|D\.O\.B|born\b|MRN|male\b|female\b|man\b|woman\b"
     # a relation after the name: "Ada Brill (pt's granddaughter)", "Ada Brill, her niece,"
     rf"|(?:(?:the[ \t])?(?:pt|patient)['’]s|her|his|their)[ \t]+(?:{_RELATIONS})\b)"
-    r"|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o))"
+    r"|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o)"
+    # a header "Parker, Jordan — 29 — F", an age in apposition "Ada Brill, 96, lives ..."
+    r"|[ \t]*[—–][ \t]*\d{1,3}\b|[ \t]+-[ \t]+\d{1,3}\b|,[ \t]?\d{1,3}[ \t]?[,;)])"
 )
 # A nickname in quotes inside a name ('Eleanor "Ellie" Vance') or introduced by a phrase
 # ('goes by "Chuck"', "known as 'Bud'").
@@ -161,7 +163,7 @@ _NICK_INSIDE_RE = re.compile(
 )
 _NICK_AFTER_RE = re.compile(
     r"\b(?i:goes[ \t]by|go(?:es)?[ \t]by[ \t]the[ \t]name|prefers[ \t]to[ \t]be[ \t]called|known[ \t]as|a\.?k\.?a\.?"
-    r"|nicknamed)[ \t]+[\"“‘']([A-Z][a-z]{1,20})[\"”’']"
+    r"|nicknamed)[ \t]+[\"“‘']([A-Z][a-z]{1,20})[.,!]?[\"”’']"
 )
 # Particles inside a family or given name: "Maria del Carmen", "Ana de la Cruz", "Pieter van der Berg".
 _PARTICLE_RE = re.compile(
@@ -182,6 +184,52 @@ _ALLCAPS_RE = re.compile(
 )
 _INITIALS_RE = re.compile(
     rf"(?=[A-Z]\.)(?<![A-Za-z.])(?:[A-Z]\.[ \t]?){{1,2}}{_TOKEN}(?![A-Za-z])|(?<![A-Za-z.])(?:[A-Z]\.){{2,3}}"
+)
+# Lower-case initials of a transcriptionist or scribe: "Transcribed by mlt", "dictated by: jkw".
+_LOWER_INITIALS_RE = re.compile(
+    r"(?<![A-Za-z])(?:[Tt]ranscribed|[Dd]ictated|[Tt]yped|[Ee]ntered|[Ss]cribed|[Ss]igned|[Kk]eyed)[ \t]by:?[ \t]{1,2}"
+    r"([a-z]{2,4})(?![A-Za-z])"
+)
+_NOT_INITIALS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "pt",
+        "me",
+        "us",
+        "him",
+        "her",
+        "them",
+        "my",
+        "our",
+        "his",
+        "dr",
+        "phone",
+        "fax",
+        "on",
+        "at",
+        "and",
+        "per",
+        "rn",
+        "md",
+        "np",
+        "pa",
+        "pt's",
+        "self",
+        "nurse",
+        "mom",
+        "dad",
+        "son",
+        "wife",
+        "hand",
+        "mail",
+        "text",
+        "voice",
+        "both",
+        "all",
+        "staff",
+    ]
 )
 _MONTH_DAY_RE = re.compile(r"[ \t]+\d")
 _MONTHS = frozenset(
@@ -248,6 +296,7 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
             eponym = strength < 3 and _EPONYM_AFTER_RE.match(text, toks[i][1]) is not None
             if nxt is not None and _EPONYM_AFTER_RE.match(text, toks[i + 1][1]) is not None:
                 nxt = None  # "Positive Murphy's sign": the next word is an eponym, not a surname
+                eponym = eponym or (strength < 2 and tok in given)  # "Lou Gehrig disease"
             # A given name that is also a word (Will, Grace, Hope, April) is a name after a label or
             # a relation ("husband Will"), or before a family name ("Hope Delgado"); not a month
             # followed by a number ("daughter May 3").
@@ -258,12 +307,13 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 and (
                     strength >= 2
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
-                    # "April Greenberg (pt's niece)": a relation, age or credential after the run
-                    or (credentials and nxt is not None and not _is_word(nxt, not_names))
+                    # "April Greenberg (pt's niece)", "Hunter is a 17 yo": a relation, age or
+                    # credential after the run
+                    or (credentials and (nxt is None or not _is_word(nxt, not_names)))
                 )
             )
             starts = not eponym and (
-                (strength == 3 and (tok in family or tok in given))
+                strength == 3  # after a title ("Dr. Addison"): any capitalised word
                 or given_word
                 or not word
                 and (
@@ -302,6 +352,9 @@ def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int
             yield m.start(), m.end()
     for m in _NICK_AFTER_RE.finditer(text) if quoted else ():
         if m.group(1) in given or not _is_word(m.group(1), not_names):  # not 'prefers "Ensure"'
+            yield m.start(1), m.end(1)
+    for m in _LOWER_INITIALS_RE.finditer(text):
+        if m.group(1) not in _NOT_INITIALS:
             yield m.start(1), m.end(1)
     for m in _ALLCAPS_RE.finditer(text):
         last, first = m.group(1).title(), m.group(2).title()
@@ -670,4 +723,9 @@ _STRONG_VERBS = [
     "interpreted",
     "read",
 ]
-_STRONG_RE = cues.gate(_STRONG_RE, [":", "：", *_STRONG_VERBS, *_RELATION_WORDS], lead=cues.longest(_STRONG_RE))
+# A multi-word role ("case manager") is anchored on its first word, which its match always holds.
+_STRONG_RE = cues.gate(
+    _STRONG_RE,
+    [":", "：", *_STRONG_VERBS, *sorted({w.split(" ")[0] for w in _RELATION_WORDS})],
+    lead=cues.longest(_STRONG_RE),
+)
