@@ -388,6 +388,8 @@ _ZH_ROLES = (
     "|家属|联系人|紧急联系人|签名|医师签名|记录人|记录者|陪同|陪护|监护人|报告人|审核人|会诊医师|主刀医生|麻醉医师|药师"
     "|患者家属|被保险人|投保人|持卡人|户主|代理人|开户人|户名|账户名|收款人|委托人|受托人|授权人|领取人|代签人|签字人"
     "|参加人员|工作人员|护工|保姆|社工|主诉人|知情人|检查者|操作者|送检医生|申请医生|记录医师|体检人|受检者"
+    # the lexicon of person roles: 术者, 一助, 收件人, 参保人, 网格员, 房东, 交警 ... (data/roles_zh.txt)
+    "|" + "|".join(_load("roles_zh.txt"))
 )
 _ZH_PREFIX = "|".join(sorted(set((_ZH_ROLES + "|" + _ZH_RELATIONS).split("|")), key=len, reverse=True))
 _ZH_TITLES = "|".join(
@@ -418,6 +420,7 @@ _ZH_TITLES = "|".join(
             "药师",
             "院长",
             "科长",
+            *_load("titles_zh.txt"),  # 警官, 师傅, 经理, 律师 ... (data/titles_zh.txt)
         ],
         key=len,
         reverse=True,
@@ -448,6 +451,56 @@ _ZH_HEADER_RE = re.compile(
 _ZH_RELATION_RE = re.compile(rf"(?:{_ZH_RELATIONS})[:：]?\s{{0,2}}$")
 _ZH_BEFORE_BARE_SURNAME = set("请和与向找给及、，。：:（( \n\t")
 _ZH_TITLE_RE = re.compile(_ZH_TITLES)
+# A surname and a placeholder for the given name: 卢××, 王某, 张某某, 李XX (not 某些, 某日 ...).
+_ZH_MOU_RE = re.compile(
+    "[" + "".join(sorted({w for w in _load("surnames_zh.txt") if len(w) == 1})) + "]"
+    r"(?:某某|××|XX|xx|＊＊|\*\*|○○|某(?![些种日天次处地院时月年个位项类部样])|×|X(?![A-Za-z0-9]))"
+)
+# Two characters ending in a surname character that are ordinary words (每周, 其余, 任何): not a
+# bare surname before a title ("每周医生查房").
+_ZH_NOT_BARE = frozenset(
+    [
+        "每周",
+        "上周",
+        "下周",
+        "本周",
+        "这周",
+        "一周",
+        "两周",
+        "几周",
+        "数周",
+        "当周",
+        "其余",
+        "多余",
+        "剩余",
+        "任何",
+        "如何",
+        "几何",
+        "允许",
+        "或许",
+        "也许",
+        "少许",
+        "些许",
+        "期许",
+        "奇才",
+        "为何",
+        "责任",
+        "主任",
+        "担任",
+        "兼任",
+        "前任",
+        "现任",
+        "信任",
+    ]
+)
+# A name followed by its relation to someone: "李娜之子", "王芳的女儿".
+_ZH_OF_RE = re.compile(r"(?:之|的)(?:子|女|夫|妻|母|父|孙|儿子|女儿|丈夫|妻子|母亲|父亲|孙子|孙女|家属)")
+# A person-role label with a colon ("术者：", "一助：", "收件人：", "经办人：") before a full name.
+_ZH_ROLE_COLON_RE = re.compile(rf"(?<=[人者员师助士长手警官生])[:：][ \t　]{{0,2}}(?=[{_HAN}])")
+# A relative called by 小/阿 and a given-name character: 儿媳小芳, 老伴阿珍 (not 小时, 小腿).
+_ZH_PET_RE = re.compile(rf"[小阿](?![时便腿肠儿孩学区些量型号便数说])[{_HAN}]")
+# 老王, 小李 read as words in these (小苏打, 老陈醋).
+_ZH_OLD_YOUNG_WORDS = ("小苏打", "小程序", "老姜", "老汤", "老陈醋", "老黄历", "老白干", "老毛病", "小米", "老高")
 # Words that follow a cue and start with a surname character but are not names (患者安静入睡).
 _ZH_NOT_NAMES = frozenset(
     [
@@ -520,6 +573,9 @@ _ZH_NOT_NAMES = frozenset(
         "文化",
         "程度",
         # coming to or leaving hospital, after 陪同/护送 ("由其子陪同来院")
+        "查房",
+        "查体",
+        "查看",
         "来院",
         "来诊",
         "来我",
@@ -534,7 +590,7 @@ _ZH_NOT_NAMES = frozenset(
 # "阿依古丽，女，34岁" (no common surname: needs sex and age both).
 _ZH_SEX_AGE_RE = re.compile(
     rf"(?<![^\n。；;：:])[ \t　]*([{_HAN}]{{2,4}})"
-    rf"(?=[，,、 \t　]+(?:[男女]性?(?=[，,、 \t　；;])|\d{{1,3}}岁))"
+    rf"(?=(?:[（(][^）)\n]{{0,16}}[）)][，,、 \t　]*|[，,、 \t　]+)(?:[男女]性?(?=[，,、 \t　；;])|\d{{1,3}}岁))"
 )
 _ZH_SEX_THEN_AGE_RE = re.compile(r"[，,、 \t　]+[男女]性?[，,、 \t　]+(?:\d{1,3}|[一二三四五六七八九十百]{1,4})")
 # 老王, 小李: a common surname after 老/小, followed by a pause or after a relation/role cue.
@@ -591,6 +647,9 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             if g:
                 yield pos, pos + s + g
                 continue
+        if _ZH_RELATION_RE.search(m.group()) and _ZH_PET_RE.match(text, pos):
+            yield pos, pos + 2
+            continue
         if _ZH_RELATION_RE.search(m.group()):
             # A relative called by the given name alone: "老伴素芬。"
             two = text[pos : pos + 2]
@@ -606,6 +665,21 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             g += 1
         if g and text[pos + s + g : pos + s + g + 1] in "，,、 \t　（(":
             yield pos, pos + s + g
+    for m in _ZH_MOU_RE.finditer(text):
+        yield m.start(), m.end()
+    for m in _ZH_ROLE_COLON_RE.finditer(text):
+        pos = m.end()
+        s = _zh_surname_at(text, pos, surnames)
+        if s and text[pos : pos + 2] not in _ZH_NOT_NAMES:
+            g = _zh_given_len(text, pos + s, given_chars)
+            if g:
+                yield pos, pos + s + g
+    for m in _ZH_OF_RE.finditer(text):
+        for k in (3, 2, 4):
+            start = m.start() - k
+            if start >= 0 and _zh_surname_at(text, start, surnames) and (start == 0 or not _is_han(text[start - 1])):
+                yield start, m.start()
+                break
     for m in _ZH_TITLE_RE.finditer(text):
         found = _zh_name_before(text, m.start(), surnames, given_chars)
         if found:
@@ -624,7 +698,16 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             yield start, m.end()
     for m in _ZH_OLD_YOUNG_RE.finditer(text):
         nxt = text[m.end() : m.end() + 1]
-        if not _is_han(nxt or "。") or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, m.start() - 6), m.start()):
+        if text.startswith(_ZH_OLD_YOUNG_WORDS, m.start()):
+            continue
+        if (
+            not _is_han(nxt or "。")
+            or m.start() == 0
+            or not _is_han(text[m.start() - 1])  # at the start of a clause: "老王今天查房时诉…"
+            or nxt in _ZH_FUNCTION_AFTER
+            or _ZH_TITLE_RE.match(text, m.end())  # 小李护士
+            or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, m.start() - 6), m.start())
+        ):
             yield m.start(), m.end()
     for m in _ZH_SEX_AGE_RE.finditer(text):
         cand = m.group(1)
@@ -654,6 +737,9 @@ def _zh_name_before(text: str, end: int, surnames, given_chars) -> tuple[int, in
         if len(given) > 2 or not all(_is_han(c) and c in given_chars for c in given):
             continue
         if given or start == 0 or text[start - 1] in _ZH_BEFORE_BARE_SURNAME:
+            return start, end
+        # A common surname alone before a title, whatever stands before it (放疗科曹医生, 交警罗警官).
+        if text[start] in _ZH_COMMON_SURNAMES and text[start - 1 : start + 1] not in _ZH_NOT_BARE:
             return start, end
     return None
 
