@@ -133,6 +133,11 @@ _ZIP_RES = (
         rf"(?P<v>{_ZIP5}|\d{{6}})(?![0-9A-Za-z-])",
         re.I,
     ),
+    # Postcodes of other countries by their shape after a region or a place: Australian states
+    # ("Bondi NSW 2026"), Canadian (K1A 0B6) and British (SW1A 1AA) postcodes.
+    re.compile(r"(?<![A-Za-z])(?:NSW|VIC|QLD|TAS|ACT|NT|SA|WA)\s{1,2}(?P<v>\d{4})(?![0-9A-Za-z-])"),
+    re.compile(r"(?<![A-Za-z0-9])(?P<v>[ABCEGHJ-NPRSTVXY]\d[A-Z] \d[A-Z]\d)(?![A-Za-z0-9])"),
+    re.compile(r"(?<![A-Za-z0-9])(?P<v>[A-Z]{1,2}\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2})(?![A-Za-z0-9])"),
 )
 
 
