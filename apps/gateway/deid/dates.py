@@ -57,18 +57,13 @@ _EVENT_WORDS = (
     r"|expires?|expired|last|next|onset|began|begins|starting|ending|today|tomorrow|yesterday|ED|ER|clinic"
     r"|admission|discharge|delivery|dialysis|session|consult|review(?:ed)?|updated|signed|received|sent|faxed"
 )
-_EVENT_MD_RE = re.compile(
-    rf"(?<![A-Za-z])(?:{_EVENT_WORDS})[:,]?\s{{1,2}}(?:(?:on|of|was|is|at)\s)?"
-    r"(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?![0-9A-Za-z]|[./-]\d|\s(?:of|tabs?|strength|pain)\b)",
-    re.A | re.I,
-)
-_LINE_MD_RE = re.compile(
-    r"(?:^|(?<=[.;!?] ))[ \t]*(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?=[ \t]*[:\-–—])", re.A | re.M
-)
-_TIME_MD_RE = re.compile(
-    r"(?<![0-9A-Za-z./-])(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?=,?\s(?:[01]?\d|2[0-3]):[0-5]\d)",
-    re.A,
-)
+# The m/d is found first (the scanner starts on a digit); the words around it are checked after.
+_MD_RE = re.compile(r"(?<![0-9A-Za-z./-])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)", re.A)
+_EVENT_BEFORE_RE = re.compile(rf"(?<![A-Za-z])(?:{_EVENT_WORDS})[:,]?\s{{1,2}}(?:(?:on|of|was|is|at)\s)?$", re.A | re.I)
+_MD_NOT_AFTER_RE = re.compile(r"\s(?:of|tabs?|strength|pain)\b", re.I)
+_LINE_START_RE = re.compile(r"(?:^|(?<=[.;!?] ))[ \t]*$", re.M)
+_COLON_AFTER_RE = re.compile(r"[ \t]*[:\-–—]")
+_TIME_AFTER_RE = re.compile(r",?\s(?:[01]?\d|2[0-3]):[0-5]\d")
 # A holiday with a year: "Thanksgiving Day 2022", "Christmas 2021", "2023年中秋节"; lunar dates
 # (农历八月十五, 正月初三, 腊月廿三), Chinese-numeral month and day without a year (三月五日), and parts of a
 # month (5月初, 3月中旬, 十月底).
@@ -185,9 +180,14 @@ def find_dates(text: str) -> Iterator[Span]:
     for m in _CN_DAY_RE.finditer(text):
         if _cn_day_alone(text, m):
             yield Span(m.start(), m.end(), DATE, 50)
-    for regex in (_EVENT_MD_RE, _LINE_MD_RE, _TIME_MD_RE):
-        for m in regex.finditer(text):
-            yield Span(m.start("v"), m.end("v"), DATE, 50)
+    for m in _MD_RE.finditer(text):
+        st, en = m.start(), m.end()
+        if (
+            (_EVENT_BEFORE_RE.search(text, max(0, st - 32), st) and not _MD_NOT_AFTER_RE.match(text, en))
+            or (_LINE_START_RE.search(text, max(0, st - 4), st) and _COLON_AFTER_RE.match(text, en))
+            or _TIME_AFTER_RE.match(text, en)
+        ):
+            yield Span(st, en, DATE, 50)
     for m in _HOLIDAY_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)
     for regex in _CN_EXTRA_RES:

@@ -231,6 +231,12 @@ _NOT_INITIALS = frozenset(
         "staff",
     ]
 )
+# A street name after a house number ("48 Cherry Orchard Rd"): an address, not a person.
+_STREET_AFTER_RE = re.compile(
+    r"[ \t]+(?:St|Street|Rd|Road|Ave|Avenue|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Ter|Terrace"
+    r"|Cir|Circle|Pkwy|Parkway|Hwy|Highway|Trl|Trail)\b\.?"
+)
+_NUMBER_BEFORE_RE = re.compile(r"[0-9][A-Za-z]?[ \t]+$")
 _MONTH_DAY_RE = re.compile(r"[ \t]+\d")
 _MONTHS = frozenset(
     [
@@ -287,7 +293,8 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
     for run in _RUN_RE.finditer(text):
         toks = _tokens(run.group(), run.start())
         strength = cues.get(run.start(), 0)
-        credentials = _CREDENTIALS_RE.match(text, run.end()) is not None or _AFTER_RE.match(text, run.end()) is not None
+        after_age = _AFTER_RE.match(text, run.end()) is not None
+        credentials = after_age or _CREDENTIALS_RE.match(text, run.end()) is not None
         i = 0
         while i < len(toks):
             tok = toks[i][2]
@@ -318,7 +325,8 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 or not word
                 and (
                     strength >= 2
-                    or (credentials and (len(toks) > 1 or tok in given or tok in family))
+                    # "Garfield is a 12 yo M": any single unknown word before an age phrase
+                    or (credentials and (len(toks) > 1 or tok in given or tok in family or after_age))
                     or tok in given
                     or (strength == 1 and tok in family)
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
@@ -338,7 +346,11 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 and _EPONYM_AFTER_RE.match(text, toks[j][1]) is None
             ):
                 j += 1
-            yield toks[i][0], toks[j - 1][1]
+            if not (
+                any(_STREET_AFTER_RE.match(text, toks[k][1]) for k in range(i, j))
+                and _NUMBER_BEFORE_RE.search(text, max(0, toks[i][0] - 8), toks[i][0])
+            ):
+                yield toks[i][0], toks[j - 1][1]
             strength, i = 0, j
     yield from _english_special(text, cues, given, family, not_names)
 
@@ -485,6 +497,11 @@ _ZH_NOT_BARE = frozenset(
         "奇才",
         "为何",
         "责任",
+        "处方",
+        "蛋白",
+        "结石",
+        "黄金",
+        "现金",
         "主任",
         "担任",
         "兼任",
@@ -597,6 +614,7 @@ _ZH_SEX_THEN_AGE_RE = re.compile(r"[，,、 \t　]+[男女]性?[，,、 \t　]+(
 _ZH_COMMON_SURNAMES = frozenset(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董潘袁蔡蒋余杜程魏苏吕丁任卢姚沈钟姜崔谭陆汪"
     "廖贾夏韦付邹熊孟秦阎薛尹雷黎陶贺顾郝龚邵钱严覃武戴莫汤"
+    "范方石金叶白孔毛江史侯邱段乔赖"
 )
 _ZH_ELDER_RE = re.compile(r"(?:阿婆|老太太|老太|老爷子|老先生|大爷|大妈|大娘|奶奶|爷爷|阿伯|伯伯|婆婆)")
 _ZH_OLD_YOUNG_RE = re.compile(r"[老小]([" + "".join(sorted(_ZH_COMMON_SURNAMES)) + r"])")
