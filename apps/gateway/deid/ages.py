@@ -126,6 +126,14 @@ _NAMED_RE = re.compile(
     rf"(?:,\s|\s\()(?P<w>{_DIGITS})(?=\s?[,;)])"
 )
 
+# An age in apposition to a relative or a full name: "sister Mabel (91)", "Wilma Dykstra, 96, lives".
+_APPOSITION_RE = re.compile(
+    rf"(?<![A-Za-z])(?i:sister|brother|mother|father|wife|husband|spouse|partner|aunt|uncle|neighbou?r|friend"
+    rf"|grandmother|grandfather|grandma|grandpa|mom|dad|resident|client|roommate)\s[A-Z][A-Za-z'’-]+"
+    rf"(?:\s[A-Z][A-Za-z'’-]+)?(?:,\s|\s\()(?P<v>{_DIGITS})(?=\s?[,;)])"
+    rf"|(?<![A-Za-z])[A-Z][a-z'’-]+\s[A-Z][a-z'’-]+,\s(?P<w>{_DIGITS})(?=,)"
+)
+
 # ", now 95," / ", currently 95 and" / "Currently 95, she": checked against vital signs before it.
 _WEAK_RE = re.compile(
     rf"(?:(?<=[,(;:])\s?|^|(?<=[.!?]\s))(?:now|currently|presently|today)\s{_NUM}{_NOT_AGE_AFTER}"
@@ -204,6 +212,10 @@ def _find(text: str, lo: int, hi: int) -> Iterator[Span]:
     for m in _NAMED_RE.finditer(text, lo, hi):
         group = "v" if m.group("v") else "w"
         if not _vital_before(text, m.start(group)):  # "Pt HR, 95, regular"
+            yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
+    for m in _APPOSITION_RE.finditer(text, lo, hi):
+        group = "v" if m.group("v") else "w"
+        if not _vital_before(text, m.start(group)):
             yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
     for m in _WEAK_RE.finditer(text, lo, hi):
         if not _vital_before(text, m.start()):

@@ -15,7 +15,7 @@ from .ages import find_ages
 from .checksums import luhn_ok, ssn_ok
 from .spans import ACCOUNT, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
 
-_NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier)\b\.?){0,3}"
+_NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier|card)\b\.?){0,3}"
 _SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
 # A code: letters, digits and inner hyphens or slashes; checked for enough digits afterwards.
 # Inside, hyphens, slashes and dots between characters, and a space between digit groups when the
@@ -32,10 +32,37 @@ _CUES = {
     HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|health\s(?:card|insurance)|beneficiary|member(?:ship)?|subscriber"
     r"|insurance|insurer|insured(?:'s)?\s(?:id|no\.?|number|#)|(?-i:OHIP|PHN)"
     r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
-    r"|社保卡号|社保号|医疗保险号|参保号|保单号",
+    r"|社保卡号|社保号|医疗保险号|参保号|保单号"
+    # payers by name, and every Chinese insurance scheme + 证/卡/本 + 号: 新农合证号, 医疗证号, 参合号 ...
+    r"|medi-cal|masshealth|tricare|champva|(?-i:CHIP|BCBS)|blue\scross(?:\sblue\sshield)?|aetna|cigna|humana|anthem"
+    r"|united\s?healthcare|(?-i:UHC|HMO|PPO)|kaiser|payer|payor|carrier|coverage"
+    r"|"
+    + "|".join(
+        a + b + c
+        for a in (
+            "新农合",
+            "农合",
+            "合作医疗",
+            "医疗",
+            "医保",
+            "社保",
+            "参保",
+            "参合",
+            "保险",
+            "商保",
+            "公费医疗",
+            "居民医保",
+            "职工医保",
+        )
+        for b in ("", "卡", "证", "本")
+        for c in ("号码", "号", "编号", "卡号", "证号")
+        if not (a in ("医保", "社保") and b + c in ("卡号", "号", "编号", "卡"))
+    ),
     ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)"
     r"|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
     LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
+    r"|state\s(?:ID|identification)|(?:photo\s)?ID\scard|identification\scard|passport|permit"
+    r"|护照号码|护照号|护照|军官证号|通行证号|居住证号|驾驶证|行驶证号"
     r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号",
     DEVICE: r"serial|(?-i:S/N|SN)|device(?:\sid|\sidentifier)?|UDI|IMEI|implant\s(?:id|serial)|pacemaker|pump|(?-i:ICD)"
     r"|transmitter|(?:CGM|glucose)\ssensor|generator\s(?:id|serial)"
@@ -77,6 +104,14 @@ _SSN_LAST4_RE = re.compile(
     re.I,
 )
 _IMEI_RE = re.compile(rf"(?<![A-Za-z])IMEI{_SEP}{_NUM}{_SEP}(?P<v>\d{{15}})(?!\d)", re.I)
+# Fifteen digits that pass the Luhn check with a device word in the 60 characters before them:
+# an IMEI written without its label ("loaned tablet for remote monitoring: 3569…", "手机串号").
+_IMEI_BARE_RE = re.compile(r"(?<![0-9])(?P<v>[0-9]{15})(?![0-9])")
+_DEVICE_WORD_RE = re.compile(
+    r"(?:tablet|phone|handset|device|modem|hub|monitor|transmitter|SIM|cellular|iPad|iPhone|smartphone|watch"
+    r"|手机|平板|设备|串号|终端)",
+    re.I,
+)
 
 _STATES = (
     "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH"
@@ -98,6 +133,11 @@ _ZIP_RES = (
         rf"(?P<v>{_ZIP5}|\d{{6}})(?![0-9A-Za-z-])",
         re.I,
     ),
+    # Postcodes of other countries by their shape after a region or a place: Australian states
+    # ("Bondi NSW 2026"), Canadian (K1A 0B6) and British (SW1A 1AA) postcodes.
+    re.compile(r"(?<![A-Za-z])(?:NSW|VIC|QLD|TAS|ACT|NT|SA|WA)\s{1,2}(?P<v>\d{4})(?![0-9A-Za-z-])"),
+    re.compile(r"(?<![A-Za-z0-9])(?P<v>[ABCEGHJ-NPRSTVXY]\d[A-Z] \d[A-Z]\d)(?![A-Za-z0-9])"),
+    re.compile(r"(?<![A-Za-z0-9])(?P<v>[A-Z]{1,2}\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2})(?![A-Za-z0-9])"),
 )
 
 
@@ -153,7 +193,7 @@ def find_ssn_cued(text: str) -> Iterator[Span]:
 # A plate written in groups with a space ("plate 7KD 1234", "tag MN-882 TKL"): upper case, two or three groups.
 _PLATE_RE = re.compile(
     r"(?<![A-Za-z])(?i:(?:licen[cs]e\s|registration\s)?(?:plate|tag))(?![A-Za-z])(?i:\s(?:number|no\.?|#))?"
-    r"[\s:#]{1,3}(?P<v>(?=[A-Z-]{0,6}\d)[A-Z0-9]{1,4}(?:-?[A-Z0-9]{1,4})?(?: [A-Z0-9]{1,4}){1,2})(?![A-Za-z0-9])"
+    r"[\s:#]{1,3}(?P<v>(?=[A-Z -]{0,6}\d)[A-Z0-9]{1,4}(?:-?[A-Z0-9]{1,4})?(?: [A-Z0-9]{1,4}){1,2})(?![A-Za-z0-9])"
 )
 
 
@@ -180,6 +220,14 @@ def find_imei(text: str) -> Iterator[Span]:
     for m in _IMEI_RE.finditer(text):
         if luhn_ok(m.group("v")):
             yield Span(m.start("v"), m.end("v"), DEVICE, 70)
+    for m in _IMEI_BARE_RE.finditer(text):
+        v = m.group("v")
+        if (
+            not v.startswith(("34", "37"))
+            and luhn_ok(v)
+            and _DEVICE_WORD_RE.search(text, max(0, m.start() - 60), m.start())
+        ):
+            yield Span(m.start("v"), m.end("v"), DEVICE, 69)
 
 
 def find_zip(text: str) -> Iterator[Span]:

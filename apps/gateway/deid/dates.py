@@ -46,6 +46,51 @@ _CUED_MD_RE = re.compile(
     r"[:\s]{1,3}(?P<v>(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?![0-9A-Za-z]|[./-]\d)",
     re.A | re.I,
 )
+# A month/day after a word that names an event in time ("Last infusion 3/3", "Next visit 9/25",
+# "Addendum 10/3", "f/u 4/12"), at the start of a line before a colon ("9/11: seen in clinic"),
+# or before a clock time ("10/3 22:10"); not a score, a fraction or a count ("strength 4/5",
+# "pain 3/10", "cycle 2/6", "1/2 tab", "3/4 of").
+_EVENT_WORDS = (
+    r"visit|appt|appointment|f/u|follow[- ]?up|infusion|injection|dose\sgiven|vaccine|vaccination|transfusion"
+    r"|addendum|note|surgery|procedure|operation|scan|CT|MRI|x-?ray|echo|labs?|biopsy|call(?:ed)?|phone\scall"
+    r"|returned|started|stopped|restarted|held|resumed|due|through|thru|before|after|as\sof|week\sof|effective"
+    r"|expires?|expired|last|next|onset|began|begins|starting|ending|today|tomorrow|yesterday|ED|ER|clinic"
+    r"|admission|discharge|delivery|dialysis|session|consult|review(?:ed)?|updated|signed|received|sent|faxed"
+)
+# The m/d is found first (the scanner starts on a digit); the words around it are checked after.
+_MD_RE = re.compile(r"(?<![0-9A-Za-z./-])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)", re.A)
+_EVENT_BEFORE_RE = re.compile(rf"(?<![A-Za-z])(?:{_EVENT_WORDS})[:,]?\s{{1,2}}(?:(?:on|of|was|is|at)\s)?$", re.A | re.I)
+_MD_NOT_AFTER_RE = re.compile(r"\s(?:of|tabs?|strength|pain)\b", re.I)
+_LINE_START_RE = re.compile(r"(?:^|(?<=[.;!?] ))[ \t]*$", re.M)
+_COLON_AFTER_RE = re.compile(r"[ \t]*[:\-–—]")
+_TIME_AFTER_RE = re.compile(r",?\s(?:[01]?\d|2[0-3]):[0-5]\d")
+# A holiday with a year: "Thanksgiving Day 2022", "Christmas 2021", "2023年中秋节"; lunar dates
+# (农历八月十五, 正月初三, 腊月廿三), Chinese-numeral month and day without a year (三月五日), and parts of a
+# month (5月初, 3月中旬, 十月底).
+_HOLIDAYS = (
+    r"(?:Thanksgiving(?:\sDay)?|Christmas(?:\s(?:Day|Eve))?|New\sYear'?s(?:\s(?:Day|Eve))?|Easter(?:\sSunday)?"
+    r"|Independence\sDay|Fourth\sof\sJuly|Memorial\sDay|Labor\sDay|Veterans\sDay|Halloween|Valentine'?s\sDay"
+    r"|Mother'?s\sDay|Father'?s\sDay|Martin\sLuther\sKing(?:\sJr\.?)?\sDay|MLK\sDay|Presidents'?\sDay"
+    r"|Good\sFriday|Boxing\sDay|Canada\sDay|Juneteenth|Diwali|Eid(?:\sal-\w+)?|Rosh\sHashanah|Yom\sKippur"
+    r"|Hanukkah|Passover|Lunar\sNew\sYear|Chinese\sNew\sYear|Ramadan)"
+)
+_HOLIDAY_RE = re.compile(rf"(?<![A-Za-z]){_HOLIDAYS},?\s(?:of\s)?{_YEAR4}(?!\d)")
+_CN_HOLIDAYS = (
+    "春节|除夕|元宵节|元宵|清明节|清明|端午节|端午|中秋节|中秋|国庆节|国庆|元旦|重阳节|七夕|劳动节|五一|冬至|小年"
+)
+_CN_LUNAR_DAY = (
+    "初[一二三四五六七八九十]|十[一二三四五六七八九]?|二十[一二三四五六七八九]?|廿[一二三四五六七八九]?|三十"
+)
+_CN_EXTRA_RES = (
+    re.compile(rf"(?<!\d)(?:1[89]|20)\d{{2}}\s?年\s?(?:{_CN_HOLIDAYS})", re.A),
+    re.compile(
+        rf"农历\s?(?:[正一二三四五六七八九十冬腊]|十[一二])月(?:{_CN_LUNAR_DAY}|[一二三四五六七八九])?"
+        rf"|(?:正|腊|冬)月(?:{_CN_LUNAR_DAY})"
+        rf"|(?<![〇零一二三四五六七八九十])(?:十[一二]?|[一二三四五六七八九])月(?:初[一二三四五六七八九十]|[一二三四五六七八九十]{{1,3}}[日号])"
+    ),
+    re.compile(r"(?<![0-9])(?:1[0-2]|0?[1-9])\s?月(?:初|中旬|上旬|下旬|中|底|末|份)", re.A),
+    re.compile(r"(?<![〇零一二三四五六七八九十])(?:十[一二]?|[一二三四五六七八九])月(?:初|中旬|上旬|下旬|中|底|末|份)"),
+)
 # A weekday and a month/day: "Mon 10/17", "Thursday, 3/14" (the weekday is part of the date).
 _WEEKDAY_MD_RE = re.compile(
     # capitalised; "Sat"/"Sun" alone are words ("Sat 3/4 of the time"): only as Saturday/Sunday or "Sat.,"
@@ -134,6 +179,19 @@ def find_dates(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _CN_DAY_RE.finditer(text):
         if _cn_day_alone(text, m):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _MD_RE.finditer(text):
+        st, en = m.start(), m.end()
+        if (
+            (_EVENT_BEFORE_RE.search(text, max(0, st - 32), st) and not _MD_NOT_AFTER_RE.match(text, en))
+            or (_LINE_START_RE.search(text, max(0, st - 4), st) and _COLON_AFTER_RE.match(text, en))
+            or _TIME_AFTER_RE.match(text, en)
+        ):
+            yield Span(st, en, DATE, 50)
+    for m in _HOLIDAY_RE.finditer(text):
+        yield Span(m.start(), m.end(), DATE, 50)
+    for regex in _CN_EXTRA_RES:
+        for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _CUED_MD_RE.finditer(text):
         yield Span(m.start("v"), m.end("v"), DATE, 50)

@@ -292,6 +292,8 @@ def _zh_tables():
             full.add(name)
         else:
             short[name] = "zhs"
+    for name in _load("geo_world_zh.txt"):  # 纽约, 伦敦, 东京: world cities in Chinese text
+        short.setdefault(name, "zhs")
     for name in _load("geo_keep_zh.txt"):
         short[name] = "keep"
     ends = "".join(sorted({n[-1] for n in full}))

@@ -33,8 +33,8 @@ def _load(filename: str) -> list[str]:
 def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
     """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN)."""
     return (
-        frozenset(_load("given_names_en.txt")),
-        frozenset(_load("family_names_en.txt")),
+        frozenset(_load("given_names_en.txt") + _load("given_names_census.txt")),
+        frozenset(_load("family_names_en.txt") + _load("family_names_census.txt")),
         frozenset(_load("surnames_zh.txt")),
         frozenset("".join(_load("given_chars_zh.txt"))),
         frozenset(_load("not_names_en.txt")),
@@ -43,7 +43,7 @@ def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], froz
 
 # ---- English ---------------------------------------------------------------------------------
 
-_TOKEN = r"[A-Z][A-Za-z'’]{1,30}(?:-[A-Z][A-Za-z'’]{1,30})?"
+_TOKEN = r"[A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]{1,30}(?:-[A-ZÀ-ÖØ-Þa-z][A-Za-zÀ-ÖØ-öø-ÿ'’]{1,30})?"
 _CRED = r"MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|MBBS|DDS|PharmD|LCSW|CNM|APRN|FNP|MSW|LPN|CNA|DNP|MPH|DCF|CRNA|RPh"
 # A run of capitalised words; a credential after a comma ends the run ("Lena Marsh, NP").
 _RUN_RE = re.compile(
@@ -93,8 +93,8 @@ _RELATION_WORDS = frozenset(
         "colleague",
         "coworker",
     ]
-)
-_RELATIONS = "|".join(sorted(_RELATION_WORDS, key=len, reverse=True))
+) | frozenset(w.lower() for w in _load("roles_en.txt"))
+_RELATIONS = "|".join(re.escape(w).replace(r"\ ", r"\s") for w in sorted(_RELATION_WORDS, key=len, reverse=True))
 _TITLE_RE = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
@@ -152,7 +152,9 @@ _AFTER_RE = re.compile(
     r"|D\.O\.B|born\b|MRN|male\b|female\b|man\b|woman\b"
     # a relation after the name: "Ada Brill (pt's granddaughter)", "Ada Brill, her niece,"
     rf"|(?:(?:the[ \t])?(?:pt|patient)['’]s|her|his|their)[ \t]+(?:{_RELATIONS})\b)"
-    r"|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o))"
+    r"|[ \t]+(?:is|was)[ \t]+an?[ \t]+\d{1,3}[- ](?:year|yo\b|y/o)"
+    # a header "Parker, Jordan — 29 — F", an age in apposition "Ada Brill, 96, lives ..."
+    r"|[ \t]*[—–][ \t]*\d{1,3}\b|[ \t]+-[ \t]+\d{1,3}\b|,[ \t]?\d{1,3}[ \t]?[,;)])"
 )
 # A nickname in quotes inside a name ('Eleanor "Ellie" Vance') or introduced by a phrase
 # ('goes by "Chuck"', "known as 'Bud'").
@@ -161,7 +163,7 @@ _NICK_INSIDE_RE = re.compile(
 )
 _NICK_AFTER_RE = re.compile(
     r"\b(?i:goes[ \t]by|go(?:es)?[ \t]by[ \t]the[ \t]name|prefers[ \t]to[ \t]be[ \t]called|known[ \t]as|a\.?k\.?a\.?"
-    r"|nicknamed)[ \t]+[\"“‘']([A-Z][a-z]{1,20})[\"”’']"
+    r"|nicknamed)[ \t]+[\"“‘']([A-Z][a-z]{1,20})[.,!]?[\"”’']"
 )
 # Particles inside a family or given name: "Maria del Carmen", "Ana de la Cruz", "Pieter van der Berg".
 _PARTICLE_RE = re.compile(
@@ -183,6 +185,58 @@ _ALLCAPS_RE = re.compile(
 _INITIALS_RE = re.compile(
     rf"(?=[A-Z]\.)(?<![A-Za-z.])(?:[A-Z]\.[ \t]?){{1,2}}{_TOKEN}(?![A-Za-z])|(?<![A-Za-z.])(?:[A-Z]\.){{2,3}}"
 )
+# Lower-case initials of a transcriptionist or scribe: "Transcribed by mlt", "dictated by: jkw".
+_LOWER_INITIALS_RE = re.compile(
+    r"(?<![A-Za-z])(?:[Tt]ranscribed|[Dd]ictated|[Tt]yped|[Ee]ntered|[Ss]cribed|[Ss]igned|[Kk]eyed)[ \t]by:?[ \t]{1,2}"
+    r"([a-z]{2,4})(?![A-Za-z])"
+)
+_NOT_INITIALS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "pt",
+        "me",
+        "us",
+        "him",
+        "her",
+        "them",
+        "my",
+        "our",
+        "his",
+        "dr",
+        "phone",
+        "fax",
+        "on",
+        "at",
+        "and",
+        "per",
+        "rn",
+        "md",
+        "np",
+        "pa",
+        "pt's",
+        "self",
+        "nurse",
+        "mom",
+        "dad",
+        "son",
+        "wife",
+        "hand",
+        "mail",
+        "text",
+        "voice",
+        "both",
+        "all",
+        "staff",
+    ]
+)
+# A street name after a house number ("48 Cherry Orchard Rd"): an address, not a person.
+_STREET_AFTER_RE = re.compile(
+    r"[ \t]+(?:St|Street|Rd|Road|Ave|Avenue|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Ter|Terrace"
+    r"|Cir|Circle|Pkwy|Parkway|Hwy|Highway|Trl|Trail)\b\.?"
+)
+_NUMBER_BEFORE_RE = re.compile(r"[0-9][A-Za-z]?[ \t]+$")
 _MONTH_DAY_RE = re.compile(r"[ \t]+\d")
 _MONTHS = frozenset(
     [
@@ -239,7 +293,8 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
     for run in _RUN_RE.finditer(text):
         toks = _tokens(run.group(), run.start())
         strength = cues.get(run.start(), 0)
-        credentials = _CREDENTIALS_RE.match(text, run.end()) is not None or _AFTER_RE.match(text, run.end()) is not None
+        after_age = _AFTER_RE.match(text, run.end()) is not None
+        credentials = after_age or _CREDENTIALS_RE.match(text, run.end()) is not None
         i = 0
         while i < len(toks):
             tok = toks[i][2]
@@ -248,6 +303,7 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
             eponym = strength < 3 and _EPONYM_AFTER_RE.match(text, toks[i][1]) is not None
             if nxt is not None and _EPONYM_AFTER_RE.match(text, toks[i + 1][1]) is not None:
                 nxt = None  # "Positive Murphy's sign": the next word is an eponym, not a surname
+                eponym = eponym or (strength < 2 and tok in given)  # "Lou Gehrig disease"
             # A given name that is also a word (Will, Grace, Hope, April) is a name after a label or
             # a relation ("husband Will"), or before a family name ("Hope Delgado"); not a month
             # followed by a number ("daughter May 3").
@@ -258,17 +314,19 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 and (
                     strength >= 2
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
-                    # "April Greenberg (pt's niece)": a relation, age or credential after the run
-                    or (credentials and nxt is not None and not _is_word(nxt, not_names))
+                    # "April Greenberg (pt's niece)", "Hunter is a 17 yo": a relation, age or
+                    # credential after the run
+                    or (credentials and (nxt is None or not _is_word(nxt, not_names)))
                 )
             )
             starts = not eponym and (
-                (strength == 3 and (tok in family or tok in given))
+                strength == 3  # after a title ("Dr. Addison"): any capitalised word
                 or given_word
                 or not word
                 and (
                     strength >= 2
-                    or (credentials and (len(toks) > 1 or tok in given or tok in family))
+                    # "Garfield is a 12 yo M": any single unknown word before an age phrase
+                    or (credentials and (len(toks) > 1 or tok in given or tok in family or after_age))
                     or tok in given
                     or (strength == 1 and tok in family)
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
@@ -288,7 +346,11 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                 and _EPONYM_AFTER_RE.match(text, toks[j][1]) is None
             ):
                 j += 1
-            yield toks[i][0], toks[j - 1][1]
+            if not (
+                any(_STREET_AFTER_RE.match(text, toks[k][1]) for k in range(i, j))
+                and _NUMBER_BEFORE_RE.search(text, max(0, toks[i][0] - 8), toks[i][0])
+            ):
+                yield toks[i][0], toks[j - 1][1]
             strength, i = 0, j
     yield from _english_special(text, cues, given, family, not_names)
 
@@ -302,6 +364,9 @@ def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int
             yield m.start(), m.end()
     for m in _NICK_AFTER_RE.finditer(text) if quoted else ():
         if m.group(1) in given or not _is_word(m.group(1), not_names):  # not 'prefers "Ensure"'
+            yield m.start(1), m.end(1)
+    for m in _LOWER_INITIALS_RE.finditer(text):
+        if m.group(1) not in _NOT_INITIALS:
             yield m.start(1), m.end(1)
     for m in _ALLCAPS_RE.finditer(text):
         last, first = m.group(1).title(), m.group(2).title()
@@ -335,6 +400,8 @@ _ZH_ROLES = (
     "|家属|联系人|紧急联系人|签名|医师签名|记录人|记录者|陪同|陪护|监护人|报告人|审核人|会诊医师|主刀医生|麻醉医师|药师"
     "|患者家属|被保险人|投保人|持卡人|户主|代理人|开户人|户名|账户名|收款人|委托人|受托人|授权人|领取人|代签人|签字人"
     "|参加人员|工作人员|护工|保姆|社工|主诉人|知情人|检查者|操作者|送检医生|申请医生|记录医师|体检人|受检者"
+    # the lexicon of person roles: 术者, 一助, 收件人, 参保人, 网格员, 房东, 交警 ... (data/roles_zh.txt)
+    "|" + "|".join(_load("roles_zh.txt"))
 )
 _ZH_PREFIX = "|".join(sorted(set((_ZH_ROLES + "|" + _ZH_RELATIONS).split("|")), key=len, reverse=True))
 _ZH_TITLES = "|".join(
@@ -365,6 +432,7 @@ _ZH_TITLES = "|".join(
             "药师",
             "院长",
             "科长",
+            *_load("titles_zh.txt"),  # 警官, 师傅, 经理, 律师 ... (data/titles_zh.txt)
         ],
         key=len,
         reverse=True,
@@ -395,6 +463,61 @@ _ZH_HEADER_RE = re.compile(
 _ZH_RELATION_RE = re.compile(rf"(?:{_ZH_RELATIONS})[:：]?\s{{0,2}}$")
 _ZH_BEFORE_BARE_SURNAME = set("请和与向找给及、，。：:（( \n\t")
 _ZH_TITLE_RE = re.compile(_ZH_TITLES)
+# A surname and a placeholder for the given name: 卢××, 王某, 张某某, 李XX (not 某些, 某日 ...).
+_ZH_MOU_RE = re.compile(
+    "[" + "".join(sorted({w for w in _load("surnames_zh.txt") if len(w) == 1})) + "]"
+    r"(?:某某|××|XX|xx|＊＊|\*\*|○○|某(?![些种日天次处地院时月年个位项类部样])|×|X(?![A-Za-z0-9]))"
+)
+# Two characters ending in a surname character that are ordinary words (每周, 其余, 任何): not a
+# bare surname before a title ("每周医生查房").
+_ZH_NOT_BARE = frozenset(
+    [
+        "每周",
+        "上周",
+        "下周",
+        "本周",
+        "这周",
+        "一周",
+        "两周",
+        "几周",
+        "数周",
+        "当周",
+        "其余",
+        "多余",
+        "剩余",
+        "任何",
+        "如何",
+        "几何",
+        "允许",
+        "或许",
+        "也许",
+        "少许",
+        "些许",
+        "期许",
+        "奇才",
+        "为何",
+        "责任",
+        "处方",
+        "蛋白",
+        "结石",
+        "黄金",
+        "现金",
+        "主任",
+        "担任",
+        "兼任",
+        "前任",
+        "现任",
+        "信任",
+    ]
+)
+# A name followed by its relation to someone: "李娜之子", "王芳的女儿".
+_ZH_OF_RE = re.compile(r"(?:之|的)(?:子|女|夫|妻|母|父|孙|儿子|女儿|丈夫|妻子|母亲|父亲|孙子|孙女|家属)")
+# A person-role label with a colon ("术者：", "一助：", "收件人：", "经办人：") before a full name.
+_ZH_ROLE_COLON_RE = re.compile(rf"(?<=[人者员师助士长手警官生])[:：][ \t　]{{0,2}}(?=[{_HAN}])")
+# A relative called by 小/阿 and a given-name character: 儿媳小芳, 老伴阿珍 (not 小时, 小腿).
+_ZH_PET_RE = re.compile(rf"[小阿](?![时便腿肠儿孩学区些量型号便数说])[{_HAN}]")
+# 老王, 小李 read as words in these (小苏打, 老陈醋).
+_ZH_OLD_YOUNG_WORDS = ("小苏打", "小程序", "老姜", "老汤", "老陈醋", "老黄历", "老白干", "老毛病", "小米", "老高")
 # Words that follow a cue and start with a surname character but are not names (患者安静入睡).
 _ZH_NOT_NAMES = frozenset(
     [
@@ -467,6 +590,9 @@ _ZH_NOT_NAMES = frozenset(
         "文化",
         "程度",
         # coming to or leaving hospital, after 陪同/护送 ("由其子陪同来院")
+        "查房",
+        "查体",
+        "查看",
         "来院",
         "来诊",
         "来我",
@@ -481,13 +607,14 @@ _ZH_NOT_NAMES = frozenset(
 # "阿依古丽，女，34岁" (no common surname: needs sex and age both).
 _ZH_SEX_AGE_RE = re.compile(
     rf"(?<![^\n。；;：:])[ \t　]*([{_HAN}]{{2,4}})"
-    rf"(?=[，,、 \t　]+(?:[男女]性?(?=[，,、 \t　；;])|\d{{1,3}}岁))"
+    rf"(?=(?:[（(][^）)\n]{{0,16}}[）)][，,、 \t　]*|[，,、 \t　]+)(?:[男女]性?(?=[，,、 \t　；;])|\d{{1,3}}岁))"
 )
 _ZH_SEX_THEN_AGE_RE = re.compile(r"[，,、 \t　]+[男女]性?[，,、 \t　]+(?:\d{1,3}|[一二三四五六七八九十百]{1,4})")
 # 老王, 小李: a common surname after 老/小, followed by a pause or after a relation/role cue.
 _ZH_COMMON_SURNAMES = frozenset(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董潘袁蔡蒋余杜程魏苏吕丁任卢姚沈钟姜崔谭陆汪"
     "廖贾夏韦付邹熊孟秦阎薛尹雷黎陶贺顾郝龚邵钱严覃武戴莫汤"
+    "范方石金叶白孔毛江史侯邱段乔赖"
 )
 _ZH_ELDER_RE = re.compile(r"(?:阿婆|老太太|老太|老爷子|老先生|大爷|大妈|大娘|奶奶|爷爷|阿伯|伯伯|婆婆)")
 _ZH_OLD_YOUNG_RE = re.compile(r"[老小]([" + "".join(sorted(_ZH_COMMON_SURNAMES)) + r"])")
@@ -538,6 +665,9 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             if g:
                 yield pos, pos + s + g
                 continue
+        if _ZH_RELATION_RE.search(m.group()) and _ZH_PET_RE.match(text, pos):
+            yield pos, pos + 2
+            continue
         if _ZH_RELATION_RE.search(m.group()):
             # A relative called by the given name alone: "老伴素芬。"
             two = text[pos : pos + 2]
@@ -553,6 +683,21 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             g += 1
         if g and text[pos + s + g : pos + s + g + 1] in "，,、 \t　（(":
             yield pos, pos + s + g
+    for m in _ZH_MOU_RE.finditer(text):
+        yield m.start(), m.end()
+    for m in _ZH_ROLE_COLON_RE.finditer(text):
+        pos = m.end()
+        s = _zh_surname_at(text, pos, surnames)
+        if s and text[pos : pos + 2] not in _ZH_NOT_NAMES:
+            g = _zh_given_len(text, pos + s, given_chars)
+            if g:
+                yield pos, pos + s + g
+    for m in _ZH_OF_RE.finditer(text):
+        for k in (3, 2, 4):
+            start = m.start() - k
+            if start >= 0 and _zh_surname_at(text, start, surnames) and (start == 0 or not _is_han(text[start - 1])):
+                yield start, m.start()
+                break
     for m in _ZH_TITLE_RE.finditer(text):
         found = _zh_name_before(text, m.start(), surnames, given_chars)
         if found:
@@ -571,7 +716,16 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
             yield start, m.end()
     for m in _ZH_OLD_YOUNG_RE.finditer(text):
         nxt = text[m.end() : m.end() + 1]
-        if not _is_han(nxt or "。") or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, m.start() - 6), m.start()):
+        if text.startswith(_ZH_OLD_YOUNG_WORDS, m.start()):
+            continue
+        if (
+            not _is_han(nxt or "。")
+            or m.start() == 0
+            or not _is_han(text[m.start() - 1])  # at the start of a clause: "老王今天查房时诉…"
+            or nxt in _ZH_FUNCTION_AFTER
+            or _ZH_TITLE_RE.match(text, m.end())  # 小李护士
+            or _ZH_OLD_YOUNG_CUE_RE.search(text, max(0, m.start() - 6), m.start())
+        ):
             yield m.start(), m.end()
     for m in _ZH_SEX_AGE_RE.finditer(text):
         cand = m.group(1)
@@ -601,6 +755,9 @@ def _zh_name_before(text: str, end: int, surnames, given_chars) -> tuple[int, in
         if len(given) > 2 or not all(_is_han(c) and c in given_chars for c in given):
             continue
         if given or start == 0 or text[start - 1] in _ZH_BEFORE_BARE_SURNAME:
+            return start, end
+        # A common surname alone before a title, whatever stands before it (放疗科曹医生, 交警罗警官).
+        if text[start] in _ZH_COMMON_SURNAMES and text[start - 1 : start + 1] not in _ZH_NOT_BARE:
             return start, end
     return None
 
@@ -670,4 +827,9 @@ _STRONG_VERBS = [
     "interpreted",
     "read",
 ]
-_STRONG_RE = cues.gate(_STRONG_RE, [":", "：", *_STRONG_VERBS, *_RELATION_WORDS], lead=cues.longest(_STRONG_RE))
+# A multi-word role ("case manager") is anchored on its first word, which its match always holds.
+_STRONG_RE = cues.gate(
+    _STRONG_RE,
+    [":", "：", *_STRONG_VERBS, *sorted({w.split(" ")[0] for w in _RELATION_WORDS})],
+    lead=cues.longest(_STRONG_RE),
+)
