@@ -123,15 +123,16 @@ def _starts(items) -> tuple[set[str], bool]:
 class Gate:
     """A compiled pattern searched only around its anchors (see the module docstring)."""
 
-    def __init__(self, regex: re.Pattern, anchors, lead: int):
-        self.regex, self.anchors, self.lead, self.reach = regex, frozenset(anchors), lead, reach(regex)
+    def __init__(self, regex: re.Pattern, leads: dict[str, int]):
+        self.regex, self.leads, self.reach = regex, leads, reach(regex)
+        self.anchors, self.lead = frozenset(leads), max(leads.values())
         self.pattern, self.groupindex = regex.pattern, regex.groupindex
 
     def windows(self, text: str) -> Iterator[tuple[int, int]]:
         """Merged [lo, hi) windows that hold every match."""
         start = end = -1
-        for a in hits(text).get(self, ()):
-            lo, hi = max(0, a - self.lead), min(len(text), a + self.reach)
+        for lo, a in hits(text).get(self, ()):
+            lo, hi = max(0, lo), min(len(text), a + self.reach)
             if lo > end:
                 if end > start:
                     yield start, end
@@ -157,9 +158,16 @@ _GATES: list[Gate] = []
 
 def gate(regex: re.Pattern, anchors=None, lead: int = 0) -> Gate:
     """`regex` searched only in windows around its anchors: folded strings one of which every
-    match holds, starting at most `lead` characters after the match's start. Without anchors:
-    the pattern's literal prefixes (lead 0)."""
-    g = Gate(regex, prefixes(regex) if anchors is None else {fold(a) for a in anchors}, lead)
+    match holds, starting at most `lead` characters after the match's start. `anchors` may also
+    map each anchor to its own lead (a colon that ends a label stands further into a match than
+    a word that starts one). Without anchors: the pattern's literal prefixes (lead 0)."""
+    if anchors is None:
+        anchors = prefixes(regex)
+    leads: dict[str, int] = {}
+    for a in anchors:
+        word = fold(a)
+        leads[word] = max(leads.get(word, 0), anchors[a] if isinstance(anchors, dict) else lead)
+    g = Gate(regex, leads)
     _GATES.append(g)
     automaton.cache_clear()
     return g
@@ -176,19 +184,20 @@ def automaton():
             by_word.setdefault(word, []).append(g)
     auto = ahocorasick.Automaton()
     for word, gates in by_word.items():
-        auto.add_word(word, (len(word), tuple(gates)))
+        auto.add_word(word, (word, tuple(gates)))
     auto.make_automaton()
     return auto
 
 
 @lru_cache(maxsize=1)
-def hits(text: str) -> dict[Gate, list[int]]:
-    """Where each gated pattern's anchors start in `text`, in order: one pass for all of them
-    (kept for the last text, which the detectors of one call share)."""
-    out: dict[Gate, list[int]] = {}
-    for end, (n, gates) in automaton().iter(fold(text)):
+def hits(text: str) -> dict[Gate, list[tuple[int, int]]]:
+    """Where each gated pattern's anchors start in `text` (a), as (a - the anchor's lead, a), in
+    order: one pass for all of them (kept for the last text, which the detectors of one call share)."""
+    out: dict[Gate, list[tuple[int, int]]] = {}
+    for end, (word, gates) in automaton().iter(fold(text)):
+        a = end - len(word) + 1
         for g in gates:
-            out.setdefault(g, []).append(end - n + 1)
+            out.setdefault(g, []).append((a - g.leads[word], a))
     for positions in out.values():
         positions.sort()
     return out

@@ -98,17 +98,19 @@ _RELATIONS = "|".join(sorted(_RELATION_WORDS, key=len, reverse=True))
 _TITLE_RE = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
-_STRONG_RE = re.compile(
-    r"(?:\b(?:(?:patient|pt|full|first|last|given|family|maiden)?\s?name|patient|pt|signed|signature|guarantor"
+# A strong cue: a label and its colon, a verb before "by"/"to", or a relation word.
+_STRONG_LABEL = (
+    r"\b(?:(?:patient|pt|full|first|last|given|family|maiden)?\s?name|patient|pt|signed|signature|guarantor"
     r"|insured|subscriber|NOK|next of kin|attending|physician|provider|surgeon|anesth?esiologist|nurse|RN|NP"
     r"|resident|fellow|PCP|doctor|contact|emergency contact|guardian|caregiver|witness|interpreter|translator"
     r"|consultant|therapist|pharmacist|social worker|case manager|chaplain|author|cc)\s?[:：]"
-    r"|\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
-    r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
-    rf"|\b(?:{_RELATIONS})(?:'s)?(?:\s?name)?(?:\sis)?\s?[:：,-]?"
-    r")\s{0,2}",
-    re.I,
 )
+_STRONG_VERB = (
+    r"\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
+    r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
+)
+_STRONG_RELATION = rf"\b(?:{_RELATIONS})(?:'s)?(?:\s?name)?(?:\sis)?\s?[:：,-]?"
+_STRONG_RE = re.compile(rf"(?:{_STRONG_LABEL}|{_STRONG_VERB}|{_STRONG_RELATION})\s{{0,2}}", re.I)
 _WEAK_RE = re.compile(
     r"\b(?:with|to|from|per|and|for|called|paged|notified|informed|told|asked|visited|by|cc|of)[ \t]{1,2}", re.I
 )
@@ -207,11 +209,33 @@ def _strip_possessive(token: str) -> str:
 
 
 def _tokens(run_text: str, offset: int) -> list[tuple[int, int, str]]:
-    out = []
+    return [(offset + s, offset + e, tok) for s, e, tok in _run_shape(run_text)[0]]
+
+
+@lru_cache(maxsize=4096)
+def _run_shape(run_text: str) -> tuple[tuple[tuple[int, int, str], ...], bool]:
+    """The tokens of a run (offsets into the run) and whether the run is *quiet*: with no cue
+    before it or inside it, none of its words can start a name whatever follows the run (a
+    credential, an eponym). Runs repeat ("Patient", "The", "BP"), so this is kept per run text.
+
+    Quiet: one word that is an ordinary word and not a given name, or that is neither ordinary nor
+    in the name lists; or words that are all ordinary, none a given name nor a relation (a relation
+    word is a cue for the next one). See _english_names: with strength 0 such a run yields nothing."""
+    given, family, _, _, not_names = dictionaries()
+    toks = []
     for m in _TOKEN_RE.finditer(run_text):
         tok = _strip_possessive(m.group())
-        out.append((offset + m.start(), offset + m.start() + len(tok), tok))
-    return out
+        toks.append((m.start(), m.start() + len(tok), tok))
+
+    def ordinary(tok: str) -> bool:
+        return _is_word(tok, not_names) and tok not in given and tok not in _WORD_GIVEN
+
+    if len(toks) == 1:
+        tok = toks[0][2]
+        quiet = ordinary(tok) or not (_is_word(tok, not_names) or tok in given or tok in family)
+    else:
+        quiet = all(ordinary(t) and t.lower() not in _RELATION_WORDS for _, _, t in toks)
+    return tuple(toks), quiet
 
 
 def _is_word(tok: str, not_names: frozenset[str]) -> bool:
@@ -237,8 +261,12 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
 
     cues = _cue_strengths(text)
     for run in _RUN_RE.finditer(text):
-        toks = _tokens(run.group(), run.start())
-        strength = cues.get(run.start(), 0)
+        offset = run.start()
+        shape, quiet = _run_shape(run.group())
+        strength = cues.get(offset, 0)
+        if quiet and not strength and not any(cues.get(offset + s, 0) for s, _, _ in shape[1:]):
+            continue  # nothing in it can start a name (see _run_shape)
+        toks = [(offset + s, offset + e, tok) for s, e, tok in shape]
         credentials = _CREDENTIALS_RE.match(text, run.end()) is not None or _AFTER_RE.match(text, run.end()) is not None
         i = 0
         while i < len(toks):
@@ -650,8 +678,8 @@ def find_names(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
-# A strong cue holds a colon (a label), a verb before "by"/"to", or a relation word, anywhere in
-# its match: searched only around those (cues.py).
+# A strong cue starts with one of its verbs or relation words, or is a label that ends with a
+# colon no further into the match than a label's longest: searched only around those (cues.py).
 _STRONG_VERBS = [
     "signed",
     "dictated",
@@ -670,4 +698,12 @@ _STRONG_VERBS = [
     "interpreted",
     "read",
 ]
-_STRONG_RE = cues.gate(_STRONG_RE, [":", "：", *_STRONG_VERBS, *_RELATION_WORDS], lead=cues.longest(_STRONG_RE))
+_STRONG_RE = cues.gate(
+    _STRONG_RE,
+    {
+        ":": cues.longest(re.compile(_STRONG_LABEL, re.I)),
+        "：": cues.longest(re.compile(_STRONG_LABEL, re.I)),
+        **dict.fromkeys(_STRONG_VERBS, 0),
+        **dict.fromkeys(_RELATION_WORDS, 0),
+    },
+)
