@@ -294,24 +294,31 @@ def _zh_tables():
             short[name] = "zhs"
     for name in _load("geo_keep_zh.txt"):
         short[name] = "keep"
-    ends = "".join(sorted({n[-1] for n in full}))
-    starts = "".join(sorted({n[0] for n in short}))
+    # the lengths a name ending (full) or starting (short) with a character can have, longest first
+    ends: dict[str, set[int]] = {}
+    for n in full:
+        ends.setdefault(n[-1], set()).add(len(n))
+    starts: dict[str, set[int]] = {}
+    for n in short:
+        starts.setdefault(n[0], set()).add(len(n))
     return (
         frozenset(full),
-        max(map(len, full)),
+        {ch: sorted(lengths, reverse=True) for ch, lengths in ends.items()},
         short,
-        max(map(len, short)),
-        re.compile(f"[{re.escape(ends)}]"),
-        re.compile(f"[{re.escape(starts)}]"),
+        {ch: sorted(lengths, reverse=True) for ch, lengths in starts.items()},
+        re.compile(f"[{re.escape(''.join(sorted(ends)))}]"),
+        re.compile(f"[{re.escape(''.join(sorted(starts)))}]"),
     )
 
 
 def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
-    full, full_max, short, short_max, end_re, start_re = _zh_tables()
+    full, full_lengths, short, short_lengths, end_re, start_re = _zh_tables()
     last = 0
     for m in end_re.finditer(text):
         e = m.end()
-        for length in range(min(full_max, e - last), 1, -1):
+        for length in full_lengths[m.group()]:
+            if length > e - last or length < 2:
+                continue
             if text[e - length : e] in full:
                 # one character and a suffix (西区, 城区) is a place only after a city: zh2
                 yield e - length, e, "zh" if length > 2 else "zh2"
@@ -319,7 +326,9 @@ def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
                 break
     for m in start_re.finditer(text):
         b = m.start()
-        for length in range(min(short_max, len(text) - b), 1, -1):
+        for length in short_lengths[m.group()]:
+            if length > len(text) - b or length < 2:
+                continue
             kind = short.get(text[b : b + length])
             if kind:
                 yield b, b + length, kind
