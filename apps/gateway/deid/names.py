@@ -253,6 +253,12 @@ def _cue_strengths(text: str) -> dict[int, int]:
     return ends
 
 
+def _details_after(text: str, end: int) -> bool:
+    """A credential, age, sex, date of birth or relation right after a run ("Lena Marsh, NP",
+    "Maria Lopez (82F)")."""
+    return _CREDENTIALS_RE.match(text, end) is not None or _AFTER_RE.match(text, end) is not None
+
+
 def _english_names(text: str) -> Iterator[tuple[int, int]]:
     given, family, _, _, not_names = dictionaries()
 
@@ -267,13 +273,12 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
         if quiet and not strength and not any(cues.get(offset + s, 0) for s, _, _ in shape[1:]):
             continue  # nothing in it can start a name (see _run_shape)
         toks = [(offset + s, offset + e, tok) for s, e, tok in shape]
-        credentials = _CREDENTIALS_RE.match(text, run.end()) is not None or _AFTER_RE.match(text, run.end()) is not None
+        run_end = run.end()
         i = 0
         while i < len(toks):
             tok = toks[i][2]
             word = _is_word(tok, not_names)
             nxt = toks[i + 1][2] if i + 1 < len(toks) else None
-            eponym = strength < 3 and _EPONYM_AFTER_RE.match(text, toks[i][1]) is not None
             if nxt is not None and _EPONYM_AFTER_RE.match(text, toks[i + 1][1]) is not None:
                 nxt = None  # "Positive Murphy's sign": the next word is an eponym, not a surname
             # A given name that is also a word (Will, Grace, Hope, April) is a name after a label or
@@ -287,21 +292,22 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
                     strength >= 2
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
                     # "April Greenberg (pt's niece)": a relation, age or credential after the run
-                    or (credentials and nxt is not None and not _is_word(nxt, not_names))
+                    or (nxt is not None and not _is_word(nxt, not_names) and _details_after(text, run_end))
                 )
             )
-            starts = not eponym and (
+            # (the regular expressions last, when the rest has not decided)
+            starts = (
                 (strength == 3 and (tok in family or tok in given))
                 or given_word
                 or not word
                 and (
                     strength >= 2
-                    or (credentials and (len(toks) > 1 or tok in given or tok in family))
                     or tok in given
                     or (strength == 1 and tok in family)
                     or (nxt is not None and nxt in family and not _is_word(nxt, not_names))
+                    or ((len(toks) > 1 or tok in family) and _details_after(text, run_end))
                 )
-            )
+            ) and not (strength < 3 and _EPONYM_AFTER_RE.match(text, toks[i][1]))
             if not starts:
                 # A cue inside the run ("Pt Rose ...", "NP Quinn ...", "Husband Will") counts for the next word.
                 strength = max(2 if tok.lower() in _RELATION_WORDS else 0, cues.get(toks[i + 1][0], 0) if nxt else 0)
@@ -653,11 +659,21 @@ def _propagate(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, i
             tok = _strip_possessive(m.group())
             if tok in words:
                 yield m.start(), m.start() + len(tok)
-    for phrase in phrases:
-        pos = text.find(phrase)
-        while pos != -1:
-            yield pos, pos + len(phrase)
-            pos = text.find(phrase, pos + len(phrase))
+    if phrases:
+        # every phrase at once (one Aho–Corasick pass, not one scan of the text per phrase), each
+        # phrase's occurrences taken left to right without overlapping one another, as str.find would
+        import ahocorasick
+
+        auto = ahocorasick.Automaton()
+        for phrase in phrases:
+            auto.add_word(phrase, phrase)
+        auto.make_automaton()
+        free_from: dict[str, int] = {}
+        for end, phrase in auto.iter(text):
+            start = end + 1 - len(phrase)
+            if start >= free_from.get(phrase, 0):
+                free_from[phrase] = end + 1
+                yield start, end + 1
 
 
 def _with_particles(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
