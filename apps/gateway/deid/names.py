@@ -99,12 +99,13 @@ _TITLE_RE = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
 # A strong cue: a label and its colon, a verb before "by"/"to", or a relation word.
-_STRONG_LABEL = (
-    r"\b(?:(?:patient|pt|full|first|last|given|family|maiden)?\s?name|patient|pt|signed|signature|guarantor"
-    r"|insured|subscriber|NOK|next of kin|attending|physician|provider|surgeon|anesth?esiologist|nurse|RN|NP"
-    r"|resident|fellow|PCP|doctor|contact|emergency contact|guardian|caregiver|witness|interpreter|translator"
-    r"|consultant|therapist|pharmacist|social worker|case manager|chaplain|author|cc)\s?[:：]"
+_NAME_LABELS = r"patient|pt|full|first|last|given|family|maiden"  # before "name"
+_LABELS = (
+    r"patient|pt|signed|signature|guarantor|insured|subscriber|NOK|next of kin|attending|physician|provider|surgeon"
+    r"|anesth?esiologist|nurse|RN|NP|resident|fellow|PCP|doctor|contact|emergency contact|guardian|caregiver"
+    r"|witness|interpreter|translator|consultant|therapist|pharmacist|social worker|case manager|chaplain|author|cc"
 )
+_STRONG_LABEL = rf"\b(?:(?:{_NAME_LABELS})?\s?name|{_LABELS})\s?[:：]"
 _STRONG_VERB = (
     r"\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
     r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
@@ -694,8 +695,8 @@ def find_names(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
-# A strong cue starts with one of its verbs or relation words, or is a label that ends with a
-# colon no further into the match than a label's longest: searched only around those (cues.py).
+# Every strong cue starts with a word (a label, a verb, a relation) at the start of a word, or is
+# "name" one whitespace in: searched only around those (cues.py), not around every colon.
 _STRONG_VERBS = [
     "signed",
     "dictated",
@@ -714,12 +715,21 @@ _STRONG_VERBS = [
     "interpreted",
     "read",
 ]
+
+
+def _literal_start(label: str) -> str:
+    """The literal beginning of a label: "anest" for "anesth?esiologist"."""
+    lit = re.match(r"[A-Za-z ]*", label).group()
+    return lit[:-1] if label[len(lit) : len(lit) + 1] == "?" else lit
+
+
 _STRONG_RE = cues.gate(
     _STRONG_RE,
     {
-        ":": cues.longest(re.compile(_STRONG_LABEL, re.I)),
-        "：": cues.longest(re.compile(_STRONG_LABEL, re.I)),
+        **{_literal_start(w): 0 for w in f"{_NAME_LABELS}|{_LABELS}".split("|")},
+        "name": 1,  # "\s?name:" without a word before it
         **dict.fromkeys(_STRONG_VERBS, 0),
         **dict.fromkeys(_RELATION_WORDS, 0),
     },
+    word_start=True,
 )
