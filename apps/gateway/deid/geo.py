@@ -336,6 +336,10 @@ def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
 
 
 _HAS_HAN = re.compile(f"[{_HAN}]")
+_CAPITALISED_AFTER = re.compile(r"[ \t]+[A-Z][a-z]")
+_COUNTY_AFTER = re.compile(r"[ \t]+(?:County|Parish)\b")  # "Lancaster County": the word joins the span
+_DIGIT = re.compile(r"[0-9]")
+_NUMBERS = re.compile(r"[0-9]+(?:-[0-9]+)*")
 _HAS_UPPER = re.compile("[A-Z\u00c0-\u00de]")
 
 
@@ -379,7 +383,7 @@ def _english_geo(text: str, start: int, end: int, pop: int) -> int | None:
     if name in common or name.upper() == name:
         return None
     cue = _CUE_BEFORE.search(before)
-    if name in people and re.match(r"[ \t]+[A-Z][a-z]", after):
+    if name in people and _CAPITALISED_AFTER.match(after):
         return None  # "from Austin Lee": a person's given and family name
     if cue and (not _WEAK_TO.search(before) or _TRAVEL_TO.search(before)):
         return P_GEO_CUE
@@ -432,8 +436,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 prio = _english_geo(text, start, end, pop)
                 if prio is not None:
                     # "Lancaster County": take the word "County" into the span
-                    m = re.match(r"[ \t]+(?:County|Parish)\b", text[end : end + 10])
-                    yield Span(start, end + (m.end() if m else 0), GEO, prio)
+                    m = _COUNTY_AFTER.match(text, end, end + 10)
+                    yield Span(start, m.end() if m else end, GEO, prio)
                     if ZIP in kinds:
                         yield from _postcodes_beside(text, start, end)
             i += 1
@@ -446,7 +450,7 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 yield Span(start, end, GEO, P_GEO_ZH_SHORT)
             if want_addr:
                 addr = _zh_address_after(text, end)
-                if addr and re.search(r"[0-9]", text[addr.start : addr.end]):
+                if addr and _DIGIT.search(text, addr.start, addr.end):
                     yield addr
             i += 1
             continue
@@ -487,8 +491,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
             start = max(start, k)
             tail = _ZH_ADDR_AFTER_GEO.match(text, m.end())
             end = tail.end() if tail else m.end()
-            tail2 = re.match(r"[0-9]+(?:-[0-9]+)*", text[end:])
-            yield Span(start, end + (tail2.end() if tail2 else 0), ADDRESS, P_ADDRESS - 1)
+            tail2 = _NUMBERS.match(text, end)  # on the text, not a copy of the rest of it
+            yield Span(start, tail2.end() if tail2 else end, ADDRESS, P_ADDRESS - 1)
 
 
 def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
