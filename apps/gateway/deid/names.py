@@ -733,3 +733,12 @@ _STRONG_RE = cues.gate(
     },
     word_start=True,
 )
+# Titles, roles and nickname phrases start every match with their word, after a \b.
+_TITLE_RE = cues.gate(_TITLE_RE, word_start=True)
+_ROLE_RE = cues.gate(
+    _ROLE_RE,
+    ["pt", "np", "rn", "pa", "lpn", "nurse", "caseworker", "case worker", "social worker", "prescriber", "ordering"]
+    + ["referring", "dictated by", "prescribed by"],
+    word_start=True,
+)
+_NICK_AFTER_RE = cues.gate(_NICK_AFTER_RE, word_start=True)
