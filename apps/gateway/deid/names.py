@@ -209,19 +209,16 @@ def _strip_possessive(token: str) -> str:
     return token[:-2] if token.endswith(("'s", "’s")) else token.rstrip("'’")
 
 
-def _tokens(run_text: str, offset: int) -> list[tuple[int, int, str]]:
-    return [(offset + s, offset + e, tok) for s, e, tok in _run_shape(run_text)[0]]
-
-
-@lru_cache(maxsize=4096)
 def _run_shape(run_text: str) -> tuple[tuple[tuple[int, int, str], ...], bool]:
     """The tokens of a run (offsets into the run) and whether the run is *quiet*: with no cue
     before it or inside it, none of its words can start a name whatever follows the run (a
-    credential, an eponym). Runs repeat ("Patient", "The", "BP"), so this is kept per run text.
+    credential, an eponym).
 
     Quiet: one word that is an ordinary word and not a given name, or that is neither ordinary nor
     in the name lists; or words that are all ordinary, none a given name nor a relation (a relation
-    word is a cue for the next one). See _english_names: with strength 0 such a run yields nothing."""
+    word is a cue for the next one). See _english_names: with strength 0 such a run yields nothing.
+    Runs repeat ("Patient", "The", "BP"): _english_names keeps this per distinct run, for one text
+    only (a process-wide cache would keep names from one request to the next)."""
     given, family, _, _, not_names = dictionaries()
     toks = []
     for m in _TOKEN_RE.finditer(run_text):
@@ -267,9 +264,11 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
         return tok in family or not _is_word(tok, not_names)
 
     cues = _cue_strengths(text)
+    shapes: dict[str, tuple] = {}
     for run in _RUN_RE.finditer(text):
         offset = run.start()
-        shape, quiet = _run_shape(run.group())
+        run_text = run.group()
+        shape, quiet = shapes.get(run_text) or shapes.setdefault(run_text, _run_shape(run_text))
         strength = cues.get(offset, 0)
         if quiet and not strength and not any(cues.get(offset + s, 0) for s, _, _ in shape[1:]):
             continue  # nothing in it can start a name (see _run_shape)
