@@ -92,10 +92,12 @@ def test_a_gate_with_one_lead_per_anchor():
     rx = re.compile(r"\b(?:ab|abc)\s?:|\bzz\w{0,3}")
     g = cues.gate(rx, {":": 4, "zz": 0})
     assert g.leads == {":": 4, "zz": 0} and g.lead == 4
-    text = "abc : xx zzyy ab: abc:zz"
-    assert [m.span() for m in g.finditer(text)] == [m.span() for m in rx.finditer(text)]
+    for text in ("abc : xx zzyy ab: abc:zz" + " " * 1000, "ab: zz " * 1000):  # sparse anchors, then dense
+        assert [m.span() for m in g.finditer(text)] == [m.span() for m in rx.finditer(text)]
     short = cues.gate(rx, {":": 1, "zz": 0})  # a lead too short for "abc :" misses it: the lead matters
-    assert [m.group() for m in short.finditer("abc : zz")] == ["zz"]
+    sparse = "abc : zz" + " " * 500  # (anchors denser than one in cues.DENSE: the whole text is searched)
+    assert [m.group() for m in short.finditer(sparse)] == ["zz"]
+    assert [m.group() for m in short.finditer("abc : zz")] == ["abc :", "zz"]
 
 
 def test_strong_cues_gated_by_word_starts_find_every_label():
@@ -120,3 +122,13 @@ def test_strong_cues_gated_by_word_starts_find_every_label():
     # "son" inside "person" is no start; at a word start it is
     cues.hits.cache_clear()
     assert list(g.starts("the person")) == [] and list(g.starts("the son")) == [4]
+
+
+def test_strong_label_anchors_hold_every_whitespace_re_matches():
+    assert {c for c in names._SPACES if c} == {chr(c) for c in range(0x110000) if re.fullmatch(r"\s", chr(c))}
+    cues.hits.cache_clear()
+    g = names._STRONG_RE
+    text = "pt pt pt Pt\u3000: Ann. Firstname : Bo. first\tname： Cy. patientname: Di. name: Ed. pt"
+    assert [m.span() for m in g.finditer(text)] == [m.span() for m in g.regex.finditer(text)]
+    assert len(list(g.regex.finditer(text))) == 5
+    assert list(g.starts("pt pt pt pt")) == []  # a label without its colon is no start

@@ -107,6 +107,9 @@ class Gate:
 
     def finditer(self, text: str) -> Iterator[re.Match]:
         """What self.regex.finditer(text) yields."""
+        if len(hits(text).get(self, ())) * DENSE > len(text):
+            yield from self.regex.finditer(text)  # anchors everywhere: one scan in C costs less
+            return
         last = 0
         match = self.regex.match
         for s in self.starts(text):
@@ -121,6 +124,9 @@ class Gate:
 
 
 _GATES: list[Gate] = []
+# More than one anchor every DENSE characters (text written to be slow, "pt pt pt …"): the pattern is
+# searched over the whole text instead, which finds the same and costs at most one scan.
+DENSE = 48
 
 
 def gate(regex: re.Pattern, anchors=None, lead: int = 0, word_start: bool = False) -> Gate:
@@ -142,6 +148,10 @@ def gate(regex: re.Pattern, anchors=None, lead: int = 0, word_start: bool = Fals
     return g
 
 
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
 @lru_cache(maxsize=1)
 def automaton():
     """One Aho–Corasick automaton over every gated pattern's anchors (built once a process)."""
@@ -153,13 +163,9 @@ def automaton():
             by_word.setdefault(word, []).append(g)
     auto = ahocorasick.Automaton()
     for word, gates in by_word.items():
-        auto.add_word(word, (word, tuple(gates)))
+        auto.add_word(word, (word, tuple(gates), _word_char(word[0])))
     auto.make_automaton()
     return auto
-
-
-def _word_char(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
 
 
 @lru_cache(maxsize=1)
@@ -167,10 +173,10 @@ def hits(text: str) -> dict[Gate, list[tuple[int, int]]]:
     """Where each gated pattern's anchors start in `text` (a), as (a - the anchor's lead, a), in
     order: one pass for all of them (kept for the last text, which the detectors of one call share)."""
     out: dict[Gate, list[tuple[int, int]]] = {}
-    for end, (word, gates) in automaton().iter(fold(text)):
+    for end, (word, gates, wordlike) in automaton().iter(fold(text)):
         a = end - len(word) + 1
         # inside a word: \b before the anchor fails (re's word characters: alphanumerics and "_")
-        inside = a > 0 and _word_char(word[0]) and _word_char(text[a - 1])
+        inside = wordlike and a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_")
         for g in gates:
             if not (inside and g.word_start):
                 out.setdefault(g, []).append((a - g.leads[word], a))

@@ -694,8 +694,10 @@ def find_names(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
-# Every strong cue starts with a word (a label, a verb, a relation) at the start of a word, or is
-# "name" one whitespace in: searched only around those (cues.py), not around every colon.
+# Every strong cue starts with a word at the start of a word: a label written with its colon
+# ("Patient:", "next of kin :", "Firstname："), "name" and its colon at most a name label and a space
+# in ("first name:"), a verb, a relation. Searched only around those (cues.py): not around every
+# colon, nor every "pt".
 _STRONG_VERBS = [
     "signed",
     "dictated",
@@ -716,22 +718,32 @@ _STRONG_VERBS = [
 ]
 
 
-def _literal_start(label: str) -> str:
-    """The literal beginning of a label: "anest" for "anesth?esiologist"."""
-    lit = re.match(r"[A-Za-z ]*", label).group()
-    return lit[:-1] if label[len(lit) : len(lit) + 1] == "?" else lit
+# What \s? matches (re: str.isspace; the last such character is U+3000, tested).
+_SPACES = ["", *(chr(c) for c in range(0x3001) if chr(c).isspace())]
+
+
+def _with_colon(label: str) -> list[str]:
+    return [label + space + colon for space in _SPACES for colon in ":："]
+
+
+def _label_spellings(label: str) -> list[str]:
+    """ "anesth?esiologist": with and without the h."""
+    return [label.replace("h?", "h"), label.replace("h?", "")] if "h?" in label else [label]
 
 
 _STRONG_RE = cues.gate(
     _STRONG_RE,
     {
-        **{_literal_start(w): 0 for w in f"{_NAME_LABELS}|{_LABELS}".split("|")},
-        "name": 1,  # "\s?name:" without a word before it
+        **{a: 0 for w in _LABELS.split("|") for s in _label_spellings(w) for a in _with_colon(s)},
+        **{a: 0 for w in _NAME_LABELS.split("|") for a in _with_colon(w + "name")},
+        **dict.fromkeys(_with_colon("name"), max(map(len, _NAME_LABELS.split("|"))) + 1),
         **dict.fromkeys(_STRONG_VERBS, 0),
         **dict.fromkeys(_RELATION_WORDS, 0),
     },
     word_start=True,
 )
+
+
 # Titles, roles and nickname phrases start every match with their word, after a \b.
 _TITLE_RE = cues.gate(_TITLE_RE, word_start=True)
 _ROLE_RE = cues.gate(
