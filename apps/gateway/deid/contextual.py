@@ -19,8 +19,8 @@ _NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|
 _SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
 # A code: letters, digits and inner hyphens or slashes; checked for enough digits afterwards.
 # Inside, hyphens, slashes and dots between characters, and a space between digit groups when the
-# next group has at least two digits and no letter right after it ("0048 2913", not "12 5mg"); written
-# with a bounded look-ahead (three digits, or two and no letter) so that cues.py can gate it.
+# next group has at least two digits and no letter right after it ("0048 2913", not "12 5mg"): a
+# look-ahead of three digits, or two and no letter.
 _CODE = (
     r"(?=[A-Za-z/-]{0,24}\d)(?P<v>[A-Za-z0-9](?:[A-Za-z0-9]|[-/.](?=[A-Za-z0-9])|(?<=\d) (?=\d\d(?:\d|(?![A-Za-z]))))"
     r"{3,30})(?![A-Za-z0-9])"
@@ -242,6 +242,5 @@ def find_age(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
-# Every match of a cued pattern starts with its cue word: searched only where one stands (cues.py);
-# not LICENSE, whose look-ahead (?!\s*plate) has no bounded length.
-_CUE_RES = {kind: regex if kind == LICENSE else cues.gate(regex) for kind, regex in _CUE_RES.items()}
+# Every match of a cued pattern starts with its cue word: tried only where one stands (cues.py).
+_CUE_RES = {kind: cues.gate(regex) for kind, regex in _CUE_RES.items()}

@@ -1,21 +1,25 @@
-"""Cue words found in one pass, so that patterns run only in windows around them.
+"""Cue words found in one pass, so that patterns are tried only where a match can start.
 
 Many detectors are a regular expression that cannot match without a cue word ("MRN", "member",
-"病历号", "signed by", a colon): searched over the whole text, such a pattern is entered at every
+"病历号", "signed by", "daughter"): searched over the whole text, such a pattern is entered at every
 character that could start it — under IGNORECASE, most letters. `gate(regex, anchors, lead)` wraps
 the pattern: every anchor word of every gated pattern sits in one Aho–Corasick automaton, run once
-over the case-folded text (`hits`), and the pattern is searched only in windows around its anchors.
+over the case-folded text (`hits`), and the pattern is tried (`regex.match`) only at the positions
+from `lead` characters before each anchor to the anchor itself.
 
 It finds exactly what `regex.finditer(text)` finds, provided that every match of the pattern holds
 one of its anchors (case-insensitively) starting at most `lead` characters after the match starts
 — stated next to each gated pattern, and checked on the corpora, the adversarial spellings and a
-fuzz by tests/gateway/test_deid_cues.py against the ungated pattern. Why it is exact: a match that
-starts at s holds an anchor at a in [s, s + lead], so s is in [a - lead, a]; the pattern looks at
-no character beyond s + reach (its longest match plus its look-aheads, worked out from the parsed
-pattern), so searching text[a - lead : a + reach] (look-behinds still see what is before) finds
-the same match at s as the whole text does. Windows that overlap are merged, and each window's
-search starts where the previous match ended, as finditer's does. A pattern whose length is
-unbounded cannot be gated (ValueError at import).
+fuzz by tests/gateway/test_deid_cues.py against the ungated pattern. Why it is exact: finditer
+yields, from where its last match ended, the leftmost position at which the pattern matches, and
+what it matches there; a match that starts at s holds an anchor at a with s in [a - lead, a], so
+every position where a match can start is among those tried, in order, each from where the last
+match ended. `regex.match(text, s)` sees the whole text (look-behinds before s, look-aheads to the
+end), so it matches at s what the whole-text search does. A pattern that can match the empty string
+cannot be gated (finditer's rule after an empty match is not reproduced; ValueError at import).
+
+`word_start`: every anchor that begins with a word character stands, in every match, right after a
+\b (the pattern says so), so an anchor found inside a word ("son" in "person") is no start.
 
 When anchors are not given, they are the literal prefixes of the pattern's alternatives, derived
 from the parsed pattern (lead 0); a pattern for which no such prefixes exist cannot be gated.
@@ -42,42 +46,6 @@ def fold(text: str) -> str:
     if len(folded) != len(text):  # pragma: no cover - every such character is translated above
         raise AssertionError("case folding changed the length of the text")
     return folded
-
-
-def reach(regex: re.Pattern) -> int:
-    """How far past the start of a match the pattern may look: its longest match plus every
-    look-ahead's longest, plus one (for a look-around at the end)."""
-    parsed = _parser.parse(regex.pattern, regex.flags)
-    longest = parsed.getwidth()[1]
-    total = longest + _lookaheads(parsed.data) + 1
-    if longest >= C.MAXREPEAT or total >= C.MAXREPEAT:
-        raise ValueError(f"pattern {regex.pattern[:60]!r}… has no bounded length and cannot be gated")
-    return total
-
-
-def longest(regex: re.Pattern) -> int:
-    """The longest match: the `lead` of an anchor that may stand anywhere in a match."""
-    return reach(regex)
-
-
-def _lookaheads(items) -> int:
-    total = 0
-    for op, av in items:
-        if op in (C.ASSERT, C.ASSERT_NOT):
-            direction, sub = av
-            if direction == 1:
-                total += sub.getwidth()[1]
-            total += _lookaheads(sub.data)
-        elif op is C.SUBPATTERN:
-            total += _lookaheads(av[3].data)
-        elif op is C.ATOMIC_GROUP:
-            total += _lookaheads(av.data)
-        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
-            inner = _lookaheads(av[2].data)
-            total += inner  # one look-ahead per repetition, each from where it stands: the largest counts
-        elif op is C.BRANCH:
-            total += max((_lookaheads(alt.data) for alt in av[1]), default=0)
-    return total
 
 
 def prefixes(regex: re.Pattern) -> set[str]:
@@ -121,48 +89,67 @@ def _starts(items) -> tuple[set[str], bool]:
 
 
 class Gate:
-    """A compiled pattern searched only around its anchors (see the module docstring)."""
+    """A compiled pattern tried only where its anchors say a match can start (module docstring)."""
 
-    def __init__(self, regex: re.Pattern, anchors, lead: int):
-        self.regex, self.anchors, self.lead, self.reach = regex, frozenset(anchors), lead, reach(regex)
+    def __init__(self, regex: re.Pattern, leads: dict[str, int], word_start: bool = False):
+        if _parser.parse(regex.pattern, regex.flags).getwidth()[0] == 0:
+            raise ValueError(f"pattern {regex.pattern[:60]!r}… can match the empty string and cannot be gated")
+        self.regex, self.leads, self.word_start = regex, leads, word_start
+        self.anchors, self.lead = frozenset(leads), max(leads.values())
         self.pattern, self.groupindex = regex.pattern, regex.groupindex
 
-    def windows(self, text: str) -> Iterator[tuple[int, int]]:
-        """Merged [lo, hi) windows that hold every match."""
-        start = end = -1
-        for a in hits(text).get(self, ()):
-            lo, hi = max(0, a - self.lead), min(len(text), a + self.reach)
-            if lo > end:
-                if end > start:
-                    yield start, end
-                start = lo
-            end = max(end, hi)
-        if end > start:
-            yield start, end
+    def starts(self, text: str) -> Iterator[int]:
+        """Every position where a match can start, in order, each once."""
+        free = 0
+        for lo, a in hits(text).get(self, ()):
+            yield from range(max(lo, free), a + 1)
+            free = max(free, a + 1)
 
     def finditer(self, text: str) -> Iterator[re.Match]:
         """What self.regex.finditer(text) yields."""
+        if len(hits(text).get(self, ())) * DENSE > len(text):
+            yield from self.regex.finditer(text)  # anchors everywhere: one scan in C costs less
+            return
         last = 0
-        for lo, hi in self.windows(text):
-            for m in self.regex.finditer(text, max(lo, last), hi):
-                yield m
-                last = m.end()
+        match = self.regex.match
+        for s in self.starts(text):
+            if s >= last:
+                m = match(text, s)
+                if m:
+                    yield m
+                    last = m.end()
 
     def search(self, text: str) -> re.Match | None:
         return next(self.finditer(text), None)
 
 
 _GATES: list[Gate] = []
+# More than one anchor every DENSE characters (text written to be slow, "pt pt pt …"): the pattern is
+# searched over the whole text instead, which finds the same and costs at most one scan.
+DENSE = 48
 
 
-def gate(regex: re.Pattern, anchors=None, lead: int = 0) -> Gate:
-    """`regex` searched only in windows around its anchors: folded strings one of which every
-    match holds, starting at most `lead` characters after the match's start. Without anchors:
-    the pattern's literal prefixes (lead 0)."""
-    g = Gate(regex, prefixes(regex) if anchors is None else {fold(a) for a in anchors}, lead)
+def gate(regex: re.Pattern, anchors=None, lead: int = 0, word_start: bool = False) -> Gate:
+    """`regex` tried only where its anchors say a match can start: folded strings one of which every
+    match holds, starting at most `lead` characters after the match's start. `anchors` may also
+    map each anchor to its own lead (a colon that ends a label stands further into a match than
+    a word that starts one). Without anchors: the pattern's literal prefixes (lead 0).
+    `word_start`: the anchor that every match holds begins a word (the pattern puts a \\b before
+    it), so an anchor found inside a word ("son" in "person") is no start."""
+    if anchors is None:
+        anchors = prefixes(regex)
+    leads: dict[str, int] = {}
+    for a in anchors:
+        word = fold(a)
+        leads[word] = max(leads.get(word, 0), anchors[a] if isinstance(anchors, dict) else lead)
+    g = Gate(regex, leads, word_start)
     _GATES.append(g)
     automaton.cache_clear()
     return g
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
 
 
 @lru_cache(maxsize=1)
@@ -176,19 +163,23 @@ def automaton():
             by_word.setdefault(word, []).append(g)
     auto = ahocorasick.Automaton()
     for word, gates in by_word.items():
-        auto.add_word(word, (len(word), tuple(gates)))
+        auto.add_word(word, (word, tuple(gates), _word_char(word[0])))
     auto.make_automaton()
     return auto
 
 
 @lru_cache(maxsize=1)
-def hits(text: str) -> dict[Gate, list[int]]:
-    """Where each gated pattern's anchors start in `text`, in order: one pass for all of them
-    (kept for the last text, which the detectors of one call share)."""
-    out: dict[Gate, list[int]] = {}
-    for end, (n, gates) in automaton().iter(fold(text)):
+def hits(text: str) -> dict[Gate, list[tuple[int, int]]]:
+    """Where each gated pattern's anchors start in `text` (a), as (a - the anchor's lead, a), in
+    order: one pass for all of them (kept for the last text, which the detectors of one call share)."""
+    out: dict[Gate, list[tuple[int, int]]] = {}
+    for end, (word, gates, wordlike) in automaton().iter(fold(text)):
+        a = end - len(word) + 1
+        # inside a word: \b before the anchor fails (re's word characters: alphanumerics and "_")
+        inside = wordlike and a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_")
         for g in gates:
-            out.setdefault(g, []).append(end - n + 1)
+            if not (inside and g.word_start):
+                out.setdefault(g, []).append((a - g.leads[word], a))
     for positions in out.values():
         positions.sort()
     return out

@@ -296,24 +296,31 @@ def _zh_tables():
         short.setdefault(name, "zhs")
     for name in _load("geo_keep_zh.txt"):
         short[name] = "keep"
-    ends = "".join(sorted({n[-1] for n in full}))
-    starts = "".join(sorted({n[0] for n in short}))
+    # the lengths a name ending (full) or starting (short) with a character can have, longest first
+    ends: dict[str, set[int]] = {}
+    for n in full:
+        ends.setdefault(n[-1], set()).add(len(n))
+    starts: dict[str, set[int]] = {}
+    for n in short:
+        starts.setdefault(n[0], set()).add(len(n))
     return (
         frozenset(full),
-        max(map(len, full)),
+        {ch: sorted(lengths, reverse=True) for ch, lengths in ends.items()},
         short,
-        max(map(len, short)),
-        re.compile(f"[{re.escape(ends)}]"),
-        re.compile(f"[{re.escape(starts)}]"),
+        {ch: sorted(lengths, reverse=True) for ch, lengths in starts.items()},
+        re.compile(f"[{re.escape(''.join(sorted(ends)))}]"),
+        re.compile(f"[{re.escape(''.join(sorted(starts)))}]"),
     )
 
 
 def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
-    full, full_max, short, short_max, end_re, start_re = _zh_tables()
+    full, full_lengths, short, short_lengths, end_re, start_re = _zh_tables()
     last = 0
     for m in end_re.finditer(text):
         e = m.end()
-        for length in range(min(full_max, e - last), 1, -1):
+        for length in full_lengths[m.group()]:
+            if length > e - last or length < 2:
+                continue
             if text[e - length : e] in full:
                 # one character and a suffix (西区, 城区) is a place only after a city: zh2
                 yield e - length, e, "zh" if length > 2 else "zh2"
@@ -321,7 +328,9 @@ def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
                 break
     for m in start_re.finditer(text):
         b = m.start()
-        for length in range(min(short_max, len(text) - b), 1, -1):
+        for length in short_lengths[m.group()]:
+            if length > len(text) - b or length < 2:
+                continue
             kind = short.get(text[b : b + length])
             if kind:
                 yield b, b + length, kind
@@ -329,6 +338,11 @@ def _zh_hits(text: str) -> Iterator[tuple[int, int, str]]:
 
 
 _HAS_HAN = re.compile(f"[{_HAN}]")
+_CAPITALISED_AFTER = re.compile(r"[ \t]+[A-Z][a-z]")
+_COUNTY_AFTER = re.compile(r"[ \t]+(?:County|Parish)\b")  # "Lancaster County": the word joins the span
+_DIGIT = re.compile(r"[0-9]")
+_DIGIT_ANY = re.compile(r"\d")
+_NUMBERS = re.compile(r"[0-9]+(?:-[0-9]+)*")
 _HAS_UPPER = re.compile("[A-Z\u00c0-\u00de]")
 
 
@@ -372,7 +386,7 @@ def _english_geo(text: str, start: int, end: int, pop: int) -> int | None:
     if name in common or name.upper() == name:
         return None
     cue = _CUE_BEFORE.search(before)
-    if name in people and re.match(r"[ \t]+[A-Z][a-z]", after):
+    if name in people and _CAPITALISED_AFTER.match(after):
         return None  # "from Austin Lee": a person's given and family name
     if cue and (not _WEAK_TO.search(before) or _TRAVEL_TO.search(before)):
         return P_GEO_CUE
@@ -425,8 +439,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 prio = _english_geo(text, start, end, pop)
                 if prio is not None:
                     # "Lancaster County": take the word "County" into the span
-                    m = re.match(r"[ \t]+(?:County|Parish)\b", text[end : end + 10])
-                    yield Span(start, end + (m.end() if m else 0), GEO, prio)
+                    m = _COUNTY_AFTER.match(text, end, end + 10)
+                    yield Span(start, m.end() if m else end, GEO, prio)
                     if ZIP in kinds:
                         yield from _postcodes_beside(text, start, end)
             i += 1
@@ -439,7 +453,7 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 yield Span(start, end, GEO, P_GEO_ZH_SHORT)
             if want_addr:
                 addr = _zh_address_after(text, end)
-                if addr and re.search(r"[0-9]", text[addr.start : addr.end]):
+                if addr and _DIGIT.search(text, addr.start, addr.end):
                     yield addr
             i += 1
             continue
@@ -480,8 +494,8 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
             start = max(start, k)
             tail = _ZH_ADDR_AFTER_GEO.match(text, m.end())
             end = tail.end() if tail else m.end()
-            tail2 = re.match(r"[0-9]+(?:-[0-9]+)*", text[end:])
-            yield Span(start, end + (tail2.end() if tail2 else 0), ADDRESS, P_ADDRESS - 1)
+            tail2 = _NUMBERS.match(text, end)  # on the text, not a copy of the rest of it
+            yield Span(start, tail2.end() if tail2 else end, ADDRESS, P_ADDRESS - 1)
 
 
 def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
@@ -496,7 +510,7 @@ def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
 
 
 def _english_addresses(text: str) -> Iterator[Span]:
-    if not any(ch.isdigit() for ch in text):
+    if not _DIGIT_ANY.search(text):  # every address pattern holds a \d: one scan in C, not a loop
         return
     for rx in (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS):
         for m in rx.finditer(text):

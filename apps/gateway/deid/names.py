@@ -98,17 +98,20 @@ _RELATIONS = "|".join(re.escape(w).replace(r"\ ", r"\s") for w in sorted(_RELATI
 _TITLE_RE = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Drs|Prof|Professor|Doctor|Rev|Sr|Sister|Nurse|Judge|Officer|Capt|Sgt)\.?)[ \t]{1,2}"
 )
-_STRONG_RE = re.compile(
-    r"(?:\b(?:(?:patient|pt|full|first|last|given|family|maiden)?\s?name|patient|pt|signed|signature|guarantor"
-    r"|insured|subscriber|NOK|next of kin|attending|physician|provider|surgeon|anesth?esiologist|nurse|RN|NP"
-    r"|resident|fellow|PCP|doctor|contact|emergency contact|guardian|caregiver|witness|interpreter|translator"
-    r"|consultant|therapist|pharmacist|social worker|case manager|chaplain|author|cc)\s?[:：]"
-    r"|\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
-    r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
-    rf"|\b(?:{_RELATIONS})(?:'s)?(?:\s?name)?(?:\sis)?\s?[:：,-]?"
-    r")\s{0,2}",
-    re.I,
+# A strong cue: a label and its colon, a verb before "by"/"to", or a relation word.
+_NAME_LABELS = r"patient|pt|full|first|last|given|family|maiden"  # before "name"
+_LABELS = (
+    r"patient|pt|signed|signature|guarantor|insured|subscriber|NOK|next of kin|attending|physician|provider|surgeon"
+    r"|anesth?esiologist|nurse|RN|NP|resident|fellow|PCP|doctor|contact|emergency contact|guardian|caregiver"
+    r"|witness|interpreter|translator|consultant|therapist|pharmacist|social worker|case manager|chaplain|author|cc"
 )
+_STRONG_LABEL = rf"\b(?:(?:{_NAME_LABELS})?\s?name|{_LABELS})\s?[:：]"
+_STRONG_VERB = (
+    r"\b(?:signed|dictated|transcribed|seen|evaluated|examined|reviewed|referred|accompanied|authored|verified"
+    r"|cosigned|attested|performed|interpreted|read)\s(?:by|to)[:：]?"
+)
+_STRONG_RELATION = rf"\b(?:{_RELATIONS})(?:'s)?(?:\s?name)?(?:\sis)?\s?[:：,-]?"
+_STRONG_RE = re.compile(rf"(?:{_STRONG_LABEL}|{_STRONG_VERB}|{_STRONG_RELATION})\s{{0,2}}", re.I)
 _WEAK_RE = re.compile(
     r"\b(?:with|to|from|per|and|for|called|paged|notified|informed|told|asked|visited|by|cc|of)[ \t]{1,2}", re.I
 )
@@ -260,12 +263,32 @@ def _strip_possessive(token: str) -> str:
     return token[:-2] if token.endswith(("'s", "’s")) else token.rstrip("'’")
 
 
-def _tokens(run_text: str, offset: int) -> list[tuple[int, int, str]]:
-    out = []
+def _run_shape(run_text: str) -> tuple[tuple[tuple[int, int, str], ...], bool]:
+    """The tokens of a run (offsets into the run) and whether the run is *quiet*: with no cue
+    before it or inside it, none of its words can start a name whatever follows the run (a
+    credential, an eponym).
+
+    Quiet: one word that is an ordinary word and not a given name, or that is neither ordinary nor
+    in the name lists; or words that are all ordinary, none a given name nor a relation (a relation
+    word is a cue for the next one). See _english_names: with strength 0 such a run yields nothing
+    but a single unknown word right before an age phrase, which _english_names checks itself.
+    Runs repeat ("Patient", "The", "BP"): _english_names keeps this per distinct run, for one text
+    only (a process-wide cache would keep names from one request to the next)."""
+    given, family, _, _, not_names = dictionaries()
+    toks = []
     for m in _TOKEN_RE.finditer(run_text):
         tok = _strip_possessive(m.group())
-        out.append((offset + m.start(), offset + m.start() + len(tok), tok))
-    return out
+        toks.append((m.start(), m.start() + len(tok), tok))
+
+    def ordinary(tok: str) -> bool:
+        return _is_word(tok, not_names) and tok not in given and tok not in _WORD_GIVEN
+
+    if len(toks) == 1:
+        tok = toks[0][2]
+        quiet = ordinary(tok) or not (_is_word(tok, not_names) or tok in given or tok in family)
+    else:
+        quiet = all(ordinary(t) and t.lower() not in _RELATION_WORDS for _, _, t in toks)
+    return tuple(toks), quiet
 
 
 def _is_word(tok: str, not_names: frozenset[str]) -> bool:
@@ -290,11 +313,25 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
         return tok in family or not _is_word(tok, not_names)
 
     cues = _cue_strengths(text)
+    shapes: dict[str, tuple] = {}
     for run in _RUN_RE.finditer(text):
-        toks = _tokens(run.group(), run.start())
-        strength = cues.get(run.start(), 0)
-        after_age = _AFTER_RE.match(text, run.end()) is not None
-        credentials = after_age or _CREDENTIALS_RE.match(text, run.end()) is not None
+        offset = run.start()
+        run_text = run.group()
+        run_end = run.end()
+        shape, quiet = shapes.get(run_text) or shapes.setdefault(run_text, _run_shape(run_text))
+        strength = cues.get(offset, 0)
+        # nothing in a quiet run can start a name (see _run_shape), except one unknown word before
+        # an age phrase ("Garfield is a 12 yo M")
+        if (
+            quiet
+            and not strength
+            and not any(cues.get(offset + s, 0) for s, _, _ in shape[1:])
+            and (len(shape) > 1 or _is_word(shape[0][2], not_names) or _AFTER_RE.match(text, run_end) is None)
+        ):
+            continue
+        toks = [(offset + s, offset + e, tok) for s, e, tok in shape]
+        after_age = _AFTER_RE.match(text, run_end) is not None
+        credentials = after_age or _CREDENTIALS_RE.match(text, run_end) is not None
         i = 0
         while i < len(toks):
             tok = toks[i][2]
@@ -782,11 +819,21 @@ def _propagate(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, i
             tok = _strip_possessive(m.group())
             if tok in words:
                 yield m.start(), m.start() + len(tok)
-    for phrase in phrases:
-        pos = text.find(phrase)
-        while pos != -1:
-            yield pos, pos + len(phrase)
-            pos = text.find(phrase, pos + len(phrase))
+    if phrases:
+        # every phrase at once (one Aho–Corasick pass, not one scan of the text per phrase), each
+        # phrase's occurrences taken left to right without overlapping one another, as str.find would
+        import ahocorasick
+
+        auto = ahocorasick.Automaton()
+        for phrase in phrases:
+            auto.add_word(phrase, phrase)
+        auto.make_automaton()
+        free_from: dict[str, int] = {}
+        for end, phrase in auto.iter(text):
+            start = end + 1 - len(phrase)
+            if start >= free_from.get(phrase, 0):
+                free_from[phrase] = end + 1
+                yield start, end + 1
 
 
 def _with_particles(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
@@ -807,8 +854,10 @@ def find_names(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
-# A strong cue holds a colon (a label), a verb before "by"/"to", or a relation word, anywhere in
-# its match: searched only around those (cues.py).
+# Every strong cue starts with a word at the start of a word: a label written with its colon
+# ("Patient:", "next of kin :", "Firstname："), "name" and its colon at most a name label and a space
+# in ("first name:"), a verb, a relation. Searched only around those (cues.py): not around every
+# colon, nor every "pt".
 _STRONG_VERBS = [
     "signed",
     "dictated",
@@ -827,9 +876,41 @@ _STRONG_VERBS = [
     "interpreted",
     "read",
 ]
-# A multi-word role ("case manager") is anchored on its first word, which its match always holds.
+
+
+# What \s? matches (re: str.isspace; the last such character is U+3000, tested).
+_SPACES = ["", *(chr(c) for c in range(0x3001) if chr(c).isspace())]
+
+
+def _with_colon(label: str) -> list[str]:
+    return [label + space + colon for space in _SPACES for colon in ":："]
+
+
+def _label_spellings(label: str) -> list[str]:
+    """ "anesth?esiologist": with and without the h."""
+    return [label.replace("h?", "h"), label.replace("h?", "")] if "h?" in label else [label]
+
+
 _STRONG_RE = cues.gate(
     _STRONG_RE,
-    [":", "：", *_STRONG_VERBS, *sorted({w.split(" ")[0] for w in _RELATION_WORDS})],
-    lead=cues.longest(_STRONG_RE),
+    {
+        **{a: 0 for w in _LABELS.split("|") for s in _label_spellings(w) for a in _with_colon(s)},
+        **{a: 0 for w in _NAME_LABELS.split("|") for a in _with_colon(w + "name")},
+        **dict.fromkeys(_with_colon("name"), max(map(len, _NAME_LABELS.split("|"))) + 1),
+        **dict.fromkeys(_STRONG_VERBS, 0),
+        # a multi-word role ("case manager") on its first word, which its match always starts with
+        **dict.fromkeys({w.split(" ")[0] for w in _RELATION_WORDS}, 0),
+    },
+    word_start=True,
 )
+
+
+# Titles, roles and nickname phrases start every match with their word, after a \b.
+_TITLE_RE = cues.gate(_TITLE_RE, word_start=True)
+_ROLE_RE = cues.gate(
+    _ROLE_RE,
+    ["pt", "np", "rn", "pa", "lpn", "nurse", "caseworker", "case worker", "social worker", "prescriber", "ordering"]
+    + ["referring", "dictated by", "prescribed by"],
+    word_start=True,
+)
+_NICK_AFTER_RE = cues.gate(_NICK_AFTER_RE, word_start=True)

@@ -1,0 +1,134 @@
+"""Shortcuts that change how a detector runs, never what it finds: each is compared with the plain
+way on both corpora's notes, the adversarial spellings and a fuzz (the texts of test_deid_cues)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from apps.gateway.deid import cues, geo, names
+from tests.gateway.test_deid_cues import _texts, scratch_gates  # noqa: F401 - a fixture
+
+
+def test_quiet_runs_skipped_by_english_names_would_have_yielded_nothing(monkeypatch):
+    texts = list(_texts())
+    fast = [list(names._english_names(t)) for t in texts]
+    shape = names._run_shape
+    monkeypatch.setattr(names, "_run_shape", lambda run: (shape(run)[0], False))  # every run walked
+    assert [list(names._english_names(t)) for t in texts] == fast
+    assert sum(map(len, fast)) > 1000
+
+
+def test_quiet_runs():
+    assert names._run_shape("The")[1]  # an ordinary word
+    assert names._run_shape("Tylenol")[1]  # neither ordinary nor a name
+    assert not names._run_shape("Maria")[1]  # a given name
+    assert not names._run_shape("Gonzalez")[1]  # a family name: a credential after it makes it a name
+    assert not names._run_shape("Husband Will")[1]  # a relation: a cue for the next word
+    assert not names._run_shape("Positive Murphy")[1]  # not all ordinary
+    assert names._run_shape("The Patient")[1]  # ordinary words, none a given name or a relation
+    assert not names._run_shape("Blood Pressure")[1]  # "Pressure" is not an ordinary word: it may start a name
+    assert names._run_shape("O'Brien's")[0] == ((0, 7, "O'Brien"),)
+
+
+def _zh_hits_plain(text):
+    """Every length from the longest name down, as _zh_hits did before it kept lengths per character."""
+    full, _, short, _, end_re, start_re = geo._zh_tables()
+    full_max, short_max = max(map(len, full)), max(map(len, short))
+    last = 0
+    for m in end_re.finditer(text):
+        e = m.end()
+        for length in range(min(full_max, e - last), 1, -1):
+            if text[e - length : e] in full:
+                yield e - length, e, "zh" if length > 2 else "zh2"
+                last = e
+                break
+    for m in start_re.finditer(text):
+        b = m.start()
+        for length in range(min(short_max, len(text) - b), 1, -1):
+            kind = short.get(text[b : b + length])
+            if kind:
+                yield b, b + length, kind
+                break
+
+
+def test_chinese_division_lookup_by_length_finds_what_every_length_finds():
+    extra = ["上海市徐汇区漕溪北路88号", "浙江省杭州市西湖区", "内蒙古自治区呼和浩特市", "新疆维吾尔自治区乌鲁木齐市"]
+    n = 0
+    for text in [*_texts(), *extra]:
+        hits = list(geo._zh_hits(text))
+        assert hits == list(_zh_hits_plain(text))
+        n += len(hits)
+    assert n > 500
+
+
+def _propagate_plain(text, found):
+    """Other mentions of each Chinese name, one str.find scan per name."""
+    phrases = {text[s:e] for s, e in found if names._is_han(text[s]) and e - s >= 2}
+    for phrase in phrases:
+        pos = text.find(phrase)
+        while pos != -1:
+            yield pos, pos + len(phrase)
+            pos = text.find(phrase, pos + len(phrase))
+
+
+def test_chinese_mentions_in_one_pass_are_those_str_find_finds():
+    cases = [(t, list(names._chinese_names(t))) for t in _texts()]
+    cases.append(("王王王王王，王王", [(0, 2)]))  # a name that overlaps itself: taken left to right
+    cases.append(("李明李明明，张伟与李明", [(0, 2), (6, 8)]))
+    n = 0
+    for text, found in cases:
+        zh = Counter(p for p in names._propagate(text, found) if names._is_han(text[p[0]]))
+        assert zh == Counter(_propagate_plain(text, found))
+        n += sum(zh.values())
+    assert n > 100
+    assert sorted(names._propagate("王王王王王，王王", [(0, 2)])) == [(0, 2), (2, 4), (6, 8)]
+
+
+@pytest.mark.usefixtures("scratch_gates")
+def test_a_gate_with_one_lead_per_anchor():
+    rx = re.compile(r"\b(?:ab|abc)\s?:|\bzz\w{0,3}")
+    g = cues.gate(rx, {":": 4, "zz": 0})
+    assert g.leads == {":": 4, "zz": 0} and g.lead == 4
+    for text in ("abc : xx zzyy ab: abc:zz" + " " * 1000, "ab: zz " * 1000):  # sparse anchors, then dense
+        assert [m.span() for m in g.finditer(text)] == [m.span() for m in rx.finditer(text)]
+    short = cues.gate(rx, {":": 1, "zz": 0})  # a lead too short for "abc :" misses it: the lead matters
+    sparse = "abc : zz" + " " * 500  # (anchors denser than one in cues.DENSE: the whole text is searched)
+    assert [m.group() for m in short.finditer(sparse)] == ["zz"]
+    assert [m.group() for m in short.finditer("abc : zz")] == ["abc :", "zz"]
+
+
+def test_strong_cues_gated_by_word_starts_find_every_label():
+    """Each label, verb and relation, in each case and spacing, inside and at the start of words."""
+    labels = [*names._NAME_LABELS.split("|"), *names._LABELS.split("|")]
+    labels = [w.replace("h?", "h") for w in labels] + [w.replace("h?", "") for w in labels if "h?" in w]
+    words = [*labels, *[f"{w} name" for w in names._NAME_LABELS.split("|")], "name", " name"]
+    words += [f"{v} by" for v in names._STRONG_VERBS] + [f"{v} to" for v in names._STRONG_VERBS]
+    words += [*names._RELATION_WORDS, *[f"{r}'s name is" for r in names._RELATION_WORDS]]
+    texts = []
+    for w in words:
+        for spelled in (w, w.upper(), w.title()):
+            for before, after in (("", ": Ann"), ("Seen. ", " : Ann"), ("x", ":Ann"), ("per", "：Ann"), ("_", ", Ann")):
+                texts.append(before + spelled + after)
+    text = "\n".join(texts)
+    g = names._STRONG_RE
+    assert [m.span() for m in g.finditer(text)] == [m.span() for m in g.regex.finditer(text)]
+    for t in texts:
+        cues.hits.cache_clear()
+        assert [m.span() for m in g.finditer(t)] == [m.span() for m in g.regex.finditer(t)], t
+    assert len(list(g.regex.finditer(text))) > 500
+    # "son" inside "person" is no start; at a word start it is
+    cues.hits.cache_clear()
+    assert list(g.starts("the person")) == [] and list(g.starts("the son")) == [4]
+
+
+def test_strong_label_anchors_hold_every_whitespace_re_matches():
+    assert {c for c in names._SPACES if c} == {chr(c) for c in range(0x110000) if re.fullmatch(r"\s", chr(c))}
+    cues.hits.cache_clear()
+    g = names._STRONG_RE
+    text = "pt pt pt Pt\u3000: Ann. Firstname : Bo. first\tname： Cy. patientname: Di. name: Ed. pt"
+    assert [m.span() for m in g.finditer(text)] == [m.span() for m in g.regex.finditer(text)]
+    assert len(list(g.regex.finditer(text))) == 5
+    assert list(g.starts("pt pt pt pt")) == []  # a label without its colon is no start
