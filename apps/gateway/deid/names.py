@@ -431,6 +431,7 @@ def _english_special(text, cues, given, family, not_names) -> Iterator[tuple[int
 _ZH_RELATIONS = (
     "配偶|丈夫|妻子|老伴|爱人|儿子|女儿|母亲|父亲|其子|其女|其妻|其夫|之子|之女|长子|次子|长女|次女|孙子|孙女|外孙"
     "|外孙女|女婿|儿媳|侄子|侄女|外甥|外甥女|哥哥|姐姐|弟弟|妹妹|兄长|朋友|同事|邻居|病友|室友|其母|其父"
+    "|之孙|之孙女|之妻|之夫|之母|之父|之兄|之弟|之姐|之妹|之媳|之婿"
 )
 _ZH_ROLES = (
     "患者|病人|病患|患儿|姓名|医生|医师|主治医师|主治医生|经治医师|上级医师|住院医师|主任医师|副主任医师|护士|责任护士"
@@ -658,7 +659,222 @@ _ZH_OLD_YOUNG_RE = re.compile(r"[老小]([" + "".join(sorted(_ZH_COMMON_SURNAMES
 _ZH_OLD_YOUNG_CUE_RE = re.compile(rf"(?:{_ZH_PREFIX}|由|请|叫|找|和|与|同|陪|让)$")
 # A name followed by its relation in brackets: "郝建（患者女婿）".
 _ZH_BRACKET_REL_RE = re.compile(rf"[（(](?:患者|病人|患儿|其)?(?:{_ZH_RELATIONS}|家属|女婿|儿媳|护工|保姆)")
-_ZH_FUNCTION_AFTER = set("签在于陪说称代是的为送来去已同因和与及等、，。；：:（(")
+_ZH_FUNCTION_AFTER = set("签在于陪说称代是的为送来去他她已同因和与及等、，。；：:（(")
+
+# ---- Chinese: the full surname list, person-role labels, minority names, bare surnames, pet names --
+# Every surname: the common ones (surnames_zh.txt) and the rest of the Baijiaxing (surnames_zh_rare.txt,
+# many of them ordinary characters: used only where the context already says a person is named).
+_ZH_ALL_SURNAMES = frozenset(_load("surnames_zh.txt")) | frozenset(_load("surnames_zh_rare.txt"))
+_ZH_ALL_SINGLE = "".join(sorted(w for w in _ZH_ALL_SURNAMES if len(w) == 1))
+_ZH_ALL_COMPOUND = "|".join(sorted((w for w in _ZH_ALL_SURNAMES if len(w) > 1), key=len, reverse=True))
+# A surname alone (鲍医师, 聂医生) whatever precedes it: the common ones and these (data file).
+_ZH_DISTINCTIVE = _ZH_COMMON_SURNAMES | frozenset("".join(_load("surnames_zh_distinctive.txt")))
+# Where a name's value ends: a space, a full-width space, a comma, a stop, a bracket, a table bar, a line end.
+_ZH_DELIM = r"(?=[ \t　，,。；;、（(）)|｜\n\r:：/]|$)"
+# Minority names: a run of syllables (data/minority_names_zh.txt), joined by · or not.
+_ZH_MINORITY_SYL = "|".join(sorted(set(_load("minority_names_zh.txt")), key=len, reverse=True))
+_ZH_MINORITY_RE = re.compile(rf"(?:{_ZH_MINORITY_SYL})(?:[·•・‧]?(?:{_ZH_MINORITY_SYL})){{0,5}}(?![{_HAN}])")
+_ZH_MINORITY_ONE_RE = re.compile(rf"(?:{_ZH_MINORITY_SYL})")
+# After a minority name: sex, age, an ethnicity or a relation in brackets ("，男，54岁", "（回族）", "（妻）").
+_ZH_MINORITY_AFTER_RE = re.compile(
+    rf"[，,、 \t　]*(?:[男女]性?(?![{_HAN}])|\d{{1,3}}岁)|[，,、 \t　]*[（(]?[{_HAN}]{{1,4}}族"
+    rf"|[（(](?:{_ZH_RELATIONS}|妻|夫|子|女|母|父)"
+)
+# Person-role labels before a colon (data/labels_zh.txt; any label ending in 人/者/员/师/助/士/长/手/警/官/生 or
+# 签字/签名 too) and, in a table, before a bar ("| 姓名 | 吴秀梅 |").
+_ZH_LABEL_WORDS = sorted(set(_load("labels_zh.txt")), key=len, reverse=True)
+_ZH_LABEL_RE = re.compile(
+    rf"(?:(?P<lex>{'|'.join(map(re.escape, _ZH_LABEL_WORDS))})(?:[ \t　]*[|｜]|[ \t　]?[:：])"
+    rf"|(?:[人者员师助士长手警官生]|签字|签名)[:：])[ \t　]{{0,2}}(?=[{_HAN}A-Z])"
+)
+# Labels whose value is a name whatever its characters ("姓名：", "签字：", "实名："): 1–3 characters after a surname.
+_ZH_NAME_LABEL_RE = re.compile(r"(?:姓名|实名|本人|签字|签名|用户|名字)(?:（拼音）)?[ \t　]*[|｜:：]?[ \t　]*$")
+_ZH_LABEL_VALUE_RE = re.compile(rf"[{_HAN}]{{1,4}}{_ZH_DELIM}")
+_ZH_LABEL_PINYIN_RE = re.compile(
+    rf"[A-Z][a-z]{{1,10}}(?:[ \t][A-Z][a-z]{{1,10}}){{1,2}}(?:[ \t　]+[{_HAN}]{{2,4}}{_ZH_DELIM})?"
+)
+_ZH_NOT_VALUES = frozenset(
+    [
+        "无",
+        "略",
+        "否",
+        "是",
+        "有",
+        "男",
+        "女",
+        "同",
+        "见",
+        "空",
+        "未",
+        "已",
+        "详",
+        "同上",
+        "不详",
+        "本人",
+        "家属",
+        "患者",
+        "自己",
+        "暂无",
+        "待定",
+        "签名",
+        "签字",
+        "通过",
+        "合格",
+        "同意",
+        "正常",
+        "已签",
+        "未签",
+    ]
+)
+# An occupation right before a surname alone and a pause: "病区护士陶，", "随车医生楼。", "助手慕容，".
+_ZH_OCCUPATION_SURNAME_RE = re.compile(
+    r"(?:医生|医师|大夫|护士|护师|药师|技师|治疗师|助手|一助|二助|术者|主刀|护工|保姆|司机|社工|民警|交警|警官|律师|翻译|老师|村医|检验|审核)"
+    rf"((?:{_ZH_ALL_COMPOUND})|[{_ZH_ALL_SINGLE}])(?=[，,。；;、 \t　）)|\n]|$)"
+)
+# A surname alone before a title that is not a common or distinctive surname (龙医生, 包医生, 陶护士) needs
+# a pause or quote before it, or a person-role, department or request word.
+_ZH_BARE_CUE_RE = re.compile(rf"(?:{_ZH_PREFIX}|科|室|病区|组|部|中心|请|由|找|和|与|同|叫|让|通知|联系|是|给)$")
+_ZH_BARE_BEFORE = _ZH_BEFORE_BARE_SURNAME | set("“‘「『\"'　")
+_ZH_SURNAME_TITLE_WORDS = ("班主任", "车主任", "区主任", "党主任", "全主任")
+# A signature column in a table: a header row holding 签名/签字/护士/医生 …, the cells below it in that column.
+_ZH_TABLE_HEADER_RE = re.compile(
+    r"^[^\n|｜]{0,20}[|｜].*(?:签名|签字|护士|医生|医师|记录人|记录者|操作者|执行人|核对人|责任人).*$", re.M
+)
+_ZH_SIGN_HEADER_RE = re.compile(r"签名|签字|护士|医生|医师|记录人|记录者|操作者|执行人|核对人|责任人")
+# A pet name after a person-role or relation word: 保姆小翠, 家属大强, 器械护士欢欢, 患儿小宝.
+_ZH_NICK_RE = re.compile(
+    rf"(?:[小阿](?![时便腿肠儿孩学区些量型号数说于心剂片结腹叶脑板组时])[{_HAN}]|大[{_HAN}]|([{_HAN}])\1)"
+)
+_ZH_NOT_NICKS = frozenset(
+    ["宝宝", "常常", "渐渐", "刚刚", "慢慢", "偏偏", "往往", "仅仅", "稍稍", "天天", "每每", "明明", "人人"]
+) | frozenset(
+    [
+        "大小",
+        "大笑",
+        "大喜",
+        "大同",
+        "大庆",
+        "大连",
+        "大理",
+        "大兴",
+        "大为",
+        "大力",
+        "大学",
+        "大家",
+        "大山",
+        "大海",
+        "大雪",
+    ]
+)
+# 大名/小名/乳名/实名 and a name: "小宝（大名许嘉乐）", "乳名叫豆豆".
+_ZH_ALIAS_RE = re.compile(rf"(?:大名|小名|乳名|实名|本名|学名|曾用名|真名)(?:是|叫|为)?[:：]?[ \t　]?(?=[{_HAN}])")
+# "本人罗建华，": a name right after 本人 (I, the undersigned) and before a pause.
+_ZH_SELF_RE = re.compile(rf"本人(?:是|叫)?(?=[{_HAN}])")
+# A bed number before a name: "17床孔德林", "加3床 王某".
+_ZH_BED_RE = re.compile(rf"(?<![0-9])(?:加)?[0-9]{{1,3}}床[:：]?[ \t　]?(?=[{_HAN}])")
+
+
+def _zh_value_name(text: str, pos: int, name_label: bool) -> int:
+    """The length of a name right after a person-role label at pos (0 if none): a minority name, a surname
+    alone, or a surname and given-name characters (any characters after a name label) up to a delimiter."""
+    _, _, _, given_chars, _ = dictionaries()
+    m = _ZH_MINORITY_RE.match(text, pos)
+    if m and _ZH_DELIM_RE.match(text, m.end()):
+        return m.end() - pos
+    m = _ZH_LABEL_VALUE_RE.match(text, pos)
+    if not m:
+        return 0
+    value = m.group()
+    if value in _ZH_NOT_VALUES or value[:2] in _ZH_NOT_NAMES:
+        return 0
+    s = 2 if value[:2] in _ZH_ALL_SURNAMES else (1 if value[0] in _ZH_ALL_SURNAMES else 0)
+    if not s or len(value) - s > (3 if name_label else 2):
+        return 0
+    if len(value) == s or name_label or all(c in given_chars for c in value[s:]):
+        return len(value)
+    return 0
+
+
+_ZH_DELIM_RE = re.compile(_ZH_DELIM)
+
+
+def _zh_more_names(text: str) -> Iterator[tuple[int, int]]:
+    """The families added for text written by others: person-role labels, minority names, a surname alone
+    after an occupation or in a signature column, pet names, 大名/本人/bed-number cues."""
+    _, _, surnames, given_chars, _ = dictionaries()
+    for m in _ZH_LABEL_RE.finditer(text):
+        pos = m.end()
+        name_label = _ZH_NAME_LABEL_RE.search(m.group()) is not None
+        if name_label and "A" <= text[pos] <= "Z":
+            p = _ZH_LABEL_PINYIN_RE.match(text, pos)
+            if p:
+                yield pos, p.end()
+            continue
+        n = _zh_value_name(text, pos, name_label)
+        if n:
+            yield pos, pos + n
+    for m in _ZH_MINORITY_RE.finditer(text):
+        syllables = len(_ZH_MINORITY_ONE_RE.findall(m.group()))
+        if (syllables >= 2 or len(m.group()) >= 3) and _ZH_MINORITY_AFTER_RE.match(text, m.end()):
+            yield m.start(), m.end()
+    for m in _ZH_OCCUPATION_SURNAME_RE.finditer(text):
+        yield m.start(1), m.end(1)
+    for m in _ZH_TABLE_HEADER_RE.finditer(text):
+        header = [c.strip() for c in re.split(r"[|｜]", m.group().strip())]
+        columns = {i for i, c in enumerate(header) if _ZH_SIGN_HEADER_RE.search(c)}
+        line_start = m.end() + 1
+        while line_start < len(text):
+            line_end = text.find("\n", line_start)
+            line_end = len(text) if line_end < 0 else line_end
+            line = text[line_start:line_end]
+            if not line.lstrip().startswith(("|", "｜")):
+                break
+            offset = line_start
+            for i, cell in enumerate(re.split(r"[|｜]", line)):
+                value = cell.strip(" \t　")
+                if i in columns and value:
+                    start = offset + cell.index(value)
+                    if _ZH_LABEL_VALUE_RE.fullmatch(value) and _zh_value_name(text, start, False) == len(value):
+                        yield start, start + len(value)
+                offset += len(cell) + 1
+            line_start = line_end + 1
+    for m in _ZH_PREFIX_RE.finditer(text):
+        pos = m.end()
+        n = _ZH_NICK_RE.match(text, pos)
+        if n and n.group() not in _ZH_NOT_NICKS and text[pos : pos + 2] not in _ZH_NOT_NAMES:
+            nxt = text[n.end() : n.end() + 1]
+            known = n.group()[-1] in given_chars
+            if known or (text[pos] != "大" and (not _is_han(nxt or "。") or nxt in _ZH_FUNCTION_AFTER)):
+                yield pos, n.end()
+                continue
+        mm = _ZH_MINORITY_RE.match(text, pos)
+        if mm and (mm.end() - pos >= 3 or len(_ZH_MINORITY_ONE_RE.findall(mm.group())) >= 2):
+            yield pos, mm.end()
+            continue
+        # 姚老: a surname and 老 (an elder) after a cue, before a pause
+        if (
+            text[pos] in _ZH_COMMON_SURNAMES
+            and text[pos + 1 : pos + 2] == "老"
+            and not _is_han(text[pos + 2 : pos + 3] or "。")
+        ):
+            yield pos, pos + 2
+    for regex in (_ZH_ALIAS_RE, _ZH_SELF_RE, _ZH_BED_RE):
+        for m in regex.finditer(text):
+            pos = m.end()
+            n = _zh_value_name(text, pos, True) if regex is _ZH_ALIAS_RE else 0
+            if n:
+                yield pos, pos + n
+                continue
+            s = _zh_surname_at(text, pos, surnames)
+            if s:
+                g = _zh_given_len(text, pos + s, given_chars)
+                if g and text[pos : pos + s + g] not in _ZH_NOT_VALUES and text[pos : pos + 2] not in _ZH_NOT_NAMES:
+                    yield pos, pos + s + g
+                    continue
+            if regex is _ZH_ALIAS_RE:
+                n = _ZH_NICK_RE.match(text, pos) or _ZH_LABEL_VALUE_RE.match(text, pos)
+                if n and len(n.group()) <= 3 and _ZH_DELIM_RE.match(text, n.end()):
+                    yield pos, n.end()
 
 
 def _zh_surname_at(text: str, pos: int, surnames: frozenset[str]) -> int:
@@ -691,6 +907,22 @@ def _zh_given_len(text: str, pos: int, given_chars: frozenset[str]) -> int:
 
 
 def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
+    """Every name found by a cue, then the names listed after one: 家属姚建新、姚建军 (surname and given name)."""
+    _, _, surnames, given_chars, _ = dictionaries()
+    found = list(_chinese_cued(text))
+    yield from found
+    for _start, end in found:
+        while text[end : end + 1] in ("、", "和", "及") and end + 1 < len(text):
+            pos = end + 1
+            s = _zh_surname_at(text, pos, surnames)
+            g = _zh_given_len(text, pos + s, given_chars) if s else 0
+            if not g or text[pos : pos + 2] in _ZH_NOT_NAMES:
+                break
+            end = pos + s + g
+            yield pos, end
+
+
+def _chinese_cued(text: str) -> Iterator[tuple[int, int]]:
     _, _, surnames, given_chars, _ = dictionaries()
     for m in _ZH_PREFIX_RE.finditer(text):
         pos = m.end()
@@ -771,6 +1003,7 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
         s = _zh_surname_at(cand, 0, surnames)
         if (s and len(cand) - s in (1, 2)) or _ZH_SEX_THEN_AGE_RE.match(text, m.end()):
             yield m.start(1), m.end(1)
+    yield from _zh_more_names(text)
     for m in _ZH_BRACKET_REL_RE.finditer(text):
         for k in (3, 2, 4):
             start = m.start() - k
@@ -781,6 +1014,8 @@ def _chinese_names(text: str) -> Iterator[tuple[int, int]]:
 
 def _zh_name_before(text: str, end: int, surnames, given_chars) -> tuple[int, int] | None:
     """The longest surname + given-name characters that ends right before a title (王建国医生, 李主任)."""
+    if end and text.startswith(_ZH_SURNAME_TITLE_WORDS, end - 1):  # 班主任
+        return None
     for k in (4, 3, 2, 1):
         start = end - k
         if start < 0:
@@ -795,6 +1030,19 @@ def _zh_name_before(text: str, end: int, surnames, given_chars) -> tuple[int, in
             return start, end
         # A common surname alone before a title, whatever stands before it (放疗科曹医生, 交警罗警官).
         if text[start] in _ZH_COMMON_SURNAMES and text[start - 1 : start + 1] not in _ZH_NOT_BARE:
+            return start, end
+    # Any surname alone before a title: a distinctive one whatever precedes it (科聂医师); any other after a
+    # pause, a quote, a role or department word (“龙医生, 患者伍女士, 心理科包医生); not 班主任, 楼医生办公室.
+    for k in (2, 1):
+        start = end - k
+        if start < 0 or text[start:end] not in _ZH_ALL_SURNAMES:
+            continue
+        if (
+            start == 0
+            or text[start - 1] in _ZH_BARE_BEFORE
+            or (k == 1 and text[start] in _ZH_DISTINCTIVE and text[start - 1 : start + 1] not in _ZH_NOT_BARE)
+            or _ZH_BARE_CUE_RE.search(text, max(0, start - 8), start)
+        ):
             return start, end
     return None
 
