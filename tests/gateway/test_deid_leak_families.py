@@ -59,3 +59,57 @@ def test_numbers_after_their_labels(text, kind, value):
 def test_numbers_without_a_label_stay(text):
     kinds = {"SSN", "ACCOUNT", "MRN", "HEALTH_PLAN", "LICENSE", "VEHICLE", "IP", "PHONE", "FAX"}
     assert not [f for f in anything(text) if f[1] in kinds], anything(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Wound has drained since Easter; afebrile.", "Easter"),
+        ("She was admitted the day after Halloween.", "Halloween"),
+        ("Last drink was on Christmas Eve per wife.", "Christmas Eve"),
+        ("患者于中秋节前后出现胸闷。", "中秋节"),
+        ("春节期间停药一周。", "春节"),
+        ("于除夕晚间跌倒。", "除夕"),
+        ("腊月廿三（小年）起咳嗽。", "小年"),
+        ("入院日期：20240913　出院日期：20240920", "20240913"),
+        ("DOS 20231127, CPT 99214", "20231127"),
+        ("| 11-04 06:00 | 37.2 | 88 |", "11-04"),
+        ("PCA visit wed 9/18, family present.", "wed 9/18"),
+        ("Seen Thurs 2/6/25 for follow-up.", "Thurs 2/6/25"),
+        ("sugars high since monday the 3rd", "monday the 3rd"),
+        ("Fever began Saturday morning, March 8.", "Saturday morning, March 8"),
+        ("Vitals rechecked at 09:30, the 14th: stable.", "the 14th"),
+        ("Glucometer uploaded 8/19, no lows.", "8/19"),
+        ("Asked to push his 10/7 appt to the afternoon.", "10/7"),
+        ("s/p L THA 3/28, WBAT.", "3/28"),
+        ("No-show on 6/2 and 6/9 per nurse.", "6/9"),
+        ("Tos desde el 14 de enero, sin fiebre.", "14 de enero"),
+        ("病程记录：上月底出现咳嗽。", "上月底"),
+        ("月中复查血常规正常。", "月中"),
+        ("电话随访：本月8号复诊。", "8号"),
+        ("2024年10月下旬开始头晕。", "2024年10月下旬"),
+        ("周二（9月3日）夜班患者诉胸痛。", "周二（9月3日）"),
+    ],
+)
+def test_dates_in_their_families(text, value):
+    assert value in found(text, "DATE"), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pain 3/10 after PT, strength 4/5 in the left leg.",
+        "Takes it Sat 3/4 of the time, per daughter.",
+        "Family bought a Christmas tree; mood better.",
+        "Scored 12/15 on the screen; BP 130/80 at 14:00.",
+        "HR 88 at 08:00, the 2nd dose given at 10:00.",
+        "Lisinopril 10 mg since 2019; ICD E11.9.",
+        "Moved 3/4 of the way down the hall with a walker.",
+        "患者在五一路口被电动车撞伤。",
+        "三个月中体重下降5kg，每月底复查血常规。",
+        "住院号：20231127",
+        "WBC 12.4, K 4.1, Hb 10-12 over the week.",
+    ],
+)
+def test_not_dates(text):
+    assert not found(text, "DATE"), anything(text)

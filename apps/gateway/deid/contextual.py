@@ -164,6 +164,8 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
         for m in regex.finditer(text):
             value = m.group("v")
             if _enough_digits(kind, value) and not _looks_like_date(value):
+                if kind == DEVICE and _ICD10_RE.fullmatch(value):
+                    continue
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
         for m in _CUE_AFTER_LATIN_RES[kind].finditer(text) if latin_han else ():
             value = m.group("v")
@@ -175,6 +177,11 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
                 and not _looks_like_date(value)
             ):
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+
+
+# An ICD-10 code ("ICD E11.9", "ICD I48.91"): a diagnosis after the coding system's name, not a device
+# after "ICD" (the defibrillator).
+_ICD10_RE = re.compile(r"[A-TV-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
 
 
 def _enough_digits(kind: str, value: str) -> bool:
