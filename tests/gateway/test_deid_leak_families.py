@@ -113,3 +113,44 @@ def test_dates_in_their_families(text, value):
 )
 def test_not_dates(text):
     assert not found(text, "DATE"), anything(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('Says "I\'m ninety-three and I still drive."', "ninety-three"),
+        ("Told the nurse: I am 97, I know my meds.", "97"),
+        ('Text from son: "my dad (92) missed his pills."', "92"),
+        ("Lives with her grandmother (104).", "104"),
+        ("患者九旬高龄，长期卧床。", "九旬"),
+        ("老人年逾九旬，独居。", "年逾九旬"),
+        ("其母九十多岁，同住。", "九十多岁"),
+    ],
+)
+def test_ages_over_89_in_more_phrasings(text, value):
+    assert value in found(text, "AGE"), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm 95% sure she took it.",
+        "I was 92 kg before the illness.",
+        "Her father (78) and mother (G3P3) at bedside.",
+        "父亲八旬，仍下地干活。",
+        "SpO2 94 on room air, HR 96.",
+        "I am 93 percent better, she said.",
+    ],
+)
+def test_not_ages_over_89(text):
+    assert not found(text, "AGE"), anything(text)
+
+
+def test_decade_words_are_replaced_by_an_age_in_every_mode():
+    from apps.gateway.deid.engine import deidentify
+    from apps.gateway.deid.surrogate import SurrogateMap
+
+    text = "患者九旬高龄，母亲九十多岁。"
+    assert deidentify(text).text == "患者90+高龄，母亲90+岁。"
+    out = deidentify(text, mode="surrogate", mapping=SurrogateMap()).text
+    assert "旬" not in out and "岁岁" not in out and out.count("岁") == 2
