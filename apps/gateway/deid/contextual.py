@@ -233,7 +233,12 @@ def find_plate_cn_cued(text: str) -> Iterator[Span]:
             yield Span(m.start("v"), m.end("v"), VEHICLE, 67)
 
 
+_LICENSE_STATE_GATE = re.compile(r"DL|ID|[Ll]icen|LICEN")  # every match holds one: one fast scan first
+
+
 def find_license_state(text: str) -> Iterator[Span]:
+    if not _LICENSE_STATE_GATE.search(text):
+        return
     for m in _LICENSE_STATE_RE.finditer(text):
         if _enough_digits(LICENSE, m.group("v")):
             yield Span(m.start("v"), m.end("v"), LICENSE, 66)

@@ -116,9 +116,13 @@ _HOLIDAYS = (
 _HOLIDAY_RE = re.compile(rf"(?<![A-Za-z]){_HOLIDAYS},?\s(?:of\s)?{_YEAR4}(?!\d)")
 # A holiday without a year when it dates something that happened: after a preposition of time
 # ("since Thanksgiving", "on New Year's Eve", "the week after Easter"); not "Christmas tree".
-_HOLIDAY_CUED_RE = re.compile(
+# The holiday is found first (the scanner starts on its capital); the preposition before it is checked after.
+_HOLIDAY_ALONE_RE = re.compile(
+    rf"(?<![A-Za-z]){_HOLIDAYS}(?![A-Za-z])(?!\s(?:tree|card|dinner\smenu|lights|music|party\sfavou?rs))"
+)
+_HOLIDAY_PREP_BEFORE = re.compile(
     r"(?<![A-Za-z])(?:since|on|before|after|around|over|during|until|till|by|from|through|at|last|this|past|of)"
-    rf"\s(?:the\s)?(?P<v>{_HOLIDAYS})(?![A-Za-z])(?!\s(?:tree|card|dinner\smenu|lights|music|party\sfavou?rs))",
+    r"\s(?:the\s)?$",
     re.I,
 )
 _CN_HOLIDAYS = (
@@ -256,8 +260,9 @@ def find_dates(text: str) -> Iterator[Span]:
     for m in _COMPACT_RE.finditer(text):
         if _COMPACT_LABEL_RE.search(text, max(0, m.start() - 12), m.start()):
             yield Span(m.start(), m.end(), DATE, 52)
-    for m in _HOLIDAY_CUED_RE.finditer(text):
-        yield Span(m.start("v"), m.end("v"), DATE, 50)
+    for m in _HOLIDAY_ALONE_RE.finditer(text):
+        if _HOLIDAY_PREP_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+            yield Span(m.start(), m.end(), DATE, 50)
     for regex in (_CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE):
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
