@@ -111,9 +111,10 @@ _EN_RES = (
         rf"{_NOT_AGE_AFTER}(?![A-Za-z])",
         re.I,
     ),
-    # she is 95, the patient is now 95, he's 95, who was 95
+    # she is 95, the patient is now 95, he's 95, who was 95; the person speaking: "I'm ninety-six", "I am 93"
     re.compile(
-        rf"(?<![A-Za-z]){_PERSON}(?:\sis|\swas|'s|\sturned|\sis\snow|,)\s{_ADVERB}{_NUM}{_NOT_AGE_AFTER}(?![A-Za-z])",
+        rf"(?<![A-Za-z])(?:{_PERSON}(?:\sis|\swas|'s|\sturned|\sis\snow|,)|I[’']m|I\sam|I\sturned|I[’']ll\sbe)"
+        rf"\s{_ADVERB}{_NUM}{_NOT_AGE_AFTER}(?![A-Za-z%])",
         re.I,
     ),
 )
@@ -131,6 +132,9 @@ _APPOSITION_RE = re.compile(
     rf"(?<![A-Za-z])(?i:sister|brother|mother|father|wife|husband|spouse|partner|aunt|uncle|neighbou?r|friend"
     rf"|grandmother|grandfather|grandma|grandpa|mom|dad|resident|client|roommate)\s[A-Z][A-Za-z'’-]+"
     rf"(?:\s[A-Z][A-Za-z'’-]+)?(?:,\s|\s\()(?P<v>{_DIGITS})(?=\s?[,;)])"
+    # a relative with no name, the age in brackets: "my mom (94) fell", "her father (101)"
+    rf"|(?<![A-Za-z])(?i:my|his|her|their|pt'?s|patient'?s|the)\s(?i:sister|brother|mother|father|wife|husband"
+    rf"|spouse|partner|aunt|uncle|grandmother|grandfather|grandma|grandpa|mom|mum|dad|mama|papa)\s\((?P<x>{_DIGITS})\)"
     rf"|(?<![A-Za-z])[A-Z][a-z'’-]+\s[A-Z][a-z'’-]+,\s(?P<w>{_DIGITS})(?=,)"
 )
 
@@ -151,10 +155,15 @@ _CN_RES = (
     ),
 )
 
-# Words that are themselves an age of 100 or more: narrower than "90 or older", so replaced.
+# Words that are themselves an age over 89 — of 100 or more (centenarian, 期颐), or in the nineties
+# (nonagenarian, "in her nineties", 九旬): each narrower than Safe Harbor's single "90 or older", so replaced.
 _WORD_RE = re.compile(
-    r"(?<![A-Za-z])(?P<v>(?:semi-?)?super-?centenarians?|centenarians?)(?![A-Za-z])"
-    r"|(?P<cn>期颐|一?百(?:多|余)(?:岁|周岁))",
+    r"(?<![A-Za-z])(?P<v>(?:semi-?)?super-?centenarians?|centenarians?|nonagenarians?)(?![A-Za-z])"
+    # a person's decade over 89 (not "the 90s", a decade of the calendar): "in her nineties", "his late 90s"
+    r"|(?<![A-Za-z])(?:his|her|their|my|your)\s(?P<d>(?:early\s|mid-?\s?|late\s)?(?:90['’]?s|nineties))(?![A-Za-z])"
+    r"|(?P<cn>期颐|一?百(?:多|余)(?:岁|周岁)"
+    # in their nineties (every such age is over 89): 九旬, 年逾九旬, 九十多岁; 八旬 (80s) is not
+    r"|(?:年逾|年过|年近)?九旬|九十(?:多|余|几)(?:岁|周岁))",
     re.I,
 )
 
@@ -173,7 +182,7 @@ def _temperature_before(text: str, start: int) -> bool:
 
 # Every age pattern holds one of these: the patterns run only in a window around each, so a text
 # with few candidate numbers costs one scan.
-_TRIGGER = re.compile(r"(?<![0-9])(?:9\d|1[01]\d)(?![0-9])|ninet|hundred|centenar|九十|百|期颐", re.I)
+_TRIGGER = re.compile(r"(?<![0-9])(?:9\d|1[01]\d)(?![0-9])|ninet|hundred|centenar|nonagen|九十|九旬|百|期颐", re.I)
 _BEFORE, _AFTER = 48, 40  # longer than any cue before the number, any unit or cue after it
 
 
@@ -214,7 +223,7 @@ def _find(text: str, lo: int, hi: int) -> Iterator[Span]:
         if not _vital_before(text, m.start(group)):  # "Pt HR, 95, regular"
             yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
     for m in _APPOSITION_RE.finditer(text, lo, hi):
-        group = "v" if m.group("v") else "w"
+        group = "v" if m.group("v") else "w" if m.group("w") else "x"
         if not _vital_before(text, m.start(group)):
             yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
     for m in _WEAK_RE.finditer(text, lo, hi):
@@ -225,7 +234,7 @@ def _find(text: str, lo: int, hi: int) -> Iterator[Span]:
             end = m.end("u") if "u" in regex.groupindex and m.group("u") else m.end("v")
             yield Span(m.start("v"), end, AGE, _PRIORITY)
     for m in _WORD_RE.finditer(text, lo, hi):
-        group = "v" if m.group("v") else "cn"
+        group = "v" if m.group("v") else "d" if m.group("d") else "cn"
         yield Span(m.start(group), m.end(group), AGE, _PRIORITY)
 
 

@@ -16,7 +16,7 @@ from .checksums import luhn_ok, ssn_ok
 from .spans import ACCOUNT, DEVICE, HEALTH_PLAN, LICENSE, MRN, SSN, VEHICLE, ZIP, Span
 
 _NUM = r"(?:\s{0,3}(?:number|numbers|num|no|nos|id|ids|#|code|is|was|of|on file|identifier|card)\b\.?){0,3}"
-_SEP = r"[\s:#：=.()\-]{0,6}(?:为|是|码|号码)?"
+_SEP = r"[\s:#：=.()|｜\-]{0,6}(?:为|是|码|号码)?"
 # A code: letters, digits and inner hyphens or slashes; checked for enough digits afterwards.
 # Inside, hyphens, slashes and dots between characters, and a space between digit groups when the
 # next group has at least two digits and no letter right after it ("0048 2913", not "12 5mg"): a
@@ -28,11 +28,15 @@ _CODE = (
 
 _CUES = {
     MRN: r"MRN|MR\s?#|MR\s?no\.?|medical record|med(?:ical)?\.?\s?rec(?:ord)?\.?|chart|hospital\s(?:number|no\.?|id)"
-    r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID|患者编号|病人ID|ID号",
+    r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID|患者编号|病人ID|ID号"
+    # numbers under which a Chinese hospital's imaging or exam system files the patient (影像号, 检查号):
+    # record numbers; an English "accession number" names one order, like an encounter (ACCOUNT below)
+    r"|影像号|放射号|PACS号|检查号|检查单号",
     HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|health\s(?:card|insurance)|beneficiary|member(?:ship)?|subscriber"
     r"|insurance|insurer|insured(?:'s)?\s(?:id|no\.?|number|#)|(?-i:OHIP|PHN)"
     r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
-    r"|社保卡号|社保号|医疗保险号|参保号|保单号"
+    r"|社保卡号|社保号|医疗保险号|参保号|保单号|保险合同号|合同号|个人编号|参保人编号|个人识别号"
+    r"|(?-i:VA)\s(?:ID|id|number|no\.?|#)|veterans?\s(?:affairs\s)?(?:ID|number)"
     # payers by name, and every Chinese insurance scheme + 证/卡/本 + 号: 新农合证号, 医疗证号, 参合号 ...
     r"|medi-cal|masshealth|tricare|champva|(?-i:CHIP|BCBS)|blue\scross(?:\sblue\sshield)?|aetna|cigna|humana|anthem"
     r"|united\s?healthcare|(?-i:UHC|HMO|PPO)|kaiser|payer|payor|carrier|coverage"
@@ -59,7 +63,9 @@ _CUES = {
         if not (a in ("医保", "社保") and b + c in ("卡号", "号", "编号", "卡"))
     ),
     ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)"
-    r"|账号|账户|帐号|帐户|结算号|发票号|就诊流水号",
+    # an accession number names one study or order (like an encounter), not the patient: ACCOUNT
+    r"|accession|(?-i:ACC)\s?#|(?-i:ACC)\s?(?:no\.?|num)"
+    r"|账号|账户|帐号|帐户|结算号|发票号|流水号",
     LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
     r"|state\s(?:ID|identification)|(?:photo\s)?ID\scard|identification\scard|passport|permit"
     r"|护照号码|护照号|护照|军官证号|通行证号|居住证号|驾驶证|行驶证号"
@@ -95,12 +101,14 @@ _SSN_CUE_RE = re.compile(
     rf"{_SEP}{_NUM}{_SEP}(?P<v>\d(?:[-. ]?\d){{8}})(?![0-9A-Za-z]|[-.]\d)",
     re.I,
 )
-# "SSN last four 4821", "last 4 of SSN: 4821", "SSN ending in 4821"
+# "SSN last four 4821", "last 4 of SSN: 4821", "last 4 SSN 4821", "SSN last 4 (4821)", "last four of social 4821",
+# "SSN ending in 4821"
 _SSN_LAST4_RE = re.compile(
     r"(?<![A-Za-z])(?:(?:SSN|SS#|social\ssecurity(?:\snumber|\sno\.?|\s#)?)[\s:#]{0,3}"
     r"(?:last\s(?:four|4)(?:\sdigits)?|ending(?:\sin|\swith)?|ends\s(?:in|with))"
-    r"|last\s(?:four|4)(?:\sdigits)?\sof\s(?:(?:the|his|her|pt'?s|patient'?s)\s)?(?:SSN|social\ssecurity(?:\snumber)?))"
-    r"(?:\s(?:is|was|of|=))?[\s:#-]{0,3}(?P<v>(?:x{3}-?x{2}-?|\*{3}-?\*{2}-?)?\d{4})(?![0-9A-Za-z])",
+    r"|last\s(?:four|4)(?:\sdigits)?\s(?:of\s)?(?:(?:the|his|her|pt'?s|patient'?s)\s)?"
+    r"(?:SSN|SS#|social(?:\ssecurity(?:\snumber)?)?))"
+    r"(?:\s(?:is|was|of|=))?[\s:#(,-]{0,3}(?P<v>(?:x{3}-?x{2}-?|\*{3}-?\*{2}-?)?\d{4})(?![0-9A-Za-z])",
     re.I,
 )
 _IMEI_RE = re.compile(rf"(?<![A-Za-z])IMEI{_SEP}{_NUM}{_SEP}(?P<v>\d{{15}})(?!\d)", re.I)
@@ -156,6 +164,8 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
         for m in regex.finditer(text):
             value = m.group("v")
             if _enough_digits(kind, value) and not _looks_like_date(value):
+                if kind == DEVICE and _ICD10_RE.fullmatch(value):
+                    continue
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
         for m in _CUE_AFTER_LATIN_RES[kind].finditer(text) if latin_han else ():
             value = m.group("v")
@@ -167,6 +177,11 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
                 and not _looks_like_date(value)
             ):
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+
+
+# An ICD-10 code ("ICD E11.9", "ICD I48.91"): a diagnosis after the coding system's name, not a device
+# after "ICD" (the defibrillator).
+_ICD10_RE = re.compile(r"[A-TV-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
 
 
 def _enough_digits(kind: str, value: str) -> bool:
@@ -195,6 +210,38 @@ _PLATE_RE = re.compile(
     r"(?<![A-Za-z])(?i:(?:licen[cs]e\s|registration\s)?(?:plate|tag))(?![A-Za-z])(?i:\s(?:number|no\.?|#))?"
     r"[\s:#]{1,3}(?P<v>(?=[A-Z -]{0,6}\d)[A-Z0-9]{1,4}(?:-?[A-Z0-9]{1,4})?(?: [A-Z0-9]{1,4}){1,2})(?![A-Za-z0-9])"
 )
+
+# A Chinese plate after its label, in any of the shorter formats a car plate's pattern does not take
+# (an e-bike's 沪0A8821, a plate with a digit second): province, then five to seven letters/digits.
+_CN_PLATE_CUED_RE = re.compile(
+    r"(?:牌照|号牌|车牌)(?:号码|号)?[：:\s]{0,3}"
+    r"(?P<v>[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][·・. -]?[A-Z0-9]{5,7})(?![0-9A-Za-z])"
+)
+# A driving licence or a state ID after its state ("DL: OH RS482917", "Illinois ID D400-7812-3319");
+# "VA ID" is the Veterans Affairs number (a health plan), not Virginia's.
+_LICENSE_STATE_RE = re.compile(
+    rf"(?<![A-Za-z])(?:(?:DL|(?i:driver'?s\slicen[cs]e|licen[cs]e))(?:\s?(?:#|no\.?|number))?[\s:#]{{1,3}}"
+    rf"(?:{_STATES}|{_STATE_NAMES})[\s:#]{{1,3}}"
+    rf"|(?!VA\s)(?:{_STATES}|{_STATE_NAMES})\s(?:state\s)?(?:ID|DL|(?i:driver'?s\slicen[cs]e))(?:\scard)?"
+    rf"(?:\s?(?:#|no\.?|number))?[\s:#]{{1,3}}){_CODE}"
+)
+
+
+def find_plate_cn_cued(text: str) -> Iterator[Span]:
+    for m in _CN_PLATE_CUED_RE.finditer(text):
+        if _digit_count(m.group("v")) >= 2:
+            yield Span(m.start("v"), m.end("v"), VEHICLE, 67)
+
+
+_LICENSE_STATE_GATE = re.compile(r"DL|ID|[Ll]icen|LICEN")  # every match holds one: one fast scan first
+
+
+def find_license_state(text: str) -> Iterator[Span]:
+    if not _LICENSE_STATE_GATE.search(text):
+        return
+    for m in _LICENSE_STATE_RE.finditer(text):
+        if _enough_digits(LICENSE, m.group("v")):
+            yield Span(m.start("v"), m.end("v"), LICENSE, 66)
 
 
 _PLATE_GATE = re.compile(r"plate|tag", re.I)

@@ -19,7 +19,10 @@ _MONTH = (
     r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
     r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)"
 )
-_WEEKDAY = r"(?:(?:Mon|Tues|Tue|Wednes|Wed|Thurs|Thu|Fri|Satur|Sat|Sun)(?:day)?\.?,?\s)?"
+_WEEKDAY = (
+    r"(?:(?:Mon|Tues|Tue|Wednes|Wed|Thurs|Thu|Fri|Satur|Sat|Sun)(?:day)?\.?"
+    r"(?:\s(?:night|morning|afternoon|evening))?,?\s)?"
+)
 _DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR4 = r"(?:1[89]|20)\d{2}"
 
@@ -56,14 +59,50 @@ _EVENT_WORDS = (
     r"|returned|started|stopped|restarted|held|resumed|due|through|thru|before|after|as\sof|week\sof|effective"
     r"|expires?|expired|last|next|onset|began|begins|starting|ending|today|tomorrow|yesterday|ED|ER|clinic"
     r"|admission|discharge|delivery|dialysis|session|consult|review(?:ed)?|updated|signed|received|sent|faxed"
+    # verbs that date what was done ("pump downloaded 5/21", "missed 6/3", "rescheduled 7/9")
+    r"|downloaded|uploaded|performed|done|completed|placed|inserted|removed|implanted|explanted|extubated"
+    r"|intubated|drawn|collected|obtained|missed|cancell?ed|rescheduled|scheduled|moved?|arrived|transferred"
+    r"|died|expired|delivered|operated|fell|injured|admitted|discharged|seen|evaluated|vaccinated|booked"
 )
 # The m/d is found first (the scanner starts on a digit); the words around it are checked after.
 _MD_RE = re.compile(r"(?<![0-9A-Za-z./-])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)", re.A)
-_EVENT_BEFORE_RE = re.compile(rf"(?<![A-Za-z])(?:{_EVENT_WORDS})[:,]?\s{{1,2}}(?:(?:on|of|was|is|at)\s)?$", re.A | re.I)
+_EVENT_BEFORE_RE = re.compile(
+    rf"(?<![A-Za-z])(?:{_EVENT_WORDS})[:,]?\s{{1,2}}(?:(?:on|of|was|is|at|her|his|their|the|my|your)\s)?$"
+    # status post a procedure: "s/p R TKA 2/14", "s/p lap chole 6/30"
+    r"|(?<![A-Za-z])s/p(?:\s[A-Za-z][\w-]{0,14}){1,3}\s$",
+    re.A | re.I,
+)
+# A month/day before the event it dates ("her 4/22 appt", "the 6/3 visit").
+_EVENT_AFTER_RE = re.compile(
+    r"\s(?:appt|appointment|visit|f/u|follow[- ]?up|surgery|procedure|infusion|injection|labs?|scan|call|session"
+    r"|consult|admission|discharge)\b",
+    re.I,
+)
+# A month/day that continues a list of dates ("on 5/1 and 5/8", "since 3/2, 3/9 and 3/16").
+_LIST_BEFORE_RE = re.compile(
+    rf"(?<![A-Za-z])(?:on|since|from|until|by|dated|{_EVENT_WORDS})[:,]?\s{{1,2}}"
+    r"(?:(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:,\s?(?:and\s|or\s)?|\s(?:and|or|&|to|through|thru)\s|\s?[-–]\s?)){1,4}$",
+    re.A | re.I,
+)
 _MD_NOT_AFTER_RE = re.compile(r"\s(?:of|tabs?|strength|pain)\b", re.I)
 _LINE_START_RE = re.compile(r"(?:^|(?<=[.;!?] ))[ \t]*$", re.M)
 _COLON_AFTER_RE = re.compile(r"[ \t]*[:\-–—]")
 _TIME_AFTER_RE = re.compile(r",?\s(?:[01]?\d|2[0-3]):[0-5]\d")
+# MM-DD (two digits each) before a clock time: a row of a chart or a log ("03-22 08:00").
+_MD_DASH_TIME_RE = re.compile(
+    r"(?<![0-9A-Za-z./:-])(?:1[0-2]|0[1-9])-(?:3[01]|[12]\d|0[1-9])(?=[ T](?:[01]\d|2[0-3]):[0-5]\d)", re.A
+)
+# A compact date YYYYMMDD after a date label (入院日期：20250106, DOS 20240817); checked for validity.
+_COMPACT_RE = re.compile(r"(?<![0-9A-Za-z])((?:19|20)\d{2})(1[0-2]|0[1-9])(3[01]|[12]\d|0[1-9])(?![0-9A-Za-z])", re.A)
+_COMPACT_LABEL_RE = re.compile(
+    r"(?:日期|时间|(?<![A-Za-z])(?:date|DOS|DOB|D\.O\.B\.|dated|admitted|discharged|on))[:：\s]{0,3}$", re.I
+)
+# Spanish and Portuguese written dates: "2 de marzo", "15 de agosto de 2024", "3 de março".
+_SPANISH_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?:3[01]|[12]\d|0?[1-9])\s(?:de\s)?(?i:enero|febrero|fevereiro|marzo|março|abril|mayo|maio"
+    r"|junio|junho|julio|julho|agosto|septiembre|setiembre|setembro|octubre|outubro|noviembre|novembro|diciembre"
+    r"|dezembro|janeiro)(?![A-Za-z])(?:\s(?:de\s)?(?:1[89]|20)\d{2}(?!\d))?"
+)
 # A holiday with a year: "Thanksgiving Day 2022", "Christmas 2021", "2023年中秋节"; lunar dates
 # (农历八月十五, 正月初三, 腊月廿三), Chinese-numeral month and day without a year (三月五日), and parts of a
 # month (5月初, 3月中旬, 十月底).
@@ -75,11 +114,38 @@ _HOLIDAYS = (
     r"|Hanukkah|Passover|Lunar\sNew\sYear|Chinese\sNew\sYear|Ramadan)"
 )
 _HOLIDAY_RE = re.compile(rf"(?<![A-Za-z]){_HOLIDAYS},?\s(?:of\s)?{_YEAR4}(?!\d)")
+# A holiday without a year when it dates something that happened: after a preposition of time
+# ("since Thanksgiving", "on New Year's Eve", "the week after Easter"); not "Christmas tree".
+# The holiday is found first (the scanner starts on its capital); the preposition before it is checked after.
+_HOLIDAY_ALONE_RE = re.compile(
+    rf"(?<![A-Za-z]){_HOLIDAYS}(?![A-Za-z])(?!\s(?:tree|card|dinner\smenu|lights|music|party\sfavou?rs))"
+)
+_HOLIDAY_PREP_BEFORE = re.compile(
+    r"(?<![A-Za-z])(?:since|on|before|after|around|over|during|until|till|by|from|through|at|last|this|past|of)"
+    r"\s(?:the\s)?$",
+    re.I,
+)
 _CN_HOLIDAYS = (
     "春节|除夕|元宵节|元宵|清明节|清明|端午节|端午|中秋节|中秋|国庆节|国庆|元旦|重阳节|七夕|劳动节|五一|冬至|小年"
 )
 _CN_LUNAR_DAY = (
     "初[一二三四五六七八九十]|十[一二三四五六七八九]?|二十[一二三四五六七八九]?|廿[一二三四五六七八九]?|三十"
+)
+# A Chinese holiday without a year when it dates an event: after 于/在/自/从/至/到 or a bracket that glosses
+# a date (正月十五（元宵节）), or before 前后/前/后/期间/假期/当天/时/以来/左右; not a street or square
+# (五一路, 国庆广场, 中秋月饼 is not dated either way).
+_CN_HOLIDAY_CUED_RE = re.compile(
+    rf"(?:(?<=[于在自从至到（(])|(?<=[于在]农历))(?:{_CN_HOLIDAYS})(?![路街道巷里村镇桥广场大厦小区])"
+    rf"|(?:{_CN_HOLIDAYS})(?=前后|前|后|期间|假期|当天|那天|时|以来|左右|节后|过后)"
+)
+# Parts of a month without its number: 月初, 月中, 上月底, 本月中旬 (not 三个月中, 每月底, 岁月中).
+_CN_MONTH_PART_RE = re.compile(
+    "(?<![0-9〇零一二三四五六七八九十个几两半每岁年])(?:本|上|下|这个|上个|下个|当)?月(?:初|中旬|上旬|下旬|中|底|末)"
+    "(?![0-9A-Za-z〇零一二三四五六七八九十])"
+)
+# A weekday with its date in brackets: 周五（6月20日）, 星期二(3月4日).
+_CN_WEEKDAY_DATE_RE = re.compile(
+    r"(?:周|星期|礼拜)[一二三四五六日天]\s?[（(]\s?(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]\s?[）)]"
 )
 _CN_EXTRA_RES = (
     re.compile(rf"(?<!\d)(?:1[89]|20)\d{{2}}\s?年\s?(?:{_CN_HOLIDAYS})", re.A),
@@ -88,14 +154,24 @@ _CN_EXTRA_RES = (
         rf"|(?:正|腊|冬)月(?:{_CN_LUNAR_DAY})"
         rf"|(?<![〇零一二三四五六七八九十])(?:十[一二]?|[一二三四五六七八九])月(?:初[一二三四五六七八九十]|[一二三四五六七八九十]{{1,3}}[日号])"
     ),
-    re.compile(r"(?<![0-9])(?:1[0-2]|0?[1-9])\s?月(?:初|中旬|上旬|下旬|中|底|末|份)", re.A),
+    re.compile(
+        r"(?<![0-9])(?:(?:1[89]|20)\d{2}\s?年\s?)?(?:1[0-2]|0?[1-9])\s?月(?:初|中旬|上旬|下旬|中|底|末|份)", re.A
+    ),
     re.compile(r"(?<![〇零一二三四五六七八九十])(?:十[一二]?|[一二三四五六七八九])月(?:初|中旬|上旬|下旬|中|底|末|份)"),
 )
 # A weekday and a month/day: "Mon 10/17", "Thursday, 3/14" (the weekday is part of the date).
 _WEEKDAY_MD_RE = re.compile(
-    # capitalised; "Sat"/"Sun" alone are words ("Sat 3/4 of the time"): only as Saturday/Sunday or "Sat.,"
-    r"(?<![A-Za-z])(?:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri)(?:day)?\.?,?|(?:Satur|Sun)day,?|(?:Sat|Sun)[.,])"
-    r"\s{1,2}(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![0-9A-Za-z]|[./-]\d)",
+    # any case ("Tues 11/12/24", "sat 3/15"); "Sat"/"Sun" alone are words ("Sat 3/4 of the time"): then not
+    # before "of" or a dose word
+    r"(?<![A-Za-z])(?i:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri)(?:day)?\.?,?|(?:Satur|Sun)day,?|(?:Sat|Sun)[.,]?)"
+    r"\s{1,2}(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{4}|\d{2}))?(?![0-9A-Za-z]|[./-]\d)"
+    r"(?!\s(?:of|tabs?|caps?|pills?|doses?)\b)",
+    re.A,
+)
+# A weekday with "the" and a day ("tuesday the 8th", "Friday the 13th").
+_WEEKDAY_DAY_RE = re.compile(
+    r"(?<![A-Za-z])(?i:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day)\s(?:the\s)?(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)"
+    r"(?![A-Za-z0-9])",
     re.A,
 )
 # A date written with spaces ("DOB: 08 19 1933") only after a birth or date label (checked on the
@@ -114,7 +190,9 @@ _DAY_ALONE_RE = re.compile(
     re.I,
 )
 _DAY_ALONE_BEFORE_RE = re.compile(
-    r"(?<![A-Za-z])(?:on|since|from|until|till|by|before|after|to|through|thru|dated|starting|beginning)\s$", re.I
+    r"(?<![A-Za-z])(?:on|since|from|until|till|by|before|after|to|through|thru|dated|starting|beginning)\s$"
+    r"|(?<!\d)(?:[01]?\d|2[0-3]):[0-5]\d(?:\s?[ap]\.?m\.?)?,?\s$",  # after a clock time: "at 16:00, the 22nd:"
+    re.I,
 )
 _CN_RES = (
     re.compile(
@@ -138,6 +216,8 @@ _CN_DAY_PART_AFTER = re.compile(r"凌晨|清晨|早晨|上午|中午|下午|傍�
 def _cn_day_alone(text: str, m: re.Match) -> bool:
     day = int(m.group()[:-1])
     before = text[max(0, m.start() - 2) : m.start()]
+    if 1 <= day <= 31 and before.endswith(("本月", "上月", "下月", "当月", "同月")):
+        return m.group()[-1] != "号" or text[m.end() : m.end() + 1] not in _CN_NUMBERED_THINGS
     if not 1 <= day <= 31 or (before and (before[-1].isdigit() or before[-1] in "月年.")):
         return False
     if m.group()[-1] == "号" and text[m.end() : m.end() + 1] in _CN_NUMBERED_THINGS:
@@ -173,7 +253,19 @@ def find_dates(text: str) -> Iterator[Span]:
     for m in _MONTH_YEAR_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)
     for m in _WEEKDAY_MD_RE.finditer(text):
-        yield Span(m.start(), m.end(), DATE, 50)
+        yield Span(m.start(), m.end(), DATE, 53)  # the weekday with the date, over the date alone
+    for regex in (_WEEKDAY_DAY_RE, _MD_DASH_TIME_RE, _SPANISH_RE, _CN_WEEKDAY_DATE_RE):
+        for m in regex.finditer(text):
+            yield Span(m.start(), m.end(), DATE, 53)
+    for m in _COMPACT_RE.finditer(text):
+        if _COMPACT_LABEL_RE.search(text, max(0, m.start() - 12), m.start()):
+            yield Span(m.start(), m.end(), DATE, 52)
+    for m in _HOLIDAY_ALONE_RE.finditer(text):
+        if _HOLIDAY_PREP_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for regex in (_CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE):
+        for m in regex.finditer(text):
+            yield Span(m.start(), m.end(), DATE, 50)
     for m in _CN_YY_RE.finditer(text):
         if m.start() == 0 or not (text[m.start() - 1].isdigit() or text[m.start() - 1] == "年"):
             yield Span(m.start(), m.end(), DATE, 50)
@@ -184,6 +276,8 @@ def find_dates(text: str) -> Iterator[Span]:
         st, en = m.start(), m.end()
         if (
             (_EVENT_BEFORE_RE.search(text, max(0, st - 32), st) and not _MD_NOT_AFTER_RE.match(text, en))
+            or _EVENT_AFTER_RE.match(text, en)
+            or _LIST_BEFORE_RE.search(text, max(0, st - 60), st)
             or (_LINE_START_RE.search(text, max(0, st - 4), st) and _COLON_AFTER_RE.match(text, en))
             or _TIME_AFTER_RE.match(text, en)
         ):

@@ -19,6 +19,7 @@ from .spans import (
     DATE,
     DEVICE,
     GEO,
+    LICENSE,
     NAME,
     SSN,
     VEHICLE,
@@ -125,6 +126,9 @@ def _candidates(text: str, kinds: frozenset[str], check=None):
         yield from contextual.find_imei(text)
     if VEHICLE in kinds:
         yield from contextual.find_plate(text)
+        yield from contextual.find_plate_cn_cued(text)
+    if LICENSE in kinds:
+        yield from contextual.find_license_state(text)
     if ZIP in kinds:
         yield from contextual.find_zip(text)
     if AGE in kinds:

@@ -34,7 +34,9 @@ IPV4_RE = re.compile(
     r"(?![0-9A-Za-z]|\.\d)",
     A,
 )
-IPV6_CANDIDATE_RE = re.compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:.]{2,45}(?![0-9A-Za-z:.])", A)
+# Also right after a label's colon ("IP:2408:8207::1a3", "设备IP：…" — canonicalised to ":"): a colon
+# after a letter that is not a hex digit cannot be inside an address.
+IPV6_CANDIDATE_RE = re.compile(r"(?:(?<![0-9A-Za-z:.])|(?<=[G-Zg-z]:))[0-9A-Fa-f:.]{2,45}(?![0-9A-Za-z:.])", A)
 MAC_RE = re.compile(r"(?<![0-9A-Fa-f:-])[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?![0-9A-Fa-f:-])", A)
 # Numbers are matched on the canonical text (canonical.py), where every dash is "-", every space
 # " " and every decimal digit ASCII: a separator inside a number is one of "-", "." or " ", and
@@ -79,6 +81,8 @@ CN_LANDLINE_RE = re.compile(
 BARE_PHONE_RE = re.compile(
     rf"(?<![0-9A-Za-z])(?<!\d\.)(?:[2-9](?:{_S}?\d){{9}}|0(?:{_S}?\d){{9,11}})(?![0-9A-Za-z]|{_S}\d)", A
 )
+# A seven-digit local number (555-0134), only after a phone cue in the same line ("call back at", "phone").
+LOCAL_PHONE_RE = re.compile(r"(?<![0-9A-Za-z-])(?<!\d[ .])[2-9]\d{2}-\d{4}(?![0-9A-Za-z]|[-.]\d)", A)
 _DATE_START = re.compile(r"(?:\d{4}[-.]\d\d?[-.]\d\d?|\d\d?[-.]\d\d?[-.]\d{2,4})(?!\d)", A)
 _PHONE_CUES = re.compile(
     r"(fax|facsimile|传真)|(phone|\btel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线)", A | re.I
@@ -184,8 +188,14 @@ _EXTENSION_RE = re.compile(r"[ ,]*(?:转|ext\.?|extension|x) ?\d{1,5}$", re.I)
 _CLAUSE_START = re.compile(r"[\n;。；!?]|(?<![A-Z])(?<!Dr|Mr|Ms|St|Jr|Sr)(?<!Mrs|Drs|Pro)\.")
 
 
+# "T 734-555-0121 F 734-555-0122": a letterhead's one-letter labels, F (fax) right before the number.
+_FAX_LETTER_RE = re.compile(r"(?<![A-Za-z])F[:.]?\s?$")
+
+
 def _phone_type(text: str, start: int) -> str:
     """FAX when the nearest cue before the number (same clause, 60 characters) says fax."""
+    if _FAX_LETTER_RE.search(text, max(0, start - 3), start):
+        return FAX
     window = text[max(0, start - 60) : start]
     cuts = [m.end() for m in _CLAUSE_START.finditer(window)]
     window = window[cuts[-1] :] if cuts else window
@@ -208,6 +218,9 @@ def find_phone(text: str) -> Iterator[Span]:
                 yield Span(m.start(), m.end(), _phone_type(text, m.start()), 60)
     for m in BARE_PHONE_RE.finditer(text):
         if _has_phone_cue(text, m.start()) and not _DATE_START.match(m.group()):
+            yield Span(m.start(), m.end(), _phone_type(text, m.start()), 55)
+    for m in LOCAL_PHONE_RE.finditer(text):
+        if _has_phone_cue(text, m.start()):
             yield Span(m.start(), m.end(), _phone_type(text, m.start()), 55)
 
 

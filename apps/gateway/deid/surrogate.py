@@ -481,6 +481,10 @@ def _date(m: SurrogateMap, value: str) -> str:
 
 def _age(_m: SurrogateMap, value: str) -> str:
     age = _rng.randint(90, 99)
+    if "旬" in value:  # 九旬, 年逾九旬: an age in its place
+        return _zh_num(age) + "岁"
+    if re.search("九十[多余几]", value):  # 九十多(岁): the unit, if any, is put back by the caller
+        return _zh_num(age)
     if any(_digit(c) is not None for c in value):
         ascii_value = "".join(str(_digit(c)) if _digit(c) is not None else c for c in value)
         return re.sub(r"\d+", str(age), ascii_value, count=1)
