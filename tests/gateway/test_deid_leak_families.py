@@ -86,7 +86,7 @@ def test_numbers_without_a_label_stay(text):
         ("Tos desde el 14 de enero, sin fiebre.", "14 de enero"),
         ("病程记录：上月底出现咳嗽。", "上月底"),
         ("月中复查血常规正常。", "月中"),
-        ("电话随访：本月8号复诊。", "8号"),
+        ("电话随访：本月8号复诊。", "本月8号"),
         ("2024年10月下旬开始头晕。", "2024年10月下旬"),
         ("周二（9月3日）夜班患者诉胸痛。", "周二（9月3日）"),
     ],
@@ -154,3 +154,64 @@ def test_decade_words_are_replaced_by_an_age_in_every_mode():
     assert deidentify(text).text == "患者90+高龄，母亲90+岁。"
     out = deidentify(text, mode="surrogate", mapping=SurrogateMap()).text
     assert "旬" not in out and "岁岁" not in out and out.count("岁") == 2
+
+
+# ---- fifth round: date and age families (examples made up for this file) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("sync log\n2023-11-19T22:41:07+08:00 upload ok", "2023-11-19"),
+        ("交班记录：09-27 06:30 患者诉头痛", "09-27"),
+        ("| 3-9 | 14:00 | 120/70 | 签名 |", "3-9"),
+        ("Symptoms began in early October after the trip.", "early October"),
+        ("Knee pain since mid-August, worse on stairs.", "mid-August"),
+        ("Last seen by PCP the end of January.", "the end of January"),
+        ("Fell at a family party on Christmas Eve.", "Christmas Eve"),
+        ("He says it was Thanksgiving Day, Nov 28, when it began.", "Thanksgiving Day, Nov 28"),
+        ("Birth date keyed as 19611203 in the old system.", "19611203"),
+        ("5月12日（护士节）夜班交接", "护士节"),
+        ("门诊记录：儿童节当天患儿发热", "儿童节"),
+        ("随访日期：癸卯年冬月十二", "癸卯年冬月十二"),
+        ("复诊（8月4日星期日）", "8月4日星期日"),
+        ("拟于下周三（10月9日）手术", "下周三（10月9日）"),
+        ("患者去年11月曾住院", "去年11月"),
+        ("请于下月15日复查", "下月15日"),
+    ],
+)
+def test_fifth_round_date_families(text, value):
+    assert value in found(text, "DATE"), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "服药3月余，症状缓解。",  # a duration
+        "早产儿，矫正3月龄。",  # an age in months
+        "BP 22:10-11 recorded twice",  # not a date inside a clock
+        "Take 1-2 tabs 08:00 and 20:00.",  # a dose range before a time
+        "Decorating the Christmas tree with grandchildren.",
+        "Late stage disease; may be early.",  # 'late'/'may' without a month
+        "Lot 20240117 expires soon.",  # no birth label
+        "Anticoagulation per the ACC/AHA 2019 guideline.",
+    ],
+)
+def test_fifth_round_date_negatives(text):
+    assert found(text, "DATE") == [], anything(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("| 姓名 | ** | 年龄 | 97 |", "97"),
+        ("外婆今年九十有二，耳聋。", "九十有二"),
+    ],
+)
+def test_fifth_round_age_families(text, value):
+    assert value in found(text, "AGE"), anything(text)
+
+
+@pytest.mark.parametrize("text", ["| 年龄 | 56 |", "三十有五，尚未婚。", "| 心率 | 96 |", "九十有余家单位"])
+def test_fifth_round_age_negatives(text):
+    assert found(text, "AGE") == [], anything(text)
