@@ -215,3 +215,48 @@ def test_fifth_round_age_families(text, value):
 @pytest.mark.parametrize("text", ["| 年龄 | 56 |", "三十有五，尚未婚。", "| 心率 | 96 |", "九十有余家单位"])
 def test_fifth_round_age_negatives(text):
     assert found(text, "AGE") == [], anything(text)
+
+
+# ---- fifth round: labelled numbers, and phone/fax/ID precision (examples made up for this file) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("细胞学报告　标本号：XB25-00417　送检科室", "MRN", "XB25-00417"),
+        ("生化检验　条码号：7730291845012", "MRN", "7730291845012"),
+        ("入职体检　体检号：TJ-2023-55190", "MRN", "TJ-2023-55190"),
+        ("社区随访，健康档案号330106004417。", "MRN", "330106004417"),
+        ("Pathology case #: PS-23-04471, margins clear.", "MRN", "PS-23-04471"),
+        ("Frozen section, Case HX23-0912.", "MRN", "HX23-0912"),
+        ("specimen ID: CY-558210 sent to cytology", "MRN", "CY-558210"),
+        ("商业保险　赔案号：PC2023110500871", "ACCOUNT", "PC2023110500871"),
+        ("Portal session ID QX-99120734 timed out.", "ACCOUNT", "QX-99120734"),
+        ("Verified: license LPN LP-0047712, active.", "LICENSE", "LP-0047712"),
+        ("护士执业证号：201933001245", "LICENSE", "201933001245"),
+        ("驾照号：11010519491231002X", "LICENSE", "11010519491231002X"),
+        ("起搏器编号：PJN-448102，程控正常", "DEVICE", "PJN-448102"),
+        ("事故车辆识别代号LGBH52E09KY123456，已拖离", "VEHICLE", "LGBH52E09KY123456"),
+        ("请传真至021-6488 1200，或致电021-6488 1201", "PHONE", "021-6488 1201"),
+    ],
+)
+def test_fifth_round_number_families(text, kind, value):
+    assert value in found(text, kind), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Overdose case of 1500 mg acetaminophen.",  # 'case' as a word
+        "Case 2019 was reviewed at M&M.",  # a year after 'Case'
+        "Cardiac rehab session 12/36 today.",  # a count of sessions
+        "PT session 3 of 10 completed.",
+        "门诊病历　2024.11.03",  # a date after 病历, not a record number
+        "病历3份已归档。",
+        "| 172.16.8.4 | 003318820 | view |",  # a zero-padded number is not an international phone
+        "Specimen 2 of 3 labelled.",
+    ],
+)
+def test_fifth_round_number_negatives(text):
+    kinds = {"MRN", "ACCOUNT", "PHONE", "LICENSE", "DEVICE"}
+    assert [x for x in anything(text) if x[1] in kinds] == [], anything(text)
