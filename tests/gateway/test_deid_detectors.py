@@ -117,7 +117,10 @@ def test_luhn_failing_card_not_detected():
 
 def test_vin_check_digit():
     assert vin_ok("1HGCM82633A004352")
-    assert detect("VIN 1HGCM82673A004352") == []  # check digit altered
+    # check digit altered: not a VIN by its shape alone ...
+    assert detect("ref 1HGCM82673A004352") == []
+    # ... but after its label it is the vehicle's number still (mistyped, or a check digit not used abroad)
+    assert [s.type for s in detect("VIN 1HGCM82673A004352")] == ["VEHICLE"]
 
 
 def test_ssn_invalid_areas_not_detected():

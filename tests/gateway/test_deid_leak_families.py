@@ -86,7 +86,7 @@ def test_numbers_without_a_label_stay(text):
         ("Tos desde el 14 de enero, sin fiebre.", "14 de enero"),
         ("病程记录：上月底出现咳嗽。", "上月底"),
         ("月中复查血常规正常。", "月中"),
-        ("电话随访：本月8号复诊。", "8号"),
+        ("电话随访：本月8号复诊。", "本月8号"),
         ("2024年10月下旬开始头晕。", "2024年10月下旬"),
         ("周二（9月3日）夜班患者诉胸痛。", "周二（9月3日）"),
     ],
@@ -154,3 +154,109 @@ def test_decade_words_are_replaced_by_an_age_in_every_mode():
     assert deidentify(text).text == "患者90+高龄，母亲90+岁。"
     out = deidentify(text, mode="surrogate", mapping=SurrogateMap()).text
     assert "旬" not in out and "岁岁" not in out and out.count("岁") == 2
+
+
+# ---- fifth round: date and age families (examples made up for this file) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("sync log\n2023-11-19T22:41:07+08:00 upload ok", "2023-11-19"),
+        ("交班记录：09-27 06:30 患者诉头痛", "09-27"),
+        ("| 3-9 | 14:00 | 120/70 | 签名 |", "3-9"),
+        ("Symptoms began in early October after the trip.", "early October"),
+        ("Knee pain since mid-August, worse on stairs.", "mid-August"),
+        ("Last seen by PCP the end of January.", "the end of January"),
+        ("Fell at a family party on Christmas Eve.", "Christmas Eve"),
+        ("He says it was Thanksgiving Day, Nov 28, when it began.", "Thanksgiving Day, Nov 28"),
+        ("Birth date keyed as 19611203 in the old system.", "19611203"),
+        ("5月12日（护士节）夜班交接", "护士节"),
+        ("门诊记录：儿童节当天患儿发热", "儿童节"),
+        ("随访日期：癸卯年冬月十二", "癸卯年冬月十二"),
+        ("复诊（8月4日星期日）", "8月4日星期日"),
+        ("拟于下周三（10月9日）手术", "下周三（10月9日）"),
+        ("患者去年11月曾住院", "去年11月"),
+        ("请于下月15日复查", "下月15日"),
+    ],
+)
+def test_fifth_round_date_families(text, value):
+    assert value in found(text, "DATE"), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "服药3月余，症状缓解。",  # a duration
+        "早产儿，矫正3月龄。",  # an age in months
+        "BP 22:10-11 recorded twice",  # not a date inside a clock
+        "Take 1-2 tabs 08:00 and 20:00.",  # a dose range before a time
+        "Decorating the Christmas tree with grandchildren.",
+        "Late stage disease; may be early.",  # 'late'/'may' without a month
+        "Lot 20240117 expires soon.",  # no birth label
+        "Anticoagulation per the ACC/AHA 2019 guideline.",
+    ],
+)
+def test_fifth_round_date_negatives(text):
+    assert found(text, "DATE") == [], anything(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("| 姓名 | ** | 年龄 | 97 |", "97"),
+        ("外婆今年九十有二，耳聋。", "九十有二"),
+    ],
+)
+def test_fifth_round_age_families(text, value):
+    assert value in found(text, "AGE"), anything(text)
+
+
+@pytest.mark.parametrize("text", ["| 年龄 | 56 |", "三十有五，尚未婚。", "| 心率 | 96 |", "九十有余家单位"])
+def test_fifth_round_age_negatives(text):
+    assert found(text, "AGE") == [], anything(text)
+
+
+# ---- fifth round: labelled numbers, and phone/fax/ID precision (examples made up for this file) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("细胞学报告　标本号：XB25-00417　送检科室", "MRN", "XB25-00417"),
+        ("生化检验　条码号：7730291845012", "MRN", "7730291845012"),
+        ("入职体检　体检号：TJ-2023-55190", "MRN", "TJ-2023-55190"),
+        ("社区随访，健康档案号330106004417。", "MRN", "330106004417"),
+        ("Pathology case #: PS-23-04471, margins clear.", "MRN", "PS-23-04471"),
+        ("Frozen section, Case HX23-0912.", "MRN", "HX23-0912"),
+        ("specimen ID: CY-558210 sent to cytology", "MRN", "CY-558210"),
+        ("商业保险　赔案号：PC2023110500871", "ACCOUNT", "PC2023110500871"),
+        ("Portal session ID QX-99120734 timed out.", "ACCOUNT", "QX-99120734"),
+        ("Verified: license LPN LP-0047712, active.", "LICENSE", "LP-0047712"),
+        ("护士执业证号：201933001245", "LICENSE", "201933001245"),
+        ("驾照号：11010519491231002X", "LICENSE", "11010519491231002X"),
+        ("起搏器编号：PJN-448102，程控正常", "DEVICE", "PJN-448102"),
+        ("事故车辆识别代号LGBH52E09KY123456，已拖离", "VEHICLE", "LGBH52E09KY123456"),
+        ("请传真至021-6488 1200，或致电021-6488 1201", "PHONE", "021-6488 1201"),
+    ],
+)
+def test_fifth_round_number_families(text, kind, value):
+    assert value in found(text, kind), anything(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Overdose case of 1500 mg acetaminophen.",  # 'case' as a word
+        "Case 2019 was reviewed at M&M.",  # a year after 'Case'
+        "Cardiac rehab session 12/36 today.",  # a count of sessions
+        "PT session 3 of 10 completed.",
+        "门诊病历　2024.11.03",  # a date after 病历, not a record number
+        "病历3份已归档。",
+        "| 172.16.8.4 | 003318820 | view |",  # a zero-padded number is not an international phone
+        "Specimen 2 of 3 labelled.",
+    ],
+)
+def test_fifth_round_number_negatives(text):
+    kinds = {"MRN", "ACCOUNT", "PHONE", "LICENSE", "DEVICE"}
+    assert [x for x in anything(text) if x[1] in kinds] == [], anything(text)

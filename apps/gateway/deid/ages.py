@@ -150,7 +150,8 @@ _CN_RES = (
     re.compile(rf"{_CN_V}(?:\s?(?P<u>周岁|岁|歲|週歲)|\s?高龄)"),
     # 年龄：92, 年龄92岁 (the 岁 pattern finds it too), 享年95, 现年九十五
     re.compile(
-        rf"(?:年龄|年纪|年齡|享年|终年|现年|今年已|今年|高龄|虚岁|实岁)\s?[:：]?\s?(?:已|约)?\s?{_CN_V}"
+        # also as a table's label cell and value cell: "| 年龄 | 92 |"
+        rf"(?:年龄|年纪|年齡|享年|终年|现年|今年已|今年|高龄|虚岁|实岁)\s?(?:[:：]|\s?[|｜])?\s?(?:已|约)?\s?{_CN_V}"
         rf"(?![0-9〇零一二三四五六七八九十百]){_NOT_AGE_AFTER}"
     ),
 )
@@ -163,7 +164,9 @@ _WORD_RE = re.compile(
     r"|(?<![A-Za-z])(?:his|her|their|my|your)\s(?P<d>(?:early\s|mid-?\s?|late\s)?(?:90['’]?s|nineties))(?![A-Za-z])"
     r"|(?P<cn>期颐|一?百(?:多|余)(?:岁|周岁)"
     # in their nineties (every such age is over 89): 九旬, 年逾九旬, 九十多岁; 八旬 (80s) is not
-    r"|(?:年逾|年过|年近)?九旬|九十(?:多|余|几)(?:岁|周岁))",
+    r"|(?:年逾|年过|年近)?九旬|九十(?:多|余|几)(?:岁|周岁)"
+    # the literary "ninety and five" (九十有五, 百有二): said of a person's age only
+    r"|(?<![〇零一二三四五六七八九十])(?:九十|一?百)有[一二三四五六七八九])",
     re.I,
 )
 

@@ -31,7 +31,15 @@ _CUES = {
     r"|unit number|patient id|病历号|病历编号|病案号|住院号|门诊号|就诊卡号|登记号|患者ID|患者编号|病人ID|ID号"
     # numbers under which a Chinese hospital's imaging or exam system files the patient (影像号, 检查号):
     # record numbers; an English "accession number" names one order, like an encounter (ACCOUNT below)
-    r"|影像号|放射号|PACS号|检查号|检查单号",
+    r"|影像号|放射号|PACS号|检查号|检查单号"
+    # numbers a hospital files a patient's specimens, exams and records under: pathology and specimen
+    # numbers, lab barcodes, check-up numbers, health-record (档案) numbers, a chart exported by number
+    r"|病理号|病理编号|标本号|标本编号|条码号|条形码|检验号|检验编号|体检编号|体检号|健康档案号|档案编号|档案号"
+    r"|门诊卡号|就诊号|就诊编号|申请单号|病历(?!本|夹|书写|讨论)"
+    r"|(?:surgical\s)?pathology\s(?:case|accession|no\.?|number|#)|path\s(?:case|no\.?|#)|specimen(?:\sid)?"
+    # a case number only when written as one: "case #", "case no.", "Case: …", or "Case" + a lettered code
+    r"|case\s?(?:#|no\.?|number|:)|(?-i:Case)(?=\s[A-Z]{1,4}-?\d)"
+    r"|lab\saccession|barcode|bar\scode",
     HEALTH_PLAN: r"health\splan(?:\sbeneficiary)?|health\s(?:card|insurance)|beneficiary|member(?:ship)?|subscriber"
     r"|insurance|insurer|insured(?:'s)?\s(?:id|no\.?|number|#)|(?-i:OHIP|PHN)"
     r"|policy|medicare(?:\sbeneficiary\sidentifier)?|MBI|medicaid|plan\sid|group\s(?:number|no\.?|#|id)|医保卡号|医保号|医保编号|医保卡"
@@ -65,14 +73,22 @@ _CUES = {
     ACCOUNT: r"account|acct\.?|a/c|billing|invoice|encounter|visit|claim|(?-i:FIN|CSN|HAR)"
     # an accession number names one study or order (like an encounter), not the patient: ACCOUNT
     r"|accession|(?-i:ACC)\s?#|(?-i:ACC)\s?(?:no\.?|num)"
-    r"|账号|账户|帐号|帐户|结算号|发票号|流水号",
+    r"|账号|账户|帐号|帐户|结算号|发票号|流水号"
+    # an insurance claim's number (理赔案号, 赔案号), an EHR session or log-in session
+    r"|理赔案号|赔案号|理赔号|报案号|(?:EHR|login|portal|web|VPN)\ssession(?:\sid)?|session\s?(?:id|#|no\.?)",
     LICENSE: r"(?:driver'?s\s)?licen[cs]e(?!\s*plate)|(?-i:DL|DEA|NPI)|certificate|cert\.?|certification|registration"
     r"|state\s(?:ID|identification)|(?:photo\s)?ID\scard|identification\scard|passport|permit"
     r"|护照号码|护照号|护照|军官证号|通行证号|居住证号|驾驶证|行驶证号"
-    r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号",
+    r"|执业证书编码|执业证书编号|执业证号|资格证书编号|驾驶证号|驾照号|证书编号|执业编号"
+    # any practising, qualification or registration certificate (医师资格证书编码, 护士执业证号, 注册证号)
+    r"|(?:资格|执业|注册)证(?:书)?(?:编码|编号|号码|号)"
+    # a licence followed by the credential it licenses: "State license RN RN-224819", "licence MD 48812"
+    r"|licen[cs]e\s(?-i:RN|LPN|LVN|MD|DO|NP|PA|APRN|CRNA|RPh|PT|OT|DDS|DMD)",
     DEVICE: r"serial|(?-i:S/N|SN)|device(?:\sid|\sidentifier)?|UDI|IMEI|implant\s(?:id|serial)|pacemaker|pump|(?-i:ICD)"
     r"|transmitter|(?:CGM|glucose)\ssensor|generator\s(?:id|serial)"
-    r"|序列号|设备编号|设备号|器械编号|出厂编号|植入物编号|仪器编号|仪编号",
+    r"|序列号|设备编号|设备号|器械编号|出厂编号|植入物编号|仪器编号|仪编号"
+    # an implanted or worn device's own number: 泵编号 (胰岛素泵编号), 起搏器编号, 除颤器序列号
+    r"|(?:泵|起搏器|除颤器|植入物|监测仪|传感器)(?:编号|号码|序列号|号)",
     VEHICLE: r"(?:license|licence|registration)\splate|plate|tag|车牌号码|车牌号|车牌",
 }
 _MIN_DIGITS = {MRN: 4, HEALTH_PLAN: 4, ACCOUNT: 4, LICENSE: 4, DEVICE: 3, VEHICLE: 2}
@@ -166,7 +182,12 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
             if _enough_digits(kind, value) and not _looks_like_date(value):
                 if kind == DEVICE and _ICD10_RE.fullmatch(value):
                     continue
-                yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+                # a Chinese driving licence's number is its holder's 身份证 number: after a licence
+                # label the 18 characters are the licence (over CN_ID, which finds them too)
+                priority = _PRIORITY[kind]
+                if kind == LICENSE and m.group()[0] == "驾" and _ID18_RE.fullmatch(value):
+                    priority = 96
+                yield Span(m.start("v"), m.end("v"), kind, priority)
         for m in _CUE_AFTER_LATIN_RES[kind].finditer(text) if latin_han else ():
             value = m.group("v")
             if (
@@ -177,6 +198,26 @@ def find_cued(text: str, kinds: frozenset[str]) -> Iterator[Span]:
                 and not _looks_like_date(value)
             ):
                 yield Span(m.start("v"), m.end("v"), kind, _PRIORITY[kind])
+
+
+_ID18_RE = re.compile(r"\d{17}[\dXx]")
+
+# A VIN after its label whatever its check digit (a mistyped or foreign VIN is still the vehicle's):
+# "VIN 1HGCM…", "vehicle 1FTFW…", 车架号/车辆识别代号 + 17 characters of the VIN alphabet (no I, O, Q).
+_VIN_CUED_RE = re.compile(
+    r"(?:(?<![A-Za-z])(?i:VIN|vehicle(?:\sidentification)?(?:\s(?:number|no\.?|#))?)|车架号|车架号码|车辆识别代号|车辆识别码"
+    r"|车辆识别号)[\s:#：]{0,3}(?P<v>[A-HJ-NPR-Z0-9]{17})(?![A-Za-z0-9])"
+)
+_VIN_GATE = re.compile(r"VIN|vehicle|车架|车辆识别", re.I)
+
+
+def find_vin_cued(text: str) -> Iterator[Span]:
+    if not _VIN_GATE.search(text):
+        return
+    for m in _VIN_CUED_RE.finditer(text):
+        v = m.group("v")
+        if _digit_count(v) >= 5 and not v.isdigit():
+            yield Span(m.start("v"), m.end("v"), VEHICLE, 79)
 
 
 # An ICD-10 code ("ICD E11.9", "ICD I48.91"): a diagnosis after the coding system's name, not a device
@@ -195,7 +236,7 @@ def _enough_digits(kind: str, value: str) -> bool:
 def _looks_like_date(value: str) -> bool:
     """A cued value written like a date ("MRN 03-05-2024" is rare; "Visit 03/05/2024" is a date) —
     only if it is a valid one: "55-20-1193" is a record number."""
-    m = re.fullmatch(r"(\d{1,4})([-/])(\d{1,2})[-/](\d{1,4})", value)
+    m = re.fullmatch(r"(\d{1,4})([-/.])(\d{1,2})[-/.](\d{1,4})", value)
     return m is not None and dates.numeric_date_ok(m.group(1), m.group(3), m.group(4), m.group(2))
 
 

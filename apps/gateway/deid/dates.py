@@ -40,9 +40,16 @@ _WRITTEN_RES = (
     ),
     # March 2024 / Mar. '24 is too ambiguous; month and four-digit year only
     re.compile(rf"(?<![A-Za-z]){_MONTH}\.?,?\s(?:of\s)?{_YEAR4}(?!\d)"),
+    # a part of a named month, which dates an event without its day: "early May", "mid-June",
+    # "late February", "the end of March" (a full month name only: "mid-Mar" is rare, "late Jan" a name)
+    re.compile(
+        r"(?<![A-Za-z])(?i:early|mid|late|the\s(?:beginning|start|middle|end)\sof)[\s-]"
+        r"(?:January|February|March|April|May|June|July|August|September|October|November|December)(?![A-Za-z])"
+    ),
 )
 _N = r"(\d{1,4})"
-_NUMERIC_RE = re.compile(rf"(?<![0-9A-Za-z./-]){_N}([-/.])(\d{{1,2}})\2{_N}(?![0-9A-Za-z]|[./-]\d)", re.A)
+# An ISO timestamp's date part ("2024-03-02T08:15:03Z") ends before its T.
+_NUMERIC_RE = re.compile(rf"(?<![0-9A-Za-z./-]){_N}([-/.])(\d{{1,2}})\2{_N}(?!(?!T\d)[0-9A-Za-z]|[./-]\d)", re.A)
 _MONTH_YEAR_RE = re.compile(r"(?<![0-9A-Za-z./-])(1[0-2]|0?[1-9])/((?:19|20)\d{2})(?![0-9A-Za-z]|[./-]\d)", re.A)
 _CUED_MD_RE = re.compile(
     r"(?<![A-Za-z])(?:on|since|from|until|till|by|dated|DOB|DOS|d\.o\.b\.|born|admitted|discharged|seen)"
@@ -89,13 +96,22 @@ _LINE_START_RE = re.compile(r"(?:^|(?<=[.;!?] ))[ \t]*$", re.M)
 _COLON_AFTER_RE = re.compile(r"[ \t]*[:\-–—]")
 _TIME_AFTER_RE = re.compile(r",?\s(?:[01]?\d|2[0-3]):[0-5]\d")
 # MM-DD (two digits each) before a clock time: a row of a chart or a log ("03-22 08:00").
+# Also after a label's colon ("护理记录：11-03 22:00") and in a table row ("| 7-14 | 08:00 |"), where a
+# single-digit month or day is usual; never inside a clock time ("22:10-11") or a longer number.
 _MD_DASH_TIME_RE = re.compile(
-    r"(?<![0-9A-Za-z./:-])(?:1[0-2]|0[1-9])-(?:3[01]|[12]\d|0[1-9])(?=[ T](?:[01]\d|2[0-3]):[0-5]\d)", re.A
+    r"(?<![0-9A-Za-z./-])(?<!\d:)(?:(?:1[0-2]|0[1-9])-(?:3[01]|[12]\d|0[1-9])(?=[ T](?:[01]\d|2[0-3]):[0-5]\d)"
+    r"|(?<=\| )(?:1[0-2]|0?[1-9])-(?:3[01]|[12]\d|0?[1-9])(?= \| (?:[01]?\d|2[0-3]):[0-5]\d))",
+    re.A,
 )
 # A compact date YYYYMMDD after a date label (入院日期：20250106, DOS 20240817); checked for validity.
 _COMPACT_RE = re.compile(r"(?<![0-9A-Za-z])((?:19|20)\d{2})(1[0-2]|0[1-9])(3[01]|[12]\d|0[1-9])(?![0-9A-Za-z])", re.A)
 _COMPACT_LABEL_RE = re.compile(
     r"(?:日期|时间|(?<![A-Za-z])(?:date|DOS|DOB|D\.O\.B\.|dated|admitted|discharged|on))[:：\s]{0,3}$", re.I
+)
+# ... or a birth-date label earlier in the same line ("DOB entered as 19540612, should be 19540621",
+# "出生日期录入为19540612"): a birth date is what an eight-digit date after it is.
+_COMPACT_BIRTH_LINE_RE = re.compile(
+    r"(?:(?<![A-Za-z])(?:DOB|D\.O\.B\.|date\sof\sbirth|birth\s?date|born)|出生)[^\n]*$", re.I
 )
 # Spanish and Portuguese written dates: "2 de marzo", "15 de agosto de 2024", "3 de março".
 _SPANISH_RE = re.compile(
@@ -120,6 +136,11 @@ _HOLIDAY_RE = re.compile(rf"(?<![A-Za-z]){_HOLIDAYS},?\s(?:of\s)?{_YEAR4}(?!\d)"
 _HOLIDAY_ALONE_RE = re.compile(
     rf"(?<![A-Za-z]){_HOLIDAYS}(?![A-Za-z])(?!\s(?:tree|card|dinner\smenu|lights|music|party\sfavou?rs))"
 )
+# A holiday named with Day, Eve or Sunday ("Easter Sunday", "Valentine's Day", "Christmas Eve") is a date
+# wherever it stands; so is one in apposition to a date ("Easter, March 31", "Feb 14 (Valentine's Day)").
+_HOLIDAY_DAY_NAME = re.compile(r"(?:Day|Eve|Sunday|Friday)$")
+_HOLIDAY_NEXT_TO_DATE = re.compile(rf",?\s(?:\(\s?)?{_MONTH}\.?\s\d")
+_DATE_THEN_HOLIDAY = re.compile(r"\d(?:st|nd|rd|th)?(?:,\s|\s?\(\s?)$")
 _HOLIDAY_PREP_BEFORE = re.compile(
     r"(?<![A-Za-z])(?:since|on|before|after|around|over|during|until|till|by|from|through|at|last|this|past|of)"
     r"\s(?:the\s)?$",
@@ -127,6 +148,8 @@ _HOLIDAY_PREP_BEFORE = re.compile(
 )
 _CN_HOLIDAYS = (
     "春节|除夕|元宵节|元宵|清明节|清明|端午节|端午|中秋节|中秋|国庆节|国庆|元旦|重阳节|七夕|劳动节|五一|冬至|小年"
+    "|妇女节|三八节|儿童节|六一|青年节|建军节|教师节|护士节|植树节|腊八节|腊八|圣诞节|圣诞|平安夜|情人节|母亲节"
+    "|父亲节|感恩节|万圣节|复活节|寒食节|中元节|下元节"
 )
 _CN_LUNAR_DAY = (
     "初[一二三四五六七八九十]|十[一二三四五六七八九]?|二十[一二三四五六七八九]?|廿[一二三四五六七八九]?|三十"
@@ -136,7 +159,9 @@ _CN_LUNAR_DAY = (
 # (五一路, 国庆广场, 中秋月饼 is not dated either way).
 _CN_HOLIDAY_CUED_RE = re.compile(
     rf"(?:(?<=[于在自从至到（(])|(?<=[于在]农历))(?:{_CN_HOLIDAYS})(?![路街道巷里村镇桥广场大厦小区])"
-    rf"|(?:{_CN_HOLIDAYS})(?=前后|前|后|期间|假期|当天|那天|时|以来|左右|节后|过后)"
+    rf"|(?:{_CN_HOLIDAYS})(?=前后|前|后|期间|假期|当天|那天|时|以来|左右|节后|过后|当晚|当日|那晚|晚上|夜里|上午|下午|早上|凌晨)"
+    # at the head of an entry: "病程记录：中秋节当晚" is covered above; "：圣诞节，" after a label's colon
+    rf"|(?<=[:：])(?:{_CN_HOLIDAYS})(?=[，,。（(\s])"
 )
 # Parts of a month without its number: 月初, 月中, 上月底, 本月中旬 (not 三个月中, 每月底, 岁月中).
 _CN_MONTH_PART_RE = re.compile(
@@ -145,12 +170,14 @@ _CN_MONTH_PART_RE = re.compile(
 )
 # A weekday with its date in brackets: 周五（6月20日）, 星期二(3月4日).
 _CN_WEEKDAY_DATE_RE = re.compile(
-    r"(?:周|星期|礼拜)[一二三四五六日天]\s?[（(]\s?(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]\s?[）)]"
+    r"(?:[上下本这]个?)?(?:周|星期|礼拜)[一二三四五六日天]\s?[（(]\s?(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]\s?[）)]"
 )
 _CN_EXTRA_RES = (
     re.compile(rf"(?<!\d)(?:1[89]|20)\d{{2}}\s?年\s?(?:{_CN_HOLIDAYS})", re.A),
     re.compile(
-        rf"农历\s?(?:[正一二三四五六七八九十冬腊]|十[一二])月(?:{_CN_LUNAR_DAY}|[一二三四五六七八九])?"
+        r"(?:农历\s?)?(?:[甲乙丙丁戊己庚辛壬癸][子丑寅卯辰巳午未申酉戌亥]年\s?)"
+        rf"(?:[正一二三四五六七八九十冬腊]|十[一二])月(?:{_CN_LUNAR_DAY}|[一二三四五六七八九])?"
+        rf"|农历\s?(?:[正一二三四五六七八九十冬腊]|十[一二])月(?:{_CN_LUNAR_DAY}|[一二三四五六七八九])?"
         rf"|(?:正|腊|冬)月(?:{_CN_LUNAR_DAY})"
         rf"|(?<![〇零一二三四五六七八九十])(?:十[一二]?|[一二三四五六七八九])月(?:初[一二三四五六七八九十]|[一二三四五六七八九十]{{1,3}}[日号])"
     ),
@@ -198,7 +225,20 @@ _CN_RES = (
     re.compile(
         r"(?<!\d)(?:1[89]|20)\d{2}\s?年\s?(?:1[0-2]|0?[1-9])\s?月(?:\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号])?", re.A
     ),
-    re.compile(r"(?<!\d)(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]", re.A),
+    # 6月2日, 6月2日周日, 6月2日（星期日）, 今年5月3日, 去年12月
+    re.compile(
+        r"(?:(?:今年|去年|前年|明年|当年|同年|本年)\s?)?(?<!\d)(?:1[0-2]|0?[1-9])\s?月\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号]"
+        r"(?:\s?(?:[（(](?:周|星期|礼拜)[一二三四五六日天][)）]|(?:周|星期|礼拜)[一二三四五六日天]))?",
+        re.A,
+    ),
+    # a month of this, last or next year, without its day: 今年5月, 去年十月 (a month alone, "5月", may be a count)
+    re.compile(
+        r"(?:今年|去年|前年|明年|当年|同年|本年)\s?(?:(?:1[0-2]|0?[1-9])|十[一二]?|[一二三四五六七八九])\s?月(?!龄|份?\d)"
+    ),
+    # a day of this, last or next month: 本月28日, 下月3号
+    re.compile(
+        r"(?:本月|上月|下月|当月|同月|次月)\s?(?:3[01]|[12]\d|0?[1-9])\s?[日号](?![床楼室房病线门窗柜机台车位院区栋座层单元])"
+    ),
     re.compile("[〇零一二三四五六七八九]{4}年[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}[日号])?"),
 )
 
@@ -258,11 +298,21 @@ def find_dates(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 53)
     for m in _COMPACT_RE.finditer(text):
-        if _COMPACT_LABEL_RE.search(text, max(0, m.start() - 12), m.start()):
+        if _COMPACT_LABEL_RE.search(text, max(0, m.start() - 12), m.start()) or _COMPACT_BIRTH_LINE_RE.search(
+            text, max(0, m.start() - 48), m.start()
+        ):
             yield Span(m.start(), m.end(), DATE, 52)
     for m in _HOLIDAY_ALONE_RE.finditer(text):
-        if _HOLIDAY_PREP_BEFORE.search(text, max(0, m.start() - 12), m.start()):
-            yield Span(m.start(), m.end(), DATE, 50)
+        if (
+            _HOLIDAY_PREP_BEFORE.search(text, max(0, m.start() - 12), m.start())
+            or _HOLIDAY_DAY_NAME.search(m.group())
+            or _HOLIDAY_NEXT_TO_DATE.match(text, m.end())
+            or _DATE_THEN_HOLIDAY.search(text, max(0, m.start() - 6), m.start())
+        ):
+            # "Easter Sunday, March 31": the holiday and the date it shares a weekday with, one span
+            w = _WRITTEN_RES[0].search(text, m.start() + 1, m.end() + 40)
+            end = w.end() if w is not None and w.start() <= m.end() + 2 else m.end()
+            yield Span(m.start(), end, DATE, 51 if end > m.end() else 50)
     for regex in (_CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE):
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)

@@ -127,6 +127,7 @@ def _candidates(text: str, kinds: frozenset[str], check=None):
     if VEHICLE in kinds:
         yield from contextual.find_plate(text)
         yield from contextual.find_plate_cn_cued(text)
+        yield from contextual.find_vin_cued(text)
     if LICENSE in kinds:
         yield from contextual.find_license_state(text)
     if ZIP in kinds:

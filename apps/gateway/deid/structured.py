@@ -85,7 +85,9 @@ BARE_PHONE_RE = re.compile(
 LOCAL_PHONE_RE = re.compile(r"(?<![0-9A-Za-z-])(?<!\d[ .])[2-9]\d{2}-\d{4}(?![0-9A-Za-z]|[-.]\d)", A)
 _DATE_START = re.compile(r"(?:\d{4}[-.]\d\d?[-.]\d\d?|\d\d?[-.]\d\d?[-.]\d{2,4})(?!\d)", A)
 _PHONE_CUES = re.compile(
-    r"(fax|facsimile|传真)|(phone|\btel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线)", A | re.I
+    # the nearest cue wins: "传真至 …（传真），或致电 …" — the second number is a phone
+    r"(fax|facsimile|传真)|(phone|\btel\b|telephone|cell|mobile|call|pager|contact|电话|手机|联系|热线|致电|来电|拨打|电联)",
+    A | re.I,
 )
 
 
@@ -213,8 +215,10 @@ def _has_phone_cue(text: str, start: int) -> bool:
 def find_phone(text: str) -> Iterator[Span]:
     for regex in (US_PHONE_RE, INTL_PHONE_RE, CN_LANDLINE_RE):
         for m in regex.finditer(text):
-            # the extension ("转8012", "x214") does not count towards the number's length
-            if 9 <= len(_digits(_EXTENSION_RE.sub("", m.group()))) <= 15:
+            # the extension ("转8012", "x214") does not count towards the number's length, nor does the
+            # "00" that dials out: "004417732" (a zero-padded record number) is 7 digits, too short
+            digits = _digits(_EXTENSION_RE.sub("", m.group()))
+            if 9 <= len(digits[2:] if m.group().startswith("00") else digits) <= 15:
                 yield Span(m.start(), m.end(), _phone_type(text, m.start()), 60)
     for m in BARE_PHONE_RE.finditer(text):
         if _has_phone_cue(text, m.start()) and not _DATE_START.match(m.group()):
