@@ -157,7 +157,10 @@ _AMBIGUOUS_ABBR_AFTER = re.compile(rf",[ \t]*(?:{'|'.join(sorted(_AMBIGUOUS_STAT
 _ZIP_AFTER_PLACE = re.compile(r",?[ \t]+(\d{5}(?:-\d{4})?)(?![0-9A-Za-z-])")
 _ZIP_BEFORE_PLACE = re.compile(r"(?:^|[,;(\n]|\b[A-Z]-)[ \t]*(\d{4,5})[ \t]+$")
 _CAPITALISED_BEFORE = re.compile(r"(?:[A-Z][a-z]+|[A-Z]\.)[ \t]+$")
-_STRONG_BEFORE = re.compile(r"(?:\b(?:St|Ave|Rd|Blvd|Ln|Street|Avenue|Road|Lane|Drive|Boulevard)\.?,[ \t]*$|\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$")
+_STRONG_BEFORE = re.compile(
+    r"(?:\b(?:St|Ave|Rd|Blvd|Ln|Street|Avenue|Road|Lane|Drive|Boulevard)\.?,[ \t]*$"
+    r"|\b\d{4,5}|\b[A-Z]\d[A-Z] \d[A-Z]\d|\b\d{3}-\d{4})[ \t]+$"
+)
 # Capitalised words (not in the gazetteer) right before ", <clear state abbreviation>".
 _TOWN_BEFORE_STATE = re.compile(
     rf"(?<![A-Za-z0-9'’.-])((?:St\.?[ \t]|Ft\.?[ \t]|Mt\.?[ \t])?[A-Z][a-z]+(?:[ \t-][A-Z][a-z]+){{0,2}})"
@@ -217,7 +220,8 @@ _BUILDING = (
 )
 # (found by the unit word first, then the address after it and the building before it are checked)
 _UNIT_FIRST = re.compile(
-    r"(?<![\w/.-])(?:[Aa]pt|APT|[Aa]partment|[Uu]nit|UNIT|[Ss]uite|Ste|Rm|Room|[Ff]lat)\.?[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
+    r"(?<![\w/.-])(?:[Aa]pt|APT|[Aa]partment|[Uu]nit|UNIT|[Ss]uite|Ste|Rm|Room|[Ff]lat)\.?"
+    r"[ \t]*#?[ \t]*[A-Za-z0-9][A-Za-z0-9-]{0,5},[ \t]*"
 )
 # An apartment alone ("at apt 3C", "apartment 12"): the word says it is a dwelling.
 _APT_ALONE = re.compile(r"(?<![\w/.-])(?:[Aa]pt|APT|[Aa]partment)\.?[ \t]*#?[ \t]*\d{1,5}[A-Za-z]?(?![\w-])")
@@ -246,7 +250,8 @@ _STREET_AFTER_ON = re.compile(
 _X_SIDE = rf"(?:[A-Z][a-z]+|\d{{1,3}}(?:st|nd|rd|th))(?:[ \t]+{_SUFFIX}\b\.?)?"
 _X_TYPED = rf"(?:I-\d{{1,3}}|(?:[A-Z][a-z]+[ \t]+){{1,2}}{_SUFFIX}\b\.?(?:[ \t]+{_DIRECTION}(?![A-Za-z]))?)"
 _INTERSECTION_CUED = re.compile(
-    rf"\b(?:on|at|near|corner[ \t]+of|intersection[ \t]+of)[ \t]+({_X_SIDE}[ \t]*(?:&|/|\band\b)[ \t]*{_X_SIDE})(?![\w/])"
+    rf"\b(?:on|at|near|corner[ \t]+of|intersection[ \t]+of)[ \t]+"
+    rf"({_X_SIDE}[ \t]*(?:&|/|\band\b)[ \t]*{_X_SIDE})(?![\w/])"
 )
 _STREETISH = re.compile(rf"\d(?:st|nd|rd|th)\b|[ \t]{_SUFFIX}\b")
 _INTERSECTION_TYPED = re.compile(rf"(?<![\w-]){_X_TYPED}[ \t]*(?:&|/|\band\b)[ \t]*{_X_TYPED}")
@@ -258,7 +263,8 @@ _EN_BOX = re.compile(
 _EU_ADDRESS = re.compile(
     r"(?<![\w])(?:[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer)[ \t]+\d{1,4}[a-z]?"
     r"|\d{1,4}(?:bis|ter)?,?[ \t]+(?:[Rr]ue|[Aa]venue|[Bb]oulevard|bd|[Cc]hemin|[Pp]lace|[Aa]llée|[Ii]mpasse|[Qq]uai|"
-    r"[Vv]ia|[Vv]iale|[Pp]iazza|[Cc]alle|[Aa]venida|[Rr]ua|[Cc]arrer)[ \t]+(?:(?:de|des|du|la|le|les|l'|d'|di|del|della|de la)[ \t]*)?[A-ZÀ-Ý][\w'-]+"
+    r"[Vv]ia|[Vv]iale|[Pp]iazza|[Cc]alle|[Aa]venida|[Rr]ua|[Cc]arrer)[ \t]+"
+    r"(?:(?:de|des|du|la|le|les|l'|d'|di|del|della|de la)[ \t]*)?[A-ZÀ-Ý][\w'-]+"
     r"(?:[ \t]+[A-ZÀ-Ý][\w'-]+){0,2})"
 )
 # A street address prefixed by a building name: "Sunrise Manor, Room 214, 6000 Lakeside Ave".
