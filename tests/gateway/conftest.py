@@ -6,14 +6,14 @@ The gateway only relays bytes, so these are enough to exercise every path of it 
 from __future__ import annotations
 
 import socket
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.conftest import grant
 from tests.factories import ModelVersionFactory, token_for
+from tests.gateway.helpers import serving
 
 from .dataplane_client import DataPlaneClient
 
@@ -60,15 +60,8 @@ def fake_triton():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Handler) as state.url:
+        yield state
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from apps.registry.models import ModelVersion
 from tests.conftest import grant, make_user
 from tests.factories import ModelVersionFactory, token_for
 from tests.gateway.dataplane_client import DataPlaneClient as Client
-from tests.gateway.helpers import deploy
+from tests.gateway.helpers import deploy, serving
 
 pytestmark = pytest.mark.django_db
 
@@ -117,15 +116,8 @@ def upstream():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Handler) as state.url:
+        yield state
 
 
 @pytest.fixture
