@@ -56,20 +56,6 @@ def privileged_2fa(ctx) -> CheckResult:
     return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
 
 
-@register("access.api_requires_auth")
-def api_requires_auth(ctx) -> CheckResult:
-    classes = settings.REST_FRAMEWORK.get("DEFAULT_PERMISSION_CLASSES", [])
-    evidence = {"DEFAULT_PERMISSION_CLASSES": classes}
-    if classes != ["apps.core.permissions.ActionPermission"]:
-        return CheckResult(
-            FAIL,
-            "the API's default permission is not ActionPermission",
-            evidence,
-            'Set REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] to ["apps.core.permissions.ActionPermission"].',
-        )
-    return CheckResult(PASS, "every API route requires an authenticated, authorised caller", evidence)
-
-
 @register("accounts.unique_users")
 def unique_users(ctx) -> CheckResult:
     shared = sorted(
