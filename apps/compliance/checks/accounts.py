@@ -280,8 +280,15 @@ def grant_expiry(ctx) -> CheckResult:
         return CheckResult(NA, "no model receives PHI or personal information", {"phi_models": 0})
     open_user = ModelUserGrant.objects.filter(content_object_id__in=phi, expires_at__isnull=True)
     open_group = ModelGroupGrant.objects.filter(content_object_id__in=phi, expires_at__isnull=True)
-    rows = [f"{g.user} on {g.content_object}" for g in open_user.select_related("user", "content_object")[:LIST_LIMIT]]
-    rows += [f"group {g.group} on {g.content_object}" for g in open_group.select_related("group", "content_object")]
+    related = ("content_object", "permission")
+    rows = [
+        f"{g.user} on {g.content_object} ({g.permission.codename})"
+        for g in open_user.select_related("user", *related)[:LIST_LIMIT]
+    ]
+    rows += [
+        f"group {g.group} on {g.content_object} ({g.permission.codename})"
+        for g in open_group.select_related("group", *related)[:LIST_LIMIT]
+    ]
     evidence = {"phi_models": len(phi), "grants_without_expiry": rows[:LIST_LIMIT]}
     if rows:
         return CheckResult(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
+from django.db.models import Q
 
 from . import FAIL, NA, PASS, CheckResult, register
 from .settings import override_evidence, override_note
@@ -106,20 +107,40 @@ def retention(ctx) -> CheckResult:
 
 @register("audit.reader_roles")
 def reader_roles(ctx) -> CheckResult:
+    """Who can read the audit log, as Django decides it: roles holding `audit.view_auditevent`, and
+    active people outside the auditor role who hold it anyway (a direct permission, a superuser)."""
+    from django.contrib.auth import get_user_model
+
     from apps.accounts.roles import AUDITOR
 
+    perm = Q(codename="view_auditevent", content_type__app_label="audit")
     readers = sorted(
         Group.objects.filter(permissions__codename="view_auditevent", permissions__content_type__app_label="audit")
         .values_list("name", flat=True)
         .distinct()
     )
-    evidence = {"roles_reading_audit": readers}
+    others = sorted(
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(user_permissions__in=Permission.objects.filter(perm)))
+        .exclude(groups__name=AUDITOR)
+        .values_list("username", flat=True)
+        .distinct()
+    )
+    evidence = {"roles_reading_audit": readers, "people_outside_the_auditor_role_reading_audit": others}
+    problems = []
     if readers != [AUDITOR]:
+        problems.append(f"audit read access is held by the role(s) {readers or 'none'}")
+    if others:
+        problems.append(f"{len(others)} active account(s) outside the auditor role can read it: {', '.join(others)}")
+    if problems:
         return CheckResult(
             FAIL,
-            f"audit read access is held by {readers or 'no role'}",
+            "; ".join(problems),
             evidence,
-            "Run `python manage.py migrate` to restore the role permissions (only the auditor reads the audit log).",
+            "Run `python manage.py migrate` to restore the role permissions (only the auditor reads the audit log); "
+            "remove direct audit permissions from the listed accounts; keep superusers sealed and inactive "
+            "outside an emergency.",
         )
     return CheckResult(PASS, "only the auditor role reads the audit log", evidence)
 
