@@ -54,3 +54,35 @@ def deid_policy_columns(model_ref: str) -> str:
         f" (EXISTS (SELECT 1 FROM {policies} WHERE model_id = {model_ref} AND phi)"
         f" OR EXISTS (SELECT 1 FROM {attachments} WHERE model_id = {model_ref} AND profile IN ({ids})))"
     )
+
+
+def attachments() -> list[dict]:
+    """Every attachment as {"profile", "model" (its name, None for the installation), "options"}."""
+    return [
+        {"profile": p, "model": m, "options": o or {}}
+        for p, m, o in ProfileAttachment.objects.values_list("profile", "model__name", "options")
+    ]
+
+
+def describe(run, *, checks: bool = True) -> list[str]:
+    """The run as text, per profile: its counts, then each control's status and, under it, every
+    check's status and one-line summary (what it probed, queried or which attestation it read).
+    `checks=False`: one line per control, with the summaries of the checks that decided it."""
+    lines: list[str] = []
+    results = list(run.results.order_by("profile", "id"))
+    for profile in sorted({r.profile for r in results}):
+        rows = [r for r in results if r.profile == profile]
+        counts = {s: sum(1 for r in rows if r.status == s) for s in ("pass", "fail", "manual", "not_applicable")}
+        lines.append(
+            f"{profile}: {counts['pass']} pass, {counts['fail']} fail, {counts['manual']} need a person, "
+            f"{counts['not_applicable']} not applicable"
+        )
+        for r in rows:
+            if not checks:
+                decisive = [e["summary"] for e in r.evidence if e["status"] == r.status] or ["no check"]
+                lines.append(f"  {r.status.upper():<14} {r.control_id}: {'; '.join(decisive)}")
+                continue
+            lines.append(f"  {r.status.upper():<14} {r.control_id}")
+            for e in r.evidence:
+                lines.append(f"      {e['status']:<14} {e['check']}: {e['summary']}")
+    return lines

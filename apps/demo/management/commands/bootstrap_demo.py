@@ -30,6 +30,8 @@ from apps.accounts.services import (
     reissue_enrolment_code,
     revoke_token,
 )
+from apps.compliance import selectors as compliance_selectors
+from apps.compliance import services as compliance
 from apps.core.demo import ADMIN_USER, ANALYST_USER, AUDITOR_USER, DEMO_ACCOUNT, DEMO_TOKEN, OFFICER
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
@@ -187,6 +189,9 @@ def ensure_chat_version(gguf: Path | None, say=lambda text: None):
     return mv, True
 
 
+DEMO_PROFILES = ("hipaa", "dengbao-l3")
+
+
 class Command(BaseCommand):
     help = (
         "Create the demo accounts (one per role, never a superuser), register the local Triton server, "
@@ -240,7 +245,24 @@ class Command(BaseCommand):
             grant_model_access(model_id=chat.model.pk, permission="invoke_model", user_id=analyst.pk, actor=officer)
             models.append(chat.model)
         token = issue_demo_token(caller, *models)
+        self._compliance(officer)
         self._print(portal_url, logins, token, dep, caller, grpc_address, chat)
+
+    def _compliance(self, officer):
+        """Attach HIPAA and 等保 to the installation (once) and print what a first evaluation finds:
+        a development install fails the controls it does not meet (a software HSM, SQLite, no TLS),
+        and says so rather than claiming them."""
+        attached = {(a["profile"], a["model"]) for a in compliance_selectors.attachments()}
+        for profile in DEMO_PROFILES:
+            if (profile, None) not in attached:
+                compliance.attach_profile(profile=profile, actor=officer)
+        run = compliance.evaluate_now(actor=officer)
+        lines = compliance_selectors.describe(run, checks=False)
+        self.stdout.write(
+            "\nCompliance, first evaluation of this development install (every check probes, queries or reads an "
+            "attestation; `python manage.py evaluate_compliance` lists each check's evidence):\n"
+        )
+        self.stdout.write("\n".join(lines) + "\n")
 
     @staticmethod
     def _deploy(mv, server, admin, batching):
