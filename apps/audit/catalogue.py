@@ -62,10 +62,12 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",
     # compliance
     "compliance.profile.attach": "Compliance profile attached (installation or model)",
     "compliance.profile.detach": "Compliance profile detached",
     "compliance.policy.update": "Model personal-data / de-identification policy changed",
+    "compliance.numeric_inputs.declare": "Numeric inputs of a PHI model declared with a reason, or withdrawn",
     "compliance.attestation.upload": "Attestation uploaded for a manual control",
     "compliance.evaluate": "Compliance controls evaluated",
     "compliance.control.regressed": "ALERT: a compliance control regressed from pass to fail",

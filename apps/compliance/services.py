@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -22,6 +23,22 @@ from .models import AnswerScreen, Attestation, ComplianceReport, DeidMode, Model
 from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
+
+# The de-identification probe (model_id -> evidence dict) of the app that de-identifies: the gateway
+# registers it in its AppConfig.ready(). Compliance sits below the gateway and may not import it;
+# the check `deid.phi_models` calls what was registered (and fails when nothing was).
+_deid_probe: Callable[[int], dict] | None = None
+
+
+def register_deid_probe(probe: Callable[[int], dict]) -> None:
+    """Called once by apps.gateway: `probe(model_id)` pushes synthetic identifiers through that
+    model's de-identification to a canary on Triton and returns what reached it (types only)."""
+    global _deid_probe
+    _deid_probe = probe
+
+
+def deid_probe() -> Callable[[int], dict] | None:
+    return _deid_probe
 
 
 def _profile_or_error(profile_id: str):

@@ -41,37 +41,111 @@ def remote_tls(ctx) -> CheckResult:
     return CheckResult(PASS, "every remote inference server is reached over HTTPS", evidence)
 
 
+# Modes whose output is not Safe Harbor under HIPAA (164.514(b)(2) and (c)), with why.
+NOT_SAFE_HARBOR = {
+    "surrogate_shift": "shifts dates, which can leave their year",
+    "pseudonymise": "its tokens are HMACs derived from the identifier, which 164.514(c) does not allow as a "
+    "re-identification code",
+}
+
+
+def _probe_all(ctx, ids_names: dict[int, str]) -> dict[str, dict]:
+    """model name -> the gateway probe's evidence (or {"error": …}); one probe per model per run,
+    shared by the profiles that evaluate this check."""
+    from ..services import deid_probe
+
+    probe = deid_probe()
+    done = ctx.cache.setdefault("deid_probes", {})
+    out = {}
+    for model_id, name in sorted(ids_names.items(), key=lambda item: item[1]):
+        if model_id not in done:
+            if probe is None:
+                done[model_id] = {"error": "no de-identification probe is registered (the gateway app is not loaded)"}
+            else:
+                try:
+                    done[model_id] = probe(model_id)
+                except Exception as exc:  # noqa: BLE001 - a probe that cannot run is evidence, not a pass
+                    code = getattr(exc, "code", type(exc).__name__)
+                    done[model_id] = {"error": f"{code}: {getattr(exc, 'detail', None) or exc}"}
+        out[name] = done[model_id]
+    return out
+
+
 @register("deid.phi_models")
 def phi_models(ctx) -> CheckResult:
+    """Probes every PHI model: synthetic identifiers go through that model's de-identification and
+    the gateway's pipeline to an echo canary on a real Triton (apps/gateway/deidprobe.py); the
+    check fails when any of them reached Triton, when a model cannot be probed, or (HIPAA) when the
+    mode is not Safe Harbor (surrogate_shift, pseudonymise)."""
     from apps.registry.models import Model
 
-    from ..effective import phi_model_ids
+    from ..effective import HIPAA, phi_model_ids
     from ..models import DeidMode, ModelPolicy
 
     ids = phi_model_ids()
-    modes = dict(ModelPolicy.objects.filter(model_id__in=ids).values_list("model__name", "deid_mode"))
+    configured = dict(ModelPolicy.objects.filter(model_id__in=ids).values_list("model__name", "deid_mode"))
     names = dict(Model.objects.filter(pk__in=ids).values_list("pk", "name"))
-    inventory = {name: modes.get(name, DeidMode.OFF) for name in sorted(names.values())}
-    off = [name for name, mode in inventory.items() if mode == DeidMode.OFF]
-    shifted = [name for name, mode in inventory.items() if mode == DeidMode.SURROGATE_SHIFT]
-    evidence = {"phi_models": inventory, "without_deidentification": off, "date_shift_not_safe_harbor": shifted}
-    if not inventory:
-        return CheckResult(NA, "no model is marked as receiving PHI or personal information", evidence)
-    if shifted and not off:
-        return CheckResult(
-            FAIL,
+    if not names:
+        return CheckResult(NA, "no model is marked as receiving PHI or personal information", {"phi_models": {}})
+    probes = _probe_all(ctx, names)
+    leaked = {name: p["reached_triton"] for name, p in probes.items() if p.get("reached_triton")}
+    unprobed = {name: p["error"] for name, p in probes.items() if "error" in p}
+    modes = {name: p.get("mode") for name, p in probes.items()}
+    hipaa = ctx.profile == HIPAA
+    shifted = sorted(n for n, m in modes.items() if m == DeidMode.SURROGATE_SHIFT)
+    pseudonymised = sorted(n for n, m in modes.items() if m == DeidMode.PSEUDONYMISE) if hipaa else []
+    evidence = {
+        "phi_models": {name: configured.get(name, DeidMode.OFF) for name in sorted(names.values())},
+        "probes": probes,
+        "reached_triton": leaked,
+        "not_probed": unprobed,
+        "date_shift_not_safe_harbor": shifted,
+        "pseudonymise_not_safe_harbor": pseudonymised,
+    }
+    problems, remedies = [], []
+    if leaked:
+        kinds = sorted({k for types in leaked.values() for k in types})
+        per_model = "; ".join(f"{n}: {', '.join(t)}" for n, t in sorted(leaked.items()))
+        problems.append(
+            f"synthetic identifiers reached Triton for {len(leaked)} PHI model(s) ({per_model}); "
+            f"leaked types: {', '.join(kinds)}"
+        )
+        remedies.append(
+            "De-identification lets identifiers through for each listed model: set deid_mode (redact, mask or "
+            "surrogate) in its compliance policy and check the gateway's de-identifier (docs/deidentification.md)."
+        )
+    if unprobed:
+        problems.append(
+            f"{len(unprobed)} PHI model(s) could not be probed ("
+            + "; ".join(f"{n}: {e}" for n, e in sorted(unprobed.items()))
+            + ")"
+        )
+        remedies.append(
+            "Register a reachable inference server (the probe loads the echo canary "
+            "sovereign-deid-canary there) and run the evaluation again."
+        )
+    if shifted:
+        problems.append(
             f"{len(shifted)} PHI model(s) shift dates (surrogate_shift): not Safe Harbor de-identification, "
-            "since shifted dates can leave their year",
-            evidence,
-            "Set deid_mode to surrogate (dates stay in their year), redact, mask or pseudonymise on each listed "
-            "model, or document an expert determination (45 CFR 164.514(b)(1)) for the date shift.",
+            "since shifted dates can leave their year"
         )
-    if off:
-        return CheckResult(
-            FAIL,
-            f"{len(off)} PHI model(s) without de-identification",
-            evidence,
-            "Set deid_mode (redact, mask, pseudonymise or surrogate) in each listed model's compliance policy."
-            + (f" Also: {len(shifted)} model(s) shift dates, which is not Safe Harbor." if shifted else ""),
+        remedies.append(
+            "Set deid_mode to surrogate (dates stay in their year), redact or mask on each date-shifting model, "
+            "or document an expert determination (45 CFR 164.514(b)(1)) for the date shift."
         )
-    return CheckResult(PASS, f"all {len(inventory)} PHI model(s) de-identify requests", evidence)
+    if pseudonymised:
+        problems.append(
+            f"{len(pseudonymised)} PHI model(s) pseudonymise: not Safe Harbor, since " + NOT_SAFE_HARBOR["pseudonymise"]
+        )
+        remedies.append(
+            "Set deid_mode to surrogate (random surrogates, the mapping encrypted and re-identified only for "
+            "holders of `reidentify`), redact or mask on each pseudonymising model."
+        )
+    if problems:
+        return CheckResult(FAIL, "; ".join(problems), evidence, " ".join(remedies))
+    return CheckResult(
+        PASS,
+        f"probed {len(probes)} PHI model(s): none of the {len(next(iter(probes.values()))['sent'])} synthetic "
+        "identifier types reached Triton",
+        evidence,
+    )

@@ -193,6 +193,15 @@ class Pipeline:
         call.route = random.choice(routes) if len(routes) > 1 else routes[0]
         return call.route
 
+    async def forward_as_routed(self, inbound: Inbound, route) -> tuple[Outbound, dict | None]:
+        """The stages after admission — check + de-identify → forward → answer — for a route the
+        caller built, with nothing authenticated, rate-limited or audited: the compliance probe of
+        de-identification (apps/gateway/deidprobe.py) pushes its synthetic text through exactly the
+        code real calls take up to Triton. Returns the answer and the de-identification counts."""
+        call = Call(inbound, time.perf_counter(), None)
+        call.route = route
+        return await self._act(call, route), call.deid
+
     def _failure_check(self, ip: str | None) -> Check:
         return Check(f"fail:{limit_key(ip, settings.RATELIMIT_IPV6_PREFIX)}", rate(settings.RATELIMIT_AUTH_FAILURES))
 
