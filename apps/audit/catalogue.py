@@ -67,7 +67,6 @@ EVENT_TYPES: dict[str, str] = {
     "compliance.profile.attach": "Compliance profile attached (installation or model)",
     "compliance.profile.detach": "Compliance profile detached",
     "compliance.policy.update": "Model personal-data / de-identification policy changed",
-    "compliance.numeric_inputs.declare": "Numeric inputs of a PHI model declared with a reason, or withdrawn",
     "compliance.attestation.upload": "Attestation uploaded for a manual control",
     "compliance.evaluate": "Compliance controls evaluated",
     "compliance.control.regressed": "ALERT: a compliance control regressed from pass to fail",

@@ -149,3 +149,52 @@ def phi_models(ctx) -> CheckResult:
         "identifier types reached Triton",
         evidence,
     )
+
+
+@register("deid.numeric_inputs")
+def numeric_inputs(ctx) -> CheckResult:
+    """PHI models take text: every PHI model whose signature (any version) has a non-BYTES input must
+    have its numeric inputs declared, with a reason, in its compliance policy; the gateway refuses
+    numeric inputs to an undeclared one (403 phi_numeric_inputs_undeclared)."""
+    from apps.registry.models import ModelVersion
+
+    from ..effective import phi_model_ids
+    from ..models import ModelPolicy
+
+    ids = phi_model_ids()
+    if not ids:
+        return CheckResult(NA, "no model is marked as receiving PHI or personal information", {"phi_models": 0})
+    reasons = dict(ModelPolicy.objects.filter(model_id__in=ids).values_list("model__name", "numeric_inputs_reason"))
+    numeric: dict[str, set[str]] = {}
+    versions = ModelVersion.objects.filter(model_id__in=ids).values_list("model__name", "signature")
+    for name, signature in versions:
+        for spec in (signature or {}).get("inputs") or []:  # a language model has no tensor inputs
+            if spec.get("datatype") != "BYTES":
+                numeric.setdefault(name, set()).add(f"{spec.get('name')} ({spec.get('datatype')})")
+    undeclared = {name: sorted(inputs) for name, inputs in sorted(numeric.items()) if not reasons.get(name)}
+    declared = {
+        name: {"inputs": sorted(inputs), "reason": reasons[name]}
+        for name, inputs in sorted(numeric.items())
+        if reasons.get(name)
+    }
+    evidence = {
+        "phi_models": len(ids),
+        "versions_read": len(versions),
+        "numeric_undeclared": undeclared,
+        "numeric_declared": declared,
+    }
+    if undeclared:
+        listed = "; ".join(f"{name}: {', '.join(inputs)}" for name, inputs in undeclared.items())
+        return CheckResult(
+            FAIL,
+            f"{len(undeclared)} PHI model(s) take numeric inputs that text de-identification cannot see, without a "
+            f"declaration ({listed}); the gateway refuses those inputs (phi_numeric_inputs_undeclared)",
+            evidence,
+            "For each listed model, either give it text (BYTES) inputs so the gateway de-identifies them, or "
+            "record in its compliance policy (numeric_inputs_reason) why its numeric inputs carry no identifiers.",
+        )
+    if declared:
+        return CheckResult(
+            PASS, f"{len(declared)} PHI model(s) take numeric inputs, each declared with a reason", evidence
+        )
+    return CheckResult(PASS, f"all {len(ids)} PHI model(s) take text inputs only", evidence)

@@ -35,7 +35,7 @@ from inference_backend.kek import KekError
 
 from ..deid import Budget, Reidentifier, SurrogateMap
 from ..phi import answer_outputs, deidentify_request
-from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header, refuse_numeric_inputs
 from .snapshot import TokenMiss
 from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
@@ -253,6 +253,8 @@ class Pipeline:
         body = inbound.body
         header = parse_infer_header(body, header_length)
         check_against_signature(header, route.signature, route.max_batch_size)
+        if route.numeric_refused:
+            refuse_numeric_inputs(header)
         mapping = None
         if mode != "off":  # the model's policy: identifiers never reach Triton
             key = await self.deid_key(mode, inbound.model)

@@ -61,7 +61,13 @@ from apps.accounts.services import (
     bearer_value,
     token_refusal,
 )
-from apps.compliance.selectors import answer_screen_column, answer_screen_mode, deid_policy_columns
+from apps.compliance.selectors import (
+    answer_screen_column,
+    answer_screen_mode,
+    deid_policy_columns,
+    numeric_inputs_column,
+    numeric_inputs_refused,
+)
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
@@ -117,6 +123,8 @@ class Route:
     signature: dict  # shared by every call: read it, never change it
     deid_mode: str
     answer_screen: str = "off"  # identifiers in the model's answers: off | redact | alert
+    # a PHI model whose policy does not declare its numeric inputs: non-BYTES inputs are refused
+    numeric_refused: bool = False
 
     @property
     def server_name(self) -> str:
@@ -138,6 +146,7 @@ class Route:
             signature=dep.model_version.signature,
             deid_mode=dep.deid_mode,
             answer_screen=getattr(dep, "answer_screen", "off"),
+            numeric_refused=getattr(dep, "numeric_refused", False),
         )
 
 
@@ -520,14 +529,16 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     names = {}
     modes = {}
     screens = {}
-    for model_id, name, mode, phi, screen in _rows(
+    numeric = {}
+    for model_id, name, mode, phi, screen, declared in _rows(
         connection,
-        f"SELECT m.id, m.name, {deid_policy_columns('m.id')}, {answer_screen_column('m.id')}"  # noqa: S608
-        f" FROM {t['model']} m",
+        f"SELECT m.id, m.name, {deid_policy_columns('m.id')}, {answer_screen_column('m.id')},"  # noqa: S608
+        f" {numeric_inputs_column('m.id')} FROM {t['model']} m",
     ):
         names[model_id] = name
         modes[model_id] = deid_mode(mode, bool(phi))
         screens[model_id] = answer_screen_mode(screen, bool(phi))
+        numeric[model_id] = numeric_inputs_refused(bool(phi), declared)
     routes: dict[int, list[Route]] = {}
     for row in _rows(
         connection,
@@ -552,6 +563,7 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 signature=_json(signature),
                 deid_mode=modes[model_id],
                 answer_screen=screens[model_id],
+                numeric_refused=numeric[model_id],
             )
         )
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
