@@ -64,8 +64,31 @@ def test_model_policy_and_evaluate(officer_client, auditor_client, triton):
     assert ok.status_code == 200 and ok.json()["deid_mode"] == "redact"
     run = officer_client.post(f"{BASE}/evaluate/").json()
     results = auditor_client.get(f"{BASE}/results/", {"run": run["id"], "control_id": "164.514(b)(2)"}).json()
+    [probe, numeric] = results["results"][0]["evidence"]
+    assert (probe["status"], numeric["status"]) == ("pass", "fail")  # triage's FP32 input is undeclared
+    assert numeric["numeric_undeclared"] == {"triage": ["INPUT (FP32)"]}
+
+    reason = {"numeric_inputs_reason": "four lab values, no identifiers"}
+    body = {"model": "triage", "phi": True, "deid_mode": "redact", **reason}
+    assert officer_client.post(f"{BASE}/model-policies/", body, format="json").status_code == 200
+    run = officer_client.post(f"{BASE}/evaluate/").json()
+    results = auditor_client.get(f"{BASE}/results/", {"run": run["id"], "control_id": "164.514(b)(2)"}).json()
     assert results["results"][0]["status"] == "pass"
-    assert auditor_client.get(f"{BASE}/runs/").json()["count"] == 2
+    assert auditor_client.get(f"{BASE}/runs/").json()["count"] == 3
+
+
+def test_numeric_inputs_reason_is_set_kept_and_withdrawn_through_the_policy_api(officer_client, auditor_client):
+    ModelVersionFactory(model_name="tok")
+    url = f"{BASE}/model-policies/"
+    body = {"model": "tok", "phi": True, "deid_mode": "redact", "numeric_inputs_reason": " ages in years, no ids "}
+    assert officer_client.post(url, body, format="json").json()["numeric_inputs_reason"] == "ages in years, no ids"
+    kept = officer_client.post(url, {"model": "tok", "phi": True, "deid_mode": "mask"}, format="json").json()
+    assert kept["numeric_inputs_reason"] == "ages in years, no ids"  # omitted: unchanged
+    too_long = officer_client.post(url, {**body, "numeric_inputs_reason": "x" * 2001}, format="json")
+    assert (too_long.status_code, too_long.json()["code"]) == (400, "reason_too_long")
+    withdrawn = officer_client.post(url, {**body, "numeric_inputs_reason": ""}, format="json").json()
+    assert withdrawn["numeric_inputs_reason"] == ""
+    assert auditor_client.post(url, body, format="json").status_code == 403
 
 
 def test_attestation_upload_is_stored_private(officer_client):
