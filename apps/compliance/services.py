@@ -42,6 +42,20 @@ def deid_probe() -> Callable[[int], dict] | None:
     return _deid_probe
 
 
+_numeric_inputs_probe: Callable[[int], dict] | None = None
+
+
+def register_numeric_inputs_probe(probe: Callable[[int], dict]) -> None:
+    """Called once by apps.gateway: `probe(model_id)` sends a PHI model's numeric inputs through the
+    gateway's pipeline and says whether it refused them (`refused`, `answered`, `probed_at`)."""
+    global _numeric_inputs_probe
+    _numeric_inputs_probe = probe
+
+
+def numeric_inputs_probe() -> Callable[[int], dict] | None:
+    return _numeric_inputs_probe
+
+
 def _profile_or_error(profile_id: str):
     profile = get_profile(profile_id)
     if profile is None:

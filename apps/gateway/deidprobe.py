@@ -1,7 +1,7 @@
 """The de-identification probe behind the compliance check `deid.phi_models` (issue 15).
 
-For one PHI model, the probe takes that model's de-identification mode (the same decision the
-gateway's routes carry: apps.compliance.selectors.deid_mode), puts fixed synthetic identifiers — a
+For one PHI model, the probe takes that model's de-identification mode (the gateway's routes'
+own statement: snapshot.model_policy_facts), puts fixed synthetic identifiers — a
 name, a date, an SSN, a 身份证号, a phone number, an address and city, an MRN — in a KServe v2 BYTES
 input, and pushes it through the data plane's own pipeline stages (check → de-identify → forward:
 Pipeline.forward_as_routed) to the canary model on a real Triton server: an echo model without
@@ -13,7 +13,11 @@ The server is one of the model's ACTIVE deployments' (else the first registered 
 is loaded there when missing (apps.deployments.services.ensure_deid_canary, audited). The values
 are synthetic and never leave this module: the evidence names identifier TYPES only.
 
-Registered with apps.compliance in GatewayConfig.ready() (compliance is below the gateway: it cannot
+`probe_numeric_inputs` sends zeros shaped like a PHI model's numeric inputs through the same
+stages with the model's own signature and route facts, addressed to the canary, and reports whether
+the gateway refused them (403 phi_numeric_inputs_undeclared) — the check `deid.numeric_inputs`.
+
+Both are registered with apps.compliance in GatewayConfig.ready() (compliance is below the gateway: it cannot
 import it, the gateway hands it the probe).
 """
 
@@ -24,14 +28,15 @@ import json
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from apps.compliance.selectors import deid_mode
 from apps.core.errors import ServiceError
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
 from apps.deployments.selectors import server_policy, tls_config
-from apps.deployments.services import ensure_deid_canary
+from apps.deployments.services import ensure_deid_canary, smoke_inputs
+from apps.registry.models import ModelVersion
 from inference_backend.canary_model import CANARY_MODEL, CANARY_SIGNATURE
 
 from . import deid
+from .protocol import PHI_NUMERIC_INPUTS_UNDECLARED
 
 # Fixed synthetic values, one per identifier type the probe sends (no real person's).
 SYNTHETIC: dict[str, tuple[str, ...]] = {
@@ -78,16 +83,82 @@ def _server_for(model_id: int) -> InferenceServer | None:
     return dep.server if dep is not None else InferenceServer.objects.order_by("pk").first()
 
 
+def _facts(model_id: int):
+    """The mode, screen and numeric refusal the gateway's routes carry for the model (the snapshot's
+    own statement, apps/gateway/dataplane/snapshot.py model_policy_facts)."""
+    from .dataplane.snapshot import model_policy_facts
+
+    return model_policy_facts(model_id=model_id)[model_id]
+
+
+def _forward(inbound, route):
+    """Pipeline.forward_as_routed on a pool of its own, from synchronous code (the check)."""
+    from .dataplane.pipeline import Pipeline
+    from .dataplane.upstream import UpstreamPool
+
+    async def run():
+        pool = UpstreamPool(server_policy(), tls_config(), max_connections=1, max_waiting=1)
+        pipeline = Pipeline(policy=_NoReidentification(), audit=None, limiter=None, pool=pool)
+        try:
+            return await pipeline.forward_as_routed(inbound, route)
+        finally:
+            pool.close()
+
+    return async_to_sync(run)()
+
+
+def probe_numeric_inputs(model_id: int) -> dict:
+    """Send zeros shaped like the model's numeric inputs through the pipeline with the model's own
+    route facts and signature, addressed to the canary (never the model itself): the gateway must
+    refuse them (403 phi_numeric_inputs_undeclared) before anything is forwarded. Evidence: whether
+    it refused, the code it answered, when."""
+    from .dataplane.snapshot import Route
+    from .dataplane.types import INFER, Inbound
+
+    facts = _facts(model_id)
+    version = ModelVersion.objects.filter(model_id=model_id, signature__has_key="inputs").order_by("-version").first()
+    server = _server_for(model_id)
+    if version is None or server is None:
+        raise ServiceError("no_inference_server", "no inference server (or no tensor version) to probe on", 503)
+    route = Route(
+        deployment_id=0,
+        model_id=model_id,
+        model=CANARY_MODEL,
+        version_id=version.pk,
+        version=version.version,
+        server_id=server.pk,
+        server=server.name,
+        http_url=server.http_url,
+        max_batch_size=1,
+        signature=version.signature,
+        deid_mode=facts.deid_mode,
+        answer_screen="off",
+        numeric_refused=facts.numeric_refused,
+    )
+    body = json.dumps({"inputs": smoke_inputs(version.signature)}).encode()
+    inbound = Inbound(kind=INFER, model=CANARY_MODEL, version=None, authorization=None, peer=None, body=body)
+    probed_at = timezone.now()
+    try:
+        out, _ = _forward(inbound, route)
+        code = "" if out.status == 200 else str(out.status)
+    except ServiceError as err:
+        code = err.code
+    return {
+        "version": version.version,
+        "probed_at": probed_at.isoformat(),
+        "answered": code or "forwarded",
+        "refused": code == PHI_NUMERIC_INPUTS_UNDECLARED,
+    }
+
+
 def probe_model(model_id: int) -> dict:
     """Probe one model; the evidence: mode, server, types sent, types that reached Triton, when.
     Raises ServiceError when no server can be probed (`no_inference_server`, `canary_unavailable`,
     or the pipeline's own refusal code)."""
-    from .dataplane.pipeline import Pipeline
     from .dataplane.snapshot import Route
     from .dataplane.types import INFER, Inbound
-    from .dataplane.upstream import UpstreamPool
 
-    mode = deid_mode(model_id)
+    mode = _facts(model_id).deid_mode
     server = _server_for(model_id)
     if server is None:
         raise ServiceError("no_inference_server", "no inference server is registered to probe on", 503)
@@ -109,17 +180,9 @@ def probe_model(model_id: int) -> dict:
     body = json.dumps({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [PROBE_TEXT]}]})
     inbound = Inbound(kind=INFER, model=CANARY_MODEL, version=None, authorization=None, peer=None, body=body.encode())
 
-    async def run():
-        pool = UpstreamPool(server_policy(), tls_config(), max_connections=1, max_waiting=1)
-        pipeline = Pipeline(policy=_NoReidentification(), audit=None, limiter=None, pool=pool)
-        try:
-            return await pipeline.forward_as_routed(inbound, route)
-        finally:
-            pool.close()
-
     deid.warm()  # the gazetteers, once a process, as the data plane does at start: outside the CPU budget
     probed_at = timezone.now()
-    out, counts = async_to_sync(run)()
+    out, counts = _forward(inbound, route)
     if out.status != 200:
         raise ServiceError("canary_failed", f"the canary on {server.name} answered HTTP {out.status}", 502)
     try:

@@ -65,6 +65,9 @@ def test_an_undeclared_numeric_phi_model_is_refused_and_fails_the_check_then_dec
     assert result.status == FAIL
     assert result.evidence["numeric_undeclared"] == {"tok": ["input_ids (INT64)"]}
     assert "tok: input_ids (INT64)" in result.summary
+    refusal = result.evidence["gateway_refusal"]["tok"]  # probed through the pipeline, not assumed
+    assert (refusal["refused"], refusal["answered"]) == (True, "phi_numeric_inputs_undeclared")
+    assert not fake_triton.requests  # the probe's numbers were refused too
 
     reason = "input_ids come from a tokenizer run on text the gateway already de-identified upstream"
     set_model_policy(model_id=tokenised.pk, phi=True, deid_mode="redact", numeric_inputs_reason=reason, actor=None)
@@ -107,3 +110,17 @@ def test_an_overlong_reason_is_refused_and_nothing_is_saved(tokenised):
         )
     assert err.value.code == "reason_too_long"
     assert not AuditEvent.objects.filter(event_type="compliance.policy.update").exists()
+
+
+def test_a_gateway_that_stops_refusing_is_named_by_the_check(tokenised, fake_triton, monkeypatch):
+    from apps.gateway.dataplane import pipeline
+
+    set_model_policy(model_id=tokenised.pk, phi=True, deid_mode="redact", actor=None)
+    monkeypatch.setattr(pipeline, "refuse_numeric_inputs", lambda header: None)  # the refusal bypassed
+
+    result = _check()
+
+    assert result.status == FAIL
+    assert result.evidence["gateway_refusal"]["tok"]["refused"] is False
+    assert "did NOT refuse them for tok" in result.summary
+    assert "/v2/models/sovereign-deid-canary/infer" in [r.path for r in fake_triton.requests]  # never the model

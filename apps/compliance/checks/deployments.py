@@ -151,12 +151,30 @@ def phi_models(ctx) -> CheckResult:
     )
 
 
+def _refusals(ctx, ids_names: dict[int, str]) -> dict[str, dict]:
+    """model name -> what the gateway answered numeric inputs (the gateway's probe), or {"error": …}."""
+    from ..services import numeric_inputs_probe
+
+    probe = numeric_inputs_probe()
+    out = {}
+    for model_id, name in sorted(ids_names.items(), key=lambda item: item[1]):
+        if probe is None:
+            out[name] = {"error": "no numeric-input probe is registered (the gateway app is not loaded)"}
+            continue
+        try:
+            out[name] = probe(model_id)
+        except Exception as exc:  # noqa: BLE001 - a probe that cannot run is evidence
+            out[name] = {"error": f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', None) or exc}"}
+    return out
+
+
 @register("deid.numeric_inputs")
 def numeric_inputs(ctx) -> CheckResult:
     """PHI models take text: every PHI model whose signature (any version) has a non-BYTES input must
     have its numeric inputs declared, with a reason, in its compliance policy; the gateway refuses
-    numeric inputs to an undeclared one (403 phi_numeric_inputs_undeclared)."""
-    from apps.registry.models import ModelVersion
+    numeric inputs to an undeclared one (403 phi_numeric_inputs_undeclared), which the check probes
+    (apps/gateway/deidprobe.py probe_numeric_inputs) for each undeclared model."""
+    from apps.registry.models import Model, ModelVersion
 
     from ..effective import phi_model_ids
     from ..models import ModelPolicy
@@ -164,6 +182,7 @@ def numeric_inputs(ctx) -> CheckResult:
     ids = phi_model_ids()
     if not ids:
         return CheckResult(NA, "no model is marked as receiving PHI or personal information", {"phi_models": 0})
+    names = dict(Model.objects.filter(pk__in=ids).values_list("pk", "name"))
     reasons = dict(ModelPolicy.objects.filter(model_id__in=ids).values_list("model__name", "numeric_inputs_reason"))
     numeric: dict[str, set[str]] = {}
     versions = ModelVersion.objects.filter(model_id__in=ids).values_list("model__name", "signature")
@@ -182,13 +201,20 @@ def numeric_inputs(ctx) -> CheckResult:
         "versions_read": len(versions),
         "numeric_undeclared": undeclared,
         "numeric_declared": declared,
+        "gateway_refusal": _refusals(ctx, {pk: n for pk, n in names.items() if n in undeclared}),
     }
     if undeclared:
         listed = "; ".join(f"{name}: {', '.join(inputs)}" for name, inputs in undeclared.items())
+        forwarded = sorted(n for n, p in evidence["gateway_refusal"].items() if not p.get("refused"))
+        gateway = (
+            "the gateway refuses those inputs (phi_numeric_inputs_undeclared)"
+            if not forwarded
+            else f"the gateway did NOT refuse them for {', '.join(forwarded)}"
+        )
         return CheckResult(
             FAIL,
             f"{len(undeclared)} PHI model(s) take numeric inputs that text de-identification cannot see, without a "
-            f"declaration ({listed}); the gateway refuses those inputs (phi_numeric_inputs_undeclared)",
+            f"declaration ({listed}); {gateway}",
             evidence,
             "For each listed model, either give it text (BYTES) inputs so the gateway de-identifies them, or "
             "record in its compliance policy (numeric_inputs_reason) why its numeric inputs carry no identifiers.",
