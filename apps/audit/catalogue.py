@@ -62,6 +62,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",
     # compliance
     "compliance.profile.attach": "Compliance profile attached (installation or model)",
     "compliance.profile.detach": "Compliance profile detached",

@@ -72,6 +72,12 @@ class ModelPolicy(models.Model):
         blank=True,
         help_text="Identifiers in the model's answers: off, redact or alert; empty: redact for a PHI model, else off",
     )
+    numeric_inputs_reason = models.TextField(
+        blank=True,
+        default="",
+        help_text="Why this model's non-text (numeric) inputs carry no identifiers. Empty: undeclared, and the "
+        "gateway refuses numeric inputs to it while it receives PHI (text de-identification cannot see them)",
+    )
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -41,6 +41,20 @@ def answer_screen_column(model_ref: str) -> str:
     return f"(SELECT answer_screen FROM {ModelPolicy._meta.db_table} WHERE model_id = {model_ref})"  # noqa: S608
 
 
+def numeric_inputs_column(model_ref: str) -> str:
+    """Whether the model's numeric inputs are declared (a reason recorded) as one SQL select
+    expression (NULL without a policy); with the PHI fact of deid_policy_columns, pass it to
+    numeric_inputs_refused."""
+    return f"(SELECT numeric_inputs_reason <> '' FROM {ModelPolicy._meta.db_table} WHERE model_id = {model_ref})"  # noqa: S608
+
+
+def numeric_inputs_refused(phi: bool, declared) -> bool:
+    """The gateway refuses non-text (non-BYTES) inputs to a model that receives PHI unless its policy
+    declares, with a reason, that they carry no identifiers: text de-identification cannot see
+    inside a numeric tensor (pre-tokenised input_ids would carry identifiers straight to Triton)."""
+    return bool(phi) and not declared
+
+
 @cache
 def deid_policy_columns(model_ref: str) -> str:
     """deid_facts as two SQL select expressions for the model `model_ref` (an SQL expression such as

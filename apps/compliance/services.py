@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -22,6 +23,37 @@ from .models import AnswerScreen, Attestation, ComplianceReport, DeidMode, Model
 from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
+MAX_REASON_CHARS = 2000
+
+# The de-identification probe (model_id -> evidence dict) of the app that de-identifies: the gateway
+# registers it in its AppConfig.ready(). Compliance sits below the gateway and may not import it;
+# the check `deid.phi_models` calls what was registered (and fails when nothing was).
+_deid_probe: Callable[[int], dict] | None = None
+
+
+def register_deid_probe(probe: Callable[[int], dict]) -> None:
+    """Called once by apps.gateway: `probe(model_id)` pushes synthetic identifiers through that
+    model's de-identification to a canary on Triton and returns what reached it (types only)."""
+    global _deid_probe
+    _deid_probe = probe
+
+
+def deid_probe() -> Callable[[int], dict] | None:
+    return _deid_probe
+
+
+_numeric_inputs_probe: Callable[[int], dict] | None = None
+
+
+def register_numeric_inputs_probe(probe: Callable[[int], dict]) -> None:
+    """Called once by apps.gateway: `probe(model_id)` sends a PHI model's numeric inputs through the
+    gateway's pipeline and says whether it refused them (`refused`, `answered`, `probed_at`)."""
+    global _numeric_inputs_probe
+    _numeric_inputs_probe = probe
+
+
+def numeric_inputs_probe() -> Callable[[int], dict] | None:
+    return _numeric_inputs_probe
 
 
 def _profile_or_error(profile_id: str):
@@ -105,10 +137,13 @@ def set_model_policy(
     actor,
     source: Source = SYSTEM,
     answer_screen: str | None = None,
+    numeric_inputs_reason: str | None = None,
 ) -> ModelPolicy:
     """Record whether a model receives PHI, its de-identification mode and its answer screen
     (off, redact, alert, or "" for the default; None keeps the current one). A PHI model (marked,
-    or under a model-level HIPAA attachment) cannot have de-identification off."""
+    or under a model-level HIPAA attachment) cannot have de-identification off.
+    `numeric_inputs_reason` declares why the model's non-text inputs carry no identifiers ("" withdraws
+    the declaration, None keeps it): without one the gateway refuses numeric inputs to a PHI model."""
     from .effective import phi_by_attachment
 
     if deid_mode not in DeidMode.values:
@@ -121,6 +156,14 @@ def set_model_policy(
             f"answer_screen must be one of {', '.join(v for v in AnswerScreen.values if v)} or empty for the default",
             field="answer_screen",
         )
+    if numeric_inputs_reason is not None:
+        numeric_inputs_reason = numeric_inputs_reason.strip()
+        if len(numeric_inputs_reason) > MAX_REASON_CHARS:
+            raise ServiceError(
+                "reason_too_long",
+                f"numeric_inputs_reason is limited to {MAX_REASON_CHARS} characters",
+                field="numeric_inputs_reason",
+            )
     with transaction.atomic():
         model = get_or_404(
             Model.objects.select_for_update(), "model_not_found", f"no model with id {model_id}", pk=model_id
@@ -129,15 +172,22 @@ def set_model_policy(
             raise ServiceError(
                 "deid_required", f"{model.name} receives PHI: de-identification is mandatory", field="deid_mode"
             )
-        before = ModelPolicy.objects.filter(model=model).values("phi", "deid_mode", "answer_screen").first()
+        before = (
+            ModelPolicy.objects.filter(model=model)
+            .values("phi", "deid_mode", "answer_screen", "numeric_inputs_reason")
+            .first()
+        )
         if answer_screen is None:
             answer_screen = before["answer_screen"] if before else AnswerScreen.DEFAULT
+        if numeric_inputs_reason is None:
+            numeric_inputs_reason = before["numeric_inputs_reason"] if before else ""
         policy, _ = ModelPolicy.objects.update_or_create(
             model=model,
             defaults={
                 "phi": phi,
                 "deid_mode": deid_mode,
                 "answer_screen": answer_screen,
+                "numeric_inputs_reason": numeric_inputs_reason,
                 "updated_by": _user(actor),
                 "updated_at": timezone.now(),
             },
@@ -147,7 +197,15 @@ def set_model_policy(
             actor=actor,
             source=source,
             target=model,
-            details={"before": before, "after": {"phi": phi, "deid_mode": deid_mode, "answer_screen": answer_screen}},
+            details={
+                "before": before,
+                "after": {
+                    "phi": phi,
+                    "deid_mode": deid_mode,
+                    "answer_screen": answer_screen,
+                    "numeric_inputs_reason": numeric_inputs_reason,
+                },
+            },
         )
     return policy
 

@@ -43,6 +43,7 @@ from .transport import check_grpc_address, check_server_url, client_for
 LEASE = timedelta(minutes=10)
 TRITON_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "triton_model.py"
 TRITON_LLM_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "llm_model.py"
+CANARY_MODEL_SOURCE = Path(__file__).resolve().parents[2] / "inference_backend" / "canary_model.py"
 ENCRYPTED_FILE = "model.onnx.enc"
 
 
@@ -267,6 +268,43 @@ def probe_server(server_id: int) -> InferenceServer | None:
     except TritonError:
         up = False
     _record_server_state(server, up)
+    return server
+
+
+def ensure_deid_canary(server_id: int) -> InferenceServer:
+    """Make sure the de-identification canary (inference_backend/canary_model.py: a python model
+    without weights that answers with its input) is loaded on the server, for the compliance
+    probe of `deid.phi_models`. Idempotent: loaded only when the server does not report it ready;
+    a load is audited (`deployment.canary.load`). Raises ServiceError 503 `canary_unavailable`
+    when the server cannot be reached or refuses the load."""
+    from inference_backend.canary_model import CANARY_MODEL, canary_config
+
+    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
+    try:
+        with client_for(server.http_url, settings.TRITON_TIMEOUT) as client:
+            if client.model_ready(CANARY_MODEL):
+                return server
+            client.load_model(
+                CANARY_MODEL,
+                canary_config(),
+                {"1/model.py": CANARY_MODEL_SOURCE.read_bytes()},
+                timeout=settings.TRITON_LOAD_TIMEOUT,
+            )
+            if not client.model_ready(CANARY_MODEL):
+                raise TritonError(None, "Triton loaded the canary but does not report it ready")
+    except TritonError as err:
+        raise ServiceError(
+            "canary_unavailable",
+            f"the de-identification canary could not be loaded on {server.name}: {clean_upstream_text(err.message)}",
+            503,
+        ) from err
+    with transaction.atomic():
+        record_event(
+            "deployment.canary.load",
+            actor=None,
+            target=server,
+            details={"model": CANARY_MODEL, "purpose": "de-identification probe (compliance deid.phi_models)"},
+        )
     return server
 
 

@@ -48,6 +48,28 @@ def _refuse_shared_memory(params, where: str) -> None:
         )
 
 
+PHI_NUMERIC_INPUTS_UNDECLARED = "phi_numeric_inputs_undeclared"
+
+
+def refuse_numeric_inputs(header: dict) -> None:
+    """A model that receives PHI takes text only, unless its policy declares its numeric inputs: the
+    de-identifier reads BYTES elements, and a numeric tensor (pre-tokenised `input_ids`, encoded
+    features) would carry identifiers to Triton unseen. 403, nothing forwarded."""
+    numeric = sorted(
+        f"{str(t.get('name'))[:100]} ({t.get('datatype')})"
+        for t in header.get("inputs") or []
+        if isinstance(t, dict) and t.get("datatype") != "BYTES"
+    )
+    if numeric:
+        raise ServiceError(
+            PHI_NUMERIC_INPUTS_UNDECLARED,
+            f"this model receives PHI and only its text (BYTES) inputs are de-identified; numeric input(s) "
+            f"{', '.join(numeric)} are refused until a security officer declares in the model's compliance "
+            "policy (numeric_inputs_reason) why they carry no identifiers",
+            403,
+        )
+
+
 def check_against_signature(header: dict, signature: dict, max_batch_size: int) -> None:
     """Refuse unknown, missing or mistyped tensors with a precise code before Triton sees them,
     and shared-memory parameters anywhere."""

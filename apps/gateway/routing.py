@@ -31,7 +31,13 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
-from apps.compliance.selectors import answer_screen_column, answer_screen_mode, deid_policy_columns
+from apps.compliance.selectors import (
+    answer_screen_column,
+    answer_screen_mode,
+    deid_policy_columns,
+    numeric_inputs_column,
+    numeric_inputs_refused,
+)
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.deployments.models import Deployment, InferenceServer
@@ -68,7 +74,7 @@ def _sql() -> str:
 SELECT m.id, d.id, d.model_version_id, d.server_id, d.max_batch_size,
        mv.version, mv.signature, s.name, s.http_url, {deid_policy_columns("m.id")},
        (%s AND EXISTS (SELECT 1 FROM {t["tm"]} tm WHERE tm.apitoken_id = %s AND tm.model_id = m.id)),
-       g.codename, g.expires_at, g.via_group, {answer_screen_column("m.id")}
+       g.codename, g.expires_at, g.via_group, {answer_screen_column("m.id")}, {numeric_inputs_column("m.id")}
 FROM {t["model"]} m
 LEFT JOIN {t["dep"]} d ON d.model_id = m.id AND d.desired_state = 'active' AND d.observed_state = 'active'
 LEFT JOIN {t["mv"]} mv ON mv.id = d.model_version_id
@@ -102,7 +108,7 @@ def gather(user, token, name: str) -> Facts:
     facts = Facts(model_id=rows[0][0] if rows else None, deployments={}, grants=set(), listed=False)
     for row in rows:
         if row[1] is not None and row[1] not in facts.deployments:
-            facts.deployments[row[1]] = _deployment(*row[:11], screen=row[15])
+            facts.deployments[row[1]] = _deployment(*row[:11], screen=row[15], numeric_declared=row[16])
         facts.listed = facts.listed or bool(row[11])
         if row[12] is not None:
             facts.grants.add(Grant(row[0], row[12], aware(row[13]), via_group=bool(row[14])))
@@ -210,12 +216,14 @@ def _deployment(
     phi,
     *,
     screen=None,
+    numeric_declared=None,
 ):
     dep = Deployment(
         id=pk, model_id=model_id, model_version_id=version_id, server_id=server_id, max_batch_size=max_batch_size
     )
     dep.deid_mode = deid_mode(mode, bool(phi))  # the model's compliance policy, read in the same statement
     dep.answer_screen = answer_screen_mode(screen, bool(phi))
+    dep.numeric_refused = numeric_inputs_refused(bool(phi), numeric_declared)
     if isinstance(signature, str | bytes):
         signature = json.loads(signature)
     dep.model_version = ModelVersion(id=version_id, model_id=model_id, version=version, signature=signature)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.compliance.models import Attestation
 from apps.compliance.storage import directory
-from tests.factories import ModelVersionFactory
+from tests.factories import InferenceServerFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/v1/compliance"
@@ -46,7 +46,7 @@ def test_attach_detach_and_refusals(officer_client, auditor_client, settings):
     assert "compliance.profile.attach" in types and "compliance.profile.detach" in types
 
 
-def test_model_policy_and_evaluate(officer_client, auditor_client):
+def test_model_policy_and_evaluate(officer_client, auditor_client, triton):
     model = ModelVersionFactory(model_name="triage").model
     officer_client.post(f"{BASE}/attachments/", {"profile": "hipaa", "model": model.name}, format="json")
     off = officer_client.post(f"{BASE}/model-policies/", {"model": "triage", "deid_mode": "off"}, format="json")
@@ -54,8 +54,9 @@ def test_model_policy_and_evaluate(officer_client, auditor_client):
 
     run = officer_client.post(f"{BASE}/evaluate/").json()
     results = auditor_client.get(f"{BASE}/results/", {"run": run["id"], "control_id": "164.514(b)(2)"}).json()
-    assert results["results"][0]["status"] == "fail"
-    assert results["results"][0]["evidence"][0]["without_deidentification"] == ["triage"]
+    assert results["results"][0]["status"] == "fail"  # no server to probe de-identification on
+    assert "no_inference_server" in results["results"][0]["evidence"][0]["not_probed"]["triage"]
+    InferenceServerFactory(http_url=triton.http_url)
 
     ok = officer_client.post(
         f"{BASE}/model-policies/", {"model": "triage", "phi": True, "deid_mode": "redact"}, format="json"
@@ -63,8 +64,31 @@ def test_model_policy_and_evaluate(officer_client, auditor_client):
     assert ok.status_code == 200 and ok.json()["deid_mode"] == "redact"
     run = officer_client.post(f"{BASE}/evaluate/").json()
     results = auditor_client.get(f"{BASE}/results/", {"run": run["id"], "control_id": "164.514(b)(2)"}).json()
+    [probe, numeric] = results["results"][0]["evidence"]
+    assert (probe["status"], numeric["status"]) == ("pass", "fail")  # triage's FP32 input is undeclared
+    assert numeric["numeric_undeclared"] == {"triage": ["INPUT (FP32)"]}
+
+    reason = {"numeric_inputs_reason": "four lab values, no identifiers"}
+    body = {"model": "triage", "phi": True, "deid_mode": "redact", **reason}
+    assert officer_client.post(f"{BASE}/model-policies/", body, format="json").status_code == 200
+    run = officer_client.post(f"{BASE}/evaluate/").json()
+    results = auditor_client.get(f"{BASE}/results/", {"run": run["id"], "control_id": "164.514(b)(2)"}).json()
     assert results["results"][0]["status"] == "pass"
-    assert auditor_client.get(f"{BASE}/runs/").json()["count"] == 2
+    assert auditor_client.get(f"{BASE}/runs/").json()["count"] == 3
+
+
+def test_numeric_inputs_reason_is_set_kept_and_withdrawn_through_the_policy_api(officer_client, auditor_client):
+    ModelVersionFactory(model_name="tok")
+    url = f"{BASE}/model-policies/"
+    body = {"model": "tok", "phi": True, "deid_mode": "redact", "numeric_inputs_reason": " ages in years, no ids "}
+    assert officer_client.post(url, body, format="json").json()["numeric_inputs_reason"] == "ages in years, no ids"
+    kept = officer_client.post(url, {"model": "tok", "phi": True, "deid_mode": "mask"}, format="json").json()
+    assert kept["numeric_inputs_reason"] == "ages in years, no ids"  # omitted: unchanged
+    too_long = officer_client.post(url, {**body, "numeric_inputs_reason": "x" * 2001}, format="json")
+    assert (too_long.status_code, too_long.json()["code"]) == (400, "reason_too_long")
+    withdrawn = officer_client.post(url, {**body, "numeric_inputs_reason": ""}, format="json").json()
+    assert withdrawn["numeric_inputs_reason"] == ""
+    assert auditor_client.post(url, body, format="json").status_code == 403
 
 
 def test_attestation_upload_is_stored_private(officer_client):

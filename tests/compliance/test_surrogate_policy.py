@@ -16,7 +16,7 @@ from apps.compliance.models import DeidMode
 from apps.core.errors import ServiceError
 from apps.registry.access import Grant, Principal, Token, may_reidentify
 from tests.conftest import make_user
-from tests.factories import ModelVersionFactory
+from tests.factories import InferenceServerFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,8 @@ def test_surrogate_modes_are_valid_policy_and_reach_the_gateway_decision():
     assert err.value.code == "invalid_deid_mode"
 
 
-def test_a_date_shift_on_a_phi_model_fails_the_hipaa_deidentification_check():
+def test_a_date_shift_on_a_phi_model_fails_the_hipaa_deidentification_check(triton):
+    InferenceServerFactory(http_url=triton.http_url)  # the probe's canary runs there
     model = ModelVersionFactory(model_name="triage").model
     services.set_model_policy(model_id=model.pk, phi=True, deid_mode=DeidMode.SURROGATE, actor=None)
     assert run_check("deid.phi_models", Context(profile="hipaa")).status == PASS

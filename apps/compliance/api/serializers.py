@@ -64,11 +64,18 @@ class ModelPolicySerializer(serializers.ModelSerializer):
         help_text="Identifiers in answers: off, redact or alert; empty: redact for a PHI model, else off; "
         "omitted: unchanged",
     )
+    numeric_inputs_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=True,
+        help_text="Why the model's non-text inputs carry no identifiers (needed for a PHI model with numeric "
+        "inputs, else the gateway refuses them); empty withdraws; omitted: unchanged",
+    )
     updated_by = serializers.StringRelatedField()
 
     class Meta:
         model = ModelPolicy
-        fields = ["model", "phi", "deid_mode", "answer_screen", "updated_by", "updated_at"]
+        fields = ["model", "phi", "deid_mode", "answer_screen", "numeric_inputs_reason", "updated_by", "updated_at"]
         read_only_fields = ["updated_by", "updated_at"]
         validators = []
 

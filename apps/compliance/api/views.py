@@ -128,6 +128,7 @@ class ModelPolicyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewset
             phi=form.validated_data.get("phi", False),
             deid_mode=form.validated_data["deid_mode"],
             answer_screen=form.validated_data.get("answer_screen"),
+            numeric_inputs_reason=form.validated_data.get("numeric_inputs_reason"),
             actor=request.user,
             source=Source.from_request(request),
         )

@@ -35,7 +35,7 @@ from inference_backend.kek import KekError
 
 from ..deid import Budget, Reidentifier, SurrogateMap
 from ..phi import answer_outputs, deidentify_request
-from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header
+from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header, refuse_numeric_inputs
 from .snapshot import TokenMiss
 from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
@@ -193,6 +193,15 @@ class Pipeline:
         call.route = random.choice(routes) if len(routes) > 1 else routes[0]
         return call.route
 
+    async def forward_as_routed(self, inbound: Inbound, route) -> tuple[Outbound, dict | None]:
+        """The stages after admission — check + de-identify → forward → answer — for a route the
+        caller built, with nothing authenticated, rate-limited or audited: the compliance probe of
+        de-identification (apps/gateway/deidprobe.py) pushes its synthetic text through exactly the
+        code real calls take up to Triton. Returns the answer and the de-identification counts."""
+        call = Call(inbound, time.perf_counter(), None)
+        call.route = route
+        return await self._act(call, route), call.deid
+
     def _failure_check(self, ip: str | None) -> Check:
         return Check(f"fail:{limit_key(ip, settings.RATELIMIT_IPV6_PREFIX)}", rate(settings.RATELIMIT_AUTH_FAILURES))
 
@@ -244,6 +253,8 @@ class Pipeline:
         body = inbound.body
         header = parse_infer_header(body, header_length)
         check_against_signature(header, route.signature, route.max_batch_size)
+        if route.numeric_refused:
+            refuse_numeric_inputs(header)
         mapping = None
         if mode != "off":  # the model's policy: identifiers never reach Triton
             key = await self.deid_key(mode, inbound.model)

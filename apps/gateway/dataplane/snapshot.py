@@ -61,7 +61,13 @@ from apps.accounts.services import (
     bearer_value,
     token_refusal,
 )
-from apps.compliance.selectors import answer_screen_column, answer_screen_mode, deid_policy_columns
+from apps.compliance.selectors import (
+    answer_screen_column,
+    answer_screen_mode,
+    deid_policy_columns,
+    numeric_inputs_column,
+    numeric_inputs_refused,
+)
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
@@ -117,6 +123,8 @@ class Route:
     signature: dict  # shared by every call: read it, never change it
     deid_mode: str
     answer_screen: str = "off"  # identifiers in the model's answers: off | redact | alert
+    # a PHI model whose policy does not declare its numeric inputs: non-BYTES inputs are refused
+    numeric_refused: bool = False
 
     @property
     def server_name(self) -> str:
@@ -138,6 +146,7 @@ class Route:
             signature=dep.model_version.signature,
             deid_mode=dep.deid_mode,
             answer_screen=getattr(dep, "answer_screen", "off"),
+            numeric_refused=getattr(dep, "numeric_refused", False),
         )
 
 
@@ -406,6 +415,38 @@ def load_snapshot(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) ->
     return _read(connection, now)
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    """What the gateway applies to one model's calls, as its routes carry it."""
+
+    name: str
+    deid_mode: str
+    answer_screen: str
+    numeric_refused: bool
+
+
+def model_policy_facts(connection=None, model_id: int | None = None) -> dict[int, PolicyFacts]:
+    """Every model's (or one model's) de-identification mode, answer screen and numeric-input
+    refusal, in one statement: what load_snapshot puts in each Route, and what the compliance
+    probe (apps/gateway/deidprobe.py) applies, so both decide on the same expression."""
+    connection = connection or connections[DEFAULT_DB_ALIAS]
+    where, params = ("", []) if model_id is None else (" WHERE m.id = %s", [model_id])
+    out = {}
+    for pk, name, mode, phi, screen, declared in _rows(
+        connection,
+        f"SELECT m.id, m.name, {deid_policy_columns('m.id')}, {answer_screen_column('m.id')},"  # noqa: S608
+        f" {numeric_inputs_column('m.id')} FROM {Model._meta.db_table} m{where}",
+        params,
+    ):
+        out[pk] = PolicyFacts(
+            name,
+            deid_mode(mode, bool(phi)),
+            answer_screen_mode(screen, bool(phi)),
+            numeric_inputs_refused(bool(phi), declared),
+        )
+    return out
+
+
 def _rows(connection, sql: str, params=()) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -517,17 +558,12 @@ def _read(connection, now: datetime) -> PolicySnapshot:
             Grant(model_id, codename, aware(expires_at), via_group=bool(via_group))
         )
     # 7. models with their de-identification facts, and their ACTIVE deployments
-    names = {}
-    modes = {}
-    screens = {}
-    for model_id, name, mode, phi, screen in _rows(
-        connection,
-        f"SELECT m.id, m.name, {deid_policy_columns('m.id')}, {answer_screen_column('m.id')}"  # noqa: S608
-        f" FROM {t['model']} m",
-    ):
-        names[model_id] = name
-        modes[model_id] = deid_mode(mode, bool(phi))
-        screens[model_id] = answer_screen_mode(screen, bool(phi))
+    names, modes, screens, numeric = {}, {}, {}, {}
+    for model_id, facts in model_policy_facts(connection).items():
+        names[model_id] = facts.name
+        modes[model_id] = facts.deid_mode
+        screens[model_id] = facts.answer_screen
+        numeric[model_id] = facts.numeric_refused
     routes: dict[int, list[Route]] = {}
     for row in _rows(
         connection,
@@ -552,6 +588,7 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 signature=_json(signature),
                 deid_mode=modes[model_id],
                 answer_screen=screens[model_id],
+                numeric_refused=numeric[model_id],
             )
         )
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
