@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Count, Max, Q
+from django.db.models import Max, Q
 
 from apps.accounts.roles import AUDITOR, EXCLUSIVE, PRIVILEGED, SECURITY_OFFICER
 from apps.core.demo import DEMO_ACCOUNTS, DEMO_TOKEN
@@ -218,30 +218,61 @@ def dormant(ctx) -> CheckResult:
     return CheckResult(PASS, "no dormant account is active", evidence)
 
 
-def _role_conflicts(roles: frozenset[str]) -> list[str]:
-    held = (
-        _active_users()
-        .annotate(n=Count("groups", filter=Q(groups__name__in=roles), distinct=True))
-        .filter(n__gt=1)
-        .values_list("username", flat=True)
-    )
-    return sorted(held)
+def _role_conflicts(roles: frozenset[str], ctx) -> dict[str, dict[str, list[str]]]:
+    """Active users holding more than one of `roles`, effectively (apps.accounts.selectors): by
+    group, break-glass, the superuser flag, or any one of a role's own powers reaching them by a
+    direct permission or another group. {username: {role: [how]}}."""
+    from apps.accounts.selectors import effective_roles
+
+    held = ctx.cache.get("effective_roles")
+    if held is None:
+        held = ctx.cache["effective_roles"] = effective_roles(now=ctx.now)
+    out = {}
+    for name, by_role in held.items():
+        mine = {r: how for r, how in by_role.items() if r in roles}
+        if len(mine) > 1:
+            out[name] = mine
+    return dict(sorted(out.items()))
+
+
+def _active_superusers() -> list[str]:
+    return sorted(_active_users().filter(is_superuser=True).values_list("username", flat=True))
 
 
 @register("accounts.role_separation")
 def role_separation(ctx) -> CheckResult:
-    conflicts = _role_conflicts(EXCLUSIVE)
+    conflicts = _role_conflicts(EXCLUSIVE, ctx)
     groups = set(Group.objects.filter(name__in=EXCLUSIVE).values_list("name", flat=True))
-    evidence = {"exclusive_roles": sorted(EXCLUSIVE), "roles_present": sorted(groups), "users_holding_two": conflicts}
+    supers = _active_superusers()
+    evidence = {
+        "exclusive_roles": sorted(EXCLUSIVE),
+        "roles_present": sorted(groups),
+        "users_holding_two": sorted(conflicts)[:LIST_LIMIT],
+        "how_held": dict(list(conflicts.items())[:LIST_LIMIT]),
+        "active_superusers": supers,
+        "resolved_from": "role groups, break-glass grants, the superuser flag, direct user permissions and every "
+        "group's permissions (each role's own powers), queried now",
+    }
     if conflicts or groups != set(EXCLUSIVE):
+        summary = f"{len(conflicts)} user(s) hold more than one of {', '.join(sorted(EXCLUSIVE))}"
+        if supers:
+            summary += f" (active superuser(s), who hold every role: {', '.join(supers[:5])})"
+        if groups != set(EXCLUSIVE):
+            summary += f"; missing role group(s): {', '.join(sorted(set(EXCLUSIVE) - groups))}"
         return CheckResult(
             FAIL,
-            f"{len(conflicts)} user(s) hold more than one of {', '.join(sorted(EXCLUSIVE))}",
+            summary,
             evidence,
-            "Remove the extra role from each listed user (apps.accounts.services.remove_role); run `migrate` to "
-            "restore missing role groups.",
+            "Remove the extra role from each listed user (apps.accounts.services.remove_role), the direct "
+            "permissions and the extra group permissions named in how_held; keep the superuser inactive while it is "
+            "not in emergency use (a security officer disables it: POST /api/v1/accounts/users/{id}/active/); run "
+            "`migrate` to restore missing role groups.",
         )
-    return CheckResult(PASS, "system, security and audit administration are held by different people", evidence)
+    return CheckResult(
+        PASS,
+        "system, security and audit administration are held by different people (no active superuser)",
+        evidence,
+    )
 
 
 @register("accounts.crypto_role_separation")
@@ -252,14 +283,20 @@ def crypto_role_separation(ctx) -> CheckResult:
             "permissions__codename", flat=True
         )
     )
-    both = _role_conflicts(frozenset({AUDITOR, SECURITY_OFFICER}))
-    evidence = {"auditor_key_permissions": auditor_key_perms, "users_auditor_and_key_admin": both}
+    both = _role_conflicts(frozenset({AUDITOR, SECURITY_OFFICER}), ctx)
+    evidence = {
+        "auditor_key_permissions": auditor_key_perms,
+        "users_auditor_and_key_admin": sorted(both)[:LIST_LIMIT],
+        "how_held": dict(list(both.items())[:LIST_LIMIT]),
+        "active_superusers": _active_superusers(),
+    }
     if auditor_key_perms or both:
         return CheckResult(
             FAIL,
-            "the cryptography auditor can also administer keys",
+            "the cryptography auditor can also administer keys" + (f": {', '.join(sorted(both)[:5])}" if both else ""),
             evidence,
-            "Remove key-management permissions from the auditor role and split the listed users' roles.",
+            "Remove key-management permissions from the auditor role, split the listed users' roles (and direct "
+            "permissions), and keep the superuser inactive while it is not in emergency use.",
         )
     return CheckResult(PASS, "auditors cannot rotate or retire keys, and no auditor is a key administrator", evidence)
 
