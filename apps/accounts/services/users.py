@@ -112,19 +112,26 @@ def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
 
 def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTEM):
     """Enable or disable an account: an admin for non-privileged persons and service accounts, a
-    security officer for anyone; never oneself."""
+    security officer for anyone; never oneself. Disabling ends the account's sessions and revokes
+    its tokens in the same transaction (HIPAA 164.308(a)(3)(ii)(C), checked by
+    `accounts.termination`): enabling it again later revives neither."""
     with transaction.atomic():
         user = _locked(user_id)
         _check_may_set_active(actor, user)
         before = user.is_active
         user.is_active = active
         user.save(update_fields=["is_active"])
+        sessions = 0 if active else _end_sessions(user)
         record_event(
             "auth.account.update",
             actor=actor,
             source=source,
             target=user,
-            details={"before": {"is_active": before}, "after": {"is_active": active}},
+            details={
+                "before": {"is_active": before},
+                "after": {"is_active": active},
+                **({"sessions_ended": sessions} if sessions else {}),
+            },
         )
         if not active:  # a disabled account's tokens die with it (not those of its service accounts)
             revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
