@@ -159,3 +159,23 @@ class TestSideDoors:
             mine = get_user_model().objects.get(pk=user.pk).get_all_permissions()
             expected = {r for r, p in powers.items() if p & mine}
             assert set(held.get(user.username, {})) == expected, user.username
+
+
+def test_a_privileged_power_outside_a_role_group_fails_the_second_factor_check():
+    """The 2FA gate sees role groups, break-glass and the superuser flag; an analyst handed the
+    auditor's power directly escapes it, enrolled or not, and access.privileged_2fa says so."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from apps.accounts.roles import ANALYST
+
+    eve = make_user("eve", ANALYST)
+    TOTPDevice.objects.create(user=eve, name="phone", confirmed=True)
+    eve.user_permissions.add(perm("audit.view_auditevent"))
+
+    status, evidence, _ = evaluate("hipaa", "164.312(d)")
+    check = check_of(evidence, "access.privileged_2fa")
+    assert status == "fail" and "eve" in check["summary"]
+    assert check["privileged_powers_outside_role_groups"] == {"eve": ["permission audit.view_auditevent"]}
+
+    eve.user_permissions.clear()
+    assert evaluate("hipaa", "164.312(d)")[0] == "pass"

@@ -31,27 +31,57 @@ def privileged_users():
     return _active_users().filter(Q(is_superuser=True) | Q(groups__name__in=PRIVILEGED)).distinct()
 
 
+def _effective(ctx) -> dict[str, dict[str, list[str]]]:
+    """{username: {exclusive role: [how]}} of active users, once per evaluation run."""
+    from apps.accounts.selectors import effective_roles
+
+    held = ctx.cache.get("effective_roles")
+    if held is None:
+        held = ctx.cache["effective_roles"] = effective_roles(now=ctx.now)
+    return held
+
+
 @register("access.privileged_2fa")
 def privileged_2fa(ctx) -> CheckResult:
+    """Privileged means holding a privileged role effectively (apps.accounts.selectors): a role
+    group, break-glass, the superuser flag, or a role's own power through a direct permission or
+    another group. The 2FA gate enforces a second factor on the first three; a power held the other
+    ways escapes it, so it fails here whatever the person's devices."""
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    users = privileged_users()
+    held = _effective(ctx)
+    users = _active_users().filter(Q(pk__in=privileged_users().values("pk")) | Q(username__in=list(held)))
+    gated = set(privileged_users().values_list("username", flat=True))
+    outside = {
+        name: sorted(how for hows in roles.values() for how in hows)
+        for name, roles in held.items()
+        if name not in gated and not any(how == "break-glass" for hows in roles.values() for how in hows)
+    }
     enrolled = set(TOTPDevice.objects.filter(confirmed=True, user__in=users).values_list("user_id", flat=True))
     missing = sorted(u.get_username() for u in users if u.pk not in enrolled)
     tokens = get_user_model().objects.filter(pk__in=users.values("pk"), api_tokens__revoked_at__isnull=True)
     evidence = {
         "privileged_users": users.count(),
         "without_confirmed_totp": missing[:LIST_LIMIT],
+        "privileged_powers_outside_role_groups": dict(sorted(outside.items())[:LIST_LIMIT]),
         "gate_middleware": "apps.accounts.middleware.AccountGateMiddleware" in settings.MIDDLEWARE,
         "single_factor_api_tokens_of_privileged_users": tokens.count(),
     }
-    if missing or not evidence["gate_middleware"]:
+    if missing or outside or not evidence["gate_middleware"]:
+        problems = [f"{len(missing)} privileged user(s) without a confirmed TOTP device"] if missing else []
+        if outside:
+            problems.append(
+                f"{len(outside)} user(s) hold a privileged power outside a role group, which the 2FA gate does not "
+                f"see: {', '.join(sorted(outside)[:5])}"
+            )
+        if not evidence["gate_middleware"]:
+            problems.append("AccountGateMiddleware is not installed")
         return CheckResult(
             FAIL,
-            f"{len(missing)} privileged user(s) without a confirmed TOTP device"
-            + ("" if evidence["gate_middleware"] else "; AccountGateMiddleware is not installed"),
+            "; ".join(problems),
             evidence,
-            "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role.",
+            "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role; "
+            "remove privileged permissions given directly or through other groups (assign the role instead).",
         )
     return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
 
@@ -222,13 +252,8 @@ def _role_conflicts(roles: frozenset[str], ctx) -> dict[str, dict[str, list[str]
     """Active users holding more than one of `roles`, effectively (apps.accounts.selectors): by
     group, break-glass, the superuser flag, or any one of a role's own powers reaching them by a
     direct permission or another group. {username: {role: [how]}}."""
-    from apps.accounts.selectors import effective_roles
-
-    held = ctx.cache.get("effective_roles")
-    if held is None:
-        held = ctx.cache["effective_roles"] = effective_roles(now=ctx.now)
     out = {}
-    for name, by_role in held.items():
+    for name, by_role in _effective(ctx).items():
         mine = {r: how for r, how in by_role.items() if r in roles}
         if len(mine) > 1:
             out[name] = mine
