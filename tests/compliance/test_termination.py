@@ -10,6 +10,8 @@ Personas: sec (security officer), ana (analyst who leaves), bob (admin who owns 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
@@ -19,7 +21,14 @@ from rest_framework.test import APIClient
 
 from apps.accounts.models import ApiToken, digest_token
 from apps.accounts.roles import ADMIN, ANALYST, SECURITY_OFFICER
-from apps.accounts.services import create_service_account, issue_token, revoke_token, set_user_active
+from apps.accounts.services import (
+    create_service_account,
+    disable_dormant_accounts,
+    issue_token,
+    revoke_token,
+    set_user_active,
+    update_user,
+)
 from apps.core.errors import ServiceError
 from apps.gateway.dataplane.snapshot import SnapshotHolder
 from tests.compliance.conftest import check_of, evaluate
@@ -131,6 +140,34 @@ def test_a_policy_snapshot_allowed_to_lag_fails(settings, ana):
     assert termination(max_seconds_to_lose_access=600)["status"] == "pass"
     settings.POLICY_HARD_LIMIT = 60.0
     assert termination()["status"] == "pass"
+
+
+def test_disabling_in_the_admins_change_form_ends_access_too(sec, ana):
+    """The admin's change form disables through update_user: it revoked nothing before, leaving a
+    token and a session that a later reactivation would revive; the check found it."""
+    plaintext = token_for(ana)
+    logged_in(ana)
+
+    update_user(user_id=ana.pk, changes={"is_active": False}, actor=sec)
+
+    check = termination()
+    assert check["status"] == "pass", check
+    assert ApiToken.objects.get(digest=digest_token(plaintext)).revoked_at is not None
+    update_user(user_id=ana.pk, changes={"is_active": True}, actor=sec)
+    assert api_status(plaintext) == 401  # reactivated, the old token stays dead
+
+
+def test_the_dormant_sweep_ends_sessions_and_tokens(settings, ana):
+    token_for(ana)
+    logged_in(ana)
+    long_ago = timezone.now() - timedelta(days=400)  # the session stays live: only the account is old
+    get_user_model().objects.filter(pk=ana.pk).update(date_joined=long_ago, last_login=long_ago)
+
+    assert disable_dormant_accounts() == ["ana"]
+
+    check = termination()
+    assert check["status"] == "pass", check
+    assert check["inactive_accounts"] == 1
 
 
 def token_id(plaintext: str) -> int:
