@@ -117,3 +117,22 @@ def test_a_revoked_grant_revived_with_the_orm_fails(sec, ana, model):
     ModelUserGrant.objects.create(user=ana, permission=invoke_perm(), content_object=model, **kept)
 
     assert authorisation()["grants_without_audit_trail"] == ["invoke_model on triage to user ana"]
+
+
+def test_what_make_run_creates_passes_the_identity_checks():
+    """bootstrap_demo's accounts, grant and token (as `make run` leaves them, twice: the second run
+    grants again and reissues the token) pass authorisation, separation and termination."""
+    from apps.demo.management.commands.bootstrap_demo import demo_caller, ensure_demo_accounts, issue_demo_token
+
+    model = ModelVersionFactory(model_name="triage-demo").model
+    for _ in range(2):
+        logins = ensure_demo_accounts()
+        account = demo_caller(model, admin=logins["demo-admin"].user, officer=logins["demo-officer"].user)
+        issue_demo_token(account, model)
+
+    _, evidence, _ = evaluate("hipaa", "164.308(a)(3)(ii)(A),(B)")
+    assert check_of(evidence, "access.authorisation")["status"] == "pass"
+    assert check_of(evidence, "access.authorisation")["live_grants"] == 2  # view + invoke for svc-demo
+    assert check_of(evidence, "accounts.role_separation")["status"] == "pass"
+    _, evidence, _ = evaluate("hipaa", "164.308(a)(3)(ii)(C)")
+    assert check_of(evidence, "accounts.termination")["status"] == "pass"
