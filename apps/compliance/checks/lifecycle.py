@@ -15,7 +15,8 @@ from . import FAIL, PASS, CheckResult, register
 
 LIST_LIMIT = 50
 # HIPAA asks that access end "as soon as possible" after employment ends; the data plane's policy
-# snapshot must not keep serving a disabled person longer than this (profile option overrides).
+# snapshot must not keep serving a disabled person longer than this (`max_seconds_to_lose_access`
+# in the evaluation context overrides it; the catalogue has no such option today).
 MAX_SECONDS_TO_LOSE_ACCESS = 60.0
 # A grant row and its audit event are written in one transaction, the row first.
 EVENT_LAG = timedelta(seconds=60)
