@@ -89,6 +89,7 @@ def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, s
             target=model,
             details={
                 "grantee": f"{key}:{grantee}",
+                "grantee_id": grantee.pk,  # names change; access.authorisation matches grants to events by id
                 "permissions": perms,
                 "expires_at": expires_at.isoformat() if expires_at else None,
                 **({"removed": removed} if removed else {}),
@@ -187,6 +188,7 @@ def purge_expired_grants(now=None) -> int:
                     target=grant.content_object,
                     details={
                         "grantee": f"{key}:{getattr(grant, key)}",
+                        "grantee_id": getattr(grant, f"{key}_id"),
                         "permissions": perms,
                         "expires_at": grant.expires_at.isoformat(),
                     },

@@ -18,6 +18,7 @@ from apps.core.policy import policy_changed
 from ..models import Profile
 from ..roles import ANALYST, ROLES
 from .policy import Forbidden, is_system, require_perm
+from .sessions import end_sessions
 from .tokens import revoke_all_tokens
 
 SERVICE_NAME = RegexValidator(r"^svc-[a-z0-9][a-z0-9_.-]{1,60}$", code="invalid_name")
@@ -82,6 +83,7 @@ def disable_dormant_accounts(now=None) -> list[str]:
             policy_changed.send(sender=get_user_model())  # update() sends no post_save: tell the gateway
             Profile.objects.update_or_create(user=user, defaults={"disabled_reason": "dormant"})
             last = max(filter(None, [user.last_login, user.token_used]), default=None)
+            sessions = end_sessions(user)
             record_event(
                 "auth.account.disabled",
                 actor=None,
@@ -90,6 +92,7 @@ def disable_dormant_accounts(now=None) -> list[str]:
                     "reason": "dormant",
                     "last_used": last.isoformat() if last else None,
                     "dormant_days": settings.DORMANT_ACCOUNT_AGE.days,
+                    **({"sessions_ended": sessions} if sessions else {}),
                 },
             )
             revoke_all_tokens(user=user, reason="account_disabled", actor=None)

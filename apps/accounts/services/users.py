@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
-from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -33,6 +32,7 @@ from .policy import (
 )
 from .roles import assign_role
 from .security import SERVICE_NAME
+from .sessions import end_sessions
 from .tokens import revoke_all_tokens
 
 EDITABLE = ("username", "first_name", "last_name", "email", "is_active")
@@ -72,9 +72,10 @@ def create_user(*, username: str, email: str, password: str, role: str | None = 
 
 
 def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
-    """Change a user's name, e-mail or active flag, recording before and after of what changed.
-    Privileges, dates and passwords are not editable here (roles, grants and reset_password have
-    their own services; last_login and date_joined are facts)."""
+    """Change a user's name, e-mail or active flag, recording before and after of what changed;
+    disabling ends the sessions and revokes the tokens, as set_user_active does (the admin's change
+    form and PATCH come here). Privileges, dates and passwords are not editable here (roles, grants
+    and reset_password have their own services; last_login and date_joined are facts)."""
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise ServiceError("not_editable", f"{', '.join(sorted(unknown))} cannot be edited here", field=min(unknown))
@@ -100,31 +101,46 @@ def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
         except IntegrityError as err:
             name = changes["username"]
             raise Conflict("duplicate_user", f"a user named {name!r} already exists", "username") from err
+        disabled = before.get("is_active") is True
+        sessions = end_sessions(user) if disabled else 0
         record_event(
             "auth.account.update",
             actor=actor,
             source=source,
             target=user,
-            details={"before": before, "after": {f: changes[f] for f in before}},
+            details={
+                "before": before,
+                "after": {f: changes[f] for f in before},
+                **({"sessions_ended": sessions} if sessions else {}),
+            },
         )
+        if disabled:  # as set_user_active: a disabled account keeps no session and no token
+            revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
     return user
 
 
 def set_user_active(*, user_id: int, active: bool, actor, source: Source = SYSTEM):
     """Enable or disable an account: an admin for non-privileged persons and service accounts, a
-    security officer for anyone; never oneself."""
+    security officer for anyone; never oneself. Disabling ends the account's sessions and revokes
+    its tokens in the same transaction (HIPAA 164.308(a)(3)(ii)(C), checked by
+    `accounts.termination`): enabling it again later revives neither."""
     with transaction.atomic():
         user = _locked(user_id)
         _check_may_set_active(actor, user)
         before = user.is_active
         user.is_active = active
         user.save(update_fields=["is_active"])
+        sessions = 0 if active else end_sessions(user)
         record_event(
             "auth.account.update",
             actor=actor,
             source=source,
             target=user,
-            details={"before": {"is_active": before}, "after": {"is_active": active}},
+            details={
+                "before": {"is_active": before},
+                "after": {"is_active": active},
+                **({"sessions_ended": sessions} if sessions else {}),
+            },
         )
         if not active:  # a disabled account's tokens die with it (not those of its service accounts)
             revoke_all_tokens(user=user, reason="account_disabled", actor=actor, source=source)
@@ -152,7 +168,7 @@ def reset_password(*, user_id: int, password: str, actor, source: Source = SYSTE
         user.set_password(password)
         user.save(update_fields=["password"])
         Profile.objects.update_or_create(user=user, defaults={"password_changed_at": EXPIRED})
-        sessions = _end_sessions(user)
+        sessions = end_sessions(user)
         tokens = len(revoke_all_tokens(user=user, reason="password_reset", actor=actor, source=source))
         record_event(
             "auth.password.reset",
@@ -261,15 +277,6 @@ def _locked(user_id: int):
     return get_or_404(
         get_user_model().objects.select_for_update(), "user_not_found", f"no user with id {user_id}", pk=user_id
     )
-
-
-def _end_sessions(user) -> int:
-    ended = 0
-    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
-        if session.get_decoded().get("_auth_user_id") == str(user.pk):
-            session.delete()
-            ended += 1
-    return ended
 
 
 def _os_user() -> str:

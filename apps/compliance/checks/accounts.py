@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Count, Max, Q
+from django.db.models import Max, Q
 
 from apps.accounts.roles import AUDITOR, EXCLUSIVE, PRIVILEGED, SECURITY_OFFICER
 from apps.core.demo import DEMO_ACCOUNTS, DEMO_TOKEN
@@ -31,27 +31,57 @@ def privileged_users():
     return _active_users().filter(Q(is_superuser=True) | Q(groups__name__in=PRIVILEGED)).distinct()
 
 
+def _effective(ctx) -> dict[str, dict[str, list[str]]]:
+    """{username: {exclusive role: [how]}} of active users, once per evaluation run."""
+    from apps.accounts.selectors import effective_roles
+
+    held = ctx.cache.get("effective_roles")
+    if held is None:
+        held = ctx.cache["effective_roles"] = effective_roles(now=ctx.now)
+    return held
+
+
 @register("access.privileged_2fa")
 def privileged_2fa(ctx) -> CheckResult:
+    """Privileged means holding a privileged role effectively (apps.accounts.selectors): a role
+    group, break-glass, the superuser flag, or a role's own power through a direct permission or
+    another group. The 2FA gate enforces a second factor on the first three; a power held the other
+    ways escapes it, so it fails here whatever the person's devices."""
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    users = privileged_users()
+    held = _effective(ctx)
+    users = _active_users().filter(Q(pk__in=privileged_users().values("pk")) | Q(username__in=list(held)))
+    gated = set(privileged_users().values_list("username", flat=True))
+    outside = {
+        name: sorted(how for hows in roles.values() for how in hows)
+        for name, roles in held.items()
+        if name not in gated and not any(how == "break-glass" for hows in roles.values() for how in hows)
+    }
     enrolled = set(TOTPDevice.objects.filter(confirmed=True, user__in=users).values_list("user_id", flat=True))
     missing = sorted(u.get_username() for u in users if u.pk not in enrolled)
     tokens = get_user_model().objects.filter(pk__in=users.values("pk"), api_tokens__revoked_at__isnull=True)
     evidence = {
         "privileged_users": users.count(),
         "without_confirmed_totp": missing[:LIST_LIMIT],
+        "privileged_powers_outside_role_groups": dict(sorted(outside.items())[:LIST_LIMIT]),
         "gate_middleware": "apps.accounts.middleware.AccountGateMiddleware" in settings.MIDDLEWARE,
         "single_factor_api_tokens_of_privileged_users": tokens.count(),
     }
-    if missing or not evidence["gate_middleware"]:
+    if missing or outside or not evidence["gate_middleware"]:
+        problems = [f"{len(missing)} privileged user(s) without a confirmed TOTP device"] if missing else []
+        if outside:
+            problems.append(
+                f"{len(outside)} user(s) hold a privileged power outside a role group, which the 2FA gate does not "
+                f"see: {', '.join(sorted(outside)[:5])}"
+            )
+        if not evidence["gate_middleware"]:
+            problems.append("AccountGateMiddleware is not installed")
         return CheckResult(
             FAIL,
-            f"{len(missing)} privileged user(s) without a confirmed TOTP device"
-            + ("" if evidence["gate_middleware"] else "; AccountGateMiddleware is not installed"),
+            "; ".join(problems),
             evidence,
-            "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role.",
+            "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role; "
+            "remove privileged permissions given directly or through other groups (assign the role instead).",
         )
     return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
 
@@ -204,30 +234,56 @@ def dormant(ctx) -> CheckResult:
     return CheckResult(PASS, "no dormant account is active", evidence)
 
 
-def _role_conflicts(roles: frozenset[str]) -> list[str]:
-    held = (
-        _active_users()
-        .annotate(n=Count("groups", filter=Q(groups__name__in=roles), distinct=True))
-        .filter(n__gt=1)
-        .values_list("username", flat=True)
-    )
-    return sorted(held)
+def _role_conflicts(roles: frozenset[str], ctx) -> dict[str, dict[str, list[str]]]:
+    """Active users holding more than one of `roles`, effectively (apps.accounts.selectors): by
+    group, break-glass, the superuser flag, or any one of a role's own powers reaching them by a
+    direct permission or another group. {username: {role: [how]}}."""
+    out = {}
+    for name, by_role in _effective(ctx).items():
+        mine = {r: how for r, how in by_role.items() if r in roles}
+        if len(mine) > 1:
+            out[name] = mine
+    return dict(sorted(out.items()))
+
+
+def _active_superusers() -> list[str]:
+    return sorted(_active_users().filter(is_superuser=True).values_list("username", flat=True))
 
 
 @register("accounts.role_separation")
 def role_separation(ctx) -> CheckResult:
-    conflicts = _role_conflicts(EXCLUSIVE)
+    conflicts = _role_conflicts(EXCLUSIVE, ctx)
     groups = set(Group.objects.filter(name__in=EXCLUSIVE).values_list("name", flat=True))
-    evidence = {"exclusive_roles": sorted(EXCLUSIVE), "roles_present": sorted(groups), "users_holding_two": conflicts}
+    supers = _active_superusers()
+    evidence = {
+        "exclusive_roles": sorted(EXCLUSIVE),
+        "roles_present": sorted(groups),
+        "users_holding_two": sorted(conflicts)[:LIST_LIMIT],
+        "how_held": dict(list(conflicts.items())[:LIST_LIMIT]),
+        "active_superusers": supers,
+        "resolved_from": "role groups, break-glass grants, the superuser flag, direct user permissions and every "
+        "group's permissions (each role's own powers), queried now",
+    }
     if conflicts or groups != set(EXCLUSIVE):
+        summary = f"{len(conflicts)} user(s) hold more than one of {', '.join(sorted(EXCLUSIVE))}"
+        if supers:
+            summary += f" (active superuser(s), who hold every role: {', '.join(supers[:5])})"
+        if groups != set(EXCLUSIVE):
+            summary += f"; missing role group(s): {', '.join(sorted(set(EXCLUSIVE) - groups))}"
         return CheckResult(
             FAIL,
-            f"{len(conflicts)} user(s) hold more than one of {', '.join(sorted(EXCLUSIVE))}",
+            summary,
             evidence,
-            "Remove the extra role from each listed user (apps.accounts.services.remove_role); run `migrate` to "
-            "restore missing role groups.",
+            "Remove the extra role from each listed user (apps.accounts.services.remove_role), the direct "
+            "permissions and the extra group permissions named in how_held; keep the superuser inactive while it is "
+            "not in emergency use (a security officer disables it: POST /api/v1/accounts/users/{id}/active/); run "
+            "`migrate` to restore missing role groups.",
         )
-    return CheckResult(PASS, "system, security and audit administration are held by different people", evidence)
+    return CheckResult(
+        PASS,
+        "system, security and audit administration are held by different people (no active superuser)",
+        evidence,
+    )
 
 
 @register("accounts.crypto_role_separation")
@@ -238,14 +294,20 @@ def crypto_role_separation(ctx) -> CheckResult:
             "permissions__codename", flat=True
         )
     )
-    both = _role_conflicts(frozenset({AUDITOR, SECURITY_OFFICER}))
-    evidence = {"auditor_key_permissions": auditor_key_perms, "users_auditor_and_key_admin": both}
+    both = _role_conflicts(frozenset({AUDITOR, SECURITY_OFFICER}), ctx)
+    evidence = {
+        "auditor_key_permissions": auditor_key_perms,
+        "users_auditor_and_key_admin": sorted(both)[:LIST_LIMIT],
+        "how_held": dict(list(both.items())[:LIST_LIMIT]),
+        "active_superusers": _active_superusers(),
+    }
     if auditor_key_perms or both:
         return CheckResult(
             FAIL,
-            "the cryptography auditor can also administer keys",
+            "the cryptography auditor can also administer keys" + (f": {', '.join(sorted(both)[:5])}" if both else ""),
             evidence,
-            "Remove key-management permissions from the auditor role and split the listed users' roles.",
+            "Remove key-management permissions from the auditor role, split the listed users' roles (and direct "
+            "permissions), and keep the superuser inactive while it is not in emergency use.",
         )
     return CheckResult(PASS, "auditors cannot rotate or retire keys, and no auditor is a key administrator", evidence)
 
