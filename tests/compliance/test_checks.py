@@ -183,10 +183,17 @@ def test_manual_control_needs_an_unexpired_attestation():
     assert status == "fail" and "new attestation" in remedy
 
 
-def test_a_check_that_crashes_is_a_failure_not_a_pass(settings):
-    settings.REST_FRAMEWORK = {}  # api_requires_auth reads it: a missing key is a fail, not an error
-    status, evidence, _ = evaluate("hipaa", "164.312(d)")
-    assert status == "fail"
+def test_a_check_that_crashes_is_a_failure_not_a_pass(monkeypatch):
+    from apps.compliance.checks import Context, run_check
+
+    def crashes(ctx):
+        raise ConnectionError("HSM unreachable")
+
+    monkeypatch.setitem(REGISTRY, "test.crashes", crashes)
+    result = run_check("test.crashes", Context(profile="hipaa"))
+    assert result.status == "fail"
+    assert result.evidence == {"error": "HSM unreachable"}
+    assert "could not run: ConnectionError" in result.summary
 
 
 def test_combine_and_registry():
