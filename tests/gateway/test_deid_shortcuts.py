@@ -132,3 +132,32 @@ def test_strong_label_anchors_hold_every_whitespace_re_matches():
     assert [m.span() for m in g.finditer(text)] == [m.span() for m in g.regex.finditer(text)]
     assert len(list(g.regex.finditer(text))) == 5
     assert list(g.starts("pt pt pt pt")) == []  # a label without its colon is no start
+
+
+def _url_texts():
+    """The shared texts, URLs in every shape the pattern takes, hosts at and past the 319-character
+    limit, and candidates dense enough for the whole-text fallback."""
+    yield from _texts()
+    host = "a" * 63
+    for n in (0, 1, 4, 5):
+        for name in (".".join([host] * (n + 1)), ".".join(["b"] * (n + 1)), "x" * 64):
+            for tld in (".com", ".US", ".health/p?q=1", ".cn)", ".ſom", ".io@"):
+                yield f"see {name}{tld}, or -{name}{tld} or @{name}{tld} and {name}{tld}.{name}{tld}"
+                yield f"{name}{tld}"
+    yield "HTTPS://Example.ORG/x www.a.com ftp://h http://(a) hxxp://x wWw.b.io://c.us.uk"
+    yield "x" * 400 + ".com " + "y" * 318 + ".com " + "y" * 319 + ".com"
+    yield ".com" * 5000
+    yield "a.cn " * 3000
+    yield "www." * 2000 + " http://" * 2000
+
+
+def test_url_starts_found_with_find_are_every_start_the_whole_text_search_finds(monkeypatch):
+    from apps.gateway.deid import structured
+
+    n = 0
+    monkeypatch.setattr(structured, "_URL_FIND_FROM", 0)  # short texts too: every text takes the find path
+    for text in _url_texts():
+        fast = [m.span() for m in structured._url_matches(text)]
+        assert fast == [m.span() for m in structured.URL_RE.finditer(text)], text[:80]
+        n += len(fast)
+    assert n > 500

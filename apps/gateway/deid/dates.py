@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from . import fastre
+from . import cues, fastre
 from .spans import DATE, Span
 
 _MONTH = (
@@ -351,3 +351,5 @@ def find_dates(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
+# Every match starts with a weekday's full name: tried only where one stands (cues.py).
+_WEEKDAY_DAY_RE = cues.gate(_WEEKDAY_DAY_RE)

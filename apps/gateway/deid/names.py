@@ -1162,3 +1162,7 @@ _ROLE_RE = cues.gate(
     word_start=True,
 )
 _NICK_AFTER_RE = cues.gate(_NICK_AFTER_RE, word_start=True)
+# Every match starts with one of these verbs (either case of its first letter).
+_LOWER_INITIALS_RE = cues.gate(
+    _LOWER_INITIALS_RE, ("transcribed", "dictated", "typed", "entered", "scribed", "signed", "keyed")
+)
