@@ -161,3 +161,27 @@ def test_url_starts_found_with_find_are_every_start_the_whole_text_search_finds(
         assert fast == [m.span() for m in structured.URL_RE.finditer(text)], text[:80]
         n += len(fast)
     assert n > 500
+
+
+def test_gates_with_a_lead_find_intersections_street_numbers_and_spanish_dates():
+    """The gates whose anchor stands inside the match (与 after a road, the street word before the
+    number, the month after "31 de "), on texts where matches start as far before their anchor as
+    the pattern lets them."""
+    from apps.gateway.deid import dates
+
+    texts = [
+        "住在天童南路与宁南北路交叉口附近，家住一二三四五六七八大街与解放大道路口；甲乙大道与丙路口",
+        "地址：漕溪北路88号，一二三四五六七八路12号，长安大街3号，某某大道二十号，幸福巷5弄，南锣鼓巷胡同7号",
+        "现住一二三四五六七八九路9号与一二三四五六七八九街与八路口 路与路与路 大道与大道",
+        "el 31 de diciembre de 2023, 5 marzo, 05 de MARÇO, 1\tde agosto 2019, 12 Janeiro, 3 de\u3000maio",
+        "x31 de enero, 31de mayo, 7 setiembre 1999, 31 de  julio",
+    ]
+    texts += [" ".join(texts), *_texts()]
+    gates = (geo._ZH_INTERSECTION, geo._ZH_STREET_NUMBER, dates._SPANISH_RE)
+    found = Counter()
+    for text in texts:
+        for g in gates:
+            spans = [m.span() for m in g.finditer(text)]
+            assert spans == [m.span() for m in g.regex.finditer(text)], (g.pattern[:30], text[:60])
+            found[g.pattern] += len(spans)
+    assert all(found[g.pattern] >= 3 for g in gates), found

@@ -353,3 +353,7 @@ def find_dates(text: str) -> Iterator[Span]:
 fastre.accelerate(globals())  # after every pattern: see fastre.py
 # Every match starts with a weekday's full name: tried only where one stands (cues.py).
 _WEEKDAY_DAY_RE = cues.gate(_WEEKDAY_DAY_RE)
+# Every match holds a Spanish or Portuguese month name at most 6 characters after its start ("31 de ").
+_SPANISH_MONTHS = "enero febrero fevereiro marzo março abril mayo maio junio junho julio julho agosto septiembre"
+_SPANISH_MONTHS += " setiembre setembro octubre outubro noviembre novembro diciembre dezembro janeiro"
+_SPANISH_RE = cues.gate(_SPANISH_RE, dict.fromkeys(_SPANISH_MONTHS.split(), 6))
