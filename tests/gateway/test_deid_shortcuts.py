@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,67 @@ def test_gates_with_a_lead_find_intersections_street_numbers_and_spanish_dates()
             assert spans == [m.span() for m in g.regex.finditer(text)], (g.pattern[:30], text[:60])
             found[g.pattern] += len(spans)
     assert all(found[g.pattern] >= 3 for g in gates), found
+
+
+def _needs_han(items) -> bool:
+    """Every match of the parsed sequence consumes (or sees in a positive look-around) a character of
+    U+4E00-U+9FFF: what lets find_dates skip the Chinese patterns on a text without one."""
+    from re import _constants as C  # noqa: N812 - sre opcodes
+
+    def han_set(op, av):
+        if op is C.LITERAL:
+            return 0x4E00 <= av <= 0x9FFF
+        if op is C.IN:
+            return bool(av) and all(
+                (o is C.LITERAL and 0x4E00 <= a <= 0x9FFF) or (o is C.RANGE and a[0] >= 0x4E00 and a[1] <= 0x9FFF)
+                for o, a in av
+            )
+        return False
+
+    for op, av in items:
+        if han_set(op, av):
+            return True
+        if op is C.ASSERT and _needs_han(av[1].data):
+            return True
+        if op is C.SUBPATTERN and _needs_han(av[3].data):
+            return True
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT) and av[0] >= 1 and _needs_han(av[2].data):
+            return True
+        if op is C.BRANCH and all(_needs_han(alt.data) for alt in av[1]):
+            return True
+    return False
+
+
+def test_chinese_date_patterns_skipped_without_han_each_need_a_han_character():
+    from re import _parser
+
+    from apps.gateway.deid import dates
+
+    assert len(dates._HAN_RES) == 14
+    for rx in dates._HAN_RES:
+        assert _needs_han(_parser.parse(rx.pattern, rx.flags).data), rx.pattern[:40]
+    assert not _needs_han(_parser.parse(r"(?:年)?\d", 0).data)  # the analysis is not vacuous
+    assert not _needs_han(_parser.parse(r"年|\d", 0).data)
+    # and on the texts: without Han, what the skipping find_dates finds is what every pattern finds
+    han = re.compile("[\u4e00-\u9fff]")
+    for text in _texts():
+        plain = han.sub("", text)
+        assert all(not list(rx.finditer(plain)) for rx in dates._HAN_RES)
+
+
+def test_chinese_names_skipped_without_han_would_have_found_nothing():
+    from re import _parser
+
+    source = Path(names.__file__).read_text(encoding="utf-8")
+    whole_text = set(re.findall(r"for m in (_ZH_\w+)\.finditer\(text\)", source))
+    whole_text |= set(
+        re.findall(r"for regex in \(([^)]*)\):\n\s+for m in regex\.finditer\(text\)", source)[0].split(", ")
+    )
+    assert whole_text == set(names._ZH_WHOLE_TEXT)  # a new whole-text pattern joins the list
+    for name in names._ZH_WHOLE_TEXT:
+        rx = getattr(names, name)
+        rx = getattr(rx, "regex", rx)
+        assert _needs_han(_parser.parse(rx.pattern, rx.flags).data), name
+    han = re.compile("[\u4e00-\u9fff]")
+    for text in _texts():
+        assert list(names._chinese_names(han.sub("", text))) == []
