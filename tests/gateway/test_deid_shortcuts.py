@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,120 @@ def test_strong_label_anchors_hold_every_whitespace_re_matches():
     assert [m.span() for m in g.finditer(text)] == [m.span() for m in g.regex.finditer(text)]
     assert len(list(g.regex.finditer(text))) == 5
     assert list(g.starts("pt pt pt pt")) == []  # a label without its colon is no start
+
+
+def _url_texts():
+    """The shared texts, URLs in every shape the pattern takes, hosts at and past the 319-character
+    limit, and candidates dense enough for the whole-text fallback."""
+    yield from _texts()
+    host = "a" * 63
+    for n in (0, 1, 4, 5):
+        for name in (".".join([host] * (n + 1)), ".".join(["b"] * (n + 1)), "x" * 64):
+            for tld in (".com", ".US", ".health/p?q=1", ".cn)", ".ſom", ".io@"):
+                yield f"see {name}{tld}, or -{name}{tld} or @{name}{tld} and {name}{tld}.{name}{tld}"
+                yield f"{name}{tld}"
+    yield "HTTPS://Example.ORG/x www.a.com ftp://h http://(a) hxxp://x wWw.b.io://c.us.uk"
+    yield "x" * 400 + ".com " + "y" * 318 + ".com " + "y" * 319 + ".com"
+    yield ".com" * 5000
+    yield "a.cn " * 3000
+    yield "www." * 2000 + " http://" * 2000
+
+
+def test_url_starts_found_with_find_are_every_start_the_whole_text_search_finds(monkeypatch):
+    from apps.gateway.deid import structured
+
+    n = 0
+    monkeypatch.setattr(structured, "_URL_FIND_FROM", 0)  # short texts too: every text takes the find path
+    for text in _url_texts():
+        fast = [m.span() for m in structured._url_matches(text)]
+        assert fast == [m.span() for m in structured.URL_RE.finditer(text)], text[:80]
+        n += len(fast)
+    assert n > 500
+
+
+def test_gates_with_a_lead_find_intersections_street_numbers_and_spanish_dates():
+    """The gates whose anchor stands inside the match (与 after a road, the street word before the
+    number, the month after "31 de "), on texts where matches start as far before their anchor as
+    the pattern lets them."""
+    from apps.gateway.deid import dates
+
+    texts = [
+        "住在天童南路与宁南北路交叉口附近，家住一二三四五六七八大街与解放大道路口；甲乙大道与丙路口",
+        "地址：漕溪北路88号，一二三四五六七八路12号，长安大街3号，某某大道二十号，幸福巷5弄，南锣鼓巷胡同7号",
+        "现住一二三四五六七八九路9号与一二三四五六七八九街与八路口 路与路与路 大道与大道",
+        "el 31 de diciembre de 2023, 5 marzo, 05 de MARÇO, 1\tde agosto 2019, 12 Janeiro, 3 de\u3000maio",
+        "x31 de enero, 31de mayo, 7 setiembre 1999, 31 de  julio",
+    ]
+    texts += [" ".join(texts), *_texts()]
+    gates = (geo._ZH_INTERSECTION, geo._ZH_STREET_NUMBER, dates._SPANISH_RE)
+    found = Counter()
+    for text in texts:
+        for g in gates:
+            spans = [m.span() for m in g.finditer(text)]
+            assert spans == [m.span() for m in g.regex.finditer(text)], (g.pattern[:30], text[:60])
+            found[g.pattern] += len(spans)
+    assert all(found[g.pattern] >= 3 for g in gates), found
+
+
+def _needs_han(items) -> bool:
+    """Every match of the parsed sequence consumes (or sees in a positive look-around) a character of
+    U+4E00-U+9FFF: what lets find_dates skip the Chinese patterns on a text without one."""
+    from re import _constants as C  # noqa: N812 - sre opcodes
+
+    def han_set(op, av):
+        if op is C.LITERAL:
+            return 0x4E00 <= av <= 0x9FFF
+        if op is C.IN:
+            return bool(av) and all(
+                (o is C.LITERAL and 0x4E00 <= a <= 0x9FFF) or (o is C.RANGE and a[0] >= 0x4E00 and a[1] <= 0x9FFF)
+                for o, a in av
+            )
+        return False
+
+    for op, av in items:
+        if han_set(op, av):
+            return True
+        if op is C.ASSERT and _needs_han(av[1].data):
+            return True
+        if op is C.SUBPATTERN and _needs_han(av[3].data):
+            return True
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT) and av[0] >= 1 and _needs_han(av[2].data):
+            return True
+        if op is C.BRANCH and all(_needs_han(alt.data) for alt in av[1]):
+            return True
+    return False
+
+
+def test_chinese_date_patterns_skipped_without_han_each_need_a_han_character():
+    from re import _parser
+
+    from apps.gateway.deid import dates
+
+    assert len(dates._HAN_RES) == 14
+    for rx in dates._HAN_RES:
+        assert _needs_han(_parser.parse(rx.pattern, rx.flags).data), rx.pattern[:40]
+    assert not _needs_han(_parser.parse(r"(?:年)?\d", 0).data)  # the analysis is not vacuous
+    assert not _needs_han(_parser.parse(r"年|\d", 0).data)
+    # and on the texts: without Han, what the skipping find_dates finds is what every pattern finds
+    han = re.compile("[\u4e00-\u9fff]")
+    for text in _texts():
+        plain = han.sub("", text)
+        assert all(not list(rx.finditer(plain)) for rx in dates._HAN_RES)
+
+
+def test_chinese_names_skipped_without_han_would_have_found_nothing():
+    from re import _parser
+
+    source = Path(names.__file__).read_text(encoding="utf-8")
+    whole_text = set(re.findall(r"for m in (_ZH_\w+)\.finditer\(text\)", source))
+    whole_text |= set(
+        re.findall(r"for regex in \(([^)]*)\):\n\s+for m in regex\.finditer\(text\)", source)[0].split(", ")
+    )
+    assert whole_text == set(names._ZH_WHOLE_TEXT)  # a new whole-text pattern joins the list
+    for name in names._ZH_WHOLE_TEXT:
+        rx = getattr(names, name)
+        rx = getattr(rx, "regex", rx)
+        assert _needs_han(_parser.parse(rx.pattern, rx.flags).data), name
+    han = re.compile("[\u4e00-\u9fff]")
+    for text in _texts():
+        assert list(names._chinese_names(han.sub("", text))) == []

@@ -332,3 +332,9 @@ def find_age(text: str) -> Iterator[Span]:
 fastre.accelerate(globals())  # after every pattern: see fastre.py
 # Every match of a cued pattern starts with its cue word: tried only where one stands (cues.py).
 _CUE_RES = {kind: cues.gate(regex) for kind, regex in _CUE_RES.items()}
+# So do the plate, last-four SSN, IMEI and postcode-label patterns (their literal prefixes: "plate", "tag",
+# "licen…", "registration"; "SSN", "social", "last"; "IMEI"; "zip", "postal", 邮编 …).
+_PLATE_RE = cues.gate(_PLATE_RE)
+_SSN_LAST4_RE = cues.gate(_SSN_LAST4_RE)
+_IMEI_RE = cues.gate(_IMEI_RE)
+_ZIP_RES = (_ZIP_RES[0], cues.gate(_ZIP_RES[1]), *_ZIP_RES[2:])

@@ -37,9 +37,11 @@ _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})  # re folds
 _RARE = re.compile("[\u0130\u0131\u017f]")
 
 
+@lru_cache(maxsize=2)
 def fold(text: str) -> str:
     """Lower-case, one character for one (offsets unchanged): a match of a pattern under
-    IGNORECASE reads, in the folded text, as its anchor in lower case."""
+    IGNORECASE reads, in the folded text, as its anchor in lower case (kept for the last texts:
+    the anchors' pass and the URL starts of one call share it)."""
     if _RARE.search(text):
         text = text.translate(_FOLD)
     folded = text.lower()  # U+212A KELVIN SIGN -> k; only U+0130 lower-cases to two characters

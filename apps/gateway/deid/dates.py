@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from . import fastre
+from . import cues, fastre
 from .spans import DATE, Span
 
 _MONTH = (
@@ -283,8 +283,29 @@ def numeric_date_ok(a: str, b: str, c: str, sep: str) -> bool:
     return _valid_ymd(year, x, y) or _valid_ymd(year, y, x)
 
 
+# Every Chinese pattern holds a Han character (年, 月, 日, 号, 周, a holiday's name): on a text without
+# one they are not run (tests/gateway/test_deid_shortcuts.py checks each pattern's parse tree).
+_HAS_HAN = re.compile("[\u4e00-\u9fff]")
+_HAN_RES = (
+    *_CN_RES, _CN_WEEKDAY_DATE_RE, _CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE, _CN_YY_RE, _CN_DAY_RE, *_CN_EXTRA_RES
+)  # fmt: skip
+
+
+def _cn_dates(text: str) -> Iterator[Span]:
+    for regex in (_CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE):
+        for m in regex.finditer(text):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _CN_YY_RE.finditer(text):
+        if m.start() == 0 or not (text[m.start() - 1].isdigit() or text[m.start() - 1] == "年"):
+            yield Span(m.start(), m.end(), DATE, 50)
+    for m in _CN_DAY_RE.finditer(text):
+        if _cn_day_alone(text, m):
+            yield Span(m.start(), m.end(), DATE, 50)
+
+
 def find_dates(text: str) -> Iterator[Span]:
-    for regex in _WRITTEN_RES + _CN_RES:
+    han = _HAS_HAN.search(text) is not None
+    for regex in _WRITTEN_RES + _CN_RES if han else _WRITTEN_RES:
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _NUMERIC_RE.finditer(text):
@@ -294,7 +315,7 @@ def find_dates(text: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), DATE, 50)
     for m in _WEEKDAY_MD_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 53)  # the weekday with the date, over the date alone
-    for regex in (_WEEKDAY_DAY_RE, _MD_DASH_TIME_RE, _SPANISH_RE, _CN_WEEKDAY_DATE_RE):
+    for regex in (_WEEKDAY_DAY_RE, _MD_DASH_TIME_RE, _SPANISH_RE, _CN_WEEKDAY_DATE_RE)[: 4 if han else 3]:
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 53)
     for m in _COMPACT_RE.finditer(text):
@@ -313,15 +334,8 @@ def find_dates(text: str) -> Iterator[Span]:
             w = _WRITTEN_RES[0].search(text, m.start() + 1, m.end() + 40)
             end = w.end() if w is not None and w.start() <= m.end() + 2 else m.end()
             yield Span(m.start(), end, DATE, 51 if end > m.end() else 50)
-    for regex in (_CN_HOLIDAY_CUED_RE, _CN_MONTH_PART_RE):
-        for m in regex.finditer(text):
-            yield Span(m.start(), m.end(), DATE, 50)
-    for m in _CN_YY_RE.finditer(text):
-        if m.start() == 0 or not (text[m.start() - 1].isdigit() or text[m.start() - 1] == "年"):
-            yield Span(m.start(), m.end(), DATE, 50)
-    for m in _CN_DAY_RE.finditer(text):
-        if _cn_day_alone(text, m):
-            yield Span(m.start(), m.end(), DATE, 50)
+    if han:
+        yield from _cn_dates(text)
     for m in _MD_RE.finditer(text):
         st, en = m.start(), m.end()
         if (
@@ -334,7 +348,7 @@ def find_dates(text: str) -> Iterator[Span]:
             yield Span(st, en, DATE, 50)
     for m in _HOLIDAY_RE.finditer(text):
         yield Span(m.start(), m.end(), DATE, 50)
-    for regex in _CN_EXTRA_RES:
+    for regex in _CN_EXTRA_RES if han else ():
         for m in regex.finditer(text):
             yield Span(m.start(), m.end(), DATE, 50)
     for m in _CUED_MD_RE.finditer(text):
@@ -351,3 +365,9 @@ def find_dates(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
+# Every match starts with a weekday's full name: tried only where one stands (cues.py).
+_WEEKDAY_DAY_RE = cues.gate(_WEEKDAY_DAY_RE)
+# Every match holds a Spanish or Portuguese month name at most 6 characters after its start ("31 de ").
+_SPANISH_MONTHS = "enero febrero fevereiro marzo março abril mayo maio junio junho julio julho agosto septiembre"
+_SPANISH_MONTHS += " setiembre setembro octubre outubro noviembre novembro diciembre dezembro janeiro"
+_SPANISH_RE = cues.gate(_SPANISH_RE, dict.fromkeys(_SPANISH_MONTHS.split(), 6))

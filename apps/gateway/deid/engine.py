@@ -9,6 +9,7 @@ import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from . import contextual, cues, dates, geo, names, safeharbor, structured
 from .canonical import canonical_text, canonicalise
@@ -154,12 +155,22 @@ def _resolve(spans: list[Span], length: int) -> list[Span]:
     """Keep non-overlapping spans: higher priority first, then the longer, then the earlier."""
     taken = bytearray(length)
     chosen: list[Span] = []
-    for span in sorted(spans, key=lambda s: (-s.priority, s.start - s.end, s.start)):
-        if taken.find(1, span.start, span.end) == -1:
-            taken[span.start : span.end] = b"\x01" * (span.end - span.start)
-            chosen.append(span)
-    chosen.sort(key=lambda s: s.start)
+    # the keys made in one comprehension, not one lambda call per span; the index keeps the sort
+    # stable (spans with equal keys in the order they were found)
+    keyed = [(-s.priority, s.start - s.end, s.start, i) for i, s in enumerate(spans)]
+    keyed.sort()
+    find = taken.find
+    for _p, negative_length, start, i in keyed:
+        end = start - negative_length
+        if find(1, start, end) == -1:
+            taken[start:end] = _ONES[: end - start] if end - start <= len(_ONES) else b"\x01" * (end - start)
+            chosen.append(spans[i])
+    chosen.sort(key=_START)
     return chosen
+
+
+_ONES = b"\x01" * 4096
+_START = attrgetter("start")
 
 
 def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH, budget: Budget | None = None) -> list[Span]:
@@ -184,6 +195,8 @@ def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH, budget: 
 def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     canon = canonicalise(text)
     spans = [s for s in _candidates(canon.text, kinds, check) if s.type in kinds and s.end > s.start]
+    if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
+        return _resolve(spans, len(canon.text))
     out = []
     for s in _resolve(spans, len(canon.text)):
         start, end = canon.original(s.start, s.end)

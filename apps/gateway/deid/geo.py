@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from . import fastre
+from . import cues, fastre
 from .spans import ADDRESS, GEO, ZIP, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -599,7 +599,9 @@ def _english_addresses(text: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), ADDRESS, P_ADDRESS - 2)
     if not _DIGIT_ANY.search(text):  # every address pattern holds a \d: one scan in C, not a loop
         return
-    for rx in (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS, _EN_BLOCK, _APT_ALONE):
+    # "block" is a literal of every _EN_BLOCK match (case-sensitive): without it, one `in` instead of a scan
+    rxs = (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS, _EN_BLOCK, _APT_ALONE) if "block" in text else _ADDRESS_RES_NO_BLOCK
+    for rx in rxs:
         for m in rx.finditer(text):
             end = m.end()
             while end > m.start() and text[end - 1] in ",; \t":
@@ -621,3 +623,8 @@ def _english_addresses(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
+_ADDRESS_RES_NO_BLOCK = (_EN_ADDRESS, _EN_BOX, _EU_ADDRESS, _APT_ALONE)
+# Gated on the road word before 与 (an intersection) and on the street word before the number: every match
+# holds one at most 9 characters after its start (1-8 Han characters, then 路/街/大街/大道/巷/弄/胡同).
+_ZH_INTERSECTION = cues.gate(_ZH_INTERSECTION, {"路与": 9, "街与": 9, "道与": 9})
+_ZH_STREET_NUMBER = cues.gate(_ZH_STREET_NUMBER, {"路": 9, "街": 9, "大道": 9, "巷": 9, "弄": 9, "胡同": 9})

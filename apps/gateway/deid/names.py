@@ -1090,9 +1090,35 @@ def _with_particles(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[i
         yield (start, m.end()) if m else (start, end)
 
 
+# Every Chinese-name pattern searched over the whole text holds a Han character (each of _ZH_WHOLE_TEXT,
+# checked on its parse tree by tests/gateway/test_deid_shortcuts.py), and every Chinese name starts at
+# one of their matches: on a text without Han the Chinese pass finds nothing and is not run.
+_HAS_HAN = re.compile("[\u4e00-\u9fff]")
+_ZH_WHOLE_TEXT = [
+    "_ZH_PREFIX_RE",
+    "_ZH_HEADER_RE",
+    "_ZH_MOU_RE",
+    "_ZH_ROLE_COLON_RE",
+    "_ZH_OF_RE",
+    "_ZH_TITLE_RE",
+    "_ZH_ELDER_RE",
+    "_ZH_OLD_YOUNG_RE",
+    "_ZH_SEX_AGE_RE",
+    "_ZH_BRACKET_REL_RE",
+    "_ZH_LABEL_RE",
+    "_ZH_MINORITY_RE",
+    "_ZH_OCCUPATION_SURNAME_RE",
+    "_ZH_TABLE_HEADER_RE",
+    "_ZH_ALIAS_RE",
+    "_ZH_SELF_RE",
+    "_ZH_BED_RE",
+]
+
+
 def find_names(text: str) -> Iterator[Span]:
     found = list(_with_particles(text, list(_english_names(text))))
-    found.extend(_chinese_names(text))
+    if _HAS_HAN.search(text):
+        found.extend(_chinese_names(text))
     seen = set(found)
     for start, end in found:
         yield Span(start, end, NAME, 40)
@@ -1162,3 +1188,7 @@ _ROLE_RE = cues.gate(
     word_start=True,
 )
 _NICK_AFTER_RE = cues.gate(_NICK_AFTER_RE, word_start=True)
+# Every match starts with one of these verbs (either case of its first letter).
+_LOWER_INITIALS_RE = cues.gate(
+    _LOWER_INITIALS_RE, ("transcribed", "dictated", "typed", "entered", "scribed", "signed", "keyed")
+)

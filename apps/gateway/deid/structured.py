@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from . import fastre
+from . import cues, fastre
 from .checksums import card_prefix_ok, cn_id_ok, luhn_ok, ssn_ok, vin_ok
 from .spans import BANK_CARD, CN_ID, CN_MOBILE, DEVICE, EMAIL, FAX, IP, PHONE, SSN, URL, VEHICLE, Span
 
@@ -109,8 +109,67 @@ def find_email(text: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), EMAIL, 90)
 
 
+# Where a URL_RE match can start, found with str.find on the case-folded text instead of entering the
+# matcher at every letter and digit (its second alternative, a bare domain, starts with any of them):
+# a match of the first alternative starts with its scheme or "www." (folded, lead 0); one of the
+# second holds ".com", ".org" … after a run of [A-Za-z0-9.-] of at most 319 characters (63 + 4 × 64),
+# and its look-behind puts its start at the start of that run (no run character before it).
+_URL_SCHEMES = ("http://", "https://", "ftp://", "www.")
+_URL_TLDS = (".com", ".org", ".net", ".edu", ".gov", ".io", ".health", ".cn", ".us", ".uk")
+_URL_RUN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
+_URL_LONGEST_HOST = 63 + 4 * 64
+# More than one anchor every DENSE characters (text written to be slow): one whole-text scan.
+_URL_DENSE = 48
+# Below this many characters one scan costs less than the fourteen look-ups.
+_URL_FIND_FROM = 2048
+
+
+def _url_starts(text: str) -> list[int] | None:
+    """Every position where URL_RE can match, in order; None when they are too dense to be worth it."""
+    folded = cues.fold(text)
+    starts: set[int] = set()
+    budget = len(text) // _URL_DENSE + 1  # anchors found, with or without a start
+    for literal in _URL_SCHEMES:
+        i = folded.find(literal)
+        while i != -1:
+            starts.add(i)
+            budget -= 1
+            if budget < 0:
+                return None
+            i = folded.find(literal, i + 1)
+    for literal in _URL_TLDS:
+        a = folded.find(literal)
+        while a != -1:
+            lo = max(0, a - _URL_LONGEST_HOST - 1)
+            before = text[lo:a]
+            run = len(before) - len(before.rstrip(_URL_RUN))
+            if run < len(before) or lo == 0:  # the run starts inside the window: a match can start there
+                starts.add(a - run)
+            budget -= 1
+            if budget < 0:
+                return None
+            a = folded.find(literal, a + 1)
+    return sorted(starts)
+
+
+def _url_matches(text: str) -> Iterator[re.Match]:
+    """What URL_RE.finditer(text) yields (tests/gateway/test_deid_shortcuts.py compares them)."""
+    starts = _url_starts(text) if len(text) >= _URL_FIND_FROM else None
+    if starts is None:
+        yield from URL_RE.finditer(text)
+        return
+    last = 0
+    match = URL_RE.match
+    for s in starts:
+        if s >= last:
+            m = match(text, s)
+            if m:
+                yield m
+                last = m.end()
+
+
 def find_url(text: str) -> Iterator[Span]:
-    for m in URL_RE.finditer(text):
+    for m in _url_matches(text):
         end = m.end()
         while end > m.start() and text[end - 1] in ".,;:!?)]}'":
             if text[end - 1] == ")" and text.count("(", m.start(), end) >= text.count(")", m.start(), end):
