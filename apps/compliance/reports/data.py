@@ -63,9 +63,9 @@ def family_summary(rows: list[dict]) -> list[dict]:
 
 
 def users_inventory() -> list[dict]:
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from apps.accounts.selectors import users_with_confirmed_device
 
-    with_2fa = set(TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True))
+    with_2fa = users_with_confirmed_device()
     users = get_user_model().objects.prefetch_related("groups").select_related("profile").order_by("username")
     return [
         {
