@@ -256,3 +256,18 @@ def test_web_enrolment_creates_an_sm3_device_in_guomi_mode(guomi, client):
     assert resp.status_code == 302
     device.refresh_from_db()
     assert device.confirmed
+
+
+def test_an_officer_removes_an_sm3_device():
+    """The admin's "remove second factor" action works on SM3 devices too (the same service)."""
+    from apps.accounts.services.devices import remove_second_factor
+    from apps.audit.models import AuditEvent
+
+    officer = make_user("zhou", SECURITY_OFFICER)
+    owner = make_user("qian", SECURITY_OFFICER)
+    device = SM3OTPDevice.objects.create(user=owner, name="token", confirmed=True)
+    _, code = remove_second_factor(device_id=device.pk, actor=officer, device_model=SM3OTPDevice)
+    assert not SM3OTPDevice.objects.filter(pk=device.pk).exists()
+    assert code  # a privileged person left without a device gets an enrolment code
+    event = AuditEvent.objects.filter(event_type="auth.2fa.remove").latest("id")
+    assert event.details["deleted"] == {"accounts.sm3otpdevice": [device.pk]}
