@@ -264,7 +264,18 @@ PKCS11 = {
     "TOKEN": env.str("SOVEREIGN_PKCS11_TOKEN", default=""),
     "PIN_FILE": env.str("SOVEREIGN_PKCS11_PIN_FILE", default=""),
     "KEY_LABEL": env.str("SOVEREIGN_PKCS11_KEY_LABEL", default=""),
+    # the HSM vendor's SM4 wrapping mechanism number (no PKCS#11 standard defines SM4), e.g. 0x8000a201;
+    # keys.sm4_key_wrapping looks for it in the token's mechanism list (docs/compliance.md, 国密)
+    "SM4_WRAP_MECHANISM": int(env.str("SOVEREIGN_PKCS11_SM4_WRAP_MECHANISM", default="0") or "0", 0),
 }
+# one-time passwords of new enrolments: "TOTP-SHA1" (RFC 6238, authenticator apps) or "SM3" (GM/T 0021);
+# empty: SM3 in 国密 mode (SOVEREIGN_ARTIFACT_SUITE=SM4-GCM), TOTP-SHA1 otherwise (apps.accounts.otp)
+OTP_ALGORITHM = env.str("SOVEREIGN_OTP_ALGORITHM", default="")
+if OTP_ALGORITHM not in ("", "TOTP-SHA1", "SM3"):
+    raise ImproperlyConfigured(f"SOVEREIGN_OTP_ALGORITHM must be TOTP-SHA1 or SM3, not {OTP_ALGORITHM!r}")
+# GB/T 39786 8.2: the TLCP (GB/T 38636) gateway in front of the portal and Triton, if any (free text,
+# e.g. "tlcp-gw.example:443 (vendor, model, certificate no.)"); transit.tlcp also needs an attestation
+TLCP_TERMINATOR = env.str("SOVEREIGN_TLCP_TERMINATOR", default="")
 ARTIFACT_SUITE = env.str("SOVEREIGN_ARTIFACT_SUITE", default="AES-256-GCM")  # or SM4-GCM (国密)
 if ARTIFACT_SUITE not in ("AES-256-GCM", "SM4-GCM"):
     raise ImproperlyConfigured(f"SOVEREIGN_ARTIFACT_SUITE must be AES-256-GCM or SM4-GCM, not {ARTIFACT_SUITE!r}")

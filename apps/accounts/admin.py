@@ -30,7 +30,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 
 from . import services
-from .models import ApiToken
+from .models import ApiToken, SM3OTPDevice
 from .otp import second_factor_at
 from .roles import AUDITOR, ROLES, SECURITY_OFFICER
 from .services.devices import remove_second_factor
@@ -332,7 +332,7 @@ class SecondFactorAdmin(SecurityRecordAdmin):
     )
     def remove_second_factor(self, request, queryset):
         for device in queryset.select_related("user"):
-            done = run_service(self, request, remove_second_factor, device_id=device.pk)
+            done = run_service(self, request, remove_second_factor, device_id=device.pk, device_model=self.model)
             if done is None:
                 continue
             self.message_user(request, f"Second factor {device.name!r} of {device.user} removed", messages.SUCCESS)
@@ -387,6 +387,7 @@ class AccessLogAdmin(SecurityRecordAdmin):
 
 _replace(Group, RoleGroupAdmin)
 _replace(TOTPDevice, SecondFactorAdmin)
+_replace(SM3OTPDevice, SecondFactorAdmin)
 _replace(AccessAttempt, AccessAttemptAdmin)
 _replace(AccessFailureLog, AccessFailureLogAdmin)
 _replace(AccessLog, AccessLogAdmin)

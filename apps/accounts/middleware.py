@@ -93,9 +93,9 @@ class AccountGateMiddleware:
     def _second_factor(self, request, user):
         if user.is_verified():
             return None
-        from django_otp.plugins.otp_totp.models import TOTPDevice
+        from .otp import has_confirmed_device
 
-        enrolled = TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+        enrolled = has_confirmed_device(user)
         target = reverse("accounts:2fa-verify" if enrolled else "accounts:2fa-setup")
         if request.path in (target, reverse("admin:logout")):
             return None

@@ -3,6 +3,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 TOKEN_PREFIX = "svt_"
@@ -157,3 +158,77 @@ class EnrolmentCode(models.Model):
 
     def is_usable(self, now=None) -> bool:
         return self.used_at is None and self.voided_at is None and (now or timezone.now()) < self.expires_at
+
+
+def _sm3_otp_key() -> str:
+    from django_otp.util import random_hex
+
+    return random_hex(32)
+
+
+class SM3OTPDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A one-time-password device whose codes are SM3 OTP (GM/T 0021-2012, apps.accounts.sm3otp),
+    time-based: enrolled instead of django-otp's HMAC-SHA1 TOTPDevice when 国密 mode is on
+    (apps.accounts.otp.otp_algorithm()). django-otp finds it like any device (match_token)."""
+
+    key = models.CharField(max_length=128, default=_sm3_otp_key, help_text="Hex-encoded seed (256 bits).")
+    step = models.PositiveSmallIntegerField(default=60)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    last_t = models.BigIntegerField(default=-1)
+
+    algorithm = "SM3"
+
+    class Meta(Device.Meta):
+        verbose_name = "SM3 OTP device"
+
+    @property
+    def bin_key(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+    def token_at(self, t: int) -> str:
+        from .sm3otp import sm3_otp
+
+        return sm3_otp(self.bin_key, t=t, digits=self.digits)
+
+    def verify_token(self, token) -> bool:
+        import hmac
+        import time
+
+        from .sm3otp import time_factor
+
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        token = str(token).strip()
+        now_t = time_factor(time.time(), self.step, self.t0)
+        match = None
+        if token.isdigit() and len(token) == self.digits:
+            for t in range(now_t - self.tolerance, now_t + self.tolerance + 1):
+                if t > self.last_t and hmac.compare_digest(self.token_at(t), token):
+                    match = t
+                    break
+        if match is None:
+            self.throttle_increment(commit=True)
+            return False
+        self.last_t = match
+        self.throttle_reset(commit=False)
+        self.set_last_used_timestamp(commit=False)
+        self.save()
+        return True
+
+    def get_throttle_factor(self):
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+    @property
+    def config_url(self) -> str:
+        """The seed for provisioning an SM3 OTP token, in the otpauth form with algorithm=SM3
+        (common authenticator apps do not implement SM3: use a GM/T 0021 token or app)."""
+        from base64 import b32encode
+        from urllib.parse import quote, urlencode
+
+        params = urlencode(
+            {"secret": b32encode(self.bin_key), "algorithm": "SM3", "digits": self.digits, "period": self.step}
+        )
+        return f"otpauth://totp/{quote(self.user.get_username())}?{params}"

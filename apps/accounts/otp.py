@@ -26,3 +26,55 @@ def second_factor_at(request) -> datetime | None:
     session = getattr(request, "session", None)
     stamp = session.get(OTP_AT) if session is not None else None
     return datetime.fromtimestamp(stamp, UTC) if stamp else None
+
+
+TOTP_SHA1, SM3 = "TOTP-SHA1", "SM3"
+
+
+def otp_algorithm() -> str:
+    """The one-time-password algorithm new enrolments get: SOVEREIGN_OTP_ALGORITHM if set, else SM3
+    (GM/T 0021) in 国密 mode (SOVEREIGN_ARTIFACT_SUITE=SM4-GCM) and HMAC-SHA1 TOTP otherwise."""
+    from django.conf import settings
+
+    chosen = getattr(settings, "OTP_ALGORITHM", "") or ""
+    if chosen:
+        return chosen
+    return SM3 if settings.ARTIFACT_SUITE == "SM4-GCM" else TOTP_SHA1
+
+
+def enrol_model():
+    """The device model a new enrolment creates (apps.accounts.otp.otp_algorithm())."""
+    if otp_algorithm() == SM3:
+        from .models import SM3OTPDevice
+
+        return SM3OTPDevice
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice
+
+
+def device_models() -> tuple:
+    """Every one-time-password device model a person may hold."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from .models import SM3OTPDevice
+
+    return (TOTPDevice, SM3OTPDevice)
+
+
+def confirmed_devices(user) -> list:
+    return [d for model in device_models() for d in model.objects.filter(user=user, confirmed=True)]
+
+
+def has_confirmed_device(user) -> bool:
+    return any(model.objects.filter(user=user, confirmed=True).exists() for model in device_models())
+
+
+def users_with_confirmed_device() -> set[int]:
+    return {
+        pk for model in device_models() for pk in model.objects.filter(confirmed=True).values_list("user_id", flat=True)
+    }
+
+
+def device_algorithm(device) -> str:
+    return SM3 if getattr(device, "algorithm", "") == SM3 else TOTP_SHA1

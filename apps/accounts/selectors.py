@@ -5,7 +5,9 @@ A role is held through its group, a break-glass grant, the superuser flag (every
 every role), or through any one of the role's own powers — a permission that no other exclusive
 role has — reaching the user by another path: a direct user permission, another group, or a role
 group whose permissions were changed. Group names alone miss the last three (a person in the admin
-group who was also given `audit.view_auditevent` directly holds the auditor's power)."""
+group who was also given `audit.view_auditevent` directly holds the auditor's power).
+
+Also people's second-factor devices and the one-time-password algorithm (apps.accounts.otp)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from .models import EmergencyAccess
+from .otp import (
+    SM3,
+    TOTP_SHA1,
+    confirmed_devices,
+    device_algorithm,
+    has_confirmed_device,
+    otp_algorithm,
+    users_with_confirmed_device,
+)
 from .roles import EXCLUSIVE, PERMISSIONS, ROLES
 
 
@@ -82,3 +93,16 @@ def _group_permissions(groups: set[str]) -> dict[str, set[str]]:
     for group, app, code in rows:
         out[group].add(f"{app}.{code}")
     return out
+
+
+__all__ = [
+    "SM3",
+    "TOTP_SHA1",
+    "confirmed_devices",
+    "device_algorithm",
+    "effective_roles",
+    "exclusive_powers",
+    "has_confirmed_device",
+    "otp_algorithm",
+    "users_with_confirmed_device",
+]

@@ -19,12 +19,12 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django_otp import match_token
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import Source
 from apps.core.errors import ServiceError
 
 from .models import EnrolmentCode
+from .otp import confirmed_devices, device_models, enrol_model, has_confirmed_device
 from .otp import verified as otp_verified
 from .services import change_own_password, confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
 from .services.policy import is_privileged
@@ -66,16 +66,16 @@ def totp_setup(request):
     password alone does not enrol); the secret is shown only after that, on a device created
     then, so a secret anyone saw before is worthless."""
     user = request.user
-    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+    if has_confirmed_device(user):
         return HttpResponseRedirect(f"/accounts/2fa/verify/?next={_next(request)}")
     code_id = None
     if is_privileged(user):
         code_id = _accepted_code(request)
         if code_id is None:
             return _ask_enrolment_code(request)
-        device = TOTPDevice.objects.filter(pk=request.session.get(ENROL_DEVICE), user=user, confirmed=False).first()
+        device = enrol_model().objects.filter(pk=request.session.get(ENROL_DEVICE), user=user, confirmed=False).first()
     else:
-        device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+        device = enrol_model().objects.filter(user=user, confirmed=False).first()
     if device is None:
         device = _fresh_device(request)
     form = CodeForm(request.POST or None)
@@ -146,8 +146,9 @@ def _ask_enrolment_code(request):
 
 def _fresh_device(request):
     """A new unconfirmed device (any earlier unconfirmed one, and the secret it showed, is gone)."""
-    TOTPDevice.objects.filter(user=request.user, confirmed=False).delete()
-    device = TOTPDevice.objects.create(user=request.user, confirmed=False, name="authenticator")
+    for model in device_models():
+        model.objects.filter(user=request.user, confirmed=False).delete()
+    device = enrol_model().objects.create(user=request.user, confirmed=False, name="authenticator")
     request.session[ENROL_DEVICE] = device.pk
     return device
 
@@ -156,7 +157,7 @@ def _fresh_device(request):
 def totp_verify(request):
     """Enter the current code of the enrolled authenticator."""
     form = CodeForm(request.POST or None)
-    enrolled = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
+    enrolled = next(iter(confirmed_devices(request.user)), None)
     if request.method == "POST" and form.is_valid() and _not_throttled(form, enrolled):
         device = match_token(request.user, form.cleaned_data["code"].strip())
         if device is not None:

@@ -70,21 +70,76 @@ def hsm_settings(settings, softhsm_token):
     return settings
 
 
-def test_kek_in_hsm_flips_with_the_provider(hsm_settings):
+def test_kek_in_hsm_fails_on_softhsm_and_with_a_local_file(hsm_settings, softhsm_token):
+    """The real SoftHSM2 token: non-extractable KEK, but a software token — the check reads the
+    token's CK_TOKEN_INFO and refuses to call it an HSM."""
     hsm_settings.KEK_PROVIDER = "pkcs11"
-    status, evidence, _ = evaluate("dengbao-l3", "GB/T 39786 8.4 i,j", guomi=True)
-    assert status == "pass", evidence
-    keys = check_of(evidence, "keys.kek_in_hsm")["keys"]
-    assert keys[KEY_LABEL] == {"present": True, "extractable": False, "sensitive": True, "token_object": True}
+    status, evidence, remedy = evaluate("hipaa", "164.312(a)(2)(iv)")
+    ev = check_of(evidence, "keys.kek_in_hsm")
+    assert status == "fail", evidence
+    assert "software token — development only" in ev["summary"]
+    assert ev["keys"][KEY_LABEL] == {"present": True, "extractable": False, "sensitive": True, "token_object": True}
+    info = ev["token_info"]
+    assert info["manufacturer"] == "SoftHSM project" and info["model"] == "SoftHSM v2"
+    assert info["serial"] and info["library"] == softhsm_token.module and info["hardware_slot"] is False
+    assert "SoftHSM2 is for development" in remedy
 
     hsm_settings.KEK_PROVIDER = "local"
-    status, evidence, remedy = evaluate("dengbao-l3", "GB/T 39786 8.4 i,j", guomi=True)
-    assert status == "fail"
-    assert check_of(evidence, "keys.kek_in_hsm")["KEK_PROVIDER"] == "local"
+    status, evidence, remedy = evaluate("hipaa", "164.312(a)(2)(iv)")
+    ev = check_of(evidence, "keys.kek_in_hsm")
+    assert status == "fail" and "(a local file)" in ev["summary"]
+    assert ev["KEK_PROVIDER"] == "local" and ev["local_kek_file"] == hsm_settings.LOCAL_KEK_FILE
     assert "SOVEREIGN_KEK_PROVIDER=pkcs11" in remedy
 
+
+def test_kek_in_hsm_passes_only_for_a_hardware_token(hsm_settings, monkeypatch):
+    """The pass branch. No hardware HSM exists on this machine, so the token-info read (and only
+    it) is patched: the real SoftHSM2 token's info with its description replaced by a hardware
+    token's and CKF_HW_SLOT set. The KEK attributes are still read from the real token. The fail
+    branch above uses the real SoftHSM2 unpatched."""
+    from apps.compliance.checks import keystore
+
+    real = keystore.read_token_info
+
+    def hardware(**changes):
+        def read():
+            return {**real(), **changes}
+
+        return read
+
     hsm_settings.KEK_PROVIDER = "pkcs11"
-    assert evaluate("dengbao-l3", "GB/T 39786 8.4 i,j", guomi=True)[0] == "pass"
+    monkeypatch.setattr(
+        keystore,
+        "read_token_info",
+        hardware(
+            manufacturer="Example HSM Co.",
+            model="EX-9000",
+            slot_description="EX-9000 PCIe",
+            slot_manufacturer="Example HSM Co.",
+            hardware_slot=True,
+        ),
+    )
+    status, evidence, _ = evaluate("hipaa", "164.312(a)(2)(iv)")
+    assert status == "pass", evidence
+    assert "EX-9000" in check_of(evidence, "keys.kek_in_hsm")["summary"]
+
+    # a hardware-looking name on a slot without CKF_HW_SLOT is not enough
+    monkeypatch.setattr(
+        keystore,
+        "read_token_info",
+        hardware(manufacturer="Example HSM Co.", model="EX-9000", slot_description="EX", slot_manufacturer="Example"),
+    )
+    status, evidence, _ = evaluate("hipaa", "164.312(a)(2)(iv)")
+    assert status == "fail" and "CKF_HW_SLOT" in check_of(evidence, "keys.kek_in_hsm")["summary"]
+
+    # a hardware slot flag does not redeem a known software token (openCryptoki's swtok)
+    monkeypatch.setattr(
+        keystore,
+        "read_token_info",
+        hardware(manufacturer="IBM", model="Soft Token", slot_manufacturer="IBM", hardware_slot=True),
+    )
+    status, evidence, _ = evaluate("hipaa", "164.312(a)(2)(iv)")
+    assert status == "fail" and "software token — development only" in check_of(evidence, "keys.kek_in_hsm")["summary"]
 
 
 def test_extractable_kek_on_the_hsm_fails(hsm_settings, softhsm_token):

@@ -1,6 +1,6 @@
 """国密 mode: compliance reports are signed with SM2 (statement alg SM2-SM3, SM3 file digest),
-`verify_report` verifies them and any changed byte breaks them; GB/T 39786 8.4 h passes with
-evidence when SM2 is in use and fails with ECDSA."""
+`verify_report` verifies them and any changed byte breaks them; GB/T 39786 8.4 h fails with ECDSA,
+and with SM2 too while the SM2 key is a local file (not in a cryptographic module)."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ def test_guomi_report_is_sm2_signed_and_one_byte_breaks_it(
     with pytest.raises(CommandError, match="NOT VERIFIED"):
         call_command("verify_report", str(pdf), str(tmp_path / "relabelled.sig"))
 
-    # The report's 8.4 h row is a pass, with the signing evidence.
+    # The report's 8.4 h row fails: SM2 is in use, but its key is a local file.
     rows = {c["id"]: c for c in json.loads(path_of(report, "json").read_text())["controls"]}
-    assert rows["GB/T 39786 8.4 h"]["status"] == "pass", rows["GB/T 39786 8.4 h"]
+    assert rows["GB/T 39786 8.4 h"]["status"] == "fail", rows["GB/T 39786 8.4 h"]
 
 
 def test_ecdsa_reports_still_verify_after_the_switch(settings, tmp_path):
@@ -84,7 +84,7 @@ def test_ecdsa_reports_still_verify_after_the_switch(settings, tmp_path):
         get_signer.cache_clear()
 
 
-def test_8_4_h_passes_with_sm2_and_fails_with_ecdsa(settings):
+def test_8_4_h_fails_with_ecdsa_and_with_a_local_sm2_key(settings):
     fill(2)
     status, evidence, remedy = evaluate("dengbao-l3", "GB/T 39786 8.4 h", guomi=True)
     assert status == "fail" and "SOVEREIGN_ARTIFACT_SUITE=SM4-GCM" in remedy
@@ -97,7 +97,8 @@ def test_8_4_h_passes_with_sm2_and_fails_with_ecdsa(settings):
         seal_pending(checkpoint=True)
         status, evidence, _ = evaluate("dengbao-l3", "GB/T 39786 8.4 h", guomi=True)
         ev = check_of(evidence, "signing.sm2")
-        assert status == "pass", evidence
+        assert status == "fail", evidence
+        assert "signing key in a local file, not in a certified cryptographic module" in ev["summary"]
         assert ev["sig_alg"] == "sm2-sm3" and ev["key_id"] == get_signer().key_id
         assert ev["last_checkpoint"]["sig_alg"] == "sm2-sm3"
         assert ev["checkpoints_by_sig_alg"] == {"ecdsa-p256-sha256": 1, "sm2-sm3": 1}

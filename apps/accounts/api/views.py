@@ -6,7 +6,6 @@ from django.contrib.auth import authenticate, get_user_model, login
 from django.db.models import Count
 from django.utils import timezone
 from django_otp import match_token
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -22,7 +21,7 @@ from apps.core.errors import ServiceError, get_or_404
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
-from ..otp import second_factor_at
+from ..otp import confirmed_devices, has_confirmed_device, second_factor_at
 from ..otp import verified as otp_verified
 from ..roles import PRIVILEGED
 from . import serializers as s
@@ -369,7 +368,7 @@ class LoginView(APIView):
             raise ServiceError("invalid_credentials", "invalid user name or password", 401)
         device = None
         if user.is_superuser or services.roles_of(user) & PRIVILEGED:
-            if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+            if not has_confirmed_device(user):
                 raise ServiceError(
                     "otp_enrolment_required", "enrol a TOTP device in the portal first (/accounts/2fa/setup/)", 403
                 )
@@ -394,7 +393,7 @@ def _throttle_wait(user) -> int:
     """django-otp makes a device wait after a wrong code (1 s, then 2, 4 ...) and refuses even the
     right code meanwhile: the seconds left, so that the caller is told to wait (429 with
     Retry-After) rather than that its right code is wrong, and the early try is not one more failure."""
-    for device in TOTPDevice.objects.filter(user=user, confirmed=True):
+    for device in confirmed_devices(user):
         allowed, info = device.verify_is_allowed()
         if not allowed and info and info.get("locked_until"):
             return max(1, math.ceil((info["locked_until"] - timezone.now()).total_seconds()))

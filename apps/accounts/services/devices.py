@@ -12,6 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import get_or_404
 
+from ..otp import has_confirmed_device
 from .enrolment import issue_enrolment_code
 from .policy import Forbidden, is_officer, is_privileged, is_system
 
@@ -28,13 +29,16 @@ def require_security_officer(actor, target_user, *, what: str) -> None:
         raise Forbidden("self_change_forbidden", f"nobody may {what} on their own account; ask another officer")
 
 
-def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> tuple[TOTPDevice, str | None]:
-    """Delete one TOTP device. The person's sessions verified by it stop being verified at their next
-    request (django-otp finds no device). Alerting. Returns the removed device and, when a privileged
+def remove_second_factor(
+    *, device_id: int, actor, source: Source = SYSTEM, device_model=TOTPDevice
+) -> tuple[TOTPDevice, str | None]:
+    """Delete one one-time-password device (`device_model`: TOTPDevice, or SM3OTPDevice in 国密
+    mode). The person's sessions verified by it stop being verified at their next request
+    (django-otp finds no device). Alerting. Returns the removed device and, when a privileged
     person has no confirmed device left, the plaintext of their new enrolment code (else None)."""
     with transaction.atomic():
         device = get_or_404(
-            TOTPDevice.objects.select_for_update().select_related("user"),
+            device_model.objects.select_for_update().select_related("user"),
             "device_not_found",
             f"no second-factor device with id {device_id}",
             pk=device_id,
@@ -52,10 +56,10 @@ def remove_second_factor(*, device_id: int, actor, source: Source = SYSTEM) -> t
             actor=actor,
             source=source,
             target=owner,
-            details={"alert": True, "device": removed, "deleted": {"otp_totp.totpdevice": [removed["id"]]}},
+            details={"alert": True, "device": removed, "deleted": {device_model._meta.label_lower: [removed["id"]]}},
         )
         code = None
-        if is_privileged(owner) and not TOTPDevice.objects.filter(user=owner, confirmed=True).exists():
+        if is_privileged(owner) and not has_confirmed_device(owner):
             _, code = issue_enrolment_code(user=owner, actor=actor, source=source)
     device.pk = removed["id"]
     return device, code

@@ -14,6 +14,7 @@ from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.errors import ServiceError
 
 from ..models import EnrolmentCode
+from ..otp import device_algorithm
 
 # No 0/O, 1/I/L: the code is read out or typed by a person. 16 characters: 80 bits.
 _ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -31,9 +32,9 @@ def _digest(code: str) -> str:
 def void_totp_devices(user, *, actor, source: Source = SYSTEM) -> int:
     """Forget the user's TOTP devices (audited when there were any): the next enrolment needs an
     enrolment code. Called inside the transaction of the role or break-glass change that needs it."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from ..otp import device_models
 
-    voided = TOTPDevice.objects.filter(user=user).delete()[0]
+    voided = sum(model.objects.filter(user=user).delete()[0] for model in device_models())
     if voided:
         record_event("auth.2fa.void", actor=actor, source=source, target=user, details={"devices": voided})
     return voided
@@ -98,5 +99,5 @@ def confirm_totp_enrolment(*, user, device, code_id: int | None, source: Source 
             actor=user,
             source=source,
             target=user,
-            details={"device": device.name, "enrolment_code": code_id},
+            details={"device": device.name, "algorithm": device_algorithm(device), "enrolment_code": code_id},
         )

@@ -47,7 +47,7 @@ def privileged_2fa(ctx) -> CheckResult:
     group, break-glass, the superuser flag, or a role's own power through a direct permission or
     another group. The 2FA gate enforces a second factor on the first three; a power held the other
     ways escapes it, so it fails here whatever the person's devices."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from apps.accounts.selectors import users_with_confirmed_device
 
     held = _effective(ctx)
     users = _active_users().filter(Q(pk__in=privileged_users().values("pk")) | Q(username__in=list(held)))
@@ -57,7 +57,7 @@ def privileged_2fa(ctx) -> CheckResult:
         for name, roles in held.items()
         if name not in gated and not any(how == "break-glass" for hows in roles.values() for how in hows)
     }
-    enrolled = set(TOTPDevice.objects.filter(confirmed=True, user__in=users).values_list("user_id", flat=True))
+    enrolled = users_with_confirmed_device()  # TOTP or SM3 OTP devices
     missing = sorted(u.get_username() for u in users if u.pk not in enrolled)
     tokens = get_user_model().objects.filter(pk__in=users.values("pk"), api_tokens__revoked_at__isnull=True)
     evidence = {
@@ -84,6 +84,49 @@ def privileged_2fa(ctx) -> CheckResult:
             "remove privileged permissions given directly or through other groups (assign the role instead).",
         )
     return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
+
+
+@register("access.sm3_otp")
+def sm3_otp(ctx) -> CheckResult:
+    """GB/T 39786 8.4 a in 国密 mode: the cryptographic authentication technique must be an approved
+    algorithm. Reads every confirmed device of every privileged user: HMAC-SHA1 TOTP fails, SM3 OTP
+    (GM/T 0021, apps.accounts.sm3otp) passes. Proves which algorithm verifies the codes; not that the
+    person's token is a certified product."""
+    from apps.accounts.selectors import SM3, confirmed_devices, device_algorithm, otp_algorithm
+
+    users = list(privileged_users().order_by("username"))
+    by_user = {}
+    for u in users:
+        by_user[u.get_username()] = sorted(device_algorithm(d) for d in confirmed_devices(u))
+    sha1 = sorted(name for name, algs in by_user.items() if any(a != SM3 for a in algs))
+    without = sorted(name for name, algs in by_user.items() if not algs)
+    evidence = {
+        "enrolment_algorithm": otp_algorithm(),
+        "privileged_users": len(users),
+        "devices_by_user": dict(list(by_user.items())[:LIST_LIMIT]),
+        "totp_sha1_users": sha1[:LIST_LIMIT],
+        "without_device": without[:LIST_LIMIT],
+    }
+    problems = []
+    if sha1:
+        problems.append(
+            f"HMAC-SHA1 TOTP is not an approved 国密 algorithm: {len(sha1)} privileged user(s) hold TOTP-SHA1 devices"
+        )
+    if without:
+        problems.append(f"{len(without)} privileged user(s) have no confirmed one-time-password device")
+    if otp_algorithm() != SM3:
+        problems.append(f"new enrolments use {otp_algorithm()}, not SM3 OTP")
+    if problems:
+        return CheckResult(
+            FAIL,
+            "; ".join(problems),
+            evidence,
+            "Set SOVEREIGN_OTP_ALGORITHM=SM3 (the default in 国密 mode), remove the listed users' TOTP-SHA1 devices "
+            "(a security officer, /api/v1/accounts/) and have them enrol an SM3 OTP token (GM/T 0021).",
+        )
+    if not users:
+        return CheckResult(NA, "no privileged user", evidence)
+    return CheckResult(PASS, f"all {len(users)} privileged user(s) authenticate with SM3 OTP (GM/T 0021)", evidence)
 
 
 @register("accounts.unique_users")

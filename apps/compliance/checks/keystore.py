@@ -55,18 +55,100 @@ def inspect_hsm_keys(labels: list[str]) -> dict[str, dict]:
     return found
 
 
+# Tokens that are software however they describe themselves: matched (lower case) against the
+# token's manufacturer and model and the slot's description and manufacturer.
+SOFTWARE_TOKENS = (
+    "softhsm",  # SoftHSM v1/v2 ("SoftHSM project" / "SoftHSM v2")
+    "softtoken",  # Solaris / Oracle pkcs11_softtoken
+    "soft token",
+    "swtok",  # openCryptoki's software token
+    "software",  # "IBM OS/software", "Software token", ...
+    "mozilla foundation",  # NSS softokn
+    "nss certificate db",
+    "kryoptic",  # a software PKCS#11 token
+    "gnome-keyring",
+)
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value or "").strip()
+
+
+def read_token_info() -> dict:
+    """What the configured PKCS#11 module says of the configured token and its slot (CK_TOKEN_INFO,
+    CK_SLOT_INFO) and which mechanisms it offers: read live, no login needed."""
+    from inference_backend import pkcs11_kek as p11
+
+    cfg = settings.PKCS11
+    module = cfg["MODULE"] or p11.DEFAULT_MODULE
+    lib = p11._load_module(module)
+    token = p11._get_token(lib, module, cfg["TOKEN"])
+    with p11._module_lock(module):
+        slot = token.slot
+        mechanisms = sorted(int(m) for m in slot.get_mechanisms())
+        slot_flags = int(slot.flags)
+        info = {
+            "library": module,
+            "token_label": _text(token.label),
+            "manufacturer": _text(token.manufacturer_id),
+            "model": _text(token.model),
+            "serial": _text(token.serial),
+            "token_flags": int(token.flags),
+            "slot_description": _text(slot.slot_description),
+            "slot_manufacturer": _text(slot.manufacturer_id),
+            "hardware_slot": bool(slot_flags & 0x4),  # CKF_HW_SLOT
+            "mechanisms": mechanisms,
+        }
+    return info
+
+
+def software_token_marker(info: dict) -> str | None:
+    """The known software-token name found in the token's or slot's description, if any."""
+    said = " ".join(info.get(k, "") for k in ("manufacturer", "model", "slot_description", "slot_manufacturer"))
+    return next((m for m in SOFTWARE_TOKENS if m in said.lower()), None)
+
+
+def token_evidence(info: dict) -> dict:
+    keys = ("library", "manufacturer", "model", "serial", "slot_description", "hardware_slot")
+    return {k: info[k] for k in keys}
+
+
+def describe_token(info: dict) -> str:
+    """How a report names the token: "SoftHSM v2 (SoftHSM project), software token — development
+    only" or "<model> (<manufacturer>), hardware slot"."""
+    name = f"{info['model']} ({info['manufacturer']})"
+    if software_token_marker(info) or not info["hardware_slot"]:
+        return f"{name}, software token — development only"
+    return f"{name}, hardware slot"
+
+
 @register("keys.kek_in_hsm")
 def kek_in_hsm(ctx) -> CheckResult:
+    """The KEK is in a hardware token: the PKCS#11 provider, a token whose CK_TOKEN_INFO /
+    CK_SLOT_INFO name no known software token and whose slot reports CKF_HW_SLOT, and each KEK
+    version non-extractable and sensitive there. SoftHSM2 always fails: it is a software token.
+    What it cannot prove: that the hardware is certified (GM/T 0028 / FIPS 140) — the token says
+    what it is, the certificate is the assessor's to see."""
     evidence = {"KEK_PROVIDER": settings.KEK_PROVIDER, "token": settings.PKCS11["TOKEN"] or None}
     evidence.update(override_evidence("local_kek"))
     if settings.KEK_PROVIDER != "pkcs11" or "insecure_override" in evidence:
+        where = settings.LOCAL_KEK_FILE if settings.KEK_PROVIDER == "local" else None
+        if where:
+            evidence["local_kek_file"] = where
         return CheckResult(
             FAIL,
-            f"the KEK is held by the {settings.KEK_PROVIDER!r} provider, not an HSM" + override_note(evidence),
+            f"the KEK is held by the {settings.KEK_PROVIDER!r} provider"
+            + (" (a local file)" if where else "")
+            + ", not an HSM"
+            + override_note(evidence),
             evidence,
             "Set SOVEREIGN_KEK_PROVIDER=pkcs11 (with SOVEREIGN_PKCS11_MODULE, _TOKEN, _PIN_FILE, _KEY_LABEL) and "
             "rotate the KEK so every data key is wrapped inside the HSM.",
         )
+    info = read_token_info()
+    evidence["token_info"] = token_evidence(info)
     keys = inspect_hsm_keys(_hsm_labels())
     evidence["keys"] = keys
     bad = [
@@ -74,15 +156,34 @@ def kek_in_hsm(ctx) -> CheckResult:
         for label, k in keys.items()
         if not k["present"] or k["extractable"] or not k["sensitive"] or not k["token_object"]
     ]
+    marker = software_token_marker(info)
+    problems = []
+    if marker:
+        problems.append(
+            f"software token — development only: {info['model']} by {info['manufacturer']} "
+            f"(serial {info['serial']}, library {info['library']}) is a software token ({marker!r}), not an HSM"
+        )
+    elif not info["hardware_slot"]:
+        problems.append(
+            f"software token — development only: the slot {info['slot_description']!r} of {info['library']} "
+            "does not report a hardware slot (CKF_HW_SLOT)"
+        )
     if bad:
+        problems.append(f"KEK(s) missing or extractable on the token: {', '.join(bad)}")
+    if problems:
         return CheckResult(
             FAIL,
-            f"KEK(s) missing or extractable on the HSM: {', '.join(bad)}",
+            "; ".join(problems),
             evidence,
-            "Create a new KEK version on the HSM with EXTRACTABLE=false, SENSITIVE=true (rotate the KEK) and "
-            "retire the listed ones.",
+            "Point SOVEREIGN_PKCS11_MODULE at a hardware HSM's PKCS#11 library (SoftHSM2 is for development), "
+            "create a KEK there with EXTRACTABLE=false, SENSITIVE=true and rotate the KEK; retire any listed KEK.",
         )
-    return CheckResult(PASS, f"{len(keys)} KEK version(s) in the HSM, non-extractable and sensitive", evidence)
+    return CheckResult(
+        PASS,
+        f"{len(keys)} KEK version(s) in the hardware token {info['model']} ({info['manufacturer']}, serial "
+        f"{info['serial']}), non-extractable and sensitive",
+        evidence,
+    )
 
 
 @register("keys.artifacts_encrypted")
@@ -153,6 +254,83 @@ def guomi_suite_configured(ctx) -> CheckResult:
     return CheckResult(PASS, "new artifacts are encrypted with SM4-GCM", evidence)
 
 
+# How vendors number their SM4 mechanisms (CKM_VENDOR_DEFINED + n): no PKCS#11 standard defines
+# SM4, so an HSM's SM4 wrapping mechanism is declared with SOVEREIGN_PKCS11_SM4_WRAP_MECHANISM (its
+# number from the vendor's pkcs11 header) and must then appear in the token's mechanism list.
+CKM_VENDOR_DEFINED = 0x80000000
+
+
+def _mechanism_names(codes: list[int]) -> list[str]:
+    import pkcs11
+
+    out = []
+    for code in codes:
+        try:
+            out.append(pkcs11.Mechanism(code).name)
+        except ValueError:
+            out.append(hex(code))
+    return out
+
+
+@register("keys.sm4_key_wrapping")
+def sm4_key_wrapping(ctx) -> CheckResult:
+    """GB/T 39786 8.4 e / chapter 5: SM4 data keys are wrapped with SM4 inside the cryptographic
+    module. Reads how the KEK provider wraps (AES-KWP, CKM_AES_KEY_WRAP_PAD, is the only wrapping
+    implemented) and the token's mechanism list: fails naming the module when it offers no SM4
+    mechanism, and fails too when it offers one, because the provider does not use it yet."""
+    from inference_backend import pkcs11_kek as p11
+
+    declared = settings.PKCS11.get("SM4_WRAP_MECHANISM") or None
+    evidence = {
+        "KEK_PROVIDER": settings.KEK_PROVIDER,
+        "ARTIFACT_SUITE": settings.ARTIFACT_SUITE,
+        "wrapping": "AES-KWP (RFC 5649)",
+        "declared_sm4_wrap_mechanism": hex(declared) if declared else None,
+    }
+    if settings.KEK_PROVIDER != "pkcs11":
+        return CheckResult(
+            FAIL,
+            f"data keys are wrapped with AES-KWP in software by the {settings.KEK_PROVIDER!r} KEK provider, "
+            "not with SM4 in a cryptographic module",
+            evidence,
+            "Use SOVEREIGN_KEK_PROVIDER=pkcs11 with an HSM that offers an SM4 wrapping mechanism.",
+        )
+    info = read_token_info()
+    module = info["library"]
+    mechanisms = info["mechanisms"]
+    vendor = [m for m in mechanisms if m >= CKM_VENDOR_DEFINED]
+    evidence.update(
+        token_info=token_evidence(info),
+        wrapping=f"CKM_AES_KEY_WRAP_PAD (AES-KWP, RFC 5649), as {p11.__name__} wraps",
+        mechanisms=len(mechanisms),
+        vendor_mechanisms=[hex(m) for m in vendor],
+        aes_kwp_offered="AES_KEY_WRAP_PAD" in _mechanism_names(mechanisms),
+    )
+    offered = declared is not None and declared in mechanisms
+    evidence["sm4_mechanism_offered"] = offered
+    if not offered:
+        why = (
+            f"the declared SM4 mechanism {hex(declared)} is not in its mechanism list"
+            if declared
+            else f"no SM4 mechanism in {module}"
+            + (f" ({len(vendor)} vendor mechanism(s), none declared as SM4)" if vendor else "")
+        )
+        return CheckResult(
+            FAIL,
+            f"the HSM wraps SM4 data keys with AES-KWP: {why}",
+            evidence,
+            "Use an HSM whose PKCS#11 module offers SM4 wrapping (GM/T 0028 certified) and declare its mechanism "
+            "number in SOVEREIGN_PKCS11_SM4_WRAP_MECHANISM.",
+        )
+    return CheckResult(
+        FAIL,
+        f"the HSM wraps SM4 data keys with AES-KWP: {module} offers SM4 mechanism {hex(declared)}, "
+        "but Sovereign's PKCS#11 provider implements only CKM_AES_KEY_WRAP_PAD",
+        evidence,
+        "SM4 wrapping through a vendor mechanism is not implemented yet: the control stays failed until it is.",
+    )
+
+
 @register("keys.artifact_suites")
 def artifact_suites(ctx) -> CheckResult:
     from apps.registry.models import Artifact
@@ -195,10 +373,34 @@ def no_stray_files(ctx) -> CheckResult:
     return CheckResult(PASS, "the artifact store holds only ciphertext of registered artifacts", evidence)
 
 
+def signing_key_provider(signer: dict) -> dict:
+    """Where the audit/report signing key really is, from `signing_key_status()`: a local key file
+    (development), or a PKCS#11 token named by its model, "software token — development only" for
+    SoftHSM2. `in_module` is true only for a key on a hardware token."""
+    if signer.get("key_file"):
+        return {
+            "kind": "local_file",
+            "in_module": False,
+            "text": f"local key file {signer['key_file']} (mode 0600) — not in a cryptographic module",
+        }
+    try:
+        info = read_token_info()
+    except Exception as exc:  # noqa: BLE001 - an unreadable token is named, not hidden
+        return {"kind": "pkcs11", "in_module": False, "text": f"PKCS#11 token (unreadable: {exc})"}
+    software = bool(software_token_marker(info)) or not info["hardware_slot"]
+    return {
+        "kind": "pkcs11",
+        "in_module": not software,
+        "text": f"PKCS#11 token {settings.PKCS11['TOKEN']!r}: {describe_token(info)}",
+        "token_info": token_evidence(info),
+    }
+
+
 @register("signing.sm2")
 def sm2(ctx) -> CheckResult:
     """GB/T 39786 8.4 h: checkpoints and reports are signed with SM2 (the report signer is the
-    checkpoint signer, apps/compliance/reports/signing.py)."""
+    checkpoint signer, apps/compliance/reports/signing.py) by a key held in a cryptographic module.
+    The SM2 key is a local file (no supported token has an SM2 mechanism): the check fails saying so."""
     from django.db.models import Count
 
     from apps.audit.models import AuditCheckpoint
@@ -220,16 +422,14 @@ def sm2(ctx) -> CheckResult:
         evidence["error"] = signer["error"]
         return CheckResult(FAIL, f"the signing key is unavailable: {signer['error']}", evidence, "Fix the signing key.")
     sm2_in_use = signer["sm2"]
+    provider = signing_key_provider(signer)
     evidence.update(
         signer=signer["signer"],
         key_id=signer["key_id"],
         sig_alg=signer["sig_alg"],
         algorithm="SM2 / SM3, GB/T 32918, user id 1234567812345678" if sm2_in_use else "ECDSA P-256 / SHA-256",
-        key_storage=(
-            f"local key file {signer['key_file']} (0600); the PKCS#11 token has no SM2 mechanism"
-            if sm2_in_use
-            else ("HSM (PKCS#11)" if settings.KEK_PROVIDER == "pkcs11" else "local key file")
-        ),
+        key_storage=provider["text"],
+        key_in_module=provider["in_module"],
     )
     if not sm2_in_use:
         return CheckResult(
@@ -239,6 +439,22 @@ def sm2(ctx) -> CheckResult:
             "Set SOVEREIGN_ARTIFACT_SUITE=SM4-GCM: new checkpoints and reports are then signed with SM2 "
             "(list the old key's public key in SOVEREIGN_AUDIT_TRUSTED_KEYS first, see docs/audit.md).",
         )
+    if not provider["in_module"]:
+        where = (
+            "signing key in a local file, not in a certified cryptographic module"
+            if provider["kind"] == "local_file"
+            else f"signing key not in a certified cryptographic module: {provider['text']}"
+        )
+        return CheckResult(
+            FAIL,
+            f"checkpoints and reports are signed with SM2 (key {signer['key_id']}), but the {where}",
+            evidence,
+            "Hold the SM2 signing key in an HSM with an SM2 mechanism (GM/T 0028 certified); the local SM2 key "
+            "file is for development. Sovereign's supported token (SoftHSM2) has no SM2 mechanism, so this stays "
+            "failed on it.",
+        )
     older = sum(n for alg, n in by_alg.items() if alg != signer["sig_alg"])  # the signer is SM2 here
     note = f"; {older} checkpoint(s) from before the switch remain ECDSA" if older else ""
-    return CheckResult(PASS, f"checkpoints and reports are signed with SM2 (key {signer['key_id']}){note}", evidence)
+    return CheckResult(
+        PASS, f"checkpoints and reports are signed with SM2 (key {signer['key_id']}) in the HSM{note}", evidence
+    )

@@ -63,9 +63,9 @@ def family_summary(rows: list[dict]) -> list[dict]:
 
 
 def users_inventory() -> list[dict]:
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from apps.accounts.selectors import users_with_confirmed_device
 
-    with_2fa = set(TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True))
+    with_2fa = users_with_confirmed_device()
     users = get_user_model().objects.prefetch_related("groups").select_related("profile").order_by("username")
     return [
         {
@@ -174,16 +174,70 @@ def audit_section(start: datetime, end: datetime) -> dict:
 
 
 def attestations(profile_id: str) -> list[dict]:
+    """Every attestation of the profile with who uploaded it, when, and until when it holds."""
+    from django.utils import timezone
+
+    now = timezone.now()
     return [
         {
             "control": a.control_id,
             "file": a.file_name,
             "sha256": a.sha256,
+            "author": str(a.uploaded_by or "") or "(unknown: the uploader's account was deleted)",
             "uploaded_at": _iso(a.uploaded_at),
             "expires_at": _iso(a.expires_at),
+            "expired": a.expires_at <= now,
         }
-        for a in Attestation.objects.filter(profile=profile_id)
+        for a in Attestation.objects.filter(profile=profile_id).select_related("uploaded_by")
     ]
+
+
+def signing_section() -> dict:
+    """Where the key that signs this report (the audit checkpoint signer) and the KEK really are:
+    a local file, or a PKCS#11 token named by its model ("software token — development only" for
+    SoftHSM2). `in_module` is true only for a hardware token."""
+    from django.conf import settings
+
+    from apps.audit.selectors import signing_key_status
+
+    from ..checks.keystore import describe_token, read_token_info, signing_key_provider
+
+    status = signing_key_status()
+    if "error" in status:
+        out = {"provider": f"unavailable: {status['error']}", "in_module": False}
+    else:
+        provider = signing_key_provider(status)
+        out = {
+            "signer": status["signer"],
+            "key_id": status["key_id"],
+            "sig_alg": status["sig_alg"],
+            "provider": provider["text"],
+            "in_module": provider["in_module"],
+        }
+    if settings.KEK_PROVIDER == "pkcs11":
+        try:
+            out["kek"] = f"PKCS#11 token {settings.PKCS11['TOKEN']!r}: {describe_token(read_token_info())}"
+        except Exception as exc:  # noqa: BLE001 - an unreadable token is named, not hidden
+            out["kek"] = f"PKCS#11 token (unreadable: {exc})"
+    else:
+        out["kek"] = f"{settings.KEK_PROVIDER} provider, key file {settings.LOCAL_KEK_FILE} — not in an HSM"
+    return out
+
+
+def development_mode() -> dict:
+    """Whether this installation runs as development (not SOVEREIGN_ENV=production), with DEBUG, or
+    with SOVEREIGN_INSECURE_OVERRIDE weaknesses in effect: the report says so on its cover."""
+    from django.conf import settings
+
+    from apps.core.production import OVERRIDE_VAR, in_effect, is_production
+
+    reasons = []
+    if not is_production(settings):
+        reasons.append("SOVEREIGN_ENV is not production: development settings, no production start-up refusals")
+    if settings.DEBUG:
+        reasons.append("DEBUG is on")
+    reasons += [f"{OVERRIDE_VAR}={name}: {problem}" for name, problem in in_effect(settings).items()]
+    return {"on": bool(reasons), "reasons": reasons}
 
 
 def gather(report, progress=lambda pct: None) -> dict:
@@ -213,6 +267,8 @@ def gather(report, progress=lambda pct: None) -> dict:
     progress(40)
     data["inventory"].update(models=models_inventory(), deployments=deployments_inventory())
     data["attestations"] = attestations(report.profile)
+    data["signing"] = signing_section()
+    data["development_mode"] = development_mode()
     data["audit"] = audit_section(report.period_start, report.period_end)
     progress(60)
     return data

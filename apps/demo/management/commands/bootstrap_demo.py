@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.accounts.models import ApiToken
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, SECURITY_OFFICER
+from apps.accounts.selectors import has_confirmed_device
 from apps.accounts.services import (
     assign_role,
     bootstrap_officer,
@@ -101,7 +101,7 @@ def _person(username: str, role: str, *, creator, officer) -> Login:
 
 
 def _enrolled(user) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    return has_confirmed_device(user)  # TOTP or SM3 OTP
 
 
 def demo_caller(model, *, admin, officer):
