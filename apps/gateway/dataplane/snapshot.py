@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
@@ -66,6 +66,7 @@ from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from apps.deployments.selectors import CREDENTIAL_HEADER, credentials_for
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
 
@@ -117,6 +118,13 @@ class Route:
     signature: dict  # shared by every call: read it, never change it
     deid_mode: str
     answer_screen: str = "off"  # identifiers in the model's answers: off | redact | alert
+    # The server's restricted-API credential (apps/deployments/credentials.py), sent to Triton in the
+    # CREDENTIAL_HEADER header; memory only, never in a repr, a log or an answer.
+    credential: str = field(default="", repr=False, compare=False)
+
+    def upstream_headers(self) -> list[tuple[str, str]]:
+        """The headers every call to this route's server carries (its credential, when it has one)."""
+        return [(CREDENTIAL_HEADER, self.credential)] if self.credential else []
 
     @property
     def server_name(self) -> str:
@@ -138,6 +146,7 @@ class Route:
             signature=dep.model_version.signature,
             deid_mode=dep.deid_mode,
             answer_screen=getattr(dep, "answer_screen", "off"),
+            credential=getattr(dep, "triton_credential", "") or "",
         )
 
 
@@ -554,6 +563,9 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 answer_screen=screens[model_id],
             )
         )
+    creds = credentials_for({r.server_id for rs in routes.values() for r in rs}, using=connection.alias)
+    if creds:
+        routes = {m: [replace(r, credential=creds.get(r.server_id, "")) for r in rs] for m, rs in routes.items()}
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
 
     live_tokens: dict[str, _Entry] = {}
@@ -955,7 +967,11 @@ class SnapshotHolder:
 
 def _route_in_database(caller: Caller, name: str, invoke: bool, now: datetime) -> list[Deployment]:
     token = caller.token_row  # as authenticate_bearer read it: its user carries the account's facts
-    return routing.route(token.user, token, name, invoke=invoke, now=now)
+    deps = routing.route(token.user, token, name, invoke=invoke, now=now)
+    creds = credentials_for({d.server_id for d in deps})
+    for dep in deps:
+        dep.triton_credential = creds.get(dep.server_id, "")
+    return deps
 
 
 def _with_connection(fn):
