@@ -29,6 +29,7 @@ __all__ = [
     "CREDENTIAL_ENV",
     "CREDENTIAL_HEADER",
     "EXIT_TIMEOUT_SECS",
+    "GRPC_CREDENTIAL_METADATA",
     "RESTRICTED_APIS",
     "LocalTritonServer",
     "restriction_flags",
@@ -50,6 +51,8 @@ EXIT_TIMEOUT_SECS = 10
 # repository. Lower case: gRPC metadata keys must be. Health stays open for readiness probes
 # (orchestrators, the launcher), which carry no secret; it answers only "up" or "ready".
 CREDENTIAL_HEADER = "sovereign-triton-key"
+# Over gRPC Triton expects the key with this prefix in the call metadata (seen with Triton 2.51).
+GRPC_CREDENTIAL_METADATA = "triton-grpc-protocol-" + CREDENTIAL_HEADER
 RESTRICTED_APIS = (
     "inference",
     "metadata",

@@ -100,7 +100,7 @@ def bypass_refused(ctx) -> CheckResult:
             "Start each listed Triton with --http-restricted-api and --grpc-restricted-protocol for inference, "
             "metadata, model-repository, model-config, shared-memory, statistics, trace and logging with the "
             "header sovereign-triton-key and a per-server credential, and give the portal that credential "
-            "(POST /api/servers/{id}/credential/); see docs/triton-credential.md.",
+            "(POST /api/v1/deployments/servers/{id}/credential/); see docs/triton-credential.md.",
         )
     if unverified:
         return CheckResult(
