@@ -142,24 +142,33 @@ def test_check_fails_when_a_server_cannot_be_probed():
 @pytest.mark.django_db
 def test_check_fails_on_a_server_started_without_restriction_and_passes_with_it(triton, restricted):
     # The control off: the session's Triton was started without the restricted-API options.
-    InferenceServerFactory(name="open", http_url=triton.http_url)
+    InferenceServerFactory(name="open", http_url=triton.http_url, grpc_url=f"127.0.0.1:{triton.grpc_port}")
     result = _check()
     assert result.status == FAIL, result
     assert "open (" in result.summary and "POST /v2/repository/index → HTTP 200" in result.summary
+    assert "RepositoryIndex → gRPC OK" in result.summary
     probes = result.evidence["servers"]["open"]["probes"]
-    assert {p["api"]: p["status"] for p in probes}["model-repository"] == 200
+    seen = {(p["protocol"], p["api"]): p["status"] for p in probes}
+    assert seen[("http", "model-repository")] == 200 and seen[("grpc", "model-repository")] == "OK"
+    assert seen[("http", "inference")] in (400, 404) and not any(p["refused"] for p in probes)
     assert all(p["at"] and p["call"] for p in probes)
     assert result.evidence["servers"]["open"]["portal_holds_credential"] is False
 
     # The control on: only the restricted server is registered (with its credential).
     InferenceServer.objects.filter(name="open").delete()
     deployments.register_server(
-        name="closed", http_url=restricted.http_url, credential=restricted.credential, actor=None
+        name="closed",
+        http_url=restricted.http_url,
+        grpc_url=f"127.0.0.1:{restricted.grpc_port}",
+        credential=restricted.credential,
+        actor=None,
     )
     result = _check()
     assert result.status == PASS, result
+    assert "(HTTP and gRPC)" in result.summary
     probes = result.evidence["servers"]["closed"]["probes"]
-    assert [p["status"] for p in probes] == [403, 403] and all(p["refused"] for p in probes)
+    assert [p["status"] for p in probes] == [403, 403, "UNAVAILABLE", "UNAVAILABLE"]
+    assert all(p["refused"] and "restricted" in p["answer"] for p in probes)
     assert restricted.credential not in json.dumps(result.evidence)
 
     # Both registered: the open one alone fails the check.

@@ -2,9 +2,10 @@
 
 `triton.bypass_refused` (issue 15, docs/compliance.md "Closing the bypass") calls every registered
 server directly, as someone who reached its port would, WITHOUT the server's credential: an
-inference call and a repository call. A server started with the restricted-API options
-(inference_backend/server.py `restriction_flags`, docs/triton-credential.md) answers 403 to both;
-a server that answers anything else served a caller that skipped the gateway's access control,
+inference call and a repository call, over HTTP and, when the server's gRPC endpoint is registered,
+over gRPC. A server started with the restricted-API options (inference_backend/server.py
+`restriction_flags`, docs/triton-credential.md) answers 403 to both (gRPC: UNAVAILABLE "This
+protocol is restricted"); a server that answers anything else served a caller that skipped the gateway's access control,
 audit and de-identification. Both probes are harmless: the inference names a model with an empty
 input list (no model runs), the repository call only reads the index.
 """
@@ -57,6 +58,7 @@ def _probes(server) -> list[dict]:
                 status, text = None, err.message
             seen.append(
                 {
+                    "protocol": "http",
                     "api": api,
                     "call": f"{method} {path}",
                     "status": status,
@@ -65,7 +67,86 @@ def _probes(server) -> list[dict]:
                     "at": at.isoformat(),
                 }
             )
+    return seen + _grpc_probes(server, model)
+
+
+def _grpc_refused(code: str, message: str) -> bool | None:
+    """True: refused by the restriction (or an authenticating proxy); False: served; None: no answer."""
+    if code in ("StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED"):
+        return True
+    if code == "StatusCode.UNAVAILABLE":  # Triton's refusal, or nobody listening
+        return True if "restricted" in message.lower() else None
+    if code == "StatusCode.DEADLINE_EXCEEDED":
+        return None
+    return False
+
+
+def _grpc_probes(server, model: str) -> list[dict]:
+    """The same two calls on the server's gRPC endpoint, when one is registered (`grpc_url`); the
+    address passes the portal's server policy first. A grpcs endpoint is verified with the pinned CA."""
+    if not server.grpc_url:
+        return []
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+    from urllib3.util import parse_url
+
+    from apps.deployments.selectors import server_policy
+
+    address = server.grpc_url if "://" in server.grpc_url else f"grpc://{server.grpc_url}"
+    calls = [("inference", f"ModelInfer {model}"), ("model-repository", "RepositoryIndex")]
+    at = timezone.now()
+    try:
+        parsed = parse_url(address)
+        tls = parsed.scheme == "grpcs"
+        policy = server_policy()
+        addresses = policy.resolve(parsed.host, parsed.port)
+        policy.check_transport("https" if tls else "http", parsed.host, addresses)
+    except Exception as err:  # noqa: BLE001 - refused by the policy, or does not resolve: not probed
+        reason = str(getattr(err, "message", err))[:200]
+        return [_grpc_row(api, call, None, reason, None, at) for api, call in calls]
+    target = f"{parsed.host}:{parsed.port}" if tls else f"{addresses[0]}:{parsed.port}"
+    root = None
+    if tls and settings.TRITON_CA_FILE:
+        with open(settings.TRITON_CA_FILE, "rb") as handle:
+            root = handle.read()
+    client = grpcclient.InferenceServerClient(target, ssl=tls, root_certificates=root)
+    seen = []
+    try:
+        for api, call in calls:
+            at = timezone.now()
+            try:
+                if api == "inference":
+                    client.infer(model, [], client_timeout=PROBE_TIMEOUT)
+                else:
+                    client.get_model_repository_index(client_timeout=PROBE_TIMEOUT)
+                code, message = "StatusCode.OK", ""
+            except InferenceServerException as err:
+                code, message = str(err.status()), str(err.message())
+            refused = _grpc_refused(code, message)
+            status = None if refused is None else code.removeprefix("StatusCode.")
+            seen.append(_grpc_row(api, call, status, message, refused, at))
+    finally:
+        client.close()
     return seen
+
+
+def _grpc_row(api: str, call: str, status: str | None, answer: str, refused: bool | None, at) -> dict:
+    from inference_backend.client import clean_upstream_text
+
+    return {
+        "protocol": "grpc",
+        "api": api,
+        "call": call,
+        "status": status,
+        "answer": clean_upstream_text(answer or "")[:200],
+        "refused": bool(refused),
+        "at": at.isoformat(),
+    }
+
+
+def _seen(probe: dict) -> str:
+    status = probe["status"]
+    return f"{probe['call']} → " + (f"HTTP {status}" if probe["protocol"] == "http" else f"gRPC {status}")
 
 
 @register("triton.bypass_refused")
@@ -86,7 +167,7 @@ def bypass_refused(ctx) -> CheckResult:
         }
         open_calls = [p for p in probes if p["status"] is not None and not p["refused"]]
         if open_calls:
-            calls = ", ".join("{} → HTTP {}".format(p["call"], p["status"]) for p in open_calls)
+            calls = ", ".join(_seen(p) for p in open_calls)
             accepted.append(f"{server.name} ({calls})")
         elif any(p["status"] is None for p in probes):
             reason = next(p["answer"] for p in probes if p["status"] is None)
@@ -112,6 +193,7 @@ def bypass_refused(ctx) -> CheckResult:
         )
     return CheckResult(
         PASS,
-        f"all {len(servers)} inference server(s) refused inference and repository calls without the credential",
+        f"all {len(servers)} inference server(s) refused inference and repository calls without the credential"
+        + (" (HTTP and gRPC)" if any(s.grpc_url for s in servers) else " (HTTP)"),
         evidence,
     )

@@ -538,15 +538,18 @@ def _read(connection, now: datetime) -> PolicySnapshot:
         modes[model_id] = deid_mode(mode, bool(phi))
         screens[model_id] = answer_screen_mode(screen, bool(phi))
     routes: dict[int, list[Route]] = {}
+    sealed: set[int] = set()  # servers holding a restricted-API credential
     for row in _rows(
         connection,
         f"SELECT d.id, d.model_id, d.model_version_id, mv.version, d.server_id, s.name, s.http_url,"  # noqa: S608
-        f" d.max_batch_size, mv.signature FROM {t['dep']} d"
+        f" d.max_batch_size, mv.signature, s.credential_key_id FROM {t['dep']} d"
         f" JOIN {t['mv']} mv ON mv.id = d.model_version_id JOIN {t['srv']} s ON s.id = d.server_id"
         f" WHERE d.desired_state = %s AND d.observed_state = %s ORDER BY d.id",
         [Desired.ACTIVE.value, Observed.ACTIVE.value],
     ):
-        dep_id, model_id, version_id, version, server_id, server, url, batch, signature = row
+        dep_id, model_id, version_id, version, server_id, server, url, batch, signature, credential_key = row
+        if credential_key is not None:
+            sealed.add(server_id)
         routes.setdefault(model_id, []).append(
             Route(
                 deployment_id=dep_id,
@@ -563,7 +566,8 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 answer_screen=screens[model_id],
             )
         )
-    creds = credentials_for({r.server_id for rs in routes.values() for r in rs}, using=connection.alias)
+    # One more read only when a serving server has a credential (opened in memory, cached by data key).
+    creds = credentials_for(sealed, using=connection.alias) if sealed else {}
     if creds:
         routes = {m: [replace(r, credential=creds.get(r.server_id, "")) for r in rs] for m, rs in routes.items()}
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
