@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ BIND = os.environ.get("SOVEREIGN_BIND", "127.0.0.1")
 # Where the launcher (and the printed URLs) reach the portal: BIND itself unless it is a wildcard.
 HOST = "127.0.0.1" if BIND in ("0.0.0.0", "::", "") else (f"[{BIND}]" if ":" in BIND else BIND)  # noqa: S104
 TRITON_PORT = int(os.environ.get("SOVEREIGN_TRITON_PORT", "18000"))
+TRITON_CREDENTIAL_ENV = "SOVEREIGN_TRITON_CREDENTIAL"  # inference_backend.server.CREDENTIAL_ENV
 LOG_MAX_BYTES = int(float(os.environ.get("SOVEREIGN_LOG_MAX_MB", "10")) * 1024 * 1024)
 LOG_BACKUPS = int(os.environ.get("SOVEREIGN_LOG_BACKUPS", "5"))
 RESTART_LIMIT = int(os.environ.get("SOVEREIGN_RESTART_LIMIT", "5"))
@@ -440,6 +442,7 @@ def child_env(name: str, env: dict) -> dict:
 def main() -> int:
     os.umask(0o077)  # database, keystore, broker, logs: nothing under the data dir is for other users
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop(TRITON_CREDENTIAL_ENV, None)  # made below for Triton alone, never inherited by every child
     env.setdefault("SOVEREIGN_LOCAL_KEK_FILE", str(DATA / "keystore" / "kek.bin"))
     LOGS.mkdir(parents=True, exist_ok=True)
     os.chmod(LOGS, 0o700)
@@ -448,8 +451,19 @@ def main() -> int:
             os.chmod(old, 0o600)  # left world-readable by an older launcher
     step([*MANAGE, "migrate", "--noinput", "-v", "0"], env, "migrate", 600)
     step([*MANAGE, "collectstatic", "--noinput", "-v", "0"], env, "collectstatic", 600)
+    # Closing the bypass (docs/triton-credential.md): a fresh credential every start, sealed into the
+    # database before anything calls Triton, and given to Triton alone through its environment.
+    credential = secrets.token_urlsafe(32)
+    step(
+        [*MANAGE, "set_triton_credential", "local", "--url", f"http://127.0.0.1:{TRITON_PORT}"],
+        {**env, TRITON_CREDENTIAL_ENV: credential},
+        "set_triton_credential",
+        120,
+    )
     for name, argv in commands().items():
-        supervisor.add(name, argv, child_env(name, env))
+        child = child_env(name, env)
+        supervisor.add(name, argv, {**child, TRITON_CREDENTIAL_ENV: credential} if name == "triton" else child)
+    del credential
     wait_until(lambda: http_ok(f"http://127.0.0.1:{TRITON_PORT}/v2/health/ready"), "Triton was not ready", 180)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{PORTAL_PORT}/healthz"), "the portal was not ready", 120)
     wait_until(lambda: http_ok(f"http://{HOST}:{PORT}/dataplane/healthz"), "the data plane was not ready", 120)

@@ -19,6 +19,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError,
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from inference_backend.netpolicy import AddressRefused, ServerPolicy
+from inference_backend.server import CREDENTIAL_HEADER
 from inference_backend.transport import GuardedPoolManager, TlsConfig
 
 #: Default timeout of load/unload calls: a model load runs initialize() on the Triton host.
@@ -89,12 +90,15 @@ class TritonClient:
         *,
         policy: ServerPolicy | None = None,
         tls: TlsConfig | None = None,
+        credential: str | None = None,
     ) -> None:
         """``base_url`` like ``http://127.0.0.1:8000``; ``timeout`` (seconds) applies to calls without
         their own. Without ``pool`` the client makes its own :class:`GuardedPoolManager` from
         ``policy`` (default: the development policy, which still refuses link-local, multicast and
-        metadata addresses) and ``tls``."""
+        metadata addresses) and ``tls``. ``credential``: the server's restricted-API credential, sent
+        in the ``CREDENTIAL_HEADER`` header of every call (docs/triton-credential.md)."""
         self.base_url = base_url.rstrip("/")
+        self._auth = {CREDENTIAL_HEADER: credential} if credential else {}
         self.timeout = timeout
         self._owns_pool = pool is None
         if pool is None:
@@ -128,6 +132,7 @@ class TritonClient:
         seconds = self.timeout if timeout is None else timeout
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers.update(self._auth)
         try:
             response = self._pool.request(
                 method,
@@ -245,7 +250,7 @@ class TritonClient:
                 "POST",
                 self.base_url + self._model_path(name) + "/generate_stream",
                 body=json.dumps(body).encode("utf-8"),
-                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream", **self._auth},
                 timeout=urllib3.Timeout(connect=min(seconds, 10.0), read=seconds),
                 retries=False,
                 redirect=False,
@@ -291,6 +296,12 @@ class TritonClient:
             raise TritonError(response.status, f"HTTP {response.status}")
         return events
 
+    def probe(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> tuple[int, str]:
+        """One raw call (``path`` from ``/v2``): the HTTP status and the answer's error text, cleaned
+        and bounded. For checks that expect a refusal (compliance `triton.bypass_refused`)."""
+        status, payload = self._request(method, path, body, timeout)
+        return status, clean_upstream_text(self._error_text(status, payload) if payload else "")
+
     def repository_index(self) -> list[dict[str, Any]]:
         """Return Triton's repository index: ``[{"name", "version", "state", "reason"}, ...]``."""
         return self._call("POST", "/v2/repository/index", {}) or []
@@ -299,7 +310,10 @@ class TritonClient:
         """Return the Prometheus text exposition at ``metrics_url`` (Triton serves it on its metrics port)."""
         try:
             response = self._pool.request(
-                "GET", metrics_url, timeout=self.timeout if timeout is None else timeout, retries=False
+                "GET",
+                metrics_url,
+                timeout=self.timeout if timeout is None else timeout,
+                retries=False,
             )
         except AddressRefused as exc:
             raise TritonRefused(exc.code, f"Triton metrics at {metrics_url} are refused: {exc.message}") from exc

@@ -25,7 +25,19 @@ import urllib3
 
 from inference_backend.triton_wheel import TritonStartError, prepare_backend_directory
 
-__all__ = ["EXIT_TIMEOUT_SECS", "LocalTritonServer", "TritonStartError", "free_port", "launch_local_triton", "main"]
+__all__ = [
+    "CREDENTIAL_ENV",
+    "CREDENTIAL_HEADER",
+    "EXIT_TIMEOUT_SECS",
+    "GRPC_CREDENTIAL_METADATA",
+    "RESTRICTED_APIS",
+    "LocalTritonServer",
+    "restriction_flags",
+    "TritonStartError",
+    "free_port",
+    "launch_local_triton",
+    "main",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 20
@@ -33,6 +45,38 @@ LOG_TAIL_LINES = 20
 # keep-alive ones included) before exiting; keep it below stop()'s default timeout so Triton
 # exits cleanly (unloading models, removing its temporary model directories) rather than being killed.
 EXIT_TIMEOUT_SECS = 10
+# Issue 15, closing the bypass (docs/triton-credential.md): with a credential, Triton refuses every
+# API group but health without this header carrying it (HTTP 403 / gRPC UNAVAILABLE), so only the
+# portal's clients (deployments, probes, the gateway's data plane) can infer or change the
+# repository. Lower case: gRPC metadata keys must be. Health stays open for readiness probes
+# (orchestrators, the launcher), which carry no secret; it answers only "up" or "ready".
+CREDENTIAL_HEADER = "sovereign-triton-key"
+# Over gRPC Triton expects the key with this prefix in the call metadata (seen with Triton 2.51).
+GRPC_CREDENTIAL_METADATA = "triton-grpc-protocol-" + CREDENTIAL_HEADER
+RESTRICTED_APIS = (
+    "inference",
+    "metadata",
+    "model-repository",
+    "model-config",
+    "shared-memory",
+    "statistics",
+    "trace",
+    "logging",
+)
+# `python -m inference_backend.server` takes the credential from the environment, never from its own
+# argv (tritonserver can only take it on its command line: see docs/triton-credential.md).
+CREDENTIAL_ENV = "SOVEREIGN_TRITON_CREDENTIAL"
+
+
+def restriction_flags(credential: str) -> list[str]:
+    """The tritonserver options that restrict every API group but health to holders of ``credential``."""
+    if not credential or any(c in credential for c in ":=, \t\r\n"):
+        raise ValueError("a Triton credential is a non-empty token without ':', '=', ',' or spaces")
+    apis = ",".join(RESTRICTED_APIS)
+    return [
+        f"--http-restricted-api={apis}:{CREDENTIAL_HEADER}={credential}",
+        f"--grpc-restricted-protocol={apis}:{CREDENTIAL_HEADER}={credential}",
+    ]
 
 
 def free_port() -> int:
@@ -80,12 +124,17 @@ class LocalTritonServer:
         metrics_port: int = 8002,
         extra_env: Mapping[str, str] | None = None,
         log_path: str | None = None,
+        credential: str | None = None,
     ) -> None:
-        """Configure (but do not start) a server whose files live under ``workdir``."""
+        """Configure (but do not start) a server whose files live under ``workdir``. With a
+        ``credential`` every API group but health requires it in the ``CREDENTIAL_HEADER`` header."""
+        if credential:
+            restriction_flags(credential)  # refuses a malformed one now, not at start
         self.workdir = Path(workdir).resolve()
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.extra_env = dict(extra_env or {})
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
+        self.credential = credential or None
         self.model_repository = self.workdir / "models"
         self.backend_directory = self.workdir / "backends"
         # The server's (and so every python-backend stub's) working directory, made at start.
@@ -132,6 +181,7 @@ class LocalTritonServer:
         # The stub's interpreter runs isolated (it ignores PYTHONPATH); triton_model.py applies it itself.
         prepend("PYTHONPATH", str(PROJECT_ROOT))
         env.update(self.extra_env)
+        env.pop(CREDENTIAL_ENV, None)  # the stubs need no credential
         command = [
             str(binary),
             f"--model-repository={self.model_repository}",
@@ -149,6 +199,8 @@ class LocalTritonServer:
             "--allow-gpu-metrics=false",
             "--log-verbose=0",
         ]
+        if self.credential:
+            command += restriction_flags(self.credential)
         return command, env
 
     def start(self, timeout: float = 60) -> None:
@@ -260,6 +312,7 @@ def launch_local_triton(
     extra_env: Mapping[str, str] | None = None,
     timeout: float = 120,
     attempts: int = 3,
+    credential: str | None = None,
 ) -> LocalTritonServer:
     """Start a :class:`LocalTritonServer` on three free ports and return it (for test fixtures).
 
@@ -271,7 +324,9 @@ def launch_local_triton(
         while len(ports) < 3:
             ports.add(free_port())
         http_port, grpc_port, metrics_port = sorted(ports)
-        server = LocalTritonServer(workdir, http_port, grpc_port, metrics_port, extra_env=extra_env)
+        server = LocalTritonServer(
+            workdir, http_port, grpc_port, metrics_port, extra_env=extra_env, credential=credential
+        )
         try:
             server.start(timeout=timeout)
             return server
@@ -293,7 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-path", default=None)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     args = parser.parse_args(argv)
-    server = LocalTritonServer(args.workdir, args.http_port, args.grpc_port, args.metrics_port, log_path=args.log_path)
+    credential = os.environ.pop(CREDENTIAL_ENV, "") or None  # not passed on to the stubs' environment
+    try:
+        server = LocalTritonServer(
+            args.workdir, args.http_port, args.grpc_port, args.metrics_port, log_path=args.log_path,
+            credential=credential,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"error: {CREDENTIAL_ENV}: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

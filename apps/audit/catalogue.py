@@ -58,6 +58,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.server.create": "Inference server registered",
     "deployment.server.rejected": "Inference server registration refused (address or TLS policy)",
     "deployment.server.state": "Inference server seen going up or down by the probe",
+    "deployment.server.credential": "Inference server's restricted-API credential set, replaced or removed",
     "deployment.request": "Deployment requested",
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",

@@ -71,6 +71,12 @@ class InferenceServer(models.Model):
         validators=[validate_backends],
         help_text="Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm",
     )
+    # Issue 15: the credential Triton's restricted APIs require (docs/triton-credential.md), sealed
+    # under its own data key (AES/SM4-GCM, wrapped by the KEK); never stored or shown in clear.
+    credential_ciphertext = models.BinaryField(blank=True, default=b"", editable=False)
+    credential_key = models.OneToOneField(
+        "keys.DataKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,6 +86,11 @@ class InferenceServer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_credential(self) -> bool:
+        """True when the portal holds a restricted-API credential for this server."""
+        return self.credential_key_id is not None
 
 
 class Desired(models.TextChoices):

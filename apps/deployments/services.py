@@ -28,6 +28,7 @@ from apps.registry.services import read_artifact_ciphertext, read_artifact_file
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
 from inference_backend.config import BATCHING_FIELDS, BatchingSettings, render_config
 
+from .credentials import credential_for, set_server_credential, validate_credential
 from .models import (
     Backend,
     Deployment,
@@ -54,10 +55,14 @@ def register_server(
     grpc_url: str = "",
     hardware: str = "cpu",
     backends: list[str] | None = None,
+    credential: str | None = None,
     actor,
     source: Source = SYSTEM,
 ) -> InferenceServer:
     """Register a Triton endpoint (or return the existing one of that name unchanged).
+
+    ``credential``: the server's restricted-API credential (docs/triton-credential.md), stored
+    sealed with a new server; an existing server's is changed by `set_server_credential`.
 
     The URL must pass the server policy (apps/deployments/transport.py, docs/triton-tls.md): a
     refused one raises ServiceError with the policy's code, records `deployment.server.rejected`
@@ -66,6 +71,8 @@ def register_server(
     backends = list(default_backends() if backends is None else backends)
     try:
         check_server_url(http_url)
+        if credential is not None:
+            validate_credential(credential)
         if grpc_url:
             check_grpc_address(grpc_url)
         try:
@@ -98,6 +105,8 @@ def register_server(
                 target=server,
                 details={"after": {"name": name, "http_url": http_url, "hardware": hardware, "backends": backends}},
             )
+            if credential is not None:
+                server = set_server_credential(server_id=server.pk, credential=credential, actor=actor, source=source)
     return server
 
 
@@ -239,7 +248,8 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
         )
         try:
             # Closed afterwards: a stopping Triton waits for every open keep-alive connection.
-            with client_for(dep.server.http_url, settings.TRITON_TIMEOUT) as client:
+            credential = credential_for(dep.server)
+            with client_for(dep.server.http_url, settings.TRITON_TIMEOUT, credential) as client:
                 if dep.desired_state == Desired.ACTIVE:
                     _converge_active(dep, client)
                 else:
@@ -263,7 +273,7 @@ def probe_server(server_id: int) -> InferenceServer | None:
     if server is None:
         return None
     try:
-        with client_for(server.http_url, min(5.0, settings.TRITON_TIMEOUT)) as client:
+        with client_for(server.http_url, min(5.0, settings.TRITON_TIMEOUT), credential_for(server)) as client:
             up = client.server_ready()
     except TritonError:
         up = False

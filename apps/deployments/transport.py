@@ -34,9 +34,10 @@ def tls_config() -> TlsConfig:
     return TlsConfig(settings.TRITON_CA_FILE, settings.TRITON_CLIENT_CERT_FILE, settings.TRITON_CLIENT_KEY_FILE)
 
 
-def client_for(base_url: str, timeout: float) -> TritonClient:
-    """A :class:`TritonClient` whose connections obey the policy and TLS settings."""
-    return TritonClient(base_url, timeout=timeout, policy=server_policy(), tls=tls_config())
+def client_for(base_url: str, timeout: float, credential: str | None = None) -> TritonClient:
+    """A :class:`TritonClient` whose connections obey the policy and TLS settings, sending the
+    server's restricted-API ``credential`` when it has one (apps/deployments/credentials.py)."""
+    return TritonClient(base_url, timeout=timeout, policy=server_policy(), tls=tls_config(), credential=credential)
 
 
 def check_server_url(url: str, field: str = "http_url") -> None:

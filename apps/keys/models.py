@@ -90,6 +90,7 @@ class Purpose(models.TextChoices):
 
     ARTIFACT = "artifact", "Model artifact"
     LLM_EXCHANGE = "llm_exchange", "Retained chat exchanges (one model, one UTC day)"
+    TRITON_CREDENTIAL = "triton_credential", "Triton server credential (restricted API)"
 
 
 class DataKeyQuerySet(models.QuerySet):

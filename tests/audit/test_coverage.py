@@ -139,7 +139,7 @@ EXPECTED_GOVERNED = {
     "registry.ModelVersion": (),
     "registry.Artifact": (),  # its wrapped data key lives in keys.DataKey
     "keys.DataKey": ("wrapped",),
-    "deployments.InferenceServer": (),
+    "deployments.InferenceServer": ("credential_ciphertext",),  # its restricted-API credential, sealed
     "deployments.Deployment": (),
     "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
     "accounts.ModelUserGrant": (),

@@ -65,7 +65,18 @@ def combine(statuses: list[str]) -> str:
     return min(statuses, key=_ORDER.__getitem__)
 
 
-_MODULES = ("settings", "access", "accounts", "lifecycle", "keystore", "audit", "deployments", "manual", "transit")
+_MODULES = (
+    "settings",
+    "access",
+    "accounts",
+    "lifecycle",
+    "keystore",
+    "audit",
+    "deployments",
+    "triton",
+    "manual",
+    "transit",
+)
 
 
 def load_all() -> None:

@@ -13,11 +13,43 @@ class InferenceServerSerializer(serializers.ModelSerializer):
         help_text="Triton backends the server runs: python, onnxruntime, vllm, tensorrtllm "
         "(default python and onnxruntime)",
     )
+    # Write-only: validated and sealed by the service; never shown back (docs/triton-credential.md).
+    credential = serializers.CharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="The server's restricted-API credential (the value Triton was started with in "
+        "--http-restricted-api / --grpc-restricted-protocol); stored sealed, never returned",
+    )
+    has_credential = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = InferenceServer
-        fields = ["id", "name", "http_url", "grpc_url", "hardware", "backends", "state", "last_seen_at", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "http_url",
+            "grpc_url",
+            "hardware",
+            "backends",
+            "credential",
+            "has_credential",
+            "state",
+            "last_seen_at",
+            "created_at",
+        ]
         read_only_fields = ["state", "last_seen_at", "created_at"]
+
+
+class ServerCredentialSerializer(serializers.Serializer):
+    credential = serializers.CharField(
+        write_only=True,
+        allow_null=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="The new credential, or null to remove it (the server's calls then go without one)",
+    )
 
 
 class TransitionSerializer(serializers.ModelSerializer):

@@ -10,7 +10,12 @@ from apps.registry.selectors import restricted_to_token
 
 from .. import services
 from ..models import Deployment, InferenceServer
-from .serializers import DeploymentRequestSerializer, DeploymentSerializer, InferenceServerSerializer
+from .serializers import (
+    DeploymentRequestSerializer,
+    DeploymentSerializer,
+    InferenceServerSerializer,
+    ServerCredentialSerializer,
+)
 
 
 class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -22,6 +27,7 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
         "list": "deployments.view_inferenceserver",
         "retrieve": "deployments.view_inferenceserver",
         "create": "deployments.add_inferenceserver",
+        "credential": "deployments.add_inferenceserver",  # who registers a server sets its credential
     }
     filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
 
@@ -33,9 +39,24 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
             grpc_url=data.get("grpc_url", ""),
             hardware=data.get("hardware", "cpu"),
             backends=data.get("backends"),
+            credential=data.get("credential"),
             actor=self.request.user,
             source=Source.from_request(self.request),
         )
+
+    @extend_schema(request=ServerCredentialSerializer, responses={200: InferenceServerSerializer})
+    @action(detail=True, methods=["post"])
+    def credential(self, request, pk=None):
+        """Set, replace (the old one is crypto-shredded) or remove the server's restricted-API credential."""
+        form = ServerCredentialSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        server = services.set_server_credential(
+            server_id=self.get_object().pk,
+            credential=form.validated_data["credential"],
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        return Response(InferenceServerSerializer(server).data)
 
 
 class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):

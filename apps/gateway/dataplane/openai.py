@@ -371,7 +371,7 @@ class OpenAIAdapter:
         return await self.pool.request(
             "POST",
             url,
-            [("Content-Type", "application/json"), ("Accept", "text/event-stream")],
+            [("Content-Type", "application/json"), ("Accept", "text/event-stream"), *route.upstream_headers()],
             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
             timeout=settings.LLM_IDLE_TIMEOUT,
             stream=True,

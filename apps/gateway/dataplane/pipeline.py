@@ -218,7 +218,7 @@ class Pipeline:
         timeout = settings.TRITON_TIMEOUT
         if inbound.kind == INFER:
             body, header_length = await self._prepare(call, route)
-            headers = [("Content-Type", inbound.content_type or JSON)]
+            headers = [("Content-Type", inbound.content_type or JSON), *route.upstream_headers()]
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
             upstream = await self.pool.request("POST", f"{url}/infer", headers, body, timeout=timeout)
@@ -227,9 +227,9 @@ class Pipeline:
                 return out
             return await self._answer(call, out)
         if inbound.kind == READY:
-            upstream = await self.pool.request("GET", f"{url}/ready", timeout=timeout)
+            upstream = await self.pool.request("GET", f"{url}/ready", route.upstream_headers(), timeout=timeout)
             return self._relay(upstream)
-        upstream = await self.pool.request("GET", url, timeout=timeout)
+        upstream = await self.pool.request("GET", url, route.upstream_headers(), timeout=timeout)
         return self._relay_version(upstream, call, route)
 
     async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:

@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
@@ -72,6 +72,7 @@ from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from apps.deployments.selectors import CREDENTIAL_HEADER, credentials_for
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
 
@@ -125,6 +126,13 @@ class Route:
     answer_screen: str = "off"  # identifiers in the model's answers: off | redact | alert
     # a PHI model whose policy does not declare its numeric inputs: non-BYTES inputs are refused
     numeric_refused: bool = False
+    # The server's restricted-API credential (apps/deployments/credentials.py), sent to Triton in the
+    # CREDENTIAL_HEADER header; memory only, never in a repr, a log or an answer.
+    credential: str = field(default="", repr=False, compare=False)
+
+    def upstream_headers(self) -> list[tuple[str, str]]:
+        """The headers every call to this route's server carries (its credential, when it has one)."""
+        return [(CREDENTIAL_HEADER, self.credential)] if self.credential else []
 
     @property
     def server_name(self) -> str:
@@ -147,6 +155,7 @@ class Route:
             deid_mode=dep.deid_mode,
             answer_screen=getattr(dep, "answer_screen", "off"),
             numeric_refused=getattr(dep, "numeric_refused", False),
+            credential=getattr(dep, "triton_credential", "") or "",
         )
 
 
@@ -565,15 +574,18 @@ def _read(connection, now: datetime) -> PolicySnapshot:
         screens[model_id] = facts.answer_screen
         numeric[model_id] = facts.numeric_refused
     routes: dict[int, list[Route]] = {}
+    sealed: set[int] = set()  # servers holding a restricted-API credential
     for row in _rows(
         connection,
         f"SELECT d.id, d.model_id, d.model_version_id, mv.version, d.server_id, s.name, s.http_url,"  # noqa: S608
-        f" d.max_batch_size, mv.signature FROM {t['dep']} d"
+        f" d.max_batch_size, mv.signature, s.credential_key_id FROM {t['dep']} d"
         f" JOIN {t['mv']} mv ON mv.id = d.model_version_id JOIN {t['srv']} s ON s.id = d.server_id"
         f" WHERE d.desired_state = %s AND d.observed_state = %s ORDER BY d.id",
         [Desired.ACTIVE.value, Observed.ACTIVE.value],
     ):
-        dep_id, model_id, version_id, version, server_id, server, url, batch, signature = row
+        dep_id, model_id, version_id, version, server_id, server, url, batch, signature, credential_key = row
+        if credential_key is not None:
+            sealed.add(server_id)
         routes.setdefault(model_id, []).append(
             Route(
                 deployment_id=dep_id,
@@ -591,6 +603,10 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 numeric_refused=numeric[model_id],
             )
         )
+    # One more read only when a serving server has a credential (opened in memory, cached by data key).
+    creds = credentials_for(sealed, using=connection.alias) if sealed else {}
+    if creds:
+        routes = {m: [replace(r, credential=creds.get(r.server_id, "")) for r in rs] for m, rs in routes.items()}
     models = {name: _Model(model_id, tuple(routes.get(model_id, ()))) for model_id, name in names.items()}
 
     live_tokens: dict[str, _Entry] = {}
@@ -992,7 +1008,11 @@ class SnapshotHolder:
 
 def _route_in_database(caller: Caller, name: str, invoke: bool, now: datetime) -> list[Deployment]:
     token = caller.token_row  # as authenticate_bearer read it: its user carries the account's facts
-    return routing.route(token.user, token, name, invoke=invoke, now=now)
+    deps = routing.route(token.user, token, name, invoke=invoke, now=now)
+    creds = credentials_for({d.server_id for d in deps})
+    for dep in deps:
+        dep.triton_credential = creds.get(dep.server_id, "")
+    return deps
 
 
 def _with_connection(fn):
