@@ -43,6 +43,7 @@ EVENT_TYPES: dict[str, str] = {
     "registry.version.rejected": "Model version upload refused",
     "registry.import.create": "GGUF import requested (upload staged encrypted, conversion queued)",
     "registry.import.finish": "GGUF import finished (version registered, or failed with a code)",
+    "registry.integrity.verify": "Stored artifacts decrypted and their digests checked (a failure names the artifacts)",
     # keys
     "keys.dek.create": "Data key generated and stored, wrapped by the active KEK version",
     "keys.dek.destroy": "Data key destroyed (crypto-shredding, e.g. of a model version)",

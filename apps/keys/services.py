@@ -182,6 +182,25 @@ def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
         del dek
 
 
+def authenticate_head(src, aad: bytes, *, data_key: DataKey) -> int:
+    """Unwrap the data key through the KEK provider and authenticate the first segment of a
+    segmented-format file (stream.authenticate_first_segment); the plaintext is discarded. For
+    the compliance checks: proves a stored file is ciphertext of this key without reading it all.
+    409 `data_key_destroyed`, 400 `ciphertext_invalid`, 503 `kek_unavailable`."""
+    if data_key.is_destroyed:
+        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+    try:
+        dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
+    except KekError as err:
+        raise _kek_error(err) from err
+    try:
+        return stream.authenticate_first_segment(src, dek, aad)
+    except stream.StreamError as err:
+        raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
+    finally:
+        del dek
+
+
 def store_data_key(data_key: DataKey, *, actor, source: Source = SYSTEM) -> DataKey:
     """Inside the caller's transaction: save a key from `seal` (`keys.dek.create`). Its KEK version
     is locked until that transaction ends; if a rotation deactivated it meanwhile, the key is first

@@ -164,3 +164,10 @@ def open_artifact_file(version_id: int, name: str) -> bytes:
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), found.sha256):
         raise ServiceError("artifact_integrity_failed", f"{name} of model version {version_id} fails its digest", 500)
     return data
+
+
+def latest_integrity_run():
+    """The newest artifact verification run (apps/registry/integrity.py), or None."""
+    from .models import IntegrityRun
+
+    return IntegrityRun.objects.order_by("-finished_at", "-pk").first()

@@ -1,0 +1,113 @@
+"""Integrity and the host: the checks decrypt real ciphertext through the KEK provider, read the
+installed distributions and the code manifest, and flip when the thing they inspect is broken."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.compliance.checks.keystore import artifact_integrity, artifacts_encrypted
+from apps.registry import services
+from apps.registry.models import IntegrityRun
+from inference_backend.demo_model import build_test_onnx
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def stored(staff_user):
+    """A registered ONNX version: its ciphertext is in the artifact store, its data key wrapped
+    by the session's dev KEK."""
+    data = build_test_onnx(4, 3, seed=11)
+    mv = services.register_model_version(model_name="integrity-probe", data=data, actor=staff_user)
+    return mv.artifact
+
+
+def _flip(path, offset: int) -> bytes:
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    damaged[offset] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    return original
+
+
+class TestArtifactIntegrity:
+    def test_no_run_fails(self, stored):
+        result = artifact_integrity(None)
+        assert result.status == "fail" and "never verified" in result.summary
+        assert result.evidence["last_run"] is None
+
+    def test_flipped_ciphertext_byte_fails_naming_the_artifact_then_restored_passes(self, stored):
+        run = services.verify_artifacts(sample_size=1000)
+        assert run.ok and stored.pk in run.artifact_ids and run.plaintext_bytes == stored.version.size_bytes
+        result = artifact_integrity(None)
+        assert result.status == "pass", result.summary
+        assert result.evidence["last_run"]["verified"] == run.verified
+
+        original = _flip(stored.path, len(stored.path.read_bytes()) // 2)  # inside segment 0's ciphertext
+        try:
+            run = services.verify_artifacts(sample_size=1000)
+            failure = next(f for f in run.failures if f["artifact"] == stored.pk)
+            assert failure["code"] == "ciphertext_invalid" and failure["version"] == "integrity-probe v1"
+            result = artifact_integrity(None)
+            assert result.status == "fail" and "integrity-probe v1" in result.summary
+            assert any(f["artifact"] == stored.pk for f in result.evidence["last_run"]["failures"])
+            event = AuditEvent.objects.filter(event_type="registry.integrity.verify").order_by("-id").first()
+            assert event.outcome == "failure" and event.target_id == str(run.pk)
+        finally:
+            stored.path.write_bytes(original)
+        assert services.verify_artifacts(sample_size=1000).ok
+        assert artifact_integrity(None).status == "pass"
+
+    def test_a_stale_run_fails(self, stored, settings):
+        run = services.verify_artifacts(sample_size=1000)
+        settings.INTEGRITY_MAX_AGE_HOURS = 24
+        IntegrityRun.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(hours=25))
+        result = artifact_integrity(None)
+        assert result.status == "fail" and "older than 24 h" in result.summary
+
+    def test_a_digest_mismatch_is_a_failure(self, stored):
+        """The AEAD tag holds but the recorded plaintext digest is not the plaintext's."""
+        type(stored.version).objects.filter(pk=stored.version.pk).update(sha256="0" * 64)
+        run = services.verify_artifacts(sample_size=1000)
+        assert any(f["artifact"] == stored.pk and f["code"] == "digest_mismatch" for f in run.failures)
+
+    def test_the_beat_task_is_scheduled_and_runs(self, stored, settings):
+        from apps.registry.tasks import verify_artifacts_task
+
+        entry = settings.CELERY_BEAT_SCHEDULE["registry-verify-artifacts"]
+        assert entry["task"] == verify_artifacts_task.name
+        assert "failed" in verify_artifacts_task.apply().get()
+        assert IntegrityRun.objects.exists()
+
+
+class TestArtifactsEncrypted:
+    def test_plaintext_model_in_place_of_an_artifact_fails_then_restored_passes(self, stored):
+        assert artifacts_encrypted(None).status == "pass"
+        original = stored.path.read_bytes()
+        plaintext = build_test_onnx(4, 3, seed=11)
+        # same size as recorded, so only the content tells: ONNX protobuf padded to the size
+        stored.path.write_bytes((plaintext + bytes(len(original)))[: len(original)])
+        try:
+            result = artifacts_encrypted(None)
+            assert result.status == "fail"
+            problem = next(p for p in result.evidence["problems"] if stored.storage_name in p)
+            assert "plaintext (ONNX protobuf" in problem
+            stored.path.write_bytes(b"GGUF" + original[4:])
+            problem = next(p for p in artifacts_encrypted(None).evidence["problems"] if stored.storage_name in p)
+            assert "GGUF" in problem
+        finally:
+            stored.path.write_bytes(original)
+        assert artifacts_encrypted(None).status == "pass"
+
+    def test_envelope_that_does_not_authenticate_fails(self, stored):
+        original = _flip(stored.path, len(stored.path.read_bytes()) - 3)  # in segment 0's tag
+        try:
+            problem = next(p for p in artifacts_encrypted(None).evidence["problems"] if stored.storage_name in p)
+            assert "does not decrypt under its data key (ciphertext_invalid)" in problem
+        finally:
+            stored.path.write_bytes(original)
+        assert artifacts_encrypted(None).status == "pass"
