@@ -401,6 +401,10 @@ CELERY_TASK_IGNORE_RESULT = True
 AUDIT_SEAL_SECONDS = env.float("SOVEREIGN_AUDIT_SEAL_SECONDS", default=10.0)
 # Artifact verification (apps/registry/integrity.py): how many live artifacts each run decrypts and
 # hashes, how often beat runs it, and how old the newest run may be for registry.artifact_integrity.
+# platform.minimal_install: distributions allowed although no requirement needs them (pip, ...).
+INSTALL_ALLOWLIST_FILE = Path(
+    env.str("SOVEREIGN_INSTALL_ALLOWLIST", default=str(BASE_DIR / "deploy" / "install-allowlist.txt"))
+)
 INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
 INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
 INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)

@@ -111,3 +111,63 @@ class TestArtifactsEncrypted:
         finally:
             stored.path.write_bytes(original)
         assert artifacts_encrypted(None).status == "pass"
+
+
+def _fake_distribution(site, name: str, version: str):
+    """A real (wheel-less) distribution: a dist-info directory importlib.metadata reads."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return info
+
+
+class TestMinimalInstall:
+    @pytest.fixture
+    def clean(self, settings, tmp_path):
+        """DEBUG off, and an allow-list that also names whatever this shared venv holds beyond the
+        requirements (a developer's tools), so that the test is about the distribution it adds."""
+        from apps.compliance.checks.host import minimal_install
+
+        settings.DEBUG = False
+        baseline = minimal_install(None).evidence
+        extra = [entry.split(" ")[0] for entry in baseline["not_required"]]
+        allow = tmp_path / "allow.txt"
+        allow.write_text(settings.INSTALL_ALLOWLIST_FILE.read_text() + "\n".join(extra) + "\n")
+        settings.INSTALL_ALLOWLIST_FILE = allow
+        assert not baseline["version_mismatch"], baseline["version_mismatch"]
+        return minimal_install
+
+    def test_an_installed_distribution_no_requirement_needs_fails_then_removed_passes(
+        self, clean, tmp_path, monkeypatch
+    ):
+        import shutil
+        import sys
+
+        first = clean(None)
+        assert first.status == "pass", (first.summary, first.evidence)
+        site = tmp_path / "site"
+        info = _fake_distribution(site, "sneaky-tool", "1.0")
+        monkeypatch.syspath_prepend(str(site))
+        result = clean(None)
+        assert result.status == "fail" and "sneaky-tool" in result.summary
+        assert "sneaky-tool 1.0" in result.evidence["not_required"]
+        shutil.rmtree(info)
+        sys.path.remove(str(site))
+        assert clean(None).status == "pass"
+
+    def test_a_pinned_distribution_at_another_version_fails(self, clean, tmp_path, monkeypatch):
+        site = tmp_path / "site"
+        _fake_distribution(site, "django-environ", "0.1.0")  # first on sys.path: what `import environ` finds
+        monkeypatch.syspath_prepend(str(site))
+        result = clean(None)
+        assert result.status == "fail"
+        assert any(m.startswith("django-environ 0.1.0 installed") for m in result.evidence["version_mismatch"])
+
+    def test_the_allowlist_file_is_honoured_and_shown(self, clean, settings, tmp_path, monkeypatch):
+        site = tmp_path / "site"
+        _fake_distribution(site, "sneaky-tool", "1.0")
+        monkeypatch.syspath_prepend(str(site))
+        with open(settings.INSTALL_ALLOWLIST_FILE, "a") as f:
+            f.write("sneaky_tool  # declared on purpose\n")
+        result = clean(None)
+        assert result.status == "pass" and "sneaky-tool" in result.evidence["allowed_extras"]

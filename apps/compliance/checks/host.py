@@ -1,0 +1,147 @@
+"""Checks of the host: what is installed in the portal's Python environment."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+from django.conf import settings
+
+from . import FAIL, PASS, CheckResult, register
+from .settings import override_evidence, override_note
+
+LIST_LIMIT = 50
+# Required when listed in requirements.txt; requirements-models.txt (the demo models, `make run`)
+# may be installed or not, and when it is its pins must hold too.
+REQUIREMENT_FILES = (("requirements.txt", True), ("requirements-models.txt", False))
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_requirements(path: Path) -> list[str]:
+    """The requirement lines of a pip requirements file (comments, options and hash lines dropped)."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip().rstrip("\\").strip()
+        if line and not line.startswith("-"):
+            out.append(line)
+    return out
+
+
+def read_allowlist(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    return {canonical(ln.split("#")[0].strip()) for ln in path.read_text().splitlines() if ln.split("#")[0].strip()}
+
+
+def installed_distributions() -> dict:
+    """{canonical name: Distribution} as importlib.metadata finds them on sys.path; the first one
+    of a name wins, as it does for imports."""
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(canonical(name), dist)
+    return found
+
+
+def dependency_closure(roots, installed: dict) -> set[str]:
+    """The names reachable from the pinned requirements through the installed distributions'
+    `Requires-Dist` (environment markers evaluated, extras followed)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    seen: set[tuple[str, frozenset]] = set()
+    todo = [(canonical(r.name), frozenset(r.extras)) for r in roots]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        dist = installed.get(name)
+        if dist is None:
+            continue
+        for spec in dist.requires or []:
+            try:
+                req = Requirement(spec)
+            except InvalidRequirement:
+                continue
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                todo.append((canonical(req.name), frozenset(req.extras)))
+    return {name for name, _ in seen}
+
+
+@register("platform.minimal_install")
+def minimal_install(ctx) -> CheckResult:
+    """Reads the installed distributions (importlib.metadata), not only requirements.txt: every
+    installed distribution must be a pinned requirement or in its dependency closure (or on the
+    allow-list file), every pin must match the installed version; DEBUG off."""
+    from packaging.requirements import Requirement
+
+    installed = installed_distributions()
+    roots, problems, unpinned, mismatched, missing = [], [], [], [], []
+    files = {}
+    for name, required in REQUIREMENT_FILES:
+        path = settings.BASE_DIR / name
+        if not path.is_file():
+            if required:
+                problems.append(f"{name} is missing")
+            continue
+        lines = read_requirements(path)
+        files[name] = len(lines)
+        for line in lines:
+            req = Requirement(line)
+            roots.append(req)
+            pins = [s for s in req.specifier if s.operator == "=="]
+            if not pins:
+                unpinned.append(line)
+            dist = installed.get(canonical(req.name))
+            if dist is None:
+                if required:
+                    missing.append(req.name)
+            elif not req.specifier.contains(dist.version, prereleases=True):
+                mismatched.append(f"{req.name} {dist.version} installed, {name} pins {req.specifier}")
+    allowlist_path = Path(settings.INSTALL_ALLOWLIST_FILE)
+    allowed = read_allowlist(allowlist_path)
+    needed = dependency_closure(roots, installed)
+    extras = sorted(n for n in installed if n not in needed and n not in allowed)
+    evidence = {
+        "requirement_files": files,
+        "installed": len(installed),
+        "required_closure": len(needed & set(installed)),
+        "not_required": [f"{n} {installed[n].version}" for n in extras][:LIST_LIMIT],
+        "version_mismatch": mismatched[:LIST_LIMIT],
+        "pinned_not_installed": missing[:LIST_LIMIT],
+        "unpinned": unpinned[:LIST_LIMIT],
+        "allowlist": str(allowlist_path),
+        "allowed_extras": sorted(n for n in installed if n in allowed and n not in needed),
+        "DEBUG": settings.DEBUG,
+    }
+    evidence.update(override_evidence("debug"))
+    if extras:
+        problems.append(f"{len(extras)} installed distribution(s) no requirement needs: {', '.join(extras[:10])}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} pinned version(s) differ from the installed ones")
+    if missing:
+        problems.append(f"{len(missing)} pinned requirement(s) not installed: {', '.join(missing[:10])}")
+    if unpinned:
+        problems.append(f"{len(unpinned)} unpinned requirement(s)")
+    if settings.DEBUG:
+        problems.append("DEBUG is on")
+    if problems or "insecure_override" in evidence:
+        return CheckResult(
+            FAIL,
+            "; ".join(problems or ["DEBUG allowed"]) + override_note(evidence),
+            evidence,
+            "Uninstall the listed distributions (or add a requirement for them), install the pinned versions "
+            "(`pip install -r requirements.txt`), pin every requirement with == and set SOVEREIGN_DEBUG=false.",
+        )
+    return CheckResult(
+        PASS,
+        f"{len(installed)} installed distribution(s), all required by {sum(files.values())} pinned requirement(s) "
+        "or allow-listed, versions as pinned; DEBUG off",
+        evidence,
+    )
