@@ -405,6 +405,8 @@ AUDIT_SEAL_SECONDS = env.float("SOVEREIGN_AUDIT_SEAL_SECONDS", default=10.0)
 INSTALL_ALLOWLIST_FILE = Path(
     env.str("SOVEREIGN_INSTALL_ALLOWLIST", default=str(BASE_DIR / "deploy" / "install-allowlist.txt"))
 )
+# The signed manifest of the installed code (apps/compliance/manifest.py, platform.code_manifest).
+CODE_MANIFEST_FILE = Path(env.str("SOVEREIGN_CODE_MANIFEST", default=str(DATA_DIR / "code-manifest.json")))
 INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
 INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
 INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)

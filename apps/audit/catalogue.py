@@ -101,6 +101,9 @@ EVENT_TYPES: dict[str, str] = {
     # platform (the `make run` supervisor, deploy/run_local.py)
     "platform.process.restart": "Supervised process (triton, worker, web) exited and was restarted",
     "platform.process.giveup": "Supervised process kept failing: the launcher gave up and stopped",
+    # the signed manifest of the installed code (apps/compliance/manifest.py)
+    "platform.code_manifest.write": "Signed manifest of the installed code written (manage.py code_manifest --write)",
+    "platform.code_manifest.mismatch": "ALERT: the installed code differs from the signed manifest at process start",
 }
 
 

@@ -171,3 +171,82 @@ class TestMinimalInstall:
             f.write("sneaky_tool  # declared on purpose\n")
         result = clean(None)
         assert result.status == "pass" and "sneaky-tool" in result.evidence["allowed_extras"]
+
+
+class TestCodeManifest:
+    @pytest.fixture
+    def tree(self, settings, tmp_path):
+        """A copy of the covered code, so that the test can change files without touching the repo."""
+        import shutil
+
+        base = tmp_path / "code"
+        for root in ("apps", "portal", "inference_backend"):
+            shutil.copytree(settings.BASE_DIR / root, base / root, ignore=shutil.ignore_patterns("__pycache__"))
+        settings.CODE_MANIFEST_BASE = base
+        settings.CODE_MANIFEST_FILE = tmp_path / "manifest" / "code-manifest.json"
+        return base
+
+    def test_written_passes_modified_fails_restored_passes(self, tree):
+        from apps.compliance.checks.host import code_manifest
+        from apps.compliance.manifest import signature_path, write_manifest
+
+        assert code_manifest(None).status == "fail"  # none written yet
+        manifest = write_manifest()
+        event = AuditEvent.objects.filter(event_type="platform.code_manifest.write").latest("id")
+        assert event.details["files"] == len(manifest["files"]) > 300
+        assert oct(signature_path().stat().st_mode & 0o777) == "0o600"
+        result = code_manifest(None)
+        assert result.status == "pass", result.summary
+
+        victim = tree / "apps" / "registry" / "services.py"
+        original = victim.read_bytes()
+        victim.write_bytes(original + b"\n# injected\n")
+        result = code_manifest(None)
+        assert result.status == "fail" and "apps/registry/services.py" in result.summary
+        assert result.evidence["changed"] == ["apps/registry/services.py"]
+        victim.write_bytes(original)
+        assert code_manifest(None).status == "pass"
+
+        planted = tree / "portal" / "backdoor.py"
+        planted.write_text("import os\n")
+        result = code_manifest(None)
+        assert result.status == "fail" and result.evidence["added"] == ["portal/backdoor.py"]
+        planted.unlink()
+        assert code_manifest(None).status == "pass"
+
+    def test_a_tampered_manifest_fails_its_signature(self, tree, settings):
+        import json
+
+        from apps.compliance.checks.host import code_manifest
+        from apps.compliance.manifest import manifest_path, write_manifest
+
+        write_manifest()
+        (tree / "apps" / "core" / "errors.py").write_text("# replaced\n")
+        data = json.loads(manifest_path().read_text())
+        data["files"]["apps/core/errors.py"] = hashlib_sha256(b"# replaced\n")  # the attacker updates the digest
+        manifest_path().write_text(json.dumps(data, sort_keys=True, indent=1))
+        result = code_manifest(None)
+        assert result.status == "fail" and "signature does not verify" in result.summary
+
+    def test_a_new_distribution_fails_and_start_up_audits_the_mismatch(self, tree, tmp_path, monkeypatch):
+        from apps.compliance.checks.host import code_manifest
+        from apps.compliance.manifest import verify_at_start, write_manifest
+
+        write_manifest()
+        assert verify_at_start("web").ok
+        site = tmp_path / "site"
+        _fake_distribution(site, "sneaky-tool", "1.0")
+        monkeypatch.syspath_prepend(str(site))
+        result = code_manifest(None)
+        assert result.status == "fail" and "sneaky-tool 1.0 installed since" in result.evidence["distributions_changed"]
+        report = verify_at_start("web")
+        assert report.status == "differs"
+        event = AuditEvent.objects.filter(event_type="platform.code_manifest.mismatch").latest("id")
+        assert event.outcome == "failure" and event.target_id == "web"
+        assert "sneaky-tool 1.0 installed since" in event.details["distributions_changed"]
+
+
+def hashlib_sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

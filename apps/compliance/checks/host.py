@@ -145,3 +145,42 @@ def minimal_install(ctx) -> CheckResult:
         "or allow-listed, versions as pinned; DEBUG off",
         evidence,
     )
+
+
+@register("platform.code_manifest")
+def code_manifest(ctx) -> CheckResult:
+    """等保 8.1.4.6: the signed manifest of the installed code verifies (trusted signing key) and
+    every file and distribution it records is as recorded now (apps/compliance/manifest.py)."""
+    from ..manifest import verify_manifest
+
+    report = verify_manifest()
+    evidence = report.as_evidence()
+    if report.status == "missing":
+        return CheckResult(
+            FAIL,
+            "no signed code manifest: the installed code cannot be verified",
+            evidence,
+            "Run `manage.py code_manifest --write` at install or deploy (make run does it).",
+        )
+    if report.status == "bad_signature":
+        return CheckResult(
+            FAIL,
+            f"the code manifest's signature does not verify: {report.detail}",
+            evidence,
+            "Find out who changed the manifest; reinstall the code from a trusted source and write a new manifest.",
+        )
+    if not report.ok:
+        first = (report.changed + report.missing + report.added + report.distributions)[:5]
+        return CheckResult(
+            FAIL,
+            f"the installed code differs from the signed manifest ({report.detail}): {', '.join(first)}",
+            evidence,
+            "Find out what changed the listed files; reinstall from a trusted source, or, for an intended "
+            "deployment, write a new manifest with `manage.py code_manifest --write`.",
+        )
+    return CheckResult(
+        PASS,
+        f"{report.files} file(s) and the installed distributions match the manifest signed by {report.key_id} "
+        f"at {report.generated_at[:16]}",
+        evidence,
+    )
