@@ -470,11 +470,12 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, dek: bytes, aad: bytes) -> int:
         n = 1 + _read_full(src, in_mv[1:])
 
 
-def authenticate_first_segment(src: BinaryIO, dek: bytes, aad: bytes) -> int:
+def authenticate_first_segment(src: BinaryIO, dek: bytes, aad: bytes, keep: int = 0) -> tuple[int, bytes]:
     """Authenticate only segment 0 of a file (header parsed, per-file key derived, GCM tag of the
     first segment checked with the right "final" flag): cheap proof that a file is this format's
     ciphertext under ``dek`` and ``aad``, without reading gigabytes. Returns the segment's
-    plaintext length and discards the plaintext. Raises :class:`StreamError`."""
+    plaintext length and its first ``keep`` bytes (authenticated; the rest is wiped). Raises
+    :class:`StreamError`."""
     header = read_header(src)
     s = SUITES[header.suite]
     if len(dek) != DEK_LEN:
@@ -492,8 +493,9 @@ def authenticate_first_segment(src: BinaryIO, dek: bytes, aad: bytes) -> int:
         m = sealer.open(0, last, memoryview(inbuf)[:n], memoryview(outbuf))
     except InvalidTag:
         raise StreamError("authentication failed at segment 0: wrong key or aad, or the file was modified") from None
+    head = bytes(outbuf[: min(keep, m)])
     outbuf[:] = bytes(len(outbuf))
-    return m
+    return m, head
 
 
 def decrypt_to_bytes(blob_or_file: bytes | bytearray | memoryview | BinaryIO, dek: bytes, aad: bytes) -> bytes:

@@ -182,10 +182,11 @@ def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
         del dek
 
 
-def authenticate_head(src, aad: bytes, *, data_key: DataKey) -> int:
+def authenticate_head(src, aad: bytes, *, data_key: DataKey, keep: int = 0) -> tuple[int, bytes]:
     """Unwrap the data key through the KEK provider and authenticate the first segment of a
     segmented-format file (stream.authenticate_first_segment); the plaintext is discarded. For
     the compliance checks: proves a stored file is ciphertext of this key without reading it all.
+    Returns segment 0's plaintext length and its first `keep` bytes (to tell the file's format).
     409 `data_key_destroyed`, 400 `ciphertext_invalid`, 503 `kek_unavailable`."""
     if data_key.is_destroyed:
         raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
@@ -194,7 +195,7 @@ def authenticate_head(src, aad: bytes, *, data_key: DataKey) -> int:
     except KekError as err:
         raise _kek_error(err) from err
     try:
-        return stream.authenticate_first_segment(src, dek, aad)
+        return stream.authenticate_first_segment(src, dek, aad, keep)
     except stream.StreamError as err:
         raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
     finally:

@@ -171,3 +171,12 @@ def latest_integrity_run():
     from .models import IntegrityRun
 
     return IntegrityRun.objects.order_by("-finished_at", "-pk").first()
+
+
+def allowed_formats() -> dict[str, tuple[str, ...]]:
+    """What the registry accepts, for the compliance checks: {version format: file names} (an ONNX
+    version is one file; a language model's set holds only these names, apps/registry/llm.py)."""
+    from .llm import ALLOWED_FILES
+    from .models import ModelFormat
+
+    return {ModelFormat.ONNX.value: ("model.onnx",), ModelFormat.LLM.value: tuple(ALLOWED_FILES)}

@@ -250,3 +250,48 @@ def hashlib_sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+class TestNoExecutableArtifacts:
+    def test_a_pickle_sealed_under_the_artifacts_key_fails_then_restored_passes(self, stored):
+        import pickle
+
+        from apps.compliance.checks.artifacts import no_executable_artifacts
+        from apps.keys.services import seal_with
+
+        result = no_executable_artifacts(None)
+        assert result.status == "pass", result.summary
+        assert (
+            result.evidence["upload_probe"] == {"pickle_refused": True, "code": "invalid_onnx"}
+            or (result.evidence["upload_probe"]["pickle_refused"])
+        )
+        original = stored.path.read_bytes()
+        # what a registry without validation would have stored: a pickle, properly encrypted
+        payload = pickle.dumps({"weights": [1.0, 2.0]}, protocol=4)
+        stored.path.write_bytes(seal_with(payload, stored.aad.encode(), data_key=stored.data_key))
+        try:
+            result = no_executable_artifacts(None)
+            assert result.status == "fail"
+            assert any(
+                "integrity-probe v1: model.onnx holds executable content (Python pickle)" in p
+                for p in result.evidence["problems"]
+            )
+        finally:
+            stored.path.write_bytes(original)
+        assert no_executable_artifacts(None).status == "pass"
+
+    def test_a_format_the_registry_does_not_accept_fails(self, stored):
+        from apps.compliance.checks.artifacts import no_executable_artifacts
+
+        type(stored.version).objects.filter(pk=stored.version.pk).update(format="pytorch")
+        result = no_executable_artifacts(None)
+        assert result.status == "fail" and "format 'pytorch' is not one the registry accepts" in result.summary
+
+    def test_the_registry_refuses_a_pickle_upload(self, staff_user):
+        import pickle
+
+        from apps.core.errors import ServiceError
+
+        with pytest.raises(ServiceError) as err:
+            services.register_model_version(model_name="pickled", data=pickle.dumps([1, 2]), actor=staff_user)
+        assert err.value.code == "not_onnx" and err.value.field == "file"

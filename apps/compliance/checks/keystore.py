@@ -98,7 +98,12 @@ def plaintext_kind(head: bytes) -> str:
         return "Python pickle"
     if head[:4] == b"\x7fELF":
         return "ELF executable"
-    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in (0x12, 0x1A, 0x22, 0x3A, 0x42):
+    if (
+        len(head) >= 3
+        and head[0] == 0x08
+        and 1 <= head[1] <= 30
+        and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
+    ):
         return "ONNX protobuf (ir_version, then a ModelProto field)"
     if head[:1] in (b"{", b"["):
         return "JSON text"
