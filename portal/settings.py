@@ -407,6 +407,8 @@ INSTALL_ALLOWLIST_FILE = Path(
 )
 # The signed manifest of the installed code (apps/compliance/manifest.py, platform.code_manifest).
 CODE_MANIFEST_FILE = Path(env.str("SOVEREIGN_CODE_MANIFEST", default=str(DATA_DIR / "code-manifest.json")))
+# keys.disposal also scans this host's `sovereign-*` temporary directories (the Triton models' cwd).
+RESIDUE_TEMP_DIR = env.str("SOVEREIGN_RESIDUE_TEMP_DIR", default="")
 INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
 INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
 INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)

@@ -202,6 +202,17 @@ def authenticate_head(src, aad: bytes, *, data_key: DataKey, keep: int = 0) -> t
         del dek
 
 
+def kek_refuses(kek_id: str) -> bool:
+    """Does the key provider refuse to use KEK version `kek_id`? A probe for the disposal check: it
+    asks the provider (the HSM) to wrap a throw-away all-zero key with that version; a retired
+    (destroyed) version must be refused. Nothing is stored; the provider's words go to no answer."""
+    try:
+        get_kek_provider().wrap(bytes(32), kek_id)
+    except KekError:
+        return True
+    return False
+
+
 def store_data_key(data_key: DataKey, *, actor, source: Source = SYSTEM) -> DataKey:
     """Inside the caller's transaction: save a key from `seal` (`keys.dek.create`). Its KEK version
     is locked until that transaction ends; if a rotation deactivated it meanwhile, the key is first

@@ -295,3 +295,88 @@ class TestNoExecutableArtifacts:
         with pytest.raises(ServiceError) as err:
             services.register_model_version(model_name="pickled", data=pickle.dumps([1, 2]), actor=staff_user)
         assert err.value.code == "not_onnx" and err.value.field == "file"
+
+
+class TestDisposal:
+    @pytest.fixture
+    def store(self, settings, tmp_path):
+        """A fresh artifact store and temporary directory, so that other tests' files do not count."""
+        settings.ARTIFACT_DIR = tmp_path / "artifacts"
+        settings.ARTIFACT_DIR.mkdir(mode=0o700)
+        settings.RESIDUE_TEMP_DIR = tmp_path / "tmp"
+        settings.RESIDUE_TEMP_DIR.mkdir()
+        return settings.ARTIFACT_DIR
+
+    def _shred(self, mv, actor, capture):
+        with capture(execute=True):
+            services.shred_model_version(model_version_id=mv.pk, reason="disposal test", actor=actor)
+
+    def test_shredded_version_leaves_nothing_then_leftover_ciphertext_fails(
+        self, store, staff_user, django_capture_on_commit_callbacks
+    ):
+        from apps.compliance.checks.artifacts import disposal
+
+        mv = services.register_model_version(
+            model_name="to-dispose", data=build_test_onnx(4, 3, seed=5), actor=staff_user
+        )
+        path = mv.artifact.path
+        ciphertext = path.read_bytes()
+        self._shred(mv, staff_user, django_capture_on_commit_callbacks)
+        result = disposal(None)
+        assert result.status == "pass", result.summary
+        assert result.evidence["destroyed_data_keys"] >= 1 and result.evidence["dek_destroy_events"] >= 1
+        path.write_bytes(ciphertext)  # the shred's file deletion did not happen
+        result = disposal(None)
+        assert result.status == "fail" and "ciphertext of shredded to-dispose v1" in result.summary
+        path.unlink()
+        assert disposal(None).status == "pass"
+
+    def test_plaintext_and_partial_residue_fail(self, store, settings):
+        from apps.compliance.checks.artifacts import disposal
+
+        assert disposal(None).status == "pass"
+        leaked = store / "staging" / "model.bin"
+        leaked.parent.mkdir()
+        leaked.write_bytes(b"GGUF" + bytes(60))
+        result = disposal(None)
+        assert result.status == "fail" and str(leaked) in result.summary and "GGUF model" in result.summary
+        leaked.unlink()
+        cwd = settings.RESIDUE_TEMP_DIR / "sovereign-model-abc"
+        cwd.mkdir()
+        (cwd / "weights.onnx.partial").write_bytes(b"\x00" * 10)
+        result = disposal(None)
+        assert result.status == "fail" and "partial decryption" in result.summary
+        (cwd / "weights.onnx.partial").unlink()
+        assert disposal(None).status == "pass"
+
+    def test_a_retired_kek_the_provider_still_holds_fails(self, store):
+        from apps.compliance.checks.artifacts import disposal
+        from apps.keys.models import KekState, KeyEncryptionKey
+        from apps.keys.services import active_kek
+
+        kek = active_kek()
+        assert disposal(None).status == "pass"
+        # retirement recorded, but the provider still holds the key (its destruction failed or was skipped)
+        KeyEncryptionKey.objects.filter(pk=kek.pk).update(state=KekState.RETIRED)
+        result = disposal(None)
+        assert result.status == "fail" and f"retired KEK {kek.kek_id} is still usable" in result.summary
+        KeyEncryptionKey.objects.filter(pk=kek.pk).update(state=KekState.ACTIVE)
+        assert disposal(None).status == "pass"
+
+    def test_a_really_retired_kek_is_refused(self, store, staff_user, officer_user, settings, tmp_path):
+        """A rotation then retirement destroys the old version in the provider: the probe is refused."""
+        from apps.compliance.checks.artifacts import disposal
+        from apps.keys import services as keys
+        from apps.keys.models import KeyEncryptionKey
+        from apps.keys.providers import get_kek_provider
+
+        settings.LOCAL_KEK_FILE = str(tmp_path / "keystore" / "kek.bin")  # not the session's: it is rotated
+        get_kek_provider.cache_clear()
+
+        old = keys.active_kek()
+        keys.start_rotation(actor=officer_user)
+        keys.run_rotation(keys.KekRotation.objects.latest("pk").pk)
+        keys.retire_kek(kek_pk=KeyEncryptionKey.objects.get(pk=old.pk).pk, actor=officer_user)
+        result = disposal(None)
+        assert old.kek_id in result.evidence["retired_keks_probed"]
+        assert result.evidence["retired_keks_usable"] == [] and result.status == "pass", result.summary

@@ -1,7 +1,10 @@
 """Checks of what the artifact store holds: no executable content (等保 8.1.4.5), and that
-crypto-shredded versions really cannot be decrypted any more (HIPAA 164.310(d)(2))."""
+crypto-shredded versions really cannot be decrypted any more and leave nothing behind (HIPAA
+164.310(d)(2), `keys.disposal`)."""
 
 from __future__ import annotations
+
+import contextlib
 
 from . import FAIL, NA, PASS, CheckResult, register
 from .keystore import plaintext_kind
@@ -115,5 +118,112 @@ def no_executable_artifacts(ctx) -> CheckResult:
         PASS,
         f"{files} file(s) of {total} artifact(s) decrypted at their start are ONNX, JSON or text, no pickle or "
         "executable; the upload validator refuses a pickle",
+        evidence,
+    )
+
+
+def _residue_roots() -> list:
+    """Where plaintext or temporary copies of model files could be left: the artifact store (and
+    the import staging directory), and this host's temporary directories of the Triton models."""
+    import tempfile
+    from pathlib import Path
+
+    from django.conf import settings
+
+    roots = [Path(settings.ARTIFACT_DIR)]
+    staging = getattr(settings, "IMPORT_STAGING_DIR", "")
+    if staging:
+        roots.append(Path(staging))
+    temp = Path(getattr(settings, "RESIDUE_TEMP_DIR", "") or tempfile.gettempdir())
+    if temp.is_dir():
+        with contextlib.suppress(OSError):
+            roots += sorted(p for p in temp.iterdir() if p.is_dir() and p.name.startswith("sovereign-"))
+    return roots
+
+
+def residue_files() -> list[str]:
+    """Files that are partial decryptions (`*.partial`) or start like a plaintext model format."""
+    found = []
+    for root in _residue_roots():
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.is_symlink():
+                    continue
+                if path.name.endswith(".partial"):
+                    found.append(f"{path} (partial decryption)")
+                    continue
+                with open(path, "rb") as f:
+                    head = f.read(HEAD)
+            except OSError:
+                continue
+            if head[:4] == b"SVRN":
+                continue
+            kind = plaintext_kind(head)
+            if kind:
+                found.append(f"{path} ({kind})")
+            if len(found) >= LIST_LIMIT:
+                return found
+    return found
+
+
+@register("keys.disposal")
+def disposal(ctx) -> CheckResult:
+    """HIPAA 164.310(d)(2): what was shredded is gone — destroyed data keys hold no wrapped bytes,
+    shredded versions' ciphertext files are deleted, retired KEK versions are refused by the key
+    provider (probed), finished imports kept no ephemeral key or staged file, and no plaintext or
+    partial decryption is left in the artifact store or the Triton models' temporary directories."""
+    from apps.audit.models import AuditEvent
+    from apps.keys.models import DataKey, KekState, KeyEncryptionKey
+    from apps.keys.services import kek_refuses
+    from apps.registry.models import Artifact, ImportJob, ImportState
+
+    problems = []
+    destroyed = DataKey.objects.filter(destroyed_at__isnull=False)
+    still_wrapped = [f"data key #{pk}" for pk in destroyed.exclude(wrapped=b"").values_list("pk", flat=True)]
+    problems += [f"{name} is marked destroyed but its wrapped key remains" for name in still_wrapped]
+    shredded = Artifact.objects.filter(data_key__destroyed_at__isnull=False).select_related("version__model")
+    leftover = []
+    for art in shredded.prefetch_related("files"):
+        leftover += [f"{art.version}: {p.name}" for p in art.paths() if p.exists()]
+    problems += [f"ciphertext of shredded {x} is still on disk" for x in leftover]
+    retired = list(KeyEncryptionKey.objects.filter(state=KekState.RETIRED).values_list("kek_id", flat=True))
+    usable = [kek_id for kek_id in retired if not kek_refuses(kek_id)]
+    problems += [f"retired KEK {kek_id} is still usable in the key provider" for kek_id in usable]
+    finished = ImportJob.objects.filter(state__in=[ImportState.SUCCEEDED, ImportState.FAILED])
+    kept_keys = list(finished.exclude(staging_wrapped_key=b"").values_list("pk", flat=True))
+    problems += [f"finished import #{pk} still holds its ephemeral data key" for pk in kept_keys]
+    staged = [j.staging_path for j in finished.exclude(staging_name="") if j.staging_path and j.staging_path.exists()]
+    problems += [f"staged upload {p.name} of a finished import is still on disk" for p in staged]
+    residue = residue_files()
+    problems += [f"plaintext or partial file left: {r}" for r in residue]
+    destroy_events = AuditEvent.objects.filter(event_type="keys.dek.destroy").count()
+    live_kek_ids = set(KeyEncryptionKey.objects.exclude(state=KekState.RETIRED).values_list("kek_id", flat=True))
+    evidence = {
+        "destroyed_data_keys": destroyed.count(),
+        "dek_destroy_events": destroy_events,
+        "shredded_versions": shredded.count(),
+        "retired_keks_probed": retired,
+        "retired_keks_usable": usable,
+        # Informational: a database backup taken before a shred still holds these keys wrapped by a
+        # KEK the provider still has; retiring that KEK (after a rotation) makes them unrecoverable.
+        "shredded_keys_under_live_kek": destroyed.filter(kek_id__in=live_kek_ids).count(),
+        "residue_scanned": [str(p) for p in _residue_roots()][:LIST_LIMIT],
+        "problems": problems[:LIST_LIMIT],
+    }
+    if problems:
+        return CheckResult(
+            FAIL,
+            f"{len(problems)} disposal problem(s): " + "; ".join(problems[:3]),
+            evidence,
+            "Delete (securely wipe) the listed files, retire KEK versions in the provider (manage the HSM object), "
+            "and find out which step of the shred or import left them.",
+        )
+    return CheckResult(
+        PASS,
+        f"{evidence['destroyed_data_keys']} destroyed data key(s) hold no key material, "
+        f"{evidence['shredded_versions']} shredded version(s) left no ciphertext, "
+        f"{len(retired)} retired KEK(s) refused by the provider, no plaintext residue",
         evidence,
     )
