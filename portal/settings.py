@@ -409,6 +409,20 @@ INSTALL_ALLOWLIST_FILE = Path(
 CODE_MANIFEST_FILE = Path(env.str("SOVEREIGN_CODE_MANIFEST", default=str(DATA_DIR / "code-manifest.json")))
 # keys.disposal also scans this host's `sovereign-*` temporary directories (the Triton models' cwd).
 RESIDUE_TEMP_DIR = env.str("SOVEREIGN_RESIDUE_TEMP_DIR", default="")
+# platform.listening (等保 8.1.3): the ports of this host's services, as deploy/run_local.py (make run)
+# derives them from the same variables. Internal ones must listen on loopback only.
+LISTEN_PUBLIC_PORT = env.int("SOVEREIGN_PORT", default=8000)
+LISTEN_INTERNAL = {
+    "portal (gunicorn)": env.int("SOVEREIGN_PORTAL_PORT", default=LISTEN_PUBLIC_PORT + 2),
+    "triton http": env.int("SOVEREIGN_TRITON_PORT", default=18000),
+    "triton grpc": env.int("SOVEREIGN_TRITON_PORT", default=18000) + 1,
+    "triton metrics": env.int("SOVEREIGN_TRITON_PORT", default=18000) + 2,
+    **{f"extra {p}": int(p) for p in env.list("SOVEREIGN_INTERNAL_PORTS", default=[]) if p},
+}
+LISTEN_PUBLIC = {
+    "data plane (HTTP)": LISTEN_PUBLIC_PORT,
+    "data plane (gRPC)": env.int("SOVEREIGN_GRPC_PORT", default=LISTEN_PUBLIC_PORT + 1),
+}
 INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
 INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
 INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)

@@ -380,3 +380,62 @@ class TestDisposal:
         result = disposal(None)
         assert old.kek_id in result.evidence["retired_keks_probed"]
         assert result.evidence["retired_keks_usable"] == [] and result.status == "pass", result.summary
+
+
+class TestListening:
+    def _listen(self, address: str):
+        import socket
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((address, 0))
+        sock.listen(1)
+        return sock
+
+    def test_an_internal_port_on_every_address_fails_then_loopback_passes(self, settings):
+        from apps.compliance.checks.host import listening
+
+        exposed = self._listen("0.0.0.0")  # noqa: S104 - the mistake the check must catch
+        port = exposed.getsockname()[1]
+        settings.LISTEN_INTERNAL = {"triton metrics": port}
+        try:
+            result = listening(None)
+            assert result.status == "fail"
+            assert f"triton metrics listens on 0.0.0.0:{port}" in result.summary
+        finally:
+            exposed.close()
+        private = self._listen("127.0.0.1")
+        settings.LISTEN_INTERNAL = {"triton metrics": private.getsockname()[1]}
+        try:
+            result = listening(None)
+            assert result.status == "pass", result.summary
+            assert result.evidence["internal"][f"triton metrics :{private.getsockname()[1]}"] == ["127.0.0.1"]
+        finally:
+            private.close()
+
+    def test_a_registered_local_triton_port_is_internal(self, settings):
+        from apps.compliance.checks.host import listening
+        from apps.deployments.models import InferenceServer
+
+        exposed = self._listen("0.0.0.0")  # noqa: S104
+        port = exposed.getsockname()[1]
+        settings.LISTEN_INTERNAL = {}
+        InferenceServer.objects.create(name="local", http_url=f"http://127.0.0.1:{port}")
+        try:
+            result = listening(None)
+            assert result.status == "fail" and f"triton local listens on 0.0.0.0:{port}" in result.summary
+        finally:
+            exposed.close()
+
+    @pytest.mark.integration
+    def test_the_embedded_triton_listens_on_loopback_only(self, settings, triton):
+        from apps.compliance.checks.host import listening
+
+        settings.LISTEN_INTERNAL = {
+            "triton http": triton.http_port,
+            "triton grpc": triton.grpc_port,
+            "triton metrics": triton.metrics_port,
+        }
+        result = listening(None)
+        assert result.status == "pass", result.summary
+        for name, port in settings.LISTEN_INTERNAL.items():
+            assert result.evidence["internal"][f"{name} :{port}"] == ["127.0.0.1"]

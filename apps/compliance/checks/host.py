@@ -184,3 +184,103 @@ def code_manifest(ctx) -> CheckResult:
         f"at {report.generated_at[:16]}",
         evidence,
     )
+
+
+def listening_sockets() -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state in this host's network namespace, read
+    from /proc/net/tcp and /proc/net/tcp6 (Linux). Raises OSError where they do not exist."""
+    import ipaddress
+
+    found = []
+    for name, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            if width == 8:
+                raise
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 4 or parts[3] != "0A":  # 0A: TCP_LISTEN
+                continue
+            hex_addr, hex_port = parts[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            addr = ipaddress.ip_address(raw)
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+                addr = addr.ipv4_mapped
+            found.append((str(addr), int(hex_port, 16)))
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _internal_services() -> dict[str, int]:
+    """The configured internal ports, plus the port of every registered Triton on this host."""
+    from urllib.parse import urlsplit
+
+    from apps.deployments.models import InferenceServer
+
+    services = dict(settings.LISTEN_INTERNAL)
+    for name, url in InferenceServer.objects.values_list("name", "http_url"):
+        parts = urlsplit(url)
+        if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
+            services.setdefault(f"triton {name}", parts.port)
+    return services
+
+
+@register("platform.listening")
+def listening(ctx) -> CheckResult:
+    """等保 8.1.3 boundary protection, as far as this host shows it: the sockets actually in LISTEN
+    state (the kernel's table) for each configured service; an internal one (portal behind the data
+    plane, Triton's HTTP, gRPC and metrics ports, SOVEREIGN_INTERNAL_PORTS) on a non-loopback
+    address fails. The public data plane's addresses are listed."""
+    internal = _internal_services()
+    try:
+        sockets = listening_sockets()
+    except OSError as err:
+        return CheckResult(
+            FAIL,
+            f"the listening sockets cannot be read on this host ({err.strerror or err})",
+            {"error": str(err)},
+            "Run the portal on Linux (the check reads /proc/net/tcp), or attest the exposure of every port.",
+        )
+    by_port: dict[int, list[str]] = {}
+    for address, port in sockets:
+        by_port.setdefault(port, []).append(address)
+    seen_internal = {name: sorted(set(by_port.get(port, []))) for name, port in internal.items()}
+    exposed = [
+        f"{name} listens on {addr}:{internal[name]}"
+        for name, addrs in seen_internal.items()
+        for addr in addrs
+        if not _is_loopback(addr)
+    ]
+    public = {f"{name} :{port}": sorted(set(by_port.get(port, []))) for name, port in settings.LISTEN_PUBLIC.items()}
+    evidence = {
+        "probed": "/proc/net/tcp, /proc/net/tcp6 (LISTEN sockets of this host)",
+        "internal": {f"{name} :{port}": seen_internal[name] or "not listening here" for name, port in internal.items()},
+        "public": {k: v or "not listening here" for k, v in public.items()},
+        "tls_redirect": settings.SECURE_SSL_REDIRECT,
+        "exposed": exposed,
+    }
+    if exposed:
+        return CheckResult(
+            FAIL,
+            f"{len(exposed)} internal service socket(s) reachable beyond this host: " + "; ".join(exposed[:5]),
+            evidence,
+            "Bind the listed services to 127.0.0.1 (Triton: --http-address/--grpc-address/--metrics-address, as "
+            "inference_backend/server.py does; gunicorn: --bind 127.0.0.1:PORT); expose only the data plane, "
+            "behind TLS.",
+        )
+    listening_count = sum(1 for v in seen_internal.values() if v)
+    return CheckResult(
+        PASS,
+        f"{listening_count} internal service(s) listening here, all on loopback; public: "
+        + ", ".join(f"{k} on {', '.join(v) or '—'}" for k, v in public.items()),
+        evidence,
+    )
