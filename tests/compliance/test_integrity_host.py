@@ -439,3 +439,22 @@ class TestListening:
         assert result.status == "pass", result.summary
         for name, port in settings.LISTEN_INTERNAL.items():
             assert result.evidence["internal"][f"{name} :{port}"] == ["127.0.0.1"]
+
+
+def test_disposal_probe_is_inconclusive_when_the_provider_refuses_everything(settings, tmp_path):
+    """A retired KEK 'refused' by a provider that refuses the active one too proves nothing: fail."""
+    from apps.compliance.checks.artifacts import disposal
+    from apps.keys.models import KekState, KeyEncryptionKey
+    from apps.keys.services import active_kek
+
+    settings.ARTIFACT_DIR = tmp_path / "artifacts"
+    settings.RESIDUE_TEMP_DIR = tmp_path
+    active_kek()
+    KeyEncryptionKey.objects.create(kek_id="local:gone", provider="local", version=99, state=KekState.RETIRED)
+    assert disposal(None).status == "pass"
+    settings.LOCAL_KEK_FILE = str(tmp_path / "another" / "kek.bin")  # a keystore without the active KEK
+    from apps.keys.providers import get_kek_provider
+
+    get_kek_provider.cache_clear()
+    result = disposal(None)
+    assert result.status == "fail" and "refuses the active KEK too" in result.summary

@@ -191,6 +191,10 @@ def disposal(ctx) -> CheckResult:
     retired = list(KeyEncryptionKey.objects.filter(state=KekState.RETIRED).values_list("kek_id", flat=True))
     usable = [kek_id for kek_id in retired if not kek_refuses(kek_id)]
     problems += [f"retired KEK {kek_id} is still usable in the key provider" for kek_id in usable]
+    control = KeyEncryptionKey.objects.filter(state=KekState.ACTIVE).values_list("kek_id", flat=True).first()
+    if retired and control and kek_refuses(control):
+        # the provider refuses everything (unreachable, logged out): a refusal proves nothing
+        problems.append("the key provider refuses the active KEK too, so the retired ones cannot be proven gone")
     finished = ImportJob.objects.filter(state__in=[ImportState.SUCCEEDED, ImportState.FAILED])
     kept_keys = list(finished.exclude(staging_wrapped_key=b"").values_list("pk", flat=True))
     problems += [f"finished import #{pk} still holds its ephemeral data key" for pk in kept_keys]
