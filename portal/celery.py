@@ -4,6 +4,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -45,3 +46,11 @@ def quiet_routine_tasks() -> QuietRoutineTasks:
 
 
 quiet_routine_tasks()
+
+
+@worker_ready.connect
+def _verify_code_manifest(**kwargs) -> None:
+    """等保 8.1.4.6: the worker verifies the installed code against its signed manifest at start."""
+    from apps.compliance.manifest import verify_at_start
+
+    verify_at_start("worker")

@@ -410,6 +410,33 @@ CELERY_TASK_IGNORE_RESULT = True
 # and counted as `pending`; the compliance check allows 5 minutes): 10 s keeps the chain fresh
 # without a broker message and a worker wake-up every second.
 AUDIT_SEAL_SECONDS = env.float("SOVEREIGN_AUDIT_SEAL_SECONDS", default=10.0)
+# Artifact verification (apps/registry/integrity.py): how many live artifacts each run decrypts and
+# hashes, how often beat runs it, and how old the newest run may be for registry.artifact_integrity.
+# platform.minimal_install: distributions allowed although no requirement needs them (pip, ...).
+INSTALL_ALLOWLIST_FILE = Path(
+    env.str("SOVEREIGN_INSTALL_ALLOWLIST", default=str(BASE_DIR / "deploy" / "install-allowlist.txt"))
+)
+# The signed manifest of the installed code (apps/compliance/manifest.py, platform.code_manifest).
+CODE_MANIFEST_FILE = Path(env.str("SOVEREIGN_CODE_MANIFEST", default=str(DATA_DIR / "code-manifest.json")))
+# keys.disposal also scans this host's `sovereign-*` temporary directories (the Triton models' cwd).
+RESIDUE_TEMP_DIR = env.str("SOVEREIGN_RESIDUE_TEMP_DIR", default="")
+# platform.listening (等保 8.1.3): the ports of this host's services, as deploy/run_local.py (make run)
+# derives them from the same variables. Internal ones must listen on loopback only.
+LISTEN_PUBLIC_PORT = env.int("SOVEREIGN_PORT", default=8000)
+LISTEN_INTERNAL = {
+    "portal (gunicorn)": env.int("SOVEREIGN_PORTAL_PORT", default=LISTEN_PUBLIC_PORT + 2),
+    "triton http": env.int("SOVEREIGN_TRITON_PORT", default=18000),
+    "triton grpc": env.int("SOVEREIGN_TRITON_PORT", default=18000) + 1,
+    "triton metrics": env.int("SOVEREIGN_TRITON_PORT", default=18000) + 2,
+    **{f"extra {p}": int(p) for p in env.list("SOVEREIGN_INTERNAL_PORTS", default=[]) if p},
+}
+LISTEN_PUBLIC = {
+    "data plane (HTTP)": LISTEN_PUBLIC_PORT,
+    "data plane (gRPC)": env.int("SOVEREIGN_GRPC_PORT", default=LISTEN_PUBLIC_PORT + 1),
+}
+INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
+INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
+INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
     "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
@@ -424,6 +451,11 @@ CELERY_BEAT_SCHEDULE = {
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "llm-exchange-retention": {"task": "apps.gateway.tasks.purge_expired_exchanges", "schedule": 3600.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
+    "registry-verify-artifacts": {
+        "task": "apps.registry.tasks.verify_artifacts_task",
+        "schedule": INTEGRITY_VERIFY_SECONDS,
+        "options": {"expires": INTEGRITY_VERIFY_SECONDS},  # a backlog of runs is one run
+    },
 }
 # Routine beat tasks whose "sent / received / succeeded" INFO lines portal/celery.py drops from the
 # worker's log (their warnings and errors are kept): at 10 s and 60 s they were most of its volume.

@@ -43,6 +43,7 @@ EVENT_TYPES: dict[str, str] = {
     "registry.version.rejected": "Model version upload refused",
     "registry.import.create": "GGUF import requested (upload staged encrypted, conversion queued)",
     "registry.import.finish": "GGUF import finished (version registered, or failed with a code)",
+    "registry.integrity.verify": "Stored artifacts decrypted and their digests checked (a failure names the artifacts)",
     # keys
     "keys.dek.create": "Data key generated and stored, wrapped by the active KEK version",
     "keys.dek.destroy": "Data key destroyed (crypto-shredding, e.g. of a model version)",
@@ -102,6 +103,9 @@ EVENT_TYPES: dict[str, str] = {
     # platform (the `make run` supervisor, deploy/run_local.py)
     "platform.process.restart": "Supervised process (triton, worker, web) exited and was restarted",
     "platform.process.giveup": "Supervised process kept failing: the launcher gave up and stopped",
+    # the signed manifest of the installed code (apps/compliance/manifest.py)
+    "platform.code_manifest.write": "Signed manifest of the installed code written (manage.py code_manifest --write)",
+    "platform.code_manifest.mismatch": "ALERT: the installed code differs from the signed manifest at process start",
 }
 
 

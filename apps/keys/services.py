@@ -182,6 +182,37 @@ def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
         del dek
 
 
+def authenticate_head(src, aad: bytes, *, data_key: DataKey, keep: int = 0) -> tuple[int, bytes]:
+    """Unwrap the data key through the KEK provider and authenticate the first segment of a
+    segmented-format file (stream.authenticate_first_segment); the plaintext is discarded. For
+    the compliance checks: proves a stored file is ciphertext of this key without reading it all.
+    Returns segment 0's plaintext length and its first `keep` bytes (to tell the file's format).
+    409 `data_key_destroyed`, 400 `ciphertext_invalid`, 503 `kek_unavailable`."""
+    if data_key.is_destroyed:
+        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+    try:
+        dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
+    except KekError as err:
+        raise _kek_error(err) from err
+    try:
+        return stream.authenticate_first_segment(src, dek, aad, keep)
+    except stream.StreamError as err:
+        raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
+    finally:
+        del dek
+
+
+def kek_refuses(kek_id: str) -> bool:
+    """Does the key provider refuse to use KEK version `kek_id`? A probe for the disposal check: it
+    asks the provider (the HSM) to wrap a throw-away all-zero key with that version; a retired
+    (destroyed) version must be refused. Nothing is stored; the provider's words go to no answer."""
+    try:
+        get_kek_provider().wrap(bytes(32), kek_id)
+    except KekError:
+        return True
+    return False
+
+
 def store_data_key(data_key: DataKey, *, actor, source: Source = SYSTEM) -> DataKey:
     """Inside the caller's transaction: save a key from `seal` (`keys.dek.create`). Its KEK version
     is locked until that transaction ends; if a rotation deactivated it meanwhile, the key is first

@@ -197,3 +197,31 @@ class ImportJob(models.Model):
         from .staging import staging_dir
 
         return staging_dir() / self.staging_name if self.staging_name else None
+
+
+class IntegrityRun(models.Model):
+    """One run of the artifact verification (apps/registry/integrity.py): a sample of live
+    artifacts decrypted through the real key path (the data key unwrapped by the KEK provider,
+    every segment's AEAD tag checked) and the plaintext SHA-256 recomputed against the recorded
+    one. `registry.artifact_integrity` passes only on a recent run with no failure."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    live_artifacts = models.PositiveIntegerField(help_text="Live artifacts when the sample was drawn")
+    sampled = models.PositiveIntegerField()
+    verified = models.PositiveIntegerField(help_text="Artifacts that decrypted and matched their digests")
+    plaintext_bytes = models.BigIntegerField(default=0)
+    # [{"artifact": id, "version": "name vN", "file": name or "", "code": ..., "reason": ...}]
+    failures = models.JSONField(default=list)
+    artifact_ids = models.JSONField(default=list, help_text="The artifacts of the sample")
+
+    class Meta:
+        ordering = ["-finished_at"]
+
+    def __str__(self) -> str:
+        counts = f"{self.verified}/{self.sampled}, {len(self.failures)} failed"
+        return f"integrity run {self.finished_at:%Y-%m-%d %H:%M} ({counts})"
+
+    @property
+    def ok(self) -> bool:
+        return self.sampled > 0 and not self.failures and self.verified == self.sampled

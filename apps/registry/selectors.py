@@ -164,3 +164,19 @@ def open_artifact_file(version_id: int, name: str) -> bytes:
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), found.sha256):
         raise ServiceError("artifact_integrity_failed", f"{name} of model version {version_id} fails its digest", 500)
     return data
+
+
+def latest_integrity_run():
+    """The newest artifact verification run (apps/registry/integrity.py), or None."""
+    from .models import IntegrityRun
+
+    return IntegrityRun.objects.order_by("-finished_at", "-pk").first()
+
+
+def allowed_formats() -> dict[str, tuple[str, ...]]:
+    """What the registry accepts, for the compliance checks: {version format: file names} (an ONNX
+    version is one file; a language model's set holds only these names, apps/registry/llm.py)."""
+    from .llm import ALLOWED_FILES
+    from .models import ModelFormat
+
+    return {ModelFormat.ONNX.value: ("model.onnx",), ModelFormat.LLM.value: tuple(ALLOWED_FILES)}

@@ -33,6 +33,7 @@ from inference_backend.private_file import write_private
 from inference_backend.signature import InvalidModelError, read_onnx_signature
 
 from . import llm
+from .integrity import verify_artifacts  # noqa: F401 - the verification service (apps/registry/integrity.py)
 from .models import Artifact, ArtifactFile, Model, ModelFormat, ModelVersion, model_name_validator
 from .storage import PrivateSink
 

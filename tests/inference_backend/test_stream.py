@@ -381,3 +381,25 @@ def test_artifact_files_of_both_formats_decrypt_by_their_version_byte():
         decrypt_artifact_file(io.BytesIO(legacy), dek, b"another artifact")
     with pytest.raises(StreamError):
         decrypt_artifact_file(io.BytesIO(current.getvalue()), dek, b"another artifact")
+
+
+@pytest.mark.parametrize("suite", ["AES-256-GCM", "SM4-GCM"])
+@pytest.mark.parametrize("size", [0, 10, 64, 200])
+def test_authenticate_first_segment_checks_segment_0_with_its_final_flag(suite, size):
+    """The disposal and encryption checks' cheap probe: segment 0 only, the right "final" flag
+    whether the file has one segment or several; a wrong key, aad or a flipped byte is refused."""
+    dek, aad = os.urandom(32), b"probe"
+    plaintext = os.urandom(size)
+    out = io.BytesIO()
+    stream.encrypt_stream(io.BytesIO(plaintext), out, dek, aad, suite=suite, kek_id="k", segment_size=64)
+    blob = out.getvalue()
+    n, head = stream.authenticate_first_segment(io.BytesIO(blob), dek, aad, keep=16)
+    assert n == min(size, 64) and head == plaintext[:16]
+    with pytest.raises(StreamError, match="segment 0"):
+        stream.authenticate_first_segment(io.BytesIO(blob), os.urandom(32), aad)
+    with pytest.raises(StreamError, match="segment 0"):
+        stream.authenticate_first_segment(io.BytesIO(blob), dek, b"other")
+    damaged = bytearray(blob)
+    damaged[stream.read_header(blob).length] ^= 1
+    with pytest.raises(StreamError, match="segment 0"):
+        stream.authenticate_first_segment(io.BytesIO(bytes(damaged)), dek, aad)

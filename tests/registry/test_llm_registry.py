@@ -164,6 +164,8 @@ class TestShredAndCompliance:
     def test_checks_cover_every_file_of_the_set(self, staff_user):
         mv = services.register_llm_version(model_name="tiny-llm", files=tiny_set(), actor=staff_user)
         assert artifacts_encrypted(None).status == "pass"
+        run = services.verify_artifacts(sample_size=1000)  # every file of the set decrypted and hashed
+        assert run.ok and mv.artifact.pk in run.artifact_ids
         assert artifact_integrity(None).status == "pass"
         # the session's artifact directory holds earlier tests' files too: only this set's matter here
         stray = set(no_stray_files(None).evidence["stray"])

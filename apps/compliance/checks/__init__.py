@@ -67,10 +67,12 @@ def combine(statuses: list[str]) -> str:
 
 _MODULES = (
     "settings",
+    "host",
     "access",
     "accounts",
     "lifecycle",
     "keystore",
+    "artifacts",
     "audit",
     "deployments",
     "triton",

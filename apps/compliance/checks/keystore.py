@@ -186,42 +186,134 @@ def kek_in_hsm(ctx) -> CheckResult:
     )
 
 
+def plaintext_kind(head: bytes) -> str:
+    """The plaintext format a file's first bytes announce ("" when none is recognised): what an
+    artifact file must never start with."""
+    if head[:4] == b"GGUF":
+        return "GGUF model"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors header"
+    if head[:4] == b"PK\x03\x04":
+        return "ZIP (PyTorch checkpoint)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "Python pickle"
+    if head[:4] == b"\x7fELF":
+        return "ELF executable"
+    if (
+        len(head) >= 3
+        and head[0] == 0x08
+        and 1 <= head[1] <= 30
+        and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
+    ):
+        return "ONNX protobuf (ir_version, then a ModelProto field)"
+    if head[:1] in (b"{", b"["):
+        return "JSON text"
+    return ""
+
+
+def inspect_ciphertext(path, aad: str, data_key) -> str:
+    """ "" when the file is the envelope format of docs/encryption-format.md and its first segment
+    authenticates under the artifact's data key (unwrapped through the KEK provider); else the
+    problem. Format 1 (one-shot) files are decrypted whole."""
+    from apps.core.errors import ServiceError
+    from apps.keys.services import authenticate_head, open_sealed
+    from inference_backend import envelope, stream
+
+    with open(path, "rb") as src:
+        head = src.read(64)
+        if head[:4] != stream.MAGIC:
+            kind = plaintext_kind(head)
+            if kind:
+                return f"starts like plaintext ({kind}), not the SVRN envelope"
+            return f"not the SVRN envelope (first bytes {head[:8].hex()})"
+        src.seek(0)
+        try:
+            if head[4:5] == bytes([envelope.FORMAT_VERSION]):
+                open_sealed(src.read(), aad.encode("utf-8"), data_key=data_key)
+                return ""
+            header = stream.read_header(src)
+            if header.suite != data_key.suite:
+                return f"header suite {header.suite} differs from the data key's {data_key.suite}"
+            src.seek(0)
+            authenticate_head(src, aad.encode("utf-8"), data_key=data_key)
+        except stream.StreamError as err:
+            return f"malformed envelope header: {err}"
+        except envelope.ArtifactDecryptError as err:
+            return f"does not decrypt: {err}"
+        except ServiceError as err:
+            return f"does not decrypt under its data key ({err.code})"
+    return ""
+
+
 @register("keys.artifacts_encrypted")
 def artifacts_encrypted(ctx) -> CheckResult:
+    """Every file of every live artifact: present with its recorded size, not a plaintext model
+    format, the SVRN envelope with the data key's suite, and its first segment authenticates
+    under the data key unwrapped through the KEK provider (a cheap, real decryption)."""
     from apps.registry.models import Artifact
 
     live = Artifact.objects.live().select_related("version__model", "data_key").prefetch_related("files")
     problems = []
+    checked = authenticated = 0
     for art in live:
         # a language model's set: every ArtifactFile; otherwise the artifact's own file
-        files = [(f"{f.name} ", f.path, f.storage_name, f.ciphertext_bytes) for f in art.files.all()]
-        files = files or [("", art.path, art.storage_name, art.ciphertext_bytes)]
+        files = [(f"{f.name} ", f.path, f.storage_name, f.ciphertext_bytes, f.aad) for f in art.files.all()]
+        files = files or [("", art.path, art.storage_name, art.ciphertext_bytes, art.aad)]
         if not art.data_key.wrapped:
             problems.append(f"{art.version}: no wrapped data key")
             continue
-        for label, path, storage_name, recorded in files:
+        for label, path, storage_name, recorded, aad in files:
             if not path.is_file():
                 problems.append(f"{art.version}: {label}ciphertext file {storage_name} missing")
-            elif path.stat().st_size != recorded:
+                continue
+            if path.stat().st_size != recorded:
                 problems.append(f"{art.version}: {label}ciphertext size {path.stat().st_size} != recorded {recorded}")
+            problem = inspect_ciphertext(path, aad, art.data_key)
+            checked += 1
+            if problem:
+                problems.append(f"{art.version}: {label}file {storage_name} {problem}")
+            else:
+                authenticated += 1
     total = live.count()
-    evidence = {"artifacts": total, "problems": problems[:LIST_LIMIT]}
+    evidence = {
+        "artifacts": total,
+        "files_inspected": checked,
+        "files_authenticated": authenticated,
+        "probe": "each file: size, first bytes vs plaintext model formats, SVRN header, segment 0 AEAD tag under "
+        "the data key unwrapped by the KEK provider",
+        "problems": problems[:LIST_LIMIT],
+    }
     if problems:
         return CheckResult(
             FAIL,
-            f"{len(problems)} of {total} artifact(s) are not fully encrypted at rest",
+            f"{len(problems)} problem(s) in {total} artifact(s): not ciphertext of their data key at rest",
             evidence,
-            "Restore the listed ciphertext files from backup, or shred and re-upload the versions.",
+            "Restore the listed ciphertext files from backup, or shred and re-upload the versions; find what wrote "
+            "plaintext into the artifact store.",
         )
     if not total:
         return CheckResult(NA, "no artifact is stored", evidence)
-    return CheckResult(PASS, f"all {total} artifact(s) are ciphertext with a wrapped data key", evidence)
+    return CheckResult(
+        PASS,
+        f"all {total} artifact(s) ({checked} file(s)) are SVRN ciphertext whose first segment authenticates under "
+        "their wrapped data key",
+        evidence,
+    )
 
 
 @register("registry.artifact_integrity")
 def artifact_integrity(ctx) -> CheckResult:
-    from apps.registry.models import Artifact
+    """Passes only on a recent verification run (apps/registry/integrity.py: a sample decrypted
+    through the KEK provider, AEAD tags and plaintext SHA-256 checked) that found no failure."""
+    from datetime import timedelta
 
+    from django.utils import timezone
+
+    from apps.registry.models import Artifact
+    from apps.registry.selectors import latest_integrity_run as latest_run
+
+    now = ctx.now if ctx is not None else timezone.now()
+    max_age = timedelta(hours=settings.INTEGRITY_MAX_AGE_HOURS)
     live = Artifact.objects.live().select_related("version").prefetch_related("files")
 
     def lacking(a) -> bool:
@@ -229,16 +321,57 @@ def artifact_integrity(ctx) -> CheckResult:
         return len(a.version.sha256) != 64 or len(a.ciphertext_sha256) != 64 or not a.aad or files_bad
 
     bad = [str(a.version) for a in live if lacking(a)]
+    total = live.count()
+    run = latest_run()
     evidence = {
-        "artifacts": live.count(),
+        "artifacts": total,
         "missing_digest_or_aad": bad[:LIST_LIMIT],
-        "verified_at_load": "the Triton backend checks every segment's AEAD tag and the plaintext SHA-256",
+        "max_age_hours": settings.INTEGRITY_MAX_AGE_HOURS,
+        "last_run": None,
     }
+    if run is not None:
+        evidence["last_run"] = {
+            "id": run.pk,
+            "finished_at": run.finished_at.isoformat(),
+            "live_artifacts": run.live_artifacts,
+            "sampled": run.sampled,
+            "verified": run.verified,
+            "plaintext_bytes": run.plaintext_bytes,
+            "failures": run.failures[:LIST_LIMIT],
+        }
+    remedy_run = "Run `manage.py verify_artifacts` and make sure Celery beat runs registry-verify-artifacts."
     if bad:
         return CheckResult(FAIL, f"{len(bad)} artifact(s) lack a digest or AAD binding", evidence, "Re-upload them.")
-    if not live.exists():
+    if not total:
         return CheckResult(NA, "no artifact is stored", evidence)
-    return CheckResult(PASS, "every artifact has plaintext and ciphertext digests and AEAD binding", evidence)
+    if run is None:
+        return CheckResult(FAIL, "the stored artifacts were never verified (no verification run)", evidence, remedy_run)
+    if run.failures:
+        named = sorted({f"{f['version']} {f['file']}".strip() + f" ({f['code']})" for f in run.failures})
+        return CheckResult(
+            FAIL,
+            f"the verification run of {run.finished_at:%Y-%m-%d %H:%M} found {len(run.failures)} failing file(s): "
+            + ", ".join(named[:5]),
+            evidence,
+            "Restore the listed ciphertext files from backup (or shred and re-upload the versions), find what "
+            "changed them, then run `manage.py verify_artifacts` again.",
+        )
+    if run.finished_at < now - max_age:
+        return CheckResult(
+            FAIL,
+            f"the last verification run is from {run.finished_at:%Y-%m-%d %H:%M}, older than "
+            f"{settings.INTEGRITY_MAX_AGE_HOURS:g} h",
+            evidence,
+            remedy_run,
+        )
+    if run.sampled == 0:
+        return CheckResult(FAIL, "the last verification run sampled no artifact", evidence, remedy_run)
+    return CheckResult(
+        PASS,
+        f"{run.verified} of {run.live_artifacts} artifact(s) decrypted through the KEK provider, AEAD tags and "
+        f"plaintext SHA-256 verified at {run.finished_at:%Y-%m-%d %H:%M}",
+        evidence,
+    )
 
 
 @register("keys.guomi_suite_configured")

@@ -158,23 +158,3 @@ def deploy_check(ctx) -> CheckResult:
             "Run `python manage.py check --deploy` and fix each warning listed in the evidence.",
         )
     return CheckResult(PASS, "`check --deploy` reports no security warning", evidence)
-
-
-@register("platform.minimal_install")
-def minimal_install(ctx) -> CheckResult:
-    path = settings.BASE_DIR / "requirements.txt"
-    lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()] if path.exists() else []
-    reqs = [ln for ln in lines if ln]
-    unpinned = [ln for ln in reqs if "==" not in ln]
-    evidence = {"requirements": len(reqs), "unpinned": unpinned, "DEBUG": settings.DEBUG}
-    evidence.update(override_evidence("debug"))
-    if not reqs or unpinned or settings.DEBUG or "insecure_override" in evidence:
-        return CheckResult(
-            FAIL,
-            f"{len(unpinned)} unpinned requirement(s)"
-            + ("; DEBUG is on" if settings.DEBUG else "")
-            + override_note(evidence),
-            evidence,
-            "Pin every requirement with == and set SOVEREIGN_DEBUG=false.",
-        )
-    return CheckResult(PASS, f"all {len(reqs)} requirements pinned; DEBUG off", evidence)
