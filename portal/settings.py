@@ -196,6 +196,11 @@ AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # the sliding window counts these rows
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never either alone
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt checked no password: not a failure
+# The failed-login rate rule (log-in monitoring, HIPAA 164.308(a)(5)(ii)(C)): this many refused logins
+# for one user name, or from one address, within the window raise an alert (docs/alerts.md).
+LOGIN_ALERT_ENABLED = env.bool("SOVEREIGN_LOGIN_ALERT", default=True)
+LOGIN_ALERT_FAILURES = env.int("SOVEREIGN_LOGIN_ALERT_FAILURES", default=10)
+LOGIN_ALERT_MINUTES = env.int("SOVEREIGN_LOGIN_ALERT_MINUTES", default=15)
 AXES_CLIENT_IP_CALLABLE = "apps.core.netaddr.request_client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
@@ -368,6 +373,29 @@ AUDIT_RETENTION_HOOKS = env.list(
 # Retired checkpoint public keys (P-256 PEM or SM2 hex files, comma-separated) whose old signatures still count.
 AUDIT_TRUSTED_KEYS = env.list("SOVEREIGN_AUDIT_TRUSTED_KEYS", default=[])
 
+# --- Alerts (docs/alerts.md) -----------------------------------------------------------------
+# The alert channel: a webhook that receives every alerting audit event as a JSON POST. The URL
+# may carry a token, so it may come from a file (SOVEREIGN_ALERT_WEBHOOK_URL_FILE) and is never
+# stored or logged (deliveries name the host and a fingerprint). Its address obeys the Triton
+# server policy (inference_backend/netpolicy.py) with its own allow-list; loopback is allowed.
+ALERT_WEBHOOK_URL = env.str("SOVEREIGN_ALERT_WEBHOOK_URL", default="")
+if env.str("SOVEREIGN_ALERT_WEBHOOK_URL_FILE", default=""):
+    ALERT_WEBHOOK_URL = Path(env.str("SOVEREIGN_ALERT_WEBHOOK_URL_FILE")).read_text().strip()
+ALERT_ALLOWED_NETWORKS = env.list("SOVEREIGN_ALERT_ALLOWED_NETWORKS", default=[])
+for _cidr in ALERT_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr.strip(), strict=True)
+    except ValueError as _err:
+        raise ImproperlyConfigured(
+            f"SOVEREIGN_ALERT_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR network ({_err})"
+        ) from None
+ALERT_CA_FILE = env.str("SOVEREIGN_ALERT_CA_FILE", default="")  # empty: the system trust store
+ALERT_TIMEOUT = env.float("SOVEREIGN_ALERT_TIMEOUT", default=10.0)
+ALERT_MAX_ATTEMPTS = env.int("SOVEREIGN_ALERT_MAX_ATTEMPTS", default=6)
+ALERT_RETRY_BASE_SECONDS = env.float("SOVEREIGN_ALERT_RETRY_BASE_SECONDS", default=5.0)
+# alerts.delivery_proven passes only with an alert acknowledged by the channel within this many days.
+ALERT_PROOF_DAYS = env.int("SOVEREIGN_ALERT_PROOF_DAYS", default=30)
+
 # --- Compliance (docs/compliance.md) -------------------------------------------------------
 # Attestation files and signed reports (0600 files in 0700 directories).
 COMPLIANCE_DIR = Path(env.str("SOVEREIGN_COMPLIANCE_DIR", default=str(DATA_DIR / "compliance")))
@@ -412,6 +440,7 @@ CELERY_BEAT_SCHEDULE = {
     "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "llm-exchange-retention": {"task": "apps.gateway.tasks.purge_expired_exchanges", "schedule": 3600.0},
+    "alerts-resend-stalled": {"task": "apps.audit.tasks.resend_stalled_alerts", "schedule": 60.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }
 # Routine beat tasks whose "sent / received / succeeded" INFO lines portal/celery.py drops from the
@@ -420,6 +449,7 @@ CELERY_QUIET_TASKS = [
     "apps.audit.tasks.seal_audit_log",
     "apps.deployments.tasks.reconcile_all",
     "apps.keys.tasks.resume_stalled_rotations",
+    "apps.audit.tasks.resend_stalled_alerts",
 ]
 
 # --- API ---------------------------------------------------------------------------------
