@@ -341,6 +341,9 @@ for _name, _path in (
 # --- Audit (docs/audit.md) -----------------------------------------------------------------
 # HIPAA keeps documentation 6 years; apps.audit.retention.retention_days() reads this.
 AUDIT_RETENTION_DAYS = env.int("SOVEREIGN_AUDIT_RETENTION_DAYS", default=2192)
+# Activity review (HIPAA 164.308(a)(1)(ii)(D)): audit.activity_review passes when an auditor read the
+# log (searched, opened, exported or verified it) within this many days.
+AUDIT_REVIEW_DAYS = env.int("SOVEREIGN_AUDIT_REVIEW_DAYS", default=30)
 AUDIT_CHECKPOINT_SECONDS = env.int("SOVEREIGN_AUDIT_CHECKPOINT_SECONDS", default=300)
 # Rows one export may hold: the auditor (whole log) and the security officer (key events).
 AUDIT_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_EXPORT_MAX_ROWS", default=2_000_000)
