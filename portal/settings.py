@@ -399,6 +399,16 @@ ALERT_RETRY_BASE_SECONDS = env.float("SOVEREIGN_ALERT_RETRY_BASE_SECONDS", defau
 # alerts.delivery_proven passes only with an alert acknowledged by the channel within this many days.
 ALERT_PROOF_DAYS = env.int("SOVEREIGN_ALERT_PROOF_DAYS", default=30)
 
+# Central collection (等保 8.1.5.4): sealed audit events shipped to an external collector as JSON
+# batches (docs/alerts.md, "Central collection"); same outbound address policy as the alert channel.
+AUDIT_COLLECTOR_URL = env.str("SOVEREIGN_AUDIT_COLLECTOR_URL", default="")
+if env.str("SOVEREIGN_AUDIT_COLLECTOR_URL_FILE", default=""):
+    AUDIT_COLLECTOR_URL = Path(env.str("SOVEREIGN_AUDIT_COLLECTOR_URL_FILE")).read_text().strip()
+AUDIT_SHIP_SECONDS = env.float("SOVEREIGN_AUDIT_SHIP_SECONDS", default=30.0)
+AUDIT_SHIP_BATCH = env.int("SOVEREIGN_AUDIT_SHIP_BATCH", default=500)
+# audit.central_collection fails when the oldest sealed event the collector has not acknowledged is older.
+AUDIT_COLLECTOR_MAX_LAG_SECONDS = env.int("SOVEREIGN_AUDIT_COLLECTOR_MAX_LAG_SECONDS", default=600)
+
 # --- Compliance (docs/compliance.md) -------------------------------------------------------
 # Attestation files and signed reports (0600 files in 0700 directories).
 COMPLIANCE_DIR = Path(env.str("SOVEREIGN_COMPLIANCE_DIR", default=str(DATA_DIR / "compliance")))
@@ -443,6 +453,11 @@ CELERY_BEAT_SCHEDULE = {
     "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "llm-exchange-retention": {"task": "apps.gateway.tasks.purge_expired_exchanges", "schedule": 3600.0},
+    "audit-ship": {
+        "task": "apps.audit.tasks.ship_audit_events",
+        "schedule": AUDIT_SHIP_SECONDS,
+        "options": {"expires": AUDIT_SHIP_SECONDS},  # a backlog of shipping runs is one run
+    },
     "alerts-resend-stalled": {"task": "apps.audit.tasks.resend_stalled_alerts", "schedule": 60.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
 }
@@ -453,6 +468,7 @@ CELERY_QUIET_TASKS = [
     "apps.deployments.tasks.reconcile_all",
     "apps.keys.tasks.resume_stalled_rotations",
     "apps.audit.tasks.resend_stalled_alerts",
+    "apps.audit.tasks.ship_audit_events",
 ]
 
 # --- API ---------------------------------------------------------------------------------

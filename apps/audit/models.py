@@ -141,3 +141,26 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"alert {self.pk} {self.event_type} {self.status}"
+
+
+class AuditShipment(models.Model):
+    """One batch of sealed audit events sent to the external collector (docs/alerts.md, "Central
+    collection", 等保 8.1.5.4): the sequence range, when it was sent, the HTTP status and when the
+    collector acknowledged it (2xx). The highest acknowledged `last_sequence` for the current
+    collector is how far the collector holds the log; the next batch starts after it."""
+
+    collector = models.CharField(max_length=200, help_text="Host and URL fingerprint of the collector")
+    first_sequence = models.BigIntegerField()
+    last_sequence = models.BigIntegerField()
+    events = models.PositiveIntegerField()
+    sent_at = models.DateTimeField(db_index=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["collector", "last_sequence"], name="audit_ship_collector_seq_idx")]
+
+    def __str__(self) -> str:
+        return f"shipment {self.first_sequence}-{self.last_sequence} to {self.collector}"

@@ -129,3 +129,18 @@ def delivery_of(event: AuditEvent):
     from .models import AlertDelivery
 
     return AlertDelivery.objects.filter(event_id=event.pk).order_by("-id").first()
+
+
+def central_collection(now) -> dict:
+    """The external collector's state: configured, its address refused or not, the newest sealed
+    sequence, the acknowledged one, the unshipped count and lag, the last attempt."""
+    from . import alerts, shipping
+
+    url = shipping.collector_url()
+    state = {"configured": bool(url), "refused": None, **shipping.collection_state(now)}
+    if url:
+        try:
+            alerts.check_channel_url(url)
+        except ServiceError as err:
+            state["refused"] = {"code": err.code, "detail": err.detail}
+    return state

@@ -468,3 +468,13 @@ def deliver_alert(delivery_id: int) -> str:
 def resend_stalled_alerts() -> int:
     """Re-enqueue alert deliveries that the broker lost (the beat sweep)."""
     return alerts.resend_stalled()
+
+
+# --- Central collection (apps/audit/shipping.py) --------------------------------------------------
+
+
+def ship_audit_events() -> dict:
+    """Ship sealed events the external collector has not acknowledged (the beat task's body)."""
+    from . import shipping
+
+    return shipping.ship_pending()

@@ -48,3 +48,12 @@ def resend_stalled_alerts() -> int:
     from .services import resend_stalled_alerts as resend
 
     return resend()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def ship_audit_events() -> int:
+    """Periodic: ship sealed events to the external collector (a failed batch is sent again on
+    the next run, from the last acknowledged sequence)."""
+    from .services import ship_audit_events as ship
+
+    return ship()["shipped"]

@@ -144,3 +144,45 @@ def activity_review(ctx) -> CheckResult:
         f"last by {last['by']} at {last['at'][:19]}",
         evidence,
     )
+
+
+@register("audit.central_collection")
+def central_collection(ctx) -> CheckResult:
+    """等保 8.1.5.4: the external collector acknowledged (2xx) the sealed audit events up to a recent
+    one: the oldest sealed event it has not acknowledged is younger than
+    SOVEREIGN_AUDIT_COLLECTOR_MAX_LAG_SECONDS, and the last shipment did not fail."""
+    from apps.audit.selectors import central_collection as state_of
+
+    state = state_of(ctx.now)
+    limit = settings.AUDIT_COLLECTOR_MAX_LAG_SECONDS
+    evidence = {**state, "max_lag_seconds": limit, "queried_at": ctx.now.isoformat()}
+    last = state["last_attempt"]
+    problems = []
+    if not state["configured"]:
+        problems.append("no external audit collector is configured (SOVEREIGN_AUDIT_COLLECTOR_URL)")
+    elif state["refused"]:
+        problems.append(f"the collector's address is refused: {state['refused']['detail']}")
+    else:
+        if state["lag_seconds"] > limit:
+            problems.append(
+                f"{state['unshipped_events']} sealed event(s) not acknowledged by the collector, the oldest "
+                f"{state['lag_seconds']} s old (limit {limit} s)"
+            )
+        if state["sealed_through"] and not state["acknowledged_through"]:
+            problems.append("the collector has acknowledged no audit event yet")
+        if last and last["acknowledged_at"] is None:
+            problems.append(f"the last shipment failed: {last['error']}")
+    if problems:
+        return CheckResult(
+            FAIL,
+            "; ".join(problems),
+            evidence,
+            "Set SOVEREIGN_AUDIT_COLLECTOR_URL to the central log collector, make sure it answers 2xx, and keep "
+            "Celery beat and a worker running (task apps.audit.tasks.ship_audit_events).",
+        )
+    return CheckResult(
+        PASS,
+        f"the collector acknowledged the sealed audit log through sequence {state['acknowledged_through']} "
+        f"({state['unshipped_events']} newer event(s), lag {state['lag_seconds']} s ≤ {limit} s)",
+        evidence,
+    )
