@@ -196,6 +196,11 @@ AXES_HANDLER = "apps.accounts.lockout.SlidingWindowHandler"  # N failures within
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # the sliding window counts these rows
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, never either alone
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt checked no password: not a failure
+# The failed-login rate rule (log-in monitoring, HIPAA 164.308(a)(5)(ii)(C)): this many refused logins
+# for one user name, or from one address, within the window raise an alert (docs/alerts.md).
+LOGIN_ALERT_ENABLED = env.bool("SOVEREIGN_LOGIN_ALERT", default=True)
+LOGIN_ALERT_FAILURES = env.int("SOVEREIGN_LOGIN_ALERT_FAILURES", default=10)
+LOGIN_ALERT_MINUTES = env.int("SOVEREIGN_LOGIN_ALERT_MINUTES", default=15)
 AXES_CLIENT_IP_CALLABLE = "apps.core.netaddr.request_client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
@@ -347,6 +352,9 @@ for _name, _path in (
 # --- Audit (docs/audit.md) -----------------------------------------------------------------
 # HIPAA keeps documentation 6 years; apps.audit.retention.retention_days() reads this.
 AUDIT_RETENTION_DAYS = env.int("SOVEREIGN_AUDIT_RETENTION_DAYS", default=2192)
+# Activity review (HIPAA 164.308(a)(1)(ii)(D)): audit.activity_review passes when an auditor read the
+# log (searched, opened, exported or verified it) within this many days.
+AUDIT_REVIEW_DAYS = env.int("SOVEREIGN_AUDIT_REVIEW_DAYS", default=30)
 AUDIT_CHECKPOINT_SECONDS = env.int("SOVEREIGN_AUDIT_CHECKPOINT_SECONDS", default=300)
 # Rows one export may hold: the auditor (whole log) and the security officer (key events).
 AUDIT_EXPORT_MAX_ROWS = env.int("SOVEREIGN_AUDIT_EXPORT_MAX_ROWS", default=2_000_000)
@@ -378,6 +386,39 @@ AUDIT_RETENTION_HOOKS = env.list(
 )
 # Retired checkpoint public keys (P-256 PEM or SM2 hex files, comma-separated) whose old signatures still count.
 AUDIT_TRUSTED_KEYS = env.list("SOVEREIGN_AUDIT_TRUSTED_KEYS", default=[])
+
+# --- Alerts (docs/alerts.md) -----------------------------------------------------------------
+# The alert channel: a webhook that receives every alerting audit event as a JSON POST. The URL
+# may carry a token, so it may come from a file (SOVEREIGN_ALERT_WEBHOOK_URL_FILE) and is never
+# stored or logged (deliveries name the host and a fingerprint). Its address obeys the Triton
+# server policy (inference_backend/netpolicy.py) with its own allow-list; loopback is allowed.
+ALERT_WEBHOOK_URL = env.str("SOVEREIGN_ALERT_WEBHOOK_URL", default="")
+if env.str("SOVEREIGN_ALERT_WEBHOOK_URL_FILE", default=""):
+    ALERT_WEBHOOK_URL = Path(env.str("SOVEREIGN_ALERT_WEBHOOK_URL_FILE")).read_text().strip()
+ALERT_ALLOWED_NETWORKS = env.list("SOVEREIGN_ALERT_ALLOWED_NETWORKS", default=[])
+for _cidr in ALERT_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr.strip(), strict=True)
+    except ValueError as _err:
+        raise ImproperlyConfigured(
+            f"SOVEREIGN_ALERT_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR network ({_err})"
+        ) from None
+ALERT_CA_FILE = env.str("SOVEREIGN_ALERT_CA_FILE", default="")  # empty: the system trust store
+ALERT_TIMEOUT = env.float("SOVEREIGN_ALERT_TIMEOUT", default=10.0)
+ALERT_MAX_ATTEMPTS = env.int("SOVEREIGN_ALERT_MAX_ATTEMPTS", default=6)
+ALERT_RETRY_BASE_SECONDS = env.float("SOVEREIGN_ALERT_RETRY_BASE_SECONDS", default=5.0)
+# alerts.delivery_proven passes only with an alert acknowledged by the channel within this many days.
+ALERT_PROOF_DAYS = env.int("SOVEREIGN_ALERT_PROOF_DAYS", default=30)
+
+# Central collection (等保 8.1.5.4): sealed audit events shipped to an external collector as JSON
+# batches (docs/alerts.md, "Central collection"); same outbound address policy as the alert channel.
+AUDIT_COLLECTOR_URL = env.str("SOVEREIGN_AUDIT_COLLECTOR_URL", default="")
+if env.str("SOVEREIGN_AUDIT_COLLECTOR_URL_FILE", default=""):
+    AUDIT_COLLECTOR_URL = Path(env.str("SOVEREIGN_AUDIT_COLLECTOR_URL_FILE")).read_text().strip()
+AUDIT_SHIP_SECONDS = env.float("SOVEREIGN_AUDIT_SHIP_SECONDS", default=30.0)
+AUDIT_SHIP_BATCH = env.int("SOVEREIGN_AUDIT_SHIP_BATCH", default=500)
+# audit.central_collection fails when the oldest sealed event the collector has not acknowledged is older.
+AUDIT_COLLECTOR_MAX_LAG_SECONDS = env.int("SOVEREIGN_AUDIT_COLLECTOR_MAX_LAG_SECONDS", default=600)
 
 # --- Compliance (docs/compliance.md) -------------------------------------------------------
 # Attestation files and signed reports (0600 files in 0700 directories).
@@ -450,6 +491,12 @@ CELERY_BEAT_SCHEDULE = {
     "audit-flush-refusals": {"task": "apps.audit.tasks.flush_refused_buckets", "schedule": 30.0},
     "audit-retention": {"task": "apps.audit.tasks.purge_expired_audit", "schedule": 86400.0},
     "llm-exchange-retention": {"task": "apps.gateway.tasks.purge_expired_exchanges", "schedule": 3600.0},
+    "audit-ship": {
+        "task": "apps.audit.tasks.ship_audit_events",
+        "schedule": AUDIT_SHIP_SECONDS,
+        "options": {"expires": AUDIT_SHIP_SECONDS},  # a backlog of shipping runs is one run
+    },
+    "alerts-resend-stalled": {"task": "apps.audit.tasks.resend_stalled_alerts", "schedule": 60.0},
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
     "registry-verify-artifacts": {
         "task": "apps.registry.tasks.verify_artifacts_task",
@@ -463,6 +510,8 @@ CELERY_QUIET_TASKS = [
     "apps.audit.tasks.seal_audit_log",
     "apps.deployments.tasks.reconcile_all",
     "apps.keys.tasks.resume_stalled_rotations",
+    "apps.audit.tasks.resend_stalled_alerts",
+    "apps.audit.tasks.ship_audit_events",
 ]
 
 # --- API ---------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
             target_type="auth.user",
             target_display=str(credentials.get("username", ""))[:150],
         )
+    from .services.security import apply_login_failure_rule
+
+    apply_login_failure_rule(username=str(credentials.get("username", "")), source=_source(request))
 
 
 @receiver(user_locked_out)

@@ -118,6 +118,19 @@ class AuditEventAdmin(admin.ModelAdmin):
                 )
         return response
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Opening one event is a read of the log too (activity review counts it)."""
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if getattr(response, "status_code", 200) == 200:
+            with transaction.atomic():
+                record_event(
+                    "audit.search",
+                    actor=request.user,
+                    source=Source.from_request(request),
+                    details={"admin": True, "id": str(object_id)[:20]},
+                )
+        return response
+
     def has_view_permission(self, request, obj=None):
         user = request.user
         return user.has_perm("audit.view_auditevent") or user.has_perm("audit.view_key_events")

@@ -9,6 +9,8 @@ EVENT_TYPES: dict[str, str] = {
     "auth.login.success": "Interactive login",
     "auth.login.failure": "Interactive login refused (wrong credentials)",
     "auth.lockout": "Account locked after repeated login failures",
+    "auth.login.failure_rate": "ALERT: failed-login rate rule: too many refused logins for one user name or from one "
+    "address within the window",
     "auth.lockout.clear": "Login lockout lifted by a security officer (failure records deleted)",
     "auth.logout": "Logout",
     "auth.session.expired": "Session ended by the idle or absolute timeout",
@@ -97,6 +99,10 @@ EVENT_TYPES: dict[str, str] = {
     "audit.export": "Audit events exported",
     "audit.search": "Audit events searched or read",
     "audit.purge": "Audit events older than retention archived and purged",
+    # alerts (docs/alerts.md)
+    "alert.test": "ALERT (test): a test alert sent to the alert channel (manage.py send_test_alert)",
+    "alert.delivered": "Alert delivered: the alert channel acknowledged it (2xx)",
+    "alert.failed": "Alert not delivered: no channel, a refused address, or every attempt failed",
     # configuration (docs/production.md)
     "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "
     "(or the override changed or was withdrawn)",

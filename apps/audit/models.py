@@ -100,3 +100,67 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint {self.sequence} ({self.created_at:%Y-%m-%d %H:%M:%S})"
+
+
+class AlertDelivery(models.Model):
+    """One alert sent to the alert channel (docs/alerts.md): written by record_event in the same
+    transaction as the alerting audit event (an outbox: a committed alert is never lost, even with
+    the broker down), then delivered by apps.audit.tasks.deliver_alert_task with retries. Records
+    each attempt's time and HTTP status, and when a 2xx acknowledged it. `channel` names the
+    channel it was sent to (host and a fingerprint of the URL, never the URL: it may hold a token)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        RETRYING = "retrying"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    created_at = models.DateTimeField(db_index=True)
+    # The alerting event (no database constraint: events are append-only and never deleted while
+    # their delivery matters; retention purges both).
+    event = models.ForeignKey(
+        AuditEvent, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    event_type = models.CharField(max_length=64)
+    channel = models.CharField(max_length=200, blank=True, help_text="Host and URL fingerprint of the channel")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When the last attempt was made")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True, help_text="When the channel answered 2xx")
+    error = models.CharField(max_length=300, blank=True)
+    payload = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["channel", "sent_at"], name="alert_channel_sent_idx"),
+            models.Index(fields=["event_type", "created_at"], name="alert_type_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"alert {self.pk} {self.event_type} {self.status}"
+
+
+class AuditShipment(models.Model):
+    """One batch of sealed audit events sent to the external collector (docs/alerts.md, "Central
+    collection", 等保 8.1.5.4): the sequence range, when it was sent, the HTTP status and when the
+    collector acknowledged it (2xx). The highest acknowledged `last_sequence` for the current
+    collector is how far the collector holds the log; the next batch starts after it."""
+
+    collector = models.CharField(max_length=200, help_text="Host and URL fingerprint of the collector")
+    first_sequence = models.BigIntegerField()
+    last_sequence = models.BigIntegerField()
+    events = models.PositiveIntegerField()
+    sent_at = models.DateTimeField(db_index=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["collector", "last_sequence"], name="audit_ship_collector_seq_idx")]
+
+    def __str__(self) -> str:
+        return f"shipment {self.first_sequence}-{self.last_sequence} to {self.collector}"

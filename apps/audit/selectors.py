@@ -96,3 +96,51 @@ def latest_event(event_type: str) -> dict | None:
     caller: for the platform's own bookkeeping and checks, never to answer a person's request."""
     rows = AuditEvent.objects.filter(event_type=event_type).order_by("-timestamp", "-id")
     return rows.values("id", "timestamp", "details").first()
+
+
+# --- Alerts (docs/alerts.md) --------------------------------------------------------------------
+
+
+def alert_channel() -> dict:
+    """The configured alert channel as the checks report it: `configured`, `channel` (host and URL
+    fingerprint, never the URL), and `refused` (the policy's code and reason when its address is
+    not allowed now; the name is resolved)."""
+    from . import alerts
+
+    url = alerts.channel_url()
+    info = {"configured": bool(url), "channel": alerts.channel_id(url), "refused": None}
+    if url:
+        try:
+            alerts.check_channel_url(url)
+        except ServiceError as err:
+            info["refused"] = {"code": err.code, "detail": err.detail}
+    return info
+
+
+def alert_deliveries() -> QuerySet:
+    """Every alert delivery (newest first): the outbox rows with their attempts and outcome."""
+    from .models import AlertDelivery
+
+    return AlertDelivery.objects.all()
+
+
+def delivery_of(event: AuditEvent):
+    """The alert delivery of an alerting event, or None."""
+    from .models import AlertDelivery
+
+    return AlertDelivery.objects.filter(event_id=event.pk).order_by("-id").first()
+
+
+def central_collection(now) -> dict:
+    """The external collector's state: configured, its address refused or not, the newest sealed
+    sequence, the acknowledged one, the unshipped count and lag, the last attempt."""
+    from . import alerts, shipping
+
+    url = shipping.collector_url()
+    state = {"configured": bool(url), "refused": None, **shipping.collection_state(now)}
+    if url:
+        try:
+            alerts.check_channel_url(url)
+        except ServiceError as err:
+            state["refused"] = {"code": err.code, "detail": err.detail}
+    return state

@@ -23,7 +23,7 @@ from apps.core.context import current_request_id, request_var
 from apps.core.errors import ServiceError
 from apps.core.source import SYSTEM, Source  # callers of record_event import them from here too
 
-from . import offline_verify
+from . import alerts, offline_verify
 from .catalogue import EVENT_TYPES, group_of
 from .models import AuditEvent, Outcome
 
@@ -108,7 +108,7 @@ def record_event(
     if request is not None:  # lets AuditRefusalsMiddleware see that this request was recorded
         request.audit_events = getattr(request, "audit_events", 0) + 1
     try:
-        return AuditEvent.objects.create(
+        event = AuditEvent.objects.create(
             timestamp=timezone.now(),
             actor=actor if authenticated else None,
             actor_name=actor.get_username() if authenticated else "",
@@ -127,6 +127,9 @@ def record_event(
             details={**(details or {}), **source.token_details()},
             encoding_version=offline_verify.CURRENT_ENCODING,  # read now: the version its hash will use
         )
+        if alerts.is_alerting(event_type, details):
+            alerts.queue_for(event)  # the outbox row, in this transaction; sent after commit
+        return event
     except DatabaseError as exc:
         raise AuditUnavailable() from exc
 
@@ -433,3 +436,45 @@ def audit_signer() -> AuditSigner:
 
     signer = get_signer()
     return AuditSigner(signer.key_id, signer.sig_alg, public_key_text(signer), signer.sign)
+
+
+# --- Alerts (apps/audit/alerts.py, docs/alerts.md) -----------------------------------------------
+
+
+def send_test_alert(*, actor, source: Source = SYSTEM, note: str = "") -> AuditEvent:
+    """Record an `alert.test` event, which alerts like any security event: its delivery row is
+    written in the same transaction and sent after commit, through the same channel, task and
+    retries. Refuses (nothing saved) when no channel is configured or its address is not allowed.
+    Returns the event; its delivery is `apps.audit.selectors.delivery_of(event)`."""
+    url = alerts.channel_url()
+    if not url:
+        raise ServiceError("no_alert_channel", "no alert channel configured: set SOVEREIGN_ALERT_WEBHOOK_URL", 409)
+    alerts.check_channel_url(url)
+    with transaction.atomic():
+        return record_event(
+            "alert.test",
+            actor=actor,
+            source=source,
+            details={"alert": True, "channel": alerts.channel_id(url), "note": note[:200]},
+        )
+
+
+def deliver_alert(delivery_id: int) -> str:
+    """One delivery attempt of an alert (the Celery task's body): the new status, or "transient"
+    when it should be retried."""
+    return alerts.attempt(delivery_id)
+
+
+def resend_stalled_alerts() -> int:
+    """Re-enqueue alert deliveries that the broker lost (the beat sweep)."""
+    return alerts.resend_stalled()
+
+
+# --- Central collection (apps/audit/shipping.py) --------------------------------------------------
+
+
+def ship_audit_events() -> dict:
+    """Ship sealed events the external collector has not acknowledged (the beat task's body)."""
+    from . import shipping
+
+    return shipping.ship_pending()

@@ -56,8 +56,9 @@ MODELS = sorted(m._meta.label_lower for m in admin.site._registry)
 
 # Tables whose rows are not governed state: the audit log (the thing we look for), Django's admin
 # message log and django-auditlog's entries (written only beside a change, and bridged into the
-# audit log), and sessions (every authenticated request may touch its own).
-UNWATCHED = {"audit_auditevent", "django_admin_log", "auditlog_logentry", "django_session"}
+# audit log), sessions (every authenticated request may touch its own), and alert deliveries (the
+# outbox row record_event writes beside an alerting event, docs/alerts.md: part of the event).
+UNWATCHED = {"audit_auditevent", "django_admin_log", "auditlog_logentry", "django_session", "audit_alertdelivery"}
 # Audit events that record a read or a refusal, never a change.
 NOT_A_CHANGE = {"audit.search", "compliance.report.download", "access.refused", "auth.breakglass.use"}
 

@@ -11,6 +11,7 @@ from .roles import (
     roles_of,
 )
 from .security import (
+    apply_login_failure_rule,
     create_service_account,
     disable_dormant_accounts,
     note_superuser_use,
@@ -41,6 +42,7 @@ from .users import (
 )
 
 __all__ = [
+    "apply_login_failure_rule",
     "LAST_USED_RESOLUTION",
     "AccountFacts",
     "TokenRejected",

@@ -164,7 +164,13 @@ def grant_emergency_access(
             granted_at=now,
             expires_at=now + timedelta(minutes=minutes),
         )
-        details = {"alert": True, "role": role, "reason": access.reason, "expires_at": access.expires_at.isoformat()}
+        details = {
+            "alert": True,
+            "access_id": access.pk,
+            "role": role,
+            "reason": access.reason,
+            "expires_at": access.expires_at.isoformat(),
+        }
         access.enrolment_code = None
         if role in PRIVILEGED and not user.is_superuser:
             details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)

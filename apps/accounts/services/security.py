@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -124,3 +126,52 @@ def note_superuser_use(user, *, source: Source = SYSTEM, via: str, path: str = "
             target=user,
             details={"alert": True, "via": via, "path": path},
         )
+
+
+def apply_login_failure_rule(*, username: str, source: Source = SYSTEM) -> list[dict]:
+    """The failed-login rate rule (HIPAA 164.308(a)(5)(ii)(C), log-in monitoring): more than
+    LOGIN_ALERT_FAILURES - 1 refused logins for one user name (from any address) or from one
+    address (for any names) within LOGIN_ALERT_MINUTES raise an alert event
+    (`auth.login.failure_rate`, delivered through the alert channel), once per subject and window.
+    Complements the lockout, which counts per (name, address) pair: a spray over many addresses or
+    many names alerts here. Called after each `auth.login.failure`; returns the alerts raised."""
+    from apps.audit.models import AuditEvent
+
+    if not settings.LOGIN_ALERT_ENABLED:
+        return []
+    since = timezone.now() - timedelta(minutes=settings.LOGIN_ALERT_MINUTES)
+    failures = AuditEvent.objects.filter(event_type="auth.login.failure", timestamp__gte=since)
+    raised = []
+    subjects = [("user", "target_display", username[:150])]
+    if source.ip:
+        subjects.append(("address", "source_ip", source.ip))
+    with transaction.atomic():
+        for rule, column, key in subjects:
+            count = failures.filter(**{column: key}).count()
+            if count < settings.LOGIN_ALERT_FAILURES:
+                continue
+            already = AuditEvent.objects.filter(
+                event_type="auth.login.failure_rate", timestamp__gte=since, details__rule=rule, details__key=key
+            )
+            if already.exists():
+                continue
+            details = {
+                "alert": True,
+                "rule": rule,
+                "key": key,
+                "failures": count,
+                "threshold": settings.LOGIN_ALERT_FAILURES,
+                "window_minutes": settings.LOGIN_ALERT_MINUTES,
+            }
+            record_event(
+                "auth.login.failure_rate",
+                actor=None,
+                source=source,
+                target_type="auth.user" if rule == "user" else "",
+                target_display=key if rule == "user" else "",
+                outcome=Outcome.DENIED,
+                error_code="login_failure_rate",
+                details=details,
+            )
+            raised.append(details)
+    return raised

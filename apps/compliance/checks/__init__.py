@@ -78,6 +78,8 @@ _MODULES = (
     "triton",
     "manual",
     "transit",
+    "alerts",
+    "monitoring",
 )
 
 

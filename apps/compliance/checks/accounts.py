@@ -355,23 +355,78 @@ def crypto_role_separation(ctx) -> CheckResult:
     return CheckResult(PASS, "auditors cannot rotate or retire keys, and no auditor is a key administrator", evidence)
 
 
+BREAK_GLASS_WINDOW = timedelta(days=30)
+
+
 @register("accounts.break_glass_audited")
 def break_glass_audited(ctx) -> CheckResult:
+    """Every break-glass activation of the last 30 days (a grant of an emergency role, a use of the
+    sealed superuser) has its audit event and an alert the channel acknowledged (2xx); an alert
+    channel is configured, so the next one reaches someone."""
     from apps.accounts.models import EmergencyAccess
-    from apps.audit.selectors import is_catalogued
+    from apps.audit.models import AuditEvent
+    from apps.audit.selectors import alert_channel, alert_deliveries
 
-    types = ["auth.breakglass.grant", "auth.breakglass.use", "auth.breakglass.revoke"]
-    missing = [t for t in types if not is_catalogued(t)]
-    active = EmergencyAccess.objects.filter(revoked_at__isnull=True, expires_at__gt=ctx.now).count()
+    since = ctx.now - BREAK_GLASS_WINDOW
+    grants = list(EmergencyAccess.objects.filter(granted_at__gte=since).select_related("user").order_by("granted_at"))
+    uses = list(AuditEvent.objects.filter(event_type="auth.superuser.use", timestamp__gte=since).order_by("timestamp"))
+    rows = [_grant_row(g) for g in grants] + [_activation_row(e, f"superuser {e.actor_name} used") for e in uses]
+    delivered = set(
+        alert_deliveries()
+        .filter(event_id__in=[r["event"] for r in rows if r["event"]], acknowledged_at__isnull=False)
+        .values_list("event_id", flat=True)
+    )
+    unaudited = [r["what"] for r in rows if r["event"] is None]
+    unalerted = [r["what"] for r in rows if r["event"] is not None and r["event"] not in delivered]
+    channel = alert_channel()
     evidence = {
-        "audited_event_types": types,
-        "missing_event_types": missing,
-        "active_break_glass_grants": active,
+        "window_days": BREAK_GLASS_WINDOW.days,
+        "break_glass_grants": len(grants),
+        "superuser_uses": len(uses),
+        "without_audit_event": unaudited[:LIST_LIMIT],
+        "without_delivered_alert": unalerted[:LIST_LIMIT],
+        "alert_channel": channel["channel"],
+        "active_break_glass_grants": sum(1 for g in grants if g.is_active(ctx.now)),
         "max_hours": settings.BREAK_GLASS_MAX.total_seconds() / 3600,
     }
-    if missing:
-        return CheckResult(FAIL, "break-glass use is not fully audited", evidence, "Restore the break-glass events.")
-    return CheckResult(PASS, "break-glass roles are time-limited and every grant and use is audited", evidence)
+    problems = []
+    if not channel["configured"]:
+        problems.append("no alert channel is configured: a break-glass activation alerts nobody")
+    if unaudited:
+        problems.append(f"{len(unaudited)} break-glass activation(s) without their audit event")
+    if unalerted:
+        problems.append(f"{len(unalerted)} break-glass activation(s) whose alert was not delivered")
+    if problems:
+        return CheckResult(
+            FAIL,
+            "; ".join(problems),
+            evidence,
+            "Configure SOVEREIGN_ALERT_WEBHOOK_URL and prove it (`manage.py send_test_alert`); review each listed "
+            "activation with the security team, since nobody was told of it when it happened.",
+        )
+    return CheckResult(
+        PASS,
+        f"{len(rows)} break-glass activation(s) in {BREAK_GLASS_WINDOW.days} days, each audited and its alert "
+        "delivered",
+        evidence,
+    )
+
+
+def _grant_row(grant) -> dict:
+    from apps.audit.models import AuditEvent
+
+    events = AuditEvent.objects.filter(
+        event_type="auth.breakglass.grant", target_type="auth.user", target_id=str(grant.user_id)
+    )
+    event = (
+        events.filter(details__access_id=grant.pk).first()
+        or events.filter(details__expires_at=grant.expires_at.isoformat()).first()  # events before access_id
+    )
+    return _activation_row(event, f"{grant.role} to {grant.user.get_username()} at {grant.granted_at:%Y-%m-%d %H:%M}")
+
+
+def _activation_row(event, what: str) -> dict:
+    return {"event": event.pk if event is not None else None, "what": what}
 
 
 @register("access.grant_expiry")
