@@ -10,7 +10,7 @@ from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
 
 from .catalog import Control, get_profile, pick
-from .checks import FAIL, PASS, Context, combine, run_check
+from .checks import FAIL, PASS, PROOF_OF, Context, combine, run_check
 from .effective import attached_profiles
 from .models import ControlResult, EvaluationRun
 
@@ -21,7 +21,15 @@ def evaluate_control(control: Control, ctx: Context) -> tuple[str, list[dict], s
     evidence, remedies = [], []
     for name in control.checks:
         result = run_check(name, ctx)
-        evidence.append({**result.evidence, "check": name, "status": result.status, "summary": result.summary})
+        evidence.append(
+            {
+                **result.evidence,
+                "check": name,
+                "proof": PROOF_OF.get(name, ""),
+                "status": result.status,
+                "summary": result.summary,
+            }
+        )
         if result.status == FAIL and result.remedy:
             remedies.append(result.remedy)
     status = combine([e["status"] for e in evidence])

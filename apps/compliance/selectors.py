@@ -98,5 +98,6 @@ def describe(run, *, checks: bool = True) -> list[str]:
                 continue
             lines.append(f"  {r.status.upper():<14} {r.control_id}")
             for e in r.evidence:
-                lines.append(f"      {e['status']:<14} {e['check']}: {e['summary']}")
+                proof = f" ({e['proof']})" if e.get("proof") else ""
+                lines.append(f"      {e['status']:<14} {e['check']}{proof}: {e['summary']}")
     return lines

@@ -37,12 +37,26 @@ class Context:
 
 REGISTRY: dict[str, Callable[[Context], CheckResult]] = {}
 
+# How a check knows: what backs its pass. No check returns a constant.
+PROOFS = {
+    "probe": "exercises the control now: sends a request it must refuse, decrypts, recomputes a chain or a manifest",
+    "query": "reads the live state: database rows and privileges, settings in effect, the HSM token, the "
+    "kernel's sockets, the dated record of a scheduled probe (a verification run, a delivered alert, a drill)",
+    "attestation": "a person's statement, uploaded with its file's SHA-256, author and expiry",
+}
+PROOF_OF: dict[str, str] = {}
 
-def register(name: str):
+
+def register(name: str, *, proof: str):
+    """Register `func` as the check `name`; `proof` (a key of PROOFS) says what backs its result."""
+    if proof not in PROOFS:
+        raise ValueError(f"check {name}: proof must be one of {sorted(PROOFS)}")
+
     def deco(func):
         if name in REGISTRY:
             raise ValueError(f"check {name} registered twice")
         REGISTRY[name] = func
+        PROOF_OF[name] = proof
         return func
 
     return deco

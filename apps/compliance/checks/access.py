@@ -64,7 +64,7 @@ def _methods(callback) -> list[str]:
     return ["get"]
 
 
-@register("access.api_requires_auth")
+@register("access.api_requires_auth", proof="probe")
 def api_requires_auth(ctx) -> CheckResult:
     factory = RequestFactory()
     probed, open_routes, skipped = 0, [], []

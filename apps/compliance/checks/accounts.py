@@ -41,7 +41,7 @@ def _effective(ctx) -> dict[str, dict[str, list[str]]]:
     return held
 
 
-@register("access.privileged_2fa")
+@register("access.privileged_2fa", proof="query")
 def privileged_2fa(ctx) -> CheckResult:
     """Privileged means holding a privileged role effectively (apps.accounts.selectors): a role
     group, break-glass, the superuser flag, or a role's own power through a direct permission or
@@ -86,7 +86,7 @@ def privileged_2fa(ctx) -> CheckResult:
     return CheckResult(PASS, f"all {evidence['privileged_users']} privileged user(s) use a second factor", evidence)
 
 
-@register("access.sm3_otp")
+@register("access.sm3_otp", proof="query")
 def sm3_otp(ctx) -> CheckResult:
     """GB/T 39786 8.4 a in 国密 mode: the cryptographic authentication technique must be an approved
     algorithm. Reads every confirmed device of every privileged user: HMAC-SHA1 TOTP fails, SM3 OTP
@@ -129,7 +129,7 @@ def sm3_otp(ctx) -> CheckResult:
     return CheckResult(PASS, f"all {len(users)} privileged user(s) authenticate with SM3 OTP (GM/T 0021)", evidence)
 
 
-@register("accounts.unique_users")
+@register("accounts.unique_users", proof="query")
 def unique_users(ctx) -> CheckResult:
     shared = sorted(
         u
@@ -153,7 +153,7 @@ def unique_users(ctx) -> CheckResult:
     return CheckResult(PASS, "no active account has a generic shareable name", evidence)
 
 
-@register("accounts.no_default_credentials")
+@register("accounts.no_default_credentials", proof="query")
 def no_default_credentials(ctx) -> CheckResult:
     """Default passwords on the accounts installers and demos leave (generic names, superusers,
     the demo accounts), and, in production, the demo accounts and demo token of `make run`."""
@@ -199,7 +199,7 @@ def no_default_credentials(ctx) -> CheckResult:
     return CheckResult(PASS, summary, evidence)
 
 
-@register("accounts.superuser_sealed")
+@register("accounts.superuser_sealed", proof="query")
 def superuser_sealed(ctx) -> CheckResult:
     """The superuser is a sealed break-glass account (docs/access-control.md): once it has been used
     (a login, or one of its tokens) since its password was last set on the host, or when it changed
@@ -257,7 +257,7 @@ def _superuser_state(user, now) -> dict:
     }
 
 
-@register("accounts.dormant")
+@register("accounts.dormant", proof="query")
 def dormant(ctx) -> CheckResult:
     cutoff = ctx.now - settings.DORMANT_ACCOUNT_AGE
     users = _active_users().annotate(token_used=Max("api_tokens__last_used_at"))
@@ -293,7 +293,7 @@ def _active_superusers() -> list[str]:
     return sorted(_active_users().filter(is_superuser=True).values_list("username", flat=True))
 
 
-@register("accounts.role_separation")
+@register("accounts.role_separation", proof="query")
 def role_separation(ctx) -> CheckResult:
     conflicts = _role_conflicts(EXCLUSIVE, ctx)
     groups = set(Group.objects.filter(name__in=EXCLUSIVE).values_list("name", flat=True))
@@ -329,7 +329,7 @@ def role_separation(ctx) -> CheckResult:
     )
 
 
-@register("accounts.crypto_role_separation")
+@register("accounts.crypto_role_separation", proof="query")
 def crypto_role_separation(ctx) -> CheckResult:
     key_perms = ("rotate_keyencryptionkey", "retire_keyencryptionkey")
     auditor_key_perms = sorted(
@@ -358,7 +358,7 @@ def crypto_role_separation(ctx) -> CheckResult:
 BREAK_GLASS_WINDOW = timedelta(days=30)
 
 
-@register("accounts.break_glass_audited")
+@register("accounts.break_glass_audited", proof="query")
 def break_glass_audited(ctx) -> CheckResult:
     """Every break-glass activation of the last 30 days (a grant of an emergency role, a use of the
     sealed superuser) has its audit event and an alert the channel acknowledged (2xx); an alert
@@ -429,7 +429,7 @@ def _activation_row(event, what: str) -> dict:
     return {"event": event.pk if event is not None else None, "what": what}
 
 
-@register("access.grant_expiry")
+@register("access.grant_expiry", proof="query")
 def grant_expiry(ctx) -> CheckResult:
     from apps.accounts.models import ModelGroupGrant, ModelUserGrant
 

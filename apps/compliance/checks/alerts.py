@@ -61,7 +61,7 @@ def delivery_proof(ctx) -> tuple[str | None, dict]:
     return problem, evidence
 
 
-@register("alerts.delivery_proven")
+@register("alerts.delivery_proven", proof="query")
 def delivery_proven(ctx) -> CheckResult:
     problem, evidence = delivery_proof(ctx)
     if problem:

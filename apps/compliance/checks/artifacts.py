@@ -54,7 +54,7 @@ def upload_probe() -> dict:
     return {"pickle_refused": False, "code": None}
 
 
-@register("registry.no_executable_artifacts")
+@register("registry.no_executable_artifacts", proof="probe")
 def no_executable_artifacts(ctx) -> CheckResult:
     """Every live version is ONNX or a language-model set of the allowed files, and the decrypted
     start of every file (segment 0, authenticated under its data key) is that format, never a
@@ -168,7 +168,7 @@ def residue_files() -> list[str]:
     return found
 
 
-@register("keys.disposal")
+@register("keys.disposal", proof="probe")
 def disposal(ctx) -> CheckResult:
     """HIPAA 164.310(d)(2): what was shredded is gone — destroyed data keys hold no wrapped bytes,
     shredded versions' ciphertext files are deleted, retired KEK versions are refused by the key

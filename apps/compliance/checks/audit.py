@@ -24,7 +24,7 @@ def chain_report(ctx) -> dict:
     return ctx.cache["chain"]
 
 
-@register("audit.chain_verifies")
+@register("audit.chain_verifies", proof="probe")
 def chain_verifies(ctx) -> CheckResult:
     report = chain_report(ctx)
     evidence = {k: report.get(k) for k in ("ok", "last_sequence", "problem", "pending", "detail")}
@@ -40,7 +40,7 @@ def chain_verifies(ctx) -> CheckResult:
     return CheckResult(PASS, f"the audit chain verifies ({report.get('status')})", evidence)
 
 
-@register("audit.sealer_running")
+@register("audit.sealer_running", proof="query")
 def sealer_running(ctx) -> CheckResult:
     from apps.audit.models import AuditEvent
 
@@ -58,7 +58,7 @@ def sealer_running(ctx) -> CheckResult:
     return CheckResult(PASS, "the sealer keeps up with the audit log", evidence)
 
 
-@register("audit.append_only")
+@register("audit.append_only", proof="query")
 def append_only(ctx) -> CheckResult:
     evidence = {"vendor": connection.vendor, **override_evidence("sqlite")}
     if connection.vendor != "postgresql" or "insecure_override" in evidence:
@@ -85,7 +85,7 @@ def append_only(ctx) -> CheckResult:
     return CheckResult(PASS, "the database refuses UPDATE and DELETE on audit rows", evidence)
 
 
-@register("audit.retention")
+@register("audit.retention", proof="query")
 def retention(ctx) -> CheckResult:
     from apps.audit.selectors import retention_days
 
@@ -105,7 +105,7 @@ def retention(ctx) -> CheckResult:
     return CheckResult(PASS, f"audit events are kept {days} days (≥ {required})", evidence)
 
 
-@register("audit.reader_roles")
+@register("audit.reader_roles", proof="query")
 def reader_roles(ctx) -> CheckResult:
     """Who can read the audit log, as Django decides it: roles holding `audit.view_auditevent`, and
     active people outside the auditor role who hold it anyway (a direct permission, a superuser)."""
@@ -145,7 +145,7 @@ def reader_roles(ctx) -> CheckResult:
     return CheckResult(PASS, "only the auditor role reads the audit log", evidence)
 
 
-@register("audit.sm3_chain")
+@register("audit.sm3_chain", proof="query")
 def sm3_chain(ctx) -> CheckResult:
     from apps.audit.selectors import chain_hash_alg
 
@@ -161,7 +161,7 @@ def sm3_chain(ctx) -> CheckResult:
     return CheckResult(PASS, "the audit chain is hashed with SM3", evidence)
 
 
-@register("audit.events_name_users")
+@register("audit.events_name_users", proof="query")
 def events_name_users(ctx) -> CheckResult:
     from apps.audit.models import AuditEvent
 

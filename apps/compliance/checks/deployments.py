@@ -20,7 +20,7 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-@register("deployments.remote_tls")
+@register("deployments.remote_tls", proof="query")
 def remote_tls(ctx) -> CheckResult:
     from apps.deployments.models import InferenceServer
 
@@ -71,7 +71,7 @@ def _probe_all(ctx, ids_names: dict[int, str]) -> dict[str, dict]:
     return out
 
 
-@register("deid.phi_models")
+@register("deid.phi_models", proof="probe")
 def phi_models(ctx) -> CheckResult:
     """Probes every PHI model: synthetic identifiers go through that model's de-identification and
     the gateway's pipeline to an echo canary on a real Triton (apps/gateway/deidprobe.py); the
@@ -168,7 +168,7 @@ def _refusals(ctx, ids_names: dict[int, str]) -> dict[str, dict]:
     return out
 
 
-@register("deid.numeric_inputs")
+@register("deid.numeric_inputs", proof="probe")
 def numeric_inputs(ctx) -> CheckResult:
     """PHI models take text: every PHI model whose signature (any version) has a non-BYTES input must
     have its numeric inputs declared, with a reason, in its compliance policy; the gateway refuses

@@ -74,7 +74,7 @@ def dependency_closure(roots, installed: dict) -> set[str]:
     return {name for name, _ in seen}
 
 
-@register("platform.minimal_install")
+@register("platform.minimal_install", proof="query")
 def minimal_install(ctx) -> CheckResult:
     """Reads the installed distributions (importlib.metadata), not only requirements.txt: every
     installed distribution must be a pinned requirement or in its dependency closure (or on the
@@ -147,7 +147,7 @@ def minimal_install(ctx) -> CheckResult:
     )
 
 
-@register("platform.code_manifest")
+@register("platform.code_manifest", proof="probe")
 def code_manifest(ctx) -> CheckResult:
     """等保 8.1.4.6: the signed manifest of the installed code verifies (trusted signing key) and
     every file and distribution it records is as recorded now (apps/compliance/manifest.py)."""
@@ -234,7 +234,7 @@ def _internal_services() -> dict[str, int]:
     return services
 
 
-@register("platform.listening")
+@register("platform.listening", proof="query")
 def listening(ctx) -> CheckResult:
     """等保 8.1.3 boundary protection, as far as this host shows it: the sockets actually in LISTEN
     state (the kernel's table) for each configured service; an internal one (portal behind the data

@@ -124,7 +124,7 @@ def describe_token(info: dict) -> str:
     return f"{name}, hardware slot"
 
 
-@register("keys.kek_in_hsm")
+@register("keys.kek_in_hsm", proof="query")
 def kek_in_hsm(ctx) -> CheckResult:
     """The KEK is in a hardware token: the PKCS#11 provider, a token whose CK_TOKEN_INFO /
     CK_SLOT_INFO name no known software token and whose slot reports CKF_HW_SLOT, and each KEK
@@ -245,7 +245,7 @@ def inspect_ciphertext(path, aad: str, data_key) -> str:
     return ""
 
 
-@register("keys.artifacts_encrypted")
+@register("keys.artifacts_encrypted", proof="probe")
 def artifacts_encrypted(ctx) -> CheckResult:
     """Every file of every live artifact: present with its recorded size, not a plaintext model
     format, the SVRN envelope with the data key's suite, and its first segment authenticates
@@ -301,7 +301,7 @@ def artifacts_encrypted(ctx) -> CheckResult:
     )
 
 
-@register("registry.artifact_integrity")
+@register("registry.artifact_integrity", proof="query")
 def artifact_integrity(ctx) -> CheckResult:
     """Passes only on a recent verification run (apps/registry/integrity.py: a sample decrypted
     through the KEK provider, AEAD tags and plaintext SHA-256 checked) that found no failure."""
@@ -374,7 +374,7 @@ def artifact_integrity(ctx) -> CheckResult:
     )
 
 
-@register("keys.guomi_suite_configured")
+@register("keys.guomi_suite_configured", proof="query")
 def guomi_suite_configured(ctx) -> CheckResult:
     evidence = {"ARTIFACT_SUITE": settings.ARTIFACT_SUITE, "required": GUOMI_SUITE}
     if settings.ARTIFACT_SUITE != GUOMI_SUITE:
@@ -405,7 +405,7 @@ def _mechanism_names(codes: list[int]) -> list[str]:
     return out
 
 
-@register("keys.sm4_key_wrapping")
+@register("keys.sm4_key_wrapping", proof="query")
 def sm4_key_wrapping(ctx) -> CheckResult:
     """GB/T 39786 8.4 e / chapter 5: SM4 data keys are wrapped with SM4 inside the cryptographic
     module. Reads how the KEK provider wraps (AES-KWP, CKM_AES_KEY_WRAP_PAD, is the only wrapping
@@ -464,7 +464,7 @@ def sm4_key_wrapping(ctx) -> CheckResult:
     )
 
 
-@register("keys.artifact_suites")
+@register("keys.artifact_suites", proof="query")
 def artifact_suites(ctx) -> CheckResult:
     from apps.registry.models import Artifact
 
@@ -486,7 +486,7 @@ def artifact_suites(ctx) -> CheckResult:
     return CheckResult(PASS if live.exists() else NA, "every stored artifact uses SM4-GCM", evidence)
 
 
-@register("keys.no_stray_files")
+@register("keys.no_stray_files", proof="query")
 def no_stray_files(ctx) -> CheckResult:
     from apps.registry.models import Artifact, ArtifactFile
 
@@ -529,7 +529,7 @@ def signing_key_provider(signer: dict) -> dict:
     }
 
 
-@register("signing.sm2")
+@register("signing.sm2", proof="query")
 def sm2(ctx) -> CheckResult:
     """GB/T 39786 8.4 h: checkpoints and reports are signed with SM2 (the report signer is the
     checkpoint signer, apps/compliance/reports/signing.py) by a key held in a cryptographic module.

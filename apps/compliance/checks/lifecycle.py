@@ -23,7 +23,7 @@ EVENT_LAG = timedelta(seconds=60)
 DB_SESSION_ENGINES = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
 
 
-@register("accounts.termination")
+@register("accounts.termination", proof="query")
 def termination(ctx) -> CheckResult:
     """Disabled accounts (is_active false) hold no live token, no live session, and issued no live
     token someone else still uses; the configured worst case from disabling a person to the gateway
@@ -131,7 +131,7 @@ def _time_to_lose_access() -> dict:
     }
 
 
-@register("access.authorisation")
+@register("access.authorisation", proof="query")
 def authorisation(ctx) -> CheckResult:
     """Every live model grant (user or group, unexpired) has a grantor and an `access.grant.create`
     event of the audited service that matches it — same model, grantee, permission and expiry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import FAIL, MANUAL, PASS, CheckResult, register
 
 
-@register("manual.attestation")
+@register("manual.attestation", proof="attestation")
 def attestation(ctx) -> CheckResult:
     from ..models import Attestation
 

@@ -18,7 +18,7 @@ RULE_MAX_MINUTES = 24 * 60
 TRIGGER_WINDOW = timedelta(days=30)
 
 
-@register("accounts.login_monitoring")
+@register("accounts.login_monitoring", proof="query")
 def login_monitoring(ctx) -> CheckResult:
     """Lockout is configured (django-axes: limit and cool-off), the failed-login rate rule is on
     with sane bounds, the alert channel is proven, and every rule alert of the last 30 days was
@@ -89,7 +89,7 @@ class _Read:
     timestamp: datetime
 
 
-@register("audit.activity_review")
+@register("audit.activity_review", proof="query")
 def activity_review(ctx) -> CheckResult:
     """Information system activity review: within SOVEREIGN_AUDIT_REVIEW_DAYS somebody holding the
     auditor role (frozen into each event at the time) searched, opened, exported or verified the
@@ -146,7 +146,7 @@ def activity_review(ctx) -> CheckResult:
     )
 
 
-@register("audit.central_collection")
+@register("audit.central_collection", proof="query")
 def central_collection(ctx) -> CheckResult:
     """等保 8.1.5.4: the external collector acknowledged (2xx) the sealed audit events up to a recent
     one: the oldest sealed event it has not acknowledged is younger than

@@ -37,7 +37,7 @@ def override_note(evidence: dict) -> str:
     return f" (allowed by {found['setting']})" if found else ""
 
 
-@register("settings.idle_timeout")
+@register("settings.idle_timeout", proof="query")
 def idle_timeout(ctx) -> CheckResult:
     idle = getattr(settings, "SESSION_IDLE_TIMEOUT", None)
     absolute = getattr(settings, "SESSION_ABSOLUTE_TIMEOUT", None)
@@ -62,7 +62,7 @@ def idle_timeout(ctx) -> CheckResult:
     return CheckResult(PASS, f"sessions end after {evidence['SESSION_IDLE_TIMEOUT_minutes']:g} idle minutes", evidence)
 
 
-@register("settings.tls")
+@register("settings.tls", proof="query")
 def tls(ctx) -> CheckResult:
     evidence = {
         "SECURE_SSL_REDIRECT": settings.SECURE_SSL_REDIRECT,
@@ -84,7 +84,7 @@ def tls(ctx) -> CheckResult:
     return CheckResult(PASS, "HTTPS redirect, HSTS and secure cookies are on", evidence)
 
 
-@register("settings.lockout")
+@register("settings.lockout", proof="query")
 def lockout(ctx) -> CheckResult:
     limit = getattr(settings, "AXES_FAILURE_LIMIT", None)
     cooloff = getattr(settings, "AXES_COOLOFF_TIME", None)
@@ -109,7 +109,7 @@ def lockout(ctx) -> CheckResult:
     return CheckResult(PASS, f"accounts lock after {limit} failed logins", evidence)
 
 
-@register("settings.password_policy")
+@register("settings.password_policy", proof="query")
 def password_policy(ctx) -> CheckResult:
     validators = {v["NAME"].rsplit(".", 1)[-1]: v.get("OPTIONS", {}) for v in settings.AUTH_PASSWORD_VALIDATORS}
     min_length = validators.get("MinimumLengthValidator", {}).get("min_length", 8)
@@ -138,7 +138,7 @@ def password_policy(ctx) -> CheckResult:
     return CheckResult(PASS, f"passwords ≥ {min_length} characters, changed every {max_age.days} days", evidence)
 
 
-@register("settings.deploy_check")
+@register("settings.deploy_check", proof="probe")
 def deploy_check(ctx) -> CheckResult:
     from django.core import checks
 

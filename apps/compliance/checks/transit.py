@@ -30,7 +30,7 @@ def _channels() -> list[dict]:
     return rows
 
 
-@register("transit.tlcp")
+@register("transit.tlcp", proof="attestation")
 def tlcp(ctx) -> CheckResult:
     from ..models import Attestation
 

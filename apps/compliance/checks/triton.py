@@ -149,7 +149,7 @@ def _seen(probe: dict) -> str:
     return f"{probe['call']} → " + (f"HTTP {status}" if probe["protocol"] == "http" else f"gRPC {status}")
 
 
-@register("triton.bypass_refused")
+@register("triton.bypass_refused", proof="probe")
 def bypass_refused(ctx) -> CheckResult:
     from apps.deployments.models import InferenceServer
 
