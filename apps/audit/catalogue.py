@@ -94,6 +94,7 @@ EVENT_TYPES: dict[str, str] = {
     "audit.export": "Audit events exported",
     "audit.search": "Audit events searched or read",
     "audit.purge": "Audit events older than retention archived and purged",
+    "audit.purge_floor.raise": "Audit purge floor raised to the longest retention of the attached profiles",
     # configuration (docs/production.md)
     "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "
     "(or the override changed or was withdrawn)",

@@ -56,6 +56,20 @@ def retention_days() -> int:
     return retention.retention_days()
 
 
+def purge_floor_days() -> int:
+    """The age in days below which the database refuses to purge audit events."""
+    return retention.purge_floor_days()
+
+
+def append_only_posture() -> dict:
+    """What PostgreSQL reports about the application role and the audit tables (apps/audit/dbguard.py)."""
+    from django.db import connection
+
+    from .dbguard import probe_append_only
+
+    return probe_append_only(connection)
+
+
 def is_catalogued(event_type: str) -> bool:
     """Whether `event_type` is in the audit catalogue, i.e. whether record_event accepts it."""
     return event_type in catalogue.EVENT_TYPES

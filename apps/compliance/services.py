@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, raise_purge_floor, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import Model
 from inference_backend.private_file import write_private
@@ -75,6 +75,8 @@ def attach_profile(
                 target=attachment,
                 details={"profile": profile, "model": model.name if model else None, "options": options},
             )
+            # The database must refuse to purge what this profile keeps (HIPAA: six years).
+            raise_purge_floor(spec.audit_retention_days, actor=actor, source=source)
     except IntegrityError as err:
         where = f"model {model.name}" if model else "the installation"
         raise Conflict("profile_attached", f"{profile} is already attached to {where}") from err
