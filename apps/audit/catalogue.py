@@ -69,6 +69,7 @@ EVENT_TYPES: dict[str, str] = {
     "compliance.attestation.upload": "Attestation uploaded for a manual control",
     "compliance.evaluate": "Compliance controls evaluated",
     "compliance.control.regressed": "ALERT: a compliance control regressed from pass to fail",
+    "compliance.restore_drill": "Restore drill: database dumped, restored into a scratch copy, audit chain verified",
     "compliance.report.request": "Compliance report requested",
     "compliance.report.generate": "Compliance report generated and signed (or failed)",
     "compliance.report.download": "Compliance report downloaded",

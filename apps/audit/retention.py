@@ -46,13 +46,16 @@ def retention_days() -> int:
 
 # The shortest retention any profile allows (等保: six months); the database function has it too.
 MIN_FLOOR_DAYS = 183
+# With no row (the owner deleted it, or a test flushed the tables) the floor is HIPAA's six years,
+# as in the migration: a missing row never lowers it.
+DEFAULT_FLOOR_DAYS = 2192
 
 
 def purge_floor_days() -> int:
     """The age in days below which nothing is purged: the largest value of the purge-floor table
     (raised to every attached profile's retention), never below MIN_FLOOR_DAYS."""
     stored = AuditPurgeFloor.objects.order_by("-days").values_list("days", flat=True).first()
-    return max(MIN_FLOOR_DAYS, stored or 0)
+    return max(MIN_FLOOR_DAYS, DEFAULT_FLOOR_DAYS if stored is None else stored)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,11 @@ def export_limit(user) -> int:
     return settings.AUDIT_KEY_EXPORT_MAX_ROWS
 
 
-def verify_chain() -> dict:
+def verify_chain(using: str = "default") -> dict:
     """The integrity report of the whole log: the hash chain and every checkpoint signature (the same
-    report as `manage.py audit_verify` and GET /api/v1/audit/verify/; docs/audit.md, "Verification")."""
-    return verify.verify_chain()
+    report as `manage.py audit_verify` and GET /api/v1/audit/verify/; docs/audit.md, "Verification").
+    `using`: another database alias holding a copy of the log (a restore drill's scratch database)."""
+    return verify.verify_chain(using)
 
 
 def chain_hash_alg() -> str:

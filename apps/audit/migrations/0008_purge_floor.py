@@ -3,7 +3,7 @@ in sovereign_audit_purge() while a HIPAA installation keeps six years.
 
 `audit_auditpurgefloor` holds one row (2192 days to start with: HIPAA's six years, also the
 default SOVEREIGN_AUDIT_RETENTION_DAYS). The purge function refuses a cutoff younger than the
-largest value there (and never below 183 days); a trigger refuses a DELETE, and an UPDATE that
+largest value there (2192 days when it is empty, never below 183 days); a trigger refuses a DELETE, and an UPDATE that
 lowers the floor, unless the current user is a member of the table's owner — so the application
 role can raise it when a profile is attached but only the owner role can lower it.
 """
@@ -43,7 +43,7 @@ BEGIN
     -- The longest retention any attached profile requires (audit_auditpurgefloor, raised when a
     -- profile is attached), never less than 等保's six months: an application role calling this
     -- directly cannot go below it.
-    SELECT greatest(183, coalesce(max(days), 183)) INTO floor_days FROM audit_auditpurgefloor;
+    SELECT greatest(183, coalesce(max(days), 2192)) INTO floor_days FROM audit_auditpurgefloor;
     IF p_cutoff > now() - make_interval(days => floor_days) THEN
         RAISE EXCEPTION 'refusing to purge audit events younger than % days (the purge floor)', floor_days
             USING ERRCODE = 'check_violation';

@@ -65,7 +65,7 @@ def combine(statuses: list[str]) -> str:
     return min(statuses, key=_ORDER.__getitem__)
 
 
-_MODULES = ("settings", "accounts", "keystore", "audit", "deployments", "manual")
+_MODULES = ("settings", "accounts", "keystore", "audit", "deployments", "manual", "backup")
 
 
 def load_all() -> None:
