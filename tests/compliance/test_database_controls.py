@@ -116,6 +116,26 @@ def test_app_role_raises_the_floor_but_cannot_lower_it(app_role):
     assert purge_floor_days() == 3000
 
 
+@postgres_only
+def test_the_documented_grants_suffice_for_the_audit_log_and_nothing_more(app_role):
+    """As the application role: record, seal and checkpoint work; DELETE, TRUNCATE, disabling the
+    trigger and session_replication_role are refused by PostgreSQL."""
+    from tests.audit.chain_helpers import fill
+
+    fill(3)
+    assert AuditEvent.objects.filter(sequence__isnull=False).count() >= 3
+    for statement in (
+        "DELETE FROM audit_auditevent",
+        "TRUNCATE audit_auditevent",
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_guard",
+        "SET session_replication_role = replica",
+        "UPDATE audit_auditevent SET actor_name = 'x'",
+    ):
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+    assert AuditEvent.objects.filter(sequence__isnull=False).count() >= 3
+
+
 @pytest.mark.skipif("connection.vendor == 'postgresql'", reason="the SQLite answer")
 def test_sqlite_is_an_honest_failure():
     check = _append_only()
