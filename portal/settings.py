@@ -424,6 +424,12 @@ AUDIT_COLLECTOR_MAX_LAG_SECONDS = env.int("SOVEREIGN_AUDIT_COLLECTOR_MAX_LAG_SEC
 # Attestation files and signed reports (0600 files in 0700 directories).
 COMPLIANCE_DIR = Path(env.str("SOVEREIGN_COMPLIANCE_DIR", default=str(DATA_DIR / "compliance")))
 COMPLIANCE_EVALUATE_SECONDS = env.float("SOVEREIGN_COMPLIANCE_EVALUATE_SECONDS", default=3600.0)
+# Backup and recovery checks (docs/compliance.md, "Backup and disaster recovery"): the newest WAL
+# segment archived must be younger than this, and a successful restore drill recorded this recently.
+BACKUP_WAL_MAX_AGE_HOURS = env.float("SOVEREIGN_BACKUP_WAL_MAX_AGE_HOURS", default=24.0)
+RESTORE_DRILL_MAX_AGE_DAYS = env.int("SOVEREIGN_RESTORE_DRILL_MAX_AGE_DAYS", default=90)
+# Where pg_dump / pg_restore live (empty: PATH); they must be at least the server's major version.
+PG_BIN_DIR = env.str("SOVEREIGN_PG_BIN_DIR", default="")
 
 # --- Celery ------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

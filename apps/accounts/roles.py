@@ -39,6 +39,7 @@ _COMPLIANCE_READ = (
     "compliance.view_modelpolicy",
     "compliance.view_controlresult",
     "compliance.view_attestation",
+    "compliance.view_restoredrill",
     "compliance.view_compliancereport",
     "compliance.export_compliancereport",
 )

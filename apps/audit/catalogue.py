@@ -74,6 +74,7 @@ EVENT_TYPES: dict[str, str] = {
     "compliance.attestation.upload": "Attestation uploaded for a manual control",
     "compliance.evaluate": "Compliance controls evaluated",
     "compliance.control.regressed": "ALERT: a compliance control regressed from pass to fail",
+    "compliance.restore_drill": "Restore drill: database dumped, restored into a scratch copy, audit chain verified",
     "compliance.report.request": "Compliance report requested",
     "compliance.report.generate": "Compliance report generated and signed (or failed)",
     "compliance.report.download": "Compliance report downloaded",
@@ -103,6 +104,7 @@ EVENT_TYPES: dict[str, str] = {
     "alert.test": "ALERT (test): a test alert sent to the alert channel (manage.py send_test_alert)",
     "alert.delivered": "Alert delivered: the alert channel acknowledged it (2xx)",
     "alert.failed": "Alert not delivered: no channel, a refused address, or every attempt failed",
+    "audit.purge_floor.raise": "Audit purge floor raised to the longest retention of the attached profiles",
     # configuration (docs/production.md)
     "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "
     "(or the override changed or was withdrawn)",

@@ -56,10 +56,10 @@ class SealResult:
     busy: bool = False  # another sealer held the lock
 
 
-def hash_alg() -> str:
+def hash_alg(using: str = "default") -> str:
     """SM3 in 国密 mode (SOVEREIGN_ARTIFACT_SUITE=SM4-GCM), else SHA-256. Once a checkpoint exists
     the chain keeps the algorithm it was started with."""
-    first = AuditCheckpoint.objects.order_by("sequence").values_list("hash_alg", flat=True).first()
+    first = AuditCheckpoint.objects.using(using).order_by("sequence").values_list("hash_alg", flat=True).first()
     return first or ("sm3" if settings.ARTIFACT_SUITE == "SM4-GCM" else "sha256")
 
 

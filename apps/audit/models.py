@@ -164,3 +164,17 @@ class AuditShipment(models.Model):
 
     def __str__(self) -> str:
         return f"shipment {self.first_sequence}-{self.last_sequence} to {self.collector}"
+
+
+class AuditPurgeFloor(models.Model):
+    """The age below which the database refuses to purge audit events, in days: one row, read by
+    the SECURITY DEFINER purge function on PostgreSQL (migration 0010) and by the Python purge on
+    SQLite. It rises to the longest retention of any attached compliance profile (apps.audit.services
+    .raise_purge_floor, audited); a trigger refuses lowering it or deleting it except by the owner
+    of the table (an operator, not the application role)."""
+
+    days = models.PositiveIntegerField(help_text="Events younger than this many days are never purged")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"audit purge floor: {self.days} days"

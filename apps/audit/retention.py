@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 
 from .chain import seal_pending
 from .export import iter_export_jsonl
-from .models import AuditCheckpoint, AuditEvent
+from .models import AuditCheckpoint, AuditEvent, AuditPurgeFloor
 from .offline_verify import format_timestamp, verify_export
 from .services import record_event
 from .signing import trusted_public_keys
@@ -42,6 +42,20 @@ def retention_days() -> int:
             continue
         days = max(days, int(import_string(path)() or 0))
     return days
+
+
+# The shortest retention any profile allows (等保: six months); the database function has it too.
+MIN_FLOOR_DAYS = 183
+# With no row (the owner deleted it, or a test flushed the tables) the floor is HIPAA's six years,
+# as in the migration: a missing row never lowers it.
+DEFAULT_FLOOR_DAYS = 2192
+
+
+def purge_floor_days() -> int:
+    """The age in days below which nothing is purged: the largest value of the purge-floor table
+    (raised to every attached profile's retention), never below MIN_FLOOR_DAYS."""
+    stored = AuditPurgeFloor.objects.order_by("-days").values_list("days", flat=True).first()
+    return max(MIN_FLOOR_DAYS, DEFAULT_FLOOR_DAYS if stored is None else stored)
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,8 @@ def archive_range(through: int) -> tuple[Path, str]:
 
 def purge_expired(*, now: datetime | None = None) -> PurgeResult | None:
     """Archive then delete the oldest whole sealed range older than retention; None if nothing is due."""
-    days = retention_days()
+    # A day beyond the floor: the database compares with its own clock, which may be ahead of ours.
+    days = max(retention_days(), purge_floor_days() + 1)
     cutoff = (now or timezone.now()) - timedelta(days=days)
     seal_pending(checkpoint=False)
     cp = purgeable_checkpoint(cutoff)
@@ -121,11 +136,18 @@ def purge_expired(*, now: datetime | None = None) -> PurgeResult | None:
     return PurgeResult(cp.sequence, events, path, sha)
 
 
+class PurgeRefused(RuntimeError):
+    """The cutoff is younger than the purge floor."""
+
+
 def _delete_through(through: int, cutoff: datetime) -> int:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT sovereign_audit_purge(%s, %s)", [through, cutoff])
             return int(cursor.fetchone()[0])
+    floor = purge_floor_days()  # SQLite (development): the database function's refusal, in Python
+    if cutoff > timezone.now() - timedelta(days=floor):
+        raise PurgeRefused(f"refusing to purge audit events younger than {floor} days (the purge floor)")
     deleted, _ = AuditEvent.objects.filter(sequence__lte=through).delete()  # SQLite (development): no trigger
     AuditCheckpoint.objects.filter(sequence__lt=through).delete()
     return deleted

@@ -40,10 +40,11 @@ def export_limit(user) -> int:
     return settings.AUDIT_KEY_EXPORT_MAX_ROWS
 
 
-def verify_chain() -> dict:
+def verify_chain(using: str = "default") -> dict:
     """The integrity report of the whole log: the hash chain and every checkpoint signature (the same
-    report as `manage.py audit_verify` and GET /api/v1/audit/verify/; docs/audit.md, "Verification")."""
-    return verify.verify_chain()
+    report as `manage.py audit_verify` and GET /api/v1/audit/verify/; docs/audit.md, "Verification").
+    `using`: another database alias holding a copy of the log (a restore drill's scratch database)."""
+    return verify.verify_chain(using)
 
 
 def chain_hash_alg() -> str:
@@ -54,6 +55,20 @@ def chain_hash_alg() -> str:
 def retention_days() -> int:
     """How many days audit events are kept (the longest of the setting and every retention hook)."""
     return retention.retention_days()
+
+
+def purge_floor_days() -> int:
+    """The age in days below which the database refuses to purge audit events."""
+    return retention.purge_floor_days()
+
+
+def append_only_posture() -> dict:
+    """What PostgreSQL reports about the application role and the audit tables (apps/audit/dbguard.py)."""
+    from django.db import connection
+
+    from .dbguard import probe_append_only
+
+    return probe_append_only(connection)
 
 
 def is_catalogued(event_type: str) -> bool:

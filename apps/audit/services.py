@@ -478,3 +478,28 @@ def ship_audit_events() -> dict:
     from . import shipping
 
     return shipping.ship_pending()
+
+
+def raise_purge_floor(days: int, *, actor, source: Source = SYSTEM) -> int:
+    """Raise the database purge floor to `days` if it is lower (never lowers it: only the owner
+    role does that, in SQL), with the audit event `audit.purge_floor.raise` in the same
+    transaction. Returns the floor now in force."""
+    from .models import AuditPurgeFloor
+    from .retention import purge_floor_days
+
+    with transaction.atomic():
+        before = purge_floor_days()
+        if days <= before:
+            return before
+        changed = AuditPurgeFloor.objects.filter(days__lt=days).update(days=days, updated_at=timezone.now())
+        if not changed:
+            AuditPurgeFloor.objects.create(days=days)  # the migration's row is gone (owner's doing)
+        record_event(
+            "audit.purge_floor.raise",
+            actor=actor,
+            source=source,
+            target_type="audit.auditpurgefloor",
+            target_display=f"audit purge floor {days} days",
+            details={"before_days": before, "after_days": days},
+        )
+    return days

@@ -23,10 +23,10 @@ def merged(events: Iterable[dict], checkpoints: Iterable[dict]) -> Iterator[dict
     return heapq.merge(events, checkpoints, key=lambda r: (r["sequence"], r["type"] == "checkpoint"))
 
 
-def sealed_records(first: int | None = None, last: int | None = None) -> Iterator[dict]:
+def sealed_records(first: int | None = None, last: int | None = None, using: str = "default") -> Iterator[dict]:
     """Sealed events (as hashed records) and checkpoints, streamed in sequence order."""
-    events = AuditEvent.objects.filter(sequence__isnull=False)
-    checkpoints = AuditCheckpoint.objects.all()
+    events = AuditEvent.objects.using(using).filter(sequence__isnull=False)
+    checkpoints = AuditCheckpoint.objects.using(using).all()
     if first is not None:
         events, checkpoints = events.filter(sequence__gte=first), checkpoints.filter(sequence__gte=first)
     if last is not None:
@@ -42,12 +42,13 @@ def sealed_records(first: int | None = None, last: int | None = None) -> Iterato
         cps.close()
 
 
-def verify_chain() -> dict:
-    """Check the whole log. The report names the first bad sequence and the kind of damage
-    (modified, deleted, inserted, reordered, forged_checkpoint), or says the log is empty."""
-    with contextlib.closing(sealed_records()) as records:
-        report = verify_records(records, trusted_public_keys(), hash_alg())
-    report["pending"] = AuditEvent.objects.filter(sequence__isnull=True).count()
+def verify_chain(using: str = "default") -> dict:
+    """Check the whole log (of the database alias `using`: a restored copy in a restore drill). The
+    report names the first bad sequence and the kind of damage (modified, deleted, inserted,
+    reordered, forged_checkpoint), or says the log is empty."""
+    with contextlib.closing(sealed_records(using=using)) as records:
+        report = verify_records(records, trusted_public_keys(), hash_alg(using))
+    report["pending"] = AuditEvent.objects.using(using).filter(sequence__isnull=True).count()
     if report["status"] == "empty" and report["pending"]:
         report["detail"] = f"no event is sealed yet ({report['pending']} waiting for the sealer)"
     return report

@@ -9,7 +9,7 @@ from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_serv
 
 from . import services
 from .catalog import profiles
-from .models import ComplianceReport, ControlResult, ProfileAttachment
+from .models import ComplianceReport, ControlResult, ProfileAttachment, RestoreDrill
 
 
 class NoAddAdmin(ReadOnlyAdmin):
@@ -31,6 +31,14 @@ class ControlResultAdmin(NoAddAdmin):
     list_filter = ["profile", "status", "family"]
     search_fields = ["control_id"]
     readonly_fields = ["run", "profile", "control_id", "family", "status", "evidence", "remedy", "evaluated_at"]
+
+
+@admin.register(RestoreDrill)
+class RestoreDrillAdmin(NoAddAdmin):
+    """Restore drills (manage.py restore_drill), newest first: what backup.restore_drill reads."""
+
+    list_display = ["finished_at", "ok", "events_verified", "last_sequence", "source_database", "requested_by"]
+    list_filter = ["ok"]
 
 
 class ReportRequestForm(forms.ModelForm):

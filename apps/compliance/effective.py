@@ -33,6 +33,12 @@ def audit_retention_days() -> int:
     return max((get_profile(p).audit_retention_days for p in ids if get_profile(p)), default=0)
 
 
+def attached_retention_days() -> dict[str, int]:
+    """Profile id -> audit retention it requires, for every attached profile."""
+    ids = sorted(set(ProfileAttachment.objects.values_list("profile", flat=True)))
+    return {p: get_profile(p).audit_retention_days for p in ids if get_profile(p)}
+
+
 def guomi_required() -> bool:
     """The 国密 option of some attached profile is on: SM4-GCM, SM3 and SM2 are required."""
     return any(options.get(GUOMI) for options in attached_profiles().values())

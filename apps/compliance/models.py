@@ -188,3 +188,28 @@ class ComplianceReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile} report {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d} ({self.state})"
+
+
+class RestoreDrill(models.Model):
+    """One restore drill (manage.py restore_drill): the live database dumped with pg_dump, restored
+    with pg_restore into a scratch database, the audit chain verified on the restored copy, the
+    scratch database dropped. Written only by apps.compliance.services.record_restore_drill."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    events_verified = models.BigIntegerField(default=0)
+    last_sequence = models.BigIntegerField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+    source_database = models.CharField(max_length=128)
+    scratch_database = models.CharField(max_length=128, blank=True)
+    dump_bytes = models.BigIntegerField(default=0)
+    dump_sha256 = models.CharField(max_length=64, blank=True)
+    tool = models.CharField(max_length=200, blank=True, help_text="pg_dump --version")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-finished_at"]
+
+    def __str__(self) -> str:
+        return f"restore drill {self.finished_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'failed'}"

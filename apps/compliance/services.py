@@ -12,14 +12,14 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.audit.services import SYSTEM, Source, record_event
+from apps.audit.services import SYSTEM, Source, raise_purge_floor, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.registry.models import Model
 from inference_backend.private_file import write_private
 
 from .catalog import get_profile, profiles
 from .checks import FAIL, Context, run_check
-from .models import AnswerScreen, Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment
+from .models import AnswerScreen, Attestation, ComplianceReport, DeidMode, ModelPolicy, ProfileAttachment, RestoreDrill
 from .storage import directory
 
 MAX_ATTESTATION_BYTES = 20 * 1024 * 1024
@@ -107,6 +107,8 @@ def attach_profile(
                 target=attachment,
                 details={"profile": profile, "model": model.name if model else None, "options": options},
             )
+            # The database must refuse to purge what this profile keeps (HIPAA: six years).
+            raise_purge_floor(spec.audit_retention_days, actor=actor, source=source)
     except IntegrityError as err:
         where = f"model {model.name}" if model else "the installation"
         raise Conflict("profile_attached", f"{profile} is already attached to {where}") from err
@@ -269,6 +271,46 @@ def upload_attestation(
         path.unlink(missing_ok=True)
         raise
     return att
+
+
+def record_restore_drill(*, outcome: dict, actor, source: Source = SYSTEM) -> RestoreDrill:
+    """Record a restore drill's outcome (apps/compliance/backup.py) with its audit event, in one
+    transaction. A failed drill is recorded too (outcome failure): it is what the check reads."""
+    fields = {f: outcome.get(f) for f in _DRILL_FIELDS if f in outcome}
+    with transaction.atomic():
+        drill = RestoreDrill.objects.create(requested_by=_user(actor), **fields)
+        record_event(
+            "compliance.restore_drill",
+            actor=actor,
+            source=source,
+            target=drill,
+            outcome="success" if drill.ok else "failure",
+            error_code="" if drill.ok else "restore_drill_failed",
+            details={
+                "ok": drill.ok,
+                "events_verified": drill.events_verified,
+                "last_sequence": drill.last_sequence,
+                "source_database": drill.source_database,
+                "dump_sha256": drill.dump_sha256,
+                "detail": drill.detail[:500],
+            },
+        )
+    return drill
+
+
+_DRILL_FIELDS = (
+    "started_at",
+    "finished_at",
+    "ok",
+    "events_verified",
+    "last_sequence",
+    "detail",
+    "source_database",
+    "scratch_database",
+    "dump_bytes",
+    "dump_sha256",
+    "tool",
+)
 
 
 def evaluate_now(*, actor, source: Source = SYSTEM):

@@ -84,6 +84,28 @@ def test_nothing_old_nothing_purged():
 def test_database_refuses_a_purge_of_young_events():
     fill(3)
 
-    with pytest.raises(DatabaseError, match="younger than 183 days"), transaction.atomic(), connection.cursor() as c:
+    with pytest.raises(DatabaseError, match="younger than 2192 days"), transaction.atomic(), connection.cursor() as c:
         c.execute("SELECT sovereign_audit_purge(3, now())")
     assert AuditEvent.objects.count() == 3
+
+
+def test_a_short_retention_setting_never_goes_below_the_purge_floor(settings):
+    """SOVEREIGN_AUDIT_RETENTION_DAYS=183 with no profile: a year-old range stays, because the floor
+    (six years from the migration, raised by every attached profile) is longer; the owner lowering
+    the floor is what lets it go."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.audit.models import AuditPurgeFloor
+
+    settings.AUDIT_RETENTION_DAYS, settings.AUDIT_RETENTION_HOOKS = 183, []
+    with time_machine.travel(timezone.now() - timedelta(days=365)):
+        fill(3)
+    fill(1)
+
+    assert purge_expired() is None
+    assert AuditEvent.objects.count() == 4
+
+    AuditPurgeFloor.objects.update(days=183)  # the owner's act (the test connects as the owner)
+    assert purge_expired().through_sequence == 3

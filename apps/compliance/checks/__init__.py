@@ -94,6 +94,7 @@ _MODULES = (
     "transit",
     "alerts",
     "monitoring",
+    "backup",
 )
 
 

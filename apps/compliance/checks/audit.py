@@ -60,49 +60,87 @@ def sealer_running(ctx) -> CheckResult:
 
 @register("audit.append_only", proof="query")
 def append_only(ctx) -> CheckResult:
-    evidence = {"vendor": connection.vendor, **override_evidence("sqlite")}
+    """Asks PostgreSQL whether the role the portal connects as could get around the append-only
+    trigger: superuser, BYPASSRLS, owner of an audit table or guard function, TRUNCATE / DELETE /
+    TRIGGER / UPDATE beyond the sealer's columns, session_replication_role; and whether the
+    triggers are enabled. Only PostgreSQL enforces this: any other database fails."""
+    evidence = {"vendor": connection.vendor, "probed_at": ctx.now.isoformat(), **override_evidence("sqlite")}
     if connection.vendor != "postgresql" or "insecure_override" in evidence:
         return CheckResult(
             FAIL,
-            "the database is not PostgreSQL: no trigger protects audit rows" + override_note(evidence),
+            f"the database is {connection.vendor}, not PostgreSQL: only PostgreSQL can enforce append-only "
+            "audit rows (trigger and role privileges); here any process with the file can change or delete them"
+            + override_note(evidence),
             evidence,
-            "Run Sovereign on PostgreSQL (DATABASE_URL).",
+            "Run Sovereign on PostgreSQL (DATABASE_URL) with a separate owner role and application role "
+            "(`python manage.py db_roles --print-sql`, docs/audit.md).",
         )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' AND tgname IN "
-            "('audit_event_guard', 'audit_checkpoint_guard')"
-        )
-        found = sorted(r[0] for r in cursor.fetchall())
-    evidence = {"vendor": "postgresql", "enabled_triggers": found}
-    if found != ["audit_checkpoint_guard", "audit_event_guard"]:
+    from apps.audit.selectors import append_only_posture
+
+    facts = append_only_posture()
+    problems = facts.pop("problems")
+    evidence.update(facts)
+    evidence["problems"] = problems
+    if problems:
         return CheckResult(
             FAIL,
-            "the append-only trigger is missing or disabled",
+            f"the application role {facts['role']} can get around the append-only guard: " + "; ".join(problems),
             evidence,
-            "Run `python manage.py migrate audit` and re-enable the triggers (ALTER TABLE ... ENABLE TRIGGER).",
+            "Run migrations as an owner role and the portal as a separate application role with the grants of "
+            "`python manage.py db_roles --print-sql` (docs/audit.md, 'Append-only in PostgreSQL'); re-enable "
+            "the triggers with ALTER TABLE ... ENABLE TRIGGER.",
         )
-    return CheckResult(PASS, "the database refuses UPDATE and DELETE on audit rows", evidence)
+    return CheckResult(
+        PASS,
+        f"PostgreSQL refuses UPDATE and DELETE on audit rows and the application role {facts['role']} "
+        "cannot remove that guard",
+        evidence,
+    )
 
 
 @register("audit.retention", proof="query")
 def retention(ctx) -> CheckResult:
-    from apps.audit.selectors import retention_days
+    """Effective retention and the database purge floor, each against the longest retention of
+    the profile evaluated and every attached profile."""
+    from apps.audit.selectors import purge_floor_days, retention_days
 
     from ..catalog import get_profile
+    from ..effective import attached_retention_days
 
     profile = get_profile(ctx.profile)
-    required = profile.audit_retention_days if profile else 0
-    days = retention_days()
-    evidence = {"effective_retention_days": days, "required_days": required, "profile": ctx.profile}
+    attached = attached_retention_days()
+    required = max([profile.audit_retention_days if profile else 0, *attached.values()])
+    days, floor = retention_days(), purge_floor_days()
+    evidence = {
+        "effective_retention_days": days,
+        "purge_floor_days": floor,
+        "purge_floor_enforced_by": (
+            "the database function sovereign_audit_purge()"
+            if connection.vendor == "postgresql"
+            else "the application only (not PostgreSQL)"
+        ),
+        "required_days": required,
+        "profile": ctx.profile,
+        "attached_profiles_days": attached,
+    }
+    problems = []
     if days < required:
+        problems.append(f"audit events are kept {days} days; {required} are required")
+    if floor < required:
+        problems.append(
+            f"the database purge floor is {floor} days: it would let events younger than {required} days go"
+        )
+    if problems:
         return CheckResult(
             FAIL,
-            f"audit events are kept {days} days; {ctx.profile} requires {required}",
+            "; ".join(problems),
             evidence,
-            f"Raise SOVEREIGN_AUDIT_RETENTION_DAYS to at least {required} (and keep the compliance retention hook).",
+            f"Raise SOVEREIGN_AUDIT_RETENTION_DAYS to at least {required}; attach the profile again or run "
+            f"`python manage.py audit_purge_floor --raise-to {required}` to raise the purge floor.",
         )
-    return CheckResult(PASS, f"audit events are kept {days} days (≥ {required})", evidence)
+    return CheckResult(
+        PASS, f"audit events are kept {days} days and the purge floor is {floor} days (both ≥ {required})", evidence
+    )
 
 
 @register("audit.reader_roles", proof="query")
