@@ -35,6 +35,10 @@ EXEMPT = {
         "writes only the token's last-use time (at most once a minute); the call it authenticates is audited"
     ),
     "apps.keys.services.active_kek": "registers version 1 through _register, which records keys.kek.register",
+    "apps.accounts.services.sessions.end_sessions": (
+        "a step of disabling an account or resetting a password, inside the callers' transactions, which record "
+        "auth.user.update / auth.user.active / auth.password.reset with the number of sessions ended"
+    ),
     "apps.gateway.services.record_usage": (
         "one usage row per chat call, the counts that call's own gateway audit event already carries"
     ),

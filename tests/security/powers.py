@@ -921,6 +921,10 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
             "model.shred", "post", lambda w: reverse("model-version-shred", args=["mine", 1]), {"reason": "probe"}
         ),
         ("server-list", "post"): _api_object("server.register", "post", _u("server-list"), {}),
+        # who registers a server sets its restricted-API credential (deployments.add_inferenceserver)
+        ("server-credential", "post"): _api_object(
+            "server.register", "post", _u("server-credential", "server"), {"credential": None}
+        ),
         ("deployment-list", "post"): _api_object("deployment.create", "post", _u("deployment-list"), {}),
         ("deployment-redeploy", "post"): _api_object(
             "deployment.redeploy", "post", _u("deployment-redeploy", "deployment")
@@ -1202,6 +1206,7 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         "models": models,
         "mine": "mine",
         "deployment": deployment.pk,
+        "server": deployment.server_id,
         "other_person": [u["pat"].pk, u["pete"].pk],
         "privileged_person": [u["pia"].pk, u["pim"].pk],
         "superuser": [u["root"].pk],

@@ -74,6 +74,7 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     "compliance.compliancereport": {"add": {SU, SO, AU}},
     # The superuser counts as an officer (apps/accounts/services/policy.py), never on itself.
     "otp_totp.totpdevice": {"action:remove_second_factor": {SU, SO}},
+    "accounts.sm3otpdevice": {"action:remove_second_factor": {SU, SO}},
     "axes.accessattempt": {"action:unlock": {SU, SO}},
     "axes.accessfailurelog": {"action:unlock": {SU, SO}},
 }
@@ -97,7 +98,13 @@ def world(settings) -> World:
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
     from apps.compliance.catalog import profiles
-    from apps.compliance.models import ComplianceReport, ControlResult, EvaluationRun, ProfileAttachment
+    from apps.compliance.models import (
+        ComplianceReport,
+        ControlResult,
+        EvaluationRun,
+        ProfileAttachment,
+        RestoreDrill,
+    )
     from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 
     settings.COMPLIANCE_DIR = settings.ARTIFACT_DIR.parent / "compliance-walk"
@@ -106,6 +113,9 @@ def world(settings) -> World:
     dep = DeploymentFactory(model_version__actor=users["admin"])
     ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
     token_for(users["analyst"], name="laptop")
+    from apps.accounts.models import SM3OTPDevice
+
+    SM3OTPDevice.objects.create(user=users["auditor"], name="sm3 token", confirmed=True)  # 国密 second factor
     llm_governance_rows(dep.model, users["analyst"])
     kek = KeyEncryptionKey.objects.get(state=KekState.ACTIVE)
     KekRotation.objects.create(to_kek=kek, state=RotationState.FAILED, last_error="walk")
@@ -115,6 +125,7 @@ def world(settings) -> World:
         ControlResult.objects.create(run=run, profile=profile, control_id="x-1", family="x", status="pass")
     now = timezone.now()
     ComplianceReport.objects.create(profile="hipaa", period_start=now - dt.timedelta(days=1), period_end=now)
+    RestoreDrill.objects.create(started_at=now, finished_at=now, ok=True, source_database="walk")
     attempt = dict(user_agent="walk", ip_address="192.0.2.7", username="mallory", http_accept="*/*", path_info="/")
     AccessAttempt.objects.create(**attempt, get_data="", post_data="", failures_since_start=5)
     AccessLog.objects.create(**attempt)
