@@ -126,3 +126,23 @@ def validate() -> None:
                 raise ValueError(f"catalogue {profile.id}, control {control.id}: unknown checks {unknown}")
             if control.option and control.option not in profile.options:
                 raise ValueError(f"catalogue {profile.id}, control {control.id}: unknown option {control.option}")
+
+
+def matrix_markdown() -> str:
+    """Every control of every profile as Markdown: clause (id and family), checks with what backs
+    each (probe, query or attestation), and what the checks look at (the catalogue's evidence text).
+    docs/compliance.md holds this output; a test keeps the two equal."""
+    from .checks import PROOF_OF, load_all
+
+    load_all()
+    out = []
+    for profile in profiles().values():
+        out.append(f"### `{profile.id}` — {profile.name['en']}\n\n")
+        out.append("| control | area | checks (what backs them) | what the checks look at |\n|---|---|---|---|\n")
+        for c in profile.controls:
+            option = f" (option `{c.option}`)" if c.option else ""
+            checks = "<br>".join(f"`{n}` ({PROOF_OF.get(n, '?')})" for n in c.checks)
+            evidence = c.evidence["en"].replace("|", "\\|").replace("\n", " ")
+            out.append(f"| {c.id}{option} | {c.family['en']} | {checks} | {evidence} |\n")
+        out.append("\n")
+    return "".join(out)
