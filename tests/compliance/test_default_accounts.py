@@ -26,7 +26,7 @@ from tests.factories import PASSWORD, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
-CONTROL = ("dengbao-l3", "8.1.4.2 a-g")
+CONTROL = ("dengbao-l3", "8.1.4.2 a-f")
 DEMO = ["demo-admin", "demo-analyst", "demo-auditor", "demo-officer", "svc-demo"]
 
 
@@ -34,7 +34,7 @@ def default_credentials() -> dict:
     return check_of(evaluate(*CONTROL)[1], "accounts.no_default_credentials")
 
 
-def sealed(profile: str = "dengbao-l3", control: str = "8.1.4.2 a-g") -> dict:
+def sealed(profile: str = "dengbao-l3", control: str = "8.1.4.2 a-f") -> dict:
     return check_of(evaluate(profile, control)[1], "accounts.superuser_sealed")
 
 
