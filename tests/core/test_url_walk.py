@@ -30,7 +30,7 @@ from django.urls import URLResolver, get_resolver, resolve, reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
-from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant
+from apps.accounts.models import ApiToken, ModelGroupGrant, ModelUserGrant, SM3OTPDevice
 from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST
 from apps.accounts.services import create_service_account, grant_emergency_access, grant_model_access
 from apps.audit.models import AuditEvent
@@ -238,6 +238,10 @@ TABLE: dict[str, list[Row]] = {
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     "server-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@server"})],
+    # who registers a server sets its restricted-API credential (write-only; {} lacks it: 400)
+    "server-credential": [
+        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}, args={"pk": "@server"})
+    ],
     "deployment-list": [
         api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
@@ -437,6 +441,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "auth.user": ("@user", {"admin", "officer", "auditor"}, {"admin"}),
     # Security records: read by officers and auditors; django-otp's key/QR-code pages are gone.
     "otp_totp.totpdevice": ("@device", {"officer", "auditor"}, set()),
+    "accounts.sm3otpdevice": ("@sm3_device", {"officer", "auditor"}, set()),  # 国密 second factor
     "axes.accessattempt": ("@attempt", {"officer", "auditor"}, set()),
     "axes.accesslog": ("@access_log", {"officer", "auditor"}, set()),
     "axes.accessfailurelog": ("@failure_log", {"officer", "auditor"}, set()),
@@ -453,6 +458,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, set()),
     "compliance.controlresult": ("@result", {"officer", "auditor"}, set()),
     "compliance.compliancereport": ("@report", {"officer", "auditor"}, {"officer", "auditor"}),
+    "compliance.restoredrill": ("@drill", {"officer", "auditor"}, set()),  # recorded by manage.py restore_drill
     "gateway.chatpolicy": ("@chat_policy", {"admin", "officer", "auditor"}, set()),
     "gateway.quota": ("@quota", {"admin", "officer", "auditor"}, set()),
     "gateway.llmusage": ("@usage", {"admin", "officer", "auditor"}, set()),
@@ -570,6 +576,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "event": AuditEvent.objects.exclude(event_group="keys").first().pk,
         "ct": ContentType.objects.get_for_model(Model).pk,
         "device": TOTPDevice.objects.create(user=staff_user, name="walk", confirmed=True).pk,
+        "sm3_device": SM3OTPDevice.objects.create(user=officer_user, name="walk", confirmed=True).pk,
         "attempt": AccessAttempt.objects.create(**attempt, get_data="", post_data="", failures_since_start=1).pk,
         "access_log": AccessLog.objects.create(**attempt).pk,
         "failure_log": AccessFailureLog.objects.create(**attempt).pk,
@@ -606,14 +613,26 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
 def _compliance_objects(model) -> dict:
     from django.utils import timezone
 
-    from apps.compliance.models import ComplianceReport, ControlResult, EvaluationRun, ProfileAttachment
+    from apps.compliance.models import (
+        ComplianceReport,
+        ControlResult,
+        EvaluationRun,
+        ProfileAttachment,
+        RestoreDrill,
+    )
+    from apps.compliance.services import set_model_policy
 
     attachment = ProfileAttachment.objects.create(profile="hipaa", model=model)
     run = EvaluationRun.objects.create(finished_at=timezone.now())
     result = ControlResult.objects.create(run=run, profile="hipaa", control_id="164.312(b)", family="x", status="pass")
     now = timezone.now()
     report = ComplianceReport.objects.create(profile="hipaa", period_start=now, period_end=now, language="en")
-    return {"attachment": attachment.pk, "result": result.pk, "report": report.pk}
+    drill = RestoreDrill.objects.create(started_at=now, finished_at=now, ok=True, source_database="walk")
+    # Under HIPAA the model receives PHI: its numeric (FP32) input is declared, so calls reach Triton.
+    set_model_policy(
+        model_id=model.pk, phi=True, deid_mode="redact", numeric_inputs_reason="four vital signs", actor=None
+    )
+    return {"attachment": attachment.pk, "result": result.pk, "report": report.pk, "drill": drill.pk}
 
 
 def _url(world: World, key: str, r: Row) -> str:
