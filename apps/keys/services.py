@@ -19,6 +19,7 @@ re-wrap task converges.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -163,11 +164,11 @@ class StreamSealer:
         self.close()
 
 
-def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
-    """Decrypt a segmented-format stream into `dst` (each segment authenticated before it is
-    written; on failure the caller discards `dst`). `data_key` may be unsaved (an ephemeral key
-    whose wrapped bytes were kept elsewhere). 409 `data_key_destroyed` after a shred; 400
-    `ciphertext_invalid` when the stream does not authenticate."""
+@contextmanager
+def _opened(data_key: DataKey):
+    """The data key unwrapped through the KEK provider, for one use: 409 `data_key_destroyed` after
+    a shred, 503 `kek_unavailable` (or the provider's code); a stream that does not authenticate
+    inside the block becomes 400 `ciphertext_invalid`. The plaintext key is dropped on exit."""
     if data_key.is_destroyed:
         raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
     try:
@@ -175,11 +176,20 @@ def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
     except KekError as err:
         raise _kek_error(err) from err
     try:
-        return stream.decrypt_stream(src, dst, dek, aad)
+        yield dek
     except stream.StreamError as err:
         raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
     finally:
         del dek
+
+
+def open_stream(src, dst, aad: bytes, *, data_key: DataKey) -> int:
+    """Decrypt a segmented-format stream into `dst` (each segment authenticated before it is
+    written; on failure the caller discards `dst`). `data_key` may be unsaved (an ephemeral key
+    whose wrapped bytes were kept elsewhere). 409 `data_key_destroyed` after a shred; 400
+    `ciphertext_invalid` when the stream does not authenticate."""
+    with _opened(data_key) as dek:
+        return stream.decrypt_stream(src, dst, dek, aad)
 
 
 def authenticate_head(src, aad: bytes, *, data_key: DataKey, keep: int = 0) -> tuple[int, bytes]:
@@ -188,18 +198,8 @@ def authenticate_head(src, aad: bytes, *, data_key: DataKey, keep: int = 0) -> t
     the compliance checks: proves a stored file is ciphertext of this key without reading it all.
     Returns segment 0's plaintext length and its first `keep` bytes (to tell the file's format).
     409 `data_key_destroyed`, 400 `ciphertext_invalid`, 503 `kek_unavailable`."""
-    if data_key.is_destroyed:
-        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
-    try:
-        dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
-    except KekError as err:
-        raise _kek_error(err) from err
-    try:
+    with _opened(data_key) as dek:
         return stream.authenticate_first_segment(src, dek, aad, keep)
-    except stream.StreamError as err:
-        raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
-    finally:
-        del dek
 
 
 def kek_refuses(kek_id: str) -> bool:

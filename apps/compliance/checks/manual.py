@@ -5,11 +5,29 @@ from __future__ import annotations
 from . import FAIL, MANUAL, PASS, CheckResult, register
 
 
-@register("manual.attestation", proof="attestation")
-def attestation(ctx) -> CheckResult:
+def latest_attestation(ctx):
+    """The attestation for this profile and control that expires last, or None."""
     from ..models import Attestation
 
-    latest = Attestation.objects.filter(profile=ctx.profile, control_id=ctx.control_id).order_by("-expires_at").first()
+    rows = Attestation.objects.filter(profile=ctx.profile, control_id=ctx.control_id).select_related("uploaded_by")
+    return rows.order_by("-expires_at").first()
+
+
+def attestation_evidence(att) -> dict:
+    """What a check shows of an attestation: its file, digest, author and dates."""
+    return {
+        "attestation": att.pk,
+        "file": att.file_name,
+        "sha256": att.sha256,
+        "uploaded_by": str(att.uploaded_by or ""),
+        "uploaded_at": att.uploaded_at.isoformat(),
+        "expires_at": att.expires_at.isoformat(),
+    }
+
+
+@register("manual.attestation", proof="attestation")
+def attestation(ctx) -> CheckResult:
+    latest = latest_attestation(ctx)
     if latest is None:
         return CheckResult(
             MANUAL,
@@ -17,14 +35,7 @@ def attestation(ctx) -> CheckResult:
             {"attestation": None},
             "Upload an attestation (POST /api/v1/compliance/attestations/) with its expiry.",
         )
-    evidence = {
-        "attestation": latest.pk,
-        "file": latest.file_name,
-        "sha256": latest.sha256,
-        "uploaded_by": str(latest.uploaded_by or ""),
-        "uploaded_at": latest.uploaded_at.isoformat(),
-        "expires_at": latest.expires_at.isoformat(),
-    }
+    evidence = attestation_evidence(latest)
     if latest.expires_at <= ctx.now:
         return CheckResult(
             FAIL,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from . import FAIL, PASS, CheckResult, register
+from .manual import attestation_evidence, latest_attestation
 
 
 def _channels() -> list[dict]:
@@ -32,8 +33,6 @@ def _channels() -> list[dict]:
 
 @register("transit.tlcp", proof="attestation")
 def tlcp(ctx) -> CheckResult:
-    from ..models import Attestation
-
     terminator = getattr(settings, "TLCP_TERMINATOR", "") or ""
     evidence = {
         "channels": _channels(),
@@ -47,12 +46,7 @@ def tlcp(ctx) -> CheckResult:
     )
     if not terminator:
         return CheckResult(FAIL, "no TLCP channel: TLS with international suites only", evidence, remedy)
-    latest = (
-        Attestation.objects.filter(profile=ctx.profile, control_id=ctx.control_id)
-        .select_related("uploaded_by")
-        .order_by("-expires_at")
-        .first()
-    )
+    latest = latest_attestation(ctx)
     if latest is None:
         return CheckResult(
             FAIL,
@@ -60,14 +54,8 @@ def tlcp(ctx) -> CheckResult:
             evidence,
             remedy,
         )
-    evidence["attestation"] = {
-        "id": latest.pk,
-        "file": latest.file_name,
-        "sha256": latest.sha256,
-        "author": str(latest.uploaded_by or ""),
-        "uploaded_at": latest.uploaded_at.isoformat(),
-        "expires_at": latest.expires_at.isoformat(),
-    }
+    facts = attestation_evidence(latest)
+    evidence["attestation"] = {"id": facts.pop("attestation"), "author": facts.pop("uploaded_by"), **facts}
     if latest.expires_at <= ctx.now:
         return CheckResult(
             FAIL,
