@@ -485,10 +485,6 @@ def main() -> int:
         "bootstrap_demo",
         600,
     )
-    # A first verification run of the stored artifacts (registry.artifact_integrity needs a recent
-    # one; beat repeats it every SOVEREIGN_INTEGRITY_VERIFY_SECONDS). A failure is recorded and
-    # shown by the check, not a reason to refuse to start.
-    step([*MANAGE, "verify_artifacts", "--warn-only"], env, "verify_artifacts", 600)
     grpc = f" and gRPC on {GRPC_PORT}" if GRPC_PORT else ""
     where = f"listening on {BIND}:{PORT}{grpc}" + (" (set SOVEREIGN_BIND to expose it)" if BIND == "127.0.0.1" else "")
     tell(f"Logs: {LOGS}/ (rotated at {LOG_MAX_BYTES // 1048576} MB; {where})")

@@ -93,8 +93,8 @@ def describe(run, *, checks: bool = True) -> list[str]:
         )
         for r in rows:
             if not checks:
-                decisive = [e["summary"] for e in r.evidence if e["status"] == r.status] or ["no check"]
-                lines.append(f"  {r.status.upper():<14} {r.control_id}: {'; '.join(decisive)}")
+                decisive = list(dict.fromkeys(e["summary"] for e in r.evidence if e["status"] == r.status))
+                lines.append(f"  {r.status.upper():<14} {r.control_id}: {'; '.join(decisive) or 'no check'}")
                 continue
             lines.append(f"  {r.status.upper():<14} {r.control_id}")
             for e in r.evidence:

@@ -36,7 +36,7 @@ from apps.core.demo import ADMIN_USER, ANALYST_USER, AUDITOR_USER, DEMO_ACCOUNT,
 from apps.deployments import services as deployments
 from apps.deployments.models import Deployment, Desired, Observed
 from apps.registry.models import ModelFormat, ModelVersion
-from apps.registry.services import register_model_version
+from apps.registry.services import register_model_version, verify_artifacts
 from inference_backend.demo_model import build_demo_onnx
 
 DEMO_MODEL = "triage-demo"
@@ -256,11 +256,16 @@ class Command(BaseCommand):
         for profile in DEMO_PROFILES:
             if (profile, None) not in attached:
                 compliance.attach_profile(profile=profile, actor=officer)
+        # A first verification run of the stored artifacts (registry.artifact_integrity needs a recent
+        # one; beat repeats it every SOVEREIGN_INTEGRITY_VERIFY_SECONDS). A failure is recorded and
+        # shown by the check, not a reason to refuse to start.
+        verified = verify_artifacts()
         run = compliance.evaluate_now(actor=officer)
         lines = compliance_selectors.describe(run, checks=False)
         self.stdout.write(
             "\nCompliance, first evaluation of this development install (every check probes, queries or reads an "
-            "attestation; `python manage.py evaluate_compliance` lists each check's evidence):\n"
+            "attestation; `python manage.py evaluate_compliance` lists each check's evidence; "
+            f"{verified.verified}/{verified.sampled} stored artifact(s) decrypted and re-hashed just now):\n"
         )
         self.stdout.write("\n".join(lines) + "\n")
 
