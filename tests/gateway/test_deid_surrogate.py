@@ -131,6 +131,14 @@ def test_surrogates_come_from_a_csprng_not_from_the_identifier(monkeypatch):
     assert isinstance(sg._rng, __import__("secrets").SystemRandom)
 
 
+def test_a_phone_surrogate_never_keeps_the_original_line(monkeypatch):
+    """555-0100..0199 is the fictional range: an original inside it must not come back with only its
+    area code changed (617-555-0143 -> 768-555-0143 kept the exchange and line: a 1-in-100 leak)."""
+    draws = iter(["43", "43", "43", "07"])  # the line the original has, three times, then another
+    monkeypatch.setattr(sg, "_rand_digits", lambda n, *a, **k: next(draws) if n == 2 else "0" * n)
+    assert SurrogateMap().surrogate("PHONE", "617-555-0143").endswith("-555-0107")
+
+
 def test_mapping_round_trips_through_bytes():
     m = SurrogateMap(date_shift_days=3)
     out = deidentify(EN, "surrogate", mapping=m).text

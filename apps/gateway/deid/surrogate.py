@@ -506,7 +506,10 @@ def _phone(_m: SurrogateMap, value: str) -> str:
     nanp = n == 10 or (n == 11 and digits[0] == "1")
     if nanp and not _HAN_RE.search(value):
         area = str(_rng.randint(2, 9)) + str(_rng.randint(0, 8)) + str(_rng.randint(0, 9))
-        new = area + "5550" + "1" + _rand_digits(2)
+        # 555-0100..0199 is fictional; never the original's own line (617-555-0143 must not become
+        # 768-555-0143: the exchange and line would survive de-identification)
+        line = next(x for x in (_rand_digits(2) for _ in range(_MAX_TRIES)) if "55501" + x != digits[-7:])
+        new = area + "55501" + line
         return _fill_digits(value, ("1" if n == 11 else "") + new)
     keep = 2 if value.lstrip().startswith("+") else (1 if digits.startswith("0") else 0)
     return _fill_digits(value, digits[:keep] + _rand_digits(n - keep, first_nonzero=keep == 0))
