@@ -77,8 +77,19 @@ class InferenceServer(models.Model):
     credential_key = models.OneToOneField(
         "keys.DataKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
     )
+    # Issue 16: what the scheduler places on. Accelerators other than the CPU cannot be tested here:
+    # they are declared (kind, model, memory), and their metrics read from Triton where present.
+    accelerator_model = models.CharField(max_length=100, blank=True, help_text="e.g. A100-80GB, Ascend 910B")
+    memory_mb = models.PositiveIntegerField(
+        default=0, help_text="memory the scheduler may fill with replicas (MiB); 0: not declared, no bin-packing"
+    )
+    labels = models.JSONField(default=dict, blank=True, help_text='free-form labels, e.g. {"zone": "phi"}')
+    metrics_url = models.CharField(
+        max_length=300, blank=True, help_text="Triton's metrics endpoint, e.g. http://triton-1:8002/metrics"
+    )
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -112,16 +123,64 @@ class Kind(models.TextChoices):
     GPU = "KIND_GPU"
 
 
-class Deployment(models.Model):
-    """A model version placed on a server. The database holds the desired state; the reconcile
-    task moves Triton toward it and records each observed state in DeploymentTransition.
+def triton_model_name(model_name: str, version: int) -> str:
+    """The name a model version is loaded under on Triton: the version travels in the name, so that
+    several versions of one model can run side by side on one server. Unique: the suffix is always
+    the last "--v<digits>" (model names may hold "-" and digits, never a suffix-free ambiguity)."""
+    return f"{model_name}--v{int(version)}"
 
-    On a server a model is loaded under its catalogue name, so at most one deployment per
-    (model, server) may be desired active.
+
+class ReplicaSetState(models.TextChoices):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class ReplicaSet(models.Model):
+    """N replicas of one model version, with placement constraints and a share of the model's
+    traffic. The scheduler turns it into Deployment rows (one per replica, each on a server)."""
+
+    model = models.ForeignKey("registry.Model", on_delete=models.PROTECT, related_name="replica_sets")
+    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="replica_sets")
+    replicas = models.PositiveIntegerField(default=1)
+    min_replicas = models.PositiveIntegerField(default=1)
+    max_replicas = models.PositiveIntegerField(default=1)
+    # placement: every label here must be on the server (key=value); accelerator/backend blank = any
+    labels = models.JSONField(default=dict, blank=True)
+    accelerator = models.CharField(max_length=8, choices=Hardware.choices, blank=True)
+    memory_mb = models.PositiveIntegerField(default=0, help_text="memory one replica needs (MiB); 0: not estimated")
+    # percent of the model's unversioned calls this version receives (the live sets of a model sum to 100)
+    traffic_weight = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=ReplicaSetState.choices, default=ReplicaSetState.ACTIVE)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version"], condition=Q(state="active"), name="one_active_replica_set_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} ×{self.replicas}"
+
+
+class Deployment(models.Model):
+    """One replica: a model version placed on a server. The database holds the desired state; the
+    reconcile task moves Triton toward it and records each observed state in DeploymentTransition.
+
+    A version is loaded on Triton under triton_model_name(model, version), so several versions of
+    one model may run on one server; at most one deployment per (version, server) may be desired
+    active.
     """
 
     model = models.ForeignKey("registry.Model", on_delete=models.PROTECT, related_name="deployments")
     model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
+    replica_set = models.ForeignKey(
+        ReplicaSet, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
     server = models.ForeignKey(InferenceServer, on_delete=models.PROTECT, related_name="deployments")
     max_batch_size = models.PositiveIntegerField(default=8)
     dynamic_batching = models.BooleanField(default=True)
@@ -141,7 +200,9 @@ class Deployment(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["model", "server"], condition=Q(desired_state="active"), name="one_active_deployment_per_server"
+                fields=["model_version", "server"],
+                condition=Q(desired_state="active"),
+                name="one_active_deployment_per_version_server",
             )
         ]
         indexes = [models.Index(fields=["model", "observed_state"])]

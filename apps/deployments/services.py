@@ -125,8 +125,16 @@ def request_deployment(
     server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
     _check_backend(mv, server, actor, source)
     settings_ = _batching(batching or {})
+    conflict = Conflict(
+        "already_deployed",
+        f"{mv.model.name} already has an active deployment on {server.name}; undeploy it first",
+        "server",
+    )
     try:
         with transaction.atomic():
+            # Until versions load under their own Triton names, one version of a model per server.
+            if Deployment.objects.filter(model=mv.model, server=server, desired_state=Desired.ACTIVE).exists():
+                raise conflict
             dep = Deployment.objects.create(
                 model=mv.model,
                 model_version=mv,
@@ -140,11 +148,7 @@ def request_deployment(
             )
             _enqueue(dep)
     except IntegrityError as err:
-        raise Conflict(
-            "already_deployed",
-            f"{mv.model.name} already has an active deployment on {server.name}; undeploy it first",
-            "server",
-        ) from err
+        raise conflict from err
     return dep
 
 
@@ -216,6 +220,9 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
                     "artifact_shredded",
                     f"the data key of {dep.model_version} was destroyed; it can no longer be deployed",
                 )
+            others = Deployment.objects.filter(model=dep.model, server=dep.server, desired_state=Desired.ACTIVE)
+            if others.exclude(pk=dep.pk).exists():
+                raise IntegrityError("another version of this model is active on that server")
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by
