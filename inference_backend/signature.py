@@ -118,3 +118,37 @@ def read_onnx_signature(data: bytes) -> dict[str, Any]:
     tensors = inputs + outputs
     batch_dynamic = bool(inputs) and all(t["shape"] and t["shape"][0] == -1 for t in tensors)
     return {"inputs": inputs, "outputs": outputs, "batch_dynamic": batch_dynamic}
+
+
+def breaking_changes(old: dict, new: dict) -> list[str]:
+    """What a caller of `old` would find broken in `new` (two signatures as read_onnx_signature or the
+    registry's language-model signature return): an input or output removed or renamed, a changed
+    datatype, a changed rank or fixed dimension, a new input (callers do not send it), a kind change.
+    Empty when `new` accepts every call `old` did and answers with the same outputs. Shared by the
+    registry (at upload, against the previous version) and deployments (at rollout, against the live
+    one), so both layers judge alike without importing each other."""
+    if old.get("kind", "tensor") != new.get("kind", "tensor"):
+        return [f"kind changed: {old.get('kind', 'tensor')} → {new.get('kind', 'tensor')}"]
+    if old.get("kind") == "llm":
+        return []  # chat models share the chat API: their answers keep their shape
+    changes: list[str] = []
+    for side in ("inputs", "outputs"):
+        before = {t["name"]: t for t in old.get(side, [])}
+        after = {t["name"]: t for t in new.get(side, [])}
+        noun = side[:-1]
+        for name in sorted(set(before) - set(after)):
+            changes.append(f"{noun} {name!r} removed or renamed")
+        if side == "inputs":
+            changes.extend(f"input {name!r} added" for name in sorted(set(after) - set(before)))
+        for name in sorted(set(before) & set(after)):
+            a, b = before[name], after[name]
+            if a.get("datatype") != b.get("datatype"):
+                changes.append(f"{noun} {name!r} datatype {a.get('datatype')} → {b.get('datatype')}")
+            sa, sb = list(a.get("shape", [])), list(b.get("shape", []))
+            if len(sa) != len(sb):
+                changes.append(f"{noun} {name!r} rank {len(sa)} → {len(sb)}")
+            elif any(x != y and y != -1 for x, y in zip(sa, sb, strict=True)):
+                changes.append(f"{noun} {name!r} shape {sa} → {sb}")
+    if old.get("batch_dynamic") and not new.get("batch_dynamic", False):
+        changes.append("batching: the first dimension is no longer dynamic")
+    return changes

@@ -118,3 +118,36 @@ def test_output_without_shape_is_rejected():
     with pytest.raises(InvalidModelError) as err:
         read_onnx_signature(data)
     assert err.value.code in ("invalid_onnx", "unsupported_shape")
+
+
+class TestBreakingChanges:
+    """inference_backend.signature.breaking_changes: what the registry (at upload) and deployments (at
+    rollout) both call a breaking change."""
+
+    OLD = {
+        "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [{"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, 3]}],
+        "batch_dynamic": True,
+    }
+
+    def test_same_signature_and_a_relaxed_dimension_are_compatible(self):
+        from inference_backend.signature import breaking_changes
+
+        relaxed = {**self.OLD, "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [-1, -1]}]}
+        assert breaking_changes(self.OLD, self.OLD) == []
+        assert breaking_changes(self.OLD, relaxed) == []
+
+    def test_renamed_output_changed_type_new_input_and_lost_batching_are_breaking(self):
+        from inference_backend.signature import breaking_changes
+
+        renamed = {**self.OLD, "outputs": [{"name": "OUTPUT", "datatype": "FP32", "shape": [-1, 3]}]}
+        assert breaking_changes(self.OLD, renamed) == ["output 'PROBABILITIES' removed or renamed"]
+        retyped = {**self.OLD, "inputs": [{"name": "INPUT", "datatype": "FP64", "shape": [-1, 4]}]}
+        assert breaking_changes(self.OLD, retyped) == ["input 'INPUT' datatype FP32 → FP64"]
+        extra = {**self.OLD, "inputs": [*self.OLD["inputs"], {"name": "MASK", "datatype": "BOOL", "shape": [-1]}]}
+        assert breaking_changes(self.OLD, extra) == ["input 'MASK' added"]
+        fixed = {**self.OLD, "inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [-1, 5]}]}
+        assert breaking_changes(self.OLD, fixed) == ["input 'INPUT' shape [-1, 4] → [-1, 5]"]
+        unbatched = {**self.OLD, "batch_dynamic": False}
+        assert breaking_changes(self.OLD, unbatched) == ["batching: the first dimension is no longer dynamic"]
+        assert breaking_changes(self.OLD, {"kind": "llm"}) == ["kind changed: tensor → llm"]
