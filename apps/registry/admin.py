@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 
@@ -46,10 +46,20 @@ class UploadVersionForm(forms.ModelForm):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["model", "version", "format", "short_sha256", "size_bytes", "suite", "created_at"]
+    list_display = ["model", "version", "format", "short_sha256", "size_bytes", "suite", "compatible", "created_at"]
     list_filter = ["format", "model"]
     search_fields = ["model__name", "sha256"]
-    readonly_fields = ["model", "version", "format", "sha256", "size_bytes", "signature", "created_by", "created_at"]
+    readonly_fields = [
+        "model",
+        "version",
+        "format",
+        "sha256",
+        "size_bytes",
+        "signature",
+        "breaking_changes",
+        "created_by",
+        "created_at",
+    ]
     # Registry knows nothing of deployments: apps/deployments/admin.py adds its Deploy action to this page.
 
     def get_form(self, request, obj=None, **kwargs):
@@ -83,6 +93,16 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         )
         if mv is not None:
             obj.pk = mv.pk
+            if mv.breaking_changes:
+                messages.warning(
+                    request,
+                    f"{mv} breaks callers of the previous version: {'; '.join(mv.breaking_changes)}. "
+                    "A rollout onto it is refused unless forced.",
+                )
+
+    @admin.display(description="compatible with previous", boolean=True)
+    def compatible(self, obj):
+        return not obj.breaking_changes
 
     @admin.display(description="sha256")
     def short_sha256(self, obj):

@@ -47,6 +47,9 @@ class ModelVersion(models.Model):
     sha256 = models.CharField(max_length=64, help_text="SHA-256 of the plaintext artifact")
     size_bytes = models.BigIntegerField()
     signature = models.JSONField()
+    # Issue 16: what a caller of the previous version would find broken in this one (inference_backend.
+    # signature.breaking_changes), judged at upload; a rollout onto it is refused unless forced.
+    breaking_changes = models.JSONField(default=list, blank=True, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -30,7 +30,7 @@ from apps.keys import services as keys
 from apps.keys.models import Purpose
 from inference_backend.envelope import sha256_hex
 from inference_backend.private_file import write_private
-from inference_backend.signature import InvalidModelError, read_onnx_signature
+from inference_backend.signature import InvalidModelError, breaking_changes, read_onnx_signature
 
 from . import llm
 from .integrity import verify_artifacts  # noqa: F401 - the verification service (apps/registry/integrity.py)
@@ -41,6 +41,12 @@ from .storage import PrivateSink
 # while something still uses the version; `shred_model_version` calls each under its lock.
 VersionInUseCheck = Callable[[ModelVersion], None]
 VERSION_IN_USE_CHECKS: list[VersionInUseCheck] = []
+
+
+def _breaking_changes(model: Model, version: int, signature: dict) -> list[str]:
+    """What changed incompatibly since the model's previous version (the highest below `version`)."""
+    previous = model.versions.filter(version__lt=version).order_by("-version").first()
+    return breaking_changes(previous.signature, signature) if previous else []
 
 
 def register_version_in_use_check(check: VersionInUseCheck) -> None:
@@ -144,6 +150,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                 sha256=sha256_hex(data),
                 size_bytes=len(data),
                 signature=signature,
+                breaking_changes=_breaking_changes(model, version, signature),
                 created_by=acting_user(actor),
             )
             data_key = keys.store_data_key(sealed.data_key, actor=actor, source=source)
@@ -169,6 +176,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
                         "suite": data_key.suite,
                         "kek_id": data_key.kek_id,
                         "signature": signature,
+                        "breaking_changes": mv.breaking_changes,
                     }
                 },
             )
@@ -442,6 +450,7 @@ def _register_llm(model_name, files, version, description, actor, source) -> Mod
                 sha256=set_sha256,
                 size_bytes=sum(sizes.values()),
                 signature=signature,
+                breaking_changes=_breaking_changes(model, version, signature),
                 created_by=acting_user(actor),
             )
             stored = keys.store_data_key(data_key, actor=actor, source=source)
@@ -473,6 +482,7 @@ def _register_llm(model_name, files, version, description, actor, source) -> Mod
                         "architecture": signature["architecture"],
                         "quantization": signature["quantization"],
                         "context_length": signature["context_length"],
+                        "breaking_changes": mv.breaking_changes,
                         "files": listing,
                     }
                 },

@@ -128,6 +128,19 @@ class TestUploadSuccess:
         assert AuditEvent.objects.filter(event_type="registry.model.create").count() == 1
         assert AuditEvent.objects.filter(event_type="registry.version.create").count() == 2
 
+    def test_a_renamed_output_is_recorded_as_breaking_against_the_previous_version(self, staff_client, onnx_bytes):
+        from inference_backend.demo_model import build_demo_onnx
+
+        assert upload(staff_client, "triage", onnx_bytes).json()["breaking_changes"] == []  # no previous
+        same = upload(staff_client, "triage", onnx_bytes).json()
+        renamed = upload(staff_client, "triage", build_demo_onnx()).json()  # OUTPUT → PROBABILITIES, 4 → 3
+
+        assert same["breaking_changes"] == []
+        assert "output 'OUTPUT' removed or renamed" in renamed["breaking_changes"]
+        assert ModelVersion.objects.get(version=3).breaking_changes == renamed["breaking_changes"]
+        event = AuditEvent.objects.filter(event_type="registry.version.create").latest("id")
+        assert event.details["after"]["breaking_changes"] == renamed["breaking_changes"]
+
     def test_explicit_version_number(self, staff_client, onnx_bytes):
         resp = upload(staff_client, "triage", onnx_bytes, version=7)
 

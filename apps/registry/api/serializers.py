@@ -22,7 +22,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "model", "version", "format", "sha256", "size_bytes", "signature", "artifact", "created_at"]
+        fields = [
+            "id",
+            "model",
+            "version",
+            "format",
+            "sha256",
+            "size_bytes",
+            "signature",
+            "breaking_changes",
+            "artifact",
+            "created_at",
+        ]
 
 
 class ModelSerializer(serializers.ModelSerializer):
