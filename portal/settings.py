@@ -436,6 +436,16 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Several portal nodes may each run beat (issue 16): RedBeat keeps the schedule in Redis and lets one
+    # beat at a time hold a lock, so nothing is sent twice; when the holder dies its lock expires and a
+    # waiting beat takes over within SOVEREIGN_BEAT_LOCK_SECONDS. The embedded (single-node) broker below
+    # keeps Celery's file scheduler.
+    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    CELERY_REDBEAT_KEY_PREFIX = "sovereign:beat"
+    CELERY_REDBEAT_LOCK_TIMEOUT = env.int("SOVEREIGN_BEAT_LOCK_SECONDS", default=30)
+    # The holder renews the lock on every tick: tick at least three times per lock period.
+    CELERY_BEAT_MAX_LOOP_INTERVAL = max(1, CELERY_REDBEAT_LOCK_TIMEOUT // 3)
 else:
     # Embedded broker: kombu's filesystem transport needs no server, so `make run` works anywhere.
     # portal/embedded_broker.py publishes atomically (stage + rename): the stock transport let a
