@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from the package, never a CDN
     "guardian",
     "django_otp",
     "django_otp.plugins.otp_totp",
@@ -550,6 +551,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Governance portal for private LLM deployments: registry, deployments, tokens, audit.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files: a hospital network reaches no CDN,
+    # and no unpinned third-party script runs in a logged-in page.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Deployment.observed_state and DeploymentTransition.from_state/to_state share one choice set.
     "ENUM_NAME_OVERRIDES": {

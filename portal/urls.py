@@ -1,10 +1,29 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import IsAuthenticated
 
 from apps.core.views import healthz
+
+# The API docs pages load Swagger UI / ReDoc from drf-spectacular-sidecar's static files; this policy
+# keeps them from reaching any other host (ReDoc's bundle shows a logo from cdn.redoc.ly) and from
+# running script that is not the portal's own.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def docs_page(view):
+    def with_policy(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Content-Security-Policy"] = DOCS_CSP
+        return response
+
+    return with_policy
+
 
 admin.site.site_header = "Sovereign"
 admin.site.site_title = "Sovereign"
@@ -18,8 +37,13 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="schema"),
     path(
         "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[IsAuthenticated]),
+        docs_page(SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[IsAuthenticated])),
         name="api-docs",
+    ),
+    path(
+        "api/redoc/",
+        docs_page(SpectacularRedocView.as_view(url_name="schema", permission_classes=[IsAuthenticated])),
+        name="api-redoc",
     ),
     path("api/v1/registry/", include("apps.registry.api.urls")),
     path("api/v1/deployments/", include("apps.deployments.api.urls")),
