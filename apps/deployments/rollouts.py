@@ -200,16 +200,17 @@ def _create_like(from_set: ReplicaSet, version: ModelVersion, actor, source: Sou
     return rs
 
 
-def window_of(rollout: Rollout, now=None) -> slo.Window:
+def rollout_window(rollout: Rollout, now=None) -> slo.Window:
     """The gateway's figures of the new version since the current step started."""
     now = now or timezone.now()
     started = rollout.step_started_at or now
-    seconds = max(1.0, (now - started).total_seconds())
+    # every second from the one the step started in up to now, both included
+    seconds = int(now.timestamp()) - int(started.timestamp()) + 1
     version = rollout.to_set.model_version
     return slo.window(rollout.model_id, version.version, seconds, now=now.timestamp())
 
 
-def weights_of(rollout: Rollout) -> dict[str, int]:
+def rollout_weights(rollout: Rollout) -> dict[str, int]:
     """The two sets' weights now, by version (for the API and the admin)."""
     sets = ReplicaSet.objects.filter(pk__in=[rollout.from_set_id, rollout.to_set_id]).select_related("model_version")
     return {f"v{s.model_version.version}": s.traffic_weight for s in sets}
@@ -218,15 +219,28 @@ def weights_of(rollout: Rollout) -> dict[str, int]:
 # --- writing --------------------------------------------------------------------------------------
 
 
-def _write_weights(model, weights: dict[int, int]) -> None:
-    """Set the weight of each active set of `model` named by id (every other active set: 0) in the
-    caller's transaction, and tell the data plane's snapshot."""
-    for rs in ReplicaSet.objects.select_for_update().filter(model=model, state=ReplicaSetState.ACTIVE):
+def _write_weights(model, weights: dict[int, int], *, actor, source: Source, rollout: Rollout | None = None) -> dict:
+    """Set the weight of each active set of `model` named by id (every other active set: 0), all in
+    the caller's transaction, audited as one `deployment.traffic.set` on the model; and tell the
+    data plane's snapshot. Returns the weights after, by version."""
+    before, after = {}, {}
+    sets = ReplicaSet.objects.select_for_update().select_related("model_version")
+    for rs in sets.filter(model=model, state=ReplicaSetState.ACTIVE):
+        label = f"v{rs.model_version.version}"
         weight = weights.get(rs.pk, 0)
+        before[label], after[label] = rs.traffic_weight, weight
         if rs.traffic_weight != weight:
             rs.traffic_weight = weight
             rs.save(update_fields=["traffic_weight", "updated_at"])
+    record_event(
+        "deployment.traffic.set",
+        actor=actor,
+        source=source,
+        target=model,
+        details={"before": before, "after": after, "rollout": rollout.pk if rollout else None},
+    )
     policy_changed.send(sender=ReplicaSet)
+    return after
 
 
 def _undeploy_drained(rs: ReplicaSet, actor, source: Source) -> list[int]:
@@ -349,6 +363,8 @@ def start_rollout(
                 )
             if to_set is None:
                 to_set = _target_set(model, version, from_set, actor, source)
+            # the live set keeps all traffic until the new replicas are ready (adopted sets included)
+            _write_weights(model, {from_set.pk: 100}, actor=actor, source=source)
             rollout = Rollout.objects.create(
                 model=model,
                 from_set=from_set,
@@ -411,15 +427,7 @@ def set_traffic(*, model_id: int, weights: dict, actor, source: Source = SYSTEM)
                     f"{model.name} has no active replica set of version(s) {', '.join(map(str, missing))}",
                     field="weights",
                 )
-            before = {f"v{v}": s.traffic_weight for v, s in sets.items()}
-            _write_weights(model, {sets[v].pk: w for v, w in parsed.items()})
-            record_event(
-                "deployment.traffic.set",
-                actor=actor,
-                source=source,
-                target=model,
-                details={"before": before, "after": {f"v{v}": parsed.get(v, 0) for v in sets}},
-            )
+            _write_weights(model, {sets[v].pk: w for v, w in parsed.items()}, actor=actor, source=source)
     except ServiceError as err:
         _reject(err, model_name=model.name, actor=actor, source=source, details={"weights": str(weights)[:200]})
         raise
@@ -458,7 +466,7 @@ def advance_rollout(rollout_id: int, now=None) -> str:
         actor = r.created_by  # work the controller does is attributed to who started the rollout
         if r.state in (RolloutState.PENDING, RolloutState.WAITING_READY):
             return _advance_waiting(r, now, actor)
-        figures = window_of(r, now)
+        figures = rollout_window(r, now)
         if figures.calls >= r.min_calls and figures.calls > 0:
             breached = []
             if figures.error_rate > r.slo_max_error_rate:
@@ -505,9 +513,9 @@ def _advance_waiting(r: Rollout, now, actor) -> str:
 
 
 def _step(r: Rollout, index: int, figures: slo.Window | None, actor, source: Source, now) -> None:
-    before = {"state": r.state, "current_step": r.current_step, **weights_of(r)}
+    before = {"state": r.state, "current_step": r.current_step, **rollout_weights(r)}
     weight = r.steps[index]
-    _write_weights(r.model, {r.to_set_id: weight, r.from_set_id: 100 - weight})
+    _write_weights(r.model, {r.to_set_id: weight, r.from_set_id: 100 - weight}, actor=actor, source=source, rollout=r)
     r.state = RolloutState.RUNNING
     r.current_step = index
     r.step_started_at = now
@@ -518,7 +526,7 @@ def _step(r: Rollout, index: int, figures: slo.Window | None, actor, source: Sou
         actor=actor,
         source=source,
         target=r,
-        details={"before": before, "after": {"state": r.state, "current_step": index, **weights_of(r)},
+        details={"before": before, "after": {"state": r.state, "current_step": index, **rollout_weights(r)},
                  "previous_step_figures": figures.as_dict() if figures else None, "reason": r.reason},
     )  # fmt: skip
 
@@ -531,8 +539,8 @@ def _finish(r: Rollout, state: str, reason: str, now) -> None:
 
 
 def _promote(r: Rollout, reason: str, figures, actor, source: Source, now, by: str) -> None:
-    before = {"state": r.state, **weights_of(r)}
-    _write_weights(r.model, {r.to_set_id: 100})
+    before = {"state": r.state, **rollout_weights(r)}
+    _write_weights(r.model, {r.to_set_id: 100}, actor=actor, source=source, rollout=r)
     retired = _undeploy_drained(r.from_set, actor, source)
     _finish(r, RolloutState.PROMOTED, reason, now)
     record_event(
@@ -540,14 +548,14 @@ def _promote(r: Rollout, reason: str, figures, actor, source: Source, now, by: s
         actor=actor,
         source=source,
         target=r,
-        details={"before": before, "after": {"state": r.state, **weights_of(r)}, "by": by, "reason": reason,
+        details={"before": before, "after": {"state": r.state, **rollout_weights(r)}, "by": by, "reason": reason,
                  "figures": figures.as_dict() if figures else None, "retired_deployments": retired},
     )  # fmt: skip
 
 
 def _rollback(r: Rollout, reason: str, figures, actor, source: Source, now, by: str) -> None:
-    before = {"state": r.state, **weights_of(r)}
-    _write_weights(r.model, {r.from_set_id: 100})
+    before = {"state": r.state, **rollout_weights(r)}
+    _write_weights(r.model, {r.from_set_id: 100}, actor=actor, source=source, rollout=r)
     retired = _undeploy_drained(r.to_set, actor, source)
     _finish(r, RolloutState.ROLLED_BACK, reason, now)
     record_event(
@@ -557,14 +565,14 @@ def _rollback(r: Rollout, reason: str, figures, actor, source: Source, now, by: 
         target=r,
         outcome=Outcome.FAILURE if by == "controller" else Outcome.SUCCESS,
         error_code="slo_breached" if by == "controller" else "",
-        details={"before": before, "after": {"state": r.state, **weights_of(r)}, "by": by, "reason": reason,
+        details={"before": before, "after": {"state": r.state, **rollout_weights(r)}, "by": by, "reason": reason,
                  "figures": figures.as_dict() if figures else None, "retired_deployments": retired},
     )  # fmt: skip
 
 
 def _fail(r: Rollout, reason: str, actor, now) -> None:
-    before = {"state": r.state, **weights_of(r)}
-    _write_weights(r.model, {r.from_set_id: 100})
+    before = {"state": r.state, **rollout_weights(r)}
+    _write_weights(r.model, {r.from_set_id: 100}, actor=actor, source=SYSTEM, rollout=r)
     _finish(r, RolloutState.FAILED, reason, now)
     record_event(
         "deployment.rollout.fail",
@@ -572,7 +580,7 @@ def _fail(r: Rollout, reason: str, actor, now) -> None:
         target=r,
         outcome=Outcome.FAILURE,
         error_code="rollout_not_ready",
-        details={"before": before, "after": {"state": r.state, **weights_of(r)}, "reason": reason},
+        details={"before": before, "after": {"state": r.state, **rollout_weights(r)}, "reason": reason},
     )
 
 
@@ -598,7 +606,7 @@ def promote_now(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout:
         if r.state != RolloutState.RUNNING:
             raise Conflict("rollout_not_ready", f"rollout {r.pk} is still waiting for its new replicas")
         now = timezone.now()
-        _promote(r, f"promoted by {getattr(actor, 'username', 'the system')}", window_of(r, now), actor, source,
+        _promote(r, f"promoted by {getattr(actor, 'username', 'the system')}", rollout_window(r, now), actor, source,
                  now, by="person")  # fmt: skip
     return r
 
@@ -608,7 +616,7 @@ def rollback_now(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout:
     with transaction.atomic():
         r = _locked_unfinished(rollout_id)
         now = timezone.now()
-        figures = window_of(r, now) if r.step_started_at else None
+        figures = rollout_window(r, now) if r.step_started_at else None
         _rollback(r, f"rolled back by {getattr(actor, 'username', 'the system')}", figures, actor, source, now,
                   by="person")  # fmt: skip
     return r
@@ -619,15 +627,15 @@ def abort_rollout(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout
     kept (weight 0) for a look or a later rollout."""
     with transaction.atomic():
         r = _locked_unfinished(rollout_id)
-        before = {"state": r.state, **weights_of(r)}
-        _write_weights(r.model, {r.from_set_id: 100})
+        before = {"state": r.state, **rollout_weights(r)}
+        _write_weights(r.model, {r.from_set_id: 100}, actor=actor, source=source, rollout=r)
         _finish(r, RolloutState.ABORTED, f"aborted by {getattr(actor, 'username', 'the system')}", timezone.now())
         record_event(
             "deployment.rollout.abort",
             actor=actor,
             source=source,
             target=r,
-            details={"before": before, "after": {"state": r.state, **weights_of(r)}},
+            details={"before": before, "after": {"state": r.state, **rollout_weights(r)}},
         )
     return r
 

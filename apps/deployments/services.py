@@ -547,6 +547,8 @@ from .rollouts import (  # noqa: E402, F401
     advance_rollouts,
     promote_now,
     rollback_now,
+    rollout_weights,
+    rollout_window,
     set_traffic,
     start_rollout,
 )

@@ -161,13 +161,36 @@ class TestRefusals:
         assert list(ReplicaSet.objects.values_list("pk", "traffic_weight")) == before
         sets = services.set_traffic(model_id=live["model"].pk, weights={1: 30, 2: 70}, actor=live["user"])
         assert {s.model_version.version: s.traffic_weight for s in sets} == {1: 30, 2: 70}
-        assert AuditEvent.objects.filter(event_type="deployment.traffic.set").count() == 1
+        event = AuditEvent.objects.filter(event_type="deployment.traffic.set").order_by("id").last()
+        assert event.details["after"] == {"v1": 30, "v2": 70} and event.target_id == str(live["model"].pk)
 
     def test_set_traffic_refused_during_a_rollout(self, live):
         _start(live)
         with pytest.raises(ServiceError) as exc:
             services.set_traffic(model_id=live["model"].pk, weights={1: 50, 2: 50}, actor=live["user"])
         assert exc.value.code == "rollout_in_progress"
+
+
+class TestNewReplicas:
+    def test_a_version_without_replicas_gets_a_set_like_the_live_one(self, live, monkeypatch):
+        """One replica of v3 per server of the live set, each through request_deployment. Until versions
+        load under their own Triton names (helper "tname"), main refuses a second version of a model on a
+        server (`already_deployed`): then nothing of the rollout is saved."""
+        from apps.deployments import tasks
+
+        monkeypatch.setattr(tasks.reconcile_deployment_task, "delay", lambda *args: None)
+        Deployment.objects.filter(pk=live["d2"].pk).update(desired_state=Desired.INACTIVE)
+        v3 = ModelVersionFactory(model_name="triage", data=build_test_onnx(4, 3, seed=3), actor=live["user"])
+        try:
+            rollout = _start(live, to_version_id=v3.pk)
+        except ServiceError as err:
+            assert (err.code, err.status_code) == ("already_deployed", 409)
+            _nothing_saved(live)
+            assert not Deployment.objects.filter(model_version=v3).exists()
+            return
+        new = Deployment.objects.get(model_version=v3)
+        assert (new.server_id, new.replica_set_id) == (live["d1"].server_id, rollout.to_set_id)
+        assert rollout.to_set.replicas == rollout.from_set.replicas == 1
 
 
 class TestController:
@@ -314,3 +337,83 @@ class TestRecorder:
 def _weights(live) -> dict[int, int]:
     sets = ReplicaSet.objects.filter(model=live["model"]).select_related("model_version")
     return {s.model_version.version: s.traffic_weight for s in sets}
+
+
+ROLLOUTS = "/api/v1/deployments/rollouts/"
+
+
+class TestApi:
+    def test_start_read_and_steer(self, live, staff_client):
+        resp = staff_client.post(
+            ROLLOUTS,
+            {"model": "triage", "to_version": live["v2"].pk, "steps": [10, 100], "hold_seconds": 30},
+            format="json",
+        )
+        assert resp.status_code == 201, resp.json()
+        body = resp.json()
+        assert (body["state"], body["from_version"], body["to_version"]) == ("waiting_ready", 1, 2)
+        assert body["weights"] == {"v1": 100, "v2": 0}
+        services.advance_rollouts()
+        body = staff_client.get(f"{ROLLOUTS}{body['id']}/").json()
+        assert (body["state"], body["weights"]) == ("running", {"v1": 90, "v2": 10})
+        assert body["window"] == {"calls": 0, "errors": 0, "error_rate": 0.0, "p95_ms": None}
+        assert staff_client.get(ROLLOUTS, {"state": "running"}).json()["count"] == 1
+
+        resp = staff_client.post(f"{ROLLOUTS}{body['id']}/promote/")
+        assert resp.status_code == 200, resp.json()
+        assert (resp.json()["state"], resp.json()["weights"]) == ("promoted", {"v1": 0, "v2": 100})
+        resp = staff_client.post(f"{ROLLOUTS}{body['id']}/abort/")
+        assert (resp.status_code, resp.json()["code"]) == (409, "rollout_finished")
+
+    def test_refusals_answer_with_their_code(self, live, staff_client):
+        resp = staff_client.post(
+            ROLLOUTS, {"model": "triage", "to_version": live["v2"].pk, "steps": [50]}, format="json"
+        )
+        assert (resp.status_code, resp.json()["code"]) == (400, "invalid_steps")
+        resp = staff_client.post(ROLLOUTS, {"model": "nope", "to_version": live["v2"].pk}, format="json")
+        assert (resp.status_code, resp.json()["code"]) == (404, "model_not_found")
+        assert (
+            staff_client.post(ROLLOUTS, {"model": "triage", "to_version": live["v2"].pk}, format="json").status_code
+            == 201
+        )
+        resp = staff_client.post(ROLLOUTS, {"model": "triage", "to_version": live["v2"].pk}, format="json")
+        assert (resp.status_code, resp.json()["code"]) == (409, "rollout_in_progress")
+
+    def test_roles(self, live, auditor_client, user_client):
+        rollout = _start(live)
+        assert auditor_client.get(f"{ROLLOUTS}{rollout.pk}/").status_code == 200
+        for action in ("promote", "rollback", "abort"):
+            assert auditor_client.post(f"{ROLLOUTS}{rollout.pk}/{action}/").status_code == 403
+        resp = auditor_client.post(ROLLOUTS, {"model": "triage", "to_version": live["v2"].pk}, format="json")
+        assert resp.status_code == 403
+        rollout.refresh_from_db()
+        assert rollout.state == RolloutState.WAITING_READY
+
+
+class TestAdmin:
+    def test_pages_and_actions(self, live, staff_session):
+        rollout = _start(live)
+        services.advance_rollouts()
+        _record(live, 2, 4, errors=1)
+        assert staff_session.get("/admin/deployments/rollout/").status_code == 200
+        page = staff_session.get(f"/admin/deployments/rollout/{rollout.pk}/change/")
+        assert page.status_code == 200
+        text = page.content.decode()
+        assert "4 calls, 1 failed (25.00%)" in text and "deployment.rollout.step" in text
+        assert staff_session.get("/admin/deployments/rollout/add/").status_code == 200
+        resp = staff_session.post(
+            "/admin/deployments/rollout/", {"action": "rollback", "_selected_action": [rollout.pk]}
+        )
+        assert resp.status_code == 302
+        rollout.refresh_from_db()
+        assert rollout.state == RolloutState.ROLLED_BACK
+
+    def test_start_from_the_admin(self, live, staff_session):
+        resp = staff_session.post(
+            "/admin/deployments/rollout/add/",
+            {"to_version": live["v2"].pk, "strategy": "canary", "steps_text": "20, 100", "hold_seconds": 10,
+             "slo_max_error_rate": 0.02, "slo_max_p95_ms": 500, "min_calls": 5},
+        )  # fmt: skip
+        assert resp.status_code == 302
+        rollout = Rollout.objects.get()
+        assert (rollout.steps, rollout.hold_seconds, rollout.created_by) == ([20, 100], 10, live["user"])
