@@ -172,9 +172,24 @@ def _create_like(from_set: ReplicaSet, version: ModelVersion, actor, source: Sou
     each server the live set runs on, each requested through request_deployment (so every deploy
     check of main applies and each replica is audited as `deployment.request`).
 
-    Temporary (issue 16): until helper "sched"'s replica-set service (placement) lands, this places
-    on the live set's servers itself."""
-    from .services import request_deployment
+    When the replica-set service with its scheduler (helper "sched", issue 16) is on this branch,
+    the set is requested there instead (placed by the scheduler with the live set's constraints);
+    until then this places on the live set's servers itself."""
+    from . import services
+
+    batching = _batching_of(from_set)
+    request_replica_set = getattr(services, "request_replica_set", None)
+    if request_replica_set is not None:
+        return request_replica_set(
+            model_version_id=version.pk,
+            replicas=from_set.replicas,
+            labels=from_set.labels or None,
+            accelerator=from_set.accelerator,
+            memory_mb=from_set.memory_mb,
+            batching=batching,
+            actor=actor,
+            source=source,
+        )
 
     rs = ReplicaSet.objects.create(
         model=from_set.model,
@@ -190,14 +205,19 @@ def _create_like(from_set: ReplicaSet, version: ModelVersion, actor, source: Sou
     )
     live = Deployment.objects.filter(replica_set=from_set, desired_state=Desired.ACTIVE).select_related("server")
     for dep in live:
-        batching = {"max_batch_size": dep.max_batch_size, "max_queue_delay_us": dep.max_queue_delay_us,
-                    "dynamic_batching": dep.dynamic_batching, "instance_count": dep.instance_count,
-                    "preferred_batch_sizes": dep.preferred_batch_sizes}  # fmt: skip
-        new = request_deployment(
+        new = services.request_deployment(
             model_version_id=version.pk, server_id=dep.server_id, batching=batching, actor=actor, source=source
         )
         Deployment.objects.filter(pk=new.pk).update(replica_set=rs)
     return rs
+
+
+def _batching_of(rs: ReplicaSet) -> dict | None:
+    """The batching of the set's first live replica (the new set's replicas are configured alike)."""
+    dep = Deployment.objects.filter(replica_set=rs, desired_state=Desired.ACTIVE).order_by("pk").first()
+    if dep is None:
+        return None
+    return dep.batching().as_dict()
 
 
 def rollout_window(rollout: Rollout, now=None) -> slo.Window:
