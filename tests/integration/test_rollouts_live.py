@@ -1,6 +1,6 @@
 """Rollouts on real tritonservers, through the API, with a caller calling the model through the data
-plane all along: a canary promoted without one failed call, and a canary whose version fails rolled
-back by the controller on the gateway's own figures within 30 s, audited.
+plane all along: a canary and a blue-green switch promoted without one failed call, and a canary
+whose version fails rolled back by the controller on the gateway's own figures within 30 s, audited.
 
 Until versions load under their own Triton names (helper "tname"), v1 and v2 run on two servers.
 Until the data plane honours traffic weights (helper "balance"), unversioned calls are split at
@@ -189,16 +189,19 @@ def _setup(api, name: str, triton, triton_b, v2_data: bytes, user, token, datapl
     return caller, v1, v2, d2
 
 
-def test_canary_through_the_api_drops_no_call(triton, triton_b, celery_worker, live_server, dataplane, operator):
+@pytest.mark.parametrize(("strategy", "steps"), [("canary", [25, 100]), ("blue_green", [100])])
+def test_rollout_through_the_api_drops_no_call(
+    strategy, steps, triton, triton_b, celery_worker, live_server, dataplane, operator
+):
     user, token, api = operator
-    caller, v1, v2, d2 = _setup(
-        api, "upgrade", triton, triton_b, build_test_onnx(4, 3, seed=32), user, token, dataplane
-    )
+    name = f"upgrade-{strategy.replace('_', '-')}"
+    v2_data = build_test_onnx(4, 3, seed=32)
+    caller, v1, v2, d2 = _setup(api, name, triton, triton_b, v2_data, user, token, dataplane)
     try:
         resp = api.post(
             "/api/v1/deployments/rollouts/",
-            {"model": "upgrade", "to_version": v2, "steps": [25, 100], "hold_seconds": 2, "min_calls": 5,
-             "slo_max_error_rate": 0.0, "slo_max_p95_ms": 5000},
+            {"model": name, "to_version": v2, "strategy": strategy, "steps": steps, "hold_seconds": 2,
+             "min_calls": 5, "slo_max_error_rate": 0.0, "slo_max_p95_ms": 5000},
             format="json",
         )  # fmt: skip
         assert resp.status_code == 201, resp.json()
@@ -213,6 +216,7 @@ def test_canary_through_the_api_drops_no_call(triton, triton_b, celery_worker, l
         wait_for(lambda: caller.calls() >= seen + 20, 60, what="calls after v1 was unloaded")
     finally:
         caller.finish()
+    print(f"{strategy}: {caller.ok} calls, {caller.failed} failed")  # noqa: T201 - the figure
     assert caller.failed == 0, caller.errors[:5]
     assert caller.ok > 50
     events = AuditEvent.objects.filter(target_type="deployments.rollout", target_id=str(rollout_id))
@@ -221,7 +225,7 @@ def test_canary_through_the_api_drops_no_call(triton, triton_b, celery_worker, l
         "deployment.rollout.step",
         "deployment.rollout.promote",
     }
-    assert events.filter(event_type="deployment.rollout.step").count() == 2
+    assert events.filter(event_type="deployment.rollout.step").count() == len(steps)
     assert Deployment.objects.get(pk=d2).observed_state == Observed.ACTIVE
     assert ReplicaSet.objects.get(model_version_id=v1).state == "retired"
 
