@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, get_or_404
 from apps.core.policy import policy_changed
 from apps.registry.models import Model, ModelVersion
 from inference_backend.signature import breaking_changes
@@ -658,10 +658,3 @@ def abort_rollout(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout
             details={"before": before, "after": {"state": r.state, **rollout_weights(r)}},
         )
     return r
-
-
-def rollout_or_404(rollout_id: int) -> Rollout:
-    try:
-        return Rollout.objects.get(pk=rollout_id)
-    except Rollout.DoesNotExist as err:
-        raise NotFound("rollout_not_found", f"no rollout with id {rollout_id}") from err
