@@ -496,7 +496,19 @@ LISTEN_PUBLIC = {
 INTEGRITY_SAMPLE_SIZE = env.int("SOVEREIGN_INTEGRITY_SAMPLE_SIZE", default=8)
 INTEGRITY_VERIFY_SECONDS = env.float("SOVEREIGN_INTEGRITY_VERIFY_SECONDS", default=6 * 3600.0)
 INTEGRITY_MAX_AGE_HOURS = env.float("SOVEREIGN_INTEGRITY_MAX_AGE_HOURS", default=24.0)
+# Rollouts (docs/rollouts.md): how often beat runs the controller, how long the gateway's per-second
+# figures are kept in Redis, how long a rollout waits for its new replicas to become ACTIVE, and how
+# long a retired set keeps serving (weight 0) before its replicas are unloaded.
+ROLLOUT_ADVANCE_SECONDS = env.float("SOVEREIGN_ROLLOUT_ADVANCE_SECONDS", default=2.0)
+SLO_RETENTION_SECONDS = env.int("SOVEREIGN_SLO_RETENTION_SECONDS", default=6 * 3600)
+ROLLOUT_READY_TIMEOUT_SECONDS = env.float("SOVEREIGN_ROLLOUT_READY_TIMEOUT_SECONDS", default=900.0)
+ROLLOUT_DRAIN_SECONDS = env.float("SOVEREIGN_ROLLOUT_DRAIN_SECONDS", default=5.0)
 CELERY_BEAT_SCHEDULE = {
+    "advance-rollouts": {
+        "task": "apps.deployments.tasks.advance_rollouts_task",
+        "schedule": ROLLOUT_ADVANCE_SECONDS,
+        "options": {"expires": ROLLOUT_ADVANCE_SECONDS},  # a backlog of ticks is one tick
+    },
     "reconcile-deployments": {"task": "apps.deployments.tasks.reconcile_all", "schedule": 60.0},
     "disable-dormant-accounts": {"task": "apps.accounts.tasks.disable_dormant_accounts", "schedule": 3600.0},
     "purge-expired-grants": {"task": "apps.accounts.tasks.purge_expired_grants", "schedule": 600.0},
@@ -527,6 +539,7 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_QUIET_TASKS = [
     "apps.audit.tasks.seal_audit_log",
     "apps.deployments.tasks.reconcile_all",
+    "apps.deployments.tasks.advance_rollouts_task",
     "apps.keys.tasks.resume_stalled_rotations",
     "apps.audit.tasks.resend_stalled_alerts",
     "apps.audit.tasks.ship_audit_events",

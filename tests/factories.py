@@ -133,3 +133,17 @@ def llm_governance_rows(model, user) -> dict:
         "usage": LLMUsage.objects.get(request_id=rid).pk,
         "exchange": exchange.pk,
     }
+
+
+def rollout_of(model_version, actor, *, finished: bool = False):
+    """A canary rollout of `model_version`'s model (deployed: the live version) to a new version of
+    the same signature, ACTIVE on a server of its own; waiting for the controller, or aborted."""
+    from apps.deployments.services import abort_rollout, start_rollout
+
+    data = build_test_onnx(4, 3, seed=4242)
+    new = register_model_version(model_name=model_version.model.name, data=data, actor=actor)
+    DeploymentFactory(model_version=new, server=InferenceServerFactory())
+    rollout = start_rollout(model_id=new.model_id, to_version_id=new.pk, actor=actor)
+    if finished:
+        abort_rollout(rollout_id=rollout.pk, actor=actor)
+    return rollout

@@ -22,6 +22,7 @@ _VIEW_OPS = (
     "deployments.view_inferenceserver",
     "deployments.view_deployment",
     "deployments.view_deploymenttransition",
+    "deployments.view_rollout",
 )
 
 # Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
@@ -52,6 +53,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deployments.add_inferenceserver",
         "deployments.add_deployment",
         "deployments.change_deployment",
+        "deployments.add_rollout",
+        "deployments.change_rollout",
         "auth.view_user",
         "auth.add_user",
         "auth.change_user",

@@ -66,6 +66,16 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    "deployment.rollout.start": "Rollout started (blue-green or canary from the live version to a new one)",
+    "deployment.rollout.rejected": "Rollout refused (invalid steps or weights, shredded or incompatible version, "
+    "another rollout running, nothing live)",
+    "deployment.rollout.forced": "ALERT: rollout forced through breaking signature changes",
+    "deployment.rollout.step": "Rollout moved traffic to its next step",
+    "deployment.rollout.promote": "Rollout promoted: the new version takes all traffic, the old one is retired",
+    "deployment.rollout.rollback": "Rollout rolled back: the old version takes all traffic again",
+    "deployment.rollout.abort": "Rollout aborted by a person: traffic back on the old version, the new replicas kept",
+    "deployment.rollout.fail": "Rollout failed (the new replicas did not become ready)",
+    "deployment.traffic.set": "Traffic weights of a model's versions set by hand",
     "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",
     # compliance
     "compliance.profile.attach": "Compliance profile attached (installation or model)",

@@ -1,13 +1,15 @@
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import render
+from django.utils.html import format_html_join
 
+from apps.audit.models import AuditEvent
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 from apps.registry.models import ModelVersion
 from inference_backend.config import BATCHING_FIELDS
 
 from . import services
-from .models import Deployment, DeploymentTransition, InferenceServer
+from .models import Deployment, DeploymentTransition, InferenceServer, Rollout, RolloutStrategy
 
 
 @admin.register(InferenceServer)
@@ -123,6 +125,134 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         for dep in queryset:
             run_service(self, request, services.request_redeploy, deployment_id=dep.pk)
         self.message_user(request, "Redeploy requested.", messages.SUCCESS)
+
+
+class RolloutForm(forms.ModelForm):
+    """Start a rollout: the new version, the strategy and its steps, the SLOs (docs/rollouts.md)."""
+
+    to_version = forms.ModelChoiceField(queryset=ModelVersion.objects.select_related("model"))
+    steps_text = forms.CharField(
+        label="Steps", initial="5, 25, 100", help_text="the new version's weight at each step (blue-green: 100)"
+    )
+    force = forms.BooleanField(required=False, help_text="roll out through breaking signature changes (audited)")
+
+    class Meta:
+        model = Rollout
+        fields = ["strategy", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
+
+    def clean_steps_text(self):
+        text = self.cleaned_data["steps_text"]
+        try:
+            return [int(part) for part in text.replace(" ", "").split(",") if part]
+        except ValueError as err:
+            raise forms.ValidationError("whole percentages separated by commas, e.g. 5, 25, 100") from err
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    list_display = ["__str__", "strategy", "state", "step", "weights", "created_at", "finished_at"]
+    list_filter = ["state", "strategy"]
+    search_fields = ["model__name"]
+    actions = ["promote", "rollback", "abort"]
+    form = RolloutForm
+    readonly = [
+        "model", "from_set", "to_set", "strategy", "steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms",
+        "min_calls", "state", "current_step", "step_started_at", "forced", "reason", "created_by", "created_at",
+        "finished_at", "weights", "figures", "trail",
+    ]  # fmt: skip
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("model", "from_set__model_version", "to_set__model_version")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["to_version", "strategy", "steps_text", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms",
+                    "min_calls", "force"]  # fmt: skip
+        return self.readonly
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm
+            kwargs["fields"] = []
+        return super().get_form(request, obj, change, **kwargs)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        version = data["to_version"]
+        rollout = run_service(
+            self,
+            request,
+            services.start_rollout,
+            model_id=version.model_id,
+            to_version_id=version.pk,
+            strategy=data["strategy"],
+            steps=[100] if data["strategy"] == RolloutStrategy.BLUE_GREEN else data["steps_text"],
+            hold_seconds=data["hold_seconds"],
+            slo_max_error_rate=data["slo_max_error_rate"],
+            slo_max_p95_ms=data["slo_max_p95_ms"],
+            min_calls=data["min_calls"],
+            force=data["force"],
+        )
+        if rollout is not None:
+            obj.pk = rollout.pk
+
+    def save_related(self, request, form, formsets, change):
+        return None
+
+    @admin.display(description="step")
+    def step(self, obj):
+        if obj.step_started_at is None:
+            return "-"
+        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}%)"
+
+    @admin.display(description="weights")
+    def weights(self, obj):
+        return ", ".join(f"{v}: {w}%" for v, w in sorted(services.rollout_weights(obj).items()))
+
+    @admin.display(description="figures of the new version in the current step")
+    def figures(self, obj):
+        if obj.step_started_at is None or obj.finished:
+            return "-"
+        w = services.rollout_window(obj)
+        p95 = "-" if w.p95_ms is None else f"{w.p95_ms:g} ms"
+        return f"{w.calls} calls, {w.errors} failed ({w.error_rate:.2%}), p95 {p95}"
+
+    @admin.display(description="audit trail")
+    def trail(self, obj):
+        events = AuditEvent.objects.filter(target_type="deployments.rollout", target_id=str(obj.pk)).order_by("id")
+        return format_html_join(
+            "\n",
+            "<div>{} · {} · {} · {}</div>",
+            ((e.timestamp, e.event_type, e.actor or "system", (e.details or {}).get("reason", "")) for e in events),
+        )
+
+    def has_manage_permission(self, request):
+        return request.user.has_perm("deployments.change_rollout")
+
+    def _each(self, request, queryset, service, done: str):
+        if [r for r in queryset if run_service(self, request, service, rollout_id=r.pk) is not None]:
+            self.message_user(request, done, messages.SUCCESS)
+
+    @admin.action(description="Promote now", permissions=["manage"])
+    def promote(self, request, queryset):
+        self._each(request, queryset, services.promote_now, "Promotion requested.")
+
+    @admin.action(description="Roll back now", permissions=["manage"])
+    def rollback(self, request, queryset):
+        self._each(request, queryset, services.rollback_now, "Rollback requested.")
+
+    @admin.action(description="Abort (traffic back on the old version, new replicas kept)", permissions=["manage"])
+    def abort(self, request, queryset):
+        self._each(request, queryset, services.abort_rollout, "Abort requested.")
 
 
 # --- The Deploy action on registry's model-version page ---------------------------------------------

@@ -232,3 +232,70 @@ class DeploymentTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_state or '-'} → {self.to_state}"
+
+
+class RolloutStrategy(models.TextChoices):
+    BLUE_GREEN = "blue_green", "blue-green"
+    CANARY = "canary", "canary"
+
+
+class RolloutState(models.TextChoices):
+    PENDING = "pending"
+    WAITING_READY = "waiting_ready"
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+UNFINISHED_ROLLOUT_STATES = (RolloutState.PENDING, RolloutState.WAITING_READY, RolloutState.RUNNING)
+
+
+class Rollout(models.Model):
+    """Moving a model's traffic from one replica set (the live version) to another (the new one),
+    in weighted steps held for a while each, judged by the gateway's own figures of the new
+    version (apps/deployments/slo.py); docs/rollouts.md. Changed only by apps.deployments.services."""
+
+    model = models.ForeignKey("registry.Model", on_delete=models.PROTECT, related_name="rollouts")
+    from_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_from")
+    to_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_to")
+    strategy = models.CharField(max_length=16, choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
+    steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
+    hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
+    slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")
+    slo_max_p95_ms = models.FloatField(default=1000.0, help_text="p95 latency (ms) that rolls back")
+    min_calls = models.PositiveIntegerField(default=20, help_text="calls a step needs before it is judged")
+    state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.PENDING)
+    current_step = models.PositiveSmallIntegerField(default=0, help_text="index into steps")
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    forced = models.BooleanField(default=False, help_text="started despite breaking signature changes")
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model"],
+                condition=Q(state__in=["pending", "waiting_ready", "running"]),
+                name="one_unfinished_rollout_per_model",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} v{self.from_set.model_version.version}→v{self.to_set.model_version.version}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in UNFINISHED_ROLLOUT_STATES
+
+    @property
+    def target_weight(self) -> int:
+        """The new version's weight at the current step (0 before the first step runs)."""
+        if self.state != RolloutState.RUNNING or not self.steps:
+            return 0
+        return int(self.steps[min(self.current_step, len(self.steps) - 1)])

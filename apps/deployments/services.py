@@ -538,3 +538,17 @@ def _snapshot(dep: Deployment) -> dict:
         "observed_state": dep.observed_state,
         "batching": {name: getattr(dep, name) for name in BATCHING_FIELDS},
     }
+
+
+# Rollouts live in their own module (apps/deployments/rollouts.py, docs/rollouts.md); these are
+# part of this app's public surface like every other service.
+from .rollouts import (  # noqa: E402, F401
+    abort_rollout,
+    advance_rollouts,
+    promote_now,
+    rollback_now,
+    rollout_weights,
+    rollout_window,
+    set_traffic,
+    start_rollout,
+)

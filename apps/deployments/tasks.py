@@ -39,3 +39,9 @@ def reconcile_all() -> int:
     for pk in ids:
         reconcile_deployment_task.delay(pk)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def advance_rollouts_task() -> dict:
+    """The rollout controller's tick (beat, every ROLLOUT_ADVANCE_SECONDS): docs/rollouts.md."""
+    return {str(pk): action for pk, action in services.advance_rollouts().items()}

@@ -38,7 +38,7 @@ from apps.audit.refusals import counter as refusal_counter
 from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from apps.registry.models import Model
 from tests.conftest import grant, make_user, otp_login
-from tests.factories import ModelVersionFactory, llm_governance_rows, token_for
+from tests.factories import ModelVersionFactory, llm_governance_rows, rollout_of, token_for
 from tests.gateway.dataplane_client import DataPlaneClient
 from tests.gateway.helpers import deploy, valid_request
 
@@ -249,6 +249,16 @@ TABLE: dict[str, list[Row]] = {
     "deployment-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@deployment"})],
     "deployment-redeploy": [api("post", UNAUTH, 202, DENIED, DENIED, DENIED, DENIED, args={"pk": "@deployment"})],
     "deployment-undeploy": [api("post", UNAUTH, 202, DENIED, DENIED, DENIED, DENIED, args={"pk": "@deployment"})],
+    # rollouts (docs/rollouts.md): @rollout has ended, so steering it is a 409 once allowed
+    "rollout-list": [
+        api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
+        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
+    ],
+    "rollout-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@rollout"})],
+    **{
+        f"rollout-{_action}": [api("post", UNAUTH, 409, DENIED, DENIED, DENIED, DENIED, args={"pk": "@rollout"})]
+        for _action in ("promote", "rollback", "abort")
+    },
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
@@ -452,6 +462,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "registry.artifact": ("@artifact", {"admin", "officer", "auditor"}, set()),
     "deployments.inferenceserver": ("@server", {"admin", "auditor"}, {"admin"}),
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
+    "deployments.rollout": ("@rollout", {"admin", "auditor"}, {"admin"}),
     "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
     "keys.datakey": ("@data_key", {"officer", "auditor"}, set()),
@@ -565,6 +576,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "data_key": granted.artifact.data_key_id,
         "server": dep.server.pk,
         "deployment": dep.pk,
+        "rollout": rollout_of(secret, staff_user, finished=True).pk,
         "user": plain_user.pk,
         "officer_user": officer_user.pk,
         "token": ApiToken.objects.get(user=plain_user, name="laptop").pk,

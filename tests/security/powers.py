@@ -932,6 +932,10 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("deployment-undeploy", "post"): _api_object(
             "deployment.undeploy", "post", _u("deployment-undeploy", "deployment")
         ),
+        ("rollout-list", "post"): _api_object("rollout.start", "post", _u("rollout-list"), {}),
+        ("rollout-promote", "post"): _api_object("rollout.promote", "post", _u("rollout-promote", "rollout")),
+        ("rollout-rollback", "post"): _api_object("rollout.rollback", "post", _u("rollout-rollback", "rollout")),
+        ("rollout-abort", "post"): _api_object("rollout.abort", "post", _u("rollout-abort", "rollout")),
         ("kek-rotate", "post"): _api_object("kek.rotate", "post", _u("kek-rotate"), {"reason": "probe"}),
         ("kek-retire", "post"): _api_object("kek.retire", "post", _u("kek-retire", "kek")),
         ("kek-rotation-resume", "post"): _api_object("kek.resume", "post", _u("kek-rotation-resume", "rotation")),
@@ -1207,6 +1211,7 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         "mine": "mine",
         "deployment": deployment.pk,
         "server": deployment.server_id,
+        "rollout": _rollout_of("secret", u["ops"]),
         "other_person": [u["pat"].pk, u["pete"].pk],
         "privileged_person": [u["pia"].pk, u["pim"].pk],
         "superuser": [u["root"].pk],
@@ -1248,6 +1253,15 @@ def make_chat_model(name: str, actor) -> Model:
     deploy(ModelVersion.objects.get(pk=version.pk), url=echo_upstream.url(), max_batch_size=8)
     set_model_policy(model_id=version.model_id, phi=True, deid_mode="surrogate", actor=None)
     return version.model
+
+
+def _rollout_of(model_name: str, actor) -> int:
+    """An ended rollout of `model_name` (steering it is then a 409 once allowed: nothing moves)."""
+    from apps.registry.models import ModelVersion
+    from tests.factories import rollout_of
+
+    live = ModelVersion.objects.filter(model__name=model_name).order_by("version").last()
+    return rollout_of(live, actor, finished=True).pk
 
 
 def _objects() -> dict:

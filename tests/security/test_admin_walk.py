@@ -46,7 +46,7 @@ from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST, SECURITY_OFFICER
 from apps.audit.models import AuditEvent, Outcome
 from inference_backend.demo_model import build_test_onnx
 from tests.conftest import make_user, otp_login
-from tests.factories import DeploymentFactory, ModelVersionFactory, llm_governance_rows, token_for
+from tests.factories import DeploymentFactory, ModelVersionFactory, llm_governance_rows, rollout_of, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +69,8 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     "registry.modelversion": {"add": {SU, AD}, "action:deploy": {SU, AD}},
     "deployments.inferenceserver": {"add": {SU, AD}},
     "deployments.deployment": {"add": {SU, AD}, "action:undeploy": {SU, AD}, "action:redeploy": {SU, AD}},
+    # the world's rollout waits for its replicas: promoting it is refused, rolling back or aborting writes
+    "deployments.rollout": {"action:rollback": {SU, AD}, "action:abort": {SU, AD}},
     "keys.keyencryptionkey": {"action:rotate": {SU, SO}},
     "keys.kekrotation": {"action:resume": {SU, SO}},
     "compliance.compliancereport": {"add": {SU, SO, AU}},
@@ -111,6 +113,7 @@ def world(settings) -> World:
     users = {"superuser": get_user_model().objects.create_superuser("root", "root@example.org", STRONG_PASSWORD)}
     users.update({p: make_user(f"walk-{p.replace('_', '-')}", ROLE_OF[p]) for p in PRINCIPALS[1:]})
     dep = DeploymentFactory(model_version__actor=users["admin"])
+    rollout_of(dep.model_version, users["admin"])  # before "undeployed": the newest version stays undeployed
     ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
     token_for(users["analyst"], name="laptop")
     from apps.accounts.models import SM3OTPDevice

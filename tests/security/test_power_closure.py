@@ -49,6 +49,10 @@ ADMIN_OBJECTS = objects(
     "deployment.create",
     "deployment.redeploy",
     "deployment.undeploy",
+    "rollout.start",
+    "rollout.promote",
+    "rollout.rollback",
+    "rollout.abort",
 )
 ADMIN_SITE_ADMIN = objects(
     "admin.add:registry.modelversion",
@@ -57,6 +61,10 @@ ADMIN_SITE_ADMIN = objects(
     "admin.action:registry.modelversion.deploy",
     "admin.action:deployments.deployment.undeploy",
     "admin.action:deployments.deployment.redeploy",
+    "admin.add:deployments.rollout",
+    "admin.action:deployments.rollout.promote",
+    "admin.action:deployments.rollout.rollback",
+    "admin.action:deployments.rollout.abort",
 )
 OFFICER_OBJECTS = objects(
     "model.shred",

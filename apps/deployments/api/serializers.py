@@ -2,7 +2,8 @@ from rest_framework import serializers
 
 from inference_backend.config import BATCHING_FIELDS
 
-from ..models import Deployment, DeploymentTransition, InferenceServer, Kind
+from .. import services
+from ..models import Deployment, DeploymentTransition, InferenceServer, Kind, Rollout, RolloutStrategy
 
 
 class InferenceServerSerializer(serializers.ModelSerializer):
@@ -93,3 +94,66 @@ class DeploymentRequestSerializer(serializers.Serializer):
     max_queue_delay_us = serializers.IntegerField(required=False, min_value=0)
     instance_count = serializers.IntegerField(required=False, min_value=1)
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+
+
+class RolloutSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    from_version = serializers.IntegerField(source="from_set.model_version.version", read_only=True)
+    to_version = serializers.IntegerField(source="to_set.model_version.version", read_only=True)
+    weights = serializers.SerializerMethodField(help_text="the two sets' traffic weights now, by version")
+    window = serializers.SerializerMethodField(
+        help_text="the gateway's figures of the new version since the current step started: calls, errors, "
+        "error_rate, p95_ms"
+    )
+
+    class Meta:
+        model = Rollout
+        fields = [
+            "id",
+            "model",
+            "from_version",
+            "to_version",
+            "from_set",
+            "to_set",
+            "strategy",
+            "steps",
+            "hold_seconds",
+            "slo_max_error_rate",
+            "slo_max_p95_ms",
+            "min_calls",
+            "state",
+            "current_step",
+            "step_started_at",
+            "forced",
+            "reason",
+            "weights",
+            "window",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_weights(self, obj) -> dict:
+        return services.rollout_weights(obj)
+
+    def get_window(self, obj) -> dict | None:
+        if obj.step_started_at is None or obj.finished:
+            return None
+        return services.rollout_window(obj).as_dict()
+
+
+class RolloutRequestSerializer(serializers.Serializer):
+    # Steps, hold and SLO values are checked by the service (audited refusals), not here.
+    model = serializers.CharField(max_length=200, help_text="the model's name")
+    to_version = serializers.IntegerField(required=False, help_text="id of the model version to roll out")
+    to_set = serializers.IntegerField(required=False, help_text="id of an active replica set of the new version")
+    strategy = serializers.ChoiceField(choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
+    steps = serializers.JSONField(
+        required=False, help_text="the new version's weight at each step, e.g. [5, 25, 100] (blue-green: [100])"
+    )
+    hold_seconds = serializers.JSONField(required=False, help_text="seconds each step is held (default 60)")
+    slo_max_error_rate = serializers.JSONField(required=False, help_text="failed-call fraction that rolls back")
+    slo_max_p95_ms = serializers.JSONField(required=False, help_text="p95 latency (ms) that rolls back")
+    min_calls = serializers.JSONField(required=False, help_text="calls a step needs before it is judged")
+    force = serializers.BooleanField(default=False, help_text="roll out through breaking signature changes")

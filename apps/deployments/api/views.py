@@ -5,15 +5,17 @@ from rest_framework.response import Response
 
 from apps.audit.services import Source
 from apps.core.errors import NotFound
-from apps.registry.models import ModelVersion
+from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
 from .. import services
-from ..models import Deployment, InferenceServer
+from ..models import Deployment, InferenceServer, Rollout
 from .serializers import (
     DeploymentRequestSerializer,
     DeploymentSerializer,
     InferenceServerSerializer,
+    RolloutRequestSerializer,
+    RolloutSerializer,
     ServerCredentialSerializer,
 )
 
@@ -121,3 +123,67 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
         versions = restricted_to_token(ModelVersion.objects.filter(pk=model_version_id), token, via="model")
         if getattr(token, "restricted", False) and not versions.exists():
             raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+
+
+class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
+    """Blue-green and canary rollouts from a model's live version to a new one (docs/rollouts.md)."""
+
+    serializer_class = RolloutSerializer
+    action_perms = {
+        "list": "deployments.view_rollout",
+        "retrieve": "deployments.view_rollout",
+        "create": "deployments.add_rollout",
+        "promote": "deployments.change_rollout",
+        "rollback": "deployments.change_rollout",
+        "abort": "deployments.change_rollout",
+    }
+    filterset_fields = {"model__name": ["exact"], "state": ["exact"], "strategy": ["exact"]}
+
+    def get_queryset(self):
+        rollouts = Rollout.objects.select_related("model", "from_set__model_version", "to_set__model_version")
+        return restricted_to_token(rollouts, self.request.auth, via="model")
+
+    @extend_schema(request=RolloutRequestSerializer, responses={201: RolloutSerializer})
+    def create(self, request):
+        form = RolloutRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        model = restricted_to_token(Model.objects.filter(name=data.pop("model")), request.auth).first()
+        if model is None:
+            raise NotFound("model_not_found", "no model of that name")
+        options = {k: data[k] for k in ("steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls")
+                   if k in data}  # fmt: skip
+        rollout = services.start_rollout(
+            model_id=model.pk,
+            to_version_id=data.get("to_version"),
+            to_set_id=data.get("to_set"),
+            strategy=data["strategy"],
+            force=data["force"],
+            actor=request.user,
+            source=Source.from_request(request),
+            **options,
+        )
+        return Response(RolloutSerializer(rollout).data, status=201)
+
+    @extend_schema(request=None, responses={200: RolloutSerializer})
+    @action(detail=True, methods=["post"])
+    def promote(self, request, pk=None):
+        """Promote at once: the new version takes all traffic, the old set is retired."""
+        return self._act(services.promote_now, request)
+
+    @extend_schema(request=None, responses={200: RolloutSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Roll back at once: the old version takes all traffic again, the new set is retired."""
+        return self._act(services.rollback_now, request)
+
+    @extend_schema(request=None, responses={200: RolloutSerializer})
+    @action(detail=True, methods=["post"])
+    def abort(self, request, pk=None):
+        """Stop: the old version takes all traffic again, the new replicas are kept at weight 0."""
+        return self._act(services.abort_rollout, request)
+
+    def _act(self, service, request):
+        rollout = service(rollout_id=self.get_object().pk, actor=request.user, source=Source.from_request(request))
+        rollout.refresh_from_db()
+        return Response(RolloutSerializer(rollout).data)

@@ -37,6 +37,7 @@ from django.conf import settings
 from apps.core.errors import ServiceError
 from apps.core.netaddr import client_address, trusted_proxies
 from apps.core.source import Source
+from apps.deployments import slo
 
 from .. import deid
 from ..phi import refusal
@@ -421,6 +422,7 @@ class OpenAIAdapter:
         except Exception:  # noqa: BLE001 - the quota errs on the safe side: the reservation stays
             logger.exception("quota settlement for %s failed", req.model)
         status = error.status_code if error else (499 if ex.disconnected else 200)
+        slo.record(route.model_id, route.version, ok=not slo.failed(status), latency_ms=duration_ms)  # docs/rollouts.md
         finish = "" if error else ("cancelled" if ex.disconnected else _FINISH.get(ex.finish, ex.finish))
         llm = {
             "prompt_tokens": ex.prompt_tokens,

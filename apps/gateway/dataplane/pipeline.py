@@ -29,6 +29,7 @@ from apps.core.netaddr import client_address, limit_key, trusted_proxies
 from apps.core.ratelimit import Check, Decision
 from apps.core.source import Source
 from apps.core.throttling import RateLimited, rate
+from apps.deployments import slo
 from apps.keys.services import pseudonym_key
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
@@ -139,6 +140,9 @@ class Pipeline:
                 "internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500
             )
             out = error_outbound(error)
+        if call.route is not None and inbound.kind == INFER:  # the figures rollouts are judged by (docs/rollouts.md)
+            slo.record(call.route.model_id, call.route.version, ok=not slo.failed(out.status),
+                       latency_ms=(time.perf_counter() - call.started) * 1000)  # fmt: skip
         return await self._audited(call, out, error)
 
     async def refuse(self, inbound: Inbound, err: ServiceError) -> Outbound:
