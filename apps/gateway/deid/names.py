@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from . import cues, fastre
+from . import cues, fastre, safelist
 from .spans import NAME, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -1125,6 +1125,9 @@ def find_names(text: str) -> Iterator[Span]:
     for start, end in _propagate(text, found):
         if (start, end) not in seen:
             yield Span(start, end, NAME, 30)
+    # recall first: whatever is not a known word (safelist.py), below every other detector
+    for start, end in safelist.english(text):
+        yield Span(start, end, NAME, safelist.PRIORITY)
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
