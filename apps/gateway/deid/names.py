@@ -31,7 +31,10 @@ def _load(filename: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
-    """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN)."""
+    """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN).
+    Loads the inversion pass's word lists too (safelist.py), so that engine.warm() builds them all."""
+    safelist.safe_words()
+    safelist.zh_words()
     return (
         frozenset(_load("given_names_en.txt") + _load("given_names_census.txt")),
         frozenset(_load("family_names_en.txt") + _load("family_names_census.txt")),
@@ -1128,6 +1131,9 @@ def find_names(text: str) -> Iterator[Span]:
     # recall first: whatever is not a known word (safelist.py), below every other detector
     for start, end in safelist.english(text):
         yield Span(start, end, NAME, safelist.PRIORITY)
+    if _HAS_HAN.search(text):
+        for start, end in safelist.chinese(text):
+            yield Span(start, end, NAME, safelist.PRIORITY)
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py

@@ -13,11 +13,12 @@ capitalised non-names, and not an acronym (ALL CAPS). Given and family names tha
 a word before "disease", "sign", "score" ... (an eponym), a street name after a house number, a
 word inside a web or e-mail address.
 
-Chinese. See _chinese: a surname followed by one or two Han characters, at a word boundary of the
-jieba segmentation, when the surname and its given name are not one dictionary word.
+Chinese. A surname and one or two Han characters standing alone (no Han character before or after),
+when no word of jieba's dictionary starts at the surname: see chinese().
 
-Spans come out at priority 10, below every other detector (names' cue rules are 40, a plain gazetteer place 25, a short Chinese place 20): where
-geography, a date or a record number claims the same characters, that wins.
+Spans come out at priority 10, below every other detector (names' cue rules are 40, a plain
+gazetteer place 25, a short Chinese place 20): where geography, a date or a record number claims
+the same characters, that wins.
 """
 
 from __future__ import annotations
@@ -39,9 +40,7 @@ def _load(filename: str) -> list[str]:
 @lru_cache(maxsize=1)
 def safe_words() -> frozenset[str]:
     """Lower-case words that are not names on their own."""
-    from .names import dictionaries
-
-    not_names = dictionaries()[4]
+    not_names = _load("not_names_en.txt")
     return (
         frozenset(_load("common_words_en.txt"))
         | frozenset(_load("clinical_terms_en.txt"))
@@ -67,7 +66,7 @@ _EPONYM_AFTER_RE = re.compile(
     r"(?:'s|’s)?[ \t]+(?:disease|syndrome|sign|palsy|score|scale|coma|criteria|classification|test|reflex"
     r"|maneuver|manoeuvre|phenomenon|law|cells?|type|procedure|operation|repair|fracture|tumou?r|lymphoma"
     r"|sarcoma|ulcer|node|triad|catheter|tube|stockings?|position|rule|equation|formula|drain|bag|valve"
-    r"|stent|needle|mask|technique|method|protocol|index|ratio|classification|stage|grade)\b",
+    r"|stent|needle|mask|technique|method|protocol|index|ratio|stage|grade|solution|pouch|implant|rule)s?\b",
     re.I,
 )
 _STREET_AFTER_RE = re.compile(
@@ -167,6 +166,39 @@ def _clinical_shape(low: str) -> bool:
     return False
 
 
+_PREFIXES = (
+    "re",
+    "pre",
+    "post",
+    "non",
+    "un",
+    "over",
+    "under",
+    "sub",
+    "inter",
+    "intra",
+    "trans",
+    "anti",
+    "hyper",
+    "hypo",
+    "peri",
+    "para",
+    "semi",
+    "co",
+    "de",
+    "dis",
+    "mis",
+    "multi",
+    "bi",
+    "tri",
+    "tele",
+    "self",
+    "out",
+    "up",
+    "x",
+)
+
+
 def _is_safe(word: str, safe: frozenset[str]) -> bool:
     if word.endswith(("'s", "’s")):
         word = word[:-2]
@@ -178,6 +210,11 @@ def _is_safe(word: str, safe: frozenset[str]) -> bool:
     low = word.lower()
     if low in safe or _clinical_shape(low):
         return True
+    for prefix in _PREFIXES:  # "Reimplanted", "Nonsmoker", "Postoperatively"
+        if low.startswith(prefix) and len(low) - len(prefix) >= 4:
+            rest = low[len(prefix) :].lstrip("-")
+            if rest in safe or _inflected(rest, safe) or _clinical_shape(rest):
+                return True
     if "-" in low:
         return all(not part or part in safe or _inflected(part, safe) for part in low.split("-"))
     return _inflected(low, safe)
@@ -191,10 +228,21 @@ def _inflected(low: str, safe: frozenset[str]) -> bool:
     return False
 
 
+def _unknown(word: str, safe: frozenset[str], given: frozenset[str], family: frozenset[str]) -> bool:
+    """Whether a capitalised word is taken for a name. A word of three letters or fewer ("Rec", "Pre")
+    and a word in capitals ("KAMAU", "PT", "LCSW") only when it is a listed given or family name that
+    is not also a word: short words and capitals are mostly abbreviations."""
+    base = word[:-2] if word.endswith(("'s", "’s", "'S", "’S")) else word
+    if base.isupper() or len(base) <= 3:
+        name = base.title() if base.isupper() else base
+        return len(base) >= 2 and (name in given or name in family) and base.lower() not in safe
+    return not _is_safe(word, safe)
+
+
 def _in_address(text: str, start: int, end: int) -> bool:
     before = text[start - 1 : start]
     after = text[end : end + 2]
-    return before in ("@", "/", ".", "_", "=") or (after[:1] in (".", "@", "_") and after[1:2].isalnum())
+    return before in ("@", ".", "_", "=") or (after[:1] in (".", "@", "_") and after[1:2].isalnum())
 
 
 def english(text: str) -> Iterator[tuple[int, int]]:
@@ -208,7 +256,7 @@ def english(text: str) -> Iterator[tuple[int, int]]:
     for k, (start, end, word) in enumerate(words):
         unknown = verdict.get(word)
         if unknown is None:
-            unknown = verdict[word] = not _is_safe(word, safe)
+            unknown = verdict[word] = _unknown(word, safe, given, family)
         if not unknown or _in_address(text, start, end):
             continue
         if _EPONYM_AFTER_RE.match(text, end):
@@ -239,3 +287,81 @@ def english(text: str) -> Iterator[tuple[int, int]]:
         run_start, run_end = s, e
     if run_end >= 0:
         yield run_start, run_end
+
+
+# ---- Chinese ---------------------------------------------------------------------------------
+
+_HAN = "\u4e00-\u9fff"
+# Characters that do not stand in a given name's place: particles, pronouns, prepositions, measure words.
+_NOT_GIVEN = frozenset(
+    "的了是在和有不也就都而及与或把被对从向于为以由等中上下内外前后时个们这那其之每各该此即将已曾再又还很更最"
+)
+
+
+@lru_cache(maxsize=1)
+def zh_words() -> tuple[frozenset[str], frozenset[str]]:
+    """From jieba's dictionary (jieba 0.42.1, MIT; dict.txt: word, frequency, tag): (words of 2-4
+    characters that start with a surname character, single characters too frequent as ordinary
+    words to stand alone as a surname). Tags are not used: jieba's are noisy (麻醉, 银行卡 and 华法林
+    are tagged as person names)."""
+    import jieba
+
+    from .names import _ZH_ALL_SURNAMES
+
+    first = {w[0] for w in _ZH_ALL_SURNAMES}
+    words, frequent = set(), set()
+    path = Path(jieba.__file__).with_name("dict.txt")
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            word = parts[0]
+            if len(word) == 1:
+                if int(parts[1]) >= _FREQUENT_CHAR and word not in _TOP_SURNAMES:
+                    frequent.add(word)
+            elif 2 <= len(word) <= 4 and word[0] in first:
+                words.add(word)
+    return frozenset(words), frozenset(frequent)
+
+
+# A surname character that is also a frequent word (和, 于, 从, 高, 平, 方 ...: frequency in jieba's
+# dictionary >= this) starts a name only through the cue rules; the commonest surnames are kept.
+_FREQUENT_CHAR = 9000
+_TOP_SURNAMES = frozenset("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗金")
+# Surname characters that are above all clinical morphemes (查体, 查房, 复查).
+_CLINICAL_MORPHEMES = frozenset("查")
+_PLACE_SUFFIX = frozenset("省市县区镇乡村路街道巷里屯庄")
+
+
+@lru_cache(maxsize=1)
+def _zh_surnames():
+    from .names import _ZH_ALL_SURNAMES
+
+    frequent = zh_words()[1] | _CLINICAL_MORPHEMES
+    single = "".join(sorted(w for w in _ZH_ALL_SURNAMES if len(w) == 1 and w not in frequent))
+    compound = frozenset(w for w in _ZH_ALL_SURNAMES if len(w) == 2)
+    # a surname after a character that is not Han: a name standing as a value ("：鲍福生，", "| 岳红霞 |")
+    return re.compile(f"(?<![{_HAN}])[{single}]"), compound
+
+
+def chinese(text: str) -> Iterator[tuple[int, int]]:
+    """A surname and one or two Han characters standing alone (a non-Han character before and after
+    them), when no dictionary word starts at the surname (高血压, 华法林, 方案), the given name holds no
+    particle or preposition and does not end in a place suffix (楼西区)."""
+    words, _ = zh_words()
+    surname_re, compound = _zh_surnames()
+    n = len(text)
+    for m in surname_re.finditer(text):
+        i = m.start()
+        s = 2 if text[i : i + 2] in compound else 1
+        if any(text[i : i + k] in words for k in (2, 3, 4) if i + k <= n):
+            continue
+        for g in (2, 1):
+            end = i + s + g
+            if end > n or (end < n and "\u4e00" <= text[end] <= "\u9fff"):
+                continue
+            given = text[i + s : end]
+            if all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in given) and given[-1] not in _PLACE_SUFFIX:
+                yield i, end
+            break
