@@ -1001,7 +1001,7 @@ def _chinese_cued(text: str) -> Iterator[tuple[int, int]]:
             yield m.start(), m.end()
     for m in _ZH_SEX_AGE_RE.finditer(text):
         cand = m.group(1)
-        if cand in _ZH_NOT_NAMES or cand[:2] in _ZH_NOT_NAMES or any(cand.startswith(w) for w in _ZH_PREFIX_WORDS):
+        if cand in _ZH_NOT_NAMES or cand[:2] in _ZH_NOT_NAMES or cand.startswith(_ZH_PREFIX_WORDS):
             continue
         s = _zh_surname_at(cand, 0, surnames)
         if (s and len(cand) - s in (1, 2)) or _ZH_SEX_THEN_AGE_RE.match(text, m.end()):

