@@ -74,8 +74,10 @@ def _region_words() -> frozenset[str]:
 
 # A capitalised word (letters, apostrophes, inner hyphens); the case of the first letter is checked in Python.
 _WORD_RE = re.compile(r"(?<![A-Za-zÀ-ÖØ-öø-ÿ'’\-])[A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]*(?:-[A-Za-zÀ-ÖØ-öø-ÿ'’]+)*")
+_EPONYM_FIRST = frozenset(" \t'’")
 _EPONYM_AFTER_RE = re.compile(
-    r"(?:'s|’s)?[ \t]+(?:disease|syndrome|sign|palsy|score|scale|coma|criteria|classification|test|reflex"
+    r"(?:[ \t]+[A-Z][A-Za-z'’-]+)?(?:'s|’s)?[ \t]+"
+    r"(?:disease|syndrome|sign|palsy|score|scale|coma|criteria|classification|test|reflex"
     r"|maneuver|manoeuvre|phenomenon|law|cells?|type|procedure|operation|repair|fracture|tumou?r|lymphoma"
     r"|sarcoma|ulcer|node|triad|catheter|tube|stockings?|position|rule|equation|formula|drain|bag|valve"
     r"|stent|needle|mask|technique|method|protocol|index|ratio|stage|grade|solution|pouch|implant|rule)s?\b",
@@ -276,23 +278,31 @@ def english(text: str) -> Iterator[tuple[int, int]]:
         auto.make_automaton()
         for last, length in auto.iter(text):
             start, end = last + 1 - length, last + 1
-            m = _WORD_RE.match(text, start)
-            if m is None or m.end() != end or (start and text[start - 1] in _WORD_CHARS):
+            after = text[end : end + 1]
+            if (
+                (start and text[start - 1] in _WORD_CHARS)
+                or after in _TOKEN_CHARS
+                or (after == "-" and text[end + 1 : end + 2] in _TOKEN_CHARS)
+            ):
                 continue  # inside a longer word
             if _keep(text, start, end):
                 spans.append((start, end))
     for m in _CAPS_AFTER_TITLE_RE.finditer(text):  # "SEEN BY DR. KAMAU": capitals after a title
-        if m.group(1).lower() not in safe and _keep(text, m.start(1), m.end(1)):
+        if (
+            not (m.start() and text[m.start() - 1] in _WORD_CHARS)
+            and m.group(1).lower() not in safe
+            and _keep(text, m.start(1), m.end(1))
+        ):
             spans.append((m.start(1), m.end(1)))
     if not spans:
         return
     # a listed given or family name beside a word taken joins it ("Gloria Young", "Okafor, Chinedu")
     extra = []
     for start, end in spans:
-        nxt = _NEXT_RE.match(text, end)
+        nxt = _NEXT_RE.match(text, end) if text[end : end + 1] in (" ", ",") else None
         if nxt and _listed(nxt.group(1), given, family):
             extra.append((nxt.start(1), nxt.end(1)))
-        prev = _PREV_RE.search(text, max(0, start - 40), start)
+        prev = _PREV_RE.search(text, max(0, start - 40), start) if text[start - 1 : start] == " " else None
         if (
             prev
             and _listed(prev.group(1), given, family)
@@ -313,10 +323,13 @@ def english(text: str) -> Iterator[tuple[int, int]]:
         yield run_start, run_end
 
 
-_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'’-") | frozenset(
+# what _WORD_RE's words are made of: letters (ASCII and Latin-1) and apostrophes; "-" joins two words
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'’") | frozenset(
     chr(c) for c in range(0xC0, 0x100) if chr(c).isalpha()
 )
-_CAPS_AFTER_TITLE_RE = re.compile(r"\b(?:DR|MR|MRS|MS|MISS|PROF)\.?[ \t]([A-Z][A-Z'’-]+)(?![A-Za-z])")
+_WORD_CHARS = _TOKEN_CHARS | {"-"}
+# no \b before the title (a word boundary tested at every position costs five times the scan): checked on each match
+_CAPS_AFTER_TITLE_RE = re.compile(r"[DMP](?:R|RS|S|ISS|ROF)\.?[ \t]([A-Z][A-Z'’-]+)(?![A-Za-z])")
 _NEXT_RE = re.compile(r"(?: |, )([A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]*)(?![A-Za-zÀ-ÖØ-öø-ÿ'’-])")
 _PREV_RE = re.compile(r"([A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’]*)(?: |, )$")
 
@@ -326,16 +339,14 @@ def _listed(word: str, given: frozenset[str], family: frozenset[str]) -> bool:
     return (base in given or base in family) and not base.isupper()
 
 
-_ONE_MORE_WORD_RE = re.compile(r"[ \t]+[A-Z][A-Za-z'’-]+")
-
-
 def _keep(text: str, start: int, end: int) -> bool:
     """Not inside a web or e-mail address, not an eponym (also of two words: "Lou Gehrig disease",
     "Guillain Barre syndrome"), not a street after a house number."""
-    if _in_address(text, start, end) or _EPONYM_AFTER_RE.match(text, end):
+    if _in_address(text, start, end):
         return False
-    one_more = _ONE_MORE_WORD_RE.match(text, end)
-    if one_more and _EPONYM_AFTER_RE.match(text, one_more.end()):
+    if text[end : end + 1] not in _EPONYM_FIRST:
+        return True  # an eponym's or a street's word follows after a space (or "'s")
+    if _EPONYM_AFTER_RE.match(text, end):
         return False
     return not (_STREET_AFTER_RE.match(text, end) and _NUMBER_BEFORE_RE.search(text, max(0, start - 24), start))
 
@@ -411,29 +422,32 @@ _ZH_AFTER = frozenset("之的您带代签陪说称等和与及、让叫给替")
 
 @lru_cache(maxsize=1)
 def _zh_surnames():
-    from .names import _ZH_ALL_SURNAMES, _ZH_PREFIX
+    from .names import _ZH_ALL_SURNAMES, _ZH_ELDER_RE, _ZH_PREFIX, _ZH_TITLE_RE
 
     frequent = zh_words()[1] | _CLINICAL_MORPHEMES
     single = "".join(sorted(w for w in _ZH_ALL_SURNAMES if len(w) == 1 and w not in frequent))
     compound = frozenset(w for w in _ZH_ALL_SURNAMES if len(w) == 2)
     cues = frozenset(_ZH_PREFIX.split("|")) | frozenset(_ZH_KIN)
-    return re.compile(f"[{single}]"), compound, cues
+    return re.compile(f"[{single}]"), compound, cues, _ZH_TITLE_RE, _ZH_ELDER_RE
 
 
 def _zh_cue_before(text: str, i: int, cues: frozenset[str]) -> bool:
-    if i == 0 or not "\u4e00" <= text[i - 1] <= "\u9fff":
+    before = text[i - 1 : i]
+    if not before or not "\u4e00" <= before <= "\u9fff" or before in _ZH_AGENT_END:
         return True
-    if text[i - 1] in _ZH_AGENT_END:
-        return True
-    return any(text[i - k : i] in cues for k in (2, 3, 4, 5) if i - k >= 0)
+    return (
+        text[max(0, i - 2) : i] in cues
+        or text[max(0, i - 3) : i] in cues
+        or text[max(0, i - 4) : i] in cues
+        or text[max(0, i - 5) : i] in cues
+    )
 
 
-def _zh_free_after(text: str, end: int) -> bool:
-    from .names import _ZH_ELDER_RE, _ZH_TITLE_RE
-
-    if end >= len(text) or not "\u4e00" <= text[end] <= "\u9fff" or text[end] in _ZH_AFTER:
+def _zh_free_after(text: str, end: int, title_re, elder_re) -> bool:
+    after = text[end : end + 1]
+    if not after or not "\u4e00" <= after <= "\u9fff" or after in _ZH_AFTER:
         return True
-    return _ZH_TITLE_RE.match(text, end) is not None or _ZH_ELDER_RE.match(text, end) is not None
+    return title_re.match(text, end) is not None or elder_re.match(text, end) is not None
 
 
 def chinese(text: str) -> Iterator[tuple[int, int]]:
@@ -442,7 +456,7 @@ def chinese(text: str) -> Iterator[tuple[int, int]]:
     title or a particle that follows a person; when no dictionary word starts at the surname (高血压,
     华法林, 方案), the given name holds no particle or preposition and does not end in a place suffix."""
     words, _ = zh_words()
-    surname_re, compound, cues = _zh_surnames()
+    surname_re, compound, cues, title_re, elder_re = _zh_surnames()
     n = len(text)
     for m in surname_re.finditer(text):
         i = m.start()
@@ -453,7 +467,7 @@ def chinese(text: str) -> Iterator[tuple[int, int]]:
             continue
         for g in (2, 1):
             end = i + s + g
-            if end > n or not _zh_free_after(text, end):
+            if end > n or not _zh_free_after(text, end, title_re, elder_re):
                 continue
             given = text[i + s : end]
             if all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in given) and given[-1] not in _PLACE_SUFFIX:
