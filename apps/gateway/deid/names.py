@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from . import cues, fastre
+from . import cues, fastre, safelist
 from .spans import NAME, Span
 
 _DATA = Path(__file__).with_name("data")
@@ -31,7 +31,10 @@ def _load(filename: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def dictionaries() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
-    """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN)."""
+    """(given EN, family EN, surnames ZH, given-name characters ZH, capitalised non-names EN).
+    Loads the inversion pass's word lists too (safelist.py), so that engine.warm() builds them all."""
+    safelist.safe_words()
+    safelist.zh_words()
     return (
         frozenset(_load("given_names_en.txt") + _load("given_names_census.txt")),
         frozenset(_load("family_names_en.txt") + _load("family_names_census.txt")),
@@ -998,7 +1001,7 @@ def _chinese_cued(text: str) -> Iterator[tuple[int, int]]:
             yield m.start(), m.end()
     for m in _ZH_SEX_AGE_RE.finditer(text):
         cand = m.group(1)
-        if cand in _ZH_NOT_NAMES or cand[:2] in _ZH_NOT_NAMES or any(cand.startswith(w) for w in _ZH_PREFIX_WORDS):
+        if cand in _ZH_NOT_NAMES or cand[:2] in _ZH_NOT_NAMES or cand.startswith(_ZH_PREFIX_WORDS):
             continue
         s = _zh_surname_at(cand, 0, surnames)
         if (s and len(cand) - s in (1, 2)) or _ZH_SEX_THEN_AGE_RE.match(text, m.end()):
@@ -1125,6 +1128,12 @@ def find_names(text: str) -> Iterator[Span]:
     for start, end in _propagate(text, found):
         if (start, end) not in seen:
             yield Span(start, end, NAME, 30)
+    # recall first: whatever is not a known word (safelist.py), below every other detector
+    for start, end in safelist.english(text):
+        yield Span(start, end, NAME, safelist.PRIORITY)
+    if _HAS_HAN.search(text):
+        for start, end in safelist.chinese(text):
+            yield Span(start, end, NAME, safelist.PRIORITY)
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py
