@@ -92,3 +92,40 @@ def test_dates_phones_and_cards_stay_with_their_own_detectors():
 def test_a_zero_padded_number_is_a_record_number_not_a_phone():
     # moved from test_deid_leak_families.py's negatives: unlabelled, it is now typed by default
     assert found("| 172.16.8.4 | 003318820 | view |") == [("IP", "172.16.8.4"), ("MRN", "003318820")]
+
+
+def test_a_value_right_after_its_label_outranks_a_shape_guess():
+    # an NHS number in 3-3-4 groups is not a phone; a record number written 3-2-4 after MRN is not an SSN
+    assert found("NHS number 485 777 3456.") == [("HEALTH_PLAN", "485 777 3456")]
+    assert ("MRN", "004-88-1932") in found("Patient label | MRN 004-88-1932 | FIN 88102293")
+    # but a phone after a word that is not its label stays a phone, and an unlabelled 3-2-4 is the SSN detector's
+    assert found("Member services 800-555-0100") == [("PHONE", "800-555-0100")]
+    assert found("ref 000-12-3456") == []
+
+
+def test_a_table_cell_is_typed_by_its_column_header():
+    text = "姓名 | 性别 | 科室 | 床号 | 住院号\n马福祥 | 男 | 骨科 | 18 | ZY0088213\n"
+    assert ("MRN", "ZY0088213") in family(text)
+    assert ("MRN", "18") not in family(text)
+    lot = "| drug | lot |\n|---|---|\n| heparin | AB2371557 |\n"
+    assert family(lot) == []
+
+
+def test_an_ipv6_address_right_after_a_label_colon_in_any_script():
+    text = "患者登录失败日志：2001:db8:85a3::8a2e:370:7334。"
+    assert ("IP", "2001:db8:85a3::8a2e:370:7334") in found(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [("Witnessed by funeral director Amos Tully, 555-0188.", "555-0188"), ("Fax 555-0122 today", "555-0122")],
+)
+def test_a_local_number_with_no_cue_is_a_phone(text, phone):
+    assert any(value == phone for _kind, value in family(text))
+
+
+@pytest.mark.parametrize(
+    "text", ["Platelets 150-4000 noted.", "Dose 250-1000 mg daily.", "Range 200-4000 IU.", "lot 555-0188"]
+)
+def test_ranges_doses_and_lots_are_not_local_phones(text):
+    assert [k for k, _ in family(text) if k in ("PHONE", "FAX")] == []
