@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from . import contextual, cues, dates, geo, names, safeharbor, structured
+from . import contextual, cues, dates, geo, identifiers, names, safeharbor, structured, tail
 from .canonical import canonical_text, canonicalise
 from .spans import (
     ADDRESS,
@@ -149,6 +149,10 @@ def _candidates(text: str, kinds: frozenset[str], check=None):
         if check:
             check()
         yield from geo.find_geo(text, kinds)
+    if check:
+        check()
+    yield from identifiers.find_identifiers(text, kinds)  # the lowest priority: any other detector wins
+    yield from tail.find_tail(text, kinds)  # date and age families, below dates.py's and ages.py's
 
 
 def _resolve(spans: list[Span], length: int) -> list[Span]:
