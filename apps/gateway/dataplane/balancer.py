@@ -108,6 +108,7 @@ class ServerState:
         }
 
 
+PROBE_TIMEOUT = 120.0  # seconds a half-open probe may stay unanswered before another is let through
 LATENCY_WEIGHT = 0.1  # each answered call's part in its server's moving-average latency
 
 
@@ -162,7 +163,9 @@ class Balancer:
     def _available(self, state: ServerState, now: float) -> bool:
         if state.state == CLOSED:
             return True
-        return state.state == OPEN and now >= state.retry_at  # due for its half-open probe
+        if state.state == HALF_OPEN:  # a probe that never reported back (cancelled): another one, later
+            return now >= state.retry_at + PROBE_TIMEOUT
+        return now >= state.retry_at  # open: due for its half-open probe
 
     def choose(self, routes: Sequence, *, versioned: bool, exclude: frozenset = frozenset(), like=None):
         """The route for the next call among `routes` (one model's, as the policy gave them). `exclude`:
@@ -188,8 +191,8 @@ class Balancer:
             candidates = self._version(candidates)
         route = self._by_load(candidates)
         state = self.servers[route.server_id]
-        if state.state == OPEN:  # its probe
-            state.state, state.probing = HALF_OPEN, True
+        if state.state != CLOSED:  # its probe
+            state.state, state.probing, state.retry_at = HALF_OPEN, True, now
         return route
 
     def _version(self, candidates: list) -> list:

@@ -8,7 +8,16 @@ from collections import Counter
 import pytest
 
 from apps.core.errors import ServiceError
-from apps.gateway.dataplane.balancer import CLOSED, HALF_OPEN, OPEN, Balancer, Metrics, apply_metrics, parse_metrics
+from apps.gateway.dataplane.balancer import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    PROBE_TIMEOUT,
+    Balancer,
+    Metrics,
+    apply_metrics,
+    parse_metrics,
+)
 from apps.gateway.dataplane.snapshot import Route
 
 SIG = {"inputs": [], "outputs": []}
@@ -135,7 +144,9 @@ def test_a_transport_failure_opens_the_circuit_at_once_and_a_probe_closes_it():
     b.failed(b.begin(probe), "refused", transport=True)  # the probe fails: open, twice the backoff
     assert state.state == OPEN and state.backoff == 2.0
     clock.now += 2.0
-    b.succeeded(b.begin(b.choose([a], versioned=False)))
+    b.choose([a], versioned=False)  # a probe that never reports back (its call was cancelled) …
+    clock.now += PROBE_TIMEOUT
+    b.succeeded(b.begin(b.choose([a], versioned=False)))  # … does not keep the server out for ever
     assert state.state == CLOSED and state.backoff == 0.0
 
 
