@@ -318,6 +318,12 @@ LLM_SEND_TIMEOUT = env.float("SOVEREIGN_LLM_SEND_TIMEOUT", default=30.0)
 GATEWAY_LLM_MAX_STREAMS = env.int("SOVEREIGN_GATEWAY_LLM_MAX_STREAMS", default=64)
 # KServe v2 over gRPC on the data plane (0: off).
 GATEWAY_GRPC_PORT = env.int("SOVEREIGN_GRPC_PORT", default=0)
+# The data plane's replica choice (apps/gateway/dataplane/balancer.py, docs/gateway.md "Choosing a replica"):
+# consecutive 5xx answers or read timeouts that open a server's circuit (a connection failure opens it at
+# once), the mean Triton queue time counted as one more call in flight, and how often Triton's metrics are read.
+GATEWAY_BREAKER_FAILURES = env.int("SOVEREIGN_GATEWAY_BREAKER_FAILURES", default=3)
+GATEWAY_QUEUE_UNIT_US = env.float("SOVEREIGN_GATEWAY_QUEUE_UNIT_US", default=1000.0)
+GATEWAY_METRICS_INTERVAL = env.float("SOVEREIGN_GATEWAY_METRICS_INTERVAL", default=1.5)
 # The data plane's in-memory policy snapshot (apps/gateway/dataplane/snapshot.py) is rebuilt when a
 # policy write commits (PostgreSQL NOTIFY; on SQLite a counter polled every 250 ms) and, as a
 # backstop, at least every POLICY_MAX_AGE seconds; after POLICY_HARD_LIMIT seconds without a

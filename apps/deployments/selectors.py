@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+
 from django.db.models import Q
 
 from apps.core.errors import Conflict
@@ -17,12 +21,60 @@ __all__ = [
     "CREDENTIAL_HEADER",
     "client_for",
     "credentials_for",
+    "GATEWAY_VIEW_KEY",
+    "GATEWAY_VIEW_TTL",
+    "gateway_says",
+    "gateway_view",
     "refuse_if_deployed",
     "server_credential_labels",
     "server_policy",
     "tls_config",
     "version_is_live",
 ]
+
+log = logging.getLogger(__name__)
+
+# The gateway's data plane publishes its circuit breaker for each server (apps/gateway/dataplane/balancer.py):
+# one Redis hash per server, a field per data-plane process holding JSON with its time ("at"); the
+# key lives GATEWAY_VIEW_TTL seconds past the last publication, a process silent that long is ignored.
+GATEWAY_VIEW_KEY = "sov:gw:breaker:{server_id}"
+GATEWAY_VIEW_TTL = 30
+
+
+def gateway_view(server_id: int) -> list[dict]:
+    """What each live data-plane process says of the server (state, last error…); [] if none or no Redis."""
+    from apps.core.throttling import redis_client
+
+    client = redis_client()
+    if client is None:
+        return []
+    try:
+        fields = client.hgetall(GATEWAY_VIEW_KEY.format(server_id=server_id))
+    except Exception:  # noqa: BLE001 - Redis down: the view is unknown, nothing else depends on it
+        log.warning("gateway view of server %s unreadable", server_id, exc_info=True)
+        return []
+    now, out = time.time(), []
+    for raw in fields.values():
+        try:
+            view = json.loads(raw)
+        except ValueError:
+            continue
+        if now - float(view.get("at", 0)) <= GATEWAY_VIEW_TTL:
+            out.append(view)
+    return out
+
+
+def gateway_says(server_id: int) -> str:
+    """One line for the server's health: the gateway's own experience of it ('' when it has none)."""
+    views = gateway_view(server_id)
+    if not views:
+        return ""
+    tripped = [v for v in views if v.get("state") != "closed"]
+    if not tripped:
+        return f"reachable (circuit closed in {len(views)} data-plane process{'es' if len(views) > 1 else ''})"
+    error = max(tripped, key=lambda v: v.get("last_error_at") or 0).get("last_error") or "unknown error"
+    return f"circuit open in {len(tripped)} of {len(views)} data-plane processes: {error}"
+
 
 # Wanted, or not yet known to be gone from its server.
 LIVE = Q(desired_state=Desired.ACTIVE) | ~Q(observed_state__in=[Observed.INACTIVE, Observed.FAILED])

@@ -40,7 +40,7 @@ from apps.compliance.selectors import (
 )
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
-from apps.deployments.models import Deployment, InferenceServer
+from apps.deployments.models import Deployment, InferenceServer, ReplicaSet
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import (
     Grant,
@@ -63,6 +63,7 @@ def _sql() -> str:
         "model": Model._meta.db_table,
         "mv": ModelVersion._meta.db_table,
         "srv": InferenceServer._meta.db_table,
+        "rs": ReplicaSet._meta.db_table,
         "user_groups": Group.user_set.through._meta.db_table,
         "perm": Permission._meta.db_table,
         "ug": ModelUserGrant._meta.db_table,
@@ -74,11 +75,13 @@ def _sql() -> str:
 SELECT m.id, d.id, d.model_version_id, d.server_id, d.max_batch_size,
        mv.version, mv.signature, s.name, s.http_url, {deid_policy_columns("m.id")},
        (%s AND EXISTS (SELECT 1 FROM {t["tm"]} tm WHERE tm.apitoken_id = %s AND tm.model_id = m.id)),
-       g.codename, g.expires_at, g.via_group, {answer_screen_column("m.id")}, {numeric_inputs_column("m.id")}
+       g.codename, g.expires_at, g.via_group, {answer_screen_column("m.id")}, {numeric_inputs_column("m.id")},
+       COALESCE(rs.traffic_weight, 100), s.metrics_url
 FROM {t["model"]} m
 LEFT JOIN {t["dep"]} d ON d.model_id = m.id AND d.desired_state = 'active' AND d.observed_state = 'active'
 LEFT JOIN {t["mv"]} mv ON mv.id = d.model_version_id
 LEFT JOIN {t["srv"]} s ON s.id = d.server_id
+LEFT JOIN {t["rs"]} rs ON rs.id = d.replica_set_id
 LEFT JOIN (SELECT x.content_object_id AS model_id, p.codename, x.expires_at, 0 AS via_group
              FROM {t["ug"]} x JOIN {t["perm"]} p ON p.id = x.permission_id WHERE x.user_id = %s
            UNION ALL
@@ -108,7 +111,9 @@ def gather(user, token, name: str) -> Facts:
     facts = Facts(model_id=rows[0][0] if rows else None, deployments={}, grants=set(), listed=False)
     for row in rows:
         if row[1] is not None and row[1] not in facts.deployments:
-            facts.deployments[row[1]] = _deployment(*row[:11], screen=row[15], numeric_declared=row[16])
+            facts.deployments[row[1]] = _deployment(
+                *row[:11], screen=row[15], numeric_declared=row[16], weight=row[17], metrics_url=row[18]
+            )
         facts.listed = facts.listed or bool(row[11])
         if row[12] is not None:
             facts.grants.add(Grant(row[0], row[12], aware(row[13]), via_group=bool(row[14])))
@@ -217,6 +222,8 @@ def _deployment(
     *,
     screen=None,
     numeric_declared=None,
+    weight=100,
+    metrics_url="",
 ):
     dep = Deployment(
         id=pk, model_id=model_id, model_version_id=version_id, server_id=server_id, max_batch_size=max_batch_size
@@ -227,5 +234,6 @@ def _deployment(
     if isinstance(signature, str | bytes):
         signature = json.loads(signature)
     dep.model_version = ModelVersion(id=version_id, model_id=model_id, version=version, signature=signature)
-    dep.server = InferenceServer(id=server_id, name=server_name, http_url=http_url)
+    dep.server = InferenceServer(id=server_id, name=server_name, http_url=http_url, metrics_url=metrics_url or "")
+    dep.traffic_weight = int(weight)  # the version's share of unversioned calls (its replica set's; none: 100)
     return dep

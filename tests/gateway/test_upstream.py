@@ -7,7 +7,7 @@ import json
 import pytest
 
 from apps.audit.models import AuditEvent, Outcome
-from apps.gateway.dataplane import pipeline
+from apps.gateway.dataplane.balancer import Balancer
 from tests.factories import ModelVersionFactory, closed_port
 
 from .helpers import deploy, infer, valid_request
@@ -171,8 +171,8 @@ class TestSeveralServers:
     ):
         v1 = deploy(model_version, url=fake_triton.url)
         v2 = deploy(ModelVersionFactory(model_name="triage", actor=staff_user), url=f"http://127.0.0.1:{closed_port()}")
-        # Whichever deployment a random pick would favour, the version in the URL decides.
-        monkeypatch.setattr(pipeline.random, "choice", lambda seq: seq[0] if pick == "first" else seq[-1])
+        # Whichever version the weighted split would favour, the version in the URL decides.
+        monkeypatch.setattr(Balancer, "_version", lambda self, routes: routes[:1] if pick == "first" else routes[-1:])
 
         v1_resp = caller.get("/v2/models/triage/versions/1/ready")
         v2_resp = caller.get("/v2/models/triage/versions/2/ready")

@@ -39,8 +39,8 @@ from apps.accounts.services import AccountFacts, TokenRejected, authenticate_bea
 from apps.compliance import selectors as compliance
 from apps.compliance.models import DeidMode, ModelPolicy, ProfileAttachment
 from apps.core.errors import ServiceError
-from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
-from apps.gateway.dataplane.snapshot import load_snapshot
+from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, ReplicaSet
+from apps.gateway.dataplane.snapshot import load_snapshot, traffic_share
 from apps.gateway.routing import route
 from apps.registry import access
 from apps.registry.models import Model, ModelVersion
@@ -223,10 +223,16 @@ class Rows:
         servers = InferenceServer.objects.bulk_create(
             InferenceServer(name=f"s{i}", http_url=f"http://127.0.0.1:{9000 + i}") for i in range(2)
         )
+        # every other model's version in a replica set with a share of 40 %: the forms carry it alike
+        sets = {
+            i: ReplicaSet.objects.create(model_id=ids[i], model_version=versions[i], traffic_weight=40)
+            for i in range(1, len(ids), 2)
+        }
         deployments = Deployment.objects.bulk_create(
             Deployment(
                 model_id=ids[i],
                 model_version=versions[i],
+                replica_set=sets.get(i),
                 server=servers[j % 2],
                 desired_state=STATES[state][0],
                 observed_state=STATES[state][1],
@@ -387,16 +393,24 @@ def gateway_answer(user, token, name: str, *, invoke: bool):
     try:
         deps = route(user, token, name, invoke=invoke)
     except ServiceError as err:
-        return err.code, ()
-    return tuple(sorted(d.pk for d in deps)), tuple(sorted({d.deid_mode for d in deps}))
+        return err.code, (), ()
+    return tuple(sorted(d.pk for d in deps)), tuple(sorted({d.deid_mode for d in deps})), weights(deps)
+
+
+def weights(served) -> tuple[int, ...]:
+    """Each route's version weight (apps/gateway/dataplane/snapshot.py traffic_share), by deployment id."""
+    return tuple(
+        traffic_share(r) if isinstance(r, Deployment) else r.weight
+        for r in sorted(served, key=lambda r: r.pk if isinstance(r, Deployment) else r.deployment_id)
+    )
 
 
 def snapshot_answer(snapshot, caller, name: str, *, invoke: bool):
     try:
         routes = snapshot.route(caller, name, None, invoke=invoke, now=timezone.now())
     except ServiceError as err:
-        return err.code, ()
-    return tuple(sorted(r.deployment_id for r in routes)), tuple(sorted({r.deid_mode for r in routes}))
+        return err.code, (), ()
+    return tuple(sorted(r.deployment_id for r in routes)), tuple(sorted({r.deid_mode for r in routes})), weights(routes)
 
 
 def ids(qs) -> set[int]:
@@ -472,13 +486,14 @@ class TestEveryFormAgrees(TestCase):
                     model_id in answers["catalogue"],
                     deps,
                 )
-                got, modes = gateway_answer(user, token, f"m{m}", invoke=invoke)
+                got, modes, shares = gateway_answer(user, token, f"m{m}", invoke=invoke)
                 event(f"{'infer' if invoke else 'metadata'}: {got if isinstance(got, str) else 'served'}")
                 assert got == expected, (m, invoke, t)
                 if isinstance(got, tuple):
                     assert modes == (ref.deid(m),)
-                # The data plane, from memory: the same answer, the same de-identification mode.
-                assert snapshot_answer(snapshot, caller, f"m{m}", invoke=invoke) == (got, modes), (m, invoke, t)
+                    assert shares == (40 if m % 2 else 100,) * len(got)
+                # The data plane, from memory: the same answer, de-identification mode and version weights.
+                assert snapshot_answer(snapshot, caller, f"m{m}", invoke=invoke) == (got, modes, shares), (m, invoke, t)
         for invoke in (True, False):  # a name no model has: the scope first, then model_not_found
             assert snapshot_answer(snapshot, caller, "absent", invoke=invoke) == gateway_answer(
                 user, token, "absent", invoke=invoke

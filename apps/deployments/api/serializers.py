@@ -4,6 +4,7 @@ from inference_backend.config import BATCHING_FIELDS
 
 from .. import services
 from ..models import Deployment, DeploymentTransition, InferenceServer, Kind, Rollout, RolloutStrategy
+from ..selectors import gateway_says
 
 
 class InferenceServerSerializer(serializers.ModelSerializer):
@@ -24,6 +25,9 @@ class InferenceServerSerializer(serializers.ModelSerializer):
         "--http-restricted-api / --grpc-restricted-protocol); stored sealed, never returned",
     )
     has_credential = serializers.BooleanField(read_only=True)
+    gateway_says = serializers.SerializerMethodField(
+        help_text="the gateway data plane's own experience of the server: its circuit breaker and last error"
+    )
 
     class Meta:
         model = InferenceServer
@@ -38,9 +42,13 @@ class InferenceServerSerializer(serializers.ModelSerializer):
             "has_credential",
             "state",
             "last_seen_at",
+            "gateway_says",
             "created_at",
         ]
         read_only_fields = ["state", "last_seen_at", "created_at"]
+
+    def get_gateway_says(self, obj) -> str:
+        return gateway_says(obj.pk) if obj.pk else ""
 
 
 class ServerCredentialSerializer(serializers.Serializer):

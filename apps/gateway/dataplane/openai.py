@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from . import openai_wire as wire
 from .pipeline import Call, new_request_id
 from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id, surrogate_strings
 from .types import Inbound
+from .upstream import UpstreamError, UpstreamFailure
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ class OpenAIAdapter:
 
     async def _prepare(self, call: Call, req: wire.LLMRequest) -> dict:
         routes = await self.pipeline.policy.route(call.caller, req.model, None, invoke=True)
-        route = random.choice(routes) if len(routes) > 1 else routes[0]
-        call.route = route
+        route = self.pipeline.balancer.choose(routes, versioned=False)
+        call.route, call.routes = route, routes
         signature = route.signature
         if signature.get("kind") != "llm":
             raise wire.bad(
@@ -298,11 +298,14 @@ class OpenAIAdapter:
 
         watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
         upstream = None
+        load = None  # the balancer's record of the replica serving this stream
         # A stream's `.started` event is committed while the model reads the prompt (it is awaited
         # before the first byte leaves, fail closed), not after: off the time to first token.
         started = asyncio.ensure_future(self._started(call)) if req.stream else None
         try:
-            upstream = link["upstream"] = await self._open_upstream(route, prepared)
+            upstream, load = await self._connect(call, prepared)
+            route = prepared["route"]
+            link["upstream"] = upstream
             if ex.disconnected:
                 raise ClientGone()
             events = _events(upstream, settings.LLM_IDLE_TIMEOUT)
@@ -340,6 +343,10 @@ class OpenAIAdapter:
         except Exception as err:
             if ex.disconnected:  # the stream ended because the client left and it was closed
                 ex.finish = "cancelled"
+            elif isinstance(err, UpstreamFailure):  # the connection broke mid-answer: said, never truncated
+                logger.warning("OpenAI call to %s: the stream from %s broke: %s", req.model, route.server_name, err)
+                error = interrupted()
+                load = self._settle(load, error=f"{err.kind}: stream broken after the answer began")
             elif isinstance(err, ServiceError):
                 error = err
             else:
@@ -353,10 +360,56 @@ class OpenAIAdapter:
             if upstream is not None and (ex.disconnected or error is not None or not ex.finish):
                 upstream.close()  # Triton sees the stream closed and cancels the request
         if error is None and not ex.disconnected and not ex.finish:
-            error = ServiceError("triton_error", "the model's stream ended without a final answer", 502)
+            logger.warning("OpenAI call to %s: %s's stream ended without a final answer", req.model, route.server_name)
+            error = interrupted()
+            load = self._settle(load, error="the stream ended without a final answer")
+        self._settle(load, gone=ex.disconnected)
         if error is None and not ex.counted_by_model:
             ex.completion_tokens = await self.tokens.count(route, "".join(ex.text))
         await self._finish(send, call, req, prepared, ex, error, started_sent, created)
+
+    async def _connect(self, call: Call, prepared: dict):
+        """The stream opened on the chosen replica or, if that fails before any answer byte (refused,
+        reset, connect timeout, a 5xx status), on one other available replica of the version."""
+        balancer = self.pipeline.balancer
+        route, tried = prepared["route"], set()
+        while True:
+            load = balancer.begin(route)
+            try:
+                upstream = await self._open_upstream(route, prepared)
+            except UpstreamError as err:
+                balancer.failed(load, err.cause, transport=err.retryable)
+                retry, failure, upstream = err.retryable, err, None
+            except BaseException:
+                balancer.finished(load)
+                raise
+            else:
+                if upstream.status < 500:
+                    return upstream, load
+                upstream.close()
+                balancer.failed(load, f"HTTP {upstream.status} from the server", transport=False)
+                retry = True
+            other = self.pipeline._failover(call, route, tried | {route.server_id}) if retry and not tried else None
+            if other is None:
+                if upstream is None:
+                    raise failure
+                raise ServiceError("triton_error", f"the inference server answered {upstream.status}", 502)
+            tried.add(route.server_id)
+            logger.warning("OpenAI call to %s: %s failed; opening on %s", route.model, route.server, other.server)
+            route = prepared["route"] = call.route = other
+
+    def _settle(self, load, *, error: str | None = None, gone: bool = False):
+        """The stream's outcome to the balancer, once (returns None: settled)."""
+        if load is None:
+            return None
+        balancer = self.pipeline.balancer
+        if error is not None:
+            balancer.failed(load, error, transport=True)
+        elif gone:
+            balancer.finished(load)
+        else:
+            balancer.succeeded(load)
+        return None
 
     async def _open_upstream(self, route, prepared: dict):
         body = {
@@ -698,6 +751,16 @@ _BODY_ERRORS = {
     ),
     "disconnected": ServiceError("client_disconnected", "the client went away before sending the whole body", 400),
 }
+
+
+def interrupted() -> ServiceError:
+    """A stream that broke after it began (the server died, the connection was cut): the caller is told
+    so — an error event in the SSE stream, or the error answer — never handed a truncated answer as whole."""
+    return ServiceError(
+        "upstream_interrupted",
+        "the model's server stopped answering before the answer was complete; the answer is incomplete, retry the call",
+        502,
+    )
 
 
 def _internal() -> ServiceError:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,9 +36,11 @@ from inference_backend.kek import KekError
 from ..deid import Budget, Reidentifier, SurrogateMap
 from ..phi import answer_outputs, deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header, refuse_numeric_inputs
+from .balancer import Balancer
 from .snapshot import TokenMiss
 from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
+from .upstream import UpstreamBusy, UpstreamError
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -92,7 +93,8 @@ class Call:
     started: float
     ip: str | None
     caller: object | None = None  # the snapshot's Caller
-    route: object | None = None  # the snapshot's Route
+    route: object | None = None  # the snapshot's Route (the replica that answered, after a failover)
+    routes: object | None = None  # every Route the policy allowed (a failover chooses among them)
     deid: dict | None = None
     conversation: str | None = None  # X-Sovereign-Conversation (surrogate mode)
     answer: Answer | None = None  # what the answer goes through (None: relayed as it comes)
@@ -114,8 +116,9 @@ class Pipeline:
     """One per data-plane process. `policy` answers authenticate/route (snapshot.py), `audit`
     takes events (auditsink.py), `limiter` is an async rate limiter, `pool` the upstream pool."""
 
-    def __init__(self, *, policy, audit, limiter, failure_limiter=None, pool, refusals=None):
+    def __init__(self, *, policy, audit, limiter, failure_limiter=None, pool, refusals=None, balancer=None):
         self.policy = policy
+        self.balancer = balancer or Balancer()  # replica choice, load, circuit breakers (balancer.py)
         self.audit = audit
         self.limiter = limiter
         self.pool = pool
@@ -194,7 +197,8 @@ class Pipeline:
         inbound = call.inbound
         caller = await self.admit_caller(call)
         routes = await self.policy.route(caller, inbound.model, inbound.version, invoke=inbound.kind == INFER)
-        call.route = random.choice(routes) if len(routes) > 1 else routes[0]
+        call.routes = routes
+        call.route = self.balancer.choose(routes, versioned=inbound.version is not None)
         return call.route
 
     async def forward_as_routed(self, inbound: Inbound, route) -> tuple[Outbound, dict | None]:
@@ -203,7 +207,7 @@ class Pipeline:
         de-identification (apps/gateway/deidprobe.py) pushes its synthetic text through exactly the
         code real calls take up to Triton. Returns the answer and the de-identification counts."""
         call = Call(inbound, time.perf_counter(), None)
-        call.route = route
+        call.route, call.routes = route, [route]
         return await self._act(call, route), call.deid
 
     def _failure_check(self, ip: str | None) -> Check:
@@ -214,27 +218,100 @@ class Pipeline:
             return Decision(True)
         return await self.limiter.hit(check)
 
-    async def _act(self, call: Call, route) -> Outbound:
-        inbound = call.inbound
+    @staticmethod
+    def _model_url(route, inbound: Inbound) -> str:
         url = f"{route.http_url}/v2/models/{inbound.model}"
         if inbound.version is not None:
             url = f"{url}/versions/{route.version}"
-        timeout = settings.TRITON_TIMEOUT
+        return url
+
+    async def _act(self, call: Call, route) -> Outbound:
+        inbound = call.inbound
         if inbound.kind == INFER:
             body, header_length = await self._prepare(call, route)
-            headers = [("Content-Type", inbound.content_type or JSON), *route.upstream_headers()]
+            headers = [("Content-Type", inbound.content_type or JSON)]
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
-            upstream = await self.pool.request("POST", f"{url}/infer", headers, body, timeout=timeout)
-            out = self._relay_version(upstream, call, route)
+            upstream = await self._forward(call, route, "POST", "/infer", headers, body)
+            out = self._relay_version(upstream, call, call.route)
             if call.answer is None:  # no screen, nothing to re-identify: the upstream's bytes as they are
                 return out
             return await self._answer(call, out)
         if inbound.kind == READY:
-            upstream = await self.pool.request("GET", f"{url}/ready", route.upstream_headers(), timeout=timeout)
-            return self._relay(upstream)
-        upstream = await self.pool.request("GET", url, route.upstream_headers(), timeout=timeout)
-        return self._relay_version(upstream, call, route)
+            return self._relay(await self._forward(call, route, "GET", "/ready", [], b""))
+        return self._relay_version(await self._forward(call, route, "GET", "", [], b""), call, call.route)
+
+    async def _forward(self, call: Call, route, method: str, suffix: str, headers: list, body: bytes):
+        """Send to `route`'s server; on a failure before any answer byte (refused, reset, closed, connect
+        timeout, its pool full) or a 5xx answer, once more to another available replica (inference is
+        idempotent; nothing has reached the caller). Every outcome goes to the balancer (load, breaker).
+        `call.route` ends as the replica that answered."""
+        balancer = self.balancer
+        tried: set[int] = set()
+        while True:
+            call.route = route
+            state = balancer.begin(route)
+            try:
+                upstream = await self.pool.request(
+                    method,
+                    self._model_url(route, call.inbound) + suffix,
+                    [*headers, *route.upstream_headers()],
+                    body,
+                    timeout=settings.TRITON_TIMEOUT,
+                )
+            except UpstreamError as err:
+                balancer.failed(state, err.cause, transport=err.retryable)
+                if err.retryable and not tried:
+                    tried.add(route.server_id)
+                    route = self._failover(call, route, tried)
+                    if route is not None:
+                        continue
+                raise
+            except UpstreamBusy:
+                balancer.finished(state)
+                if not tried:
+                    tried.add(route.server_id)
+                    route = self._failover(call, route, tried)
+                    if route is not None:
+                        continue
+                raise
+            except BaseException:  # cancelled, or refused by the server policy: no verdict on the server
+                balancer.finished(state)
+                raise
+            if upstream.status >= 500:
+                model_level = b"unknown model" in upstream.body or b"not ready" in upstream.body
+                if model_level:  # about this model on this server, not about the server
+                    balancer.finished(state)
+                else:
+                    balancer.failed(state, f"HTTP {upstream.status} from the server", transport=False)
+                if not tried:
+                    tried.add(route.server_id)
+                    other = self._failover(call, route, tried)
+                    if other is not None:
+                        logger.warning(
+                            "%s: server %s answered %s; retrying on %s",
+                            call.inbound.model,
+                            route.server_name,
+                            upstream.status,
+                            other.server_name,
+                        )
+                        route = other
+                        continue
+                return upstream
+            balancer.succeeded(state)
+            return upstream
+
+    def _failover(self, call: Call, failed, tried: set[int]):
+        """Another available replica for a call that failed on `failed`, or None."""
+        try:
+            return self.balancer.choose(
+                call.routes or [failed],
+                versioned=call.inbound.version is not None,
+                exclude=frozenset(tried),
+                like=failed,
+            )
+        except ServiceError:
+            return None
 
     async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound

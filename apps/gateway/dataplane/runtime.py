@@ -4,6 +4,7 @@ and stop. `run_dataplane` (the process) and the tests' in-process client both us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from apps.deployments.selectors import server_policy, tls_config
 from .. import deid
 from .asgi import DataPlaneApp
 from .auditsink import AuditSink, GroupCommitter
+from .balancer import Balancer
 from .governance import Governance
 from .openai import OpenAIAdapter
 from .pipeline import Pipeline
@@ -52,6 +54,8 @@ class DataPlane:
     app: DataPlaneApp
     redis: object | None
     owns_policy: bool = True
+    scraper: asyncio.Task | None = None
+    metrics_pool: UpstreamPool | None = None
 
     async def start(self) -> None:
         # the de-identifier's gazetteers and dictionaries (about a second of CPU, once a process):
@@ -60,10 +64,21 @@ class DataPlane:
         if self.owns_policy:
             await self.pipeline.policy.start()  # raises if the first snapshot cannot be read
         await self.pipeline.audit.start()
+        if self.metrics_pool is not None:  # Triton's metrics, and the breakers published for the control plane
+            self.scraper = asyncio.create_task(
+                self.pipeline.balancer.run(self.metrics_pool, self.redis), name="balancer-metrics"
+            )
 
     async def stop(self, *, final: bool = True) -> None:
         """`final`: the process ends (in-process refusal counts are written now); the tests' client
         builds a plane per call and passes False."""
+        if self.scraper is not None:
+            self.scraper.cancel()
+            with contextlib.suppress(BaseException):
+                await self.scraper
+            self.scraper = None
+        if self.metrics_pool is not None:
+            self.metrics_pool.close()
         await self.pipeline.audit.stop(final=final)
         if self.owns_policy:
             await self.pipeline.policy.stop()
@@ -81,6 +96,7 @@ def build(
     policy: SnapshotHolder | None = None,
     owns_policy: bool | None = None,
     audit_writer: str = "async",
+    balance_metrics: bool = True,
 ) -> DataPlane:
     """`policy`: the holder to use (tests); by default a new one (LISTEN on PostgreSQL, a polled
     epoch on SQLite). The plane starts and stops the holder it owns (by default: one it made)."""
@@ -100,7 +116,7 @@ def build(
         committer = GroupCommitter()
     audit = AuditSink(committer, refusal_counter=async_refusal_counter(client))
     owned = policy is None if owns_policy is None else owns_policy
-    pipeline = Pipeline(policy=policy or SnapshotHolder(), audit=audit, limiter=limiter, pool=pool)
+    pipeline = Pipeline(policy=policy or SnapshotHolder(), audit=audit, limiter=limiter, pool=pool, balancer=Balancer())
     streams = UpstreamPool(  # streams hold a connection for a whole answer: their own pool and limit
         server_policy(),
         tls_config(),
@@ -115,9 +131,14 @@ def build(
         conversations=ConversationStore(client),
     )
     app = DataPlaneApp(pipeline, portal_upstream=portal_upstream, health=lambda: _health(pipeline), openai=openai)
-    return DataPlane(pipeline, app, client, owns_policy=owned)
+    metrics_pool = UpstreamPool(
+        server_policy(), tls_config(), max_connections=2, max_waiting=2, connect_timeout=0.5, quiet=True
+    )
+    return DataPlane(pipeline, app, client, owns_policy=owned, metrics_pool=metrics_pool if balance_metrics else None)
 
 
 def _health(pipeline: Pipeline) -> dict:
     policy = pipeline.policy
-    return {"policy_age_s": round(policy.age, 3), "policy_loads": policy.loads}
+    # public: how many, never which (names and errors are published to Redis for the control plane)
+    open_circuits = sum(1 for s in pipeline.balancer.servers.values() if s.state != "closed")
+    return {"policy_age_s": round(policy.age, 3), "policy_loads": policy.loads, "open_circuits": open_circuits}

@@ -71,7 +71,7 @@ from apps.compliance.selectors import (
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
-from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, ReplicaSet
 from apps.deployments.selectors import CREDENTIAL_HEADER, credentials_for
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
@@ -129,6 +129,10 @@ class Route:
     # The server's restricted-API credential (apps/deployments/credentials.py), sent to Triton in the
     # CREDENTIAL_HEADER header; memory only, never in a repr, a log or an answer.
     credential: str = field(default="", repr=False, compare=False)
+    # The version's share of the model's unversioned calls (its ReplicaSet's traffic_weight; a
+    # deployment without a set: 100) and where the server's Prometheus metrics are read (balancer.py).
+    weight: int = 100
+    metrics_url: str = ""
 
     def upstream_headers(self) -> list[tuple[str, str]]:
         """The headers every call to this route's server carries (its credential, when it has one)."""
@@ -156,7 +160,18 @@ class Route:
             answer_screen=getattr(dep, "answer_screen", "off"),
             numeric_refused=getattr(dep, "numeric_refused", False),
             credential=getattr(dep, "triton_credential", "") or "",
+            weight=traffic_share(dep),
+            metrics_url=dep.server.metrics_url or "",
         )
+
+
+def traffic_share(dep: Deployment) -> int:
+    """A deployment's version weight as routing.py's statement read it (`traffic_weight`), or the
+    ORM's: its replica set's traffic_weight; no set: 100 (the version takes the model's traffic)."""
+    weight = getattr(dep, "traffic_weight", None)
+    if weight is None:
+        weight = dep.replica_set.traffic_weight if dep.replica_set_id is not None else 100
+    return int(weight)
 
 
 def _version_of(route: Route) -> int:
@@ -483,6 +498,7 @@ def _tables() -> dict[str, str]:
         "mv": ModelVersion._meta.db_table,
         "dep": Deployment._meta.db_table,
         "srv": InferenceServer._meta.db_table,
+        "rs": ReplicaSet._meta.db_table,
     }
 
 
@@ -578,12 +594,15 @@ def _read(connection, now: datetime) -> PolicySnapshot:
     for row in _rows(
         connection,
         f"SELECT d.id, d.model_id, d.model_version_id, mv.version, d.server_id, s.name, s.http_url,"  # noqa: S608
-        f" d.max_batch_size, mv.signature, s.credential_key_id FROM {t['dep']} d"
+        f" d.max_batch_size, mv.signature, s.credential_key_id, COALESCE(rs.traffic_weight, 100), s.metrics_url"
+        f" FROM {t['dep']} d"
         f" JOIN {t['mv']} mv ON mv.id = d.model_version_id JOIN {t['srv']} s ON s.id = d.server_id"
+        f" LEFT JOIN {t['rs']} rs ON rs.id = d.replica_set_id"
         f" WHERE d.desired_state = %s AND d.observed_state = %s ORDER BY d.id",
         [Desired.ACTIVE.value, Observed.ACTIVE.value],
     ):
-        dep_id, model_id, version_id, version, server_id, server, url, batch, signature, credential_key = row
+        dep_id, model_id, version_id, version, server_id, server, url, batch, signature, credential_key = row[:10]
+        weight, metrics_url = row[10:]
         if credential_key is not None:
             sealed.add(server_id)
         routes.setdefault(model_id, []).append(
@@ -601,6 +620,8 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 deid_mode=modes[model_id],
                 answer_screen=screens[model_id],
                 numeric_refused=numeric[model_id],
+                weight=int(weight),
+                metrics_url=metrics_url or "",
             )
         )
     # One more read only when a serving server has a credential (opened in memory, cached by data key).

@@ -55,6 +55,17 @@ class UpstreamFailure(Exception):
         self.kind, self.reused, self.received = kind, reused, received
 
 
+class UpstreamError(ServiceError):
+    """A transport failure as the caller sees it (its code and text), with what the balancer needs:
+    `before_answer` (not a byte of the answer arrived: another replica may take the call) and
+    `retryable` (also not a read timeout: the call may be sent again elsewhere)."""
+
+    def __init__(self, code: str, detail: str, status: int, *, kind: str, before_answer: bool, cause: str = ""):
+        super().__init__(code, detail, status)
+        self.kind, self.before_answer, self.cause = kind, before_answer, cause
+        self.retryable = before_answer and kind != "timeout"
+
+
 class UpstreamBusy(ServiceError):
     """503 `upstream_busy`: every connection to the server is in use and the queue is full."""
 
@@ -126,9 +137,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(UpstreamFailure("protocol", "the server asked for a protocol upgrade"))
+            self._fail(UpstreamFailure("protocol", "the server asked for a protocol upgrade", received=True))
         except httptools.HttpParserError as err:
-            self._fail(UpstreamFailure("protocol", f"malformed HTTP answer: {err}"))
+            self._fail(UpstreamFailure("protocol", f"malformed HTTP answer: {err}", received=True))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -277,8 +288,10 @@ class UpstreamPool:
         max_connections: int = 64,
         max_waiting: int = 256,
         connect_timeout: float = 3.0,
+        quiet: bool = False,
     ):
         self.policy = policy
+        self.quiet = quiet  # failures logged at debug (the balancer's metrics reads: their own log)
         self.tls = tls or TlsConfig()
         self.max_connections = max_connections
         self.max_waiting = max_waiting
@@ -418,14 +431,15 @@ class UpstreamPool:
         finally:
             handle.cancel()
 
-    @staticmethod
-    def _service_error(err: UpstreamFailure) -> ServiceError:
-        log.warning("inference server call failed (%s): %s", err.kind, clean_upstream_text(str(err)))
+    def _service_error(self, err: UpstreamFailure) -> UpstreamError:
+        cause = clean_upstream_text(str(err))
+        (log.debug if self.quiet else log.warning)("inference server call failed (%s): %s", err.kind, cause)
+        extra = {"kind": err.kind, "before_answer": not err.received, "cause": f"{err.kind}: {cause}"}
         if err.kind in ("timeout", "connect_timeout"):
-            return ServiceError("triton_timeout", "the inference server did not answer in time", 504)
+            return UpstreamError("triton_timeout", "the inference server did not answer in time", 504, **extra)
         if err.kind == "tls":
-            return ServiceError("triton_tls_failed", "the TLS connection to the inference server failed", 502)
-        return ServiceError("triton_unavailable", UNREACHABLE, 503)
+            return UpstreamError("triton_tls_failed", "the TLS connection to the inference server failed", 502, **extra)
+        return UpstreamError("triton_unavailable", UNREACHABLE, 503, **extra)
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {

@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from apps.audit.models import AuditEvent
 from apps.deployments import services as deployments
-from apps.deployments.models import Observed
+from apps.deployments.models import Deployment, Observed
 from apps.gateway.dataplane import runtime
 from apps.gateway.dataplane.grpc_adapter import build_grpc_server
 from apps.gateway.dataplane.snapshot import SnapshotHolder
@@ -174,3 +174,42 @@ def test_malformed_and_oversized_messages_are_refused_and_audited_as_the_caller(
     events = AuditEvent.objects.filter(event_type="inference.infer", actor=plain_user, details__protocol="grpc")
     assert events.filter(error_code="invalid_request", outcome="failure").count() == 1
     assert events.filter(error_code="request_too_large", outcome="failure").count() == 1
+
+
+def test_a_grpc_call_whose_replica_is_down_is_answered_by_the_other(deployed, plain_user, staff_user):
+    """Failover is the pipeline's, so gRPC callers get it as HTTP ones do: a second replica on a dead
+    server (nothing listens) costs no failed call; the audit event names the replica that answered."""
+    from tests.factories import closed_port
+
+    dead = InferenceServerFactory(http_url=f"http://127.0.0.1:{closed_port()}")
+    Deployment.objects.create(model=deployed.model, model_version=deployed, server=dead, observed_state=Observed.ACTIVE)
+    auth = {"authorization": f"Bearer {token_for(plain_user)}"}
+    x = np.random.default_rng(6).normal(size=(1, 4)).astype(np.float32)
+
+    async def scenario():
+        plane = in_test_transaction()
+        await plane.start()
+        port = free_port()
+        server = build_grpc_server(
+            plane.pipeline.handle, bind=f"127.0.0.1:{port}", max_message_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        )
+        await server.start()
+        client = grpcaio.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            inp = InferInput("INPUT", [1, 4], "FP32")
+            inp.set_data_from_numpy(x)
+            outcomes = []
+            for _ in range(4):  # whichever replica each call picks first
+                result = await client.infer(NAME, [inp], outputs=[InferRequestedOutput("OUTPUT")], headers=auth)
+                outcomes.append(result.as_numpy("OUTPUT").shape)
+            return outcomes, plane.pipeline.balancer.stats()
+        finally:
+            await client.close()
+            await server.stop(None)
+            await plane.stop()
+
+    outcomes, stats = async_to_sync(scenario)()
+    assert outcomes == [(1, 3)] * 4
+    assert stats[dead.pk]["state"] == "open" and "refused" in stats[dead.pk]["last_error"]
+    served = AuditEvent.objects.filter(event_type="inference.infer", details__protocol="grpc", outcome="success")
+    assert served.count() == 4 and dead.name not in {e.details["server"] for e in served}
