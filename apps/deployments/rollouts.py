@@ -487,11 +487,16 @@ def advance_rollout(rollout_id: int, now=None) -> str:
         if r.state in (RolloutState.PENDING, RolloutState.WAITING_READY):
             return _advance_waiting(r, now, actor)
         figures = rollout_window(r, now)
-        if figures.calls >= r.min_calls and figures.calls > 0:
+        # The error rate is judged early when the errors seen already breach it over min_calls calls: the
+        # gateway's failover and circuit breaker take a failing canary's traffic away, so waiting for
+        # min_calls could wait for ever while its errors are plain.
+        enough = figures.calls >= r.min_calls and figures.calls > 0
+        error_floor = figures.errors / max(figures.calls, r.min_calls, 1)
+        if enough or error_floor > r.slo_max_error_rate:
             breached = []
-            if figures.error_rate > r.slo_max_error_rate:
+            if figures.error_rate > r.slo_max_error_rate and (enough or error_floor > r.slo_max_error_rate):
                 breached.append(f"error rate {figures.error_rate:.2%} > {r.slo_max_error_rate:.2%}")
-            if figures.p95_ms is not None and figures.p95_ms > r.slo_max_p95_ms:
+            if enough and figures.p95_ms is not None and figures.p95_ms > r.slo_max_p95_ms:
                 breached.append(f"p95 {figures.p95_ms:g} ms > {r.slo_max_p95_ms:g} ms")
             if breached:
                 reason = (

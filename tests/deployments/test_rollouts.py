@@ -241,9 +241,9 @@ class TestController:
         rollout = _start(live, steps=[5, 100], hold_seconds=60, slo_max_error_rate=0.05, min_calls=20)
         t0 = timezone.now()
         services.advance_rollouts(now=t0)
-        _record(live, 2, 10, errors=5, at=t0.timestamp() + 1)  # too few calls to judge yet
+        _record(live, 2, 10, errors=1, at=t0.timestamp() + 1)  # 1 error: 5 % over min_calls, not above the SLO
         assert services.advance_rollouts(now=t0 + timedelta(seconds=2)) == {rollout.pk: "holding"}
-        _record(live, 2, 30, errors=0, at=t0.timestamp() + 2)
+        _record(live, 2, 30, errors=4, at=t0.timestamp() + 2)
         _record(live, 1, 100, errors=50, at=t0.timestamp() + 2)  # the old version's figures do not count
         assert services.advance_rollouts(now=t0 + timedelta(seconds=3)) == {rollout.pk: "rolled_back"}
 
@@ -257,6 +257,17 @@ class TestController:
         event = AuditEvent.objects.get(event_type="deployment.rollout.rollback")
         assert (event.outcome, event.error_code) == (Outcome.FAILURE, "slo_breached")
         assert event.details["figures"]["errors"] == 5 and event.details["by"] == "controller"
+
+    def test_errors_that_breach_over_min_calls_roll_back_before_min_calls(self, live):
+        """Failover and the circuit breaker starve a failing canary of calls: its errors decide."""
+        rollout = _start(live, steps=[5, 100], hold_seconds=60, slo_max_error_rate=0.05, min_calls=50)
+        t0 = timezone.now()
+        services.advance_rollouts(now=t0)
+        _record(live, 2, 6, errors=3, at=t0.timestamp() + 1)  # 3 / max(6, 50) = 6 % > 5 %
+
+        assert services.advance_rollouts(now=t0 + timedelta(seconds=2)) == {rollout.pk: "rolled_back"}
+        rollout.refresh_from_db()
+        assert "error rate 50.00% > 5.00%" in rollout.reason and "6 calls (3 failed)" in rollout.reason
 
     def test_p95_rolls_back(self, live):
         rollout = _start(live, steps=[50, 100], slo_max_p95_ms=200, min_calls=10)

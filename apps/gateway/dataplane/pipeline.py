@@ -263,8 +263,9 @@ class Pipeline:
                 balancer.failed(state, err.cause, transport=err.retryable)
                 if err.retryable and not tried:
                     tried.add(route.server_id)
-                    route = self._failover(call, route, tried)
+                    failed, route = route, self._failover(call, route, tried)
                     if route is not None:
+                        self._failed_attempt(call, failed)
                         continue
                 raise
             except UpstreamBusy:
@@ -288,6 +289,7 @@ class Pipeline:
                     tried.add(route.server_id)
                     other = self._failover(call, route, tried)
                     if other is not None:
+                        self._failed_attempt(call, route)
                         logger.warning(
                             "%s: server %s answered %s; retrying on %s",
                             call.inbound.model,
@@ -300,6 +302,13 @@ class Pipeline:
                 return upstream
             balancer.succeeded(state)
             return upstream
+
+    @staticmethod
+    def _failed_attempt(call: Call, route) -> None:
+        """A failed attempt that failover hides from the caller still counts against its version: a
+        rollout judges a canary by these figures (docs/rollouts.md)."""
+        if call.inbound.kind == INFER:
+            slo.record(route.model_id, route.version, ok=False, latency_ms=(time.perf_counter() - call.started) * 1000)
 
     def _failover(self, call: Call, failed, tried: set[int]):
         """Another available replica for a call that failed on `failed`, or None."""
