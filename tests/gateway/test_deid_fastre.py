@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from apps.gateway.deid import ages, contextual, cues, dates, fastre, geo, names, structured
+from apps.gateway.deid import ages, contextual, cues, dates, fastre, geo, names, prefilter, structured
 from apps.gateway.deid.evaluation import load_corpus
 from tests.gateway.deid_corpus2 import __file__ as _corpus2
 
@@ -20,12 +20,12 @@ def _patterns():
     """Every module-level pattern, alone or in a container; a gated one's (cues.Gate) own pattern."""
     for module in MODULES:
         for name, value in vars(module).items():
-            if isinstance(value, re.Pattern | cues.Gate):
+            if isinstance(value, re.Pattern | cues.Gate | prefilter.Prefiltered):
                 yield f"{module.__name__}.{name}", getattr(value, "regex", value)
             elif isinstance(value, tuple | list | dict):
                 items = value.items() if isinstance(value, dict) else enumerate(value)
                 for key, rx in items:
-                    if isinstance(rx, re.Pattern | cues.Gate):
+                    if isinstance(rx, re.Pattern | cues.Gate | prefilter.Prefiltered):
                         yield f"{module.__name__}.{name}[{key}]", getattr(rx, "regex", rx)
 
 

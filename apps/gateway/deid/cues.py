@@ -21,6 +21,10 @@ cannot be gated (finditer's rule after an empty match is not reproduced; ValueEr
 `word_start`: every anchor that begins with a word character stands, in every match, right after a
 \b (the pattern says so), so an anchor found inside a word ("son" in "person") is no start.
 
+On a long text, a gated pattern that the Hyperscan pass serves (prefilter.py) is tried at the
+starts that pass reports instead (also every position where a match can start), or searched whole
+where they are dense; the anchors' automaton then holds only the gates it does not serve.
+
 When anchors are not given, they are the literal prefixes of the pattern's alternatives, derived
 from the parsed pattern (lead 0); a pattern for which no such prefixes exist cannot be gated.
 """
@@ -32,6 +36,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from re import _constants as C  # noqa: N812 - sre opcodes
 from re import _parser
+
+from . import prefilter
 
 _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})  # re folds these to ASCII letters
 _RARE = re.compile("[\u0130\u0131\u017f]")
@@ -103,12 +109,23 @@ class Gate:
     def starts(self, text: str) -> Iterator[int]:
         """Every position where a match can start, in order, each once."""
         free = 0
-        for lo, a in hits(text).get(self, ()):
+        found = hits(text)
+        if self not in _searched_by_anchors(text):  # left out of the pass of this text: all anchors
+            found = _hits(text, _ALL)
+        for lo, a in found.get(self, ()):
             yield from range(max(lo, free), a + 1)
             free = max(free, a + 1)
 
     def finditer(self, text: str) -> Iterator[re.Match]:
         """What self.regex.finditer(text) yields."""
+        if len(text) >= prefilter.MIN_LENGTH and isinstance(self.regex, prefilter.Prefiltered):
+            starts = prefilter.starts(self.regex, text)  # the Hyperscan pass, where it has this pattern
+            if starts is not None:
+                yield from prefilter.confirm(self.regex.match, text, starts)
+                return
+            if prefilter.serves(self.regex):  # dense in this text, or a text Hyperscan cannot take
+                yield from self.regex.regex.finditer(text)
+                return
         if len(hits(text).get(self, ())) * DENSE > len(text):
             yield from self.regex.finditer(text)  # anchors everywhere: one scan in C costs less
             return
@@ -126,6 +143,19 @@ class Gate:
 
 
 _GATES: list[Gate] = []
+
+
+class _Every:
+    """Stands for the set of every gate (cheap to pass and to hash): the full automaton."""
+
+    def __contains__(self, gate) -> bool:
+        return True
+
+    def __bool__(self) -> bool:
+        return bool(_GATES)
+
+
+_ALL = _Every()
 # More than one anchor every DENSE characters (text written to be slow, "pt pt pt …"): the pattern is
 # searched over the whole text instead, which finds the same and costs at most one scan.
 DENSE = 48
@@ -154,13 +184,23 @@ def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
-@lru_cache(maxsize=1)
-def automaton():
-    """One Aho–Corasick automaton over every gated pattern's anchors (built once a process)."""
+def _searched_by_anchors(text: str) -> frozenset[Gate]:
+    """The gates that look for their anchors in `text`: on a long text, those the Hyperscan pass
+    does not serve (prefilter.py); on a short one, all."""
+    if len(text) >= prefilter.MIN_LENGTH:
+        left = frozenset(g for g in _GATES if not prefilter.serves(g.regex))
+        return _ALL if len(left) == len(_GATES) else left
+    return _ALL
+
+
+@lru_cache(maxsize=4)
+def automaton(gates: frozenset[Gate] | None = None):
+    """One Aho–Corasick automaton over the anchors of `gates` (every gated pattern's by default;
+    built once a process for each set)."""
     import ahocorasick
 
     by_word: dict[str, list[Gate]] = {}
-    for g in _GATES:
+    for g in _GATES if gates is None else [g for g in _GATES if g in gates]:
         for word in g.anchors:
             by_word.setdefault(word, []).append(g)
     auto = ahocorasick.Automaton()
@@ -170,12 +210,19 @@ def automaton():
     return auto
 
 
-@lru_cache(maxsize=1)
 def hits(text: str) -> dict[Gate, list[tuple[int, int]]]:
     """Where each gated pattern's anchors start in `text` (a), as (a - the anchor's lead, a), in
-    order: one pass for all of them (kept for the last text, which the detectors of one call share)."""
+    order: one pass for all of them (kept for the last text, which the detectors of one call share).
+    On a long text, only the gates that the Hyperscan pass does not serve."""
+    return _hits(text, _ALL if len(text) < prefilter.MIN_LENGTH else _searched_by_anchors(text))
+
+
+@lru_cache(maxsize=2)
+def _hits(text: str, members) -> dict[Gate, list[tuple[int, int]]]:
     out: dict[Gate, list[tuple[int, int]]] = {}
-    for end, (word, gates, wordlike) in automaton().iter(fold(text)):
+    if not members:
+        return out
+    for end, (word, gates, wordlike) in automaton(None if members is _ALL else members).iter(fold(text)):
         a = end - len(word) + 1
         # inside a word: \b before the anchor fails (re's word characters: alphanumerics and "_")
         inside = wordlike and a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_")
@@ -185,3 +232,6 @@ def hits(text: str) -> dict[Gate, list[tuple[int, int]]]:
     for positions in out.values():
         positions.sort()
     return out
+
+
+hits.cache_clear = _hits.cache_clear  # what the tests clear between texts

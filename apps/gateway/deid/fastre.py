@@ -191,7 +191,8 @@ def _with_hint(pattern: str, flags: int) -> re.Pattern | None:
 
 def accelerate(namespace: dict) -> None:
     """Recompile, with the hint, every pattern a module holds at top level (alone or in a tuple,
-    list or dict of patterns)."""
+    list or dict of patterns), and route its searches over long texts through the shared Hyperscan
+    pass (prefilter.py)."""
     for name, value in list(namespace.items()):
         if isinstance(value, re.Pattern):
             namespace[name] = _again(value)
@@ -201,8 +202,10 @@ def accelerate(namespace: dict) -> None:
             namespace[name] = {k: _again(v) for k, v in value.items()}
 
 
-def _again(rx: re.Pattern) -> re.Pattern:
+def _again(rx: re.Pattern):
     if not isinstance(rx.pattern, str):
         return rx
+    from . import prefilter
+
     # re.compile adds UNICODE to a str pattern's flags; pass only what the caller chose
-    return compile(rx.pattern, rx.flags & ~re.UNICODE)
+    return prefilter.wrap(compile(rx.pattern, rx.flags & ~re.UNICODE))
