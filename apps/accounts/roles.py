@@ -22,6 +22,7 @@ _VIEW_OPS = (
     "deployments.view_inferenceserver",
     "deployments.view_deployment",
     "deployments.view_deploymenttransition",
+    "deployments.view_replicaset",
 )
 
 # Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
@@ -50,8 +51,12 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "registry.view_catalogue",
         "registry.add_modelversion",
         "deployments.add_inferenceserver",
+        "deployments.change_inferenceserver",
+        "deployments.delete_inferenceserver",
         "deployments.add_deployment",
         "deployments.change_deployment",
+        "deployments.add_replicaset",
+        "deployments.change_replicaset",
         "auth.view_user",
         "auth.add_user",
         "auth.change_user",

@@ -1,8 +1,9 @@
 from rest_framework.routers import SimpleRouter
 
-from .views import DeploymentViewSet, InferenceServerViewSet
+from .views import DeploymentViewSet, InferenceServerViewSet, ReplicaSetViewSet
 
 router = SimpleRouter()
 router.register("servers", InferenceServerViewSet, basename="server")
 router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("replica-sets", ReplicaSetViewSet, basename="replicaset")
 urlpatterns = router.urls
