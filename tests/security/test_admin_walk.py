@@ -68,6 +68,7 @@ SU, AD, SO, AU = "superuser", "admin", "security_officer", "auditor"
 WRITERS: dict[str, dict[str, set[str]]] = {
     "registry.modelversion": {"add": {SU, AD}, "action:deploy": {SU, AD}},
     "deployments.inferenceserver": {"add": {SU, AD}},
+    "deployments.replicaset": {"add": {SU, AD}, "action:scale": {SU, AD}, "action:retire": {SU, AD}},
     "deployments.deployment": {"add": {SU, AD}, "action:undeploy": {SU, AD}, "action:redeploy": {SU, AD}},
     "keys.keyencryptionkey": {"action:rotate": {SU, SO}},
     "keys.kekrotation": {"action:resume": {SU, SO}},
@@ -112,6 +113,10 @@ def world(settings) -> World:
     users.update({p: make_user(f"walk-{p.replace('_', '-')}", ROLE_OF[p]) for p in PRINCIPALS[1:]})
     dep = DeploymentFactory(model_version__actor=users["admin"])
     ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
+    from apps.deployments.services import request_replica_set
+
+    fleet = ModelVersionFactory(model_name="fleet", actor=users["admin"])  # a replica set (docs/fleet.md)
+    request_replica_set(model_version_id=fleet.pk, replicas=1, actor=users["admin"])
     token_for(users["analyst"], name="laptop")
     from apps.accounts.models import SM3OTPDevice
 
