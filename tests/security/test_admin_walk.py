@@ -112,11 +112,11 @@ def world(settings) -> World:
     users = {"superuser": get_user_model().objects.create_superuser("root", "root@example.org", STRONG_PASSWORD)}
     users.update({p: make_user(f"walk-{p.replace('_', '-')}", ROLE_OF[p]) for p in PRINCIPALS[1:]})
     dep = DeploymentFactory(model_version__actor=users["admin"])
-    ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
     from apps.deployments.services import request_replica_set
 
     fleet = ModelVersionFactory(model_name="fleet", actor=users["admin"])  # a replica set (docs/fleet.md)
     request_replica_set(model_version_id=fleet.pk, replicas=1, actor=users["admin"])
+    ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target (the last)
     token_for(users["analyst"], name="laptop")
     from apps.accounts.models import SM3OTPDevice
 

@@ -128,6 +128,8 @@ class ReplicaSetSerializer(serializers.ModelSerializer):
     ready = serializers.SerializerMethodField(help_text="replicas desired active and observed ACTIVE")
     servers = serializers.SerializerMethodField(help_text="the servers of its desired-active replicas")
     deployments = serializers.SerializerMethodField(help_text="ids of all its deployments (replicas), newest first")
+    # the server's `hardware` choices; plain text here so the schema names that choice set once
+    accelerator = serializers.CharField(read_only=True, help_text="cpu, gpu or npu; blank: any")
 
     class Meta:
         model = ReplicaSet
