@@ -23,6 +23,7 @@ _VIEW_OPS = (
     "deployments.view_deployment",
     "deployments.view_deploymenttransition",
     "deployments.view_rollout",
+    "deployments.view_replicaset",
 )
 
 # Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
@@ -51,10 +52,14 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "registry.view_catalogue",
         "registry.add_modelversion",
         "deployments.add_inferenceserver",
+        "deployments.change_inferenceserver",
+        "deployments.delete_inferenceserver",
         "deployments.add_deployment",
         "deployments.change_deployment",
         "deployments.add_rollout",
         "deployments.change_rollout",
+        "deployments.add_replicaset",
+        "deployments.change_replicaset",
         "auth.view_user",
         "auth.add_user",
         "auth.change_user",

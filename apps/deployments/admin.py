@@ -1,30 +1,101 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.db import transaction
+from django.http import HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.html import format_html_join
 
 from apps.audit.models import AuditEvent
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
+from apps.core.errors import ServiceError
+from apps.core.source import Source
 from apps.registry.models import ModelVersion
 from inference_backend.config import BATCHING_FIELDS
 
 from . import services
-from .models import Deployment, DeploymentTransition, InferenceServer, Rollout, RolloutStrategy
+from .models import (
+    Deployment,
+    DeploymentTransition,
+    Desired,
+    Hardware,
+    InferenceServer,
+    Observed,
+    ReplicaSet,
+    Rollout,
+    RolloutStrategy,
+)
+
+
+class InferenceServerForm(forms.ModelForm):
+    memory_mb = forms.IntegerField(
+        min_value=0, required=False, initial=0, help_text="MiB the scheduler may fill with replicas; 0: not declared"
+    )
+
+    def clean_memory_mb(self):
+        return self.cleaned_data["memory_mb"] or 0
+
+    def clean_labels(self):
+        return self.cleaned_data["labels"] or {}
+
+    class Meta:
+        model = InferenceServer
+        fields = [
+            "name",
+            "http_url",
+            "grpc_url",
+            "hardware",
+            "accelerator_model",
+            "memory_mb",
+            "backends",
+            "labels",
+            "metrics_url",
+        ]
 
 
 @admin.register(InferenceServer)
 class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "http_url", "grpc_url", "hardware", "backends", "state", "last_seen_at"]
+    """Servers are registered, changed and removed through the services (audited); a server that
+    still holds replicas is not removed (`server_has_replicas`)."""
+
+    list_display = [
+        "name",
+        "http_url",
+        "hardware",
+        "accelerator_model",
+        "memory_mb",
+        "labels",
+        "backends",
+        "state",
+        "last_error",
+        "last_seen_at",
+    ]
     list_filter = ["hardware", "state"]
-    fields = ["name", "http_url", "grpc_url", "hardware", "backends"]
+    form = InferenceServerForm
+    fields = InferenceServerForm.Meta.fields
 
-    def has_change_permission(self, request, obj=None):
-        return obj is None and super().has_change_permission(request, obj)
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["name", "http_url", "state", "last_error", "last_seen_at"]
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.fields
+        return [*self.fields, "state", "last_error", "last_seen_at"]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one server at a time, through the service
+        return actions
 
     def save_model(self, request, obj, form, change):
+        if change:
+            changes = {k: form.cleaned_data[k] for k in form.changed_data if k in services.SERVER_UPDATABLE}
+            if changes:
+                run_service(self, request, services.update_server, server_id=obj.pk, **changes)
+            return
         server = run_service(
             self,
             request,
@@ -34,9 +105,36 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             grpc_url=obj.grpc_url,
             hardware=obj.hardware,
             backends=obj.backends or None,
+            accelerator_model=obj.accelerator_model,
+            memory_mb=obj.memory_mb,
+            labels=obj.labels or {},
+            metrics_url=obj.metrics_url,
         )
         if server is not None:
             obj.pk = server.pk
+
+    def get_deleted_objects(self, objs, request):
+        # The service decides (settled deployments go with the server, live replicas refuse it),
+        # not the admin's walk of protected relations.
+        perms_needed = set() if request.user.has_perm("deployments.delete_inferenceserver") else {"inference server"}
+        return [str(obj) for obj in objs], {}, perms_needed, []
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """The confirmed POST goes to the service (refusal: its message, the server stays); the
+        admin's log entry is written in the same transaction, so a refused delete logs nothing."""
+        obj = self.get_object(request, unquote(object_id)) if request.method == "POST" else None
+        if obj is None or "post" not in request.POST or not self.has_delete_permission(request, obj):
+            return super().delete_view(request, object_id, extra_context)
+        opts = self.model._meta
+        try:
+            with transaction.atomic():
+                self.log_deletions(request, InferenceServer.objects.filter(pk=obj.pk))
+                services.delete_server(server_id=obj.pk, actor=request.user, source=Source.from_request(request))
+        except ServiceError as err:
+            self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+        self.message_user(request, f"The inference server “{obj}” was deleted.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
 
 
 class TransitionInline(admin.TabularInline):
@@ -253,6 +351,140 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     @admin.action(description="Abort (traffic back on the old version, new replicas kept)", permissions=["manage"])
     def abort(self, request, queryset):
         self._each(request, queryset, services.abort_rollout, "Abort requested.")
+
+
+class ReplicaSetForm(forms.ModelForm):
+    accelerator = forms.ChoiceField(choices=[("", "any"), *Hardware.choices], required=False)
+
+    class Meta:
+        model = ReplicaSet
+        fields = ["model_version", "replicas", "labels", "accelerator", "memory_mb"]
+
+
+class ScaleForm(forms.Form):
+    replicas = forms.IntegerField(min_value=1, max_value=services.MAX_REPLICAS)
+
+
+class ReplicaInline(admin.TabularInline):
+    model = Deployment
+    fields = ["server", "desired_state", "observed_state", "last_error", "updated_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ReplicaSet)
+class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    """Replica sets are requested, scaled and retired through the services: the scheduler places
+    the replicas (docs/fleet.md); a refused placement says why for every server."""
+
+    list_display = ["model_version", "ready_of_desired", "traffic_weight", "state", "placement", "created_at"]
+    list_filter = ["state"]
+    search_fields = ["model__name"]
+    actions = ["scale", "retire"]
+    form = ReplicaSetForm
+    inlines = [ReplicaInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("model", "model_version")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [
+            *ReplicaSetForm.Meta.fields,
+            "min_replicas",
+            "max_replicas",
+            "traffic_weight",
+            "state",
+            "requested_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def save_formset(self, request, form, formset, change):
+        return None
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_manage_permission(self, request):
+        return request.user.has_perm("deployments.change_replicaset")
+
+    @admin.display(description="ready / desired")
+    def ready_of_desired(self, obj):
+        active = obj.deployments.filter(desired_state=Desired.ACTIVE)
+        return f"{active.filter(observed_state=Observed.ACTIVE).count()} / {obj.replicas}"
+
+    @admin.display(description="placement")
+    def placement(self, obj):
+        parts = [f"{k}={v}" for k, v in sorted((obj.labels or {}).items())]
+        if obj.accelerator:
+            parts.append(obj.accelerator)
+        if obj.memory_mb:
+            parts.append(f"{obj.memory_mb} MiB")
+        return ", ".join(parts) or "any"
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        rs = run_service(
+            self,
+            request,
+            services.request_replica_set,
+            model_version_id=data["model_version"].pk,
+            replicas=data["replicas"],
+            labels=data["labels"] or {},
+            accelerator=data["accelerator"] or "",
+            memory_mb=data["memory_mb"],
+        )
+        if rs is not None:
+            obj.pk = rs.pk
+
+    @admin.action(description="Scale selected replica sets", permissions=["manage"])
+    def scale(self, request, queryset):
+        form = ScaleForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            done = [
+                rs
+                for rs in queryset
+                if run_service(
+                    self,
+                    request,
+                    services.scale_replica_set,
+                    replica_set_id=rs.pk,
+                    replicas=form.cleaned_data["replicas"],
+                )
+            ]
+            if done:
+                self.message_user(request, f"Scaled {', '.join(map(str, done))}.", messages.SUCCESS)
+            return None
+        return render(
+            request,
+            "admin/deployments/scale_replica_sets.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Scale replica sets",
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Retire selected replica sets", permissions=["manage"])
+    def retire(self, request, queryset):
+        done = [rs for rs in queryset if run_service(self, request, services.retire_replica_set, replica_set_id=rs.pk)]
+        if done:
+            self.message_user(request, f"Retired {', '.join(map(str, done))}.", messages.SUCCESS)
 
 
 # --- The Deploy action on registry's model-version page ---------------------------------------------

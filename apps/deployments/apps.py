@@ -11,12 +11,13 @@ class DeploymentsConfig(AppConfig):
         from apps.keys.selectors import register_label_provider
         from apps.registry.services import register_version_in_use_check
 
-        from .models import Deployment, InferenceServer
+        from .models import Deployment, InferenceServer, ReplicaSet
         from .selectors import refuse_if_deployed, server_credential_labels
 
         # Field-level history of the fleet and of what runs on it (never the sealed credential).
         govern(InferenceServer, exclude=["credential_ciphertext"])
         govern(Deployment)
+        govern(ReplicaSet)  # replicas, placement, traffic weight, state (docs/fleet.md)
         # Registry must not know deployments: it asks its hook before shredding a version.
         register_version_in_use_check(refuse_if_deployed)
         # The key inventory names the server whose restricted-API credential a data key seals.

@@ -22,7 +22,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext, read_artifact_file
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
@@ -33,12 +33,16 @@ from .models import (
     Backend,
     Deployment,
     Desired,
+    Hardware,
     InferenceServer,
     Observed,
+    ReplicaSet,
+    ReplicaSetState,
     ServerState,
     default_backends,
     validate_backends,
 )
+from .scheduler import Ask, Candidate, PlacementImpossible, place
 from .transport import check_grpc_address, check_server_url, client_for
 
 LEASE = timedelta(minutes=10)
@@ -56,6 +60,10 @@ def register_server(
     hardware: str = "cpu",
     backends: list[str] | None = None,
     credential: str | None = None,
+    accelerator_model: str = "",
+    memory_mb: int = 0,
+    labels: dict | None = None,
+    metrics_url: str = "",
     actor,
     source: Source = SYSTEM,
 ) -> InferenceServer:
@@ -69,8 +77,12 @@ def register_server(
     and saves nothing.
     """
     backends = list(default_backends() if backends is None else backends)
+    labels = {} if labels is None else labels
     try:
         check_server_url(http_url)
+        _check_capacity(
+            accelerator_model=accelerator_model, memory_mb=memory_mb, labels=labels, metrics_url=metrics_url
+        )
         if credential is not None:
             validate_credential(credential)
         if grpc_url:
@@ -95,7 +107,16 @@ def register_server(
     with transaction.atomic():
         server, created = InferenceServer.objects.get_or_create(
             name=name,
-            defaults={"http_url": http_url, "grpc_url": grpc_url, "hardware": hardware, "backends": backends},
+            defaults={
+                "http_url": http_url,
+                "grpc_url": grpc_url,
+                "hardware": hardware,
+                "backends": backends,
+                "accelerator_model": accelerator_model,
+                "memory_mb": memory_mb,
+                "labels": labels,
+                "metrics_url": metrics_url,
+            },
         )
         if created:
             record_event(
@@ -103,7 +124,7 @@ def register_server(
                 actor=actor,
                 source=source,
                 target=server,
-                details={"after": {"name": name, "http_url": http_url, "hardware": hardware, "backends": backends}},
+                details={"after": _server_snapshot(server)},
             )
             if credential is not None:
                 server = set_server_credential(server_id=server.pk, credential=credential, actor=actor, source=source)
@@ -143,6 +164,7 @@ def request_deployment(
                 **settings_.as_dict(),
             )
             dep.transitions.create(to_state=Observed.PENDING, message="requested")
+            _join_replica_set(dep, actor, source)  # every deployment is a replica of a set (issue 16)
             record_event(
                 "deployment.request", actor=actor, source=source, target=dep, details={"after": _snapshot(dep)}
             )
@@ -194,6 +216,8 @@ def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
         dep.desired_state = Desired.INACTIVE
         dep.requested_by = acting_user(actor) or dep.requested_by
         dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+        if before == Desired.ACTIVE:
+            _leave_replica_set(dep, actor, source)
         record_event(
             "deployment.undeploy",
             actor=actor,
@@ -227,6 +251,8 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by
             dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+            if before["desired_state"] != Desired.ACTIVE:
+                _join_replica_set(dep, actor, source)
             if dep.observed_state == Observed.FAILED:
                 _transition(dep, Observed.PENDING, "redeploy requested")
             record_event(
@@ -261,11 +287,11 @@ def reconcile_deployment(deployment_id: int) -> Deployment | None:
                     _converge_active(dep, client)
                 else:
                     _converge_inactive(dep, client)
-        except TritonUnavailable:
-            _record_server_state(dep.server, False)
+        except TritonUnavailable as err:
+            _record_server_state(dep.server, False, err.message)
             raise
         except TritonRefused as err:  # the server policy or TLS: permanent, no retry
-            _record_server_state(dep.server, False)
+            _record_server_state(dep.server, False, err.message)
             fail_deployment(dep.pk, err.message)
             return Deployment.objects.get(pk=dep.pk)
         _record_server_state(dep.server, True)
@@ -279,12 +305,15 @@ def probe_server(server_id: int) -> InferenceServer | None:
     server = InferenceServer.objects.filter(pk=server_id).first()
     if server is None:
         return None
+    error = ""
     try:
         with client_for(server.http_url, min(5.0, settings.TRITON_TIMEOUT), credential_for(server)) as client:
             up = client.server_ready()
-    except TritonError:
-        up = False
-    _record_server_state(server, up)
+        if not up:
+            error = "Triton answered but does not report itself ready"
+    except TritonError as err:
+        up, error = False, err.message
+    _record_server_state(server, up, error)
     return server
 
 
@@ -325,12 +354,15 @@ def ensure_deid_canary(server_id: int) -> InferenceServer:
     return server
 
 
-def _record_server_state(server: InferenceServer, up: bool) -> None:
+def _record_server_state(server: InferenceServer, up: bool, error: str = "") -> None:
     """Store what the probe saw; a change of state (up ↔ down) is an audit event, a probe that
-    sees what the last one saw only refreshes `last_seen_at`."""
-    fields = {"state": ServerState.UP if up else ServerState.DOWN}
+    sees what the last one saw only refreshes `last_seen_at`. DOWN keeps why (`last_error`,
+    cleaned: much of it is Triton's or the network's text); UP clears it."""
+    fields = {"state": ServerState.UP if up else ServerState.DOWN, "last_error": ""}
     if up:
         fields["last_seen_at"] = timezone.now()
+    else:
+        fields["last_error"] = clean_upstream_text(error or "unreachable")[:1000]
     with transaction.atomic():
         before = InferenceServer.objects.filter(pk=server.pk).values_list("state", flat=True).first()
         InferenceServer.objects.filter(pk=server.pk).update(**fields)
@@ -538,6 +570,567 @@ def _snapshot(dep: Deployment) -> dict:
         "observed_state": dep.observed_state,
         "batching": {name: getattr(dep, name) for name in BATCHING_FIELDS},
     }
+
+
+# --- Servers: capacity, labels, update, delete (issue 16) -------------------------------------------
+
+LABEL_MAX = 63  # a label key or value, as Kubernetes labels
+LABELS_MAX = 32  # labels per server or replica set
+
+
+def validate_labels(labels, field: str = "labels") -> dict[str, str]:
+    """A str → str dict of at most LABELS_MAX short labels, or ServiceError `invalid_labels`."""
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ServiceError("invalid_labels", 'labels are a map of text to text, e.g. {"zone": "phi"}', field=field)
+    if len(labels) > LABELS_MAX:
+        raise ServiceError("invalid_labels", f"at most {LABELS_MAX} labels", field=field)
+    for key, value in labels.items():
+        if not key.strip() or len(key) > LABEL_MAX or len(value) > LABEL_MAX or "=" in key:
+            raise ServiceError(
+                "invalid_labels",
+                f"label {key[:LABEL_MAX]!r}: a key is 1-{LABEL_MAX} characters without '=', "
+                f"a value at most {LABEL_MAX}",
+                field=field,
+            )
+    return dict(labels)
+
+
+def _check_capacity(*, accelerator_model: str, memory_mb, labels, metrics_url: str) -> None:
+    validate_labels(labels)
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 0 <= memory_mb <= 2**31 - 1:
+        raise ServiceError(
+            "invalid_memory", "memory_mb is a whole number of MiB, 0 when not declared", field="memory_mb"
+        )
+    if not isinstance(accelerator_model, str) or len(accelerator_model) > 100:
+        raise ServiceError(
+            "invalid_accelerator_model", "accelerator_model is at most 100 characters", field="accelerator_model"
+        )
+    if metrics_url:  # the same outbound policy as http_url: the gateway reads it
+        check_server_url_with_path(metrics_url, field="metrics_url")
+
+
+def check_server_url_with_path(url: str, field: str) -> None:
+    """check_server_url for a URL that may carry a path (Triton's metrics endpoint is /metrics)."""
+    from urllib3.util import parse_url
+
+    try:
+        parsed = parse_url(url)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(url) > 300 or parsed.query or parsed.fragment or parsed.auth:
+        raise ServiceError("invalid_server_url", "a metrics URL is http(s)://host[:port][/path]", field=field)
+    base = f"{parsed.scheme}://{parsed.netloc}" if parsed.scheme and parsed.netloc else url
+    check_server_url(base, field=field)
+
+
+def _server_snapshot(server: InferenceServer) -> dict:
+    return {
+        "name": server.name,
+        "http_url": server.http_url,
+        "grpc_url": server.grpc_url,
+        "hardware": server.hardware,
+        "backends": server.backends,
+        "accelerator_model": server.accelerator_model,
+        "memory_mb": server.memory_mb,
+        "labels": server.labels,
+        "metrics_url": server.metrics_url,
+    }
+
+
+SERVER_UPDATABLE = ("hardware", "backends", "accelerator_model", "memory_mb", "labels", "metrics_url", "grpc_url")
+
+
+def update_server(*, server_id: int, actor, source: Source = SYSTEM, **changes) -> InferenceServer:
+    """Change a server's declared hardware, backends, capacity, labels or metrics URL (audited
+    `deployment.server.update` with before/after). Its name and http_url are its identity: a
+    server that moved is registered anew. Replicas already placed stay where they are."""
+    unknown = sorted(set(changes) - set(SERVER_UPDATABLE))
+    if unknown:
+        raise ServiceError("invalid_server_field", f"cannot change {', '.join(unknown)} of a server")
+    with transaction.atomic():
+        server = get_or_404(
+            InferenceServer.objects.select_for_update(),
+            "server_not_found",
+            f"no inference server with id {server_id}",
+            pk=server_id,
+        )
+        before = _server_snapshot(server)
+        merged = {**{k: getattr(server, k) for k in SERVER_UPDATABLE}, **changes}
+        _check_capacity(
+            accelerator_model=merged["accelerator_model"],
+            memory_mb=merged["memory_mb"],
+            labels=merged["labels"],
+            metrics_url=merged["metrics_url"],
+        )
+        if merged["hardware"] not in Hardware.values:
+            raise ServiceError("invalid_hardware", f"hardware is one of {', '.join(Hardware.values)}", field="hardware")
+        try:
+            validate_backends(merged["backends"])
+        except DjangoValidationError as err:
+            raise ServiceError("invalid_backends", err.messages[0], field="backends") from err
+        if merged["grpc_url"]:
+            check_grpc_address(merged["grpc_url"])
+        for key in changes:
+            setattr(server, key, merged[key])
+        server.save(update_fields=list(changes))
+        after = _server_snapshot(server)
+        if after != before:
+            record_event(
+                "deployment.server.update",
+                actor=actor,
+                source=source,
+                target=server,
+                details={
+                    "before": {k: v for k, v in before.items() if after[k] != v},
+                    "after": {k: v for k, v in after.items() if before[k] != v},
+                },
+            )
+    return server
+
+
+def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
+    """Remove a server the portal no longer deploys onto. Refused (409 `server_has_replicas`)
+    while it holds replicas: desired active, or not yet known to be unloaded. Its settled
+    (inactive or failed) deployment rows go with it — the audit log keeps their history — and its
+    restricted-API credential is crypto-shredded."""
+    from .selectors import LIVE
+
+    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
+    if server.has_credential:
+        held = Deployment.objects.filter(LIVE, server=server)
+        if not held.exists():
+            set_server_credential(server_id=server.pk, credential=None, actor=actor, source=source)
+    with transaction.atomic():
+        server = get_or_404(
+            InferenceServer.objects.select_for_update(),
+            "server_not_found",
+            f"no inference server with id {server_id}",
+            pk=server_id,
+        )
+        held = list(
+            Deployment.objects.filter(LIVE, server=server).select_related("model_version__model").order_by("pk")
+        )
+        if held:
+            names = ", ".join(str(d.model_version) for d in held[:10])
+            raise Conflict(
+                "server_has_replicas",
+                f"{server.name} still holds {len(held)} replica(s) ({names}); scale, retire or undeploy them first",
+            )
+        snapshot = _server_snapshot(server)
+        settled = Deployment.objects.filter(server=server)
+        count = settled.count()
+        settled.delete()
+        record_event(
+            "deployment.server.delete",
+            actor=actor,
+            source=source,
+            target=server,
+            details={"before": snapshot, "settled_deployments_removed": count},
+        )
+        server.delete()
+
+
+# --- Replica sets: N replicas of a version, placed by the scheduler (issue 16, docs/fleet.md) -------
+
+MAX_REPLICAS = 64
+
+
+def _candidates(model_version_id: int) -> list[Candidate]:
+    """Every server, locked (two placements never count the same free memory), with what it holds."""
+    servers = list(InferenceServer.objects.select_for_update().order_by("pk"))
+    used: dict[int, int] = {}
+    count: dict[int, int] = {}
+    holds: set[int] = set()
+    rows = Deployment.objects.filter(desired_state=Desired.ACTIVE).values_list(
+        "server_id", "model_version_id", "replica_set__memory_mb"
+    )
+    for server_id, mv_id, memory in rows:
+        used[server_id] = used.get(server_id, 0) + (memory or 0)
+        count[server_id] = count.get(server_id, 0) + 1
+        if mv_id == model_version_id:
+            holds.add(server_id)
+    return [
+        Candidate(
+            id=s.pk,
+            name=s.name,
+            state=s.state,
+            hardware=s.hardware,
+            backends=tuple(s.backends or ()),
+            labels=s.labels or {},
+            memory_mb=s.memory_mb,
+            used_mb=used.get(s.pk, 0),
+            replicas=count.get(s.pk, 0),
+            holds_version=s.pk in holds,
+        )
+        for s in servers
+    ]
+
+
+def _check_replicas(replicas) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise ServiceError("invalid_replicas", f"replicas is a whole number from 1 to {MAX_REPLICAS}", field="replicas")
+    return replicas
+
+
+def _set_snapshot(rs: ReplicaSet) -> dict:
+    return {
+        "model": rs.model.name,
+        "version": rs.model_version.version,
+        "replicas": rs.replicas,
+        "labels": rs.labels,
+        "accelerator": rs.accelerator,
+        "memory_mb": rs.memory_mb,
+        "traffic_weight": rs.traffic_weight,
+        "state": rs.state,
+    }
+
+
+def _refused(event_type: str, err: ServiceError, *, actor, source: Source, target=None, details: dict) -> None:
+    """Audit a refused replica-set operation (in its own transaction: the refused one rolled back)."""
+    extra = {"reasons": err.reasons} if isinstance(err, PlacementImpossible) else {}
+    with transaction.atomic():
+        record_event(
+            event_type,
+            actor=actor,
+            source=source,
+            target=target,
+            target_type="" if target is not None else "deployments.replicaset",
+            target_display="" if target is not None else str(details.get("model_version_id", ""))[:200],
+            outcome=Outcome.FAILURE,
+            error_code=err.code,
+            details={**details, "reason": err.detail, **extra},
+        )
+
+
+def _place_replicas(rs: ReplicaSet, count: int, batching: BatchingSettings, actor, source: Source) -> list[Deployment]:
+    """Place `count` new replicas of the set (servers locked by _candidates) and create their
+    deployments, each enqueued for the reconcile after commit. Raises PlacementImpossible."""
+    mv = rs.model_version
+    ask = Ask(
+        count=count,
+        labels=rs.labels or {},
+        accelerator=rs.accelerator,
+        backend=required_backend(mv),
+        memory_mb=rs.memory_mb,
+    )
+    chosen = place(ask, _candidates(mv.pk))
+    deployments = []
+    for candidate in chosen:
+        dep = Deployment.objects.create(
+            model=rs.model,
+            model_version=mv,
+            replica_set=rs,
+            server_id=candidate.id,
+            requested_by=acting_user(actor),
+            **batching.as_dict(),
+        )
+        dep.transitions.create(to_state=Observed.PENDING, message="requested")
+        record_event(
+            "deployment.request",
+            actor=actor,
+            source=source,
+            target=dep,
+            details={"after": _snapshot(dep), "replica_set": rs.pk},
+        )
+        _enqueue(dep)
+        deployments.append(dep)
+    return deployments
+
+
+def _live_sets(model_id: int):
+    return ReplicaSet.objects.filter(model_id=model_id, state=ReplicaSetState.ACTIVE)
+
+
+def request_replica_set(
+    *,
+    model_version_id: int,
+    replicas: int = 1,
+    labels: dict | None = None,
+    accelerator: str = "",
+    memory_mb: int = 0,
+    batching: dict | None = None,
+    actor,
+    source: Source = SYSTEM,
+) -> ReplicaSet:
+    """Ask for `replicas` replicas of a model version, placed by the scheduler
+    (apps/deployments/scheduler.py): a ReplicaSet and one Deployment per replica, each enqueued
+    for the reconcile. All or nothing: a placement that cannot be made raises 409
+    `placement_impossible` naming every server and why, and saves nothing but the audited refusal.
+    The set takes all the model's unversioned traffic (weight 100) when the model has no other
+    live set, else none (a rollout moves traffic)."""
+    details = {
+        "model_version_id": model_version_id,
+        "replicas": replicas,
+        "labels": labels,
+        "accelerator": accelerator,
+        "memory_mb": memory_mb,
+    }
+    mv = None
+    try:
+        _check_replicas(replicas)
+        labels = validate_labels({} if labels is None else labels)
+        if accelerator not in ("", *Hardware.values):
+            raise ServiceError(
+                "unknown_accelerator",
+                f"unknown accelerator {str(accelerator)[:20]!r}; one of {', '.join(Hardware.values)} or blank for any",
+                field="accelerator",
+            )
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 0 <= memory_mb <= 2**31 - 1:
+            raise ServiceError(
+                "invalid_memory", "memory_mb is a whole number of MiB (0: not estimated)", field="memory_mb"
+            )
+        settings_ = _batching(batching or {})
+        mv = get_or_404(
+            ModelVersion.objects.select_related("model", "artifact"),
+            "model_version_not_found",
+            f"no model version with id {model_version_id}",
+            pk=model_version_id,
+        )
+        if mv.artifact.is_shredded:
+            raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
+        with transaction.atomic():
+            ModelVersion.objects.select_for_update().filter(pk=mv.pk).first()  # one placement per version at a time
+            if ReplicaSet.objects.filter(model_version=mv, state=ReplicaSetState.ACTIVE).exists():
+                raise Conflict(
+                    "replica_set_exists",
+                    f"{mv} already has an active replica set; scale it instead",
+                    "model_version",
+                )
+            rs = ReplicaSet.objects.create(
+                model=mv.model,
+                model_version=mv,
+                replicas=replicas,
+                min_replicas=replicas,
+                max_replicas=replicas,
+                labels=labels,
+                accelerator=accelerator,
+                memory_mb=memory_mb,
+                traffic_weight=0 if _live_sets(mv.model_id).exists() else 100,
+                requested_by=acting_user(actor),
+            )
+            deployments = _place_replicas(rs, replicas, settings_, actor, source)
+            record_event(
+                "deployment.replica_set.create",
+                actor=actor,
+                source=source,
+                target=rs,
+                details={"after": _set_snapshot(rs), "servers": [d.server.name for d in deployments]},
+            )
+    except ServiceError as err:
+        if not isinstance(err, NotFound):
+            _refused("deployment.replica_set.rejected", err, actor=actor, source=source, target=mv, details=details)
+        raise
+    return rs
+
+
+def scale_replica_set(*, replica_set_id: int, replicas: int, actor, source: Source = SYSTEM) -> ReplicaSet:
+    """Change the number of replicas: new ones are placed by the scheduler (all or nothing, as
+    request_replica_set), surplus ones are undeployed newest first. Audited
+    `deployment.replica_set.scale`; the set's min/max widen to hold a number set by hand."""
+    rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
+    try:
+        _check_replicas(replicas)
+        with transaction.atomic():
+            rs = (
+                ReplicaSet.objects.select_for_update(of=("self",))
+                .select_related("model", "model_version__artifact")
+                .get(pk=rs.pk)
+            )
+            if rs.state != ReplicaSetState.ACTIVE:
+                raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
+            current = list(rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("-created_at", "-pk"))
+            before = _set_snapshot(rs)
+            added, removed = [], []
+            if replicas > len(current):
+                if rs.model_version.artifact.is_shredded:
+                    raise Conflict(
+                        "artifact_shredded",
+                        f"the data key of {rs.model_version} was destroyed; it can no longer be deployed",
+                    )
+                template = current[0].batching() if current else BatchingSettings()
+                added = _place_replicas(rs, replicas - len(current), template, actor, source)
+            for dep in current[: max(0, len(current) - replicas)]:
+                dep.desired_state = Desired.INACTIVE
+                dep.requested_by = acting_user(actor) or dep.requested_by
+                dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+                record_event(
+                    "deployment.undeploy",
+                    actor=actor,
+                    source=source,
+                    target=dep,
+                    details={"before": {"desired_state": Desired.ACTIVE}, "after": {"desired_state": Desired.INACTIVE}},
+                )
+                _enqueue(dep)
+                removed.append(dep)
+            rs.replicas = replicas
+            rs.min_replicas = min(rs.min_replicas, replicas)
+            rs.max_replicas = max(rs.max_replicas, replicas)
+            rs.save(update_fields=["replicas", "min_replicas", "max_replicas", "updated_at"])
+            record_event(
+                "deployment.replica_set.scale",
+                actor=actor,
+                source=source,
+                target=rs,
+                details={
+                    "before": {"replicas": before["replicas"]},
+                    "after": {"replicas": replicas},
+                    "added": [d.server.name for d in added],
+                    "removed": [d.server.name for d in removed],
+                },
+            )
+    except ServiceError as err:
+        _refused(
+            "deployment.replica_set.scale.rejected",
+            err,
+            actor=actor,
+            source=source,
+            target=rs,
+            details={"replica_set": rs.pk, "replicas": replicas},
+        )
+        raise
+    return rs
+
+
+def retire_replica_set(*, replica_set_id: int, actor, source: Source = SYSTEM) -> ReplicaSet:
+    """Undeploy every replica of the set and mark it retired (idempotent). Refused (409
+    `replica_set_has_traffic`) while it carries traffic and another set of the model is live:
+    move its weight first (a rollout). The model's only set may be retired with its traffic."""
+    rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
+    try:
+        with transaction.atomic():
+            rs = (
+                ReplicaSet.objects.select_for_update(of=("self",))
+                .select_related("model", "model_version")
+                .get(pk=rs.pk)
+            )
+            if rs.state == ReplicaSetState.RETIRED:
+                return rs
+            others = _live_sets(rs.model_id).exclude(pk=rs.pk)
+            if rs.traffic_weight > 0 and others.exists():
+                raise Conflict(
+                    "replica_set_has_traffic",
+                    f"replica set {rs.pk} ({rs.model_version}) carries {rs.traffic_weight}% of {rs.model.name}'s "
+                    "traffic; move it to another set (a rollout) before retiring",
+                )
+            before = _set_snapshot(rs)
+            _retire(rs, actor, source)
+            record_event(
+                "deployment.replica_set.retire",
+                actor=actor,
+                source=source,
+                target=rs,
+                details={"before": before, "after": _set_snapshot(rs)},
+            )
+    except ServiceError as err:
+        _refused(
+            "deployment.replica_set.retire.rejected",
+            err,
+            actor=actor,
+            source=source,
+            target=rs,
+            details={"replica_set": rs.pk},
+        )
+        raise
+    return rs
+
+
+def _retire(rs: ReplicaSet, actor, source: Source) -> None:
+    for dep in rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("pk"):
+        dep.desired_state = Desired.INACTIVE
+        dep.requested_by = acting_user(actor) or dep.requested_by
+        dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+        record_event(
+            "deployment.undeploy",
+            actor=actor,
+            source=source,
+            target=dep,
+            details={"before": {"desired_state": Desired.ACTIVE}, "after": {"desired_state": Desired.INACTIVE}},
+        )
+        _enqueue(dep)
+    rs.state, rs.replicas, rs.traffic_weight = ReplicaSetState.RETIRED, 0, 0
+    rs.save(update_fields=["state", "replicas", "traffic_weight", "updated_at"])
+
+
+def _join_replica_set(dep: Deployment, actor, source: Source) -> None:
+    """A deployment made desired-active by hand (request_deployment / request_redeploy) joins its
+    version's active set, or a new set of one pinned where the operator put it (the scheduler
+    did not choose the server). Inside the caller's transaction."""
+    rs = ReplicaSet.objects.select_for_update().filter(model_version_id=dep.model_version_id, state="active").first()
+    if rs is None:
+        rs = ReplicaSet.objects.create(
+            model_id=dep.model_id,
+            model_version_id=dep.model_version_id,
+            traffic_weight=0 if _live_sets(dep.model_id).exists() else 100,
+            requested_by=acting_user(actor),
+        )
+        created = True
+    else:
+        created = False
+    before = rs.replicas
+    dep.replica_set = rs
+    dep.save(update_fields=["replica_set", "updated_at"])
+    rs.replicas = rs.deployments.filter(desired_state=Desired.ACTIVE).count()
+    rs.max_replicas = max(rs.max_replicas, rs.replicas)
+    rs.save(update_fields=["replicas", "max_replicas", "updated_at"])
+    record_event(
+        "deployment.replica_set.create" if created else "deployment.replica_set.scale",
+        actor=actor,
+        source=source,
+        target=rs,
+        details={
+            **(
+                {"after": _set_snapshot(rs)}
+                if created
+                else {"before": {"replicas": before}, "after": {"replicas": rs.replicas}}
+            ),
+            "pinned": dep.server.name,
+        },
+    )
+
+
+def _leave_replica_set(dep: Deployment, actor, source: Source) -> None:
+    """A replica undeployed by hand leaves its set's count; the last one retires the set, its
+    traffic going to the model's newest other live set (the live sets keep summing to 100)."""
+    if dep.replica_set_id is None:
+        return
+    rs = ReplicaSet.objects.select_for_update().get(pk=dep.replica_set_id)
+    if rs.state != ReplicaSetState.ACTIVE:
+        return
+    before = _set_snapshot(rs)
+    remaining = rs.deployments.filter(desired_state=Desired.ACTIVE).count()
+    if remaining:
+        rs.replicas = remaining
+        rs.min_replicas = min(rs.min_replicas, remaining)
+        rs.save(update_fields=["replicas", "min_replicas", "updated_at"])
+        record_event(
+            "deployment.replica_set.scale",
+            actor=actor,
+            source=source,
+            target=rs,
+            details={
+                "before": {"replicas": before["replicas"]},
+                "after": {"replicas": remaining},
+                "removed": [dep.server.name],
+            },
+        )
+        return
+    weight = rs.traffic_weight
+    _retire(rs, actor, source)
+    heir = _live_sets(rs.model_id).select_for_update().order_by("-created_at", "-pk").first()
+    if heir is not None and weight:
+        ReplicaSet.objects.filter(pk=heir.pk).update(traffic_weight=heir.traffic_weight + weight)
+    record_event(
+        "deployment.replica_set.retire",
+        actor=actor,
+        source=source,
+        target=rs,
+        details={
+            "before": before,
+            "after": _set_snapshot(rs),
+            "reason": "its last replica was undeployed",
+            **({"traffic_to": heir.pk} if heir is not None and weight else {}),
+        },
+    )
 
 
 # Rollouts live in their own module (apps/deployments/rollouts.py, docs/rollouts.md); these are

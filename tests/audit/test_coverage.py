@@ -147,6 +147,7 @@ EXPECTED_GOVERNED = {
     "keys.DataKey": ("wrapped",),
     "deployments.InferenceServer": ("credential_ciphertext",),  # its restricted-API credential, sealed
     "deployments.Deployment": (),
+    "deployments.ReplicaSet": (),
     "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
     "accounts.ModelUserGrant": (),
     "accounts.ModelGroupGrant": (),

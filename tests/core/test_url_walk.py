@@ -35,6 +35,7 @@ from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST
 from apps.accounts.services import create_service_account, grant_emergency_access, grant_model_access
 from apps.audit.models import AuditEvent
 from apps.audit.refusals import counter as refusal_counter
+from apps.deployments.services import request_replica_set
 from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from apps.registry.models import Model
 from tests.conftest import grant, make_user, otp_login
@@ -237,7 +238,15 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
-    "server-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@server"})],
+    "server-detail": [
+        api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@server"}),
+        # declarations change through update_server (audited); a server holding replicas is not
+        # removed (docs/fleet.md)
+        api(
+            "patch", UNAUTH, 200, DENIED, DENIED, DENIED, DENIED, data={"labels": {"walk": "1"}}, args={"pk": "@server"}
+        ),
+        api("delete", UNAUTH, "409 server_has_replicas", DENIED, DENIED, DENIED, DENIED, args={"pk": "@server"}),
+    ],
     # who registers a server sets its restricted-API credential (write-only; {} lacks it: 400)
     "server-credential": [
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}, args={"pk": "@server"})
@@ -259,6 +268,16 @@ TABLE: dict[str, list[Row]] = {
         f"rollout-{_action}": [api("post", UNAUTH, 409, DENIED, DENIED, DENIED, DENIED, args={"pk": "@rollout"})]
         for _action in ("promote", "rollback", "abort")
     },
+    # Replica sets (docs/fleet.md): as deployments
+    "replicaset-list": [
+        api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
+        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
+    ],
+    "replicaset-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@replica_set"})],
+    "replicaset-scale": [
+        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}, args={"pk": "@replica_set"})
+    ],
+    "replicaset-retire": [api("post", UNAUTH, 202, DENIED, DENIED, DENIED, DENIED, args={"pk": "@replica_set"})],
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
@@ -463,6 +482,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "deployments.inferenceserver": ("@server", {"admin", "auditor"}, {"admin"}),
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
     "deployments.rollout": ("@rollout", {"admin", "auditor"}, {"admin"}),
+    "deployments.replicaset": ("@replica_set", {"admin", "auditor"}, {"admin"}),
     "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
     "keys.datakey": ("@data_key", {"officer", "auditor"}, set()),
@@ -500,6 +520,8 @@ def _admin_rows(label: str, obj: str, viewers: set[str], adders: set[str]) -> di
 
 for _label, _spec in ADMIN_MODELS.items():
     TABLE.update(_admin_rows(_label, *_spec))
+# A server is removed through delete_server (refused while it holds replicas): the admin role's page.
+TABLE["admin:deployments_inferenceserver_delete"] = [staff_page("get", 200, 403, 403, args={"object_id": "@server"})]
 # The security officer's audit changelist holds key events only; @event is not one of them.
 for _view in ("change", "history"):
     TABLE[f"admin:audit_auditevent_{_view}"] = [staff_page("get", 403, TO_INDEX, 200, args={"object_id": "@event"})]
@@ -558,6 +580,8 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
     secret = ModelVersionFactory(model_name="secret", actor=staff_user)
     dep = deploy(granted)
     deploy(secret)
+    fleet = ModelVersionFactory(model_name="fleet", actor=staff_user)
+    replica_set = request_replica_set(model_version_id=fleet.pk, replicas=1, actor=staff_user)
     grant(plain_user, granted.model)
     radiology = Group.objects.create(name="radiology")
     grant_model_access(model_id=granted.model.pk, permission="view_model", group_id=radiology.pk, actor=None)
@@ -577,6 +601,7 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "server": dep.server.pk,
         "deployment": dep.pk,
         "rollout": rollout_of(secret, staff_user, finished=True).pk,
+        "replica_set": replica_set.pk,
         "user": plain_user.pk,
         "officer_user": officer_user.pk,
         "token": ApiToken.objects.get(user=plain_user, name="laptop").pk,

@@ -936,6 +936,17 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("rollout-promote", "post"): _api_object("rollout.promote", "post", _u("rollout-promote", "rollout")),
         ("rollout-rollback", "post"): _api_object("rollout.rollback", "post", _u("rollout-rollback", "rollout")),
         ("rollout-abort", "post"): _api_object("rollout.abort", "post", _u("rollout-abort", "rollout")),
+        # servers change and go (refused while they hold replicas: still reached), replica sets
+        # are placed, scaled and retired (docs/fleet.md)
+        ("server-detail", "patch"): _api_object("server.change", "patch", _u("server-detail", "server"), {}),
+        ("server-detail", "delete"): _api_object("server.delete", "delete", _u("server-detail", "server")),
+        ("replicaset-list", "post"): _api_object("replica_set.create", "post", _u("replicaset-list"), {}),
+        ("replicaset-scale", "post"): _api_object(
+            "replica_set.scale", "post", _u("replicaset-scale", "replica_set"), {}
+        ),
+        ("replicaset-retire", "post"): _api_object(
+            "replica_set.retire", "post", _u("replicaset-retire", "replica_set")
+        ),
         ("kek-rotate", "post"): _api_object("kek.rotate", "post", _u("kek-rotate"), {"reason": "probe"}),
         ("kek-retire", "post"): _api_object("kek.retire", "post", _u("kek-retire", "kek")),
         ("kek-rotation-resume", "post"): _api_object("kek.resume", "post", _u("kek-rotation-resume", "rotation")),
@@ -1205,11 +1216,16 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         # the analysts themselves hold reidentify; the CI account only invokes
         for grantee in (u["alice"] if name == "chat-mine" else u["pat"],):
             grant_model_access(model_id=models[name], permission="reidentify", user_id=grantee.pk, actor=None)
+    from apps.deployments.services import request_replica_set
+
+    fleet = ModelVersionFactory(model_name="fleet", data=onnx_bytes, actor=u["ops"])
+    replica_set = request_replica_set(model_version_id=fleet.pk, replicas=1, actor=u["ops"])
     world = {
         "users": {k: v.pk for k, v in u.items()},
         "models": models,
         "mine": "mine",
         "deployment": deployment.pk,
+        "replica_set": replica_set.pk,
         "server": deployment.server_id,
         "rollout": _rollout_of("secret", u["ops"]),
         "other_person": [u["pat"].pk, u["pete"].pk],

@@ -68,6 +68,7 @@ SU, AD, SO, AU = "superuser", "admin", "security_officer", "auditor"
 WRITERS: dict[str, dict[str, set[str]]] = {
     "registry.modelversion": {"add": {SU, AD}, "action:deploy": {SU, AD}},
     "deployments.inferenceserver": {"add": {SU, AD}},
+    "deployments.replicaset": {"add": {SU, AD}, "action:scale": {SU, AD}, "action:retire": {SU, AD}},
     "deployments.deployment": {"add": {SU, AD}, "action:undeploy": {SU, AD}, "action:redeploy": {SU, AD}},
     # the world's rollout waits for its replicas: promoting it is refused, rolling back or aborting writes
     "deployments.rollout": {"action:rollback": {SU, AD}, "action:abort": {SU, AD}},
@@ -114,7 +115,11 @@ def world(settings) -> World:
     users.update({p: make_user(f"walk-{p.replace('_', '-')}", ROLE_OF[p]) for p in PRINCIPALS[1:]})
     dep = DeploymentFactory(model_version__actor=users["admin"])
     rollout_of(dep.model_version, users["admin"])  # before "undeployed": the newest version stays undeployed
-    ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target
+    from apps.deployments.services import request_replica_set
+
+    fleet = ModelVersionFactory(model_name="fleet", actor=users["admin"])  # a replica set (docs/fleet.md)
+    request_replica_set(model_version_id=fleet.pk, replicas=1, actor=users["admin"])
+    ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target (the last)
     token_for(users["analyst"], name="laptop")
     from apps.accounts.models import SM3OTPDevice
 

@@ -53,11 +53,22 @@ ADMIN_OBJECTS = objects(
     "rollout.promote",
     "rollout.rollback",
     "rollout.abort",
+    # docs/fleet.md: servers' declarations and removal, replica sets
+    "server.change",
+    "server.delete",
+    "replica_set.create",
+    "replica_set.scale",
+    "replica_set.retire",
 )
 ADMIN_SITE_ADMIN = objects(
     "admin.add:registry.modelversion",
     "admin.add:deployments.inferenceserver",
+    "admin.change:deployments.inferenceserver",
+    "admin.delete:deployments.inferenceserver",
     "admin.add:deployments.deployment",
+    "admin.add:deployments.replicaset",
+    "admin.action:deployments.replicaset.scale",
+    "admin.action:deployments.replicaset.retire",
     "admin.action:registry.modelversion.deploy",
     "admin.action:deployments.deployment.undeploy",
     "admin.action:deployments.deployment.redeploy",

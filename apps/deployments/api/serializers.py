@@ -3,7 +3,18 @@ from rest_framework import serializers
 from inference_backend.config import BATCHING_FIELDS
 
 from .. import services
-from ..models import Deployment, DeploymentTransition, InferenceServer, Kind, Rollout, RolloutStrategy
+from ..models import (
+    Deployment,
+    DeploymentTransition,
+    Desired,
+    Hardware,
+    InferenceServer,
+    Kind,
+    Observed,
+    ReplicaSet,
+    Rollout,
+    RolloutStrategy,
+)
 from ..selectors import gateway_says
 
 
@@ -28,6 +39,16 @@ class InferenceServerSerializer(serializers.ModelSerializer):
     gateway_says = serializers.SerializerMethodField(
         help_text="the gateway data plane's own experience of the server: its circuit breaker and last error"
     )
+    # validated by the service (`invalid_labels`), not here: any JSON reaches it
+    labels = serializers.JSONField(
+        required=False, help_text='free-form labels the scheduler matches, e.g. {"zone": "phi", "site": "beijing"}'
+    )
+    metrics_url = serializers.CharField(
+        max_length=300,
+        required=False,
+        allow_blank=True,
+        help_text="Triton's metrics endpoint, e.g. http://triton-1:8002/metrics (same address policy as http_url)",
+    )
 
     class Meta:
         model = InferenceServer
@@ -37,15 +58,32 @@ class InferenceServerSerializer(serializers.ModelSerializer):
             "http_url",
             "grpc_url",
             "hardware",
+            "accelerator_model",
+            "memory_mb",
             "backends",
+            "labels",
+            "metrics_url",
             "credential",
             "has_credential",
             "state",
             "last_seen_at",
             "gateway_says",
+            "last_error",
             "created_at",
         ]
-        read_only_fields = ["state", "last_seen_at", "created_at"]
+        read_only_fields = ["state", "last_seen_at", "last_error", "created_at"]
+
+
+class InferenceServerUpdateSerializer(serializers.Serializer):
+    """What may change on a registered server (PATCH): its declarations, not its name or address."""
+
+    hardware = serializers.ChoiceField(choices=Hardware.choices, required=False)
+    accelerator_model = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    memory_mb = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    backends = serializers.ListField(child=serializers.CharField(max_length=32), required=False)
+    labels = serializers.JSONField(required=False)
+    metrics_url = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    grpc_url = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
     def get_gateway_says(self, obj) -> str:
         return gateway_says(obj.pk) if obj.pk else ""
@@ -165,3 +203,73 @@ class RolloutRequestSerializer(serializers.Serializer):
     slo_max_p95_ms = serializers.JSONField(required=False, help_text="p95 latency (ms) that rolls back")
     min_calls = serializers.JSONField(required=False, help_text="calls a step needs before it is judged")
     force = serializers.BooleanField(default=False, help_text="roll out through breaking signature changes")
+
+
+class ReplicaSetSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name", read_only=True)
+    version = serializers.IntegerField(source="model_version.version", read_only=True)
+    ready = serializers.SerializerMethodField(help_text="replicas desired active and observed ACTIVE")
+    servers = serializers.SerializerMethodField(help_text="the servers of its desired-active replicas")
+    deployments = serializers.SerializerMethodField(help_text="ids of all its deployments (replicas), newest first")
+    # the server's `hardware` choices; plain text here so the schema names that choice set once
+    accelerator = serializers.CharField(read_only=True, help_text="cpu, gpu or npu; blank: any")
+
+    class Meta:
+        model = ReplicaSet
+        fields = [
+            "id",
+            "model",
+            "version",
+            "model_version",
+            "replicas",
+            "ready",
+            "min_replicas",
+            "max_replicas",
+            "labels",
+            "accelerator",
+            "memory_mb",
+            "traffic_weight",
+            "state",
+            "servers",
+            "deployments",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def _active(self, obj) -> list:
+        return [d for d in obj.deployments.all() if d.desired_state == Desired.ACTIVE]
+
+    def get_ready(self, obj) -> int:
+        return sum(1 for d in self._active(obj) if d.observed_state == Observed.ACTIVE)
+
+    def get_servers(self, obj) -> list[str]:
+        return [d.server.name for d in self._active(obj)]
+
+    def get_deployments(self, obj) -> list[int]:
+        return [d.pk for d in obj.deployments.all()]
+
+
+class ReplicaSetRequestSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(help_text="id of the model version to serve")
+    # ranges are the service's (`invalid_replicas`, `invalid_labels`, `unknown_accelerator`)
+    replicas = serializers.IntegerField(required=False, default=1, help_text="how many replicas (1-64)")
+    labels = serializers.JSONField(
+        required=False, default=dict, help_text='labels every chosen server must carry, e.g. {"zone": "phi"}'
+    )
+    accelerator = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="cpu, gpu or npu; blank for any"
+    )
+    memory_mb = serializers.IntegerField(
+        required=False, default=0, min_value=0, help_text="memory one replica needs (MiB); 0: not estimated"
+    )
+    max_batch_size = serializers.IntegerField(required=False, min_value=0)
+    dynamic_batching = serializers.BooleanField(required=False)
+    preferred_batch_sizes = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
+    max_queue_delay_us = serializers.IntegerField(required=False, min_value=0)
+    instance_count = serializers.IntegerField(required=False, min_value=1)
+    kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+
+
+class ReplicaSetScaleSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField(help_text="the new number of replicas (1-64)")

@@ -1,9 +1,10 @@
 from rest_framework.routers import SimpleRouter
 
-from .views import DeploymentViewSet, InferenceServerViewSet, RolloutViewSet
+from .views import DeploymentViewSet, InferenceServerViewSet, ReplicaSetViewSet, RolloutViewSet
 
 router = SimpleRouter()
 router.register("servers", InferenceServerViewSet, basename="server")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("rollouts", RolloutViewSet, basename="rollout")
+router.register("replica-sets", ReplicaSetViewSet, basename="replicaset")
 urlpatterns = router.urls

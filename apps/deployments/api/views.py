@@ -9,11 +9,15 @@ from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
 from .. import services
-from ..models import Deployment, InferenceServer, Rollout
+from ..models import Deployment, InferenceServer, ReplicaSet, Rollout
 from .serializers import (
     DeploymentRequestSerializer,
     DeploymentSerializer,
     InferenceServerSerializer,
+    InferenceServerUpdateSerializer,
+    ReplicaSetRequestSerializer,
+    ReplicaSetScaleSerializer,
+    ReplicaSetSerializer,
     RolloutRequestSerializer,
     RolloutSerializer,
     ServerCredentialSerializer,
@@ -21,14 +25,18 @@ from .serializers import (
 
 
 class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Triton Inference Servers the portal deploys onto."""
+    """Triton Inference Servers the portal deploys onto: hardware, capacity and labels the
+    scheduler places replicas by (docs/fleet.md)."""
 
     queryset = InferenceServer.objects.all()
     serializer_class = InferenceServerSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     action_perms = {
         "list": "deployments.view_inferenceserver",
         "retrieve": "deployments.view_inferenceserver",
         "create": "deployments.add_inferenceserver",
+        "partial_update": "deployments.change_inferenceserver",
+        "destroy": "deployments.delete_inferenceserver",
         "credential": "deployments.add_inferenceserver",  # who registers a server sets its credential
     }
     filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
@@ -42,9 +50,32 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
             hardware=data.get("hardware", "cpu"),
             backends=data.get("backends"),
             credential=data.get("credential"),
+            accelerator_model=data.get("accelerator_model", ""),
+            memory_mb=data.get("memory_mb", 0),
+            labels=data.get("labels"),
+            metrics_url=data.get("metrics_url", ""),
             actor=self.request.user,
             source=Source.from_request(self.request),
         )
+
+    @extend_schema(request=InferenceServerUpdateSerializer, responses={200: InferenceServerSerializer})
+    def partial_update(self, request, pk=None):
+        """Change a server's declared hardware, capacity, labels, backends or metrics URL."""
+        form = InferenceServerUpdateSerializer(data=request.data, partial=True)
+        form.is_valid(raise_exception=True)
+        server = services.update_server(
+            server_id=self.get_object().pk,
+            actor=request.user,
+            source=Source.from_request(request),
+            **form.validated_data,
+        )
+        return Response(InferenceServerSerializer(server).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        """Remove a server; refused (409 `server_has_replicas`) while it holds replicas."""
+        services.delete_server(server_id=self.get_object().pk, actor=request.user, source=Source.from_request(request))
+        return Response(status=204)
 
     @extend_schema(request=ServerCredentialSerializer, responses={200: InferenceServerSerializer})
     @action(detail=True, methods=["post"])
@@ -187,3 +218,64 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
         rollout = service(rollout_id=self.get_object().pk, actor=request.user, source=Source.from_request(request))
         rollout.refresh_from_db()
         return Response(RolloutSerializer(rollout).data)
+
+
+class ReplicaSetViewSet(viewsets.ReadOnlyModelViewSet):
+    """Replica sets: N replicas of one model version, placed on servers by the scheduler
+    (labels, accelerator, backend, memory; spread, then bin-packing). docs/fleet.md."""
+
+    serializer_class = ReplicaSetSerializer
+    action_perms = {
+        "list": "deployments.view_replicaset",
+        "retrieve": "deployments.view_replicaset",
+        "create": "deployments.add_replicaset",
+        "scale": "deployments.change_replicaset",
+        "retire": "deployments.change_replicaset",
+    }
+    filterset_fields = {"model__name": ["exact"], "model_version": ["exact"], "state": ["exact"]}
+
+    def get_queryset(self):
+        sets = ReplicaSet.objects.select_related("model", "model_version").prefetch_related("deployments__server")
+        return restricted_to_token(sets, self.request.auth, via="model")
+
+    @extend_schema(request=ReplicaSetRequestSerializer, responses={202: ReplicaSetSerializer})
+    def create(self, request):
+        """Place the replicas (all or nothing: 409 `placement_impossible` with a reason per server)."""
+        form = ReplicaSetRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        DeploymentViewSet._check_token_reaches(request.auth, data["model_version"])
+        rs = services.request_replica_set(
+            model_version_id=data.pop("model_version"),
+            replicas=data.pop("replicas"),
+            labels=data.pop("labels"),
+            accelerator=data.pop("accelerator"),
+            memory_mb=data.pop("memory_mb"),
+            batching=data,
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)
+
+    @extend_schema(request=ReplicaSetScaleSerializer, responses={202: ReplicaSetSerializer})
+    @action(detail=True, methods=["post"])
+    def scale(self, request, pk=None):
+        """Add placed replicas or undeploy surplus ones (newest first)."""
+        form = ReplicaSetScaleSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        rs = services.scale_replica_set(
+            replica_set_id=self.get_object().pk,
+            replicas=form.validated_data["replicas"],
+            actor=request.user,
+            source=Source.from_request(request),
+        )
+        return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)
+
+    @extend_schema(request=None, responses={202: ReplicaSetSerializer})
+    @action(detail=True, methods=["post"])
+    def retire(self, request, pk=None):
+        """Undeploy all its replicas; refused (409 `replica_set_has_traffic`) while it carries traffic."""
+        rs = services.retire_replica_set(
+            replica_set_id=self.get_object().pk, actor=request.user, source=Source.from_request(request)
+        )
+        return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)

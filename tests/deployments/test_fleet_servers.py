@@ -1,0 +1,253 @@
+"""Servers with capacity and labels (issue 16, docs/fleet.md): declared through the audited
+services, the API and the admin; a server holding replicas is not removed; health shows why a
+server is DOWN."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.audit.models import AuditEvent
+from apps.core.errors import ServiceError
+from apps.deployments import services, tasks
+from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from tests.conftest import otp_login
+from tests.factories import DeploymentFactory, InferenceServerFactory, ModelVersionFactory
+
+pytestmark = pytest.mark.django_db
+
+SERVERS = "/api/v1/deployments/servers/"
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[tuple]:
+    calls: list[tuple] = []
+    monkeypatch.setattr(tasks.reconcile_deployment_task, "delay", lambda *args: calls.append(args))
+    return calls
+
+
+@pytest.fixture
+def browser(admin_user):
+    client = Client()
+    otp_login(client, admin_user)
+    return client
+
+
+class TestRegister:
+    def test_capacity_and_labels_are_stored_and_audited(self, staff_client):
+        resp = staff_client.post(
+            SERVERS,
+            {
+                "name": "a100-1",
+                "http_url": "http://a100-1.internal:8000",
+                "hardware": "gpu",
+                "accelerator_model": "A100-80GB",
+                "memory_mb": 81920,
+                "labels": {"zone": "phi", "site": "beijing"},
+                "metrics_url": "http://a100-1.internal:8002/metrics",
+            },
+            format="json",
+        )
+
+        assert resp.status_code == 201, resp.json()
+        body = resp.json()
+        assert (body["accelerator_model"], body["memory_mb"], body["labels"]) == (
+            "A100-80GB",
+            81920,
+            {"zone": "phi", "site": "beijing"},
+        )
+        assert body["metrics_url"] == "http://a100-1.internal:8002/metrics" and body["last_error"] == ""
+        server = InferenceServer.objects.get(name="a100-1")
+        assert server.labels == {"zone": "phi", "site": "beijing"}
+        after = AuditEvent.objects.get(event_type="deployment.server.create").details["after"]
+        assert (after["memory_mb"], after["labels"]) == (81920, {"zone": "phi", "site": "beijing"})
+
+    @pytest.mark.parametrize(
+        ("payload", "code", "field"),
+        [
+            ({"labels": ["zone=phi"]}, "invalid_labels", "labels"),
+            ({"labels": {"zone": 3}}, "invalid_labels", "labels"),
+            ({"metrics_url": "http://169.254.169.254/metrics"}, "server_address_forbidden", "metrics_url"),
+            ({"metrics_url": "ftp://x/metrics"}, "invalid_server_url", "metrics_url"),
+        ],
+    )
+    def test_bad_declarations_are_refused_and_audited(self, staff_client, payload, code, field):
+        resp = staff_client.post(
+            SERVERS, {"name": "edge-1", "http_url": "http://edge-1:8000", **payload}, format="json"
+        )
+
+        assert resp.status_code == 400, resp.json()
+        assert (resp.json()["code"], resp.json()["field"]) == (code, field)
+        assert not InferenceServer.objects.exists()
+        assert AuditEvent.objects.get(event_type="deployment.server.rejected").error_code == code
+
+
+class TestUpdate:
+    def test_patch_changes_declarations_with_before_and_after(self, staff_client, staff_user):
+        server = InferenceServerFactory(name="edge-1")
+
+        resp = staff_client.patch(
+            f"{SERVERS}{server.pk}/", {"memory_mb": 4096, "labels": {"zone": "phi"}}, format="json"
+        )
+
+        assert resp.status_code == 200, resp.json()
+        server.refresh_from_db()
+        assert (server.memory_mb, server.labels) == (4096, {"zone": "phi"})
+        event = AuditEvent.objects.get(event_type="deployment.server.update")
+        assert event.actor == staff_user
+        assert event.details["before"] == {"memory_mb": 0, "labels": {}}
+        assert event.details["after"] == {"memory_mb": 4096, "labels": {"zone": "phi"}}
+
+    def test_bad_update_changes_nothing(self, staff_user):
+        server = InferenceServerFactory(name="edge-1", memory_mb=1024)
+
+        with pytest.raises(ServiceError) as info:
+            services.update_server(server_id=server.pk, memory_mb=2048, labels="zone", actor=staff_user)
+
+        assert info.value.code == "invalid_labels"
+        server.refresh_from_db()
+        assert server.memory_mb == 1024
+        assert not AuditEvent.objects.filter(event_type="deployment.server.update").exists()
+
+    def test_name_and_address_are_not_changed(self, staff_user):
+        server = InferenceServerFactory(name="edge-1")
+
+        with pytest.raises(ServiceError) as info:
+            services.update_server(server_id=server.pk, http_url="http://elsewhere:8000", actor=staff_user)
+
+        assert info.value.code == "invalid_server_field"
+
+    @pytest.mark.parametrize("persona", ["auditor_client", "user_client", "officer_client"])
+    def test_only_the_admin_role_changes_or_removes(self, request, persona):
+        server = InferenceServerFactory(name="edge-1")
+        client = request.getfixturevalue(persona)
+
+        assert client.patch(f"{SERVERS}{server.pk}/", {"memory_mb": 1}, format="json").status_code in (403, 404)
+        assert client.delete(f"{SERVERS}{server.pk}/").status_code in (403, 404)
+        server.refresh_from_db()
+        assert server.memory_mb == 0
+
+
+class TestDelete:
+    def test_a_server_holding_replicas_is_not_removed(self, staff_client, staff_user, enqueued):
+        mv = ModelVersionFactory(actor=staff_user)
+        server = InferenceServerFactory(name="edge-1")
+        services.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=staff_user)
+
+        resp = staff_client.delete(f"{SERVERS}{server.pk}/")
+
+        assert resp.status_code == 409
+        assert resp.json()["code"] == "server_has_replicas"
+        assert "edge-1 still holds 1 replica(s)" in resp.json()["detail"]
+        assert InferenceServer.objects.filter(pk=server.pk).exists()
+        assert not AuditEvent.objects.filter(event_type="deployment.server.delete").exists()
+
+    def test_a_replica_undeployed_but_not_yet_unloaded_still_counts(self, staff_user):
+        server = InferenceServerFactory(name="edge-1")
+        DeploymentFactory(server=server, desired_state=Desired.INACTIVE, observed_state=Observed.UNLOADING)
+
+        with pytest.raises(ServiceError) as info:
+            services.delete_server(server_id=server.pk, actor=staff_user)
+
+        assert (info.value.code, info.value.status_code) == ("server_has_replicas", 409)
+
+    def test_a_server_with_only_settled_history_is_removed(self, staff_client, staff_user):
+        server = InferenceServerFactory(name="edge-1")
+        DeploymentFactory(server=server, desired_state=Desired.INACTIVE, observed_state=Observed.INACTIVE)
+
+        resp = staff_client.delete(f"{SERVERS}{server.pk}/")
+
+        assert resp.status_code == 204
+        assert not InferenceServer.objects.exists() and not Deployment.objects.exists()
+        event = AuditEvent.objects.get(event_type="deployment.server.delete")
+        assert (event.actor, event.details["settled_deployments_removed"]) == (staff_user, 1)
+
+    def test_admin_refuses_with_the_reason_and_keeps_the_server(self, browser):
+        server = InferenceServerFactory(name="edge-1")
+        DeploymentFactory(server=server)
+
+        resp = browser.post(f"/admin/deployments/inferenceserver/{server.pk}/delete/", {"post": "yes"}, follow=True)
+
+        assert resp.status_code == 200
+        assert "server_has_replicas" in resp.content.decode()
+        assert InferenceServer.objects.filter(pk=server.pk).exists()
+
+    def test_admin_removes_an_empty_server(self, browser, admin_user):
+        server = InferenceServerFactory(name="edge-1")
+
+        resp = browser.post(f"/admin/deployments/inferenceserver/{server.pk}/delete/", {"post": "yes"})
+
+        assert resp.status_code == 302
+        assert not InferenceServer.objects.exists()
+        assert AuditEvent.objects.get(event_type="deployment.server.delete").actor == admin_user
+
+
+class TestAdminForms:
+    def test_add_with_capacity(self, browser):
+        resp = browser.post(
+            "/admin/deployments/inferenceserver/add/",
+            {
+                "name": "npu-1",
+                "http_url": "http://npu-1:8000",
+                "grpc_url": "",
+                "hardware": "npu",
+                "accelerator_model": "Ascend 910B",
+                "memory_mb": "65536",
+                "backends": '["python", "onnxruntime"]',
+                "labels": '{"site": "beijing"}',
+                "metrics_url": "",
+            },
+        )
+
+        assert resp.status_code == 302
+        server = InferenceServer.objects.get(name="npu-1")
+        assert (server.accelerator_model, server.memory_mb, server.labels) == (
+            "Ascend 910B",
+            65536,
+            {"site": "beijing"},
+        )
+
+    def test_change_goes_through_the_service(self, browser, admin_user):
+        server = InferenceServerFactory(name="edge-1")
+
+        resp = browser.post(
+            f"/admin/deployments/inferenceserver/{server.pk}/change/",
+            {
+                "grpc_url": "",
+                "hardware": "cpu",
+                "accelerator_model": "",
+                "memory_mb": "2048",
+                "backends": '["python", "onnxruntime"]',
+                "labels": '{"zone": "phi"}',
+                "metrics_url": "",
+            },
+        )
+
+        assert resp.status_code == 302, resp.content.decode()[:2000]
+        server.refresh_from_db()
+        assert (server.memory_mb, server.labels) == (2048, {"zone": "phi"})
+        assert AuditEvent.objects.get(event_type="deployment.server.update").actor == admin_user
+
+
+class TestHealth:
+    def test_probe_records_why_a_server_is_down_and_clears_it_when_up(self, monkeypatch):
+        server = InferenceServerFactory(name="edge-1")  # nothing listens on its port
+
+        services.probe_server(server.pk)
+
+        server.refresh_from_db()
+        assert server.state == "down"
+        assert server.last_error
+        InferenceServer.objects.filter(pk=server.pk).update(state="down")
+        monkeypatch.setattr("inference_backend.client.TritonClient.server_ready", lambda self: True)
+        services.probe_server(server.pk)
+        server.refresh_from_db()
+        assert (server.state, server.last_error) == ("up", "")
+
+    def test_api_shows_last_error(self, staff_client):
+        server = InferenceServerFactory(name="edge-1")
+        services.probe_server(server.pk)
+
+        body = staff_client.get(f"{SERVERS}{server.pk}/").json()
+
+        assert body["state"] == "down" and body["last_error"]
