@@ -168,48 +168,21 @@ def _target_set(model, version: ModelVersion, from_set: ReplicaSet, actor, sourc
 
 
 def _create_like(from_set: ReplicaSet, version: ModelVersion, actor, source: Source) -> ReplicaSet:
-    """A set of `version` shaped like `from_set`: same replica count and constraints, one replica on
-    each server the live set runs on, each requested through request_deployment (so every deploy
-    check of main applies and each replica is audited as `deployment.request`).
-
-    When the replica-set service with its scheduler (helper "sched", issue 16) is on this branch,
-    the set is requested there instead (placed by the scheduler with the live set's constraints);
-    until then this places on the live set's servers itself."""
+    """A set of `version` shaped like `from_set` (same replica count and placement constraints),
+    requested through the replica-set service: placed by the scheduler, each replica audited as
+    `deployment.request`, all or nothing (409 `placement_impossible` with a reason per server)."""
     from . import services
 
-    batching = _batching_of(from_set)
-    request_replica_set = getattr(services, "request_replica_set", None)
-    if request_replica_set is not None:
-        return request_replica_set(
-            model_version_id=version.pk,
-            replicas=from_set.replicas,
-            labels=from_set.labels or None,
-            accelerator=from_set.accelerator,
-            memory_mb=from_set.memory_mb,
-            batching=batching,
-            actor=actor,
-            source=source,
-        )
-
-    rs = ReplicaSet.objects.create(
-        model=from_set.model,
-        model_version=version,
+    return services.request_replica_set(
+        model_version_id=version.pk,
         replicas=from_set.replicas,
-        min_replicas=from_set.min_replicas,
-        max_replicas=from_set.max_replicas,
-        labels=from_set.labels,
+        labels=from_set.labels or None,
         accelerator=from_set.accelerator,
         memory_mb=from_set.memory_mb,
-        traffic_weight=0,
-        requested_by=acting_user(actor),
+        batching=_batching_of(from_set),
+        actor=actor,
+        source=source,
     )
-    live = Deployment.objects.filter(replica_set=from_set, desired_state=Desired.ACTIVE).select_related("server")
-    for dep in live:
-        new = services.request_deployment(
-            model_version_id=version.pk, server_id=dep.server_id, batching=batching, actor=actor, source=source
-        )
-        Deployment.objects.filter(pk=new.pk).update(replica_set=rs)
-    return rs
 
 
 def _batching_of(rs: ReplicaSet) -> dict | None:

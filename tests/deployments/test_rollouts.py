@@ -173,24 +173,20 @@ class TestRefusals:
 
 class TestNewReplicas:
     def test_a_version_without_replicas_gets_a_set_like_the_live_one(self, live, monkeypatch):
-        """One replica of v3 per server of the live set, each through request_deployment. Until versions
-        load under their own Triton names (helper "tname"), main refuses a second version of a model on a
-        server (`already_deployed`): then nothing of the rollout is saved."""
+        """A replica set of v3 shaped like the live one, placed by the scheduler (docs/fleet.md)."""
         from apps.deployments import tasks
 
         monkeypatch.setattr(tasks.reconcile_deployment_task, "delay", lambda *args: None)
         Deployment.objects.filter(pk=live["d2"].pk).update(desired_state=Desired.INACTIVE)
         v3 = ModelVersionFactory(model_name="triage", data=build_test_onnx(4, 3, seed=3), actor=live["user"])
-        try:
-            rollout = _start(live, to_version_id=v3.pk)
-        except ServiceError as err:
-            assert (err.code, err.status_code) == ("already_deployed", 409)
-            _nothing_saved(live)
-            assert not Deployment.objects.filter(model_version=v3).exists()
-            return
+
+        rollout = _start(live, to_version_id=v3.pk)
+
         new = Deployment.objects.get(model_version=v3)
-        assert (new.server_id, new.replica_set_id) == (live["d1"].server_id, rollout.to_set_id)
+        assert new.replica_set_id == rollout.to_set_id and new.desired_state == Desired.ACTIVE
         assert rollout.to_set.replicas == rollout.from_set.replicas == 1
+        assert rollout.to_set.traffic_weight == 0  # traffic moves only with the rollout's steps
+        assert AuditEvent.objects.filter(event_type="deployment.replica_set.create").exists()
 
 
 class TestController:

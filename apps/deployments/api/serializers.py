@@ -73,6 +73,9 @@ class InferenceServerSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["state", "last_seen_at", "last_error", "created_at"]
 
+    def get_gateway_says(self, obj) -> str:
+        return gateway_says(obj.pk) if obj.pk else ""
+
 
 class InferenceServerUpdateSerializer(serializers.Serializer):
     """What may change on a registered server (PATCH): its declarations, not its name or address."""
@@ -84,9 +87,6 @@ class InferenceServerUpdateSerializer(serializers.Serializer):
     labels = serializers.JSONField(required=False)
     metrics_url = serializers.CharField(max_length=300, required=False, allow_blank=True)
     grpc_url = serializers.CharField(max_length=200, required=False, allow_blank=True)
-
-    def get_gateway_says(self, obj) -> str:
-        return gateway_says(obj.pk) if obj.pk else ""
 
 
 class ServerCredentialSerializer(serializers.Serializer):
