@@ -29,6 +29,7 @@ from apps.core.netaddr import client_address, limit_key, trusted_proxies
 from apps.core.ratelimit import Check, Decision
 from apps.core.source import Source
 from apps.core.throttling import RateLimited, rate
+from apps.deployments.selectors import CREDENTIAL_HEADER
 from apps.keys.services import pseudonym_key
 from inference_backend.client import clean_upstream_text
 from inference_backend.kek import KekError
@@ -36,6 +37,7 @@ from inference_backend.kek import KekError
 from ..deid import Budget, Reidentifier, SurrogateMap
 from ..phi import answer_outputs, deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header, refuse_numeric_inputs
+from .names import public_infer_answer, public_metadata_answer, public_text
 from .snapshot import TokenMiss
 from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
@@ -80,6 +82,23 @@ def error_outbound(err: ServiceError) -> Outbound:
         [("Content-Type", JSON)],
         error=err,
         retry_after=getattr(err, "retry_after", None),
+    )
+
+
+def _model_url(route, inbound: Inbound) -> str:
+    """Triton's URL of the route's version: its own Triton name ("triage--v2"), inside which the
+    version directory is the registry version, so a versioned call keeps /versions/<n>."""
+    url = f"{route.http_url}/v2/models/{route.triton_name}"
+    return url if inbound.version is None else f"{url}/versions/{route.version}"
+
+
+def _unloaded(upstream, inbound: Inbound) -> bool:
+    """Triton does not (or no longer) serve the route's model: "unknown model" (400 or 404; 503
+    while it is being unloaded). Only an unversioned call may then go to another route."""
+    return (
+        inbound.version is None
+        and upstream.status in (400, 404, 503)
+        and b"unknown model" in upstream.body[:512].lower()
     )
 
 
@@ -212,25 +231,54 @@ class Pipeline:
 
     async def _act(self, call: Call, route) -> Outbound:
         inbound = call.inbound
-        url = f"{route.http_url}/v2/models/{inbound.model}"
-        if inbound.version is not None:
-            url = f"{url}/versions/{route.version}"
         timeout = settings.TRITON_TIMEOUT
         if inbound.kind == INFER:
             body, header_length = await self._prepare(call, route)
             headers = [("Content-Type", inbound.content_type or JSON), *route.upstream_headers()]
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
-            upstream = await self.pool.request("POST", f"{url}/infer", headers, body, timeout=timeout)
-            out = self._relay_version(upstream, call, route)
+            upstream = await self.pool.request(
+                "POST", f"{_model_url(route, inbound)}/infer", headers, body, timeout=timeout
+            )
+            if _unloaded(upstream, inbound):
+                route, upstream = await self._beside(call, route, upstream, "POST", "/infer", headers, body)
+            out = public_infer_answer(self._relay_version(upstream, call, route), route.triton_name, route.model)
             if call.answer is None:  # no screen, nothing to re-identify: the upstream's bytes as they are
                 return out
             return await self._answer(call, out)
+        suffix = "/ready" if inbound.kind == READY else ""
+        upstream = await self.pool.request(
+            "GET", f"{_model_url(route, inbound)}{suffix}", route.upstream_headers(), timeout=timeout
+        )
+        if _unloaded(upstream, inbound):
+            route, upstream = await self._beside(call, route, upstream, "GET", suffix, route.upstream_headers(), None)
         if inbound.kind == READY:
-            upstream = await self.pool.request("GET", f"{url}/ready", route.upstream_headers(), timeout=timeout)
-            return self._relay(upstream)
-        upstream = await self.pool.request("GET", url, route.upstream_headers(), timeout=timeout)
-        return self._relay_version(upstream, call, route)
+            return self._relay(upstream, route)
+        return public_metadata_answer(self._relay_version(upstream, call, route), route.triton_name, route.model)
+
+    async def _beside(self, call: Call, route, upstream, method: str, suffix: str, headers, body):
+        """An unversioned call whose route's Triton no longer has the version (undeployed after this
+        process's policy snapshot was read; the snapshot drops the route a moment later) goes once to
+        another route of the model: another version beside it, or the same version elsewhere. Nothing
+        ran on the first, so nothing runs twice. Returns the route used and its Triton's answer (the
+        first ones when there is no other route)."""
+        inbound = call.inbound
+        if call.caller is None:  # forward_as_routed: one route, chosen by the caller
+            return route, upstream
+        routes = await self.policy.route(call.caller, inbound.model, None, invoke=inbound.kind == INFER)
+        others = [r for r in routes if (r.server_id, r.triton_name) != (route.server_id, route.triton_name)]
+        if not others:
+            return route, upstream
+        other = random.choice(others)
+        if body is not None and other.signature != route.signature:  # checked as any call to that version
+            length = next((v for n, v in headers if n == HEADER_LENGTH), None)
+            check_against_signature(parse_infer_header(body, length), other.signature, other.max_batch_size)
+        headers = [h for h in headers if h[0] != CREDENTIAL_HEADER] + other.upstream_headers()
+        call.route = other
+        upstream = await self.pool.request(
+            method, f"{_model_url(other, inbound)}{suffix}", headers, body, timeout=settings.TRITON_TIMEOUT
+        )
+        return other, upstream
 
     async def _prepare(self, call: Call, route) -> tuple[bytes, int | None]:
         inbound = call.inbound
@@ -324,7 +372,7 @@ class Pipeline:
                 503,
             ) from err
 
-    def _relay(self, upstream) -> Outbound:
+    def _relay(self, upstream, route=None) -> Outbound:
         if upstream.status >= 400:
             try:
                 message = json.loads(upstream.body).get("error") or upstream.body.decode(errors="replace")
@@ -332,7 +380,10 @@ class Pipeline:
                 message = upstream.body.decode(errors="replace")
             status = 400 if upstream.status < 500 else 502
             code = "triton_rejected" if status == 400 else "triton_error"
-            raise ServiceError(code, clean_upstream_text(str(message)), status)
+            message = clean_upstream_text(str(message))
+            if route is not None:  # Triton names the version's internal name; the caller knows the model's
+                message = public_text(message, route.triton_name, route.model)
+            raise ServiceError(code, message, status)
         headers = [(_HEADER_NAMES[n], upstream.headers[n]) for n in _PASS_HEADERS if n in upstream.headers]
         return Outbound(upstream.status, upstream.body, headers)
 
@@ -353,7 +404,7 @@ class Pipeline:
             raise ServiceError(
                 "model_version_not_deployed", f"version {inbound.version} of {inbound.model!r} is not deployed", 404
             )
-        return self._relay(upstream)
+        return self._relay(upstream, route)
 
     # -- audit -------------------------------------------------------------------------------
     @staticmethod

@@ -71,7 +71,7 @@ from apps.compliance.selectors import (
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
-from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
+from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, triton_model_name
 from apps.deployments.selectors import CREDENTIAL_HEADER, credentials_for
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
@@ -129,6 +129,13 @@ class Route:
     # The server's restricted-API credential (apps/deployments/credentials.py), sent to Triton in the
     # CREDENTIAL_HEADER header; memory only, never in a repr, a log or an answer.
     credential: str = field(default="", repr=False, compare=False)
+    # The name Triton serves this version under (triton_model_name(model, version), e.g. "triage--v2"):
+    # every URL to Triton uses it; answers are given back under `model` (dataplane/names.py).
+    triton_name: str = ""
+
+    def __post_init__(self):
+        if not self.triton_name:
+            object.__setattr__(self, "triton_name", triton_model_name(self.model, self.version))
 
     def upstream_headers(self) -> list[tuple[str, str]]:
         """The headers every call to this route's server carries (its credential, when it has one)."""
@@ -156,6 +163,7 @@ class Route:
             answer_screen=getattr(dep, "answer_screen", "off"),
             numeric_refused=getattr(dep, "numeric_refused", False),
             credential=getattr(dep, "triton_credential", "") or "",
+            triton_name=triton_model_name(name, dep.model_version.version),
         )
 
 
@@ -601,6 +609,7 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 deid_mode=modes[model_id],
                 answer_screen=screens[model_id],
                 numeric_refused=numeric[model_id],
+                triton_name=triton_model_name(names[model_id], version),
             )
         )
     # One more read only when a serving server has a credential (opened in memory, cached by data key).
