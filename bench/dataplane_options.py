@@ -291,7 +291,8 @@ def run(args) -> dict:
     for name, p in ports.items():
         headers = {**base_headers, "Authorization": f"Bearer {token}"} if name == "gunicorn" else base_headers
         scripts[name] = wrk_script(data / f"wrk-{name}.lua", BODY, headers)
-        urls[name] = f"http://127.0.0.1:{p}/v2/models/{MODEL}/infer"
+        model = MODEL if name == "gunicorn" else harness.triton_name(MODEL)  # the others forward the path as is
+        urls[name] = f"http://127.0.0.1:{p}/v2/models/{model}/infer"
         resp = urllib3.request("POST", urls[name], body=BODY, headers=headers, timeout=30, retries=False)
         if resp.status != 200:
             raise RuntimeError(f"{name} answered {resp.status}: {resp.data[:300]!r}")

@@ -73,6 +73,7 @@ from harness import (  # noqa: E402
     start_triton,
     table,
     triton_counts,
+    triton_name,
     wrk,
     wrk_script,
 )
@@ -159,6 +160,12 @@ def run(args) -> dict:
             BATCHED: {"max_batch_size": 32, "dynamic_batching": True, "max_queue_delay_us": QUEUE_DELAY_US},
         },
     )
+    # Triton's own name for each model (the direct side and its metrics), the public one through the gateway
+    names = {m: triton_name(m) for m in (UNBATCHED, BATCHED)}
+
+    def as_called(side: str, model: str) -> str:
+        return names[model] if side == "direct" else model
+
     log(f"starting the gateway ({args.gateway_cmd or args.mode})")
     gw = start_gateway(args, data, env)
     MARKS.update(postgres="postgres", redis="redis-server")  # every PostgreSQL process; the whole Redis server
@@ -178,7 +185,8 @@ def run(args) -> dict:
     scripts = {name: wrk_script(data / f"wrk-{name}.lua", BODY, h) for name, (_, h) in http.items()}
     answers = {}
     for name, (p, h) in http.items():
-        resp = urllib3.request("POST", _url(p, UNBATCHED), body=BODY, headers=h, timeout=30, retries=False)
+        url = _url(p, as_called(name, UNBATCHED))
+        resp = urllib3.request("POST", url, body=BODY, headers=h, timeout=30, retries=False)
         if resp.status != 200:
             raise RuntimeError(f"{name} answered {resp.status}: {resp.data[:300]!r}")
         answers[name] = json.loads(resp.data)["outputs"][0]["data"]
@@ -190,22 +198,24 @@ def run(args) -> dict:
     for r in range(rounds):
         order = list(http) if r % 2 == 0 else list(reversed(http))
         for n in order:
-            wrk(_url(http[n][0], UNBATCHED), scripts[n], 32, 1)  # warm-up
-            c0 = triton_counts(triton.metrics_url, UNBATCHED)
-            row = wrk(_url(http[n][0], UNBATCHED), scripts[n], 32, seconds)
-            row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, UNBATCHED))["requests"]
+            wrk(_url(http[n][0], as_called(n, UNBATCHED)), scripts[n], 32, 1)  # warm-up
+            c0 = triton_counts(triton.metrics_url, names[UNBATCHED])
+            row = wrk(_url(http[n][0], as_called(n, UNBATCHED)), scripts[n], 32, seconds)
+            row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, names[UNBATCHED]))["requests"]
             thr[n].append(row)
         for n in order:
-            seq[n].append(wrk(_url(http[n][0], UNBATCHED), scripts[n], 1, seq_seconds))
+            seq[n].append(wrk(_url(http[n][0], as_called(n, UNBATCHED)), scripts[n], 1, seq_seconds))
     res["http"] = {"throughput": thr, "sequential": seq}
 
     if gw["grpc_port"] and not args.no_grpc:
         log("3. gRPC: tritonclient.grpc sequential, h2load -c32")
         grpc_ports = {"direct": (triton.grpc_port, None), "gateway": (gw["grpc_port"], token)}
-        frame = data / "grpc-infer.bin"
-        frame.write_bytes(grpc_infer_frame(UNBATCHED, [("INPUT", "FP32", [1, 4], struct.pack("<4f", *VALUES))]))
+        frames = {n: data / f"grpc-infer-{n}.bin" for n in grpc_ports}
+        for n, frame in frames.items():
+            tensor = [("INPUT", "FP32", [1, 4], struct.pack("<4f", *VALUES))]
+            frame.write_bytes(grpc_infer_frame(as_called(n, UNBATCHED), tensor))
         g_thr, g_seq = {n: [] for n in grpc_ports}, {n: [] for n in grpc_ports}
-        g_answers = {n: grpc_answer(p, t, UNBATCHED) for n, (p, t) in grpc_ports.items()}
+        g_answers = {n: grpc_answer(p, t, as_called(n, UNBATCHED)) for n, (p, t) in grpc_ports.items()}
         if g_answers["direct"] != g_answers["gateway"]:
             raise RuntimeError(f"the direct and the gateway gRPC answers differ: {g_answers}")
         for r in range(rounds):
@@ -216,24 +226,24 @@ def run(args) -> dict:
                 if t:
                     headers["authorization"] = f"Bearer {t}"
                 url = f"http://127.0.0.1:{p}{GRPC_PATH}"
-                warm = h2load(url, frame, headers, 32, 640)  # warm-up; its rate sizes the timed run
-                c0 = triton_counts(triton.metrics_url, UNBATCHED)
-                row = h2load(url, frame, headers, 32, round(warm["rps"] * seconds))
-                row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, UNBATCHED))["requests"]
+                warm = h2load(url, frames[n], headers, 32, 640)  # warm-up; its rate sizes the timed run
+                c0 = triton_counts(triton.metrics_url, names[UNBATCHED])
+                row = h2load(url, frames[n], headers, 32, round(warm["rps"] * seconds))
+                row["triton_requests"] = _delta(c0, triton_counts(triton.metrics_url, names[UNBATCHED]))["requests"]
                 g_thr[n].append(row)
             for n in order:
-                g_seq[n].append(grpc_sequential(*grpc_ports[n], UNBATCHED, seq_seconds))
+                g_seq[n].append(grpc_sequential(*grpc_ports[n], as_called(n, UNBATCHED), seq_seconds))
         res["grpc"] = {"throughput": g_thr, "sequential": g_seq}
 
     log(f"4. dynamic batching: {BATCHED} at concurrency 32 per side")
     res["batching"] = {n: [] for n in http}
     for r in range(rounds):
         for n in list(http) if r % 2 == 0 else list(reversed(http)):
-            url = _url(http[n][0], BATCHED)
+            url = _url(http[n][0], as_called(n, BATCHED))
             wrk(url, scripts[n], 32, 1)
-            c0 = triton_counts(triton.metrics_url, BATCHED)
+            c0 = triton_counts(triton.metrics_url, names[BATCHED])
             row = wrk(url, scripts[n], 32, seconds)
-            row.update(_delta(c0, triton_counts(triton.metrics_url, BATCHED)))
+            row.update(_delta(c0, triton_counts(triton.metrics_url, names[BATCHED])))
             res["batching"][n].append(row)
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     return res

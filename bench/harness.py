@@ -249,6 +249,15 @@ def deploy(triton_url: str, models: dict[str, dict]) -> str:
     return issue_token(user=analyst, name="bench", days=1, actor=None)[1]  # issued on the host
 
 
+def triton_name(model: str) -> str:
+    """The name `model`'s latest deployment is loaded under on Triton: "<model>--v<n>" since versions run side by
+    side (Deployment.triton_name); the model's own name in code from before (a --code-root checkout)."""
+    from apps.deployments.models import Deployment
+
+    deployments = Deployment.objects.select_related("model", "model_version")
+    return deployments.filter(model__name=model).latest("pk").triton_name
+
+
 def triton_counts(metrics_url: str, model: str) -> dict[str, float]:
     """Triton's counters for `model`: successful requests and model executions (their ratio, over an interval,
     is the mean batch size Triton's scheduler formed)."""

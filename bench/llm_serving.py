@@ -288,7 +288,7 @@ def run(args) -> dict:
     res: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": q, "machine": machine()}
     res["machine"]["loadavg_at_start"] = os.getloadavg()
     res["config"] = {"rounds": rounds, "max_tokens": tokens, "threads": args.threads, "model": "SmolLM2-135M int4"}
-    direct = (triton.http_port, f"/v2/models/{MODEL}/generate_stream", {})
+    direct = (triton.http_port, f"/v2/models/{harness.triton_name(MODEL)}/generate_stream", {})  # Triton's name
     gateway = (gw_port, "/v1/chat/completions", {"Authorization": f"Bearer {token}"})
 
     log("warm-up and a check that both sides answer the same text")

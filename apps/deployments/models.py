@@ -212,7 +212,8 @@ class Deployment(models.Model):
 
     @property
     def triton_name(self) -> str:
-        return self.model.name
+        """The name this replica's version is loaded under on Triton (triton_model_name)."""
+        return triton_model_name(self.model.name, self.model_version.version)
 
     def batching(self) -> BatchingSettings:
         return BatchingSettings(**{name: getattr(self, name) for name in BATCHING_FIELDS})

@@ -146,16 +146,15 @@ def request_deployment(
     server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
     _check_backend(mv, server, actor, source)
     settings_ = _batching(batching or {})
+    # Versions load under their own Triton names (triton_model_name), so other versions of the model
+    # may be live on this server; the same version twice is refused by the database constraint.
     conflict = Conflict(
         "already_deployed",
-        f"{mv.model.name} already has an active deployment on {server.name}; undeploy it first",
+        f"version {mv.version} of {mv.model.name} already has an active deployment on {server.name}",
         "server",
     )
     try:
         with transaction.atomic():
-            # Until versions load under their own Triton names, one version of a model per server.
-            if Deployment.objects.filter(model=mv.model, server=server, desired_state=Desired.ACTIVE).exists():
-                raise conflict
             dep = Deployment.objects.create(
                 model=mv.model,
                 model_version=mv,
@@ -244,9 +243,6 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
                     "artifact_shredded",
                     f"the data key of {dep.model_version} was destroyed; it can no longer be deployed",
                 )
-            others = Deployment.objects.filter(model=dep.model, server=dep.server, desired_state=Desired.ACTIVE)
-            if others.exclude(pk=dep.pk).exists():
-                raise IntegrityError("another version of this model is active on that server")
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
             dep.requested_by = acting_user(actor) or dep.requested_by
@@ -265,7 +261,7 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             _enqueue(dep)
     except IntegrityError as err:
         raise Conflict(
-            "already_deployed", "another deployment of this model is active on that server", "server"
+            "already_deployed", "this version of the model already has an active deployment on that server", "server"
         ) from err
     return dep
 
@@ -421,7 +417,11 @@ def _converge_inactive(dep: Deployment, client: TritonClient) -> None:
     if dep.observed_state == Observed.INACTIVE:
         return
     _transition(dep, Observed.UNLOADING, "unloading from Triton")
-    successor = Deployment.objects.filter(model=dep.model, server=dep.server, desired_state=Desired.ACTIVE)
+    # Only this version's Triton name is unloaded, and only if no other deployment of the same version
+    # on this server (a redeploy's new row) still wants it: other versions run under their own names.
+    successor = Deployment.objects.filter(
+        model_version=dep.model_version_id, server=dep.server_id, desired_state=Desired.ACTIVE
+    ).exclude(pk=dep.pk)
     if not successor.exists():
         try:
             client.unload_model(dep.triton_name)

@@ -124,6 +124,7 @@ def probe_numeric_inputs(model_id: int) -> dict:
         deployment_id=0,
         model_id=model_id,
         model=CANARY_MODEL,
+        triton_name=CANARY_MODEL,  # loaded under its own name (ensure_deid_canary), not a version's
         version_id=version.pk,
         version=version.version,
         server_id=server.pk,
@@ -167,6 +168,7 @@ def probe_model(model_id: int) -> dict:
         deployment_id=0,
         model_id=model_id,
         model=CANARY_MODEL,
+        triton_name=CANARY_MODEL,  # loaded under its own name (ensure_deid_canary), not a version's
         version_id=0,
         version=1,
         server_id=server.pk,

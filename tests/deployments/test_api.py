@@ -136,14 +136,15 @@ class TestRequestDeployment:
         assert not AuditEvent.objects.filter(event_type="deployment.request").exists()
         assert callbacks == [] and enqueued == []
 
-    def test_second_active_deployment_on_same_server_is_409(
-        self, staff_client, model_version, server, staff_user, enqueued, django_capture_on_commit_callbacks
+    def test_same_version_twice_on_one_server_is_409(
+        self, staff_client, model_version, server, enqueued, django_capture_on_commit_callbacks
     ):
         first = DeploymentFactory(model_version=model_version, server=server, observed_state=Observed.PENDING)
-        newer = ModelVersionFactory(model_name="triage", actor=staff_user)
 
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            resp = staff_client.post(DEPLOYMENTS, {"model_version": newer.pk, "server": server.pk}, format="json")
+            resp = staff_client.post(
+                DEPLOYMENTS, {"model_version": model_version.pk, "server": server.pk}, format="json"
+            )
 
         assert resp.status_code == 409, resp.json()
         assert (resp.json()["code"], resp.json()["field"]) == ("already_deployed", "server")
@@ -151,6 +152,24 @@ class TestRequestDeployment:
         assert not DeploymentTransition.objects.exists()
         assert not AuditEvent.objects.filter(event_type="deployment.request").exists()
         assert callbacks == [] and enqueued == []
+
+    def test_another_version_beside_a_live_one_on_the_same_server_is_allowed(
+        self, staff_client, model_version, server, staff_user, enqueued, django_capture_on_commit_callbacks
+    ):
+        """Each version loads under its own Triton name ("triage--v1", "triage--v2"): no 409, no gap."""
+        live = DeploymentFactory(model_version=model_version, server=server, observed_state=Observed.ACTIVE)
+        newer = ModelVersionFactory(model_name="triage", actor=staff_user)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            resp = staff_client.post(DEPLOYMENTS, {"model_version": newer.pk, "server": server.pk}, format="json")
+
+        assert resp.status_code == 202, resp.json()
+        dep = Deployment.objects.get(pk=resp.json()["id"])
+        assert (dep.model_version, dep.server) == (newer, server)
+        assert {live.triton_name, dep.triton_name} == {"triage--v1", "triage--v2"}
+        live.refresh_from_db()
+        assert live.desired_state == Desired.ACTIVE  # the live version is left as it was
+        assert [args[0] for args in enqueued] == [dep.pk]
 
     def test_same_model_on_another_server_is_allowed(self, staff_client, model_version, server, enqueued):
         DeploymentFactory(model_version=model_version, server=server)

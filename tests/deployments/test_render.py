@@ -41,7 +41,8 @@ class TestRenderForTriton:
     def test_config_follows_signature_and_batching(self, deployment):
         config, _ = render_for_triton(deployment)
 
-        assert (config["name"], config["backend"], config["max_batch_size"]) == ("triage", "python", 16)
+        # loaded under the version's own Triton name; the version directory is the registry version
+        assert (config["name"], config["backend"], config["max_batch_size"]) == ("triage--v1", "python", 16)
         assert config["input"] == [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [4]}]
         assert config["output"] == [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [3]}]
         assert config["dynamic_batching"] == {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 250}

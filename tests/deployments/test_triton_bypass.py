@@ -207,16 +207,16 @@ def test_deploy_and_gateway_serve_through_the_restricted_server(restricted, staf
         assert metadata.status_code == 200, metadata.content
 
         # The same call straight to Triton, without the credential: refused.
-        direct = urllib3.request("POST", f"{restricted.http_url}/v2/models/{NAME}/infer", body=BODY)
+        direct = urllib3.request("POST", f"{restricted.http_url}/v2/models/{NAME}--v1/infer", body=BODY)
         assert direct.status == 403 and b"restricted" in direct.data
         with_it = urllib3.request(
-            "POST", f"{restricted.http_url}/v2/models/{NAME}/infer", body=BODY,
+            "POST", f"{restricted.http_url}/v2/models/{NAME}--v1/infer", body=BODY,
             headers={CREDENTIAL_HEADER: restricted.credential},
         )  # fmt: skip
         assert with_it.status == 200
     finally:
         with TritonClient(restricted.http_url, credential=restricted.credential) as client:
-            client.unload_model(NAME)
+            client.unload_model(f"{NAME}--v1")
 
 
 @pytest.mark.integration
@@ -274,14 +274,14 @@ def test_grpc_through_the_gateway_reaches_the_restricted_server_and_direct_grpc_
         inp = grpcclient.InferInput("INPUT", [1, 4], "FP32")
         inp.set_data_from_numpy(x)
         with pytest.raises(InferenceServerException, match="restricted"):
-            direct.infer(name, [inp])
+            direct.infer(f"{name}--v1", [inp])
         with pytest.raises(InferenceServerException, match="restricted"):
             direct.get_model_repository_index()
         with pytest.raises(InferenceServerException, match="restricted"):  # the HTTP header name is not enough
-            direct.infer(name, [inp], headers={CREDENTIAL_HEADER: restricted.credential})
-        answer = direct.infer(name, [inp], headers={GRPC_CREDENTIAL_METADATA: restricted.credential})
+            direct.infer(f"{name}--v1", [inp], headers={CREDENTIAL_HEADER: restricted.credential})
+        answer = direct.infer(f"{name}--v1", [inp], headers={GRPC_CREDENTIAL_METADATA: restricted.credential})
         assert answer.as_numpy("OUTPUT").shape == (1, 3)
         direct.close()
     finally:
         with TritonClient(restricted.http_url, credential=restricted.credential) as client:
-            client.unload_model(name)
+            client.unload_model(f"{name}--v1")

@@ -82,7 +82,7 @@ def test_a_chat_call_is_templated_forwarded_answered_and_audited(chat_model, cli
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22}
     sent = fake_triton.requests[-1]
-    assert sent.path == "/v2/models/chat/generate_stream"
+    assert sent.path == "/v2/models/chat--v1/generate_stream"  # version 1's Triton name
     upstream = json.loads(sent.body)
     assert upstream["text_input"] == "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n"
     assert upstream["stream"] is True and upstream["exclude_input_in_output"] is True

@@ -59,8 +59,9 @@ class TestUnreachable:
 
 class TestRelay:
     def test_success_relays_body_and_headers(self, caller, plain_user, model_version, fake_triton):
+        # Triton serves version 1 as "triage--v1" and answers (compact JSON) under that name
         answer = {"model_name": "triage", "outputs": [{"name": "OUTPUT", "datatype": "FP32", "shape": [1, 3]}]}
-        fake_triton.body = json.dumps(answer).encode()
+        fake_triton.body = json.dumps({**answer, "model_name": "triage--v1"}, separators=(",", ":")).encode()
         dep = deploy(model_version, url=fake_triton.url)
         body = json.dumps(valid_request()).encode()
 
@@ -70,7 +71,7 @@ class TestRelay:
         assert resp.json() == answer
         assert resp["Content-Type"] == "application/json"
         [sent] = fake_triton.requests
-        assert (sent.method, sent.path, sent.body) == ("POST", "/v2/models/triage/infer", body)
+        assert (sent.method, sent.path, sent.body) == ("POST", "/v2/models/triage--v1/infer", body)
         assert "Authorization" not in sent.headers
         ev = event()
         assert (ev.event_type, ev.outcome, ev.error_code) == ("inference.infer", Outcome.SUCCESS, "")
@@ -104,14 +105,14 @@ class TestRelay:
 
     @pytest.mark.parametrize(("path", "event_type"), [("", "inference.metadata"), ("/ready", "inference.ready")])
     def test_metadata_and_ready_relayed(self, caller, model_version, fake_triton, path, event_type):
-        fake_triton.body = b'{"name": "triage"}'
+        fake_triton.body = b'{"name":"triage--v1","versions":["1"]}' if not path else b""
         deploy(model_version, url=fake_triton.url)
 
         resp = caller.get(f"/v2/models/triage{path}")
 
         assert resp.status_code == 200
-        assert resp.content == b'{"name": "triage"}'
-        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage{path}"]
+        assert resp.content == (b'{"name":"triage","versions":["1"]}' if not path else b"")  # the public name
+        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage--v1{path}"]
         assert (event().event_type, event().outcome) == (event_type, Outcome.SUCCESS)
 
     @pytest.mark.parametrize("path", ["", "/ready"])
@@ -123,7 +124,7 @@ class TestRelay:
         resp = caller.get(f"/v2/models/triage/versions/1{path}")
 
         assert resp.status_code == 200
-        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage/versions/1{path}"]
+        assert [r.path for r in fake_triton.requests] == [f"/v2/models/triage--v1/versions/1{path}"]
         assert event().details["version"] == 1
 
     def test_versioned_infer_is_forwarded_to_that_version(self, caller, model_version, fake_triton):
@@ -132,7 +133,7 @@ class TestRelay:
         resp = caller.post("/v2/models/triage/versions/1/infer", valid_request(), content_type="application/json")
 
         assert resp.status_code == 200
-        assert [r.path for r in fake_triton.requests] == ["/v2/models/triage/versions/1/infer"]
+        assert [r.path for r in fake_triton.requests] == ["/v2/models/triage--v1/versions/1/infer"]
 
     @pytest.mark.parametrize("upstream", [404, 503])
     def test_triton_not_serving_the_routed_version_is_a_404(self, caller, model_version, fake_triton, upstream):

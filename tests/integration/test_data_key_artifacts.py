@@ -85,7 +85,7 @@ def test_v1_and_v2_artifacts_load_before_and_after_a_rotation(triton):
     for mv, plain in ((v1, v1_plain), (v2, v2_plain)):
         dep = _serve(mv, server)
         assert dep.observed_state == Observed.ACTIVE, dep.last_error
-        _answers_like_onnxruntime(triton.http_url, mv.model.name, plain)
+        _answers_like_onnxruntime(triton.http_url, f"{mv.model.name}--v{mv.version}", plain)
 
     old = keys.active_kek()
     rotation = keys.start_rotation(actor=None, reason="data key formats")
@@ -99,4 +99,4 @@ def test_v1_and_v2_artifacts_load_before_and_after_a_rotation(triton):
         assert mv.artifact.path.read_bytes() == files[mv.pk]  # the ciphertext was not rewritten
         dep = _serve(mv, again)
         assert dep.observed_state == Observed.ACTIVE, dep.last_error
-        _answers_like_onnxruntime(triton.http_url, mv.model.name, plain)
+        _answers_like_onnxruntime(triton.http_url, f"{mv.model.name}--v{mv.version}", plain)

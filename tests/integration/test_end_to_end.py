@@ -113,8 +113,11 @@ def test_upload_deploy_infer_audit(triton, celery_worker, live_server, dataplane
         # tritonclient adds its binary header to the dict it is given: pass a fresh one each call
         result = gw.infer("sepsis-risk", [inp], outputs=[out], headers=dict(auth))
         np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-5, atol=1e-6)
+        # Triton serves it as "sepsis-risk--v1"; the caller sees the model's name (binary header too)
+        assert (result.get_response()["model_name"], result.get_response()["model_version"]) == ("sepsis-risk", "1")
     assert gw.is_model_ready("sepsis-risk", headers=auth)
-    assert gw.get_model_metadata("sepsis-risk", headers=auth)["inputs"][0]["name"] == "INPUT"
+    metadata = gw.get_model_metadata("sepsis-risk", headers=auth)
+    assert (metadata["name"], metadata["versions"], metadata["inputs"][0]["name"]) == ("sepsis-risk", ["1"], "INPUT")
 
     with pytest.raises(InferenceServerException) as no_token:
         gw.infer("sepsis-risk", [inp])
@@ -163,11 +166,11 @@ def test_reconcile_is_idempotent_and_recovers_from_a_crash(triton, celery_worker
     assert _transitions(dep_id) == ["pending", "loading", "active"]  # converged: nothing to do
 
     # A worker died after recording LOADING and Triton lost the model (e.g. it restarted).
-    TritonClient(triton.http_url).unload_model("idem")
-    wait_for(lambda: not TritonClient(triton.http_url).model_ready("idem"), 30, what="unload")
+    TritonClient(triton.http_url).unload_model("idem--v1")  # version 1's Triton name
+    wait_for(lambda: not TritonClient(triton.http_url).model_ready("idem--v1"), 30, what="unload")
     Deployment.objects.filter(pk=dep_id).update(observed_state=Observed.LOADING)
     assert reconcile_deployment_task.apply(args=[dep_id]).get() == Observed.ACTIVE
-    assert TritonClient(triton.http_url).model_ready("idem")
+    assert TritonClient(triton.http_url).model_ready("idem--v1")
 
 
 def test_load_failure_ends_failed_with_tritons_error(triton, celery_worker, operator):
@@ -179,7 +182,7 @@ def test_load_failure_ends_failed_with_tritons_error(triton, celery_worker, oper
     assert dep.observed_state == Observed.FAILED
     assert "unwrap" in dep.last_error.lower()
     assert _transitions(dep_id) == ["pending", "loading", "failed"]
-    assert not TritonClient(triton.http_url).model_ready("badkey")
+    assert not TritonClient(triton.http_url).model_ready("badkey--v1")
 
 
 def test_unreachable_triton_fails_after_retries(celery_worker, operator):
@@ -203,7 +206,7 @@ def test_undeploy_unloads_and_gateway_refuses(triton, celery_worker, live_server
     assert _settled(dep_id).observed_state == Observed.ACTIVE
     assert api.post(f"/api/v1/deployments/deployments/{dep_id}/undeploy/").status_code == 202
     assert _settled(dep_id, (Observed.INACTIVE, Observed.FAILED)).observed_state == Observed.INACTIVE
-    assert not TritonClient(triton.http_url).model_ready("shortlived")
+    assert not TritonClient(triton.http_url).model_ready("shortlived--v1")
     dataplane.sync_policy()  # the worker's commit reaches the data plane within ms anyway
     gw, auth = _gateway(dataplane), {"Authorization": f"Bearer {token}"}
     assert not gw.is_model_ready("shortlived", headers=auth)

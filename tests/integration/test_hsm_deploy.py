@@ -37,7 +37,7 @@ def test_hsm_wrapped_model_serves_on_a_host_with_the_hsm(portal_uses_hsm, hsm_tr
 
     x = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
     answer = TritonClient(hsm_triton.http_url).infer_json(
-        "hsm-model", [{"name": "INPUT", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]
+        "hsm-model--v1", [{"name": "INPUT", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]
     )
     got = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(got, ort.InferenceSession(plaintext).run(None, {"INPUT": x})[0], rtol=1e-5, atol=1e-6)

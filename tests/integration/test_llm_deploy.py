@@ -42,7 +42,7 @@ def test_register_deploy_generate_undeploy(triton, staff_user, int4_set, enqueue
 
     with TritonClient(triton.http_url, timeout=120) as client:
         events = client.generate_stream(
-            "smollm2",
+            "smollm2--v1",  # the version's Triton name
             {
                 "text_input": PROMPT,
                 "stream": True,
@@ -58,4 +58,4 @@ def test_register_deploy_generate_undeploy(triton, staff_user, int4_set, enqueue
         services.request_undeploy(deployment_id=dep.pk, actor=staff_user)
         dep = services.reconcile_deployment(dep.pk)
         assert dep.observed_state == Observed.INACTIVE
-        assert not client.model_ready("smollm2")
+        assert not client.model_ready("smollm2--v1")

@@ -203,7 +203,7 @@ def test_deploy_and_infer_over_mutual_tls_and_refusals(triton, nginx, pki, tls_s
 
     assert dep.observed_state == Observed.ACTIVE, dep.last_error
     upstream = f"upstream=127.0.0.1:{triton.http_port}"
-    loads = _log_lines(nginx, "/v2/repository/models/tls-demo/load")
+    loads = _log_lines(nginx, "/v2/repository/models/tls-demo--v1/load")
     assert loads and all(" 200 TLSv1.3 " in line and "CN=sovereign-portal" in line for line in loads), loads
     assert all(upstream in line for line in loads)
 
@@ -215,7 +215,7 @@ def test_deploy_and_infer_over_mutual_tls_and_refusals(triton, nginx, pki, tls_s
     output = next(o for o in resp.json()["outputs"] if o["name"] == "PROBABILITIES")
     expected = ort.InferenceSession(build_demo_onnx()).run(None, {"INPUT": X})[0]
     np.testing.assert_allclose(np.array(output["data"]).reshape(expected.shape), expected, rtol=1e-5, atol=1e-6)
-    infers = _log_lines(nginx, "/v2/models/tls-demo/infer")
+    infers = _log_lines(nginx, "/v2/models/tls-demo--v1/infer")
     assert infers and all(" 200 TLSv1.3 " in line and "CN=sovereign-portal" in line for line in infers), infers
 
     # A CA that did not sign the proxy's certificate: the handshake fails, nothing reaches nginx's log.

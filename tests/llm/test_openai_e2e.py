@@ -20,6 +20,7 @@ import pytest
 
 from apps.audit.models import AuditEvent
 from apps.compliance.services import set_model_policy
+from apps.deployments.models import triton_model_name
 from apps.gateway.models import LLMUsage
 from apps.registry.services import register_llm_version
 from inference_backend import llm_model
@@ -37,6 +38,7 @@ from tests.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 MODEL = "smollm2"
+TRITON_NAME = triton_model_name(MODEL, 1)  # what the deployment of version 1 is loaded under
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +60,15 @@ def loaded(request, data_dir, smollm2_files):
         entries.append({"name": name, "file": f"f{index}.enc", "aad": aad, "sha256": sha256_hex(data)})
     wrapped = base64.b64encode(provider.wrap(dek)).decode()
     config = render_llm_python_config(
-        MODEL, {"wrapped_dek": wrapped, "kek_id": provider.kek_id, "artifact_files": entries}
+        TRITON_NAME, {"wrapped_dek": wrapped, "kek_id": provider.kek_id, "artifact_files": entries}
     )
     client = TritonClient(triton.http_url, timeout=300)
-    client.load_model(MODEL, config, repository, timeout=300)
-    wait_for(lambda: client.model_ready(MODEL), timeout=120, what="SmolLM2 ready on Triton")
+    client.load_model(TRITON_NAME, config, repository, timeout=300)
+    wait_for(lambda: client.model_ready(TRITON_NAME), timeout=120, what="SmolLM2 ready on Triton")
     proxy = RecordingProxy("127.0.0.1", triton.http_port)
     yield type("Loaded", (), {"triton": triton, "proxy": proxy, "files": files})
     proxy.close()
-    client.unload_model(MODEL)
+    client.unload_model(TRITON_NAME)
     client.close()
 
 

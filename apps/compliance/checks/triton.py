@@ -25,15 +25,15 @@ PROBE_TIMEOUT = 5.0
 
 
 def _probe_model(server) -> str:
-    from apps.deployments.models import Deployment
+    from apps.deployments.models import Deployment, triton_model_name
 
-    name = (
+    found = (
         Deployment.objects.filter(server=server)
         .order_by("-observed_state", "-pk")
-        .values_list("model__name", flat=True)
+        .values_list("model__name", "model_version__version")
         .first()
     )
-    return name or PROBE_MODEL
+    return triton_model_name(*found) if found else PROBE_MODEL  # the name Triton serves it under
 
 
 def _probes(server) -> list[dict]:

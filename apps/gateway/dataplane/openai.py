@@ -41,6 +41,7 @@ from apps.deployments import slo
 from .. import deid
 from ..phi import refusal
 from . import openai_wire as wire
+from .names import public_text
 from .pipeline import Call, new_request_id
 from .surrogates import CONVERSATION_HEADER, ConversationStore, check_size, conversation_id, surrogate_strings
 from .types import Inbound
@@ -349,6 +350,7 @@ class OpenAIAdapter:
                 load = self._settle(load, error=f"{err.kind}: stream broken after the answer began")
             elif isinstance(err, ServiceError):
                 error = err
+                error.detail = public_text(error.detail, route.triton_name, route.model)  # Triton's name for it
             else:
                 logger.exception("OpenAI call to %s failed while forwarding", req.model)
                 error = _internal()
@@ -421,7 +423,7 @@ class OpenAIAdapter:
             "return_num_input_tokens": True,
             "return_num_output_tokens": True,
         }
-        url = f"{route.http_url}/v2/models/{route.model}/generate_stream"
+        url = f"{route.http_url}/v2/models/{route.triton_name}/generate_stream"  # the version's Triton name
         return await self.pool.request(
             "POST",
             url,

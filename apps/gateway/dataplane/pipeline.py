@@ -37,6 +37,7 @@ from ..deid import Budget, Reidentifier, SurrogateMap
 from ..phi import answer_outputs, deidentify_request
 from ..protocol import HEADER_LENGTH, check_against_signature, parse_infer_header, refuse_numeric_inputs
 from .balancer import Balancer
+from .names import public_infer_answer, public_metadata_answer, public_text
 from .snapshot import TokenMiss
 from .surrogates import surrogate_strings
 from .types import EVENT_TYPES, INFER, READY, Inbound, Outbound
@@ -82,6 +83,23 @@ def error_outbound(err: ServiceError) -> Outbound:
         [("Content-Type", JSON)],
         error=err,
         retry_after=getattr(err, "retry_after", None),
+    )
+
+
+def _model_url(route, inbound: Inbound) -> str:
+    """Triton's URL of the route's version: its own Triton name ("triage--v2"), inside which the
+    version directory is the registry version, so a versioned call keeps /versions/<n>."""
+    url = f"{route.http_url}/v2/models/{route.triton_name}"
+    return url if inbound.version is None else f"{url}/versions/{route.version}"
+
+
+def _unloaded(upstream, inbound: Inbound) -> bool:
+    """Triton does not (or no longer) serve the route's model: "unknown model" (400 or 404; 503
+    while it is being unloaded). Only an unversioned call may then go to another route."""
+    return (
+        inbound.version is None
+        and upstream.status in (400, 404, 503)
+        and b"unknown model" in upstream.body[:512].lower()
     )
 
 
@@ -218,13 +236,6 @@ class Pipeline:
             return Decision(True)
         return await self.limiter.hit(check)
 
-    @staticmethod
-    def _model_url(route, inbound: Inbound) -> str:
-        url = f"{route.http_url}/v2/models/{inbound.model}"
-        if inbound.version is not None:
-            url = f"{url}/versions/{route.version}"
-        return url
-
     async def _act(self, call: Call, route) -> Outbound:
         inbound = call.inbound
         if inbound.kind == INFER:
@@ -233,19 +244,25 @@ class Pipeline:
             if header_length is not None:
                 headers.append((HEADER_LENGTH, str(header_length)))
             upstream = await self._forward(call, route, "POST", "/infer", headers, body)
-            out = self._relay_version(upstream, call, call.route)
+            out = public_infer_answer(
+                self._relay_version(upstream, call, call.route), call.route.triton_name, call.route.model
+            )
             if call.answer is None:  # no screen, nothing to re-identify: the upstream's bytes as they are
                 return out
             return await self._answer(call, out)
         if inbound.kind == READY:
-            return self._relay(await self._forward(call, route, "GET", "/ready", [], b""))
-        return self._relay_version(await self._forward(call, route, "GET", "", [], b""), call, call.route)
+            return self._relay(await self._forward(call, route, "GET", "/ready", [], b""), call.route)
+        upstream = await self._forward(call, route, "GET", "", [], b"")
+        return public_metadata_answer(
+            self._relay_version(upstream, call, call.route), call.route.triton_name, call.route.model
+        )
 
     async def _forward(self, call: Call, route, method: str, suffix: str, headers: list, body: bytes):
         """Send to `route`'s server; on a failure before any answer byte (refused, reset, closed, connect
-        timeout, its pool full) or a 5xx answer, once more to another available replica (inference is
-        idempotent; nothing has reached the caller). Every outcome goes to the balancer (load, breaker).
-        `call.route` ends as the replica that answered."""
+        timeout, its pool full), a 5xx answer, or — on an unversioned call — Triton's "unknown model" (the
+        version was unloaded after this process's policy snapshot was read), once more to another
+        available replica (inference is idempotent; nothing has reached the caller). Every outcome goes
+        to the balancer (load, breaker). `call.route` ends as the replica that answered."""
         balancer = self.balancer
         tried: set[int] = set()
         while True:
@@ -254,7 +271,7 @@ class Pipeline:
             try:
                 upstream = await self.pool.request(
                     method,
-                    self._model_url(route, call.inbound) + suffix,
+                    _model_url(route, call.inbound) + suffix,
                     [*headers, *route.upstream_headers()],
                     body,
                     timeout=settings.TRITON_TIMEOUT,
@@ -297,6 +314,15 @@ class Pipeline:
                             upstream.status,
                             other.server_name,
                         )
+                        route = other
+                        continue
+                return upstream
+            if _unloaded(upstream, call.inbound):  # about this version here, not about the server
+                balancer.finished(state)
+                if not tried:
+                    tried.add(route.server_id)
+                    other = self._failover(call, route, tried)
+                    if other is not None:
                         route = other
                         continue
                 return upstream
@@ -414,7 +440,7 @@ class Pipeline:
                 503,
             ) from err
 
-    def _relay(self, upstream) -> Outbound:
+    def _relay(self, upstream, route=None) -> Outbound:
         if upstream.status >= 400:
             try:
                 message = json.loads(upstream.body).get("error") or upstream.body.decode(errors="replace")
@@ -422,7 +448,10 @@ class Pipeline:
                 message = upstream.body.decode(errors="replace")
             status = 400 if upstream.status < 500 else 502
             code = "triton_rejected" if status == 400 else "triton_error"
-            raise ServiceError(code, clean_upstream_text(str(message)), status)
+            message = clean_upstream_text(str(message))
+            if route is not None:  # Triton names the version's internal name; the caller knows the model's
+                message = public_text(message, route.triton_name, route.model)
+            raise ServiceError(code, message, status)
         headers = [(_HEADER_NAMES[n], upstream.headers[n]) for n in _PASS_HEADERS if n in upstream.headers]
         return Outbound(upstream.status, upstream.body, headers)
 
@@ -443,7 +472,7 @@ class Pipeline:
             raise ServiceError(
                 "model_version_not_deployed", f"version {inbound.version} of {inbound.model!r} is not deployed", 404
             )
-        return self._relay(upstream)
+        return self._relay(upstream, route)
 
     # -- audit -------------------------------------------------------------------------------
     @staticmethod

@@ -71,7 +71,7 @@ from apps.compliance.selectors import (
 from apps.core.errors import ServiceError
 from apps.core.rawsql import aware
 from apps.core.source import Source
-from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, ReplicaSet
+from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, ReplicaSet, triton_model_name
 from apps.deployments.selectors import CREDENTIAL_HEADER, credentials_for
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import Grant, Principal, Token, deid_mode, may_reidentify
@@ -133,6 +133,13 @@ class Route:
     # deployment without a set: 100) and where the server's Prometheus metrics are read (balancer.py).
     weight: int = 100
     metrics_url: str = ""
+    # The name Triton serves this version under (triton_model_name(model, version), e.g. "triage--v2"):
+    # every URL to Triton uses it; answers are given back under `model` (dataplane/names.py).
+    triton_name: str = ""
+
+    def __post_init__(self):
+        if not self.triton_name:
+            object.__setattr__(self, "triton_name", triton_model_name(self.model, self.version))
 
     def upstream_headers(self) -> list[tuple[str, str]]:
         """The headers every call to this route's server carries (its credential, when it has one)."""
@@ -162,6 +169,7 @@ class Route:
             credential=getattr(dep, "triton_credential", "") or "",
             weight=traffic_share(dep),
             metrics_url=dep.server.metrics_url or "",
+            triton_name=triton_model_name(name, dep.model_version.version),
         )
 
 
@@ -622,6 +630,7 @@ def _read(connection, now: datetime) -> PolicySnapshot:
                 numeric_refused=numeric[model_id],
                 weight=int(weight),
                 metrics_url=metrics_url or "",
+                triton_name=triton_model_name(names[model_id], version),
             )
         )
     # One more read only when a serving server has a credential (opened in memory, cached by data key).

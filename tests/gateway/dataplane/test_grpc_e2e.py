@@ -50,7 +50,7 @@ def deployed(staff_user, plain_user, triton):
     assert dep.observed_state == Observed.ACTIVE, dep.last_error
     yield mv
     with TritonClient(triton.http_url) as client:
-        client.unload_model(NAME)
+        client.unload_model(f"{NAME}--v1")
 
 
 async def _refusal(coro) -> tuple[str, str]:
