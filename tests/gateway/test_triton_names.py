@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.gateway.dataplane import pipeline
+from apps.deployments.models import Deployment, ReplicaSet
 from apps.gateway.dataplane.names import public_infer_answer, public_metadata_answer, public_text
 from apps.gateway.dataplane.types import Outbound
 from tests.factories import DeploymentFactory, InferenceServerFactory, ModelVersionFactory
@@ -107,9 +107,7 @@ class TestSideBySide:
         v2 = DeploymentFactory(model_version=ModelVersionFactory(model_name="triage", actor=staff_user), server=server)
         return v1, v2, answers, seen
 
-    def test_a_route_whose_version_was_just_unloaded_goes_to_the_version_beside_it(
-        self, caller, two_versions, monkeypatch
-    ):
+    def test_a_route_whose_version_was_just_unloaded_goes_to_the_version_beside_it(self, caller, two_versions):
         """Undeployed after the policy was read: Triton says "unknown model" for triage--v1; the
         unversioned call is sent once to triage--v2 and answered, audited against v2."""
         v1, v2, answers, seen = two_versions
@@ -118,8 +116,9 @@ class TestSideBySide:
             b'{"error":"Request for unknown model: \'triage--v1\' has no available versions"}',
         )
         answers["/v2/models/triage--v2/infer"] = (200, b'{"model_name":"triage--v2","model_version":"2","outputs":[]}')
-        v1_first = lambda seq: next((r for r in seq if r.version == 1), seq[0])  # noqa: E731
-        monkeypatch.setattr(pipeline.random, "choice", v1_first)
+        # v1 takes the model's traffic (v2 at weight 0): the call goes to v1 first
+        rs = ReplicaSet.objects.create(model=v2.model, model_version=v2.model_version, traffic_weight=0)
+        Deployment.objects.filter(pk=v2.pk).update(replica_set=rs)
 
         resp = infer(caller, valid_request())
 

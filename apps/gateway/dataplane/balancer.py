@@ -167,15 +167,24 @@ class Balancer:
             return now >= state.retry_at + PROBE_TIMEOUT
         return now >= state.retry_at  # open: due for its half-open probe
 
-    def choose(self, routes: Sequence, *, versioned: bool, exclude: frozenset = frozenset(), like=None):
+    def choose(
+        self,
+        routes: Sequence,
+        *,
+        versioned: bool,
+        exclude: frozenset = frozenset(),
+        like=None,
+        skip: frozenset = frozenset(),
+    ):
         """The route for the next call among `routes` (one model's, as the policy gave them). `exclude`:
-        servers already tried by this call; `like`: the route that failed (a failover stays on its
-        version, or another version with the same signature). 503 `triton_unavailable` when no
-        replica is available."""
+        servers already tried by this call; `skip`: deployments already tried (a version its server no
+        longer serves, while the server may serve others); `like`: the route that failed (a failover
+        stays on its version, or another version with the same signature). 503 `triton_unavailable`
+        when no replica is available."""
         now = self.clock()
         candidates = []
         for route in routes:
-            if route.server_id in exclude:
+            if route.server_id in exclude or route.deployment_id in skip:
                 continue
             if like is not None and route.version != like.version and (versioned or route.signature != like.signature):
                 continue

@@ -264,7 +264,8 @@ class Pipeline:
         available replica (inference is idempotent; nothing has reached the caller). Every outcome goes
         to the balancer (load, breaker). `call.route` ends as the replica that answered."""
         balancer = self.balancer
-        tried: set[int] = set()
+        tried: set[int] = set()  # servers that failed this call
+        skipped: set[int] = set()  # deployments whose version their server no longer serves
         while True:
             call.route = route
             state = balancer.begin(route)
@@ -319,9 +320,9 @@ class Pipeline:
                 return upstream
             if _unloaded(upstream, call.inbound):  # about this version here, not about the server
                 balancer.finished(state)
-                if not tried:
-                    tried.add(route.server_id)
-                    other = self._failover(call, route, tried)
+                if not tried and not skipped:
+                    skipped.add(route.deployment_id)
+                    other = self._failover(call, route, tried, skipped)
                     if other is not None:
                         route = other
                         continue
@@ -336,7 +337,7 @@ class Pipeline:
         if call.inbound.kind == INFER:
             slo.record(route.model_id, route.version, ok=False, latency_ms=(time.perf_counter() - call.started) * 1000)
 
-    def _failover(self, call: Call, failed, tried: set[int]):
+    def _failover(self, call: Call, failed, tried: set[int], skipped: set[int] = frozenset()):
         """Another available replica for a call that failed on `failed`, or None."""
         try:
             return self.balancer.choose(
@@ -344,6 +345,7 @@ class Pipeline:
                 versioned=call.inbound.version is not None,
                 exclude=frozenset(tried),
                 like=failed,
+                skip=frozenset(skipped),
             )
         except ServiceError:
             return None
