@@ -397,6 +397,8 @@ class OpenAIAdapter:
                     raise failure
                 raise ServiceError("triton_error", f"the inference server answered {upstream.status}", 502)
             tried.add(route.server_id)
+            # the attempt failover hides still counts against its version (docs/rollouts.md)
+            slo.record(route.model_id, route.version, ok=False, latency_ms=0.0)
             logger.warning("OpenAI call to %s: %s failed; opening on %s", route.model, route.server, other.server)
             route = prepared["route"] = call.route = other
 
@@ -477,7 +479,8 @@ class OpenAIAdapter:
         except Exception:  # noqa: BLE001 - the quota errs on the safe side: the reservation stays
             logger.exception("quota settlement for %s failed", req.model)
         status = error.status_code if error else (499 if ex.disconnected else 200)
-        slo.record(route.model_id, route.version, ok=not slo.failed(status), latency_ms=duration_ms)  # docs/rollouts.md
+        if status == 200 or slo.failed(status):  # not the caller's own 4xx nor a caller who went away (499)
+            slo.record(route.model_id, route.version, ok=not slo.failed(status), latency_ms=duration_ms)
         finish = "" if error else ("cancelled" if ex.disconnected else _FINISH.get(ex.finish, ex.finish))
         llm = {
             "prompt_tokens": ex.prompt_tokens,

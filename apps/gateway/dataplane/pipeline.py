@@ -93,6 +93,12 @@ def _model_url(route, inbound: Inbound) -> str:
     return url if inbound.version is None else f"{url}/versions/{route.version}"
 
 
+def _answered_by_triton(upstream) -> bool:
+    """A 5xx whose body is Triton's own JSON error ({"error": ...}): the server is up and answering. A
+    proxy's or a dying server's 502/503/504 has no such body."""
+    return upstream.body[:1].startswith(b"{") and b'"error"' in upstream.body[:256]
+
+
 def _unloaded(upstream, inbound: Inbound) -> bool:
     """Triton does not (or no longer) serve the route's model: "unknown model" (400 or 404; 503
     while it is being unloaded). Only an unversioned call may then go to another route."""
@@ -161,9 +167,6 @@ class Pipeline:
                 "internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500
             )
             out = error_outbound(error)
-        if call.route is not None and inbound.kind == INFER:  # the figures rollouts are judged by (docs/rollouts.md)
-            slo.record(call.route.model_id, call.route.version, ok=not slo.failed(out.status),
-                       latency_ms=(time.perf_counter() - call.started) * 1000)  # fmt: skip
         return await self._audited(call, out, error)
 
     async def refuse(self, inbound: Inbound, err: ServiceError) -> Outbound:
@@ -269,6 +272,7 @@ class Pipeline:
         while True:
             call.route = route
             state = balancer.begin(route)
+            sent = time.perf_counter()
             try:
                 upstream = await self.pool.request(
                     method,
@@ -279,11 +283,11 @@ class Pipeline:
                 )
             except UpstreamError as err:
                 balancer.failed(state, err.cause, transport=err.retryable)
+                self._attempt_figures(call, route, sent, ok=False)
                 if err.retryable and not tried:
                     tried.add(route.server_id)
-                    failed, route = route, self._failover(call, route, tried)
+                    route = self._failover(call, route, tried)
                     if route is not None:
-                        self._failed_attempt(call, failed)
                         continue
                 raise
             except UpstreamBusy:
@@ -298,8 +302,11 @@ class Pipeline:
                 balancer.finished(state)
                 raise
             if upstream.status >= 500:
-                model_level = b"unknown model" in upstream.body or b"not ready" in upstream.body
-                if model_level:  # about this model on this server, not about the server
+                self._attempt_figures(call, route, sent, ok=False)
+                if _answered_by_triton(upstream):
+                    # Triton itself answered (its JSON error): about this model or this request — a
+                    # caller's bad input makes some backends answer 500 — not about the server, so no
+                    # verdict that would close the server to every other model on it.
                     balancer.finished(state)
                 else:
                     balancer.failed(state, f"HTTP {upstream.status} from the server", transport=False)
@@ -307,7 +314,6 @@ class Pipeline:
                     tried.add(route.server_id)
                     other = self._failover(call, route, tried)
                     if other is not None:
-                        self._failed_attempt(call, route)
                         logger.warning(
                             "%s: server %s answered %s; retrying on %s",
                             call.inbound.model,
@@ -328,14 +334,20 @@ class Pipeline:
                         continue
                 return upstream
             balancer.succeeded(state)
+            if upstream.status < 400:
+                self._attempt_figures(call, route, sent, ok=True)
             return upstream
 
     @staticmethod
-    def _failed_attempt(call: Call, route) -> None:
-        """A failed attempt that failover hides from the caller still counts against its version: a
-        rollout judges a canary by these figures (docs/rollouts.md)."""
-        if call.inbound.kind == INFER:
-            slo.record(route.model_id, route.version, ok=False, latency_ms=(time.perf_counter() - call.started) * 1000)
+    def _attempt_figures(call: Call, route, sent: float, *, ok: bool) -> None:
+        """The figures a rollout judges a version by (docs/rollouts.md): each attempt of an unversioned
+        inference call that reached the version's server — answered (2xx: ok; 5xx or a broken
+        connection: failed, even when failover then answers from elsewhere), timed from sending to the
+        answer. Not counted: the gateway's own refusals and Triton's 4xx (the caller's request, not
+        the version), and versioned calls (a caller may aim those at a canary at will; its weight
+        decides only the unversioned ones)."""
+        if call.inbound.kind == INFER and call.inbound.version is None:
+            slo.record(route.model_id, route.version, ok=ok, latency_ms=(time.perf_counter() - sent) * 1000)
 
     def _failover(self, call: Call, failed, tried: set[int], skipped: set[int] = frozenset()):
         """Another available replica for a call that failed on `failed`, or None."""
