@@ -113,6 +113,14 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if server is not None:
             obj.pk = server.pk
 
+    def delete_model(self, request, obj):
+        """Never the ORM: a server goes only through the audited service (its refusals, its credential)."""
+        services.delete_server(server_id=obj.pk, actor=request.user, source=Source.from_request(request))
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
     def get_deleted_objects(self, objs, request):
         # The service decides (settled deployments go with the server, live replicas refuse it),
         # not the admin's walk of protected relations.
@@ -123,7 +131,9 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         """The confirmed POST goes to the service (refusal: its message, the server stays); the
         admin's log entry is written in the same transaction, so a refused delete logs nothing."""
         obj = self.get_object(request, unquote(object_id)) if request.method == "POST" else None
-        if obj is None or "post" not in request.POST or not self.has_delete_permission(request, obj):
+        # Every POST is a confirmation to Django's own view (it deletes on any non-empty POST): every
+        # POST a permitted user sends comes here, to the service.
+        if obj is None or not self.has_delete_permission(request, obj):
             return super().delete_view(request, object_id, extra_context)
         opts = self.model._meta
         try:

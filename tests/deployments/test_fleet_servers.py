@@ -181,6 +181,51 @@ class TestDelete:
         assert not InferenceServer.objects.exists()
         assert AuditEvent.objects.get(event_type="deployment.server.delete").actor == admin_user
 
+    def test_admin_delete_post_without_the_confirmation_field_still_goes_through_the_service(self, browser, staff_user):
+        """Django's own delete view deletes on any non-empty POST: that must not bypass the service (its
+        refusals, its audit event, the credential's crypto-shredding)."""
+        server = services.register_server(
+            name="edge-x", http_url="http://triton.example.org:8000", credential="s3cret-credential-0123456789abcdef",
+            actor=staff_user,
+        )  # fmt: skip
+        key = server.credential_key
+
+        resp = browser.post(f"/admin/deployments/inferenceserver/{server.pk}/delete/", {"x": "1"})
+
+        assert resp.status_code == 302
+        assert not InferenceServer.objects.filter(pk=server.pk).exists()
+        assert AuditEvent.objects.filter(event_type="deployment.server.delete").exists()
+        key.refresh_from_db()
+        assert key.destroyed_at is not None
+
+    def test_admin_delete_post_without_the_field_is_refused_while_replicas_are_held(self, browser):
+        server = InferenceServerFactory(name="edge-2")
+        DeploymentFactory(server=server)
+
+        browser.post(f"/admin/deployments/inferenceserver/{server.pk}/delete/", {"x": "1"})
+
+        assert InferenceServer.objects.filter(pk=server.pk).exists()
+
+
+class TestRestrictedTokens:
+    def test_a_token_restricted_to_one_model_changes_no_server(self, staff_user):
+        from tests.factories import token_for
+
+        mv = ModelVersionFactory(model_name="triage", actor=staff_user)
+        server = InferenceServerFactory(name="shared")
+        token = token_for(staff_user, scopes=["read", "manage"], model_ids=[mv.model_id])
+        client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+        patched = client.patch(f"{SERVERS}{server.pk}/", {"labels": {"zone": "x"}}, content_type="application/json")
+        deleted = client.delete(f"{SERVERS}{server.pk}/")
+        created = client.post(SERVERS, {"name": "n", "http_url": "http://n:8000"}, content_type="application/json")
+
+        for resp in (patched, deleted, created):
+            assert resp.status_code == 403 and resp.json()["code"] == "token_restricted_to_models", resp.content
+        server.refresh_from_db()
+        assert server.labels == {} and InferenceServer.objects.count() == 1
+        assert client.get(SERVERS).status_code == 200  # reading stays
+
 
 class TestAdminForms:
     def test_add_with_capacity(self, browser):

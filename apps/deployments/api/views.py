@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.audit.services import Source
-from apps.core.errors import NotFound
+from apps.core.errors import NotFound, ServiceError
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
@@ -40,6 +40,17 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
         "credential": "deployments.add_inferenceserver",  # who registers a server sets its credential
     }
     filterset_fields = {"name": ["exact"], "hardware": ["exact"], "state": ["exact"]}
+
+    def initial(self, request, *args, **kwargs):
+        """A token restricted to some models changes no server: servers are shared by every model (a
+        token for model A must not change what model B is placed on, nor where the gateway reads load)."""
+        super().initial(request, *args, **kwargs)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and getattr(request.auth, "restricted", False):
+            raise ServiceError(
+                "token_restricted_to_models",
+                "this token is restricted to some models; servers are shared by every model",
+                403,
+            )
 
     def perform_create(self, serializer):
         data = serializer.validated_data
