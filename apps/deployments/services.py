@@ -212,6 +212,10 @@ def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             pk=deployment_id,
         )
         before = dep.desired_state
+        if before == Desired.ACTIVE and dep.replica_set_id is not None:
+            last = not dep.replica_set.deployments.filter(desired_state=Desired.ACTIVE).exclude(pk=dep.pk).exists()
+            if last:
+                _refuse_during_rollout(dep.replica_set_id, "undeploy its last replica")
         dep.desired_state = Desired.INACTIVE
         dep.requested_by = acting_user(actor) or dep.requested_by
         dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
@@ -1005,6 +1009,7 @@ def retire_replica_set(*, replica_set_id: int, actor, source: Source = SYSTEM) -
             )
             if rs.state == ReplicaSetState.RETIRED:
                 return rs
+            _refuse_during_rollout(rs.pk, "retire it")
             others = _live_sets(rs.model_id).exclude(pk=rs.pk)
             if rs.traffic_weight > 0 and others.exists():
                 raise Conflict(
@@ -1032,6 +1037,25 @@ def retire_replica_set(*, replica_set_id: int, actor, source: Source = SYSTEM) -
         )
         raise
     return rs
+
+
+def _refuse_during_rollout(replica_set_id: int, what: str) -> None:
+    """A set that an unfinished rollout moves traffic from or to keeps its replicas until the rollout
+    ends: undeploying its last one or retiring it by hand would leave the rollout promoting or rolling
+    back onto nothing (the model dark)."""
+    from .models import UNFINISHED_ROLLOUT_STATES, Rollout
+
+    rollout = (
+        Rollout.objects.filter(state__in=UNFINISHED_ROLLOUT_STATES)
+        .filter(Q(from_set_id=replica_set_id) | Q(to_set_id=replica_set_id))
+        .first()
+    )
+    if rollout is not None:
+        raise Conflict(
+            "rollout_in_progress",
+            f"rollout {rollout.pk} moves traffic with this replica set; "
+            f"promote, roll back or abort it before you {what}",
+        )
 
 
 def _retire(rs: ReplicaSet, actor, source: Source) -> None:

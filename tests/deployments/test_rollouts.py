@@ -424,3 +424,42 @@ class TestAdmin:
         assert resp.status_code == 302
         rollout = Rollout.objects.get()
         assert (rollout.steps, rollout.hold_seconds, rollout.created_by) == ([20, 100], 10, live["user"])
+
+
+class TestSetsHeldByARollout:
+    """Undeploying the last replica of, or retiring, a set an unfinished rollout moves traffic with is
+    refused: the rollout would then promote or roll back onto nothing (review of issue 16)."""
+
+    def test_the_canarys_last_replica_is_not_undeployed_by_hand(self, live):
+        rollout = _start(live, steps=[10, 100], hold_seconds=30, min_calls=0)
+        services.advance_rollouts(now=timezone.now())
+
+        with pytest.raises(ServiceError) as exc:
+            services.request_undeploy(deployment_id=live["d2"].pk, actor=live["user"])
+
+        assert (exc.value.code, exc.value.status_code) == ("rollout_in_progress", 409)
+        assert Deployment.objects.get(pk=live["d2"].pk).desired_state == Desired.ACTIVE
+        services.promote_now(rollout_id=rollout.pk, actor=live["user"])
+        assert Deployment.objects.filter(model=live["model"], desired_state=Desired.ACTIVE).exists()
+
+    def test_the_old_set_is_not_retired_at_the_last_step(self, live):
+        rollout = _start(live, steps=[50, 100], hold_seconds=30, min_calls=0)
+        t0 = timezone.now()
+        services.advance_rollouts(now=t0)
+        services.advance_rollouts(now=t0 + timedelta(seconds=31))  # v2 at 100 %, v1 at 0
+
+        with pytest.raises(ServiceError) as exc:
+            services.retire_replica_set(replica_set_id=rollout.from_set_id, actor=live["user"])
+
+        assert exc.value.code == "rollout_in_progress"
+        services.rollback_now(rollout_id=rollout.pk, actor=live["user"])
+        assert _weights(live) == {1: 100, 2: 0}
+        assert Deployment.objects.get(pk=live["d1"].pk).desired_state == Desired.ACTIVE
+
+    def test_after_the_rollout_the_old_set_may_go(self, live):
+        rollout = _start(live, steps=[100], hold_seconds=0, min_calls=0)
+        services.abort_rollout(rollout_id=rollout.pk, actor=live["user"])
+
+        services.request_undeploy(deployment_id=live["d2"].pk, actor=live["user"])
+
+        assert Deployment.objects.get(pk=live["d2"].pk).desired_state == Desired.INACTIVE
