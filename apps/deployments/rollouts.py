@@ -246,18 +246,10 @@ def _undeploy_drained(rs: ReplicaSet, actor, source: Source) -> list[int]:
     rs.traffic_weight = 0
     rs.save(update_fields=["state", "traffic_weight", "updated_at"])
     ids = []
+    from .services import mark_undeployed
+
     for dep in Deployment.objects.select_for_update().filter(replica_set=rs, desired_state=Desired.ACTIVE):
-        dep.desired_state = Desired.INACTIVE
-        dep.requested_by = acting_user(actor) or dep.requested_by
-        dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
-        record_event(
-            "deployment.undeploy",
-            actor=actor,
-            source=source,
-            target=dep,
-            details={"before": {"desired_state": "active"}, "after": {"desired_state": "inactive"}, "drain_seconds":
-                     settings.ROLLOUT_DRAIN_SECONDS},
-        )  # fmt: skip
+        mark_undeployed(dep, actor, source, drain_seconds=settings.ROLLOUT_DRAIN_SECONDS)
         ids.append(dep.pk)
     rid, drain = current_request_id(), settings.ROLLOUT_DRAIN_SECONDS
     transaction.on_commit(lambda: [reconcile_deployment_task.apply_async((pk, rid), countdown=drain) for pk in ids])

@@ -954,16 +954,7 @@ def scale_replica_set(*, replica_set_id: int, replicas: int, actor, source: Sour
                 template = current[0].batching() if current else BatchingSettings()
                 added = _place_replicas(rs, replicas - len(current), template, actor, source)
             for dep in current[: max(0, len(current) - replicas)]:
-                dep.desired_state = Desired.INACTIVE
-                dep.requested_by = acting_user(actor) or dep.requested_by
-                dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
-                record_event(
-                    "deployment.undeploy",
-                    actor=actor,
-                    source=source,
-                    target=dep,
-                    details={"before": {"desired_state": Desired.ACTIVE}, "after": {"desired_state": Desired.INACTIVE}},
-                )
+                mark_undeployed(dep, actor, source)
                 _enqueue(dep)
                 removed.append(dep)
             rs.replicas = replicas
@@ -1058,18 +1049,24 @@ def _refuse_during_rollout(replica_set_id: int, what: str) -> None:
         )
 
 
+def mark_undeployed(dep: Deployment, actor, source: Source, **details) -> None:
+    """One replica of a set desired inactive, audited `deployment.undeploy` (the caller enqueues the
+    reconcile: at once, or after a drain). Inside the caller's transaction."""
+    dep.desired_state = Desired.INACTIVE
+    dep.requested_by = acting_user(actor) or dep.requested_by
+    dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
+    record_event(
+        "deployment.undeploy",
+        actor=actor,
+        source=source,
+        target=dep,
+        details={"before": {"desired_state": Desired.ACTIVE}, "after": {"desired_state": Desired.INACTIVE}, **details},
+    )
+
+
 def _retire(rs: ReplicaSet, actor, source: Source) -> None:
     for dep in rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("pk"):
-        dep.desired_state = Desired.INACTIVE
-        dep.requested_by = acting_user(actor) or dep.requested_by
-        dep.save(update_fields=["desired_state", "requested_by", "updated_at"])
-        record_event(
-            "deployment.undeploy",
-            actor=actor,
-            source=source,
-            target=dep,
-            details={"before": {"desired_state": Desired.ACTIVE}, "after": {"desired_state": Desired.INACTIVE}},
-        )
+        mark_undeployed(dep, actor, source)
         _enqueue(dep)
     rs.state, rs.replicas, rs.traffic_weight = ReplicaSetState.RETIRED, 0, 0
     rs.save(update_fields=["state", "replicas", "traffic_weight", "updated_at"])
