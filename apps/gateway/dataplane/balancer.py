@@ -75,6 +75,7 @@ class ServerState:
     server_id: int
     name: str = ""
     metrics_url: str = ""
+    http_url: str = ""
     outstanding: int = 0
     calls: int = 0  # attempts started by this process
     failures: int = 0  # attempts failed (transport or 5xx)
@@ -150,6 +151,9 @@ class Balancer:
         self._turn = itertools.count()
         self.process = f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self._published: dict[int, str] = {}
+        # Called with the server's state when its circuit opens: the pipeline fails over the calls
+        # still waiting on it (UpstreamPool.abandon) instead of leaving them to the read timeout.
+        self.on_open = None
 
     # -- the choice ---------------------------------------------------------------------------
 
@@ -157,7 +161,7 @@ class Balancer:
         state = self.servers.get(route.server_id)
         if state is None:
             state = self.servers[route.server_id] = ServerState(route.server_id)
-        state.name, state.metrics_url = route.server, route.metrics_url
+        state.name, state.metrics_url, state.http_url = route.server, route.metrics_url, route.http_url
         return state
 
     def _available(self, state: ServerState, now: float) -> bool:
@@ -295,6 +299,8 @@ class Balancer:
         if was == CLOSED:
             state.opened_at = now
             log.warning("gateway: circuit to server %s opened: %s", state.name, state.last_error)
+            if self.on_open is not None:
+                self.on_open(state)
 
     def stats(self) -> dict[int, dict]:
         return {sid: s.view() for sid, s in self.servers.items()}

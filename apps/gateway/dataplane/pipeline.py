@@ -143,6 +143,8 @@ class Pipeline:
     def __init__(self, *, policy, audit, limiter, failure_limiter=None, pool, refusals=None, balancer=None):
         self.policy = policy
         self.balancer = balancer or Balancer()  # replica choice, load, circuit breakers (balancer.py)
+        if pool is not None and hasattr(pool, "abandon"):
+            self.balancer.on_open = lambda state: pool.abandon(state.http_url, "the gateway opened its circuit")
         self.audit = audit
         self.limiter = limiter
         self.pool = pool

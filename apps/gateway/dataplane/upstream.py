@@ -231,6 +231,19 @@ class _Server:
         self.idle: collections.deque[_Connection] = collections.deque()
         self.busy = 0  # calls holding a connection (or opening one)
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.in_flight: set[_Connection] = set()  # connections a call is waiting on
+
+    def abandon(self, why: str) -> int:
+        """Fail every call still waiting on this server without a byte of its answer, as a connection
+        that dropped before answering (retryable: inference is idempotent, the gateway sends it to
+        another replica). For a server the gateway has given up on: a process killed without its
+        children can leave its accepted connections open and silent until the read timeout."""
+        abandoned = 0
+        for conn in list(self.in_flight):
+            if conn.active and not conn.received and conn.chunks is None:
+                conn._fail(UpstreamFailure("closed", why))
+                abandoned += 1
+        return abandoned
 
     def forget(self, conn: _Connection) -> None:
         with contextlib.suppress(ValueError):  # not idle: in use or never pooled
@@ -419,6 +432,7 @@ class UpstreamPool:
             # one write, so one segment for a small call (two would wait on each other's ACK with Nagle)
             conn.transport.write("".join(head).encode("latin-1") + body)
         handle = loop.call_later(timeout, conn.timeout)
+        server.in_flight.add(conn)
         try:
             return await future
         except asyncio.CancelledError:  # the client went away: this connection is in an unknown state
@@ -430,6 +444,7 @@ class UpstreamPool:
             raise
         finally:
             handle.cancel()
+            server.in_flight.discard(conn)
 
     def _service_error(self, err: UpstreamFailure) -> UpstreamError:
         cause = clean_upstream_text(str(err))
@@ -440,6 +455,13 @@ class UpstreamPool:
         if err.kind == "tls":
             return UpstreamError("triton_tls_failed", "the TLS connection to the inference server failed", 502, **extra)
         return UpstreamError("triton_unavailable", UNREACHABLE, 503, **extra)
+
+    def abandon(self, url: str, why: str) -> int:
+        """Fail the calls waiting on `url`'s server without an answer byte (see _Server.abandon)."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        server = self._servers.get((parts.scheme, parts.hostname or "", port))
+        return server.abandon(why) if server is not None else 0
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {
