@@ -179,11 +179,13 @@ class Balancer:
         exclude: frozenset = frozenset(),
         like=None,
         skip: frozenset = frozenset(),
+        other_version: bool = False,
     ):
         """The route for the next call among `routes` (one model's, as the policy gave them). `exclude`:
         servers already tried by this call; `skip`: deployments already tried (a version its server no
         longer serves, while the server may serve others); `like`: the route that failed (a failover
-        stays on its version, or another version with the same signature). 503 `triton_unavailable`
+        stays on its version, or another version with the same signature; `other_version`: another
+        version first, for a failure of the version itself). 503 `triton_unavailable`
         when no replica is available."""
         now = self.clock()
         candidates = []
@@ -197,8 +199,8 @@ class Balancer:
         if not candidates:
             waits = [self.server(r).retry_at - now for r in routes if r.server_id not in exclude]
             raise no_replica(routes[0].model if routes else "", min((w for w in waits if w > 0), default=1.0))
-        if like is not None:  # a failover: its own version first
-            same = [r for r in candidates if r.version == like.version]
+        if like is not None:  # a failover: its own version first, or (`other_version`) another one first
+            same = [r for r in candidates if (r.version == like.version) != other_version]
             candidates = same or candidates
         elif not versioned:
             candidates = self._version(candidates)

@@ -305,7 +305,8 @@ class Pipeline:
                 raise
             if upstream.status >= 500:
                 self._attempt_figures(call, route, sent, ok=False)
-                if _answered_by_triton(upstream):
+                model_error = _answered_by_triton(upstream)
+                if model_error:
                     # Triton itself answered (its JSON error): about this model or this request — a
                     # caller's bad input makes some backends answer 500 — not about the server, so no
                     # verdict that would close the server to every other model on it.
@@ -314,7 +315,9 @@ class Pipeline:
                     balancer.failed(state, f"HTTP {upstream.status} from the server", transport=False)
                 if not tried:
                     tried.add(route.server_id)
-                    other = self._failover(call, route, tried)
+                    # the version's own error: another version with the same signature first (a failing
+                    # canary's calls are answered by the live version while the rollout rolls it back)
+                    other = self._failover(call, route, tried, other_version=model_error)
                     if other is not None:
                         logger.warning(
                             "%s: server %s answered %s; retrying on %s",
@@ -351,7 +354,9 @@ class Pipeline:
         if call.inbound.kind == INFER and call.inbound.version is None:
             slo.record(route.model_id, route.version, ok=ok, latency_ms=(time.perf_counter() - sent) * 1000)
 
-    def _failover(self, call: Call, failed, tried: set[int], skipped: set[int] = frozenset()):
+    def _failover(
+        self, call: Call, failed, tried: set[int], skipped: set[int] = frozenset(), *, other_version: bool = False
+    ):
         """Another available replica for a call that failed on `failed`, or None."""
         try:
             return self.balancer.choose(
@@ -360,6 +365,7 @@ class Pipeline:
                 exclude=frozenset(tried),
                 like=failed,
                 skip=frozenset(skipped),
+                other_version=other_version,
             )
         except ServiceError:
             return None

@@ -173,6 +173,10 @@ def test_a_failover_stays_on_its_version_or_one_with_the_same_signature():
         b.choose([v1a, v1b, v2], versioned=True, exclude=frozenset({1, 2}), like=v1a)
     with pytest.raises(ServiceError):  # another signature: never
         b.choose([v1a, v3], versioned=False, exclude=frozenset({1}), like=v1a)
+    # the version's own error (Triton answered 500): another version with the same signature first
+    assert b.choose(routes, versioned=False, exclude=frozenset({1}), like=v1a, other_version=True) is v2
+    assert b.choose([v1a, v1b, v3], versioned=False, exclude=frozenset({1}), like=v1a, other_version=True) is v1b
+    assert b.choose([v1a, v1b, v2], versioned=True, exclude=frozenset({1}), like=v1a, other_version=True) is v1b
 
 
 TRITON_METRICS = """\
