@@ -78,6 +78,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.traffic.set": "Traffic weights of a model's versions set by hand",
     "deployment.server.update": "Inference server's hardware, capacity, labels, backends or metrics URL changed",
     "deployment.server.delete": "Inference server removed (it held no replica)",
+    "deployment.server.delete.rejected": "Inference server removal refused (it still holds replicas)",
     "deployment.replica_set.create": "Replica set requested (replicas of a model version placed on servers)",
     "deployment.replica_set.rejected": "Replica set refused (bad input, or a placement that cannot be made)",
     "deployment.replica_set.scale": "Replica set scaled (replicas placed or undeployed)",

@@ -126,6 +126,13 @@ def _adopt(model, version: ModelVersion, weight: int, actor) -> ReplicaSet | Non
         requested_by=acting_user(actor),
     )
     Deployment.objects.filter(pk__in=[d.pk for d in deps]).update(replica_set=rs)
+    record_event(
+        "deployment.replica_set.create",
+        actor=actor,
+        target=rs,
+        details={"after": {"version": version.version, "replicas": rs.replicas, "traffic_weight": weight},
+                 "adopted_deployments": [d.pk for d in deps]},
+    )  # fmt: skip
     return rs
 
 

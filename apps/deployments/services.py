@@ -699,11 +699,7 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
     restricted-API credential is crypto-shredded."""
     from .selectors import LIVE
 
-    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
-    if server.has_credential:
-        held = Deployment.objects.filter(LIVE, server=server)
-        if not held.exists():
-            set_server_credential(server_id=server.pk, credential=None, actor=actor, source=source)
+    refusal = None
     with transaction.atomic():
         server = get_or_404(
             InferenceServer.objects.select_for_update(),
@@ -716,22 +712,43 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
         )
         if held:
             names = ", ".join(str(d.model_version) for d in held[:10])
-            raise Conflict(
+            refusal = Conflict(
                 "server_has_replicas",
                 f"{server.name} still holds {len(held)} replica(s) ({names}); scale, retire or undeploy them first",
             )
-        snapshot = _server_snapshot(server)
-        settled = Deployment.objects.filter(server=server)
-        count = settled.count()
-        settled.delete()
-        record_event(
-            "deployment.server.delete",
-            actor=actor,
-            source=source,
-            target=server,
-            details={"before": snapshot, "settled_deployments_removed": count},
-        )
-        server.delete()
+        else:
+            # shredded only once the server is known to go (a refused delete keeps its credential)
+            if server.has_credential:
+                set_server_credential(server_id=server.pk, credential=None, actor=actor, source=source)
+                server.refresh_from_db()
+            _delete_server_rows(server, actor, source)
+    if refusal is not None:
+        with transaction.atomic():
+            record_event(
+                "deployment.server.delete.rejected",
+                actor=actor,
+                source=source,
+                target=server,
+                outcome=Outcome.FAILURE,
+                error_code=refusal.code,
+                details={"reason": refusal.detail},
+            )
+        raise refusal
+
+
+def _delete_server_rows(server: InferenceServer, actor, source: Source) -> None:
+    snapshot = _server_snapshot(server)
+    settled = Deployment.objects.filter(server=server)
+    count = settled.count()
+    settled.delete()
+    record_event(
+        "deployment.server.delete",
+        actor=actor,
+        source=source,
+        target=server,
+        details={"before": snapshot, "settled_deployments_removed": count},
+    )
+    server.delete()
 
 
 # --- Replica sets: N replicas of a version, placed by the scheduler (issue 16, docs/fleet.md) -------

@@ -142,6 +142,23 @@ class TestDelete:
         assert InferenceServer.objects.filter(pk=server.pk).exists()
         assert not AuditEvent.objects.filter(event_type="deployment.server.delete").exists()
 
+    def test_a_refused_removal_is_audited_and_keeps_the_credential(self, staff_user, enqueued):
+        mv = ModelVersionFactory(actor=staff_user)
+        server = services.register_server(
+            name="edge-c", http_url="http://triton.example.org:8000", credential="s3cret-credential-0123456789abcdef",
+            actor=staff_user,
+        )  # fmt: skip
+        services.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=staff_user)
+
+        with pytest.raises(ServiceError) as exc:
+            services.delete_server(server_id=server.pk, actor=staff_user)
+
+        assert exc.value.code == "server_has_replicas"
+        server.refresh_from_db()
+        assert server.has_credential and server.credential_key.destroyed_at is None
+        event = AuditEvent.objects.get(event_type="deployment.server.delete.rejected")
+        assert (event.outcome, event.error_code) == ("failure", "server_has_replicas")
+
     def test_a_replica_undeployed_but_not_yet_unloaded_still_counts(self, staff_user):
         server = InferenceServerFactory(name="edge-1")
         DeploymentFactory(server=server, desired_state=Desired.INACTIVE, observed_state=Observed.UNLOADING)
