@@ -153,6 +153,7 @@ TABLE: dict[str, list[Row]] = {
         api("get", UNAUTH, 200, 200, 200, 200, 200, headers={"HTTP_ACCEPT": "application/vnd.oai.openapi+json"})
     ],
     "api-docs": [api("get", 401, 200, 200, 200, 200, 200)],  # an HTML page: no JSON code
+    "api-redoc": [api("get", 401, 200, 200, 200, 200, 200)],  # an HTML page: no JSON code
     # Registry API: the catalogue selector (guests see names), the visibility selector (versions)
     "model-list": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "model-detail": [
