@@ -16,13 +16,21 @@ DOCS_CSP = (
 )
 
 
-def docs_page(view):
-    def with_policy(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
+class _DocsPolicy:
+    """Adds DOCS_CSP to the page; a view class still (its methods are what the route walks see)."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
         response["Content-Security-Policy"] = DOCS_CSP
         return response
 
-    return with_policy
+
+class SwaggerDocs(_DocsPolicy, SpectacularSwaggerView):
+    pass
+
+
+class RedocDocs(_DocsPolicy, SpectacularRedocView):
+    pass
 
 
 admin.site.site_header = "Sovereign"
@@ -37,12 +45,12 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="schema"),
     path(
         "api/docs/",
-        docs_page(SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[IsAuthenticated])),
+        SwaggerDocs.as_view(url_name="schema", permission_classes=[IsAuthenticated]),
         name="api-docs",
     ),
     path(
         "api/redoc/",
-        docs_page(SpectacularRedocView.as_view(url_name="schema", permission_classes=[IsAuthenticated])),
+        RedocDocs.as_view(url_name="schema", permission_classes=[IsAuthenticated]),
         name="api-redoc",
     ),
     path("api/v1/registry/", include("apps.registry.api.urls")),
