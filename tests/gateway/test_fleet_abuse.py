@@ -180,9 +180,10 @@ def test_a_proxy_502_without_tritons_error_body_still_opens_the_circuit(figures)
 @override_settings(RATELIMIT_ENABLED=False, TRITON_TIMEOUT=20)
 def test_calls_waiting_on_a_server_whose_circuit_opens_go_to_another_replica(figures):
     """A tritonserver killed without its children (python-backend stubs) can leave its accepted
-    connections open and silent while new connections are refused: the calls on them would wait for the
-    read timeout (measured: 12 of 1,776 calls failed after 30 s, bench/fleet.py). When the circuit to
-    that server opens, they are failed over at once. Real UpstreamPool and sockets, the real Pipeline."""
+    connections open and silent: the calls on them would wait for the read timeout (measured: 12 of
+    1,776 calls failed after 30 s, bench/fleet.py). When the circuit to that server opens (the next
+    call's refused connection), they are failed over at once. Real UpstreamPool and sockets, the real
+    Pipeline; v1 on the silent server takes the traffic, v2 (same signature) is where failover goes."""
     import socket
     import threading
     import time as _time
@@ -196,19 +197,22 @@ def test_calls_waiting_on_a_server_whose_circuit_opens_go_to_another_replica(fig
     silent.listen(16)
     accepted: list[socket.socket] = []
 
-    def accept_two_then_die():
-        while len(accepted) < 2:
-            conn, _ = silent.accept()
+    def accept():
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
             accepted.append(conn)  # read nothing, answer nothing, close nothing
-        silent.close()  # the process is gone: new connections are refused
 
-    threading.Thread(target=accept_two_then_die, daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
     port = silent.getsockname()[1]
-    routes = [replace(_route("m", 47, 1, 1), http_url=f"http://127.0.0.1:{port}"), _route("m", 47, 1, 2)]
+    v1 = replace(_route("m", 47, 1, 1, weight=100), http_url=f"http://127.0.0.1:{port}")
+    v2 = _route("m", 47, 2, 2, weight=0)
     real = UpstreamPool(ServerPolicy(), max_connections=8)
 
     class _Split:
-        """The dying server through the real UpstreamPool; the other replica answers here."""
+        """The silent server through the real UpstreamPool; the other replica answers here."""
 
         def __init__(self):
             self.abandon = real.abandon
@@ -218,17 +222,25 @@ def test_calls_waiting_on_a_server_whose_circuit_opens_go_to_another_replica(fig
                 return await real.request(method, url, headers, body, timeout=timeout)
             return _Answer(200, b"{}")
 
-    pipeline = Pipeline(policy=_Policy(routes), audit=_Audit(), limiter=None, pool=_Split())
+    pipeline = Pipeline(policy=_Policy([v1, v2]), audit=_Audit(), limiter=None, pool=_Split())
 
     async def run():
+        waiting = [asyncio.create_task(pipeline.handle(_inbound("m", GOOD))) for _ in range(2)]
+        deadline = _time.monotonic() + 10
+        while len(accepted) < 2:
+            assert _time.monotonic() < deadline, "the calls did not reach the silent server"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # their requests written
         started = _time.monotonic()
-        outs = await asyncio.gather(*[pipeline.handle(_inbound("m", GOOD)) for _ in range(12)])
+        balancer = pipeline.balancer  # the next call to it finds its port closed:
+        balancer.failed(balancer.begin(v1), "refused: connection refused", transport=True)
+        outs = await asyncio.gather(*waiting)
         return [o.status for o in outs], _time.monotonic() - started
 
     statuses, took = asyncio.run(run())
+    silent.close()
     for conn in accepted:
         conn.close()
 
-    assert len(accepted) == 2, "two calls waited on the silent connections"
-    assert set(statuses) == {200}, statuses
+    assert statuses == [200, 200]
     assert took < 5, f"the calls waited {took:.1f} s on the silent server"
