@@ -24,8 +24,15 @@ LOCK_SECONDS = 3
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="RedBeat is used only with the Redis broker")
 
 
+def _beat_redis_url() -> str:
+    """A Redis database of the beats' own: a Celery worker other tests started may still consume the
+    test run's broker queue, and would take the messages this test counts."""
+    base, _, db = settings.REDIS_URL.rpartition("/")
+    return f"{base}/{(int(db or 0) + 1) % 16}"
+
+
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(_beat_redis_url())
 
 
 def _clean(client: redis.Redis) -> None:
@@ -44,6 +51,7 @@ def _beat(log: Path) -> subprocess.Popen:
         **os.environ,
         "SOVEREIGN_AUDIT_SEAL_SECONDS": "1",
         "SOVEREIGN_BEAT_LOCK_SECONDS": str(LOCK_SECONDS),
+        "REDIS_URL": _beat_redis_url(),
         "DJANGO_SETTINGS_MODULE": "portal.settings",
     }
     celery = Path(sys.executable).with_name("celery")

@@ -16,7 +16,11 @@ from inference_backend.demo_model import build_test_onnx
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_two_workers_reconciling_one_deployment_load_it_once(triton):
+def test_two_workers_reconciling_one_deployment_load_it_once(triton, monkeypatch):
+    from apps.deployments import tasks
+
+    # the two threads are the workers: no Celery worker another test left running takes it first
+    monkeypatch.setattr(tasks.reconcile_deployment_task, "delay", lambda *args: None)
     mv = register_model_version(model_name="race", data=build_test_onnx(4, 3, seed=71), actor=None)
     server = deployments.register_server(name="triton-race", http_url=triton.http_url, actor=None)
     dep = deployments.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=None)
