@@ -93,8 +93,20 @@ def _enter_empty_directory() -> str:
     return path
 
 
-def _error_response(message: str) -> Any:
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+def _error_response(message: str, code: str = "INTERNAL") -> Any:
+    """An error answer. `code` names a TritonError code: INVALID_ARG for what the caller sent (Triton
+    answers 400, the gateway neither counts it against the server nor as the version's failure),
+    INTERNAL for what went wrong here (500)."""
+    error_type = pb_utils.TritonError
+    value = getattr(error_type, code, None)
+    error = error_type(message) if value is None else error_type(message, value)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
+def _caller_fault(exc: Exception) -> bool:
+    """True for an onnxruntime refusal of the inputs themselves (an index out of range, a shape the
+    graph cannot take): its INVALID_ARGUMENT status, raised as the InvalidArgument class."""
+    return type(exc).__name__ == "InvalidArgument"
 
 
 class TritonPythonModel:
@@ -181,7 +193,7 @@ class TritonPythonModel:
             try:
                 arrays = self._inputs(request)
             except BadRequest as exc:
-                responses[index] = _error_response(f"{self.model_name}: {exc}")
+                responses[index] = _error_response(f"{self.model_name}: {exc}", "INVALID_ARG")
                 continue
             if self.batched:
                 key = tuple((name, arrays[name].shape[1:], arrays[name].dtype.str) for name in self.input_names)
@@ -204,7 +216,8 @@ class TritonPythonModel:
                 for member in members:
                     self._run_group([member], responses)
                 return
-            responses[members[0][0]] = _error_response(f"{self.model_name}: inference failed: {exc}")
+            code = "INVALID_ARG" if _caller_fault(exc) else "INTERNAL"
+            responses[members[0][0]] = _error_response(f"{self.model_name}: inference failed: {exc}", code)
             return
         if not self.batched:
             index = members[0][0]

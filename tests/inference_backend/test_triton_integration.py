@@ -18,7 +18,7 @@ import pytest
 from inference_backend import triton_model
 from inference_backend.client import TritonClient, TritonError
 from inference_backend.config import BatchingSettings, render_config
-from inference_backend.demo_model import build_demo_onnx, build_test_onnx
+from inference_backend.demo_model import IR_VERSION, OPSET, build_demo_onnx, build_test_onnx
 from inference_backend.envelope import encrypt_artifact, generate_dek, sha256_hex
 from inference_backend.server import EXIT_TIMEOUT_SECS, PROJECT_ROOT, free_port
 from inference_backend.signature import read_onnx_signature
@@ -153,6 +153,37 @@ def test_demo_model_load_and_unload(triton_host):
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     client.unload_model("ib_demo")
     wait_for(lambda: not client.model_ready("ib_demo"), what="ib_demo to be unloaded")
+
+
+def _lookup_onnx() -> bytes:
+    """A model whose input is an index into a table of 10 rows: Triton's own checks (type, shape) pass
+    for any index, onnxruntime refuses one out of range — a fault of the caller found by the backend."""
+    table = onnx.numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(10, 3), "TABLE")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["TABLE", "INDEX"], ["OUTPUT"], axis=0)],
+        "lookup",
+        [onnx.helper.make_tensor_value_info("INDEX", onnx.TensorProto.INT64, [None, 1])],
+        [onnx.helper.make_tensor_value_info("OUTPUT", onnx.TensorProto.FLOAT, [None, 1, 3])],
+        [table],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model.SerializeToString()
+
+
+def test_an_input_the_model_refuses_is_the_callers_fault_not_a_server_error(triton_host):
+    """Triton answers 400 (INVALID_ARG), not 500, when onnxruntime refuses what the caller sent: the
+    gateway's circuit breaker and a canary's error rate count 5xx as the server's or version's fault."""
+    deploy(triton_host, "ib_lookup", _lookup_onnx(), settings=BatchingSettings(dynamic_batching=False))
+    client = triton_host.client
+    index = {"name": "INDEX", "shape": [1, 1], "datatype": "INT64"}
+    answer = client.infer_json("ib_lookup", [{**index, "data": [4]}])
+    assert answer["outputs"][0]["data"] == [12.0, 13.0, 14.0]
+    with pytest.raises(TritonError) as err:
+        client.infer_json("ib_lookup", [{**index, "data": [99]}])
+    assert err.value.status == 400, err.value.message
+    assert "out of data bounds" in err.value.message
+    client.unload_model("ib_lookup")
 
 
 def test_module_cli_runs_in_the_foreground_until_sigterm(tmp_path):

@@ -38,10 +38,17 @@ class FakeModelException(Exception):
     pass
 
 
+class FakeTritonError:
+    INTERNAL, INVALID_ARG = "INTERNAL", "INVALID_ARG"
+
+    def __init__(self, message, code=INTERNAL):
+        self.message, self.code = message, code
+
+
 FAKE_PB_UTILS = SimpleNamespace(
     Tensor=FakeTensor,
     InferenceResponse=FakeResponse,
-    TritonError=lambda message: SimpleNamespace(message=message),
+    TritonError=FakeTritonError,
     TritonModelException=FakeModelException,
     get_input_tensor_by_name=lambda request, name: request.get(name),
 )
@@ -124,6 +131,8 @@ def test_bad_request_fails_alone(host, plaintext):
     assert responses[0].error is None and responses[3].error is None
     assert "missing input 'INPUT'" in responses[1].error.message
     assert "inference failed" in responses[2].error.message
+    # what the caller sent is refused as its fault (Triton answers 400), not the server's (500)
+    assert responses[1].error.code == responses[2].error.code == "INVALID_ARG"
     expected = ort.InferenceSession(plaintext).run(None, {"INPUT": good * 2})[0]
     assert np.allclose(responses[3].outputs["OUTPUT"], expected, atol=1e-6)
 
