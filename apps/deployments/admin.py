@@ -307,6 +307,7 @@ def _redirect_to_change(modeladmin, response, obj, request):
 
 
 ROLLOUT_REFRESH_SECONDS = 5
+SLO_FIELDS = ["slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
 
 
 @admin.register(Rollout)
@@ -319,20 +320,7 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     fieldsets_view = [
         ("Now", {"fields": ["state", "reason", "step", "weights", "figures"]}),
         ("Versions", {"fields": ["model", "from_set_link", "to_set_link"]}),
-        (
-            "Plan",
-            {
-                "fields": [
-                    "strategy",
-                    "steps",
-                    "hold_seconds",
-                    "slo_max_error_rate",
-                    "slo_max_p95_ms",
-                    "min_calls",
-                    "forced",
-                ]
-            },
-        ),  # fmt: skip
+        ("Plan", {"fields": ["strategy", "steps", "hold_seconds", *SLO_FIELDS, "forced"]}),
         ("History", {"fields": ["created_by", "created_at", "step_started_at", "finished_at", "trail"]}),
     ]
     readonly = [f for _, opts in fieldsets_view for f in opts["fields"]]
