@@ -1,10 +1,12 @@
 """Fleet (issue 16): failover, rollouts, deploy time and load-aware routing, measured on two real local
 tritonservers through the real data plane, with 16 concurrent KServe HTTP callers.
 
-What it measures, in this order (the kill last, so it needs no restart):
+What it measures, in this order (the kill last, so it needs no restart; --split-only: 6 and 6b only):
+  6. a canary rollout held at 20 %: v1/v2 counts over 10,000 unversioned calls; 6b. the same through three
+     `manage.py run_dataplane --reuse-port` processes on one port (v1 and v2 on two servers, so each process's
+     calls to each server, which it publishes to Redis, are its calls to each version);
   4. deploy request -> ACTIVE for the demo model: request_replica_set (the scheduler places one replica) and
      the reconcile run in this process, as the Celery worker runs it (load, smoke inference); p50 over N runs;
-  6. a canary rollout held at 20 %: v1/v2 counts over 10,000 unversioned calls;
   2. a blue-green and a canary (5 -> 25 -> 100 %) switch v1 -> v2 of the demo model under 16 callers: failed
      calls, and the time from the rollout's start to the first traffic moved and to promotion;
   3. a canary whose v2 fails every call with a batch of more than one (the callers send batches of two):
@@ -84,10 +86,9 @@ def body(batch: int = 1) -> bytes:
 
 def demo_v2() -> bytes:
     """The demo model's v2: same signature (INPUT [batch, 4] -> PROBABILITIES [batch, 3]), other weights."""
-    from inference_backend.demo_model import _linear_softmax
+    from inference_backend.demo_model import build_demo_v2_onnx
 
-    rng = np.random.default_rng(2)
-    return _linear_softmax(rng.normal(size=(4, 3)), rng.normal(size=3), "INPUT", "PROBABILITIES", "sovereign_demo")
+    return build_demo_v2_onnx()
 
 
 def demo_failing_v2() -> bytes:
@@ -323,6 +324,101 @@ def canary_split(fleet: Fleet, calls: int, period: float) -> dict:
             "v2_share": 100 * v["2"] / max(sum(v.values()), 1), "rps": callers.count() / took}  # fmt: skip
 
 
+class Processes:
+    """`n` `manage.py run_dataplane --reuse-port` processes on one port (SO_REUSEPORT: the kernel spreads the
+    callers' connections among them), on this bench's database and Redis (the environment of this process)."""
+
+    def __init__(self, n: int, data: Path):
+        import subprocess
+
+        self.port = port()
+        env = {**os.environ, "SOVEREIGN_RATELIMIT_GATEWAY": "1000000/s", "SOVEREIGN_GATEWAY_METRICS_INTERVAL": "0.5"}
+        command = [sys.executable, "manage.py", "run_dataplane", "--port", str(self.port), "--reuse-port"]
+        root = Path(__file__).resolve().parents[1]
+        self.logs = [data / f"dataplane-{self.port}-{i}.log" for i in range(n)]
+        self.procs = []
+        for log_path in self.logs:
+            with open(log_path, "wb") as out:
+                self.procs.append(subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT))
+        CLEANUP.append(self.stop)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            for proc, log_path in zip(self.procs, self.logs, strict=True):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a data-plane process exited: {log_path.read_text()[-2000:]}")
+            return all(b"data plane listening" in p.read_bytes() for p in self.logs)
+
+        wait_for(ready, 400, "the data-plane processes to listen", interval=0.2)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                proc.wait(15)
+
+
+def published_calls(server_id: int, pids: set[int]) -> dict[int, int]:
+    """Calls each of the data-plane processes `pids` says it sent to the server (what
+    apps.deployments.selectors.gateway_view reads; a process is named host:pid:balancer)."""
+    import redis
+
+    from apps.deployments.selectors import GATEWAY_VIEW_KEY
+
+    views = redis.Redis.from_url(REDIS_URL).hgetall(GATEWAY_VIEW_KEY.format(server_id=server_id))
+    found = {int(proc.decode().split(":")[1]): json.loads(view)["calls"] for proc, view in views.items()}
+    return {pid: n for pid, n in found.items() if pid in pids}
+
+
+def split_processes(fleet: Fleet, calls: int, period: float, n: int, data: Path) -> dict:
+    """A canary held at 20 % with v1 on triton-b and v2 on triton-c, through `n` data-plane processes on one port:
+    the versions the answers name, and each process's calls to each server (so to each version)."""
+    from apps.deployments import services
+    from apps.deployments.models import Observed, RolloutState
+    from apps.deployments.rollouts import rollback_now
+    from inference_backend.demo_model import build_demo_onnx
+
+    name = "fleet-split-procs"
+    deps = []
+    for mv, server in ((fleet.version(name, build_demo_onnx()), fleet.servers[1]),
+                       (fleet.version(name, demo_v2()), fleet.servers[2])):  # fmt: skip
+        dep = services.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=fleet.admin)
+        services.reconcile_deployment(dep.pk)
+        dep.refresh_from_db()
+        if dep.observed_state != Observed.ACTIVE:
+            raise RuntimeError(f"{mv} not active: {dep.last_error}")
+        deps.append(dep)
+    r = start_rollout(fleet, mv, strategy="canary", steps=[20, 100], hold_seconds=3600, min_calls=0)
+    tick_until(r.pk, {RolloutState.RUNNING}, 60, period)
+    plane = Processes(n, data)
+    plane.wait_ready()
+    t0 = time.monotonic()
+    with Callers(plane.url, path(name), fleet.token, body(), limit=calls) as callers:
+        wait_for(lambda: callers.count() >= calls, 900, f"{calls} calls", interval=0.2)
+    took = time.monotonic() - t0
+
+    def published():
+        got = [published_calls(d.server_id, {p.pid for p in plane.procs}) for d in deps]
+        return got if sum(sum(g.values()) for g in got) >= calls else None
+
+    per_v1, per_v2 = wait_for(published, 30, "every process to publish its calls", interval=0.2)
+    plane.stop()
+    rollback_now(rollout_id=r.pk, actor=fleet.admin)
+    v = callers.versions()
+    procs = sorted(per_v1.keys() | per_v2.keys())
+    per_process = [[per_v1.get(p, 0), per_v2.get(p, 0)] for p in procs]
+    worst = max(abs(b - 0.2 * (a + b)) for a, b in per_process)
+    return {"processes": n, "calls": callers.count(), "failed": len(callers.failures()), "v1": v["1"], "v2": v["2"],
+            "v2_share": 100 * v["2"] / max(sum(v.values()), 1), "rps": callers.count() / took,
+            "per_process_v1_v2": per_process, "worst_process_deviation_calls": worst}  # fmt: skip
+
+
 def switch(fleet: Fleet, strategy: str, steps: list[int], period: float, tail: float) -> dict:
     """v1 -> v2 of the demo model with `strategy` while 16 callers call it; the rollout's own timestamps."""
     from apps.audit.models import AuditEvent
@@ -556,13 +652,20 @@ def run(args) -> dict:
     plane = ServerThread().start(timeout=120)
     CLEANUP.append(plane.stop)
     fleet = Fleet(tritons, plane)
-    res["config"] = {"callers": CALLERS, "controller_tick_s": period, "dataplane": "ServerThread in this process"}
+    res["config"] = {"callers": CALLERS, "controller_tick_s": period, "dataplane": "ServerThread in this process",
+                     "split_processes": f"{args.processes} x run_dataplane --reuse-port"}  # fmt: skip
 
-    log(f"4. deploy request -> ACTIVE, {args.deploy_runs} runs")
-    res["deploy"] = deploy_time(fleet, args.deploy_runs)
     split_calls = 2000 if q else 10_000
     log(f"6. canary held at 20 %: {split_calls} calls")
     res["split"] = canary_split(fleet, split_calls, period)
+    log(f"6b. canary held at 20 % through {args.processes} data-plane processes on one port: {split_calls} calls")
+    res["split_processes"] = split_processes(fleet, split_calls, period, args.processes, data)
+    if args.split_only:
+        res["machine"]["loadavg_at_end"] = os.getloadavg()
+        res["seconds"] = time.monotonic() - t_start
+        return res
+    log(f"4. deploy request -> ACTIVE, {args.deploy_runs} runs")
+    res["deploy"] = deploy_time(fleet, args.deploy_runs)
     log("2. blue-green and canary switches under 16 callers")
     res["blue_green"] = switch(fleet, "blue_green", [100], period, tail=1.0)
     res["canary"] = switch(fleet, "canary", [5, 25, 100], period, tail=1.0)
@@ -593,6 +696,28 @@ def kill_rows(label: str, k: dict, ok: dict) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def split_rows(sp: dict, spp: dict, ok: dict) -> list[list[str]]:
+    return [
+        [f"6. canary at 20 %, {sp['calls']} calls: v1 / v2", f"{sp['v1']} / {sp['v2']} ({sp['v2_share']:.2f} %)",
+         "20 +- 2", ok[abs(sp["v2_share"] - 20) <= 2]],
+        [f"6b. same through {spp['processes']} data-plane processes (--reuse-port): v1 / v2",
+         f"{spp['v1']} / {spp['v2']} ({spp['v2_share']:.2f} %)", "20 +- 2",
+         ok[abs(spp["v2_share"] - 20) <= 2 and spp["failed"] == 0]],
+        ["   failed calls; calls per second", f"{spp['failed']}; {spp['rps']:.0f}", "0", ok[spp["failed"] == 0]],
+        ["   calls per process (v1 + v2); worst process off its 20 % by, calls",
+         f"{' / '.join(str(a + b) for a, b in spp['per_process_v1_v2'])}; {spp['worst_process_deviation_calls']:.1f}",
+         "", ""],
+    ]  # fmt: skip
+
+
+def report_split(res: dict) -> None:
+    table("Figures", ["target", "measured", "target", "met"], split_rows(res["split"], res["split_processes"],
+                                                                         {True: "yes", False: "NO"}))  # fmt: skip
+    print("\n== details")
+    for key in ("split", "split_processes"):
+        print(f"{key}: {json.dumps(res[key], default=str)}")
+
+
 def report(res: dict) -> None:
     m = res["machine"]
     la0 = " ".join(f"{x:.2f}" for x in m["loadavg_at_start"])
@@ -601,8 +726,11 @@ def report(res: dict) -> None:
           f"{' (--quick)' if res['quick'] else ''}")  # fmt: skip
     print(f"load average (1/5/15 min) at start {la0}, at end {la1}; run took {res['seconds']:.0f} s")
     print(f"config: {res['config']}")
+    if "kill" not in res:  # --split-only
+        return report_split(res)
     k, kg, bg, ca, fc, d, sl, sp = (res[x] for x in ("kill", "kill_group", "blue_green", "canary", "failing_canary",
                                                        "deploy", "slowed", "split"))  # fmt: skip
+    spp = res["split_processes"]
     ok = {True: "yes", False: "NO"}
     in_proportion = sl["share_by_speed"] is not None and abs(sl["slowed_share"] - sl["share_by_speed"]) <= 0.1
     rows = [
@@ -629,12 +757,21 @@ def report(res: dict) -> None:
          "", ""],
         ["   slowed share vs share by speed", f"{sl['slowed_share']:.3f} vs {_f(sl['share_by_speed'], '.3f')}",
          "in proportion", ok[in_proportion]],
-        [f"6. canary at 20 %, {sp['calls']} calls: v1 / v2", f"{sp['v1']} / {sp['v2']} ({sp['v2_share']:.2f} %)",
-         "20 +- 2", ok[abs(sp["v2_share"] - 20) <= 2]],
+        *split_rows(sp, spp, ok),
     ]  # fmt: skip
     table("Figures", ["target", "measured", "target", "met"], rows)
     print("\n== details")
-    for key in ("kill", "kill_group", "blue_green", "canary", "failing_canary", "slowed", "split", "deploy"):
+    for key in (
+        "kill",
+        "kill_group",
+        "blue_green",
+        "canary",
+        "failing_canary",
+        "slowed",
+        "split",
+        "split_processes",
+        "deploy",
+    ):
         print(f"{key}: {json.dumps(res[key], default=str)}")
 
 
@@ -642,6 +779,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter loads (a smoke run)")
     parser.add_argument("--deploy-runs", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=3, help="data-plane processes for the split across them")
+    parser.add_argument("--split-only", action="store_true", help="measure only the splits (6 and 6b)")
     args = parser.parse_args()
     return run_main(lambda: report(run(args)))
 

@@ -50,6 +50,14 @@ def build_demo_onnx() -> bytes:
     return _linear_softmax(weights, bias, "INPUT", "PROBABILITIES", "sovereign_demo")
 
 
+def build_demo_v2_onnx() -> bytes:
+    """Return v2 of the demo classifier: the same signature as `build_demo_onnx` (``INPUT`` FP32 [batch, 4] ->
+    ``PROBABILITIES`` FP32 [batch, 3]) with other weights, so upgrading to it is not a breaking change (the
+    upgrade of the demo model, docs/rollouts.md). Deterministic."""
+    rng = np.random.default_rng(2)
+    return _linear_softmax(rng.normal(size=(4, 3)), rng.normal(size=3), "INPUT", "PROBABILITIES", "sovereign_demo")
+
+
 def build_test_onnx(in_features: int, out_features: int, seed: int) -> bytes:
     """Return a seeded random model: ``INPUT`` FP32 [batch, in_features] -> ``OUTPUT`` FP32 [batch, out_features].
 

@@ -2,10 +2,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from apps.audit.models import AuditEvent
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
@@ -238,15 +239,44 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 class RolloutForm(forms.ModelForm):
     """Start a rollout: the new version, the strategy and its steps, the SLOs (docs/rollouts.md)."""
 
-    to_version = forms.ModelChoiceField(queryset=ModelVersion.objects.select_related("model"))
-    steps_text = forms.CharField(
-        label="Steps", initial="5, 25, 100", help_text="the new version's weight at each step (blue-green: 100)"
+    to_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.select_related("model").order_by("model__name", "-version"),
+        label="New version",
+        help_text="the version the model's traffic moves to, from the version live now. Its replica set "
+        "(Deployments → Replica sets) is used when it has one; else one is requested on the live version's servers.",
     )
-    force = forms.BooleanField(required=False, help_text="roll out through breaking signature changes (audited)")
+    steps_text = forms.CharField(
+        label="Steps",
+        initial="5, 25, 100",
+        help_text="canary: the new version's share of the model's unversioned calls at each step, in %, strictly "
+        "increasing and ending in 100, e.g. 5, 25, 100. Blue-green: ignored (one step of 100).",
+    )
+    force = forms.BooleanField(
+        required=False,
+        help_text="roll out even though the new version's inputs or outputs differ from the live one's (breaking "
+        "changes: callers may fail); audited as an alert",
+    )
 
     class Meta:
         model = Rollout
         fields = ["strategy", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
+        labels = {
+            "hold_seconds": "Hold (seconds)",
+            "slo_max_error_rate": "Roll back above error rate",
+            "slo_max_p95_ms": "Roll back above p95 latency (ms)",
+            "min_calls": "Minimum calls per step",
+        }
+        help_texts = {
+            "strategy": "canary: traffic moves in the steps below; blue-green: all of it at once, once the new "
+            "replicas are ready. Either way the new version's replicas must be ready before any traffic moves.",
+            "hold_seconds": "how long each step is held before the next one (or promotion after the last); a step "
+            "that has not seen the minimum calls below is held longer",
+            "slo_max_error_rate": "fraction of the new version's calls that may fail (5xx or unreachable) before "
+            "the rollout rolls back by itself, e.g. 0.01 = 1 %; 0 = roll back on the first failed call",
+            "slo_max_p95_ms": "the new version's 95th-percentile answer time above which it rolls back",
+            "min_calls": "calls the new version must answer in a step before the step is judged and the next one "
+            "taken; 0 = move on time alone",
+        }
 
     def clean_steps_text(self):
         text = self.cleaned_data["steps_text"]
@@ -256,18 +286,44 @@ class RolloutForm(forms.ModelForm):
             raise forms.ValidationError("whole percentages separated by commas, e.g. 5, 25, 100") from err
 
 
+def _admin_link(obj, text: str | None = None):
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text or str(obj))
+
+
+def _set_summary(rs: ReplicaSet) -> str:
+    active = rs.deployments.filter(desired_state=Desired.ACTIVE)
+    ready = active.filter(observed_state=Observed.ACTIVE).count()
+    return f"{rs.model_version}: {ready} / {rs.replicas} ready, weight {rs.traffic_weight} %, {rs.state}"
+
+
+def _redirect_to_change(modeladmin, response, obj, request):
+    """After an add that the service made, show the new object's page (where its progress shows)."""
+    if obj.pk is None or "_addanother" in request.POST or "_continue" in request.POST:
+        return response
+    opts = modeladmin.model._meta
+    return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+
+
+ROLLOUT_REFRESH_SECONDS = 5
+SLO_FIELDS = ["slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
+
+
 @admin.register(Rollout)
 class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["__str__", "strategy", "state", "step", "weights", "created_at", "finished_at"]
+    list_display = ["__str__", "strategy", "state", "step", "weights", "short_reason", "created_at", "finished_at"]
     list_filter = ["state", "strategy"]
     search_fields = ["model__name"]
     actions = ["promote", "rollback", "abort"]
     form = RolloutForm
-    readonly = [
-        "model", "from_set", "to_set", "strategy", "steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms",
-        "min_calls", "state", "current_step", "step_started_at", "forced", "reason", "created_by", "created_at",
-        "finished_at", "weights", "figures", "trail",
-    ]  # fmt: skip
+    fieldsets_view = [
+        ("Now", {"fields": ["state", "reason", "step", "weights", "figures"]}),
+        ("Versions", {"fields": ["model", "from_set_link", "to_set_link"]}),
+        ("Plan", {"fields": ["strategy", "steps", "hold_seconds", *SLO_FIELDS, "forced"]}),
+        ("History", {"fields": ["created_by", "created_at", "step_started_at", "finished_at", "trail"]}),
+    ]
+    readonly = [f for _, opts in fieldsets_view for f in opts["fields"]]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("model", "from_set__model_version", "to_set__model_version")
@@ -277,6 +333,11 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             return ["to_version", "strategy", "steps_text", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms",
                     "min_calls", "force"]  # fmt: skip
         return self.readonly
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": self.get_fields(request)})]
+        return self.fieldsets_view
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly
@@ -292,6 +353,20 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # An unfinished rollout's page reloads itself, so a person watching it sees the steps as they happen.
+        rollout = self.get_object(request, unquote(object_id))
+        unfinished = rollout is not None and not rollout.finished
+        steer = unfinished and self.has_manage_permission(request)
+        extra = {
+            "refresh": ROLLOUT_REFRESH_SECONDS if unfinished else 0,
+            "rollout_actions": [(a, self.get_action(a)[2]) for a in self.actions] if steer else [],
+        }
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return _redirect_to_change(self, super().response_add(request, obj, post_url_continue), obj, request)
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
@@ -320,11 +395,24 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def step(self, obj):
         if obj.step_started_at is None:
             return "-"
-        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}%)"
+        held = "" if obj.finished else f", held {obj.hold_seconds} s"
+        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}%{held})"
 
     @admin.display(description="weights")
     def weights(self, obj):
         return ", ".join(f"{v}: {w}%" for v, w in sorted(services.rollout_weights(obj).items()))
+
+    @admin.display(description="reason")
+    def short_reason(self, obj):
+        return (obj.reason or "")[:120]
+
+    @admin.display(description="from (live version's set)")
+    def from_set_link(self, obj):
+        return _admin_link(obj.from_set, _set_summary(obj.from_set))
+
+    @admin.display(description="to (new version's set)")
+    def to_set_link(self, obj):
+        return _admin_link(obj.to_set, _set_summary(obj.to_set))
 
     @admin.display(description="figures of the new version in the current step")
     def figures(self, obj):
@@ -347,28 +435,42 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("deployments.change_rollout")
 
     def _each(self, request, queryset, service, done: str):
-        if [r for r in queryset if run_service(self, request, service, rollout_id=r.pk) is not None]:
+        rollouts = list(queryset)
+        if [r for r in rollouts if run_service(self, request, service, rollout_id=r.pk) is not None]:
             self.message_user(request, done, messages.SUCCESS)
+        if request.POST.get("_back") and len(rollouts) == 1:  # the buttons of a rollout's page lead back to it
+            return HttpResponseRedirect(reverse("admin:deployments_rollout_change", args=[rollouts[0].pk]))
+        return None
 
     @admin.action(description="Promote now", permissions=["manage"])
     def promote(self, request, queryset):
-        self._each(request, queryset, services.promote_now, "Promotion requested.")
+        return self._each(request, queryset, services.promote_now, "Promotion requested.")
 
     @admin.action(description="Roll back now", permissions=["manage"])
     def rollback(self, request, queryset):
-        self._each(request, queryset, services.rollback_now, "Rollback requested.")
+        return self._each(request, queryset, services.rollback_now, "Rollback requested.")
 
     @admin.action(description="Abort (traffic back on the old version, new replicas kept)", permissions=["manage"])
     def abort(self, request, queryset):
-        self._each(request, queryset, services.abort_rollout, "Abort requested.")
+        return self._each(request, queryset, services.abort_rollout, "Abort requested.")
 
 
 class ReplicaSetForm(forms.ModelForm):
-    accelerator = forms.ChoiceField(choices=[("", "any"), *Hardware.choices], required=False)
+    accelerator = forms.ChoiceField(
+        choices=[("", "any"), *Hardware.choices],
+        required=False,
+        help_text="the hardware every replica's server must have; any = wherever the version's backend runs",
+    )
 
     class Meta:
         model = ReplicaSet
         fields = ["model_version", "replicas", "labels", "accelerator", "memory_mb"]
+        help_texts = {
+            "model_version": "the version to serve. A new set of a model already live takes no traffic (weight 0) "
+            "until a rollout moves it (Deployments → Rollouts)",
+            "replicas": "how many copies, each on a different server, placed by the scheduler (docs/fleet.md)",
+            "labels": 'labels every replica\'s server must carry, as JSON, e.g. {"zone": "phi"}; {} = any server',
+        }
 
 
 class ScaleForm(forms.Form):
@@ -392,8 +494,10 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     """Replica sets are requested, scaled and retired through the services: the scheduler places
     the replicas (docs/fleet.md); a refused placement says why for every server."""
 
-    list_display = ["model_version", "ready_of_desired", "traffic_weight", "state", "placement", "created_at"]
-    list_filter = ["state"]
+    list_display = [
+        "model_version", "ready_of_desired", "traffic_weight", "state", "placement", "rollouts", "created_at",
+    ]  # fmt: skip
+    list_filter = ["state", "model"]
     search_fields = ["model__name"]
     actions = ["scale", "retire"]
     form = ReplicaSetForm
@@ -406,15 +510,24 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if obj is None:
             return []
         return [
-            *ReplicaSetForm.Meta.fields,
-            "min_replicas",
-            "max_replicas",
+            "model_version",
+            "ready_of_desired",
             "traffic_weight",
             "state",
+            "rollouts",
+            "replicas",
+            "labels",
+            "accelerator",
+            "memory_mb",
+            "min_replicas",
+            "max_replicas",
             "requested_by",
             "created_at",
             "updated_at",
         ]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj) if obj is not None else super().get_fields(request, obj)
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
@@ -431,10 +544,21 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def has_manage_permission(self, request):
         return request.user.has_perm("deployments.change_replicaset")
 
+    def response_add(self, request, obj, post_url_continue=None):
+        return _redirect_to_change(self, super().response_add(request, obj, post_url_continue), obj, request)
+
     @admin.display(description="ready / desired")
     def ready_of_desired(self, obj):
         active = obj.deployments.filter(desired_state=Desired.ACTIVE)
         return f"{active.filter(observed_state=Observed.ACTIVE).count()} / {obj.replicas}"
+
+    @admin.display(description="rollouts")
+    def rollouts(self, obj):
+        """The rollouts that move traffic from or to this set, newest first, each linked."""
+        found = Rollout.objects.filter(Q(from_set=obj) | Q(to_set=obj)).select_related(
+            "model", "from_set__model_version", "to_set__model_version"
+        )[:5]
+        return format_html_join(", ", "{}", ((_admin_link(r, f"{r} ({r.state})"),) for r in found)) or "-"
 
     @admin.display(description="placement")
     def placement(self, obj):

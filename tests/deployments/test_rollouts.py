@@ -424,6 +424,37 @@ class TestAdmin:
         assert resp.status_code == 302
         rollout = Rollout.objects.get()
         assert (rollout.steps, rollout.hold_seconds, rollout.created_by) == ([20, 100], 10, live["user"])
+        assert resp["Location"] == f"/admin/deployments/rollout/{rollout.pk}/change/"  # where it can be watched
+
+    def test_the_form_says_what_each_field_means(self, staff_session):
+        text = staff_session.get("/admin/deployments/rollout/add/").content.decode()
+        for phrase in ("share of the model's unversioned calls", "how long each step is held", "rolls back by itself",
+                       "95th-percentile", "before the step is judged", "breaking changes"):  # fmt: skip
+            assert phrase in text
+
+    def test_a_rollouts_page_links_its_sets_reloads_and_steers_it(self, live, staff_session, auditor_session):
+        rollout = _start(live)
+        url = f"/admin/deployments/rollout/{rollout.pk}/change/"
+        text = staff_session.get(url).content.decode()
+        for rs in (rollout.from_set, rollout.to_set):
+            assert f'href="/admin/deployments/replicaset/{rs.pk}/change/"' in text
+        assert 'http-equiv="refresh"' in text
+        assert 'value="promote"' in text and 'value="rollback"' in text and 'value="abort"' in text
+        # the auditor watches, and is offered nothing that steers it
+        seen = auditor_session.get(url).content.decode()
+        assert 'http-equiv="refresh"' in seen and 'value="abort"' not in seen
+        # a set's page links the rollouts that move its traffic
+        text = staff_session.get(f"/admin/deployments/replicaset/{rollout.to_set_id}/change/").content.decode()
+        assert f'href="{url}"' in text
+
+        resp = staff_session.post(
+            "/admin/deployments/rollout/", {"action": "abort", "_selected_action": [rollout.pk], "_back": "1"}
+        )
+        assert (resp.status_code, resp["Location"]) == (302, url)
+        rollout.refresh_from_db()
+        assert rollout.state == RolloutState.ABORTED
+        text = staff_session.get(url).content.decode()
+        assert 'http-equiv="refresh"' not in text and 'value="abort"' not in text  # finished: nothing to steer
 
 
 class TestSetsHeldByARollout:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import uvicorn
@@ -43,11 +44,33 @@ def uvicorn_config(app, host: str, port: int, **extra) -> uvicorn.Config:
     )
 
 
-async def serve(host: str, port: int, grpc_port: int = 0, *, portal_upstream: str | None = None, ready=None, stop=None):
-    """Serve until `stop` (an asyncio.Event) is set, or SIGINT/SIGTERM in the main thread."""
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound with SO_REUSEPORT: several data-plane processes on one port, the kernel
+    spreading the connections among them (docs/gateway.md, "Running it")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def serve(
+    host: str,
+    port: int,
+    grpc_port: int = 0,
+    *,
+    portal_upstream: str | None = None,
+    ready=None,
+    stop=None,
+    reuse_port: bool = False,
+):
+    """Serve until `stop` (an asyncio.Event) is set, or SIGINT/SIGTERM in the main thread. `reuse_port`:
+    share the port with other data-plane processes (SO_REUSEPORT; gRPC's port is shared by grpcio's default)."""
     plane = runtime.build(portal_upstream=portal_upstream)
     await plane.start()
     server = uvicorn.Server(uvicorn_config(plane.app, host, port))
+    sockets = [reuse_port_socket(host, port)] if reuse_port else None
     grpc_server = None
     try:
         if grpc_port:
@@ -61,7 +84,7 @@ async def serve(host: str, port: int, grpc_port: int = 0, *, portal_upstream: st
                 message_timeout=settings.GATEWAY_BODY_TIMEOUT,
             )
             await grpc_server.start()
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if serving.done():
@@ -84,8 +107,6 @@ async def serve(host: str, port: int, grpc_port: int = 0, *, portal_upstream: st
 
 
 def _free_port(host: str) -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
