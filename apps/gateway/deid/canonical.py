@@ -159,6 +159,33 @@ class Canonical:
             return start, end
         return self._char(start)[0], self._char(end - 1)[1]
 
+    def originals(self, spans) -> list[tuple[int, int]]:
+        """`original(s.start, s.end)` for each of `spans` (end > start), in one loop: the same
+        arithmetic as _char, inlined (a detector pass maps tens of thousands of spans per MiB)."""
+        cstarts, cends, ostarts = self.cstarts, self.cends, self.ostarts
+        if cstarts is None:
+            return [(s.start, s.end) for s in spans]
+        out = []
+        for s in spans:
+            p = s.start
+            k = bisect_right(cstarts, p) - 1
+            if k < 0:
+                a = p
+            elif p < cends[k]:
+                a = ostarts[k]
+            else:
+                a = p + ostarts[k] + 1 - cends[k]
+            p = s.end - 1
+            k = bisect_right(cstarts, p) - 1
+            if k < 0:
+                b = p + 1
+            elif p < cends[k]:
+                b = ostarts[k] + 1
+            else:
+                b = p + ostarts[k] + 2 - cends[k]
+            out.append((a, b))
+        return out
+
 
 def canonicalise(text: str) -> Canonical:
     if text.isascii():

@@ -187,13 +187,22 @@ def _is_date(token: str) -> bool:
     return m is not None and dates.numeric_date_ok(m.group(1), m.group(3), m.group(4), m.group(2))
 
 
-def _shape_excluded(token: str, text: str, end: int) -> bool:
-    """A measurement, ratio, amount, year range, date or ICD code: not an identifier by its shape."""
+def _token_verdict(token: str) -> tuple[bool, int] | None:
+    """None when the token's characters alone rule it out: too few digits and letters, or a shape
+    that is no identifier's (a ratio, amount, year range, date or ICD code); else (whether a unit
+    right after it makes it a measurement, its digit count)."""
+    n = len(token)
+    digits = n - len(token.translate(_NOT_DIGITS))
+    letters = n - len(token.translate(_NOT_LETTERS))
+    if not (digits >= 5 or (digits >= 3 and letters and digits + letters >= 6)):
+        return None
     if token.isdigit():
-        return _COMPACT_DATE_RE.fullmatch(token) is not None or _UNIT_AFTER_RE.match(text, end) is not None
+        if _COMPACT_DATE_RE.fullmatch(token) is not None:
+            return None
+        return True, digits
     if _EXCLUDED_RE.fullmatch(token) or (not token.isalnum() and _is_date(token)):
-        return True
-    return token[-1].isdigit() and _UNIT_AFTER_RE.match(text, end) is not None
+        return None
+    return token[-1].isdigit(), digits
 
 
 # What may stand between a label and its value for the label to be adjacent ("NHS number 485 …").
@@ -226,15 +235,21 @@ def find_identifiers(text: str, kinds: frozenset[str]) -> Iterator[Span]:
                 if m.start() > last and label_before(text, m.start()) == SSN:
                     last = m.start()
                     yield Span(m.start(), m.end(), SSN, PRIORITY)
+    # What a token's characters alone decide, once per distinct token of this text (kept for this
+    # call only): None when it is never an identifier, else (whether a unit after it excludes it,
+    # its digit count); see _token_verdict.
+    verdicts: dict[str, tuple[bool, int] | None] = {}
     for m in _TOKEN_RE.finditer(text):
         token = m.group()
-        start, end = m.span()
-        n = len(token)
-        digits = n - len(token.translate(_NOT_DIGITS))
-        letters = n - len(token.translate(_NOT_LETTERS))
-        if not (digits >= 5 or (digits >= 3 and letters and digits + letters >= 6)):
+        if token in verdicts:
+            verdict = verdicts[token]
+        else:
+            verdict = verdicts[token] = _token_verdict(token)
+        if verdict is None:
             continue
-        if _shape_excluded(token, text, end):
+        start, end = m.span()
+        unit_check, digits = verdict
+        if unit_check and _UNIT_AFTER_RE.match(text, end) is not None:
             continue
         label = _nearest_label(text, start)
         if label is None and "|" in text[text.rfind("\n", 0, start) + 1 : start]:

@@ -316,22 +316,32 @@ def _english_names(text: str) -> Iterator[tuple[int, int]]:
         return tok in family or not _is_word(tok, not_names)
 
     cues = _cue_strengths(text)
+    # per distinct run: (shape, quiet, offsets of its tokens after the first, whether a quiet run of
+    # one word may still be a name before an age phrase: a word that is not an ordinary one)
     shapes: dict[str, tuple] = {}
+    after_match = _AFTER_RE.match
     for run in _RUN_RE.finditer(text):
         offset = run.start()
         run_text = run.group()
-        run_end = run.end()
-        shape, quiet = shapes.get(run_text) or shapes.setdefault(run_text, _run_shape(run_text))
-        strength = cues.get(offset, 0)
+        known = shapes.get(run_text)
+        if known is None:
+            shape, quiet = _run_shape(run_text)
+            inner = tuple(s for s, _, _ in shape[1:])
+            known = shapes[run_text] = (shape, quiet, inner, len(shape) == 1 and not _is_word(shape[0][2], not_names))
+        shape, quiet, inner, lone_unknown = known
         # nothing in a quiet run can start a name (see _run_shape), except one unknown word before
-        # an age phrase ("Garfield is a 12 yo M")
-        if (
-            quiet
-            and not strength
-            and not any(cues.get(offset + s, 0) for s, _, _ in shape[1:])
-            and (len(shape) > 1 or _is_word(shape[0][2], not_names) or _AFTER_RE.match(text, run_end) is None)
-        ):
-            continue
+        # an age phrase ("Garfield is a 12 yo M"); every cue strength is 1 or more
+        if quiet and offset not in cues:
+            if inner:
+                for s in inner:
+                    if offset + s in cues:
+                        break
+                else:
+                    continue
+            elif not lone_unknown or after_match(text, run.end()) is None:
+                continue
+        run_end = run.end()
+        strength = cues.get(offset, 0)
         toks = [(offset + s, offset + e, tok) for s, e, tok in shape]
         after_age = _AFTER_RE.match(text, run_end) is not None
         credentials = after_age or _CREDENTIALS_RE.match(text, run_end) is not None
@@ -1066,10 +1076,14 @@ def _propagate(text: str, found: list[tuple[int, int]]) -> Iterator[tuple[int, i
         else:
             words.update(t for t in re.split(r"[\s,.]+", value) if len(t) >= 3 and not _is_word(t, not_names))
     if words:
+        # a token whose first three characters start no name cannot be one once stripped (a prefix)
+        heads = {w[:3] for w in words}
         for m in _TOKEN_RE.finditer(text):
-            tok = _strip_possessive(m.group())
-            if tok in words:
-                yield m.start(), m.start() + len(tok)
+            token = m.group()
+            if token[:3] in heads:
+                tok = _strip_possessive(token)
+                if tok in words:
+                    yield m.start(), m.start() + len(tok)
     if phrases:
         # every phrase at once (one Aho–Corasick pass, not one scan of the text per phrase), each
         # phrase's occurrences taken left to right without overlapping one another, as str.find would
