@@ -74,8 +74,8 @@ def parse_model_metrics(text: str) -> dict[str, dict[str, float]]:
 
 def queue_ms_between(previous: Mapping[str, float] | None, current: Mapping[str, float]) -> float | None:
     """Mean queue time per request (ms) between two readings of one model's counters; None when there is
-    no earlier reading, no request was answered in between, or the counters went back (Triton restarted,
-    or the model was reloaded)."""
+    no earlier reading, no request was answered in between (idle, or stuck: the caller tells which from
+    the pending gauge), or the counters went back (Triton restarted, or the model was reloaded)."""
     if not previous or "queue_us" not in previous or "success" not in previous:
         return None
     if "queue_us" not in current or "success" not in current:

@@ -254,8 +254,11 @@ def read_loads(rs: ReplicaSet, state: dict, scrapes: dict[int, dict | str]) -> t
         if rs.autoscale_metric == AutoscaleMetric.IN_FLIGHT:
             loads[dep.pk] = mine.get("pending")
         else:
-            counters[str(dep.pk)] = {"queue_us": mine.get("queue_us", 0.0), "success": mine.get("success", 0.0)}
-            loads[dep.pk] = queue_ms_between(previous.get(str(dep.pk)), counters[str(dep.pk)])
+            now = counters[str(dep.pk)] = {"queue_us": mine.get("queue_us", 0.0), "success": mine.get("success", 0.0)}
+            before = previous.get(str(dep.pk))
+            loads[dep.pk] = queue_ms_between(before, now)
+            if loads[dep.pk] is None and before and now["success"] == before["success"] and not mine.get("pending"):
+                loads[dep.pk] = 0.0  # nothing answered and nothing waiting: idle (not stuck)
     return loads, counters
 
 
