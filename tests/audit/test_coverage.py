@@ -148,7 +148,7 @@ EXPECTED_GOVERNED = {
     "keys.DataKey": ("wrapped",),
     "deployments.InferenceServer": ("credential_ciphertext",),  # its restricted-API credential, sealed
     "deployments.Deployment": (),
-    "deployments.ReplicaSet": (),
+    "deployments.ReplicaSet": ("autoscale_state",),  # the autoscaler's per-tick memory; its decisions are events
     "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
     "accounts.ModelUserGrant": (),
     "accounts.ModelGroupGrant": (),
