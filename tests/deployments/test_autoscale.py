@@ -390,3 +390,11 @@ class TestTick:
         load(endpoint, rs, pending=50)
 
         assert services.autoscale_tick() == {}
+
+    def test_beat_runs_the_tick_every_autoscale_seconds(self, fleet, endpoint, staff_user, enqueued, settings):
+        entry = settings.CELERY_BEAT_SCHEDULE["autoscale-replica-sets"]
+        assert (entry["task"], entry["schedule"]) == (tasks.autoscale_task.name, settings.AUTOSCALE_SECONDS)
+        rs = autoscaled(staff_user)
+        load(endpoint, rs, pending=4)
+
+        assert tasks.autoscale_task() == {str(rs.pk): "up"}
