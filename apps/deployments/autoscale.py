@@ -234,9 +234,11 @@ def configure_autoscale(*, replica_set_id: int, actor, source: Source = SYSTEM, 
 # --- the controller -------------------------------------------------------------------------------
 
 
-def read_loads(rs: ReplicaSet, state: dict, scrapes: dict[int, dict | str]) -> tuple[dict[int, float | None], dict]:
-    """Each ACTIVE replica's load (None: unmeasured), and the counters to keep for the next tick.
-    `scrapes` caches each server's parsed metrics (or why they are missing) for one tick."""
+def read_loads(
+    rs: ReplicaSet, state: dict, scrapes: dict[int, dict | str]
+) -> tuple[dict[int, float | None], dict, dict[str, str]]:
+    """Each ACTIVE replica's load (None: unmeasured), the counters to keep for the next tick, and why a
+    server's replica is unmeasured. `scrapes` caches each server's parsed metrics (or why not) for one tick."""
     replicas = (
         Deployment.objects.filter(replica_set=rs, desired_state=Desired.ACTIVE, observed_state=Observed.ACTIVE)
         .select_related("server", "model", "model_version")
@@ -245,11 +247,13 @@ def read_loads(rs: ReplicaSet, state: dict, scrapes: dict[int, dict | str]) -> t
     previous = state.get("counters", {})
     loads: dict[int, float | None] = {}
     counters: dict[str, dict] = {}
+    missing: dict[str, str] = {}
     for dep in replicas:
         figures = _server_metrics(dep.server, scrapes)
         mine = figures.get(dep.triton_name) if isinstance(figures, dict) else None
         if mine is None:
             loads[dep.pk] = None
+            missing[dep.server.name] = figures if isinstance(figures, str) else f"no figures for {dep.triton_name}"
             continue
         if rs.autoscale_metric == AutoscaleMetric.IN_FLIGHT:
             loads[dep.pk] = mine.get("pending")
@@ -259,7 +263,7 @@ def read_loads(rs: ReplicaSet, state: dict, scrapes: dict[int, dict | str]) -> t
             loads[dep.pk] = queue_ms_between(before, now)
             if loads[dep.pk] is None and before and now["success"] == before["success"] and not mine.get("pending"):
                 loads[dep.pk] = 0.0  # nothing answered and nothing waiting: idle (not stuck)
-    return loads, counters
+    return loads, counters, missing
 
 
 def _server_metrics(server: InferenceServer, scrapes: dict[int, dict | str]) -> dict | str:
@@ -313,7 +317,7 @@ def autoscale_set(replica_set_id: int, *, now=None, scrapes: dict | None = None)
         last = _last(now, "rollout", f"rollout {rollout.pk} moves this set's traffic: not autoscaled until it ends")
         _remember(rs.pk, {**state, "low_since": None, "last": last})
         return "rollout"
-    loads, counters = read_loads(rs, state, {} if scrapes is None else scrapes)  # network: outside the lock
+    loads, counters, missing = read_loads(rs, state, {} if scrapes is None else scrapes)  # network: outside the lock
     with transaction.atomic():
         rs = (
             ReplicaSet.objects.select_for_update(skip_locked=True)
@@ -341,12 +345,15 @@ def autoscale_set(replica_set_id: int, *, now=None, scrapes: dict | None = None)
             "min_replicas": rs.min_replicas,
             "max_replicas": rs.max_replicas,
             "reason": decision.reason,
+            **({"unmeasured": missing} if missing else {}),
         }
         outcome = decision.action
         if decision.action != "hold":
             outcome = _scale(rs, decision, why, state, now)
         state.update(counters=counters, low_since=decision.low_since, low_peak=decision.low_peak)
         state["last"] = {**_last(now, outcome, decision.reason), "loads": why["loads"], "total": decision.total}
+        if missing:
+            state["last"]["unmeasured"] = missing
         _remember(rs.pk, state)
     return outcome
 

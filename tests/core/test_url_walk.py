@@ -280,10 +280,10 @@ TABLE: dict[str, list[Row]] = {
     ],
     "replicaset-retire": [api("post", UNAUTH, 202, DENIED, DENIED, DENIED, DENIED, args={"pk": "@replica_set"})],
     "replicaset-autoscale": [
-        api(  # a refused change (min_replicas 0): 400 invalid_autoscale, audited
+        api(  # a refused change (min_replicas 0): the service's own code, audited
             "patch",
             UNAUTH,
-            INVALID,
+            "400 invalid_autoscale",
             DENIED,
             DENIED,
             DENIED,

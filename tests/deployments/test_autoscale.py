@@ -359,6 +359,7 @@ class TestTick:
         rs.refresh_from_db()
         assert rs.replicas == 1
         assert rs.autoscale_state["last"]["reason"] == "no replica's load could be read"
+        assert rs.autoscale_state["last"]["unmeasured"] == {"dark-1": "no metrics_url"}
 
     def test_queue_time_from_counter_deltas(self, fleet, endpoint, staff_user, enqueued):
         rs = autoscaled(staff_user, metric="queue_ms", target=10)
