@@ -509,7 +509,15 @@ ROLLOUT_ADVANCE_SECONDS = env.float("SOVEREIGN_ROLLOUT_ADVANCE_SECONDS", default
 SLO_RETENTION_SECONDS = env.int("SOVEREIGN_SLO_RETENTION_SECONDS", default=6 * 3600)
 ROLLOUT_READY_TIMEOUT_SECONDS = env.float("SOVEREIGN_ROLLOUT_READY_TIMEOUT_SECONDS", default=900.0)
 ROLLOUT_DRAIN_SECONDS = env.float("SOVEREIGN_ROLLOUT_DRAIN_SECONDS", default=5.0)
+# Autoscaling (docs/fleet.md): how often beat runs the autoscaler, and how long it waits for a server's metrics.
+AUTOSCALE_SECONDS = env.float("SOVEREIGN_AUTOSCALE_SECONDS", default=15.0)
+AUTOSCALE_METRICS_TIMEOUT = env.float("SOVEREIGN_AUTOSCALE_METRICS_TIMEOUT", default=2.0)
 CELERY_BEAT_SCHEDULE = {
+    "autoscale-replica-sets": {
+        "task": "apps.deployments.tasks.autoscale_task",
+        "schedule": AUTOSCALE_SECONDS,
+        "options": {"expires": AUTOSCALE_SECONDS},  # a backlog of ticks is one tick
+    },
     "advance-rollouts": {
         "task": "apps.deployments.tasks.advance_rollouts_task",
         "schedule": ROLLOUT_ADVANCE_SECONDS,
@@ -546,6 +554,7 @@ CELERY_QUIET_TASKS = [
     "apps.audit.tasks.seal_audit_log",
     "apps.deployments.tasks.reconcile_all",
     "apps.deployments.tasks.advance_rollouts_task",
+    "apps.deployments.tasks.autoscale_task",
     "apps.keys.tasks.resume_stalled_rotations",
     "apps.audit.tasks.resend_stalled_alerts",
     "apps.audit.tasks.ship_audit_events",

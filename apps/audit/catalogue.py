@@ -83,6 +83,8 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.replica_set.rejected": "Replica set refused (bad input, or a placement that cannot be made)",
     "deployment.replica_set.scale": "Replica set scaled (replicas placed or undeployed)",
     "deployment.replica_set.scale.rejected": "Replica set scaling refused",
+    "deployment.replica_set.autoscale": "Replica set autoscaling settings changed (metric, target, min/max, cooldown)",
+    "deployment.replica_set.autoscale.rejected": "Replica set's autoscaling settings refused",
     "deployment.replica_set.retire": "Replica set retired (all its replicas undeployed)",
     "deployment.replica_set.retire.rejected": "Replica set retirement refused (it still carries traffic)",
     "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",

@@ -17,6 +17,7 @@ from inference_backend.config import BATCHING_FIELDS
 
 from . import services
 from .models import (
+    AutoscaleMetric,
     Deployment,
     DeploymentTransition,
     Desired,
@@ -477,6 +478,17 @@ class ScaleForm(forms.Form):
     replicas = forms.IntegerField(min_value=1, max_value=services.MAX_REPLICAS)
 
 
+class AutoscaleForm(forms.Form):
+    """The autoscaling settings; ranges are the service's (`invalid_autoscale`, shown as the form's error)."""
+
+    enabled = forms.BooleanField(required=False, initial=True)
+    metric = forms.ChoiceField(choices=AutoscaleMetric.choices, initial=AutoscaleMetric.IN_FLIGHT)
+    target = forms.FloatField(initial=4.0, help_text="the metric's target per replica")
+    min_replicas = forms.IntegerField(initial=1)
+    max_replicas = forms.IntegerField(initial=4)
+    cooldown_seconds = forms.IntegerField(initial=300, help_text="no change within this long of the last")
+
+
 class ReplicaInline(admin.TabularInline):
     model = Deployment
     fields = ["server", "desired_state", "observed_state", "last_error", "updated_at"]
@@ -495,11 +507,12 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     the replicas (docs/fleet.md); a refused placement says why for every server."""
 
     list_display = [
-        "model_version", "ready_of_desired", "traffic_weight", "state", "placement", "rollouts", "created_at",
+        "model_version", "ready_of_desired", "traffic_weight", "state", "placement", "autoscaling", "rollouts",
+        "created_at",
     ]  # fmt: skip
-    list_filter = ["state", "model"]
+    list_filter = ["state", "autoscale", "model"]
     search_fields = ["model__name"]
-    actions = ["scale", "retire"]
+    actions = ["scale", "autoscale", "retire"]
     form = ReplicaSetForm
     inlines = [ReplicaInline]
 
@@ -521,6 +534,12 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             "memory_mb",
             "min_replicas",
             "max_replicas",
+            "autoscale",
+            "autoscale_metric",
+            "autoscale_target",
+            "autoscale_cooldown_seconds",
+            "scaled_at",
+            "autoscale_last",
             "requested_by",
             "created_at",
             "updated_at",
@@ -569,6 +588,20 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             parts.append(f"{obj.memory_mb} MiB")
         return ", ".join(parts) or "any"
 
+    @admin.display(description="autoscaling")
+    def autoscaling(self, obj):
+        if not obj.autoscale:
+            return "off"
+        return (
+            f"{obj.autoscale_metric} {obj.autoscale_target:g}/replica, {obj.min_replicas}–{obj.max_replicas}, "
+            f"cooldown {obj.autoscale_cooldown_seconds} s"
+        )
+
+    @admin.display(description="autoscaler's last decision")
+    def autoscale_last(self, obj):
+        last = (obj.autoscale_state or {}).get("last")
+        return f"{last['at']}: {last['outcome']} ({last['reason']})" if last else "-"
+
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         rs = run_service(
@@ -608,6 +641,30 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "title": "Scale replica sets",
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Autoscale selected replica sets", permissions=["manage"])
+    def autoscale(self, request, queryset):
+        form = AutoscaleForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            done = [
+                rs
+                for rs in queryset
+                if run_service(self, request, services.configure_autoscale, replica_set_id=rs.pk, **form.cleaned_data)
+            ]
+            if done:
+                self.message_user(request, f"Autoscaling set for {', '.join(map(str, done))}.", messages.SUCCESS)
+            return None
+        return render(
+            request,
+            "admin/deployments/autoscale_replica_sets.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Autoscale replica sets",
                 "form": form,
                 "queryset": queryset,
                 "opts": self.model._meta,

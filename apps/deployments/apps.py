@@ -17,7 +17,9 @@ class DeploymentsConfig(AppConfig):
         # Field-level history of the fleet and of what runs on it (never the sealed credential).
         govern(InferenceServer, exclude=["credential_ciphertext"])
         govern(Deployment)
-        govern(ReplicaSet)  # replicas, placement, traffic weight, state (docs/fleet.md)
+        # replicas, placement, traffic weight, state, autoscaling settings (docs/fleet.md); not the
+        # autoscaler's per-tick memory (its decisions are audit events of their own)
+        govern(ReplicaSet, exclude=["autoscale_state"])
         # Registry must not know deployments: it asks its hook before shredding a version.
         register_version_in_use_check(refuse_if_deployed)
         # The key inventory names the server whose restricted-API credential a data key seals.

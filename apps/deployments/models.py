@@ -135,9 +135,19 @@ class ReplicaSetState(models.TextChoices):
     RETIRED = "retired"
 
 
+class AutoscaleMetric(models.TextChoices):
+    """What the autoscaler measures per replica (docs/fleet.md, "Autoscaling")."""
+
+    IN_FLIGHT = "in_flight", "in-flight requests per replica (Triton's pending requests)"
+    QUEUE_MS = "queue_ms", "queue time per request (ms, Triton's counters over the last interval)"
+
+
 class ReplicaSet(models.Model):
     """N replicas of one model version, with placement constraints and a share of the model's
-    traffic. The scheduler turns it into Deployment rows (one per replica, each on a server)."""
+    traffic. The scheduler turns it into Deployment rows (one per replica, each on a server).
+
+    With `autoscale` on, the autoscaler (apps/deployments/autoscale.py) keeps `replicas` within
+    [min_replicas, max_replicas] at the number the load asks for: ceil(load / autoscale_target)."""
 
     model = models.ForeignKey("registry.Model", on_delete=models.PROTECT, related_name="replica_sets")
     model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="replica_sets")
@@ -151,6 +161,19 @@ class ReplicaSet(models.Model):
     # percent of the model's unversioned calls this version receives (the live sets of a model sum to 100)
     traffic_weight = models.PositiveSmallIntegerField(default=0)
     state = models.CharField(max_length=16, choices=ReplicaSetState.choices, default=ReplicaSetState.ACTIVE)
+    # Issue 16, autoscaling (off by default): changed only by services.configure_autoscale.
+    autoscale = models.BooleanField(default=False)
+    autoscale_metric = models.CharField(
+        max_length=16, choices=AutoscaleMetric.choices, default=AutoscaleMetric.IN_FLIGHT
+    )
+    autoscale_target = models.FloatField(default=4.0, help_text="the metric's target per replica")
+    autoscale_cooldown_seconds = models.PositiveIntegerField(
+        default=300, help_text="no change within this time of the last; scale-down after this long below target"
+    )
+    scaled_at = models.DateTimeField(null=True, blank=True, help_text="when the number of replicas last changed")
+    # The controller's memory between ticks (counters, since when the load is low, the last decision):
+    # an observation, kept out of the field log, written with QuerySet.update.
+    autoscale_state = models.JSONField(default=dict, blank=True, editable=False)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

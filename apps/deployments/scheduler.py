@@ -60,6 +60,7 @@ class PlacementImpossible(Conflict):
 
     def __init__(self, ask: Ask, placed: list[Candidate], reasons: list[str]):
         self.reasons = reasons
+        self.fit = len(placed)  # servers that could take one more replica (the autoscaler places those)
         why = "; ".join(reasons) if reasons else "no inference server is registered"
         super().__init__(
             "placement_impossible",

@@ -546,11 +546,14 @@ def _claim(deployment_id: int) -> bool:
     )
 
 
-def _enqueue(dep: Deployment) -> None:
+def _enqueue(dep: Deployment, countdown: float = 0.0) -> None:
     from .tasks import reconcile_deployment_task
 
     rid = current_request_id()
-    transaction.on_commit(lambda: reconcile_deployment_task.delay(dep.pk, rid))
+    if countdown:  # a drain: the reconcile (the unload) waits until calls already sent have finished
+        transaction.on_commit(lambda: reconcile_deployment_task.apply_async((dep.pk, rid), countdown=countdown))
+    else:
+        transaction.on_commit(lambda: reconcile_deployment_task.delay(dep.pk, rid))
 
 
 def _batching(values: dict) -> BatchingSettings:
@@ -951,45 +954,7 @@ def scale_replica_set(*, replica_set_id: int, replicas: int, actor, source: Sour
     rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
     try:
         _check_replicas(replicas)
-        with transaction.atomic():
-            rs = (
-                ReplicaSet.objects.select_for_update(of=("self",))
-                .select_related("model", "model_version__artifact")
-                .get(pk=rs.pk)
-            )
-            if rs.state != ReplicaSetState.ACTIVE:
-                raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
-            current = list(rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("-created_at", "-pk"))
-            before = _set_snapshot(rs)
-            added, removed = [], []
-            if replicas > len(current):
-                if rs.model_version.artifact.is_shredded:
-                    raise Conflict(
-                        "artifact_shredded",
-                        f"the data key of {rs.model_version} was destroyed; it can no longer be deployed",
-                    )
-                template = current[0].batching() if current else BatchingSettings()
-                added = _place_replicas(rs, replicas - len(current), template, actor, source)
-            for dep in current[: max(0, len(current) - replicas)]:
-                mark_undeployed(dep, actor, source)
-                _enqueue(dep)
-                removed.append(dep)
-            rs.replicas = replicas
-            rs.min_replicas = min(rs.min_replicas, replicas)
-            rs.max_replicas = max(rs.max_replicas, replicas)
-            rs.save(update_fields=["replicas", "min_replicas", "max_replicas", "updated_at"])
-            record_event(
-                "deployment.replica_set.scale",
-                actor=actor,
-                source=source,
-                target=rs,
-                details={
-                    "before": {"replicas": before["replicas"]},
-                    "after": {"replicas": replicas},
-                    "added": [d.server.name for d in added],
-                    "removed": [d.server.name for d in removed],
-                },
-            )
+        rs = apply_scale(replica_set_id=rs.pk, replicas=replicas, actor=actor, source=source)
     except ServiceError as err:
         _refused(
             "deployment.replica_set.scale.rejected",
@@ -1000,6 +965,66 @@ def scale_replica_set(*, replica_set_id: int, replicas: int, actor, source: Sour
             details={"replica_set": rs.pk, "replicas": replicas},
         )
         raise
+    return rs
+
+
+def apply_scale(
+    *,
+    replica_set_id: int,
+    replicas: int,
+    actor,
+    source: Source = SYSTEM,
+    why: dict | None = None,
+    drain_seconds: float = 0.0,
+) -> ReplicaSet:
+    """The scale itself, in one transaction, audited `deployment.replica_set.scale` (with `why`, the
+    figures behind an automatic change, when given). A refusal is raised, saving nothing, for the caller
+    to audit: scale_replica_set audits each one, the autoscaler once per cooldown. Surplus replicas are
+    unloaded `drain_seconds` after they leave routing (0: at once)."""
+    with transaction.atomic():
+        rs = (
+            ReplicaSet.objects.select_for_update(of=("self",))
+            .select_related("model", "model_version__artifact")
+            .get(pk=replica_set_id)
+        )
+        if rs.state != ReplicaSetState.ACTIVE:
+            raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
+        current = list(rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("-created_at", "-pk"))
+        before = _set_snapshot(rs)
+        added, removed = [], []
+        if replicas > len(current):
+            if rs.model_version.artifact.is_shredded:
+                raise Conflict(
+                    "artifact_shredded",
+                    f"the data key of {rs.model_version} was destroyed; it can no longer be deployed",
+                )
+            template = current[0].batching() if current else BatchingSettings()
+            added = _place_replicas(rs, replicas - len(current), template, actor, source)
+        for dep in current[: max(0, len(current) - replicas)]:
+            mark_undeployed(dep, actor, source, **({"drain_seconds": drain_seconds} if drain_seconds else {}))
+            _enqueue(dep, countdown=drain_seconds)
+            removed.append(dep)
+        rs.replicas = replicas
+        rs.min_replicas = min(rs.min_replicas, replicas)
+        rs.max_replicas = max(rs.max_replicas, replicas)
+        fields = ["replicas", "min_replicas", "max_replicas", "updated_at"]
+        if added or removed or before["replicas"] != replicas:
+            rs.scaled_at = timezone.now()
+            fields.append("scaled_at")
+        rs.save(update_fields=fields)
+        record_event(
+            "deployment.replica_set.scale",
+            actor=actor,
+            source=source,
+            target=rs,
+            details={
+                "before": {"replicas": before["replicas"]},
+                "after": {"replicas": replicas},
+                "added": [d.server.name for d in added],
+                "removed": [d.server.name for d in removed],
+                **({"autoscale": why} if why is not None else {}),
+            },
+        )
     return rs
 
 
@@ -1173,6 +1198,8 @@ def _leave_replica_set(dep: Deployment, actor, source: Source) -> None:
 
 # Rollouts live in their own module (apps/deployments/rollouts.py, docs/rollouts.md); these are
 # part of this app's public surface like every other service.
+# Autoscaling (apps/deployments/autoscale.py, docs/fleet.md "Autoscaling").
+from .autoscale import autoscale_set, autoscale_tick, configure_autoscale  # noqa: E402, F401
 from .rollouts import (  # noqa: E402, F401
     abort_rollout,
     advance_rollouts,

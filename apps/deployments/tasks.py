@@ -45,3 +45,9 @@ def reconcile_all() -> int:
 def advance_rollouts_task() -> dict:
     """The rollout controller's tick (beat, every ROLLOUT_ADVANCE_SECONDS): docs/rollouts.md."""
     return {str(pk): action for pk, action in services.advance_rollouts().items()}
+
+
+@shared_task(acks_late=True)
+def autoscale_task() -> dict:
+    """The autoscaler's tick (beat, every AUTOSCALE_SECONDS): docs/fleet.md, "Autoscaling"."""
+    return {str(pk): action for pk, action in services.autoscale_tick().items()}

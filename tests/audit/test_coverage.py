@@ -50,8 +50,9 @@ def _service_modules():
     for app in sorted(p.name for p in with_services):
         module = importlib.import_module(f"apps.{app}.services")
         yield module
-        if (p := ROOT / "apps" / app / "rollouts.py").exists():  # services kept in a module of their own
-            yield importlib.import_module(f"apps.{app}.{p.stem}")
+        for own in ("rollouts", "autoscale"):  # services kept in a module of their own
+            if (p := ROOT / "apps" / app / f"{own}.py").exists():
+                yield importlib.import_module(f"apps.{app}.{p.stem}")
         if hasattr(module, "__path__"):
             for info in pkgutil.iter_modules(module.__path__):
                 yield importlib.import_module(f"apps.{app}.services.{info.name}")
@@ -147,7 +148,7 @@ EXPECTED_GOVERNED = {
     "keys.DataKey": ("wrapped",),
     "deployments.InferenceServer": ("credential_ciphertext",),  # its restricted-API credential, sealed
     "deployments.Deployment": (),
-    "deployments.ReplicaSet": (),
+    "deployments.ReplicaSet": ("autoscale_state",),  # the autoscaler's per-tick memory; its decisions are events
     "accounts.ApiToken": ("digest", "last_used_at", "last_used_ip"),
     "accounts.ModelUserGrant": (),
     "accounts.ModelGroupGrant": (),

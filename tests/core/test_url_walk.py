@@ -279,6 +279,19 @@ TABLE: dict[str, list[Row]] = {
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}, args={"pk": "@replica_set"})
     ],
     "replicaset-retire": [api("post", UNAUTH, 202, DENIED, DENIED, DENIED, DENIED, args={"pk": "@replica_set"})],
+    "replicaset-autoscale": [
+        api(  # a refused change (min_replicas 0): the service's own code, audited
+            "patch",
+            UNAUTH,
+            "400 invalid_autoscale",
+            DENIED,
+            DENIED,
+            DENIED,
+            DENIED,
+            data={"min_replicas": 0},
+            args={"pk": "@replica_set"},
+        )
+    ],
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],

@@ -436,6 +436,26 @@ class TestAdmin:
         rs.refresh_from_db()
         assert rs.state == "retired"
 
+    def test_autoscale_action_goes_through_the_service(self, browser, admin_user, staff_user, mv, fleet, enqueued):
+        rs = request(mv, staff_user)
+        url = "/admin/deployments/replicaset/"
+        fields = {"metric": "queue_ms", "target": 25, "min_replicas": 1, "max_replicas": 3, "cooldown_seconds": 60}
+
+        apply = {"action": "autoscale", "_selected_action": [rs.pk], "apply": "1", "enabled": "on"}
+
+        form = browser.post(url, {"action": "autoscale", "_selected_action": [rs.pk]})
+        assert form.status_code == 200 and b"Autoscale replica sets" in form.content
+        refused = browser.post(url, {**apply, **fields, "min_replicas": 5}, follow=True)
+        assert "invalid_autoscale" in refused.content.decode()
+        rs.refresh_from_db()
+        assert not rs.autoscale
+        browser.post(url, {**apply, **fields})
+
+        rs.refresh_from_db()
+        assert (rs.autoscale, rs.autoscale_metric, rs.autoscale_target, rs.max_replicas) == (True, "queue_ms", 25.0, 3)
+        assert AuditEvent.objects.get(event_type="deployment.replica_set.autoscale").actor == admin_user
+        assert "queue_ms 25/replica, 1–3, cooldown 60 s" in browser.get(url).content.decode()
+
     def test_auditor_sees_but_cannot_act(self, auditor_user, staff_user, mv, fleet, enqueued):
         from django.test import Client
 
@@ -448,6 +468,7 @@ class TestAdmin:
         page = client.get("/admin/deployments/replicaset/")
         assert page.status_code == 200
         assert b'value="retire"' not in page.content and b'value="scale"' not in page.content
+        assert b'value="autoscale"' not in page.content
         assert client.get("/admin/deployments/replicaset/add/").status_code == 403
         client.post("/admin/deployments/replicaset/", {"action": "retire", "_selected_action": [rs.pk]})
         rs.refresh_from_db()

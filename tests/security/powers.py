@@ -947,6 +947,9 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("replicaset-retire", "post"): _api_object(
             "replica_set.retire", "post", _u("replicaset-retire", "replica_set")
         ),
+        ("replicaset-autoscale", "patch"): _api_object(
+            "replica_set.autoscale", "patch", _u("replicaset-autoscale", "replica_set"), {}
+        ),
         ("kek-rotate", "post"): _api_object("kek.rotate", "post", _u("kek-rotate"), {"reason": "probe"}),
         ("kek-retire", "post"): _api_object("kek.retire", "post", _u("kek-retire", "kek")),
         ("kek-rotation-resume", "post"): _api_object("kek.resume", "post", _u("kek-rotation-resume", "rotation")),

@@ -68,7 +68,12 @@ SU, AD, SO, AU = "superuser", "admin", "security_officer", "auditor"
 WRITERS: dict[str, dict[str, set[str]]] = {
     "registry.modelversion": {"add": {SU, AD}, "action:deploy": {SU, AD}},
     "deployments.inferenceserver": {"add": {SU, AD}},
-    "deployments.replicaset": {"add": {SU, AD}, "action:scale": {SU, AD}, "action:retire": {SU, AD}},
+    "deployments.replicaset": {
+        "add": {SU, AD},
+        "action:scale": {SU, AD},
+        "action:autoscale": {SU, AD},
+        "action:retire": {SU, AD},
+    },
     "deployments.deployment": {"add": {SU, AD}, "action:undeploy": {SU, AD}, "action:redeploy": {SU, AD}},
     # the world's rollout waits for its replicas: promoting it is refused, rolling back or aborting writes
     "deployments.rollout": {"action:rollback": {SU, AD}, "action:abort": {SU, AD}},

@@ -59,6 +59,7 @@ ADMIN_OBJECTS = objects(
     "replica_set.create",
     "replica_set.scale",
     "replica_set.retire",
+    "replica_set.autoscale",
 )
 ADMIN_SITE_ADMIN = objects(
     "admin.add:registry.modelversion",
@@ -68,6 +69,7 @@ ADMIN_SITE_ADMIN = objects(
     "admin.add:deployments.deployment",
     "admin.add:deployments.replicaset",
     "admin.action:deployments.replicaset.scale",
+    "admin.action:deployments.replicaset.autoscale",
     "admin.action:deployments.replicaset.retire",
     "admin.action:registry.modelversion.deploy",
     "admin.action:deployments.deployment.undeploy",

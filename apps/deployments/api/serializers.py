@@ -211,6 +211,10 @@ class ReplicaSetSerializer(serializers.ModelSerializer):
     ready = serializers.SerializerMethodField(help_text="replicas desired active and observed ACTIVE")
     servers = serializers.SerializerMethodField(help_text="the servers of its desired-active replicas")
     deployments = serializers.SerializerMethodField(help_text="ids of all its deployments (replicas), newest first")
+    autoscale_status = serializers.SerializerMethodField(
+        help_text="the autoscaler's last decision: at, outcome (up, down, hold, refused, rollout), reason, "
+        "loads (per replica id), total"
+    )
     # the server's `hardware` choices; plain text here so the schema names that choice set once
     accelerator = serializers.CharField(read_only=True, help_text="cpu, gpu or npu; blank: any")
 
@@ -232,10 +236,19 @@ class ReplicaSetSerializer(serializers.ModelSerializer):
             "state",
             "servers",
             "deployments",
+            "autoscale",
+            "autoscale_metric",
+            "autoscale_target",
+            "autoscale_cooldown_seconds",
+            "scaled_at",
+            "autoscale_status",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_autoscale_status(self, obj) -> dict:
+        return (obj.autoscale_state or {}).get("last", {})
 
     def _active(self, obj) -> list:
         return [d for d in obj.deployments.all() if d.desired_state == Desired.ACTIVE]
@@ -269,6 +282,19 @@ class ReplicaSetRequestSerializer(serializers.Serializer):
     max_queue_delay_us = serializers.IntegerField(required=False, min_value=0)
     instance_count = serializers.IntegerField(required=False, min_value=1)
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+
+
+class ReplicaSetAutoscaleSerializer(serializers.Serializer):
+    """Any of the settings; the others keep their values. Ranges are the service's (`invalid_autoscale`)."""
+
+    enabled = serializers.BooleanField(required=False, help_text="autoscaling on or off")
+    metric = serializers.CharField(required=False, help_text="in_flight or queue_ms")
+    target = serializers.FloatField(required=False, help_text="the metric's target per replica (> 0)")
+    min_replicas = serializers.IntegerField(required=False, help_text="fewest replicas (1-64)")
+    max_replicas = serializers.IntegerField(required=False, help_text="most replicas (1-64, >= min_replicas)")
+    cooldown_seconds = serializers.IntegerField(
+        required=False, help_text="no change within this many seconds of the last (0-86400)"
+    )
 
 
 class ReplicaSetScaleSerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ from .serializers import (
     DeploymentSerializer,
     InferenceServerSerializer,
     InferenceServerUpdateSerializer,
+    ReplicaSetAutoscaleSerializer,
     ReplicaSetRequestSerializer,
     ReplicaSetScaleSerializer,
     ReplicaSetSerializer,
@@ -242,6 +243,7 @@ class ReplicaSetViewSet(viewsets.ReadOnlyModelViewSet):
         "create": "deployments.add_replicaset",
         "scale": "deployments.change_replicaset",
         "retire": "deployments.change_replicaset",
+        "autoscale": "deployments.change_replicaset",
     }
     filterset_fields = {"model__name": ["exact"], "model_version": ["exact"], "state": ["exact"]}
 
@@ -281,6 +283,20 @@ class ReplicaSetViewSet(viewsets.ReadOnlyModelViewSet):
             source=Source.from_request(request),
         )
         return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)
+
+    @extend_schema(request=ReplicaSetAutoscaleSerializer, responses={200: ReplicaSetSerializer})
+    @action(detail=True, methods=["patch"])
+    def autoscale(self, request, pk=None):
+        """Change the autoscaling settings (docs/fleet.md "Autoscaling"); the replicas follow at the next tick."""
+        form = ReplicaSetAutoscaleSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        rs = services.configure_autoscale(
+            replica_set_id=self.get_object().pk,
+            actor=request.user,
+            source=Source.from_request(request),
+            **form.validated_data,
+        )
+        return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data)
 
     @extend_schema(request=None, responses={202: ReplicaSetSerializer})
     @action(detail=True, methods=["post"])

@@ -51,6 +51,7 @@ from django.conf import settings
 
 from apps.core.errors import ServiceError
 from apps.deployments.selectors import GATEWAY_VIEW_KEY, GATEWAY_VIEW_TTL
+from inference_backend.metrics import parse_metrics  # shared with the autoscaler (apps/deployments/autoscale.py)
 
 log = logging.getLogger(__name__)
 
@@ -343,35 +344,6 @@ class Balancer:
             pipe.hset(key, self.process, json.dumps(view))
             pipe.expire(key, GATEWAY_VIEW_TTL)
         await pipe.execute()
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """The sums over all labels of the Prometheus families the balancer reads (GPU utilisation: the mean)."""
-    wanted = {
-        "nv_inference_pending_request_count": "pending",
-        "nv_inference_queue_duration_us": "queue_us",
-        "nv_inference_request_success": "success",
-        "nv_gpu_utilization": "gpu",
-    }
-    out: dict[str, float] = {}
-    gpus = 0
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        key = wanted.get(name)
-        if key is None:
-            continue
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        out[key] = out.get(key, 0.0) + value
-        if key == "gpu":
-            gpus += 1
-    if gpus:
-        out["gpu"] /= gpus
-    return out
 
 
 def apply_metrics(m: Metrics, figures: dict[str, float], now: float) -> None:
