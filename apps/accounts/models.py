@@ -49,6 +49,9 @@ class Profile(models.Model):
         help_text=_("An IANA zone such as Asia/Shanghai; blank: the default."),
     )
 
+    class Meta:
+        verbose_name = _("user profile")  # not "profile": in the portal that is a compliance profile
+
     def __str__(self) -> str:
         return f"profile of {self.user}"
 
