@@ -46,12 +46,12 @@ class ReportRequestForm(forms.ModelForm):
     """Generate a report from the admin: the same service as POST /api/v1/compliance/reports/."""
 
     report_profile = forms.ChoiceField(label=_("profile"), choices=())
-    start = forms.DateTimeField(label=_("period start"), help_text=_("YYYY-MM-DD HH:MM (UTC)"))
-    end = forms.DateTimeField(label=_("period end"), help_text=_("YYYY-MM-DD HH:MM (UTC)"))
+    start = forms.DateTimeField(label=_("period start"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
+    end = forms.DateTimeField(label=_("period end"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
     report_language = forms.ChoiceField(
         label=_("language"),
         required=False,
-        choices=[("", "the profile's default"), ("en", "English"), ("zh-hans", "简体中文")],
+        choices=[("", _("the profile's default")), ("en", "English"), ("zh-hans", "简体中文")],
     )
 
     class Meta:

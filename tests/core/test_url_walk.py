@@ -148,6 +148,11 @@ TABLE: dict[str, list[Row]] = {
     # Portal pages: changing one's own password (everyone; the admin's page is for staff)
     "accounts:password-change": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
     "accounts:password-change-done": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
+    # Portal pages: one's own language and time zone (everyone; the header's switch posts here)
+    "accounts:preferences": [
+        row("get", LOGIN, 200, 200, 200, 200, 200, OTP),
+        row("post", LOGIN, TO_INDEX, TO_INDEX, TO_INDEX, TO_INDEX, TO_INDEX, OTP, data={"language": "zh-hans"}),
+    ],
     # OpenAPI schema and its browsable docs
     "schema": [
         api("get", UNAUTH, 200, 200, 200, 200, 200, headers={"HTTP_ACCEPT": "application/vnd.oai.openapi+json"})
