@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - a translation table: one English summary and its Chinese per entry reads best unwrapped
 """The Chinese of the checks' English summaries and remedies (apps/compliance/reports/summaries.py).
 `{name}` is a value carried over as written; a name starting with `items` is a "; "-separated list
 whose items are translated one by one. Order matters: the first pattern that matches wins."""
