@@ -43,7 +43,9 @@ from .services.roles import roles_of
 
 
 class IssueTokenForm(forms.ModelForm):
-    days = forms.IntegerField(min_value=1, initial=settings.TOKEN_DEFAULT_DAYS, help_text=_("Days until expiry"))
+    days = forms.IntegerField(
+        label=_("days"), min_value=1, initial=settings.TOKEN_DEFAULT_DAYS, help_text=_("Days until expiry")
+    )
 
     class Meta:
         model = ApiToken

@@ -21,9 +21,13 @@ def project_models():
     return [m for m in apps.get_models() if m.__module__.startswith(PROJECT_PREFIX)]
 
 
+def project_apps():
+    return [a for a in apps.get_app_configs() if a.name.startswith(PROJECT_PREFIX)]
+
+
 def labels() -> list[str]:
     """Every label translate_labels wraps, in a stable order."""
-    found: set[str] = set()
+    found: set[str] = {str(a.verbose_name) for a in project_apps()}
     for model in project_models():
         opts = model._meta
         found.update(str(v) for v in (opts.verbose_name, opts.verbose_name_plural))
@@ -32,13 +36,17 @@ def labels() -> list[str]:
 
 
 def translate_labels() -> None:
-    """Wrap each plain-string label of the project's models in gettext_lazy (idempotent)."""
+    """Wrap each plain-string label of the project's apps and models in gettext_lazy (once, at start-up)."""
+    for app in project_apps():
+        if not isinstance(app.verbose_name, Promise):
+            app.verbose_name = gettext_lazy(app.verbose_name)
     for model in project_models():
         opts = model._meta
         for name in ("verbose_name", "verbose_name_plural"):
             value = getattr(opts, name)
-            if not isinstance(value, Promise):
-                setattr(opts, name, gettext_lazy(value))
+            # a derived plural is already lazy (a "{}s" of the plain name): wrap its English as a whole
+            if not isinstance(value, Promise) or name not in opts.original_attrs:
+                setattr(opts, name, gettext_lazy(str(value)))
         for field in opts.get_fields():
             value = getattr(field, "verbose_name", None)
             if isinstance(value, str):

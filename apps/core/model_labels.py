@@ -4,8 +4,17 @@ for makemessages to extract (apps/core/i18n.py wraps them in gettext_lazy at sta
 from django.utils.translation import gettext_noop as _
 
 LABELS = [
+    _("Accounts"),
+    _("Audit"),
+    _("Compliance"),
+    _("Core"),
+    _("Demo"),
+    _("Deployments"),
+    _("Gateway"),
     _("ID"),
+    _("Keys"),
     _("LLM usage"),
+    _("Registry"),
     _("SM3 OTP device"),
     _("SM3 OTP devices"),
     _("aad"),

@@ -36,10 +36,18 @@ class ModelAdmin(ReadOnlyAdmin):
 
 
 class UploadVersionForm(forms.ModelForm):
-    model_name = forms.CharField(max_length=63, help_text=_("Existing or new model name, e.g. triage-classifier"))
-    upload = forms.FileField(help_text=_("ONNX file; validated, its signature read, stored encrypted"))
-    version_number = forms.IntegerField(min_value=1, required=False, help_text=_("Defaults to the next version"))
-    description = forms.CharField(required=False, widget=forms.Textarea, help_text=_("Used when the model is new"))
+    model_name = forms.CharField(
+        label=_("model name"), max_length=63, help_text=_("Existing or new model name, e.g. triage-classifier")
+    )
+    upload = forms.FileField(
+        label=_("ONNX file"), help_text=_("ONNX file; validated, its signature read, stored encrypted")
+    )
+    version_number = forms.IntegerField(
+        label=_("version"), min_value=1, required=False, help_text=_("Defaults to the next version")
+    )
+    description = forms.CharField(
+        label=_("description"), required=False, widget=forms.Textarea, help_text=_("Used when the model is new")
+    )
 
     class Meta:
         model = ModelVersion
