@@ -25,7 +25,8 @@ def set_preferences(*, user, language: str, time_zone: str, source: Source = SYS
     """Set `user`'s own interface language (a code of settings.LANGUAGES, or "" for the browser's)
     and time zone (an IANA name, or "" for settings.TIME_ZONE). Each person sets only their own:
     the acting user is the target. The change and its event `auth.preferences.change` (before and
-    after) commit together; an unknown language or zone is refused (`invalid_language`,
+    after; written even when they are equal, as for every request that asked for a change) commit
+    together; an unknown language or zone is refused (`invalid_language`,
     `invalid_time_zone`) and nothing is saved. Returns the profile."""
     if language not in {"", *(code for code, _name in settings.LANGUAGES)}:
         raise ServiceError("invalid_language", f"{language!r} is not one of the portal's languages", field="language")
@@ -35,8 +36,6 @@ def set_preferences(*, user, language: str, time_zone: str, source: Source = SYS
         profile, _created = Profile.objects.select_for_update().get_or_create(user=user)
         before = {"language": profile.language, "time_zone": profile.time_zone}
         after = {"language": language, "time_zone": time_zone}
-        if before == after:
-            return profile
         profile.language, profile.time_zone = language, time_zone
         profile.save(update_fields=["language", "time_zone"])
         record_event(
