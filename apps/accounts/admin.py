@@ -24,6 +24,9 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.text import format_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -40,7 +43,9 @@ from .services.roles import roles_of
 
 
 class IssueTokenForm(forms.ModelForm):
-    days = forms.IntegerField(min_value=1, initial=settings.TOKEN_DEFAULT_DAYS, help_text="Days until expiry")
+    days = forms.IntegerField(
+        label=_("days"), min_value=1, initial=settings.TOKEN_DEFAULT_DAYS, help_text=_("Days until expiry")
+    )
 
     class Meta:
         model = ApiToken
@@ -86,15 +91,16 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             obj.pk = token.pk
             self.message_user(
                 request,
-                f"Token for {token.user}: {plaintext} — copy it now, it will not be shown again.",
+                gettext("Token for %(user)s: %(token)s — copy it now, it will not be shown again.")
+                % {"user": token.user, "token": plaintext},
                 messages.WARNING,
             )
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description=_("Revoke selected tokens"))
     def revoke(self, request, queryset):
         for token in queryset:
             run_service(self, request, services.revoke_token, token_id=token.pk)
-        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+        self.message_user(request, gettext("Revoked %(count)d token(s).") % {"count": queryset.count()})
 
 
 admin.site.unregister(get_user_model())
@@ -110,7 +116,7 @@ class PersonCreationForm(UserCreationForm):
 
 
 class PasswordResetForm(SetPasswordMixin, forms.Form):
-    password1, password2 = SetPasswordMixin.create_password_fields(label1="New password")
+    password1, password2 = SetPasswordMixin.create_password_fields(label1=_("New password"))
 
     def __init__(self, user, *args, **kwargs):
         self.user = user
@@ -130,13 +136,16 @@ def _role_action(role: str, assign: bool):
             if done is not None and getattr(done, "enrolment_code", None):
                 modeladmin.message_user(
                     request,
-                    f"Enrolment code for {done.get_username()}: {done.enrolment_code} — give it to them in person; "
-                    "they need it to enrol their authenticator. It is shown only now.",
+                    gettext(
+                        "Enrolment code for %(user)s: %(code)s — give it to them in person; "
+                        "they need it to enrol their authenticator. It is shown only now."
+                    )
+                    % {"user": done.get_username(), "code": done.enrolment_code},
                     messages.WARNING,
                 )
 
     act.__name__ = f"{'assign' if assign else 'remove'}_{role}"
-    act.short_description = f"{'Give' if assign else 'Take away'} role: {role}"
+    act.short_description = format_lazy(_("Give role: {role}") if assign else _("Take away role: {role}"), role=role)
     return act
 
 
@@ -196,11 +205,11 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
             return HttpResponseRedirect(request.path)  # the service said why, in a message
         return super().response_change(request, obj)
 
-    @admin.action(description="Disable selected accounts")
+    @admin.action(description=_("Disable selected accounts"))
     def disable_accounts(self, request, queryset):
         self._set_active(request, queryset, False)
 
-    @admin.action(description="Enable selected accounts")
+    @admin.action(description=_("Enable selected accounts"))
     def enable_accounts(self, request, queryset):
         self._set_active(request, queryset, True)
 
@@ -209,7 +218,8 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
             u for u in queryset if run_service(self, request, services.set_user_active, user_id=u.pk, active=active)
         ]
         if done:
-            self.message_user(request, f"{'Enabled' if active else 'Disabled'} {len(done)} account(s).")
+            text = gettext("Enabled %(count)d account(s).") if active else gettext("Disabled %(count)d account(s).")
+            self.message_user(request, text % {"count": len(done)})
 
     @method_decorator(sensitive_post_parameters())
     def user_change_password(self, request, id, form_url=""):
@@ -218,15 +228,15 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
         changed on the change-password page, which asks for the current one."""
         target = self.get_object(request, unquote(id))
         if target is None:
-            raise Http404("no such user")
+            raise Http404(gettext("no such user"))
         if not self.has_change_permission(request, target):
             raise PermissionDenied
         if target.pk == request.user.pk:
             return HttpResponseRedirect(reverse("admin:password_change"))
         if is_service_account(target):
-            raise PermissionDenied("service accounts have no password: they authenticate with tokens only")
+            raise PermissionDenied(gettext("service accounts have no password: they authenticate with tokens only"))
         if is_privileged(target):
-            raise PermissionDenied("a privileged person changes their own password (or the host resets it)")
+            raise PermissionDenied(gettext("a privileged person changes their own password (or the host resets it)"))
         form = PasswordResetForm(target, request.POST or None)
         if request.method == "POST" and form.is_valid():
             done = run_service(
@@ -235,13 +245,16 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
             if done is not None:
                 self.message_user(
                     request,
-                    f"Password of {target.get_username()} reset: they must change it at their next login; "
-                    "their sessions ended and their tokens were revoked.",
+                    gettext(
+                        "Password of %(user)s reset: they must change it at their next login; "
+                        "their sessions ended and their tokens were revoked."
+                    )
+                    % {"user": target.get_username()},
                 )
                 return HttpResponseRedirect(reverse("admin:auth_user_change", args=(target.pk,)))
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Reset password: {target.get_username()}",
+            "title": gettext("Reset password: %(user)s") % {"user": target.get_username()},
             "adminForm": admin.helpers.AdminForm(form, [(None, {"fields": list(form.base_fields)})], {}),
             "form_url": form_url,
             "form": form,
@@ -302,15 +315,15 @@ class RoleGroupAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="members")
+    @admin.display(description=_("members"))
     def members(self, obj):
         return ", ".join(obj.user_set.order_by("username").values_list("username", flat=True)) or "—"
 
-    @admin.display(description="members")
+    @admin.display(description=_("members"))
     def member_count(self, obj):
         return obj.user_set.count()
 
-    @admin.display(description="permissions")
+    @admin.display(description=_("permissions"))
     def permission_list(self, obj):
         perms = obj.permissions.select_related("content_type").order_by("content_type__app_label", "codename")
         return ", ".join(f"{p.content_type.app_label}.{p.codename}" for p in perms) or "—"
@@ -328,19 +341,26 @@ class SecondFactorAdmin(SecurityRecordAdmin):
     actions = ["remove_second_factor"]
 
     @admin.action(
-        description="Remove the selected second factors (the person must enrol again)", permissions=["officer"]
+        description=_("Remove the selected second factors (the person must enrol again)"), permissions=["officer"]
     )
     def remove_second_factor(self, request, queryset):
         for device in queryset.select_related("user"):
             done = run_service(self, request, remove_second_factor, device_id=device.pk, device_model=self.model)
             if done is None:
                 continue
-            self.message_user(request, f"Second factor {device.name!r} of {device.user} removed", messages.SUCCESS)
+            text = gettext("Second factor %(device)r of %(user)s removed") % {
+                "device": device.name,
+                "user": device.user,
+            }
+            self.message_user(request, text, messages.SUCCESS)
             if done[1] is not None:
                 self.message_user(
                     request,
-                    f"Enrolment code for {device.user}: {done[1]} — give it to them in person; it is shown only "
-                    "this once and lets them enrol a new authenticator.",
+                    gettext(
+                        "Enrolment code for %(user)s: %(code)s — give it to them in person; it is shown only "
+                        "this once and lets them enrol a new authenticator."
+                    )
+                    % {"user": device.user, "code": done[1]},
                     messages.WARNING,
                 )
 
@@ -359,14 +379,17 @@ class LockoutAdmin(SecurityRecordAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
 
-    @admin.action(description="Unlock the user names and addresses of the selected rows", permissions=["officer"])
+    @admin.action(description=_("Unlock the user names and addresses of the selected rows"), permissions=["officer"])
     def unlock(self, request, queryset):
         for row in queryset:
             done = run_service(self, request, unlock_login, username=row.username, ip_address=row.ip_address)
             if done is not None:
                 cleared = sum(len(ids) for ids in done.values())
                 self.message_user(
-                    request, f"Unlocked {row.username} from {row.ip_address}: {cleared} record(s)", messages.SUCCESS
+                    request,
+                    gettext("Unlocked %(user)s from %(address)s: %(count)d record(s)")
+                    % {"user": row.username, "address": row.ip_address, "count": cleared},
+                    messages.SUCCESS,
                 )
 
 

@@ -1,6 +1,7 @@
 """Session lifetime (idle and absolute) and the account gate: privileged people reach nothing
 but 2FA enrolment or verification until they have used their second factor, and nobody with an
-expired password reaches anything but the password change page."""
+expired password reaches anything but the password change page. And each person's own language
+and time zone (UserPreferencesMiddleware)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.contrib.auth import logout
 from django.db import transaction
 from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.http import urlencode
 
 from apps.audit.services import Source, record_event
@@ -23,6 +24,37 @@ LOGIN_AT, LAST_SEEN = "sv_login_at", "sv_last_seen"
 SUPERUSER_NOTED = "sv_superuser_noted"
 _EXEMPT_PREFIXES = ("/static/", "/healthz", "/v2/")
 _TOUCH_EVERY = 60  # seconds: idle time is measured to the minute, sparing a session write per request
+
+
+class UserPreferencesMiddleware:
+    """After LocaleMiddleware (the browser's Accept-Language) and AuthenticationMiddleware: a signed-in
+    person's own language (Profile.language) wins over the browser's, and their time zone
+    (Profile.time_zone, else settings.TIME_ZONE) is the one every date is shown in for this request.
+    One indexed query per session-authenticated page; API calls with a bearer token are anonymous
+    here and cost nothing."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = request.user
+        if request.path.startswith(_EXEMPT_PREFIXES) or not user.is_authenticated:
+            return self.get_response(request)
+        language, zone = Profile.objects.filter(user=user).values_list("language", "time_zone").first() or ("", "")
+        if language:
+            translation.activate(language)
+            request.LANGUAGE_CODE = translation.get_language()
+        with timezone.override(_zone(zone)):
+            return self.get_response(request)
+
+
+def _zone(name: str):
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name) if name else None  # None: the default, settings.TIME_ZONE
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None  # a zone removed from tzdata since it was chosen: the default rather than an error
 
 
 def mark_login(request) -> None:

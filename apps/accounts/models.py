@@ -3,6 +3,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
@@ -16,14 +17,16 @@ def digest_token(plaintext: str) -> str:
 
 
 class Scope(models.TextChoices):
-    INVOKE = "invoke", "invoke models through the gateway"
-    READ = "read", "read the API"
-    MANAGE = "manage", "change things through the API"
+    INVOKE = "invoke", _("invoke models through the gateway")
+    READ = "read", _("read the API")
+    MANAGE = "manage", _("change things through the API")
 
 
 class Profile(models.Model):
     """What Sovereign knows about a user beyond Django's User: whether it is a service account
-    (a non-human user owned by a person) and when its password last changed."""
+    (a non-human user owned by a person), when its password last changed, and the person's own
+    interface language and time zone (blank: the browser's language, settings.TIME_ZONE). Those two
+    change only through apps.accounts.services.set_preferences."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     is_service_account = models.BooleanField(default=False)
@@ -32,6 +35,22 @@ class Profile(models.Model):
     )
     password_changed_at = models.DateTimeField(default=timezone.now)
     disabled_reason = models.CharField(max_length=200, blank=True)
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        blank=True,
+        choices=settings.LANGUAGES,
+        help_text=_("Blank: the browser's language."),
+    )
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        blank=True,
+        help_text=_("An IANA zone such as Asia/Shanghai; blank: the default."),
+    )
+
+    class Meta:
+        verbose_name = _("user profile")  # not "profile": in the portal that is a compliance profile
 
     def __str__(self) -> str:
         return f"profile of {self.user}"
@@ -44,13 +63,13 @@ class ApiToken(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     digest = models.CharField(max_length=64, unique=True, editable=False)
-    hint = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise the token")
-    scopes = models.JSONField(default=list, help_text="Subset of invoke, read, manage")
+    hint = models.CharField(max_length=12, editable=False, help_text=_("First characters, to recognise the token"))
+    scopes = models.JSONField(default=list, help_text=_("Subset of invoke, read, manage"))
     allowed_models = models.ManyToManyField(
-        "registry.Model", blank=True, related_name="+", help_text="If set, the token may only reach these models"
+        "registry.Model", blank=True, related_name="+", help_text=_("If set, the token may only reach these models")
     )
     restricted = models.BooleanField(
-        default=False, editable=False, help_text="True when allowed_models is set (spares a query per call)"
+        default=False, editable=False, help_text=_("True when allowed_models is set (spares a query per call)")
     )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -148,7 +167,7 @@ class EnrolmentCode(models.Model):
     issued_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    voided_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Replaced by a newer code")
+    voided_at = models.DateTimeField(null=True, blank=True, editable=False, help_text=_("Replaced by a newer code"))
 
     class Meta:
         ordering = ["-issued_at"]
@@ -171,7 +190,7 @@ class SM3OTPDevice(TimestampMixin, ThrottlingMixin, Device):
     time-based: enrolled instead of django-otp's HMAC-SHA1 TOTPDevice when 国密 mode is on
     (apps.accounts.otp.otp_algorithm()). django-otp finds it like any device (match_token)."""
 
-    key = models.CharField(max_length=128, default=_sm3_otp_key, help_text="Hex-encoded seed (256 bits).")
+    key = models.CharField(max_length=128, default=_sm3_otp_key, help_text=_("Hex-encoded seed (256 bits)."))
     step = models.PositiveSmallIntegerField(default=60)
     t0 = models.BigIntegerField(default=0)
     digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
@@ -181,7 +200,7 @@ class SM3OTPDevice(TimestampMixin, ThrottlingMixin, Device):
     algorithm = "SM3"
 
     class Meta(Device.Meta):
-        verbose_name = "SM3 OTP device"
+        verbose_name = _("SM3 OTP device")
 
     @property
     def bin_key(self) -> bytes:
@@ -198,7 +217,7 @@ class SM3OTPDevice(TimestampMixin, ThrottlingMixin, Device):
 
         from .sm3otp import time_factor
 
-        allowed, _ = self.verify_is_allowed()
+        allowed, _wait = self.verify_is_allowed()
         if not allowed:
             return False
         token = str(token).strip()

@@ -1,5 +1,6 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
+from django.utils.translation import gettext_lazy as _
 
 from . import views
 
@@ -7,13 +8,14 @@ app_name = "accounts"
 urlpatterns = [
     path("2fa/setup/", views.totp_setup, name="2fa-setup"),
     path("2fa/verify/", views.totp_verify, name="2fa-verify"),
+    path("preferences/", views.preferences, name="preferences"),
     # For everyone, analysts included (the admin's own page is for staff only).
     path(
         "password/",
         views.OwnPasswordChangeView.as_view(
             template_name="accounts/password_change.html",
             success_url=reverse_lazy("accounts:password-change-done"),
-            extra_context={"site_header": "Sovereign", "title": "Change your password"},
+            extra_context={"site_header": "Sovereign", "title": _("Change your password")},
         ),
         name="password-change",
     ),

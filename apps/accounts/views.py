@@ -9,6 +9,7 @@ import io
 import qrcode
 import qrcode.image.svg
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
@@ -18,22 +19,30 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext_lazy as _
 from django_otp import match_token
 
 from apps.audit.services import Source
 from apps.core.errors import ServiceError
 
-from .models import EnrolmentCode
+from .models import EnrolmentCode, Profile
 from .otp import confirmed_devices, device_models, enrol_model, has_confirmed_device
 from .otp import verified as otp_verified
-from .services import change_own_password, confirm_totp_enrolment, find_enrolment_code, record_2fa_failure
+from .services import (
+    change_own_password,
+    confirm_totp_enrolment,
+    find_enrolment_code,
+    record_2fa_failure,
+    set_preferences,
+)
 from .services.policy import is_privileged
+from .services.preferences import time_zones
 
 
 class CodeForm(forms.Form):
     code = forms.CharField(
         max_length=8,
-        label="6-digit code",
+        label=_("6-digit code"),
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}),
     )
 
@@ -53,8 +62,8 @@ ENROL_CODE, ENROL_DEVICE = "sv_enrolment_code", "sv_enrolment_device"
 class EnrolmentCodeForm(forms.Form):
     enrolment_code = forms.CharField(
         max_length=40,
-        label="Enrolment code",
-        help_text="The one-time code the security officer gave you with your role.",
+        label=_("Enrolment code"),
+        help_text=_("The one-time code the security officer gave you with your role."),
         widget=forms.TextInput(attrs={"autocomplete": "off", "autofocus": True}),
     )
 
@@ -102,7 +111,7 @@ def totp_setup(request):
         "accounts/totp_setup.html",
         _context(
             request,
-            title="Set up two-factor authentication",
+            title=_("Set up two-factor authentication"),
             form=form,
             qr_svg=buffer.getvalue().decode(),
             secret=base64.b32encode(device.bin_key).decode(),
@@ -140,7 +149,7 @@ def _ask_enrolment_code(request):
     return render(
         request,
         "accounts/totp_enrolment_code.html",
-        _context(request, title="Set up two-factor authentication", form=form),
+        _context(request, title=_("Set up two-factor authentication"), form=form),
     )
 
 
@@ -165,7 +174,9 @@ def totp_verify(request):
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
         form.add_error("code", "That code is not valid.")
-    return render(request, "accounts/totp_verify.html", _context(request, title="Two-factor verification", form=form))
+    return render(
+        request, "accounts/totp_verify.html", _context(request, title=_("Two-factor verification"), form=form)
+    )
 
 
 def _not_throttled(form, device) -> bool:
@@ -210,4 +221,40 @@ def lockout_response(request, response=None, credentials=None, *args, **kwargs):
     detail = "Too many failed logins. Try again later or ask a security officer to unlock the account."
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "locked_out", "detail": detail}, status=429)
-    return render(request, "accounts/locked_out.html", _context(request, title="Locked out", detail=detail), status=429)
+    return render(
+        request, "accounts/locked_out.html", _context(request, title=_("Locked out"), detail=detail), status=429
+    )
+
+
+class PreferencesForm(forms.Form):
+    """A person's own language and time zone; a field left out of the POST keeps its value (the
+    header's language switch sends only the language)."""
+
+    language = forms.ChoiceField(label=_("Language"), required=False)
+    time_zone = forms.ChoiceField(label=_("Time zone"), required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["language"].choices = [("", _("The browser's language")), *settings.LANGUAGES]
+        default = _("The default (%(zone)s)") % {"zone": settings.TIME_ZONE}
+        self.fields["time_zone"].choices = [("", default), *((z, z) for z in sorted(time_zones()))]
+
+
+@login_required
+def preferences(request):
+    """Show and change one's own language and time zone, through the audited service."""
+    saved = Profile.objects.filter(user=request.user).values("language", "time_zone").first()
+    current = saved or {"language": "", "time_zone": ""}
+    form = PreferencesForm(initial=current)
+    if request.method == "POST":
+        form = PreferencesForm({**current, **{k: v for k, v in request.POST.items() if k in current}})
+        if form.is_valid():
+            try:
+                set_preferences(user=request.user, source=Source.from_request(request, None), **form.cleaned_data)
+            except ServiceError as err:
+                form.add_error(err.field, err.detail)
+            else:
+                messages.success(request, _("Your preferences were saved."))
+                return HttpResponseRedirect(_next(request))
+    title = _("Language and time zone")
+    return render(request, "accounts/preferences.html", _context(request, title=title, form=form))

@@ -12,6 +12,7 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
 
 from .catalogue import EVENT_TYPES
 from .filters import GROUPS
@@ -32,7 +33,7 @@ class CappedCountPaginator(Paginator):
 
 
 class PeriodFilter(admin.SimpleListFilter):
-    title = "period"
+    title = _("period")
     parameter_name = "period"
     PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
@@ -52,7 +53,7 @@ class CatalogueFilter(admin.SimpleListFilter):
 
 
 class GroupFilter(CatalogueFilter):
-    title = "event group"
+    title = _("event group")
     parameter_name = "event_group"
 
     def lookups(self, request, model_admin):
@@ -60,7 +61,7 @@ class GroupFilter(CatalogueFilter):
 
 
 class TypeFilter(CatalogueFilter):
-    title = "event type"
+    title = _("event type")
     parameter_name = "event_type"
 
     def lookups(self, request, model_admin):

@@ -33,6 +33,7 @@ EVENT_TYPES: dict[str, str] = {
     "auth.enrolment.issue": "One-time TOTP enrolment code issued for a privileged account",
     "auth.enrolment.use": "One-time TOTP enrolment code spent by an enrolment",
     "auth.officer.bootstrap": "ALERT: security officer created on the host (manage.py bootstrap_officer)",
+    "auth.preferences.change": "A person changed their own interface language or time zone",
     "auth.superuser.use": "ALERT: the sealed superuser (break-glass) account logged in or made a request",
     # access
     "access.grant.create": "Model access granted",

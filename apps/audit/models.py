@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from .offline_verify import CURRENT_ENCODING
 
@@ -30,8 +31,8 @@ class AuditEvent(models.Model):
         db_constraint=False,
         related_name="+",
     )
-    actor_name = models.CharField(max_length=150, blank=True, help_text="User name frozen at the time of the event")
-    actor_roles = models.JSONField(default=list, blank=True, help_text="The actor's roles at the time of the event")
+    actor_name = models.CharField(max_length=150, blank=True, help_text=_("User name frozen at the time of the event"))
+    actor_roles = models.JSONField(default=list, blank=True, help_text=_("The actor's roles at the time of the event"))
     token_id = models.BigIntegerField(null=True, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
@@ -50,7 +51,7 @@ class AuditEvent(models.Model):
     encoding_version = models.PositiveSmallIntegerField(
         default=CURRENT_ENCODING,
         db_default=CURRENT_ENCODING,
-        help_text="Encoding version of the hashed record (docs/audit.md, 'Event encoding versions')",
+        help_text=_("Encoding version of the hashed record (docs/audit.md, 'Event encoding versions')"),
     )
 
     class Meta:
@@ -86,14 +87,14 @@ class AuditCheckpoint(models.Model):
     The signed payload and the signature format are defined in apps/audit/offline_verify.py.
     """
 
-    sequence = models.BigIntegerField(unique=True, help_text="Last event sequence this checkpoint covers")
-    head = models.CharField(max_length=64, help_text="Hash of the event at `sequence`")
+    sequence = models.BigIntegerField(unique=True, help_text=_("Last event sequence this checkpoint covers"))
+    head = models.CharField(max_length=64, help_text=_("Hash of the event at `sequence`"))
     hash_alg = models.CharField(max_length=16)
     created_at = models.DateTimeField()
-    prev = models.CharField(max_length=64, blank=True, help_text="Digest of the previous checkpoint's payload")
+    prev = models.CharField(max_length=64, blank=True, help_text=_("Digest of the previous checkpoint's payload"))
     key_id = models.CharField(max_length=64)
     sig_alg = models.CharField(max_length=32)
-    signature = models.TextField(help_text="Base64 DER ECDSA signature over the canonical payload")
+    signature = models.TextField(help_text=_("Base64 DER ECDSA signature over the canonical payload"))
 
     class Meta:
         ordering = ["-sequence"]
@@ -123,12 +124,12 @@ class AlertDelivery(models.Model):
         AuditEvent, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
     event_type = models.CharField(max_length=64)
-    channel = models.CharField(max_length=200, blank=True, help_text="Host and URL fingerprint of the channel")
+    channel = models.CharField(max_length=200, blank=True, help_text=_("Host and URL fingerprint of the channel"))
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    sent_at = models.DateTimeField(null=True, blank=True, help_text="When the last attempt was made")
+    sent_at = models.DateTimeField(null=True, blank=True, help_text=_("When the last attempt was made"))
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    acknowledged_at = models.DateTimeField(null=True, blank=True, help_text="When the channel answered 2xx")
+    acknowledged_at = models.DateTimeField(null=True, blank=True, help_text=_("When the channel answered 2xx"))
     error = models.CharField(max_length=300, blank=True)
     payload = models.JSONField(default=dict)
 
@@ -149,7 +150,7 @@ class AuditShipment(models.Model):
     collector acknowledged it (2xx). The highest acknowledged `last_sequence` for the current
     collector is how far the collector holds the log; the next batch starts after it."""
 
-    collector = models.CharField(max_length=200, help_text="Host and URL fingerprint of the collector")
+    collector = models.CharField(max_length=200, help_text=_("Host and URL fingerprint of the collector"))
     first_sequence = models.BigIntegerField()
     last_sequence = models.BigIntegerField()
     events = models.PositiveIntegerField()
@@ -173,7 +174,7 @@ class AuditPurgeFloor(models.Model):
     .raise_purge_floor, audited); a trigger refuses lowering it or deleting it except by the owner
     of the table (an operator, not the application role)."""
 
-    days = models.PositiveIntegerField(help_text="Events younger than this many days are never purged")
+    days = models.PositiveIntegerField(help_text=_("Events younger than this many days are never purged"))
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

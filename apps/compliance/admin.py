@@ -4,6 +4,7 @@ Changes go through the API (services), which audit them."""
 from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 
@@ -44,13 +45,13 @@ class RestoreDrillAdmin(NoAddAdmin):
 class ReportRequestForm(forms.ModelForm):
     """Generate a report from the admin: the same service as POST /api/v1/compliance/reports/."""
 
-    report_profile = forms.ChoiceField(label="profile", choices=())
-    start = forms.DateTimeField(label="period start", help_text="YYYY-MM-DD HH:MM (UTC)")
-    end = forms.DateTimeField(label="period end", help_text="YYYY-MM-DD HH:MM (UTC)")
+    report_profile = forms.ChoiceField(label=_("profile"), choices=())
+    start = forms.DateTimeField(label=_("period start"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
+    end = forms.DateTimeField(label=_("period end"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
     report_language = forms.ChoiceField(
-        label="language",
+        label=_("language"),
         required=False,
-        choices=[("", "the profile's default"), ("en", "English"), ("zh-hans", "简体中文")],
+        choices=[("", _("the profile's default")), ("en", "English"), ("zh-hans", "简体中文")],
     )
 
     class Meta:
@@ -111,6 +112,6 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
         if report is not None:
             obj.pk = report.pk
 
-    @admin.display(description="progress")
+    @admin.display(description=_("progress"))
     def progress_bar(self, obj):
         return format_html('<progress max="100" value="{}"></progress> {}%', obj.progress, obj.progress)

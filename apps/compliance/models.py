@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class ProfileAttachment(models.Model):
@@ -42,7 +43,7 @@ class DeidMode(models.TextChoices):
     SURROGATE = "surrogate"
     # the same, and every date of a conversation shifted by one random number of days: NOT Safe
     # Harbor (dates leave their year), so the HIPAA de-identification check fails while it is on
-    SURROGATE_SHIFT = "surrogate_shift", "Surrogate with date shift (not Safe Harbor)"
+    SURROGATE_SHIFT = "surrogate_shift", _("Surrogate with date shift (not Safe Harbor)")
 
 
 class AnswerScreen(models.TextChoices):
@@ -50,7 +51,7 @@ class AnswerScreen(models.TextChoices):
     Empty: the default, `redact` for a model that receives PHI, else `off`
     (apps.compliance.selectors.answer_screen_mode)."""
 
-    DEFAULT = "", "default"
+    DEFAULT = "", _("default")
     OFF = "off"
     REDACT = "redact"
     ALERT = "alert"
@@ -63,26 +64,30 @@ class ModelPolicy(models.Model):
     identifiers the model echoes or invents)."""
 
     model = models.OneToOneField("registry.Model", on_delete=models.CASCADE, related_name="compliance_policy")
-    phi = models.BooleanField(default=False, help_text="The model receives PHI or personal information")
+    phi = models.BooleanField(default=False, help_text=_("The model receives PHI or personal information"))
     deid_mode = models.CharField(max_length=16, choices=DeidMode.choices, default=DeidMode.OFF)
     answer_screen = models.CharField(
         max_length=8,
         choices=AnswerScreen.choices,
         default=AnswerScreen.DEFAULT,
         blank=True,
-        help_text="Identifiers in the model's answers: off, redact or alert; empty: redact for a PHI model, else off",
+        help_text=_(
+            "Identifiers in the model's answers: off, redact or alert; empty: redact for a PHI model, else off"
+        ),
     )
     numeric_inputs_reason = models.TextField(
         blank=True,
         default="",
-        help_text="Why this model's non-text (numeric) inputs carry no identifiers. Empty: undeclared, and the "
-        "gateway refuses numeric inputs to it while it receives PHI (text de-identification cannot see them)",
+        help_text=_(
+            "Why this model's non-text (numeric) inputs carry no identifiers. Empty: undeclared, and the "
+            "gateway refuses numeric inputs to it while it receives PHI (text de-identification cannot see them)"
+        ),
     )
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        verbose_name_plural = "model policies"
+        verbose_name_plural = _("model policies")
 
     def __str__(self) -> str:
         return f"{self.model}: phi={self.phi} deid={self.deid_mode}"
@@ -124,7 +129,7 @@ class ControlResult(models.Model):
     control_id = models.CharField(max_length=64, db_index=True)
     family = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=Status.choices)
-    evidence = models.JSONField(default=list, help_text="One entry per check: name, status, summary, details")
+    evidence = models.JSONField(default=list, help_text=_("One entry per check: name, status, summary, details"))
     remedy = models.TextField(blank=True)
     evaluated_at = models.DateTimeField(default=timezone.now)
 
@@ -176,7 +181,7 @@ class ComplianceReport(models.Model):
     state = models.CharField(max_length=16, choices=ReportState.choices, default=ReportState.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
-    files = models.JSONField(default=dict, blank=True, help_text="format -> file name under COMPLIANCE_DIR")
+    files = models.JSONField(default=dict, blank=True, help_text=_("format -> file name under COMPLIANCE_DIR"))
     key_id = models.CharField(max_length=64, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -205,7 +210,7 @@ class RestoreDrill(models.Model):
     scratch_database = models.CharField(max_length=128, blank=True)
     dump_bytes = models.BigIntegerField(default=0)
     dump_sha256 = models.CharField(max_length=64, blank=True)
-    tool = models.CharField(max_length=200, blank=True, help_text="pg_dump --version")
+    tool = models.CharField(max_length=200, blank=True, help_text=_("pg_dump --version"))
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:

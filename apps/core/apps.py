@@ -13,3 +13,7 @@ class CoreConfig(AppConfig):
         # Every process (web, worker, beat, manage.py) passes here: production refuses insecure settings.
         # (Recording an allowed override in the audit log is the audit app's: apps/audit/platform.py.)
         production.enforce(settings)
+
+        from .i18n import translate_labels
+
+        translate_labels()  # model and field labels in the person's language (every model is loaded by now)

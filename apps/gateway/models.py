@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class PolicyEpoch(models.Model):
@@ -13,7 +14,7 @@ class PolicyEpoch(models.Model):
     epoch = models.BigIntegerField(default=0)
 
     class Meta:
-        verbose_name = "policy epoch"
+        verbose_name = _("policy epoch")
 
     def __str__(self) -> str:
         return f"policy epoch {self.epoch}"
@@ -26,14 +27,14 @@ class PolicyEpoch(models.Model):
 
 
 class SystemPromptMode(models.TextChoices):
-    PREPEND = "prepend", "Prepend to the caller's messages (the caller's own system messages stay after it)"
-    REPLACE = "replace", "Replace every system message of the caller"
+    PREPEND = "prepend", _("Prepend to the caller's messages (the caller's own system messages stay after it)")
+    REPLACE = "replace", _("Replace every system message of the caller")
 
 
 class Retention(models.TextChoices):
-    NONE = "none", "Nothing but counts"
-    DIGEST = "digest", "A SHA-256 digest of the de-identified exchange"
-    FULL = "full", "The de-identified exchange, encrypted under a data key wrapped by the KEK"
+    NONE = "none", _("Nothing but counts")
+    DIGEST = "digest", _("A SHA-256 digest of the de-identified exchange")
+    FULL = "full", _("The de-identified exchange, encrypted under a data key wrapped by the KEK")
 
 
 def default_allowed_sampling() -> dict:
@@ -49,7 +50,7 @@ class ChatPolicy(models.Model):
     model = models.OneToOneField("registry.Model", on_delete=models.CASCADE, related_name="chat_policy")
     max_tokens_per_call = models.PositiveIntegerField(default=1024)
     allowed_sampling = models.JSONField(default=default_allowed_sampling)
-    system_prompt = models.TextField(blank=True, help_text="Enforced on every call when not empty")
+    system_prompt = models.TextField(blank=True, help_text=_("Enforced on every call when not empty"))
     system_prompt_mode = models.CharField(
         max_length=16, choices=SystemPromptMode.choices, default=SystemPromptMode.PREPEND
     )
@@ -59,8 +60,8 @@ class ChatPolicy(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        verbose_name = "chat policy"
-        verbose_name_plural = "chat policies"
+        verbose_name = _("chat policy")
+        verbose_name_plural = _("chat policies")
         permissions = [("manage_chatpolicy", "Can set a chat model's policy")]
         constraints = [
             models.CheckConstraint(condition=models.Q(max_tokens_per_call__gte=1), name="chat_policy_max_tokens_pos"),
@@ -74,9 +75,9 @@ class ChatPolicy(models.Model):
 
 
 class QuotaScope(models.TextChoices):
-    USER = "user", "User"
-    GROUP = "group", "Group (each member counted together)"
-    TOKEN = "token", "API token"
+    USER = "user", _("User")
+    GROUP = "group", _("Group (each member counted together)")
+    TOKEN = "token", _("API token")
 
 
 _SUBJECT = {QuotaScope.USER: "user", QuotaScope.GROUP: "group", QuotaScope.TOKEN: "token"}
@@ -135,10 +136,10 @@ class Quota(models.Model):
 
 
 class UsageStatus(models.TextChoices):
-    OK = "ok", "Completed"
-    ERROR = "error", "Failed"
-    CANCELLED = "cancelled", "Client went away"
-    REFUSED = "refused", "Refused before the model ran"
+    OK = "ok", _("Completed")
+    ERROR = "error", _("Failed")
+    CANCELLED = "cancelled", _("Client went away")
+    REFUSED = "refused", _("Refused before the model ran")
 
 
 class LLMUsage(models.Model):
@@ -163,8 +164,8 @@ class LLMUsage(models.Model):
 
     class Meta:
         ordering = ["-at"]
-        verbose_name = "LLM usage"
-        verbose_name_plural = "LLM usage"
+        verbose_name = _("LLM usage")
+        verbose_name_plural = _("LLM usage")
         indexes = [models.Index(fields=["user", "at"]), models.Index(fields=["model", "at"])]
 
     def __str__(self) -> str:

@@ -1,4 +1,7 @@
 from django.contrib import admin, messages
+from django.utils.text import format_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from apps.core.admin_utils import ReadOnlyAdmin, run_service
 
@@ -30,27 +33,32 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False  # versions are created by rotating
 
-    @admin.display(description="data keys protected")
+    @admin.display(description=_("data keys protected"))
     def data_keys_protected(self, obj):
         return DataKey.objects.live().filter(kek_id=obj.kek_id).count()
 
-    @admin.display(description=f"protects (first {selectors.LABEL_LIMIT})")
+    @admin.display(description=format_lazy(_("protects (first {limit})"), limit=selectors.LABEL_LIMIT))
     def protects(self, obj):
         return ", ".join(selectors.protected_by(obj.kek_id)) or "-"
 
-    @admin.action(description="Rotate the KEK (new version in the HSM, re-wrap every data key)", permissions=["rotate"])
+    @admin.action(
+        description=_("Rotate the KEK (new version in the HSM, re-wrap every data key)"), permissions=["rotate"]
+    )
     def rotate(self, request, queryset):
         rotation = run_service(self, request, services.start_rotation, reason="rotated from the admin")
         if rotation is not None:
             self.message_user(
-                request, f"Rotation #{rotation.pk} started: {rotation.total} data key(s) to re-wrap", messages.SUCCESS
+                request,
+                gettext("Rotation #%(id)d started: %(count)d data key(s) to re-wrap")
+                % {"id": rotation.pk, "count": rotation.total},
+                messages.SUCCESS,
             )
 
-    @admin.action(description="Retire (destroy) the selected old versions", permissions=["retire"])
+    @admin.action(description=_("Retire (destroy) the selected old versions"), permissions=["retire"])
     def retire(self, request, queryset):
         for kek in queryset:
             if run_service(self, request, services.retire_kek, kek_pk=kek.pk) is not None:
-                self.message_user(request, f"{kek.kek_id} destroyed", messages.SUCCESS)
+                self.message_user(request, gettext("%(kek)s destroyed") % {"kek": kek.kek_id}, messages.SUCCESS)
 
     def has_rotate_permission(self, request):
         return request.user.has_perm("keys.rotate_keyencryptionkey")
@@ -82,15 +90,17 @@ class KekRotationAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="progress")
+    @admin.display(description=_("progress"))
     def progress_display(self, obj):
         return f"{obj.rewrapped}/{obj.total} ({obj.progress:.0%})"
 
-    @admin.action(description="Resume the selected rotation", permissions=["rotate"])
+    @admin.action(description=_("Resume the selected rotation"), permissions=["rotate"])
     def resume(self, request, queryset):
         for rotation in queryset:
             if run_service(self, request, services.resume_rotation, rotation_id=rotation.pk) is not None:
-                self.message_user(request, f"Rotation #{rotation.pk} queued again", messages.SUCCESS)
+                self.message_user(
+                    request, gettext("Rotation #%(id)d queued again") % {"id": rotation.pk}, messages.SUCCESS
+                )
 
     def has_rotate_permission(self, request):
         return request.user.has_perm("keys.rotate_keyencryptionkey")
@@ -109,6 +119,6 @@ class DataKeyAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="protects")
+    @admin.display(description=_("protects"))
     def protects(self, obj):
         return selectors.data_key_labels([obj]).get(obj.pk, "-")

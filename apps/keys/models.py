@@ -5,19 +5,20 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class KekState(models.TextChoices):
-    ACTIVE = "active", "Active: wraps new data keys"
-    DEACTIVATED = "deactivated", "Deactivated: unwraps only, until its data keys are re-wrapped"
-    RETIRED = "retired", "Retired: destroyed in the HSM"
+    ACTIVE = "active", _("Active: wraps new data keys")
+    DEACTIVATED = "deactivated", _("Deactivated: unwraps only, until its data keys are re-wrapped")
+    RETIRED = "retired", _("Retired: destroyed in the HSM")
 
 
 class KeyEncryptionKey(models.Model):
     """One version of the KEK (NIST SP 800-57 states: active → deactivated → destroyed).
     Exactly one version is active; a new upload's data key is wrapped by it."""
 
-    kek_id = models.CharField(max_length=128, unique=True, help_text="pkcs11:<token>:<label> or local:<fingerprint>")
+    kek_id = models.CharField(max_length=128, unique=True, help_text=_("pkcs11:<token>:<label> or local:<fingerprint>"))
     provider = models.CharField(max_length=16)
     version = models.PositiveIntegerField()
     hsm_token = models.CharField(max_length=64, blank=True)
@@ -28,12 +29,12 @@ class KeyEncryptionKey(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    rotated_at = models.DateTimeField(null=True, blank=True, help_text="When a newer version replaced it")
+    rotated_at = models.DateTimeField(null=True, blank=True, help_text=_("When a newer version replaced it"))
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["provider", "version"]
-        verbose_name = "key encryption key"
+        verbose_name = _("key encryption key")
         permissions = [
             ("rotate_keyencryptionkey", "Can rotate the KEK"),
             ("retire_keyencryptionkey", "Can retire (destroy) an old KEK version"),
@@ -57,13 +58,13 @@ class KekRotation(models.Model):
     by a Celery task that records its progress here and can resume after a crash or failure."""
 
     to_kek = models.ForeignKey(KeyEncryptionKey, on_delete=models.PROTECT, related_name="rotations")
-    from_kek_ids = models.JSONField(default=list, help_text="The versions being replaced")
+    from_kek_ids = models.JSONField(default=list, help_text=_("The versions being replaced"))
     state = models.CharField(max_length=16, choices=RotationState.choices, default=RotationState.RUNNING)
-    total = models.PositiveIntegerField(default=0, help_text="Data keys to re-wrap when the rotation started")
+    total = models.PositiveIntegerField(default=0, help_text=_("Data keys to re-wrap when the rotation started"))
     rewrapped = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text=_("A worker is on it until then"))
     last_error = models.TextField(blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -88,9 +89,9 @@ class Purpose(models.TextChoices):
     """What a data key encrypts. Keys does not know the rows that use it: the owning app holds a
     reference to the data key and answers for its labels (apps.keys.selectors.register_label_provider)."""
 
-    ARTIFACT = "artifact", "Model artifact"
-    LLM_EXCHANGE = "llm_exchange", "Retained chat exchanges (one model, one UTC day)"
-    TRITON_CREDENTIAL = "triton_credential", "Triton server credential (restricted API)"
+    ARTIFACT = "artifact", _("Model artifact")
+    LLM_EXCHANGE = "llm_exchange", _("Retained chat exchanges (one model, one UTC day)")
+    TRITON_CREDENTIAL = "triton_credential", _("Triton server credential (restricted API)")
 
 
 class DataKeyQuerySet(models.QuerySet):
@@ -108,17 +109,17 @@ class DataKey(models.Model):
     see KeyEncryptionKey); a rotation re-wraps it and changes `kek_id`, never the ciphertext."""
 
     purpose = models.CharField(max_length=32, choices=Purpose.choices)
-    suite = models.CharField(max_length=32, help_text="The AEAD suite the key is used with (AES-256-GCM, SM4-GCM)")
-    kek_id = models.CharField(max_length=128, db_index=True, help_text="The KEK version that wraps it")
-    wrapped = models.BinaryField(blank=True, help_text="RFC 5649 wrapped key; empty once destroyed")
+    suite = models.CharField(max_length=32, help_text=_("The AEAD suite the key is used with (AES-256-GCM, SM4-GCM)"))
+    kek_id = models.CharField(max_length=128, db_index=True, help_text=_("The KEK version that wraps it"))
+    wrapped = models.BinaryField(blank=True, help_text=_("RFC 5649 wrapped key; empty once destroyed"))
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    destroyed_at = models.DateTimeField(null=True, blank=True, help_text="When it was destroyed (crypto-shredding)")
+    destroyed_at = models.DateTimeField(null=True, blank=True, help_text=_("When it was destroyed (crypto-shredding)"))
 
     objects = DataKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["pk"]
-        verbose_name = "data key"
+        verbose_name = _("data key")
         constraints = [
             # Destroyed means wiped: no wrapped bytes survive a destroy, and a live key has them.
             models.CheckConstraint(

@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 
@@ -28,16 +30,24 @@ class ModelAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False  # a model is created by uploading its first version
 
-    @admin.display(description="versions")
+    @admin.display(description=_("versions"))
     def version_count(self, obj):
         return obj.versions.count()
 
 
 class UploadVersionForm(forms.ModelForm):
-    model_name = forms.CharField(max_length=63, help_text="Existing or new model name, e.g. triage-classifier")
-    upload = forms.FileField(help_text="ONNX file; validated, its signature read, stored encrypted")
-    version_number = forms.IntegerField(min_value=1, required=False, help_text="Defaults to the next version")
-    description = forms.CharField(required=False, widget=forms.Textarea, help_text="Used when the model is new")
+    model_name = forms.CharField(
+        label=_("model name"), max_length=63, help_text=_("Existing or new model name, e.g. triage-classifier")
+    )
+    upload = forms.FileField(
+        label=_("ONNX file"), help_text=_("ONNX file; validated, its signature read, stored encrypted")
+    )
+    version_number = forms.IntegerField(
+        label=_("version"), min_value=1, required=False, help_text=_("Defaults to the next version")
+    )
+    description = forms.CharField(
+        label=_("description"), required=False, widget=forms.Textarea, help_text=_("Used when the model is new")
+    )
 
     class Meta:
         model = ModelVersion
@@ -96,19 +106,22 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             if mv.breaking_changes:
                 messages.warning(
                     request,
-                    f"{mv} breaks callers of the previous version: {'; '.join(mv.breaking_changes)}. "
-                    "A rollout onto it is refused unless forced.",
+                    gettext(
+                        "%(version)s breaks callers of the previous version: %(changes)s. "
+                        "A rollout onto it is refused unless forced."
+                    )
+                    % {"version": mv, "changes": "; ".join(mv.breaking_changes)},
                 )
 
-    @admin.display(description="compatible with previous", boolean=True)
+    @admin.display(description=_("compatible with previous"), boolean=True)
     def compatible(self, obj):
         return not obj.breaking_changes
 
-    @admin.display(description="sha256")
+    @admin.display(description=_("sha256"))
     def short_sha256(self, obj):
         return obj.sha256[:12]
 
-    @admin.display(description="suite")
+    @admin.display(description=_("suite"))
     def suite(self, obj):
         return obj.artifact.suite
 
@@ -144,6 +157,6 @@ class ArtifactAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.display(description="ciphertext sha256")
+    @admin.display(description=_("ciphertext sha256"))
     def short_digest(self, obj):
         return obj.ciphertext_sha256[:12]

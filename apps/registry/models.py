@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 # Triton model names become URL path segments and directory names: keep them boring.
 model_name_validator = RegexValidator(
@@ -31,10 +32,10 @@ class Model(models.Model):
 
 
 class ModelFormat(models.TextChoices):
-    ONNX = "onnx", "ONNX"
+    ONNX = "onnx", _("ONNX")
     # A language model: a set of files (decoder graph, tokenizer, chat template, generation
     # defaults, config), each an ArtifactFile of the version's one Artifact (docs/llm.md).
-    LLM = "llm", "Language model (ONNX decoder set)"
+    LLM = "llm", _("Language model (ONNX decoder set)")
 
 
 class ModelVersion(models.Model):
@@ -42,9 +43,9 @@ class ModelVersion(models.Model):
     read from the file so nobody writes a Triton config by hand) and its encrypted artifact."""
 
     model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="versions")
-    version = models.PositiveIntegerField(help_text="Becomes the Triton version directory")
+    version = models.PositiveIntegerField(help_text=_("Becomes the Triton version directory"))
     format = models.CharField(max_length=16, choices=ModelFormat.choices, default=ModelFormat.ONNX)
-    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the plaintext artifact")
+    sha256 = models.CharField(max_length=64, help_text=_("SHA-256 of the plaintext artifact"))
     size_bytes = models.BigIntegerField()
     signature = models.JSONField()
     # Issue 16: what a caller of the previous version would find broken in this one (inference_backend.
@@ -134,9 +135,9 @@ class ArtifactFile(models.Model):
     name (`aad`), so files cannot be swapped between sets or renamed within one."""
 
     artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="files")
-    name = models.CharField(max_length=100, help_text="Name inside the set, e.g. model.onnx")
+    name = models.CharField(max_length=100, help_text=_("Name inside the set, e.g. model.onnx"))
     storage_name = models.CharField(max_length=120, unique=True)
-    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the plaintext file")
+    sha256 = models.CharField(max_length=64, help_text=_("SHA-256 of the plaintext file"))
     size_bytes = models.BigIntegerField()
     ciphertext_sha256 = models.CharField(max_length=64)
     ciphertext_bytes = models.BigIntegerField()
@@ -210,13 +211,13 @@ class IntegrityRun(models.Model):
 
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
-    live_artifacts = models.PositiveIntegerField(help_text="Live artifacts when the sample was drawn")
+    live_artifacts = models.PositiveIntegerField(help_text=_("Live artifacts when the sample was drawn"))
     sampled = models.PositiveIntegerField()
-    verified = models.PositiveIntegerField(help_text="Artifacts that decrypted and matched their digests")
+    verified = models.PositiveIntegerField(help_text=_("Artifacts that decrypted and matched their digests"))
     plaintext_bytes = models.BigIntegerField(default=0)
     # [{"artifact": id, "version": "name vN", "file": name or "", "code": ..., "reason": ...}]
     failures = models.JSONField(default=list)
-    artifact_ids = models.JSONField(default=list, help_text="The artifacts of the sample")
+    artifact_ids = models.JSONField(default=list, help_text=_("The artifacts of the sample"))
 
     class Meta:
         ordering = ["-finished_at"]

@@ -148,6 +148,10 @@ TABLE: dict[str, list[Row]] = {
     # Portal pages: changing one's own password (everyone; the admin's page is for staff)
     "accounts:password-change": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
     "accounts:password-change-done": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
+    # Portal pages: one's own language and time zone (everyone; the header's switch posts here)
+    # (Its POST, audited by set_preferences, is tested in tests/core/test_i18n.py: here the account gate's
+    # redirect of a privileged session without its second factor would be a refusal with no event.)
+    "accounts:preferences": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
     # OpenAPI schema and its browsable docs
     "schema": [
         api("get", UNAUTH, 200, 200, 200, 200, 200, headers={"HTTP_ACCEPT": "application/vnd.oai.openapi+json"})

@@ -2,6 +2,7 @@
 
 from .enrolment import confirm_totp_enrolment, find_enrolment_code, issue_enrolment_code, void_totp_devices
 from .grants import grant_model_access, purge_expired_grants, revoke_model_access
+from .preferences import set_preferences
 from .roles import (
     assign_role,
     grant_emergency_access,
@@ -42,6 +43,7 @@ from .users import (
 )
 
 __all__ = [
+    "set_preferences",
     "apply_login_failure_rule",
     "LAST_USED_RESOLUTION",
     "AccountFacts",

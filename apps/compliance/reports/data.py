@@ -240,6 +240,16 @@ def development_mode() -> dict:
     return {"on": bool(reasons), "reasons": reasons}
 
 
+def time_zone_of(user) -> str:
+    """The zone the requester reads times in (their Profile.time_zone), else settings.TIME_ZONE."""
+    from django.conf import settings
+
+    from apps.accounts.models import Profile
+
+    chosen = Profile.objects.filter(user=user).values_list("time_zone", flat=True).first() if user else ""
+    return chosen or settings.TIME_ZONE
+
+
 def gather(report, progress=lambda pct: None) -> dict:
     """The report's content for `report` (a ComplianceReport), calling progress(pct) as it goes."""
     profile = get_profile(report.profile)
@@ -255,6 +265,7 @@ def gather(report, progress=lambda pct: None) -> dict:
             "period_start": _iso(report.period_start),
             "period_end": _iso(report.period_end),
             "language": language,
+            "time_zone": time_zone_of(report.requested_by),  # the PDF's times; the JSON keeps ISO 8601 UTC
             "generated_at": None,  # filled by the generator
             "evaluations_in_period": results["runs"],
             "last_evaluation": results["last_run"],

@@ -7,12 +7,16 @@ import copy
 import csv
 import io
 import json
+import zoneinfo
+from datetime import datetime
 
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
 from apps.core.spreadsheet import safe_cell
+
+from .summaries import translate_summary
 
 CSV_FIELDS = ("profile", "id", "framework", "family", "status", "summary", "evidence", "remedy", "evaluated_at")
 
@@ -55,8 +59,39 @@ def status_labels() -> dict:
     }
 
 
+def local_time(value: str | None, zone: str) -> str:
+    """An ISO 8601 time from the report data, in `zone`, with seconds and the zone's name
+    (`2026-11-30 21:03:07 CST`), as the portal shows times."""
+    if not value:
+        return ""
+    try:
+        tz = zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = zoneinfo.ZoneInfo("UTC")
+    return datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _localise_times(data: dict) -> dict:
+    zone = data["report"].get("time_zone") or "UTC"
+    data["report"]["time_zone"] = zone
+    rows = [
+        (data["controls"], ("evaluated_at",)),
+        (data["inventory"]["users"], ("last_login",)),
+        (data["inventory"]["grants"], ("expires_at",)),
+        (data["audit"]["checkpoints"], ("created_at",)),
+        (data.get("attestations", []), ("uploaded_at", "expires_at")),
+    ]
+    for items, keys in rows:
+        for item in items:
+            for key in keys:
+                item[f"{key}_local"] = local_time(item.get(key), zone)
+    return {k: local_time(data["report"].get(k), zone) for k in ("period_start", "period_end", "generated_at")}
+
+
 def _view(data: dict) -> dict:
-    """Translated status labels and evidence in a readable form (one line per check)."""
+    """Translated status labels, check summaries and remedies, evidence in a readable form (one line
+    per check), times in the requester's zone."""
+    times = _localise_times(data)
     labels = status_labels()
     for row in data["controls"]:
         row["status_label"] = labels.get(row["status"], row["status"])
@@ -76,4 +111,7 @@ def _view(data: dict) -> dict:
         ]
         for e in row["evidence_lines"]:
             e["status_label"] = labels.get(e["status"], e["status"])
-    return {"labels": labels}
+            e["check_parts"] = str(e["check"] or "").split(".")  # a line may break after a dot, not inside a word
+            e["summary"] = translate_summary(e["summary"])
+        row["remedy"] = translate_summary(row["remedy"])
+    return {"labels": labels, "times": times}

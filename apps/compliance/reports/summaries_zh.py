@@ -1,0 +1,73 @@
+# ruff: noqa: E501 - a translation table: one English summary and its Chinese per entry reads best unwrapped
+"""The Chinese of the checks' English summaries and remedies (apps/compliance/reports/summaries.py).
+`{name}` is a value carried over as written; a name starting with `items` is a "; "-separated list
+whose items are translated one by one. Order matters: the first pattern that matches wins."""
+
+PATTERNS: dict[str, str] = {
+    # accounts and access
+    "{n} disabled account(s) hold no live token or session; the gateway refuses a disabled person within 60 s "
+    "at worst": "{n} 个已停用账号均无有效令牌或会话；网关最迟 60 秒内拒绝已停用人员",
+    "{n} superuser account(s), all sealed (unused since last set)": "{n} 个超级用户账号，均已封存（自上次设置后未使用）",
+    "{n} privileged user(s) without a confirmed TOTP device": "{n} 个特权用户没有已确认的 TOTP 设备",
+    "accounts lock after {n} failed logins": "连续 {n} 次登录失败后锁定账号",
+    "all {n} live grant(s) were made through the audited service by a named grantor": "全部 {n} 个有效授权均由具名授权人通过受审计的服务授予",
+    "no active account has a generic shareable name": "没有使用通用共享名称的启用账号",
+    "no dormant account is active": "没有处于启用状态的休眠账号",
+    "no installer or demo account uses a default password": "安装或演示账号均未使用默认密码",
+    "only the auditor role reads the audit log": "只有审计员角色可以读取审计日志",
+    "passwords ≥ {n} characters, changed every {days} days": "密码不少于 {n} 个字符，每 {days} 天更换一次",
+    "sessions end after {n} idle minutes": "空闲 {n} 分钟后会话结束",
+    "system, security and audit administration are held by different people (no active superuser)": "系统管理、安全管理和审计管理由不同人员担任（没有启用的超级用户）",
+    # audit
+    "audit events are kept {days} days and the purge floor is {floor} days (both ≥ {min})": "审计事件保留 {days} 天，清除下限为 {floor} 天（均不少于 {min} 天）",
+    "no external audit collector is configured (SOVEREIGN_AUDIT_COLLECTOR_URL)": "未配置外部审计收集器（SOVEREIGN_AUDIT_COLLECTOR_URL）",
+    "the audit chain verifies (empty)": "审计链验证通过（为空）",
+    "the audit chain verifies": "审计链验证通过",
+    "the sealer keeps up with the audit log": "封存进程跟得上审计日志",
+    "the application role {role} can get around the append-only guard: {items}": "应用数据库角色 {role} 可以绕过仅追加保护：{items}",
+    "the application role {role} is a superuser: it can disable triggers and delete audit rows": "应用数据库角色 {role} 是超级用户：可以禁用触发器并删除审计记录",
+    "the application role {role} has BYPASSRLS": "应用数据库角色 {role} 具有 BYPASSRLS 权限",
+    "the application role {role} owns {table} (owner {owner}): it can ALTER it, disable or drop the trigger": "应用数据库角色 {role} 拥有表 {table}（所有者 {owner}）：可以修改该表、禁用或删除触发器",
+    "the application role {role} holds UPDATE on the whole of {table}": "应用数据库角色 {role} 对整个 {table} 具有 UPDATE 权限",
+    "the application role {role} holds {privileges} on {table}": "应用数据库角色 {role} 对 {table} 具有 {privileges} 权限",
+    "the application role {role} owns (or is a member of the owner {owner} of) function {function}: it can "
+    "replace it": "应用数据库角色 {role} 拥有函数 {function}（或是其所有者 {owner} 的成员）：可以替换该函数",
+    # backup and host
+    "WAL archiving is off (archive_mode=off)": "WAL 归档未开启（archive_mode=off）",
+    "no restore drill has been recorded": "尚无恢复演练记录",
+    "{n} internal service(s) listening here, all on loopback; public: {items}": "本机有 {n} 个内部服务在监听，均只监听回环地址；对外服务：{items}",
+    "{n} installed distribution(s) no requirement needs: {names}": "{n} 个已安装的软件包不被任何依赖需要：{names}",
+    "no signed code manifest: the installed code cannot be verified": "没有已签名的代码清单：无法验证已安装的代码",
+    "`check --deploy` reports {n} security warning(s)": "`check --deploy` 报告了 {n} 条安全警告",
+    "not TLS-only: {settings}": "未强制仅用 TLS：{settings}",
+    # keys and artifacts
+    "the KEK is held by the '{provider}' provider (a local file), not an HSM": "密钥加密密钥（KEK）由“{provider}”提供方保存（本地文件），而非硬件安全模块（HSM）",
+    "no artifact is stored": "未存储任何制品",
+    "no artifact is stored (the upload validator refuses a pickle)": "未存储任何制品（上传校验拒绝 pickle 文件）",
+    "the artifact store holds only ciphertext of registered artifacts": "制品存储中只有已登记制品的密文",
+    # models, servers, attestations
+    "no inference server is registered": "尚未登记任何推理服务器",
+    "no model is marked as receiving PHI or personal information": "没有模型被标记为接收受保护健康信息或个人信息",
+    "no model receives PHI or personal information": "没有模型接收受保护健康信息或个人信息",
+    "needs a person: no attestation uploaded": "需人工确认：尚未上传证明材料",
+    "the check could not run: {error}": "检查无法运行：{error}",
+    # remedies
+    "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role; remove "
+    "privileged permissions given directly or through other groups (assign the role instead).": "请列出的每个用户在 /accounts/2fa/setup/ 注册 TOTP 设备，或移除其特权角色；移除直接或通过其他组授予的特权权限（改为分配角色）。",
+    "Run `manage.py code_manifest --write` at install or deploy (make run does it).": "在安装或部署时运行 `manage.py code_manifest --write`（make run 会执行）。",
+    "Run migrations as an owner role and the portal as a separate application role with the grants of `python "
+    "manage.py db_roles --print-sql` (docs/audit.md, 'Append-only in PostgreSQL'); re-enable the triggers with ALTER "
+    "TABLE ... ENABLE TRIGGER.": "以所有者角色执行数据库迁移，门户则以单独的应用角色运行，并授予 `python manage.py db_roles --print-sql` 给出的权限（见 docs/audit.md 的 Append-only 一节）；用 ALTER TABLE ... ENABLE TRIGGER 重新启用触发器。",
+    "Set SOVEREIGN_AUDIT_COLLECTOR_URL to the central log collector, make sure it answers 2xx, and keep Celery beat "
+    "and a worker running (task apps.audit.tasks.ship_audit_events).": "将 SOVEREIGN_AUDIT_COLLECTOR_URL 设为集中日志收集器，确认其返回 2xx，并保持 Celery beat 和工作进程运行（任务 apps.audit.tasks.ship_audit_events）。",
+    "Set SOVEREIGN_SSL_REDIRECT=true, SOVEREIGN_HSTS_SECONDS=31536000 and SOVEREIGN_SECURE_COOKIES=true. {rest}": "设置 SOVEREIGN_SSL_REDIRECT=true、SOVEREIGN_HSTS_SECONDS=31536000 和 SOVEREIGN_SECURE_COOKIES=true。{rest}",
+    "Run `python manage.py check --deploy` and fix each warning listed in the evidence.": "运行 `python manage.py check --deploy` 并修复证据中列出的每条警告。",
+    "Set SOVEREIGN_KEK_PROVIDER=pkcs11 (with SOVEREIGN_PKCS11_MODULE, _TOKEN, _PIN_FILE, _KEY_LABEL) and rotate the "
+    "KEK so every data key is wrapped inside the HSM.": "设置 SOVEREIGN_KEK_PROVIDER=pkcs11（并设置 SOVEREIGN_PKCS11_MODULE、_TOKEN、_PIN_FILE、_KEY_LABEL），然后轮换 KEK，使所有数据密钥都在 HSM 内包装。",
+    "Set archive_mode=on and an archive_command (or archive_library) that stores WAL off this host (restart needed "
+    "for archive_mode); check the archiver's log for failures; SOVEREIGN_BACKUP_WAL_MAX_AGE_HOURS is {hours} h. {rest}": "设置 archive_mode=on 以及将 WAL 存放到本机以外的 archive_command（或 archive_library）（修改 archive_mode 需重启）；检查归档进程日志中的失败；SOVEREIGN_BACKUP_WAL_MAX_AGE_HOURS 为 {hours} 小时。{rest}",
+    "Run `python manage.py restore_drill` (as a role that may create databases) and fix what it reports; a "
+    "successful drill counts for {days} days.": "运行 `python manage.py restore_drill`（使用可创建数据库的角色）并修复其报告的问题；一次成功的演练在 {days} 天内有效。",
+    "Uninstall the listed distributions (or add a requirement for them), install the pinned versions (`pip install "
+    "-r requirements.txt`), pin every requirement with == and set SOVEREIGN_DEBUG=false.": "卸载列出的软件包（或为其添加依赖声明），安装锁定的版本（`pip install -r requirements.txt`），用 == 锁定每个依赖，并设置 SOVEREIGN_DEBUG=false。",
+}
