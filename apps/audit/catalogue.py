@@ -66,6 +66,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    "deployment.reconfigure": "Replica reloaded in place with a new batching configuration (or the reload refused)",
     "deployment.rollout.start": "Rollout started (blue-green or canary from the live version to a new one)",
     "deployment.rollout.rejected": "Rollout refused (invalid steps or weights, shredded or incompatible version, "
     "another rollout running, nothing live)",

@@ -188,6 +188,10 @@ class Deployment(models.Model):
     max_queue_delay_us = models.PositiveIntegerField(default=100)
     instance_count = models.PositiveIntegerField(default=1)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CPU)
+    # The batching Triton was last loaded with (BatchingSettings.as_dict()); {} before the first load
+    # (or for rows older than config rollouts). When it differs from the columns above, the reconcile
+    # reloads the model in place: Triton keeps serving the old config until the new one is ready.
+    applied_batching = models.JSONField(default=dict, blank=True, editable=False)
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
     observed_state = models.CharField(max_length=16, choices=Observed.choices, default=Observed.PENDING)
     last_error = models.TextField(blank=True)
@@ -218,6 +222,11 @@ class Deployment(models.Model):
     def batching(self) -> BatchingSettings:
         return BatchingSettings(**{name: getattr(self, name) for name in BATCHING_FIELDS})
 
+    @property
+    def reload_pending(self) -> bool:
+        """True when the batching asked for is not the one Triton was last loaded with."""
+        return bool(self.applied_batching) and self.applied_batching != self.batching().as_dict()
+
 
 class DeploymentTransition(models.Model):
     """The history of a deployment: every observed-state change with its time and error text."""
@@ -238,6 +247,11 @@ class DeploymentTransition(models.Model):
 class RolloutStrategy(models.TextChoices):
     BLUE_GREEN = "blue_green", "blue-green"
     CANARY = "canary", "canary"
+
+
+class RolloutKind(models.TextChoices):
+    VERSION = "version", "version"  # traffic from one version's set to another's
+    CONFIG = "config", "batching configuration"  # one set's replicas reconfigured, replica by replica
 
 
 class RolloutState(models.TextChoices):
@@ -262,6 +276,11 @@ class Rollout(models.Model):
     from_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_from")
     to_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_to")
     strategy = models.CharField(max_length=16, choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
+    kind = models.CharField(max_length=8, choices=RolloutKind.choices, default=RolloutKind.VERSION)
+    # A config rollout (kind=config, from_set == to_set): {"after": batching, "before": {deployment id:
+    # batching}, "canary": [deployment ids reconfigured first], "surge": deployment id or None}.
+    config = models.JSONField(default=dict, blank=True)
+    sweep_id = models.PositiveIntegerField(null=True, blank=True, help_text="the batching sweep this config came from")
     steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
     hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
     slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")
@@ -288,6 +307,8 @@ class Rollout(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.kind == RolloutKind.CONFIG:
+            return f"{self.model} v{self.to_set.model_version.version} batching"
         return f"{self.model} v{self.from_set.model_version.version}→v{self.to_set.model_version.version}"
 
     @property
