@@ -24,6 +24,7 @@ from .models import (
     Observed,
     ReplicaSet,
     Rollout,
+    RolloutKind,
     RolloutStrategy,
 )
 
@@ -258,15 +259,15 @@ class RolloutForm(forms.ModelForm):
 
 @admin.register(Rollout)
 class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["__str__", "strategy", "state", "step", "weights", "created_at", "finished_at"]
-    list_filter = ["state", "strategy"]
+    list_display = ["__str__", "kind", "strategy", "state", "step", "weights", "created_at", "finished_at"]
+    list_filter = ["state", "kind", "strategy"]
     search_fields = ["model__name"]
     actions = ["promote", "rollback", "abort"]
     form = RolloutForm
     readonly = [
-        "model", "from_set", "to_set", "strategy", "steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms",
-        "min_calls", "state", "current_step", "step_started_at", "forced", "reason", "created_by", "created_at",
-        "finished_at", "weights", "figures", "trail",
+        "model", "kind", "from_set", "to_set", "config_change", "replica_figures", "sweep_id", "strategy", "steps",
+        "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls", "state", "current_step", "step_started_at",
+        "forced", "reason", "created_by", "created_at", "finished_at", "weights", "figures", "trail",
     ]  # fmt: skip
 
     def get_queryset(self, request):
@@ -320,7 +321,30 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def step(self, obj):
         if obj.step_started_at is None:
             return "-"
-        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}%)"
+        unit = " replica(s) on the new batching" if obj.kind == RolloutKind.CONFIG else "%"
+        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}{unit})"
+
+    @admin.display(description="batching change (before → after)")
+    def config_change(self, obj):
+        if obj.kind != RolloutKind.CONFIG:
+            return "-"
+        return format_html_join(
+            "\n", "<div>{}: {} → {}</div>", ((k, b, a) for k, (b, a) in services.config_diff(obj).items())
+        )
+
+    @admin.display(description="replicas (figures since the step started)")
+    def replica_figures(self, obj):
+        if obj.kind != RolloutKind.CONFIG:
+            return "-"
+        rows = []
+        for r in services.replica_figures(obj):
+            f = r["figures"]
+            p95 = "-" if f["p95_ms"] is None else f"{f['p95_ms']:g} ms"
+            config = "new batching" if r["new_config"] else "previous batching"
+            config += "" if r["reloaded"] else " (reloading)"
+            rows.append((r["deployment"], r["server"], " (surge)" if r["surge"] else "", r["observed_state"], config,
+                         f["calls"], f["errors"], p95, r["last_error"]))  # fmt: skip
+        return format_html_join("\n", "<div>#{} on {}{} · {} · {} · {} calls, {} failed, p95 {} {}</div>", rows)
 
     @admin.display(description="weights")
     def weights(self, obj):
@@ -375,6 +399,32 @@ class ScaleForm(forms.Form):
     replicas = forms.IntegerField(min_value=1, max_value=services.MAX_REPLICAS)
 
 
+class ConfigRolloutForm(forms.Form):
+    """A batching configuration rolled out replica by replica (docs/rollouts.md); blank keeps the current."""
+
+    max_batch_size = forms.IntegerField(required=False, min_value=0)
+    dynamic_batching = forms.NullBooleanField(required=False)
+    preferred_batch_sizes = forms.CharField(required=False, help_text="e.g. 4, 8 (blank: unchanged; 'none': none)")
+    max_queue_delay_us = forms.IntegerField(required=False, min_value=0)
+    instance_count = forms.IntegerField(required=False, min_value=1)
+    hold_seconds = forms.IntegerField(initial=60, min_value=0)
+    slo_max_error_rate = forms.FloatField(initial=0.01, min_value=0, max_value=1)
+    slo_max_p95_ms = forms.FloatField(initial=1000.0, min_value=0.001)
+    min_calls = forms.IntegerField(initial=20, min_value=0)
+
+    def batching(self) -> dict:
+        data = self.cleaned_data
+        out = {k: data[k] for k in ("max_batch_size", "dynamic_batching", "max_queue_delay_us", "instance_count")
+               if data.get(k) is not None}  # fmt: skip
+        text = (data.get("preferred_batch_sizes") or "").strip()
+        if text:
+            try:
+                out["preferred_batch_sizes"] = [] if text == "none" else [int(p) for p in text.split(",") if p.strip()]
+            except ValueError:
+                out["preferred_batch_sizes"] = text  # the service refuses it (invalid_batching), audited
+        return out
+
+
 class ReplicaInline(admin.TabularInline):
     model = Deployment
     fields = ["server", "desired_state", "observed_state", "last_error", "updated_at"]
@@ -395,7 +445,7 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     list_display = ["model_version", "ready_of_desired", "traffic_weight", "state", "placement", "created_at"]
     list_filter = ["state"]
     search_fields = ["model__name"]
-    actions = ["scale", "retire"]
+    actions = ["scale", "retire", "roll_out_batching"]
     form = ReplicaSetForm
     inlines = [ReplicaInline]
 
@@ -489,6 +539,29 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 "opts": self.model._meta,
             },
         )
+
+    @admin.action(description="Roll out a batching configuration (replica by replica)", permissions=["manage"])
+    def roll_out_batching(self, request, queryset):
+        form = ConfigRolloutForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            data = form.cleaned_data
+            started = [
+                r
+                for rs in queryset
+                if (r := run_service(self, request, services.start_config_rollout, replica_set_id=rs.pk,
+                                     batching=form.batching(), hold_seconds=data["hold_seconds"],
+                                     slo_max_error_rate=data["slo_max_error_rate"],
+                                     slo_max_p95_ms=data["slo_max_p95_ms"], min_calls=data["min_calls"]))
+            ]  # fmt: skip
+            if started:
+                self.message_user(request, f"Started {', '.join(map(str, started))}.", messages.SUCCESS)
+            return None
+        return render(
+            request,
+            "admin/deployments/config_rollout.html",
+            {**self.admin_site.each_context(request), "title": "Roll out a batching configuration", "form": form,
+             "queryset": queryset, "opts": self.model._meta},
+        )  # fmt: skip
 
     @admin.action(description="Retire selected replica sets", permissions=["manage"])
     def retire(self, request, queryset):

@@ -59,18 +59,21 @@ def start_config_rollout(
     actor,
     source: Source = SYSTEM,
     sweep=None,
+    model_id: int | None = None,
 ) -> Rollout:
     """Start applying `batching` (a full or partial set of BATCHING_FIELDS, merged over the set's current
     config) to the live replica set `replica_set_id`, canary first. Refusals (audited
     `deployment.rollout.rejected`, nothing else saved): replica_set_not_found (404), replica_set_retired,
     replicas_not_ready, rollout_in_progress (409), invalid_batching, batching_unchanged, invalid_hold,
-    invalid_slo (400). `sweep`: the batching sweep (or its id) the config was chosen by."""
+    invalid_slo (400). `sweep`: the batching sweep (or its id) the config was chosen by. `model_id`: the
+    model the caller named (a set of another model is not found)."""
     from . import services
     from .rollouts import _reject, _validate_slos
 
     sweep_id = getattr(sweep, "pk", sweep)
     request = {"replica_set": replica_set_id, "batching": str(batching)[:300], "sweep": sweep_id}
-    rs = ReplicaSet.objects.select_related("model", "model_version").filter(pk=replica_set_id).first()
+    sets = ReplicaSet.objects.select_related("model", "model_version")
+    rs = sets.filter(pk=replica_set_id, **({"model_id": model_id} if model_id is not None else {})).first()
     label = rs.model.name if rs else f"replica set {replica_set_id}"
     try:
         _validate_slos(hold_seconds, slo_max_error_rate, slo_max_p95_ms, min_calls)

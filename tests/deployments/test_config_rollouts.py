@@ -249,3 +249,47 @@ class TestController:
         assert Rollout.objects.get(pk=r.pk).state == RolloutState.ABORTED
         assert (_batching(d1.pk), _batching(d2.pk)) == (NEW, OLD)
         assert timezone.now()
+
+
+ROLLOUTS = "/api/v1/deployments/rollouts/"
+
+
+class TestApiAndAdmin:
+    def test_start_read_and_refuse_through_the_api(self, staff_user, staff_client):
+        rs = _set(staff_user, 2)
+        d1, _ = rs.deployments.order_by("pk")
+        other = ModelVersionFactory(model_name="other", data=build_test_onnx(4, 3, seed=9), actor=staff_user)
+        body = {"model": "other", "replica_set": rs.pk, "batching": NEW}
+        resp = staff_client.post(ROLLOUTS, body, format="json")  # a set of another model
+        assert (resp.status_code, resp.json()["code"]) == (404, "replica_set_not_found")
+        assert other.model.name == "other"
+        same = {**body, "model": "triage", "batching": {"max_batch_size": 8}}
+        resp = staff_client.post(ROLLOUTS, same, format="json")
+        assert (resp.status_code, resp.json()["code"]) == (400, "batching_unchanged")
+        resp = staff_client.post(ROLLOUTS, {**body, "model": "triage", "hold_seconds": 5}, format="json")
+        assert resp.status_code == 201, resp.json()
+        shown = resp.json()
+        assert (shown["kind"], shown["state"], shown["steps"]) == ("config", "waiting_ready", [1, 2])
+        assert shown["config_diff"] == {"preferred_batch_sizes": [[], [4]], "max_queue_delay_us": [100, 5000]}
+        assert [(r["deployment"], r["new_config"], r["reloaded"]) for r in shown["replicas"]][0] == (d1.pk, True, False)
+        assert staff_client.get(ROLLOUTS, {"kind": "config"}).json()["count"] == 1
+        resp = staff_client.post(f"{ROLLOUTS}{shown['id']}/rollback/")
+        assert (resp.status_code, resp.json()["state"]) == (200, "rolled_back")
+        assert _batching(d1.pk) == OLD
+
+    def test_admin_starts_and_shows_a_config_rollout(self, staff_user, staff_session):
+        rs = _set(staff_user, 2)
+        resp = staff_session.post(
+            "/admin/deployments/replicaset/",
+            {"action": "roll_out_batching", "_selected_action": [rs.pk], "apply": "1", "max_queue_delay_us": 900,
+             "preferred_batch_sizes": "2, 4", "hold_seconds": 30, "slo_max_error_rate": 0.01,
+             "slo_max_p95_ms": 800, "min_calls": 10},
+        )  # fmt: skip
+        assert resp.status_code == 302
+        r = Rollout.objects.get()
+        assert r.config["after"]["max_queue_delay_us"] == 900 and r.config["after"]["preferred_batch_sizes"] == [2, 4]
+        _reload_all(r)
+        services.advance_rollouts()
+        _record(Deployment.objects.get(pk=r.config["canary"][0]), rs.model_version.version, 3, latency_ms=40)
+        text = staff_session.get(f"/admin/deployments/rollout/{r.pk}/change/").content.decode()
+        assert "max_queue_delay_us: 100 → 900" in text and "3 calls, 0 failed, p95 50 ms" in text

@@ -13,6 +13,7 @@ from ..models import (
     Observed,
     ReplicaSet,
     Rollout,
+    RolloutKind,
     RolloutStrategy,
 )
 from ..selectors import gateway_says
@@ -149,7 +150,13 @@ class RolloutSerializer(serializers.ModelSerializer):
     weights = serializers.SerializerMethodField(help_text="the two sets' traffic weights now, by version")
     window = serializers.SerializerMethodField(
         help_text="the gateway's figures of the new version since the current step started: calls, errors, "
-        "error_rate, p95_ms"
+        "error_rate, p95_ms (a config rollout: of its reconfigured replicas)"
+    )
+    config_diff = serializers.SerializerMethodField(
+        help_text="a config rollout: {batching field: [before, after]} for the fields it changes"
+    )
+    replicas = serializers.SerializerMethodField(
+        help_text="a config rollout: per replica, its server, whether it runs the new batching and its figures"
     )
 
     class Meta:
@@ -161,6 +168,7 @@ class RolloutSerializer(serializers.ModelSerializer):
             "to_version",
             "from_set",
             "to_set",
+            "kind",
             "strategy",
             "steps",
             "hold_seconds",
@@ -174,6 +182,10 @@ class RolloutSerializer(serializers.ModelSerializer):
             "reason",
             "weights",
             "window",
+            "config",
+            "config_diff",
+            "replicas",
+            "sweep_id",
             "created_at",
             "updated_at",
             "finished_at",
@@ -188,12 +200,26 @@ class RolloutSerializer(serializers.ModelSerializer):
             return None
         return services.rollout_window(obj).as_dict()
 
+    def get_config_diff(self, obj) -> dict | None:
+        return services.config_diff(obj) if obj.kind == RolloutKind.CONFIG else None
+
+    def get_replicas(self, obj) -> list[dict] | None:
+        return services.replica_figures(obj) if obj.kind == RolloutKind.CONFIG else None
+
 
 class RolloutRequestSerializer(serializers.Serializer):
     # Steps, hold and SLO values are checked by the service (audited refusals), not here.
     model = serializers.CharField(max_length=200, help_text="the model's name")
     to_version = serializers.IntegerField(required=False, help_text="id of the model version to roll out")
     to_set = serializers.IntegerField(required=False, help_text="id of an active replica set of the new version")
+    replica_set = serializers.IntegerField(
+        required=False, help_text="with `batching`: id of the live replica set whose batching changes"
+    )
+    batching = serializers.JSONField(
+        required=False,
+        help_text="a batching configuration rollout of `replica_set` (same version), e.g. "
+        '{"max_batch_size": 16, "max_queue_delay_us": 500}: replica by replica (docs/rollouts.md)',
+    )
     strategy = serializers.ChoiceField(choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
     steps = serializers.JSONField(
         required=False, help_text="the new version's weight at each step, e.g. [5, 25, 100] (blue-green: [100])"

@@ -179,7 +179,7 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
         "rollback": "deployments.change_rollout",
         "abort": "deployments.change_rollout",
     }
-    filterset_fields = {"model__name": ["exact"], "state": ["exact"], "strategy": ["exact"]}
+    filterset_fields = {"model__name": ["exact"], "state": ["exact"], "strategy": ["exact"], "kind": ["exact"]}
 
     def get_queryset(self):
         rollouts = Rollout.objects.select_related("model", "from_set__model_version", "to_set__model_version")
@@ -195,6 +195,17 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
             raise NotFound("model_not_found", "no model of that name")
         options = {k: data[k] for k in ("steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls")
                    if k in data}  # fmt: skip
+        if "batching" in data:  # a batching configuration rollout of one live set (docs/rollouts.md)
+            options.pop("steps", None)
+            rollout = services.start_config_rollout(
+                replica_set_id=data.get("replica_set") or 0,
+                batching=data["batching"],
+                model_id=model.pk,
+                actor=request.user,
+                source=Source.from_request(request),
+                **options,
+            )
+            return Response(RolloutSerializer(rollout).data, status=201)
         rollout = services.start_rollout(
             model_id=model.pk,
             to_version_id=data.get("to_version"),
