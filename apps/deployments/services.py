@@ -441,7 +441,9 @@ def _reload_in_place(dep: Deployment, client: TritonClient) -> None:
         client.load_model(dep.triton_name, config, files, timeout=settings.TRITON_LOAD_TIMEOUT)
         if not client.model_ready(dep.triton_name):
             raise TritonError(None, "Triton reloaded the model but does not report it ready")
-        if not dep.model_version.is_llm:
+        if dep.model_version.is_llm:
+            smoke_llm(client, dep.triton_name)
+        else:
             client.infer_json(dep.triton_name, smoke_inputs(dep.model_version.signature))
     except TritonUnavailable:
         raise

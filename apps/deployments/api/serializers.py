@@ -152,6 +152,8 @@ class RolloutSerializer(serializers.ModelSerializer):
         help_text="the gateway's figures of the new version since the current step started: calls, errors, "
         "error_rate, p95_ms (a config rollout: of its reconfigured replicas)"
     )
+    # plain text so the schema's one `kind` enum stays the deployment's (KIND_CPU, KIND_GPU)
+    kind = serializers.CharField(read_only=True, help_text="version (traffic between two sets) or config (batching)")
     config_diff = serializers.SerializerMethodField(
         help_text="a config rollout: {batching field: [before, after]} for the fields it changes"
     )
