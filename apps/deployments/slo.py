@@ -183,17 +183,7 @@ def failed(status: int) -> bool:
 def window(model_id: int, version: int, seconds: float, *, now: float | None = None) -> Window:
     """The figures of the last `seconds` seconds (the current second included), summed over every
     data-plane process that flushed them."""
-    end = int(now if now is not None else time.time())
-    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
-    keys = [_key(model_id, version, s) for s in range(end - span + 1, end + 1)]
-    client = _redis()
-    if client is None:
-        rows = _memory.read(keys)
-    else:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, _FIELDS)
-        rows = [[int(v or 0) for v in values] for values in pipe.execute()]
+    rows = _rows(model_id, version, seconds, now)
     totals = [0] * len(_FIELDS)
     for row in rows:
         for i, n in enumerate(row):
@@ -205,3 +195,25 @@ def window(model_id: int, version: int, seconds: float, *, now: float | None = N
         error_rate=(errors / calls) if calls else 0.0,
         p95_ms=_p95(totals[2:], calls),
     )
+
+
+def _rows(model_id: int, version: int, seconds: float, now: float | None) -> list[list[int]]:
+    """One row of _FIELDS per second of the window, oldest first (an empty row where nothing was recorded)."""
+    end = int(now if now is not None else time.time())
+    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
+    keys = [_key(model_id, version, s) for s in range(end - span + 1, end + 1)]
+    client = _redis()
+    if client is None:
+        rows = _memory.read(keys)
+    else:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, _FIELDS)
+        rows = [[int(v or 0) for v in values] for values in pipe.execute()]
+    return [row or [0] * len(_FIELDS) for row in rows]
+
+
+def calls_per_second(model_id: int, version: int, seconds: float, *, now: float | None = None) -> list[int]:
+    """The version's calls in each second of the last `seconds` seconds, oldest first: the arrival
+    pattern the batching tuner replays (apps/deployments/tuning.py derives rate and burstiness)."""
+    return [row[0] for row in _rows(model_id, version, seconds, now)]
