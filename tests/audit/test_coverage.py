@@ -50,8 +50,9 @@ def _service_modules():
     for app in sorted(p.name for p in with_services):
         module = importlib.import_module(f"apps.{app}.services")
         yield module
-        if (p := ROOT / "apps" / app / "rollouts.py").exists():  # services kept in a module of their own
-            yield importlib.import_module(f"apps.{app}.{p.stem}")
+        for stem in ("rollouts", "tuning"):  # services kept in modules of their own
+            if (ROOT / "apps" / app / f"{stem}.py").exists():
+                yield importlib.import_module(f"apps.{app}.{stem}")
         if hasattr(module, "__path__"):
             for info in pkgutil.iter_modules(module.__path__):
                 yield importlib.import_module(f"apps.{app}.services.{info.name}")
