@@ -509,6 +509,17 @@ ROLLOUT_ADVANCE_SECONDS = env.float("SOVEREIGN_ROLLOUT_ADVANCE_SECONDS", default
 SLO_RETENTION_SECONDS = env.int("SOVEREIGN_SLO_RETENTION_SECONDS", default=6 * 3600)
 ROLLOUT_READY_TIMEOUT_SECONDS = env.float("SOVEREIGN_ROLLOUT_READY_TIMEOUT_SECONDS", default=900.0)
 ROLLOUT_DRAIN_SECONDS = env.float("SOVEREIGN_ROLLOUT_DRAIN_SECONDS", default=5.0)
+# Batching tuner (docs/tuning.md): the defaults of a sweep and its limits. A sweep stores the
+# durations it was asked for, so the worker drives each point as long as the row says.
+TUNER_POINT_SECONDS = env.float("SOVEREIGN_TUNER_POINT_SECONDS", default=10.0)
+TUNER_WARMUP_SECONDS = env.float("SOVEREIGN_TUNER_WARMUP_SECONDS", default=2.0)
+TUNER_REPEATS = env.int("SOVEREIGN_TUNER_REPEATS", default=3)
+TUNER_WINDOW_SECONDS = env.int("SOVEREIGN_TUNER_WINDOW_SECONDS", default=900)
+TUNER_DEFAULT_SLO_P99_MS = env.float("SOVEREIGN_TUNER_DEFAULT_SLO_P99_MS", default=500.0)
+TUNER_MAX_POINTS = env.int("SOVEREIGN_TUNER_MAX_POINTS", default=48)
+TUNER_MAX_SECONDS = env.float("SOVEREIGN_TUNER_MAX_SECONDS", default=3600.0)
+TUNER_MAX_RATE = env.float("SOVEREIGN_TUNER_MAX_RATE", default=2000.0)
+TUNER_IN_FLIGHT = env.int("SOVEREIGN_TUNER_IN_FLIGHT", default=16)
 CELERY_BEAT_SCHEDULE = {
     "advance-rollouts": {
         "task": "apps.deployments.tasks.advance_rollouts_task",

@@ -86,6 +86,13 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.replica_set.scale.rejected": "Replica set scaling refused",
     "deployment.replica_set.retire": "Replica set retired (all its replicas undeployed)",
     "deployment.replica_set.retire.rejected": "Replica set retirement refused (it still carries traffic)",
+    "deployment.sweep.request": "Batching tuner sweep requested for a replica set (grid, arrival pattern, SLO)",
+    "deployment.sweep.rejected": "Batching tuner sweep refused (bad grid, no traffic data, one running, retired set, "
+    "no server for the dedicated replica)",
+    "deployment.sweep.start": "Batching tuner sweep started: its dedicated replica is loaded on a server",
+    "deployment.sweep.finish": "Batching tuner sweep finished (the configuration chosen, its dedicated replica "
+    "unloaded)",
+    "deployment.sweep.fail": "Batching tuner sweep failed (its dedicated replica unloaded)",
     "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",
     # compliance
     "compliance.profile.attach": "Compliance profile attached (installation or model)",

@@ -639,3 +639,6 @@ def add_deploy_action(site: admin.AdminSite, model) -> None:
 
 
 add_deploy_action(admin.site, ModelVersion)
+
+
+from . import admin_tuning  # noqa: E402, F401 - the batching sweeps (docs/tuning.md)

@@ -484,9 +484,11 @@ def _converge_inactive(dep: Deployment, client: TritonClient) -> None:
     _transition(dep, Observed.INACTIVE, "unloaded")
 
 
-def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
+def render_for_triton(dep: Deployment, name: str | None = None) -> tuple[dict, dict[str, bytes]]:
     """The model config and the files for Triton's repository `load` call. Only ciphertext and
-    the wrapped data key leave the portal; the Triton host unwraps with its own KEK access."""
+    the wrapped data key leave the portal; the Triton host unwraps with its own KEK access.
+    `name`: load under another Triton name than the deployment's (the batching tuner's dedicated
+    replica, apps/deployments/tuning.py, renders an unsaved Deployment this way)."""
     mv = dep.model_version
     if mv.is_llm:
         return _render_llm(dep)
@@ -499,7 +501,7 @@ def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
         "artifact_aad": art.aad,
         "artifact_sha256": mv.sha256,
     }
-    config = render_config(dep.triton_name, mv.signature, dep.batching(), parameters=parameters)
+    config = render_config(name or dep.triton_name, mv.signature, dep.batching(), parameters=parameters)
     files = {
         f"{mv.version}/model.py": TRITON_MODEL_SOURCE.read_bytes(),
         f"{mv.version}/{ENCRYPTED_FILE}": read_artifact_ciphertext(art),

@@ -202,29 +202,17 @@ def failed(status: int) -> bool:
 def window(model_id: int, version: int, seconds: float, *, now: float | None = None) -> Window:
     """The figures of the last `seconds` seconds (the current second included), summed over every
     data-plane process that flushed them."""
-    return _sum(lambda s: [_key(model_id, version, s)], seconds, now)
+    return _total(_rows(model_id, version, seconds, now))
 
 
 def replica_window(deployment_ids, seconds: float, *, now: float | None = None) -> Window:
-    """As `window`, for the calls the replicas `deployment_ids` answered (summed over them)."""
+    """As `window`, for the calls the replicas `deployment_ids` answered (summed over them): what a
+    batching-config rollout judges its reconfigured replicas by."""
     ids = [int(pk) for pk in deployment_ids]
-    return _sum(lambda s: [_replica_key(pk, s) for pk in ids], seconds, now)
+    return _total(_read([_replica_key(pk, s) for s in _seconds(seconds, now) for pk in ids]))
 
 
-def _sum(keys_of, seconds: float, now: float | None) -> Window:
-    end = int(now if now is not None else time.time())
-    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
-    keys = [key for s in range(end - span + 1, end + 1) for key in keys_of(s)]
-    if not keys:
-        return Window(calls=0, errors=0, error_rate=0.0, p95_ms=None)
-    client = _redis()
-    if client is None:
-        rows = _memory.read(keys)
-    else:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, _FIELDS)
-        rows = [[int(v or 0) for v in values] for values in pipe.execute()]
+def _total(rows: list[list[int]]) -> Window:
     totals = [0] * len(_FIELDS)
     for row in rows:
         for i, n in enumerate(row):
@@ -236,3 +224,33 @@ def _sum(keys_of, seconds: float, now: float | None) -> Window:
         error_rate=(errors / calls) if calls else 0.0,
         p95_ms=_p95(totals[2:], calls),
     )
+
+
+def _seconds(seconds: float, now: float | None) -> range:
+    end = int(now if now is not None else time.time())
+    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
+    return range(end - span + 1, end + 1)
+
+
+def _read(keys: list[str]) -> list[list[int]]:
+    if not keys:
+        return []
+    client = _redis()
+    if client is None:
+        return _memory.read(keys)
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, _FIELDS)
+    return [[int(v or 0) for v in values] for values in pipe.execute()]
+
+
+def _rows(model_id: int, version: int, seconds: float, now: float | None) -> list[list[int]]:
+    """One row of _FIELDS per second of the window, oldest first (an empty row where nothing was recorded)."""
+    rows = _read([_key(model_id, version, s) for s in _seconds(seconds, now)])
+    return [row or [0] * len(_FIELDS) for row in rows]
+
+
+def calls_per_second(model_id: int, version: int, seconds: float, *, now: float | None = None) -> list[int]:
+    """The version's calls in each second of the last `seconds` seconds, oldest first: the arrival
+    pattern the batching tuner replays (apps/deployments/tuning.py derives rate and burstiness)."""
+    return [row[0] for row in _rows(model_id, version, seconds, now)]

@@ -45,3 +45,13 @@ def reconcile_all() -> int:
 def advance_rollouts_task() -> dict:
     """The rollout controller's tick (beat, every ROLLOUT_ADVANCE_SECONDS): docs/rollouts.md."""
     return {str(pk): action for pk, action in services.advance_rollouts().items()}
+
+
+@shared_task(acks_late=True)
+def run_batching_sweep_task(sweep_id: int, request_id: str = "") -> str:
+    """Run one batching sweep (docs/tuning.md); a sweep already claimed or gone is skipped."""
+    from . import tuning
+
+    with bound_request_id(request_id):
+        sweep = tuning.run_batching_sweep(sweep_id)
+    return sweep.state if sweep else "skipped"

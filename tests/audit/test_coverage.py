@@ -50,7 +50,7 @@ def _service_modules():
     for app in sorted(p.name for p in with_services):
         module = importlib.import_module(f"apps.{app}.services")
         yield module
-        for stem in ("rollouts", "config_rollouts"):  # services kept in modules of their own
+        for stem in ("rollouts", "config_rollouts", "tuning"):  # services kept in modules of their own
             if (ROOT / "apps" / app / f"{stem}.py").exists():
                 yield importlib.import_module(f"apps.{app}.{stem}")
         if hasattr(module, "__path__"):

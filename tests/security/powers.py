@@ -947,6 +947,7 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("replicaset-retire", "post"): _api_object(
             "replica_set.retire", "post", _u("replicaset-retire", "replica_set")
         ),
+        ("batchingsweep-list", "post"): _api_object("sweep.request", "post", _u("batchingsweep-list"), {}),
         ("kek-rotate", "post"): _api_object("kek.rotate", "post", _u("kek-rotate"), {"reason": "probe"}),
         ("kek-retire", "post"): _api_object("kek.retire", "post", _u("kek-retire", "kek")),
         ("kek-rotation-resume", "post"): _api_object("kek.resume", "post", _u("kek-rotation-resume", "rotation")),

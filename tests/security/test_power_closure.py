@@ -59,6 +59,7 @@ ADMIN_OBJECTS = objects(
     "replica_set.create",
     "replica_set.scale",
     "replica_set.retire",
+    "sweep.request",  # docs/tuning.md: a batching sweep of a replica set
 )
 ADMIN_SITE_ADMIN = objects(
     "admin.add:registry.modelversion",

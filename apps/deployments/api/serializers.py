@@ -4,6 +4,8 @@ from inference_backend.config import BATCHING_FIELDS
 
 from .. import services
 from ..models import (
+    ArrivalKind,
+    BatchingSweep,
     Deployment,
     DeploymentTransition,
     Desired,
@@ -301,3 +303,69 @@ class ReplicaSetRequestSerializer(serializers.Serializer):
 
 class ReplicaSetScaleSerializer(serializers.Serializer):
     replicas = serializers.IntegerField(help_text="the new number of replicas (1-64)")
+
+
+class BatchingSweepSerializer(serializers.ModelSerializer):
+    """A batching tuner sweep (docs/tuning.md): its pattern, grid, points with spread and choice."""
+
+    model = serializers.CharField(source="replica_set.model.name", read_only=True)
+    version = serializers.IntegerField(source="replica_set.model_version.version", read_only=True)
+    server = serializers.CharField(source="server.name", read_only=True, allow_null=True, default=None)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = BatchingSweep
+        fields = [
+            "id",
+            "replica_set",
+            "model",
+            "version",
+            "state",
+            "arrival",
+            "rate_per_second",
+            "burstiness",
+            "window_seconds",
+            "slo_p99_ms",
+            "grid",
+            "repeats",
+            "point_seconds",
+            "warmup_seconds",
+            "points",
+            "chosen",
+            "reason",
+            "server",
+            "tune_name",
+            "error",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class BatchingSweepRequestSerializer(serializers.Serializer):
+    # ranges and combinations are the service's (`invalid_sweep`, docs/tuning.md)
+    replica_set = serializers.IntegerField(help_text="id of the replica set to tune")
+    arrival = serializers.ChoiceField(choices=ArrivalKind.choices, required=False, default=ArrivalKind.RECORDED)
+    rate_per_second = serializers.FloatField(
+        required=False, allow_null=True, default=None, help_text="synthetic: calls per second to offer"
+    )
+    burstiness = serializers.FloatField(
+        required=False, default=1.0, help_text="synthetic: variation of the gaps between calls (1 Poisson)"
+    )
+    window_seconds = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="recorded: the window of the gateway's figures"
+    )
+    slo_p99_ms = serializers.FloatField(required=False, allow_null=True, default=None, help_text="p99 bound (ms)")
+    grid = serializers.JSONField(
+        required=False, allow_null=True, default=None,
+        help_text='values per setting, e.g. {"max_batch_size": [1, 8], "max_queue_delay_us": [0, 500], '
+        '"preferred_batch_sizes": [[]], "instance_count": [1, 2]}',
+    )  # fmt: skip
+    repeats = serializers.IntegerField(required=False, allow_null=True, default=None)
+    point_seconds = serializers.FloatField(required=False, allow_null=True, default=None)
+    warmup_seconds = serializers.FloatField(required=False, allow_null=True, default=None)
+    allow_shared_server = serializers.BooleanField(
+        required=False, default=False, help_text="may share a server with a live replica of the version"
+    )

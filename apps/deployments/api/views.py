@@ -8,9 +8,11 @@ from apps.core.errors import NotFound, ServiceError
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
-from .. import services
-from ..models import Deployment, InferenceServer, ReplicaSet, Rollout
+from .. import services, tuning
+from ..models import BatchingSweep, Deployment, InferenceServer, ReplicaSet, Rollout
 from .serializers import (
+    BatchingSweepRequestSerializer,
+    BatchingSweepSerializer,
     DeploymentRequestSerializer,
     DeploymentSerializer,
     InferenceServerSerializer,
@@ -301,3 +303,36 @@ class ReplicaSetViewSet(viewsets.ReadOnlyModelViewSet):
             replica_set_id=self.get_object().pk, actor=request.user, source=Source.from_request(request)
         )
         return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)
+
+
+class BatchingSweepViewSet(viewsets.ReadOnlyModelViewSet):
+    """Batching tuner sweeps of replica sets, each on a dedicated replica (docs/tuning.md)."""
+
+    serializer_class = BatchingSweepSerializer
+    action_perms = {
+        "list": "deployments.view_batchingsweep",
+        "retrieve": "deployments.view_batchingsweep",
+        "create": "deployments.add_batchingsweep",
+    }
+    filterset_fields = {"replica_set": ["exact"], "replica_set__model__name": ["exact"], "state": ["exact"]}
+
+    def get_queryset(self):
+        sweeps = BatchingSweep.objects.select_related(
+            "replica_set__model", "replica_set__model_version", "server", "requested_by"
+        )
+        return restricted_to_token(sweeps, self.request.auth, via="replica_set__model")
+
+    @extend_schema(request=BatchingSweepRequestSerializer, responses={202: BatchingSweepSerializer})
+    def create(self, request):
+        """Request a sweep (409 `no_traffic_data`, `sweep_in_progress`, `replica_set_retired`,
+        `placement_impossible`; 400 `invalid_sweep`); the worker runs it."""
+        form = BatchingSweepRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        sets = restricted_to_token(ReplicaSet.objects.filter(pk=data["replica_set"]), request.auth, via="model")
+        if getattr(request.auth, "restricted", False) and not sets.exists():
+            raise NotFound("replica_set_not_found", f"no replica set with id {data['replica_set']}")
+        sweep = tuning.request_batching_sweep(
+            replica_set_id=data.pop("replica_set"), actor=request.user, source=Source.from_request(request), **data
+        )
+        return Response(BatchingSweepSerializer(self.get_queryset().get(pk=sweep.pk)).data, status=202)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0007_attach_deployments_to_replica_sets'),
+        ('deployments', '0009_batching_sweeps'),
     ]
 
     operations = [
