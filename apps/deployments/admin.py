@@ -265,7 +265,7 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     actions = ["promote", "rollback", "abort"]
     form = RolloutForm
     readonly = [
-        "model", "kind", "from_set", "to_set", "config_change", "replica_figures", "sweep_id", "strategy", "steps",
+        "model", "kind", "from_set", "to_set", "config_change", "replica_figures", "sweep", "strategy", "steps",
         "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls", "state", "current_step", "step_started_at",
         "forced", "reason", "created_by", "created_at", "finished_at", "weights", "figures", "trail",
     ]  # fmt: skip

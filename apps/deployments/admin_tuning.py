@@ -1,9 +1,11 @@
 """The admin's batching sweeps (docs/tuning.md): read-only pages, each sweep with its table and its
 chart (server-rendered SVG). Sweeps are requested through the API (`request_batching_sweep`)."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from . import sweep_chart
+from apps.core.admin_utils import run_service
+
+from . import services, sweep_chart
 from .models import BatchingSweep
 
 
@@ -12,6 +14,7 @@ class BatchingSweepAdmin(admin.ModelAdmin):
     list_display = ["__str__", "state", "pattern", "slo_p99_ms", "configurations", "choice", "created_at"]
     list_filter = ["state", "arrival"]
     search_fields = ["replica_set__model__name"]
+    actions = ["apply"]
     readonly = [
         "replica_set", "state", "pattern", "slo_p99_ms", "grid", "repeats", "point_seconds", "warmup_seconds",
         "server", "tune_name", "choice", "reason", "error", "requested_by", "created_at", "started_at", "finished_at",
@@ -58,3 +61,16 @@ class BatchingSweepAdmin(admin.ModelAdmin):
     @admin.display(description="points (mean ± stdev, min–max of the repeats)")
     def report_table(self, obj):
         return sweep_chart.table(obj.points, obj.chosen) if obj.points else "-"
+
+    def has_manage_permission(self, request):
+        return request.user.has_perm("deployments.add_rollout")
+
+    @admin.action(description="Apply the chosen configuration (a canary rollout, replica by replica)",
+                  permissions=["manage"])  # fmt: skip
+    def apply(self, request, queryset):
+        """docs/rollouts.md, "Batching configuration rollouts": the defaults (hold 60 s, p95 under the
+        sweep's p99 SLO); the API takes other values."""
+        started = [r for sweep in queryset if (r := run_service(self, request, services.apply_batching_sweep,
+                                                                 sweep_id=sweep.pk))]  # fmt: skip
+        if started:
+            self.message_user(request, f"Started {', '.join(map(str, started))}.", messages.SUCCESS)

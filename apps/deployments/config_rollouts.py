@@ -114,6 +114,48 @@ def start_config_rollout(
     return rollout
 
 
+def apply_batching_sweep(
+    *,
+    sweep_id: int,
+    hold_seconds: int = 60,
+    slo_max_error_rate: float = 0.01,
+    slo_max_p95_ms: float | None = None,
+    min_calls: int = 20,
+    actor,
+    source: Source = SYSTEM,
+) -> Rollout:
+    """Apply what a batching sweep chose (docs/tuning.md) to the set it swept, as a config rollout
+    (start_config_rollout, `sweep` recorded on the rollout). `slo_max_p95_ms` defaults to the sweep's
+    p99 SLO (a p95 above it breaks that SLO too). Refusals (audited `deployment.rollout.rejected`):
+    sweep_not_found (404), sweep_not_done, no_chosen_config (409), and start_config_rollout's."""
+    from .models import BatchingSweep, SweepState
+    from .rollouts import _reject
+
+    sweep = BatchingSweep.objects.select_related("replica_set__model").filter(pk=sweep_id).first()
+    try:
+        if sweep is None:
+            raise ServiceError("sweep_not_found", f"no batching sweep with id {sweep_id}", 404)
+        if sweep.state != SweepState.DONE:
+            raise Conflict("sweep_not_done", f"sweep {sweep.pk} is {sweep.state}: only a finished sweep is applied")
+        if not sweep.chosen:
+            raise Conflict("no_chosen_config", f"sweep {sweep.pk} chose no configuration: {sweep.reason[:300]}")
+    except ServiceError as err:
+        label = sweep.replica_set.model.name if sweep else f"sweep {sweep_id}"
+        _reject(err, model_name=label, actor=actor, source=source, details={"kind": "config", "sweep": sweep_id})
+        raise
+    return start_config_rollout(
+        replica_set_id=sweep.replica_set_id,
+        batching=dict(sweep.chosen),
+        hold_seconds=hold_seconds,
+        slo_max_error_rate=slo_max_error_rate,
+        slo_max_p95_ms=float(sweep.slo_p99_ms) if slo_max_p95_ms is None else slo_max_p95_ms,
+        min_calls=min_calls,
+        actor=actor,
+        source=source,
+        sweep=sweep,
+    )
+
+
 def _create(rs, deps, after, hold, max_error_rate, max_p95, min_calls, sweep_id, actor, source) -> Rollout:
     from . import services
     from .scheduler import PlacementImpossible

@@ -280,7 +280,10 @@ class Rollout(models.Model):
     # A config rollout (kind=config, from_set == to_set): {"after": batching, "before": {deployment id:
     # batching}, "canary": [deployment ids reconfigured first], "surge": deployment id or None}.
     config = models.JSONField(default=dict, blank=True)
-    sweep_id = models.PositiveIntegerField(null=True, blank=True, help_text="the batching sweep this config came from")
+    sweep = models.ForeignKey(
+        "BatchingSweep", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts",
+        help_text="the batching sweep whose chosen configuration this config rollout applies",
+    )  # fmt: skip
     steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
     hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
     slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")

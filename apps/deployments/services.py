@@ -1237,7 +1237,12 @@ def _leave_replica_set(dep: Deployment, actor, source: Source) -> None:
 
 # Rollouts live in their own module (apps/deployments/rollouts.py, docs/rollouts.md); these are
 # part of this app's public surface like every other service.
-from .config_rollouts import config_diff, replica_figures, start_config_rollout  # noqa: E402, F401
+from .config_rollouts import (  # noqa: E402, F401
+    apply_batching_sweep,
+    config_diff,
+    replica_figures,
+    start_config_rollout,
+)
 from .rollouts import (  # noqa: E402, F401
     abort_rollout,
     advance_rollouts,

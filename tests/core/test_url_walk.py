@@ -286,6 +286,10 @@ TABLE: dict[str, list[Row]] = {
         api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
     ],
     "batchingsweep-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@sweep"})],
+    # applying a sweep starts a config rollout (docs/rollouts.md); @sweep chose nothing: 409 once allowed
+    "batchingsweep-apply": [
+        api("post", UNAUTH, "409 no_chosen_config", DENIED, DENIED, DENIED, DENIED, args={"pk": "@sweep"}, data={})
+    ],
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],

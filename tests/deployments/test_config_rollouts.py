@@ -293,3 +293,61 @@ class TestApiAndAdmin:
         _record(Deployment.objects.get(pk=r.config["canary"][0]), rs.model_version.version, 3, latency_ms=40)
         text = staff_session.get(f"/admin/deployments/rollout/{r.pk}/change/").content.decode()
         assert "max_queue_delay_us: 100 → 900" in text and "3 calls, 0 failed, p95 50 ms" in text
+
+
+class TestApplyASweep:
+    """The tuner's choice (docs/tuning.md) applied as a config rollout, through the API and the admin."""
+
+    def _sweep(self, rs, **kw):
+        from apps.deployments.models import BatchingSweep, SweepState
+
+        kw.setdefault("state", SweepState.DONE)
+        kw.setdefault("chosen", {**OLD, "max_batch_size": 16, "max_queue_delay_us": 2000})
+        return BatchingSweep.objects.create(replica_set=rs, rate_per_second=20, slo_p99_ms=250, **kw)
+
+    def test_apply_through_the_api(self, staff_user, staff_client):
+        rs = _set(staff_user, 2)
+        sweep = self._sweep(rs)
+        resp = staff_client.post(f"/api/v1/deployments/batching-sweeps/{sweep.pk}/apply/", {"hold_seconds": 30},
+                                 format="json")  # fmt: skip
+        assert resp.status_code == 201, resp.json()
+        body = resp.json()
+        assert (body["kind"], body["sweep"], body["hold_seconds"], body["slo_max_p95_ms"]) == (
+            "config",
+            sweep.pk,
+            30,
+            250,
+        )
+        assert body["config_diff"] == {"max_batch_size": [8, 16], "max_queue_delay_us": [100, 2000]}
+        assert _batching(rs.deployments.order_by("pk").first().pk)["max_batch_size"] == 16  # the canary
+        start = AuditEvent.objects.get(event_type="deployment.rollout.start", target_id=str(body["id"]))
+        assert start.actor == staff_user
+
+    @pytest.mark.parametrize(
+        ("state", "chosen", "code"),
+        [("running", {"max_batch_size": 16}, "sweep_not_done"), ("done", None, "no_chosen_config")],
+    )
+    def test_refused_sweeps(self, staff_user, state, chosen, code):
+        sweep = self._sweep(_set(staff_user, 2), state=state, chosen=chosen)
+        with pytest.raises(ServiceError) as exc:
+            services.apply_batching_sweep(sweep_id=sweep.pk, actor=staff_user)
+        assert (exc.value.code, exc.value.status_code) == (code, 409)
+        _refused(code)
+        with pytest.raises(ServiceError) as exc:
+            services.apply_batching_sweep(sweep_id=999999, actor=staff_user)
+        assert (exc.value.code, exc.value.status_code) == ("sweep_not_found", 404)
+
+    def test_apply_from_the_admin(self, staff_user, staff_session):
+        rs = _set(staff_user, 2)
+        sweep = self._sweep(rs)
+        resp = staff_session.post(
+            "/admin/deployments/batchingsweep/", {"action": "apply", "_selected_action": [sweep.pk]}
+        )
+        assert resp.status_code == 302
+        r = Rollout.objects.get()
+        assert (r.kind, r.sweep_id, r.config["after"]["max_queue_delay_us"]) == ("config", sweep.pk, 2000)
+        # applying it again while that rollout runs is refused, and says why
+        resp = staff_session.post(
+            "/admin/deployments/batchingsweep/", {"action": "apply", "_selected_action": [sweep.pk]}, follow=True
+        )
+        assert "rollout_in_progress" in resp.content.decode() and Rollout.objects.count() == 1

@@ -189,7 +189,7 @@ class RolloutSerializer(serializers.ModelSerializer):
             "config",
             "config_diff",
             "replicas",
-            "sweep_id",
+            "sweep",
             "created_at",
             "updated_at",
             "finished_at",
@@ -342,6 +342,16 @@ class BatchingSweepSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+
+class SweepApplySerializer(serializers.Serializer):
+    # values checked by the service (audited refusals), as for rollouts
+    hold_seconds = serializers.JSONField(required=False, help_text="seconds each step is held (default 60)")
+    slo_max_error_rate = serializers.JSONField(required=False, help_text="failed-call fraction that rolls back")
+    slo_max_p95_ms = serializers.JSONField(
+        required=False, help_text="p95 latency (ms) that rolls back (default: the sweep's p99 SLO)"
+    )
+    min_calls = serializers.JSONField(required=False, help_text="calls a step needs before it is judged")
 
 
 class BatchingSweepRequestSerializer(serializers.Serializer):

@@ -23,6 +23,7 @@ from .serializers import (
     RolloutRequestSerializer,
     RolloutSerializer,
     ServerCredentialSerializer,
+    SweepApplySerializer,
 )
 
 
@@ -313,6 +314,7 @@ class BatchingSweepViewSet(viewsets.ReadOnlyModelViewSet):
         "list": "deployments.view_batchingsweep",
         "retrieve": "deployments.view_batchingsweep",
         "create": "deployments.add_batchingsweep",
+        "apply": "deployments.add_rollout",
     }
     filterset_fields = {"replica_set": ["exact"], "replica_set__model__name": ["exact"], "state": ["exact"]}
 
@@ -336,3 +338,17 @@ class BatchingSweepViewSet(viewsets.ReadOnlyModelViewSet):
             replica_set_id=data.pop("replica_set"), actor=request.user, source=Source.from_request(request), **data
         )
         return Response(BatchingSweepSerializer(self.get_queryset().get(pk=sweep.pk)).data, status=202)
+
+    @extend_schema(request=SweepApplySerializer, responses={201: RolloutSerializer})
+    @action(detail=True, methods=["post"])
+    def apply(self, request, pk=None):
+        """Apply the sweep's chosen configuration to its replica set as a config rollout, replica by
+        replica (docs/rollouts.md; 409 `sweep_not_done`, `no_chosen_config`, `rollout_in_progress`,
+        `batching_unchanged` ...)."""
+        form = SweepApplySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        rollout = services.apply_batching_sweep(
+            sweep_id=self.get_object().pk, actor=request.user, source=Source.from_request(request),
+            **form.validated_data,
+        )  # fmt: skip
+        return Response(RolloutSerializer(rollout).data, status=201)
