@@ -191,6 +191,10 @@ class TritonClient:
         status, _ = self._request("GET", self._model_path(name) + "/ready")
         return status == 200
 
+    def model_config(self, name: str) -> dict[str, Any]:
+        """Return the configuration Triton serves the model with now (``max_batch_size``, ``dynamic_batching`` ...)."""
+        return self._call("GET", self._model_path(name) + "/config")
+
     def model_metadata(self, name: str) -> dict[str, Any]:
         """Return the model's KServe v2 metadata (``name``, ``versions``, ``inputs``, ``outputs`` ...)."""
         return self._call("GET", self._model_path(name))

@@ -521,6 +521,17 @@ ROLLOUT_DRAIN_SECONDS = env.float("SOVEREIGN_ROLLOUT_DRAIN_SECONDS", default=5.0
 # Autoscaling (docs/fleet.md): how often beat runs the autoscaler, and how long it waits for a server's metrics.
 AUTOSCALE_SECONDS = env.float("SOVEREIGN_AUTOSCALE_SECONDS", default=15.0)
 AUTOSCALE_METRICS_TIMEOUT = env.float("SOVEREIGN_AUTOSCALE_METRICS_TIMEOUT", default=2.0)
+# Batching tuner (docs/tuning.md): the defaults of a sweep and its limits. A sweep stores the
+# durations it was asked for, so the worker drives each point as long as the row says.
+TUNER_POINT_SECONDS = env.float("SOVEREIGN_TUNER_POINT_SECONDS", default=10.0)
+TUNER_WARMUP_SECONDS = env.float("SOVEREIGN_TUNER_WARMUP_SECONDS", default=2.0)
+TUNER_REPEATS = env.int("SOVEREIGN_TUNER_REPEATS", default=3)
+TUNER_WINDOW_SECONDS = env.int("SOVEREIGN_TUNER_WINDOW_SECONDS", default=900)
+TUNER_DEFAULT_SLO_P99_MS = env.float("SOVEREIGN_TUNER_DEFAULT_SLO_P99_MS", default=500.0)
+TUNER_MAX_POINTS = env.int("SOVEREIGN_TUNER_MAX_POINTS", default=48)
+TUNER_MAX_SECONDS = env.float("SOVEREIGN_TUNER_MAX_SECONDS", default=3600.0)
+TUNER_MAX_RATE = env.float("SOVEREIGN_TUNER_MAX_RATE", default=2000.0)
+TUNER_IN_FLIGHT = env.int("SOVEREIGN_TUNER_IN_FLIGHT", default=16)
 CELERY_BEAT_SCHEDULE = {
     "autoscale-replica-sets": {
         "task": "apps.deployments.tasks.autoscale_task",

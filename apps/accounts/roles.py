@@ -24,6 +24,7 @@ _VIEW_OPS = (
     "deployments.view_deploymenttransition",
     "deployments.view_rollout",
     "deployments.view_replicaset",
+    "deployments.view_batchingsweep",
 )
 
 # Chat-model governance (docs/llm.md): admin and security officer set chat policies and quotas;
@@ -60,6 +61,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
         "deployments.change_rollout",
         "deployments.add_replicaset",
         "deployments.change_replicaset",
+        "deployments.add_batchingsweep",
         "auth.view_user",
         "auth.add_user",
         "auth.change_user",

@@ -67,6 +67,7 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.request.rejected": "Deployment refused (the server lacks the backend the version needs)",
     "deployment.undeploy": "Undeploy requested",
     "deployment.transition": "Deployment changed state",
+    "deployment.reconfigure": "Replica reloaded in place with a new batching configuration (or the reload refused)",
     "deployment.rollout.start": "Rollout started (blue-green or canary from the live version to a new one)",
     "deployment.rollout.rejected": "Rollout refused (invalid steps or weights, shredded or incompatible version, "
     "another rollout running, nothing live)",
@@ -88,6 +89,13 @@ EVENT_TYPES: dict[str, str] = {
     "deployment.replica_set.autoscale.rejected": "Replica set's autoscaling settings refused",
     "deployment.replica_set.retire": "Replica set retired (all its replicas undeployed)",
     "deployment.replica_set.retire.rejected": "Replica set retirement refused (it still carries traffic)",
+    "deployment.sweep.request": "Batching tuner sweep requested for a replica set (grid, arrival pattern, SLO)",
+    "deployment.sweep.rejected": "Batching tuner sweep refused (bad grid, no traffic data, one running, retired set, "
+    "no server for the dedicated replica)",
+    "deployment.sweep.start": "Batching tuner sweep started: its dedicated replica is loaded on a server",
+    "deployment.sweep.finish": "Batching tuner sweep finished (the configuration chosen, its dedicated replica "
+    "unloaded)",
+    "deployment.sweep.fail": "Batching tuner sweep failed (its dedicated replica unloaded)",
     "deployment.canary.load": "De-identification canary (an echo model) loaded on a server for the compliance probe",
     # compliance
     "compliance.profile.attach": "Compliance profile attached (installation or model)",

@@ -26,6 +26,7 @@ from .models import (
     Observed,
     ReplicaSet,
     Rollout,
+    RolloutKind,
     RolloutStrategy,
 )
 
@@ -313,14 +314,16 @@ SLO_FIELDS = ["slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
 
 @admin.register(Rollout)
 class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["__str__", "strategy", "state", "step", "weights", "short_reason", "created_at", "finished_at"]
-    list_filter = ["state", "strategy"]
+    list_display = [
+        "__str__", "kind", "strategy", "state", "step", "weights", "short_reason", "created_at", "finished_at",
+    ]  # fmt: skip
+    list_filter = ["state", "kind", "strategy"]
     search_fields = ["model__name"]
     actions = ["promote", "rollback", "abort"]
     form = RolloutForm
     fieldsets_view = [
-        ("Now", {"fields": ["state", "reason", "step", "weights", "figures"]}),
-        ("Versions", {"fields": ["model", "from_set_link", "to_set_link"]}),
+        ("Now", {"fields": ["state", "reason", "step", "weights", "figures", "replica_figures"]}),
+        ("Versions", {"fields": ["model", "kind", "from_set_link", "to_set_link", "config_change", "sweep"]}),
         ("Plan", {"fields": ["strategy", "steps", "hold_seconds", *SLO_FIELDS, "forced"]}),
         ("History", {"fields": ["created_by", "created_at", "step_started_at", "finished_at", "trail"]}),
     ]
@@ -397,7 +400,30 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if obj.step_started_at is None:
             return "-"
         held = "" if obj.finished else f", held {obj.hold_seconds} s"
-        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}%{held})"
+        unit = " replica(s) on the new batching" if obj.kind == RolloutKind.CONFIG else "%"
+        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}{unit}{held})"
+
+    @admin.display(description="batching change (before → after)")
+    def config_change(self, obj):
+        if obj.kind != RolloutKind.CONFIG:
+            return "-"
+        return format_html_join(
+            "\n", "<div>{}: {} → {}</div>", ((k, b, a) for k, (b, a) in services.config_diff(obj).items())
+        )
+
+    @admin.display(description="replicas (figures since the step started)")
+    def replica_figures(self, obj):
+        if obj.kind != RolloutKind.CONFIG:
+            return "-"
+        rows = []
+        for r in services.replica_figures(obj):
+            f = r["figures"]
+            p95 = "-" if f["p95_ms"] is None else f"{f['p95_ms']:g} ms"
+            config = "new batching" if r["new_config"] else "previous batching"
+            config += "" if r["reloaded"] else " (reloading)"
+            rows.append((r["deployment"], r["server"], " (surge)" if r["surge"] else "", r["observed_state"], config,
+                         f["calls"], f["errors"], p95, r["last_error"]))  # fmt: skip
+        return format_html_join("\n", "<div>#{} on {}{} · {} · {} · {} calls, {} failed, p95 {} {}</div>", rows)
 
     @admin.display(description="weights")
     def weights(self, obj):
@@ -489,6 +515,32 @@ class AutoscaleForm(forms.Form):
     cooldown_seconds = forms.IntegerField(initial=300, help_text="no change within this long of the last")
 
 
+class ConfigRolloutForm(forms.Form):
+    """A batching configuration rolled out replica by replica (docs/rollouts.md); blank keeps the current."""
+
+    max_batch_size = forms.IntegerField(required=False, min_value=0)
+    dynamic_batching = forms.NullBooleanField(required=False)
+    preferred_batch_sizes = forms.CharField(required=False, help_text="e.g. 4, 8 (blank: unchanged; 'none': none)")
+    max_queue_delay_us = forms.IntegerField(required=False, min_value=0)
+    instance_count = forms.IntegerField(required=False, min_value=1)
+    hold_seconds = forms.IntegerField(initial=60, min_value=0)
+    slo_max_error_rate = forms.FloatField(initial=0.01, min_value=0, max_value=1)
+    slo_max_p95_ms = forms.FloatField(initial=1000.0, min_value=0.001)
+    min_calls = forms.IntegerField(initial=20, min_value=0)
+
+    def batching(self) -> dict:
+        data = self.cleaned_data
+        out = {k: data[k] for k in ("max_batch_size", "dynamic_batching", "max_queue_delay_us", "instance_count")
+               if data.get(k) is not None}  # fmt: skip
+        text = (data.get("preferred_batch_sizes") or "").strip()
+        if text:
+            try:
+                out["preferred_batch_sizes"] = [] if text == "none" else [int(p) for p in text.split(",") if p.strip()]
+            except ValueError:
+                out["preferred_batch_sizes"] = text  # the service refuses it (invalid_batching), audited
+        return out
+
+
 class ReplicaInline(admin.TabularInline):
     model = Deployment
     fields = ["server", "desired_state", "observed_state", "last_error", "updated_at"]
@@ -512,7 +564,7 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     ]  # fmt: skip
     list_filter = ["state", "autoscale", "model"]
     search_fields = ["model__name"]
-    actions = ["scale", "autoscale", "retire"]
+    actions = ["scale", "autoscale", "retire", "roll_out_batching"]
     form = ReplicaSetForm
     inlines = [ReplicaInline]
 
@@ -671,6 +723,29 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             },
         )
 
+    @admin.action(description="Roll out a batching configuration (replica by replica)", permissions=["manage"])
+    def roll_out_batching(self, request, queryset):
+        form = ConfigRolloutForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            data = form.cleaned_data
+            started = [
+                r
+                for rs in queryset
+                if (r := run_service(self, request, services.start_config_rollout, replica_set_id=rs.pk,
+                                     batching=form.batching(), hold_seconds=data["hold_seconds"],
+                                     slo_max_error_rate=data["slo_max_error_rate"],
+                                     slo_max_p95_ms=data["slo_max_p95_ms"], min_calls=data["min_calls"]))
+            ]  # fmt: skip
+            if started:
+                self.message_user(request, f"Started {', '.join(map(str, started))}.", messages.SUCCESS)
+            return None
+        return render(
+            request,
+            "admin/deployments/config_rollout.html",
+            {**self.admin_site.each_context(request), "title": "Roll out a batching configuration", "form": form,
+             "queryset": queryset, "opts": self.model._meta},
+        )  # fmt: skip
+
     @admin.action(description="Retire selected replica sets", permissions=["manage"])
     def retire(self, request, queryset):
         done = [rs for rs in queryset if run_service(self, request, services.retire_replica_set, replica_set_id=rs.pk)]
@@ -747,3 +822,6 @@ def add_deploy_action(site: admin.AdminSite, model) -> None:
 
 
 add_deploy_action(admin.site, ModelVersion)
+
+
+from . import admin_tuning  # noqa: E402, F401 - the batching sweeps (docs/tuning.md)

@@ -211,6 +211,10 @@ class Deployment(models.Model):
     max_queue_delay_us = models.PositiveIntegerField(default=100)
     instance_count = models.PositiveIntegerField(default=1)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CPU)
+    # The batching Triton was last loaded with (BatchingSettings.as_dict()); {} before the first load
+    # (or for rows older than config rollouts). When it differs from the columns above, the reconcile
+    # reloads the model in place: Triton keeps serving the old config until the new one is ready.
+    applied_batching = models.JSONField(default=dict, blank=True, editable=False)
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
     observed_state = models.CharField(max_length=16, choices=Observed.choices, default=Observed.PENDING)
     last_error = models.TextField(blank=True)
@@ -241,6 +245,11 @@ class Deployment(models.Model):
     def batching(self) -> BatchingSettings:
         return BatchingSettings(**{name: getattr(self, name) for name in BATCHING_FIELDS})
 
+    @property
+    def reload_pending(self) -> bool:
+        """True when the batching asked for is not the one Triton was last loaded with."""
+        return bool(self.applied_batching) and self.applied_batching != self.batching().as_dict()
+
 
 class DeploymentTransition(models.Model):
     """The history of a deployment: every observed-state change with its time and error text."""
@@ -261,6 +270,11 @@ class DeploymentTransition(models.Model):
 class RolloutStrategy(models.TextChoices):
     BLUE_GREEN = "blue_green", "blue-green"
     CANARY = "canary", "canary"
+
+
+class RolloutKind(models.TextChoices):
+    VERSION = "version", "version"  # traffic from one version's set to another's
+    CONFIG = "config", "batching configuration"  # one set's replicas reconfigured, replica by replica
 
 
 class RolloutState(models.TextChoices):
@@ -285,6 +299,14 @@ class Rollout(models.Model):
     from_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_from")
     to_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="rollouts_to")
     strategy = models.CharField(max_length=16, choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
+    kind = models.CharField(max_length=8, choices=RolloutKind.choices, default=RolloutKind.VERSION)
+    # A config rollout (kind=config, from_set == to_set): {"after": batching, "before": {deployment id:
+    # batching}, "canary": [deployment ids reconfigured first], "surge": deployment id or None}.
+    config = models.JSONField(default=dict, blank=True)
+    sweep = models.ForeignKey(
+        "BatchingSweep", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts",
+        help_text="the batching sweep whose chosen configuration this config rollout applies",
+    )  # fmt: skip
     steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
     hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
     slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")
@@ -311,6 +333,8 @@ class Rollout(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.kind == RolloutKind.CONFIG:
+            return f"{self.model} v{self.to_set.model_version.version} batching"
         return f"{self.model} v{self.from_set.model_version.version}→v{self.to_set.model_version.version}"
 
     @property
@@ -323,3 +347,75 @@ class Rollout(models.Model):
         if self.state != RolloutState.RUNNING or not self.steps:
             return 0
         return int(self.steps[min(self.current_step, len(self.steps) - 1)])
+
+
+class SweepState(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ArrivalKind(models.TextChoices):
+    RECORDED = "recorded", "recorded (the gateway's figures of the version)"
+    SYNTHETIC = "synthetic", "synthetic (a rate given explicitly)"
+
+
+UNFINISHED_SWEEP_STATES = (SweepState.PENDING, SweepState.RUNNING)
+
+
+class BatchingSweep(models.Model):
+    """A batching tuner run for one replica set (docs/tuning.md): every configuration of `grid`
+    (max_batch_size × max_queue_delay_us × preferred_batch_sizes × instance_count) is loaded on a
+    dedicated replica — its own Triton name (`tune_name`), never a Deployment row, so the gateway
+    never routes to it — and driven open-loop at the arrival pattern `repeats` times; `points` holds
+    throughput and p99 (mean and spread) and errors per configuration, `chosen` the configuration
+    with the most throughput whose p99 stays under `slo_p99_ms`, `reason` why. Changed only by
+    apps.deployments.tuning; at most one unfinished sweep per replica set."""
+
+    replica_set = models.ForeignKey(ReplicaSet, on_delete=models.PROTECT, related_name="sweeps")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=SweepState.choices, default=SweepState.PENDING)
+    arrival = models.CharField(max_length=16, choices=ArrivalKind.choices, default=ArrivalKind.RECORDED)
+    rate_per_second = models.FloatField(help_text="calls per second the sweep offers")
+    burstiness = models.FloatField(
+        default=1.0, help_text="coefficient of variation of the gaps between calls: 1 Poisson, <1 regular, >1 bursty"
+    )
+    window_seconds = models.PositiveIntegerField(default=0, help_text="recorded: the window the rate was read over")
+    slo_p99_ms = models.FloatField(help_text="a configuration qualifies when its p99 (mean of repeats) is under this")
+    grid = models.JSONField(default=dict, help_text="the values swept, per batching setting")
+    repeats = models.PositiveSmallIntegerField(default=3)
+    point_seconds = models.FloatField(default=10.0, help_text="how long each repeat of each point is driven")
+    warmup_seconds = models.FloatField(default=1.0, help_text="driven before each point's repeats, not measured")
+    points = models.JSONField(default=list, blank=True, help_text="one row per configuration, in grid order")
+    chosen = models.JSONField(null=True, blank=True, help_text="the configuration picked (batching settings)")
+    reason = models.TextField(blank=True)
+    server = models.ForeignKey(InferenceServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="sweeps")
+    tune_name = models.CharField(max_length=160, blank=True, help_text="the dedicated replica's Triton name")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["replica_set"],
+                condition=Q(state__in=["pending", "running"]),
+                name="one_unfinished_sweep_per_replica_set",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"sweep #{self.pk} of {self.replica_set.model_version}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in UNFINISHED_SWEEP_STATES
+
+
+def tune_model_name(model_name: str, version: int, sweep_id: int) -> str:
+    """The dedicated replica's Triton name: the version's own name plus `--tune<sweep id>`. No
+    Deployment row carries it, so no gateway route leads to it."""
+    return f"{triton_model_name(model_name, version)}--tune{int(sweep_id)}"

@@ -25,7 +25,7 @@ from apps.core.policy import policy_changed
 from apps.registry.models import Model, ModelVersion
 from inference_backend.signature import breaking_changes
 
-from . import slo
+from . import config_rollouts, slo
 from .models import (
     UNFINISHED_ROLLOUT_STATES,
     Deployment,
@@ -34,6 +34,7 @@ from .models import (
     ReplicaSet,
     ReplicaSetState,
     Rollout,
+    RolloutKind,
     RolloutState,
     RolloutStrategy,
 )
@@ -201,7 +202,10 @@ def _batching_of(rs: ReplicaSet) -> dict | None:
 
 
 def rollout_window(rollout: Rollout, now=None) -> slo.Window:
-    """The gateway's figures of the new version since the current step started."""
+    """The gateway's figures of the new version since the current step started (of a config rollout:
+    the figures of its reconfigured replicas)."""
+    if rollout.kind == RolloutKind.CONFIG:
+        return config_rollouts.config_window(rollout, now)
     now = now or timezone.now()
     started = rollout.step_started_at or now
     # every second from the one the step started in up to now, both included
@@ -456,27 +460,19 @@ def advance_rollout(rollout_id: int, now=None) -> str:
             return "skipped"
         now = now or timezone.now()
         actor = r.created_by  # work the controller does is attributed to who started the rollout
+        if r.kind == RolloutKind.CONFIG:
+            return config_rollouts.advance(r, now, actor)
         if r.state in (RolloutState.PENDING, RolloutState.WAITING_READY):
             return _advance_waiting(r, now, actor)
         figures = rollout_window(r, now)
-        # The error rate is judged early when the errors seen already breach it over min_calls calls: the
-        # gateway's failover and circuit breaker take a failing canary's traffic away, so waiting for
-        # min_calls could wait for ever while its errors are plain.
-        enough = figures.calls >= r.min_calls and figures.calls > 0
-        error_floor = figures.errors / max(figures.calls, r.min_calls, 1)
-        if enough or error_floor > r.slo_max_error_rate:
-            breached = []
-            if figures.error_rate > r.slo_max_error_rate and (enough or error_floor > r.slo_max_error_rate):
-                breached.append(f"error rate {figures.error_rate:.2%} > {r.slo_max_error_rate:.2%}")
-            if enough and figures.p95_ms is not None and figures.p95_ms > r.slo_max_p95_ms:
-                breached.append(f"p95 {figures.p95_ms:g} ms > {r.slo_max_p95_ms:g} ms")
-            if breached:
-                reason = (
-                    f"SLO breached at step {r.current_step + 1} ({r.steps[r.current_step]}%): {', '.join(breached)} "
-                    f"over {figures.calls} calls ({figures.errors} failed)"
-                )
-                _rollback(r, reason, figures, actor, SYSTEM, now, by="controller")
-                return "rolled_back"
+        breached = breaches(r, figures)
+        if breached:
+            reason = (
+                f"SLO breached at step {r.current_step + 1} ({r.steps[r.current_step]}%): {', '.join(breached)} "
+                f"over {figures.calls} calls ({figures.errors} failed)"
+            )
+            _rollback(r, reason, figures, actor, SYSTEM, now, by="controller")
+            return "rolled_back"
         held = (now - r.step_started_at).total_seconds()
         if held < r.hold_seconds:
             return "holding"
@@ -491,6 +487,22 @@ def advance_rollout(rollout_id: int, now=None) -> str:
             return "promoted"
         _step(r, r.current_step + 1, figures, actor, SYSTEM, now)
         return "stepped"
+
+
+def breaches(r: Rollout, figures: slo.Window) -> list[str]:
+    """The SLOs `figures` breach (empty: none, or too few calls to judge yet).
+
+    The error rate is judged early when the errors seen already breach it over min_calls calls: the
+    gateway's failover and circuit breaker take a failing canary's traffic away, so waiting for
+    min_calls could wait for ever while its errors are plain."""
+    enough = figures.calls >= r.min_calls and figures.calls > 0
+    error_floor = figures.errors / max(figures.calls, r.min_calls, 1)
+    breached = []
+    if figures.error_rate > r.slo_max_error_rate and (enough or error_floor > r.slo_max_error_rate):
+        breached.append(f"error rate {figures.error_rate:.2%} > {r.slo_max_error_rate:.2%}")
+    if enough and figures.p95_ms is not None and figures.p95_ms > r.slo_max_p95_ms:
+        breached.append(f"p95 {figures.p95_ms:g} ms > {r.slo_max_p95_ms:g} ms")
+    return breached
 
 
 def _advance_waiting(r: Rollout, now, actor) -> str:
@@ -602,6 +614,9 @@ def promote_now(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout:
         r = _locked_unfinished(rollout_id)
         if r.state != RolloutState.RUNNING:
             raise Conflict("rollout_not_ready", f"rollout {r.pk} is still waiting for its new replicas")
+        if r.kind == RolloutKind.CONFIG:
+            config_rollouts.promote_config(r, actor, source)
+            return r
         now = timezone.now()
         _promote(r, f"promoted by {getattr(actor, 'username', 'the system')}", rollout_window(r, now), actor, source,
                  now, by="person")  # fmt: skip
@@ -612,6 +627,9 @@ def rollback_now(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout:
     """A person rolls back: the old version takes all traffic again, the new set is retired."""
     with transaction.atomic():
         r = _locked_unfinished(rollout_id)
+        if r.kind == RolloutKind.CONFIG:
+            config_rollouts.rollback_config(r, actor, source)
+            return r
         now = timezone.now()
         figures = rollout_window(r, now) if r.step_started_at else None
         _rollback(r, f"rolled back by {getattr(actor, 'username', 'the system')}", figures, actor, source, now,
@@ -624,6 +642,9 @@ def abort_rollout(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout
     kept (weight 0) for a look or a later rollout."""
     with transaction.atomic():
         r = _locked_unfinished(rollout_id)
+        if r.kind == RolloutKind.CONFIG:
+            config_rollouts.abort_config(r, actor, source)
+            return r
         before = {"state": r.state, **rollout_weights(r)}
         _write_weights(r.model, {r.from_set_id: 100}, actor=actor, source=source, rollout=r)
         _finish(r, RolloutState.ABORTED, f"aborted by {getattr(actor, 'username', 'the system')}", timezone.now())

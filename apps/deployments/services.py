@@ -213,6 +213,7 @@ def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
         )
         before = dep.desired_state
         if before == Desired.ACTIVE and dep.replica_set_id is not None:
+            _refuse_during_config_rollout(dep.replica_set_id, "undeploy one of its replicas")
             last = not dep.replica_set.deployments.filter(desired_state=Desired.ACTIVE).exclude(pk=dep.pk).exists()
             if last:
                 _refuse_during_rollout(dep.replica_set_id, "undeploy its last replica")
@@ -397,6 +398,8 @@ def deployments_needing_reconcile():
 
 def _converge_active(dep: Deployment, client: TritonClient) -> None:
     if dep.observed_state == Observed.ACTIVE and client.model_ready(dep.triton_name):
+        if dep.reload_pending:
+            _reload_in_place(dep, client)
         return
     if dep.observed_state != Observed.LOADING:  # a retry after a transient failure is still the same load
         _transition(dep, Observed.LOADING, "loading on Triton")
@@ -414,7 +417,51 @@ def _converge_active(dep: Deployment, client: TritonClient) -> None:
     except TritonError as err:
         _transition(dep, Observed.FAILED, err.message)
         return
+    _set_applied(dep)
     _transition(dep, Observed.ACTIVE, "loaded, ready and answered a smoke inference")  # llm: one token
+
+
+def _set_applied(dep: Deployment, error: str = "") -> None:
+    """Remember the batching Triton now serves this replica with (what a reload is judged against)."""
+    dep.applied_batching = dep.batching().as_dict()
+    dep.last_error = error
+    Deployment.objects.filter(pk=dep.pk).update(applied_batching=dep.applied_batching, last_error=error)
+
+
+def _reload_in_place(dep: Deployment, client: TritonClient) -> None:
+    """Load the replica's new batching over the running model (a config rollout's step). Triton keeps
+    serving the model already loaded until the new one is ready and swaps them; a load Triton refuses
+    leaves the old one serving. The replica stays ACTIVE in routing throughout: a refused reload is
+    recorded in `last_error` (the config rollout reads it and rolls back), not as FAILED, which would
+    take a replica that still answers out of routing. Audited `deployment.reconfigure`."""
+    before, after = dict(dep.applied_batching), dep.batching().as_dict()
+    config, files = render_for_triton(dep)
+    error = ""
+    try:
+        client.load_model(dep.triton_name, config, files, timeout=settings.TRITON_LOAD_TIMEOUT)
+        if not client.model_ready(dep.triton_name):
+            raise TritonError(None, "Triton reloaded the model but does not report it ready")
+        if dep.model_version.is_llm:
+            smoke_llm(client, dep.triton_name)
+        else:
+            client.infer_json(dep.triton_name, smoke_inputs(dep.model_version.signature))
+    except TritonUnavailable:
+        raise
+    except TritonError as err:
+        error = clean_upstream_text(f"reload refused: {err.message}")[:1000]
+    with transaction.atomic():
+        if error:
+            Deployment.objects.filter(pk=dep.pk).update(last_error=error)
+        else:
+            _set_applied(dep)
+        record_event(
+            "deployment.reconfigure",
+            actor=dep.requested_by,
+            target=dep,
+            outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
+            error_code="reload_failed" if error else "",
+            details={"before": {"batching": before}, "after": {"batching": after}, "message": error or "reloaded"},
+        )
 
 
 def _converge_inactive(dep: Deployment, client: TritonClient) -> None:
@@ -437,9 +484,11 @@ def _converge_inactive(dep: Deployment, client: TritonClient) -> None:
     _transition(dep, Observed.INACTIVE, "unloaded")
 
 
-def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
+def render_for_triton(dep: Deployment, name: str | None = None) -> tuple[dict, dict[str, bytes]]:
     """The model config and the files for Triton's repository `load` call. Only ciphertext and
-    the wrapped data key leave the portal; the Triton host unwraps with its own KEK access."""
+    the wrapped data key leave the portal; the Triton host unwraps with its own KEK access.
+    `name`: load under another Triton name than the deployment's (the batching tuner's dedicated
+    replica, apps/deployments/tuning.py, renders an unsaved Deployment this way)."""
     mv = dep.model_version
     if mv.is_llm:
         return _render_llm(dep)
@@ -452,7 +501,7 @@ def render_for_triton(dep: Deployment) -> tuple[dict, dict[str, bytes]]:
         "artifact_aad": art.aad,
         "artifact_sha256": mv.sha256,
     }
-    config = render_config(dep.triton_name, mv.signature, dep.batching(), parameters=parameters)
+    config = render_config(name or dep.triton_name, mv.signature, dep.batching(), parameters=parameters)
     files = {
         f"{mv.version}/model.py": TRITON_MODEL_SOURCE.read_bytes(),
         f"{mv.version}/{ENCRYPTED_FILE}": read_artifact_ciphertext(art),
@@ -989,6 +1038,7 @@ def apply_scale(
         )
         if rs.state != ReplicaSetState.ACTIVE:
             raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
+        _refuse_during_config_rollout(rs.pk, "scale it")
         current = list(rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("-created_at", "-pk"))
         before = _set_snapshot(rs)
         added, removed = [], []
@@ -1087,6 +1137,20 @@ def _refuse_during_rollout(replica_set_id: int, what: str) -> None:
         raise Conflict(
             "rollout_in_progress",
             f"rollout {rollout.pk} moves traffic with this replica set; "
+            f"promote, roll back or abort it before you {what}",
+        )
+
+
+def _refuse_during_config_rollout(replica_set_id: int, what: str) -> None:
+    """A set whose replicas a config rollout reconfigures one by one keeps them until it ends: a replica
+    scaled away or undeployed by hand would leave the rollout judging or restoring a replica that is gone."""
+    from .config_rollouts import in_config_rollout
+
+    rollout = in_config_rollout(replica_set_id)
+    if rollout is not None:
+        raise Conflict(
+            "rollout_in_progress",
+            f"rollout {rollout.pk} is changing this replica set's batching; "
             f"promote, roll back or abort it before you {what}",
         )
 
@@ -1200,6 +1264,12 @@ def _leave_replica_set(dep: Deployment, actor, source: Source) -> None:
 # part of this app's public surface like every other service.
 # Autoscaling (apps/deployments/autoscale.py, docs/fleet.md "Autoscaling").
 from .autoscale import autoscale_set, autoscale_tick, configure_autoscale  # noqa: E402, F401
+from .config_rollouts import (  # noqa: E402, F401
+    apply_batching_sweep,
+    config_diff,
+    replica_figures,
+    start_config_rollout,
+)
 from .rollouts import (  # noqa: E402, F401
     abort_rollout,
     advance_rollouts,

@@ -6,7 +6,8 @@ reached: a 4xx is the caller's mistake, not the model's, and counts as a call wi
 
 `record()` costs a dict update under a lock: no network per call. A daemon thread per process
 flushes what accumulated to Redis about once a second, in ONE pipelined write: per second and
-(model, version) one hash `sv:slo:<model id>:<version>:<epoch second>` with the fields `c` (calls),
+(model, version) one hash `sv:slo:<model id>:<version>:<epoch second>` (and per replica that answered
+`sv:slo:d:<deployment id>:<epoch second>`, what a batching-config rollout judges by) with the fields `c` (calls),
 `e` (errors) and `h0..hN` (a fixed latency histogram, LATENCY_BOUNDS_MS), each with a TTL
 (settings.SLO_RETENTION_SECONDS). Several data-plane processes add into the same hashes (HINCRBY).
 
@@ -41,6 +42,11 @@ def _key(model_id: int, version: int, second: int) -> str:
     return f"{_PREFIX}:{int(model_id)}:{int(version)}:{int(second)}"
 
 
+def _replica_key(deployment_id: int, second: int) -> str:
+    """One replica's figures (a config rollout judges reconfigured replicas by these)."""
+    return f"{_PREFIX}:d:{int(deployment_id)}:{int(second)}"
+
+
 @dataclass(frozen=True)
 class Window:
     """What the gateway saw of one model version over a window of seconds."""
@@ -73,10 +79,10 @@ class MemoryStore:
         self._rows: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def add(self, rows: dict[tuple[int, int, int], list[int]]) -> None:
+    def add(self, rows: dict[str, list[int]]) -> None:
         with self._lock:
-            for (model_id, version, second), row in rows.items():
-                have = self._rows.setdefault(_key(model_id, version, second), [0] * len(_FIELDS))
+            for key, row in rows.items():
+                have = self._rows.setdefault(key, [0] * len(_FIELDS))
                 for i, n in enumerate(row):
                     have[i] += n
 
@@ -100,25 +106,38 @@ class Recorder:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._lock = threading.Lock()
-        self._pending: dict[tuple[int, int, int], list[int]] = {}
+        self._pending: dict[str, list[int]] = {}
         self._pid: int | None = None
         self._stop = threading.Event()
 
-    def record(self, model_id: int, version: int, *, ok: bool, latency_ms: float, at: float | None = None) -> None:
-        """Count one completed call. Cheap: no I/O."""
+    def record(
+        self,
+        model_id: int,
+        version: int,
+        *,
+        ok: bool,
+        latency_ms: float,
+        at: float | None = None,
+        deployment_id: int | None = None,
+    ) -> None:
+        """Count one completed call of (model, version), and of the replica that answered when known.
+        Cheap: no I/O."""
         second = int(at if at is not None else time.time())
         bucket = bisect_left(LATENCY_BOUNDS_MS, latency_ms)
-        key = (model_id, version, second)
+        keys = [_key(model_id, version, second)]
+        if deployment_id is not None:
+            keys.append(_replica_key(deployment_id, second))
         if self._pid != os.getpid():
             self._start()
         with self._lock:
-            row = self._pending.get(key)
-            if row is None:
-                row = self._pending[key] = [0] * len(_FIELDS)
-            row[0] += 1
-            if not ok:
-                row[1] += 1
-            row[2 + bucket] += 1
+            for key in keys:
+                row = self._pending.get(key)
+                if row is None:
+                    row = self._pending[key] = [0] * len(_FIELDS)
+                row[0] += 1
+                if not ok:
+                    row[1] += 1
+                row[2 + bucket] += 1
 
     def flush(self) -> int:
         """Write what accumulated in one pipelined Redis round trip; returns the rows written.
@@ -133,8 +152,7 @@ class Recorder:
             return len(pending)
         ttl = int(settings.SLO_RETENTION_SECONDS)
         pipe = client.pipeline(transaction=False)
-        for (model_id, version, second), row in pending.items():
-            key = _key(model_id, version, second)
+        for key, row in pending.items():
             for field, count in zip(_FIELDS, row, strict=True):
                 if count:
                     pipe.hincrby(key, field, count)
@@ -169,9 +187,10 @@ class Recorder:
 recorder = Recorder()
 
 
-def record(model_id: int, version: int, *, ok: bool, latency_ms: float) -> None:
-    """The data plane's hook: one completed inference call of (model, version)."""
-    recorder.record(model_id, version, ok=ok, latency_ms=latency_ms)
+def record(model_id: int, version: int, *, ok: bool, latency_ms: float, deployment_id: int | None = None) -> None:
+    """The data plane's hook: one completed inference call of (model, version), answered (or failed)
+    by the replica `deployment_id` when the data plane knows it."""
+    recorder.record(model_id, version, ok=ok, latency_ms=latency_ms, deployment_id=deployment_id)
 
 
 def failed(status: int) -> bool:
@@ -183,17 +202,17 @@ def failed(status: int) -> bool:
 def window(model_id: int, version: int, seconds: float, *, now: float | None = None) -> Window:
     """The figures of the last `seconds` seconds (the current second included), summed over every
     data-plane process that flushed them."""
-    end = int(now if now is not None else time.time())
-    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
-    keys = [_key(model_id, version, s) for s in range(end - span + 1, end + 1)]
-    client = _redis()
-    if client is None:
-        rows = _memory.read(keys)
-    else:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, _FIELDS)
-        rows = [[int(v or 0) for v in values] for values in pipe.execute()]
+    return _total(_rows(model_id, version, seconds, now))
+
+
+def replica_window(deployment_ids, seconds: float, *, now: float | None = None) -> Window:
+    """As `window`, for the calls the replicas `deployment_ids` answered (summed over them): what a
+    batching-config rollout judges its reconfigured replicas by."""
+    ids = [int(pk) for pk in deployment_ids]
+    return _total(_read([_replica_key(pk, s) for s in _seconds(seconds, now) for pk in ids]))
+
+
+def _total(rows: list[list[int]]) -> Window:
     totals = [0] * len(_FIELDS)
     for row in rows:
         for i, n in enumerate(row):
@@ -205,3 +224,33 @@ def window(model_id: int, version: int, seconds: float, *, now: float | None = N
         error_rate=(errors / calls) if calls else 0.0,
         p95_ms=_p95(totals[2:], calls),
     )
+
+
+def _seconds(seconds: float, now: float | None) -> range:
+    end = int(now if now is not None else time.time())
+    span = max(1, min(int(seconds + 0.999), int(settings.SLO_RETENTION_SECONDS)))
+    return range(end - span + 1, end + 1)
+
+
+def _read(keys: list[str]) -> list[list[int]]:
+    if not keys:
+        return []
+    client = _redis()
+    if client is None:
+        return _memory.read(keys)
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, _FIELDS)
+    return [[int(v or 0) for v in values] for values in pipe.execute()]
+
+
+def _rows(model_id: int, version: int, seconds: float, now: float | None) -> list[list[int]]:
+    """One row of _FIELDS per second of the window, oldest first (an empty row where nothing was recorded)."""
+    rows = _read([_key(model_id, version, s) for s in _seconds(seconds, now)])
+    return [row or [0] * len(_FIELDS) for row in rows]
+
+
+def calls_per_second(model_id: int, version: int, seconds: float, *, now: float | None = None) -> list[int]:
+    """The version's calls in each second of the last `seconds` seconds, oldest first: the arrival
+    pattern the batching tuner replays (apps/deployments/tuning.py derives rate and burstiness)."""
+    return [row[0] for row in _rows(model_id, version, seconds, now)]

@@ -51,3 +51,13 @@ def advance_rollouts_task() -> dict:
 def autoscale_task() -> dict:
     """The autoscaler's tick (beat, every AUTOSCALE_SECONDS): docs/fleet.md, "Autoscaling"."""
     return {str(pk): action for pk, action in services.autoscale_tick().items()}
+
+
+@shared_task(acks_late=True)
+def run_batching_sweep_task(sweep_id: int, request_id: str = "") -> str:
+    """Run one batching sweep (docs/tuning.md); a sweep already claimed or gone is skipped."""
+    from . import tuning
+
+    with bound_request_id(request_id):
+        sweep = tuning.run_batching_sweep(sweep_id)
+    return sweep.state if sweep else "skipped"

@@ -50,9 +50,9 @@ def _service_modules():
     for app in sorted(p.name for p in with_services):
         module = importlib.import_module(f"apps.{app}.services")
         yield module
-        for own in ("rollouts", "autoscale"):  # services kept in a module of their own
-            if (p := ROOT / "apps" / app / f"{own}.py").exists():
-                yield importlib.import_module(f"apps.{app}.{p.stem}")
+        for own in ("rollouts", "autoscale", "config_rollouts", "tuning"):  # services kept in modules of their own
+            if (ROOT / "apps" / app / f"{own}.py").exists():
+                yield importlib.import_module(f"apps.{app}.{own}")
         if hasattr(module, "__path__"):
             for info in pkgutil.iter_modules(module.__path__):
                 yield importlib.import_module(f"apps.{app}.services.{info.name}")

@@ -35,6 +35,7 @@ from apps.accounts.roles import ADMIN, ANALYST, AUDITOR, GUEST
 from apps.accounts.services import create_service_account, grant_emergency_access, grant_model_access
 from apps.audit.models import AuditEvent
 from apps.audit.refusals import counter as refusal_counter
+from apps.deployments.models import BatchingSweep, SweepState
 from apps.deployments.services import request_replica_set
 from apps.keys.models import KekRotation, KekState, KeyEncryptionKey, RotationState
 from apps.registry.models import Model
@@ -296,6 +297,16 @@ TABLE: dict[str, list[Row]] = {
             args={"pk": "@replica_set"},
         )
     ],
+    # Batching sweeps (docs/tuning.md): as replica sets; requested by the admin, read by admin and auditor
+    "batchingsweep-list": [
+        api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED),
+        api("post", UNAUTH, INVALID, DENIED, DENIED, DENIED, DENIED, data={}),
+    ],
+    "batchingsweep-detail": [api("get", UNAUTH, 200, DENIED, 200, DENIED, DENIED, args={"pk": "@sweep"})],
+    # applying a sweep starts a config rollout (docs/rollouts.md); @sweep chose nothing: 409 once allowed
+    "batchingsweep-apply": [
+        api("post", UNAUTH, "409 no_chosen_config", DENIED, DENIED, DENIED, DENIED, args={"pk": "@sweep"}, data={})
+    ],
     # Accounts API
     "me": [api("get", UNAUTH, 200, 200, 200, 200, 200)],
     "login": [api("post", INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, data={})],
@@ -501,6 +512,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "deployments.deployment": ("@deployment", {"admin", "auditor"}, {"admin"}),
     "deployments.rollout": ("@rollout", {"admin", "auditor"}, {"admin"}),
     "deployments.replicaset": ("@replica_set", {"admin", "auditor"}, {"admin"}),
+    "deployments.batchingsweep": ("@sweep", {"admin", "auditor"}, set()),  # read-only: requested by the API
     "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
     "keys.datakey": ("@data_key", {"officer", "auditor"}, set()),
@@ -620,6 +632,9 @@ def world(staff_user, officer_user, auditor_user, plain_user, guest_user, onnx_b
         "deployment": dep.pk,
         "rollout": rollout_of(secret, staff_user, finished=True).pk,
         "replica_set": replica_set.pk,
+        "sweep": BatchingSweep.objects.create(
+            replica_set=replica_set, rate_per_second=5, slo_p99_ms=100, state=SweepState.DONE
+        ).pk,
         "user": plain_user.pk,
         "officer_user": officer_user.pk,
         "token": ApiToken.objects.get(user=plain_user, name="laptop").pk,

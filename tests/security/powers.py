@@ -950,6 +950,8 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("replicaset-autoscale", "patch"): _api_object(
             "replica_set.autoscale", "patch", _u("replicaset-autoscale", "replica_set"), {}
         ),
+        ("batchingsweep-list", "post"): _api_object("sweep.request", "post", _u("batchingsweep-list"), {}),
+        ("batchingsweep-apply", "post"): _api_object("sweep.apply", "post", _u("batchingsweep-apply", "sweep"), {}),
         ("kek-rotate", "post"): _api_object("kek.rotate", "post", _u("kek-rotate"), {"reason": "probe"}),
         ("kek-retire", "post"): _api_object("kek.retire", "post", _u("kek-retire", "kek")),
         ("kek-rotation-resume", "post"): _api_object("kek.resume", "post", _u("kek-rotation-resume", "rotation")),
@@ -1219,6 +1221,7 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         # the analysts themselves hold reidentify; the CI account only invokes
         for grantee in (u["alice"] if name == "chat-mine" else u["pat"],):
             grant_model_access(model_id=models[name], permission="reidentify", user_id=grantee.pk, actor=None)
+    from apps.deployments.models import BatchingSweep, SweepState
     from apps.deployments.services import request_replica_set
 
     fleet = ModelVersionFactory(model_name="fleet", data=onnx_bytes, actor=u["ops"])
@@ -1229,6 +1232,10 @@ def build_world(onnx_bytes: bytes) -> tuple[dict, dict[str, Principal]]:
         "mine": "mine",
         "deployment": deployment.pk,
         "replica_set": replica_set.pk,
+        # a finished sweep that chose nothing: applying it is refused (409) once allowed
+        "sweep": BatchingSweep.objects.create(
+            replica_set=replica_set, rate_per_second=5, slo_p99_ms=100, state=SweepState.DONE
+        ).pk,
         "server": deployment.server_id,
         "rollout": _rollout_of("secret", u["ops"]),
         "other_person": [u["pat"].pk, u["pete"].pk],

@@ -123,7 +123,10 @@ def world(settings) -> World:
     from apps.deployments.services import request_replica_set
 
     fleet = ModelVersionFactory(model_name="fleet", actor=users["admin"])  # a replica set (docs/fleet.md)
-    request_replica_set(model_version_id=fleet.pk, replicas=1, actor=users["admin"])
+    fleet_set = request_replica_set(model_version_id=fleet.pk, replicas=1, actor=users["admin"])
+    from apps.deployments.models import BatchingSweep
+
+    BatchingSweep.objects.create(replica_set=fleet_set, rate_per_second=5, slo_p99_ms=100, state="done")
     ModelVersionFactory(model_name="undeployed", actor=users["admin"])  # the deploy action's target (the last)
     token_for(users["analyst"], name="laptop")
     from apps.accounts.models import SM3OTPDevice

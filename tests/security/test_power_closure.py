@@ -60,6 +60,8 @@ ADMIN_OBJECTS = objects(
     "replica_set.scale",
     "replica_set.retire",
     "replica_set.autoscale",
+    "sweep.request",  # docs/tuning.md: a batching sweep of a replica set
+    "sweep.apply",  # docs/rollouts.md: its chosen config as a config rollout
 )
 ADMIN_SITE_ADMIN = objects(
     "admin.add:registry.modelversion",
@@ -71,6 +73,8 @@ ADMIN_SITE_ADMIN = objects(
     "admin.action:deployments.replicaset.scale",
     "admin.action:deployments.replicaset.autoscale",
     "admin.action:deployments.replicaset.retire",
+    "admin.action:deployments.replicaset.roll_out_batching",
+    "admin.action:deployments.batchingsweep.apply",
     "admin.action:registry.modelversion.deploy",
     "admin.action:deployments.deployment.undeploy",
     "admin.action:deployments.deployment.redeploy",

@@ -4,6 +4,8 @@ from inference_backend.config import BATCHING_FIELDS
 
 from .. import services
 from ..models import (
+    ArrivalKind,
+    BatchingSweep,
     Deployment,
     DeploymentTransition,
     Desired,
@@ -13,6 +15,7 @@ from ..models import (
     Observed,
     ReplicaSet,
     Rollout,
+    RolloutKind,
     RolloutStrategy,
 )
 from ..selectors import gateway_says
@@ -149,7 +152,15 @@ class RolloutSerializer(serializers.ModelSerializer):
     weights = serializers.SerializerMethodField(help_text="the two sets' traffic weights now, by version")
     window = serializers.SerializerMethodField(
         help_text="the gateway's figures of the new version since the current step started: calls, errors, "
-        "error_rate, p95_ms"
+        "error_rate, p95_ms (a config rollout: of its reconfigured replicas)"
+    )
+    # plain text so the schema's one `kind` enum stays the deployment's (KIND_CPU, KIND_GPU)
+    kind = serializers.CharField(read_only=True, help_text="version (traffic between two sets) or config (batching)")
+    config_diff = serializers.SerializerMethodField(
+        help_text="a config rollout: {batching field: [before, after]} for the fields it changes"
+    )
+    replicas = serializers.SerializerMethodField(
+        help_text="a config rollout: per replica, its server, whether it runs the new batching and its figures"
     )
 
     class Meta:
@@ -161,6 +172,7 @@ class RolloutSerializer(serializers.ModelSerializer):
             "to_version",
             "from_set",
             "to_set",
+            "kind",
             "strategy",
             "steps",
             "hold_seconds",
@@ -174,6 +186,10 @@ class RolloutSerializer(serializers.ModelSerializer):
             "reason",
             "weights",
             "window",
+            "config",
+            "config_diff",
+            "replicas",
+            "sweep",
             "created_at",
             "updated_at",
             "finished_at",
@@ -188,12 +204,26 @@ class RolloutSerializer(serializers.ModelSerializer):
             return None
         return services.rollout_window(obj).as_dict()
 
+    def get_config_diff(self, obj) -> dict | None:
+        return services.config_diff(obj) if obj.kind == RolloutKind.CONFIG else None
+
+    def get_replicas(self, obj) -> list[dict] | None:
+        return services.replica_figures(obj) if obj.kind == RolloutKind.CONFIG else None
+
 
 class RolloutRequestSerializer(serializers.Serializer):
     # Steps, hold and SLO values are checked by the service (audited refusals), not here.
     model = serializers.CharField(max_length=200, help_text="the model's name")
     to_version = serializers.IntegerField(required=False, help_text="id of the model version to roll out")
     to_set = serializers.IntegerField(required=False, help_text="id of an active replica set of the new version")
+    replica_set = serializers.IntegerField(
+        required=False, help_text="with `batching`: id of the live replica set whose batching changes"
+    )
+    batching = serializers.JSONField(
+        required=False,
+        help_text="a batching configuration rollout of `replica_set` (same version), e.g. "
+        '{"max_batch_size": 16, "max_queue_delay_us": 500}: replica by replica (docs/rollouts.md)',
+    )
     strategy = serializers.ChoiceField(choices=RolloutStrategy.choices, default=RolloutStrategy.CANARY)
     steps = serializers.JSONField(
         required=False, help_text="the new version's weight at each step, e.g. [5, 25, 100] (blue-green: [100])"
@@ -299,3 +329,79 @@ class ReplicaSetAutoscaleSerializer(serializers.Serializer):
 
 class ReplicaSetScaleSerializer(serializers.Serializer):
     replicas = serializers.IntegerField(help_text="the new number of replicas (1-64)")
+
+
+class BatchingSweepSerializer(serializers.ModelSerializer):
+    """A batching tuner sweep (docs/tuning.md): its pattern, grid, points with spread and choice."""
+
+    model = serializers.CharField(source="replica_set.model.name", read_only=True)
+    version = serializers.IntegerField(source="replica_set.model_version.version", read_only=True)
+    server = serializers.CharField(source="server.name", read_only=True, allow_null=True, default=None)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = BatchingSweep
+        fields = [
+            "id",
+            "replica_set",
+            "model",
+            "version",
+            "state",
+            "arrival",
+            "rate_per_second",
+            "burstiness",
+            "window_seconds",
+            "slo_p99_ms",
+            "grid",
+            "repeats",
+            "point_seconds",
+            "warmup_seconds",
+            "points",
+            "chosen",
+            "reason",
+            "server",
+            "tune_name",
+            "error",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class SweepApplySerializer(serializers.Serializer):
+    # values checked by the service (audited refusals), as for rollouts
+    hold_seconds = serializers.JSONField(required=False, help_text="seconds each step is held (default 60)")
+    slo_max_error_rate = serializers.JSONField(required=False, help_text="failed-call fraction that rolls back")
+    slo_max_p95_ms = serializers.JSONField(
+        required=False, help_text="p95 latency (ms) that rolls back (default: the sweep's p99 SLO)"
+    )
+    min_calls = serializers.JSONField(required=False, help_text="calls a step needs before it is judged")
+
+
+class BatchingSweepRequestSerializer(serializers.Serializer):
+    # ranges and combinations are the service's (`invalid_sweep`, docs/tuning.md)
+    replica_set = serializers.IntegerField(help_text="id of the replica set to tune")
+    arrival = serializers.ChoiceField(choices=ArrivalKind.choices, required=False, default=ArrivalKind.RECORDED)
+    rate_per_second = serializers.FloatField(
+        required=False, allow_null=True, default=None, help_text="synthetic: calls per second to offer"
+    )
+    burstiness = serializers.FloatField(
+        required=False, default=1.0, help_text="synthetic: variation of the gaps between calls (1 Poisson)"
+    )
+    window_seconds = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="recorded: the window of the gateway's figures"
+    )
+    slo_p99_ms = serializers.FloatField(required=False, allow_null=True, default=None, help_text="p99 bound (ms)")
+    grid = serializers.JSONField(
+        required=False, allow_null=True, default=None,
+        help_text='values per setting, e.g. {"max_batch_size": [1, 8], "max_queue_delay_us": [0, 500], '
+        '"preferred_batch_sizes": [[]], "instance_count": [1, 2]}',
+    )  # fmt: skip
+    repeats = serializers.IntegerField(required=False, allow_null=True, default=None)
+    point_seconds = serializers.FloatField(required=False, allow_null=True, default=None)
+    warmup_seconds = serializers.FloatField(required=False, allow_null=True, default=None)
+    allow_shared_server = serializers.BooleanField(
+        required=False, default=False, help_text="may share a server with a live replica of the version"
+    )

@@ -8,9 +8,11 @@ from apps.core.errors import NotFound, ServiceError
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
-from .. import services
-from ..models import Deployment, InferenceServer, ReplicaSet, Rollout
+from .. import services, tuning
+from ..models import BatchingSweep, Deployment, InferenceServer, ReplicaSet, Rollout
 from .serializers import (
+    BatchingSweepRequestSerializer,
+    BatchingSweepSerializer,
     DeploymentRequestSerializer,
     DeploymentSerializer,
     InferenceServerSerializer,
@@ -22,6 +24,7 @@ from .serializers import (
     RolloutRequestSerializer,
     RolloutSerializer,
     ServerCredentialSerializer,
+    SweepApplySerializer,
 )
 
 
@@ -180,7 +183,7 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
         "rollback": "deployments.change_rollout",
         "abort": "deployments.change_rollout",
     }
-    filterset_fields = {"model__name": ["exact"], "state": ["exact"], "strategy": ["exact"]}
+    filterset_fields = {"model__name": ["exact"], "state": ["exact"], "strategy": ["exact"], "kind": ["exact"]}
 
     def get_queryset(self):
         rollouts = Rollout.objects.select_related("model", "from_set__model_version", "to_set__model_version")
@@ -196,6 +199,17 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
             raise NotFound("model_not_found", "no model of that name")
         options = {k: data[k] for k in ("steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls")
                    if k in data}  # fmt: skip
+        if "batching" in data:  # a batching configuration rollout of one live set (docs/rollouts.md)
+            options.pop("steps", None)
+            rollout = services.start_config_rollout(
+                replica_set_id=data.get("replica_set") or 0,
+                batching=data["batching"],
+                model_id=model.pk,
+                actor=request.user,
+                source=Source.from_request(request),
+                **options,
+            )
+            return Response(RolloutSerializer(rollout).data, status=201)
         rollout = services.start_rollout(
             model_id=model.pk,
             to_version_id=data.get("to_version"),
@@ -306,3 +320,51 @@ class ReplicaSetViewSet(viewsets.ReadOnlyModelViewSet):
             replica_set_id=self.get_object().pk, actor=request.user, source=Source.from_request(request)
         )
         return Response(ReplicaSetSerializer(self.get_queryset().get(pk=rs.pk)).data, status=202)
+
+
+class BatchingSweepViewSet(viewsets.ReadOnlyModelViewSet):
+    """Batching tuner sweeps of replica sets, each on a dedicated replica (docs/tuning.md)."""
+
+    serializer_class = BatchingSweepSerializer
+    action_perms = {
+        "list": "deployments.view_batchingsweep",
+        "retrieve": "deployments.view_batchingsweep",
+        "create": "deployments.add_batchingsweep",
+        "apply": "deployments.add_rollout",
+    }
+    filterset_fields = {"replica_set": ["exact"], "replica_set__model__name": ["exact"], "state": ["exact"]}
+
+    def get_queryset(self):
+        sweeps = BatchingSweep.objects.select_related(
+            "replica_set__model", "replica_set__model_version", "server", "requested_by"
+        )
+        return restricted_to_token(sweeps, self.request.auth, via="replica_set__model")
+
+    @extend_schema(request=BatchingSweepRequestSerializer, responses={202: BatchingSweepSerializer})
+    def create(self, request):
+        """Request a sweep (409 `no_traffic_data`, `sweep_in_progress`, `replica_set_retired`,
+        `placement_impossible`; 400 `invalid_sweep`); the worker runs it."""
+        form = BatchingSweepRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        sets = restricted_to_token(ReplicaSet.objects.filter(pk=data["replica_set"]), request.auth, via="model")
+        if getattr(request.auth, "restricted", False) and not sets.exists():
+            raise NotFound("replica_set_not_found", f"no replica set with id {data['replica_set']}")
+        sweep = tuning.request_batching_sweep(
+            replica_set_id=data.pop("replica_set"), actor=request.user, source=Source.from_request(request), **data
+        )
+        return Response(BatchingSweepSerializer(self.get_queryset().get(pk=sweep.pk)).data, status=202)
+
+    @extend_schema(request=SweepApplySerializer, responses={201: RolloutSerializer})
+    @action(detail=True, methods=["post"])
+    def apply(self, request, pk=None):
+        """Apply the sweep's chosen configuration to its replica set as a config rollout, replica by
+        replica (docs/rollouts.md; 409 `sweep_not_done`, `no_chosen_config`, `rollout_in_progress`,
+        `batching_unchanged` ...)."""
+        form = SweepApplySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        rollout = services.apply_batching_sweep(
+            sweep_id=self.get_object().pk, actor=request.user, source=Source.from_request(request),
+            **form.validated_data,
+        )  # fmt: skip
+        return Response(RolloutSerializer(rollout).data, status=201)

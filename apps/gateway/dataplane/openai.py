@@ -398,7 +398,7 @@ class OpenAIAdapter:
                 raise ServiceError("triton_error", f"the inference server answered {upstream.status}", 502)
             tried.add(route.server_id)
             # the attempt failover hides still counts against its version (docs/rollouts.md)
-            slo.record(route.model_id, route.version, ok=False, latency_ms=0.0)
+            slo.record(route.model_id, route.version, ok=False, latency_ms=0.0, deployment_id=route.deployment_id)
             logger.warning("OpenAI call to %s: %s failed; opening on %s", route.model, route.server, other.server)
             route = prepared["route"] = call.route = other
 
@@ -480,7 +480,13 @@ class OpenAIAdapter:
             logger.exception("quota settlement for %s failed", req.model)
         status = error.status_code if error else (499 if ex.disconnected else 200)
         if status == 200 or slo.failed(status):  # not the caller's own 4xx nor a caller who went away (499)
-            slo.record(route.model_id, route.version, ok=not slo.failed(status), latency_ms=duration_ms)
+            slo.record(
+                route.model_id,
+                route.version,
+                ok=not slo.failed(status),
+                latency_ms=duration_ms,
+                deployment_id=route.deployment_id,
+            )
         finish = "" if error else ("cancelled" if ex.disconnected else _FINISH.get(ex.finish, ex.finish))
         llm = {
             "prompt_tokens": ex.prompt_tokens,

@@ -352,7 +352,8 @@ class Pipeline:
         the version), and versioned calls (a caller may aim those at a canary at will; its weight
         decides only the unversioned ones)."""
         if call.inbound.kind == INFER and call.inbound.version is None:
-            slo.record(route.model_id, route.version, ok=ok, latency_ms=(time.perf_counter() - sent) * 1000)
+            latency_ms = (time.perf_counter() - sent) * 1000
+            slo.record(route.model_id, route.version, ok=ok, latency_ms=latency_ms, deployment_id=route.deployment_id)
 
     def _failover(
         self, call: Call, failed, tried: set[int], skipped: set[int] = frozenset(), *, other_version: bool = False
