@@ -1,14 +1,15 @@
 """The latency histogram's arithmetic: which bucket a latency falls in, merging bucket lists and
 reading a percentile back from them (linear within the bucket, so within one bucket's width)."""
 
-from bisect import bisect_left
+from bisect import bisect_right
 
 from .models import BUCKETS, LATENCY_BOUNDS_MS
 
 
 def bucket_of(latency_ms: float) -> int:
-    """Index of the bucket whose upper bound is the first at or above `latency_ms`."""
-    return bisect_left(LATENCY_BOUNDS_MS, latency_ms)
+    """Index of the bucket [bound before, bound) that holds `latency_ms` (PostgreSQL's width_bucket
+    over the same bounds gives the same index)."""
+    return bisect_right(LATENCY_BOUNDS_MS, latency_ms)
 
 
 def empty() -> list[int]:

@@ -34,9 +34,10 @@ class CallSeries(models.Model):
     denied = models.BigIntegerField(default=0)
     latency_count = models.BigIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0.0)
-    latency_buckets = models.JSONField(default=list, help_text="Counts per LATENCY_BOUNDS_MS bucket, then one above")
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
+    # b0 … b27 (added below): the latency histogram, one column per bucket, so that a window's
+    # histogram is a SUM in the database rather than a merge of lists in Python.
 
     class Meta:
         verbose_name = "call series point"
@@ -47,6 +48,16 @@ class CallSeries(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_name} v{self.version} {self.start:%Y-%m-%d %H:%M} ({self.get_period_display()})"
+
+    @property
+    def latency_buckets(self) -> list[int]:
+        return [getattr(self, name) for name in BUCKET_FIELDS]
+
+
+BUCKET_FIELDS = tuple(f"b{i}" for i in range(BUCKETS))
+for _name, _bound in zip(BUCKET_FIELDS, (*LATENCY_BOUNDS_MS, None), strict=True):
+    _help = f"calls answered under {_bound} ms (and at or above the bound before)" if _bound else "calls above the last"
+    CallSeries.add_to_class(_name, models.BigIntegerField(default=0, help_text=_help))
 
 
 class RollupCursor(models.Model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from apps.audit.selectors import events_visible_to
@@ -17,7 +17,7 @@ from apps.core.errors import ServiceError
 from apps.deployments.models import Deployment, DeploymentTransition, InferenceServer, Observed, ReplicaSet
 
 from . import histogram
-from .models import CallSeries, Period
+from .models import BUCKET_FIELDS, CallSeries, Period
 
 # window name → (period of its points, number of points)
 WINDOWS = {"1h": (Period.MINUTE, 60), "24h": (Period.HOUR, 24), "7d": (Period.HOUR, 168)}
@@ -53,64 +53,64 @@ def _ms(value: float | None) -> float | None:
 
 
 def call_series(window: str = "1h", now: datetime | None = None) -> dict:
-    """Per model, one value per point of the window: calls/s, error rate, p50/p95 latency (ms),
-    tokens in/out; and per model version, the window's totals. Reads at most models × points rows."""
+    """Per model (the CHART_MODELS busiest), one value per point of the window: calls/s, error rate,
+    p50/p95 latency (ms), tokens in/out; and per model version, the window's totals. Two grouped
+    queries over CallSeries: the sums are the database's, Python only reads percentiles."""
     period, count = WINDOWS[window]
     last = _aligned(now or timezone.now(), period)
     first = last - timedelta(seconds=period * (count - 1))
-    slots = {first + timedelta(seconds=period * i): i for i in range(count)}
-    rows = CallSeries.objects.filter(period=period, start__gte=first, start__lte=last).values_list(
-        "start", "model_name", "version", "calls", "errors", "denied", "latency_buckets", "tokens_in", "tokens_out"
-    )
-    per_model = defaultdict(lambda: {k: [0] * count for k in ("calls", "errors", "tokens_in", "tokens_out")})
-    model_buckets = defaultdict(lambda: [histogram.empty() for _ in range(count)])
-    totals = defaultdict(lambda: {"calls": 0, "errors": 0, "denied": 0, "tokens_in": 0, "tokens_out": 0})
-    total_buckets = defaultdict(histogram.empty)
-    for start, model, version, calls, errors, denied, buckets, tokens_in, tokens_out in rows:
-        i = slots.get(start)
-        if i is None:
-            continue
-        series = per_model[model]
-        for key, value in (("calls", calls), ("errors", errors), ("tokens_in", tokens_in), ("tokens_out", tokens_out)):
-            series[key][i] += value
-        histogram.add(model_buckets[model][i], buckets)
-        total = totals[(model, version)]
-        for key, value in (("calls", calls), ("errors", errors), ("denied", denied)):
-            total[key] += value
-        total["tokens_in"] += tokens_in
-        total["tokens_out"] += tokens_out
-        histogram.add(total_buckets[(model, version)], buckets)
-    busiest = sorted(per_model, key=lambda m: -sum(per_model[m]["calls"]))[:CHART_MODELS]
+    slots = [first + timedelta(seconds=period * i) for i in range(count)]
+    rows = CallSeries.objects.filter(period=period, start__gte=first, start__lte=last)
+    sums = {name: Sum(name) for name in (*TOTALS, *BUCKET_FIELDS)}
+    versions = [
+        _version_total(row)
+        for row in rows.values("model_name", "version").annotate(**sums).order_by("model_name", "version")
+    ]
+    calls_per_model = defaultdict(int)
+    for total in versions:
+        calls_per_model[total["model"]] += total["calls"]
+    busiest = sorted(calls_per_model, key=lambda m: (-calls_per_model[m], m))[:CHART_MODELS]
+    per_slot = rows.filter(model_name__in=busiest).values("model_name", "start").annotate(**sums)
+    series = {name: _empty_series(name, count) for name in busiest}
+    index = {slot: i for i, slot in enumerate(slots)}
+    for row in per_slot:
+        _fill(series[row["model_name"]], index[row["start"]], row, period)
     return {
         "window": window,
         "period_seconds": int(period),
         "labels": [slot.isoformat() for slot in slots],
-        "models": [_model_series(name, per_model[name], model_buckets[name], period) for name in busiest],
-        "versions": [
-            _version_total(model, version, total, total_buckets[(model, version)])
-            for (model, version), total in sorted(totals.items())
-        ],
+        "models": [series[name] for name in busiest],
+        "versions": versions,
     }
 
 
-def _model_series(name: str, series: dict, buckets: list[list[int]], period: int) -> dict:
-    return {
-        "model": name,
-        "calls_per_second": [round(n / period, 4) for n in series["calls"]],
-        "error_rate": [_rate(e, n) for e, n in zip(series["errors"], series["calls"], strict=True)],
-        "p50_ms": [_ms(histogram.percentile(b, 0.50)) for b in buckets],
-        "p95_ms": [_ms(histogram.percentile(b, 0.95)) for b in buckets],
-        "tokens_in": series["tokens_in"],
-        "tokens_out": series["tokens_out"],
-    }
+TOTALS = ("calls", "errors", "denied", "tokens_in", "tokens_out")
 
 
-def _version_total(model: str, version: int, total: dict, buckets: list[int]) -> dict:
+def _empty_series(name: str, count: int) -> dict:
+    series = {"model": name, "calls_per_second": [0.0] * count, "error_rate": [None] * count}
+    series.update({key: [None] * count for key in ("p50_ms", "p95_ms")})
+    series.update({key: [0] * count for key in ("tokens_in", "tokens_out")})
+    return series
+
+
+def _fill(series: dict, i: int, row: dict, period: int) -> None:
+    buckets = [row[name] for name in BUCKET_FIELDS]
+    series["calls_per_second"][i] = round(row["calls"] / period, 4)
+    series["error_rate"][i] = _rate(row["errors"], row["calls"])
+    series["p50_ms"][i] = _ms(histogram.percentile(buckets, 0.50))
+    series["p95_ms"][i] = _ms(histogram.percentile(buckets, 0.95))
+    series["tokens_in"][i] = row["tokens_in"]
+    series["tokens_out"][i] = row["tokens_out"]
+
+
+def _version_total(row: dict) -> dict:
+    buckets = [row[name] for name in BUCKET_FIELDS]
     return {
-        "model": model,
-        "version": version,
-        **total,
-        "error_rate": _rate(total["errors"], total["calls"]),
+        "model": row["model_name"],
+        "version": row["version"],
+        **{key: row[key] for key in TOTALS},
+        "error_rate": _rate(row["errors"], row["calls"]),
         "p50_ms": _ms(histogram.percentile(buckets, 0.50)),
         "p95_ms": _ms(histogram.percentile(buckets, 0.95)),
     }

@@ -20,13 +20,13 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent, Outcome
 
 from . import histogram
-from .models import CallSeries, Period, RollupCursor
+from .models import BUCKET_FIELDS, LATENCY_BOUNDS_MS, CallSeries, Period, RollupCursor
 
 CURSOR = "calls"
 # The events that are calls of a model (metadata and readiness reads are not; a streamed chat's
 # `.started` event is followed by its final one, which carries the tokens).
 CALL_TYPES = ("inference.infer", "inference.chat", "inference.completion")
-FIELDS = ("calls", "errors", "denied", "latency_count", "latency_sum_ms", "latency_buckets", "tokens_in", "tokens_out")
+SUMS = ("calls", "errors", "denied", "latency_count", "latency_sum_ms", "tokens_in", "tokens_out", *BUCKET_FIELDS)
 
 
 @dataclass
@@ -40,74 +40,116 @@ class Point:
     tokens_in: int = 0
     tokens_out: int = 0
 
+    def add(self, outcome: str, count: int, bucket: int | None, latency_sum: float, tokens: tuple[int, int]) -> None:
+        """`count` calls of one outcome; their latencies (all in `bucket`) and tokens."""
+        self.calls += count
+        if outcome == Outcome.DENIED:  # refusals: no latency (they would pull p50 to zero), no tokens
+            self.denied += count
+            return
+        if outcome == Outcome.FAILURE:
+            self.errors += count
+        if bucket is not None:
+            self.latency_count += count
+            self.latency_sum_ms += latency_sum
+            self.latency_buckets[bucket] += count
+        self.tokens_in += tokens[0]
+        self.tokens_out += tokens[1]
+
+    def sums(self) -> tuple:
+        return (self.calls, self.errors, self.denied, self.latency_count, self.latency_sum_ms, self.tokens_in,
+                self.tokens_out, *self.latency_buckets)  # fmt: skip
+
 
 @dataclass
 class RollupResult:
-    events: int = 0  # call events added to the series
+    events: int = 0  # calls added to the series (a collapsed refusal event counts its calls)
     sequence: int = 0  # where the cursor stands now
     busy: bool = False  # another worker holds the cursor
 
 
-def _add(point: Point, outcome: str, details: dict) -> None:
-    count = int(details.get("count") or 1)  # collapsed anonymous refusals count several calls
-    point.calls += count
-    if outcome == Outcome.DENIED:
-        point.denied += count
-        return
-    if outcome == Outcome.FAILURE:
-        point.errors += count
-    latency = details.get("latency_ms")
-    if isinstance(latency, int | float):
-        point.latency_count += count
-        point.latency_sum_ms += latency * count
-        point.latency_buckets[histogram.bucket_of(latency)] += count
-    llm = details.get("llm")
-    if isinstance(llm, dict):
-        point.tokens_in += int(llm.get("prompt_tokens") or 0)
-        point.tokens_out += int(llm.get("completion_tokens") or 0)
+def _number(value) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def aggregate(rows) -> dict[tuple, Point]:
-    """(timestamp, outcome, details) rows → points keyed (period, start, model, version), minute
-    and hour alike; `start` aligned to its period in UTC."""
-    points: dict[tuple, Point] = {}
-    for at, outcome, details in rows:
+def _groups_in_python(first: int, last: int):
+    """(minute, model, version, outcome, bucket, count, latency sum, tokens in, tokens out) per call
+    event with sequence in (first, last]: SQLite's path, the same rows as _groups_in_sql ungrouped."""
+    rows = AuditEvent.objects.filter(sequence__gt=first, sequence__lte=last, event_type__in=CALL_TYPES)
+    for at, outcome, details in rows.values_list("timestamp", "outcome", "details").iterator(chunk_size=2000):
         details = details if isinstance(details, dict) else {}
-        model = str(details.get("model") or "")[:200]
-        version = details.get("version") or 0
-        version = int(version) if str(version).isdigit() else 0
-        seconds = int(at.timestamp())
+        count = int(_number(details.get("count")) or 1)  # collapsed anonymous refusals count several calls
+        version = details.get("version")
+        version = int(version) if isinstance(version, int) and version > 0 else 0
+        latency = _number(details.get("latency_ms"))
+        llm = details.get("llm") if isinstance(details.get("llm"), dict) else {}
+        tokens = (int(_number(llm.get("prompt_tokens")) or 0), int(_number(llm.get("completion_tokens")) or 0))
+        bucket = None if latency is None else histogram.bucket_of(latency)
+        latency_sum = 0.0 if latency is None else latency * count
+        minute = int(at.timestamp()) // 60 * 60
+        yield minute, str(details.get("model") or "")[:200], version, outcome, bucket, count, latency_sum, *tokens
+
+
+_NUMBER = "CASE WHEN jsonb_typeof({path}) = 'number' THEN ({text})::float8 END"
+
+
+def _groups_in_sql(first: int, last: int):
+    """The same rows, grouped by PostgreSQL (one row per minute, model, version, outcome and latency
+    bucket): the events never travel to Python, which matters when catching up on millions."""
+    latency = _NUMBER.format(path="details->'latency_ms'", text="details->>'latency_ms'")
+    count = "COALESCE(" + _NUMBER.format(path="details->'count'", text="details->>'count'") + ", 1)"
+    prompt = _NUMBER.format(path="details->'llm'->'prompt_tokens'", text="details->'llm'->>'prompt_tokens'")
+    completion = _NUMBER.format(path="details->'llm'->'completion_tokens'", text="details->'llm'->>'completion_tokens'")
+    version = "CASE WHEN jsonb_typeof(details->'version') = 'number' THEN (details->>'version')::numeric ELSE 0 END"
+    sql = f"""
+        SELECT (floor(extract(epoch FROM timestamp) / 60) * 60)::bigint, left(COALESCE(details->>'model', ''), 200),
+               GREATEST(floor({version}), 0)::bigint, outcome,
+               CASE WHEN {latency} IS NOT NULL THEN width_bucket({latency}, %s::float8[]) END,
+               sum({count})::bigint, COALESCE(sum({latency} * {count}), 0), COALESCE(sum({prompt}), 0)::bigint,
+               COALESCE(sum({completion}), 0)::bigint
+        FROM {AuditEvent._meta.db_table}
+        WHERE sequence > %s AND sequence <= %s AND event_type = ANY(%s)
+        GROUP BY 1, 2, 3, 4, 5
+    """  # noqa: S608 - only constants are formatted in
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(map(float, LATENCY_BOUNDS_MS)), first, last, list(CALL_TYPES)])
+        yield from cursor.fetchall()
+
+
+def aggregate(groups) -> dict[tuple, Point]:
+    """Rows of _groups_in_python / _groups_in_sql → points keyed (period, start, model, version),
+    minute and hour alike, `start` aligned to its period in UTC."""
+    points: dict[tuple, Point] = {}
+    for minute, model, version, outcome, bucket, count, latency_sum, tokens_in, tokens_out in groups:
         for period in (Period.MINUTE, Period.HOUR):
-            key = (int(period), seconds // period * period, model, version)
-            _add(points.setdefault(key, Point()), outcome, details)
+            point = points.setdefault((int(period), minute // period * period, model, version), Point())
+            point.add(outcome, count, bucket, latency_sum, (tokens_in, tokens_out))
     return {(p, datetime.fromtimestamp(s, tz=UTC), m, v): point for (p, s, m, v), point in points.items()}
 
 
 def _merge(points: dict[tuple, Point]) -> None:
-    """Add `points` to the stored series: existing rows updated, missing rows created."""
-    if not points:
-        return
-    starts = {key[1] for key in points}
-    names = {key[2] for key in points}
-    stored = {
-        (row.period, row.start, row.model_name, row.version): row
-        for row in CallSeries.objects.filter(start__in=starts, model_name__in=names)
-    }
-    updates, creates = [], []
-    for key, point in points.items():
-        row = stored.get(key)
-        if row is None:
-            creates.append(CallSeries(period=key[0], start=key[1], model_name=key[2], version=key[3], **vars(point)))
-            continue
-        for name in FIELDS:
-            if name == "latency_buckets":
-                merged = histogram.add(histogram.empty(), row.latency_buckets)
-                row.latency_buckets = histogram.add(merged, point.latency_buckets)
-            else:
-                setattr(row, name, getattr(row, name) + getattr(point, name))
-        updates.append(row)
-    CallSeries.objects.bulk_create(creates)
-    CallSeries.objects.bulk_update(updates, FIELDS)
+    """Add `points` to the stored series in one statement per chunk: INSERT … ON CONFLICT DO UPDATE
+    adding each sum (PostgreSQL and SQLite alike)."""
+    table = CallSeries._meta.db_table
+    columns = ("period", "start", "model_name", "version", *SUMS)
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [
+        (period, adapt(start), model, version, *point.sums())
+        for (period, start, model, version), point in points.items()
+    ]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608 - constants only
+                f"ON CONFLICT (period, start, model_name, version) DO UPDATE SET {adds}",
+                [
+                    connection.ops.adapt_datetimefield_value(v) if isinstance(v, datetime) else v
+                    for r in chunk
+                    for v in r
+                ],
+            )
 
 
 def _sealed_head() -> int:
@@ -116,10 +158,18 @@ def _sealed_head() -> int:
 
 
 def _locked_cursor() -> RollupCursor | None:
+    """The cursor, locked; None when another worker holds it. Made if missing (the migration makes
+    it, but a database flushed since has none): get_or_create settles a race between two makers."""
     rows = RollupCursor.objects.filter(name=CURSOR)
     if connection.features.has_select_for_update_skip_locked:
-        return rows.select_for_update(skip_locked=True).first()
-    return rows.select_for_update().first()  # SQLite: its write lock (IMMEDIATE) serialises instead
+        rows = rows.select_for_update(skip_locked=True)
+    else:
+        rows = rows.select_for_update()  # SQLite: its write lock (IMMEDIATE) serialises instead
+    cursor = rows.first()
+    if cursor is None and not RollupCursor.objects.filter(name=CURSOR).exists():
+        RollupCursor.objects.get_or_create(name=CURSOR)
+        cursor = rows.first()
+    return cursor
 
 
 def _step(batch_size: int) -> tuple[int, int, bool] | None:
@@ -131,14 +181,12 @@ def _step(batch_size: int) -> tuple[int, int, bool] | None:
         upto = min(cursor.sequence + batch_size, _sealed_head())
         if upto <= cursor.sequence:
             return 0, cursor.sequence, False
-        rows = list(
-            AuditEvent.objects.filter(
-                sequence__gt=cursor.sequence, sequence__lte=upto, event_type__in=CALL_TYPES
-            ).values_list("timestamp", "outcome", "details")
-        )
-        _merge(aggregate(rows))
+        groups = _groups_in_sql if connection.vendor == "postgresql" else _groups_in_python
+        points = aggregate(groups(cursor.sequence, upto))
+        _merge(points)
         RollupCursor.objects.filter(name=CURSOR).update(sequence=upto, updated_at=timezone.now())
-        return len(rows), upto, upto < _sealed_head()
+        added = sum(point.calls for (period, *_), point in points.items() if period == Period.MINUTE)
+        return added, upto, upto < _sealed_head()
 
 
 def roll_up_calls(*, batch_size: int | None = None, budget_seconds: float | None = None) -> RollupResult:
