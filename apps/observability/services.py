@@ -9,6 +9,7 @@ mark on the sequence never skips one (a mark on the id would).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -127,29 +128,32 @@ def aggregate(groups) -> dict[tuple, Point]:
 
 
 def _merge(points: dict[tuple, Point]) -> None:
-    """Add `points` to the stored series in one statement per chunk: INSERT … ON CONFLICT DO UPDATE
-    adding each sum (PostgreSQL and SQLite alike)."""
+    """Add `points` to the stored series: INSERT … ON CONFLICT DO UPDATE adding each sum. PostgreSQL
+    takes a chunk as one JSON document (json_populate_recordset: one parameter, which the driver
+    neither parses nor adapts value by value); SQLite one row at a time."""
     table = CallSeries._meta.db_table
     columns = ("period", "start", "model_name", "version", *SUMS)
     adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
-    adapt = connection.ops.adapt_datetimefield_value
-    rows = [
-        (period, adapt(start), model, version, *point.sums())
-        for (period, start, model, version), point in points.items()
-    ]
+    upsert = f"ON CONFLICT (period, start, model_name, version) DO UPDATE SET {adds}"
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(chunk))
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608 - constants only
-                f"ON CONFLICT (period, start, model_name, version) DO UPDATE SET {adds}",
-                [
-                    connection.ops.adapt_datetimefield_value(v) if isinstance(v, datetime) else v
-                    for r in chunk
-                    for v in r
-                ],
-            )
+        if connection.vendor != "postgresql":
+            adapt = connection.ops.adapt_datetimefield_value
+            rows = [(p, adapt(start), m, v, *point.sums()) for (p, start, m, v), point in points.items()]
+            values = ", ".join(["%s"] * len(columns))
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) {upsert}"  # noqa: S608 - constants
+            cursor.executemany(sql, rows)
+            return
+        names = ", ".join(columns)
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT {names} "  # noqa: S608 - constants only
+            f"FROM json_populate_recordset(NULL::{table}, %s::json) {upsert}"
+        )
+        rows = [
+            dict(zip(columns, (p, start.isoformat(), m, v, *point.sums()), strict=True))
+            for (p, start, m, v), point in points.items()
+        ]
+        for first in range(0, len(rows), 5000):
+            cursor.execute(sql, [json.dumps(rows[first : first + 5000])])
 
 
 def _sealed_head() -> int:
