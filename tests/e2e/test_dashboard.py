@@ -17,6 +17,7 @@ from tests.conftest import make_user, otp_login
 from tests.observability.helpers import call, record_sealed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+BAD = ("error", "warning")  # console message types that fail the test
 CHARTS = ["sov-chart-calls", "sov-chart-latency", "sov-chart-errors", "sov-chart-tokens", "sov-chart-compliance"]
 
 
@@ -51,12 +52,16 @@ def test_dashboard_draws_its_charts_from_the_portal_alone(page, live_server):
     _evaluations()
     hosts, problems = set(), []
     page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
-    page.on("console", lambda msg: problems.append(msg.text) if msg.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda m: problems.append((m.text, m.location.get("url"))) if m.type in ("error", "warning") else None,
+    )
     page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     _login(page, live_server.url)
 
     page.goto(f"{live_server.url}/admin/")
-    page.wait_for_function("document.getElementById('sovereign-dashboard').dataset.drawn === '1'")
+    page.locator("#sovereign-dashboard[data-drawn='1']").wait_for(state="attached")
 
     for chart in CHARTS:
         drawn = page.evaluate(
@@ -76,7 +81,7 @@ def test_dashboard_draws_its_charts_from_the_portal_alone(page, live_server):
     assert page.locator("#sov-privileged").is_visible()
 
     page.select_option("#sov-window", "24h")  # a refresh through the JSON endpoint
-    page.wait_for_function("document.getElementById('sovereign-dashboard').dataset.drawn === '2'")
+    page.locator("#sovereign-dashboard[data-drawn='2']").wait_for(state="attached")
 
     assert page.locator("#sov-error").is_hidden()
     assert hosts == {urlsplit(live_server.url).netloc}, f"requests left the portal: {hosts}"
