@@ -93,7 +93,7 @@ def fill(cursor, events: int, days: int) -> None:
             CASE WHEN k < 0.88 THEN 'inference.infer' WHEN k < 0.89 THEN 'inference.chat'
                  WHEN k < 0.90 THEN 'inference.completion'
                  ELSE ({other_types})[1 + floor(random() * {len(others)})::int] END AS et
-        FROM (SELECT g, random() AS r, random() AS k FROM generate_series(%s, %s) g) s
+        FROM (SELECT g::bigint AS g, random() AS r, random() AS k FROM generate_series(%s::bigint, %s::bigint) g) s
     ) x
     """
     step = 1_000_000
