@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "apps.deployments",
     "apps.gateway",
     "apps.compliance",
+    "apps.observability",  # the dashboard's pre-aggregated series (docs/dashboard.md)
     "apps.demo",  # manage.py bootstrap_demo, what `make run` sets up
 ]
 
@@ -532,7 +533,20 @@ TUNER_MAX_POINTS = env.int("SOVEREIGN_TUNER_MAX_POINTS", default=48)
 TUNER_MAX_SECONDS = env.float("SOVEREIGN_TUNER_MAX_SECONDS", default=3600.0)
 TUNER_MAX_RATE = env.float("SOVEREIGN_TUNER_MAX_RATE", default=2000.0)
 TUNER_IN_FLIGHT = env.int("SOVEREIGN_TUNER_IN_FLIGHT", default=16)
+# Dashboard series (docs/dashboard.md): how often beat rolls newly sealed gateway calls into the
+# minute and hour series, how many audit sequence numbers one transaction reads, how long one run
+# may catch up, and how long minute and hour points are kept.
+OBSERVABILITY_ROLLUP_SECONDS = env.float("SOVEREIGN_OBSERVABILITY_ROLLUP_SECONDS", default=15.0)
+OBSERVABILITY_ROLLUP_BATCH = env.int("SOVEREIGN_OBSERVABILITY_ROLLUP_BATCH", default=20000)
+OBSERVABILITY_ROLLUP_BUDGET_SECONDS = env.float("SOVEREIGN_OBSERVABILITY_ROLLUP_BUDGET_SECONDS", default=60.0)
+OBSERVABILITY_MINUTE_RETENTION_HOURS = env.int("SOVEREIGN_OBSERVABILITY_MINUTE_RETENTION_HOURS", default=48)
+OBSERVABILITY_HOUR_RETENTION_DAYS = env.int("SOVEREIGN_OBSERVABILITY_HOUR_RETENTION_DAYS", default=90)
 CELERY_BEAT_SCHEDULE = {
+    "observability-rollup": {
+        "task": "apps.observability.tasks.roll_up_calls_task",
+        "schedule": OBSERVABILITY_ROLLUP_SECONDS,
+        "options": {"expires": OBSERVABILITY_ROLLUP_SECONDS},  # a backlog of runs is one run
+    },
     "autoscale-replica-sets": {
         "task": "apps.deployments.tasks.autoscale_task",
         "schedule": AUTOSCALE_SECONDS,
@@ -571,6 +585,7 @@ CELERY_BEAT_SCHEDULE = {
 # Routine beat tasks whose "sent / received / succeeded" INFO lines portal/celery.py drops from the
 # worker's log (their warnings and errors are kept): at 10 s and 60 s they were most of its volume.
 CELERY_QUIET_TASKS = [
+    "apps.observability.tasks.roll_up_calls_task",
     "apps.audit.tasks.seal_audit_log",
     "apps.deployments.tasks.reconcile_all",
     "apps.deployments.tasks.advance_rollouts_task",

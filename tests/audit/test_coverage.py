@@ -39,6 +39,10 @@ EXEMPT = {
         "a step of disabling an account or resetting a password, inside the callers' transactions, which record "
         "auth.user.update / auth.user.active / auth.password.reset with the number of sessions ended"
     ),
+    "apps.observability.services.roll_up_calls": (
+        "adds sealed gateway calls to the dashboard's series: derived figures rebuilt from the audit log itself"
+    ),
+    "apps.observability.services.prune_series": "drops expired points of the same derived series",
     "apps.gateway.services.record_usage": (
         "one usage row per chat call, the counts that call's own gateway audit event already carries"
     ),

@@ -129,6 +129,7 @@ TABLE: dict[str, list[Row]] = {
     "healthz": [row("get", 200, 200, 200, 200, 200, 200, 200)],
     # Django admin, site-wide views
     "admin:index": [staff_page("get", 200, 200, 200)],
+    "admin:dashboard-data": [staff_page("get", 200, 200, 200)],  # docs/dashboard.md: each section by permission
     "admin:login": [row("get", 200, TO_INDEX, TO_INDEX, TO_INDEX, 200, 200, OTP)],
     "admin:logout": [row("post", TO_INDEX, 200, 200, 200, TO_INDEX, TO_INDEX, 200, fresh=True)],
     "admin:password_change": [staff_page("get", 200, 200, 200)],

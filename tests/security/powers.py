@@ -978,6 +978,7 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("path:", "post"): Inert("a redirect to /admin/"),
         ("healthz", "post"): Inert("liveness probe"),
         ("admin:index", "post"): Inert("a page"),
+        ("admin:dashboard-data", "post"): Inert("the dashboard's figures: GET only (a POST is 405)"),
         ("admin:app_list", "post"): Inert("a page"),
         ("admin:jsi18n", "post"): Inert("a script"),
         ("admin:autocomplete", "post"): Inert("a search"),
