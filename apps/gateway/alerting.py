@@ -46,7 +46,7 @@ class Condition:
     threshold: float | None = None
 
 
-def _server_down() -> list[Condition]:
+def _server_down(now: float) -> list[Condition]:
     return [
         Condition(f"server_down:{s.name}", "server_down", f"Triton server {s.name} is down", {"server": s.name})
         for s in monitoring.servers()
@@ -54,7 +54,7 @@ def _server_down() -> list[Condition]:
     ]
 
 
-def _error_rate() -> list[Condition]:
+def _error_rate(now: float) -> list[Condition]:
     out = []
     window, rate, least = (
         settings.MONITOR_ERROR_WINDOW_SECONDS,
@@ -62,7 +62,7 @@ def _error_rate() -> list[Condition]:
         settings.MONITOR_ERROR_MIN_CALLS,
     )
     for model_id, name, version in monitoring.live_versions():
-        figures = slo.window(model_id, version, window)
+        figures = slo.window(model_id, version, window, now=now)
         if figures.calls >= least and figures.error_rate >= rate:
             out.append(
                 Condition(
@@ -77,8 +77,8 @@ def _error_rate() -> list[Condition]:
     return out
 
 
-def _sealer_lag() -> list[Condition]:
-    state, limit = monitoring.sealer(), settings.MONITOR_SEALER_LAG_SECONDS
+def _sealer_lag(now: float) -> list[Condition]:
+    state, limit = monitoring.sealer(now), settings.MONITOR_SEALER_LAG_SECONDS
     if state.oldest_unsealed_age < limit:
         return []
     return [
@@ -93,7 +93,7 @@ def _sealer_lag() -> list[Condition]:
     ]
 
 
-def _controls() -> list[Condition]:
+def _controls(now: float) -> list[Condition]:
     return [
         Condition(
             f"control_regressed:{c.profile}:{c.control}",
@@ -106,7 +106,7 @@ def _controls() -> list[Condition]:
     ]
 
 
-def _quotas() -> list[Condition]:
+def _quotas(now: float) -> list[Condition]:
     ratio = settings.MONITOR_QUOTA_RATIO
     return [
         Condition(
@@ -117,7 +117,7 @@ def _quotas() -> list[Condition]:
             round(q.used / q.limit, 4),
             ratio,
         )
-        for q in monitoring.quota_use()
+        for q in monitoring.quota_use(now)
         if q.limit and q.used / q.limit >= ratio
     ]
 
@@ -131,14 +131,14 @@ RULES = {
 }
 
 
-def conditions() -> tuple[dict[str, Condition], set[str]]:
+def conditions(now: float) -> tuple[dict[str, Condition], set[str]]:
     """Every condition that holds now, by key, and the rules that could not be evaluated (Redis or the
     database unreachable: logged; their active alerts are neither raised nor resolved this tick)."""
     out: dict[str, Condition] = {}
     skipped: set[str] = set()
     for name, rule in RULES.items():
         try:
-            out.update((c.key, c) for c in rule())
+            out.update((c.key, c) for c in rule(now))
         except Exception:  # noqa: BLE001 - one unreadable source must not silence the other rules
             logger.exception("monitor rule %s not evaluated", name)
             skipped.add(name)
@@ -234,7 +234,7 @@ def evaluate_alerts(*, now: float | None = None) -> dict:
     if not store.lock(int(settings.MONITOR_ALERT_SECONDS)):
         return {"busy": "another evaluation is running"}
     try:
-        holding, skipped = conditions()
+        holding, skipped = conditions(now)
         active = store.read()
         fired, resolved = [], []
         for key, condition in holding.items():
