@@ -25,6 +25,7 @@ from apps.gateway.quota import PREFIX as QUOTA_PREFIX
 from apps.gateway.tasks import evaluate_monitor_alerts
 from tests.compliance.receivers import Receiver
 from tests.factories import DeploymentFactory, InferenceServerFactory
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +97,8 @@ def test_error_rate_of_a_live_version():
     now = time.time()
     for i in range(30):  # 30 calls, 3 failed: 10 % (threshold 5 %, at least 20 calls)
         slo.recorder.record(model_id, version, ok=i % 10 != 0, latency_ms=4.0, at=now)
-    slo.recorder.flush()
+    slo.recorder.flush()  # (or its flusher thread did, a moment ago)
+    wait_for(lambda: slo.window(model_id, version, 60, now=now).calls == 30, 10, what="the flushed figures")
 
     result = alerting.evaluate_alerts(now=now)
     key = f"error_rate:{name}:{version}"
@@ -115,6 +117,7 @@ def test_below_the_minimum_number_of_calls_nothing_fires():
     for _ in range(5):  # all failed, but 5 calls are not evidence
         slo.recorder.record(dep.model_id, dep.model_version.version, ok=False, latency_ms=4.0, at=now)
     slo.recorder.flush()
+    wait_for(lambda: slo.window(dep.model_id, dep.model_version.version, 60, now=now).calls == 5, 10, what="figures")
     assert not [k for k in alerting.evaluate_alerts(now=now)["firing"] if k.startswith("error_rate:")]
 
 
