@@ -972,6 +972,8 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         # Plain views
         ("path:", "post"): Inert("a redirect to /admin/"),
         ("healthz", "post"): Inert("liveness probe"),
+        ("metrics", "post"): Inert("GET only (405): Prometheus figures, read with the metrics token"),
+        ("metrics-triton", "post"): Inert("GET only (405): a Triton server's metrics, relayed"),
         ("admin:index", "post"): Inert("a page"),
         ("admin:app_list", "post"): Inert("a page"),
         ("admin:jsi18n", "post"): Inert("a script"),
