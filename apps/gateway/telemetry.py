@@ -74,12 +74,15 @@ def _redis():
 
 
 class Recorder:
-    """Aggregates in process; `flush()` adds the increments to Redis (the flusher thread, each second)."""
+    """Aggregates in process; `flush()` adds the increments to Redis (the flusher thread, each second).
+    Per call only tuples and small lists are touched; the Redis field names are built at flush."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._lock = threading.Lock()
-        self._pending: dict[str, dict[str, float]] = {}
+        self._calls: dict[tuple, int] = {}
+        self._latency: dict[tuple, list] = {}  # (model, version) -> [bucket counts..., sum]
+        self._counts: dict[tuple, int] = {}  # (hash name, model, version, part) -> n (tokens, deid)
         self._gauges: dict[str, Callable[[], float]] = {}
         self._pid: int | None = None
         self.process = f"{socket.gethostname()}:{os.getpid()}"
@@ -89,26 +92,48 @@ class Recorder:
         self._gauges[name] = read
         self._ensure_started()
 
-    def _add(self, name: str, field: str, n: float) -> None:
-        fields = self._pending.setdefault(name, {})
-        fields[field] = fields.get(field, 0) + n
-
     def record(self, *, model: str, version: str, kind: str, status: int, code: str, latency_s: float,
                tokens_in: int = 0, tokens_out: int = 0, deid: dict | None = None) -> None:  # fmt: skip
         """Count one finished call. Cheap: no I/O."""
-        self._ensure_started()
+        if self._pid != os.getpid():
+            self._ensure_started()
         bucket = bisect_left(LATENCY_BOUNDS_S, latency_s)
+        series = (model, version)
+        key = (model, version, kind, status, code)
         with self._lock:
-            self._add(CALLS, _fields(model, version, kind, status, code), 1)
-            self._add(LATENCY, _fields(model, version, bucket), 1)
-            self._add(LATENCY, _fields(model, version, "sum"), latency_s)
-            if tokens_in:
-                self._add(TOKENS, _fields(model, version, "in"), tokens_in)
-            if tokens_out:
-                self._add(TOKENS, _fields(model, version, "out"), tokens_out)
-            for entity, n in (deid or {}).items():
-                if n:
-                    self._add(DEID, _fields(model, version, entity), int(n))
+            self._calls[key] = self._calls.get(key, 0) + 1
+            row = self._latency.get(series)
+            if row is None:
+                row = self._latency[series] = [0] * (len(LATENCY_BOUNDS_S) + 1) + [0.0]
+            row[bucket] += 1
+            row[-1] += latency_s
+            if tokens_in or tokens_out or deid:
+                counts = self._counts
+                for part, n in (("in", tokens_in), ("out", tokens_out)):
+                    if n:
+                        counts[(TOKENS, model, version, part)] = counts.get((TOKENS, model, version, part), 0) + n
+                for entity, n in (deid or {}).items():
+                    if n:
+                        counts[(DEID, model, version, entity)] = counts.get((DEID, model, version, entity), 0) + int(n)
+
+    def _take(self) -> dict[str, dict[str, float]]:
+        """What accumulated, as {hash name: {field: increment}} (and reset)."""
+        with self._lock:
+            calls, latency, counts = self._calls, self._latency, self._counts
+            self._calls, self._latency, self._counts = {}, {}, {}
+        pending: dict[str, dict[str, float]] = {}
+        if calls:
+            pending[CALLS] = {_fields(*key): n for key, n in calls.items()}
+        if latency:
+            fields = pending[LATENCY] = {}
+            for (model, version), row in latency.items():
+                for i, n in enumerate(row[:-1]):
+                    if n:
+                        fields[_fields(model, version, i)] = n
+                fields[_fields(model, version, "sum")] = row[-1]
+        for (name, model, version, part), n in counts.items():
+            pending.setdefault(name, {})[_fields(model, version, part)] = n
+        return pending
 
     def _gauge_values(self) -> dict[str, float]:
         out = {}
@@ -122,8 +147,7 @@ class Recorder:
     def flush(self) -> int:
         """Add what accumulated, in one pipelined round trip; returns the fields written. A Redis
         failure drops these increments (logged): the data plane never waits on its figures."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
+        pending = self._take()
         gauges = self._gauge_values()
         client = _redis()
         if client is None:
@@ -132,7 +156,7 @@ class Recorder:
         pipe = client.pipeline(transaction=False)
         for name, fields in pending.items():
             for field, n in fields.items():
-                if isinstance(n, float) and not n.is_integer() or field.endswith(SEP + "sum"):
+                if isinstance(n, float):
                     pipe.hincrbyfloat(name, field, n)
                 else:
                     pipe.hincrby(name, field, int(n))
@@ -153,7 +177,7 @@ class Recorder:
             if self._pid == os.getpid():
                 return
             if self._pid is not None:  # forked: the parent's pending figures are the parent's to write
-                self._pending = {}
+                self._calls, self._latency, self._counts = {}, {}, {}
             self._pid = os.getpid()
             self.process = f"{socket.gethostname()}:{os.getpid()}"
             threading.Thread(target=self._run, name="metrics-flusher", daemon=True).start()
