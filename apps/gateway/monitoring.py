@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +161,8 @@ def quota_use(now: float | None = None) -> list[QuotaUse]:
         return []
     at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     rows = []
-    for q in Quota.objects.select_related("user", "group", "token", "model").filter(
-        models_q_tokens()
-    ):  # only quotas with a day or month limit
+    with_tokens = Q(tokens_per_day__isnull=False) | Q(tokens_per_month__isnull=False)
+    for q in Quota.objects.select_related("user", "group", "model").filter(with_tokens):
         subject = q.user.username if q.user_id else q.group.name if q.group_id else f"token {q.token_id}"
         for window, limit, suffix in (
             ("day", q.tokens_per_day, f"d:{at:%Y%m%d}"),
@@ -181,12 +180,6 @@ def quota_use(now: float | None = None) -> list[QuotaUse]:
         QuotaUse(q.id, q.scope, subject, q.model.name if q.model_id else "", window, int(value or 0), limit)
         for (q, subject, window, limit, _), value in zip(rows, values, strict=True)
     ]
-
-
-def models_q_tokens():
-    from django.db.models import Q
-
-    return Q(tokens_per_day__isnull=False) | Q(tokens_per_month__isnull=False)
 
 
 def live_versions() -> list[tuple[int, str, int]]:

@@ -203,19 +203,22 @@ def record_call(event_type: str, *, status: int, error_code: str, latency_ms: fl
     e.g. inference.infer, inference.chat). `route`: the deployment that served it, if any."""
     if event_type.endswith(_STARTED):
         return
-    llm = (extra or {}).get("llm") or {}
-    model, version = ("", "") if route is None else (route.model, str(route.version))
-    recorder.record(
-        model=model,
-        version=version,
-        kind=event_type.removeprefix("inference."),
-        status=int(status),
-        code=error_code or "",
-        latency_s=max(0.0, latency_ms / 1000),
-        tokens_in=int(llm.get("prompt_tokens") or 0),
-        tokens_out=int(llm.get("completion_tokens") or 0),
-        deid=(deid or {}).get("found") if isinstance((deid or {}).get("found"), dict) else None,
-    )
+    try:
+        llm = (extra or {}).get("llm") or {}
+        found = (deid or {}).get("found")
+        recorder.record(
+            model="" if route is None else str(getattr(route, "model", "")),
+            version="" if route is None else str(getattr(route, "version", "")),
+            kind=event_type.removeprefix("inference."),
+            status=int(status),
+            code=error_code or "",
+            latency_s=max(0.0, latency_ms / 1000),
+            tokens_in=int(llm.get("prompt_tokens") or 0),
+            tokens_out=int(llm.get("completion_tokens") or 0),
+            deid=found if isinstance(found, dict) else None,
+        )
+    except Exception:  # noqa: BLE001 - figures are best effort: a call never fails for them
+        logger.exception("metrics: a call of %s not counted", event_type)
 
 
 def read() -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
