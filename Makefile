@@ -42,11 +42,14 @@ run: install models report-deps messages
 
 # Browser tests drive Debian's chromium (Playwright's own browser download is not used);
 # the PKCS#11 tests and bench/hsm_unwrap.py use a SoftHSM2 token (Debian softhsm2);
-# the Triton TLS test puts a real nginx TLS proxy in front of Triton (docs/triton-tls.md).
+# the Triton TLS test puts a real nginx TLS proxy in front of Triton (docs/triton-tls.md);
+# the metrics tests run promtool on the alert rules (docs/metrics.md).
 system-deps: report-deps
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v softhsm2-util >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+	@# promtool checks deploy/prometheus/alerts.yml (Debian prometheus; the service itself is never started)
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The portal itself needs these for compliance reports (make run installs them too).
 report-deps:

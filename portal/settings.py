@@ -5,6 +5,7 @@ Defaults make `make run` work on a fresh machine: SQLite, an embedded filesystem
 (SOVEREIGN_ENV=production) refuses to start without the values that must not be defaulted.
 """
 
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -428,6 +429,36 @@ ALERT_RETRY_BASE_SECONDS = env.float("SOVEREIGN_ALERT_RETRY_BASE_SECONDS", defau
 # alerts.delivery_proven passes only with an alert acknowledged by the channel within this many days.
 ALERT_PROOF_DAYS = env.int("SOVEREIGN_ALERT_PROOF_DAYS", default=30)
 
+# --- Metrics and monitoring alerts (docs/metrics.md) -----------------------------------------
+# Who may scrape /metrics: a bearer token, kept only as its SHA-256 (SOVEREIGN_METRICS_TOKEN_SHA256,
+# or SOVEREIGN_METRICS_TOKEN / _FILE, hashed here and the clear value dropped), and/or addresses in
+# SOVEREIGN_METRICS_ALLOWED_NETWORKS (CIDR; the client address as the portal determines it). Neither
+# set: every scrape is refused.
+METRICS_TOKEN_SHA256 = env.str("SOVEREIGN_METRICS_TOKEN_SHA256", default="").strip().lower()
+_metrics_token = env.str("SOVEREIGN_METRICS_TOKEN", default="")
+if env.str("SOVEREIGN_METRICS_TOKEN_FILE", default=""):
+    _metrics_token = Path(env.str("SOVEREIGN_METRICS_TOKEN_FILE")).read_text().strip()
+if _metrics_token:
+    METRICS_TOKEN_SHA256 = hashlib.sha256(_metrics_token.encode()).hexdigest()
+del _metrics_token
+METRICS_ALLOWED_NETWORKS = env.list("SOVEREIGN_METRICS_ALLOWED_NETWORKS", default=[])
+for _cidr in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr.strip(), strict=True)
+    except ValueError as _err:
+        raise ImproperlyConfigured(
+            f"SOVEREIGN_METRICS_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR network ({_err})"
+        ) from None
+METRICS_TRITON_TIMEOUT = env.float("SOVEREIGN_METRICS_TRITON_TIMEOUT", default=5.0)
+# The monitoring alerts the portal raises itself (apps/gateway/alerting.py, the same conditions as
+# deploy/prometheus/alerts.yml): how often beat evaluates them and their thresholds.
+MONITOR_ALERT_SECONDS = env.float("SOVEREIGN_MONITOR_ALERT_SECONDS", default=30.0)
+MONITOR_ERROR_RATE = env.float("SOVEREIGN_MONITOR_ERROR_RATE", default=0.05)
+MONITOR_ERROR_MIN_CALLS = env.int("SOVEREIGN_MONITOR_ERROR_MIN_CALLS", default=20)
+MONITOR_ERROR_WINDOW_SECONDS = env.int("SOVEREIGN_MONITOR_ERROR_WINDOW_SECONDS", default=300)
+MONITOR_SEALER_LAG_SECONDS = env.int("SOVEREIGN_MONITOR_SEALER_LAG_SECONDS", default=300)
+MONITOR_QUOTA_RATIO = env.float("SOVEREIGN_MONITOR_QUOTA_RATIO", default=0.9)
+
 # Central collection (等保 8.1.5.4): sealed audit events shipped to an external collector as JSON
 # batches (docs/alerts.md, "Central collection"); same outbound address policy as the alert channel.
 AUDIT_COLLECTOR_URL = env.str("SOVEREIGN_AUDIT_COLLECTOR_URL", default="")
@@ -575,6 +606,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": AUDIT_SHIP_SECONDS},  # a backlog of shipping runs is one run
     },
     "alerts-resend-stalled": {"task": "apps.audit.tasks.resend_stalled_alerts", "schedule": 60.0},
+    "monitor-alerts": {
+        "task": "apps.gateway.tasks.evaluate_monitor_alerts",
+        "schedule": MONITOR_ALERT_SECONDS,
+        "options": {"expires": MONITOR_ALERT_SECONDS},  # a backlog of evaluations is one evaluation
+    },
     "compliance-evaluate": {"task": "apps.compliance.tasks.evaluate_all", "schedule": COMPLIANCE_EVALUATE_SECONDS},
     "registry-verify-artifacts": {
         "task": "apps.registry.tasks.verify_artifacts_task",
@@ -593,6 +629,7 @@ CELERY_QUIET_TASKS = [
     "apps.keys.tasks.resume_stalled_rotations",
     "apps.audit.tasks.resend_stalled_alerts",
     "apps.audit.tasks.ship_audit_events",
+    "apps.gateway.tasks.evaluate_monitor_alerts",
 ]
 
 # --- API ---------------------------------------------------------------------------------

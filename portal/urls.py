@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.permissions import IsAuthenticated
 
 from apps.core.views import healthz
+from portal import metrics
 
 # The API docs pages load Swagger UI / ReDoc from drf-spectacular-sidecar's static files; this policy
 # keeps them from reaching any other host (ReDoc's bundle shows a logo from cdn.redoc.ly) and from
@@ -41,6 +42,9 @@ admin.site.index_title = _("Governance portal")
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    # Prometheus: a metrics bearer token or an allowed network, not a user (docs/metrics.md)
+    path("metrics", metrics.metrics, name="metrics"),
+    path("metrics/triton/<str:server>", metrics.triton_metrics, name="metrics-triton"),
     path("admin/", admin.site.urls),
     path("accounts/", include("apps.accounts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="schema"),

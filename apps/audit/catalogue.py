@@ -134,6 +134,9 @@ EVENT_TYPES: dict[str, str] = {
     "alert.test": "ALERT (test): a test alert sent to the alert channel (manage.py send_test_alert)",
     "alert.delivered": "Alert delivered: the alert channel acknowledged it (2xx)",
     "alert.failed": "Alert not delivered: no channel, a refused address, or every attempt failed",
+    "alert.monitor.firing": "ALERT: a monitoring condition began (server down, error rate, sealer lag, a control "
+    "regressed, quota near exhaustion; docs/metrics.md)",
+    "alert.monitor.resolved": "ALERT (resolved): a monitoring condition ended",
     "audit.purge_floor.raise": "Audit purge floor raised to the longest retention of the attached profiles",
     # configuration (docs/production.md)
     "config.insecure_override": "ALERT: production runs with insecure settings allowed by SOVEREIGN_INSECURE_OVERRIDE "

@@ -59,6 +59,7 @@ OTP_API = "403 otp_required"
 NOT_FOUND = "404 not_found"
 INVALID = "400 invalid"
 NO_TOKEN = "401 missing_token"
+METRICS_REFUSED = "401 metrics_unauthenticated"
 NO_INVOKE = "403 invoke_not_permitted"
 NO_MODEL = "404 model_not_found"
 NOT_LLM = "400 not_a_language_model"
@@ -127,6 +128,10 @@ AUTOCOMPLETE = {"app_label": "registry", "model_name": "modelversion", "field_na
 TABLE: dict[str, list[Row]] = {
     "path:": [row("get", TO_INDEX, TO_INDEX, TO_INDEX, TO_INDEX, TO_INDEX, TO_INDEX, OTP, path="/")],
     "healthz": [row("get", 200, 200, 200, 200, 200, 200, 200)],
+    # Prometheus (docs/metrics.md): the metrics token or an allowed network, never a person's session or token
+    # (a privileged session short of its second factor is sent to it first, as everywhere)
+    "metrics": [row("get", *[METRICS_REFUSED] * 6, OTP)],
+    "metrics-triton": [row("get", *[METRICS_REFUSED] * 6, OTP, args={"server": "triton-x"})],
     # Django admin, site-wide views
     "admin:index": [staff_page("get", 200, 200, 200)],
     "admin:dashboard-data": [staff_page("get", 200, 200, 200)],  # docs/dashboard.md: each section by permission

@@ -977,6 +977,8 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         # Plain views
         ("path:", "post"): Inert("a redirect to /admin/"),
         ("healthz", "post"): Inert("liveness probe"),
+        ("metrics", "post"): Inert("GET only (405): Prometheus figures, read with the metrics token"),
+        ("metrics-triton", "post"): Inert("GET only (405): a Triton server's metrics, relayed"),
         ("admin:index", "post"): Inert("a page"),
         ("admin:dashboard-data", "post"): Inert("the dashboard's figures: GET only (a POST is 405)"),
         ("admin:app_list", "post"): Inert("a page"),

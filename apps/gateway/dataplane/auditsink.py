@@ -27,6 +27,8 @@ from asgiref.sync import sync_to_async
 from apps.audit.models import Outcome
 from apps.audit.services import AuditUnavailable, PendingEvent, Source, async_refusals, record_events
 
+from .. import telemetry
+
 logger = logging.getLogger(__name__)
 RunSync = Callable[[Sequence[PendingEvent]], Awaitable[None]]
 
@@ -232,6 +234,8 @@ class AuditSink:
     def __init__(self, committer: GroupCommitter | None = None, refusal_counter=None):
         self.committer = committer or GroupCommitter()
         self.refusals = async_refusals(self.committer.submit, refusal_counter)
+        # /metrics: events waiting for the next group commit, per process (docs/metrics.md)
+        telemetry.recorder.watch("audit_backlog", lambda: self.committer.queued)
 
     async def start(self) -> None:
         await self.committer.start()
@@ -262,6 +266,10 @@ class AuditSink:
         deid: dict | None = None,
         extra: dict | None = None,
     ) -> None:
+        # /metrics counts every finished call here, the one step every adapter's calls go through
+        telemetry.record_call(
+            event_type, status=status, error_code=error_code, latency_ms=latency_ms, route=route, deid=deid, extra=extra
+        )
         if caller is not None:
             event = call_event(
                 event_type,
