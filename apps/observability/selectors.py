@@ -20,7 +20,7 @@ from . import histogram
 from .models import BUCKET_FIELDS, CallSeries, Period
 
 # window name → (period of its points, number of points)
-WINDOWS = {"1h": (Period.MINUTE, 60), "24h": (Period.HOUR, 24), "7d": (Period.HOUR, 168)}
+WINDOWS = {"1h": (Period.MINUTE, 60), "24h": (Period.HOUR, 24), "7d": (Period.SIX_HOURS, 28)}
 CHART_MODELS = 8  # the busiest models get a line each; the table lists them all
 # What people do with privilege (not the gateway's calls, logins or the system's own transitions).
 PRIVILEGED_TYPES = (

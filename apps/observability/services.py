@@ -121,7 +121,7 @@ def aggregate(groups) -> dict[tuple, Point]:
     minute and hour alike, `start` aligned to its period in UTC."""
     points: dict[tuple, Point] = {}
     for minute, model, version, outcome, bucket, count, latency_sum, tokens_in, tokens_out in groups:
-        for period in (Period.MINUTE, Period.HOUR):
+        for period in (Period.MINUTE, Period.HOUR, Period.SIX_HOURS):
             point = points.setdefault((int(period), minute // period * period, model, version), Point())
             point.add(outcome, count, bucket, latency_sum, (tokens_in, tokens_out))
     return {(p, datetime.fromtimestamp(s, tz=UTC), m, v): point for (p, s, m, v), point in points.items()}
@@ -215,13 +215,13 @@ def roll_up_calls(*, batch_size: int | None = None, budget_seconds: float | None
 
 
 def prune_series(now: datetime | None = None) -> int:
-    """Drop minute points older than OBSERVABILITY_MINUTE_RETENTION_HOURS and hour points older
-    than OBSERVABILITY_HOUR_RETENTION_DAYS (the audit log keeps the calls themselves)."""
+    """Drop minute points older than OBSERVABILITY_MINUTE_RETENTION_HOURS and hour and 6-hour points
+    older than OBSERVABILITY_HOUR_RETENTION_DAYS (the audit log keeps the calls themselves)."""
     now = now or timezone.now()
     minutes = now - timedelta(hours=settings.OBSERVABILITY_MINUTE_RETENTION_HOURS)
     hours = now - timedelta(days=settings.OBSERVABILITY_HOUR_RETENTION_DAYS)
     deleted, _ = CallSeries.objects.filter(period=Period.MINUTE, start__lt=minutes).delete()
-    more, _ = CallSeries.objects.filter(period=Period.HOUR, start__lt=hours).delete()
+    more, _ = CallSeries.objects.filter(period__in=(Period.HOUR, Period.SIX_HOURS), start__lt=hours).delete()
     return deleted + more
 
 

@@ -48,6 +48,10 @@ def test_counts_errors_refusals_and_percentiles_per_minute_and_hour():
     hour = point(Period.HOUR, T0.replace(minute=0))
     assert (hour.calls, hour.errors, hour.latency_count) == (103, 2, 103)
     assert point(Period.HOUR, T0.replace(minute=0) + timedelta(hours=1), version=2).calls == 1
+    quarter = T0.replace(hour=T0.hour // 6 * 6, minute=0)
+    assert point(Period.SIX_HOURS, quarter).calls == 103  # the 7-day view's points
+    later = T0 + timedelta(hours=1)
+    assert point(Period.SIX_HOURS, later.replace(hour=later.hour // 6 * 6, minute=0), version=2).calls == 1
     # percentiles from the buckets fall in the bucket that holds the exact value
     exact = sorted([*LATENCIES, 900.0, 900.0])
     for q in (0.50, 0.95):
@@ -132,6 +136,7 @@ def test_old_points_are_pruned():
 
     assert not CallSeries.objects.filter(period=Period.MINUTE).exists()  # 48 h of minutes
     assert point(Period.HOUR, old.replace(minute=0)).calls == 1  # 90 days of hours
+    assert point(Period.SIX_HOURS, old.replace(hour=old.hour // 6 * 6, minute=0)).calls == 1  # and of 6 hours
 
 
 @pytest.mark.django_db
