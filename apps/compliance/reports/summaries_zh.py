@@ -36,7 +36,12 @@ PATTERNS: dict[str, str] = {
     "WAL archiving is off (archive_mode=off)": "WAL 归档未开启（archive_mode=off）",
     "no restore drill has been recorded": "尚无恢复演练记录",
     "{n} internal service(s) listening here, all on loopback; public: {items}": "本机有 {n} 个内部服务在监听，均只监听回环地址；对外服务：{items}",
+    "{n} installed distribution(s), all required by {m} pinned requirement(s) or allow-listed, versions as pinned; "
+    "DEBUG off": "已安装 {n} 个软件包，均为 {m} 个锁定版本的依赖所需或在允许清单中，版本与锁定一致；DEBUG 已关闭",
     "{n} installed distribution(s) no requirement needs: {names}": "{n} 个已安装的软件包不被任何依赖需要：{names}",
+    "{n} pinned version(s) differ from the installed ones": "{n} 个锁定版本与已安装的版本不同",
+    "{n} pinned requirement(s) not installed: {names}": "{n} 个锁定的依赖未安装：{names}",
+    "{n} unpinned requirement(s)": "{n} 个依赖未锁定版本",
     "no signed code manifest: the installed code cannot be verified": "没有已签名的代码清单：无法验证已安装的代码",
     "`check --deploy` reports {n} security warning(s)": "`check --deploy` 报告了 {n} 条安全警告",
     "not TLS-only: {settings}": "未强制仅用 TLS：{settings}",
