@@ -65,21 +65,34 @@ def _grants(model) -> list[dict]:
 
 
 def _history(request, model, limit: int):
-    """The latest audit events about the model and its versions (newest first, `limit` of them);
-    only for someone who may read the audit log."""
-    from apps.audit.models import AuditEvent
+    """The latest audit events about the model and its versions (newest first, `limit` of them),
+    for someone who may read the audit log; showing them is a read of the log, recorded as the
+    audit admin records its own (`audit.search`)."""
+    from django.db import transaction
+    from django.db.models import Q
+
+    from apps.audit.selectors import events_visible_to
+    from apps.audit.services import record_event
 
     if not request.user.has_perm("audit.view_auditevent"):
         return None
     version_ids = [str(pk) for pk in model.versions.values_list("pk", flat=True)]
-    from django.db.models import Q
-
-    return list(
-        AuditEvent.objects.filter(
+    events = list(
+        events_visible_to(request.user)
+        .filter(
             Q(target_type="registry.model", target_id=str(model.pk))
             | Q(target_type="registry.modelversion", target_id__in=version_ids)
-        ).order_by("-timestamp", "-id")[:limit]
+        )
+        .order_by("-timestamp", "-id")[:limit]
     )
+    with transaction.atomic():
+        record_event(
+            "audit.search",
+            actor=request.user,
+            source=Source.from_request(request),
+            details={"admin": True, "model": model.pk, "rows": len(events)},
+        )
+    return events
 
 
 # Refusals said in the words of the person uploading, not in the ONNX parser's or protobuf's.

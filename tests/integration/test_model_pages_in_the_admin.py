@@ -18,7 +18,7 @@ import pytest
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.accounts.roles import ADMIN
+from apps.accounts.roles import ADMIN, AUDITOR
 from apps.audit.models import AuditEvent
 from apps.deployments import services
 from apps.deployments.models import Deployment, Observed
@@ -62,6 +62,18 @@ def _axe(page) -> list[dict]:
     ]
 
 
+def _log_in(page, base: str, user) -> None:
+    """Password, then the authenticator's current code on the second-factor page."""
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/accounts/2fa/verify/"))
+    page.fill("#id_code", f"{totp(KEY):06d}")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+
+
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
 def test_an_administrator_uploads_deploys_and_reads_the_model_page(
     browser,  # noqa: F811 - the fixture imported above
@@ -95,14 +107,7 @@ def test_an_administrator_uploads_deploys_and_reads_the_model_page(
             violations[step] = found
 
     try:
-        page.goto(f"{base}/admin/login/?next=/admin/")
-        page.fill("#id_username", admin.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        page.wait_for_url(re.compile(r"/accounts/2fa/verify/"))
-        page.fill("#id_code", f"{totp(KEY):06d}")
-        page.click("input[type=submit]")
-        page.wait_for_url(re.compile(r"/admin/$"))
+        _log_in(page, base, admin)
         assert page.locator("html").get_attribute("lang") == ("zh-hans" if lang == "zh" else "en")
 
         # 1. a file that is not a model: the form comes back, as typed, with a plain error on the file
@@ -162,8 +167,23 @@ def test_an_administrator_uploads_deploys_and_reads_the_model_page(
         row = page.locator("#model-deployment-rows tbody tr").first
         assert server.name in row.inner_text() and row.locator(".sv-badge--active").count() == 1
         assert row.locator(".sv-badge--up").count() == 1
-        assert "registry.version.create" in page.locator("#model-history").inner_text()
+        assert page.locator("#model-history").count() == 0  # an administrator does not read the audit log
         check("6-model-page")
+    finally:
+        context.close()
+
+    # 5. an auditor reads the same page, with its history (a read of the audit log, itself recorded)
+    auditor = make_user(f"audrey-{lang}", AUDITOR)
+    TOTPDevice.objects.create(user=auditor, name="phone", key=KEY.hex(), confirmed=True)
+    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    try:
+        _log_in(page, base, auditor)
+        page.goto(f"{base}/admin/registry/model/{mv.model_id}/change/")
+        history = page.locator("#model-history").inner_text()
+        assert "registry.version.create" in history
+        check("7-model-page-auditor")
     finally:
         context.close()
 

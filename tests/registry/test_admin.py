@@ -174,3 +174,20 @@ class TestIssue17ModelPages:
         assert "<td>1</td>" in usage and "<td>11</td>" in usage and "<td>5</td>" in usage
         history = page[page.index('id="model-history"') :]
         assert "registry.version.create" in history
+        read = AuditEvent.objects.get(event_type="audit.search", actor=admin_user)  # showing it is a read of the log
+        assert read.details["model"] == model.pk
+
+    def test_the_history_is_only_for_who_may_read_the_audit_log(self, admin_user):
+        from apps.accounts.roles import ADMIN, AUDITOR
+        from tests.conftest import make_user
+
+        mv = ModelVersionFactory(actor=admin_user)
+        seen = {}
+        for role in (ADMIN, AUDITOR):
+            client = Client()
+            otp_login(client, make_user(f"someone-{role}", role))
+            resp = client.get(f"/admin/registry/model/{mv.model_id}/change/")
+            assert resp.status_code == 200
+            seen[role] = 'id="model-history"' in resp.content.decode()
+
+        assert seen == {ADMIN: False, AUDITOR: True}
