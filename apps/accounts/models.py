@@ -238,7 +238,9 @@ class SM3OTPDevice(TimestampMixin, ThrottlingMixin, Device):
         return True
 
     def get_throttle_factor(self):
-        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+        from .otp import grace_throttle_factor
+
+        return grace_throttle_factor(self)  # the first wrong codes cost no wait (apps.accounts.otp)
 
     @property
     def config_url(self) -> str:

@@ -78,3 +78,22 @@ def users_with_confirmed_device() -> set[int]:
 
 def device_algorithm(device) -> str:
     return SM3 if getattr(device, "algorithm", "") == SM3 else TOTP_SHA1
+
+
+# django-otp throttles a device after every wrong code: 1 s after the first, then 2, 4, 8 ... and it
+# refuses even the right code while it waits — so one typo made the right code typed straight after
+# it fail as "not valid" (issue 17). The first THROTTLE_GRACE wrong codes in a row cost no wait; from
+# the next one the doubling starts at 1 s as before (with django-otp's cap). Guessing stays hopeless:
+# a few free tries at ~3 in 10^6 each, then exponential back-off; a right code resets the count.
+THROTTLE_GRACE = 3
+
+
+def grace_throttle_factor(device) -> float:
+    """The throttle factor django-otp multiplies by 2**(failures - 1): 0 (no wait) within the grace,
+    then scaled so that the first wait after the grace is OTP_TOTP_THROTTLE_FACTOR seconds."""
+    from django.conf import settings
+
+    grace = getattr(settings, "OTP_THROTTLE_GRACE", THROTTLE_GRACE)
+    if device.throttling_failure_count <= grace:
+        return 0
+    return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1) / 2**grace

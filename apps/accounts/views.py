@@ -19,6 +19,7 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django_otp import match_token
 
@@ -103,7 +104,7 @@ def totp_setup(request):
                 return HttpResponseRedirect(_next(request))
         else:
             record_2fa_failure(user=user, source=source)
-            form.add_error("code", "That code is not valid. Check the clock of your device and try again.")
+            form.add_error("code", gettext("That code is not valid. Check the clock of your device and try again."))
     buffer = io.BytesIO()
     qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage).save(buffer)
     return render(
@@ -173,7 +174,7 @@ def totp_verify(request):
             otp_verified(request, device)
             return HttpResponseRedirect(_next(request))
         record_2fa_failure(user=request.user, source=Source.from_request(request, None))
-        form.add_error("code", "That code is not valid.")
+        form.add_error("code", gettext("That code is not valid."))
     return render(
         request, "accounts/totp_verify.html", _context(request, title=_("Two-factor verification"), form=form)
     )
@@ -183,7 +184,7 @@ def _not_throttled(form, device) -> bool:
     """django-otp doubles the wait after each wrong code; say so rather than "not valid"."""
     allowed, info = device.verify_is_allowed() if device is not None else (True, None)
     if not allowed:
-        form.add_error("code", "Too many wrong codes: wait a few seconds, then enter the current code.")
+        form.add_error("code", gettext("Too many wrong codes: wait a few seconds, then enter the current code."))
     return allowed
 
 

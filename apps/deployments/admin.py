@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.db import transaction
@@ -7,12 +8,15 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from apps.audit.models import AuditEvent
 from apps.core.admin_utils import ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
 from apps.core.source import Source
 from apps.registry.models import ModelVersion
+from apps.registry.selectors import add_model_page_section
 from inference_backend.config import BATCHING_FIELDS
 
 from . import services
@@ -70,8 +74,7 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         "memory_mb",
         "labels",
         "backends",
-        "state",
-        "last_error",
+        "health",  # uic (issue 17): the state as a badge, with the last error when not up
         "last_seen_at",
     ]
     list_filter = ["hardware", "state"]
@@ -87,6 +90,10 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if obj is None:
             return self.fields
         return [*self.fields, "state", "last_error", "last_seen_at"]
+
+    @admin.display(description=_("state"), ordering="state")
+    def health(self, obj):
+        return server_health(obj)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -169,8 +176,17 @@ class DeploymentForm(forms.ModelForm):
 
 @admin.register(Deployment)
 class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["model_version", "server", "desired_state", "observed_state", "short_error", "updated_at"]
+    list_display = [
+        "model_version",
+        "server",
+        "desired_state",
+        "state_badge",
+        "server_health",
+        "short_error",
+        "updated_at",
+    ]
     list_filter = ["desired_state", "observed_state", "server"]
+    list_select_related = ["model_version__model", "server"]
     search_fields = ["model__name"]
     inlines = [TransitionInline]
     actions = ["undeploy", "redeploy"]
@@ -183,6 +199,7 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             *DeploymentForm.Meta.fields,
             "desired_state",
             "observed_state",
+            "server_health",
             "last_error",
             "requested_by",
             "created_at",
@@ -216,6 +233,17 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     def save_formset(self, request, form, formset, change):
         return None
+
+    # --- uic (issue 17): states as badges; a deployment waiting on an unreachable server says so ---
+    @admin.display(description=_("observed state"), ordering="observed_state")
+    def state_badge(self, obj):
+        return state_badge(obj.observed_state, obj.get_observed_state_display())
+
+    @admin.display(description=_("server health"))
+    def server_health(self, obj):
+        return server_health(obj.server, waiting=obj.observed_state in (Observed.PENDING, Observed.LOADING))
+
+    # --- end uic ---
 
     @admin.display(description="error")
     def short_error(self, obj):
@@ -758,12 +786,12 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 # re-registers registry's own model-version admin (whatever class that is) with the action added.
 
 
-class DeployForm(forms.Form):
-    server = forms.ModelChoiceField(queryset=InferenceServer.objects.all())
-    max_batch_size = forms.IntegerField(min_value=0, initial=8)
-    dynamic_batching = forms.BooleanField(required=False, initial=True)
-    max_queue_delay_us = forms.IntegerField(min_value=0, initial=100)
-    instance_count = forms.IntegerField(min_value=1, initial=1)
+class DeployForm(forms.Form):  # labels translated: uic (issue 17)
+    server = forms.ModelChoiceField(label=_("server"), queryset=InferenceServer.objects.all())
+    max_batch_size = forms.IntegerField(label=_("max batch size"), min_value=0, initial=8)
+    dynamic_batching = forms.BooleanField(label=_("dynamic batching"), required=False, initial=True)
+    max_queue_delay_us = forms.IntegerField(label=_("max queue delay (µs)"), min_value=0, initial=100)
+    instance_count = forms.IntegerField(label=_("instance count"), min_value=1, initial=1)
 
 
 class DeployVersionsMixin:
@@ -774,40 +802,129 @@ class DeployVersionsMixin:
         # Seeing the versions is not enough: the action writes deployments.
         return request.user.has_perm("deployments.add_deployment")
 
-    @admin.action(description="Deploy selected versions to a server", permissions=["deploy"])
+    @admin.action(description=_("Deploy selected versions to a server"), permissions=["deploy"])
     def deploy(self, request, queryset):
         form = DeployForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             data = dict(form.cleaned_data)
             server = data.pop("server")
             done = [
-                mv
-                for mv in queryset
-                if run_service(
-                    self,
-                    request,
-                    services.request_deployment,
-                    model_version_id=mv.pk,
-                    server_id=server.pk,
-                    batching=data,
+                dep
+                for dep in (
+                    run_service(
+                        self,
+                        request,
+                        services.request_deployment,
+                        model_version_id=mv.pk,
+                        server_id=server.pk,
+                        batching=data,
+                    )
+                    for mv in queryset
                 )
+                if dep is not None
             ]
-            if done:
-                self.message_user(
-                    request, f"Deployment requested for {', '.join(map(str, done))} on {server}.", messages.SUCCESS
+            if done:  # uic (issue 17): the message links to each deployment and its replica set
+                links = format_html_join(
+                    ", ",
+                    '<a href="{}">{}</a>',
+                    (
+                        (
+                            reverse("admin:deployments_deployment_change", args=[dep.pk]),
+                            f"{dep.model_version} → {server}",
+                        )
+                        for dep in done
+                    ),
                 )
+                sets = format_html_join(
+                    ", ",
+                    '<a href="{}">{}</a>',
+                    (
+                        (reverse("admin:deployments_replicaset_change", args=[dep.replica_set_id]), dep.replica_set)
+                        for dep in done
+                        if dep.replica_set_id
+                    ),
+                )
+                text = format_html(gettext("Deployment requested: {deployments}."), deployments=links)
+                if sets:
+                    text = format_html("{} {}", text, format_html(gettext("Replica set: {sets}."), sets=sets))
+                self.message_user(request, text, messages.SUCCESS)
             return None
         return render(
             request,
             "admin/deployments/deploy_versions.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Deploy model versions",
+                "title": gettext("Deploy model versions"),
                 "form": form,
                 "queryset": queryset,
                 "opts": self.model._meta,
             },
         )
+
+
+# --- uic (issue 17): state badges, server health, and the model page's deployments section -------
+
+
+def state_badge(state: str, label=None):
+    """A state as text in a coloured badge (the colour repeats the text, never replaces it)."""
+    return format_html('<span class="sv-badge sv-badge--{}">{}</span>', state or "unknown", label or state)
+
+
+def server_health(server: InferenceServer, waiting: bool = False):
+    """The server's state, and when it is not up why (its last error) and since when it was last
+    seen: instead of a deployment that says only "loading" while its server does not answer."""
+    badge = state_badge(server.state, server.get_state_display())
+    if server.state == "up":
+        return badge
+    parts = [badge]
+    if server.last_error:
+        parts.append(format_html('<span class="sv-error">{}</span>', server.last_error[:200]))
+    seen = server.last_seen_at
+    parts.append(
+        format_html("{}", gettext("last seen %(when)s") % {"when": seen}) if seen else gettext("never seen up")
+    )
+    if waiting:
+        parts.append(
+            gettext("retried with backoff up to %(n)s times, then the deployment fails")
+            % {"n": settings.DEPLOY_MAX_RETRIES}
+        )
+    return format_html_join(" · ", "{}", ((p,) for p in parts))
+
+
+def model_deployments_section(request, model):
+    """The model page's live versions (traffic weight), replica sets and deployments with their
+    servers' health (registry's ModelAdmin shows it: apps.registry.admin.MODEL_PAGE_SECTIONS)."""
+    if not request.user.has_perm("deployments.view_deployment"):
+        return None
+    replica_sets = list(ReplicaSet.objects.filter(model=model).exclude(state="retired").select_related("model_version"))
+    deployments = list(
+        Deployment.objects.filter(model=model)
+        .exclude(desired_state=Desired.INACTIVE, observed_state=Observed.INACTIVE)
+        .select_related("model_version", "server", "replica_set")
+        .order_by("-model_version__version", "server__name")
+    )
+    live = {d.model_version_id for d in deployments if d.observed_state == Observed.ACTIVE}
+    return {
+        "id": "model-deployments",
+        "title": _("Live versions and replicas"),
+        "template": "admin/deployments/model_section.html",
+        "replica_sets": replica_sets,
+        "deployments": [
+            {
+                "dep": d,
+                "state": state_badge(d.observed_state, d.get_observed_state_display()),
+                "health": server_health(d.server, waiting=d.observed_state in (Observed.PENDING, Observed.LOADING)),
+            }
+            for d in deployments
+        ],
+        "live_versions": sorted(
+            {d.model_version for d in deployments if d.model_version_id in live}, key=lambda v: v.version
+        ),
+    }
+
+
+add_model_page_section(model_deployments_section)
+# --- end uic ---
 
 
 def add_deploy_action(site: admin.AdminSite, model) -> None:

@@ -78,3 +78,6 @@ class RetainedExchangeAdmin(_NoAdd):
     search_fields = ["request_id", "username"]
     fields = [*list_display, "digest", "deleted_by", "deletion_reason"]  # never the ciphertext
     readonly_fields = fields
+
+
+from . import model_usage  # noqa: E402, F401 - uic (issue 17): the usage section of the model page

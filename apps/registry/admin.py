@@ -3,10 +3,13 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
+from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin
+from apps.core.errors import ServiceError
+from apps.core.source import Source
 
 from . import services
 from .models import Artifact, Model, ModelVersion
+from .selectors import MODEL_PAGE_SECTIONS
 
 
 class VersionInline(admin.TabularInline):
@@ -21,11 +24,25 @@ class VersionInline(admin.TabularInline):
         return False
 
 
+HISTORY_LIMIT = 20
+
+
 @admin.register(Model)
 class ModelAdmin(ReadOnlyAdmin):
     list_display = ["name", "description", "version_count", "created_at"]
     search_fields = ["name", "description"]
     inlines = [VersionInline]
+    change_form_template = "admin/registry/model/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        model = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if model is not None:
+            sections = [s for s in (section(request, model) for section in MODEL_PAGE_SECTIONS) if s]
+            extra.update(
+                sv_sections=sections, sv_grants=_grants(model), sv_history=_history(request, model, HISTORY_LIMIT)
+            )
+        return super().change_view(request, object_id, form_url, extra)
 
     def has_add_permission(self, request):
         return False  # a model is created by uploading its first version
@@ -33,6 +50,65 @@ class ModelAdmin(ReadOnlyAdmin):
     @admin.display(description=_("versions"))
     def version_count(self, obj):
         return obj.versions.count()
+
+
+def _grants(model) -> list[dict]:
+    """Who may see or call the model (read-only here; grants change through the grant service)."""
+    from apps.accounts.models import ModelGroupGrant, ModelUserGrant
+
+    rows = []
+    for grant in ModelUserGrant.objects.filter(content_object=model).select_related("user", "permission"):
+        rows.append({"kind": "user", "who": grant.user, "grant": grant})
+    for grant in ModelGroupGrant.objects.filter(content_object=model).select_related("group", "permission"):
+        rows.append({"kind": "group", "who": grant.group, "grant": grant})
+    return rows
+
+
+def _history(request, model, limit: int):
+    """The latest audit events about the model and its versions (newest first, `limit` of them),
+    for someone who may read the audit log; showing them is a read of the log, recorded as the
+    audit admin records its own (`audit.search`)."""
+    from django.db import transaction
+    from django.db.models import Q
+
+    from apps.audit.selectors import events_visible_to
+    from apps.audit.services import record_event
+
+    if not request.user.has_perm("audit.view_auditevent"):
+        return None
+    version_ids = [str(pk) for pk in model.versions.values_list("pk", flat=True)]
+    events = list(
+        events_visible_to(request.user)
+        .filter(
+            Q(target_type="registry.model", target_id=str(model.pk))
+            | Q(target_type="registry.modelversion", target_id__in=version_ids)
+        )
+        .order_by("-timestamp", "-id")[:limit]
+    )
+    with transaction.atomic():
+        record_event(
+            "audit.search",
+            actor=request.user,
+            source=Source.from_request(request),
+            details={"admin": True, "model": model.pk, "rows": len(events)},
+        )
+    return events
+
+
+# Refusals said in the words of the person uploading, not in the ONNX parser's or protobuf's.
+UPLOAD_ERRORS = {
+    "not_onnx": _(
+        "This file is not an ONNX model, or it is damaged. Export the model to ONNX and upload the .onnx file."
+    ),
+    "invalid_onnx": _("The ONNX checker rejected this model. Check that it was exported completely."),
+    "unsupported_dtype": _("The model uses a data type the portal cannot serve."),
+    "unsupported_shape": _("The model has an input or output of unknown rank."),
+    "onnx_external_data": _("The model keeps its weights in separate files: save it as one .onnx file."),
+    "file_too_large": _("The file is larger than the upload limit."),
+    "duplicate_version": _("This model already has that version: leave the version empty for the next one."),
+    "invalid_model_name": _("Use lowercase letters, digits and hyphens for the model name."),
+}
+UPLOAD_ERROR_FIELDS = {"file": "upload", "version": "version_number", "name": "model_name"}
 
 
 class UploadVersionForm(forms.ModelForm):
@@ -52,6 +128,32 @@ class UploadVersionForm(forms.ModelForm):
     class Meta:
         model = ModelVersion
         fields = []
+
+    request = None  # set by ModelVersionAdmin.get_form
+    registered = None
+
+    def clean(self):
+        """Register the upload here, through the service, so that a refusal shows on this form with
+        what was typed kept, instead of on the list page with the form gone (issue 17)."""
+        data = super().clean()
+        if self.errors or self.request is None:
+            return data
+        try:
+            self.registered = services.register_model_version(
+                model_name=data["model_name"],
+                data=data["upload"].read(),
+                version=data.get("version_number"),
+                description=data.get("description") or "",
+                actor=self.request.user,
+                source=Source.from_request(self.request),
+            )
+        except ServiceError as err:
+            # The plain words and the code; the parser's own text (often protobuf's) is kept in the
+            # `registry.version.rejected` event's details for whoever investigates.
+            said = UPLOAD_ERRORS.get(err.code)
+            text = f"{said} ({err.code})" if said else f"{err.detail} ({err.code})"
+            self.add_error(UPLOAD_ERROR_FIELDS.get(err.field or ""), text)
+        return data
 
 
 @admin.register(ModelVersion)
@@ -75,7 +177,10 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = UploadVersionForm
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None:
+            form = type(form.__name__, (form,), {"request": request})
+        return form
 
     def get_fields(self, request, obj=None):
         return ["model_name", "upload", "version_number", "description"] if obj is None else self.readonly_fields
@@ -90,17 +195,7 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        upload = data["upload"]
-        mv = run_service(
-            self,
-            request,
-            services.register_model_version,
-            model_name=data["model_name"],
-            data=upload.read(),
-            version=data["version_number"],
-            description=data["description"],
-        )
+        mv = form.registered  # registered by the form's clean(), through the service
         if mv is not None:
             obj.pk = mv.pk
             if mv.breaking_changes:

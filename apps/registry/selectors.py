@@ -180,3 +180,15 @@ def allowed_formats() -> dict[str, tuple[str, ...]]:
     from .models import ModelFormat
 
     return {ModelFormat.ONNX.value: ("model.onnx",), ModelFormat.LLM.value: tuple(ALLOWED_FILES)}
+
+
+# The model page (issue 17) shows, below the model and its versions, sections that higher layers
+# add: registry knows nothing of deployments or the gateway, so apps/deployments/admin.py adds the
+# live versions and replicas, apps/gateway the usage. Each is a callable (request, model) returning
+# a dict {"id", "title", "template", ...its context} or None (nothing to show to that person).
+MODEL_PAGE_SECTIONS: list = []
+
+
+def add_model_page_section(section):
+    MODEL_PAGE_SECTIONS.append(section)
+    return section

@@ -230,19 +230,47 @@ class TestApiLogin:
         assert events("auth.2fa.failure", actor=auditor_user).count() == 1
         assert not events("auth.login.success").exists()
 
-    def test_right_code_right_after_a_wrong_one_is_told_to_wait_not_refused_as_wrong(self, auditor_user, clock):
-        """django-otp refuses every code for a second after a wrong one: the caller is told to wait
-        (429, Retry-After), the early try does not count as a failure, and after the wait the right
-        code works (it used to answer `invalid_otp` and double the wait)."""
+    def test_right_code_right_after_a_wrong_one_works(self, auditor_user, clock):
+        """Issue 17: one typo no longer makes the right code typed straight after it fail (django-otp
+        throttled from the first wrong code; the first THROTTLE_GRACE in a row now cost no wait)."""
         device = enrolled(auditor_user)
         assert api_login(APIClient(), "audrey", otp=wrong(code_of(device))).status_code == 401
+
+        resp = api_login(APIClient(), "audrey", otp=code_of(device))
+
+        assert resp.status_code == 200, resp.json()
+        device.refresh_from_db()
+        assert device.throttling_failure_count == 0  # a right code resets the count
+
+    def test_after_the_grace_the_caller_is_told_to_wait_and_the_wait_doubles(self, auditor_user, clock):
+        """Past THROTTLE_GRACE wrong codes in a row, every code waits (1 s, then 2, 4 ...): the caller
+        is told to wait (429, Retry-After), the early try does not count as a failure, and after the
+        wait the right code works."""
+        from apps.accounts.otp import THROTTLE_GRACE
+
+        device = enrolled(auditor_user)
+        for _ in range(THROTTLE_GRACE):
+            assert api_login(APIClient(), "audrey", otp=wrong(code_of(device))).status_code == 401
+        assert api_login(APIClient(), "audrey", otp=wrong(code_of(device))).status_code == 401  # one past
 
         early = api_login(APIClient(), "audrey", otp=code_of(device))
 
         assert (early.status_code, early.json()["code"], early["Retry-After"]) == (429, "otp_throttled", "1")
-        assert events("auth.2fa.failure", actor=auditor_user).count() == 1
+        assert events("auth.2fa.failure", actor=auditor_user).count() == THROTTLE_GRACE + 1
         clock.shift(timedelta(seconds=1))
+        assert api_login(APIClient(), "audrey", otp=wrong(code_of(device))).status_code == 401
+        assert api_login(APIClient(), "audrey", otp=code_of(device))["Retry-After"] == "2"  # doubled
+        clock.shift(timedelta(seconds=2))
         assert api_login(APIClient(), "audrey", otp=code_of(device)).status_code == 200
+
+    def test_the_verify_page_accepts_the_right_code_after_a_wrong_one(self, auditor_user, clock):
+        device = enrolled(auditor_user)
+        client = logged_in(auditor_user)
+        assert client.post(VERIFY, {"code": wrong(code_of(device)), "next": "/admin/"}).status_code == 200
+
+        resp = client.post(VERIFY, {"code": code_of(device), "next": "/admin/"})
+
+        assert redirect_of(resp)[0] == "/admin/"
 
     def test_privileged_not_enrolled_is_told_to_enrol(self, officer_user):
         client = APIClient()

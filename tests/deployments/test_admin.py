@@ -93,6 +93,20 @@ class TestDeploymentAdmin:
         assert resp.status_code == 200
         dep = Deployment.objects.get()
         assert (dep.model_version, dep.server, dep.requested_by) == (mv, server, admin_user)
+        # issue 17: the message links to the deployment it created
+        assert f'<a href="/admin/deployments/deployment/{dep.pk}/change/">' in resp.content.decode()
+
+    def test_a_deployment_waiting_on_an_unreachable_server_says_why(self, browser):
+        """Issue 17: not a bare "loading" — the server's state, its last error, when it was last
+        seen and that the reconcile retries (the probe recorded them on the server)."""
+        dep = DeploymentFactory(observed_state=Observed.LOADING)
+        InferenceServer.objects.filter(pk=dep.server_id).update(state="down", last_error="connection refused")
+
+        for path in ("/admin/deployments/deployment/", f"/admin/deployments/deployment/{dep.pk}/change/"):
+            page = browser.get(path).content.decode()
+            assert 'class="sv-badge sv-badge--loading"' in page or path.endswith("/change/")
+            assert 'class="sv-badge sv-badge--down"' in page and "connection refused" in page
+            assert "never seen up" in page and "retried with backoff up to" in page
 
     def test_undeploy_action(self, browser, admin_user, enqueued):
         dep = DeploymentFactory(model_version=ModelVersionFactory(actor=admin_user))

@@ -128,3 +128,66 @@ class TestArtifactAdminHidesTheWrappedKey:
             assert "wrapped_dek" not in page and f"{mv.model.name} v{mv.version}" in page
             for form in forms:
                 assert form not in page, f"{path} shows the wrapped data key"
+
+
+class TestIssue17ModelPages:
+    """Issue 17: a refused upload keeps the form and says why in plain words; the model page shows
+    its versions, what is live with which servers, grants, usage and history."""
+
+    def test_a_refused_upload_keeps_the_form_and_says_why_plainly(self, admin_browser, admin_user):
+        resp = admin_browser.post(
+            "/admin/registry/modelversion/add/",
+            {"model_name": "triage", "upload": SimpleUploadedFile("x.onnx", b"not a model at all"), "description": "d"},
+        )
+
+        assert resp.status_code == 200  # the form again, not a redirect to the list
+        page = resp.content.decode()
+        assert 'value="triage"' in page and "d</textarea>" in page
+        assert "This file is not an ONNX model, or it is damaged" in page
+        assert "ModelProto" not in page  # not the protobuf parser's words
+        assert resp.context["adminform"].form.errors["upload"]  # on the file's field
+        assert not Model.objects.exists()
+        assert AuditEvent.objects.get(event_type="registry.version.rejected").error_code == "not_onnx"
+
+    def test_the_model_page_shows_versions_live_replicas_grants_usage_and_history(self, admin_browser, admin_user):
+        from apps.accounts.services import grant_model_access
+        from apps.gateway.models import LLMUsage
+        from tests.conftest import make_user
+
+        dep = DeploymentFactory(model_version__actor=admin_user, server__state="down", server__last_error="refused")
+        model = dep.model
+        reader = make_user("reader")
+        grant_model_access(model_id=model.pk, permission="view_model", user_id=reader.pk, actor=admin_user)
+        LLMUsage.objects.create(
+            request_id="r1", model=model, model_name=model.name, prompt_tokens=11, completion_tokens=5
+        )
+
+        resp = admin_browser.get(f"/admin/registry/model/{model.pk}/change/")
+
+        page = resp.content.decode()
+        assert resp.status_code == 200
+        assert 'id="live-versions"' in page and f"{dep.model_version}</a>" in page
+        assert f"/admin/deployments/deployment/{dep.pk}/change/" in page
+        assert "sv-badge sv-badge--down" in page and "refused" in page  # the server's state, with why
+        assert f"/admin/auth/user/{reader.pk}/change/" in page and "view_model" in page
+        usage = page[page.index('id="model-usage"') :]
+        assert "<td>1</td>" in usage and "<td>11</td>" in usage and "<td>5</td>" in usage
+        history = page[page.index('id="model-history"') :]
+        assert "registry.version.create" in history
+        read = AuditEvent.objects.get(event_type="audit.search", actor=admin_user)  # showing it is a read of the log
+        assert read.details["model"] == model.pk
+
+    def test_the_history_is_only_for_who_may_read_the_audit_log(self, admin_user):
+        from apps.accounts.roles import ADMIN, AUDITOR
+        from tests.conftest import make_user
+
+        mv = ModelVersionFactory(actor=admin_user)
+        seen = {}
+        for role in (ADMIN, AUDITOR):
+            client = Client()
+            otp_login(client, make_user(f"someone-{role}", role))
+            resp = client.get(f"/admin/registry/model/{mv.model_id}/change/")
+            assert resp.status_code == 200
+            seen[role] = 'id="model-history"' in resp.content.decode()
+
+        assert seen == {ADMIN: False, AUDITOR: True}
