@@ -605,6 +605,12 @@ def _enqueue(dep: Deployment, countdown: float = 0.0) -> None:
         transaction.on_commit(lambda: reconcile_deployment_task.delay(dep.pk, rid))
 
 
+# Upper bounds of the batching settings a deployment, replica set or config rollout may ask for (the
+# tuner's grid has the same): Triton starts `instance_count` model instances per replica on a server
+# other models share, and the columns are PostgreSQL integers.
+BATCHING_MAXIMA = {"max_batch_size": 1024, "max_queue_delay_us": 1_000_000, "instance_count": 16}
+
+
 def _batching(values: dict) -> BatchingSettings:
     unknown = set(values) - set(BATCHING_FIELDS)
     if unknown:
@@ -612,9 +618,13 @@ def _batching(values: dict) -> BatchingSettings:
     if "preferred_batch_sizes" in values:
         values = {**values, "preferred_batch_sizes": tuple(values["preferred_batch_sizes"] or ())}
     try:
-        return BatchingSettings(**values)
+        settings_ = BatchingSettings(**values)
     except (TypeError, ValueError) as err:
         raise ServiceError("invalid_batching", str(err)) from err
+    for name, high in BATCHING_MAXIMA.items():  # thousands of instances would take a shared server down
+        if getattr(settings_, name) > high:
+            raise ServiceError("invalid_batching", f"{name} is at most {high}", field=name)
+    return settings_
 
 
 def _snapshot(dep: Deployment) -> dict:
