@@ -15,7 +15,8 @@ A breach, a reload Triton refuses, or replicas not reloaded within ROLLOUT_READY
 back: the previous batching is written back on the replicas that took the new one (reloaded in place
 again) and a surge replica is retired after the drain. The Rollout row (kind=config, from_set ==
 to_set) holds the plan in `config`: {"after": batching, "before": {deployment id: batching},
-"canary": [ids], "surge": id | None, "widened_max": the surge raised max_replicas (lowered with it)};
+"canary": [ids], "surge": id | None, "widened_max": [before, during] when the surge raised
+max_replicas (put back with it), else None};
 `steps` are the number of replicas on the new config after each step. The public functions are
 re-exported by apps.deployments.services.
 """
@@ -173,10 +174,11 @@ def _create(rs, deps, after, hold, max_error_rate, max_p95, min_calls, sweep_id,
                 surge = services._place_replicas(rs, 1, services._batching(after), actor, source)[0]
         except PlacementImpossible as err:
             why = f"no surge replica could be placed ({err.detail[:300]}): the only replica is reloaded in place"
-    widened = False
+    widened = None
     if surge is not None:
         rs.replicas += 1
-        widened = rs.replicas > rs.max_replicas  # lowered again when the surge is retired
+        if rs.replicas > rs.max_replicas:  # [before, during]: put back when the surge is retired
+            widened = [rs.max_replicas, rs.replicas]
         rs.max_replicas = max(rs.max_replicas, rs.replicas)
         rs.save(update_fields=["replicas", "max_replicas", "updated_at"])
         canary, steps = [surge], [1, 2]
@@ -415,8 +417,9 @@ def _retire_surge(r: Rollout, actor, source: Source) -> int | None:
     services.mark_undeployed(dep, actor, source, drain_seconds=settings.ROLLOUT_DRAIN_SECONDS, surge=True)
     rs = ReplicaSet.objects.select_for_update().get(pk=r.to_set_id)
     rs.replicas = max(1, rs.replicas - 1)
-    if r.config.get("widened_max"):  # the surge raised the autoscaler's ceiling: put it back
-        rs.max_replicas = max(rs.min_replicas, rs.replicas, rs.max_replicas - 1)
+    widened = r.config.get("widened_max")
+    if widened and rs.max_replicas == widened[1]:  # the surge raised the ceiling and nobody changed it since
+        rs.max_replicas = max(rs.min_replicas, rs.replicas, widened[0])
     rs.save(update_fields=["replicas", "max_replicas", "updated_at"])
     drain = settings.ROLLOUT_DRAIN_SECONDS
     transaction.on_commit(lambda: reconcile_deployment_task.apply_async((dep.pk, ""), countdown=drain))

@@ -30,7 +30,9 @@ from inference_backend.config import BATCHING_FIELDS, BatchingSettings, render_c
 
 from .credentials import credential_for, set_server_credential, validate_credential
 from .models import (
+    UNFINISHED_SWEEP_STATES,
     Backend,
+    BatchingSweep,
     Deployment,
     Desired,
     Hardware,
@@ -772,11 +774,21 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
         held = list(
             Deployment.objects.filter(LIVE, server=server).select_related("model_version__model").order_by("pk")
         )
+        # a sweep's dedicated replica has no Deployment row, but is a replica all the same: deleting the
+        # server under it would leave it loaded on a Triton nothing can reach to unload it
+        sweeps = list(
+            BatchingSweep.objects.filter(server=server, state__in=UNFINISHED_SWEEP_STATES).values_list("pk", flat=True)
+        )
         if held:
             names = ", ".join(str(d.model_version) for d in held[:10])
             refusal = Conflict(
                 "server_has_replicas",
                 f"{server.name} still holds {len(held)} replica(s) ({names}); scale, retire or undeploy them first",
+            )
+        elif sweeps:
+            refusal = Conflict(
+                "server_has_replicas",
+                f"{server.name} runs batching sweep #{sweeps[0]} on a dedicated replica; wait for it to finish",
             )
         else:
             # shredded only once the server is known to go (a refused delete keeps its credential)

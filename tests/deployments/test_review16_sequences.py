@@ -128,3 +128,69 @@ def test_an_abandoned_sweep_of_another_set_does_not_hold_its_server_forever(staf
     stale.refresh_from_db()
     assert stale.state == SweepState.FAILED and "abandoned" in stale.error
     assert AuditEvent.objects.filter(event_type="deployment.sweep.fail", target_id=str(stale.pk)).exists()
+
+
+def test_a_ceiling_changed_by_a_person_during_the_surge_is_kept(staff_user):
+    """The other side of the fix above: an owner who sets max_replicas while the surge runs keeps it."""
+    from apps.deployments.models import Observed
+
+    rs = _live_set(staff_user, replicas=1)
+    InferenceServerFactory()
+    services.configure_autoscale(replica_set_id=rs.pk, enabled=True, min_replicas=1, max_replicas=1,
+                                 actor=staff_user)  # fmt: skip
+    rollout = services.start_config_rollout(replica_set_id=rs.pk, batching={"max_queue_delay_us": 5000},
+                                            hold_seconds=10, actor=staff_user)  # fmt: skip
+    assert rollout.config["widened_max"] == [1, 2]
+    Deployment.objects.filter(pk=rollout.config["surge"]).update(
+        observed_state=Observed.ACTIVE, applied_batching={**OLD, "max_queue_delay_us": 5000}
+    )
+    services.advance_rollouts()
+    services.configure_autoscale(replica_set_id=rs.pk, max_replicas=4, actor=staff_user)
+    services.promote_now(rollout_id=rollout.pk, actor=staff_user)
+    rs.refresh_from_db()
+    assert (rs.replicas, rs.max_replicas) == (1, 4)
+
+
+def test_a_server_running_a_sweep_is_not_deleted_under_it(staff_user):
+    """Server delete vs sweep: the dedicated replica has no Deployment row, so a server running a
+    sweep was deleted (its credential shredded) while the worker drove it; the sweep's server became
+    NULL, so nothing could unload the dedicated replica any more and it stayed loaded on a Triton the
+    portal no longer knows. Refused like a server holding replicas, audited, nothing deleted."""
+    InferenceServerFactory(name="live-1")
+    mv = ModelVersionFactory(model_name="tuned", actor=staff_user)
+    rs = services.request_replica_set(model_version_id=mv.pk, replicas=1, actor=staff_user)
+    spare = InferenceServerFactory(name="spare-1")
+    sweep = tuning.request_batching_sweep(
+        replica_set_id=rs.pk, arrival="synthetic", rate_per_second=10, repeats=1, point_seconds=1,
+        warmup_seconds=0, grid={"max_batch_size": [1], "max_queue_delay_us": [0], "instance_count": [1]},
+        actor=staff_user,
+    )  # fmt: skip
+    assert sweep.server == spare
+    with pytest.raises(ServiceError) as caught:
+        services.delete_server(server_id=spare.pk, actor=staff_user)
+    assert (caught.value.code, caught.value.status_code) == ("server_has_replicas", 409)
+    assert f"sweep #{sweep.pk}" in caught.value.detail
+    assert InferenceServer.objects.filter(pk=spare.pk).exists()
+    assert AuditEvent.objects.filter(event_type="deployment.server.delete.rejected", target_id=str(spare.pk)).exists()
+    sweep.refresh_from_db()
+    assert sweep.server == spare
+
+
+def test_an_infinite_slo_is_refused_by_the_service_not_only_by_the_api(staff_user, staff_client):
+    """`1e400` is valid JSON that Python reads as infinity. The API's JSONField refuses it (held), but the
+    service took `slo_max_p95_ms=inf` (a p95 SLO that never breaches, from any other caller: a
+    command, the sweep apply's default of the sweep's SLO) and the rollout saved with it could not be
+    rendered by the API any more (a 500 on every listing). The service refuses it `invalid_slo`."""
+    rs = _live_set(staff_user)
+    body = (
+        f'{{"model": "triage", "replica_set": {rs.pk}, "batching": {{"max_queue_delay_us": 5000}}, '
+        '"hold_seconds": 10, "slo_max_p95_ms": 1e400}'
+    )
+    answer = staff_client.post("/api/v1/deployments/rollouts/", body, content_type="application/json")
+    assert answer.status_code == 400 and answer.json()["field"] == "slo_max_p95_ms"
+    with pytest.raises(ServiceError) as caught:
+        services.start_config_rollout(replica_set_id=rs.pk, batching={"max_queue_delay_us": 5000}, hold_seconds=10,
+                                      slo_max_p95_ms=float("inf"), actor=staff_user)  # fmt: skip
+    assert caught.value.code == "invalid_slo"
+    assert not Rollout.objects.exists()
+    assert staff_client.get("/api/v1/deployments/rollouts/").status_code == 200
