@@ -194,3 +194,21 @@ def test_an_infinite_slo_is_refused_by_the_service_not_only_by_the_api(staff_use
     assert caught.value.code == "invalid_slo"
     assert not Rollout.objects.exists()
     assert staff_client.get("/api/v1/deployments/rollouts/").status_code == 200
+
+
+def test_a_configuration_far_below_the_rate_does_not_hold_the_worker_past_its_budget():
+    """The generator queued every call of a run without bound: a configuration answering 20 calls/s
+    driven at 200/s for 1 s kept the worker (and the Triton server, shared or not) busy 10 s, so a
+    sweep of point_seconds 60 at 2000/s could run for days against a budget of one hour. Calls that
+    fall more than a run's length behind are not sent; they count as errors (the point cannot keep up)."""
+    from inference_backend import loadgen
+
+    def slow():
+        time.sleep(0.05)  # the server's service time: what is measured, not a wait for a condition
+
+    offsets = loadgen.arrival_offsets(200, 1.0, 1.0, seed=1)
+    started = time.monotonic()
+    run = loadgen.run_open_loop(slow, offsets, seconds=1.0, in_flight=1)
+    assert time.monotonic() - started < 4.0
+    assert run.errors > 0 and "behind" in run.first_error
+    assert run.ok + run.errors == run.sent == len(offsets)
