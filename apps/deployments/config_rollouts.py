@@ -15,8 +15,10 @@ A breach, a reload Triton refuses, or replicas not reloaded within ROLLOUT_READY
 back: the previous batching is written back on the replicas that took the new one (reloaded in place
 again) and a surge replica is retired after the drain. The Rollout row (kind=config, from_set ==
 to_set) holds the plan in `config`: {"after": batching, "before": {deployment id: batching},
-"canary": [ids], "surge": id | None}; `steps` are the number of replicas on the new config after each
-step. The public functions are re-exported by apps.deployments.services.
+"canary": [ids], "surge": id | None, "widened_max": [before, during] when the surge raised
+max_replicas (put back with it), else None};
+`steps` are the number of replicas on the new config after each step. The public functions are
+re-exported by apps.deployments.services.
 """
 
 from __future__ import annotations
@@ -172,14 +174,18 @@ def _create(rs, deps, after, hold, max_error_rate, max_p95, min_calls, sweep_id,
                 surge = services._place_replicas(rs, 1, services._batching(after), actor, source)[0]
         except PlacementImpossible as err:
             why = f"no surge replica could be placed ({err.detail[:300]}): the only replica is reloaded in place"
+    widened = None
     if surge is not None:
         rs.replicas += 1
+        if rs.replicas > rs.max_replicas:  # [before, during]: put back when the surge is retired
+            widened = [rs.max_replicas, rs.replicas]
         rs.max_replicas = max(rs.max_replicas, rs.replicas)
         rs.save(update_fields=["replicas", "max_replicas", "updated_at"])
         canary, steps = [surge], [1, 2]
     else:
         canary, steps = [deps[0]], ([1, len(deps)] if len(deps) > 1 else [1])
-    plan = {"after": after, "before": before, "canary": [d.pk for d in canary], "surge": surge.pk if surge else None}
+    plan = {"after": after, "before": before, "canary": [d.pk for d in canary], "surge": surge.pk if surge else None,
+            "widened_max": widened}  # fmt: skip
     rollout = Rollout.objects.create(
         model=rs.model,
         from_set=rs,
@@ -411,7 +417,10 @@ def _retire_surge(r: Rollout, actor, source: Source) -> int | None:
     services.mark_undeployed(dep, actor, source, drain_seconds=settings.ROLLOUT_DRAIN_SECONDS, surge=True)
     rs = ReplicaSet.objects.select_for_update().get(pk=r.to_set_id)
     rs.replicas = max(1, rs.replicas - 1)
-    rs.save(update_fields=["replicas", "updated_at"])
+    widened = r.config.get("widened_max")
+    if widened and rs.max_replicas == widened[1]:  # the surge raised the ceiling and nobody changed it since
+        rs.max_replicas = max(rs.min_replicas, rs.replicas, widened[0])
+    rs.save(update_fields=["replicas", "max_replicas", "updated_at"])
     drain = settings.ROLLOUT_DRAIN_SECONDS
     transaction.on_commit(lambda: reconcile_deployment_task.apply_async((dep.pk, ""), countdown=drain))
     return dep.pk

@@ -11,6 +11,7 @@ audit event; a refusal raises ServiceError with a stable code, is audited as
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -78,7 +79,8 @@ def _validate_slos(hold_seconds, max_error_rate, max_p95_ms, min_calls) -> None:
         raise ServiceError("invalid_hold", "hold_seconds must be whole seconds, 0..604800", field="hold_seconds")
     if not isinstance(max_error_rate, int | float) or not 0 <= max_error_rate <= 1:
         raise ServiceError("invalid_slo", "slo_max_error_rate must be a fraction in 0..1", field="slo_max_error_rate")
-    if not isinstance(max_p95_ms, int | float) or not max_p95_ms > 0:
+    if not isinstance(max_p95_ms, int | float) or not max_p95_ms > 0 or not math.isfinite(max_p95_ms):
+        # 1e400 is valid JSON read as infinity: an SLO that never breaches, and a row no answer can render
         raise ServiceError("invalid_slo", "slo_max_p95_ms must be a positive number of ms", field="slo_max_p95_ms")
     if not isinstance(min_calls, int) or isinstance(min_calls, bool) or min_calls < 0:
         raise ServiceError("invalid_slo", "min_calls must be a whole number >= 0", field="min_calls")

@@ -30,7 +30,9 @@ from inference_backend.config import BATCHING_FIELDS, BatchingSettings, render_c
 
 from .credentials import credential_for, set_server_credential, validate_credential
 from .models import (
+    UNFINISHED_SWEEP_STATES,
     Backend,
+    BatchingSweep,
     Deployment,
     Desired,
     Hardware,
@@ -605,6 +607,12 @@ def _enqueue(dep: Deployment, countdown: float = 0.0) -> None:
         transaction.on_commit(lambda: reconcile_deployment_task.delay(dep.pk, rid))
 
 
+# Upper bounds of the batching settings a deployment, replica set or config rollout may ask for (the
+# tuner's grid has the same): Triton starts `instance_count` model instances per replica on a server
+# other models share, and the columns are PostgreSQL integers.
+BATCHING_MAXIMA = {"max_batch_size": 1024, "max_queue_delay_us": 1_000_000, "instance_count": 16}
+
+
 def _batching(values: dict) -> BatchingSettings:
     unknown = set(values) - set(BATCHING_FIELDS)
     if unknown:
@@ -612,9 +620,13 @@ def _batching(values: dict) -> BatchingSettings:
     if "preferred_batch_sizes" in values:
         values = {**values, "preferred_batch_sizes": tuple(values["preferred_batch_sizes"] or ())}
     try:
-        return BatchingSettings(**values)
+        settings_ = BatchingSettings(**values)
     except (TypeError, ValueError) as err:
         raise ServiceError("invalid_batching", str(err)) from err
+    for name, high in BATCHING_MAXIMA.items():  # thousands of instances would take a shared server down
+        if getattr(settings_, name) > high:
+            raise ServiceError("invalid_batching", f"{name} is at most {high}", field=name)
+    return settings_
 
 
 def _snapshot(dep: Deployment) -> dict:
@@ -762,11 +774,21 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
         held = list(
             Deployment.objects.filter(LIVE, server=server).select_related("model_version__model").order_by("pk")
         )
+        # a sweep's dedicated replica has no Deployment row, but is a replica all the same: deleting the
+        # server under it would leave it loaded on a Triton nothing can reach to unload it
+        sweeps = list(
+            BatchingSweep.objects.filter(server=server, state__in=UNFINISHED_SWEEP_STATES).values_list("pk", flat=True)
+        )
         if held:
             names = ", ".join(str(d.model_version) for d in held[:10])
             refusal = Conflict(
                 "server_has_replicas",
                 f"{server.name} still holds {len(held)} replica(s) ({names}); scale, retire or undeploy them first",
+            )
+        elif sweeps:
+            refusal = Conflict(
+                "server_has_replicas",
+                f"{server.name} runs batching sweep #{sweeps[0]} on a dedicated replica; wait for it to finish",
             )
         else:
             # shredded only once the server is known to go (a refused delete keeps its credential)

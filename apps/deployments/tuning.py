@@ -105,8 +105,8 @@ def grid_configs(grid, base: BatchingSettings | None = None) -> list[BatchingSet
                              preferred_batch_sizes=preferred, instance_count=instances)  # fmt: skip
         if config not in out:
             out.append(config)
-    if len(out) > settings.TUNER_MAX_POINTS:
-        raise _invalid(f"the grid has {len(out)} configurations; at most {settings.TUNER_MAX_POINTS}")
+            if len(out) > settings.TUNER_MAX_POINTS:  # at once: 16^4 combinations deduplicated would pin a CPU
+                raise _invalid(f"the grid has more than {settings.TUNER_MAX_POINTS} configurations")
     return out
 
 
@@ -291,14 +291,31 @@ def _base_batching(rs: ReplicaSet) -> BatchingSettings:
 
 
 def _expire_abandoned(rs: ReplicaSet, actor) -> None:
-    """A sweep whose worker stopped (killed, machine restarted) would hold its set forever: one
-    still unfinished well past its time budget is failed, audited, before a new one is requested."""
-    for sweep in BatchingSweep.objects.select_for_update().filter(replica_set=rs, state__in=UNFINISHED_SWEEP_STATES):
+    """A sweep whose worker stopped (killed, machine restarted) would hold its set — and its server,
+    for every other set's sweeps — forever: one still unfinished well past its time budget, of ANY
+    set, is failed, audited, before a new one is requested, and its dedicated replica (which its dead
+    worker never unloaded) is unloaded after the commit, best effort. Rows another request is
+    expiring are skipped (skip_locked), so two requests never wait on each other here."""
+    unfinished = BatchingSweep.objects.select_for_update(skip_locked=True, of=("self",))
+    for sweep in unfinished.filter(state__in=UNFINISHED_SWEEP_STATES).select_related("server").order_by("pk"):
         configs = len(grid_configs(sweep.grid))
         budget = _budget_seconds(configs, sweep.repeats, sweep.point_seconds, sweep.warmup_seconds)
         since = sweep.started_at or sweep.created_at
         if timezone.now() > since + timedelta(seconds=2 * budget + 600):
             _finish(sweep, SweepState.FAILED, error="abandoned: no worker finished it within twice its time budget")
+            if sweep.server_id is not None and sweep.started_at is not None:
+                server, name = sweep.server, sweep.tune_name
+                transaction.on_commit(lambda server=server, name=name: _unload_abandoned(server, name))
+
+
+def _unload_abandoned(server, tune_name: str) -> None:
+    """Unload a dead worker's dedicated replica; a server that does not answer is only logged (the
+    replica then goes with the server's next restart)."""
+    try:
+        with client_for(server.http_url, settings.TRITON_TIMEOUT, credential_for(server)) as client:
+            client.unload_model(tune_name, timeout=settings.TRITON_TIMEOUT)
+    except Exception as err:  # noqa: BLE001 - after the commit, a failure must not fail the request
+        logger.warning("could not unload abandoned sweep replica %s on %s: %s", tune_name, server.name, err)
 
 
 def _enqueue(sweep: BatchingSweep) -> None:

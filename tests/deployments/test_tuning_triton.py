@@ -33,9 +33,12 @@ def tune_server(triton, live_set):
     return InferenceServerFactory(name="tune-1", http_url=triton.http_url)
 
 
-def _loaded(triton) -> list[str]:
+def _loaded(triton, name: str) -> bool:
+    """Whether Triton serves `name`. (Not the repository index: a model loaded with its files in the
+    load request is not in the repository directory, so the index never lists it — REVIEW16 found the
+    "nothing left behind" checks below could not fail that way.)"""
     with TritonClient(triton.http_url) as client:
-        return [m["name"] for m in client.repository_index() if m.get("state") == "READY"]
+        return client.model_ready(name)
 
 
 def test_a_small_sweep_finishes_with_spread_and_picks_the_best_under_the_slo(triton, live_set, tune_server, staff_user):
@@ -68,7 +71,7 @@ def test_a_small_sweep_finishes_with_spread_and_picks_the_best_under_the_slo(tri
         )
     assert sweep.reason.startswith(pick["label"])
 
-    assert sweep.tune_name not in _loaded(triton)  # the dedicated replica is gone
+    assert not _loaded(triton, sweep.tune_name)  # the dedicated replica is gone
     assert Deployment.objects.count() == deployments  # never a deployment (so never a gateway route)
     events = list(AuditEvent.objects.filter(target_id=str(sweep.pk), event_type__startswith="deployment.sweep."))
     assert sorted(e.event_type for e in events) == [
@@ -101,7 +104,7 @@ def test_a_configuration_triton_refuses_is_a_point_with_its_error_and_the_replic
     assert sweep.state == SweepState.DONE
     assert ["error" in p for p in sweep.points] == [False, True]
     assert sweep.chosen["max_batch_size"] == 1
-    assert sweep.tune_name not in _loaded(triton)
+    assert not _loaded(triton, sweep.tune_name)
 
 
 def test_a_recorded_pattern_replays_the_gateways_own_rate(triton, live_set, tune_server, staff_user):
@@ -128,3 +131,43 @@ def test_a_recorded_pattern_replays_the_gateways_own_rate(triton, live_set, tune
     sweep = tuning.run_batching_sweep(sweep.pk)
     assert sweep.state == SweepState.DONE and len(sweep.points) == 1
     assert BatchingSweep.objects.get(pk=sweep.pk).points[0]["sent"] >= 1
+
+
+def test_an_abandoned_sweeps_dedicated_replica_is_unloaded_when_it_is_expired(
+    triton, live_set, tune_server, staff_user, django_capture_on_commit_callbacks
+):
+    """REVIEW16: the worker dies mid-sweep (kill -9): its dedicated replica stays loaded on Triton,
+    taking the server's memory and cores with no Deployment row to show for it. When the sweep is
+    expired as abandoned, the replica is unloaded."""
+    from datetime import timedelta
+
+    from apps.deployments.credentials import credential_for
+    from apps.deployments.services import render_for_triton, smoke_inputs
+    from apps.deployments.transport import client_for
+    from tests.waiting import wait_for
+
+    small = {"max_batch_size": [1], "max_queue_delay_us": [0], "instance_count": [1]}
+    sweep = tuning.request_batching_sweep(
+        replica_set_id=live_set.pk, arrival="synthetic", rate_per_second=10, grid=small, repeats=1, point_seconds=1,
+        warmup_seconds=0, actor=staff_user,
+    )  # fmt: skip
+    # what the worker had done before it died: the dedicated replica loaded, the row `running`
+    replica = Deployment(model=live_set.model, model_version=live_set.model_version, server=tune_server)
+    cfg, files = render_for_triton(replica, name=sweep.tune_name)
+    with client_for(tune_server.http_url, 30, credential_for(tune_server)) as client:
+        client.load_model(sweep.tune_name, cfg, files, timeout=120)
+        client.infer_json(sweep.tune_name, smoke_inputs(live_set.model_version.signature))
+    assert _loaded(triton, sweep.tune_name)
+    BatchingSweep.objects.filter(pk=sweep.pk).update(
+        state=SweepState.RUNNING, started_at=sweep.created_at - timedelta(days=1)
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        fresh = tuning.request_batching_sweep(
+            replica_set_id=live_set.pk, arrival="synthetic", rate_per_second=10, grid=small, repeats=1,
+            point_seconds=1, warmup_seconds=0, actor=staff_user,
+        )  # fmt: skip
+
+    sweep.refresh_from_db()
+    assert sweep.state == SweepState.FAILED and fresh.state == SweepState.PENDING
+    wait_for(lambda: not _loaded(triton, sweep.tune_name), timeout=30, what="the abandoned replica unloaded")
