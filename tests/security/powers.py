@@ -994,6 +994,7 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("accounts:password-change-done", "post"): Inert("a page"),
         ("accounts:2fa-setup", "post"): Inert("enrols the caller's own device (used by login())"),
         ("accounts:2fa-verify", "post"): Inert("verifies the caller's own second factor"),
+        ("accounts:preferences", "post"): Inert("sets the caller's own language and time zone (docs/i18n.md)"),
     }
     # The gateway's invoke is not a portal route: the data plane serves /v2/ (apps/gateway/dataplane),
     # and effective_powers() measures it there.

@@ -50,6 +50,8 @@ PATTERNS: dict[str, str] = {
     "no artifact is stored": "未存储任何制品",
     "no artifact is stored (the upload validator refuses a pickle)": "未存储任何制品（上传校验拒绝 pickle 文件）",
     "the artifact store holds only ciphertext of registered artifacts": "制品存储中只有已登记制品的密文",
+    "{n} file(s) in the artifact store belong to no artifact (possible plaintext residue)": "制品存储中有 {n} 个文件不属于任何制品（可能是明文残留）",
+    "Inspect and securely wipe the listed files; find the process that wrote them.": "检查并安全擦除所列文件；查明写入这些文件的进程。",
     # models, servers, attestations
     "no inference server is registered": "尚未登记任何推理服务器",
     "no model is marked as receiving PHI or personal information": "没有模型被标记为接收受保护健康信息或个人信息",
