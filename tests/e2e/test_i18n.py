@@ -53,7 +53,11 @@ def _log_in(page, base: str, user, device) -> None:
 
 
 def _context(browser, locale: str):
-    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(
+        locale=locale,
+        viewport={"width": 1400, "height": 900},
+        bypass_csp=True,  # axe-core is injected as an inline script; the pages' own CSP forbids inline script
+    )
     page = context.new_page()
     page.set_default_timeout(15000)
     return context, page

@@ -96,7 +96,7 @@ def test_slow_config_on_a_surge_is_rolled_back(triton, triton_b, celery_worker, 
             "/api/v1/deployments/rollouts/",
             {"model": "tune-slow", "replica_set": rs, "hold_seconds": 120, "min_calls": 3,
              # a batch of 2 waits the whole delay for a preferred batch of 8 that never comes
-             "batching": {"max_queue_delay_us": 1_500_000, "preferred_batch_sizes": [8]},
+             "batching": {"max_queue_delay_us": 1_000_000, "preferred_batch_sizes": [8]},  # the ceiling: 1 s
              "slo_max_error_rate": 0.05, "slo_max_p95_ms": 500},
             format="json",
         )  # fmt: skip

@@ -91,7 +91,11 @@ def test_an_administrator_uploads_deploys_and_reads_the_model_page(
     admin = make_user(f"ops-{lang}", ADMIN)
     TOTPDevice.objects.create(user=admin, name="phone", key=KEY.hex(), confirmed=True)
     server = services.register_server(name=f"triton-{lang}", http_url=triton.http_url, hardware="cpu", actor=admin)
-    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(
+        locale=locale,
+        viewport={"width": 1400, "height": 900},
+        bypass_csp=True,  # axe-core is injected as an inline script; the pages' own CSP forbids inline script
+    )
     page = context.new_page()
     page.set_default_timeout(20000)
     base = live_server.url
@@ -175,7 +179,11 @@ def test_an_administrator_uploads_deploys_and_reads_the_model_page(
     # 5. an auditor reads the same page, with its history (a read of the audit log, itself recorded)
     auditor = make_user(f"audrey-{lang}", AUDITOR)
     TOTPDevice.objects.create(user=auditor, name="phone", key=KEY.hex(), confirmed=True)
-    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(
+        locale=locale,
+        viewport={"width": 1400, "height": 900},
+        bypass_csp=True,  # axe-core is injected as an inline script; the pages' own CSP forbids inline script
+    )
     page = context.new_page()
     page.set_default_timeout(20000)
     try:
