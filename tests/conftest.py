@@ -27,14 +27,13 @@ def data_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
-def triton(data_dir, tmp_path_factory):
-    """A real tritonserver (from the nvidia-pytriton wheel) whose python backend unwraps with this
-    session's dev KEK; for integration tests."""
+def start_local_triton(data_dir, folder, **options):
+    """A real tritonserver (from the nvidia-pytriton wheel) on free ports whose python backend unwraps
+    with this session's dev KEK; `options` go to LocalTritonServer (e.g. a credential). Started."""
     from inference_backend.server import LocalTritonServer, free_port
 
     server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton"),
+        folder,
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
@@ -42,8 +41,26 @@ def triton(data_dir, tmp_path_factory):
             "SOVEREIGN_KEK_PROVIDER": "local",
             "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
         },
+        **options,
     )
     server.start(timeout=180)
+    return server
+
+
+@pytest.fixture(scope="session")
+def triton(data_dir, tmp_path_factory):
+    """A real tritonserver for integration tests, shared by the session."""
+    server = start_local_triton(data_dir, tmp_path_factory.mktemp("triton"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_b(data_dir, tmp_path_factory):
+    """A second real tritonserver, shared by the session: the fleet's tests (replica sets across
+    servers, rollouts, the autoscaler, the split across data-plane processes) need two. Tests that
+    kill or restrict a server start their own with start_local_triton."""
+    server = start_local_triton(data_dir, tmp_path_factory.mktemp("triton-b"))
     yield server
     server.stop()
 

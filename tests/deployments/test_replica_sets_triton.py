@@ -22,37 +22,15 @@ NAME = "fleet-demo"
 PHI = {"zone": "phi"}
 
 
-@pytest.fixture(scope="module")
-def second_triton(data_dir, tmp_path_factory, triton):
-    """A second tritonserver, started as tests/conftest.py starts the first."""
-    from inference_backend.server import LocalTritonServer, free_port
-
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton-b"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def pair(triton, second_triton):
+def pair(triton, triton_b):
     servers = [
         InferenceServerFactory(name="triton-a", http_url=triton.http_url, labels={"zone": "phi"}, memory_mb=4096),
-        InferenceServerFactory(
-            name="triton-b", http_url=second_triton.http_url, labels={"zone": "phi"}, memory_mb=4096
-        ),
+        InferenceServerFactory(name="triton-b", http_url=triton_b.http_url, labels={"zone": "phi"}, memory_mb=4096),
         InferenceServerFactory(name="public-1", labels={"zone": "public"}),  # never chosen: wrong zone
     ]
     yield servers
-    for server in (triton, second_triton):
+    for server in (triton, triton_b):
         with TritonClient(server.http_url) as client, contextlib.suppress(TritonError):  # not loaded: fine
             client.unload_model(NAME)
 

@@ -23,11 +23,10 @@ from inference_backend.demo_model import build_test_onnx
 from inference_backend.server import (
     CREDENTIAL_HEADER,
     GRPC_CREDENTIAL_METADATA,
-    LocalTritonServer,
     free_port,
     restriction_flags,
 )
-from tests.conftest import grant
+from tests.conftest import grant, start_local_triton
 from tests.factories import InferenceServerFactory, ModelVersionFactory, token_for
 from tests.gateway.dataplane_client import DataPlaneClient
 
@@ -44,18 +43,7 @@ def _check():
 def restricted(data_dir, tmp_path_factory):
     """A real tritonserver started with --http-restricted-api / --grpc-restricted-protocol."""
     credential = generate_credential()
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton-restricted"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-        credential=credential,
-    )
-    server.start(timeout=180)
+    server = start_local_triton(data_dir, tmp_path_factory.mktemp("triton-restricted"), credential=credential)
     yield server
     server.stop()
 

@@ -40,23 +40,6 @@ PROCESSES = 3
 CALLS = 1500  # the split is exact per process to a call at any count; bench/fleet.py --split-only runs 10,000
 
 
-@pytest.fixture(scope="module")
-def triton_b(tmp_path_factory, data_dir):
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("split-b"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
-
-
 def _deploy(mv, triton: LocalTritonServer, name: str, actor) -> Deployment:
     server = InferenceServer.objects.create(name=name, http_url=triton.http_url, metrics_url=triton.metrics_url)
     dep = deployments.request_deployment(model_version_id=mv.pk, server_id=server.pk, actor=actor)

@@ -30,8 +30,8 @@ from apps.deployments.models import Deployment, InferenceServer, Observed
 from apps.gateway.dataplane.balancer import CLOSED, OPEN
 from apps.gateway.dataplane.server import ServerThread
 from inference_backend.demo_model import build_test_onnx
-from inference_backend.server import LocalTritonServer, free_port
-from tests.conftest import grant
+from inference_backend.server import LocalTritonServer
+from tests.conftest import grant, start_local_triton
 from tests.factories import ModelVersionFactory, token_for
 from tests.waiting import wait_for
 
@@ -42,18 +42,7 @@ BODY = json.dumps({"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1,
 
 
 def _triton(tmp_path_factory, data_dir) -> LocalTritonServer:
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("fleet"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    return server
+    return start_local_triton(data_dir, tmp_path_factory.mktemp("fleet"))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from apps.audit.models import AuditEvent
 from apps.deployments import services
 from apps.deployments.models import Deployment, Desired, Observed, ReplicaSet
 from inference_backend.demo_model import IR_VERSION, OPSET
-from inference_backend.server import LocalTritonServer, free_port
 from tests.conftest import make_user
 from tests.factories import ModelVersionFactory
 from tests.waiting import wait_for
@@ -30,24 +29,6 @@ from tests.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 COOLDOWN = 3  # seconds: small, so that the test sees a whole cycle
-
-
-@pytest.fixture(scope="module")
-def triton_b(data_dir, tmp_path_factory):
-    """A second tritonserver, started as tests/conftest.py starts the first."""
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton-autoscale"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -28,29 +28,10 @@ from apps.deployments import services
 from apps.deployments.models import Deployment, Observed, ReplicaSet, Rollout, RolloutState
 from apps.registry.models import Model
 from inference_backend.demo_model import IR_VERSION, OPSET, build_test_onnx
-from inference_backend.server import LocalTritonServer, free_port
 from tests.conftest import grant, make_user
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def triton_b(data_dir, tmp_path_factory):
-    """A second tritonserver (the new version's server until versions share one)."""
-    server = LocalTritonServer(
-        tmp_path_factory.mktemp("triton-b"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        extra_env={
-            "SOVEREIGN_KEK_PROVIDER": "local",
-            "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
-        },
-    )
-    server.start(timeout=180)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
