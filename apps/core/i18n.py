@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from django.apps import apps
+from django.utils import translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy
 
@@ -42,7 +43,12 @@ def project_apps():
 
 
 def labels() -> list[str]:
-    """Every label translate_labels wraps, in a stable order."""
+    """Every label translate_labels wraps, in a stable order: the msgids, whatever language is active."""
+    with translation.override(None):
+        return _labels()
+
+
+def _labels() -> list[str]:
     found: set[str] = {str(a.verbose_name) for a in project_apps()}
     for model in project_models():
         opts = model._meta
