@@ -212,8 +212,18 @@ def privileged_actions(user, limit: int = 10) -> list[dict] | None:
         .order_by("-timestamp")
         .values_list("pk", "timestamp", "actor_name", "event_type", "target_display", "outcome")[:limit]
     )
+    outcomes = dict(events.model._meta.get_field("outcome").flatchoices)  # in the reader's language
     return [
-        {"id": pk, "at": at.isoformat(), "actor": a, "event_type": t, "target": d, "outcome": o}
+        {
+            "id": pk,
+            "at": at.isoformat(),
+            "when": at,  # shown in the reader's zone, with seconds and the zone's name
+            "actor": a,
+            "event_type": t,
+            "target": d,
+            "outcome": o,
+            "outcome_label": str(outcomes.get(o, o)),
+        }
         for pk, at, a, t, d, o in rows
     ]
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from apps.accounts.roles import ADMIN, AUDITOR, SECURITY_OFFICER
+from apps.audit.services import PendingEvent, Source
 from apps.compliance.models import ControlResult, EvaluationRun
 from apps.deployments.models import Deployment, DeploymentTransition, InferenceServer, Observed, ReplicaSet
 from apps.observability.services import roll_up_calls
@@ -68,6 +69,22 @@ def fleet_and_traffic():
     events = [call("radiology-report-summariser", 1, 5.0 + i, now - timedelta(minutes=i % 5)) for i in range(30)]
     events += [call("radiology-report-summariser", 1, 300.0, now, status=503, code="triton_unavailable")]
     events += [call("smollm2", 1, 120.0 + i, now - timedelta(minutes=i % 3), llm=llm) for i in range(5)]
+    events += [
+        PendingEvent(
+            "auth.role.assign",
+            actor_id=1,
+            actor_name="officer-on-duty",
+            actor_roles=["security_officer"],
+            source=Source(ip="198.51.100.8", user_agent="Chromium"),
+            request_id="req-role-assign",
+            target_type="auth.user",
+            target_id="2",
+            target_display="a-clinician-with-a-rather-long-account-name@ward-7.hospital.example",
+            outcome="denied",
+            details={"role": "admin"},
+            timestamp=now,
+        )
+    ]
     record_sealed(events)
     roll_up_calls()
     model = Model.objects.create(name="radiology-report-summariser", description="summaries")
@@ -109,6 +126,12 @@ def test_dashboard_headings_read_across_at_1400_and_1024_px(job_page, fleet_and_
         _open_dashboard(page)
         assert_language(page, lang)
         assert page.locator("#sov-failed tbody tr").count() == 1 and page.locator("#sov-live tbody tr").count() == 1
+        # the privileged action: its time in the reader's zone with seconds and the zone, its outcome in words
+        action = page.locator("#sov-privileged tbody tr").first.inner_text()
+        assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", action), action
+        assert {"en": "Denied", "zh-hans": "已拒绝"}[lang] in action, action
+        cells = page.locator("#sov-failed tbody td").all_inner_texts()
+        assert cells[1] == "1" and "\n" not in cells[3], cells  # the version and the time on one line
         headings = page.evaluate(MEASURE, "#sovereign-dashboard thead th")
         assert len(headings) >= 25, dump(headings)  # versions 9, live 4, servers 4, failed 5, compliance 3…
         assert _too_tall(headings) == [], dump(_too_tall(headings))
