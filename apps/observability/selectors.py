@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
+from django.utils.translation import pgettext_lazy
 
 from apps.audit.selectors import events_visible_to
 from apps.compliance.models import ControlResult, EvaluationRun
@@ -116,6 +117,14 @@ def _version_total(row: dict) -> dict:
     }
 
 
+# A server's health as the reader's language says it (the JSON keeps the stored `state` beside it).
+HEALTH = {
+    "up": pgettext_lazy("server health", "up"),
+    "down": pgettext_lazy("server health", "down"),
+    "unknown": pgettext_lazy("server health", "unknown"),
+}
+
+
 def fleet() -> dict:
     """The live versions (active replica sets: weight, replicas wanted and active) and the servers
     with their health and how many replicas each runs."""
@@ -135,7 +144,13 @@ def fleet() -> dict:
     return {
         "live": [{"model": m, "version": v, "weight": w, "replicas": r, "active": a} for m, v, w, r, a in live[:200]],
         "servers": [
-            {"name": n, "state": s, "last_seen_at": seen.isoformat() if seen else None, "replicas": a}
+            {
+                "name": n,
+                "state": s,
+                "state_label": str(HEALTH.get(s, s)),
+                "last_seen_at": seen.isoformat() if seen else None,
+                "replicas": a,
+            }
             for n, s, seen, a in servers[:200]
         ],
     }
@@ -197,8 +212,18 @@ def privileged_actions(user, limit: int = 10) -> list[dict] | None:
         .order_by("-timestamp")
         .values_list("pk", "timestamp", "actor_name", "event_type", "target_display", "outcome")[:limit]
     )
+    outcomes = dict(events.model._meta.get_field("outcome").flatchoices)  # in the reader's language
     return [
-        {"id": pk, "at": at.isoformat(), "actor": a, "event_type": t, "target": d, "outcome": o}
+        {
+            "id": pk,
+            "at": at.isoformat(),
+            "when": at,  # shown in the reader's zone, with seconds and the zone's name
+            "actor": a,
+            "event_type": t,
+            "target": d,
+            "outcome": o,
+            "outcome_label": str(outcomes.get(o, o)),
+        }
         for pk, at, a, t, d, o in rows
     ]
 

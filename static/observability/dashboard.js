@@ -94,10 +94,10 @@
         cell(tr, v.active + " / " + v.replicas, v.active < v.replicas ? "num sov-state-down" : "num");
       });
       fill("sov-servers", data.fleet.servers, function (tr, s) {
-        cell(tr, s.name); cell(tr, s.state, "sov-state-" + s.state); cell(tr, when(s.last_seen_at)); cell(tr, s.replicas, "num");
+        cell(tr, s.name); cell(tr, s.state_label || s.state, "sov-state-" + s.state); cell(tr, when(s.last_seen_at), "sov-time"); cell(tr, s.replicas, "num");
       });
       fill("sov-failed", data.failed_deploys, function (tr, d) {
-        cell(tr, d.model); cell(tr, d.version); cell(tr, d.server); cell(tr, when(d.at)); cell(tr, d.reason);
+        cell(tr, d.model); cell(tr, d.version); cell(tr, d.server); cell(tr, when(d.at), "sov-time"); cell(tr, d.reason, "sov-wrap");
       });
     }
     if (data.compliance) {

@@ -34,7 +34,8 @@ def _entries(po: Path):
         current = None
         for line in lines:
             if m := re.match(r"^(msgid|msgstr|msgctxt|msgid_plural|msgstr\[\d+\]) (\".*\")$", line):
-                current = m.group(1) if m.group(1) in parts else None
+                kind = "msgstr" if m.group(1).startswith("msgstr[") else m.group(1)  # a plural's forms
+                current = kind if kind in parts else None
                 if current:
                     parts[current].append(eval(m.group(2)))  # noqa: S307 - a .po string literal, from our repo
             elif line.startswith('"') and current:
