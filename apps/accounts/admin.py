@@ -560,7 +560,8 @@ class BreakGlassForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+        if "user" in self.fields:  # the add form (a grant is shown read-only afterwards)
+            self.fields["user"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
 
 
 class ActiveNowFilter(admin.SimpleListFilter):
