@@ -289,7 +289,9 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
                 if assign
                 else gettext("%(user)s no longer holds the role %(role)s.")
             )
-            self.message_user(request, text % {"user": target.get_username(), "role": role_label(role)})
+            self.message_user(
+                request, text % {"user": target.get_username(), "role": role_label(role)}, messages.SUCCESS
+            )
             _show_enrolment_code(self, request, done.get_username(), getattr(done, "enrolment_code", None))
         return back
 
@@ -659,4 +661,5 @@ class EmergencyAccessAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def revoke(self, request, queryset):
         done = [a for a in queryset if run_service(self, request, services.revoke_emergency_access, access_id=a.pk)]
         if done:
-            self.message_user(request, gettext("Ended %(count)d break-glass grant(s).") % {"count": len(done)})
+            text = gettext("Ended %(count)d break-glass grant(s).") % {"count": len(done)}
+            self.message_user(request, text, messages.SUCCESS)

@@ -101,6 +101,7 @@ class ModelAdmin(ReadOnlyAdmin):
                             "permission": GRANT_LABELS[data["permission"]],
                             "model": model.name,
                         },
+                        messages.SUCCESS,
                     )
                     return here
         context = {
@@ -134,6 +135,7 @@ class ModelAdmin(ReadOnlyAdmin):
                 request,
                 gettext("Revoked %(permission)s on %(model)s.")
                 % {"permission": GRANT_LABELS[permission], "model": model.name},
+                messages.SUCCESS,
             )
 
     @admin.display(description=_("versions"))

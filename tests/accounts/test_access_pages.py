@@ -74,7 +74,9 @@ def test_separation_of_duties_and_self_change_are_refused_with_their_code(office
         reverse("admin:auth_user_roles", args=[auditor.pk]), {"role": "admin", "op": "assign"}, follow=True
     )
     own = client.post(
-        reverse("admin:auth_user_roles", args=[officer_user.pk]), {"role": SECURITY_OFFICER, "op": "remove"}, follow=True
+        reverse("admin:auth_user_roles", args=[officer_user.pk]),
+        {"role": SECURITY_OFFICER, "op": "remove"},
+        follow=True,
     )
 
     assert any("(role_conflict)" in m for m in messages_of(conflict))
