@@ -287,6 +287,11 @@ class IssueOwnTokenForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
     )
 
+    def __init__(self, *args, privileged: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not privileged:
+            del self.fields["otp"]  # only privileged people need a fresh second factor to issue
+
 
 TOKEN_STATES = {"active": _("active"), "revoked": _("revoked"), "expired": _("expired")}
 
@@ -297,7 +302,8 @@ def tokens(request):
     list them, revoke one. Always the signed-in person's own: the page takes no user, so nobody
     mints a token for anyone else here (issue_token checks again; a token manager revokes others'
     tokens on the admin's token list)."""
-    form = IssueOwnTokenForm(request.POST or None)
+    privileged = is_privileged(request.user)
+    form = IssueOwnTokenForm(request.POST or None, privileged=privileged)
     issued = plaintext = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -310,12 +316,12 @@ def tokens(request):
                 actor=request.user,
                 source=Source.from_request(request, None),
                 otp_verified_at=second_factor_at(request),
-                otp=data["otp"],
+                otp=data.get("otp", ""),
             )
         except ServiceError as err:
             form.add_error(err.field if err.field in form.fields else None, f"{err.detail} ({err.code})")
         else:
-            form = IssueOwnTokenForm()
+            form = IssueOwnTokenForm(privileged=privileged)
     own = list(ApiToken.objects.filter(user=request.user).order_by("-created_at"))
     for token in own:
         token.status_label = TOKEN_STATES.get(token.status, token.status)
@@ -326,7 +332,7 @@ def tokens(request):
         tokens=own,
         issued=issued,
         plaintext=plaintext,
-        privileged=is_privileged(request.user),
+        privileged=privileged,
     )
     response = render(request, "accounts/tokens.html", context)
     if plaintext:

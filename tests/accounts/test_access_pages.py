@@ -213,6 +213,19 @@ def test_a_stale_second_factor_asks_for_a_code(officer_user, settings):
     assert "fresh_otp_required" in str(page.context["form"].errors)
     assert not ApiToken.objects.filter(user=officer_user).exists()
 
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.get(user=officer_user)
+    code = f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
+    client.post(reverse("accounts:tokens"), {"name": "x", "days": 1, "scopes": ["read"], "otp": code})
+    assert ApiToken.objects.filter(user=officer_user, name="x").exists()
+
+
+def test_analysts_are_not_asked_for_a_code(plain_user):
+    page = session(plain_user).get(reverse("accounts:tokens"))
+    assert "otp" not in page.context["form"].fields
+
 
 def test_only_a_token_manager_gets_the_revoke_action(officer_user, auditor_user):
     pat = make_user("pat", ANALYST)
