@@ -22,9 +22,12 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.text import format_lazy
+from django.utils.timezone import localtime
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
@@ -33,13 +36,13 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 
 from . import services
-from .models import ApiToken, SM3OTPDevice
+from .models import ApiToken, EmergencyAccess, SM3OTPDevice
 from .otp import second_factor_at
-from .roles import AUDITOR, ROLES, SECURITY_OFFICER
+from .roles import AUDITOR, PRIVILEGED, ROLES, SECURITY_OFFICER
 from .services.devices import remove_second_factor
 from .services.lockout import unlock_login
 from .services.policy import is_officer, is_privileged, is_service_account
-from .services.roles import roles_of
+from .services.roles import active_emergency_access, roles_of
 
 
 class IssueTokenForm(forms.ModelForm):
@@ -54,7 +57,17 @@ class IssueTokenForm(forms.ModelForm):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "user", "hint", "status", "created_at", "expires_at", "last_used_at", "last_used_ip"]
+    list_display = [
+        "name",
+        "user",
+        "hint",
+        "status",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "last_used_ip",
+    ]
     list_filter = ["user"]
     search_fields = ["name", "user__username", "hint"]
     actions = ["revoke"]
@@ -96,7 +109,12 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description=_("Revoke selected tokens"))
+    def has_revoke_permission(self, request):
+        """A token manager (the security officer) revokes anyone's; the others revoke their own on
+        /accounts/tokens/ (the service decides for each token either way)."""
+        return request.user.has_perm("accounts.manage_tokens")
+
+    @admin.action(description=_("Revoke selected tokens"), permissions=["revoke"])
     def revoke(self, request, queryset):
         for token in queryset:
             run_service(self, request, services.revoke_token, token_id=token.pk)
@@ -104,6 +122,27 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
 
 admin.site.unregister(get_user_model())
+
+# The roles in words (the codes stay in the audit log and the API).
+ROLE_LABELS = {
+    "admin": _("administrator"),
+    "security_officer": _("security officer"),
+    "auditor": _("auditor"),
+    "analyst": _("analyst"),
+    "guest": _("guest"),
+}
+ROLE_CHOICES = [(role, ROLE_LABELS[role]) for role in ROLES]
+
+
+def role_label(role: str) -> str:
+    return str(ROLE_LABELS.get(role, role))
+
+
+class RoleChangeForm(forms.Form):
+    """The user page's Roles section (security officers): one role, given or taken away."""
+
+    role = forms.ChoiceField(label=_("role"), choices=ROLE_CHOICES)
+    op = forms.ChoiceField(choices=[("assign", "assign"), ("remove", "remove")], widget=forms.HiddenInput)
 
 
 class PersonCreationForm(UserCreationForm):
@@ -128,21 +167,26 @@ class PasswordResetForm(SetPasswordMixin, forms.Form):
         return super().clean()
 
 
+def _show_enrolment_code(modeladmin, request, username: str, code: str | None) -> None:
+    if code:
+        modeladmin.message_user(
+            request,
+            gettext(
+                "Enrolment code for %(user)s: %(code)s — give it to them in person; "
+                "they need it to enrol their authenticator. It is shown only now."
+            )
+            % {"user": username, "code": code},
+            messages.WARNING,
+        )
+
+
 def _role_action(role: str, assign: bool):
     def act(modeladmin, request, queryset):
         func = services.assign_role if assign else services.remove_role
         for user in queryset:
             done = run_service(modeladmin, request, func, user_id=user.pk, role=role)
-            if done is not None and getattr(done, "enrolment_code", None):
-                modeladmin.message_user(
-                    request,
-                    gettext(
-                        "Enrolment code for %(user)s: %(code)s — give it to them in person; "
-                        "they need it to enrol their authenticator. It is shown only now."
-                    )
-                    % {"user": done.get_username(), "code": done.enrolment_code},
-                    messages.WARNING,
-                )
+            if done is not None:
+                _show_enrolment_code(modeladmin, request, done.get_username(), getattr(done, "enrolment_code", None))
 
     act.__name__ = f"{'assign' if assign else 'remove'}_{role}"
     act.short_description = format_lazy(_("Give role: {role}") if assign else _("Take away role: {role}"), role=role)
@@ -160,6 +204,7 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
 
     PRIVILEGES = ("is_superuser", "is_staff", "groups", "user_permissions")
     DATES = ("last_login", "date_joined")
+    change_form_template = "admin/auth/user/sv_change_form.html"
     add_form = PersonCreationForm
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("username", "email", "password1", "password2")}),)
     actions = [
@@ -171,7 +216,84 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return (*super().get_readonly_fields(request, obj), *self.PRIVILEGES, *self.DATES)
+        return (*super().get_readonly_fields(request, obj), *self.PRIVILEGES, *self.DATES, "role_summary")
+
+    def get_fieldsets(self, request, obj=None):
+        """On a change page the role groups show as roles, with where they change (issue 17: the
+        bare read-only Groups field said nothing)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [
+            (name, {**opts, "fields": tuple("role_summary" if f == "groups" else f for f in opts["fields"])})
+            for name, opts in fieldsets
+        ]
+
+    @admin.display(description=_("roles"))
+    def role_summary(self, obj):
+        standing = sorted(roles_of(obj, include_emergency=False))
+        return format_html(
+            '{}<div class="help">{}</div>',
+            ", ".join(role_label(r) for r in standing) or "—",
+            gettext(
+                "Roles change only through the audited role service: a security officer gives or takes them in "
+                "the Roles section below; an administrator may also give or take analyst and guest with the "
+                "actions of the user list."
+            ),
+        )
+
+    def get_urls(self):
+        return [
+            path("<id>/roles/", self.admin_site.admin_view(self.user_roles), name="auth_user_roles"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        target = self.get_object(request, unquote(object_id))
+        extra = dict(extra_context or {})
+        if target is not None:
+            standing = roles_of(target, include_emergency=False)
+            extra.update(
+                sv_roles=[(r, role_label(r)) for r in ROLES if r in standing],
+                sv_emergency=[(a, role_label(a.role)) for a in active_emergency_access(target)],
+                sv_may_manage_roles=request.user.has_perm("accounts.manage_roles"),
+                sv_role_form=RoleChangeForm(),
+                sv_privileged_roles=[role_label(r) for r in ROLES if r in PRIVILEGED],
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def user_roles(self, request, id):
+        """POST: give or take one role through assign_role / remove_role (security officers, who
+        hold accounts.manage_roles; the service applies the policy of powers: separation of duties,
+        no self-change, privileged roles by an officer only with a one-time enrolment code)."""
+        target = self.get_object(request, unquote(id))
+        if target is None:
+            raise Http404(gettext("no such user"))
+        if not self.has_view_permission(request, target):
+            raise PermissionDenied
+        back = HttpResponseRedirect(reverse("admin:auth_user_change", args=(target.pk,)))
+        if request.method != "POST":
+            return back
+        if not request.user.has_perm("accounts.manage_roles"):
+            raise PermissionDenied(gettext("only a security officer changes roles here"))
+        form = RoleChangeForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, gettext("Choose a role to give or take away."), messages.ERROR)
+            return back
+        role, assign = form.cleaned_data["role"], form.cleaned_data["op"] == "assign"
+        func = services.assign_role if assign else services.remove_role
+        done = run_service(self, request, func, user_id=target.pk, role=role)
+        if done is not None:
+            text = (
+                gettext("%(user)s now holds the role %(role)s.")
+                if assign
+                else gettext("%(user)s no longer holds the role %(role)s.")
+            )
+            self.message_user(
+                request, text % {"user": target.get_username(), "role": role_label(role)}, messages.SUCCESS
+            )
+            _show_enrolment_code(self, request, done.get_username(), getattr(done, "enrolment_code", None))
+        return back
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -414,3 +536,130 @@ _replace(SM3OTPDevice, SecondFactorAdmin)
 _replace(AccessAttempt, AccessAttemptAdmin)
 _replace(AccessFailureLog, AccessFailureLogAdmin)
 _replace(AccessLog, AccessLogAdmin)
+
+
+# --- Break-glass: the security officer grants, sees and ends emergency roles ------------------------
+
+
+class BreakGlassForm(forms.ModelForm):
+    role = forms.ChoiceField(label=_("role"), choices=ROLE_CHOICES)
+    minutes = forms.IntegerField(
+        label=_("minutes"),
+        min_value=1,
+        max_value=int(settings.BREAK_GLASS_MAX.total_seconds() // 60),
+        initial=60,
+        help_text=format_lazy(
+            _("How long the role lasts: at most {hours} hours."),
+            hours=int(settings.BREAK_GLASS_MAX.total_seconds() // 3600),
+        ),
+    )
+
+    class Meta:
+        model = EmergencyAccess
+        fields = ["user", "role", "reason"]
+        labels = {"user": _("person"), "reason": _("reason")}
+        help_texts = {"reason": _("Why this person needs the role now; kept in the audit log, which alerts.")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "user" in self.fields:  # the add form (a grant is shown read-only afterwards)
+            self.fields["user"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+
+
+class ActiveNowFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", _("active now")), ("ended", _("ended"))]
+
+    def queryset(self, request, queryset):
+        from django.db.models import Q
+        from django.utils import timezone
+
+        now = timezone.now()
+        active = Q(revoked_at__isnull=True, granted_at__lte=now, expires_at__gt=now)
+        if self.value() == "active":
+            return queryset.filter(active)
+        if self.value() == "ended":
+            return queryset.exclude(active)
+        return queryset
+
+
+@admin.register(EmergencyAccess)
+class EmergencyAccessAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
+    """Break-glass grants: read by security officers and auditors; granted (add) and ended early
+    (action) by security officers only, through grant_emergency_access / revoke_emergency_access
+    (alerting, audited; never to oneself nor a service account, separation of duties counted)."""
+
+    form = BreakGlassForm
+    list_display = ["user", "role_name", "state", "reason", "granted_by", "granted_at", "expires_at", "revoked_at"]
+    list_filter = [ActiveNowFilter, "role"]
+    search_fields = ["user__username", "reason"]
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["user", "role", "minutes", "reason"]
+        return ["user", "role_name", "state", "reason", "granted_by", "granted_at", "expires_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("accounts.grant_break_glass")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_break_glass_permission(self, request):
+        return request.user.has_perm("accounts.grant_break_glass")
+
+    @admin.display(description=_("role"), ordering="role")
+    def role_name(self, obj):
+        return role_label(obj.role)
+
+    @admin.display(description=_("state"))
+    def state(self, obj):
+        from django.utils import timezone
+
+        if obj.revoked_at is not None:
+            return gettext("ended early")
+        if obj.expires_at <= timezone.now():
+            return gettext("expired")
+        return gettext("active")
+
+    def save_model(self, request, obj, form, change):
+        access = run_service(
+            self,
+            request,
+            services.grant_emergency_access,
+            user_id=form.cleaned_data["user"].pk,
+            role=form.cleaned_data["role"],
+            minutes=form.cleaned_data["minutes"],
+            reason=form.cleaned_data["reason"],
+        )
+        if access is None:
+            return
+        obj.pk = access.pk
+        self.message_user(
+            request,
+            gettext("%(user)s holds the role %(role)s until %(until)s (break-glass).")
+            % {
+                "user": access.user.get_username(),
+                "role": role_label(access.role),
+                "until": date_format(localtime(access.expires_at), "DATETIME_FORMAT"),
+            },
+            messages.WARNING,
+        )
+        _show_enrolment_code(self, request, access.user.get_username(), access.enrolment_code)
+
+    @admin.action(description=_("End the selected break-glass grants now"), permissions=["break_glass"])
+    def revoke(self, request, queryset):
+        done = [a for a in queryset if run_service(self, request, services.revoke_emergency_access, access_id=a.pk)]
+        if done:
+            text = gettext("Ended %(count)d break-glass grant(s).") % {"count": len(done)}
+            self.message_user(request, text, messages.SUCCESS)

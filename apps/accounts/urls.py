@@ -9,6 +9,9 @@ urlpatterns = [
     path("2fa/setup/", views.totp_setup, name="2fa-setup"),
     path("2fa/verify/", views.totp_verify, name="2fa-verify"),
     path("preferences/", views.preferences, name="preferences"),
+    # Everyone's own API tokens (issue, list, revoke); a token manager sees others' on the admin's list.
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     # For everyone, analysts included (the admin's own page is for staff only).
     path(
         "password/",

@@ -15,25 +15,29 @@ from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import PasswordChangeView
 from django.db.models import Q
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 from django_otp import match_token
 
 from apps.audit.services import Source
 from apps.core.errors import ServiceError
 
-from .models import EnrolmentCode, Profile
-from .otp import confirmed_devices, device_models, enrol_model, has_confirmed_device
+from .models import ApiToken, EnrolmentCode, Profile
+from .otp import confirmed_devices, device_models, enrol_model, has_confirmed_device, second_factor_at
 from .otp import verified as otp_verified
 from .services import (
     change_own_password,
     confirm_totp_enrolment,
     find_enrolment_code,
+    issue_token,
     record_2fa_failure,
+    revoke_token,
     set_preferences,
 )
 from .services.policy import is_privileged
@@ -259,3 +263,94 @@ def preferences(request):
                 return HttpResponseRedirect(_next(request))
     title = _("Language and time zone")
     return render(request, "accounts/preferences.html", _context(request, title=title, form=form))
+
+
+class IssueOwnTokenForm(forms.Form):
+    name = forms.CharField(label=_("name"), max_length=100, help_text=_("What the token is for, e.g. laptop or CI."))
+    days = forms.IntegerField(
+        label=_("days until expiry"),
+        min_value=1,
+        max_value=settings.TOKEN_MAX_DAYS,
+        initial=min(settings.TOKEN_DEFAULT_DAYS, settings.TOKEN_MAX_DAYS),
+    )
+    scopes = forms.MultipleChoiceField(
+        label=_("scopes"),
+        choices=[("invoke", _("invoke models")), ("read", _("read the API")), ("manage", _("API writes"))],
+        initial=["invoke", "read"],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    otp = forms.CharField(
+        label=_("one-time code"),
+        required=False,
+        max_length=8,
+        help_text=_("Privileged people only, if your second factor was passed more than a few minutes ago."),
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
+    )
+
+    def __init__(self, *args, privileged: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not privileged:
+            del self.fields["otp"]  # only privileged people need a fresh second factor to issue
+
+
+TOKEN_STATES = {"active": _("active"), "revoked": _("revoked"), "expired": _("expired")}
+
+
+@login_required
+def tokens(request):
+    """One's own API tokens: issue one (its plaintext shown on this answer only, never stored),
+    list them, revoke one. Always the signed-in person's own: the page takes no user, so nobody
+    mints a token for anyone else here (issue_token checks again; a token manager revokes others'
+    tokens on the admin's token list)."""
+    privileged = is_privileged(request.user)
+    form = IssueOwnTokenForm(request.POST or None, privileged=privileged)
+    issued = plaintext = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            issued, plaintext = issue_token(
+                user=request.user,
+                name=data["name"],
+                days=data["days"],
+                scopes=data["scopes"],
+                actor=request.user,
+                source=Source.from_request(request, None),
+                otp_verified_at=second_factor_at(request),
+                otp=data.get("otp", ""),
+            )
+        except ServiceError as err:
+            form.add_error(err.field if err.field in form.fields else None, f"{err.detail} ({err.code})")
+        else:
+            form = IssueOwnTokenForm(privileged=privileged)
+    own = list(ApiToken.objects.filter(user=request.user).order_by("-created_at"))
+    for token in own:
+        token.status_label = TOKEN_STATES.get(token.status, token.status)
+    context = _context(
+        request,
+        title=_("Your API tokens"),
+        form=form,
+        tokens=own,
+        issued=issued,
+        plaintext=plaintext,
+        privileged=privileged,
+    )
+    response = render(request, "accounts/tokens.html", context)
+    if plaintext:
+        response["Cache-Control"] = "no-store"  # the secret must not stay in a cache
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request, token_id: int):
+    """Revoke one of one's own tokens through revoke_token (audited)."""
+    token = ApiToken.objects.filter(pk=token_id, user=request.user).first()
+    if token is None:
+        raise Http404(gettext("no such token of yours"))
+    try:
+        revoke_token(token_id=token.pk, actor=request.user, source=Source.from_request(request, None))
+    except ServiceError as err:
+        messages.error(request, f"{err.detail} ({err.code})")
+    else:
+        messages.success(request, gettext("Token %(name)s revoked.") % {"name": token.name})
+    return HttpResponseRedirect(reverse("accounts:tokens"))

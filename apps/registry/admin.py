@@ -1,9 +1,17 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin
+from apps.accounts.services import grant_model_access, revoke_model_access
+from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
 from apps.core.source import Source
 
@@ -47,9 +55,127 @@ class ModelAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False  # a model is created by uploading its first version
 
+    def get_urls(self):
+        grants = path(
+            "<path:object_id>/grants/", self.admin_site.admin_view(self.grants_view), name="registry_model_grants"
+        )
+        return [grants, *super().get_urls()]
+
+    def grants_view(self, request, object_id):
+        """Who may see, call or re-identify this model, until when, granted by whom; a security
+        officer (accounts.manage_grants) grants and revokes here through grant_model_access /
+        revoke_model_access, which apply the policy of powers (never to oneself, one's own service
+        accounts or groups; invoke and re-identify only to a role that may invoke)."""
+        model = self.get_object(request, unquote(object_id))
+        if model is None:
+            raise Http404(gettext("no such model"))
+        if not self.has_view_permission(request, model):
+            raise PermissionDenied
+        may_grant = request.user.has_perm("accounts.manage_grants")
+        form = GrantForm(request.POST if request.method == "POST" and "revoke" not in request.POST else None)
+        if request.method == "POST":
+            if not may_grant:
+                raise PermissionDenied(gettext("only a security officer grants access to models"))
+            here = HttpResponseRedirect(request.path)
+            if "revoke" in request.POST:
+                self._revoke(request, model)
+                return here
+            if form.is_valid():
+                data = form.cleaned_data
+                grantee = {"user_id": data["user"].pk} if data["user"] else {"group_id": data["group"].pk}
+                done = run_service(
+                    self,
+                    request,
+                    grant_model_access,
+                    model_id=model.pk,
+                    permission=data["permission"],
+                    expires_at=data["expires_at"],
+                    **grantee,
+                )
+                if done is not None:
+                    self.message_user(
+                        request,
+                        gettext("%(who)s was granted %(permission)s on %(model)s.")
+                        % {
+                            "who": data["user"] or data["group"],
+                            "permission": GRANT_LABELS[data["permission"]],
+                            "model": model.name,
+                        },
+                        messages.SUCCESS,
+                    )
+                    return here
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Grants on %(model)s") % {"model": model.name},
+            "opts": self.opts,
+            "original": model,
+            "sv_grants": _grants(model),
+            "form": form if may_grant else None,
+            "may_grant": may_grant,
+            "model_url": reverse("admin:registry_model_change", args=(model.pk,)),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/registry/model/grants.html", context)
+
+    def _revoke(self, request, model) -> None:
+        kind, grantee, permission = (request.POST.get(k, "") for k in ("kind", "grantee", "permission"))
+        if kind not in ("user", "group") or not grantee.isdigit() or permission not in GRANT_LABELS:
+            self.message_user(request, gettext("Choose a grant to revoke."), messages.ERROR)
+            return
+        done = run_service(
+            self,
+            request,
+            revoke_model_access,
+            model_id=model.pk,
+            permission=permission,
+            **{f"{kind}_id": int(grantee)},
+        )
+        if done is not None:
+            self.message_user(
+                request,
+                gettext("Revoked %(permission)s on %(model)s.")
+                % {"permission": GRANT_LABELS[permission], "model": model.name},
+                messages.SUCCESS,
+            )
+
     @admin.display(description=_("versions"))
     def version_count(self, obj):
         return obj.versions.count()
+
+
+GRANT_LABELS = {
+    "view_model": _("view the model"),
+    "invoke_model": _("invoke the model"),
+    "reidentify": _("re-identify answers"),
+}
+
+
+class GrantForm(forms.Form):
+    """A grant on one model to a person (or service account) or a group, with an optional expiry."""
+
+    user = forms.ModelChoiceField(
+        label=_("person or service account"), queryset=get_user_model().objects.none(), required=False
+    )
+    group = forms.ModelChoiceField(label=_("or a group"), queryset=Group.objects.none(), required=False)
+    permission = forms.ChoiceField(label=_("permission"), choices=list(GRANT_LABELS.items()))
+    expires_at = forms.DateTimeField(
+        label=_("expires"),
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("Empty: no expiry. In your time zone."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+        self.fields["group"].queryset = Group.objects.order_by("name")
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise forms.ValidationError(_("Choose a person or a group (one of the two)."))
+        return data
 
 
 def _grants(model) -> list[dict]:
@@ -57,11 +183,17 @@ def _grants(model) -> list[dict]:
     from apps.accounts.models import ModelGroupGrant, ModelUserGrant
 
     rows = []
-    for grant in ModelUserGrant.objects.filter(content_object=model).select_related("user", "permission"):
-        rows.append({"kind": "user", "who": grant.user, "grant": grant})
-    for grant in ModelGroupGrant.objects.filter(content_object=model).select_related("group", "permission"):
-        rows.append({"kind": "group", "who": grant.group, "grant": grant})
+    related = ("permission", "granted_by")
+    for grant in ModelUserGrant.objects.filter(content_object=model).select_related("user", *related):
+        rows.append({"kind": "user", "who": grant.user, "grant": grant, "label": _grant_label(grant)})
+    for grant in ModelGroupGrant.objects.filter(content_object=model).select_related("group", *related):
+        rows.append({"kind": "group", "who": grant.group, "grant": grant, "label": _grant_label(grant)})
     return rows
+
+
+def _grant_label(grant) -> str:
+    code = grant.permission.codename
+    return str(GRANT_LABELS.get(code, code))
 
 
 def _history(request, model, limit: int):

@@ -159,6 +159,39 @@ TABLE: dict[str, list[Row]] = {
     # (Its POST, audited by set_preferences, is tested in tests/core/test_i18n.py: here the account gate's
     # redirect of a privileged session without its second factor would be a refusal with no event.)
     "accounts:preferences": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
+    # Portal pages: one's own API tokens (everyone: issue, list, revoke one's own; docs/access-control.md)
+    "accounts:tokens": [row("get", LOGIN, 200, 200, 200, 200, 200, OTP)],
+    "accounts:token-revoke": [
+        row("get", LOGIN, 405, 405, 405, 405, 405, OTP, args={"token_id": "@token"}),
+        # the world's token is the analyst's own: nobody else finds it here (404), the analyst revokes it
+        row("post", LOGIN, 404, 404, 404, "302 /accounts/tokens/", 404, OTP, args={"token_id": "@token"}),
+    ],
+    # The user page's Roles section posts here (security officers); a GET goes back to the user page
+    "admin:auth_user_roles": [
+        staff_page("get", *["302 /admin/auth/user/{user}/change/"] * 3, args={"id": "@user"}),
+        staff_page(
+            "post",
+            403,
+            "302 /admin/auth/user/{user}/change/",
+            403,
+            args={"id": "@user"},
+            data={"role": "guest", "op": "assign"},
+            multipart=True,
+        ),
+    ],
+    # A model's grants: read by those who see the model, changed by security officers
+    "admin:registry_model_grants": [
+        staff_page("get", 200, 200, 200, args={"object_id": "@model"}),
+        staff_page(
+            "post",
+            403,
+            "302 /admin/registry/model/{model}/grants/",
+            403,
+            args={"object_id": "@model"},
+            data={"group": "@group", "permission": "view_model"},
+            multipart=True,
+        ),
+    ],
     # OpenAPI schema and its browsable docs
     "schema": [
         api("get", UNAUTH, 200, 200, 200, 200, 200, headers={"HTTP_ACCEPT": "application/vnd.oai.openapi+json"})
@@ -511,6 +544,8 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "axes.accessfailurelog": ("@failure_log", {"officer", "auditor"}, set()),
     "audit.auditevent": ("@event", {"officer", "auditor"}, set()),
     "accounts.apitoken": ("@token", {"officer", "auditor"}, set()),
+    # Break-glass grants: read by officers and auditors, granted by officers (docs/access-control.md)
+    "accounts.emergencyaccess": ("@break_glass", {"officer", "auditor"}, {"officer"}),
     "registry.model": ("@model", {"admin", "officer", "auditor"}, set()),
     "registry.modelversion": ("@version", {"admin", "officer", "auditor"}, {"admin"}),
     "registry.artifact": ("@artifact", {"admin", "officer", "auditor"}, set()),
@@ -726,8 +761,11 @@ def _request(world: World, principal: str, url: str, r: Row):
     if url.startswith(("/v2/", "/v1/")):  # the data plane, with the same token (none for a bare session)
         client = DataPlaneClient(**{k: v for k, v in client.defaults.items() if k == "HTTP_AUTHORIZATION"})
     kwargs = dict(r.headers)
-    if r.method != "get" and r.data is not None:
-        body = {"data": r.data} if r.multipart else {"data": json.dumps(r.data), "content_type": "application/json"}
+    data = r.data
+    if r.multipart and data:  # form values naming the world's objects ("@group")
+        data = {k: world.ids[v[1:]] if isinstance(v, str) and v.startswith("@") else v for k, v in data.items()}
+    if r.method != "get" and data is not None:
+        body = {"data": data} if r.multipart else {"data": json.dumps(data), "content_type": "application/json"}
         kwargs.update(body)
     elif r.data is not None:
         kwargs["data"] = r.data
@@ -785,6 +823,9 @@ def test_walk(world, principal, settings):
             # Every changing call leaves an event, refused ones included. The admin turns people who
             # are not staff away with a redirect before anything runs (a logout by them is a no-op).
             redirect_only = principal in ("anon", "analyst", "guest") and 300 <= response.status_code < 400
+            # The account gate sends a privileged session short of its second factor to the verify
+            # page before any view runs, as the admin sends non-staff to its login.
+            redirect_only |= principal == "no_otp" and got == OTP
             if r.method != "get" and not response.audit_events and not redirect_only:
                 unaudited.append(f"{r.method.upper()} {url}: {got}")
             if _leaks(principal, response):

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from tests.e2e.jobs import job_page  # noqa: F401 - the job tests' fixture (tests/e2e/jobs.py), for every module here
+
 CHROMIUM = "/usr/bin/chromium"
 # Without these, chromium keeps reaching for Google's hosts, which this network refuses.
 FLAGS = [

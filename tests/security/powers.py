@@ -817,6 +817,135 @@ def _admin_revoke_token(c: Ctx, kind: str) -> Result:
     return Result(token.revoked_at is not None, target.pk)
 
 
+# The access pages of issue 17: one's own tokens, the user page's Roles section, a model's grants
+# page and the break-glass admin. Each probe tries every kind of target, as the API probes do.
+
+
+def _page_issue_token(c: Ctx, kind: str) -> Result:
+    """/accounts/tokens/ issues for the signed-in person only: naming another in the POST must not
+    give a token of theirs."""
+    target = c.target(kind)
+    data = {"name": "closure", "days": 1, "scopes": ALL_SCOPES, "user": target.pk}
+    c.last = c.cred.client.post(reverse("accounts:tokens"), data)
+    found = TOKEN_IN_MESSAGE.search(c.last.content.decode()) if c.last.status_code == 200 else None
+    if found is None:
+        return Result(False, target.pk)
+    owner = ApiToken.objects.get(digest=digest_token(found.group(1))).user_id
+    return Result(owner == target.pk, target.pk, token=(owner, found.group(1)))
+
+
+def _page_revoke_token(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    token = setup_token(target)
+    c.last = c.cred.client.post(reverse("accounts:token-revoke", args=[token.pk]))
+    token.refresh_from_db()
+    return Result(token.revoked_at is not None, target.pk)
+
+
+def admin_role_page(role: str, assign: bool) -> Callable[[Ctx], Iterator[Attempt]]:
+    """The user page's Roles section (POST admin:auth_user_roles), as admin_role_action does the
+    user list's actions."""
+    level = "privileged" if role in PRIVILEGED else "basic"
+    power = f"role.{'assign' if assign else 'remove'}.{level}"
+
+    def run(c: Ctx, kind: str) -> Result:
+        target = c.target(kind)
+        holds = target.groups.filter(name=role).exists()
+        if holds != (not assign):
+            raise NotApplicable(f"{'already holds' if assign else 'does not hold'} {role}")
+        data = {"role": role, "op": "assign" if assign else "remove"}
+        r = _admin_post(c, reverse("admin:auth_user_roles", args=[target.pk]), data)
+        held = target.groups.filter(name=role).exists()
+        refused = r.status_code != 302 or _messages(r, messages.ERROR)
+        codes = [m.group(1) for text in _messages(r) if (m := ENROLMENT_IN_MESSAGE.search(text))]
+        return Result(held == assign and not refused, target.pk, enrolment=(target.pk, codes[0]) if codes else None)
+
+    return kinds(power, run)
+
+
+def _grants_page(c: Ctx, model: str, data: dict) -> bool:
+    """Post to a model's grants page; True when the page accepted it (a redirect, no error message)."""
+    r = _admin_post(c, reverse("admin:registry_model_grants", args=[c.world["models"][model]]), data)
+    return r.status_code == 302 and not _messages(r, messages.ERROR)
+
+
+def _page_grant_user(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    for perm in ("invoke_model", "view_model"):
+        ok = _grants_page(c, "secret", {"user": target.pk, "permission": perm})
+        if ok and ModelUserGrant.objects.filter(user=target, content_object_id=c.world["models"]["secret"]).exists():
+            return Result(True, target.pk)
+    return Result(False, target.pk)
+
+
+def _page_grant_reidentify(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    ok = _grants_page(c, "chat-theirs", {"user": target.pk, "permission": "reidentify"})
+    held = ModelUserGrant.objects.filter(
+        user=target, content_object_id=c.world["models"]["chat-theirs"], permission__codename="reidentify"
+    )
+    return Result(ok and held.exists(), target.pk)
+
+
+def _page_grant_group(c: Ctx, kind: str) -> Result:
+    group = c.group(kind)
+    for perm in ("invoke_model", "view_model"):
+        ok = _grants_page(c, "secret", {"group": group.pk, "permission": perm})
+        if ok and ModelGroupGrant.objects.filter(group=group, content_object_id=c.world["models"]["secret"]).exists():
+            return Result(True)
+    return Result(False)
+
+
+def _page_group_reidentify(c: Ctx, kind: str) -> Result:
+    group = c.group(kind)
+    ok = _grants_page(c, "chat-theirs", {"group": group.pk, "permission": "reidentify"})
+    held = ModelGroupGrant.objects.filter(
+        group=group, content_object_id=c.world["models"]["chat-theirs"], permission__codename="reidentify"
+    )
+    return Result(ok and held.exists())
+
+
+def _page_revoke_user_grant(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    grant = _setup_grant(ModelUserGrant, user=target, model=c.world["models"]["secret"])
+    ok = _grants_page(c, "secret", {"revoke": "1", "kind": "user", "grantee": target.pk, "permission": "view_model"})
+    return Result(ok and not ModelUserGrant.objects.filter(pk=grant.pk).exists(), target.pk)
+
+
+def _page_revoke_group_grant(c: Ctx, kind: str) -> Result:
+    group = c.group(kind)
+    grant = _setup_grant(ModelGroupGrant, group=group, model=c.world["models"]["secret"])
+    ok = _grants_page(c, "secret", {"revoke": "1", "kind": "group", "grantee": group.pk, "permission": "view_model"})
+    return Result(ok and not ModelGroupGrant.objects.filter(pk=grant.pk).exists())
+
+
+def admin_break_glass(ctx: Ctx) -> Iterator[Attempt]:
+    """The break-glass admin's add form, as api_break_glass does the API."""
+    for role in (ANALYST, SECURITY_OFFICER, ADMIN):
+        for kind in TARGET_KINDS:
+
+            def run(c: Ctx, kind=kind, role=role) -> Result:
+                target = c.target(kind)
+                data = {"user": target.pk, "role": role, "minutes": 60, "reason": "closure probe"}
+                r = _admin_post(c, reverse("admin:accounts_emergencyaccess_add"), data)
+                ok = r.status_code == 302 and not _messages(r, messages.ERROR)
+                return Result(ok and role in emergency_roles(target), target.pk)
+
+            yield Attempt("breakglass.grant", kind, run)
+
+
+def _admin_break_glass_revoke(c: Ctx, kind: str) -> Result:
+    target = c.target(kind)
+    now = timezone.now()
+    access = EmergencyAccess.objects.create(
+        user=target, role=GUEST, reason="setup", granted_at=now, expires_at=now + timedelta(hours=1)
+    )
+    url = reverse("admin:accounts_emergencyaccess_changelist")
+    _admin_post(c, url, {"action": "revoke", "_selected_action": [access.pk]})
+    access.refresh_from_db()
+    return Result(access.revoked_at is not None, target.pk)
+
+
 # Admin site: every other model, and the API's non-account writes (reached = authorised) -----------
 
 
@@ -995,6 +1124,18 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("accounts:2fa-setup", "post"): Inert("enrols the caller's own device (used by login())"),
         ("accounts:2fa-verify", "post"): Inert("verifies the caller's own second factor"),
         ("accounts:preferences", "post"): Inert("sets the caller's own language and time zone (docs/i18n.md)"),
+        # The access pages of issue 17 (docs/access-control.md)
+        ("accounts:tokens", "post"): kinds("token.issue", _page_issue_token),
+        ("accounts:token-revoke", "post"): kinds("token.revoke", _page_revoke_token),
+        ("admin:auth_user_roles", "post"): both(*[admin_role_page(r, a) for r in ROLES for a in (True, False)]),
+        ("admin:registry_model_grants", "post"): both(
+            kinds("grant.create", _page_grant_user),
+            kinds("grant.reidentify", _page_grant_reidentify),
+            kinds("grant.create", _page_grant_group, GROUP_KINDS),
+            kinds("grant.reidentify", _page_group_reidentify, GROUP_KINDS),
+            kinds("grant.revoke", _page_revoke_user_grant),
+            kinds("grant.revoke", _page_revoke_group_grant, GROUP_KINDS),
+        ),
     }
     # The gateway's invoke is not a portal route: the data plane serves /v2/ (apps/gateway/dataplane),
     # and effective_powers() measures it there.
@@ -1040,6 +1181,9 @@ def _admin_model_rows(label: str, modeladmin) -> dict:
                 key = (f"{prefix}_changelist", f"post:{'assign' if assign else 'remove'}_{role}")
                 if key in rows:
                     rows[key] = admin_role_action(role, assign)
+    if label == "accounts.emergencyaccess":
+        rows[(f"{prefix}_add", "post")] = admin_break_glass
+        rows[(f"{prefix}_changelist", "post:revoke")] = kinds("breakglass.revoke", _admin_break_glass_revoke)
     if label == "accounts.apitoken":
         rows[(f"{prefix}_add", "post")] = kinds("token.issue", _admin_issue_token)
         rows[(f"{prefix}_changelist", "post:revoke")] = kinds("token.revoke", _admin_revoke_token)
@@ -1330,6 +1474,7 @@ def probe(p: Principal, cred: Cred, world: dict, table: dict, stats: Stats, memo
     """Every attempt of every classified route with this credential. A signature already probed
     (by any principal) replays only its successes that may be gains, and the attempts that the
     first prober skipped as known to it; the rest are recorded without a request."""
+    _verify_again(cred)
     sig = signature(cred)
     if sig in memo:
         for key, attempt, seen in memo[sig]:
@@ -1360,6 +1505,24 @@ def probe(p: Principal, cred: Cred, world: dict, table: dict, stats: Stats, memo
         elif outcome == "ok":
             seen.append((key, attempt, "ok"))
     memo[sig] = seen
+
+
+def _verify_again(cred: Cred) -> None:
+    """A session that passed the second factor passes it again before its probes, as the person
+    holding the device would: issuing a token needs one within TOKEN_OTP_FRESH (5 minutes), and the
+    closure takes longer than that, so a late principal's token probes would otherwise measure the
+    run's speed instead of its powers."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from apps.accounts.otp import OTP_AT
+
+    morsel = cred.client.cookies.get("sessionid") if cred.kind == "session" else None
+    if morsel is None:
+        return
+    store = SessionStore(session_key=morsel.value)
+    if store.get(OTP_AT):
+        store[OTP_AT] = timezone.now().timestamp()
+        store.save()
 
 
 def _known(p: Principal, cred: Cred, world: dict, attempt: Attempt) -> bool:

@@ -85,6 +85,9 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     "accounts.sm3otpdevice": {"action:remove_second_factor": {SU, SO}},
     "axes.accessattempt": {"action:unlock": {SU, SO}},
     "axes.accessfailurelog": {"action:unlock": {SU, SO}},
+    # break-glass (docs/access-control.md): the walk's add form names the principal itself (refused,
+    # self_change_forbidden); ending a grant early is the officer's
+    "accounts.emergencyaccess": {"action:revoke": {SU, SO}},
 }
 AUDIT_ONLY = {"auth.user", "accounts.apitoken"}  # see the module docstring
 
@@ -146,6 +149,11 @@ def world(settings) -> World:
     AccessAttempt.objects.create(**attempt, get_data="", post_data="", failures_since_start=5)
     AccessLog.objects.create(**attempt)
     AccessFailureLog.objects.create(**attempt, locked_out=True)
+    from apps.accounts.models import EmergencyAccess
+
+    EmergencyAccess.objects.create(
+        user=users["analyst"], role=GUEST, reason="walk", granted_at=now, expires_at=now + dt.timedelta(hours=1)
+    )
     w = World(users=users)
     for name, user in users.items():
         client = Client()
