@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from inference_backend.config import BATCHING_FIELDS, BatchingSettings
 
@@ -13,9 +14,9 @@ class Hardware(models.TextChoices):
 
 
 class ServerState(models.TextChoices):
-    UNKNOWN = "unknown"
-    UP = "up"
-    DOWN = "down"
+    UNKNOWN = "unknown", _("Unknown")
+    UP = "up", _("Up")
+    DOWN = "down", _("Down")
 
 
 # Django's URLValidator refuses single-label hosts ("http://triton-1:8000"), which is exactly how
@@ -90,6 +91,12 @@ class InferenceServer(models.Model):
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Issue 17: how the health checks went lately, so that an unreachable server says so at once.
+    failures = models.PositiveIntegerField(
+        default=0,
+        help_text=_("checks in a row (probes and deployments) that could not reach the server; 0 once it answers"),
+    )
+    checked_at = models.DateTimeField(null=True, blank=True, help_text=_("the last check, answered or not"))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -105,17 +112,17 @@ class InferenceServer(models.Model):
 
 
 class Desired(models.TextChoices):
-    ACTIVE = "active"
-    INACTIVE = "inactive"
+    ACTIVE = "active", _("Active")
+    INACTIVE = "inactive", _("Inactive")
 
 
 class Observed(models.TextChoices):
-    PENDING = "pending"
-    LOADING = "loading"
-    ACTIVE = "active"
-    UNLOADING = "unloading"
-    INACTIVE = "inactive"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    LOADING = "loading", _("Loading")
+    ACTIVE = "active", _("Active")
+    UNLOADING = "unloading", _("Unloading")
+    INACTIVE = "inactive", _("Inactive")
+    FAILED = "failed", _("Failed")
 
 
 class Kind(models.TextChoices):
@@ -131,15 +138,15 @@ def triton_model_name(model_name: str, version: int) -> str:
 
 
 class ReplicaSetState(models.TextChoices):
-    ACTIVE = "active"
-    RETIRED = "retired"
+    ACTIVE = "active", _("Active")
+    RETIRED = "retired", _("Retired")
 
 
 class AutoscaleMetric(models.TextChoices):
     """What the autoscaler measures per replica (docs/fleet.md, "Autoscaling")."""
 
-    IN_FLIGHT = "in_flight", "in-flight requests per replica (Triton's pending requests)"
-    QUEUE_MS = "queue_ms", "queue time per request (ms, Triton's counters over the last interval)"
+    IN_FLIGHT = "in_flight", _("in-flight requests per replica (Triton's pending requests)")
+    QUEUE_MS = "queue_ms", _("queue time per request (ms, Triton's counters over the last interval)")
 
 
 class ReplicaSet(models.Model):
@@ -218,6 +225,10 @@ class Deployment(models.Model):
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
     observed_state = models.CharField(max_length=16, choices=Observed.choices, default=Observed.PENDING)
     last_error = models.TextField(blank=True)
+    # Issue 17: a reconcile that could not reach the server is retried with backoff; how many times
+    # so far and when the next try is due (both cleared when the deployment changes state).
+    retries = models.PositiveSmallIntegerField(default=0, help_text=_("retries so far: the server did not answer"))
+    retry_at = models.DateTimeField(null=True, blank=True, help_text=_("when the next retry is due"))
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -268,23 +279,23 @@ class DeploymentTransition(models.Model):
 
 
 class RolloutStrategy(models.TextChoices):
-    BLUE_GREEN = "blue_green", "blue-green"
-    CANARY = "canary", "canary"
+    BLUE_GREEN = "blue_green", _("blue-green")
+    CANARY = "canary", _("canary")
 
 
 class RolloutKind(models.TextChoices):
-    VERSION = "version", "version"  # traffic from one version's set to another's
-    CONFIG = "config", "batching configuration"  # one set's replicas reconfigured, replica by replica
+    VERSION = "version", _("version")  # traffic from one version's set to another's
+    CONFIG = "config", _("batching configuration")  # one set's replicas reconfigured, replica by replica
 
 
 class RolloutState(models.TextChoices):
-    PENDING = "pending"
-    WAITING_READY = "waiting_ready"
-    RUNNING = "running"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    WAITING_READY = "waiting_ready", _("Waiting Ready")
+    RUNNING = "running", _("Running")
+    PROMOTED = "promoted", _("Promoted")
+    ROLLED_BACK = "rolled_back", _("Rolled Back")
+    ABORTED = "aborted", _("Aborted")
+    FAILED = "failed", _("Failed")
 
 
 UNFINISHED_ROLLOUT_STATES = (RolloutState.PENDING, RolloutState.WAITING_READY, RolloutState.RUNNING)
@@ -350,15 +361,15 @@ class Rollout(models.Model):
 
 
 class SweepState(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
 
 
 class ArrivalKind(models.TextChoices):
-    RECORDED = "recorded", "recorded (the gateway's figures of the version)"
-    SYNTHETIC = "synthetic", "synthetic (a rate given explicitly)"
+    RECORDED = "recorded", _("recorded (the gateway's figures of the version)")
+    SYNTHETIC = "synthetic", _("synthetic (a rate given explicitly)")
 
 
 UNFINISHED_SWEEP_STATES = (SweepState.PENDING, SweepState.RUNNING)
