@@ -387,7 +387,6 @@ def _redirect_to_change(modeladmin, response, obj, request):
     return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
 
 
-ROLLOUT_REFRESH_SECONDS = 5
 SLO_FIELDS = ["slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
 
 
@@ -443,7 +442,7 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         unfinished = rollout is not None and not rollout.finished
         steer = unfinished and self.has_manage_permission(request)
         extra = {
-            "refresh": ROLLOUT_REFRESH_SECONDS if unfinished else 0,
+            "refresh": settings.ADMIN_LIVE_REFRESH_SECONDS if unfinished else 0,
             "rollout_actions": [(a, self.get_action(a)[2]) for a in self.actions] if steer else [],
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
@@ -1007,13 +1006,12 @@ def _when(at) -> str:
 
 
 UNSETTLED = (Observed.PENDING, Observed.LOADING, Observed.UNLOADING)
-LIVE_REFRESH_SECONDS = 5
 
 
 def live_refresh(on: bool) -> dict:
     """Context for a page that reloads itself while something on it is still changing (a server not
     up, a replica loading): static/deployments/live.js, which waits while the reader edits a form."""
-    return {"live_refresh": LIVE_REFRESH_SECONDS if on else 0}
+    return {"live_refresh": settings.ADMIN_LIVE_REFRESH_SECONDS if on else 0}
 
 
 def deployment_state(dep: Deployment):
