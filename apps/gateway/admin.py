@@ -15,7 +15,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from apps.core.admin_utils import ReadOnlyAdmin, run_service
+from apps.accounts.models import ApiToken
+from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
 from apps.core.source import Source
 
@@ -100,7 +101,7 @@ _use = threading.local()
 
 
 @admin.register(Quota)
-class QuotaAdmin(admin.ModelAdmin):
+class QuotaAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     """Admin and security officer (`gateway.manage_quota`) set a quota (add), change its limits and
     remove it (an action), each through `set_quota` / `delete_quota` (audited `llm.quota.set`,
     `llm.quota.delete`); everyone who reads quotas sees how much of each is used this day and month,
@@ -132,6 +133,17 @@ class QuotaAdmin(admin.ModelAdmin):
             return []
         fixed = ["scope", "subject", "model", "used_today", "used_this_month", "updated_by", "updated_at"]
         return fixed if self.has_change_permission(request, obj) else [*fixed, *QUOTA_LIMITS]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "token" and field is not None:
+            # the tokens of others are listed only to who may see them (not the admin role: its API takes an
+            # id); never their hint, only name and owner; revoked ones have nothing left to limit
+            may_see = request.user.has_perm("accounts.view_apitoken")
+            tokens = ApiToken.objects.filter(revoked_at__isnull=True).select_related("user")
+            field.queryset = tokens if may_see else tokens.filter(user=request.user)
+            field.label_from_instance = lambda t: f"{t.name} ({t.user})"
+        return field
 
     def has_add_permission(self, request):
         return request.user.has_perm("gateway.manage_quota")
@@ -184,16 +196,8 @@ class QuotaAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         return None
 
-    def log_addition(self, request, obj, message):
-        return None if obj.pk is None else super().log_addition(request, obj, message)
-
     def log_change(self, request, obj, message):
         return None if getattr(request, "_sv_refused", False) else super().log_change(request, obj, message)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        if obj.pk is None:  # refused: the reason is in the messages
-            return HttpResponseRedirect(reverse("admin:gateway_quota_changelist"))
-        return HttpResponseRedirect(reverse("admin:gateway_quota_change", args=[obj.pk]))
 
     def response_change(self, request, obj):
         if getattr(request, "_sv_refused", False):
