@@ -37,7 +37,7 @@ from apps.registry.services import register_model_version
 from inference_backend.client import TritonUnavailable
 from inference_backend.demo_model import build_demo_onnx, build_demo_v2_onnx
 from tests.conftest import make_user
-from tests.e2e.jobs import LANGS, assert_language, go, job_page, shot  # noqa: F401 - job_page: the fixture
+from tests.e2e.jobs import LANGS, assert_language, axe_serious, dump, go, job_page, shot  # noqa: F401 - job_page: the fixture
 from tests.factories import ModelVersionFactory
 from tests.integration.conftest import celery_worker  # noqa: F401 - the real worker, for the rollout job
 from tests.waiting import wait_for
@@ -132,6 +132,9 @@ def test_an_unreachable_server_says_why_and_counts_its_retries_live(job_page, la
     if lang == ZH:
         assert "推理服务器" in _text(page)
     shot(page, "fleet-servers-down")
+    settings.ADMIN_LIVE_REFRESH_SECONDS = 600  # axe reads a page that holds still: its next reload says so
+    page.locator("#sv-live[data-refresh-seconds='600']").wait_for()
+    assert not (found := axe_serious(page)), dump(found)
 
 
 # --- 2. Usage and quotas ------------------------------------------------------------------------------
@@ -178,6 +181,7 @@ def test_the_officer_reads_usage_and_sets_a_quota_that_is_flagged_near_exhaustio
     if lang == ZH:
         assert "按人员" in _text(page) and "令牌总数" in _text(page)
     shot(page, "fleet-usage")
+    assert not (found := axe_serious(page)), dump(found)
 
     # a quota from the admin: 1000 tokens a day for the clinician on this model
     go(page, "/admin/gateway/quota/add/")
@@ -202,6 +206,7 @@ def test_the_officer_reads_usage_and_sets_a_quota_that_is_flagged_near_exhaustio
     assert flag in row.inner_text()
     assert clinician.username in page.locator("#quotas-near-exhaustion").inner_text()
     shot(page, "fleet-quota-near-exhaustion")
+    assert not (found := axe_serious(page)), dump(found)
 
     # raised to 2000: audited with the limit before, and no longer flagged
     go(page, f"/admin/gateway/quota/{quota.pk}/change/")
@@ -319,6 +324,7 @@ def test_the_administrator_deploys_v2_starts_a_canary_watches_it_and_rolls_back(
     assert ("已回滚" if lang == ZH else "Rolled Back") in page.locator(".field-state .readonly").inner_text()
     assert_language(page, lang)
     shot(page, "fleet-rollout-rolled-back")
+    assert not (found := axe_serious(page)), dump(found)  # finished: the page no longer reloads itself
     trail = list(
         AuditEvent.objects.filter(target_type="deployments.rollout", target_id=str(rollout.pk))
         .order_by("id")
