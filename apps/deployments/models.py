@@ -62,15 +62,15 @@ class InferenceServer(models.Model):
 
     name = models.CharField(max_length=63, unique=True)
     http_url = models.CharField(
-        max_length=300, validators=[server_url_validator], help_text="e.g. http://triton-1:8000"
+        max_length=300, validators=[server_url_validator], help_text=_("e.g. http://triton-1:8000")
     )
-    grpc_url = models.CharField(max_length=200, blank=True, help_text="host:port of the gRPC endpoint")
+    grpc_url = models.CharField(max_length=200, blank=True, help_text=_("host:port of the gRPC endpoint"))
     hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
     backends = models.JSONField(
         default=default_backends,
         blank=True,  # empty in a form means the default
         validators=[validate_backends],
-        help_text="Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm",
+        help_text=_("Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm"),
     )
     # Issue 15: the credential Triton's restricted APIs require (docs/triton-credential.md), sealed
     # under its own data key (AES/SM4-GCM, wrapped by the KEK); never stored or shown in clear.
@@ -80,13 +80,13 @@ class InferenceServer(models.Model):
     )
     # Issue 16: what the scheduler places on. Accelerators other than the CPU cannot be tested here:
     # they are declared (kind, model, memory), and their metrics read from Triton where present.
-    accelerator_model = models.CharField(max_length=100, blank=True, help_text="e.g. A100-80GB, Ascend 910B")
+    accelerator_model = models.CharField(max_length=100, blank=True, help_text=_("e.g. A100-80GB, Ascend 910B"))
     memory_mb = models.PositiveIntegerField(
-        default=0, help_text="memory the scheduler may fill with replicas (MiB); 0: not declared, no bin-packing"
+        default=0, help_text=_("memory the scheduler may fill with replicas (MiB); 0: not declared, no bin-packing")
     )
     labels = models.JSONField(default=dict, blank=True, help_text='free-form labels, e.g. {"zone": "phi"}')
     metrics_url = models.CharField(
-        max_length=300, blank=True, help_text="Triton's metrics endpoint, e.g. http://triton-1:8002/metrics"
+        max_length=300, blank=True, help_text=_("Triton's metrics endpoint, e.g. http://triton-1:8002/metrics")
     )
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -164,7 +164,7 @@ class ReplicaSet(models.Model):
     # placement: every label here must be on the server (key=value); accelerator/backend blank = any
     labels = models.JSONField(default=dict, blank=True)
     accelerator = models.CharField(max_length=8, choices=Hardware.choices, blank=True)
-    memory_mb = models.PositiveIntegerField(default=0, help_text="memory one replica needs (MiB); 0: not estimated")
+    memory_mb = models.PositiveIntegerField(default=0, help_text=_("memory one replica needs (MiB); 0: not estimated"))
     # percent of the model's unversioned calls this version receives (the live sets of a model sum to 100)
     traffic_weight = models.PositiveSmallIntegerField(default=0)
     state = models.CharField(max_length=16, choices=ReplicaSetState.choices, default=ReplicaSetState.ACTIVE)
@@ -173,11 +173,11 @@ class ReplicaSet(models.Model):
     autoscale_metric = models.CharField(
         max_length=16, choices=AutoscaleMetric.choices, default=AutoscaleMetric.IN_FLIGHT
     )
-    autoscale_target = models.FloatField(default=4.0, help_text="the metric's target per replica")
+    autoscale_target = models.FloatField(default=4.0, help_text=_("the metric's target per replica"))
     autoscale_cooldown_seconds = models.PositiveIntegerField(
-        default=300, help_text="no change within this time of the last; scale-down after this long below target"
+        default=300, help_text=_("no change within this time of the last; scale-down after this long below target")
     )
-    scaled_at = models.DateTimeField(null=True, blank=True, help_text="when the number of replicas last changed")
+    scaled_at = models.DateTimeField(null=True, blank=True, help_text=_("when the number of replicas last changed"))
     # The controller's memory between ticks (counters, since when the load is low, the last decision):
     # an observation, kept out of the field log, written with QuerySet.update.
     autoscale_state = models.JSONField(default=dict, blank=True, editable=False)
@@ -316,17 +316,17 @@ class Rollout(models.Model):
     config = models.JSONField(default=dict, blank=True)
     sweep = models.ForeignKey(
         "BatchingSweep", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts",
-        help_text="the batching sweep whose chosen configuration this config rollout applies",
+        help_text=_("the batching sweep whose chosen configuration this config rollout applies"),
     )  # fmt: skip
-    steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
-    hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
-    slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")
-    slo_max_p95_ms = models.FloatField(default=1000.0, help_text="p95 latency (ms) that rolls back")
-    min_calls = models.PositiveIntegerField(default=20, help_text="calls a step needs before it is judged")
+    steps = models.JSONField(default=list, help_text=_("the new version's weight at each step, ending in 100"))
+    hold_seconds = models.PositiveIntegerField(default=60, help_text=_("how long each step is held before the next"))
+    slo_max_error_rate = models.FloatField(default=0.01, help_text=_("fraction of failed calls (5xx) that rolls back"))
+    slo_max_p95_ms = models.FloatField(default=1000.0, help_text=_("p95 latency (ms) that rolls back"))
+    min_calls = models.PositiveIntegerField(default=20, help_text=_("calls a step needs before it is judged"))
     state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.PENDING)
-    current_step = models.PositiveSmallIntegerField(default=0, help_text="index into steps")
+    current_step = models.PositiveSmallIntegerField(default=0, help_text=_("index into steps"))
     step_started_at = models.DateTimeField(null=True, blank=True)
-    forced = models.BooleanField(default=False, help_text="started despite breaking signature changes")
+    forced = models.BooleanField(default=False, help_text=_("started despite breaking signature changes"))
     reason = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -388,21 +388,23 @@ class BatchingSweep(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=16, choices=SweepState.choices, default=SweepState.PENDING)
     arrival = models.CharField(max_length=16, choices=ArrivalKind.choices, default=ArrivalKind.RECORDED)
-    rate_per_second = models.FloatField(help_text="calls per second the sweep offers")
+    rate_per_second = models.FloatField(help_text=_("calls per second the sweep offers"))
     burstiness = models.FloatField(
-        default=1.0, help_text="coefficient of variation of the gaps between calls: 1 Poisson, <1 regular, >1 bursty"
+        default=1.0, help_text=_("coefficient of variation of the gaps between calls: 1 Poisson, <1 regular, >1 bursty")
     )
-    window_seconds = models.PositiveIntegerField(default=0, help_text="recorded: the window the rate was read over")
-    slo_p99_ms = models.FloatField(help_text="a configuration qualifies when its p99 (mean of repeats) is under this")
-    grid = models.JSONField(default=dict, help_text="the values swept, per batching setting")
+    window_seconds = models.PositiveIntegerField(default=0, help_text=_("recorded: the window the rate was read over"))
+    slo_p99_ms = models.FloatField(
+        help_text=_("a configuration qualifies when its p99 (mean of repeats) is under this")
+    )
+    grid = models.JSONField(default=dict, help_text=_("the values swept, per batching setting"))
     repeats = models.PositiveSmallIntegerField(default=3)
-    point_seconds = models.FloatField(default=10.0, help_text="how long each repeat of each point is driven")
-    warmup_seconds = models.FloatField(default=1.0, help_text="driven before each point's repeats, not measured")
-    points = models.JSONField(default=list, blank=True, help_text="one row per configuration, in grid order")
-    chosen = models.JSONField(null=True, blank=True, help_text="the configuration picked (batching settings)")
+    point_seconds = models.FloatField(default=10.0, help_text=_("how long each repeat of each point is driven"))
+    warmup_seconds = models.FloatField(default=1.0, help_text=_("driven before each point's repeats, not measured"))
+    points = models.JSONField(default=list, blank=True, help_text=_("one row per configuration, in grid order"))
+    chosen = models.JSONField(null=True, blank=True, help_text=_("the configuration picked (batching settings)"))
     reason = models.TextField(blank=True)
     server = models.ForeignKey(InferenceServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="sweeps")
-    tune_name = models.CharField(max_length=160, blank=True, help_text="the dedicated replica's Triton name")
+    tune_name = models.CharField(max_length=160, blank=True, help_text=_("the dedicated replica's Triton name"))
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
