@@ -550,6 +550,9 @@ ROLLOUT_ADVANCE_SECONDS = env.float("SOVEREIGN_ROLLOUT_ADVANCE_SECONDS", default
 SLO_RETENTION_SECONDS = env.int("SOVEREIGN_SLO_RETENTION_SECONDS", default=6 * 3600)
 ROLLOUT_READY_TIMEOUT_SECONDS = env.float("SOVEREIGN_ROLLOUT_READY_TIMEOUT_SECONDS", default=900.0)
 ROLLOUT_DRAIN_SECONDS = env.float("SOVEREIGN_ROLLOUT_DRAIN_SECONDS", default=5.0)
+# Issue 17: how often an admin page reloads itself while what it shows is still changing (a rollout under
+# way, a server not up, a replica loading): docs/fleet.md, "Server health".
+ADMIN_LIVE_REFRESH_SECONDS = env.int("SOVEREIGN_ADMIN_LIVE_REFRESH_SECONDS", default=5)
 # Autoscaling (docs/fleet.md): how often beat runs the autoscaler, and how long it waits for a server's metrics.
 AUTOSCALE_SECONDS = env.float("SOVEREIGN_AUTOSCALE_SECONDS", default=15.0)
 AUTOSCALE_METRICS_TIMEOUT = env.float("SOVEREIGN_AUTOSCALE_METRICS_TIMEOUT", default=2.0)

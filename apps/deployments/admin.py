@@ -7,6 +7,8 @@ from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -37,7 +39,11 @@ from .models import (
 
 class InferenceServerForm(forms.ModelForm):
     memory_mb = forms.IntegerField(
-        min_value=0, required=False, initial=0, help_text="MiB the scheduler may fill with replicas; 0: not declared"
+        min_value=0,
+        required=False,
+        initial=0,
+        label=_("memory (MiB)"),
+        help_text=_("MiB the scheduler may fill with replicas; 0: not declared"),
     )
 
     def clean_memory_mb(self):
@@ -84,14 +90,24 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["name", "http_url", "state", "last_error", "last_seen_at"]
+        return ["name", "http_url", "health", "state", "failures", "last_error", "last_seen_at", "checked_at"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return self.fields
-        return [*self.fields, "state", "last_error", "last_seen_at"]
+        return [*self.fields, "health", "state", "failures", "last_error", "last_seen_at", "checked_at"]
 
-    @admin.display(description=_("state"), ordering="state")
+    def changelist_view(self, request, extra_context=None):
+        # issue 17: while a server is not up the list refreshes itself (static/deployments/live.js)
+        live = InferenceServer.objects.exclude(state="up").exists()
+        return super().changelist_view(request, {**(extra_context or {}), **live_refresh(live)})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        live = obj is not None and obj.state != "up" and not self.has_change_permission(request, obj)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **live_refresh(live)})
+
+    @admin.display(description=_("health"), ordering="state")
     def health(self, obj):
         return server_health(obj)
 
@@ -153,7 +169,9 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         except ServiceError as err:
             self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
-        self.message_user(request, f"The inference server “{obj}” was deleted.", messages.SUCCESS)
+        self.message_user(
+            request, gettext("The inference server “%(name)s” was deleted.") % {"name": obj}, messages.SUCCESS
+        )
         return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
 
 
@@ -198,7 +216,7 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         return [
             *DeploymentForm.Meta.fields,
             "desired_state",
-            "observed_state",
+            "state_badge",
             "server_health",
             "last_error",
             "requested_by",
@@ -237,7 +255,7 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     # --- uic (issue 17): states as badges; a deployment waiting on an unreachable server says so ---
     @admin.display(description=_("observed state"), ordering="observed_state")
     def state_badge(self, obj):
-        return state_badge(obj.observed_state, obj.get_observed_state_display())
+        return deployment_state(obj)
 
     @admin.display(description=_("server health"))
     def server_health(self, obj):
@@ -245,7 +263,7 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     # --- end uic ---
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def short_error(self, obj):
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
@@ -253,17 +271,27 @@ class DeploymentAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         # Actions without permissions are offered to whoever may see the list (auditors too).
         return request.user.has_perm("deployments.change_deployment")
 
-    @admin.action(description="Undeploy selected deployments", permissions=["manage"])
+    @admin.action(description=_("Undeploy selected deployments"), permissions=["manage"])
     def undeploy(self, request, queryset):
         for dep in queryset:
             run_service(self, request, services.request_undeploy, deployment_id=dep.pk)
-        self.message_user(request, "Undeploy requested.", messages.SUCCESS)
+        self.message_user(request, gettext("Undeploy requested."), messages.SUCCESS)
 
-    @admin.action(description="Redeploy selected deployments", permissions=["manage"])
+    @admin.action(description=_("Redeploy selected deployments"), permissions=["manage"])
     def redeploy(self, request, queryset):
         for dep in queryset:
             run_service(self, request, services.request_redeploy, deployment_id=dep.pk)
-        self.message_user(request, "Redeploy requested.", messages.SUCCESS)
+        self.message_user(request, gettext("Redeploy requested."), messages.SUCCESS)
+
+    def changelist_view(self, request, extra_context=None):
+        # issue 17: while a replica loads or unloads the list refreshes itself, its retries counting up
+        live = Deployment.objects.filter(observed_state__in=UNSETTLED).exists()
+        return super().changelist_view(request, {**(extra_context or {}), **live_refresh(live)})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        live = obj is not None and (obj.observed_state in UNSETTLED or obj.server.state != "up")
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **live_refresh(live)})
 
 
 class RolloutForm(forms.ModelForm):
@@ -271,41 +299,58 @@ class RolloutForm(forms.ModelForm):
 
     to_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.select_related("model").order_by("model__name", "-version"),
-        label="New version",
-        help_text="the version the model's traffic moves to, from the version live now. Its replica set "
-        "(Deployments → Replica sets) is used when it has one; else one is requested on the live version's servers.",
+        label=_("New version"),
+        help_text=_(
+            "the version the model's traffic moves to, from the version live now. Its replica set "
+            "(Deployments → Replica sets) is used when it has one; else one is requested on the live version's "
+            "servers."
+        ),
     )
     steps_text = forms.CharField(
-        label="Steps",
+        label=_("Steps"),
         initial="5, 25, 100",
-        help_text="canary: the new version's share of the model's unversioned calls at each step, in %, strictly "
-        "increasing and ending in 100, e.g. 5, 25, 100. Blue-green: ignored (one step of 100).",
+        help_text=_(
+            "canary: the new version's share of the model's unversioned calls at each step, in %, strictly "
+            "increasing and ending in 100, e.g. 5, 25, 100. Blue-green: ignored (one step of 100)."
+        ),
     )
     force = forms.BooleanField(
         required=False,
-        help_text="roll out even though the new version's inputs or outputs differ from the live one's (breaking "
-        "changes: callers may fail); audited as an alert",
+        label=_("Force"),
+        help_text=_(
+            "roll out even though the new version's inputs or outputs differ from the live one's (breaking "
+            "changes: callers may fail); audited as an alert"
+        ),
     )
 
     class Meta:
         model = Rollout
         fields = ["strategy", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
         labels = {
-            "hold_seconds": "Hold (seconds)",
-            "slo_max_error_rate": "Roll back above error rate",
-            "slo_max_p95_ms": "Roll back above p95 latency (ms)",
-            "min_calls": "Minimum calls per step",
+            "strategy": _("Strategy"),
+            "hold_seconds": _("Hold (seconds)"),
+            "slo_max_error_rate": _("Roll back above error rate"),
+            "slo_max_p95_ms": _("Roll back above p95 latency (ms)"),
+            "min_calls": _("Minimum calls per step"),
         }
         help_texts = {
-            "strategy": "canary: traffic moves in the steps below; blue-green: all of it at once, once the new "
-            "replicas are ready. Either way the new version's replicas must be ready before any traffic moves.",
-            "hold_seconds": "how long each step is held before the next one (or promotion after the last); a step "
-            "that has not seen the minimum calls below is held longer",
-            "slo_max_error_rate": "fraction of the new version's calls that may fail (5xx or unreachable) before "
-            "the rollout rolls back by itself, e.g. 0.01 = 1 %; 0 = roll back on the first failed call",
-            "slo_max_p95_ms": "the new version's 95th-percentile answer time above which it rolls back",
-            "min_calls": "calls the new version must answer in a step before the step is judged and the next one "
-            "taken; 0 = move on time alone",
+            "strategy": _(
+                "canary: traffic moves in the steps below; blue-green: all of it at once, once the new "
+                "replicas are ready. Either way the new version's replicas must be ready before any traffic moves."
+            ),
+            "hold_seconds": _(
+                "how long each step is held before the next one (or promotion after the last); a step "
+                "that has not seen the minimum calls below is held longer"
+            ),
+            "slo_max_error_rate": _(
+                "fraction of the new version's calls that may fail (5xx or unreachable) before "
+                "the rollout rolls back by itself, e.g. 0.01 = 1 %; 0 = roll back on the first failed call"
+            ),
+            "slo_max_p95_ms": _("the new version's 95th-percentile answer time above which it rolls back"),
+            "min_calls": _(
+                "calls the new version must answer in a step before the step is judged and the next one "
+                "taken; 0 = move on time alone"
+            ),
         }
 
     def clean_steps_text(self):
@@ -313,7 +358,7 @@ class RolloutForm(forms.ModelForm):
         try:
             return [int(part) for part in text.replace(" ", "").split(",") if part]
         except ValueError as err:
-            raise forms.ValidationError("whole percentages separated by commas, e.g. 5, 25, 100") from err
+            raise forms.ValidationError(_("whole percentages separated by commas, e.g. 5, 25, 100")) from err
 
 
 def _admin_link(obj, text: str | None = None):
@@ -325,7 +370,13 @@ def _admin_link(obj, text: str | None = None):
 def _set_summary(rs: ReplicaSet) -> str:
     active = rs.deployments.filter(desired_state=Desired.ACTIVE)
     ready = active.filter(observed_state=Observed.ACTIVE).count()
-    return f"{rs.model_version}: {ready} / {rs.replicas} ready, weight {rs.traffic_weight} %, {rs.state}"
+    return gettext("%(version)s: %(ready)s / %(replicas)s ready, weight %(weight)s %%, %(state)s") % {
+        "version": rs.model_version,
+        "ready": ready,
+        "replicas": rs.replicas,
+        "weight": rs.traffic_weight,
+        "state": rs.get_state_display(),
+    }
 
 
 def _redirect_to_change(modeladmin, response, obj, request):
@@ -336,7 +387,6 @@ def _redirect_to_change(modeladmin, response, obj, request):
     return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
 
 
-ROLLOUT_REFRESH_SECONDS = 5
 SLO_FIELDS = ["slo_max_error_rate", "slo_max_p95_ms", "min_calls"]
 
 
@@ -350,10 +400,10 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     actions = ["promote", "rollback", "abort"]
     form = RolloutForm
     fieldsets_view = [
-        ("Now", {"fields": ["state", "reason", "step", "weights", "figures", "replica_figures"]}),
-        ("Versions", {"fields": ["model", "kind", "from_set_link", "to_set_link", "config_change", "sweep"]}),
-        ("Plan", {"fields": ["strategy", "steps", "hold_seconds", *SLO_FIELDS, "forced"]}),
-        ("History", {"fields": ["created_by", "created_at", "step_started_at", "finished_at", "trail"]}),
+        (_("Now"), {"fields": ["state", "reason", "step", "weights", "figures", "replica_figures"]}),
+        (_("Versions"), {"fields": ["model", "kind", "from_set_link", "to_set_link", "config_change", "sweep"]}),
+        (_("Plan"), {"fields": ["strategy", "steps", "hold_seconds", *SLO_FIELDS, "forced"]}),
+        (_("History"), {"fields": ["created_by", "created_at", "step_started_at", "finished_at", "trail"]}),
     ]
     readonly = [f for _, opts in fieldsets_view for f in opts["fields"]]
 
@@ -392,7 +442,7 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         unfinished = rollout is not None and not rollout.finished
         steer = unfinished and self.has_manage_permission(request)
         extra = {
-            "refresh": ROLLOUT_REFRESH_SECONDS if unfinished else 0,
+            "refresh": settings.ADMIN_LIVE_REFRESH_SECONDS if unfinished else 0,
             "rollout_actions": [(a, self.get_action(a)[2]) for a in self.actions] if steer else [],
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
@@ -423,15 +473,20 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         return None
 
-    @admin.display(description="step")
+    @admin.display(description=_("step"))
     def step(self, obj):
         if obj.step_started_at is None:
             return "-"
-        held = "" if obj.finished else f", held {obj.hold_seconds} s"
-        unit = " replica(s) on the new batching" if obj.kind == RolloutKind.CONFIG else "%"
-        return f"{obj.current_step + 1}/{len(obj.steps)} ({obj.steps[obj.current_step]}{unit}{held})"
+        values = {"n": obj.current_step + 1, "of": len(obj.steps), "at": obj.steps[obj.current_step]}
+        if obj.kind == RolloutKind.CONFIG:
+            text = gettext("%(n)s/%(of)s (%(at)s replica(s) on the new batching)") % values
+        else:
+            text = gettext("%(n)s/%(of)s (%(at)s%%)") % values
+        if not obj.finished:
+            text += " " + gettext("held %(seconds)s s") % {"seconds": obj.hold_seconds}
+        return text
 
-    @admin.display(description="batching change (before → after)")
+    @admin.display(description=_("batching change (before → after)"))
     def config_change(self, obj):
         if obj.kind != RolloutKind.CONFIG:
             return "-"
@@ -439,7 +494,7 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             "\n", "<div>{}: {} → {}</div>", ((k, b, a) for k, (b, a) in services.config_diff(obj).items())
         )
 
-    @admin.display(description="replicas (figures since the step started)")
+    @admin.display(description=_("replicas (figures since the step started)"))
     def replica_figures(self, obj):
         if obj.kind != RolloutKind.CONFIG:
             return "-"
@@ -447,43 +502,52 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         for r in services.replica_figures(obj):
             f = r["figures"]
             p95 = "-" if f["p95_ms"] is None else f"{f['p95_ms']:g} ms"
-            config = "new batching" if r["new_config"] else "previous batching"
-            config += "" if r["reloaded"] else " (reloading)"
-            rows.append((r["deployment"], r["server"], " (surge)" if r["surge"] else "", r["observed_state"], config,
-                         f["calls"], f["errors"], p95, r["last_error"]))  # fmt: skip
-        return format_html_join("\n", "<div>#{} on {}{} · {} · {} · {} calls, {} failed, p95 {} {}</div>", rows)
+            config = gettext("new batching") if r["new_config"] else gettext("previous batching")
+            config += "" if r["reloaded"] else " " + gettext("(reloading)")
+            surge = " " + gettext("(surge)") if r["surge"] else ""
+            rows.append((r["deployment"], gettext("on"), r["server"], surge, r["observed_state"], config,
+                         _figures_text(f["calls"], f["errors"], p95), r["last_error"]))  # fmt: skip
+        return format_html_join("\n", "<div>#{} {} {}{} · {} · {} · {} {}</div>", rows)
 
-    @admin.display(description="weights")
+    @admin.display(description=_("weights"))
     def weights(self, obj):
         return ", ".join(f"{v}: {w}%" for v, w in sorted(services.rollout_weights(obj).items()))
 
-    @admin.display(description="reason")
+    @admin.display(description=_("reason"))
     def short_reason(self, obj):
         return (obj.reason or "")[:120]
 
-    @admin.display(description="from (live version's set)")
+    @admin.display(description=_("from (live version's set)"))
     def from_set_link(self, obj):
         return _admin_link(obj.from_set, _set_summary(obj.from_set))
 
-    @admin.display(description="to (new version's set)")
+    @admin.display(description=_("to (new version's set)"))
     def to_set_link(self, obj):
         return _admin_link(obj.to_set, _set_summary(obj.to_set))
 
-    @admin.display(description="figures of the new version in the current step")
+    @admin.display(description=_("figures of the new version in the current step"))
     def figures(self, obj):
         if obj.step_started_at is None or obj.finished:
             return "-"
         w = services.rollout_window(obj)
         p95 = "-" if w.p95_ms is None else f"{w.p95_ms:g} ms"
-        return f"{w.calls} calls, {w.errors} failed ({w.error_rate:.2%}), p95 {p95}"
+        return gettext("%(calls)s calls, %(errors)s failed (%(rate)s), p95 %(p95)s") % {
+            "calls": w.calls,
+            "errors": w.errors,
+            "rate": f"{w.error_rate:.2%}",
+            "p95": p95,
+        }
 
-    @admin.display(description="audit trail")
+    @admin.display(description=_("audit trail"))
     def trail(self, obj):
         events = AuditEvent.objects.filter(target_type="deployments.rollout", target_id=str(obj.pk)).order_by("id")
         return format_html_join(
             "\n",
             "<div>{} · {} · {} · {}</div>",
-            ((e.timestamp, e.event_type, e.actor or "system", (e.details or {}).get("reason", "")) for e in events),
+            (
+                (e.timestamp, e.event_type, e.actor or gettext("system"), (e.details or {}).get("reason", ""))
+                for e in events
+            ),
         )
 
     def has_manage_permission(self, request):
@@ -497,64 +561,72 @@ class RolloutAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:deployments_rollout_change", args=[rollouts[0].pk]))
         return None
 
-    @admin.action(description="Promote now", permissions=["manage"])
+    @admin.action(description=_("Promote now"), permissions=["manage"])
     def promote(self, request, queryset):
-        return self._each(request, queryset, services.promote_now, "Promotion requested.")
+        return self._each(request, queryset, services.promote_now, gettext("Promotion requested."))
 
-    @admin.action(description="Roll back now", permissions=["manage"])
+    @admin.action(description=_("Roll back now"), permissions=["manage"])
     def rollback(self, request, queryset):
-        return self._each(request, queryset, services.rollback_now, "Rollback requested.")
+        return self._each(request, queryset, services.rollback_now, gettext("Rollback requested."))
 
-    @admin.action(description="Abort (traffic back on the old version, new replicas kept)", permissions=["manage"])
+    @admin.action(description=_("Abort (traffic back on the old version, new replicas kept)"), permissions=["manage"])
     def abort(self, request, queryset):
-        return self._each(request, queryset, services.abort_rollout, "Abort requested.")
+        return self._each(request, queryset, services.abort_rollout, gettext("Abort requested."))
 
 
 class ReplicaSetForm(forms.ModelForm):
     accelerator = forms.ChoiceField(
-        choices=[("", "any"), *Hardware.choices],
+        choices=[("", _("any")), *Hardware.choices],
         required=False,
-        help_text="the hardware every replica's server must have; any = wherever the version's backend runs",
+        label=_("accelerator"),
+        help_text=_("the hardware every replica's server must have; any = wherever the version's backend runs"),
     )
 
     class Meta:
         model = ReplicaSet
         fields = ["model_version", "replicas", "labels", "accelerator", "memory_mb"]
         help_texts = {
-            "model_version": "the version to serve. A new set of a model already live takes no traffic (weight 0) "
-            "until a rollout moves it (Deployments → Rollouts)",
-            "replicas": "how many copies, each on a different server, placed by the scheduler (docs/fleet.md)",
-            "labels": 'labels every replica\'s server must carry, as JSON, e.g. {"zone": "phi"}; {} = any server',
+            "model_version": _(
+                "the version to serve. A new set of a model already live takes no traffic (weight 0) "
+                "until a rollout moves it (Deployments → Rollouts)"
+            ),
+            "replicas": _("how many copies, each on a different server, placed by the scheduler (docs/fleet.md)"),
+            "labels": _('labels every replica\'s server must carry, as JSON, e.g. {"zone": "phi"}; {} = any server'),
+            "memory_mb": _("memory one replica needs (MiB); 0: not estimated"),
         }
 
 
 class ScaleForm(forms.Form):
-    replicas = forms.IntegerField(min_value=1, max_value=services.MAX_REPLICAS)
+    replicas = forms.IntegerField(label=_("replicas"), min_value=1, max_value=services.MAX_REPLICAS)
 
 
 class AutoscaleForm(forms.Form):
     """The autoscaling settings; ranges are the service's (`invalid_autoscale`, shown as the form's error)."""
 
-    enabled = forms.BooleanField(required=False, initial=True)
-    metric = forms.ChoiceField(choices=AutoscaleMetric.choices, initial=AutoscaleMetric.IN_FLIGHT)
-    target = forms.FloatField(initial=4.0, help_text="the metric's target per replica")
-    min_replicas = forms.IntegerField(initial=1)
-    max_replicas = forms.IntegerField(initial=4)
-    cooldown_seconds = forms.IntegerField(initial=300, help_text="no change within this long of the last")
+    enabled = forms.BooleanField(label=_("enabled"), required=False, initial=True)
+    metric = forms.ChoiceField(label=_("metric"), choices=AutoscaleMetric.choices, initial=AutoscaleMetric.IN_FLIGHT)
+    target = forms.FloatField(label=_("target"), initial=4.0, help_text=_("the metric's target per replica"))
+    min_replicas = forms.IntegerField(label=_("min replicas"), initial=1)
+    max_replicas = forms.IntegerField(label=_("max replicas"), initial=4)
+    cooldown_seconds = forms.IntegerField(
+        label=_("cooldown (seconds)"), initial=300, help_text=_("no change within this long of the last")
+    )
 
 
 class ConfigRolloutForm(forms.Form):
     """A batching configuration rolled out replica by replica (docs/rollouts.md); blank keeps the current."""
 
-    max_batch_size = forms.IntegerField(required=False, min_value=0)
-    dynamic_batching = forms.NullBooleanField(required=False)
-    preferred_batch_sizes = forms.CharField(required=False, help_text="e.g. 4, 8 (blank: unchanged; 'none': none)")
-    max_queue_delay_us = forms.IntegerField(required=False, min_value=0)
-    instance_count = forms.IntegerField(required=False, min_value=1)
-    hold_seconds = forms.IntegerField(initial=60, min_value=0)
-    slo_max_error_rate = forms.FloatField(initial=0.01, min_value=0, max_value=1)
-    slo_max_p95_ms = forms.FloatField(initial=1000.0, min_value=0.001)
-    min_calls = forms.IntegerField(initial=20, min_value=0)
+    max_batch_size = forms.IntegerField(label=_("max batch size"), required=False, min_value=0)
+    dynamic_batching = forms.NullBooleanField(label=_("dynamic batching"), required=False)
+    preferred_batch_sizes = forms.CharField(
+        label=_("preferred batch sizes"), required=False, help_text=_("e.g. 4, 8 (blank: unchanged; 'none': none)")
+    )
+    max_queue_delay_us = forms.IntegerField(label=_("max queue delay (µs)"), required=False, min_value=0)
+    instance_count = forms.IntegerField(label=_("instance count"), required=False, min_value=1)
+    hold_seconds = forms.IntegerField(label=_("Hold (seconds)"), initial=60, min_value=0)
+    slo_max_error_rate = forms.FloatField(label=_("Roll back above error rate"), initial=0.01, min_value=0, max_value=1)
+    slo_max_p95_ms = forms.FloatField(label=_("Roll back above p95 latency (ms)"), initial=1000.0, min_value=0.001)
+    min_calls = forms.IntegerField(label=_("Minimum calls per step"), initial=20, min_value=0)
 
     def batching(self) -> dict:
         data = self.cleaned_data
@@ -571,7 +643,7 @@ class ConfigRolloutForm(forms.Form):
 
 class ReplicaInline(admin.TabularInline):
     model = Deployment
-    fields = ["server", "desired_state", "observed_state", "last_error", "updated_at"]
+    fields = ["server", "desired_state", "replica_state", "server_health", "last_error", "updated_at"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -579,6 +651,14 @@ class ReplicaInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("observed state"))
+    def replica_state(self, obj):
+        return deployment_state(obj)
+
+    @admin.display(description=_("server health"))
+    def server_health(self, obj):
+        return server_health(obj.server, waiting=obj.observed_state in (Observed.PENDING, Observed.LOADING))
 
 
 @admin.register(ReplicaSet)
@@ -646,38 +726,47 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def response_add(self, request, obj, post_url_continue=None):
         return _redirect_to_change(self, super().response_add(request, obj, post_url_continue), obj, request)
 
-    @admin.display(description="ready / desired")
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # issue 17: the set's page reloads itself while one of its replicas loads (ready / desired counts up)
+        obj = self.get_object(request, unquote(object_id))
+        live = obj is not None and obj.deployments.filter(observed_state__in=UNSETTLED).exists()
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **live_refresh(live)})
+
+    @admin.display(description=_("ready / desired"))
     def ready_of_desired(self, obj):
         active = obj.deployments.filter(desired_state=Desired.ACTIVE)
         return f"{active.filter(observed_state=Observed.ACTIVE).count()} / {obj.replicas}"
 
-    @admin.display(description="rollouts")
+    @admin.display(description=_("rollouts"))
     def rollouts(self, obj):
         """The rollouts that move traffic from or to this set, newest first, each linked."""
         found = Rollout.objects.filter(Q(from_set=obj) | Q(to_set=obj)).select_related(
             "model", "from_set__model_version", "to_set__model_version"
         )[:5]
-        return format_html_join(", ", "{}", ((_admin_link(r, f"{r} ({r.state})"),) for r in found)) or "-"
+        return format_html_join(", ", "{}", ((_admin_link(r, f"{r} ({r.get_state_display()})"),) for r in found)) or "-"
 
-    @admin.display(description="placement")
+    @admin.display(description=_("placement"))
     def placement(self, obj):
         parts = [f"{k}={v}" for k, v in sorted((obj.labels or {}).items())]
         if obj.accelerator:
             parts.append(obj.accelerator)
         if obj.memory_mb:
             parts.append(f"{obj.memory_mb} MiB")
-        return ", ".join(parts) or "any"
+        return ", ".join(parts) or gettext("any")
 
-    @admin.display(description="autoscaling")
+    @admin.display(description=_("autoscaling"))
     def autoscaling(self, obj):
         if not obj.autoscale:
-            return "off"
-        return (
-            f"{obj.autoscale_metric} {obj.autoscale_target:g}/replica, {obj.min_replicas}–{obj.max_replicas}, "
-            f"cooldown {obj.autoscale_cooldown_seconds} s"
-        )
+            return gettext("off")
+        return gettext("%(metric)s %(target)s/replica, %(min)s–%(max)s, cooldown %(cooldown)s s") % {
+            "metric": obj.autoscale_metric,
+            "target": f"{obj.autoscale_target:g}",
+            "min": obj.min_replicas,
+            "max": obj.max_replicas,
+            "cooldown": obj.autoscale_cooldown_seconds,
+        }
 
-    @admin.display(description="autoscaler's last decision")
+    @admin.display(description=_("autoscaler's last decision"))
     def autoscale_last(self, obj):
         last = (obj.autoscale_state or {}).get("last")
         return f"{last['at']}: {last['outcome']} ({last['reason']})" if last else "-"
@@ -697,7 +786,7 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if rs is not None:
             obj.pk = rs.pk
 
-    @admin.action(description="Scale selected replica sets", permissions=["manage"])
+    @admin.action(description=_("Scale selected replica sets"), permissions=["manage"])
     def scale(self, request, queryset):
         form = ScaleForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
@@ -713,21 +802,23 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 )
             ]
             if done:
-                self.message_user(request, f"Scaled {', '.join(map(str, done))}.", messages.SUCCESS)
+                self.message_user(
+                    request, gettext("Scaled %(sets)s.") % {"sets": ", ".join(map(str, done))}, messages.SUCCESS
+                )
             return None
         return render(
             request,
             "admin/deployments/scale_replica_sets.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Scale replica sets",
+                "title": gettext("Scale replica sets"),
                 "form": form,
                 "queryset": queryset,
                 "opts": self.model._meta,
             },
         )
 
-    @admin.action(description="Autoscale selected replica sets", permissions=["manage"])
+    @admin.action(description=_("Autoscale selected replica sets"), permissions=["manage"])
     def autoscale(self, request, queryset):
         form = AutoscaleForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
@@ -737,21 +828,25 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 if run_service(self, request, services.configure_autoscale, replica_set_id=rs.pk, **form.cleaned_data)
             ]
             if done:
-                self.message_user(request, f"Autoscaling set for {', '.join(map(str, done))}.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    gettext("Autoscaling set for %(sets)s.") % {"sets": ", ".join(map(str, done))},
+                    messages.SUCCESS,
+                )
             return None
         return render(
             request,
             "admin/deployments/autoscale_replica_sets.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Autoscale replica sets",
+                "title": gettext("Autoscale replica sets"),
                 "form": form,
                 "queryset": queryset,
                 "opts": self.model._meta,
             },
         )
 
-    @admin.action(description="Roll out a batching configuration (replica by replica)", permissions=["manage"])
+    @admin.action(description=_("Roll out a batching configuration (replica by replica)"), permissions=["manage"])
     def roll_out_batching(self, request, queryset):
         form = ConfigRolloutForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
@@ -765,20 +860,31 @@ class ReplicaSetAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                                      slo_max_p95_ms=data["slo_max_p95_ms"], min_calls=data["min_calls"]))
             ]  # fmt: skip
             if started:
-                self.message_user(request, f"Started {', '.join(map(str, started))}.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    gettext("Started %(rollouts)s.") % {"rollouts": ", ".join(map(str, started))},
+                    messages.SUCCESS,
+                )
             return None
         return render(
             request,
             "admin/deployments/config_rollout.html",
-            {**self.admin_site.each_context(request), "title": "Roll out a batching configuration", "form": form,
-             "queryset": queryset, "opts": self.model._meta},
-        )  # fmt: skip
+            {
+                **self.admin_site.each_context(request),
+                "title": gettext("Roll out a batching configuration"),
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+            },
+        )
 
-    @admin.action(description="Retire selected replica sets", permissions=["manage"])
+    @admin.action(description=_("Retire selected replica sets"), permissions=["manage"])
     def retire(self, request, queryset):
         done = [rs for rs in queryset if run_service(self, request, services.retire_replica_set, replica_set_id=rs.pk)]
         if done:
-            self.message_user(request, f"Retired {', '.join(map(str, done))}.", messages.SUCCESS)
+            self.message_user(
+                request, gettext("Retired %(sets)s.") % {"sets": ", ".join(map(str, done))}, messages.SUCCESS
+            )
 
 
 # --- The Deploy action on registry's model-version page ---------------------------------------------
@@ -871,24 +977,61 @@ def state_badge(state: str, label=None):
 
 
 def server_health(server: InferenceServer, waiting: bool = False):
-    """The server's state, and when it is not up why (its last error) and since when it was last
-    seen: instead of a deployment that says only "loading" while its server does not answer."""
+    """The server's state; when it is not up, how many checks in a row failed, why (its last error),
+    when it was last checked and last seen: instead of a deployment that says only "loading" while its
+    server does not answer."""
     badge = state_badge(server.state, server.get_state_display())
     if server.state == "up":
         return badge
     parts = [badge]
+    if server.failures:
+        parts.append(gettext("failed checks in a row: %(n)s") % {"n": server.failures})
     if server.last_error:
         parts.append(format_html('<span class="sv-error">{}</span>', server.last_error[:200]))
+    if server.checked_at:
+        parts.append(gettext("last checked %(when)s") % {"when": _when(server.checked_at)})
     seen = server.last_seen_at
-    parts.append(
-        format_html("{}", gettext("last seen %(when)s") % {"when": seen}) if seen else gettext("never seen up")
-    )
+    parts.append(gettext("last seen %(when)s") % {"when": _when(seen)} if seen else gettext("never seen up"))
     if waiting:
         parts.append(
             gettext("retried with backoff up to %(n)s times, then the deployment fails")
             % {"n": settings.DEPLOY_MAX_RETRIES}
         )
     return format_html_join(" · ", "{}", ((p,) for p in parts))
+
+
+def _when(at) -> str:
+    """A time in the reader's zone with seconds (the admin's format, docs/i18n.md)."""
+    return date_format(timezone.localtime(at), "DATETIME_FORMAT")
+
+
+UNSETTLED = (Observed.PENDING, Observed.LOADING, Observed.UNLOADING)
+
+
+def live_refresh(on: bool) -> dict:
+    """Context for a page that reloads itself while something on it is still changing (a server not
+    up, a replica loading): static/deployments/live.js, which waits while the reader edits a form."""
+    return {"live_refresh": settings.ADMIN_LIVE_REFRESH_SECONDS if on else 0}
+
+
+def deployment_state(dep: Deployment):
+    """A replica's observed state as a badge; while the reconcile retries because the server did not
+    answer, which retry this is, of how many, and when the next one is due (issue 17)."""
+    badge = state_badge(dep.observed_state, dep.get_observed_state_display())
+    if not dep.retries or dep.observed_state not in UNSETTLED:
+        return badge
+    text = gettext("server not answering: retry %(n)s of %(max)s") % {
+        "n": dep.retries,
+        "max": settings.DEPLOY_MAX_RETRIES,
+    }
+    if dep.retry_at:
+        seconds = max(0, round((dep.retry_at - timezone.now()).total_seconds()))
+        text += ", " + gettext("next in %(s)s s") % {"s": seconds} if seconds else ", " + gettext("now")
+    return format_html('{} <span class="sv-retry">{}</span>', badge, text)
+
+
+def _figures_text(calls, errors, p95) -> str:
+    return gettext("%(calls)s calls, %(errors)s failed, p95 %(p95)s") % {"calls": calls, "errors": errors, "p95": p95}
 
 
 def model_deployments_section(request, model):
@@ -912,7 +1055,7 @@ def model_deployments_section(request, model):
         "deployments": [
             {
                 "dep": d,
-                "state": state_badge(d.observed_state, d.get_observed_state_display()),
+                "state": deployment_state(d),
                 "health": server_health(d.server, waiting=d.observed_state in (Observed.PENDING, Observed.LOADING)),
             }
             for d in deployments

@@ -2,6 +2,8 @@
 chart (server-rendered SVG). Sweeps are requested through the API (`request_batching_sweep`)."""
 
 from django.contrib import admin, messages
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from apps.core.admin_utils import run_service
 
@@ -39,38 +41,47 @@ class BatchingSweepAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="arrival pattern")
+    @admin.display(description=_("arrival pattern"))
     def pattern(self, obj):
-        where = f" over {obj.window_seconds} s" if obj.window_seconds else ""
-        return f"{obj.arrival}{where}: {obj.rate_per_second:g} calls/s, burstiness {obj.burstiness:g}"
+        values = {
+            "arrival": obj.get_arrival_display(),
+            "seconds": obj.window_seconds,
+            "rate": f"{obj.rate_per_second:g}",
+            "burstiness": f"{obj.burstiness:g}",
+        }
+        if obj.window_seconds:
+            return gettext("%(arrival)s over %(seconds)s s: %(rate)s calls/s, burstiness %(burstiness)s") % values
+        return gettext("%(arrival)s: %(rate)s calls/s, burstiness %(burstiness)s") % values
 
-    @admin.display(description="configurations measured")
+    @admin.display(description=_("configurations measured"))
     def configurations(self, obj):
         return len(obj.points)
 
-    @admin.display(description="chosen")
+    @admin.display(description=_("chosen"))
     def choice(self, obj):
         if not obj.chosen:
             return "-"
         return sweep_chart.config_label(obj.chosen)
 
-    @admin.display(description="chart: throughput (bars, min–max whiskers) and p99 (dots) per configuration")
+    @admin.display(description=_("chart: throughput (bars, min–max whiskers) and p99 (dots) per configuration"))
     def report_chart(self, obj):
         return sweep_chart.chart(obj.points, obj.slo_p99_ms, obj.chosen) or "-"
 
-    @admin.display(description="points (mean ± stdev, min–max of the repeats)")
+    @admin.display(description=_("points (mean ± stdev, min–max of the repeats)"))
     def report_table(self, obj):
         return sweep_chart.table(obj.points, obj.chosen) if obj.points else "-"
 
     def has_manage_permission(self, request):
         return request.user.has_perm("deployments.add_rollout")
 
-    @admin.action(description="Apply the chosen configuration (a canary rollout, replica by replica)",
-                  permissions=["manage"])  # fmt: skip
+    @admin.action(
+        description=_("Apply the chosen configuration (a canary rollout, replica by replica)"), permissions=["manage"]
+    )
     def apply(self, request, queryset):
         """docs/rollouts.md, "Batching configuration rollouts": the defaults (hold 60 s, p95 under the
         sweep's p99 SLO); the API takes other values."""
         started = [r for sweep in queryset if (r := run_service(self, request, services.apply_batching_sweep,
                                                                  sweep_id=sweep.pk))]  # fmt: skip
         if started:
-            self.message_user(request, f"Started {', '.join(map(str, started))}.", messages.SUCCESS)
+            text = gettext("Started %(rollouts)s.") % {"rollouts": ", ".join(map(str, started))}
+            self.message_user(request, text, messages.SUCCESS)

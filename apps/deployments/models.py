@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from inference_backend.config import BATCHING_FIELDS, BatchingSettings
 
@@ -13,9 +14,9 @@ class Hardware(models.TextChoices):
 
 
 class ServerState(models.TextChoices):
-    UNKNOWN = "unknown"
-    UP = "up"
-    DOWN = "down"
+    UNKNOWN = "unknown", _("Unknown")
+    UP = "up", _("Up")
+    DOWN = "down", _("Down")
 
 
 # Django's URLValidator refuses single-label hosts ("http://triton-1:8000"), which is exactly how
@@ -61,15 +62,15 @@ class InferenceServer(models.Model):
 
     name = models.CharField(max_length=63, unique=True)
     http_url = models.CharField(
-        max_length=300, validators=[server_url_validator], help_text="e.g. http://triton-1:8000"
+        max_length=300, validators=[server_url_validator], help_text=_("e.g. http://triton-1:8000")
     )
-    grpc_url = models.CharField(max_length=200, blank=True, help_text="host:port of the gRPC endpoint")
+    grpc_url = models.CharField(max_length=200, blank=True, help_text=_("host:port of the gRPC endpoint"))
     hardware = models.CharField(max_length=8, choices=Hardware.choices, default=Hardware.CPU)
     backends = models.JSONField(
         default=default_backends,
         blank=True,  # empty in a form means the default
         validators=[validate_backends],
-        help_text="Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm",
+        help_text=_("Triton backends this server runs: python, onnxruntime, vllm, tensorrtllm"),
     )
     # Issue 15: the credential Triton's restricted APIs require (docs/triton-credential.md), sealed
     # under its own data key (AES/SM4-GCM, wrapped by the KEK); never stored or shown in clear.
@@ -79,17 +80,23 @@ class InferenceServer(models.Model):
     )
     # Issue 16: what the scheduler places on. Accelerators other than the CPU cannot be tested here:
     # they are declared (kind, model, memory), and their metrics read from Triton where present.
-    accelerator_model = models.CharField(max_length=100, blank=True, help_text="e.g. A100-80GB, Ascend 910B")
+    accelerator_model = models.CharField(max_length=100, blank=True, help_text=_("e.g. A100-80GB, Ascend 910B"))
     memory_mb = models.PositiveIntegerField(
-        default=0, help_text="memory the scheduler may fill with replicas (MiB); 0: not declared, no bin-packing"
+        default=0, help_text=_("memory the scheduler may fill with replicas (MiB); 0: not declared, no bin-packing")
     )
     labels = models.JSONField(default=dict, blank=True, help_text='free-form labels, e.g. {"zone": "phi"}')
     metrics_url = models.CharField(
-        max_length=300, blank=True, help_text="Triton's metrics endpoint, e.g. http://triton-1:8002/metrics"
+        max_length=300, blank=True, help_text=_("Triton's metrics endpoint, e.g. http://triton-1:8002/metrics")
     )
     state = models.CharField(max_length=16, choices=ServerState.choices, default=ServerState.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Issue 17: how the health checks went lately, so that an unreachable server says so at once.
+    failures = models.PositiveIntegerField(
+        default=0,
+        help_text=_("checks in a row (probes and deployments) that could not reach the server; 0 once it answers"),
+    )
+    checked_at = models.DateTimeField(null=True, blank=True, help_text=_("the last check, answered or not"))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -105,17 +112,17 @@ class InferenceServer(models.Model):
 
 
 class Desired(models.TextChoices):
-    ACTIVE = "active"
-    INACTIVE = "inactive"
+    ACTIVE = "active", _("Active")
+    INACTIVE = "inactive", _("Inactive")
 
 
 class Observed(models.TextChoices):
-    PENDING = "pending"
-    LOADING = "loading"
-    ACTIVE = "active"
-    UNLOADING = "unloading"
-    INACTIVE = "inactive"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    LOADING = "loading", _("Loading")
+    ACTIVE = "active", _("Active")
+    UNLOADING = "unloading", _("Unloading")
+    INACTIVE = "inactive", _("Inactive")
+    FAILED = "failed", _("Failed")
 
 
 class Kind(models.TextChoices):
@@ -131,15 +138,15 @@ def triton_model_name(model_name: str, version: int) -> str:
 
 
 class ReplicaSetState(models.TextChoices):
-    ACTIVE = "active"
-    RETIRED = "retired"
+    ACTIVE = "active", _("Active")
+    RETIRED = "retired", _("Retired")
 
 
 class AutoscaleMetric(models.TextChoices):
     """What the autoscaler measures per replica (docs/fleet.md, "Autoscaling")."""
 
-    IN_FLIGHT = "in_flight", "in-flight requests per replica (Triton's pending requests)"
-    QUEUE_MS = "queue_ms", "queue time per request (ms, Triton's counters over the last interval)"
+    IN_FLIGHT = "in_flight", _("in-flight requests per replica (Triton's pending requests)")
+    QUEUE_MS = "queue_ms", _("queue time per request (ms, Triton's counters over the last interval)")
 
 
 class ReplicaSet(models.Model):
@@ -157,7 +164,7 @@ class ReplicaSet(models.Model):
     # placement: every label here must be on the server (key=value); accelerator/backend blank = any
     labels = models.JSONField(default=dict, blank=True)
     accelerator = models.CharField(max_length=8, choices=Hardware.choices, blank=True)
-    memory_mb = models.PositiveIntegerField(default=0, help_text="memory one replica needs (MiB); 0: not estimated")
+    memory_mb = models.PositiveIntegerField(default=0, help_text=_("memory one replica needs (MiB); 0: not estimated"))
     # percent of the model's unversioned calls this version receives (the live sets of a model sum to 100)
     traffic_weight = models.PositiveSmallIntegerField(default=0)
     state = models.CharField(max_length=16, choices=ReplicaSetState.choices, default=ReplicaSetState.ACTIVE)
@@ -166,11 +173,11 @@ class ReplicaSet(models.Model):
     autoscale_metric = models.CharField(
         max_length=16, choices=AutoscaleMetric.choices, default=AutoscaleMetric.IN_FLIGHT
     )
-    autoscale_target = models.FloatField(default=4.0, help_text="the metric's target per replica")
+    autoscale_target = models.FloatField(default=4.0, help_text=_("the metric's target per replica"))
     autoscale_cooldown_seconds = models.PositiveIntegerField(
-        default=300, help_text="no change within this time of the last; scale-down after this long below target"
+        default=300, help_text=_("no change within this time of the last; scale-down after this long below target")
     )
-    scaled_at = models.DateTimeField(null=True, blank=True, help_text="when the number of replicas last changed")
+    scaled_at = models.DateTimeField(null=True, blank=True, help_text=_("when the number of replicas last changed"))
     # The controller's memory between ticks (counters, since when the load is low, the last decision):
     # an observation, kept out of the field log, written with QuerySet.update.
     autoscale_state = models.JSONField(default=dict, blank=True, editable=False)
@@ -218,6 +225,10 @@ class Deployment(models.Model):
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.ACTIVE)
     observed_state = models.CharField(max_length=16, choices=Observed.choices, default=Observed.PENDING)
     last_error = models.TextField(blank=True)
+    # Issue 17: a reconcile that could not reach the server is retried with backoff; how many times
+    # so far and when the next try is due (both cleared when the deployment changes state).
+    retries = models.PositiveSmallIntegerField(default=0, help_text=_("retries so far: the server did not answer"))
+    retry_at = models.DateTimeField(null=True, blank=True, help_text=_("when the next retry is due"))
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -268,23 +279,23 @@ class DeploymentTransition(models.Model):
 
 
 class RolloutStrategy(models.TextChoices):
-    BLUE_GREEN = "blue_green", "blue-green"
-    CANARY = "canary", "canary"
+    BLUE_GREEN = "blue_green", _("blue-green")
+    CANARY = "canary", _("canary")
 
 
 class RolloutKind(models.TextChoices):
-    VERSION = "version", "version"  # traffic from one version's set to another's
-    CONFIG = "config", "batching configuration"  # one set's replicas reconfigured, replica by replica
+    VERSION = "version", _("version")  # traffic from one version's set to another's
+    CONFIG = "config", _("batching configuration")  # one set's replicas reconfigured, replica by replica
 
 
 class RolloutState(models.TextChoices):
-    PENDING = "pending"
-    WAITING_READY = "waiting_ready"
-    RUNNING = "running"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    WAITING_READY = "waiting_ready", _("Waiting Ready")
+    RUNNING = "running", _("Running")
+    PROMOTED = "promoted", _("Promoted")
+    ROLLED_BACK = "rolled_back", _("Rolled Back")
+    ABORTED = "aborted", _("Aborted")
+    FAILED = "failed", _("Failed")
 
 
 UNFINISHED_ROLLOUT_STATES = (RolloutState.PENDING, RolloutState.WAITING_READY, RolloutState.RUNNING)
@@ -305,17 +316,17 @@ class Rollout(models.Model):
     config = models.JSONField(default=dict, blank=True)
     sweep = models.ForeignKey(
         "BatchingSweep", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts",
-        help_text="the batching sweep whose chosen configuration this config rollout applies",
+        help_text=_("the batching sweep whose chosen configuration this config rollout applies"),
     )  # fmt: skip
-    steps = models.JSONField(default=list, help_text="the new version's weight at each step, ending in 100")
-    hold_seconds = models.PositiveIntegerField(default=60, help_text="how long each step is held before the next")
-    slo_max_error_rate = models.FloatField(default=0.01, help_text="fraction of failed calls (5xx) that rolls back")
-    slo_max_p95_ms = models.FloatField(default=1000.0, help_text="p95 latency (ms) that rolls back")
-    min_calls = models.PositiveIntegerField(default=20, help_text="calls a step needs before it is judged")
+    steps = models.JSONField(default=list, help_text=_("the new version's weight at each step, ending in 100"))
+    hold_seconds = models.PositiveIntegerField(default=60, help_text=_("how long each step is held before the next"))
+    slo_max_error_rate = models.FloatField(default=0.01, help_text=_("fraction of failed calls (5xx) that rolls back"))
+    slo_max_p95_ms = models.FloatField(default=1000.0, help_text=_("p95 latency (ms) that rolls back"))
+    min_calls = models.PositiveIntegerField(default=20, help_text=_("calls a step needs before it is judged"))
     state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.PENDING)
-    current_step = models.PositiveSmallIntegerField(default=0, help_text="index into steps")
+    current_step = models.PositiveSmallIntegerField(default=0, help_text=_("index into steps"))
     step_started_at = models.DateTimeField(null=True, blank=True)
-    forced = models.BooleanField(default=False, help_text="started despite breaking signature changes")
+    forced = models.BooleanField(default=False, help_text=_("started despite breaking signature changes"))
     reason = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -350,15 +361,15 @@ class Rollout(models.Model):
 
 
 class SweepState(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
 
 
 class ArrivalKind(models.TextChoices):
-    RECORDED = "recorded", "recorded (the gateway's figures of the version)"
-    SYNTHETIC = "synthetic", "synthetic (a rate given explicitly)"
+    RECORDED = "recorded", _("recorded (the gateway's figures of the version)")
+    SYNTHETIC = "synthetic", _("synthetic (a rate given explicitly)")
 
 
 UNFINISHED_SWEEP_STATES = (SweepState.PENDING, SweepState.RUNNING)
@@ -377,21 +388,23 @@ class BatchingSweep(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=16, choices=SweepState.choices, default=SweepState.PENDING)
     arrival = models.CharField(max_length=16, choices=ArrivalKind.choices, default=ArrivalKind.RECORDED)
-    rate_per_second = models.FloatField(help_text="calls per second the sweep offers")
+    rate_per_second = models.FloatField(help_text=_("calls per second the sweep offers"))
     burstiness = models.FloatField(
-        default=1.0, help_text="coefficient of variation of the gaps between calls: 1 Poisson, <1 regular, >1 bursty"
+        default=1.0, help_text=_("coefficient of variation of the gaps between calls: 1 Poisson, <1 regular, >1 bursty")
     )
-    window_seconds = models.PositiveIntegerField(default=0, help_text="recorded: the window the rate was read over")
-    slo_p99_ms = models.FloatField(help_text="a configuration qualifies when its p99 (mean of repeats) is under this")
-    grid = models.JSONField(default=dict, help_text="the values swept, per batching setting")
+    window_seconds = models.PositiveIntegerField(default=0, help_text=_("recorded: the window the rate was read over"))
+    slo_p99_ms = models.FloatField(
+        help_text=_("a configuration qualifies when its p99 (mean of repeats) is under this")
+    )
+    grid = models.JSONField(default=dict, help_text=_("the values swept, per batching setting"))
     repeats = models.PositiveSmallIntegerField(default=3)
-    point_seconds = models.FloatField(default=10.0, help_text="how long each repeat of each point is driven")
-    warmup_seconds = models.FloatField(default=1.0, help_text="driven before each point's repeats, not measured")
-    points = models.JSONField(default=list, blank=True, help_text="one row per configuration, in grid order")
-    chosen = models.JSONField(null=True, blank=True, help_text="the configuration picked (batching settings)")
+    point_seconds = models.FloatField(default=10.0, help_text=_("how long each repeat of each point is driven"))
+    warmup_seconds = models.FloatField(default=1.0, help_text=_("driven before each point's repeats, not measured"))
+    points = models.JSONField(default=list, blank=True, help_text=_("one row per configuration, in grid order"))
+    chosen = models.JSONField(null=True, blank=True, help_text=_("the configuration picked (batching settings)"))
     reason = models.TextField(blank=True)
     server = models.ForeignKey(InferenceServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="sweeps")
-    tune_name = models.CharField(max_length=160, blank=True, help_text="the dedicated replica's Triton name")
+    tune_name = models.CharField(max_length=160, blank=True, help_text=_("the dedicated replica's Triton name"))
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

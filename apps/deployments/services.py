@@ -16,7 +16,7 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.models import Outcome
@@ -361,14 +361,20 @@ def _record_server_state(server: InferenceServer, up: bool, error: str = "") -> 
     """Store what the probe saw; a change of state (up ↔ down) is an audit event, a probe that
     sees what the last one saw only refreshes `last_seen_at`. DOWN keeps why (`last_error`,
     cleaned: much of it is Triton's or the network's text); UP clears it."""
-    fields = {"state": ServerState.UP if up else ServerState.DOWN, "last_error": ""}
+    now = timezone.now()
+    fields = {"state": ServerState.UP if up else ServerState.DOWN, "last_error": "", "checked_at": now}
     if up:
-        fields["last_seen_at"] = timezone.now()
+        fields["last_seen_at"] = now
+        fields["failures"] = 0
     else:
         fields["last_error"] = clean_upstream_text(error or "unreachable")[:1000]
     with transaction.atomic():
         before = InferenceServer.objects.filter(pk=server.pk).values_list("state", flat=True).first()
-        InferenceServer.objects.filter(pk=server.pk).update(**fields)
+        # consecutive failed checks (issue 17): shown beside the state, reset when the server answers
+        failures = {} if up else {"failures": F("failures") + 1}
+        InferenceServer.objects.filter(pk=server.pk).update(**fields, **failures)
+        if not up:
+            fields["failures"] = InferenceServer.objects.filter(pk=server.pk).values_list("failures", flat=True).first()
         if before != fields["state"]:
             record_event(
                 "deployment.server.state",
@@ -380,6 +386,16 @@ def _record_server_state(server: InferenceServer, up: bool, error: str = "") -> 
             )
     for key, value in fields.items():
         setattr(server, key, value)
+
+
+def note_reconcile_retry(deployment_id: int, retries: int, delay: float) -> None:
+    """The reconcile could not reach the server and will try again in `delay` seconds (issue 17): the
+    deployment's page says so — retry n of DEPLOY_MAX_RETRIES, when, and the server's last error —
+    instead of only "loading". An observation like the server's `last_seen_at`, not audited (the
+    server's change of state is); cleared at the deployment's next change of state."""
+    Deployment.objects.filter(pk=deployment_id).update(
+        retries=min(retries, 32767), retry_at=timezone.now() + timedelta(seconds=delay)
+    )
 
 
 def fail_deployment(deployment_id: int, message: str) -> None:
@@ -572,7 +588,8 @@ def _transition(dep: Deployment, to_state: str, message: str) -> None:
         from_state = dep.observed_state
         dep.observed_state = to_state
         dep.last_error = message if to_state == Observed.FAILED else ""
-        dep.save(update_fields=["observed_state", "last_error", "updated_at"])
+        dep.retries, dep.retry_at = 0, None  # a new state: the retries of the last one are over
+        dep.save(update_fields=["observed_state", "last_error", "retries", "retry_at", "updated_at"])
         dep.transitions.create(from_state=from_state, to_state=to_state, message=message)
         record_event(
             "deployment.transition",

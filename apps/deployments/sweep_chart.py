@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext
 
 from .tuning import config_label  # noqa: F401 - the admin names configurations as the points do
 
@@ -32,6 +33,12 @@ def chart(points: list[dict], slo_p99_ms: float, chosen: dict | None) -> SafeStr
     measured = [p for p in points if "error" not in p]
     if not measured:
         return mark_safe("")
+    text = {
+        "aria": gettext("throughput and p99 per configuration"),
+        "throughput": gettext("throughput (calls/s)"),
+        "p99": gettext("p99 (ms)"),
+        "slo": gettext("SLO p99 %(ms)s ms") % {"ms": f"{slo_p99_ms:g}"},
+    }
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     tp_max = _nice(max(p["throughput"]["max"] for p in measured) * 1.1)
     p99_max = _nice(max(max(p["p99_ms"]["max"] for p in measured), slo_p99_ms) * 1.1)
@@ -46,7 +53,8 @@ def chart(points: list[dict], slo_p99_ms: float, chosen: dict | None) -> SafeStr
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" '
-        f'aria-label="throughput and p99 per configuration" font-family="sans-serif" font-size="11">',
+        f'aria-label="{escape(text["aria"])}" font-family="sans-serif" '
+        'font-size="11">',
         f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
     ]
     for i in range(5):  # grid lines and both axes' ticks
@@ -57,18 +65,18 @@ def chart(points: list[dict], slo_p99_ms: float, chosen: dict | None) -> SafeStr
         parts.append(f'<text x="{LEFT + plot_w + 4}" y="{y + 4:.1f}">{p99_max * frac:g}</text>')
     parts.append(
         f'<text x="14" y="{TOP + plot_h / 2:.0f}" transform="rotate(-90 14 {TOP + plot_h / 2:.0f})" '
-        f'text-anchor="middle" fill="{TP_COLOUR}">throughput (calls/s)</text>'
+        f'text-anchor="middle" fill="{TP_COLOUR}">{escape(text["throughput"])}</text>'
     )
     x_right = WIDTH - 14
     parts.append(
         f'<text x="{x_right}" y="{TOP + plot_h / 2:.0f}" transform="rotate(90 {x_right} {TOP + plot_h / 2:.0f})" '
-        f'text-anchor="middle" fill="{P99_COLOUR}">p99 (ms)</text>'
+        f'text-anchor="middle" fill="{P99_COLOUR}">{escape(text["p99"])}</text>'
     )
     y_slo = y_p99(slo_p99_ms)
     parts.append(
         f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y_slo:.1f}" y2="{y_slo:.1f}" stroke="{SLO_COLOUR}" '
         f'stroke-dasharray="6 4"/><text x="{LEFT + 4}" y="{y_slo - 4:.1f}" fill="{SLO_COLOUR}">'
-        f"SLO p99 {slo_p99_ms:g} ms</text>"
+        f"{escape(text['slo'])}</text>"
     )
     for index, point in enumerate(points):
         cx = LEFT + slot * (index + 0.5)
@@ -114,20 +122,35 @@ def _spread(figure: dict) -> str:
 
 def table(points: list[dict], chosen: dict | None) -> SafeString:
     """The points as an HTML table: mean ± stdev (min–max) of the repeats."""
-    head = mark_safe(  # noqa: S308 - a constant
-        "<tr><th>configuration</th><th>throughput (calls/s)</th><th>p99 (ms)</th><th>p50 (ms)</th>"
-        "<th>errors / sent</th><th>generator lag (ms)</th><th>generator CPU per call (ms)</th><th></th></tr>"
+    headings = (
+        gettext("configuration"),
+        gettext("throughput (calls/s)"),
+        gettext("p99 (ms)"),
+        gettext("p50 (ms)"),
+        gettext("errors / sent"),
+        gettext("generator lag (ms)"),
+        gettext("generator CPU per call (ms)"),
+        "",
     )
+    head = format_html("<tr>{}</tr>", format_html_join("", "<th>{}</th>", ((h,) for h in headings)))
 
     def row(point: dict):
         if "error" in point:
-            return (point.get("label", ""), format_html('<td colspan="6">not loaded: {}</td>', point["error"]), "")
+            return (
+                point.get("label", ""),
+                format_html('<td colspan="6">{} {}</td>', gettext("not loaded:"), point["error"]),
+                "",
+            )
         cells = format_html(
             "<td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td>",
             _spread(point["throughput"]), _spread(point["p99_ms"]), _spread(point["p50_ms"]), point["errors"],
             point["sent"], f"{point['lag_ms_max']:g}", f"{point['cpu_ms_per_call']:g}",
         )  # fmt: skip
-        return (point.get("label", ""), cells, "chosen" if chosen is not None and point["config"] == chosen else "")
+        return (
+            point.get("label", ""),
+            cells,
+            gettext("chosen") if chosen is not None and point["config"] == chosen else "",
+        )
 
     body = format_html_join("", "<tr><td>{}</td>{}<td>{}</td></tr>", (row(p) for p in points))
     return format_html('<table class="sweep-points">{}{}</table>', head, body)

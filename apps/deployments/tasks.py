@@ -25,6 +25,7 @@ def reconcile_deployment_task(self, deployment_id: int, request_id: str = "") ->
                 services.fail_deployment(deployment_id, f"Triton unreachable after {retries} retries: {err.message}")
                 return "failed"
             delay = min(60.0, settings.DEPLOY_RETRY_BASE_SECONDS * 2**retries) * (0.5 + random.random() / 2)
+            services.note_reconcile_retry(deployment_id, retries + 1, delay)  # shown on its page (issue 17)
             raise self.retry(exc=err, countdown=delay) from err
         return dep.observed_state if dep else "skipped"
 

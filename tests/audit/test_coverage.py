@@ -43,6 +43,10 @@ EXEMPT = {
         "adds sealed gateway calls to the dashboard's series: derived figures rebuilt from the audit log itself"
     ),
     "apps.observability.services.prune_series": "drops expired points of the same derived series",
+    "apps.deployments.services.note_reconcile_retry": (
+        "an observation of the reconcile (which retry, when the next), like a server's last_seen_at; the server's "
+        "change of state it comes with is audited (deployment.server.state), and so is the deployment's end"
+    ),
     "apps.gateway.services.record_usage": (
         "one usage row per chat call, the counts that call's own gateway audit event already carries"
     ),

@@ -562,7 +562,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "compliance.compliancereport": ("@report", {"officer", "auditor"}, {"officer", "auditor"}),
     "compliance.restoredrill": ("@drill", {"officer", "auditor"}, set()),  # recorded by manage.py restore_drill
     "gateway.chatpolicy": ("@chat_policy", {"admin", "officer", "auditor"}, set()),
-    "gateway.quota": ("@quota", {"admin", "officer", "auditor"}, set()),
+    "gateway.quota": ("@quota", {"admin", "officer", "auditor"}, {"admin", "officer"}),  # set_quota (issue 17)
     "gateway.llmusage": ("@usage", {"admin", "officer", "auditor"}, set()),
     "gateway.retainedexchange": ("@exchange", {"officer", "auditor"}, set()),
 }

@@ -313,3 +313,40 @@ class TestHealth:
         body = staff_client.get(f"{SERVERS}{server.pk}/").json()
 
         assert body["state"] == "down" and body["last_error"]
+
+    def test_failed_checks_in_a_row_are_counted_and_reset_when_the_server_answers(self, monkeypatch):
+        """Issue 17: how many checks in a row failed, and when the last one ran, beside the state."""
+        server = InferenceServerFactory(name="edge-2")
+        services.probe_server(server.pk)
+        services.probe_server(server.pk)
+        server.refresh_from_db()
+        assert (server.state, server.failures) == ("down", 2) and server.checked_at is not None
+        assert AuditEvent.objects.filter(event_type="deployment.server.state", target_id=str(server.pk)).count() == 1
+
+        monkeypatch.setattr("inference_backend.client.TritonClient.server_ready", lambda self: True)
+        services.probe_server(server.pk)
+        server.refresh_from_db()
+        assert (server.state, server.failures, server.last_error) == ("up", 0, "")
+        assert server.last_seen_at == server.checked_at
+
+    def test_a_replica_waiting_on_an_unreachable_server_says_which_retry_it_is_on(self, browser, settings):
+        """The reconcile task records its retry (the worker's part, run here); the admin's pages show it and
+        the server's failed checks instead of only "loading", and reload themselves meanwhile."""
+        from inference_backend.client import TritonUnavailable
+
+        settings.DEPLOY_MAX_RETRIES = 5
+        dep = DeploymentFactory(server=InferenceServerFactory(name="edge-3"), observed_state=Observed.PENDING)
+        with pytest.raises(TritonUnavailable):
+            tasks.reconcile_deployment_task(dep.pk)
+        dep.refresh_from_db()
+        assert (dep.observed_state, dep.retries) == (Observed.LOADING, 1) and dep.retry_at is not None
+
+        page = browser.get(f"/admin/deployments/deployment/{dep.pk}/change/").content.decode()
+        assert "server not answering: retry 1 of 5" in page
+        assert "failed checks in a row: 1" in page and 'id="sv-live"' in page and "deployments/live.js" in page
+        servers = browser.get("/admin/deployments/inferenceserver/").content.decode()
+        assert "failed checks in a row: 1" in servers and 'id="sv-live"' in servers
+
+        services.fail_deployment(dep.pk, "Triton unreachable after 5 retries: refused")
+        dep.refresh_from_db()
+        assert (dep.observed_state, dep.retries, dep.retry_at) == (Observed.FAILED, 0, None)

@@ -77,6 +77,9 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     "deployments.deployment": {"add": {SU, AD}, "action:undeploy": {SU, AD}, "action:redeploy": {SU, AD}},
     # the world's rollout waits for its replicas: promoting it is refused, rolling back or aborting writes
     "deployments.rollout": {"action:rollback": {SU, AD}, "action:abort": {SU, AD}},
+    # quotas (issue 17): set and changed through set_quota (the walk's add form names no subject and no
+    # limit, its change changes nothing: neither writes), removed through delete_quota
+    "gateway.quota": {"action:remove": {SU, AD, SO}},
     "keys.keyencryptionkey": {"action:rotate": {SU, SO}},
     "keys.kekrotation": {"action:resume": {SU, SO}},
     "compliance.compliancereport": {"add": {SU, SO, AU}},

@@ -101,18 +101,24 @@ OFFICER_OBJECTS = objects(
 LLM_POLICY = objects("llm.policy", "llm.quota.set", "llm.quota.delete")
 ADMIN_OBJECTS |= LLM_POLICY
 OFFICER_OBJECTS |= LLM_POLICY
+# the same quota services from the admin (issue 17): add, change the limits, remove (an action)
+QUOTA_SITE = objects("admin.add:gateway.quota", "admin.change:gateway.quota", "admin.action:gateway.quota.remove")
+ADMIN_SITE_ADMIN |= QUOTA_SITE
 EXCHANGE_DELETE = objects("llm.exchange.delete")
 
-OFFICER_SITE = objects(
-    "admin.add:compliance.compliancereport",
-    # security records (docs/admin-site.md): the officer unlocks lockouts and removes a lost second
-    # factor (never its own; these probes act on one object, not per kind of target)
-    "admin.action:axes.accessattempt.unlock",
-    "admin.action:axes.accessfailurelog.unlock",
-    "admin.action:otp_totp.totpdevice.remove_second_factor",
-    "admin.action:keys.keyencryptionkey.rotate",
-    "admin.action:keys.keyencryptionkey.retire",
-    "admin.action:keys.kekrotation.resume",
+OFFICER_SITE = (
+    objects(
+        "admin.add:compliance.compliancereport",
+        # security records (docs/admin-site.md): the officer unlocks lockouts and removes a lost second
+        # factor (never its own; these probes act on one object, not per kind of target)
+        "admin.action:axes.accessattempt.unlock",
+        "admin.action:axes.accessfailurelog.unlock",
+        "admin.action:otp_totp.totpdevice.remove_second_factor",
+        "admin.action:keys.keyencryptionkey.rotate",
+        "admin.action:keys.keyencryptionkey.retire",
+        "admin.action:keys.kekrotation.resume",
+    )
+    | QUOTA_SITE
 )
 
 EXPECTED: dict[str, set[tuple[str, str]]] = {

@@ -72,9 +72,11 @@ class InferenceServerSerializer(serializers.ModelSerializer):
             "last_seen_at",
             "gateway_says",
             "last_error",
+            "failures",
+            "checked_at",
             "created_at",
         ]
-        read_only_fields = ["state", "last_seen_at", "last_error", "created_at"]
+        read_only_fields = ["state", "last_seen_at", "last_error", "failures", "checked_at", "created_at"]
 
     def get_gateway_says(self, obj) -> str:
         return gateway_says(obj.pk) if obj.pk else ""
@@ -127,6 +129,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "desired_state",
             "observed_state",
             "last_error",
+            "retries",
+            "retry_at",
             "created_at",
             "updated_at",
             "transitions",
