@@ -116,9 +116,13 @@ class ProfileAttachmentAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
         return None  # the service's audit event is the record; a refused detach deleted nothing
 
     def response_delete(self, request, obj_display, obj_id):
+        changelist = reverse("admin:compliance_profileattachment_changelist")
         if ProfileAttachment.objects.filter(pk=obj_id).exists():  # refused: the message says why
-            return HttpResponseRedirect(reverse("admin:compliance_profileattachment_changelist"))
-        return super().response_delete(request, obj_display, obj_id)
+            return HttpResponseRedirect(changelist)
+        response = super().response_delete(request, obj_display, obj_id)
+        if isinstance(response, HttpResponseRedirect):  # Django sends a reader without "change" to the index
+            response["Location"] = changelist
+        return response
 
 
 @admin.register(ControlResult)

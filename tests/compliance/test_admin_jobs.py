@@ -43,7 +43,7 @@ def test_officer_attaches_a_profile_to_a_model_and_detaches_it(officer_user, sta
     assert b"profile_attached" in again.content and ProfileAttachment.objects.count() == 1
 
     gone = client.post(f"{ATTACHMENTS}{attachment.pk}/delete/", {"post": "yes"})
-    assert gone.status_code == 302 and not ProfileAttachment.objects.exists()
+    assert gone.status_code == 302 and gone["Location"] == ATTACHMENTS and not ProfileAttachment.objects.exists()
     detach = AuditEvent.objects.get(event_type="compliance.profile.detach")
     assert (detach.actor_id, detach.target_id) == (officer_user.pk, str(attachment.pk))
 
