@@ -5,6 +5,7 @@ and their files to download. Every write calls the same audited service as the A
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import FileResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -16,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.source import Source
 from apps.registry.models import Model
+from apps.registry.selectors import add_model_page_section
 
 from . import services
 from .catalog import pick, profiles
@@ -354,3 +356,23 @@ def _signing(report) -> dict:
         "key_id": report.key_id,
         "replaced": bool(report.key_id and now.get("key_id") and report.key_id != now["key_id"]),
     }
+
+
+def model_compliance_section(request, model):
+    """The model page's compliance section (apps.registry.admin.MODEL_PAGE_SECTIONS): the profiles
+    attached to this model and to the whole installation, and, for the officer, the way to attach
+    one here (the attachment form with the model chosen) or detach it."""
+    if not request.user.has_perm("compliance.view_profileattachment"):
+        return None
+    rows = ProfileAttachment.objects.filter(Q(model=model) | Q(model__isnull=True)).order_by("profile")
+    return {
+        "id": "model-compliance",
+        "title": _("Compliance profiles"),
+        "template": "admin/compliance/model_section.html",
+        "attachments": list(rows),
+        "may_manage": request.user.has_perm("compliance.manage_profiles"),
+        "attach_url": f"{reverse('admin:compliance_profileattachment_add')}?model={model.pk}",
+    }
+
+
+add_model_page_section(model_compliance_section)

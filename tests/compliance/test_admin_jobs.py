@@ -42,6 +42,8 @@ def test_officer_attaches_a_profile_to_a_model_and_detaches_it(officer_user, sta
     again = client.post(f"{ATTACHMENTS}add/", {"attach_profile": "hipaa", "attach_model": model.pk}, follow=True)
     assert b"profile_attached" in again.content and ProfileAttachment.objects.count() == 1
 
+    section = client.get(f"/admin/registry/model/{model.pk}/change/").content.decode()
+    assert f"{ATTACHMENTS}{attachment.pk}/delete/" in section and f"{ATTACHMENTS}add/?model={model.pk}" in section
     gone = client.post(f"{ATTACHMENTS}{attachment.pk}/delete/", {"post": "yes"})
     assert gone.status_code == 302 and gone["Location"] == ATTACHMENTS and not ProfileAttachment.objects.exists()
     detach = AuditEvent.objects.get(event_type="compliance.profile.detach")

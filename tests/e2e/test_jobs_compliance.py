@@ -3,7 +3,8 @@
 by the role that may do it, through the admin's pages (clicks and forms), with its effect checked in
 the database and in the audit log, and the role that may not shown no button and a 403:
 
-- the security officer attaches a compliance profile to a model and detaches it (the auditor reads);
+- the security officer attaches a compliance profile to a model from the model's page and detaches
+  it there (the auditor reads);
 - the security officer evaluates now and reads the run's results (the auditor has no button);
 - the auditor downloads a finished report's PDF and signature (the admin role has no report pages),
   the page saying which provider really signs (here: a local key file, not an HSM);
@@ -98,8 +99,10 @@ def test_officer_attaches_and_detaches_a_profile(job_page, lang, compliance_dir)
     model = ModelVersionFactory(model_name=f"triage-{lang}").model
     page, officer = job_page(SECURITY_OFFICER, lang)
 
-    go(page, f"/admin/compliance/profileattachment/add/?model={model.pk}")
+    go(page, f"/admin/registry/model/{model.pk}/change/")
     assert_language(page, lang)
+    page.click("#model-compliance a.sv-attach")
+    page.wait_for_url(re.compile(rf"/profileattachment/add/\?model={model.pk}$"))
     assert SAYS[lang]["installation"] in page.content()
     page.select_option("#id_attach_profile", "hipaa")
     assert page.input_value("#id_attach_model") == str(model.pk)
@@ -112,7 +115,11 @@ def test_officer_attaches_and_detaches_a_profile(job_page, lang, compliance_dir)
     assert attachment.attached_by == officer
     assert _event("compliance.profile.attach", officer, model=model.name).target_id == str(attachment.pk)
 
-    go(page, f"/admin/compliance/profileattachment/{attachment.pk}/delete/")
+    go(page, f"/admin/registry/model/{model.pk}/change/")
+    assert "hipaa" in page.inner_text("#model-compliance")
+    shot(page, "compliance-model-page")
+    page.click(f"#model-compliance a.deletelink[href*='/{attachment.pk}/delete/']")
+    page.wait_for_url(re.compile(rf"/profileattachment/{attachment.pk}/delete/$"))
     shot(page, "compliance-detach-confirm")
     page.click("#content form input[type=submit]")
     page.wait_for_url(re.compile(r"/admin/compliance/profileattachment/$"))
