@@ -17,9 +17,12 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 
+from django.db import transaction
 from django.db.models import Exists, Max, Min, OuterRef, QuerySet
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 
+from apps.core.errors import ServiceError
 from apps.core.spreadsheet import safe_row
 
 from .chain import checkpoint_record, event_record, hash_alg, row_fields
@@ -136,3 +139,37 @@ def iter_export_csv(jsonl: Iterable[str]) -> Iterator[str]:
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
+
+
+EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+def audited_export(queryset: QuerySet, selection: dict, file_format: str, *, actor, source) -> StreamingHttpResponse:
+    """The export of `queryset` (already narrowed to what `actor` may read) as a streamed download,
+    recorded as `audit.export` before the first byte leaves. Refused with `invalid_format`, or
+    `export_too_large` (413) above the caller's row limit. The API and the admin both call this."""
+    from .selectors import export_limit
+    from .services import record_event
+
+    if file_format not in EXPORT_FORMATS:
+        raise ServiceError("invalid_format", f"export format must be one of: {', '.join(EXPORT_FORMATS)}")
+    limit = export_limit(actor)
+    rows = queryset.count()
+    if rows > limit:
+        raise ServiceError(
+            "export_too_large",
+            f"the selection holds {rows} events; your role may export at most {limit} at once: narrow the filters",
+            413,
+        )
+    with transaction.atomic():  # recorded before the first byte leaves; if it cannot be, nothing does
+        record_event(
+            "audit.export",
+            actor=actor,
+            source=source,
+            details={"format": file_format, "filters": selection, "rows": rows},
+        )
+    lines = iter_export_jsonl(queryset, selection=selection)
+    body = iter_export_csv(lines) if file_format == "csv" else lines
+    response = StreamingHttpResponse(body, content_type=EXPORT_FORMATS[file_format])
+    response["Content-Disposition"] = f'attachment; filename="audit-export.{file_format}"'
+    return response

@@ -1,4 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.text import format_lazy
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -6,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from apps.core.admin_utils import ReadOnlyAdmin, run_service
 
 from . import selectors, services
-from .models import DataKey, KekRotation, KeyEncryptionKey
+from .models import DataKey, KekRotation, KekState, KeyEncryptionKey, RotationState
 
 
 @admin.register(KeyEncryptionKey)
@@ -17,7 +22,7 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
         "kek_id",
         "version",
         "state",
-        "provider",
+        "custody",
         "hsm_label",
         "algorithm",
         "data_keys_protected",
@@ -26,9 +31,22 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
         "retired_at",
     ]
     list_filter = ["state", "provider"]
-    fields = [*list_display, "hsm_token", "created_by", "protects"]
+    fields = [*list_display, "provider", "hsm_token", "created_by", "protects"]
     readonly_fields = fields
     actions = ["rotate", "retire"]
+    change_list_template = "admin/keys/keyencryptionkey/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {
+            "sv_custody": selectors.wrapping_custody(),
+            "may_rotate": request.user.has_perm("keys.rotate_keyencryptionkey"),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra)
+
+    @admin.display(description=_("where the key is"))
+    def custody(self, obj):
+        return selectors.custody(obj.provider, obj.hsm_token or None)
 
     def has_add_permission(self, request):
         return False  # versions are created by rotating
@@ -42,7 +60,8 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
         return ", ".join(selectors.protected_by(obj.kek_id)) or "-"
 
     @admin.action(
-        description=_("Rotate the KEK (new version in the HSM, re-wrap every data key)"), permissions=["rotate"]
+        description=_("Rotate the KEK (new version with the configured provider, re-wrap every data key)"),
+        permissions=["rotate"],
     )
     def rotate(self, request, queryset):
         rotation = run_service(self, request, services.start_rotation, reason="rotated from the admin")
@@ -67,8 +86,23 @@ class KeyEncryptionKeyAdmin(ReadOnlyAdmin):
         return request.user.has_perm("keys.retire_keyencryptionkey")
 
 
+class StartRotationForm(forms.Form):
+    reason = forms.CharField(
+        label=_("reason"),
+        max_length=500,
+        widget=forms.TextInput(attrs={"size": 60}),
+        help_text=_("Recorded with the rotation and in the audit log, e.g. the yearly rotation or a suspected leak."),
+    )
+
+
 @admin.register(KekRotation)
 class KekRotationAdmin(ReadOnlyAdmin):
+    """Rotations and their progress. "Start a rotation" (the officer's) creates the next KEK version
+    with the configured provider and queues the re-wrap; the rotation's page reloads itself while
+    the worker re-wraps, showing re-wrapped / total."""
+
+    change_form_template = "admin/keys/kekrotation/change_form.html"
+    change_list_template = "admin/keys/kekrotation/change_list.html"
     list_display = ["id", "to_kek", "state", "progress_display", "started_at", "finished_at", "requested_by"]
     list_filter = ["state"]
     fields = [
@@ -89,6 +123,55 @@ class KekRotationAdmin(ReadOnlyAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def get_urls(self):
+        own = [path("start/", self.admin_site.admin_view(self.start_view), name="keys_kekrotation_start")]
+        return own + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"may_rotate": request.user.has_perm("keys.rotate_keyencryptionkey"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        rotation = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if rotation is not None:
+            extra.update(
+                sv_rotation=rotation,
+                sv_percent=round(rotation.progress * 100),
+                sv_custody=selectors.custody(rotation.to_kek.provider, rotation.to_kek.hsm_token or None),
+                refresh=2 if rotation.state == RotationState.RUNNING else None,
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def start_view(self, request):
+        """GET: what a rotation will do (the active version, the data keys to re-wrap, where the new
+        version is made); POST: start it through keys.services.start_rotation, then its page."""
+        if not request.user.has_perm("keys.rotate_keyencryptionkey"):
+            raise PermissionDenied
+        form = StartRotationForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            rotation = run_service(self, request, services.start_rotation, reason=form.cleaned_data["reason"])
+            if rotation is not None:
+                self.message_user(
+                    request,
+                    gettext("Rotation #%(id)d started: %(count)d data key(s) to re-wrap")
+                    % {"id": rotation.pk, "count": rotation.total},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:keys_kekrotation_change", args=[rotation.pk]))
+        active = KeyEncryptionKey.objects.filter(state=KekState.ACTIVE).first()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": gettext("Rotate the key encryption key"),
+            "form": form,
+            "active": active,
+            "to_rewrap": DataKey.objects.live().count(),
+            "running": KekRotation.objects.filter(state=RotationState.RUNNING).first(),
+            "custody": selectors.wrapping_custody(),
+        }
+        return TemplateResponse(request, "admin/keys/kekrotation/start.html", context)
 
     @admin.display(description=_("progress"))
     def progress_display(self, obj):

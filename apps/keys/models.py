@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 class KekState(models.TextChoices):
     ACTIVE = "active", _("Active: wraps new data keys")
     DEACTIVATED = "deactivated", _("Deactivated: unwraps only, until its data keys are re-wrapped")
-    RETIRED = "retired", _("Retired: destroyed in the HSM")
+    RETIRED = "retired", _("Retired: destroyed where it was held (HSM token or key file)")
 
 
 class KeyEncryptionKey(models.Model):

@@ -139,3 +139,32 @@ def _row(kek_id: str, kek: KeyEncryptionKey | None, c: dict, suites: list[str]) 
         first_wrapped_at=c.get("first"),
         last_wrapped_at=c.get("last"),
     )
+
+
+def custody(provider: str, token: str | None = None) -> str:
+    """Where a KEK version really is, in the reader's language: the local key file (development, not
+    an HSM), SoftHSM2 (a software token, development), or a PKCS#11 hardware module. SoftHSM2 is
+    recognised by the configured module's path (the compliance check `keys.kek_in_hsm` reads the
+    token's own description for the report)."""
+    from django.conf import settings
+    from django.utils.translation import gettext
+
+    if provider == "local":
+        return gettext("Local key file on this server — not an HSM (development)")
+    if provider != "pkcs11":
+        return provider
+    module = settings.PKCS11.get("MODULE") or "softhsm"
+    if "softhsm" in module.lower():
+        return gettext(
+            "PKCS#11 token “%(token)s” in SoftHSM2 — a software token, not a hardware module (development)"
+        ) % {"token": token or settings.PKCS11.get("TOKEN") or "?"}
+    return gettext("PKCS#11 hardware security module, token “%(token)s”") % {
+        "token": token or settings.PKCS11.get("TOKEN") or "?"
+    }
+
+
+def wrapping_custody() -> str:
+    """Where new data keys are wrapped now: the configured provider, as custody() names it."""
+    from django.conf import settings
+
+    return custody(settings.KEK_PROVIDER, settings.PKCS11.get("TOKEN") or None)

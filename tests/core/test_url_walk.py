@@ -557,7 +557,7 @@ ADMIN_MODELS: dict[str, tuple[str, set[str], set[str]]] = {
     "keys.keyencryptionkey": ("@kek", {"officer", "auditor"}, set()),
     "keys.kekrotation": ("@rotation", {"officer", "auditor"}, set()),
     "keys.datakey": ("@data_key", {"officer", "auditor"}, set()),
-    "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, set()),
+    "compliance.profileattachment": ("@attachment", {"officer", "auditor"}, {"officer"}),  # attach
     "compliance.controlresult": ("@result", {"officer", "auditor"}, set()),
     "compliance.compliancereport": ("@report", {"officer", "auditor"}, {"officer", "auditor"}),
     "compliance.restoredrill": ("@drill", {"officer", "auditor"}, set()),  # recorded by manage.py restore_drill
@@ -593,6 +593,19 @@ for _label, _spec in ADMIN_MODELS.items():
     TABLE.update(_admin_rows(_label, *_spec))
 # A server is removed through delete_server (refused while it holds replicas): the admin role's page.
 TABLE["admin:deployments_inferenceserver_delete"] = [staff_page("get", 200, 403, 403, args={"object_id": "@server"})]
+# Issue 17's jobs in the admin (docs/admin-site.md): the officer detaches a profile (the delete view calls
+# detach_profile), evaluates now and starts a KEK rotation; officer and auditor download a finished
+# report's files (@report is queued: back to its page) and export the audit log; the admin role has none.
+TABLE["admin:compliance_profileattachment_delete"] = [
+    staff_page("get", 403, 200, 403, args={"object_id": "@attachment"})
+]
+TABLE["admin:compliance_controlresult_evaluate"] = [staff_page("get", 403, 200, 403)]
+_REPORT_PAGE = "302 /admin/compliance/compliancereport/{report}/change/"
+TABLE["admin:compliance_compliancereport_download"] = [
+    staff_page("get", 403, _REPORT_PAGE, _REPORT_PAGE, args={"report_id": "@report"})
+]
+TABLE["admin:audit_auditevent_export"] = [staff_page("get", 403, 200, 200)]
+TABLE["admin:keys_kekrotation_start"] = [staff_page("get", 403, 200, 403)]
 # The security officer's audit changelist holds key events only; @event is not one of them.
 for _view in ("change", "history"):
     TABLE[f"admin:audit_auditevent_{_view}"] = [staff_page("get", 403, TO_INDEX, 200, args={"object_id": "@event"})]

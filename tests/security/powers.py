@@ -1007,6 +1007,19 @@ def _api_object(power: str, method: str, url: Callable[[dict], str], body=None, 
     return attempts
 
 
+def _admin_page(power: str, name: str, body: dict | None = None):
+    """An admin page of its own (a ModelAdmin's extra URL) whose POST calls a service: reached when
+    the admin let the POST through (the service may still refuse it for the world's state)."""
+
+    def run(c: Ctx) -> Result:
+        return Result(_admin_reached(_admin_post(c, reverse(name), body or {})))
+
+    def attempts(ctx: Ctx) -> Iterator[Attempt]:
+        yield Attempt(power, "object", run)
+
+    return attempts
+
+
 @dataclass(frozen=True)
 class Inert:
     """A changing route that exercises no power over anyone but the caller's own session or
@@ -1110,6 +1123,17 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("metrics-triton", "post"): Inert("GET only (405): a Triton server's metrics, relayed"),
         ("admin:index", "post"): Inert("a page"),
         ("admin:dashboard-data", "post"): Inert("the dashboard's figures: GET only (a POST is 405)"),
+        # Issue 17's jobs in the admin: the same services (and powers) as their API routes
+        ("admin:compliance_controlresult_evaluate", "post"): _admin_page(
+            "admin.page:compliance.evaluate", "admin:compliance_controlresult_evaluate"
+        ),
+        ("admin:keys_kekrotation_start", "post"): _admin_page(
+            "admin.page:keys.rotate", "admin:keys_kekrotation_start", {"reason": "probe"}
+        ),
+        ("admin:compliance_compliancereport_download", "post"): Inert("a report file: GET only (a POST is 405)"),
+        ("admin:audit_auditevent_export", "post"): Inert(
+            "downloads the export of the events the caller may read (a read, recorded as audit.export)"
+        ),
         ("admin:app_list", "post"): Inert("a page"),
         ("admin:jsi18n", "post"): Inert("a script"),
         ("admin:autocomplete", "post"): Inert("a search"),

@@ -81,8 +81,11 @@ WRITERS: dict[str, dict[str, set[str]]] = {
     # limit, its change changes nothing: neither writes), removed through delete_quota
     "gateway.quota": {"action:remove": {SU, AD, SO}},
     "keys.keyencryptionkey": {"action:rotate": {SU, SO}},
-    "keys.kekrotation": {"action:resume": {SU, SO}},
+    "keys.kekrotation": {"action:resume": {SU, SO}, "url:keys_kekrotation_start": {SU, SO}},
     "compliance.compliancereport": {"add": {SU, SO, AU}},
+    # issue 17: attach (add), detach (delete), evaluate now (docs/admin-site.md)
+    "compliance.profileattachment": {"add": {SU, SO}, "delete": {SU, SO}},
+    "compliance.controlresult": {"url:compliance_controlresult_evaluate": {SU, SO}},
     # The superuser counts as an officer (apps/accounts/services/policy.py), never on itself.
     "otp_totp.totpdevice": {"action:remove_second_factor": {SU, SO}},
     "accounts.sm3otpdevice": {"action:remove_second_factor": {SU, SO}},

@@ -109,6 +109,12 @@ EXCHANGE_DELETE = objects("llm.exchange.delete")
 OFFICER_SITE = (
     objects(
         "admin.add:compliance.compliancereport",
+        # issue 17's jobs in the admin: attach (add) and detach (delete) a profile, evaluate now, start a
+        # KEK rotation — the officer's, as through the API
+        "admin.add:compliance.profileattachment",
+        "admin.delete:compliance.profileattachment",
+        "admin.page:compliance.evaluate",
+        "admin.page:keys.rotate",
         # security records (docs/admin-site.md): the officer unlocks lockouts and removes a lost second
         # factor (never its own; these probes act on one object, not per kind of target)
         "admin.action:axes.accessattempt.unlock",

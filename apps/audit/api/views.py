@@ -1,5 +1,4 @@
 from django.db import transaction
-from django.http import StreamingHttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -11,10 +10,10 @@ from rest_framework.views import APIView
 
 from apps.core.errors import ServiceError
 
-from ..export import iter_export_csv, iter_export_jsonl
+from ..export import EXPORT_FORMATS, audited_export
 from ..filters import AuditEventFilter, unknown_params
 from ..models import AuditEvent
-from ..selectors import events_visible_to, export_limit
+from ..selectors import events_visible_to
 from ..services import Source, record_event
 from ..verify import verify_chain
 from .serializers import AuditEventSerializer, VerifyReportSerializer
@@ -85,9 +84,6 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
             )
 
 
-EXPORT_FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
-
-
 class AuditExportView(APIView):
     """Export the filtered selection (same filters as the events list) as JSON Lines or CSV,
     streamed, with the checkpoints and chain links that verify it offline
@@ -106,26 +102,7 @@ class AuditExportView(APIView):
         if file_format not in EXPORT_FORMATS:
             raise ServiceError("invalid_format", f"export format must be one of: {', '.join(EXPORT_FORMATS)}")
         queryset, selection = filtered_events(request)
-        limit = export_limit(request.user)
-        rows = queryset.count()
-        if rows > limit:
-            raise ServiceError(
-                "export_too_large",
-                f"the selection holds {rows} events; your role may export at most {limit} at once: narrow the filters",
-                413,
-            )
-        with transaction.atomic():  # recorded before the first byte leaves; if it cannot be, nothing does
-            record_event(
-                "audit.export",
-                actor=request.user,
-                source=Source.from_request(request),
-                details={"format": file_format, "filters": selection, "rows": rows},
-            )
-        lines = iter_export_jsonl(queryset, selection=selection)
-        body = iter_export_csv(lines) if file_format == "csv" else lines
-        response = StreamingHttpResponse(body, content_type=EXPORT_FORMATS[file_format])
-        response["Content-Disposition"] = f'attachment; filename="audit-export.{file_format}"'
-        return response
+        return audited_export(queryset, selection, file_format, actor=request.user, source=Source.from_request(request))
 
 
 class AuditVerifyViewSet(viewsets.ViewSet):
