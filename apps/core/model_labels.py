@@ -72,7 +72,7 @@ LABELS = [
     _("Replace every system message of the caller"),
     _("Retained chat exchanges (one model, one UTC day)"),
     _("Retired"),
-    _("Retired: destroyed in the HSM"),
+    _("Retired: destroyed where it was held (HSM token or key file)"),
     _("Retrying"),
     _("Rolled Back"),
     _("Running"),
