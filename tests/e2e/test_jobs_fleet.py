@@ -303,7 +303,7 @@ def test_the_administrator_deploys_v2_starts_a_canary_watches_it_and_rolls_back(
     wait_for(lambda: "v2: 20%" in weights_on_the_page(), 60, "the first step on the rollout's page", interval=0.5)
     assert page.locator(".field-weights .readonly").inner_text() == "v1: 80%, v2: 20%"
     state = page.locator(".field-state .readonly").inner_text()
-    assert state == ("进行中" if lang == ZH else "Running")
+    assert state == ("运行中" if lang == ZH else "Running")
     assert ("立即回滚" if lang == ZH else "Roll back now") in page.locator(".object-tools").inner_text()
     shot(page, "fleet-rollout-running")
 
