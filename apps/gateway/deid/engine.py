@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from . import contextual, cues, dates, geo, identifiers, names, prefilter, safeharbor, structured, tail
+from . import contextual, cues, dates, geo, identifiers, late, names, prefilter, safeharbor, structured, tail
 from .canonical import canonical_text, canonicalise
 from .spans import (
     ADDRESS,
@@ -247,6 +247,8 @@ def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH, budget: 
 def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     canon = canonicalise(text)
     spans = [s for s in _candidates(canon.text, kinds, check) if s.type in kinds and s.end > s.start]
+    # families read off the candidates: a town after an address, an age after a name ... (late.py)
+    spans += [s for s in late.find_late(canon.text, spans, kinds) if s.type in kinds and s.end > s.start]
     if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
         return _resolve(spans, len(canon.text))
     chosen = _resolve(spans, len(canon.text))

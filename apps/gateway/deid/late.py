@@ -1,0 +1,292 @@
+"""Families read off what the other passes found, and a few cue families they lack (issue 14, corpus7 round).
+
+The detectors before this one each look at the text alone. Some identifiers are only identifiable
+by what stands next to them, and what stands next to them is another identifier:
+
+- **a town after a street address** ("560 Pine St, Rm 8, Sandusky on 12/3", "12 Church St,
+  Wheeling.") — the capitalised run after the address's comma (and an optional unit) is the town;
+- **a town before a state abbreviation without the comma** ("Somerville MA 02143", "Minot ND 58701",
+  "Pikeville KY.") — with a ZIP code after any abbreviation, or an unambiguous one before a pause;
+- **every later mention of a place already found** ("from Bethlehem, PA … visited Bethlehem");
+- **an age right after a person's name** ("Ambrose M 92 —", "Dubois-Lachance, 91 per triage"), an
+  age in brackets after nonagenarian/centenarian, and a self-correction after an age over 89 ("91
+  per triage — corrected to 90");
+- **a quoted nickname between two names** (Terrell "T-Money" Bass) takes the family name after it;
+- **a speaker introducing themself** ("Hi, it's Rosario, Lupe's sister", "This is Moose, …");
+- **initials standing as a signature** ("Signed BJL WOCN", "initials only: D.M.K.", 交班护士LSH) and
+  a title before one initial ("Ms. G., 99 y.o.");
+- Chinese: a nickname or screen name before its gloss in brackets (石头（患儿小名）, 胖哥（网名）) or
+  quoted after 小名/网名 (小名"糖糖"); a compound surname that is also a city after a person word
+  (被保险人濮阳振华: the person, not 濮阳市) or before a title (钟离女士, 诸葛老太); any surname + 某
+  after a pause or a person word (木某, 仉某某); a surname masked after 姓名 (姓名：宁*).
+
+Each rule reads a few characters around a literal or a span already found: one scan per rule,
+gated on its literal, so the pass costs little (see docs/deidentification.md, "Speed").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+
+from . import geo, names
+from .spans import ADDRESS, AGE, GEO, NAME, Span
+
+P_NAME = 41  # above the cue rules' names (40): these contexts are stronger than a guess
+P_NAME_OVER_GEO = 46  # a compound surname that is also a city (濮阳), after a person word
+P_GEO = 44  # below a place with a strong context (45), above the cue rules' names
+P_GEO_REPEAT = 30  # a later mention: below the cue names (a title wins: "Dr. Lincoln")
+P_AGE = 60
+
+_HAN = "\u4e00-\u9fff"
+_CAP_RUN = r"[A-Z][a-z]+(?:[ \t-][A-Z][a-z]+){0,2}"
+_NOT_TOWN_FIRST = frozenset(
+    "The Dr Mr Mrs Ms Miss Pt Patient Apt Unit Suite Ste Rm Room Floor Fl Bldg Box Phone Tel Fax Call Seen Per "
+    "Follow Home Lives He She They We His Her Our Their Then On At In Near Next Room Bed Zip Zipcode".split()
+)
+_STREET_WORDS = frozenset(
+    "St Street Rd Road Ave Avenue Blvd Boulevard Ln Lane Dr Drive Ct Court Way Pl Place Hwy Highway Pkwy Parkway "
+    "Ter Terrace Cir Circle Trl Trail Pike Sq Square Loop Run Row".split()
+)
+_UNIT = r"(?:(?:Apt|APT|Unit|Rm|Room|Ste|Suite|Bldg|Fl|Floor|Lot|Box|#)\.?[ \t]*#?[ \t]*[0-9A-Za-z]{1,5},[ \t]*)"
+_TOWN_AFTER_ADDRESS = re.compile(rf"[ \t]*,[ \t]*{_UNIT}?({_CAP_RUN})(?![A-Za-z0-9'’@.-]*[A-Za-z0-9])")
+_TOWN_BEFORE_STATE = re.compile(
+    rf"(?<![A-Za-z0-9'’.@/-])({_CAP_RUN})[ \t]+(?:(?:{geo._STATE_ABBR})[ \t]+\d{{5}}(?:-\d{{4}})?(?![0-9-])"
+    rf"|(?:{geo._STATE_ABBR_CLEAR})(?=[ \t]*(?:[.,;:)\n]|$)))"
+)
+_DIGIT = re.compile(r"[0-9]")
+# A town naming a service of its own: "Greenville PD", "Westlake clinic", "Independence Family Medicine".
+_FACILITY = (
+    r"PD|P\.D\.|FD|Police|Fire|Sheriff|EMS|Rescue|Family Medicine|Family Practice|Metro|Transit|Citilink|"
+    r"[Cc]linic|[Ll]ocation|[Oo]ffice|[Cc]ampus|[Bb]ranch|Urgent Care|Medical Center|Health Center|Jail|"
+    r"Detention|Correctional|Dialysis|Pharmacy|Senior Center|Fire Department|Police Department"
+)
+_TOWN_BEFORE_FACILITY = re.compile(
+    rf"(?<![A-Za-z0-9'’.@/-])(?:(?:St|Ft|Mt)\.?[ \t])?[A-Z][a-z]+(?:[ \t][A-Z][a-z]+)?(?=[ \t]+(?:{_FACILITY})\b)"
+)
+_FACILITY_MIN_POPULATION = 1000
+_CREDENTIAL_WORDS = frozenset(names._CRED.replace("\\", "").split("|")) | {"ED", "ICU", "OR", "ER", "EMS", "PRN"}
+
+_NAME_AGE_AFTER = re.compile(
+    r"(?:[ \t]*,[ \t]*|[ \t]+)(?:[MF][ \t]+)?(?P<v>9\d|1[01]\d)(?![0-9])"
+    r"(?=[ \t]*(?:$|[,;.)\n—–]|-(?![0-9])|per\b|y\.?o\b|yo\b|y/o\b|years?\b|yrs?\b|\())"
+)
+_AGE_WORD_BRACKET = re.compile(r"\b(?:nonagenarian|centenarian|supercentenarian)[ \t]*\((?P<v>9\d|1[01]\d)\)", re.I)
+_AGE_CORRECTED = re.compile(
+    r"\b(?:corrected to|actually|in fact|really|make that|or|no[,—–-]*[ \t]*(?:she|he|pt)(?:'s|[ \t]+is))"
+    r"[ \t]+(?P<v>9\d|1[01]\d)(?![0-9])(?![ \t]*(?:%|mg|kg|lb|min|mmHg|bpm|mL|units?)\b)",
+    re.I,
+)
+
+_SELF_INTRO = re.compile(
+    r"(?:\b[Ii]t'?s|\b[Ii]t is|\b[Tt]his is|\b[Tt]his's|\b[Mm]y name is|\b[Ii]'m)[ \t]+"
+    r"(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?=[ \t]*,|[ \t]+(?:from|with|calling|here|again)\b)"
+)
+_QUOTED_NICK = re.compile(r"[ \t]+[\"“](?P<n>[A-Z][\w'’.-]*(?:[ \t][A-Z][\w'’.-]*)?)[\"”][ \t]+(?P<f>[A-Z][\w'’-]+)")
+_TITLE_INITIAL = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?[ \t]+(?P<v>[A-Z]\.)(?=[ \t]*[,;)]|[ \t]+[a-z0-9])")
+_SIGNED_INITIALS = re.compile(
+    r"(?:\b[Ss]igned(?:[ \t]+by)?|\b[Cc]o-?signed|\b[Ii]nitials(?:[ \t]+only)?)[ \t]*:?[ \t]*"
+    r"(?P<v>[A-Z]\.?(?:[A-Z]\.?){1,3})(?![A-Za-z0-9])"
+)
+_ZH_LATIN_INITIALS = re.compile(
+    r"(?:护士|医生|医师|签名|签字|记录人|交班|接班|责任护士|操作者|核对人)[:：]?[ \t]*(?P<v>[A-Z]{2,4})(?![A-Za-z0-9])"
+)
+
+_ZH_GLOSS = "小名|网名|乳名|昵称|本名|真名|外号|绰号|用户名"
+_ZH_NICK_BEFORE_GLOSS = re.compile(rf"(?P<v>[{_HAN}]{{2,6}})[（(](?:患儿|患者|病人|其|即)?(?:{_ZH_GLOSS})")
+_ZH_QUOTED_AFTER_GLOSS = re.compile(
+    rf"(?:{_ZH_GLOSS})(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
+)
+_ZH_SCREEN_NAME = re.compile(rf"(?:用户名|网名|昵称)[:：]?[ \t]*(?P<v>[{_HAN}]{{2,6}})(?=[，,。；;（(\s]|$)")
+_ZH_PAUSE = set("：:，,。；;、 \t\n　（(）)|｜“”\"'")
+_ZH_SURNAME_MOU = re.compile(rf"(?P<v>[{names._ZH_ALL_SINGLE}](?:某某|某)(?![些种日天次处地院时月年个位项类部样]))")
+_ZH_MASKED = re.compile(rf"(?:姓名|患者|名字)[ \t]*[:：|｜]?[ \t]*(?P<v>[{names._ZH_ALL_SINGLE}][*＊×xX]+)")
+_ZH_COMPOUND_TITLE = re.compile(
+    rf"(?P<v>(?:{names._ZH_ALL_COMPOUND})[{_HAN}]{{0,2}}?)(?=女士|先生|老太太|老太|老先生|老爷子|阿姨|大爷|奶奶|爷爷|"
+    r"医生|医师|主任|护士|老师|同志)"
+)
+_ZH_PERSON_COMPOUND = re.compile(
+    rf"(?:{names._ZH_PREFIX})[:：]?[ \t]*(?P<v>(?:{names._ZH_ALL_COMPOUND})[{_HAN}]{{1,2}})(?=[，,。；;、 \t\n（(|｜]|$)"
+)
+_ZH_ELDER_ANY = re.compile(
+    rf"(?<=[是叫的：:，,。（( \n])(?P<v>[{names._ZH_ALL_SINGLE}])(?=老太太|老太|阿婆|老爷子|大爷|大妈|奶奶|爷爷|阿姨)"
+)
+_ZH_OLD_AFTER_PERSON = re.compile(
+    rf"(?:家属|其子|其女|其夫|其妻|老伴|患者|病人|联系人|陪护|护工)(?P<v>老[{names._ZH_ALL_SINGLE}])(?![{_HAN}]?(?:年|人|伴|家|师|公|婆|乡|板|总|友))"
+)
+_ZH_SURNAME_DOCTOR = re.compile(
+    rf"(?:主治|主管|管床|接诊|首诊|值班|经治|找|请)(?P<v>[{names._ZH_ALL_SINGLE}])(?=医生|医师|大夫|主任|护士)"
+)
+_ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,5}}[·•・‧][{_HAN}]{{1,6}})(?=[，,。；;、 \t\n（(|｜：:]|$)")
+_ZH_NICK_STOP = frozenset(("患者", "患儿", "病人", "家属", "本人"))
+
+
+def _person_prefix_end(run: str) -> int:
+    """Length of a person word (患者, 来访者, 产妇 …) at the start of a Han run, 0 if none."""
+    best = 0
+    for word in names._ZH_PREFIX_WORDS:
+        if len(word) > best and run.startswith(word):
+            best = len(word)
+    return best
+
+
+def find_late(text: str, spans: Iterable[Span], kinds: frozenset[str]) -> Iterator[Span]:
+    spans = list(spans)
+    if GEO in kinds:
+        yield from _geo(text, spans)
+    if AGE in kinds:
+        yield from _ages(text, spans)
+    if NAME in kinds:
+        yield from _names_en(text, spans)
+        if _HAS_HAN.search(text):
+            yield from _names_zh(text)
+
+
+_HAS_HAN = re.compile(f"[{_HAN}]")
+
+
+def _geo(text: str, spans: list[Span]) -> Iterator[Span]:
+    for s in spans:
+        if s.type != ADDRESS or not _DIGIT.search(text, s.start, s.end) or not text[s.start : s.end].isascii():
+            continue
+        m = _TOWN_AFTER_ADDRESS.match(text, s.end)
+        if not m:
+            continue
+        town = m.group(1)
+        words = town.replace("-", " ").split()
+        if words[0] in _NOT_TOWN_FIRST or words[-1] in _STREET_WORDS:
+            continue
+        yield Span(m.start(1), m.end(1), GEO, P_GEO)
+    if "\n" in text or " " in text:
+        for m in _TOWN_BEFORE_STATE.finditer(text):
+            town = m.group(1)
+            words = town.replace("-", " ").split()
+            if words[0] in _NOT_TOWN_FIRST:
+                continue
+            yield Span(m.start(1), m.end(1), GEO, P_GEO)
+    for m in _TOWN_BEFORE_FACILITY.finditer(text):
+        words = m.group().split()
+        if words[0] in _NOT_TOWN_FIRST:
+            continue
+        # the run or its last word(s): "pickup from Eastgate location", "Transport by Fort Wayne Citilink"
+        for k in range(len(words)):
+            place = " ".join(words[k:])
+            hit = _gazetteer(place)
+            if hit:
+                start = m.end() - len(place)
+                yield Span(start, m.end(), GEO, P_GEO)
+                break
+    # later (and earlier) mentions of an English place found with a strong or cued context
+    seen: set[str] = set()
+    for s in spans:
+        if s.type != GEO or s.priority < geo.P_GEO_CUE:
+            continue
+        value = text[s.start : s.end]
+        if value in seen or len(value) < 4 or not value.isascii() or not value[0].isupper():
+            continue
+        seen.add(value)
+        for m in re.finditer(rf"(?<![A-Za-z0-9'’.@/-]){re.escape(value)}(?![A-Za-z0-9'’@-])", text):
+            if m.start() != s.start:
+                yield Span(m.start(), m.end(), GEO, P_GEO_REPEAT)
+
+
+def _gazetteer(place: str) -> bool:
+    """An English town of the gazetteer (GeoNames via geo.py) with at least a thousand people."""
+    hit = geo._automaton().get(place, None)
+    return bool(hit) and hit[0] == "en" and hit[2] >= _FACILITY_MIN_POPULATION
+
+
+def _ages(text: str, spans: list[Span]) -> Iterator[Span]:
+    ages = []
+    for s in spans:
+        if s.type == NAME and s.priority >= 10:
+            m = _NAME_AGE_AFTER.match(text, s.end)
+            if m:
+                ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
+        elif s.type == AGE:
+            ages.append(s)
+    if "nari" in text or "NARI" in text:
+        for m in _AGE_WORD_BRACKET.finditer(text):
+            ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
+    yield from ages
+    if not ages:
+        return
+    for m in _AGE_CORRECTED.finditer(text):
+        if any(0 <= m.start() - a.end <= 80 for a in ages):
+            yield Span(m.start("v"), m.end("v"), AGE, P_AGE)
+
+
+def _names_en(text: str, spans: list[Span]) -> Iterator[Span]:
+    _given, _family, _s, _g, not_names = names.dictionaries()
+    for s in spans:
+        if s.type != NAME or s.priority < 10:
+            continue
+        m = _QUOTED_NICK.match(text, s.end)
+        if m and m.group("f") not in not_names:
+            yield Span(m.start("n"), m.end("n"), NAME, P_NAME)
+            yield Span(m.start("f"), m.end("f"), NAME, P_NAME)
+    if "'" in text or "is " in text or "I'm" in text:
+        for m in _SELF_INTRO.finditer(text):
+            word = m.group("v")
+            if word in not_names or word in names._MONTHS or _clinical(word):
+                continue
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    if "." in text:
+        for m in _TITLE_INITIAL.finditer(text):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _SIGNED_INITIALS.finditer(text):
+        letters = m.group("v").replace(".", "")
+        if letters in _CREDENTIAL_WORDS:
+            continue
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+
+
+@lru_cache(maxsize=1)
+def _clinical_terms() -> frozenset[str]:
+    from . import safelist
+
+    return frozenset(w.lower() for w in safelist._load("clinical_terms_en.txt"))
+
+
+def _clinical(word: str) -> bool:
+    """A drug, payer, specialty, day or month (data/clinical_terms_en.txt): not a speaker's name."""
+    return word.lower() in _clinical_terms()
+
+
+def _names_zh(text: str) -> Iterator[Span]:
+    for m in _ZH_LATIN_INITIALS.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_NICK_BEFORE_GLOSS.finditer(text):
+        run, start = m.group("v"), m.start("v")
+        cut = _person_prefix_end(run)
+        if cut:
+            run, start = run[cut:], start + cut
+        elif len(run) > 4:
+            continue
+        if len(run) < 2 or run in _ZH_NICK_STOP:
+            continue
+        yield Span(start, start + len(run), NAME, P_NAME)
+    for regex in (_ZH_QUOTED_AFTER_GLOSS, _ZH_SCREEN_NAME):
+        for m in regex.finditer(text):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_SURNAME_MOU.finditer(text):
+        before = text[m.start() - 1] if m.start() else "\n"
+        if before in _ZH_PAUSE or any(text.endswith(w, 0, m.start()) for w in names._ZH_PREFIX_WORDS):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_MASKED.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for regex in (_ZH_ELDER_ANY, _ZH_OLD_AFTER_PERSON, _ZH_SURNAME_DOCTOR):
+        for m in regex.finditer(text):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    if "·" in text or "•" in text or "・" in text or "‧" in text:
+        for m in _ZH_DOTTED.finditer(text):
+            start, run = m.start("v"), m.group("v")
+            cut = _person_prefix_end(run)
+            before = text[start - 1] if start else "\n"
+            if cut or before in _ZH_PAUSE or any(text.endswith(w, 0, start) for w in names._ZH_PREFIX_WORDS):
+                yield Span(start + cut, m.end("v"), NAME, P_NAME)
+    for m in _ZH_COMPOUND_TITLE.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
+    for m in _ZH_PERSON_COMPOUND.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
