@@ -60,10 +60,20 @@ _DIGIT = re.compile(r"[0-9]")
 _FACILITY = (
     r"PD|P\.D\.|FD|Police|Fire|Sheriff|EMS|Rescue|Family Medicine|Family Practice|Metro|Transit|Citilink|"
     r"[Cc]linic|[Ll]ocation|[Oo]ffice|[Cc]ampus|[Bb]ranch|Urgent Care|Medical Center|Health Center|Jail|"
-    r"Detention|Correctional|Dialysis|Pharmacy|Senior Center|Fire Department|Police Department"
+    r"Detention|Correctional|Dialysis|Pharmacy|Senior Center|Fire Department|Police Department|Regional|"
+    r"[Hh]ospital|Associates|Counseling|Medical|[Ll]ab|[Rr]etirement|[Cc]ommunity|Memorial|General|Nursing|"
+    r"Rehab|Rehabilitation|Hospice|Surgical|Imaging|Women's|Children's|VA|Veterans|Home Health|Assisted Living|Care Center|"
+    r"Health System|Healthcare|Behavioral"
 )
 _TOWN_BEFORE_FACILITY = re.compile(
-    rf"(?<![A-Za-z0-9'’.@/-])(?:(?:St|Ft|Mt)\.?[ \t])?[A-Z][a-z]+(?:[ \t][A-Z][a-z]+)?(?=[ \t]+(?:{_FACILITY})\b)"
+    rf"(?<![A-Za-z0-9'’.@/-])(?:(?:St|Ft|Mt)\.?[ \t])?[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?"
+    rf"(?=[ \t]+(?:{_FACILITY})\b)"
+)
+# A town alone in brackets ("Dr. Marchetti (Scranton)") or after a unit ("Lot 31, Ocala").
+_TOWN_BRACKETED = re.compile(r"\((?P<v>[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?)\)")
+_TOWN_AFTER_UNIT = re.compile(
+    r"\b(?:Lot|Apt|Unit|Suite|Ste|Rm|Room|Box|Space)\.?[ \t]*#?[ \t]*[0-9][0-9A-Za-z-]{0,4},[ \t]*"
+    r"(?P<v>[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?)"
 )
 _FACILITY_MIN_POPULATION = 1000
 _CREDENTIAL_WORDS = frozenset(names._CRED.replace("\\", "").split("|")) | {"ED", "ICU", "OR", "ER", "EMS", "PRN"}
@@ -79,6 +89,30 @@ _AGE_CORRECTED = re.compile(
     re.I,
 )
 
+_AGE_NUMBER = (
+    r"(?P<v>9\d|1[01]\d|(?:ninety|one hundred)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine|and \w+))?)"
+)
+_NOT_AGE_AFTER = (
+    r"(?![0-9/.,]?[0-9])(?![ \t]*(?:/|%|mg|mcg|kg|lbs?|min|mmHg|bpm|mL|units?|days?|weeks?|months?|miles?|minutes?|"
+    r"hours?|percent|th\b|st\b|nd\b|rd\b|degrees?|°|F\b|cm|mm|beats))"
+)
+# "Age on card: 91", "age recorded as ninety-six", "aged about 93": an age word, no digit, then the number.
+_AGE_LABEL_NUMBER = re.compile(rf"\b(?:[Aa]ge|AGE|[Aa]ged)\b[^.\n;0-9]{{0,20}}?\b{_AGE_NUMBER}{_NOT_AGE_AFTER}")
+# "pt currently 95,", "she is now 93": a person, then currently/now and the number.
+_AGE_CURRENTLY = re.compile(
+    rf"\b(?:[Pp]t|[Pp]atient|[Ss]he|[Hh]e|[Mm]om|[Mm]other|[Dd]ad|[Ff]ather|[Gg]randmother|[Gg]randfather|[Ww]ife|"
+    rf"[Hh]usband|[Ww]ho|[Ss]he's|[Hh]e's|[Ss]he is|[Hh]e is)[ \t]+(?:is[ \t]+)?(?:currently|now|presently|today)[ \t]+"
+    rf"{_AGE_NUMBER}{_NOT_AGE_AFTER}"
+)
+_ZH_AGE_NUM = r"(?P<v>九十[一二三四五六七八九]?|一百(?:零[一二三四五六七八九]|一十?[一二三四五六七八九]?)?|9\d|1[01]\d)"
+# 女，九十一，…; 其父九十六了; 现年95，
+_ZH_AGE_AFTER_SEX = re.compile(rf"[男女]性?[，,、 \t　]+{_ZH_AGE_NUM}(?=[，,。；;、 \t　]|$)")
+_ZH_AGE_KIN = re.compile(
+    rf"(?:其父|其母|父亲|母亲|老人|老人家|奶奶|爷爷|外婆|外公|姥姥|姥爷|老伴|患者|她|他)(?:今年|已经|已|都)?{_ZH_AGE_NUM}了"
+)
+_ZH_AGE_NOW = re.compile(
+    rf"(?:现年|今年|年龄|年纪|年岁)[:：]?[ \t　]*{_ZH_AGE_NUM}(?![0-9.])(?![ \t]*(?:年|月|日|号|kg|%|次|分|元))"
+)
 _SELF_INTRO = re.compile(
     r"(?:\b[Ii]t'?s|\b[Ii]t is|\b[Tt]his is|\b[Tt]his's|\b[Mm]y name is|\b[Ii]'m)[ \t]+"
     r"(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?=[ \t]*,|[ \t]+(?:from|with|calling|here|again)\b)"
@@ -86,19 +120,35 @@ _SELF_INTRO = re.compile(
 _QUOTED_NICK = re.compile(r"[ \t]+[\"“](?P<n>[A-Z][\w'’.-]*(?:[ \t][A-Z][\w'’.-]*)?)[\"”][ \t]+(?P<f>[A-Z][\w'’-]+)")
 _TITLE_INITIAL = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?[ \t]+(?P<v>[A-Z]\.)(?=[ \t]*[,;)]|[ \t]+[a-z0-9])")
 _SIGNED_INITIALS = re.compile(
-    r"(?:\b[Ss]igned(?:[ \t]+by)?|\b[Cc]o-?signed|\b[Ii]nitials(?:[ \t]+only)?)[ \t]*:?[ \t]*"
+    r"(?:\b[Ss]igned(?:[ \t]+by)?|\b[Cc]o-?signed|\b[Ii]nitials(?:[ \t]+only)?|\bTech|\b[Cc]alled[ \t]+by|"
+    r"\b[Rr]ead[ \t]+back[ \t]+by|\b[Tt]ranscribed(?:[ \t]+by)?|\b[Dd]ictated(?:[ \t]+by)?|\b[Vv]erified[ \t]+by)"
+    r"[ \t]*:?[ \t]*"
     r"(?P<v>[A-Z]\.?(?:[A-Z]\.?){1,3})(?![A-Za-z0-9])"
 )
+_LOWER_INITIALS = re.compile(
+    r"\b(?:[Tt]ranscribed|[Tt]yped|[Dd]ictated)(?:[ \t]+by)?[ \t]*:[ \t]*(?P<v>[a-z]{2,4})(?![A-Za-z])"
+)
+_TITLE_SHORT = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx)\.?[ \t]+(?P<v>[A-Z][a-z])(?![A-Za-z])(?=[ \t]*[,;.)]|[ \t]+[a-z])")
+_QUOTED_NAME = re.compile(
+    r"\b(?:name|names|called|goes by|alias|a\.k\.a\.|aka|nickname)\b[^\"“\n.]{0,25}[\"“]"
+    r"(?P<v>[A-Z][\w'’-]+(?:[ \t][A-Z][\w'’-]+)?)[\"”]"
+)
+_HEADER_LAST_FIRST = re.compile(
+    r"(?m)^(?:To|Cc|CC|From|Attn|ATTN)[ \t]*:[ \t]*(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+)(?=[ \t]*(?:$|[;<(]))"
+)
+_LOWER_SELF_INTRO = re.compile(r"\b(?:this is|it's|my name is)[ \t]+(?P<v>[a-z]{3,12})(?=[ \t]+from\b)")
 _ZH_LATIN_INITIALS = re.compile(
     r"(?:护士|医生|医师|签名|签字|记录人|交班|接班|责任护士|操作者|核对人)[:：]?[ \t]*(?P<v>[A-Z]{2,4})(?![A-Za-z0-9])"
 )
 
-_ZH_GLOSS = "小名|网名|乳名|昵称|本名|真名|外号|绰号|用户名"
+_ZH_GLOSS = "小名|网名|乳名|昵称|本名|真名|外号|绰号|用户名|微信名|微信昵称|中文名|英文名|大名"
 _ZH_NICK_BEFORE_GLOSS = re.compile(rf"(?P<v>[{_HAN}]{{2,6}})[（(](?:患儿|患者|病人|其|即)?(?:{_ZH_GLOSS})")
 _ZH_QUOTED_AFTER_GLOSS = re.compile(
-    rf"(?:{_ZH_GLOSS})(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
+    rf"(?:{_ZH_GLOSS}|叫他|叫她|叫作|称他|称她|人称|前夫|前妻|丈夫|妻子|爱人)(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
 )
-_ZH_SCREEN_NAME = re.compile(rf"(?:用户名|网名|昵称)[:：]?[ \t]*(?P<v>[{_HAN}]{{2,6}})(?=[，,。；;（(\s]|$)")
+_ZH_SCREEN_NAME = re.compile(
+    rf"(?:用户名|网名|昵称|中文名|微信名)[:：]?[ \t]*(?P<v>[{_HAN}]{{2,6}})(?=[，,。；;（(\s]|$)"
+)
 _ZH_PAUSE = set("：:，,。；;、 \t\n　（(）)|｜“”\"'")
 _ZH_SURNAME_MOU = re.compile(rf"(?P<v>[{names._ZH_ALL_SINGLE}](?:某某|某)(?![些种日天次处地院时月年个位项类部样]))")
 _ZH_MASKED = re.compile(rf"(?:姓名|患者|名字)[ \t]*[:：|｜]?[ \t]*(?P<v>[{names._ZH_ALL_SINGLE}][*＊×xX]+)")
@@ -119,6 +169,29 @@ _ZH_SURNAME_DOCTOR = re.compile(
     rf"(?:主治|主管|管床|接诊|首诊|值班|经治|找|请)(?P<v>[{names._ZH_ALL_SINGLE}])(?=医生|医师|大夫|主任|护士)"
 )
 _ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,5}}[·•・‧][{_HAN}]{{1,6}})(?=[，,。；;、 \t\n（(|｜：:]|$)")
+# "小芳是患儿的小名", "何仙姑是患者在村里的外号": a name opening a clause, then 是 … its gloss.
+_ZH_NAME_IS_GLOSS = re.compile(
+    rf"(?:^|(?<=[\n。；;，,]))(?P<v>[{_HAN}]{{2,4}})是(?:患者|患儿|病人|他|她|其)?(?:的|在[{_HAN}]{{1,6}}的)?(?:{_ZH_GLOSS})"
+)
+# A full name in brackets after a nickname, an elder's title or a quote: 官大爷（官德胜）, 乐乐（乐天宇）, "大刘"（刘强）.
+_ZH_BRACKET_FULL = re.compile(rf"[（(](?P<v>[{names._ZH_ALL_SINGLE}][{_HAN}]{{1,2}})[）)]")
+_ZH_BRACKET_AFTER = re.compile(r"(?:大爷|大妈|奶奶|爷爷|阿姨|老太|阿婆|老汉|[\"”」』])$")
+# Kin or a person word, then a full name followed by anything (其妻梁月娥学习, 配偶孔令仪体健, 由其曾孙拓跋小宇).
+_ZH_KIN_WORDS = (
+    "其妻|其夫|其子|其女|其孙|其孙女|其曾孙|其母|其父|其兄|其弟|其姐|其妹|其侄|配偶|妻子|丈夫|爱人|老伴|儿子|女儿|"
+    "孙子|孙女|曾孙|外孙|母亲|父亲|我爸|我妈|男友|女友|前夫|前妻|新生儿|伤者|同行|随访对象|接听人|即|真名|中文名|大名|"
+    "由爷爷|由奶奶|爷爷|奶奶|外婆|外公|侄子|侄女|妻|夫"
+)
+_ZH_KIN_NAME = re.compile(rf"(?:{_ZH_KIN_WORDS})[:：]?(?=[{_HAN}])")
+# A surname alone before a trade or family title: 卓助产士, 米收费员, 满工程师, 卢工, 扁大夫, 俞爸爸, 桂治疗师.
+_ZH_TRADE_TITLE = "助产士|收费员|工程师|技师|治疗师|药师|营养师|康复师|大夫|爸爸|妈妈|师傅|老师|护士|医生|医师|主任|工(?![作程人资具厂])"
+_ZH_SURNAME_TRADE = re.compile(
+    rf"(?:^|(?<=[：:，,、（(\s\n]|科|由|与|是|请|找|和))(?P<v>[{names._ZH_ALL_SINGLE}])(?={_ZH_TRADE_TITLE})"
+)
+# 护士长邱、: a surname alone after a role, before an enumeration pause
+_ZH_ROLE_SURNAME_PAUSE = re.compile(
+    rf"(?:护士长|主任|医生|医师|药师|护士|科长|院长)(?P<v>[{names._ZH_ALL_SINGLE}])(?=[、，,；;])"
+)
 _ZH_NICK_STOP = frozenset(("患者", "患儿", "病人", "家属", "本人"))
 
 
@@ -177,6 +250,12 @@ def _geo(text: str, spans: list[Span]) -> Iterator[Span]:
                 start = m.end() - len(place)
                 yield Span(start, m.end(), GEO, P_GEO)
                 break
+    ordinary = geo._ambiguous_en()[0]
+    for regex in (_TOWN_BRACKETED, _TOWN_AFTER_UNIT):
+        for m in regex.finditer(text):
+            place = m.group("v")
+            if place not in ordinary and not _clinical(place) and _gazetteer(place):
+                yield Span(m.start("v"), m.end("v"), GEO, P_GEO)
     # later (and earlier) mentions of an English place found with a strong or cued context
     seen: set[str] = set()
     for s in spans:
@@ -209,6 +288,13 @@ def _ages(text: str, spans: list[Span]) -> Iterator[Span]:
     if "nari" in text or "NARI" in text:
         for m in _AGE_WORD_BRACKET.finditer(text):
             ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
+    for regex in (_AGE_LABEL_NUMBER, _AGE_CURRENTLY):
+        for m in regex.finditer(text):
+            ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
+    if _HAS_HAN.search(text):
+        for regex in (_ZH_AGE_AFTER_SEX, _ZH_AGE_KIN, _ZH_AGE_NOW):
+            for m in regex.finditer(text):
+                ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
     yield from ages
     if not ages:
         return
@@ -235,6 +321,18 @@ def _names_en(text: str, spans: list[Span]) -> Iterator[Span]:
     if "." in text:
         for m in _TITLE_INITIAL.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _LOWER_INITIALS.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for regex in (_TITLE_SHORT, _QUOTED_NAME):
+        for m in regex.finditer(text):
+            if not _clinical(m.group("v")):
+                yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _HEADER_LAST_FIRST.finditer(text):
+        yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
+    given = names.dictionaries()[0]
+    for m in _LOWER_SELF_INTRO.finditer(text):
+        if m.group("v").capitalize() in given:
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for m in _SIGNED_INITIALS.finditer(text):
         letters = m.group("v").replace(".", "")
         if letters in _CREDENTIAL_WORDS:
@@ -252,6 +350,54 @@ def _clinical_terms() -> frozenset[str]:
 def _clinical(word: str) -> bool:
     """A drug, payer, specialty, day or month (data/clinical_terms_en.txt): not a speaker's name."""
     return word.lower() in _clinical_terms()
+
+
+@lru_cache(maxsize=1)
+def _zh_frequent() -> frozenset[str]:
+    """Surname characters too frequent as words to stand alone (和, 于, 从 …): safelist's jieba table."""
+    return _zh_jieba()[1]
+
+
+def _zh_jieba():
+    from . import safelist
+
+    return safelist.zh_words()
+
+
+def _is_han(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def _bracket_after_name(text: str, pos: int) -> bool:
+    """A bracket right after a doubled nickname (乐乐（…）) or a 老X/小X/阿X name."""
+    return pos >= 2 and (text[pos - 1] == text[pos - 2] or text[pos - 2] in "老小阿") and _is_han(text[pos - 1])
+
+
+def _zh_kin_names(text: str) -> Iterator[Span]:
+    """A full name after a kin or person word, whatever follows it: a minority name (其孙次仁, 丈夫努尔兰),
+    or a surname (compound first) and one or two given-name characters that start no dictionary word."""
+    given_chars = names.dictionaries()[3]
+    words, frequent = _zh_jieba()
+    for m in _ZH_KIN_NAME.finditer(text):
+        pos = m.end()
+        mm = names._ZH_MINORITY_RE.match(text, pos)
+        if mm and mm.end() - pos >= 2:
+            yield Span(pos, mm.end(), NAME, P_NAME)
+            continue
+        sur = 0
+        for k in (2, 1):
+            if text[pos : pos + k] in names._ZH_ALL_SURNAMES:
+                sur = k
+                break
+        if not sur or (sur == 1 and (text[pos] in frequent or text[pos] not in names._ZH_DISTINCTIVE)):
+            continue
+        if any(text[pos : pos + n] in words for n in (2, 3, 4)) or text[pos : pos + 2] in names._ZH_NOT_NAMES:
+            continue
+        n = 0
+        while n < 2 and pos + sur + n < len(text) and text[pos + sur + n] in given_chars:
+            n += 1
+        if n:
+            yield Span(pos, pos + sur + n, NAME, P_NAME)
 
 
 def _names_zh(text: str) -> Iterator[Span]:
@@ -276,6 +422,18 @@ def _names_zh(text: str) -> Iterator[Span]:
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for m in _ZH_MASKED.finditer(text):
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_NAME_IS_GLOSS.finditer(text):
+        if m.group("v") not in _ZH_NICK_STOP:
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_BRACKET_FULL.finditer(text):
+        if _ZH_BRACKET_AFTER.search(text, max(0, m.start() - 3), m.start()) or _bracket_after_name(text, m.start()):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    yield from _zh_kin_names(text)
+    frequent = _zh_frequent()
+    for regex in (_ZH_SURNAME_TRADE, _ZH_ROLE_SURNAME_PAUSE):
+        for m in regex.finditer(text):
+            if m.group("v") not in frequent:
+                yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for regex in (_ZH_ELDER_ANY, _ZH_OLD_AFTER_PERSON, _ZH_SURNAME_DOCTOR):
         for m in regex.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
