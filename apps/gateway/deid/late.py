@@ -42,12 +42,90 @@ P_AGE = 60
 _HAN = "\u4e00-\u9fff"
 _CAP_RUN = r"[A-Z][a-z]+(?:[ \t-][A-Z][a-z]+){0,2}"
 _NOT_TOWN_FIRST = frozenset(
-    "The Dr Mr Mrs Ms Miss Pt Patient Apt Unit Suite Ste Rm Room Floor Fl Bldg Box Phone Tel Fax Call Seen Per "
-    "Follow Home Lives He She They We His Her Our Their Then On At In Near Next Room Bed Zip Zipcode".split()
+    [
+        "The",
+        "Dr",
+        "Mr",
+        "Mrs",
+        "Ms",
+        "Miss",
+        "Pt",
+        "Patient",
+        "Apt",
+        "Unit",
+        "Suite",
+        "Ste",
+        "Rm",
+        "Room",
+        "Floor",
+        "Fl",
+        "Bldg",
+        "Box",
+        "Phone",
+        "Tel",
+        "Fax",
+        "Call",
+        "Seen",
+        "Per",
+        "Follow",
+        "Home",
+        "Lives",
+        "He",
+        "She",
+        "They",
+        "We",
+        "His",
+        "Her",
+        "Our",
+        "Their",
+        "Then",
+        "On",
+        "At",
+        "In",
+        "Near",
+        "Next",
+        "Room",
+        "Bed",
+        "Zip",
+        "Zipcode",
+    ]
 )
 _STREET_WORDS = frozenset(
-    "St Street Rd Road Ave Avenue Blvd Boulevard Ln Lane Dr Drive Ct Court Way Pl Place Hwy Highway Pkwy Parkway "
-    "Ter Terrace Cir Circle Trl Trail Pike Sq Square Loop Run Row".split()
+    [
+        "St",
+        "Street",
+        "Rd",
+        "Road",
+        "Ave",
+        "Avenue",
+        "Blvd",
+        "Boulevard",
+        "Ln",
+        "Lane",
+        "Dr",
+        "Drive",
+        "Ct",
+        "Court",
+        "Way",
+        "Pl",
+        "Place",
+        "Hwy",
+        "Highway",
+        "Pkwy",
+        "Parkway",
+        "Ter",
+        "Terrace",
+        "Cir",
+        "Circle",
+        "Trl",
+        "Trail",
+        "Pike",
+        "Sq",
+        "Square",
+        "Loop",
+        "Run",
+        "Row",
+    ]
 )
 _UNIT = r"(?:(?:Apt|APT|Unit|Rm|Room|Ste|Suite|Bldg|Fl|Floor|Lot|Box|#)\.?[ \t]*#?[ \t]*[0-9A-Za-z]{1,5},[ \t]*)"
 _TOWN_AFTER_ADDRESS = re.compile(rf"[ \t]*,[ \t]*{_UNIT}?({_CAP_RUN})(?![A-Za-z0-9'’@.-]*[A-Za-z0-9])")
@@ -118,7 +196,22 @@ _SELF_INTRO = re.compile(
     r"(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?=[ \t]*,|[ \t]+(?:from|with|calling|here|again)\b)"
 )
 _QUOTED_NICK = re.compile(r"[ \t]+[\"“](?P<n>[A-Z][\w'’.-]*(?:[ \t][A-Z][\w'’.-]*)?)[\"”][ \t]+(?P<f>[A-Z][\w'’-]+)")
-_TITLE_INITIAL = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?[ \t]+(?P<v>[A-Z]\.)(?=[ \t]*[,;)]|[ \t]+[a-z0-9])")
+_TITLE_INITIAL = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?[ \t]+(?P<v>[A-Z]\.?)(?![A-Za-z])(?=[ \t]*[,;)]|[ \t]+[a-z0-9])"
+)
+_TITLE_PARTICLE = re.compile(
+    r"\b(?:Dr|Mr|Mrs|Ms|Miss)\.?[ \t]+(?P<v>(?:van|von|de|del|della|di|da|du|le|la|ter|ten|dos|das)"
+    r"(?:[ \t](?:der|den|de|la|los|las))?[ \t][A-Z][a-z]+)"
+)
+# "J. Park RN", "A. Nwosu RN": an initial and a family name before a credential, no comma needed
+_INITIAL_CRED = re.compile(
+    rf"(?<![A-Za-z.])(?P<v>[A-Z]\.[ \t]?[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?=[ \t]+(?:{names._CRED})\b)"
+)
+# "OYELOWO, FUNMILAYO — DOB", "SMITH, JOHN A (DOB": capitals LAST, FIRST before a birth date, MRN or age
+_CAPS_LAST_FIRST = re.compile(
+    r"(?<![A-Za-z])(?P<v>[A-Z]{2,}(?:[-'][A-Z]{2,})?,[ \t]*[A-Z]{2,}(?:[ \t][A-Z]\.?)?)"
+    r"(?=[ \t]*[—–,-]?[ \t]*(?:DOB|D\.O\.B|MRN|\(|\d{1,3}[ \t]*(?:y|yo|M|F)\b))"
+)
 _SIGNED_INITIALS = re.compile(
     r"(?:\b[Ss]igned(?:[ \t]+by)?|\b[Cc]o-?signed|\b[Ii]nitials(?:[ \t]+only)?|\bTech|\b[Cc]alled[ \t]+by|"
     r"\b[Rr]ead[ \t]+back[ \t]+by|\b[Tt]ranscribed(?:[ \t]+by)?|\b[Dd]ictated(?:[ \t]+by)?|\b[Vv]erified[ \t]+by)"
@@ -144,7 +237,7 @@ _ZH_LATIN_INITIALS = re.compile(
 _ZH_GLOSS = "小名|网名|乳名|昵称|本名|真名|外号|绰号|用户名|微信名|微信昵称|中文名|英文名|大名"
 _ZH_NICK_BEFORE_GLOSS = re.compile(rf"(?P<v>[{_HAN}]{{2,6}})[（(](?:患儿|患者|病人|其|即)?(?:{_ZH_GLOSS})")
 _ZH_QUOTED_AFTER_GLOSS = re.compile(
-    rf"(?:{_ZH_GLOSS}|叫他|叫她|叫作|称他|称她|人称|前夫|前妻|丈夫|妻子|爱人)(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
+    rf"(?:{_ZH_GLOSS}|叫他|叫她|叫作|称他|称她|人称|前夫|前妻|丈夫|妻子|爱人|邻居|同桌|朋友|同事|病友|室友|村|姓)(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
 )
 _ZH_SCREEN_NAME = re.compile(
     rf"(?:用户名|网名|昵称|中文名|微信名)[:：]?[ \t]*(?P<v>[{_HAN}]{{2,6}})(?=[，,。；;（(\s]|$)"
@@ -160,7 +253,8 @@ _ZH_PERSON_COMPOUND = re.compile(
     rf"(?:{names._ZH_PREFIX})[:：]?[ \t]*(?P<v>(?:{names._ZH_ALL_COMPOUND})[{_HAN}]{{1,2}})(?=[，,。；;、 \t\n（(|｜]|$)"
 )
 _ZH_ELDER_ANY = re.compile(
-    rf"(?<=[是叫的：:，,。（( \n])(?P<v>[{names._ZH_ALL_SINGLE}])(?=老太太|老太|阿婆|老爷子|大爷|大妈|奶奶|爷爷|阿姨)"
+    rf"(?<=[是叫的：:，,。（( \n者人])(?P<v>[{names._ZH_ALL_SINGLE}])"
+    r"(?=老太太|老太|阿婆|老爷子|老先生|大爷|大妈|奶奶|爷爷|阿姨|老(?=[^\u4e00-\u9fff]|$|今|昨|诉|说|称|夜|已|在|的|因|于|自|血|要))"
 )
 _ZH_OLD_AFTER_PERSON = re.compile(
     rf"(?:家属|其子|其女|其夫|其妻|老伴|患者|病人|联系人|陪护|护工)(?P<v>老[{names._ZH_ALL_SINGLE}])(?![{_HAN}]?(?:年|人|伴|家|师|公|婆|乡|板|总|友))"
@@ -168,7 +262,7 @@ _ZH_OLD_AFTER_PERSON = re.compile(
 _ZH_SURNAME_DOCTOR = re.compile(
     rf"(?:主治|主管|管床|接诊|首诊|值班|经治|找|请)(?P<v>[{names._ZH_ALL_SINGLE}])(?=医生|医师|大夫|主任|护士)"
 )
-_ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,5}}[·•・‧][{_HAN}]{{1,6}})(?=[，,。；;、 \t\n（(|｜：:]|$)")
+_ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,12}}[·•・‧][{_HAN}]{{1,8}})(?=[^{_HAN}]|$)")
 # "小芳是患儿的小名", "何仙姑是患者在村里的外号": a name opening a clause, then 是 … its gloss.
 _ZH_NAME_IS_GLOSS = re.compile(
     rf"(?:^|(?<=[\n。；;，,]))(?P<v>[{_HAN}]{{2,4}})是(?:患者|患儿|病人|他|她|其)?(?:的|在[{_HAN}]{{1,6}}的)?(?:{_ZH_GLOSS})"
@@ -180,7 +274,8 @@ _ZH_BRACKET_AFTER = re.compile(r"(?:大爷|大妈|奶奶|爷爷|阿姨|老太|�
 _ZH_KIN_WORDS = (
     "其妻|其夫|其子|其女|其孙|其孙女|其曾孙|其母|其父|其兄|其弟|其姐|其妹|其侄|配偶|妻子|丈夫|爱人|老伴|儿子|女儿|"
     "孙子|孙女|曾孙|外孙|母亲|父亲|我爸|我妈|男友|女友|前夫|前妻|新生儿|伤者|同行|随访对象|接听人|即|真名|中文名|大名|"
-    "由爷爷|由奶奶|爷爷|奶奶|外婆|外公|侄子|侄女|妻|夫"
+    "由爷爷|由奶奶|爷爷|奶奶|外婆|外公|侄子|侄女|妻|夫|村民|居民|翻译|主人|教授|原名|后者为|前者为|孩子爸爸|孩子妈妈|"
+    "我爸叫|我妈叫|叫|同桌|邻居|同病房|名|户名|上报人|报告人"
 )
 _ZH_KIN_NAME = re.compile(rf"(?:{_ZH_KIN_WORDS})[:：]?(?=[{_HAN}])")
 # A surname alone before a trade or family title: 卓助产士, 米收费员, 满工程师, 卢工, 扁大夫, 俞爸爸, 桂治疗师.
@@ -192,6 +287,8 @@ _ZH_SURNAME_TRADE = re.compile(
 _ZH_ROLE_SURNAME_PAUSE = re.compile(
     rf"(?:护士长|主任|医生|医师|药师|护士|科长|院长)(?P<v>[{names._ZH_ALL_SINGLE}])(?=[、，,；;])"
 )
+# 院感科韦春花: a department, then a full name before a pause
+_ZH_DEPT_NAME = re.compile(rf"科(?P<v>[{names._ZH_ALL_SINGLE}][{_HAN}]{{1,2}})(?=[，,。；;、\s|｜）)]|$)")
 _ZH_NICK_STOP = frozenset(("患者", "患儿", "病人", "家属", "本人"))
 
 
@@ -318,9 +415,10 @@ def _names_en(text: str, spans: list[Span]) -> Iterator[Span]:
             if word in not_names or word in names._MONTHS or _clinical(word):
                 continue
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    if "." in text:
-        for m in _TITLE_INITIAL.finditer(text):
+    for regex in (_TITLE_INITIAL, _TITLE_PARTICLE, _INITIAL_CRED, _CAPS_LAST_FIRST):
+        for m in regex.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    yield from _name_columns(text)
     for m in _LOWER_INITIALS.finditer(text):
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for regex in (_TITLE_SHORT, _QUOTED_NAME):
@@ -345,6 +443,43 @@ def _clinical_terms() -> frozenset[str]:
     from . import safelist
 
     return frozenset(w.lower() for w in safelist._load("clinical_terms_en.txt"))
+
+
+_NAME_HEADER = re.compile(
+    r"^(?:姓名|姓名缩写|受试者|患者|病人|Name|Patient|Pt|Initials|Patient name|Subject initials|Pt initials)$", re.I
+)
+_CELL_NAME = re.compile(
+    rf"^(?:[A-Z](?:\.?-?[A-Z]){{1,3}}\.?|[{_HAN}·]{{2,8}}|[A-Z][a-z]+(?:[ ,]+[A-Z][a-z.]+){{0,2}})$"
+)
+
+
+def _name_columns(text: str) -> Iterator[Span]:
+    """Cells of a table column headed 姓名 / Name / Initials: the rows below the header until the table ends."""
+    if "|" not in text:
+        return
+    lines = text.split("\n")
+    offset = 0
+    column = None
+    for line in lines:
+        if "|" in line:
+            cells = line.split("|")
+            if column is None and not _DIGIT.search(
+                line
+            ):  # a header row holds no value: "| 姓名 | 葛秀兰 | 年龄 | 92 |" is not one
+                for i, cell in enumerate(cells):
+                    if _NAME_HEADER.match(cell.strip()):
+                        column = i
+                        break
+            elif column is not None and column < len(cells) and not set(line) <= set("|-: \t"):
+                pos = offset + sum(len(c) + 1 for c in cells[:column])
+                cell = cells[column]
+                value = cell.strip()
+                if value and _CELL_NAME.match(value) and not _clinical(value):
+                    start = pos + cell.index(value)
+                    yield Span(start, start + len(value), NAME, P_NAME)
+        else:
+            column = None
+        offset += len(line) + 1
 
 
 def _clinical(word: str) -> bool:
@@ -380,9 +515,14 @@ def _zh_kin_names(text: str) -> Iterator[Span]:
     words, frequent = _zh_jieba()
     for m in _ZH_KIN_NAME.finditer(text):
         pos = m.end()
-        mm = names._ZH_MINORITY_RE.match(text, pos)
-        if mm and mm.end() - pos >= 2:
-            yield Span(pos, mm.end(), NAME, P_NAME)
+        end = pos
+        while True:  # minority name syllables (艾合买提, 泽仁拉姆, 法蒂玛), whatever follows them
+            mm = names._ZH_MINORITY_ONE_RE.match(text, end)
+            if not mm:
+                break
+            end = mm.end()
+        if end - pos >= 3 or (end - pos == 2 and not _is_han(text[end : end + 1] or "x")):
+            yield Span(pos, end, NAME, P_NAME)
             continue
         sur = 0
         for k in (2, 1):
@@ -409,7 +549,7 @@ def _names_zh(text: str) -> Iterator[Span]:
         if cut:
             run, start = run[cut:], start + cut
         elif len(run) > 4:
-            continue
+            run, start = run[-2:], start + len(run) - 2  # "孩子爸爸黑子（绰号）": the nickname is the last two
         if len(run) < 2 or run in _ZH_NICK_STOP:
             continue
         yield Span(start, start + len(run), NAME, P_NAME)
@@ -424,6 +564,9 @@ def _names_zh(text: str) -> Iterator[Span]:
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for m in _ZH_NAME_IS_GLOSS.finditer(text):
         if m.group("v") not in _ZH_NICK_STOP:
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    for m in _ZH_DEPT_NAME.finditer(text):
+        if m.group("v")[0] in names._ZH_DISTINCTIVE and m.group("v")[:2] not in _zh_jieba()[0]:
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     for m in _ZH_BRACKET_FULL.finditer(text):
         if _ZH_BRACKET_AFTER.search(text, max(0, m.start() - 3), m.start()) or _bracket_after_name(text, m.start()):
@@ -440,8 +583,15 @@ def _names_zh(text: str) -> Iterator[Span]:
     if "·" in text or "•" in text or "・" in text or "‧" in text:
         for m in _ZH_DOTTED.finditer(text):
             start, run = m.start("v"), m.group("v")
-            cut = _person_prefix_end(run)
+            dot = next(i for i, ch in enumerate(run) if ch in "·•・‧")
+            cut = 0
+            for i in range(dot - 1, 0, -1):  # the rightmost person word before the dot: 户名木合塔尔·艾山
+                if any(run.endswith(w, 0, i) for w in names._ZH_PREFIX_WORDS):
+                    cut = i
+                    break
             before = text[start - 1] if start else "\n"
+            if dot - cut > 8:
+                continue
             if cut or before in _ZH_PAUSE or any(text.endswith(w, 0, start) for w in names._ZH_PREFIX_WORDS):
                 yield Span(start + cut, m.end("v"), NAME, P_NAME)
     for m in _ZH_COMPOUND_TITLE.finditer(text):
