@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
-from . import geo, names
+from . import cues, fastre, geo, names
 from .spans import ADDRESS, AGE, GEO, NAME, Span
 
 P_NAME = 41  # above the cue rules' names (40): these contexts are stronger than a guess
@@ -154,6 +154,10 @@ _TOWN_AFTER_UNIT = re.compile(
     r"(?P<v>[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?)"
 )
 _FACILITY_MIN_POPULATION = 1000
+_UNIT_WORDS = ("lot", "apt", "unit", "suite", "ste", "rm", "room", "box", "space")
+_REPEAT_REACH = 2000  # characters either side of a place found in which its other mentions are looked for
+_REPEAT_BEFORE_STOP = re.compile(r"[A-Za-z0-9'’.@/-]")
+_REPEAT_AFTER_STOP = re.compile(r"[A-Za-z0-9'’@-]")
 _CREDENTIAL_WORDS = frozenset(names._CRED.replace("\\", "").split("|")) | {"ED", "ICU", "OR", "ER", "EMS", "PRN"}
 
 _NAME_AGE_AFTER = re.compile(
@@ -179,7 +183,7 @@ _AGE_LABEL_NUMBER = re.compile(rf"\b(?:[Aa]ge|AGE|[Aa]ged)\b[^.\n;0-9]{{0,20}}?\
 # "pt currently 95,", "she is now 93": a person, then currently/now and the number.
 _AGE_CURRENTLY = re.compile(
     rf"\b(?:[Pp]t|[Pp]atient|[Ss]he|[Hh]e|[Mm]om|[Mm]other|[Dd]ad|[Ff]ather|[Gg]randmother|[Gg]randfather|[Ww]ife|"
-    rf"[Hh]usband|[Ww]ho|[Ss]he's|[Hh]e's|[Ss]he is|[Hh]e is)[ \t]+(?:is[ \t]+)?(?:currently|now|presently|today)[ \t]+"
+    rf"[Hh]usband|[Ww]ho|[Ss]he's|[Hh]e's|[Ss]he is|[Hh]e is)[ \t]{{1,3}}(?:is[ \t]{{1,3}})?(?:currently|now|presently|today)[ \t]+"
     rf"{_AGE_NUMBER}{_NOT_AGE_AFTER}"
 )
 _ZH_AGE_NUM = r"(?P<v>九十[一二三四五六七八九]?|一百(?:零[一二三四五六七八九]|一十?[一二三四五六七八九]?)?|9\d|1[01]\d)"
@@ -227,7 +231,7 @@ _QUOTED_NAME = re.compile(
     r"(?P<v>[A-Z][\w'’-]+(?:[ \t][A-Z][\w'’-]+)?)[\"”]"
 )
 _HEADER_LAST_FIRST = re.compile(
-    r"(?m)^(?:To|Cc|CC|From|Attn|ATTN)[ \t]*:[ \t]*(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+)(?=[ \t]*(?:$|[;<(]))"
+    r"(?m)^(?:To|Cc|CC|From|Attn|ATTN):[ \t]*(?P<v>[A-Z][a-z]+(?:-[A-Z][a-z]+)?,[ \t]*[A-Z][a-z]+)(?=[ \t]*(?:$|[;<(]))"
 )
 _LOWER_SELF_INTRO = re.compile(r"\b(?:this is|it's|my name is)[ \t]+(?P<v>[a-z]{3,12})(?=[ \t]+from\b)")
 _ZH_LATIN_INITIALS = re.compile(
@@ -236,8 +240,11 @@ _ZH_LATIN_INITIALS = re.compile(
 
 _ZH_GLOSS = "小名|网名|乳名|昵称|本名|真名|外号|绰号|用户名|微信名|微信昵称|中文名|英文名|大名"
 _ZH_NICK_BEFORE_GLOSS = re.compile(rf"(?P<v>[{_HAN}]{{2,6}})[（(](?:患儿|患者|病人|其|即)?(?:{_ZH_GLOSS})")
+_ZH_QUOTE_CUES = (
+    _ZH_GLOSS + "|叫他|叫她|叫作|称他|称她|人称|前夫|前妻|丈夫|妻子|爱人|邻居|同桌|朋友|同事|病友|室友|村|姓"
+)
 _ZH_QUOTED_AFTER_GLOSS = re.compile(
-    rf"(?:{_ZH_GLOSS}|叫他|叫她|叫作|称他|称她|人称|前夫|前妻|丈夫|妻子|爱人|邻居|同桌|朋友|同事|病友|室友|村|姓)(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
+    rf"(?:{_ZH_QUOTE_CUES})(?:是|叫|为)?[:：]?[ \t]*[\"“”「『'‘](?P<v>[^\"“”」』'’\s，。]{{1,6}})[\"“”」』'’]"
 )
 _ZH_SCREEN_NAME = re.compile(
     rf"(?:用户名|网名|昵称|中文名|微信名)[:：]?[ \t]*(?P<v>[{_HAN}]{{2,6}})(?=[，,。；;（(\s]|$)"
@@ -249,9 +256,10 @@ _ZH_COMPOUND_TITLE = re.compile(
     rf"(?P<v>(?:{names._ZH_ALL_COMPOUND})[{_HAN}]{{0,2}}?)(?=女士|先生|老太太|老太|老先生|老爷子|阿姨|大爷|奶奶|爷爷|"
     r"医生|医师|主任|护士|老师|同志)"
 )
-_ZH_PERSON_COMPOUND = re.compile(
-    rf"(?:{names._ZH_PREFIX})[:：]?[ \t]*(?P<v>(?:{names._ZH_ALL_COMPOUND})[{_HAN}]{{1,2}})(?=[，,。；;、 \t\n（(|｜]|$)"
-)
+# after a person word (checked backwards from the surname: _prefix_ends_at), a given name of one or two, a pause
+_ZH_COMPOUND_GIVEN = re.compile(rf"[{_HAN}]{{1,2}}(?=[，,。；;、 \t\n（(|｜]|$)")
+_ZH_LABEL_GAP = re.compile(r"[:：]?[ \t]*$")
+_ZH_COMPOUND_ANY = re.compile(names._ZH_ALL_COMPOUND)
 _ZH_ELDER_ANY = re.compile(
     rf"(?<=[是叫的：:，,。（( \n者人])(?P<v>[{names._ZH_ALL_SINGLE}])"
     r"(?=老太太|老太|阿婆|老爷子|老先生|大爷|大妈|奶奶|爷爷|阿姨|老(?=[^\u4e00-\u9fff]|$|今|昨|诉|说|称|夜|已|在|的|因|于|自|血|要))"
@@ -262,6 +270,9 @@ _ZH_OLD_AFTER_PERSON = re.compile(
 _ZH_SURNAME_DOCTOR = re.compile(
     rf"(?:主治|主管|管床|接诊|首诊|值班|经治|找|请)(?P<v>[{names._ZH_ALL_SINGLE}])(?=医生|医师|大夫|主任|护士)"
 )
+_DOTS = "·•・‧"
+_DOT_RE = re.compile(f"[{_DOTS}]")
+_HAN_AFTER_DOT = re.compile(rf"[{_HAN}]{{1,8}}(?![{_HAN}])")
 _ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,12}}[·•・‧][{_HAN}]{{1,8}})(?=[^{_HAN}]|$)")
 # "小芳是患儿的小名", "何仙姑是患者在村里的外号": a name opening a clause, then 是 … its gloss.
 _ZH_NAME_IS_GLOSS = re.compile(
@@ -292,6 +303,17 @@ _ZH_DEPT_NAME = re.compile(rf"科(?P<v>[{names._ZH_ALL_SINGLE}][{_HAN}]{{1,2}})(
 _ZH_NICK_STOP = frozenset(("患者", "患儿", "病人", "家属", "本人"))
 
 
+_PREFIX_AT_END = re.compile(
+    "(?:" + "|".join(re.escape(w) for w in sorted(set(names._ZH_PREFIX_WORDS), key=len, reverse=True)) + ")$"
+)
+_PREFIX_LONGEST = max(len(w) for w in names._ZH_PREFIX_WORDS)
+
+
+def _prefix_ends_at(text: str, pos: int, lo: int = 0) -> bool:
+    """Whether a person word of names.py (患者, 户名, 其女 …) ends at `pos` (starting at or after `lo`)."""
+    return _PREFIX_AT_END.search(text, max(lo, pos - _PREFIX_LONGEST), pos) is not None
+
+
 def _person_prefix_end(run: str) -> int:
     """Length of a person word (患者, 来访者, 产妇 …) at the start of a Han run, 0 if none."""
     best = 0
@@ -302,23 +324,31 @@ def _person_prefix_end(run: str) -> int:
 
 
 def find_late(text: str, spans: Iterable[Span], kinds: frozenset[str]) -> Iterator[Span]:
-    spans = list(spans)
+    """Spans of these families; `spans` are the other detectors' candidates (before overlaps are resolved)."""
+    by_type: dict[str, list[Span]] = {ADDRESS: [], GEO: [], NAME: [], AGE: []}
+    for s in spans:
+        bucket = by_type.get(s.type)
+        if bucket is not None:
+            bucket.append(s)
+    han = bool(_HAS_HAN.search(text))
+    low = cues.fold(text)  # shared with the anchors pass of cues.py (cached per text)
     if GEO in kinds:
-        yield from _geo(text, spans)
+        yield from _geo(text, low, by_type[ADDRESS], by_type[GEO])
     if AGE in kinds:
-        yield from _ages(text, spans)
+        yield from _ages(text, low, by_type[NAME], by_type[AGE], han)
     if NAME in kinds:
-        yield from _names_en(text, spans)
-        if _HAS_HAN.search(text):
+        yield from _names_en(text, low, by_type[NAME])
+        if han:
             yield from _names_zh(text)
 
 
 _HAS_HAN = re.compile(f"[{_HAN}]")
+_LATIN_CAPS = re.compile("[A-Z]{2}")
 
 
-def _geo(text: str, spans: list[Span]) -> Iterator[Span]:
-    for s in spans:
-        if s.type != ADDRESS or not _DIGIT.search(text, s.start, s.end) or not text[s.start : s.end].isascii():
+def _geo(text: str, low: str, addresses: list[Span], places: list[Span]) -> Iterator[Span]:
+    for s in addresses:
+        if not _DIGIT.search(text, s.start, s.end) or not text[s.start : s.end].isascii():
             continue
         m = _TOWN_AFTER_ADDRESS.match(text, s.end)
         if not m:
@@ -348,23 +378,38 @@ def _geo(text: str, spans: list[Span]) -> Iterator[Span]:
                 yield Span(start, m.end(), GEO, P_GEO)
                 break
     ordinary = geo._ambiguous_en()[0]
-    for regex in (_TOWN_BRACKETED, _TOWN_AFTER_UNIT):
+    regexes = ((_TOWN_BRACKETED,) if "(" in text else ()) + (
+        (_TOWN_AFTER_UNIT,) if "," in text and _any(low, _UNIT_WORDS) else ()
+    )
+    for regex in regexes:
         for m in regex.finditer(text):
             place = m.group("v")
             if place not in ordinary and not _clinical(place) and _gazetteer(place):
                 yield Span(m.start("v"), m.end("v"), GEO, P_GEO)
-    # later (and earlier) mentions of an English place found with a strong or cued context
-    seen: set[str] = set()
-    for s in spans:
-        if s.type != GEO or s.priority < geo.P_GEO_CUE:
+    # other mentions, within a note's reach, of an English place found with a strong or cued context
+    found = {s.start for s in places}
+    done: set[tuple[str, int]] = set()
+    searched: dict[str, int] = {}  # per name, how far the text has been searched
+    for s in places:
+        if s.priority < geo.P_GEO_CUE:
             continue
         value = text[s.start : s.end]
-        if value in seen or len(value) < 4 or not value.isascii() or not value[0].isupper():
+        if len(value) < 4 or not value.isascii() or not value[0].isupper():
             continue
-        seen.add(value)
-        for m in re.finditer(rf"(?<![A-Za-z0-9'’.@/-]){re.escape(value)}(?![A-Za-z0-9'’@-])", text):
-            if m.start() != s.start:
-                yield Span(m.start(), m.end(), GEO, P_GEO_REPEAT)
+        lo, hi = max(0, s.start - _REPEAT_REACH, searched.get(value, 0)), min(len(text), s.end + _REPEAT_REACH)
+        searched[value] = max(hi - len(value), lo)
+        i = text.find(value, lo, hi)
+        while i != -1:
+            j = i + len(value)
+            if (
+                i not in found
+                and (value, i) not in done
+                and (i == 0 or not _REPEAT_BEFORE_STOP.match(text[i - 1]))
+                and (j == len(text) or not _REPEAT_AFTER_STOP.match(text[j]))
+            ):
+                done.add((value, i))
+                yield Span(i, j, GEO, P_GEO_REPEAT)
+            i = text.find(value, j, hi)
 
 
 def _gazetteer(place: str) -> bool:
@@ -373,22 +418,27 @@ def _gazetteer(place: str) -> bool:
     return bool(hit) and hit[0] == "en" and hit[2] >= _FACILITY_MIN_POPULATION
 
 
-def _ages(text: str, spans: list[Span]) -> Iterator[Span]:
-    ages = []
-    for s in spans:
-        if s.type == NAME and s.priority >= 10:
-            m = _NAME_AGE_AFTER.match(text, s.end)
-            if m:
-                ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
-        elif s.type == AGE:
-            ages.append(s)
+_AGE_POSSIBLE = re.compile(r"9\d|1[01]\d|[Nn]inety|NINETY|[Hh]undred|HUNDRED|九十|一百|nari|NARI")
+
+
+def _ages(text: str, low: str, found_names: list[Span], found_ages: list[Span], han: bool) -> Iterator[Span]:
+    if not _AGE_POSSIBLE.search(text):
+        return
+    ages = list(found_ages)
+    name_ends = {s.end for s in found_names}
+    for m in _NAME_AGE_AFTER.finditer(text):  # the few numbers 90-119, then: does a name end right before?
+        if m.start() in name_ends:
+            ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
     if "nari" in text or "NARI" in text:
         for m in _AGE_WORD_BRACKET.finditer(text):
             ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
-    for regex in (_AGE_LABEL_NUMBER, _AGE_CURRENTLY):
+    regexes = ((_AGE_LABEL_NUMBER,) if "age" in low else ()) + (
+        (_AGE_CURRENTLY,) if _any(low, ("currently", "now", "presently", "today")) else ()
+    )
+    for regex in regexes:
         for m in regex.finditer(text):
             ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
-    if _HAS_HAN.search(text):
+    if han:
         for regex in (_ZH_AGE_AFTER_SEX, _ZH_AGE_KIN, _ZH_AGE_NOW):
             for m in regex.finditer(text):
                 ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
@@ -400,38 +450,59 @@ def _ages(text: str, spans: list[Span]) -> Iterator[Span]:
             yield Span(m.start("v"), m.end("v"), AGE, P_AGE)
 
 
-def _names_en(text: str, spans: list[Span]) -> Iterator[Span]:
+def _any(text: str, words: tuple[str, ...]) -> bool:
+    """Whether one of `words` occurs in `text`: substring tests in C, so that a family whose literal is
+    absent costs no pattern search (a short note pays per search, not per character)."""
+    return any(w in text for w in words)
+
+
+_SELF_WORDS = ("it's", "it is", "this is", "this's", "my name", "i'm", "its ")
+_TITLE_WORDS = ("mr", "ms", "mx", "miss", "dr")
+_SIGNED_WORDS = ("signed", "initials", "tech", "called", "read back", "transcribed", "dictated", "verified", "typed")
+_QUOTES = ('"', "“")
+_HEADER_WORDS = ("to:", "cc:", "from:", "attn:")
+
+
+def _names_en(text: str, low: str, found_names: list[Span]) -> Iterator[Span]:
     _given, _family, _s, _g, not_names = names.dictionaries()
-    for s in spans:
-        if s.type != NAME or s.priority < 10:
-            continue
+    quoted = _any(text, _QUOTES)
+    for s in found_names if quoted else ():
         m = _QUOTED_NICK.match(text, s.end)
         if m and m.group("f") not in not_names:
             yield Span(m.start("n"), m.end("n"), NAME, P_NAME)
             yield Span(m.start("f"), m.end("f"), NAME, P_NAME)
-    if "'" in text or "is " in text or "I'm" in text:
+    self_intro = _any(low, _SELF_WORDS)
+    if self_intro:
         for m in _SELF_INTRO.finditer(text):
             word = m.group("v")
             if word in not_names or word in names._MONTHS or _clinical(word):
                 continue
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for regex in (_TITLE_INITIAL, _TITLE_PARTICLE, _INITIAL_CRED, _CAPS_LAST_FIRST):
+    titles = _any(low, _TITLE_WORDS)
+    for regex in (_TITLE_INITIAL, _TITLE_PARTICLE) if titles else ():
         for m in regex.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    if "." in text:
+        for m in _INITIAL_CRED.finditer(text):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+    if "," in text:
+        for m in _CAPS_LAST_FIRST.finditer(text):
+            yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     yield from _name_columns(text)
-    for m in _LOWER_INITIALS.finditer(text):
+    signed = _any(low, _SIGNED_WORDS)
+    for m in _LOWER_INITIALS.finditer(text) if signed else ():
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for regex in (_TITLE_SHORT, _QUOTED_NAME):
+    for regex in ((_TITLE_SHORT,) if titles else ()) + ((_QUOTED_NAME,) if quoted else ()):
         for m in regex.finditer(text):
             if not _clinical(m.group("v")):
                 yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _HEADER_LAST_FIRST.finditer(text):
+    for m in _HEADER_LAST_FIRST.finditer(text) if _any(low, _HEADER_WORDS) else ():
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
     given = names.dictionaries()[0]
-    for m in _LOWER_SELF_INTRO.finditer(text):
+    for m in _LOWER_SELF_INTRO.finditer(text) if self_intro else ():
         if m.group("v").capitalize() in given:
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _SIGNED_INITIALS.finditer(text):
+    for m in _SIGNED_INITIALS.finditer(text) if signed else ():
         letters = m.group("v").replace(".", "")
         if letters in _CREDENTIAL_WORDS:
             continue
@@ -540,10 +611,29 @@ def _zh_kin_names(text: str) -> Iterator[Span]:
             yield Span(pos, pos + sur + n, NAME, P_NAME)
 
 
+def _dotted(text: str) -> Iterator[tuple[int, int, int]]:
+    """(start, end, offset of the dot) of each run of up to 12 Han characters, a middle dot and up to 8 more
+    Han characters before a non-Han one (阿不都热合曼·买买提明): found from the dots, not by a whole-text search."""
+    last = 0
+    for d in _DOT_RE.finditer(text):
+        i = d.start()
+        if i < last:
+            continue
+        start = i
+        while start > max(last, i - 12) and _is_han(text[start - 1]):
+            start -= 1
+        m = _HAN_AFTER_DOT.match(text, i + 1)
+        if start < i and m:
+            last = m.end()
+            yield start, m.end(), i - start
+
+
 def _names_zh(text: str) -> Iterator[Span]:
-    for m in _ZH_LATIN_INITIALS.finditer(text):
+    for m in _ZH_LATIN_INITIALS.finditer(text) if _LATIN_CAPS.search(text) else ():
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_NICK_BEFORE_GLOSS.finditer(text):
+    brackets = "（" in text or "(" in text
+    glossed = _any(text, ("名", "号", "称"))
+    for m in _ZH_NICK_BEFORE_GLOSS.finditer(text) if brackets and glossed else ():
         run, start = m.group("v"), m.start("v")
         cut = _person_prefix_end(run)
         if cut:
@@ -553,22 +643,23 @@ def _names_zh(text: str) -> Iterator[Span]:
         if len(run) < 2 or run in _ZH_NICK_STOP:
             continue
         yield Span(start, start + len(run), NAME, P_NAME)
-    for regex in (_ZH_QUOTED_AFTER_GLOSS, _ZH_SCREEN_NAME):
+    quoted = _any(text, ('"', "“", "”", "「", "『", "'", "‘"))
+    for regex in ((_ZH_QUOTED_AFTER_GLOSS,) if quoted else ()) + ((_ZH_SCREEN_NAME,) if glossed else ()):
         for m in regex.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_SURNAME_MOU.finditer(text):
+    for m in _ZH_SURNAME_MOU.finditer(text) if "某" in text else ():
         before = text[m.start() - 1] if m.start() else "\n"
-        if before in _ZH_PAUSE or any(text.endswith(w, 0, m.start()) for w in names._ZH_PREFIX_WORDS):
+        if before in _ZH_PAUSE or _prefix_ends_at(text, m.start()):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_MASKED.finditer(text):
+    for m in _ZH_MASKED.finditer(text) if _any(text, ("*", "＊", "×", "x", "X")) else ():
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_NAME_IS_GLOSS.finditer(text):
+    for m in _ZH_NAME_IS_GLOSS.finditer(text) if glossed and "是" in text else ():
         if m.group("v") not in _ZH_NICK_STOP:
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_DEPT_NAME.finditer(text):
+    for m in _ZH_DEPT_NAME.finditer(text) if "科" in text else ():
         if m.group("v")[0] in names._ZH_DISTINCTIVE and m.group("v")[:2] not in _zh_jieba()[0]:
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for m in _ZH_BRACKET_FULL.finditer(text):
+    for m in _ZH_BRACKET_FULL.finditer(text) if brackets else ():
         if _ZH_BRACKET_AFTER.search(text, max(0, m.start() - 3), m.start()) or _bracket_after_name(text, m.start()):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     yield from _zh_kin_names(text)
@@ -577,24 +668,36 @@ def _names_zh(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
             if m.group("v") not in frequent:
                 yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
-    for regex in (_ZH_ELDER_ANY, _ZH_OLD_AFTER_PERSON, _ZH_SURNAME_DOCTOR):
+    elder = _any(text, ("老", "婆", "爷", "妈", "奶", "姨"))
+    regexes = ((_ZH_ELDER_ANY,) if elder else ()) + ((_ZH_OLD_AFTER_PERSON,) if "老" in text else ())
+    if _any(text, ("医", "大夫", "主任", "护士")):
+        regexes += (_ZH_SURNAME_DOCTOR,)
+    for regex in regexes:
         for m in regex.finditer(text):
             yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
     if "·" in text or "•" in text or "・" in text or "‧" in text:
-        for m in _ZH_DOTTED.finditer(text):
-            start, run = m.start("v"), m.group("v")
-            dot = next(i for i, ch in enumerate(run) if ch in "·•・‧")
+        for start, end, dot in _dotted(text):
+            run = text[start:end]
             cut = 0
             for i in range(dot - 1, 0, -1):  # the rightmost person word before the dot: 户名木合塔尔·艾山
-                if any(run.endswith(w, 0, i) for w in names._ZH_PREFIX_WORDS):
+                if _prefix_ends_at(text, start + i, start):
                     cut = i
                     break
             before = text[start - 1] if start else "\n"
             if dot - cut > 8:
                 continue
-            if cut or before in _ZH_PAUSE or any(text.endswith(w, 0, start) for w in names._ZH_PREFIX_WORDS):
-                yield Span(start + cut, m.end("v"), NAME, P_NAME)
+            if cut or before in _ZH_PAUSE or _prefix_ends_at(text, start):
+                yield Span(start + cut, end, NAME, P_NAME)
+    compounds = list(_ZH_COMPOUND_ANY.finditer(text))
+    if not compounds:
+        return
     for m in _ZH_COMPOUND_TITLE.finditer(text):
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
-    for m in _ZH_PERSON_COMPOUND.finditer(text):
-        yield Span(m.start("v"), m.end("v"), NAME, P_NAME_OVER_GEO)
+    for c in compounds:  # 被保险人濮阳振华: the person, not the city
+        gap = _ZH_LABEL_GAP.search(text, max(0, c.start() - 3), c.start())
+        given = _ZH_COMPOUND_GIVEN.match(text, c.end())
+        if given and _prefix_ends_at(text, gap.start() if gap else c.start()):
+            yield Span(c.start(), given.end(), NAME, P_NAME_OVER_GEO)
+
+
+fastre.accelerate(globals())  # after every pattern: see fastre.py (and prefilter.py on long texts)
