@@ -143,10 +143,9 @@ _FACILITY = (
     r"Rehab|Rehabilitation|Hospice|Surgical|Imaging|Women's|Children's|VA|Veterans|Home Health|Assisted Living|Care Center|"
     r"Health System|Healthcare|Behavioral"
 )
-_TOWN_BEFORE_FACILITY = re.compile(
-    rf"(?<![A-Za-z0-9'’.@/-])(?:(?:St|Ft|Mt)\.?[ \t])?[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?"
-    rf"(?=[ \t]+(?:{_FACILITY})\b)"
-)
+# found from the service word (sparse), then the town read backwards from it
+_FACILITY_AFTER_TOWN = re.compile(rf"(?<=[a-zà-ÿ])[ \t]{{1,3}}(?:{_FACILITY})\b")
+_TOWN_RUN_END = re.compile(r"(?<![A-Za-z0-9'’.@/-])(?:(?:St|Ft|Mt)\.?[ \t])?[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?$")
 # A town alone in brackets ("Dr. Marchetti (Scranton)") or after a unit ("Lot 31, Ocala").
 _TOWN_BRACKETED = re.compile(r"\((?P<v>[A-Z][a-zà-ÿ]+(?:[ \t][A-Z][a-zà-ÿ]+)?)\)")
 _TOWN_AFTER_UNIT = re.compile(
@@ -365,7 +364,10 @@ def _geo(text: str, low: str, addresses: list[Span], places: list[Span]) -> Iter
             if words[0] in _NOT_TOWN_FIRST:
                 continue
             yield Span(m.start(1), m.end(1), GEO, P_GEO)
-    for m in _TOWN_BEFORE_FACILITY.finditer(text):
+    for f in _FACILITY_AFTER_TOWN.finditer(text):
+        m = _TOWN_RUN_END.search(text, max(0, f.start() - 48), f.start())
+        if not m:
+            continue
         words = m.group().split()
         if words[0] in _NOT_TOWN_FIRST:
             continue
