@@ -226,7 +226,7 @@ _LOWER_INITIALS = re.compile(
 )
 _TITLE_SHORT = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx)\.?[ \t]+(?P<v>[A-Z][a-z])(?![A-Za-z])(?=[ \t]*[,;.)]|[ \t]+[a-z])")
 _QUOTED_NAME = re.compile(
-    r"\b(?:name|names|called|goes by|alias|a\.k\.a\.|aka|nickname)\b[^\"“\n.]{0,25}[\"“]"
+    r"\b(?:name|names|goes by|alias|a\.k\.a\.|aka|nickname)\b[^\"“\n.]{0,25}[\"“]"
     r"(?P<v>[A-Z][\w'’-]+(?:[ \t][A-Z][\w'’-]+)?)[\"”]"
 )
 _HEADER_LAST_FIRST = re.compile(
@@ -299,6 +299,7 @@ _ZH_ROLE_SURNAME_PAUSE = re.compile(
 )
 # 院感科韦春花: a department, then a full name before a pause
 _ZH_DEPT_NAME = re.compile(rf"科(?P<v>[{names._ZH_ALL_SINGLE}][{_HAN}]{{1,2}})(?=[，,。；;、\s|｜）)]|$)")
+_ZH_PARTICLES = frozenset("的了是在和与及或也都就又还把被给向对从于说称")
 _ZH_NICK_STOP = frozenset(("患者", "患儿", "病人", "家属", "本人"))
 
 
@@ -427,7 +428,9 @@ def _ages(text: str, low: str, found_names: list[Span], found_ages: list[Span], 
     if not _AGE_POSSIBLE.search(text):
         return
     ages = list(found_ages)
-    name_ends = {s.end for s in found_names}
+    # not after a vital sign or lab taken for a name ("Pulse Rate, 96", "Plt, 95"): words of the clinical list
+    safe = _safe_words()
+    name_ends = {s.end for s in found_names if text[s.start : s.end].split()[-1].strip(",.:").lower() not in safe}
     for m in _NAME_AGE_AFTER.finditer(text):  # the few numbers 90-119, then: does a name end right before?
         if m.start() in name_ends:
             ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
@@ -470,7 +473,12 @@ def _names_en(text: str, low: str, found_names: list[Span]) -> Iterator[Span]:
     quoted = _any(text, _QUOTES)
     for s in found_names if quoted else ():
         m = _QUOTED_NICK.match(text, s.end)
-        if m and m.group("f") not in not_names:
+        # only where no name found already holds the nickname (Margaret "Peggy" Holloway is one span)
+        if (
+            m
+            and m.group("f") not in not_names
+            and not any(n.start < m.end("n") and m.start("n") < n.end for n in found_names)
+        ):
             yield Span(m.start("n"), m.end("n"), NAME, P_NAME)
             yield Span(m.start("f"), m.end("f"), NAME, P_NAME)
     self_intro = _any(low, _SELF_WORDS)
@@ -509,6 +517,12 @@ def _names_en(text: str, low: str, found_names: list[Span]) -> Iterator[Span]:
         if letters in _CREDENTIAL_WORDS:
             continue
         yield Span(m.start("v"), m.end("v"), NAME, P_NAME)
+
+
+def _safe_words() -> frozenset[str]:
+    from . import safelist
+
+    return safelist.safe_words()  # lower-case English words, clinical terms, places (cached there)
 
 
 @lru_cache(maxsize=1)
@@ -606,9 +620,12 @@ def _zh_kin_names(text: str) -> Iterator[Span]:
             continue
         if any(text[pos : pos + n] in words for n in (2, 3, 4)) or text[pos : pos + 2] in names._ZH_NOT_NAMES:
             continue
-        n = 0
-        while n < 2 and pos + sur + n < len(text) and text[pos + sur + n] in given_chars:
-            n += 1
+        g = pos + sur
+        first, second = text[g : g + 1], text[g + 1 : g + 2]
+        if second in given_chars and first and _is_han(first) and first not in _ZH_PARTICLES:
+            n = 2  # 梁月娥: the second character is a given-name one, the first any but a particle
+        else:
+            n = 1 if first in given_chars else 0
         if n:
             yield Span(pos, pos + sur + n, NAME, P_NAME)
 
