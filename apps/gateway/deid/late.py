@@ -455,6 +455,14 @@ def _ages(text: str, low: str, found_names: list[Span], found_ages: list[Span], 
             yield Span(m.start("v"), m.end("v"), AGE, P_AGE)
 
 
+def _covered(spans: list[Span], length: int) -> bytearray:
+    """One mark per character inside a span of `spans`."""
+    marks = bytearray(length)
+    for s in spans:
+        marks[s.start : s.end] = b"\x01" * (s.end - s.start)
+    return marks
+
+
 def _any(text: str, words: tuple[str, ...]) -> bool:
     """Whether one of `words` occurs in `text`: substring tests in C, so that a family whose literal is
     absent costs no pattern search (a short note pays per search, not per character)."""
@@ -471,14 +479,15 @@ _HEADER_WORDS = ("to:", "cc:", "from:", "attn:")
 def _names_en(text: str, low: str, found_names: list[Span]) -> Iterator[Span]:
     _given, _family, _s, _g, not_names = names.dictionaries()
     quoted = _any(text, _QUOTES)
+    marks = None
     for s in found_names if quoted else ():
         m = _QUOTED_NICK.match(text, s.end)
+        if not m or m.group("f") in not_names:
+            continue
+        if marks is None:
+            marks = _covered(found_names, len(text))
         # only where no name found already holds the nickname (Margaret "Peggy" Holloway is one span)
-        if (
-            m
-            and m.group("f") not in not_names
-            and not any(n.start < m.end("n") and m.start("n") < n.end for n in found_names)
-        ):
+        if marks.find(1, m.start("n"), m.end("n")) == -1:
             yield Span(m.start("n"), m.end("n"), NAME, P_NAME)
             yield Span(m.start("f"), m.end("f"), NAME, P_NAME)
     self_intro = _any(low, _SELF_WORDS)
