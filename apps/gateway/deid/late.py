@@ -140,7 +140,8 @@ _FACILITY = (
     r"[Cc]linic|[Ll]ocation|[Oo]ffice|[Cc]ampus|[Bb]ranch|Urgent Care|Medical Center|Health Center|Jail|"
     r"Detention|Correctional|Dialysis|Pharmacy|Senior Center|Fire Department|Police Department|Regional|"
     r"[Hh]ospital|Associates|Counseling|Medical|[Ll]ab|[Rr]etirement|[Cc]ommunity|Memorial|General|Nursing|"
-    r"Rehab|Rehabilitation|Hospice|Surgical|Imaging|Women's|Children's|VA|Veterans|Home Health|Assisted Living|Care Center|"
+    r"Rehab|Rehabilitation|Hospice|Surgical|Imaging|Women's|Children's|VA|Veterans|Home Health|"
+    r"Assisted Living|Care Center|"
     r"Health System|Healthcare|Behavioral"
 )
 # found from the service word (sparse), then the town read backwards from it
@@ -182,7 +183,8 @@ _AGE_LABEL_NUMBER = re.compile(rf"\b(?:[Aa]ge|AGE|[Aa]ged)\b[^.\n;0-9]{{0,20}}?\
 # "pt currently 95,", "she is now 93": a person, then currently/now and the number.
 _AGE_CURRENTLY = re.compile(
     rf"\b(?:[Pp]t|[Pp]atient|[Ss]he|[Hh]e|[Mm]om|[Mm]other|[Dd]ad|[Ff]ather|[Gg]randmother|[Gg]randfather|[Ww]ife|"
-    rf"[Hh]usband|[Ww]ho|[Ss]he's|[Hh]e's|[Ss]he is|[Hh]e is)[ \t]{{1,3}}(?:is[ \t]{{1,3}})?(?:currently|now|presently|today)[ \t]+"
+    rf"[Hh]usband|[Ww]ho|[Ss]he's|[Hh]e's|[Ss]he is|[Hh]e is)[ \t]{{1,3}}(?:is[ \t]{{1,3}})?"
+    rf"(?:currently|now|presently|today)[ \t]+"
     rf"{_AGE_NUMBER}{_NOT_AGE_AFTER}"
 )
 _ZH_AGE_NUM = r"(?P<v>九十[一二三四五六七八九]?|一百(?:零[一二三四五六七八九]|一十?[一二三四五六七八九]?)?|9\d|1[01]\d)"
@@ -277,7 +279,8 @@ _ZH_DOTTED = re.compile(rf"(?P<v>[{_HAN}]{{1,12}}[·•・‧][{_HAN}]{{1,8}})(?
 _ZH_NAME_IS_GLOSS = re.compile(
     rf"(?:^|(?<=[\n。；;，,]))(?P<v>[{_HAN}]{{2,4}})是(?:患者|患儿|病人|他|她|其)?(?:的|在[{_HAN}]{{1,6}}的)?(?:{_ZH_GLOSS})"
 )
-# A full name in brackets after a nickname, an elder's title or a quote: 官大爷（官德胜）, 乐乐（乐天宇）, "大刘"（刘强）.
+# A full name in brackets after a nickname, an elder's title or a quote:
+# 官大爷（官德胜）, 乐乐（乐天宇）, "大刘"（刘强）.
 _ZH_BRACKET_FULL = re.compile(rf"[（(](?P<v>[{names._ZH_ALL_SINGLE}][{_HAN}]{{1,2}})[）)]")
 _ZH_BRACKET_AFTER = re.compile(r"(?:大爷|大妈|奶奶|爷爷|阿姨|老太|阿婆|老汉|[\"”」』])$")
 # Kin or a person word, then a full name followed by anything (其妻梁月娥学习, 配偶孔令仪体健, 由其曾孙拓跋小宇).
