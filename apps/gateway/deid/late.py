@@ -292,7 +292,10 @@ _ZH_KIN_WORDS = (
 )
 _ZH_KIN_NAME = re.compile(rf"(?:{_ZH_KIN_WORDS})[:：]?(?=[{_HAN}])")
 # A surname alone before a trade or family title: 卓助产士, 米收费员, 满工程师, 卢工, 扁大夫, 俞爸爸, 桂治疗师.
-_ZH_TRADE_TITLE = "助产士|收费员|工程师|技师|治疗师|药师|营养师|康复师|大夫|爸爸|妈妈|师傅|老师|护士|医生|医师|主任|工(?![作程人资具厂])"
+_ZH_TRADE_TITLE = (
+    "助产士|收费员|工程师|技师|治疗师|药师|营养师|康复师|大夫|爸爸|妈妈|"
+    "师傅|老师|护士|医生|医师|主任|工(?![作程人资具厂])"
+)
 _ZH_SURNAME_TRADE = re.compile(
     rf"(?:^|(?<=[：:，,、（(\s\n]|科|由|与|是|请|找|和))(?P<v>[{names._ZH_ALL_SINGLE}])(?={_ZH_TRADE_TITLE})"
 )
