@@ -131,7 +131,7 @@ _UNIT = r"(?:(?:Apt|APT|Unit|Rm|Room|Ste|Suite|Bldg|Fl|Floor|Lot|Box|#)\.?[ \t]*
 _TOWN_AFTER_ADDRESS = re.compile(rf"[ \t]*,[ \t]*{_UNIT}?({_CAP_RUN})(?![A-Za-z0-9'’@.-]*[A-Za-z0-9])")
 _TOWN_BEFORE_STATE = re.compile(
     rf"(?<![A-Za-z0-9'’.@/-])({_CAP_RUN})[ \t]+(?:(?:{geo._STATE_ABBR})[ \t]+\d{{5}}(?:-\d{{4}})?(?![0-9-])"
-    rf"|(?:{geo._STATE_ABBR_CLEAR})(?=[ \t]*(?:[.,;:)\n]|$)))"
+    rf"|(?:{geo._STATE_ABBR_CLEAR})(?=[ \t]*(?:[.,;)\n]|$)))"
 )
 _DIGIT = re.compile(r"[0-9]")
 # A town naming a service of its own: "Greenville PD", "Westlake clinic", "Independence Family Medicine".
