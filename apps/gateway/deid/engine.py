@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from . import contextual, cues, dates, geo, identifiers, names, prefilter, safeharbor, structured, tail
+from . import contextual, cues, dates, geo, identifiers, late, names, prefilter, safeharbor, structured, tail
 from .canonical import canonical_text, canonicalise
 from .spans import (
     ADDRESS,
@@ -95,6 +95,11 @@ _WARM_TEXT = (
     "患者刘洋，男，95岁，2023年3月15日入院，住址上海市徐汇区漕溪北路88号3室，电话13812345678，身份证"
     "110101199003074514，病历号ZY20230315。主治医师：王芳；护士：李娜。既往高血压十年，规律服药，"
     "血压控制可。家属：其子刘强，联系电话021-64370045。九十五岁，于去年春节后出现胸闷。\n"
+    # the literals of late.py's families, so that warm() enters their patterns in the Hyperscan pass too
+    "Signed BJL WOCN; initials only: D.M.K.; transcribed: kls. Hi, it's Rosario, from home; this is dana from "
+    'rm 4. Ms. G., nonagenarian (96); pt currently 95; age on card: 91, corrected to 90. Called "Jack".\n'
+    "To: Gupta, Anand\n石头（患儿小名）；小名“糖糖”；木某；姓名：宁*；钟离女士；是阚老太的外孙；家属老包询问；"
+    "主治左医生；院感科韦春花。官大爷（官德胜）；其妻梁月娥学习；小芳是患儿的小名。阿不都·买买提，男。\n"
 )
 _WARM_TEXT = _WARM_TEXT * (prefilter.MIN_LENGTH // len(_WARM_TEXT) + 2)
 
@@ -247,6 +252,8 @@ def detect(text: str, types=None, max_length: int = DEFAULT_MAX_LENGTH, budget: 
 def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     canon = canonicalise(text)
     spans = [s for s in _candidates(canon.text, kinds, check) if s.type in kinds and s.end > s.start]
+    # families read off the candidates: a town after an address, an age after a name ... (late.py)
+    spans += [s for s in late.find_late(canon.text, spans, kinds) if s.type in kinds and s.end > s.start]
     if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
         return _resolve(spans, len(canon.text))
     chosen = _resolve(spans, len(canon.text))

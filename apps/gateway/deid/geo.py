@@ -450,8 +450,11 @@ def _english_geo(text: str, start: int, end: int, pop: int) -> int | None:
         return P_GEO_STRONG
     if _EPONYM_AFTER.match(after) and not (pop >= FACILITY_TOWN_POPULATION and _FACILITY_AFTER.match(after)):
         return None
-    if name in ordinary or name.upper() == name:
+    if name.upper() == name:
         return None
+    if name in ordinary:
+        # "Lives with son Neville in Concord": a word that is also a town, after a residence cue
+        return P_GEO_CUE if _RESIDENCE_CUE.search(before) and " " not in name.strip() else None
     cue = _CUE_BEFORE.search(before)
     if pop < SMALL_TOWN_POPULATION and not (cue and (" " in name or _RESIDENCE_CUE.search(before))):
         return None  # a small town: only after "lives in" ..., or a two-word name after "in"

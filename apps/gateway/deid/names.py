@@ -566,7 +566,7 @@ _ZH_OF_RE = re.compile(r"(?:之|的)(?:子|女|夫|妻|母|父|孙|儿子|女儿
 # A person-role label with a colon ("术者：", "一助：", "收件人：", "经办人：") before a full name.
 _ZH_ROLE_COLON_RE = re.compile(rf"(?<=[人者员师助士长手警官生])[:：][ \t　]{{0,2}}(?=[{_HAN}])")
 # A relative called by 小/阿 and a given-name character: 儿媳小芳, 老伴阿珍 (not 小时, 小腿).
-_ZH_PET_RE = re.compile(rf"[小阿](?![时便腿肠儿孩学区些量型号便数说])[{_HAN}]")
+_ZH_PET_RE = re.compile(rf"[小阿](?![时便腿肠儿孩学区些量型号便数说名])[{_HAN}]")
 # 老王, 小李 read as words in these (小苏打, 老陈醋).
 _ZH_OLD_YOUNG_WORDS = ("小苏打", "小程序", "老姜", "老汤", "老陈醋", "老黄历", "老白干", "老毛病", "小米", "老高")
 # Words that follow a cue and start with a surname character but are not names (患者安静入睡).
@@ -578,6 +578,10 @@ _ZH_NOT_NAMES = frozenset(
         "平稳",
         "平素",
         "明显",
+        "来电",
+        "来信",
+        "来诊",
+        "来院",
         "明确",
         "同意",
         "同时",
@@ -756,7 +760,7 @@ _ZH_TABLE_HEADER_RE = re.compile(
 _ZH_SIGN_HEADER_RE = re.compile(r"签名|签字|护士|医生|医师|记录人|记录者|操作者|执行人|核对人|责任人")
 # A pet name after a person-role or relation word: 保姆小翠, 家属大强, 器械护士欢欢, 患儿小宝.
 _ZH_NICK_RE = re.compile(
-    rf"(?:[小阿](?![时便腿肠儿孩学区些量型号数说于心剂片结腹叶脑板组时])[{_HAN}]|大[{_HAN}]|([{_HAN}])\1)"
+    rf"(?:[小阿](?![时便腿肠儿孩学区些量型号数说于心剂片结腹叶脑板组时名])[{_HAN}]|大[{_HAN}]|([{_HAN}])\1)"
 )
 _ZH_NOT_NICKS = frozenset(
     ["宝宝", "常常", "渐渐", "刚刚", "慢慢", "偏偏", "往往", "仅仅", "稍稍", "天天", "每每", "明明", "人人"]
