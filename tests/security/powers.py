@@ -479,7 +479,7 @@ def _active(c: Ctx, kind: str) -> Result:
 
 
 def api_add_role(ctx: Ctx) -> Iterator[Attempt]:
-    for role in (ANALYST, ADMIN, SECURITY_OFFICER, AUDITOR):
+    for role in (ANALYST, GUEST, ADMIN, SECURITY_OFFICER, AUDITOR):
         power = "role.assign.privileged" if role in PRIVILEGED else "role.assign.basic"
         for kind in TARGET_KINDS:
 
