@@ -9,11 +9,14 @@ from django.test import Client
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.accounts.models import EnrolmentCode
+from apps.accounts.models import ApiToken, EnrolmentCode
 from apps.accounts.roles import AUDITOR
 from apps.accounts.services import issue_enrolment_code
 from apps.audit.models import AuditEvent
+from apps.gateway.models import LLMUsage
+from apps.gateway.services import record_usage
 from tests.conftest import otp_login
+from tests.factories import ModelVersionFactory, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -51,3 +54,33 @@ def test_a_role_on_the_superuser_leaves_its_second_factor_to_the_host(officer_us
     assert not EnrolmentCode.objects.filter(user=admin_user, issued_by=officer_user).exists()
     event = AuditEvent.objects.get(event_type="auth.role.assign", target_id=str(admin_user.pk))
     assert "enrolment_code" not in event.details and not event.details.get("totp_devices_voided")
+
+
+def test_the_admin_reads_usage_without_the_token_inventory(staff_user, officer_user):
+    """The admin role reads all usage but not the token inventory (no `accounts.view_apitoken`; the
+    quota form names others' tokens by name and owner only): the usage row's page showed the
+    officer's token as `name (svt_xxxxxx…)`, the first characters of its secret."""
+    token_for(officer_user, name="officer-ci")
+    token = ApiToken.objects.get(user=officer_user)
+    version = ModelVersionFactory(model_name="chat-u", actor=staff_user)
+    record_usage(
+        request_id="r17-usage",
+        user_id=officer_user.pk,
+        username=officer_user.username,
+        token_id=token.pk,
+        model_id=version.model.pk,
+        model_name="chat-u",
+        model_version=1,
+        prompt_tokens=1,
+        completion_tokens=1,
+        ttft_ms=1.0,
+        duration_ms=1.0,
+        finish_reason="stop",
+    )
+    row = LLMUsage.objects.get(request_id="r17-usage")
+
+    page = session(staff_user).get(reverse("admin:gateway_llmusage_change", args=[row.pk]))
+
+    assert page.status_code == 200
+    assert b"officer-ci (sofia)" in page.content
+    assert token.hint.encode() not in page.content
