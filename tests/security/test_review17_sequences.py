@@ -4,9 +4,13 @@ test a chain that worked before its fix (docs/access-control.md, "The policy of 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.accounts.models import ApiToken, EnrolmentCode
@@ -84,3 +88,56 @@ def test_the_admin_reads_usage_without_the_token_inventory(staff_user, officer_u
     assert page.status_code == 200
     assert b"officer-ci (sofia)" in page.content
     assert token.hint.encode() not in page.content
+
+
+# What a browser sends (Fetch Metadata): a person's click or typed address carries `Sec-Fetch-User: ?1`;
+# a page's own polling fetch or timed reload does not.
+POLL = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
+RELOAD = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+CLICK = {**RELOAD, "Sec-Fetch-User": "?1"}
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        yield traveller
+
+
+def test_an_unattended_dashboard_still_logs_out(staff_user, clock):
+    """The console is meant to stay open all day: the dashboard polls its figures every 15 s and the
+    live pages reload themselves every few seconds. Each of those requests counted as the person's
+    activity, so a privileged session left open on an unattended screen never reached the idle
+    timeout (HIPAA 164.312(a)(2)(iii) automatic logoff, 等保 session timeout) while the compliance
+    check `settings.idle_timeout` reported it enforced."""
+    client = session(staff_user)
+    data = reverse("admin:dashboard-data")
+    live = reverse("admin:deployments_inferenceserver_changelist")
+    assert client.get(reverse("admin:index"), headers=CLICK).status_code == 200
+
+    # 14 minutes of the page refreshing itself (every request past the minute that would touch the
+    # session), nobody at the keyboard
+    for _ in range(7):
+        clock.shift(timedelta(minutes=1, seconds=1))
+        assert client.get(data, headers=POLL).status_code == 200
+        clock.shift(timedelta(seconds=59))
+        assert client.get(live, headers=RELOAD).status_code == 200
+    clock.shift(timedelta(minutes=2))  # 16 minutes since the person last did anything
+
+    response = client.get(data, headers=POLL)
+
+    assert response.status_code == 302 and reverse("admin:login") in response["Location"]
+    assert AuditEvent.objects.filter(
+        event_type="auth.session.expired", actor_id=staff_user.pk, details__reason="idle"
+    ).exists()
+
+
+def test_a_person_at_the_keyboard_keeps_the_session(staff_user, clock):
+    client = session(staff_user)
+    data = reverse("admin:dashboard-data")
+    for _ in range(4):  # an hour of clicks 14 minutes apart, the page polling in between
+        clock.shift(timedelta(minutes=7))
+        assert client.get(data, headers=POLL).status_code == 200
+        clock.shift(timedelta(minutes=7))
+        assert client.get(reverse("admin:index"), headers=CLICK).status_code == 200
+    assert client.get(data).status_code == 200  # a client without fetch metadata counts as the person
+    assert not AuditEvent.objects.filter(event_type="auth.session.expired").exists()
