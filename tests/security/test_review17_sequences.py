@@ -1,10 +1,12 @@
 """Review of issue 17's operator console as an attacker: sequences of two or three of a role's own
-steps through the new pages (roles section, grants, own tokens, break-glass, exports, quotas), each
-test a chain that worked before its fix (docs/access-control.md, "The policy of powers")."""
+steps through the new pages (roles section, grants, own tokens, break-glass, exports, quotas). The
+first tests are chains that worked before their fix; the last ones chains that held, kept as guards."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 import time_machine
@@ -13,13 +15,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from apps.accounts.models import ApiToken, EnrolmentCode
-from apps.accounts.roles import AUDITOR
+from apps.accounts.models import ApiToken, EmergencyAccess, EnrolmentCode
+from apps.accounts.roles import ANALYST, AUDITOR
 from apps.accounts.services import issue_enrolment_code
 from apps.audit.models import AuditEvent
-from apps.gateway.models import LLMUsage
+from apps.audit.services import Source, record_event
+from apps.gateway.models import LLMUsage, Quota
 from apps.gateway.services import record_usage
-from tests.conftest import otp_login
+from tests.conftest import make_user, otp_login
 from tests.factories import ModelVersionFactory, token_for
 
 pytestmark = pytest.mark.django_db
@@ -141,3 +144,57 @@ def test_a_person_at_the_keyboard_keeps_the_session(staff_user, clock):
         assert client.get(reverse("admin:index"), headers=CLICK).status_code == 200
     assert client.get(data).status_code == 200  # a client without fetch metadata counts as the person
     assert not AuditEvent.objects.filter(event_type="auth.session.expired").exists()
+
+
+# --- Chains the review tried that held: kept as guards --------------------------------------------
+
+
+def _body(response) -> str:
+    return b"".join(response.streaming_content).decode() if response.streaming else response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "narrowing", [{}, {"event_group": "auth"}, {"event_type": "auth.login.success"}, {"q": "needle"}, {"actor": "pat"}]
+)
+def test_the_officers_export_holds_key_events_whatever_the_filters(officer_user, narrowing):
+    pat = make_user("pat", ANALYST)
+    record_event("auth.login.success", actor=pat, source=Source(ip="192.0.2.7"), details={"x": "needle"})
+
+    response = session(officer_user).post(
+        reverse("admin:audit_auditevent_export"), {"file_format": "jsonl", **narrowing}
+    )
+
+    records = [json.loads(line) for line in _body(response).splitlines()]
+    shown = [r for r in records if r["type"] in ("event", "pending")]
+    assert all(r["event_group"] == "keys" for r in shown), shown
+
+
+def test_the_export_fails_closed(auditor_user):
+    client = session(auditor_user)
+    failing = mock.patch("apps.audit.services.record_event", side_effect=RuntimeError("audit down"))
+    with failing, pytest.raises(RuntimeError):  # no answer, so no byte of the log, without its event
+        client.post(reverse("admin:audit_auditevent_export"), {"file_format": "csv"})
+
+
+def test_names_and_reasons_are_text_on_the_new_pages(officer_user, staff_user):
+    evil = "<script>alert(1)</script>"
+    model = ModelVersionFactory(model_name="m-x", actor=staff_user).model
+    pat = make_user("pat", ANALYST)
+    token_for(pat, name=evil)
+    token = ApiToken.objects.get(user=pat)
+    client = session(officer_user)
+    client.post(
+        reverse("admin:accounts_emergencyaccess_add"), {"user": pat.pk, "role": "guest", "minutes": 5, "reason": evil}
+    )
+    client.post(reverse("admin:gateway_quota_add"), {"scope": "token", "token": token.pk, "tokens_per_day": 5})
+    assert EmergencyAccess.objects.filter(user=pat).exists() and Quota.objects.filter(token=token).exists()
+
+    for url in (
+        reverse("admin:accounts_emergencyaccess_changelist"),
+        reverse("admin:gateway_quota_changelist"),
+        reverse("admin:accounts_apitoken_changelist"),
+        reverse("admin:registry_model_grants", args=[model.pk]),
+        reverse("admin:auth_user_change", args=[pat.pk]),
+        reverse("admin:audit_auditevent_export") + "?q=" + evil,
+    ):
+        assert evil.encode() not in client.get(url).content, url
