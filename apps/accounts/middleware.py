@@ -67,6 +67,16 @@ def _is_api(request) -> bool:
     return request.path.startswith("/api/")
 
 
+def by_the_person(request) -> bool:
+    """Whether the request is the person's activity, for the idle timeout. A browser says so in its
+    Fetch Metadata: `Sec-Fetch-User: ?1` on a navigation the person started (a click, a form, a typed
+    address); a page's own polling fetch (the dashboard) or timed reload (static/deployments/live.js,
+    a refresh meta) has none. Those keep the page current, not the session alive: an unattended
+    screen still logs out after SESSION_IDLE_TIMEOUT. A client that sends no fetch metadata (an API
+    client, an old browser) counts as the person."""
+    return "HTTP_SEC_FETCH_SITE" not in request.META or request.META.get("HTTP_SEC_FETCH_USER") == "?1"
+
+
 class SessionLifetimeMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -79,7 +89,7 @@ class SessionLifetimeMiddleware:
             too_idle = idle > settings.SESSION_IDLE_TIMEOUT.total_seconds()
             if too_idle or now - session[LOGIN_AT] > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
                 return self._expire(request, "idle" if too_idle else "absolute")
-            if idle > _TOUCH_EVERY:
+            if idle > _TOUCH_EVERY and by_the_person(request):
                 session[LAST_SEEN] = now
         return self.get_response(request)
 

@@ -297,11 +297,17 @@ class LLMUsageAdmin(_NoAdd):
     list_filter = [PeriodFilter, "status", "finish_reason", "model_name"]
     search_fields = ["username", "request_id"]
     date_hierarchy = "at"
-    fields = ["request_id", "token", *list_display]
+    fields = ["request_id", "api_token", *list_display]
     readonly_fields = fields
 
     def get_queryset(self, request):
         return usage_visible_to(request.user)
+
+    @admin.display(description=_("API token"))
+    def api_token(self, obj):
+        """The call's token by name and owner, never its hint (the admin role reads usage, not the token
+        inventory: the quota form names tokens the same way)."""
+        return f"{obj.token.name} ({obj.token.user})" if obj.token_id else "-"
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)

@@ -79,7 +79,9 @@ def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
     """Add a role to a user under the policy of powers: never to oneself; admin, security_officer
     and auditor only by a security officer and only to a person; nobody holds two of those, break-
     glass roles included (separation of duties). A privileged role voids the user's TOTP devices
-    and issues a one-time enrolment code, returned once as `user.enrolment_code` (None otherwise)."""
+    and issues a one-time enrolment code, returned once as `user.enrolment_code` (None otherwise) —
+    not the superuser's, whose second factor only the host resets (`manage.py enrolment_code`), as
+    for break-glass and remove_second_factor."""
     with transaction.atomic():
         user = _locked_user(user_id)
         _check_role(role)
@@ -90,7 +92,7 @@ def assign_role(*, user_id: int, role: str, actor, source: Source = SYSTEM):
         _sync_staff(user, before | {role})
         details = {"role": role, "before": sorted(before), "after": sorted(before | {role})}
         plaintext = None
-        if role in PRIVILEGED:
+        if role in PRIVILEGED and not user.is_superuser:  # the superuser's second factor: the host's only
             details["totp_devices_voided"] = void_totp_devices(user, actor=actor, source=source)
             code, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
             details["enrolment_code"] = code.pk
