@@ -2,6 +2,8 @@
 and their files to download. Every write calls the same audited service as the API
 (apps.compliance.services); the pages only parse, authorise, call and render."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -10,6 +12,7 @@ from django.http import FileResponse, HttpResponseNotAllowed, HttpResponseRedire
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -216,6 +219,9 @@ class ReportRequestForm(forms.ModelForm):
         self.fields["report_profile"].choices = [(p.id, p.id) for p in profiles().values()]
 
 
+REPORT_DEFAULT_DAYS = 30
+
+
 @admin.register(ComplianceReport)
 class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
     """Reports and their progress; "Add" queues a new one (a Celery task signs and writes it). A
@@ -260,6 +266,13 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
 
     def get_fields(self, request, obj=None):
         return ["report_profile", "start", "end", "report_language"] if obj is None else self.readonly_fields
+
+    def get_changeform_initial_data(self, request):
+        """The last 30 days up to now, in the person's time zone: an empty form made a newcomer type
+        two date-times in a format only the help text gave, and refused the first try."""
+        now = timezone.localtime().replace(microsecond=0)
+        start = (now - timedelta(days=REPORT_DEFAULT_DAYS)).replace(hour=0, minute=0, second=0)
+        return {"start": start, "end": now + timedelta(minutes=1)}
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
