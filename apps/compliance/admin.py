@@ -218,6 +218,30 @@ class ReportRequestForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["report_profile"].choices = [(p.id, p.id) for p in profiles().values()]
 
+    def clean(self):
+        """The service's two period refusals, said here in the page's language and beside the field,
+        with what was typed kept (from the service they came back in English on the list page, the
+        form gone). The service still decides (services.request_report): this only explains first."""
+        data = super().clean()
+        start, end, profile = data.get("start"), data.get("end"), data.get("report_profile")
+        if start is None or end is None or not profile:
+            return data
+        if end <= start:
+            self.add_error("end", gettext("The period must end after it starts.") + " (invalid_period)")
+        elif not ControlResult.objects.filter(
+            profile=profile, run__started_at__gte=start, run__started_at__lt=end
+        ).exists():
+            self.add_error(
+                "start",
+                gettext(
+                    "No evaluation of %(profile)s in this period: run one (Compliance → Evaluate now) or "
+                    "choose a period that contains one."
+                )
+                % {"profile": profile}
+                + " (empty_period)",
+            )
+        return data
+
 
 REPORT_DEFAULT_DAYS = 30
 
