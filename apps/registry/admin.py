@@ -16,6 +16,7 @@ from apps.core.errors import ServiceError
 from apps.core.source import Source
 
 from . import services
+from .changes import describe_all
 from .models import Artifact, Model, ModelVersion
 from .selectors import MODEL_PAGE_SECTIONS
 
@@ -300,7 +301,7 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         "sha256",
         "size_bytes",
         "signature",
-        "breaking_changes",
+        "breaking_changes_said",
         "created_by",
         "created_at",
     ]
@@ -337,8 +338,12 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                         "%(version)s breaks callers of the previous version: %(changes)s. "
                         "A rollout onto it is refused unless forced."
                     )
-                    % {"version": mv, "changes": "; ".join(mv.breaking_changes)},
+                    % {"version": mv, "changes": describe_all(mv.breaking_changes)},
                 )
+
+    @admin.display(description=_("breaking changes"))
+    def breaking_changes_said(self, obj):
+        return describe_all(obj.breaking_changes) or "—"
 
     @admin.display(description=_("compatible with previous"), boolean=True)
     def compatible(self, obj):
