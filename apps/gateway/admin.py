@@ -12,6 +12,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -231,7 +232,7 @@ class QuotaAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 services.delete_quota(quota_id=quota.pk, actor=request.user, source=Source.from_request(request))
                 done += 1
             except ServiceError as err:
-                self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+                self.message_user(request, f"{capfirst(err.detail)} ({err.code})", messages.ERROR)
         if done:
             self.message_user(request, gettext("Quotas removed: %(n)s.") % {"n": done}, messages.SUCCESS)
 

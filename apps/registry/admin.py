@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -284,7 +285,7 @@ class UploadVersionForm(forms.ModelForm):
             # The plain words and the code; the parser's own text (often protobuf's) is kept in the
             # `registry.version.rejected` event's details for whoever investigates.
             said = UPLOAD_ERRORS.get(err.code)
-            text = f"{said} ({err.code})" if said else f"{err.detail} ({err.code})"
+            text = f"{said} ({err.code})" if said else f"{capfirst(err.detail)} ({err.code})"
             self.add_error(UPLOAD_ERROR_FIELDS.get(err.field or ""), text)
         return data
 
