@@ -11,6 +11,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from apps.accounts.roles import ROLE_LABELS
 from apps.accounts.services import grant_model_access, revoke_model_access
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
@@ -152,13 +153,20 @@ GRANT_LABELS = {
 }
 
 
+class _GroupChoice(forms.ModelChoiceField):
+    """A role's group in words: a Chinese page listed "admin, analyst, auditor…" (the groups' names)."""
+
+    def label_from_instance(self, obj):
+        return str(ROLE_LABELS.get(obj.name, obj.name))
+
+
 class GrantForm(forms.Form):
     """A grant on one model to a person (or service account) or a group, with an optional expiry."""
 
     user = forms.ModelChoiceField(
         label=_("person or service account"), queryset=get_user_model().objects.none(), required=False
     )
-    group = forms.ModelChoiceField(label=_("or a group"), queryset=Group.objects.none(), required=False)
+    group = _GroupChoice(label=_("or a group"), queryset=Group.objects.none(), required=False)
     permission = forms.ChoiceField(label=_("permission"), choices=list(GRANT_LABELS.items()))
     expires_at = forms.DateTimeField(
         label=_("expires"),
@@ -189,7 +197,10 @@ def _grants(model) -> list[dict]:
     for grant in ModelUserGrant.objects.filter(content_object=model).select_related("user", *related):
         rows.append({"kind": "user", "who": grant.user, "grant": grant, "label": _grant_label(grant)})
     for grant in ModelGroupGrant.objects.filter(content_object=model).select_related("group", *related):
-        rows.append({"kind": "group", "who": grant.group, "grant": grant, "label": _grant_label(grant)})
+        named = ROLE_LABELS.get(grant.group.name, grant.group.name)  # a role's group in words
+        rows.append(
+            {"kind": "group", "who": grant.group, "who_label": named, "grant": grant, "label": _grant_label(grant)}
+        )
     return rows
 
 
