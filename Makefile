@@ -38,7 +38,7 @@ $(MODELS_STAMP): requirements-models.txt | $(STAMP)
 models: $(MODELS_STAMP)
 
 run: install models report-deps messages
-	$(BIN)/python deploy/run_local.py
+	$(BIN)/python $(CURDIR)/deploy/run_local.py
 
 # Browser tests drive Debian's chromium (Playwright's own browser download is not used);
 # the PKCS#11 tests and bench/hsm_unwrap.py use a SoftHSM2 token (Debian softhsm2);

@@ -38,7 +38,7 @@ from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_serv
 from . import services
 from .models import ApiToken, EmergencyAccess, SM3OTPDevice
 from .otp import second_factor_at
-from .roles import AUDITOR, PRIVILEGED, ROLES, SECURITY_OFFICER
+from .roles import AUDITOR, PRIVILEGED, ROLE_LABELS, ROLES, SECURITY_OFFICER
 from .services.devices import remove_second_factor
 from .services.lockout import unlock_login
 from .services.policy import is_officer, is_privileged, is_service_account
@@ -123,14 +123,6 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
 admin.site.unregister(get_user_model())
 
-# The roles in words (the codes stay in the audit log and the API).
-ROLE_LABELS = {
-    "admin": _("administrator"),
-    "security_officer": _("security officer"),
-    "auditor": _("auditor"),
-    "analyst": _("analyst"),
-    "guest": _("guest"),
-}
 ROLE_CHOICES = [(role, ROLE_LABELS[role]) for role in ROLES]
 
 

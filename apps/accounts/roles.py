@@ -1,12 +1,22 @@
 """The five roles and what each may do. Groups with these names and exactly these permissions
 are created by a data migration and kept in step by `sync_roles` (run by every migrate)."""
 
+from django.utils.translation import gettext_lazy as _
+
 ADMIN = "admin"
 SECURITY_OFFICER = "security_officer"
 AUDITOR = "auditor"
 ANALYST = "analyst"
 GUEST = "guest"
 ROLES = (ADMIN, SECURITY_OFFICER, AUDITOR, ANALYST, GUEST)
+# The roles in words (the codes stay in the audit log and the API); a role's group is named by its code.
+ROLE_LABELS = {
+    ADMIN: _("administrator"),
+    SECURITY_OFFICER: _("security officer"),
+    AUDITOR: _("auditor"),
+    ANALYST: _("analyst"),
+    GUEST: _("guest"),
+}
 
 # Separation of duties: nobody holds two of these at once (等保 8.1.4.2 e).
 EXCLUSIVE = frozenset({ADMIN, SECURITY_OFFICER, AUDITOR})

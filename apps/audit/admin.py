@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -169,7 +170,7 @@ class AuditEventAdmin(admin.ModelAdmin):
                     source=Source.from_request(request),
                 )
             except ServiceError as err:
-                self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+                self.message_user(request, f"{capfirst(err.detail)} ({err.code})", messages.ERROR)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

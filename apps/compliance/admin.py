@@ -2,6 +2,8 @@
 and their files to download. Every write calls the same audited service as the API
 (apps.compliance.services); the pages only parse, authorise, call and render."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -10,6 +12,7 @@ from django.http import FileResponse, HttpResponseNotAllowed, HttpResponseRedire
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -215,6 +218,33 @@ class ReportRequestForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["report_profile"].choices = [(p.id, p.id) for p in profiles().values()]
 
+    def clean(self):
+        """The service's two period refusals, said here in the page's language and beside the field,
+        with what was typed kept (from the service they came back in English on the list page, the
+        form gone). The service still decides (services.request_report): this only explains first."""
+        data = super().clean()
+        start, end, profile = data.get("start"), data.get("end"), data.get("report_profile")
+        if start is None or end is None or not profile:
+            return data
+        if end <= start:
+            self.add_error("end", gettext("The period must end after it starts.") + " (invalid_period)")
+        elif not ControlResult.objects.filter(
+            profile=profile, run__started_at__gte=start, run__started_at__lt=end
+        ).exists():
+            self.add_error(
+                "start",
+                gettext(
+                    "No evaluation of %(profile)s in this period: run one (Compliance → Evaluate now) or "
+                    "choose a period that contains one."
+                )
+                % {"profile": profile}
+                + " (empty_period)",
+            )
+        return data
+
+
+REPORT_DEFAULT_DAYS = 30
+
 
 @admin.register(ComplianceReport)
 class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
@@ -260,6 +290,13 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
 
     def get_fields(self, request, obj=None):
         return ["report_profile", "start", "end", "report_language"] if obj is None else self.readonly_fields
+
+    def get_changeform_initial_data(self, request):
+        """The last 30 days up to now, in the person's time zone: an empty form made a newcomer type
+        two date-times in a format only the help text gave, and refused the first try."""
+        now = timezone.localtime().replace(microsecond=0)
+        start = (now - timedelta(days=REPORT_DEFAULT_DAYS)).replace(hour=0, minute=0, second=0)
+        return {"start": start, "end": now + timedelta(minutes=1)}
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields

@@ -4,6 +4,7 @@ are read-only and admin writes are explicit forms or actions that call a service
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.text import capfirst
 
 from apps.core.errors import ServiceError
 from apps.core.source import Source
@@ -22,7 +23,7 @@ def run_service(modeladmin, request, func, **kwargs):
     try:
         return func(actor=request.user, source=Source.from_request(request), **kwargs)
     except ServiceError as err:
-        modeladmin.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+        modeladmin.message_user(request, f"{capfirst(err.detail)} ({err.code})", messages.ERROR)
         return None
 
 

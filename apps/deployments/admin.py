@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -167,7 +168,7 @@ class InferenceServerAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 self.log_deletions(request, InferenceServer.objects.filter(pk=obj.pk))
                 services.delete_server(server_id=obj.pk, actor=request.user, source=Source.from_request(request))
         except ServiceError as err:
-            self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+            self.message_user(request, f"{capfirst(err.detail)} ({err.code})", messages.ERROR)
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
         self.message_user(
             request, gettext("The inference server “%(name)s” was deleted.") % {"name": obj}, messages.SUCCESS

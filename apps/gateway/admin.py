@@ -12,6 +12,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -168,7 +169,10 @@ class QuotaAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         _use.rows = _quota_use()
         try:
-            return super().change_view(request, object_id, form_url, extra_context)
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # now, while the viewer is known (a TemplateResponse renders later)
+            return response
         finally:
             _use.rows = None
 
@@ -228,7 +232,7 @@ class QuotaAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                 services.delete_quota(quota_id=quota.pk, actor=request.user, source=Source.from_request(request))
                 done += 1
             except ServiceError as err:
-                self.message_user(request, f"{err.detail} ({err.code})", messages.ERROR)
+                self.message_user(request, f"{capfirst(err.detail)} ({err.code})", messages.ERROR)
         if done:
             self.message_user(request, gettext("Quotas removed: %(n)s.") % {"n": done}, messages.SUCCESS)
 
@@ -289,16 +293,48 @@ class LLMUsageAdmin(_NoAdd):
         "model_version",
         "prompt_tokens",
         "completion_tokens",
-        "ttft_ms",
-        "duration_ms",
+        "ttft",
+        "duration",
         "finish_reason",
         "status",
     ]
     list_filter = [PeriodFilter, "status", "finish_reason", "model_name"]
     search_fields = ["username", "request_id"]
     date_hierarchy = "at"
-    fields = ["request_id", "api_token", *list_display]
+    fields = ["request_id", "token_link", *list_display]
     readonly_fields = fields
+
+    # times in whole milliseconds: the raw floats (802.2116990005088) pushed the list past the page's width
+    @admin.display(description=_("time to first token (ms)"), ordering="ttft_ms")
+    def ttft(self, obj):
+        return "—" if obj.ttft_ms is None else f"{obj.ttft_ms:,.0f}"
+
+    @admin.display(description=_("duration (ms)"), ordering="duration_ms")
+    def duration(self, obj):
+        return f"{obj.duration_ms:,.0f}"
+
+    @admin.display(description=_("API token"))
+    def token_link(self, obj):
+        """The token, linked to its page only for who may open it: the admin role may not (its page
+        answered that link with 403), the security officer and the auditor may."""
+        if obj.token is None:
+            return "—"
+        token_admin = self.admin_site._registry.get(ApiToken)
+        request = getattr(_viewer, "request", None)
+        if token_admin is not None and request is not None and token_admin.has_view_permission(request, obj.token):
+            url = reverse("admin:accounts_apitoken_change", args=[obj.token.pk])
+            return format_html('<a href="{}">{}</a>', url, self.api_token(obj))
+        return self.api_token(obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        _viewer.request = request  # per thread: the admin instance is shared by every request
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # now, while the viewer is known (a TemplateResponse renders later)
+            return response
+        finally:
+            _viewer.request = None
 
     def get_queryset(self, request):
         return usage_visible_to(request.user)
@@ -323,6 +359,7 @@ class LLMUsageAdmin(_NoAdd):
 
 
 SUMMARY_ROWS = 50
+_viewer = threading.local()
 
 
 def _may_see_quotas(request) -> bool:

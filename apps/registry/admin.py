@@ -7,15 +7,18 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from apps.accounts.roles import ROLE_LABELS
 from apps.accounts.services import grant_model_access, revoke_model_access
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
 from apps.core.source import Source
 
 from . import services
+from .changes import describe_all
 from .models import Artifact, Model, ModelVersion
 from .selectors import MODEL_PAGE_SECTIONS
 
@@ -150,13 +153,20 @@ GRANT_LABELS = {
 }
 
 
+class _GroupChoice(forms.ModelChoiceField):
+    """A role's group in words: a Chinese page listed "admin, analyst, auditor…" (the groups' names)."""
+
+    def label_from_instance(self, obj):
+        return str(ROLE_LABELS.get(obj.name, obj.name))
+
+
 class GrantForm(forms.Form):
     """A grant on one model to a person (or service account) or a group, with an optional expiry."""
 
     user = forms.ModelChoiceField(
         label=_("person or service account"), queryset=get_user_model().objects.none(), required=False
     )
-    group = forms.ModelChoiceField(label=_("or a group"), queryset=Group.objects.none(), required=False)
+    group = _GroupChoice(label=_("or a group"), queryset=Group.objects.none(), required=False)
     permission = forms.ChoiceField(label=_("permission"), choices=list(GRANT_LABELS.items()))
     expires_at = forms.DateTimeField(
         label=_("expires"),
@@ -187,7 +197,10 @@ def _grants(model) -> list[dict]:
     for grant in ModelUserGrant.objects.filter(content_object=model).select_related("user", *related):
         rows.append({"kind": "user", "who": grant.user, "grant": grant, "label": _grant_label(grant)})
     for grant in ModelGroupGrant.objects.filter(content_object=model).select_related("group", *related):
-        rows.append({"kind": "group", "who": grant.group, "grant": grant, "label": _grant_label(grant)})
+        named = ROLE_LABELS.get(grant.group.name, grant.group.name)  # a role's group in words
+        rows.append(
+            {"kind": "group", "who": grant.group, "who_label": named, "grant": grant, "label": _grant_label(grant)}
+        )
     return rows
 
 
@@ -283,7 +296,7 @@ class UploadVersionForm(forms.ModelForm):
             # The plain words and the code; the parser's own text (often protobuf's) is kept in the
             # `registry.version.rejected` event's details for whoever investigates.
             said = UPLOAD_ERRORS.get(err.code)
-            text = f"{said} ({err.code})" if said else f"{err.detail} ({err.code})"
+            text = f"{said} ({err.code})" if said else f"{capfirst(err.detail)} ({err.code})"
             self.add_error(UPLOAD_ERROR_FIELDS.get(err.field or ""), text)
         return data
 
@@ -300,7 +313,7 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         "sha256",
         "size_bytes",
         "signature",
-        "breaking_changes",
+        "breaking_changes_said",
         "created_by",
         "created_at",
     ]
@@ -337,8 +350,12 @@ class ModelVersionAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
                         "%(version)s breaks callers of the previous version: %(changes)s. "
                         "A rollout onto it is refused unless forced."
                     )
-                    % {"version": mv, "changes": "; ".join(mv.breaking_changes)},
+                    % {"version": mv, "changes": describe_all(mv.breaking_changes)},
                 )
+
+    @admin.display(description=_("breaking changes"))
+    def breaking_changes_said(self, obj):
+        return describe_all(obj.breaking_changes) or "—"
 
     @admin.display(description=_("compatible with previous"), boolean=True)
     def compatible(self, obj):

@@ -7,13 +7,15 @@
   const COLORS = ["#417690", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b7950b"];
   const charts = {};
   const windowSelect = document.getElementById("sov-window");
-  const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
-  const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 2 });
+  // the page's language (the person's setting may differ from the browser's): a Chinese page said "1:21:25 AM"
+  const LOCALE = [document.documentElement.lang || undefined];
+  const number = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 });
+  const percent = new Intl.NumberFormat(LOCALE, { style: "percent", maximumFractionDigits: 2 });
 
   function label(iso, periodSeconds) {
     const d = new Date(iso);
-    return periodSeconds < 3600 ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-      : d.toLocaleString([], { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+    return periodSeconds < 3600 ? d.toLocaleTimeString(LOCALE, { hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleString(LOCALE, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
   }
 
   function draw(id, labels, datasets, yOptions) {
@@ -66,7 +68,7 @@
     rows.forEach(function (item) { render(body.insertRow(), item); });
   }
 
-  function when(iso) { return iso ? new Date(iso).toLocaleString() : null; }
+  function when(iso) { return iso ? new Date(iso).toLocaleString(LOCALE) : null; }
   function num(v) { return v === null || v === undefined ? null : number.format(v); }
   function pct(v) { return v === null || v === undefined ? null : percent.format(v); }
 
@@ -81,7 +83,9 @@
     draw("sov-chart-errors", labels, models.map(function (m, i) { return line(m.model, m.error_rate, i); }),
       { ticks: { callback: function (v) { return percent.format(v); } } });
     draw("sov-chart-tokens", labels, models.flatMap(function (m, i) {
-      return [line(m.model + " out", m.tokens_out, i), line(m.model + " in", m.tokens_in, i, true)];
+      // the words come translated from the page (data-tokens-out/-in): a Chinese page showed "smollm2 out"
+      return [line(m.model + " " + root.dataset.tokensOut, m.tokens_out, i),
+        line(m.model + " " + root.dataset.tokensIn, m.tokens_in, i, true)];
     }));
     fill("sov-versions", calls.versions, function (tr, v) {
       cell(tr, v.model); cell(tr, v.version || "—"); cell(tr, num(v.calls), "num"); cell(tr, num(v.denied), "num");

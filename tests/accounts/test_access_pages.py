@@ -307,3 +307,18 @@ def test_the_auditor_sees_break_glass_but_grants_nothing(auditor_user):
     assert access.revoked_at is None
     admin_role = session(make_user("ops", "admin"))
     assert admin_role.get(reverse("admin:accounts_emergencyaccess_changelist")).status_code == 403
+
+
+def test_role_groups_are_named_in_the_page_language_on_the_grants_page(officer_user, model):
+    """A newcomer's Chinese grants page offered the groups "admin, analyst, auditor…" by their codes."""
+    analysts = Group.objects.get(name=ANALYST)
+    client = session(officer_user)
+    url = reverse("admin:registry_model_grants", args=[model.pk])
+    client.post(url, {"group": analysts.pk, "permission": "view_model"})
+
+    page = client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+
+    assert f'<option value="{analysts.pk}">分析员</option>' in page
+    assert f'<option value="{Group.objects.get(name="admin").pk}">管理员</option>' in page
+    assert "<td>分析员 (组)</td>" in page  # the current grants, above the form
+    assert ModelGroupGrant.objects.filter(group=analysts, content_object=model).exists()

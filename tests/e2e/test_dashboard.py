@@ -86,3 +86,36 @@ def test_dashboard_draws_its_charts_from_the_portal_alone(page, live_server):
     assert page.locator("#sov-error").is_hidden()
     assert hosts == {urlsplit(live_server.url).netloc}, f"requests left the portal: {hosts}"
     assert problems == [], problems
+
+
+def test_a_chinese_dashboard_labels_its_tokens_chart_and_columns_in_chinese(browser, live_server):
+    """A newcomer's Chinese dashboard (the person's own setting, an English browser) said "smollm2 out" /
+    "smollm2 in" under the tokens chart, "p50 ms" over the table and "1:21:25 AM" beside "Updated": the
+    words now come translated from the page, and times and numbers follow the page's language."""
+    from apps.accounts.models import Profile
+
+    _traffic()
+    context = browser.new_context(locale="en-US")
+    try:
+        page = context.new_page()
+        user = make_user("zhou", AUDITOR)
+        Profile.objects.update_or_create(user=user, defaults={"language": "zh-hans"})
+        client = Client()
+        otp_login(client, user)
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+        context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+        page.goto(f"{live_server.url}/admin/")
+        page.locator("#sovereign-dashboard[data-drawn='1']").wait_for(state="attached")
+
+        legends = page.evaluate(
+            "() => Chart.getChart(document.getElementById('sov-chart-tokens')).data.datasets.map(d => d.label)"
+        )
+        headers = page.locator("#sov-versions thead").inner_text().lower()  # the admin's CSS upper-cases them
+        updated = page.locator("#sov-updated").inner_text()
+    finally:
+        context.close()
+
+    assert "smollm2 输出词元数" in legends and "smollm2 输入词元数" in legends, legends
+    assert not any(label.endswith((" out", " in")) for label in legends), legends
+    assert "p50（毫秒）" in headers and "p95（毫秒）" in headers and " ms" not in headers, headers
+    assert updated and "AM" not in updated and "PM" not in updated, updated
