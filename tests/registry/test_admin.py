@@ -169,7 +169,7 @@ class TestIssue17ModelPages:
         assert 'id="live-versions"' in page and f"{dep.model_version}</a>" in page
         assert f"/admin/deployments/deployment/{dep.pk}/change/" in page
         assert "sv-badge sv-badge--down" in page and "refused" in page  # the server's state, with why
-        assert f"/admin/auth/user/{reader.pk}/change/" in page and "view_model" in page
+        assert f"/admin/auth/user/{reader.pk}/change/" in page and "view the model" in page  # the grant in words
         usage = page[page.index('id="model-usage"') :]
         assert "<td>1</td>" in usage and "<td>11</td>" in usage and "<td>5</td>" in usage
         history = page[page.index('id="model-history"') :]
