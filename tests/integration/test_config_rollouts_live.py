@@ -25,7 +25,6 @@ from tests.integration.test_rollouts_live import (  # noqa: F401 - fixtures
     _upload,
     dataplane,
     operator,
-    triton_b,
 )
 from tests.waiting import wait_for
 
