@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from apps.deployments.models import Deployment, Desired, Observed, ReplicaSet
-from tests.factories import InferenceServerFactory, ModelVersionFactory
+from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,11 +32,21 @@ def before():
     _migrate(leaves)
 
 
+def _old(model: str):
+    """0006's model class: today's have later columns (servers' health counts, deployments' retries)."""
+    return MigrationExecutor(connection).loader.project_state(BEFORE).apps.get_model("deployments", model)
+
+
+def _server():
+    n = _old("InferenceServer").objects.count() + 1
+    return _old("InferenceServer").objects.create(name=f"server-{n}", http_url=f"http://127.0.0.1:{18000 + n}")
+
+
 def _deployment(version, server=None, **states):
-    """A deployment row as 0006's schema has it: the model class of today has later columns."""
-    old = MigrationExecutor(connection).loader.project_state(BEFORE).apps.get_model("deployments", "Deployment")
+    """A deployment row as 0006's schema has it."""
+    old = _old("Deployment")
     states = {"desired_state": Desired.ACTIVE, "observed_state": Observed.ACTIVE, **states}
-    server = server or InferenceServerFactory()
+    server = server or _server()
     return old.objects.create(model_id=version.model_id, model_version_id=version.pk, server_id=server.pk, **states)
 
 
@@ -55,7 +65,7 @@ def test_existing_deployments_join_sets_and_the_newest_live_one_takes_the_traffi
     v1 = ModelVersionFactory(model_name="triage", actor=staff_user)
     v2 = ModelVersionFactory(model_name="triage", actor=staff_user)
     gone = ModelVersionFactory(model_name="old", actor=staff_user)
-    a, b = InferenceServerFactory(), InferenceServerFactory()
+    a, b = _server(), _server()
     d1a = _deployment(v1, a)
     d1b = _deployment(v1, b)
     d2 = _deployment(v2)
