@@ -3,7 +3,13 @@ Triton server and Celery worker that integration tests start, because they are "
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
@@ -18,6 +24,14 @@ from apps.audit.signing import get_signer
 from apps.keys.providers import get_kek_provider
 from inference_backend.demo_model import build_test_onnx
 from tests.llm_models import smollm2_decoder, smollm2_files, smollm2_gguf  # noqa: F401 - fixtures for every test dir
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+# The test worker's own queue: only tests that ask for `celery_worker` send there. Every other test's
+# tasks (a deploy's reconcile queued on commit, say) go to the default queue, which nobody consumes —
+# else the session's worker would run them against the test database while pytest-django truncates
+# it after a transactional test (a deadlock, seen in CI).
+WORKER_QUEUE = "sovereign-test-worker"
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +88,67 @@ def dataplane(live_server):
     server = ServerThread().start()
     yield server
     server.stop()
+
+
+def _database_url(settings_dict: dict) -> str:
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def _celery_worker_process(django_db_setup, data_dir, tmp_path_factory):
+    """A real `celery worker` process consuming WORKER_QUEUE from Redis, on the test database; one per
+    session, started by the first test that asks for `celery_worker`."""
+    from django.db import connection
+
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url or connection.vendor != "postgresql":
+        pytest.fail("the Celery worker needs REDIS_URL and a PostgreSQL DATABASE_URL (use `make test`)")
+    redis.Redis.from_url(redis_url).flushdb()  # no stale tasks from an earlier run
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "REDIS_URL": redis_url,
+        "SOVEREIGN_DATA_DIR": str(data_dir),
+        "SOVEREIGN_ARTIFACT_DIR": str(data_dir / "artifacts"),
+        "SOVEREIGN_LOCAL_KEK_FILE": str(data_dir / "keystore" / "kek.bin"),
+        "SOVEREIGN_DEPLOY_MAX_RETRIES": "1",
+        "SOVEREIGN_DEPLOY_RETRY_BASE_SECONDS": "0.2",
+        "SOVEREIGN_DB_CONN_MAX_AGE": "0",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", WORKER_QUEUE]
+    command += ["--pool", "threads", "--concurrency", "2", "--loglevel", "INFO"]
+    command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: proc.poll() is not None or b"ready." in log.read_bytes(), 60, what="the Celery worker")
+        if proc.poll() is not None:
+            pytest.fail(f"the Celery worker exited:\n{log.read_text()[-3000:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def celery_worker(_celery_worker_process):
+    """The session's real Celery worker, receiving this test's tasks (sent to WORKER_QUEUE while it lasts)."""
+    from portal.celery import app
+
+    default = app.conf.task_default_queue
+    app.conf.task_default_queue = WORKER_QUEUE
+    try:
+        yield _celery_worker_process
+    finally:
+        app.conf.task_default_queue = default
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@
    steps by itself, then *Roll back now*. The auditor sees the running rollout without its buttons.
 
 Each job asserts the database and the audit event, and in Chinese that the pages are really Chinese.
-Screenshots: <artefacts>/<lang>/<role>/fleet-*.png. The health job comes first: it runs the reconcile task
-in this process (the worker's part) before the module's Celery worker exists.
+Screenshots: <artefacts>/<lang>/<role>/fleet-*.png. The health job runs the reconcile task in this process
+(the worker's part): without `celery_worker` its queued tasks reach no worker (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from inference_backend.demo_model import build_demo_onnx, build_demo_v2_onnx
 from tests.conftest import make_user
 from tests.e2e.jobs import LANGS, assert_language, axe_serious, dump, go, job_page, shot  # noqa: F401 - job_page: the fixture
 from tests.factories import ModelVersionFactory
-from tests.integration.conftest import celery_worker  # noqa: F401 - the real worker, for the rollout job
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -244,7 +243,7 @@ def test_the_officer_reads_usage_and_sets_a_quota_that_is_flagged_near_exhaustio
 
 
 @pytest.fixture
-def live_v1(settings, triton, celery_worker, live_server):  # noqa: F811 - the worker imported above
+def live_v1(settings, triton, celery_worker, live_server):
     """A server, and v1 of a model loaded on it (a set of one with all the traffic), as bootstrap leaves it."""
 
     def make(lang: str, admin):

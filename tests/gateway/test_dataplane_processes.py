@@ -27,10 +27,9 @@ from apps.deployments.models import Deployment, InferenceServer, Observed
 from apps.deployments.selectors import GATEWAY_VIEW_KEY
 from inference_backend.demo_model import build_test_onnx
 from inference_backend.server import LocalTritonServer, free_port
-from tests.conftest import grant
+from tests.conftest import _database_url, grant
 from tests.factories import ModelVersionFactory, token_for
 from tests.gateway.test_fleet_integration import Callers
-from tests.integration.conftest import _database_url
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
