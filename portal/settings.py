@@ -188,6 +188,9 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W021",
 ]
 SESSION_COOKIE_AGE = env.int("SOVEREIGN_SESSION_MAX_AGE", default=12 * 3600)
+# Messages wait for the next page in the server-side session, never in a cookie: some carry a secret
+# shown once (a privileged role's enrolment code), and Django's cookie storage signs, not encrypts.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 LOGIN_URL = "/admin/login/"
 
 # --- Login security (HIPAA 164.312(a)(2)(iii), (d); 等保 8.1.4.1) -----------------------------

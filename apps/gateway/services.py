@@ -20,6 +20,7 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.utils import timezone
 
 from apps.accounts.models import ApiToken
+from apps.accounts.services.policy import require_perm
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.errors import Conflict, ServiceError, get_or_404
@@ -155,7 +156,9 @@ def set_quota(
     """Create or replace the quota of (scope, subject, model or all models). Limits not given are
     unlimited; at least one must be set. Audited `llm.quota.set` with before / after. Counters of
     the current windows are kept (they belong to the quota's id), so a lowered limit applies to
-    what was already used today."""
+    what was already used today. The actor must hold `gateway.manage_quota` (the API and the admin
+    check it too; this keeps any other caller from setting quotas on its own say-so)."""
+    require_perm(actor, "gateway.manage_quota")
     if scope not in QuotaScope.values:
         raise ServiceError("invalid_scope", "scope: user, group or token", field="scope")
     unknown = set(limits) - set(QUOTA_LIMITS)
@@ -190,7 +193,9 @@ def set_quota(
 
 
 def delete_quota(*, quota_id: int, actor, source: Source = SYSTEM) -> None:
-    """Remove a quota (its subject is then unlimited there). Audited `llm.quota.delete`."""
+    """Remove a quota (its subject is then unlimited there). Audited `llm.quota.delete`. The actor
+    must hold `gateway.manage_quota`, as for set_quota."""
+    require_perm(actor, "gateway.manage_quota")
     with transaction.atomic():
         quota = get_or_404(
             Quota.objects.select_for_update(), "quota_not_found", f"no quota with id {quota_id}", pk=quota_id

@@ -198,3 +198,42 @@ def test_names_and_reasons_are_text_on_the_new_pages(officer_user, staff_user):
         reverse("admin:audit_auditevent_export") + "?q=" + evil,
     ):
         assert evil.encode() not in client.get(url).content, url
+
+
+def test_a_quota_is_set_and_removed_only_by_who_may_manage_quotas(plain_user, officer_user):
+    """set_quota and delete_quota trusted their callers (the API and the admin) to have checked
+    `gateway.manage_quota`: any other caller (a view, a command, a task added later) wrote quotas on its
+    actor's say-so. The services check the actor themselves now; nothing is written when they refuse."""
+    from apps.core.errors import ServiceError
+    from apps.gateway.services import delete_quota, set_quota
+
+    events = AuditEvent.objects.count()
+    with pytest.raises(ServiceError) as refused:
+        set_quota(scope="user", subject_id=plain_user.pk, actor=plain_user, tokens_per_day=10**6)
+    assert refused.value.code == "permission_denied"
+    assert not Quota.objects.exists() and AuditEvent.objects.count() == events
+
+    quota = set_quota(scope="user", subject_id=plain_user.pk, actor=officer_user, tokens_per_day=5)
+    with pytest.raises(ServiceError) as refused:
+        delete_quota(quota_id=quota.pk, actor=plain_user)
+    assert refused.value.code == "permission_denied"
+    assert Quota.objects.filter(pk=quota.pk).exists()
+    delete_quota(quota_id=quota.pk, actor=officer_user)
+    assert not Quota.objects.exists()
+
+
+def test_an_enrolment_code_waits_for_its_page_in_the_session_not_in_a_cookie(officer_user, plain_user):
+    """A privileged role's enrolment code is shown once, as a message on the next page. With Django's
+    default storage it travelled in the `messages` cookie — signed, not encrypted: readable by anything
+    that sees the browser's cookies. It waits in the server-side session now."""
+    from django.conf import settings
+
+    client = session(officer_user)
+    response = client.post(reverse("admin:auth_user_roles", args=[plain_user.pk]), {"op": "assign", "role": AUDITOR})
+    assert response.status_code == 302
+    assert settings.MESSAGE_STORAGE.endswith("SessionStorage")
+    assert "messages" not in response.cookies or not response.cookies["messages"].value
+    assert EnrolmentCode.objects.filter(user=plain_user, used_at=None).count() == 1
+    shown = " ".join(messages_of(client.get(response["Location"])))
+    assert "enrol" in shown.lower() or "注册" in shown, shown  # the next page shows the code, once
+    assert not messages_of(client.get(response["Location"]))
