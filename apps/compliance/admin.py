@@ -332,11 +332,15 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
 
     def download_view(self, request, report_id: int):
         """One file of a finished report, for whoever may export reports; recorded as the API's
-        download is (`compliance.report.download`) before the first byte leaves."""
+        download is (`compliance.report.download`) before the first byte leaves. A browser's request
+        made for another site (Fetch Metadata) is refused: an image tag elsewhere would otherwise
+        record a download the person never asked for."""
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET"])
         if not _may_download(request.user):
             raise PermissionDenied
+        if request.META.get("HTTP_SEC_FETCH_SITE", "").lower() in ("cross-site", "same-site"):
+            raise PermissionDenied(gettext("Download reports from the portal's own pages."))
         report = get_object_or_404(ComplianceReport, pk=report_id)
         fmt = request.GET.get("file_format", "pdf")
         back = reverse("admin:compliance_compliancereport_change", args=[report.pk])

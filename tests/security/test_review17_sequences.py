@@ -237,3 +237,40 @@ def test_an_enrolment_code_waits_for_its_page_in_the_session_not_in_a_cookie(off
     shown = " ".join(messages_of(client.get(response["Location"])))
     assert "enrol" in shown.lower() or "注册" in shown, shown  # the next page shows the code, once
     assert not messages_of(client.get(response["Location"]))
+
+
+def test_another_site_cannot_make_a_browser_record_a_report_download(auditor_user):
+    """The report download is a GET that writes `compliance.report.download`: an image tag on another
+    site, loaded by an auditor's browser, made the portal record a download the auditor never asked
+    for (nothing leaked: the other site cannot read the answer, but the record was false). A browser's
+    request made for another site (Sec-Fetch-Site cross-site or same-site) is refused now and
+    records nothing; the auditor's own click (same-origin) or typed address (none) downloads."""
+    from apps.compliance.models import ComplianceReport, ReportState
+    from apps.compliance.storage import directory
+
+    folder = directory("reports")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "r-review.csv").write_text("control,status\n")
+    now = timezone.now()
+    report = ComplianceReport.objects.create(
+        profile="hipaa",
+        period_start=now - timedelta(days=1),
+        period_end=now,
+        language="en",
+        state=ReportState.DONE,
+        files={"csv": "r-review.csv"},
+    )
+    url = reverse("admin:compliance_compliancereport_download", args=[report.pk]) + "?file_format=csv"
+    client = session(auditor_user)
+
+    def downloads():
+        return AuditEvent.objects.filter(event_type="compliance.report.download").count()
+
+    for site in ("cross-site", "same-site"):
+        assert client.get(url, HTTP_SEC_FETCH_SITE=site).status_code == 403
+    assert downloads() == 0
+    for site in ("same-origin", "none"):
+        response = client.get(url, HTTP_SEC_FETCH_SITE=site, HTTP_SEC_FETCH_USER="?1")
+        assert response.status_code == 200, site
+        assert b"".join(response.streaming_content) == b"control,status\n"
+    assert downloads() == 2
