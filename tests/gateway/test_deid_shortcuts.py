@@ -88,6 +88,22 @@ def test_chinese_mentions_in_one_pass_are_those_str_find_finds():
     assert sorted(names._propagate("王王王王王，王王", [(0, 2)])) == [(0, 2), (2, 4), (6, 8)]
 
 
+def test_chinese_mentions_from_first_characters_are_those_str_find_finds_in_the_same_order(monkeypatch):
+    """The long-text way of names._mentions (a class of first characters, the phrases checked there) against
+    the short-text way (one str.find scan per phrase), on every test text and on the notes joined."""
+    texts = list(_texts())
+    cases = [(t, {t[s:e] for s, e in names._chinese_names(t) if e - s >= 2}) for t in texts]
+    joined = "\n".join(texts)
+    cases.append((joined, {p for _, phrases in cases for p in phrases}))
+    cases.append(("王王王王王，王王", {"王王"}))  # a phrase that overlaps itself: taken left to right
+    cases.append(("李明李明明，张伟与李明明", {"李明", "李明明", "明明", "张伟"}))  # overlapping phrases, one end
+    plain = [names._mentions(text, phrases) for text, phrases in cases]
+    monkeypatch.setattr(names, "_MENTIONS_SCAN_FROM", 0)
+    assert [names._mentions(text, phrases) for text, phrases in cases] == plain
+    assert sum(map(len, plain)) > 1000
+    assert plain[-1] == [(2, -2), (4, -2), (5, -3), (5, -2), (8, -2), (11, -2), (12, -3), (12, -2)]
+
+
 @pytest.mark.usefixtures("scratch_gates")
 def test_a_gate_with_one_lead_per_anchor():
     rx = re.compile(r"\b(?:ab|abc)\s?:|\bzz\w{0,3}")

@@ -743,6 +743,10 @@ def _names_zh(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py (and prefilter.py on long texts)
+# Every capitalised run before two capitals is a start of this one in the Hyperscan pass (its state codes fall
+# beyond the part written): dense on clinical prose, so it is searched whole anyway, and its reports cost
+# as much again. Searched whole with fastre's hint only.
+_TOWN_BEFORE_STATE = getattr(_TOWN_BEFORE_STATE, "regex", _TOWN_BEFORE_STATE)
 # A gate searched with `search` (its first match, found at once in C): kept out of the Hyperscan pass, in which
 # it would report every pair of capitals of a long text for nothing.
 _LATIN_CAPS = re.compile("[A-Z]{2}")
