@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.gateway.deid import cues, geo, names
+from apps.gateway.deid import cues, geo, names, safelist
 from tests.gateway.test_deid_cues import _texts, scratch_gates  # noqa: F401 - a fixture
 
 
@@ -86,6 +86,62 @@ def test_chinese_mentions_in_one_pass_are_those_str_find_finds():
         n += sum(zh.values())
     assert n > 100
     assert sorted(names._propagate("王王王王王，王王", [(0, 2)])) == [(0, 2), (2, 4), (6, 8)]
+
+
+def test_chinese_mentions_from_first_characters_are_those_str_find_finds_in_the_same_order(monkeypatch):
+    """The long-text way of names._mentions (a class of first characters, the phrases checked there) against
+    the short-text way (one str.find scan per phrase), on every test text and on the notes joined."""
+    texts = list(_texts())
+    cases = [(t, {t[s:e] for s, e in names._chinese_names(t) if e - s >= 2}) for t in texts]
+    joined = "\n".join(texts)
+    cases.append((joined, {p for _, phrases in cases for p in phrases}))
+    cases.append(("王王王王王，王王", {"王王"}))  # a phrase that overlaps itself: taken left to right
+    cases.append(("李明李明明，张伟与李明明", {"李明", "李明明", "明明", "张伟"}))  # overlapping phrases, one end
+    plain = [names._mentions(text, phrases) for text, phrases in cases]
+    monkeypatch.setattr(names, "_MENTIONS_SCAN_FROM", 0)
+    assert [names._mentions(text, phrases) for text, phrases in cases] == plain
+    assert sum(map(len, plain)) > 1000
+    assert plain[-1] == [(2, -2), (4, -2), (5, -3), (5, -2), (8, -2), (11, -2), (12, -3), (12, -2)]
+
+
+def _alone_by_aho_corasick(text, taken):
+    """Where safelist.english found the words taken before: every occurrence (one Aho-Corasick pass), less
+    those inside a longer word."""
+    import ahocorasick
+
+    auto = ahocorasick.Automaton()
+    for w in taken:
+        auto.add_word(w, len(w))
+    auto.make_automaton()
+    for last, length in auto.iter(text):
+        start, end = last + 1 - length, last + 1
+        after = text[end : end + 1]
+        if (
+            (start and text[start - 1] in safelist._WORD_CHARS)
+            or after in safelist._TOKEN_CHARS
+            or (after == "-" and text[end + 1 : end + 2] in safelist._TOKEN_CHARS)
+        ):
+            continue
+        yield start, end
+
+
+def test_words_taken_by_the_inversion_pass_are_found_where_aho_corasick_found_them():
+    texts = list(_texts())
+    texts.append("\n".join(texts))
+    texts.append(
+        "Ann Annabel O'Brien- Smith-Jones Jones ÉJones Renée ×Kamau -Kamau Kamau's Kamau’ D'Arcy-O Mc-Kee-"
+        " Zoë Zoëlle Ann-Marie Marie Ann-"
+    )
+    n = 0
+    for text in texts:
+        words = set(safelist._WORD_RE.findall(text))
+        for taken in (words, {w for w in words if len(w) % 2}, {w for w in words if "-" in w or "'" in w}):
+            if not taken:
+                continue
+            fast = [m.span() for m in safelist._WORD_RE.finditer(text) if m.group() in taken]
+            assert fast == list(_alone_by_aho_corasick(text, taken))
+            n += len(fast)
+    assert n > 10000
 
 
 @pytest.mark.usefixtures("scratch_gates")

@@ -33,6 +33,8 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from . import fastre
+
 # Default_Ignorable_Code_Point (Unicode 15 DerivedCoreProperties) together with every Cf character;
 # a test checks that every Cf character of the running Python's Unicode database is in here.
 _REMOVE_RANGES = (
@@ -122,7 +124,9 @@ def _char_class(code_points, astral: bool) -> str:
 
 TABLE = _build_table()
 # Runs of characters that may change; of characters whose replacement is not one character.
-_CHANGING_RUN = re.compile(_char_class(TABLE, astral=True) + "+")
+# (fastre: the class spans the astral planes, so `re` finds no start hint of its own and enters the matcher at
+# every character; with the hint it skips, in C, the characters that cannot change)
+_CHANGING_RUN = fastre.compile(_char_class(TABLE, astral=True) + "+")
 _RESIZING = re.compile(_char_class([cp for cp, rep in TABLE.items() if len(rep) != 1], astral=True))
 
 

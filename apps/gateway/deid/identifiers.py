@@ -90,9 +90,6 @@ _NUMERIC_DATE_RE = re.compile(r"(\d{1,4})([-/.])(\d{1,2})\2(\d{1,4})", re.A)
 _COMPACT_DATE_RE = re.compile(r"(?:19|20)\d\d(?:1[0-2]|0[1-9])(?:3[01]|[12]\d|0[1-9])", re.A)
 
 
-fastre.accelerate(globals())  # every pattern above: see fastre.py
-
-
 @lru_cache(maxsize=1)
 def _labels():
     """An Aho–Corasick automaton of the folded label words: value (length, type, open-ended, Latin start, Latin end)."""
@@ -287,3 +284,8 @@ def find_identifiers(text: str, kinds: frozenset[str]) -> Iterator[Span]:
                 except ValueError:
                     continue
                 yield Span(m.start(), m.start() + len(candidate), IP, 70)
+
+
+# After every pattern (the SSN hint, local phone and IPv6 patterns below the labels too: each searched over
+# the whole text, and each starting with a look-behind, so unaccelerated `re` entered it at every character).
+fastre.accelerate(globals())  # see fastre.py

@@ -349,7 +349,6 @@ def find_late(text: str, spans: Iterable[Span], kinds: frozenset[str]) -> Iterat
 
 
 _HAS_HAN = re.compile(f"[{_HAN}]")
-_LATIN_CAPS = re.compile("[A-Z]{2}")
 
 
 def _geo(text: str, low: str, addresses: list[Span], places: list[Span]) -> Iterator[Span]:
@@ -436,10 +435,19 @@ def _ages(text: str, low: str, found_names: list[Span], found_ages: list[Span], 
     ages = list(found_ages)
     # not after a vital sign or lab taken for a name ("Pulse Rate, 96", "Plt, 95"): words of the clinical list
     safe = _safe_words()
-    name_ends = {s.end for s in found_names if text[s.start : s.end].split()[-1].strip(",.:").lower() not in safe}
-    for m in _NAME_AGE_AFTER.finditer(text):  # the few numbers 90-119, then: does a name end right before?
-        if m.start() in name_ends:
-            ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
+    # the few numbers 90-119 first, then: does a name end right before? (a name's last word is read only for
+    # the names that end where such a number starts, not for every name of the text)
+    numbers = list(_NAME_AGE_AFTER.finditer(text))
+    if numbers:
+        starts = {m.start() for m in numbers}
+        name_ends = {
+            s.end
+            for s in found_names
+            if s.end in starts and text[s.start : s.end].split()[-1].strip(",.:").lower() not in safe
+        }
+        for m in numbers:
+            if m.start() in name_ends:
+                ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
     if "nari" in text or "NARI" in text:
         for m in _AGE_WORD_BRACKET.finditer(text):
             ages.append(Span(m.start("v"), m.end("v"), AGE, P_AGE))
@@ -735,3 +743,10 @@ def _names_zh(text: str) -> Iterator[Span]:
 
 
 fastre.accelerate(globals())  # after every pattern: see fastre.py (and prefilter.py on long texts)
+# Every capitalised run before two capitals is a start of this one in the Hyperscan pass (its state codes fall
+# beyond the part written): dense on clinical prose, so it is searched whole anyway, and its reports cost
+# as much again. Searched whole with fastre's hint only.
+_TOWN_BEFORE_STATE = getattr(_TOWN_BEFORE_STATE, "regex", _TOWN_BEFORE_STATE)
+# A gate searched with `search` (its first match, found at once in C): kept out of the Hyperscan pass, in which
+# it would report every pair of capitals of a long text for nothing.
+_LATIN_CAPS = re.compile("[A-Z]{2}")

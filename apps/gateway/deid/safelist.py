@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from . import fastre
+
 _DATA = Path(__file__).with_name("data")
 PRIORITY = 10
 
@@ -261,32 +263,25 @@ def _in_address(text: str, start: int, end: int) -> bool:
 
 def english(text: str) -> Iterator[tuple[int, int]]:
     """Runs of capitalised words taken for names. Each distinct word is judged once (a set of the
-    text's capitalised words); only the occurrences of the words taken are then visited, found in one
-    Aho–Corasick pass, so the cost of a long text is one regular-expression scan and a few look-ups."""
+    text's capitalised words); the occurrences of the words taken are then the scan's words that are one of
+    them, so the cost of a long text is two regular-expression scans and a look-up per word."""
     from .names import dictionaries
 
     given, family, _, _, _ = dictionaries()
     safe = safe_words()
-    taken_words = [w for w in set(_WORD_RE.findall(text)) if _unknown(w, safe, given, family)]
+    taken = {w for w in set(_WORD_RE.findall(text)) if _unknown(w, safe, given, family)}
     spans: list[tuple[int, int]] = []
-    if taken_words:
-        import ahocorasick
-
-        auto = ahocorasick.Automaton()
-        for w in taken_words:
-            auto.add_word(w, len(w))
-        auto.make_automaton()
-        for last, length in auto.iter(text):
-            start, end = last + 1 - length, last + 1
-            after = text[end : end + 1]
-            if (
-                (start and text[start - 1] in _WORD_CHARS)
-                or after in _TOKEN_CHARS
-                or (after == "-" and text[end + 1 : end + 2] in _TOKEN_CHARS)
-            ):
-                continue  # inside a longer word
-            if _keep(text, start, end):
-                spans.append((start, end))
+    if taken:
+        # Every occurrence of a word taken that stands alone (no word character before it, no letter or
+        # apostrophe after it, nor a hyphen and one) is a match of _WORD_RE, which takes the longest run
+        # from a capital that no word character precedes, and every match of it is such an occurrence:
+        # the same words, in the same order, as an Aho-Corasick pass over the words taken found
+        # (tests/gateway/test_deid_shortcuts.py compares them).
+        for m in _WORD_RE.finditer(text):
+            if m.group() in taken:
+                start, end = m.span()
+                if _keep(text, start, end):
+                    spans.append((start, end))
     for m in _CAPS_AFTER_TITLE_RE.finditer(text):  # "SEEN BY DR. KAMAU": capitals after a title
         if (
             not (m.start() and text[m.start() - 1] in _WORD_CHARS)
@@ -473,3 +468,8 @@ def chinese(text: str) -> Iterator[tuple[int, int]]:
             if all("\u4e00" <= c <= "\u9fff" and c not in _NOT_GIVEN for c in given) and given[-1] not in _PLACE_SUFFIX:
                 yield i, end
             break
+
+
+# Every pattern above starts with a look-behind or a class `re` finds no hint in: the words of a whole text
+# are searched from their capitals only (fastre.py; on a long text, the rare ones through prefilter.py).
+fastre.accelerate(globals())
