@@ -168,7 +168,7 @@ def rule_tags(toks: list[tuple[int, int]], spans) -> list[str]:
     return out
 
 
-_CACHE_LIMIT = 200_000  # distinct words cached (then the caches start again): bounded memory
+_CACHE_LIMIT = 50_000  # distinct words cached (then the caches start again): a few MB at most
 _local_cache: dict[str, list[str]] = {}
 _near_cache: dict[tuple[str, int], list[str]] = {}
 _EDGE = {d: [f"w{d}=<s>", f"s{d}=<s>", f"g{d}=<s>"] for d in (-2, -1)} | {
