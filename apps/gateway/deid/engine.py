@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from . import contextual, cues, dates, geo, identifiers, late, names, prefilter, safeharbor, structured, tail
+from . import contextual, cues, dates, geo, identifiers, late, model, names, prefilter, safeharbor, structured, tail
 from .canonical import canonical_text, canonicalise
 from .spans import (
     ADDRESS,
@@ -114,6 +114,8 @@ def warm() -> None:
     prefilter.build(lambda: _detect(_WARM_TEXT, frozenset(ALL_TYPES), None), _WARM_TEXT)
     cues.hits.cache_clear()
     cues.automaton(cues._searched_by_anchors(_WARM_TEXT))  # the anchors of the gates it does not serve
+    if model.enabled():
+        model.warm()
 
 
 def _check_types(types) -> frozenset[str]:
@@ -254,9 +256,13 @@ def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     spans = [s for s in _candidates(canon.text, kinds, check) if s.type in kinds and s.end > s.start]
     # families read off the candidates: a town after an address, an age after a name ... (late.py)
     spans += [s for s in late.find_late(canon.text, spans, kinds) if s.type in kinds and s.end > s.start]
-    if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
-        return _resolve(spans, len(canon.text))
     chosen = _resolve(spans, len(canon.text))
+    if model.enabled():  # the trained tagger: names and places beside the rules' (model.py)
+        if check:
+            check()
+        chosen = model.merge(canon.text, chosen, kinds)
+    if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
+        return chosen
     mapped = canon.originals(chosen)
     return [Span(start, end, s.type, s.priority) for s, (start, end) in zip(chosen, mapped, strict=True)]
 
