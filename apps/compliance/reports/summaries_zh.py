@@ -58,6 +58,13 @@ PATTERNS: dict[str, str] = {
     "no model receives PHI or personal information": "没有模型接收受保护健康信息或个人信息",
     "needs a person: no attestation uploaded": "需人工确认：尚未上传证明材料",
     "the check could not run: {error}": "检查无法运行：{error}",
+    # where the signing key and the KEK are (reports/data.signing_section, the report page's signing panel)
+    "local key file {path} (mode 0600) — not in a cryptographic module": "本地密钥文件 {path}（权限 0600）——不在密码模块中",
+    "PKCS#11 token (unreadable: {error})": "PKCS#11 令牌（无法读取：{error}）",
+    "PKCS#11 token {token}: {device}, software token — development only": "PKCS#11 令牌 {token}：{device}，软件令牌——仅供开发使用",
+    "PKCS#11 token {token}: {device}, hardware slot": "PKCS#11 令牌 {token}：{device}，硬件槽位",
+    "{provider} provider, key file {path} — not in an HSM": "{provider} 提供方，密钥文件 {path}——不在 HSM 中",
+    "unavailable: {error}": "不可用：{error}",
     # remedies
     "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role; remove "
     "privileged permissions given directly or through other groups (assign the role instead).": "请列出的每个用户在 /accounts/2fa/setup/ 注册 TOTP 设备，或移除其特权角色；移除直接或通过其他组授予的特权权限（改为分配角色）。",
