@@ -58,6 +58,11 @@ PATTERNS: dict[str, str] = {
     "no model receives PHI or personal information": "没有模型接收受保护健康信息或个人信息",
     "needs a person: no attestation uploaded": "需人工确认：尚未上传证明材料",
     "the check could not run: {error}": "检查无法运行：{error}",
+    # the auditor's review of the log (checks/monitoring.py, HIPAA 164.308(a)(1)(ii)(D))
+    "no auditor read the audit log in the last {days} days": "最近 {days} 天内没有审计员查阅审计日志",
+    "{n} audit-log read(s) by {m} auditor(s) in {days} days; last by {who} at {when}": "{days} 天内 {m} 名审计员查阅审计日志 {n} 次；最近一次由 {who} 于 {when} 查阅",
+    "Have a person in the auditor role review the log (search, export or verify it in the admin or through "
+    "/api/v1/audit/) at least every {days} days; the reads are recorded and this check finds them.": "请由审计员角色的人员至少每 {days} 天查阅一次日志（在管理后台或通过 /api/v1/audit/ 搜索、导出或验证）；查阅会被记录，本检查据此判断。",
     # where the signing key and the KEK are (reports/data.signing_section, the report page's signing panel)
     "local key file {path} (mode 0600) — not in a cryptographic module": "本地密钥文件 {path}（权限 0600）——不在密码模块中",
     "PKCS#11 token (unreadable: {error})": "PKCS#11 令牌（无法读取：{error}）",
