@@ -133,7 +133,8 @@ def role_label(role: str) -> str:
 class RoleChangeForm(forms.Form):
     """The user page's Roles section (security officers): one role, given or taken away."""
 
-    role = forms.ChoiceField(label=_("role"), choices=ROLE_CHOICES)
+    # starts on an empty choice (issue 17: it started on "admin", a privileged role one click from given)
+    role = forms.ChoiceField(label=_("role"), choices=[("", _("— choose a role —")), *ROLE_CHOICES])
     op = forms.ChoiceField(choices=[("assign", "assign"), ("remove", "remove")], widget=forms.HiddenInput)
 
 
@@ -534,7 +535,7 @@ _replace(AccessLog, AccessLogAdmin)
 
 
 class BreakGlassForm(forms.ModelForm):
-    role = forms.ChoiceField(label=_("role"), choices=ROLE_CHOICES)
+    role = forms.ChoiceField(label=_("role"), choices=[("", _("— choose a role —")), *ROLE_CHOICES])
     minutes = forms.IntegerField(
         label=_("minutes"),
         min_value=1,

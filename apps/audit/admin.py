@@ -21,6 +21,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from apps.core.errors import ServiceError
+from apps.core.form_fields import IsoDateTimeField
 
 from .catalogue import EVENT_TYPES
 from .export import EXPORT_FORMATS, audited_export
@@ -47,7 +48,12 @@ class PeriodFilter(admin.SimpleListFilter):
     PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
     def lookups(self, request, model_admin):
-        return [("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+        return [
+            ("1h", _("Last hour")),
+            ("24h", _("Last 24 hours")),
+            ("7d", _("Last 7 days")),
+            ("30d", _("Last 30 days")),
+        ]
 
     def queryset(self, request, queryset):
         span = self.PERIODS.get(self.value() or "")
@@ -80,13 +86,9 @@ class TypeFilter(CatalogueFilter):
 class ExportForm(forms.Form):
     """The filters of GET /api/v1/audit/export/ as a form; the times are read in the person's zone."""
 
-    since = forms.DateTimeField(
-        label=_("from"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1})
-    )
-    until = forms.DateTimeField(
-        label=_("until (exclusive)"),
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}),
+    since = IsoDateTimeField(label=_("from"), required=False, help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
+    until = IsoDateTimeField(
+        label=_("until (exclusive)"), required=False, help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone")
     )
     actor = forms.CharField(label=_("actor (user name)"), required=False, max_length=150)
     event_group = forms.ChoiceField(label=_("event group"), required=False, choices=())
@@ -136,7 +138,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     ]
     list_filter = [PeriodFilter, GroupFilter, "outcome", TypeFilter]
     search_fields = ["=actor_name", "=request_id"]
-    search_help_text = (
+    search_help_text = _(
         "An exact user name or request id; otherwise text contained in the details (pick a period first: "
         "text search reads every event of the period)."
     )

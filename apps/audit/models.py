@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .offline_verify import CURRENT_ENCODING
@@ -76,6 +77,14 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
+        """As the pages name it: the reader's local time with its zone, the outcome in words."""
+        from django.utils.formats import date_format
+
+        when = date_format(timezone.localtime(self.timestamp), "DATETIME_FORMAT")
+        return f"{when} {self.actor_name or '-'} {self.event_type} {self.get_outcome_display()}"
+
+    def audit_display(self) -> str:
+        """How the audit log itself names an event (as it always did: UTC, the outcome's code)."""
         return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.event_type} {self.outcome}"
 
 

@@ -82,6 +82,14 @@ def govern(model: type[models.Model], *, exclude: Iterable[str] = ()) -> None:
     register(model, exclude)
 
 
+def _display_of(target) -> str:
+    """How the audit log names a target: its `audit_display()` when it has one (a name in one language
+    and UTC, whatever the page's: apps.compliance.models names its rows in the reader's language on
+    the pages), else str()."""
+    named = getattr(target, "audit_display", None)
+    return (named() if callable(named) else str(target))[:200]
+
+
 def record_event(
     event_type: str,
     *,
@@ -102,7 +110,7 @@ def record_event(
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or str(target.pk)
-        target_display = target_display or str(target)[:200]
+        target_display = target_display or _display_of(target)
     authenticated = actor is not None and getattr(actor, "is_authenticated", False)
     request = request_var.get()
     if request is not None:  # lets AuditRefusalsMiddleware see that this request was recorded

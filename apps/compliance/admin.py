@@ -2,6 +2,7 @@
 and their files to download. Every write calls the same audited service as the API
 (apps.compliance.services); the pages only parse, authorise, call and render."""
 
+import json
 from datetime import timedelta
 
 from django import forms
@@ -13,18 +14,20 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
+from apps.core.form_fields import IsoDateTimeField
 from apps.core.source import Source
 from apps.registry.models import Model
 from apps.registry.selectors import add_model_page_section
 
 from . import services
-from .catalog import pick, profiles
+from .catalog import control_of, family_text, pick, profiles, remedy_text
 from .models import ComplianceReport, ControlResult, EvaluationRun, ProfileAttachment, ReportState, RestoreDrill
+from .reports.summaries import translate_summary
 from .storage import directory
 
 DOWNLOAD_FORMATS = ("pdf", "csv", "json", "pdf.sig", "csv.sig", "json.sig")
@@ -130,16 +133,98 @@ class ProfileAttachmentAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
         return response
 
 
+class FamilyFilter(admin.SimpleListFilter):
+    """The stored (English) families, each named in the page's language."""
+
+    title = _("family")
+    parameter_name = "family"
+
+    def lookups(self, request, model_admin):
+        stored = ControlResult.objects.order_by("family").values_list("family", flat=True).distinct()
+        return [(f, family_text(f)) for f in stored]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(family=self.value()) if self.value() else queryset
+
+
+EVIDENCE_HEAD = ("check", "proof", "status", "summary")
+
+
+def _details(entry: dict) -> str:
+    """What the check looked at, as it recorded it (values, not labels: not translated)."""
+    rest = {k: v for k, v in entry.items() if k not in EVIDENCE_HEAD}
+    return json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str) if rest else ""
+
+
 @admin.register(ControlResult)
 class ControlResultAdmin(NoAddAdmin):
     """Posture over time: one row per control per evaluation run; "Evaluate now" runs one (the
-    officer's), then shows that run's results."""
+    officer's), then shows that run's results. The family, the control's summary, the checks'
+    summaries and the remedy are stored in English and shown in the page's language (the
+    catalogue's Chinese, the checks' summaries as the Chinese report translates them)."""
 
-    list_display = ["run", "profile", "control_id", "family", "status", "evaluated_at"]
-    list_filter = ["profile", "status", "family"]
+    list_display = ["run", "profile", "control_id", "family_label", "status", "evaluated_at"]
+    list_filter = ["profile", "status", FamilyFilter]
     search_fields = ["control_id"]
-    readonly_fields = ["run", "profile", "control_id", "family", "status", "evidence", "remedy", "evaluated_at"]
+    fields = [
+        "run",
+        "profile",
+        "control_id",
+        "control_summary",
+        "family_label",
+        "status",
+        "evidence_table",
+        "remedy_label",
+        "evaluated_at",
+    ]
+    readonly_fields = fields
     change_list_template = "admin/compliance/controlresult/change_list.html"
+
+    @admin.display(description=_("family"), ordering="family")
+    def family_label(self, obj):
+        return family_text(obj.family, obj.profile, obj.control_id)
+
+    @admin.display(description=_("control"))
+    def control_summary(self, obj):
+        control = control_of(obj.profile, obj.control_id)
+        return pick(control.summary) if control else "-"
+
+    @admin.display(description=_("remedy"))
+    def remedy_label(self, obj):
+        return remedy_text(obj.profile, obj.control_id, obj.remedy) or "-"
+
+    @admin.display(description=_("evidence"))
+    def evidence_table(self, obj):
+        """One row per check: its name, what backs it, its status and its summary in words."""
+        if not obj.evidence:
+            return "-"
+        statuses = dict(ControlResult._meta.get_field("status").flatchoices)
+        proofs = {"probe": gettext("probe"), "query": gettext("query"), "attestation": gettext("attestation")}
+        rows = format_html_join(
+            "",
+            '<tr><td class="sv-mono">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="sv-mono">{}</td></tr>',
+            (
+                (
+                    e.get("check", ""),
+                    proofs.get(e.get("proof", ""), e.get("proof", "")),
+                    statuses.get(e.get("status"), e.get("status", "")),
+                    translate_summary(e.get("summary", "")),
+                    _details(e),
+                )
+                for e in obj.evidence
+            ),
+        )
+        return format_html(
+            '<table class="sv-evidence"><thead><tr><th scope="col">{}</th><th scope="col">{}</th>'
+            '<th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            gettext("check"),
+            gettext("what backs it"),
+            _("status"),
+            gettext("what it found"),
+            gettext("details"),
+            rows,
+        )
 
     def get_urls(self):
         own = [
@@ -202,8 +287,8 @@ class ReportRequestForm(forms.ModelForm):
     """Generate a report from the admin: the same service as POST /api/v1/compliance/reports/."""
 
     report_profile = forms.ChoiceField(label=_("profile"), choices=())
-    start = forms.DateTimeField(label=_("period start"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
-    end = forms.DateTimeField(label=_("period end"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
+    start = IsoDateTimeField(label=_("period start"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
+    end = IsoDateTimeField(label=_("period end"), help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone"))
     report_language = forms.ChoiceField(
         label=_("language"),
         required=False,
@@ -389,10 +474,10 @@ def _signing(report) -> dict:
         kek_kind = gettext("a PKCS#11 token")
     else:
         kek_kind = gettext("a local key file on this server — not an HSM (development)")
-    return {
-        "provider": now["provider"],
+    return {  # the provider's own words in the page's language (the path and the token's name as they are)
+        "provider": translate_summary(now["provider"]),
         "signer_kind": signer_kind,
-        "kek": now.get("kek", ""),
+        "kek": translate_summary(now.get("kek", "")),
         "kek_kind": kek_kind,
         "key_id": report.key_id,
         "replaced": bool(report.key_id and now.get("key_id") and report.key_id != now["key_id"]),

@@ -111,6 +111,41 @@ def get_profile(profile_id: str) -> Profile | None:
     return profiles().get(profile_id)
 
 
+def control_of(profile_id: str, control_id: str) -> Control | None:
+    profile = get_profile(profile_id)
+    return profile.control(control_id) if profile else None
+
+
+@lru_cache(maxsize=1)
+def families() -> dict[str, dict]:
+    """Every control family by its English name (as a ControlResult stores it) -> both languages."""
+    return {c.family["en"]: c.family for p in profiles().values() for c in p.controls if c.family.get("en")}
+
+
+def family_text(stored: str, profile_id: str = "", control_id: str = "", language: str | None = None) -> str:
+    """A stored (English) family in `language` (default: the page's): the control's own when it is
+    still in the catalogue (one English family may have two Chinese names in a profile), else the
+    first family of that English name, else as stored."""
+    control = control_of(profile_id, control_id) if profile_id else None
+    if control is not None and control.family.get("en") == stored:
+        return pick(control.family, language)
+    texts = families().get(stored)
+    return pick(texts, language) if texts else stored
+
+
+def remedy_text(profile_id: str, control_id: str, stored: str, language: str | None = None) -> str:
+    """A stored remedy in `language`: the catalogue's own remedy when it is that, else the checks'
+    remedies translated as the Chinese report translates them (reports/summaries.py)."""
+    from .reports.summaries import translate_summary
+
+    if not stored:
+        return ""
+    control = control_of(profile_id, control_id)
+    if control is not None and stored == control.remedy.get("en"):
+        return pick(control.remedy, language)
+    return translate_summary(stored, language)
+
+
 def validate() -> None:
     """Fail at start-up if a catalogue names a check nobody registered or repeats a control id."""
     from .checks import REGISTRY

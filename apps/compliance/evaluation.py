@@ -96,6 +96,7 @@ def run_evaluation(*, trigger: str = "schedule", actor=None, source: Source = SY
             actor=actor,
             source=source,
             target=run,
+            target_display=run.audit_display(),
             details={"trigger": trigger, "profiles": sorted(profiles), **counts},
         )
         for r in rows:

@@ -5,7 +5,14 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+
+def _local(when) -> str:
+    """A time as the pages show it: the reader's zone, with seconds and the zone's name."""
+    return date_format(timezone.localtime(when), "DATETIME_FORMAT") if when else "-"
 
 
 class ProfileAttachment(models.Model):
@@ -31,6 +38,11 @@ class ProfileAttachment(models.Model):
         ]
 
     def __str__(self) -> str:
+        where = self.model.name if self.model_id else gettext("the whole installation")
+        return gettext("%(profile)s on %(where)s") % {"profile": self.profile, "where": where}
+
+    def audit_display(self) -> str:
+        """How the audit log names it (kept as it always was, in English)."""
         return f"{self.profile} on {self.model or 'the installation'}"
 
 
@@ -118,6 +130,12 @@ class EvaluationRun(models.Model):
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
+        """In the page's language, at the reader's local time with seconds (issue 17: it read
+        "evaluation #3 at 2026-11-30 20:14", English and UTC, on a Chinese page)."""
+        return gettext("evaluation #%(id)s at %(when)s") % {"id": self.pk, "when": _local(self.started_at)}
+
+    def audit_display(self) -> str:
+        """How the audit log names the run (kept as it always was: one language, UTC)."""
         return f"evaluation #{self.pk} at {self.started_at:%Y-%m-%d %H:%M}"
 
 
@@ -138,7 +156,7 @@ class ControlResult(models.Model):
         permissions = [("evaluate_controls", "Can run a compliance evaluation now")]
 
     def __str__(self) -> str:
-        return f"{self.profile} {self.control_id}: {self.status}"
+        return f"{self.profile} {self.control_id}: {self.get_status_display()}"  # the status in words
 
 
 class Attestation(models.Model):
@@ -192,6 +210,15 @@ class ComplianceReport(models.Model):
         permissions = [("export_compliancereport", "Can generate and download compliance reports")]
 
     def __str__(self) -> str:
+        return gettext("%(profile)s report, %(start)s to %(end)s (%(state)s)") % {
+            "profile": self.profile,
+            "start": _local(self.period_start),
+            "end": _local(self.period_end),
+            "state": self.get_state_display(),
+        }
+
+    def audit_display(self) -> str:
+        """How the audit log names it (kept as it always was: English, UTC days)."""
         return f"{self.profile} report {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d} ({self.state})"
 
 
@@ -217,4 +244,11 @@ class RestoreDrill(models.Model):
         ordering = ["-finished_at"]
 
     def __str__(self) -> str:
+        text = (
+            gettext("restore drill at %(when)s: succeeded") if self.ok else gettext("restore drill at %(when)s: failed")
+        )
+        return text % {"when": _local(self.finished_at)}
+
+    def audit_display(self) -> str:
+        """How the audit log names it (kept as it always was: English, UTC minutes)."""
         return f"restore drill {self.finished_at:%Y-%m-%d %H:%M} {'ok' if self.ok else 'failed'}"

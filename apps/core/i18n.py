@@ -39,7 +39,21 @@ def project_models():
 
 
 def project_apps():
-    return [a for a in apps.get_app_configs() if a.name.startswith(PROJECT_PREFIX)]
+    """The project's apps and the third-party ones whose names the project translates (their names
+    head the breadcrumbs of their pages: "Axes", "Otp_Totp" on a Chinese page)."""
+    return [a for a in apps.get_app_configs() if a.name.startswith(PROJECT_PREFIX) or a.label in THIRD_PARTY_APPS]
+
+
+def _third_party_help(model) -> list:
+    """A third-party model's fields with an English help text (wrapped in gettext_lazy at start-up;
+    the project's own are written with it)."""
+    if model.__module__.startswith(PROJECT_PREFIX):
+        return []
+    return [
+        f
+        for f in model._meta.fields
+        if isinstance(f.help_text, (str, Promise)) and re.search(r"[A-Za-z]", str(f.help_text))
+    ]
 
 
 def labels() -> list[str]:
@@ -54,6 +68,7 @@ def _labels() -> list[str]:
         opts = model._meta
         found.update(str(v) for v in (opts.verbose_name, opts.verbose_name_plural))
         found.update(str(f.verbose_name) for f in opts.get_fields() if hasattr(f, "verbose_name"))
+        found.update(str(f.help_text) for f in _third_party_help(model))
         choices = {str(label) for field in _choice_fields(model) for _value, label in field.choices}
         found.update(label for label in choices if re.search(r"[A-Za-z]", label))
     return sorted(found)
@@ -93,3 +108,6 @@ def translate_labels() -> None:
                 field.verbose_name = gettext_lazy(value)
         for field in _choice_fields(model):
             field.choices = [(value, _lazy_choice(label)) for value, label in field.choices]
+        for field in _third_party_help(model):
+            if not isinstance(field.help_text, Promise):
+                field.help_text = gettext_lazy(field.help_text)

@@ -15,6 +15,7 @@ from apps.accounts.roles import ROLE_LABELS
 from apps.accounts.services import grant_model_access, revoke_model_access
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
+from apps.core.form_fields import IsoDateTimeField
 from apps.core.source import Source
 
 from . import services
@@ -168,12 +169,8 @@ class GrantForm(forms.Form):
     )
     group = _GroupChoice(label=_("or a group"), queryset=Group.objects.none(), required=False)
     permission = forms.ChoiceField(label=_("permission"), choices=list(GRANT_LABELS.items()))
-    expires_at = forms.DateTimeField(
-        label=_("expires"),
-        required=False,
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text=_("Empty: no expiry. In your time zone."),
+    expires_at = IsoDateTimeField(
+        label=_("expires"), required=False, help_text=_("YYYY-MM-DD HH:MM:SS, in your time zone. Empty: no expiry.")
     )
 
     def __init__(self, *args, **kwargs):

@@ -4,6 +4,7 @@ service with its rules; whoever may not write gets a 403 (or no form) and nothin
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -83,6 +84,34 @@ def test_separation_of_duties_and_self_change_are_refused_with_their_code(office
     assert any("(self_change_forbidden)" in m for m in messages_of(own))
     assert not auditor.groups.filter(name="admin").exists()
     assert officer_user.groups.filter(name=SECURITY_OFFICER).exists()
+
+
+@pytest.mark.parametrize(
+    "lang, choose, refused", [("en", "choose a role", "Choose a role"), ("zh-hans", "选择角色", "请选择")]
+)
+def test_the_role_menu_starts_on_no_role_and_an_empty_choice_is_refused(officer_user, lang, choose, refused):
+    """Issue 17: the menu started on "admin", a privileged role one click away from being given."""
+    person = make_user("pat", ANALYST)
+    client = session(officer_user)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = lang
+    page = client.get(reverse("admin:auth_user_change", args=[person.pk])).content.decode()
+
+    menu = page[page.index('<select name="role" id="id_sv_role">') :]
+    first = re.search(r"<option[^>]*>([^<]*)</option>", menu)
+    assert 'value=""' in first.group(0) and choose in first.group(1), first.group(0)
+    assert "selected" not in menu[: menu.index("</select>")]
+
+    for op in ("assign", "remove"):
+        response = client.post(reverse("admin:auth_user_roles", args=[person.pk]), {"role": "", "op": op}, follow=True)
+        assert any(refused in m for m in messages_of(response)), messages_of(response)
+    assert set(person.groups.values_list("name", flat=True)) == {ANALYST}
+    assert not events("auth.role.assign").exists() and not events("auth.role.remove").exists()
+
+
+def test_the_break_glass_form_starts_on_no_role(officer_user):
+    page = session(officer_user).get(reverse("admin:accounts_emergencyaccess_add")).content.decode()
+    menu = page[page.index('name="role"') :]
+    assert re.match(r'[^>]*>\s*<option value="" selected>', menu), menu[:200]
 
 
 @pytest.mark.parametrize("role", ["admin", AUDITOR])

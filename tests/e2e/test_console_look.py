@@ -198,3 +198,90 @@ def test_the_index_and_the_main_lists_have_no_serious_accessibility_violation(jo
             found[path] = violations
         shot(page, "index" if path == "/admin/" else path.strip("/").replace("/", "-"))
     assert found == {}, dump(found)
+
+
+# The page's own words (not its data): headings, labels, help, filters, breadcrumbs, buttons; a path, a
+# token's name or a check's record (.sv-mono, code) is data and left out.
+LABELS = """() => {
+  const picked = [...document.querySelectorAll(
+    "#content h1, #content h2, #content h3, #content th, #content label, #content caption, #content .help, " +
+    "#changelist-filter, .breadcrumbs, .object-tools, .messagelist, #content input[type=submit]")];
+  return picked.map(e => {
+    if (e.tagName === "INPUT") return e.value;
+    const copy = e.cloneNode(true);
+    copy.querySelectorAll(".sv-mono, code, select").forEach(x => x.remove());
+    return copy.textContent.replace(/\\s+/g, " ").trim();
+  }).filter(t => t);
+}"""
+COMPLIANCE_WORDS = {"hipaa", "dengbao", "l3", "CST", "UTC", "YYYY", "MM", "DD", "HH", "SS", "PDF", "CSV", "JSON"}
+
+
+@pytest.fixture
+def compliance_pages():
+    """An evaluation of 等保 level 3 as the checks store it (English families, summaries and remedies)
+    and a report: the pages a newcomer found in English on a Chinese console."""
+    from apps.compliance.catalog import get_profile
+    from apps.compliance.models import ComplianceReport
+
+    profile = get_profile("dengbao-l3")
+    now = datetime.now(UTC)
+    run = EvaluationRun.objects.create(started_at=now, finished_at=now, passed=3, failed=3)
+    results = []
+    for i, control in enumerate(profile.controls[:6]):
+        failed = i % 2 == 1
+        evidence = [
+            {
+                "check": name,
+                "proof": "query",
+                "status": "fail" if failed else "pass",
+                "summary": "the audit chain verifies",
+            }
+            for name in control.checks
+        ]
+        results.append(
+            ControlResult.objects.create(
+                run=run,
+                profile=profile.id,
+                control_id=control.id,
+                family=control.family["en"],
+                status="fail" if failed else "pass",
+                evidence=evidence,
+                remedy=control.remedy["en"] if failed else "",
+            )
+        )
+    report = ComplianceReport.objects.create(
+        profile=profile.id, period_start=now - timedelta(days=1), period_end=now, language="zh-hans", state="done"
+    )
+    return run, results, report
+
+
+@pytest.mark.parametrize("role", (SECURITY_OFFICER, AUDITOR))
+def test_the_chinese_compliance_pages_have_no_english_label(job_page, compliance_pages, role):
+    """The results list, an evaluation (its results), a result, the evaluate page (the officer's) and a
+    report's page (the auditor's) in Chinese: no English word among the page's own words, the
+    families and the signer named in Chinese."""
+    run, results, report = compliance_pages
+    page, _ = job_page(role, "zh-hans")
+    paths = [
+        "/admin/compliance/controlresult/",
+        f"/admin/compliance/controlresult/?run__id__exact={run.pk}",
+        f"/admin/compliance/controlresult/{results[1].pk}/change/",
+    ]
+    paths += ["/admin/compliance/controlresult/evaluate/"] if role == SECURITY_OFFICER else []
+    paths += [f"/admin/compliance/compliancereport/{report.pk}/change/"] if role == AUDITOR else []
+    english = {}
+    for path in paths:
+        assert go(page, path).status == 200, path
+        assert_language(page, "zh-hans")
+        texts = page.evaluate(LABELS)
+        assert texts, path
+        words = ALLOWED_ASCII | COMPLIANCE_WORDS
+        if found := {t: w for t in texts if (w := set(re.findall(r"[A-Za-z][A-Za-z0-9_]+", t)) - words)}:
+            english[path] = found
+        shot(page, "zh-labels-" + path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-"))
+    assert english == {}, dump(english)
+
+    go(page, f"/admin/compliance/controlresult/?run__id__exact={run.pk}")
+    cells = page.inner_text("#result_list")
+    assert "身份鉴别" in cells or "安全区域边界" in cells, cells
+    assert not any(r.family in cells for r in results), cells

@@ -55,6 +55,15 @@ def test_officer_gives_and_takes_roles_on_the_user_page(job_page, lang):
     go(officer_page, change)
     said(officer_page, lang, "Give this role", "授予此角色")
     shot(officer_page, "user-roles")
+    # the menu starts on no role (it started on "admin"), and giving nothing is refused in words
+    assert officer_page.input_value("#id_sv_role") == ""
+    chosen = officer_page.locator("#id_sv_role option:checked").inner_text()
+    assert chosen == {"en": "— choose a role —", "zh-hans": "— 选择角色 —"}[lang], chosen
+    submit(officer_page, "#role-assign")
+    said(officer_page, lang, "Choose a role to give or take away.", "请选择要授予或撤销的角色。")
+    assert set(person.groups.values_list("name", flat=True)) == {ANALYST}
+    assert not AuditEvent.objects.filter(event_type="auth.role.assign", target_id=str(person.pk)).exists()
+    shot(officer_page, "user-roles-none-chosen")
     officer_page.select_option("#id_sv_role", GUEST)
     submit(officer_page, "#role-assign")
     officer_page.wait_for_selector("ul.messagelist")

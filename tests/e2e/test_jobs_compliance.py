@@ -26,6 +26,7 @@ from django.utils import timezone
 from apps.accounts.roles import ADMIN, AUDITOR, SECURITY_OFFICER
 from apps.audit.models import AuditEvent
 from apps.compliance import services as compliance
+from apps.compliance.catalog import get_profile, pick
 from apps.compliance.models import ControlResult, EvaluationRun, ProfileAttachment, ReportState
 from apps.keys.models import KekRotation, RotationState
 from apps.keys.tasks import rewrap_task
@@ -49,6 +50,8 @@ SAYS = {
         "key_only": "key-management events only",
         "custody": "Local key file on this server — not an HSM (development)",
         "rewrapped": "data keys re-wrapped",
+        "evaluating": "Evaluating…",
+        "key_file": "local key file",
     },
     "zh-hans": {
         "installation": "整个安装",
@@ -60,8 +63,25 @@ SAYS = {
         "key_only": "只能读取密钥管理事件",
         "custody": "本服务器上的本地密钥文件——不是 HSM（开发模式）",
         "rewrapped": "个数据密钥",
+        "evaluating": "评估中…",
+        "key_file": "本地密钥文件",
     },
 }
+# Watches the evaluate form from inside the page: once its button changes on submit, records the
+# button's state, whether the note shows and what a second submit does (the page's handler drops it:
+# defaultPrevented), in sessionStorage, which outlives the navigation to the results.
+BUSY_WATCH = """() => {
+  const form = document.getElementById("evaluate-form");
+  const button = form.querySelector("input[name=evaluate]");
+  new MutationObserver(() => {
+    if (!button.disabled || sessionStorage.getItem("sv-busy")) return;
+    let again = "sent";
+    form.addEventListener("submit", event => { again = event.defaultPrevented ? "dropped" : "sent"; });
+    form.requestSubmit();
+    sessionStorage.setItem("sv-busy", JSON.stringify({disabled: button.disabled, value: button.value,
+      note: !document.getElementById("sv-evaluating").hidden, again: again}));
+  }).observe(button, {attributes: true});
+}"""
 
 
 @pytest.fixture
@@ -146,15 +166,37 @@ def test_officer_evaluates_now_and_reads_the_results(job_page, lang, compliance_
     assert SAYS[lang]["evaluate"] in page.content()
     shot(page, "compliance-evaluate")
     _no_serious_axe(page)
+    # while the evaluation runs: the button is disabled and says so, the note shows, and a second
+    # submit is dropped (seen by the page itself, kept in the tab's sessionStorage across the navigation)
+    page.evaluate(BUSY_WATCH)
     page.click("input[name=evaluate]")
     page.wait_for_url(re.compile(r"\?run__id__exact=\d+$"), timeout=60000)
 
-    run = EvaluationRun.objects.get(requested_by=officer, trigger="api")
+    run = EvaluationRun.objects.get(requested_by=officer, trigger="api")  # one run: no double submission
     summary = page.inner_text("#sv-run-summary")
     assert f"#{run.pk}" in summary and str(run.passed) in summary
     assert page.locator("#result_list tbody tr").count() == ControlResult.objects.filter(run=run).count() > 0
     assert _event("compliance.evaluate", officer, trigger="api").target_id == str(run.pk)
+    assert _event("compliance.evaluate", officer, trigger="api").target_display == run.audit_display()
+    # the families and the run's name in the page's language (the families stay stored in English)
+    results = page.inner_text("#result_list")
+    hipaa = get_profile("hipaa")
+    rows = ControlResult.objects.filter(run=run)
+    stored = {r.family for r in rows}
+    shown = {pick(hipaa.control(r.control_id).family, lang) for r in rows}
+    assert shown <= set(re.split(r"[\t\n]", results)), (shown, results)
+    if lang == "zh-hans":
+        assert not {f for f in stored if f in results}, results
+        assert f"评估 #{run.pk}（" in results and "evaluation #" not in results
+    busy = json.loads(page.evaluate("sessionStorage.getItem('sv-busy') || '{}'"))
+    assert busy == {"disabled": True, "value": SAYS[lang]["evaluating"], "note": True, "again": "dropped"}, busy
     shot(page, "compliance-evaluation-results")
+    failed = ControlResult.objects.filter(run=run, status="fail").exclude(remedy="").first()
+    go(page, f"/admin/compliance/controlresult/{failed.pk}/change/")
+    control = hipaa.control(failed.control_id)
+    assert pick(control.family, lang) in page.inner_text("#content")
+    assert pick(control.summary, lang) in page.inner_text("#content")
+    shot(page, "compliance-result")
 
     auditor, _ = job_page(AUDITOR, lang)
     go(auditor, "/admin/compliance/controlresult/")
@@ -179,7 +221,9 @@ def test_auditor_downloads_a_report_that_names_its_signer(job_page, lang, compli
     assert_language(page, lang)
     panel = page.inner_text("#report-signing")
     assert SAYS[lang]["signed_by"] in panel and SAYS[lang]["local_file"] in panel
-    assert "local key file" in panel  # the provider's own words: the dev install signs with a file
+    assert SAYS[lang]["key_file"] in panel  # the provider's own words, in the page's language: a file
+    if lang == "zh-hans":
+        assert "local key file" not in panel and "not in an HSM" not in panel, panel
     assert SAYS[lang]["download"] in page.inner_text("#report-downloads")
     shot(page, "compliance-report")
     _no_serious_axe(page)

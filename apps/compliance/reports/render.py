@@ -114,4 +114,8 @@ def _view(data: dict) -> dict:
             e["check_parts"] = str(e["check"] or "").split(".")  # a line may break after a dot, not inside a word
             e["summary"] = translate_summary(e["summary"])
         row["remedy"] = translate_summary(row["remedy"])
+    signing = data.get("signing") or {}
+    for key in ("provider", "kek"):  # where the keys are, in the report's language (paths as they are)
+        if signing.get(key):
+            signing[key] = translate_summary(signing[key])
     return {"labels": labels, "times": times}

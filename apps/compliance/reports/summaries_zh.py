@@ -58,6 +58,34 @@ PATTERNS: dict[str, str] = {
     "no model receives PHI or personal information": "没有模型接收受保护健康信息或个人信息",
     "needs a person: no attestation uploaded": "需人工确认：尚未上传证明材料",
     "the check could not run: {error}": "检查无法运行：{error}",
+    # the auditor's review of the log (checks/monitoring.py, HIPAA 164.308(a)(1)(ii)(D))
+    "no auditor read the audit log in the last {days} days": "最近 {days} 天内没有审计员查阅审计日志",
+    "{n} audit-log read(s) by {m} auditor(s) in {days} days; last by {who} at {when}": "{days} 天内 {m} 名审计员查阅审计日志 {n} 次；最近一次由 {who} 于 {when} 查阅",
+    "Have a person in the auditor role review the log (search, export or verify it in the admin or through "
+    "/api/v1/audit/) at least every {days} days; the reads are recorded and this check finds them.": "请由审计员角色的人员至少每 {days} 天查阅一次日志（在管理后台或通过 /api/v1/audit/ 搜索、导出或验证）；查阅会被记录，本检查据此判断。",
+    # alerts, break-glass, login monitoring, anonymous access, destruction (HIPAA checks met by an evaluation)
+    "{a} destroyed data key(s) hold no key material, {b} shredded version(s) left no ciphertext, {c} retired KEK(s) "
+    "refused by the provider, no plaintext residue": "{a} 个已销毁的数据密钥不含密钥材料，{b} 个已粉碎的版本未留下密文，{c} 个已停用的 KEK 被提供方拒绝使用，无明文残留",
+    "all {n} anonymous API requests were refused (401/403)": "全部 {n} 个匿名 API 请求均被拒绝（401/403）",
+    "its alerts cannot be shown to arrive: {rest}": "无法证明其告警能够送达：{rest}",
+    "no alert channel is configured: a break-glass activation alerts nobody": "未配置告警通道：紧急授权启用时不会通知任何人",
+    "no alert channel is configured: alerts reach nobody": "未配置告警通道：告警无法送达任何人",
+    "no token call recorded in the last {days} days": "最近 {days} 天内没有记录到令牌调用",
+    "Configure SOVEREIGN_ALERT_WEBHOOK_URL and prove it (`manage.py send_test_alert`); review each listed activation "
+    "with the security team, since nobody was told of it when it happened.": "配置 SOVEREIGN_ALERT_WEBHOOK_URL 并加以验证（`manage.py send_test_alert`）；与安全团队逐一复核列出的启用记录，因为发生时没有人收到通知。",
+    "Configure SOVEREIGN_ALERT_WEBHOOK_URL and prove it (`manage.py send_test_alert`); review each listed activation "
+    "with the security team, since nobody was told of it when it happened. {rest}": "配置 SOVEREIGN_ALERT_WEBHOOK_URL 并加以验证（`manage.py send_test_alert`）；与安全团队逐一复核列出的启用记录，因为发生时没有人收到通知。{rest}",
+    "Keep django-axes on (SOVEREIGN_LOCKOUT_FAILURES 1-10, SOVEREIGN_LOCKOUT_MINUTES > 0), set SOVEREIGN_LOGIN_ALERT=true "
+    "with SOVEREIGN_LOGIN_ALERT_FAILURES / _MINUTES, and prove the alert channel (`manage.py send_test_alert`).": "保持 django-axes 开启（SOVEREIGN_LOCKOUT_FAILURES 为 1-10，SOVEREIGN_LOCKOUT_MINUTES > 0），设置 SOVEREIGN_LOGIN_ALERT=true 及 SOVEREIGN_LOGIN_ALERT_FAILURES / _MINUTES，并验证告警通道（`manage.py send_test_alert`）。",
+    "Set SOVEREIGN_ALERT_WEBHOOK_URL to the security team's webhook (an address the outbound policy allows), run "
+    "`python manage.py send_test_alert` and make sure it answers 2xx; keep a Celery worker running.": "将 SOVEREIGN_ALERT_WEBHOOK_URL 设为安全团队的 webhook（出站策略允许的地址），运行 `python manage.py send_test_alert` 并确认其返回 2xx；保持 Celery worker 运行。",
+    # where the signing key and the KEK are (reports/data.signing_section, the report page's signing panel)
+    "local key file {path} (mode 0600) — not in a cryptographic module": "本地密钥文件 {path}（权限 0600）——不在密码模块中",
+    "PKCS#11 token (unreadable: {error})": "PKCS#11 令牌（无法读取：{error}）",
+    "PKCS#11 token {token}: {device}, software token — development only": "PKCS#11 令牌 {token}：{device}，软件令牌——仅供开发使用",
+    "PKCS#11 token {token}: {device}, hardware slot": "PKCS#11 令牌 {token}：{device}，硬件槽位",
+    "{provider} provider, key file {path} — not in an HSM": "{provider} 提供方，密钥文件 {path}——不在 HSM 中",
+    "unavailable: {error}": "不可用：{error}",
     # remedies
     "Have each listed user enrol a TOTP device at /accounts/2fa/setup/, or remove their privileged role; remove "
     "privileged permissions given directly or through other groups (assign the role instead).": "请列出的每个用户在 /accounts/2fa/setup/ 注册 TOTP 设备，或移除其特权角色；移除直接或通过其他组授予的特权权限（改为分配角色）。",
