@@ -163,7 +163,8 @@ class AuditEventAdmin(admin.ModelAdmin):
             filterset = AuditEventFilter(selection, queryset=self.get_queryset(request), request=request)
             try:
                 if not filterset.is_valid():
-                    raise ServiceError("invalid", "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items()))
+                    errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items())
+                    raise ServiceError("invalid", errors)  # i18n-ok: the filter form's (Django's) messages
                 return audited_export(
                     filterset.qs,
                     selection,

@@ -26,7 +26,7 @@ from django.utils import timezone
 from urllib3.exceptions import HTTPError, LocationParseError
 from urllib3.util import Timeout, parse_url
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from inference_backend.netpolicy import AddressRefused, ServerPolicy, parse_networks
 from inference_backend.transport import GuardedPoolManager, TlsConfig
 
@@ -79,16 +79,20 @@ def check_channel_url(url: str) -> None:
     except LocationParseError:
         parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ServiceError("invalid_alert_url", "the alert webhook URL is http(s)://host[:port]/path", field="url")
+        raise ServiceError("invalid_alert_url", _("the alert webhook URL is http(s)://host[:port]/path"), field="url")
     policy = alert_policy()
     try:
         try:
             addresses = policy.resolve(parsed.host, parsed.port)
         except (socket.gaierror, UnicodeError) as err:
-            raise ServiceError("alert_host_unresolved", f"{parsed.host} does not resolve: {err}", field="url") from err
+            raise ServiceError(
+                "alert_host_unresolved",
+                _("%(host)s does not resolve: %(err)s") % {"host": parsed.host, "err": err},
+                field="url",
+            ) from err
         policy.check_transport(parsed.scheme, parsed.host, addresses)
     except AddressRefused as err:
-        raise ServiceError(err.code, f"alert channel: {err.message}", field="url") from err
+        raise ServiceError(err.code, _("alert channel: %(message)s") % {"message": err.message}, field="url") from err
 
 
 def _payload(event: AuditEvent) -> dict:
@@ -158,13 +162,13 @@ def attempt(delivery_id: int) -> str:
     status, error, transient = None, "", False
     try:
         if not url:
-            raise ServiceError("no_alert_channel", "no alert channel configured (SOVEREIGN_ALERT_WEBHOOK_URL)")
+            raise ServiceError("no_alert_channel", _("no alert channel configured (SOVEREIGN_ALERT_WEBHOOK_URL)"))
         check_channel_url(url)
         status = _post(url, {**delivery.payload, "alert_id": delivery.pk, "test": delivery.event_type == "alert.test"})
         transient = status >= 500 or status == 429
         error = "" if 200 <= status < 300 else f"the channel answered HTTP {status}"
     except ServiceError as err:
-        error = f"{err.code}: {err.detail}"
+        error = f"{err.code}: {err.detail_en}"
     except (HTTPError, OSError) as err:
         error, transient = f"{type(err).__name__}: {err}"[:300], True
     return _record(delivery, url, status, error, transient)

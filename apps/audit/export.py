@@ -22,7 +22,7 @@ from django.db.models import Exists, Max, Min, OuterRef, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.spreadsheet import safe_row
 
 from .chain import checkpoint_record, event_record, hash_alg, row_fields
@@ -152,13 +152,17 @@ def audited_export(queryset: QuerySet, selection: dict, file_format: str, *, act
     from .services import record_event
 
     if file_format not in EXPORT_FORMATS:
-        raise ServiceError("invalid_format", f"export format must be one of: {', '.join(EXPORT_FORMATS)}")
+        raise ServiceError(
+            "invalid_format",
+            _("export format must be one of: %(export_formats)s") % {"export_formats": ", ".join(EXPORT_FORMATS)},
+        )
     limit = export_limit(actor)
     rows = queryset.count()
     if rows > limit:
         raise ServiceError(
             "export_too_large",
-            f"the selection holds {rows} events; your role may export at most {limit} at once: narrow the filters",
+            _("the selection holds %(rows)s events; your role may export at most %(limit)s at once: narrow the filters")
+            % {"rows": rows, "limit": limit},
             413,
         )
     with transaction.atomic():  # recorded before the first byte leaves; if it cannot be, nothing does

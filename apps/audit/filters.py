@@ -11,6 +11,7 @@ import ipaddress
 import django_filters
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils.translation import gettext as _
 
 from .catalogue import EVENT_TYPES, group_of
 from .models import AuditEvent, Outcome
@@ -64,14 +65,17 @@ class AuditEventFilter(django_filters.FilterSet):
             try:
                 ipaddress.ip_address(data["source_ip"].strip())
             except ValueError:
-                self.form.add_error("source_ip", f"{data['source_ip']!r} is not an IPv4 or IPv6 address")
+                self.form.add_error(
+                    "source_ip",
+                    _("%(value)s is not an IPv4 or IPv6 address") % {"value": repr(data["source_ip"])},
+                )
                 return False
         if len(data.get("q") or "") > MAX_TEXT:
-            self.form.add_error("q", f"text search is limited to {MAX_TEXT} characters")
+            self.form.add_error("q", _("text search is limited to %(max)s characters") % {"max": MAX_TEXT})
             return False
         since, until = data.get("since") or data.get("timestamp__gte"), data.get("until") or data.get("timestamp__lt")
         if since and until and since >= until:
-            self.form.add_error("until", "must be later than since")
+            self.form.add_error("until", _("must be later than since"))
             return False
         return True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import QuerySet
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from . import catalogue, chain, retention, signing, verify
 from .models import AuditEvent
@@ -30,7 +30,7 @@ def events_visible_to(user) -> QuerySet:
         return AuditEvent.objects.all()
     if user.has_perm("audit.view_key_events"):
         return AuditEvent.objects.filter(event_group=KEY_GROUP)
-    raise ServiceError("permission_denied", "reading the audit log needs the auditor role", 403)
+    raise ServiceError("permission_denied", _("reading the audit log needs the auditor role"), 403)
 
 
 def export_limit(user) -> int:

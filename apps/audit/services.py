@@ -20,7 +20,7 @@ from django.db import DatabaseError, Error, connection, models, transaction
 from django.utils import timezone
 
 from apps.core.context import current_request_id, request_var
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.source import SYSTEM, Source  # callers of record_event import them from here too
 
 from . import alerts, offline_verify
@@ -39,8 +39,10 @@ class AuditUnavailable(ServiceError):
     def __init__(self):
         super().__init__(
             "audit_unavailable",
-            "the action could not be recorded in the audit log, so it was not carried out; "
-            "try again, and if it persists ask an administrator to check the audit database",
+            _(
+                "the action could not be recorded in the audit log, so it was not carried out; "
+                "try again, and if it persists ask an administrator to check the audit database"
+            ),
             503,
         )
 
@@ -456,7 +458,7 @@ def send_test_alert(*, actor, source: Source = SYSTEM, note: str = "") -> AuditE
     Returns the event; its delivery is `apps.audit.selectors.delivery_of(event)`."""
     url = alerts.channel_url()
     if not url:
-        raise ServiceError("no_alert_channel", "no alert channel configured: set SOVEREIGN_ALERT_WEBHOOK_URL", 409)
+        raise ServiceError("no_alert_channel", _("no alert channel configured: set SOVEREIGN_ALERT_WEBHOOK_URL"), 409)
     alerts.check_channel_url(url)
     with transaction.atomic():
         return record_event(

@@ -87,7 +87,7 @@ def _send(url: str, collector: str, events: list[dict]) -> AuditShipment:
         status = alerts.post_json(url, body, user_agent="Sovereign-audit-shipper/1")
         error = "" if 200 <= status < 300 else f"the collector answered HTTP {status}"
     except ServiceError as err:
-        error = f"{err.code}: {err.detail}"
+        error = f"{err.code}: {err.detail_en}"
     except (HTTPError, OSError) as err:
         error = f"{type(err).__name__}: {err}"[:300]
     now = timezone.now()

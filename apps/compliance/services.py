@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, raise_purge_floor, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from apps.registry.models import Model
 from inference_backend.private_file import write_private
 
@@ -60,7 +60,12 @@ def _profile_or_error(profile_id: str):
     profile = get_profile(profile_id)
     if profile is None:
         known = ", ".join(sorted(profiles()))
-        raise ServiceError("unknown_profile", f"no compliance profile {profile_id!r}; known: {known}", field="profile")
+        raise ServiceError(
+            "unknown_profile",
+            _("no compliance profile %(profile_id)s; known: %(known)s")
+            % {"profile_id": repr(profile_id), "known": known},
+            field="profile",
+        )
     return profile
 
 
@@ -87,14 +92,24 @@ def attach_profile(
     options = {k: bool(v) for k, v in (options or {}).items()}
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise ServiceError("unknown_option", f"profile {profile} has no option {', '.join(unknown)}", field="options")
+        raise ServiceError(
+            "unknown_option",
+            _("profile %(profile)s has no option %(unknown)s") % {"profile": profile, "unknown": ", ".join(unknown)},
+            field="options",
+        )
     model = None
     if model_id is not None:
-        model = get_or_404(Model, "model_not_found", f"no model with id {model_id}", pk=model_id)
+        model = get_or_404(
+            Model, "model_not_found", _("no model with id %(model_id)s") % {"model_id": model_id}, pk=model_id
+        )
     unmet = unmet_requirements(profile, options)
     if unmet:
         reasons = "; ".join(f"{u['control']}: {u['reason']}" for u in unmet)
-        raise Conflict("profile_unmeetable", f"the system cannot meet {profile}: {reasons}", field="profile")
+        raise Conflict(
+            "profile_unmeetable",
+            _("the system cannot meet %(profile)s: %(reasons)s") % {"profile": profile, "reasons": reasons},
+            field="profile",
+        )
     try:
         with transaction.atomic():
             attachment = ProfileAttachment.objects.create(
@@ -111,7 +126,9 @@ def attach_profile(
             raise_purge_floor(spec.audit_retention_days, actor=actor, source=source)
     except IntegrityError as err:
         where = f"model {model.name}" if model else "the installation"
-        raise Conflict("profile_attached", f"{profile} is already attached to {where}") from err
+        raise Conflict(
+            "profile_attached", _("%(profile)s is already attached to %(where)s") % {"profile": profile, "where": where}
+        ) from err
     return attachment
 
 
@@ -119,7 +136,10 @@ def detach_profile(*, attachment_id: int, actor, source: Source = SYSTEM) -> Non
     with transaction.atomic():
         rows = ProfileAttachment.objects.select_for_update(of=("self",)).order_by()
         attachment = get_or_404(
-            rows, "attachment_not_found", f"no profile attachment with id {attachment_id}", pk=attachment_id
+            rows,
+            "attachment_not_found",
+            _("no profile attachment with id %(attachment_id)s") % {"attachment_id": attachment_id},
+            pk=attachment_id,
         )
         record_event(
             "compliance.profile.detach",
@@ -150,12 +170,15 @@ def set_model_policy(
 
     if deid_mode not in DeidMode.values:
         raise ServiceError(
-            "invalid_deid_mode", f"deid_mode must be one of {', '.join(DeidMode.values)}", field="deid_mode"
+            "invalid_deid_mode",
+            _("deid_mode must be one of %(values)s") % {"values": ", ".join(DeidMode.values)},
+            field="deid_mode",
         )
     if answer_screen is not None and answer_screen not in AnswerScreen.values:
         raise ServiceError(
             "invalid_answer_screen",
-            f"answer_screen must be one of {', '.join(v for v in AnswerScreen.values if v)} or empty for the default",
+            _("answer_screen must be one of %(value)s or empty for the default")
+            % {"value": ", ".join(v for v in AnswerScreen.values if v)},
             field="answer_screen",
         )
     if numeric_inputs_reason is not None:
@@ -163,16 +186,22 @@ def set_model_policy(
         if len(numeric_inputs_reason) > MAX_REASON_CHARS:
             raise ServiceError(
                 "reason_too_long",
-                f"numeric_inputs_reason is limited to {MAX_REASON_CHARS} characters",
+                _("numeric_inputs_reason is limited to %(max_reason_chars)s characters")
+                % {"max_reason_chars": MAX_REASON_CHARS},
                 field="numeric_inputs_reason",
             )
     with transaction.atomic():
         model = get_or_404(
-            Model.objects.select_for_update(), "model_not_found", f"no model with id {model_id}", pk=model_id
+            Model.objects.select_for_update(),
+            "model_not_found",
+            _("no model with id %(model_id)s") % {"model_id": model_id},
+            pk=model_id,
         )
         if deid_mode == DeidMode.OFF and (phi or phi_by_attachment(model_id)):
             raise ServiceError(
-                "deid_required", f"{model.name} receives PHI: de-identification is mandatory", field="deid_mode"
+                "deid_required",
+                _("%(model)s receives PHI: de-identification is mandatory") % {"model": model.name},
+                field="deid_mode",
             )
         before = (
             ModelPolicy.objects.filter(model=model)
@@ -183,7 +212,7 @@ def set_model_policy(
             answer_screen = before["answer_screen"] if before else AnswerScreen.DEFAULT
         if numeric_inputs_reason is None:
             numeric_inputs_reason = before["numeric_inputs_reason"] if before else ""
-        policy, _ = ModelPolicy.objects.update_or_create(
+        policy, _created = ModelPolicy.objects.update_or_create(
             model=model,
             defaults={
                 "phi": phi,
@@ -227,17 +256,29 @@ def upload_attestation(
     spec = _profile_or_error(profile)
     control = spec.control(control_id)
     if control is None:
-        raise ServiceError("unknown_control", f"profile {profile} has no control {control_id!r}", field="control_id")
+        raise ServiceError(
+            "unknown_control",
+            _("profile %(profile)s has no control %(control_id)s")
+            % {"profile": profile, "control_id": repr(control_id)},
+            field="control_id",
+        )
     if "manual.attestation" not in control.checks:
         raise ServiceError(
-            "not_manual", f"{control_id} is checked automatically; it takes no attestation", field="control_id"
+            "not_manual",
+            _("%(control_id)s is checked automatically; it takes no attestation") % {"control_id": control_id},
+            field="control_id",
         )
     if expires_at <= timezone.now():
-        raise ServiceError("expired", "expires_at must be in the future", field="expires_at")
+        raise ServiceError("expired", _("expires_at must be in the future"), field="expires_at")
     if not content:
-        raise ServiceError("empty_file", "the attestation file is empty", field="file")
+        raise ServiceError("empty_file", _("the attestation file is empty"), field="file")
     if len(content) > MAX_ATTESTATION_BYTES:
-        raise ServiceError("file_too_large", f"attestations are limited to {MAX_ATTESTATION_BYTES} bytes", field="file")
+        raise ServiceError(
+            "file_too_large",
+            _("attestations are limited to %(max_attestation_bytes)s bytes")
+            % {"max_attestation_bytes": MAX_ATTESTATION_BYTES},
+            field="file",
+        )
     storage_name = f"att-{secrets.token_hex(12)}"
     sha = hashlib.sha256(content).hexdigest()
     path = directory("attestations") / storage_name
@@ -334,20 +375,27 @@ def request_report(
 
     spec = _profile_or_error(profile)
     if period_end <= period_start:
-        raise ServiceError("invalid_period", "period_end must be after period_start", field="period_end")
+        raise ServiceError("invalid_period", _("period_end must be after period_start"), field="period_end")
     evaluated = ControlResult.objects.filter(
         profile=profile, run__started_at__gte=period_start, run__started_at__lt=period_end
     ).exists()
     if not evaluated:
         raise ServiceError(
             "empty_period",
-            f"no evaluation of {profile} between {period_start:%Y-%m-%d %H:%M} and {period_end:%Y-%m-%d %H:%M}; "
-            "run an evaluation or choose a period that contains one",
+            _(
+                "no evaluation of %(profile)s between %(period_start)s and %(period_end)s; run an "
+                "evaluation or choose a period that contains one"
+            )
+            % {
+                "profile": profile,
+                "period_start": format(period_start, "%Y-%m-%d %H:%M"),
+                "period_end": format(period_end, "%Y-%m-%d %H:%M"),
+            },
             field="period_start",
         )
     language = language or spec.default_language
     if language not in ("en", "zh-hans"):
-        raise ServiceError("invalid_language", "language must be en or zh-hans", field="language")
+        raise ServiceError("invalid_language", _("language must be en or zh-hans"), field="language")
     with transaction.atomic():
         report = ComplianceReport.objects.create(
             profile=profile,

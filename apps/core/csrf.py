@@ -27,6 +27,8 @@ from django.conf import settings
 from django.utils.http import is_same_domain
 from rest_framework.permissions import BasePermission
 
+from apps.core.errors import _
+
 from .errors import ServiceError
 
 CROSS_SITE = "cross_site_request"
@@ -69,7 +71,8 @@ class SameOriginOnly(BasePermission):
         if reason:
             raise ServiceError(
                 CROSS_SITE,
-                f"refused: this endpoint takes requests from this site's own pages or from API clients ({reason})",
+                _("refused: this endpoint takes requests from this site's own pages or from API clients (%(reason)s)")
+                % {"reason": reason},
                 403,
             )
         return True

@@ -4,6 +4,15 @@ and, where one is at fault, the `field`.
 Services raise ServiceError; DRF views render it through api_exception_handler; the plain
 Django views of the gateway render it with json_error (which also carries KServe's `error` key
 so that tritonclient shows the message).
+
+A `detail` is written for people, in the language of whoever asked (issue 17): raise sites translate
+it with `_` from this module — `_("No model named %(name)s.") % {"name": name}` — which is Django's
+gettext returning a `Refusal`, a str that also remembers its English (`.en`: the msgid with the same
+parameters). The code never changes with the language. The data plane and Celery tasks activate no
+language and answer in English as before; an API client sending `Accept-Language: zh-hans` reads
+Chinese. Records that must stay searchable and exportable whatever the actor's language (audit
+events, a job's stored failure) take `err.detail_en`. tests/core/test_refusal_i18n.py fails on a raise
+site whose detail is not a `_()` call.
 """
 
 from __future__ import annotations
@@ -12,8 +21,35 @@ import json
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpResponse
+from django.utils.translation import gettext as django_gettext
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+
+class Refusal(str):
+    """A translated text that remembers its English: `en` is the msgid, with the same parameters."""
+
+    en: str
+
+    def __mod__(self, params):
+        out = Refusal(str.__mod__(self, params))
+        if isinstance(params, dict):
+            out.en = self.en % {key: getattr(value, "en", value) for key, value in params.items()}
+        else:
+            out.en = self.en % params
+        return out
+
+
+def _(message: str) -> Refusal:
+    """gettext for a refusal's detail (makemessages extracts `_("…")` calls, as Django's own)."""
+    text = Refusal(django_gettext(message))
+    text.en = message
+    return text
+
+
+def english(text) -> str:
+    """The English of a text made with `_` (the text itself otherwise)."""
+    return str(getattr(text, "en", text))
 
 
 class ServiceError(Exception):
@@ -25,6 +61,11 @@ class ServiceError(Exception):
         self.detail = detail
         self.status_code = status_code
         self.field = field
+
+    @property
+    def detail_en(self) -> str:
+        """The detail in English whatever language raised it: for audit events and stored failures."""
+        return english(self.detail)
 
     def as_dict(self) -> dict:
         body = {"code": self.code, "detail": self.detail}

@@ -23,7 +23,7 @@ from functools import cache
 from django.conf import settings
 from django.http import JsonResponse
 
-from .errors import ServiceError
+from .errors import ServiceError, _
 from .netaddr import limit_key, request_client_address
 from .ratelimit import ALLOWED, Check, Decision, MemoryLimiter, Rate, RedisLimiter
 
@@ -83,7 +83,13 @@ class RateLimited(ServiceError):
 
     def __init__(self, decision: Decision, who: str):
         self.retry_after = decision.retry_after_header
-        super().__init__("rate_limited", f"too many requests from this {who}; retry after {self.retry_after} s", 429)
+        whom = {"token": _("token"), "user": _("user"), "address": _("address")}.get(who, who)
+        super().__init__(
+            "rate_limited",
+            _("too many requests from this %(who)s; retry after %(seconds)s s")
+            % {"who": whom, "seconds": self.retry_after},
+            429,
+        )
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "retry_after": int(self.retry_after)}

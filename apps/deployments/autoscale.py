@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from inference_backend.client import TritonError
 from inference_backend.metrics import parse_model_metrics, queue_ms_between
 
@@ -145,20 +145,34 @@ def _validated(merged: dict) -> dict:
     enabled, metric, target = merged["enabled"], merged["metric"], merged["target"]
     lo, hi, cooldown = merged["min_replicas"], merged["max_replicas"], merged["cooldown_seconds"]
     if not isinstance(enabled, bool):
-        raise _invalid("enabled is true or false", "enabled")
+        raise _invalid(_("enabled is true or false"), "enabled")
     if metric not in AutoscaleMetric.values:
-        raise _invalid(f"unknown metric {str(metric)[:30]!r}; one of {', '.join(AutoscaleMetric.values)}", "metric")
+        raise _invalid(
+            _("unknown metric %(value)s; one of %(values)s")
+            % {"value": repr(str(metric)[:30]), "values": ", ".join(AutoscaleMetric.values)},
+            "metric",
+        )
     if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= MAX_TARGET:
-        raise _invalid(f"target is a number above 0 and at most {MAX_TARGET:g}", "target")
+        raise _invalid(
+            _("target is a number above 0 and at most %(max_target)s") % {"max_target": format(MAX_TARGET, "g")},
+            "target",
+        )
     if not math.isfinite(target):
-        raise _invalid("target is a finite number", "target")
+        raise _invalid(_("target is a finite number"), "target")
     for name, value in (("min_replicas", lo), ("max_replicas", hi)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
-            raise _invalid(f"{name} is a whole number from 1 to {MAX_REPLICAS}", name)
+            raise _invalid(
+                _("%(name)s is a whole number from 1 to %(max_replicas)s")
+                % {"name": name, "max_replicas": MAX_REPLICAS},
+                name,
+            )
     if lo > hi:
-        raise _invalid(f"min_replicas ({lo}) is above max_replicas ({hi})", "min_replicas")
+        raise _invalid(_("min_replicas (%(lo)s) is above max_replicas (%(hi)s)") % {"lo": lo, "hi": hi}, "min_replicas")
     if isinstance(cooldown, bool) or not isinstance(cooldown, int) or not 0 <= cooldown <= MAX_COOLDOWN:
-        raise _invalid(f"cooldown_seconds is a whole number from 0 to {MAX_COOLDOWN}", "cooldown_seconds")
+        raise _invalid(
+            _("cooldown_seconds is a whole number from 0 to %(max_cooldown)s") % {"max_cooldown": MAX_COOLDOWN},
+            "cooldown_seconds",
+        )
     return {**merged, "target": float(target)}
 
 
@@ -179,15 +193,24 @@ def configure_autoscale(*, replica_set_id: int, actor, source: Source = SYSTEM, 
     `replica_set_retired`; the refusal is audited `deployment.replica_set.autoscale.rejected` and saves
     nothing. A change is audited `deployment.replica_set.autoscale` (before/after). The replicas
     themselves change at the controller's next tick (clamped to the new bounds at once)."""
-    rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
+    rs = get_or_404(
+        ReplicaSet,
+        "replica_set_not_found",
+        _("no replica set with id %(replica_set_id)s") % {"replica_set_id": replica_set_id},
+        pk=replica_set_id,
+    )
     try:
         unknown = sorted(set(changes) - set(AUTOSCALE_FIELDS))
         if unknown:
-            raise _invalid(f"unknown autoscale setting(s) {', '.join(unknown)[:200]}", unknown[0][:50])
+            raise _invalid(
+                _("unknown autoscale setting(s) %(value)s") % {"value": ", ".join(unknown)[:200]}, unknown[0][:50]
+            )
         with transaction.atomic():
             rs = ReplicaSet.objects.select_for_update().select_related("model", "model_version").get(pk=rs.pk)
             if rs.state != ReplicaSetState.ACTIVE:
-                raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
+                raise Conflict(
+                    "replica_set_retired", _("replica set %(rs)s is retired; request a new one") % {"rs": rs.pk}
+                )
             before = _settings_of(rs)
             after = _validated({**before, **changes})
             rs.autoscale, rs.autoscale_metric, rs.autoscale_target = after["enabled"], after["metric"], after["target"]
@@ -225,7 +248,7 @@ def configure_autoscale(*, replica_set_id: int, actor, source: Source = SYSTEM, 
                 target=rs,
                 outcome=Outcome.FAILURE,
                 error_code=err.code,
-                details={"changes": {k: str(v)[:100] for k, v in changes.items()}, "reason": err.detail},
+                details={"changes": {k: str(v)[:100] for k, v in changes.items()}, "reason": err.detail_en},
             )
         raise
     return rs
@@ -392,7 +415,13 @@ def _audit_refusal(rs: ReplicaSet, decision: Decision, why: dict, err: ServiceEr
         target=rs,
         outcome=Outcome.FAILURE,
         error_code=err.code,
-        details={"replica_set": rs.pk, "replicas": decision.desired, "autoscale": why, "reason": err.detail, **extra},
+        details={
+            "replica_set": rs.pk,
+            "replicas": decision.desired,
+            "autoscale": why,
+            "reason": err.detail_en,
+            **extra,
+        },
     )
 
 

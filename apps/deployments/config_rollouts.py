@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, ServiceError
+from apps.core.errors import Conflict, ServiceError, _
 from apps.registry.models import Model
 from inference_backend.config import BATCHING_FIELDS
 
@@ -80,9 +80,13 @@ def start_config_rollout(
     try:
         _validate_slos(hold_seconds, slo_max_error_rate, slo_max_p95_ms, min_calls)
         if rs is None:
-            raise ServiceError("replica_set_not_found", f"no replica set with id {replica_set_id}", 404)
+            raise ServiceError(
+                "replica_set_not_found",
+                _("no replica set with id %(replica_set_id)s") % {"replica_set_id": replica_set_id},
+                404,
+            )
         if not isinstance(batching, dict) or not batching:
-            raise ServiceError("invalid_batching", "batching is a map of batching settings", field="batching")
+            raise ServiceError("invalid_batching", _("batching is a map of batching settings"), field="batching")
         with transaction.atomic():
             Model.objects.select_for_update().filter(pk=rs.model_id).first()  # one start per model at a time
             rs = (
@@ -91,23 +95,26 @@ def start_config_rollout(
                 .get(pk=rs.pk)
             )
             if rs.state != ReplicaSetState.ACTIVE:
-                raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired")
+                raise Conflict("replica_set_retired", _("replica set %(rs)s is retired") % {"rs": rs.pk})
             if Rollout.objects.filter(model_id=rs.model_id, state__in=UNFINISHED_ROLLOUT_STATES).exists():
-                raise Conflict("rollout_in_progress", f"{rs.model.name} already has a rollout in progress")
+                raise Conflict(
+                    "rollout_in_progress", _("%(model)s already has a rollout in progress") % {"model": rs.model.name}
+                )
             deps = list(rs.deployments.select_for_update().filter(desired_state=Desired.ACTIVE).order_by("pk"))
             if not deps or any(d.observed_state != Observed.ACTIVE for d in deps):
                 raise Conflict(
-                    "replicas_not_ready", f"every replica of set {rs.pk} must be active before its config changes"
+                    "replicas_not_ready",
+                    _("every replica of set %(rs)s must be active before its config changes") % {"rs": rs.pk},
                 )
             current = deps[0].batching().as_dict()
             after = services._batching({**current, **batching}).as_dict()
             request["batching"] = after
             if all(d.batching().as_dict() == after for d in deps):
-                raise ServiceError("batching_unchanged", "the replicas already run this batching", field="batching")
+                raise ServiceError("batching_unchanged", _("the replicas already run this batching"), field="batching")
             rollout = _create(rs, deps, after, hold_seconds, slo_max_error_rate, slo_max_p95_ms, min_calls,
                               sweep_id, actor, source)  # fmt: skip
     except IntegrityError as err:  # a start that raced another past the check
-        conflict = Conflict("rollout_in_progress", f"{label} already has a rollout in progress")
+        conflict = Conflict("rollout_in_progress", _("%(label)s already has a rollout in progress") % {"label": label})
         _reject(conflict, model_name=label, actor=actor, source=source, details=request)
         raise conflict from err
     except ServiceError as err:
@@ -136,11 +143,21 @@ def apply_batching_sweep(
     sweep = BatchingSweep.objects.select_related("replica_set__model").filter(pk=sweep_id).first()
     try:
         if sweep is None:
-            raise ServiceError("sweep_not_found", f"no batching sweep with id {sweep_id}", 404)
+            raise ServiceError(
+                "sweep_not_found", _("no batching sweep with id %(sweep_id)s") % {"sweep_id": sweep_id}, 404
+            )
         if sweep.state != SweepState.DONE:
-            raise Conflict("sweep_not_done", f"sweep {sweep.pk} is {sweep.state}: only a finished sweep is applied")
+            raise Conflict(
+                "sweep_not_done",
+                _("sweep %(sweep)s is %(state)s: only a finished sweep is applied")
+                % {"sweep": sweep.pk, "state": sweep.state},
+            )
         if not sweep.chosen:
-            raise Conflict("no_chosen_config", f"sweep {sweep.pk} chose no configuration: {sweep.reason[:300]}")
+            raise Conflict(
+                "no_chosen_config",
+                _("sweep %(sweep)s chose no configuration: %(value)s")
+                % {"sweep": sweep.pk, "value": sweep.reason[:300]},
+            )
     except ServiceError as err:
         label = sweep.replica_set.model.name if sweep else f"sweep {sweep_id}"
         _reject(err, model_name=label, actor=actor, source=source, details={"kind": "config", "sweep": sweep_id})
@@ -173,7 +190,7 @@ def _create(rs, deps, after, hold, max_error_rate, max_p95, min_calls, sweep_id,
             with transaction.atomic():  # a savepoint: a placement that cannot be made leaves nothing
                 surge = services._place_replicas(rs, 1, services._batching(after), actor, source)[0]
         except PlacementImpossible as err:
-            why = f"no surge replica could be placed ({err.detail[:300]}): the only replica is reloaded in place"
+            why = f"no surge replica could be placed ({err.detail_en[:300]}): the only replica is reloaded in place"
     widened = None
     if surge is not None:
         rs.replicas += 1

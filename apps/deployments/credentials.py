@@ -19,7 +19,7 @@ import threading
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import ServiceError, get_or_404
+from apps.core.errors import ServiceError, _, get_or_404
 from apps.keys import services as keys
 from apps.keys.models import Purpose
 from inference_backend.server import CREDENTIAL_HEADER
@@ -55,7 +55,7 @@ def validate_credential(credential: str) -> str:
     if not isinstance(credential, str) or not CREDENTIAL_RE.fullmatch(credential):
         raise ServiceError(
             "invalid_credential",
-            "a Triton credential is 32 to 256 characters from A-Z a-z 0-9 . _ ~ + / -",
+            _("a Triton credential is 32 to 256 characters from A-Z a-z 0-9 . _ ~ + / -"),
             field="credential",
         )
     return credential
@@ -65,7 +65,12 @@ def set_server_credential(*, server_id: int, credential: str | None, actor, sour
     """Store (or, with None, remove) a server's credential, sealed; the previous one's data key is
     crypto-shredded. Records `deployment.server.credential` (set / replaced / removed, never the value).
     Nothing is saved when the value is refused or sealing fails."""
-    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
+    server = get_or_404(
+        InferenceServer,
+        "server_not_found",
+        _("no inference server with id %(server_id)s") % {"server_id": server_id},
+        pk=server_id,
+    )
     sealed = None
     if credential is not None:
         validate_credential(credential)

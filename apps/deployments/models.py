@@ -44,17 +44,19 @@ def default_backends() -> list[str]:
 
 def validate_backends(value) -> None:
     from django.core.exceptions import ValidationError
+    from django.utils.translation import gettext
 
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ValidationError("backends must be a non-empty list of names", code="invalid_backends")
+        raise ValidationError(gettext("backends must be a non-empty list of names"), code="invalid_backends")
     unknown = sorted(set(value) - set(Backend.values))
     if unknown:
         raise ValidationError(
-            f"unknown backend(s) {', '.join(unknown)[:200]}; known: {', '.join(Backend.values)}",
+            gettext("unknown backend(s) %(unknown)s; known: %(known)s")
+            % {"unknown": ", ".join(unknown)[:200], "known": ", ".join(Backend.values)},
             code="invalid_backends",
         )
     if len(set(value)) != len(value):
-        raise ValidationError("backends lists a name twice", code="invalid_backends")
+        raise ValidationError(gettext("backends lists a name twice"), code="invalid_backends")
 
 
 class InferenceServer(models.Model):

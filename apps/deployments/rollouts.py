@@ -21,7 +21,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from apps.core.policy import policy_changed
 from apps.registry.models import Model, ModelVersion
 from inference_backend.signature import breaking_changes
@@ -52,7 +52,9 @@ def validate_steps(strategy: str, steps) -> list[int]:
     Blue-green is one switch: [100]."""
     if strategy not in RolloutStrategy.values:
         raise ServiceError(
-            "invalid_strategy", f"strategy must be one of {', '.join(RolloutStrategy.values)}", field="strategy"
+            "invalid_strategy",
+            _("strategy must be one of %(values)s") % {"values": ", ".join(RolloutStrategy.values)},
+            field="strategy",
         )
     if steps is None:
         steps = [100] if strategy == RolloutStrategy.BLUE_GREEN else list(DEFAULT_CANARY_STEPS)
@@ -66,24 +68,26 @@ def validate_steps(strategy: str, steps) -> list[int]:
     if not ok:
         raise ServiceError(
             "invalid_steps",
-            "steps must be strictly increasing whole percentages in 1..100 ending in 100, e.g. [5, 25, 100]",
+            _("steps must be strictly increasing whole percentages in 1..100 ending in 100, e.g. [5, 25, 100]"),
             field="steps",
         )
     if strategy == RolloutStrategy.BLUE_GREEN and list(steps) != [100]:
-        raise ServiceError("invalid_steps", "a blue-green rollout is one switch: steps must be [100]", field="steps")
+        raise ServiceError("invalid_steps", _("a blue-green rollout is one switch: steps must be [100]"), field="steps")
     return [int(s) for s in steps]
 
 
 def _validate_slos(hold_seconds, max_error_rate, max_p95_ms, min_calls) -> None:
     if not isinstance(hold_seconds, int) or isinstance(hold_seconds, bool) or not 0 <= hold_seconds <= 7 * 86400:
-        raise ServiceError("invalid_hold", "hold_seconds must be whole seconds, 0..604800", field="hold_seconds")
+        raise ServiceError("invalid_hold", _("hold_seconds must be whole seconds, 0..604800"), field="hold_seconds")
     if not isinstance(max_error_rate, int | float) or not 0 <= max_error_rate <= 1:
-        raise ServiceError("invalid_slo", "slo_max_error_rate must be a fraction in 0..1", field="slo_max_error_rate")
+        raise ServiceError(
+            "invalid_slo", _("slo_max_error_rate must be a fraction in 0..1"), field="slo_max_error_rate"
+        )
     if not isinstance(max_p95_ms, int | float) or not max_p95_ms > 0 or not math.isfinite(max_p95_ms):
         # 1e400 is valid JSON read as infinity: an SLO that never breaches, and a row no answer can render
-        raise ServiceError("invalid_slo", "slo_max_p95_ms must be a positive number of ms", field="slo_max_p95_ms")
+        raise ServiceError("invalid_slo", _("slo_max_p95_ms must be a positive number of ms"), field="slo_max_p95_ms")
     if not isinstance(min_calls, int) or isinstance(min_calls, bool) or min_calls < 0:
-        raise ServiceError("invalid_slo", "min_calls must be a whole number >= 0", field="min_calls")
+        raise ServiceError("invalid_slo", _("min_calls must be a whole number >= 0"), field="min_calls")
 
 
 def _check_weights(weights) -> dict[int, int]:
@@ -97,7 +101,9 @@ def _check_weights(weights) -> dict[int, int]:
         or sum(parsed.values()) != 100
     ):
         raise ServiceError(
-            "invalid_weights", "weights must map versions to whole percentages 0..100 summing to 100", field="weights"
+            "invalid_weights",
+            _("weights must map versions to whole percentages 0..100 summing to 100"),
+            field="weights",
         )
     return parsed
 
@@ -152,12 +158,14 @@ def _live_set(model, exclude_version: ModelVersion, actor) -> ReplicaSet:
     if not versions:
         raise Conflict(
             "no_live_version",
-            f"{model.name} has no live version to roll from: deploy {exclude_version} directly instead",
+            _("%(model)s has no live version to roll from: deploy %(exclude_version)s directly instead")
+            % {"model": model.name, "exclude_version": exclude_version},
         )
     if len(versions) > 1:
         raise Conflict(
             "ambiguous_live_version",
-            f"{model.name} serves several versions already; set its traffic to one version before a rollout",
+            _("%(model)s serves several versions already; set its traffic to one version before a rollout")
+            % {"model": model.name},
         )
     if sets:
         return sets[0]
@@ -291,7 +299,7 @@ def _reject(err: ServiceError, *, model_name: str, actor, source: Source, detail
             target_display=model_name[:200],
             outcome=Outcome.FAILURE,
             error_code=err.code,
-            details={**details, "reason": err.detail},
+            details={**details, "reason": err.detail_en},
         )
 
 
@@ -316,7 +324,9 @@ def start_rollout(
     invalid_hold, invalid_slo, model_not_found, model_version_not_found, replica_set_not_found,
     artifact_shredded, rollout_in_progress, no_live_version, ambiguous_live_version,
     breaking_change (unless `force`, which is audited with the changes)."""
-    model = get_or_404(Model, "model_not_found", f"no model with id {model_id}", pk=model_id)
+    model = get_or_404(
+        Model, "model_not_found", _("no model with id %(model_id)s") % {"model_id": model_id}, pk=model_id
+    )
     request = {"model": model.name, "to_version_id": to_version_id, "to_set_id": to_set_id, "strategy": strategy,
                "steps": steps, "force": bool(force)}  # fmt: skip
     try:
@@ -328,7 +338,8 @@ def start_rollout(
                 to_set = get_or_404(
                     ReplicaSet.objects.select_related("model_version"),
                     "replica_set_not_found",
-                    f"no active replica set {to_set_id} of {model.name}",
+                    _("no active replica set %(to_set_id)s of %(model)s")
+                    % {"to_set_id": to_set_id, "model": model.name},
                     pk=to_set_id,
                     model=model,
                     state=ReplicaSetState.ACTIVE,
@@ -339,25 +350,33 @@ def start_rollout(
                 version = get_or_404(
                     ModelVersion.objects.select_related("artifact"),
                     "model_version_not_found",
-                    f"no version {to_version_id} of {model.name}",
+                    _("no version %(to_version_id)s of %(model)s")
+                    % {"to_version_id": to_version_id, "model": model.name},
                     pk=to_version_id,
                     model=model,
                 )
             else:
-                raise ServiceError("invalid_target", "give to_version or to_set", field="to_version")
+                raise ServiceError("invalid_target", _("give to_version or to_set"), field="to_version")
             if version.artifact.is_shredded:
                 raise Conflict(
-                    "artifact_shredded", f"the data key of {version} was destroyed; it can no longer be rolled out"
+                    "artifact_shredded",
+                    _("the data key of %(version)s was destroyed; it can no longer be rolled out")
+                    % {"version": version},
                 )
             if Rollout.objects.filter(model=model, state__in=UNFINISHED_ROLLOUT_STATES).exists():
-                raise Conflict("rollout_in_progress", f"{model.name} already has a rollout in progress")
+                raise Conflict(
+                    "rollout_in_progress", _("%(model)s already has a rollout in progress") % {"model": model.name}
+                )
             from_set = _live_set(model, version, actor)
             changes = breaking_changes(from_set.model_version.signature, version.signature)
             if changes and not force:
                 raise Conflict(
                     "breaking_change",
-                    f"{version} breaks the signature of live {from_set.model_version}: {'; '.join(changes)[:500]}"
-                    " (force to roll out anyway)",
+                    _(
+                        "%(version)s breaks the signature of live %(model_version)s: %(value)s (force to roll "
+                        "out anyway)"
+                    )
+                    % {"version": version, "model_version": from_set.model_version, "value": "; ".join(changes)[:500]},
                 )
             if to_set is None:
                 to_set = _target_set(model, version, from_set, actor, source)
@@ -397,7 +416,9 @@ def start_rollout(
                                    "forced": rollout.forced}},
             )  # fmt: skip
     except IntegrityError as err:  # a start that raced another past the check
-        conflict = Conflict("rollout_in_progress", f"{model.name} already has a rollout in progress")
+        conflict = Conflict(
+            "rollout_in_progress", _("%(model)s already has a rollout in progress") % {"model": model.name}
+        )
         _reject(conflict, model_name=model.name, actor=actor, source=source, details=request)
         raise conflict from err
     except ServiceError as err:
@@ -410,19 +431,25 @@ def set_traffic(*, model_id: int, weights: dict, actor, source: Source = SYSTEM)
     """Set by hand the share of `model`'s unversioned calls each version's active set receives
     ({version number: weight}, summing to 100; a set not named gets 0). Refused while a rollout
     runs (the controller owns the weights then): rollout_in_progress."""
-    model = get_or_404(Model, "model_not_found", f"no model with id {model_id}", pk=model_id)
+    model = get_or_404(
+        Model, "model_not_found", _("no model with id %(model_id)s") % {"model_id": model_id}, pk=model_id
+    )
     try:
         parsed = _check_weights(weights)
         with transaction.atomic():
             Model.objects.select_for_update().filter(pk=model.pk).first()
             if Rollout.objects.filter(model=model, state__in=UNFINISHED_ROLLOUT_STATES).exists():
-                raise Conflict("rollout_in_progress", f"{model.name} has a rollout in progress; it sets the weights")
+                raise Conflict(
+                    "rollout_in_progress",
+                    _("%(model)s has a rollout in progress; it sets the weights") % {"model": model.name},
+                )
             sets = {s.model_version.version: s for s in _active_sets(model)}
             missing = sorted(set(parsed) - set(sets))
             if missing:
                 raise ServiceError(
                     "invalid_weights",
-                    f"{model.name} has no active replica set of version(s) {', '.join(map(str, missing))}",
+                    _("%(model)s has no active replica set of version(s) %(versions)s")
+                    % {"model": model.name, "versions": ", ".join(map(str, missing))},
                     field="weights",
                 )
             _write_weights(model, {sets[v].pk: w for v, w in parsed.items()}, actor=actor, source=source)
@@ -601,11 +628,13 @@ def _locked_unfinished(rollout_id: int) -> Rollout:
             "model", "from_set__model_version", "to_set__model_version"
         ),
         "rollout_not_found",
-        f"no rollout with id {rollout_id}",
+        _("no rollout with id %(rollout_id)s") % {"rollout_id": rollout_id},
         pk=rollout_id,
     )
     if r.finished:
-        raise Conflict("rollout_finished", f"rollout {r.pk} has already ended ({r.state})")
+        raise Conflict(
+            "rollout_finished", _("rollout %(r)s has already ended (%(state)s)") % {"r": r.pk, "state": r.state}
+        )
     return r
 
 
@@ -615,7 +644,7 @@ def promote_now(*, rollout_id: int, actor, source: Source = SYSTEM) -> Rollout:
     with transaction.atomic():
         r = _locked_unfinished(rollout_id)
         if r.state != RolloutState.RUNNING:
-            raise Conflict("rollout_not_ready", f"rollout {r.pk} is still waiting for its new replicas")
+            raise Conflict("rollout_not_ready", _("rollout %(r)s is still waiting for its new replicas") % {"r": r.pk})
         if r.kind == RolloutKind.CONFIG:
             config_rollouts.promote_config(r, actor, source)
             return r

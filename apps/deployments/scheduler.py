@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps.core.errors import Conflict
+from apps.core.errors import Conflict, _
 
 DOWN = "down"
 
@@ -61,10 +61,11 @@ class PlacementImpossible(Conflict):
     def __init__(self, ask: Ask, placed: list[Candidate], reasons: list[str]):
         self.reasons = reasons
         self.fit = len(placed)  # servers that could take one more replica (the autoscaler places those)
-        why = "; ".join(reasons) if reasons else "no inference server is registered"
+        why = "; ".join(reasons) if reasons else _("no inference server is registered")
         super().__init__(
             "placement_impossible",
-            f"cannot place {ask.count} replica(s): {len(placed)} server(s) fit. {why}",
+            _("cannot place %(count)s replica(s): %(fit)s server(s) fit. %(why)s")
+            % {"count": ask.count, "fit": len(placed), "why": why},
         )
 
     def as_dict(self) -> dict:
@@ -74,20 +75,20 @@ class PlacementImpossible(Conflict):
 def refusal(ask: Ask, server: Candidate) -> str | None:
     """Why ``server`` cannot take one more replica of the ask (None: it can)."""
     if server.state == DOWN:
-        return "DOWN"
+        return _("DOWN")
     if server.holds_version:
-        return "already holds a replica of this version"
+        return _("already holds a replica of this version")
     missing = [f"{k}={v}" for k, v in sorted(ask.labels.items()) if server.labels.get(k) != v]
     if missing:
-        return f"lacks label {', '.join(missing)}"
+        return _("lacks label %(labels)s") % {"labels": ", ".join(missing)}
     if ask.accelerator and server.hardware != ask.accelerator:
-        return f"hardware {server.hardware}, needs {ask.accelerator}"
+        return _("hardware %(hardware)s, needs %(needed)s") % {"hardware": server.hardware, "needed": ask.accelerator}
     if ask.backend not in server.backends:
-        return f"lacks backend {ask.backend}"
+        return _("lacks backend %(backend)s") % {"backend": ask.backend}
     if server.memory_mb and ask.memory_mb:
         free = server.memory_mb - server.used_mb
         if free < ask.memory_mb:
-            return f"{max(free, 0)} MiB free, needs {ask.memory_mb}"
+            return _("%(free)s MiB free, needs %(needed)s") % {"free": max(free, 0), "needed": ask.memory_mb}
     return None
 
 

@@ -8,7 +8,7 @@ import time
 
 from django.db.models import Q
 
-from apps.core.errors import Conflict
+from apps.core.errors import Conflict, _
 
 from .credentials import CREDENTIAL_HEADER, credentials_for
 from .models import Deployment, Desired, InferenceServer, Observed
@@ -89,7 +89,11 @@ def refuse_if_deployed(model_version) -> None:
     """The registry's version-in-use check (registered in DeploymentsConfig.ready()): a deployed
     version's data key must not be destroyed under a running model."""
     if version_is_live(model_version.pk):
-        raise Conflict("version_deployed", f"{model_version} is deployed; undeploy it before destroying its data key")
+        raise Conflict(
+            "version_deployed",
+            _("%(model_version)s is deployed; undeploy it before destroying its data key")
+            % {"model_version": model_version},
+        )
 
 
 def server_credential_labels(data_key_ids: list[int]) -> dict[int, str]:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
+from apps.core.errors import Conflict, NotFound, ServiceError, _, get_or_404
 from apps.registry.models import ModelVersion
 from apps.registry.services import read_artifact_ciphertext, read_artifact_file
 from inference_backend.client import TritonClient, TritonError, TritonRefused, TritonUnavailable, clean_upstream_text
@@ -92,7 +92,9 @@ def register_server(
         try:
             validate_backends(backends)
         except DjangoValidationError as err:
-            raise ServiceError("invalid_backends", err.messages[0], field="backends") from err
+            raise ServiceError(
+                "invalid_backends", err.messages[0], field="backends"
+            ) from err  # i18n-ok: validate_backends
     except ServiceError as err:
         with transaction.atomic():
             record_event(
@@ -103,7 +105,7 @@ def register_server(
                 target_display=name[:200],
                 outcome=Outcome.FAILURE,
                 error_code=err.code,
-                details={"name": name[:200], "http_url": http_url[:300], "reason": err.detail},
+                details={"name": name[:200], "http_url": http_url[:300], "reason": err.detail_en},
             )
         raise
     with transaction.atomic():
@@ -140,19 +142,27 @@ def request_deployment(
     mv = get_or_404(
         ModelVersion.objects.select_related("model"),
         "model_version_not_found",
-        f"no model version with id {model_version_id}",
+        _("no model version with id %(model_version_id)s") % {"model_version_id": model_version_id},
         pk=model_version_id,
     )
     if mv.artifact.is_shredded:
-        raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
-    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
+        raise Conflict(
+            "artifact_shredded", _("the data key of %(mv)s was destroyed; it can no longer be deployed") % {"mv": mv}
+        )
+    server = get_or_404(
+        InferenceServer,
+        "server_not_found",
+        _("no inference server with id %(server_id)s") % {"server_id": server_id},
+        pk=server_id,
+    )
     _check_backend(mv, server, actor, source)
     settings_ = _batching(batching or {})
     # Versions load under their own Triton names (triton_model_name), so other versions of the model
     # may be live on this server; the same version twice is refused by the database constraint.
     conflict = Conflict(
         "already_deployed",
-        f"version {mv.version} of {mv.model.name} already has an active deployment on {server.name}",
+        _("version %(version)s of %(model)s already has an active deployment on %(server)s")
+        % {"version": mv.version, "model": mv.model.name, "server": server.name},
         "server",
     )
     try:
@@ -187,8 +197,13 @@ def _check_backend(mv: ModelVersion, server: InferenceServer, actor, source: Sou
         return
     err = Conflict(
         "backend_unavailable",
-        f"{mv} needs the {needed!r} backend; server {server.name} declares "
-        f"{', '.join(server.backends or []) or 'none'}",
+        _("%(mv)s needs the %(needed)s backend; server %(server)s declares %(backends)s")
+        % {
+            "mv": mv,
+            "needed": repr(needed),
+            "server": server.name,
+            "backends": ", ".join(server.backends or []) or _("none"),
+        },
         "server",
     )
     with transaction.atomic():
@@ -199,7 +214,7 @@ def _check_backend(mv: ModelVersion, server: InferenceServer, actor, source: Sou
             target=mv,
             outcome=Outcome.FAILURE,
             error_code=err.code,
-            details={"model": mv.model.name, "version": mv.version, "server": server.name, "reason": err.detail},
+            details={"model": mv.model.name, "version": mv.version, "server": server.name, "reason": err.detail_en},
         )
     raise err
 
@@ -210,7 +225,7 @@ def request_undeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
         dep = get_or_404(
             Deployment.objects.select_for_update(),
             "deployment_not_found",
-            f"no deployment with id {deployment_id}",
+            _("no deployment with id %(deployment_id)s") % {"deployment_id": deployment_id},
             pk=deployment_id,
         )
         before = dep.desired_state
@@ -242,13 +257,14 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             dep = get_or_404(
                 Deployment.objects.select_for_update(),
                 "deployment_not_found",
-                f"no deployment with id {deployment_id}",
+                _("no deployment with id %(deployment_id)s") % {"deployment_id": deployment_id},
                 pk=deployment_id,
             )
             if dep.model_version.artifact.is_shredded:  # as request_deployment: nothing left to load
                 raise Conflict(
                     "artifact_shredded",
-                    f"the data key of {dep.model_version} was destroyed; it can no longer be deployed",
+                    _("the data key of %(model_version)s was destroyed; it can no longer be deployed")
+                    % {"model_version": dep.model_version},
                 )
             before = {"desired_state": dep.desired_state, "observed_state": dep.observed_state}
             dep.desired_state = Desired.ACTIVE
@@ -268,7 +284,7 @@ def request_redeploy(*, deployment_id: int, actor, source: Source = SYSTEM) -> D
             _enqueue(dep)
     except IntegrityError as err:
         raise Conflict(
-            "already_deployed", "this version of the model already has an active deployment on that server", "server"
+            "already_deployed", _("this version of the model already has an active deployment on that server"), "server"
         ) from err
     return dep
 
@@ -328,7 +344,12 @@ def ensure_deid_canary(server_id: int) -> InferenceServer:
     when the server cannot be reached or refuses the load."""
     from inference_backend.canary_model import CANARY_MODEL, canary_config
 
-    server = get_or_404(InferenceServer, "server_not_found", f"no inference server with id {server_id}", pk=server_id)
+    server = get_or_404(
+        InferenceServer,
+        "server_not_found",
+        _("no inference server with id %(server_id)s") % {"server_id": server_id},
+        pk=server_id,
+    )
     try:
         with client_for(server.http_url, settings.TRITON_TIMEOUT) as client:
             if client.model_ready(CANARY_MODEL):
@@ -344,7 +365,8 @@ def ensure_deid_canary(server_id: int) -> InferenceServer:
     except TritonError as err:
         raise ServiceError(
             "canary_unavailable",
-            f"the de-identification canary could not be loaded on {server.name}: {clean_upstream_text(err.message)}",
+            _("the de-identification canary could not be loaded on %(server)s: %(reason)s")
+            % {"server": server.name, "reason": clean_upstream_text(err.message)},
             503,
         ) from err
     with transaction.atomic():
@@ -633,16 +655,20 @@ BATCHING_MAXIMA = {"max_batch_size": 1024, "max_queue_delay_us": 1_000_000, "ins
 def _batching(values: dict) -> BatchingSettings:
     unknown = set(values) - set(BATCHING_FIELDS)
     if unknown:
-        raise ServiceError("invalid_batching", f"unknown batching settings: {', '.join(sorted(unknown))}")
+        raise ServiceError(
+            "invalid_batching", _("unknown batching settings: %(unknown)s") % {"unknown": ", ".join(sorted(unknown))}
+        )
     if "preferred_batch_sizes" in values:
         values = {**values, "preferred_batch_sizes": tuple(values["preferred_batch_sizes"] or ())}
     try:
         settings_ = BatchingSettings(**values)
     except (TypeError, ValueError) as err:
-        raise ServiceError("invalid_batching", str(err)) from err
+        raise ServiceError("invalid_batching", str(err)) from err  # i18n-ok: inference_backend's own words
     for name, high in BATCHING_MAXIMA.items():  # thousands of instances would take a shared server down
         if getattr(settings_, name) > high:
-            raise ServiceError("invalid_batching", f"{name} is at most {high}", field=name)
+            raise ServiceError(
+                "invalid_batching", _("%(name)s is at most %(high)s") % {"name": name, "high": high}, field=name
+            )
     return settings_
 
 
@@ -666,15 +692,17 @@ LABELS_MAX = 32  # labels per server or replica set
 def validate_labels(labels, field: str = "labels") -> dict[str, str]:
     """A str → str dict of at most LABELS_MAX short labels, or ServiceError `invalid_labels`."""
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        raise ServiceError("invalid_labels", 'labels are a map of text to text, e.g. {"zone": "phi"}', field=field)
+        raise ServiceError("invalid_labels", _('labels are a map of text to text, e.g. {"zone": "phi"}'), field=field)
     if len(labels) > LABELS_MAX:
-        raise ServiceError("invalid_labels", f"at most {LABELS_MAX} labels", field=field)
+        raise ServiceError(
+            "invalid_labels", _("at most %(labels_max)s labels") % {"labels_max": LABELS_MAX}, field=field
+        )
     for key, value in labels.items():
         if not key.strip() or len(key) > LABEL_MAX or len(value) > LABEL_MAX or "=" in key:
             raise ServiceError(
                 "invalid_labels",
-                f"label {key[:LABEL_MAX]!r}: a key is 1-{LABEL_MAX} characters without '=', "
-                f"a value at most {LABEL_MAX}",
+                _("label %(value)s: a key is 1-%(label_max)s characters without '=', a value at most %(label_max)s")
+                % {"value": repr(key[:LABEL_MAX]), "label_max": LABEL_MAX},
                 field=field,
             )
     return dict(labels)
@@ -684,11 +712,11 @@ def _check_capacity(*, accelerator_model: str, memory_mb, labels, metrics_url: s
     validate_labels(labels)
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 0 <= memory_mb <= 2**31 - 1:
         raise ServiceError(
-            "invalid_memory", "memory_mb is a whole number of MiB, 0 when not declared", field="memory_mb"
+            "invalid_memory", _("memory_mb is a whole number of MiB, 0 when not declared"), field="memory_mb"
         )
     if not isinstance(accelerator_model, str) or len(accelerator_model) > 100:
         raise ServiceError(
-            "invalid_accelerator_model", "accelerator_model is at most 100 characters", field="accelerator_model"
+            "invalid_accelerator_model", _("accelerator_model is at most 100 characters"), field="accelerator_model"
         )
     if metrics_url:  # the same outbound policy as http_url: the gateway reads it
         check_server_url_with_path(metrics_url, field="metrics_url")
@@ -703,7 +731,7 @@ def check_server_url_with_path(url: str, field: str) -> None:
     except ValueError:
         parsed = None
     if parsed is None or len(url) > 300 or parsed.query or parsed.fragment or parsed.auth:
-        raise ServiceError("invalid_server_url", "a metrics URL is http(s)://host[:port][/path]", field=field)
+        raise ServiceError("invalid_server_url", _("a metrics URL is http(s)://host[:port][/path]"), field=field)
     base = f"{parsed.scheme}://{parsed.netloc}" if parsed.scheme and parsed.netloc else url
     check_server_url(base, field=field)
 
@@ -731,12 +759,14 @@ def update_server(*, server_id: int, actor, source: Source = SYSTEM, **changes) 
     server that moved is registered anew. Replicas already placed stay where they are."""
     unknown = sorted(set(changes) - set(SERVER_UPDATABLE))
     if unknown:
-        raise ServiceError("invalid_server_field", f"cannot change {', '.join(unknown)} of a server")
+        raise ServiceError(
+            "invalid_server_field", _("cannot change %(unknown)s of a server") % {"unknown": ", ".join(unknown)}
+        )
     with transaction.atomic():
         server = get_or_404(
             InferenceServer.objects.select_for_update(),
             "server_not_found",
-            f"no inference server with id {server_id}",
+            _("no inference server with id %(server_id)s") % {"server_id": server_id},
             pk=server_id,
         )
         before = _server_snapshot(server)
@@ -748,11 +778,17 @@ def update_server(*, server_id: int, actor, source: Source = SYSTEM, **changes) 
             metrics_url=merged["metrics_url"],
         )
         if merged["hardware"] not in Hardware.values:
-            raise ServiceError("invalid_hardware", f"hardware is one of {', '.join(Hardware.values)}", field="hardware")
+            raise ServiceError(
+                "invalid_hardware",
+                _("hardware is one of %(values)s") % {"values": ", ".join(Hardware.values)},
+                field="hardware",
+            )
         try:
             validate_backends(merged["backends"])
         except DjangoValidationError as err:
-            raise ServiceError("invalid_backends", err.messages[0], field="backends") from err
+            raise ServiceError(
+                "invalid_backends", err.messages[0], field="backends"
+            ) from err  # i18n-ok: validate_backends
         if merged["grpc_url"]:
             check_grpc_address(merged["grpc_url"])
         for key in changes:
@@ -785,7 +821,7 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
         server = get_or_404(
             InferenceServer.objects.select_for_update(),
             "server_not_found",
-            f"no inference server with id {server_id}",
+            _("no inference server with id %(server_id)s") % {"server_id": server_id},
             pk=server_id,
         )
         held = list(
@@ -800,12 +836,14 @@ def delete_server(*, server_id: int, actor, source: Source = SYSTEM) -> None:
             names = ", ".join(str(d.model_version) for d in held[:10])
             refusal = Conflict(
                 "server_has_replicas",
-                f"{server.name} still holds {len(held)} replica(s) ({names}); scale, retire or undeploy them first",
+                _("%(server)s still holds %(n_held)s replica(s) (%(names)s); scale, retire or undeploy them first")
+                % {"server": server.name, "n_held": len(held), "names": names},
             )
         elif sweeps:
             refusal = Conflict(
                 "server_has_replicas",
-                f"{server.name} runs batching sweep #{sweeps[0]} on a dedicated replica; wait for it to finish",
+                _("%(server)s runs batching sweep #%(value)s on a dedicated replica; wait for it to finish")
+                % {"server": server.name, "value": sweeps[0]},
             )
         else:
             # shredded only once the server is known to go (a refused delete keeps its credential)
@@ -880,7 +918,11 @@ def _candidates(model_version_id: int) -> list[Candidate]:
 
 def _check_replicas(replicas) -> int:
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
-        raise ServiceError("invalid_replicas", f"replicas is a whole number from 1 to {MAX_REPLICAS}", field="replicas")
+        raise ServiceError(
+            "invalid_replicas",
+            _("replicas is a whole number from 1 to %(max_replicas)s") % {"max_replicas": MAX_REPLICAS},
+            field="replicas",
+        )
     return replicas
 
 
@@ -910,7 +952,7 @@ def _refused(event_type: str, err: ServiceError, *, actor, source: Source, targe
             target_display="" if target is not None else str(details.get("model_version_id", ""))[:200],
             outcome=Outcome.FAILURE,
             error_code=err.code,
-            details={**details, "reason": err.detail, **extra},
+            details={**details, "reason": err.detail_en, **extra},
         )
 
 
@@ -984,28 +1026,32 @@ def request_replica_set(
         if accelerator not in ("", *Hardware.values):
             raise ServiceError(
                 "unknown_accelerator",
-                f"unknown accelerator {str(accelerator)[:20]!r}; one of {', '.join(Hardware.values)} or blank for any",
+                _("unknown accelerator %(value)s; one of %(values)s or blank for any")
+                % {"value": repr(str(accelerator)[:20]), "values": ", ".join(Hardware.values)},
                 field="accelerator",
             )
         if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 0 <= memory_mb <= 2**31 - 1:
             raise ServiceError(
-                "invalid_memory", "memory_mb is a whole number of MiB (0: not estimated)", field="memory_mb"
+                "invalid_memory", _("memory_mb is a whole number of MiB (0: not estimated)"), field="memory_mb"
             )
         settings_ = _batching(batching or {})
         mv = get_or_404(
             ModelVersion.objects.select_related("model", "artifact"),
             "model_version_not_found",
-            f"no model version with id {model_version_id}",
+            _("no model version with id %(model_version_id)s") % {"model_version_id": model_version_id},
             pk=model_version_id,
         )
         if mv.artifact.is_shredded:
-            raise Conflict("artifact_shredded", f"the data key of {mv} was destroyed; it can no longer be deployed")
+            raise Conflict(
+                "artifact_shredded",
+                _("the data key of %(mv)s was destroyed; it can no longer be deployed") % {"mv": mv},
+            )
         with transaction.atomic():
             ModelVersion.objects.select_for_update().filter(pk=mv.pk).first()  # one placement per version at a time
             if ReplicaSet.objects.filter(model_version=mv, state=ReplicaSetState.ACTIVE).exists():
                 raise Conflict(
                     "replica_set_exists",
-                    f"{mv} already has an active replica set; scale it instead",
+                    _("%(mv)s already has an active replica set; scale it instead") % {"mv": mv},
                     "model_version",
                 )
             rs = ReplicaSet.objects.create(
@@ -1039,7 +1085,12 @@ def scale_replica_set(*, replica_set_id: int, replicas: int, actor, source: Sour
     """Change the number of replicas: new ones are placed by the scheduler (all or nothing, as
     request_replica_set), surplus ones are undeployed newest first. Audited
     `deployment.replica_set.scale`; the set's min/max widen to hold a number set by hand."""
-    rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
+    rs = get_or_404(
+        ReplicaSet,
+        "replica_set_not_found",
+        _("no replica set with id %(replica_set_id)s") % {"replica_set_id": replica_set_id},
+        pk=replica_set_id,
+    )
     try:
         _check_replicas(replicas)
         rs = apply_scale(replica_set_id=rs.pk, replicas=replicas, actor=actor, source=source)
@@ -1076,7 +1127,7 @@ def apply_scale(
             .get(pk=replica_set_id)
         )
         if rs.state != ReplicaSetState.ACTIVE:
-            raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired; request a new one")
+            raise Conflict("replica_set_retired", _("replica set %(rs)s is retired; request a new one") % {"rs": rs.pk})
         _refuse_during_config_rollout(rs.pk, "scale it")
         current = list(rs.deployments.filter(desired_state=Desired.ACTIVE).order_by("-created_at", "-pk"))
         before = _set_snapshot(rs)
@@ -1085,7 +1136,8 @@ def apply_scale(
             if rs.model_version.artifact.is_shredded:
                 raise Conflict(
                     "artifact_shredded",
-                    f"the data key of {rs.model_version} was destroyed; it can no longer be deployed",
+                    _("the data key of %(model_version)s was destroyed; it can no longer be deployed")
+                    % {"model_version": rs.model_version},
                 )
             template = current[0].batching() if current else BatchingSettings()
             added = _place_replicas(rs, replicas - len(current), template, actor, source)
@@ -1121,7 +1173,12 @@ def retire_replica_set(*, replica_set_id: int, actor, source: Source = SYSTEM) -
     """Undeploy every replica of the set and mark it retired (idempotent). Refused (409
     `replica_set_has_traffic`) while it carries traffic and another set of the model is live:
     move its weight first (a rollout). The model's only set may be retired with its traffic."""
-    rs = get_or_404(ReplicaSet, "replica_set_not_found", f"no replica set with id {replica_set_id}", pk=replica_set_id)
+    rs = get_or_404(
+        ReplicaSet,
+        "replica_set_not_found",
+        _("no replica set with id %(replica_set_id)s") % {"replica_set_id": replica_set_id},
+        pk=replica_set_id,
+    )
     try:
         with transaction.atomic():
             rs = (
@@ -1136,8 +1193,16 @@ def retire_replica_set(*, replica_set_id: int, actor, source: Source = SYSTEM) -
             if rs.traffic_weight > 0 and others.exists():
                 raise Conflict(
                     "replica_set_has_traffic",
-                    f"replica set {rs.pk} ({rs.model_version}) carries {rs.traffic_weight}% of {rs.model.name}'s "
-                    "traffic; move it to another set (a rollout) before retiring",
+                    _(
+                        "replica set %(rs)s (%(model_version)s) carries %(traffic_weight)s%% of %(model)s's "
+                        "traffic; move it to another set (a rollout) before retiring"
+                    )
+                    % {
+                        "rs": rs.pk,
+                        "model_version": rs.model_version,
+                        "traffic_weight": rs.traffic_weight,
+                        "model": rs.model.name,
+                    },
                 )
             before = _set_snapshot(rs)
             _retire(rs, actor, source)
@@ -1175,8 +1240,11 @@ def _refuse_during_rollout(replica_set_id: int, what: str) -> None:
     if rollout is not None:
         raise Conflict(
             "rollout_in_progress",
-            f"rollout {rollout.pk} moves traffic with this replica set; "
-            f"promote, roll back or abort it before you {what}",
+            _(
+                "rollout %(rollout)s moves traffic with this replica set; promote, roll back or abort it "
+                "before you %(what)s"
+            )
+            % {"rollout": rollout.pk, "what": what},
         )
 
 
@@ -1189,8 +1257,11 @@ def _refuse_during_config_rollout(replica_set_id: int, what: str) -> None:
     if rollout is not None:
         raise Conflict(
             "rollout_in_progress",
-            f"rollout {rollout.pk} is changing this replica set's batching; "
-            f"promote, roll back or abort it before you {what}",
+            _(
+                "rollout %(rollout)s is changing this replica set's batching; promote, roll back or "
+                "abort it before you %(what)s"
+            )
+            % {"rollout": rollout.pk, "what": what},
         )
 
 

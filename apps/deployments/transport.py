@@ -12,7 +12,7 @@ from django.conf import settings
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from inference_backend.client import TritonClient
 from inference_backend.netpolicy import AddressRefused, ServerPolicy, parse_networks
 from inference_backend.transport import TlsConfig
@@ -52,7 +52,7 @@ def check_server_url(url: str, field: str = "http_url") -> None:
     except LocationParseError:
         parsed = None
     if parsed is None or parsed.scheme not in SCHEMES or not parsed.host:
-        raise ServiceError("invalid_server_url", "a Triton server URL is http(s)://host[:port]", field=field)
+        raise ServiceError("invalid_server_url", _("a Triton server URL is http(s)://host[:port]"), field=field)
     policy = server_policy()
     try:
         try:
@@ -61,7 +61,7 @@ def check_server_url(url: str, field: str = "http_url") -> None:
             addresses = []
         policy.check_transport(parsed.scheme, parsed.host, addresses)
     except AddressRefused as err:
-        raise ServiceError(err.code, err.message, field=field) from err
+        raise ServiceError(err.code, err.message, field=field) from err  # i18n-ok: inference_backend's network policy
 
 
 def check_grpc_address(address: str) -> None:
@@ -72,10 +72,12 @@ def check_grpc_address(address: str) -> None:
     except LocationParseError:
         parsed = None
     if parsed is None or parsed.scheme not in ("grpc", "grpcs") or not parsed.host:
-        raise ServiceError("invalid_server_url", "the gRPC endpoint is host:port", field="grpc_url")
+        raise ServiceError("invalid_server_url", _("the gRPC endpoint is host:port"), field="grpc_url")
     try:
         server_policy().resolve(parsed.host, parsed.port)
     except (socket.gaierror, UnicodeError):
         pass
     except AddressRefused as err:
-        raise ServiceError(err.code, err.message, field="grpc_url") from err
+        raise ServiceError(
+            err.code, err.message, field="grpc_url"
+        ) from err  # i18n-ok: inference_backend's network policy

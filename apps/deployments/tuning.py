@@ -24,7 +24,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from inference_backend import loadgen
 from inference_backend.client import TritonError, TritonUnavailable, clean_upstream_text
 from inference_backend.config import BatchingSettings
@@ -72,15 +72,20 @@ def _invalid(detail: str, field: str | None = "grid") -> ServiceError:
 def _values(grid: dict, name: str) -> list:
     values = grid.get(name, DEFAULT_GRID[name])
     if not isinstance(values, list) or not values or len(values) > MAX_VALUES:
-        raise _invalid(f"grid.{name} is a list of 1 to {MAX_VALUES} values")
+        raise _invalid(
+            _("grid.%(name)s is a list of 1 to %(max_values)s values") % {"name": name, "max_values": MAX_VALUES}
+        )
     if name == "preferred_batch_sizes":
         for sizes in values:
             if not isinstance(sizes, list) or not all(_whole(s, 1, LIMITS["max_batch_size"][1]) for s in sizes):
-                raise _invalid("grid.preferred_batch_sizes is a list of lists of batch sizes, e.g. [[], [4, 8]]")
+                raise _invalid(_("grid.preferred_batch_sizes is a list of lists of batch sizes, e.g. [[], [4, 8]]"))
         return [tuple(sorted(set(sizes))) for sizes in values]
     low, high = LIMITS[name]
     if not all(_whole(v, low, high) for v in values):
-        raise _invalid(f"grid.{name} values are whole numbers from {low} to {high}")
+        raise _invalid(
+            _("grid.%(name)s values are whole numbers from %(low)s to %(high)s")
+            % {"name": name, "low": low, "high": high}
+        )
     return values
 
 
@@ -91,7 +96,9 @@ def grid_configs(grid, base: BatchingSettings | None = None) -> list[BatchingSet
     ServiceError `invalid_sweep` for a grid that is not a map of the four settings to lists of
     valid values, or that has more than TUNER_MAX_POINTS configurations."""
     if not isinstance(grid, dict) or set(grid) - set(GRID_FIELDS):
-        raise _invalid(f"grid maps some of {', '.join(GRID_FIELDS)} to lists of values")
+        raise _invalid(
+            _("grid maps some of %(grid_fields)s to lists of values") % {"grid_fields": ", ".join(GRID_FIELDS)}
+        )
     lists = [_values(grid, name) for name in GRID_FIELDS]
     base = base or BatchingSettings()
     out: list[BatchingSettings] = []
@@ -106,7 +113,10 @@ def grid_configs(grid, base: BatchingSettings | None = None) -> list[BatchingSet
         if config not in out:
             out.append(config)
             if len(out) > settings.TUNER_MAX_POINTS:  # at once: 16^4 combinations deduplicated would pin a CPU
-                raise _invalid(f"the grid has more than {settings.TUNER_MAX_POINTS} configurations")
+                raise _invalid(
+                    _("the grid has more than %(tuner_max_points)s configurations")
+                    % {"tuner_max_points": settings.TUNER_MAX_POINTS}
+                )
     return out
 
 
@@ -127,27 +137,37 @@ def _arrival(rs: ReplicaSet, arrival: str, rate_per_second, burstiness, window_s
     the set's version over the window (docs/rollouts.md, apps/deployments/slo.py)."""
     if arrival == ArrivalKind.SYNTHETIC:
         if isinstance(rate_per_second, bool) or not isinstance(rate_per_second, int | float) or rate_per_second <= 0:
-            raise _invalid("a synthetic sweep needs rate_per_second > 0", "rate_per_second")
+            raise _invalid(_("a synthetic sweep needs rate_per_second > 0"), "rate_per_second")
         if isinstance(burstiness, bool) or not isinstance(burstiness, int | float):
-            raise _invalid("burstiness is a number (1: Poisson)", "burstiness")
+            raise _invalid(_("burstiness is a number (1: Poisson)"), "burstiness")
         if not loadgen.MIN_BURSTINESS <= burstiness <= loadgen.MAX_BURSTINESS:
-            raise _invalid(f"burstiness is from {loadgen.MIN_BURSTINESS} to {loadgen.MAX_BURSTINESS}", "burstiness")
+            raise _invalid(
+                _("burstiness is from %(min_burstiness)s to %(max_burstiness)s")
+                % {"min_burstiness": loadgen.MIN_BURSTINESS, "max_burstiness": loadgen.MAX_BURSTINESS},
+                "burstiness",
+            )
         return float(rate_per_second), float(burstiness), 0
     if arrival != ArrivalKind.RECORDED:
-        raise _invalid(f"arrival is one of {', '.join(ArrivalKind.values)}", "arrival")
+        raise _invalid(_("arrival is one of %(values)s") % {"values": ", ".join(ArrivalKind.values)}, "arrival")
     if rate_per_second is not None:
-        raise _invalid("a recorded sweep reads its rate from the gateway; give no rate_per_second", "rate_per_second")
+        raise _invalid(
+            _("a recorded sweep reads its rate from the gateway; give no rate_per_second"), "rate_per_second"
+        )
     window = settings.TUNER_WINDOW_SECONDS if window_seconds is None else window_seconds
     limit = min(MAX_WINDOW_SECONDS, int(settings.SLO_RETENTION_SECONDS))
     if not _whole(window, 10, limit):
-        raise _invalid(f"window_seconds is a whole number from 10 to {limit}", "window_seconds")
+        raise _invalid(_("window_seconds is a whole number from 10 to %(limit)s") % {"limit": limit}, "window_seconds")
     counts = slo.calls_per_second(rs.model_id, rs.model_version.version, window)
     pattern = loadgen.pattern_from_counts(counts)
     if pattern is None:
         raise Conflict(
             "no_traffic_data",
-            f"the gateway recorded no call of {rs.model.name} v{rs.model_version.version} in the last {window} s: "
-            "nothing to replay. Widen window_seconds, or sweep a synthetic arrival with rate_per_second",
+            _(
+                "the gateway recorded no call of %(model)s v%(version)s in the last %(window)s s: "
+                "nothing to replay. Widen window_seconds, or sweep a synthetic arrival with "
+                "rate_per_second"
+            )
+            % {"model": rs.model.name, "version": rs.model_version.version, "window": window},
             "arrival",
         )
     return round(pattern[0], 3), round(pattern[1], 3), window
@@ -155,12 +175,12 @@ def _arrival(rs: ReplicaSet, arrival: str, rate_per_second, burstiness, window_s
 
 def _check_scalars(slo_p99_ms, repeats, point_seconds, warmup_seconds) -> None:
     if isinstance(slo_p99_ms, bool) or not isinstance(slo_p99_ms, int | float) or not 0 < slo_p99_ms <= 600_000:
-        raise _invalid("slo_p99_ms is a number of ms above 0 (at most 600000)", "slo_p99_ms")
+        raise _invalid(_("slo_p99_ms is a number of ms above 0 (at most 600000)"), "slo_p99_ms")
     if not _whole(repeats, 1, 20):
-        raise _invalid("repeats is a whole number from 1 to 20", "repeats")
+        raise _invalid(_("repeats is a whole number from 1 to 20"), "repeats")
     for name, value, low in (("point_seconds", point_seconds, 0.5), ("warmup_seconds", warmup_seconds, 0.0)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= 600:
-            raise _invalid(f"{name} is a number of seconds from {low} to 600", name)
+            raise _invalid(_("%(name)s is a number of seconds from %(low)s to 600") % {"name": name, "low": low}, name)
 
 
 def _budget_seconds(points: int, repeats: int, point_seconds: float, warmup_seconds: float) -> float:
@@ -183,7 +203,9 @@ def _place_tune_replica(rs: ReplicaSet, allow_shared_server: bool):
     candidates, reasons = [], []
     for candidate in _candidates(rs.model_version_id):
         if candidate.id in busy:
-            reasons.append(f"{candidate.name}: runs sweep #{busy[candidate.id]}")
+            reasons.append(
+                _("%(server)s: runs sweep #%(sweep)s") % {"server": candidate.name, "sweep": busy[candidate.id]}
+            )
             continue
         candidates.append(replace(candidate, holds_version=False) if allow_shared_server else candidate)
     try:
@@ -220,7 +242,7 @@ def request_batching_sweep(
     rs = get_or_404(
         ReplicaSet.objects.select_related("model", "model_version"),
         "replica_set_not_found",
-        f"no replica set with id {replica_set_id}",
+        _("no replica set with id %(replica_set_id)s") % {"replica_set_id": replica_set_id},
         pk=replica_set_id,
     )
     asked = {"replica_set": rs.pk, "arrival": arrival, "rate_per_second": rate_per_second, "grid": grid,
@@ -232,7 +254,7 @@ def request_batching_sweep(
         extra = {"reasons": err.reasons} if isinstance(err, PlacementImpossible) else {}
         with transaction.atomic():
             record_event("deployment.sweep.rejected", actor=actor, source=source, target=rs, outcome=Outcome.FAILURE,
-                         error_code=err.code, details={**asked, "reason": err.detail, **extra})  # fmt: skip
+                         error_code=err.code, details={**asked, "reason": err.detail_en, **extra})  # fmt: skip
         raise
 
 
@@ -245,22 +267,35 @@ def _request(rs, arrival, rate, burstiness, window, slo_p99_ms, grid, repeats, p
     _check_scalars(slo_p99_ms, repeats, point_seconds, warmup_seconds)
     mv = rs.model_version
     if mv.is_llm or not mv.signature.get("batch_dynamic"):
-        raise _invalid(f"{mv} has no batch dimension Triton can batch on: nothing to tune", "replica_set")
+        raise _invalid(
+            _("%(mv)s has no batch dimension Triton can batch on: nothing to tune") % {"mv": mv}, "replica_set"
+        )
     configs = grid_configs(DEFAULT_GRID if grid is None else grid, _base_batching(rs))
     budget = _budget_seconds(len(configs), repeats, point_seconds, warmup_seconds)
     if budget > settings.TUNER_MAX_SECONDS:
-        raise _invalid(f"the sweep would take about {budget:.0f} s; at most {settings.TUNER_MAX_SECONDS:.0f} s")
+        raise _invalid(
+            _("the sweep would take about %(budget)s s; at most %(tuner_max_seconds)s s")
+            % {"budget": format(budget, ".0f"), "tuner_max_seconds": format(settings.TUNER_MAX_SECONDS, ".0f")}
+        )
     if rs.state == ReplicaSetState.RETIRED:
-        raise Conflict("replica_set_retired", f"replica set {rs.pk} is retired: nothing serves it to tune")
+        raise Conflict(
+            "replica_set_retired", _("replica set %(rs)s is retired: nothing serves it to tune") % {"rs": rs.pk}
+        )
     rate, burstiness, window = _arrival(rs, arrival, rate, burstiness, window)
     if rate > settings.TUNER_MAX_RATE:
-        raise _invalid(f"{rate:.0f} calls/s is above what the tuner drives ({settings.TUNER_MAX_RATE:.0f})", "arrival")
+        raise _invalid(
+            _("%(rate)s calls/s is above what the tuner drives (%(tuner_max_rate)s)")
+            % {"rate": format(rate, ".0f"), "tuner_max_rate": format(settings.TUNER_MAX_RATE, ".0f")},
+            "arrival",
+        )
     try:
         with transaction.atomic():
             ReplicaSet.objects.select_for_update().filter(pk=rs.pk).first()  # one request per set at a time
             _expire_abandoned(rs, actor)
             if BatchingSweep.objects.filter(replica_set=rs, state__in=UNFINISHED_SWEEP_STATES).exists():
-                raise Conflict("sweep_in_progress", f"replica set {rs.pk} already has a sweep pending or running")
+                raise Conflict(
+                    "sweep_in_progress", _("replica set %(rs)s already has a sweep pending or running") % {"rs": rs.pk}
+                )
             server = _place_tune_replica(rs, bool(allow_shared))
             sweep = BatchingSweep.objects.create(
                 replica_set=rs, requested_by=acting_user(actor), arrival=arrival, rate_per_second=rate,
@@ -275,7 +310,9 @@ def _request(rs, arrival, rate, burstiness, window, slo_p99_ms, grid, repeats, p
                                   "estimated_seconds": round(budget)})  # fmt: skip
             _enqueue(sweep)
     except IntegrityError as err:  # the partial unique constraint: a request raced this one
-        raise Conflict("sweep_in_progress", f"replica set {rs.pk} already has a sweep pending or running") from err
+        raise Conflict(
+            "sweep_in_progress", _("replica set %(rs)s already has a sweep pending or running") % {"rs": rs.pk}
+        ) from err
     return sweep
 
 

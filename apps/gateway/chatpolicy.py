@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed", "stop")
 NUMERIC = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (-1, 1_000_000)}  # the contract's bounds
@@ -45,26 +45,31 @@ def validate_allowed_sampling(value) -> dict:
         return ServiceError("invalid_allowed_sampling", detail, field="allowed_sampling")
 
     if not isinstance(value, dict):
-        raise bad("allowed_sampling must be an object of sampling key -> true | false | [low, high]")
+        raise bad(_("allowed_sampling must be an object of sampling key -> true | false | [low, high]"))
     out = {}
     for key, rule in value.items():
         if key not in SAMPLING_KEYS:
-            raise bad(f"unknown sampling key {key!r}; known: {', '.join(SAMPLING_KEYS)}")
+            raise bad(
+                _("unknown sampling key %(key)s; known: %(sampling_keys)s")
+                % {"key": repr(key), "sampling_keys": ", ".join(SAMPLING_KEYS)}
+            )
         if isinstance(rule, bool):
             out[key] = rule
             continue
         if key not in NUMERIC:
-            raise bad(f"{key} takes true or false, not a range")
+            raise bad(_("%(key)s takes true or false, not a range") % {"key": key})
         if (
             not isinstance(rule, list)
             or len(rule) != 2
             or not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in rule)
         ):
-            raise bad(f"{key} takes true, false or [low, high]")
+            raise bad(_("%(key)s takes true, false or [low, high]") % {"key": key})
         low, high = rule
         lo, hi = NUMERIC[key]
         if not (lo <= low <= high <= hi):
-            raise bad(f"{key}: the range must satisfy {lo} <= low <= high <= {hi}")
+            raise bad(
+                _("%(key)s: the range must satisfy %(lo)s <= low <= high <= %(hi)s") % {"key": key, "lo": lo, "hi": hi}
+            )
         out[key] = [low, high]
     return out
 
@@ -89,11 +94,12 @@ def check_request(policy: Mapping, max_tokens: int | None, sampling: Mapping) ->
     if max_tokens is None:
         max_tokens = limit
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ServiceError("invalid_max_tokens", "max_tokens must be a positive integer", 400, field="max_tokens")
+        raise ServiceError("invalid_max_tokens", _("max_tokens must be a positive integer"), 400, field="max_tokens")
     if max_tokens > limit:
         raise ServiceError(
             "max_tokens_exceeded",
-            f"max_tokens {max_tokens} is above this model's limit of {limit} per call",
+            _("max_tokens %(max_tokens)s is above this model's limit of %(limit)s per call")
+            % {"max_tokens": max_tokens, "limit": limit},
             400,
             field="max_tokens",
         )
@@ -103,10 +109,10 @@ def check_request(policy: Mapping, max_tokens: int | None, sampling: Mapping) ->
         if value is None:
             continue
         if key not in SAMPLING_KEYS:
-            raise _refuse(f"{key!r} is not a sampling parameter this gateway accepts", key)
+            raise _refuse(_("%(key)s is not a sampling parameter this gateway accepts") % {"key": repr(key)}, key)
         rule = allowed.get(key, False)
         if rule is False:
-            raise _refuse(f"this model's policy does not allow {key}", key)
+            raise _refuse(_("this model's policy does not allow %(key)s") % {"key": key}, key)
         out[key] = _checked(key, value, rule)
     out["max_tokens"] = max_tokens
     return out
@@ -117,20 +123,30 @@ def _checked(key: str, value, rule):
         number = key == "top_k"
         ok = isinstance(value, int) if number else isinstance(value, int | float)
         if isinstance(value, bool) or not ok or not math.isfinite(value):
-            raise _refuse(f"{key} must be {'an integer' if number else 'a number'}", key)
+            raise _refuse(
+                _("%(key)s must be %(value)s") % {"key": key, "value": "an integer" if number else "a number"}, key
+            )
         lo, hi = rule if isinstance(rule, list) else NUMERIC[key]
         if not lo <= value <= hi:
-            raise _refuse(f"{key} {value} is outside this model's allowed range [{lo}, {hi}]", key)
+            raise _refuse(
+                _("%(key)s %(value)s is outside this model's allowed range [%(lo)s, %(hi)s]")
+                % {"key": key, "value": value, "lo": lo, "hi": hi},
+                key,
+            )
         return value
     if key == "seed":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-            raise _refuse("seed must be a non-negative integer", key)
+            raise _refuse(_("seed must be a non-negative integer"), key)
         return value
     stops = [value] if isinstance(value, str) else value  # OpenAI accepts a string or a list
     if not isinstance(stops, list) or not all(isinstance(s, str) and 0 < len(s) <= STOP_LEN for s in stops):
-        raise _refuse(f"stop must be a string or a list of non-empty strings of at most {STOP_LEN} characters", key)
+        raise _refuse(
+            _("stop must be a string or a list of non-empty strings of at most %(stop_len)s characters")
+            % {"stop_len": STOP_LEN},
+            key,
+        )
     if len(stops) > STOP_MAX:
-        raise _refuse(f"at most {STOP_MAX} stop sequences", key)
+        raise _refuse(_("at most %(stop_max)s stop sequences") % {"stop_max": STOP_MAX}, key)
     return stops
 
 

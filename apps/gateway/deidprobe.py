@@ -28,7 +28,7 @@ import json
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed
 from apps.deployments.selectors import server_policy, tls_config
 from apps.deployments.services import ensure_deid_canary, smoke_inputs
@@ -119,7 +119,7 @@ def probe_numeric_inputs(model_id: int) -> dict:
     version = ModelVersion.objects.filter(model_id=model_id, signature__has_key="inputs").order_by("-version").first()
     server = _server_for(model_id)
     if version is None or server is None:
-        raise ServiceError("no_inference_server", "no inference server (or no tensor version) to probe on", 503)
+        raise ServiceError("no_inference_server", _("no inference server (or no tensor version) to probe on"), 503)
     route = Route(
         deployment_id=0,
         model_id=model_id,
@@ -140,7 +140,7 @@ def probe_numeric_inputs(model_id: int) -> dict:
     inbound = Inbound(kind=INFER, model=CANARY_MODEL, version=None, authorization=None, peer=None, body=body)
     probed_at = timezone.now()
     try:
-        out, _ = _forward(inbound, route)
+        out, _elapsed = _forward(inbound, route)
         code = "" if out.status == 200 else str(out.status)
     except ServiceError as err:
         code = err.code
@@ -162,7 +162,7 @@ def probe_model(model_id: int) -> dict:
     mode = _facts(model_id).deid_mode
     server = _server_for(model_id)
     if server is None:
-        raise ServiceError("no_inference_server", "no inference server is registered to probe on", 503)
+        raise ServiceError("no_inference_server", _("no inference server is registered to probe on"), 503)
     ensure_deid_canary(server.pk)
     route = Route(
         deployment_id=0,
@@ -186,12 +186,18 @@ def probe_model(model_id: int) -> dict:
     probed_at = timezone.now()
     out, counts = _forward(inbound, route)
     if out.status != 200:
-        raise ServiceError("canary_failed", f"the canary on {server.name} answered HTTP {out.status}", 502)
+        raise ServiceError(
+            "canary_failed",
+            _("the canary on %(server)s answered HTTP %(status)s") % {"server": server.name, "status": out.status},
+            502,
+        )
     try:
         [output] = [o for o in json.loads(out.body)["outputs"] if o.get("name") == "ECHO"]
         echoed = "\n".join(str(v) for v in output["data"])
     except (ValueError, KeyError, TypeError) as err:
-        raise ServiceError("canary_failed", f"the canary on {server.name} did not echo its input", 502) from err
+        raise ServiceError(
+            "canary_failed", _("the canary on %(server)s did not echo its input") % {"server": server.name}, 502
+        ) from err
     return {
         "mode": mode,
         "server": server.name,

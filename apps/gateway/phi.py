@@ -21,7 +21,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from .deid import (
     Budget,
@@ -40,11 +40,11 @@ def _split_bytes(raw: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(raw):
         if i + 4 > len(raw):
-            raise ServiceError("invalid_request", "a BYTES tensor's binary data is truncated")
+            raise ServiceError("invalid_request", _("a BYTES tensor's binary data is truncated"))
         (n,) = struct.unpack_from("<I", raw, i)
         i += 4
         if i + n > len(raw):
-            raise ServiceError("invalid_request", "a BYTES tensor's binary data is truncated")
+            raise ServiceError("invalid_request", _("a BYTES tensor's binary data is truncated"))
         out.append(raw[i : i + n])
         i += n
     return out
@@ -58,7 +58,9 @@ def refusal(err: DeidError) -> ServiceError:
     """The gateway's answer to a de-identifier error: nothing is forwarded. Over its CPU budget or
     its length limit the request is too large to de-identify (413); other errors are bad input."""
     status = 413 if isinstance(err, BudgetExceeded | InputTooLong) else 400
-    return ServiceError(getattr(err, "code", "deid_error"), f"de-identification refused the input: {err}", status)
+    return ServiceError(
+        getattr(err, "code", "deid_error"), _("de-identification refused the input: %(err)s") % {"err": err}, status
+    )
 
 
 def _deid(values, mode: str, key: bytes | None, found: Counter, budget: Budget | None = None, mapping=None):
@@ -101,10 +103,13 @@ def deidentify_request(
                 tensor["data"] = _deid(tensor["data"], mode, key, found, budget, mapping)
             continue
         if binary_at is None:
-            raise ServiceError("invalid_request", f"binary_data_size without the {HEADER_LENGTH} header")
+            raise ServiceError(
+                "invalid_request",
+                _("binary_data_size without the %(header_length)s header") % {"header_length": HEADER_LENGTH},
+            )
         raw = tail[offset : offset + int(size)]
         if len(raw) != int(size):
-            raise ServiceError("invalid_request", "the binary tensor data is shorter than binary_data_size")
+            raise ServiceError("invalid_request", _("the binary tensor data is shorter than binary_data_size"))
         offset += int(size)
         if datatype == "BYTES":
             items = _deid(_split_bytes(raw), mode, key, found, budget, mapping)
@@ -170,8 +175,10 @@ class _Answer:
         if self.screen == "redact":  # fail closed: what cannot be read cannot be let through
             raise ServiceError(
                 ANSWER_UNSCREENABLE,
-                "the model answered a BYTES output that is not UTF-8 text, which this model's answer screen "
-                "cannot check; nothing was returned",
+                _(
+                    "the model answered a BYTES output that is not UTF-8 text, which this model's answer screen "
+                    "cannot check; nothing was returned"
+                ),
                 502,
             )
         if self.screen == "alert":

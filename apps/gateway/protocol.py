@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -20,18 +20,23 @@ def parse_infer_header(body: bytes, header_length: str | None) -> dict:
         except ValueError:
             n = -1
         if not 0 < n <= len(body):
-            raise ServiceError("invalid_request", f"{HEADER_LENGTH} must be between 1 and the body length")
+            raise ServiceError(
+                "invalid_request",
+                _("%(header_length)s must be between 1 and the body length") % {"header_length": HEADER_LENGTH},
+            )
         raw = body[:n]
     else:
         raw = body
     try:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
-        raise ServiceError("invalid_request", f"the inference request is not valid JSON: {err}") from None
+        raise ServiceError(
+            "invalid_request", _("the inference request is not valid JSON: %(err)s") % {"err": err}
+        ) from None
     except RecursionError:  # arrays nested thousands deep
-        raise ServiceError("invalid_request", "the inference request is nested too deeply") from None
+        raise ServiceError("invalid_request", _("the inference request is nested too deeply")) from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise ServiceError("invalid_request", "the inference request must be an object with an 'inputs' list")
+        raise ServiceError("invalid_request", _("the inference request must be an object with an 'inputs' list"))
     return header
 
 
@@ -44,7 +49,8 @@ def _refuse_shared_memory(params, where: str) -> None:
     if isinstance(params, dict) and any(key in params for key in SHARED_MEMORY):
         raise ServiceError(
             "shared_memory_not_supported",
-            f"{where} names a shared-memory region: the gateway forwards tensors only in the request",
+            _("%(where)s names a shared-memory region: the gateway forwards tensors only in the request")
+            % {"where": where},
         )
 
 
@@ -63,9 +69,12 @@ def refuse_numeric_inputs(header: dict) -> None:
     if numeric:
         raise ServiceError(
             PHI_NUMERIC_INPUTS_UNDECLARED,
-            f"this model receives PHI and only its text (BYTES) inputs are de-identified; numeric input(s) "
-            f"{', '.join(numeric)} are refused until a security officer declares in the model's compliance "
-            "policy (numeric_inputs_reason) why they carry no identifiers",
+            _(
+                "this model receives PHI and only its text (BYTES) inputs are de-identified; numeric "
+                "input(s) %(numeric)s are refused until a security officer declares in the model's "
+                "compliance policy (numeric_inputs_reason) why they carry no identifiers"
+            )
+            % {"numeric": ", ".join(numeric)},
             403,
         )
 
@@ -81,56 +90,69 @@ def check_against_signature(header: dict, signature: dict, max_batch_size: int) 
     if signature.get("kind") == "llm":  # a language model: its contract is the OpenAI API's
         raise ServiceError(
             "not_a_kserve_model",
-            "this is a language model: call it with the OpenAI-compatible API (POST /v1/chat/completions)",
+            _("this is a language model: call it with the OpenAI-compatible API (POST /v1/chat/completions)"),
             400,
         )
     specs = {s["name"]: s for s in signature["inputs"]}
     seen = set()
     for tensor in header["inputs"]:
         if not isinstance(tensor, dict):
-            raise ServiceError("invalid_request", "each input must be an object")
+            raise ServiceError("invalid_request", _("each input must be an object"))
         name = tensor.get("name")
         spec = specs.get(name)
         if spec is None:
             raise ServiceError(
                 "unknown_input",
-                f"the model has no input named {name!r}; its inputs are {', '.join(sorted(specs))}",
+                _("the model has no input named %(name)s; its inputs are %(specs)s")
+                % {"name": repr(name), "specs": ", ".join(sorted(specs))},
                 field="inputs",
             )
         seen.add(name)
         if tensor.get("datatype") != spec["datatype"]:
             raise ServiceError(
                 "wrong_datatype",
-                f"input {name!r} must be {spec['datatype']}, got {tensor.get('datatype')!r}",
+                _("input %(name)s must be %(datatype)s, got %(get)s")
+                % {"name": repr(name), "datatype": spec["datatype"], "get": repr(tensor.get("datatype"))},
                 field="inputs",
             )
         _check_shape(name, tensor.get("shape"), spec["shape"], signature.get("batch_dynamic"), max_batch_size)
     missing = set(specs) - seen
     if missing:
-        raise ServiceError("missing_input", f"missing input(s): {', '.join(sorted(missing))}", field="inputs")
+        raise ServiceError(
+            "missing_input",
+            _("missing input(s): %(missing)s") % {"missing": ", ".join(sorted(missing))},
+            field="inputs",
+        )
     outputs = {s["name"] for s in signature["outputs"]}
     for out in header.get("outputs") or []:
         if not isinstance(out, dict) or out.get("name") not in outputs:
             name = out.get("name") if isinstance(out, dict) else out
             raise ServiceError(
                 "unknown_output",
-                f"the model has no output named {name!r}; its outputs are {', '.join(sorted(outputs))}",
+                _("the model has no output named %(name)s; its outputs are %(outputs)s")
+                % {"name": repr(name), "outputs": ", ".join(sorted(outputs))},
                 field="outputs",
             )
 
 
 def _check_shape(name, shape, expected, batch_dynamic, max_batch_size) -> None:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ServiceError("wrong_shape", f"input {name!r} needs a shape of non-negative integers", field="inputs")
+        raise ServiceError(
+            "wrong_shape",
+            _("input %(name)s needs a shape of non-negative integers") % {"name": repr(name)},
+            field="inputs",
+        )
     if len(shape) != len(expected) or any(e >= 0 and d != e for d, e in zip(shape, expected, strict=True)):
         raise ServiceError(
             "wrong_shape",
-            f"input {name!r} has shape {shape}; the model expects {expected} (-1 = any size)",
+            _("input %(name)s has shape %(shape)s; the model expects %(expected)s (-1 = any size)")
+            % {"name": repr(name), "shape": shape, "expected": expected},
             field="inputs",
         )
     if batch_dynamic and max_batch_size and shape and shape[0] > max_batch_size:
         raise ServiceError(
             "batch_too_large",
-            f"input {name!r} has batch {shape[0]}; this deployment accepts at most {max_batch_size}",
+            _("input %(name)s has batch %(value)s; this deployment accepts at most %(max_batch_size)s")
+            % {"name": repr(name), "value": shape[0], "max_batch_size": max_batch_size},
             field="inputs",
         )

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ class QuotaExceeded(ServiceError):
         self.retry_after = str(self.retry_after_seconds)
         self.window = window
         self.quota_id = quota_id
-        super().__init__(code, f"{detail}; retry after {self.retry_after} s", 429)
+        super().__init__(
+            code, _("%(detail)s; retry after %(seconds)s s") % {"detail": detail, "seconds": self.retry_after}, 429
+        )
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "retry_after": self.retry_after_seconds}
@@ -135,8 +137,10 @@ class QuotaExceeded(ServiceError):
 def quota_unavailable() -> ServiceError:
     return ServiceError(
         "quota_unavailable",
-        "the quota store cannot be reached, so calls with a quota are refused; quote the X-Request-ID header "
-        "to the operator",
+        _(
+            "the quota store cannot be reached, so calls with a quota are refused; quote the X-Request-ID header "
+            "to the operator"
+        ),
         503,
     )
 
@@ -202,22 +206,30 @@ def _windows(limits: Sequence[QuotaLimit], tokens: int, now: float, prefix: str 
     return out
 
 
-_DETAIL = {
-    "day": ("quota_exceeded", "the daily token quota of {who} is used up (the day ends at midnight UTC)"),
-    "month": ("quota_exceeded", "the monthly token quota of {who} is used up (the month ends on the 1st, UTC)"),
-    "minute_tokens": ("rate_limited", "too many tokens this minute for {who}"),
-    "minute_requests": ("rate_limited", "too many requests this minute for {who}"),
-}
+_CODES = {"day": "quota_exceeded", "month": "quota_exceeded", "minute_tokens": "rate_limited"}
+
+
+def _window_detail(kind: str, who: str) -> str:
+    if kind == "day":
+        return _("the daily token quota of %(who)s is used up (the day ends at midnight UTC)") % {"who": who}
+    if kind == "month":
+        return _("the monthly token quota of %(who)s is used up (the month ends on the 1st, UTC)") % {"who": who}
+    if kind == "minute_tokens":
+        return _("too many tokens this minute for %(who)s") % {"who": who}
+    return _("too many requests this minute for %(who)s") % {"who": who}
 
 
 def _refusal(window: _Window, limits: Sequence[QuotaLimit]) -> QuotaExceeded:
     quota = next(q for q in limits if q.id == window.quota_id)
-    who = {"user": "this user", "group": "a group of this user", "token": "this token"}[quota.scope]
-    code, detail = _DETAIL[window.kind]
-    detail = detail.format(who=who)
+    who = {"user": _("this user"), "group": _("a group of this user"), "token": _("this token")}[quota.scope]
+    code, detail = _CODES.get(window.kind, "rate_limited"), _window_detail(window.kind, who)
     if window.cost > window.limit:
-        detail += f" (this call alone needs {window.cost}, above the limit of {window.limit}: lower max_tokens)"
-    return QuotaExceeded(code, detail, window.ends_in, window.kind, window.quota_id)
+        detail = _("%(detail)s (this call alone needs %(cost)s, above the limit of %(limit)s: lower max_tokens)") % {
+            "detail": detail,
+            "cost": window.cost,
+            "limit": window.limit,
+        }
+    return QuotaExceeded(code, detail, window.ends_in, window.kind, window.quota_id)  # i18n-ok: _window_detail
 
 
 # KEYS: one per window. ARGV: per window i: limit, cost, ttl (ms) at 3i-2, 3i-1, 3i.

@@ -38,7 +38,7 @@ from apps.compliance.selectors import (
     numeric_inputs_column,
     numeric_inputs_refused,
 )
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.rawsql import aware
 from apps.deployments.models import Deployment, InferenceServer, ReplicaSet
 from apps.registry.models import Model, ModelVersion
@@ -142,7 +142,7 @@ def route(user, token, name: str, *, invoke: bool, now: datetime | None = None) 
 
 def check_scope(token: Token, *, invoke: bool) -> None:
     if not gateway_scope_allows(token, invoke=invoke):
-        raise ServiceError("insufficient_scope", "this token lacks the 'invoke' scope", 403)
+        raise ServiceError("insufficient_scope", _("this token lacks the 'invoke' scope"), 403)
 
 
 def decide(
@@ -165,17 +165,21 @@ def decide(
     and a restricted token's `model_ids` only say whether it lists `model_id`."""
     check_scope(token, invoke=invoke)
     if model_id is None:
-        raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+        raise ServiceError("model_not_found", _("unknown model %(name)s") % {"name": repr(name)}, 404)
     allowed = (invokable if invoke else visible)(principal, token, grants, now)
     if model_id in allowed:
         if served:
             return served
-        raise ServiceError("model_not_deployed", f"model {name!r} has no active deployment", 409)
+        raise ServiceError(
+            "model_not_deployed", _("model %(name)s has no active deployment") % {"name": repr(name)}, 409
+        )
     if model_id in catalogue(principal, token, grants, now):
         raise ServiceError(
-            "invoke_not_permitted", f"you may not invoke {name!r}; ask a security officer for a grant", 403
+            "invoke_not_permitted",
+            _("you may not invoke %(name)s; ask a security officer for a grant") % {"name": repr(name)},
+            403,
         )
-    raise ServiceError("model_not_found", f"unknown model {name!r}", 404)
+    raise ServiceError("model_not_found", _("unknown model %(name)s") % {"name": repr(name)}, 404)
 
 
 def serving_version(served: Sequence[T], name: str, version: str | None, version_of: Callable[[T], int]) -> Sequence[T]:
@@ -191,7 +195,11 @@ def serving_version(served: Sequence[T], name: str, version: str | None, version
 
 
 def version_not_deployed(name: str, version: str) -> ServiceError:
-    return ServiceError("model_version_not_deployed", f"version {version} of {name!r} is not deployed", 404)
+    return ServiceError(
+        "model_version_not_deployed",
+        _("version %(version)s of %(name)s is not deployed") % {"version": version, "name": repr(name)},
+        404,
+    )
 
 
 def principal_from_lookup(user) -> Principal:

@@ -23,7 +23,7 @@ from apps.accounts.models import ApiToken
 from apps.accounts.services.policy import require_perm
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from apps.core.policy import policy_changed
 from apps.keys.models import Purpose
 from apps.keys.services import create_data_key, destroy_data_key, open_sealed, seal_with
@@ -56,23 +56,26 @@ def _policy_fields(values: Mapping) -> dict:
     out = {**{k: v for k, v in chatpolicy.DEFAULT_POLICY.items() if k != "model_id"}, **values}
     limit = out["max_tokens_per_call"]
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
-        raise ServiceError("invalid_max_tokens", "max_tokens_per_call must be 1..1000000", field="max_tokens_per_call")
+        raise ServiceError(
+            "invalid_max_tokens", _("max_tokens_per_call must be 1..1000000"), field="max_tokens_per_call"
+        )
     out["allowed_sampling"] = chatpolicy.validate_allowed_sampling(out["allowed_sampling"])
     if not isinstance(out["system_prompt"], str) or len(out["system_prompt"]) > MAX_SYSTEM_PROMPT:
         raise ServiceError(
             "invalid_system_prompt",
-            f"system_prompt: text of at most {MAX_SYSTEM_PROMPT} characters",
+            _("system_prompt: text of at most %(max_system_prompt)s characters")
+            % {"max_system_prompt": MAX_SYSTEM_PROMPT},
             field="system_prompt",
         )
     if out["system_prompt_mode"] not in chatpolicy.MODES:
         raise ServiceError(
-            "invalid_system_prompt_mode", "system_prompt_mode: prepend or replace", field="system_prompt_mode"
+            "invalid_system_prompt_mode", _("system_prompt_mode: prepend or replace"), field="system_prompt_mode"
         )
     if out["retention"] not in chatpolicy.RETENTIONS:
-        raise ServiceError("invalid_retention", "retention: none, digest or full", field="retention")
+        raise ServiceError("invalid_retention", _("retention: none, digest or full"), field="retention")
     days = out["retention_days"]
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
-        raise ServiceError("invalid_retention_days", "retention_days must be 1..3650", field="retention_days")
+        raise ServiceError("invalid_retention_days", _("retention_days must be 1..3650"), field="retention_days")
     return out
 
 
@@ -97,14 +100,19 @@ def set_chat_policy(*, model_id: int, actor, source: Source = SYSTEM, **values) 
     the audit log is not where it is read). The data plane applies it at its next snapshot."""
     unknown = set(values) - set(chatpolicy.DEFAULT_POLICY)
     if unknown or "model_id" in values:
-        raise ServiceError("invalid_field", f"unknown policy fields: {', '.join(sorted(unknown))}")
+        raise ServiceError(
+            "invalid_field", _("unknown policy fields: %(unknown)s") % {"unknown": ", ".join(sorted(unknown))}
+        )
     fields = _policy_fields(values)
     with transaction.atomic():
         model = get_or_404(
-            Model.objects.select_for_update(), "model_not_found", f"no model with id {model_id}", pk=model_id
+            Model.objects.select_for_update(),
+            "model_not_found",
+            _("no model with id %(model_id)s") % {"model_id": model_id},
+            pk=model_id,
         )
         before = _policy_dict(ChatPolicy.objects.filter(model=model).first())
-        policy, _ = ChatPolicy.objects.update_or_create(
+        policy, _created = ChatPolicy.objects.update_or_create(
             model=model, defaults={**fields, "updated_by": _user(actor), "updated_at": timezone.now()}
         )
         record_event(
@@ -132,10 +140,14 @@ def _limits(values: Mapping) -> dict:
     for name in QUOTA_LIMITS:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ServiceError("invalid_quota", f"{name} must be a whole number >= 0 or null (unlimited)", field=name)
+            raise ServiceError(
+                "invalid_quota",
+                _("%(name)s must be a whole number >= 0 or null (unlimited)") % {"name": name},
+                field=name,
+            )
         out[name] = value
     if all(v is None for v in out.values()):
-        raise ServiceError("invalid_quota", "a quota needs at least one limit (all null means unlimited: delete it)")
+        raise ServiceError("invalid_quota", _("a quota needs at least one limit (all null means unlimited: delete it)"))
     return out
 
 
@@ -160,27 +172,38 @@ def set_quota(
     check it too; this keeps any other caller from setting quotas on its own say-so)."""
     require_perm(actor, "gateway.manage_quota")
     if scope not in QuotaScope.values:
-        raise ServiceError("invalid_scope", "scope: user, group or token", field="scope")
+        raise ServiceError("invalid_scope", _("scope: user, group or token"), field="scope")
     unknown = set(limits) - set(QUOTA_LIMITS)
     if unknown:
-        raise ServiceError("invalid_field", f"unknown quota fields: {', '.join(sorted(unknown))}")
+        raise ServiceError(
+            "invalid_field", _("unknown quota fields: %(unknown)s") % {"unknown": ", ".join(sorted(unknown))}
+        )
     values = _limits(limits)
     get_model, field, code = _SUBJECTS[scope]
     with transaction.atomic():
-        subject = get_or_404(get_model(), code, f"no {field} with id {subject_id}", pk=subject_id)
+        subject = get_or_404(
+            get_model(),
+            code,
+            _("no %(field)s with id %(subject_id)s") % {"field": field, "subject_id": subject_id},
+            pk=subject_id,
+        )
         model = None
         if model_id is not None:
-            model = get_or_404(Model, "model_not_found", f"no model with id {model_id}", pk=model_id)
+            model = get_or_404(
+                Model, "model_not_found", _("no model with id %(model_id)s") % {"model_id": model_id}, pk=model_id
+            )
         lookup = {"scope": scope, field: subject, "model": model}
         existing = Quota.objects.select_for_update().filter(**lookup).first()
         before = _quota_dict(existing)
         try:
             with transaction.atomic():
-                quota, _ = Quota.objects.update_or_create(
+                quota, _created = Quota.objects.update_or_create(
                     **lookup, defaults={**values, "updated_by": _user(actor), "updated_at": timezone.now()}
                 )
         except IntegrityError as err:  # a concurrent set created the same row first
-            raise Conflict("quota_conflict", "another change to this quota happened at the same time; retry") from err
+            raise Conflict(
+                "quota_conflict", _("another change to this quota happened at the same time; retry")
+            ) from err
         record_event(
             "llm.quota.set",
             actor=actor,
@@ -198,7 +221,10 @@ def delete_quota(*, quota_id: int, actor, source: Source = SYSTEM) -> None:
     require_perm(actor, "gateway.manage_quota")
     with transaction.atomic():
         quota = get_or_404(
-            Quota.objects.select_for_update(), "quota_not_found", f"no quota with id {quota_id}", pk=quota_id
+            Quota.objects.select_for_update(),
+            "quota_not_found",
+            _("no quota with id %(quota_id)s") % {"quota_id": quota_id},
+            pk=quota_id,
         )
         record_event(
             "llm.quota.delete", actor=actor, source=source, target=quota, details={"before": _quota_dict(quota)}
@@ -292,7 +318,10 @@ def _day_key(model_id: int, day) -> ExchangeDataKey:
     if found is not None and not found.data_key.is_destroyed:
         return found
     if found is not None:
-        raise Conflict("exchange_key_destroyed", f"the exchange key of model {model_id} for {day} was destroyed")
+        raise Conflict(
+            "exchange_key_destroyed",
+            _("the exchange key of model %(model_id)s for %(day)s was destroyed") % {"model_id": model_id, "day": day},
+        )
     try:
         with transaction.atomic():
             key = create_data_key(purpose=Purpose.LLM_EXCHANGE, actor=None)
@@ -362,13 +391,13 @@ def read_exchange(*, exchange_id: int, actor, source: Source = SYSTEM) -> dict:
         exchange = get_or_404(
             RetainedExchange.objects.select_related("key__data_key"),
             "exchange_not_found",
-            f"no retained exchange with id {exchange_id}",
+            _("no retained exchange with id %(exchange_id)s") % {"exchange_id": exchange_id},
             pk=exchange_id,
         )
         if exchange.is_deleted:
-            refusal = ServiceError("exchange_deleted", "this exchange was deleted; only its tombstone remains", 410)
+            refusal = ServiceError("exchange_deleted", _("this exchange was deleted; only its tombstone remains"), 410)
         elif exchange.retention != Retention.FULL or exchange.ciphertext is None:
-            refusal = Conflict("exchange_not_retained", "only a digest of this exchange was kept")
+            refusal = Conflict("exchange_not_retained", _("only a digest of this exchange was kept"))
         else:
             try:
                 document = json.loads(
@@ -380,7 +409,7 @@ def read_exchange(*, exchange_id: int, actor, source: Source = SYSTEM) -> dict:
                 )
             except (StreamError, ValueError) as err:
                 logger.error("retained exchange %s does not open: %s", exchange.pk, type(err).__name__)
-                refusal = Conflict("exchange_corrupt", "this exchange's ciphertext does not authenticate")
+                refusal = Conflict("exchange_corrupt", _("this exchange's ciphertext does not authenticate"))
             except ServiceError as err:  # data_key_destroyed, kek_unavailable
                 refusal = err
         if refusal is not None:
@@ -424,17 +453,20 @@ def delete_exchange(*, exchange_id: int, reason: str, actor, source: Source = SY
     reason = (reason or "").strip()
     if not reason:
         raise ServiceError(
-            "reason_required", "say why the exchange is deleted (e.g. the request's reference)", field="reason"
+            "reason_required", _("say why the exchange is deleted (e.g. the request's reference)"), field="reason"
         )
     with transaction.atomic():
         exchange = get_or_404(
             RetainedExchange.objects.select_for_update(),
             "exchange_not_found",
-            f"no retained exchange with id {exchange_id}",
+            _("no retained exchange with id %(exchange_id)s") % {"exchange_id": exchange_id},
             pk=exchange_id,
         )
         if exchange.is_deleted:
-            raise Conflict("already_deleted", f"exchange {exchange.request_id} was already deleted")
+            raise Conflict(
+                "already_deleted",
+                _("exchange %(request_id)s was already deleted") % {"request_id": exchange.request_id},
+            )
         exchange.ciphertext, exchange.digest, exchange.key = None, "", None
         exchange.deleted_at, exchange.deleted_by, exchange.deletion_reason = timezone.now(), _user(actor), reason[:300]
         exchange.save(update_fields=["ciphertext", "digest", "key", "deleted_at", "deleted_by", "deletion_reason"])

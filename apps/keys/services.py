@@ -30,7 +30,7 @@ from django.utils import timezone
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import Conflict, NotFound, ServiceError, get_or_404
+from apps.core.errors import Conflict, NotFound, ServiceError, _, get_or_404
 from inference_backend import envelope, stream
 from inference_backend.kek import KekError
 
@@ -52,8 +52,10 @@ def _kek_error(err: KekError) -> ServiceError:
     log.error("the key provider refused: %s", err)
     return ServiceError(
         "kek_unavailable",
-        "the key provider (HSM or keystore) refused or cannot be reached; quote the X-Request-ID header to the "
-        "operator, whose log has the reason",
+        _(
+            "the key provider (HSM or keystore) refused or cannot be reached; quote the X-Request-ID header to the "
+            "operator, whose log has the reason"
+        ),
         503,
     )
 
@@ -170,7 +172,10 @@ def _opened(data_key: DataKey):
     a shred, 503 `kek_unavailable` (or the provider's code); a stream that does not authenticate
     inside the block becomes 400 `ciphertext_invalid`. The plaintext key is dropped on exit."""
     if data_key.is_destroyed:
-        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+        raise Conflict(
+            "data_key_destroyed",
+            _("data key #%(data_key)s was destroyed; its ciphertext cannot be opened") % {"data_key": data_key.pk},
+        )
     try:
         dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
     except KekError as err:
@@ -178,7 +183,9 @@ def _opened(data_key: DataKey):
     try:
         yield dek
     except stream.StreamError as err:
-        raise ServiceError("ciphertext_invalid", f"the ciphertext does not authenticate: {err}") from err
+        raise ServiceError(
+            "ciphertext_invalid", _("the ciphertext does not authenticate: %(err)s") % {"err": err}
+        ) from err
     finally:
         del dek
 
@@ -243,7 +250,10 @@ def open_sealed(ciphertext: bytes, aad: bytes, *, data_key: DataKey) -> bytes:
     """Decrypt in memory (integrity checks; deploys never decrypt in the portal: the Triton host
     unwraps with its own access to the KEK). 409 `data_key_destroyed` after a shred."""
     if data_key.is_destroyed:
-        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; its ciphertext cannot be opened")
+        raise Conflict(
+            "data_key_destroyed",
+            _("data key #%(data_key)s was destroyed; its ciphertext cannot be opened") % {"data_key": data_key.pk},
+        )
     try:
         return providers.decrypt(ciphertext, bytes(data_key.wrapped), data_key.kek_id, aad)
     except KekError as err:
@@ -260,9 +270,11 @@ def destroy_data_key(
     with transaction.atomic():
         key = DataKey.objects.select_for_update().filter(pk=data_key_id).first()
         if key is None:
-            raise NotFound("data_key_not_found", f"no data key with id {data_key_id}")
+            raise NotFound(
+                "data_key_not_found", _("no data key with id %(data_key_id)s") % {"data_key_id": data_key_id}
+            )
         if key.is_destroyed:
-            raise Conflict("already_shredded", f"data key #{key.pk} was already destroyed")
+            raise Conflict("already_shredded", _("data key #%(key)s was already destroyed") % {"key": key.pk})
         key.wrapped, key.destroyed_at = b"", timezone.now()
         key.save(update_fields=["wrapped", "destroyed_at"])
         record_event(
@@ -300,7 +312,7 @@ def start_rotation(*, actor, reason: str = "", source: Source = SYSTEM) -> KekRo
             # FOR UPDATE on the active row: serialises rotations and waits for uploads in flight.
             old = KeyEncryptionKey.objects.select_for_update().get(pk=current.pk)
             if old.state != KekState.ACTIVE or KekRotation.objects.filter(state=RotationState.RUNNING).exists():
-                raise Conflict("rotation_in_progress", "a KEK rotation is already running; wait for it or resume it")
+                raise Conflict("rotation_in_progress", _("a KEK rotation is already running; wait for it or resume it"))
             try:
                 new_id = get_kek_provider().create_version()
             except KekError as err:
@@ -334,7 +346,7 @@ def start_rotation(*, actor, reason: str = "", source: Source = SYSTEM) -> KekRo
             )
             _enqueue(rotation.pk)
     except IntegrityError as err:
-        raise Conflict("rotation_in_progress", "a KEK rotation is already running") from err
+        raise Conflict("rotation_in_progress", _("a KEK rotation is already running")) from err
     except ServiceError as err:
         with transaction.atomic():
             record_event(
@@ -353,7 +365,7 @@ def start_rotation(*, actor, reason: str = "", source: Source = SYSTEM) -> KekRo
 def _reason(err: ServiceError) -> str:
     """For the audit event: the provider's own words behind a `kek_unavailable`, else the detail."""
     cause = err.__cause__
-    return str(cause)[:2000] if isinstance(cause, KekError) else err.detail
+    return str(cause)[:2000] if isinstance(cause, KekError) else err.detail_en
 
 
 def _enqueue(rotation_id: int) -> None:
@@ -369,21 +381,25 @@ def resume_rotation(*, rotation_id: int, actor, source: Source = SYSTEM) -> KekR
         rotation = get_or_404(
             KekRotation.objects.select_for_update(of=("self",)).select_related("to_kek"),
             "rotation_not_found",
-            f"no KEK rotation with id {rotation_id}",
+            _("no KEK rotation with id %(rotation_id)s") % {"rotation_id": rotation_id},
             pk=rotation_id,
         )
         if rotation.state == RotationState.DONE:
-            raise Conflict("rotation_done", f"rotation #{rotation_id} already finished")
+            raise Conflict(
+                "rotation_done", _("rotation #%(rotation_id)s already finished") % {"rotation_id": rotation_id}
+            )
         if rotation.to_kek.state != KekState.ACTIVE:
             raise Conflict(
-                "rotation_superseded", f"rotation #{rotation_id} targets a KEK version that is no longer active"
+                "rotation_superseded",
+                _("rotation #%(rotation_id)s targets a KEK version that is no longer active")
+                % {"rotation_id": rotation_id},
             )
         rotation.state, rotation.lease_until, rotation.last_error = RotationState.RUNNING, None, ""
         try:
             with transaction.atomic():
                 rotation.save(update_fields=["state", "lease_until", "last_error"])
         except IntegrityError as err:
-            raise Conflict("rotation_in_progress", "another KEK rotation is running") from err
+            raise Conflict("rotation_in_progress", _("another KEK rotation is running")) from err
         record_event("keys.kek.rotation_resume", actor=actor, source=source, target=rotation, details={})
         _enqueue(rotation.pk)
     return rotation
@@ -481,18 +497,23 @@ def retire_kek(*, kek_pk: int, actor, source: Source = SYSTEM) -> KeyEncryptionK
     live data key is still wrapped by it (`kek_in_use`, with the count)."""
     with transaction.atomic():
         kek = get_or_404(
-            KeyEncryptionKey.objects.select_for_update(), "kek_not_found", f"no KEK version with id {kek_pk}", pk=kek_pk
+            KeyEncryptionKey.objects.select_for_update(),
+            "kek_not_found",
+            _("no KEK version with id %(kek_pk)s") % {"kek_pk": kek_pk},
+            pk=kek_pk,
         )
         if kek.state == KekState.RETIRED:
-            raise Conflict("kek_retired", f"{kek.kek_id} was already retired")
+            raise Conflict("kek_retired", _("%(kek_id)s was already retired") % {"kek_id": kek.kek_id})
         if kek.state == KekState.ACTIVE:
-            raise Conflict("kek_active", f"{kek.kek_id} is the active version; rotate first")
+            raise Conflict("kek_active", _("%(kek_id)s is the active version; rotate first") % {"kek_id": kek.kek_id})
         in_use = DataKey.objects.live().filter(kek_id=kek.kek_id).count()
         if pseudonym.wrapping_kek_id() == kek.kek_id:
             in_use += 1
         if in_use:
             raise Conflict(
-                "kek_in_use", f"{kek.kek_id} still wraps {in_use} data key(s); finish the rotation before retiring it"
+                "kek_in_use",
+                _("%(kek_id)s still wraps %(in_use)s data key(s); finish the rotation before retiring it")
+                % {"kek_id": kek.kek_id, "in_use": in_use},
             )
         kek.state, kek.retired_at = KekState.RETIRED, timezone.now()
         kek.save(update_fields=["state", "retired_at"])
@@ -546,7 +567,10 @@ def seal_with(plaintext: bytes, aad: bytes, *, data_key: DataKey) -> bytes:
     """Encrypt under an existing, live data key (unwrapped for this call only, never cached), in the
     segmented format `open_sealed` reads. 409 `data_key_destroyed` after a shred."""
     if data_key.is_destroyed:
-        raise Conflict("data_key_destroyed", f"data key #{data_key.pk} was destroyed; nothing can be sealed with it")
+        raise Conflict(
+            "data_key_destroyed",
+            _("data key #%(data_key)s was destroyed; nothing can be sealed with it") % {"data_key": data_key.pk},
+        )
     try:
         dek = get_kek_provider().unwrap(bytes(data_key.wrapped), data_key.kek_id)
         try:

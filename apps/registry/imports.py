@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, record_event
 from apps.core.context import current_request_id
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.keys import services as keys
 from apps.keys.models import DataKey, Purpose
 
@@ -45,17 +45,19 @@ def _convert(source, quant: str, progress: Progress) -> dict[str, bytes]:
     try:
         return convert(source, quant=quant, progress=progress)
     except GGUFImportError as err:
-        raise ServiceError(err.code, err.message, field="file") from err
+        raise ServiceError(err.code, err.message, field="file") from err  # i18n-ok: inference_backend's converter
     except MemoryError as err:
-        raise ServiceError("gguf_too_large", "the GGUF does not fit in this worker's memory", 413, "file") from err
+        raise ServiceError("gguf_too_large", _("the GGUF does not fit in this worker's memory"), 413, "file") from err
 
 
 def _check_options(model_name: str, quant: str, version: int | None) -> None:
     services._validate_name(model_name)
     if quant not in QUANTS:
-        raise ServiceError("gguf_invalid_option", f"quant must be one of {', '.join(QUANTS)}", field="quant")
+        raise ServiceError(
+            "gguf_invalid_option", _("quant must be one of %(quants)s") % {"quants": ", ".join(QUANTS)}, field="quant"
+        )
     if version is not None and version < 1:
-        raise ServiceError("invalid_version", "version must be a positive integer", field="version")
+        raise ServiceError("invalid_version", _("version must be a positive integer"), field="version")
 
 
 def _reject(model_name: str, version, size_bytes: int, err: ServiceError, actor, source: Source) -> None:
@@ -91,7 +93,11 @@ def import_gguf(
             with open(path, "rb") as handle:
                 size = handle.seek(0, io.SEEK_END)
         except OSError as err:
-            raise ServiceError("gguf_unreadable", f"cannot read {path}: {err.strerror}", field="file") from err
+            raise ServiceError(
+                "gguf_unreadable",
+                _("cannot read %(path)s: %(strerror)s") % {"path": path, "strerror": err.strerror},
+                field="file",
+            ) from err
         files = _convert(path, quant, lambda f, m: report(0.9 * f, m))
     except ServiceError as err:
         _reject(model_name, version, size, err, actor, source)
@@ -125,8 +131,8 @@ def create_import_job(
 
             raise ServiceError(
                 "file_too_large",
-                f"the upload is over the import limit of {settings.MAX_IMPORT_BYTES} bytes "
-                "(SOVEREIGN_MAX_IMPORT_BYTES)",
+                _("the upload is over the import limit of %(max_import_bytes)s bytes (SOVEREIGN_MAX_IMPORT_BYTES)")
+                % {"max_import_bytes": settings.MAX_IMPORT_BYTES},
                 413,
                 "file",
             )
@@ -223,7 +229,7 @@ def run_import_job(job_id: int) -> ImportJob | None:
             actor=actor,
         )
     except ServiceError as err:
-        _finish(job, ImportState.FAILED, err.detail, err.code)
+        _finish(job, ImportState.FAILED, err.detail_en, err.code)
         return job
     except Exception as err:  # a bug or an unexpected library error: the job must not stay running
         log.exception("import job %s failed", job.pk)
@@ -236,7 +242,7 @@ def run_import_job(job_id: int) -> ImportJob | None:
 def _open_staged(job: ImportJob) -> bytes:
     path = job.staging_path
     if path is None or not path.is_file():
-        raise ServiceError("staging_missing", "the staged upload is gone (already imported or cleaned up)", 410)
+        raise ServiceError("staging_missing", _("the staged upload is gone (already imported or cleaned up)"), 410)
     carrier = DataKey(
         purpose=Purpose.ARTIFACT, suite=job.staging_suite, kek_id=job.staging_kek_id, wrapped=job.staging_wrapped_key
     )

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.keys import services as keys
 from inference_backend import envelope, stream
 
@@ -108,7 +108,7 @@ def verify_artifacts(*, sample_size: int | None = None, actor=None, source: Sour
     looked at it is left out (its file goes with its key)."""
     size = sample_size if sample_size is not None else settings.INTEGRITY_SAMPLE_SIZE
     if size < 1:
-        raise ServiceError("invalid_sample_size", "the sample size must be at least 1", field="sample_size")
+        raise ServiceError("invalid_sample_size", _("the sample size must be at least 1"), field="sample_size")
     started = timezone.now()
     live_count, artifacts = _sample(size)
     verified, sampled, plaintext, failures, ids = 0, 0, 0, [], []

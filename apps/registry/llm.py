@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from onnx import NodeProto, TensorProto, ValueInfoProto
 from onnx.onnx_pb import FunctionProto, GraphProto, SparseTensorProto, TrainingInfoProto
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from inference_backend.onnx_external import external_data_references
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "chat_template.jinja", "generation_config.json", "config.json")
@@ -53,20 +53,23 @@ def check_names(names) -> None:
     if unknown:
         raise invalid(
             "unexpected_file",
-            f"a language model set holds only {', '.join(ALLOWED_FILES)}; refused: {', '.join(unknown)[:300]}",
+            _("a language model set holds only %(allowed_files)s; refused: %(value)s")
+            % {"allowed_files": ", ".join(ALLOWED_FILES), "value": ", ".join(unknown)[:300]},
         )
     missing = [n for n in REQUIRED_FILES if n not in names]
     if missing:
-        raise invalid("missing_file", f"the language model set lacks {', '.join(missing)}")
+        raise invalid("missing_file", _("the language model set lacks %(missing)s") % {"missing": ", ".join(missing)})
 
 
 def parse_json_file(name: str, data: bytes) -> dict:
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise invalid("invalid_llm_file", f"{name} is not valid UTF-8 JSON: {err}") from err
+        raise invalid(
+            "invalid_llm_file", _("%(name)s is not valid UTF-8 JSON: %(err)s") % {"name": name, "err": err}
+        ) from err
     if not isinstance(value, dict):
-        raise invalid("invalid_llm_file", f"{name} must hold a JSON object")
+        raise invalid("invalid_llm_file", _("%(name)s must hold a JSON object") % {"name": name})
     return value
 
 
@@ -75,28 +78,29 @@ def check_config(config: dict) -> dict:
     if arch not in SUPPORTED_ARCHITECTURES:
         raise invalid(
             "unsupported_architecture",
-            f"config.json names architecture {str(arch)[:60]!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
+            _("config.json names architecture %(value)s; supported: %(supported_architectures)s")
+            % {"value": repr(str(arch)[:60]), "supported_architectures": ", ".join(SUPPORTED_ARCHITECTURES)},
         )
     for key in ("n_layers", "context_length", "vocab_size"):
         value = config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise invalid("invalid_llm_file", f"config.json: {key} must be a positive integer")
+            raise invalid("invalid_llm_file", _("config.json: %(key)s must be a positive integer") % {"key": key})
     return config
 
 
 def check_tokenizer(data: bytes) -> None:
     tok = parse_json_file("tokenizer.json", data)
     if not isinstance(tok.get("model"), dict):
-        raise invalid("invalid_llm_file", "tokenizer.json is not a Hugging Face tokenizers file (no 'model' object)")
+        raise invalid("invalid_llm_file", _("tokenizer.json is not a Hugging Face tokenizers file (no 'model' object)"))
 
 
 def check_chat_template(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise invalid("invalid_llm_file", "chat_template.jinja is not UTF-8 text") from err
+        raise invalid("invalid_llm_file", _("chat_template.jinja is not UTF-8 text")) from err
     if not text.strip():
-        raise invalid("invalid_llm_file", "chat_template.jinja is empty")
+        raise invalid("invalid_llm_file", _("chat_template.jinja is empty"))
     return text
 
 
@@ -113,7 +117,7 @@ class _Wire:
     def read(self, n: int) -> bytes:
         data = self.src.read(n)
         if len(data) != n:
-            raise invalid("invalid_model", "model.onnx is truncated (not a complete ONNX protobuf)")
+            raise invalid("invalid_model", _("model.onnx is truncated (not a complete ONNX protobuf)"))
         self.pos += n
         return data
 
@@ -135,7 +139,7 @@ class _Wire:
                 return result
             shift += 7
             if shift > 63:
-                raise invalid("invalid_model", "model.onnx is not an ONNX protobuf (bad varint)")
+                raise invalid("invalid_model", _("model.onnx is not an ONNX protobuf (bad varint)"))
 
     def fields(self, end: int):
         """Yield (field number, wire type, value or length) up to byte offset `end`; for a
@@ -152,12 +156,14 @@ class _Wire:
             elif wire == 2:
                 length = self.varint()
                 if self.pos + length > end:
-                    raise invalid("invalid_model", "model.onnx is not an ONNX protobuf (field overruns its message)")
+                    raise invalid("invalid_model", _("model.onnx is not an ONNX protobuf (field overruns its message)"))
                 yield number, wire, length
             else:
-                raise invalid("invalid_model", f"model.onnx is not an ONNX protobuf (wire type {wire})")
+                raise invalid(
+                    "invalid_model", _("model.onnx is not an ONNX protobuf (wire type %(wire)s)") % {"wire": wire}
+                )
         if self.pos != end:
-            raise invalid("invalid_model", "model.onnx is not an ONNX protobuf (misaligned message)")
+            raise invalid("invalid_model", _("model.onnx is not an ONNX protobuf (misaligned message)"))
 
 
 @dataclass
@@ -201,7 +207,8 @@ def scan_model(src, size: int) -> GraphInfo:
     bytes), skipping every initializer's data."""
     if size > GRAPH_LIMIT:
         raise invalid(
-            "invalid_model", "model.onnx exceeds protobuf's 2 GiB: keep the weights in model.onnx.data (external data)"
+            "invalid_model",
+            _("model.onnx exceeds protobuf's 2 GiB: keep the weights in model.onnx.data (external data)"),
         )
     w = _Wire(src)
     info = GraphInfo()
@@ -225,9 +232,9 @@ def scan_model(src, size: int) -> GraphInfo:
     except ServiceError:
         raise
     except Exception as err:  # a protobuf DecodeError or similar on a hostile file
-        raise invalid("invalid_model", f"model.onnx is not an ONNX model: {err}") from err
+        raise invalid("invalid_model", _("model.onnx is not an ONNX model: %(err)s") % {"err": err}) from err
     if not saw_graph:
-        raise invalid("invalid_model", "model.onnx holds no graph")
+        raise invalid("invalid_model", _("model.onnx holds no graph"))
     return info
 
 
@@ -289,7 +296,8 @@ def check_decoder(info: GraphInfo, n_layers: int) -> None:
                 parts.append(f"{what}s with the wrong type or rank: {', '.join(wrong[:4])}")
             raise invalid(
                 "invalid_decoder",
-                f"model.onnx does not follow the decoder contract for {n_layers} layers: {'; '.join(parts)}",
+                _("model.onnx does not follow the decoder contract for %(n_layers)s layers: %(parts)s")
+                % {"n_layers": n_layers, "parts": "; ".join(parts)},
             )
 
 
@@ -299,33 +307,57 @@ def check_external(info: GraphInfo, data_size: int | None) -> None:
     if info.nested_external:
         raise invalid(
             "external_data_refused",
-            "model.onnx keeps tensor data outside the model in node attributes or functions, which is refused: "
-            + "; ".join(info.nested_external[:3])[:300],
+            _(
+                "model.onnx keeps tensor data outside the model in node attributes or functions, "
+                "which is refused: %(refs)s"
+            )
+            % {"refs": "; ".join(info.nested_external[:3])[:300]},
         )
     for name, entries in info.external:
         location = entries.get("location", "")
         if location != EXTERNAL_DATA_FILE:
             raise invalid(
                 "external_data_refused",
-                f"tensor {name[:60]!r} refers to external data {location[:60]!r}; only {EXTERNAL_DATA_FILE} "
-                "of the same set is allowed",
+                _(
+                    "tensor %(value)s refers to external data %(value2)s; only %(external_data_file)s of the "
+                    "same set is allowed"
+                )
+                % {"value": repr(name[:60]), "value2": repr(location[:60]), "external_data_file": EXTERNAL_DATA_FILE},
             )
         if data_size is None:
-            raise invalid("missing_file", f"model.onnx refers to {EXTERNAL_DATA_FILE}, which is not in the set")
+            raise invalid(
+                "missing_file",
+                _("model.onnx refers to %(external_data_file)s, which is not in the set")
+                % {"external_data_file": EXTERNAL_DATA_FILE},
+            )
         try:
             offset = int(entries.get("offset", "0"))
             length = int(entries["length"]) if "length" in entries else data_size - offset
         except ValueError as err:
-            raise invalid("external_data_refused", f"tensor {name[:60]!r}: bad external data offset or length") from err
+            raise invalid(
+                "external_data_refused",
+                _("tensor %(value)s: bad external data offset or length") % {"value": repr(name[:60])},
+            ) from err
         if offset < 0 or length < 0 or offset + length > data_size:
             raise invalid(
                 "external_data_refused",
-                f"tensor {name[:60]!r} refers to bytes {offset}..{offset + length} of {EXTERNAL_DATA_FILE}, "
-                f"which holds {data_size}",
+                _(
+                    "tensor %(value)s refers to bytes %(offset)s..%(value2)s of %(external_data_file)s, "
+                    "which holds %(data_size)s"
+                )
+                % {
+                    "value": repr(name[:60]),
+                    "offset": offset,
+                    "value2": offset + length,
+                    "external_data_file": EXTERNAL_DATA_FILE,
+                    "data_size": data_size,
+                },
             )
     if data_size is not None and not info.external:
         raise invalid(
-            "unexpected_file", f"{EXTERNAL_DATA_FILE} is in the set but model.onnx refers to no external data"
+            "unexpected_file",
+            _("%(external_data_file)s is in the set but model.onnx refers to no external data")
+            % {"external_data_file": EXTERNAL_DATA_FILE},
         )
 
 

@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 # Triton model names become URL path segments and directory names: keep them boring.
 model_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]{0,62}$",
-    "Use 1-63 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit.",
+    _("Use 1-63 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit."),
     code="invalid_model_name",
 )
 

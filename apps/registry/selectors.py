@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ModelGroupGrant, ModelUserGrant, Profile
 from apps.accounts.services import roles_of
+from apps.core.errors import _
 
 from . import access
 from .access import (  # noqa: F401 - the policy's public names, for the apps above registry
@@ -156,13 +157,20 @@ def open_artifact_file(version_id: int, name: str) -> bytes:
         .first()
     )
     if found is None:
-        raise NotFound("artifact_file_not_found", f"model version {version_id} has no file {name!r}")
+        raise NotFound(
+            "artifact_file_not_found",
+            _("model version %(version_id)s has no file %(name)s") % {"version_id": version_id, "name": repr(name)},
+        )
     out = io.BytesIO()
     with found.path.open("rb") as src:
         open_stream(src, out, found.aad.encode("utf-8"), data_key=found.artifact.data_key)
     data = out.getvalue()
     if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), found.sha256):
-        raise ServiceError("artifact_integrity_failed", f"{name} of model version {version_id} fails its digest", 500)
+        raise ServiceError(
+            "artifact_integrity_failed",
+            _("%(name)s of model version %(version_id)s fails its digest") % {"name": name, "version_id": version_id},
+            500,
+        )
     return data
 
 

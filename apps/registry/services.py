@@ -25,7 +25,7 @@ from django.db.models import Max
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from apps.keys import services as keys
 from apps.keys.models import Purpose
 from inference_backend.envelope import sha256_hex
@@ -99,7 +99,7 @@ def record_rejection(
                 "model": model_name[:200],
                 "version": version,
                 "size_bytes": size_bytes,
-                "reason": error.detail,
+                "reason": error.detail_en,
                 **(extra or {}),
             },
         )
@@ -110,12 +110,13 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
     if len(data) > settings.MAX_UPLOAD_BYTES:
         raise ServiceError(
             "file_too_large",
-            f"the upload is {len(data)} bytes; the limit is {settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
+            _("the upload is %(n_data)s bytes; the limit is %(max_upload_bytes)s (SOVEREIGN_MAX_UPLOAD_BYTES)")
+            % {"n_data": len(data), "max_upload_bytes": settings.MAX_UPLOAD_BYTES},
             413,
             "file",
         )
     if version is not None and version < 1:
-        raise ServiceError("invalid_version", "version must be a positive integer", field="version")
+        raise ServiceError("invalid_version", _("version must be a positive integer"), field="version")
     model = Model.objects.filter(name=model_name).first()
     if version is None:
         version = (model.versions.aggregate(m=Max("version"))["m"] or 0) + 1 if model else 1
@@ -124,7 +125,7 @@ def _register(model_name, data, version, description, actor, source) -> ModelVer
     try:
         signature = read_onnx_signature(data)
     except InvalidModelError as err:
-        raise ServiceError(err.code, f"not a valid ONNX model: {err}", field="file") from err
+        raise ServiceError(err.code, _("not a valid ONNX model: %(err)s") % {"err": err}, field="file") from err
     storage_name = f"{uuid.uuid4().hex}.enc"
     aad = f"sovereign:artifact:{storage_name}:{model_name}:{version}"
     sealed = keys.seal(data, aad.encode(), purpose=Purpose.ARTIFACT)
@@ -202,12 +203,12 @@ def shred_model_version(*, model_version_id: int, reason: str, actor, source: So
         mv = get_or_404(
             ModelVersion.objects.select_related("model"),
             "model_version_not_found",
-            f"no model version with id {model_version_id}",
+            _("no model version with id %(model_version_id)s") % {"model_version_id": model_version_id},
             pk=model_version_id,
         )
         artifact = Artifact.objects.select_for_update().get(version=mv)
         if artifact.is_shredded:
-            raise Conflict("already_shredded", f"the data key of {mv} was already destroyed")
+            raise Conflict("already_shredded", _("the data key of %(mv)s was already destroyed") % {"mv": mv})
         for check in VERSION_IN_USE_CHECKS:
             check(mv)
         keys.destroy_data_key(
@@ -228,7 +229,9 @@ def read_artifact_ciphertext(artifact: Artifact) -> bytes:
     try:
         return artifact.path.read_bytes()
     except FileNotFoundError as err:
-        raise ServiceError("artifact_missing", f"the encrypted file of {artifact.version} is missing", 500) from err
+        raise ServiceError(
+            "artifact_missing", _("the encrypted file of %(version)s is missing") % {"version": artifact.version}, 500
+        ) from err
 
 
 def read_artifact_file(artifact_file: ArtifactFile) -> bytes:
@@ -238,7 +241,8 @@ def read_artifact_file(artifact_file: ArtifactFile) -> bytes:
     except FileNotFoundError as err:
         raise ServiceError(
             "artifact_missing",
-            f"the encrypted file {artifact_file.name} of {artifact_file.artifact.version} is missing",
+            _("the encrypted file %(artifact_file)s of %(version)s is missing")
+            % {"artifact_file": artifact_file.name, "version": artifact_file.artifact.version},
             500,
         ) from err
 
@@ -247,11 +251,18 @@ def _validate_name(name: str) -> None:
     try:
         model_name_validator(name)
     except ValidationError as err:
-        raise ServiceError("invalid_model_name", err.messages[0], field="name") from err
+        raise ServiceError(
+            "invalid_model_name", err.messages[0], field="name"
+        ) from err  # i18n-ok: the model's validator
 
 
 def _duplicate(model_name: str, version: int) -> Conflict:
-    return Conflict("duplicate_version", f"model {model_name!r} already has version {version}", "version")
+    return Conflict(
+        "duplicate_version",
+        _("model %(model_name)s already has version %(version)s")
+        % {"model_name": repr(model_name), "version": version},
+        "version",
+    )
 
 
 # --------------------------------------------------------------------------- language models
@@ -292,7 +303,7 @@ def _chunks(source, size: int = 1 << 20) -> Iterator:
     else:
         for chunk in source:
             if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise ServiceError("invalid_llm_file", "a file of the set yielded something other than bytes")
+                raise ServiceError("invalid_llm_file", _("a file of the set yielded something other than bytes"))
             yield chunk
 
 
@@ -308,9 +319,13 @@ def _read_limited(name: str, source, limit: int) -> bytes:
             parts.append(bytes(chunk))
         data = b"".join(parts) if total <= limit else b""
         if total > limit:
-            raise ServiceError("file_too_large", f"{name} is over {limit} bytes", 413, "files")
+            raise ServiceError(
+                "file_too_large", _("%(name)s is over %(limit)s bytes") % {"name": name, "limit": limit}, 413, "files"
+            )
     if len(data) > limit:
-        raise ServiceError("file_too_large", f"{name} is over {limit} bytes", 413, "files")
+        raise ServiceError(
+            "file_too_large", _("%(name)s is over %(limit)s bytes") % {"name": name, "limit": limit}, 413, "files"
+        )
     return data
 
 
@@ -331,7 +346,7 @@ def _graph_source(source):
     for chunk in _chunks(source):
         buffer += chunk
         if len(buffer) > llm.GRAPH_LIMIT:
-            raise ServiceError("invalid_model", "model.onnx exceeds protobuf's 2 GiB", 413, "files")
+            raise ServiceError("invalid_model", _("model.onnx exceeds protobuf's 2 GiB"), 413, "files")
     return _ViewReader(buffer), len(buffer)
 
 
@@ -371,7 +386,7 @@ def _known_size(files) -> int:
 def _register_llm(model_name, files, version, description, actor, source) -> ModelVersion:
     _validate_name(model_name)
     if version is not None and version < 1:
-        raise ServiceError("invalid_version", "version must be a positive integer", field="version")
+        raise ServiceError("invalid_version", _("version must be a positive integer"), field="version")
     llm.check_names(files.keys())
     small = {name: _read_limited(name, files[name], limit) for name, limit in llm.SMALL_FILE_LIMITS.items()}
     config = llm.check_config(llm.parse_json_file("config.json", small["config.json"]))
@@ -508,9 +523,15 @@ def render_triton_layout(*, model_version: ModelVersion, backend: str, options: 
     from inference_backend.llm_configs import LLMConfigError, render_backend_layout
 
     if model_version.signature.get("kind") != "llm":
-        raise ServiceError("not_a_language_model", f"{model_version} is not a language model", 400)
+        raise ServiceError(
+            "not_a_language_model",
+            _("%(model_version)s is not a language model") % {"model_version": model_version},
+            400,
+        )
     try:
         files = render_backend_layout(backend, model_version.model.name, model_version.signature, options)
     except LLMConfigError as err:
-        raise ServiceError(err.code, err.message, 400, field="options") from None
+        raise ServiceError(
+            err.code, err.message, 400, field="options"
+        ) from None  # i18n-ok: inference_backend's renderer
     return {path: data.decode("utf-8") for path, data in sorted(files.items())}

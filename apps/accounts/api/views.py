@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditEvent
 from apps.audit.services import Source
 from apps.core.csrf import SameOriginOnly
-from apps.core.errors import ServiceError, get_or_404
+from apps.core.errors import ServiceError, _, get_or_404
 
 from .. import services
 from ..models import ApiToken, EmergencyAccess, ModelGroupGrant, ModelUserGrant, Profile
@@ -95,7 +95,10 @@ class ApiTokenViewSet(AccountsApi, viewsets.ReadOnlyModelViewSet):
         if user_id is None or user_id == caller.pk:
             return caller
         return get_or_404(
-            get_user_model(), "user_not_found", f"no user with id {user_id} that you may issue tokens for", pk=user_id
+            get_user_model(),
+            "user_not_found",
+            _("no user with id %(user_id)s that you may issue tokens for") % {"user_id": user_id},
+            pk=user_id,
         )
 
 
@@ -204,7 +207,9 @@ class _GrantViewSet(
         form.is_valid(raise_exception=True)
         data = form.validated_data
         if data.get(self.grantee) is None:
-            raise ServiceError("invalid_grantee", f"give the {self.grantee} id", field=self.grantee)
+            raise ServiceError(
+                "invalid_grantee", _("give the %(grantee)s id") % {"grantee": self.grantee}, field=self.grantee
+            )
         services.grant_model_access(
             model_id=data["model"],
             permission=data["permission"],
@@ -363,14 +368,14 @@ class LoginView(APIView):
         django_request = request._request
         user = authenticate(django_request, username=d["username"], password=d["password"])
         if getattr(django_request, "axes_locked_out", False):
-            raise ServiceError("locked_out", "too many failed logins; try again later", 429)
+            raise ServiceError("locked_out", _("too many failed logins; try again later"), 429)
         if user is None:
-            raise ServiceError("invalid_credentials", "invalid user name or password", 401)
+            raise ServiceError("invalid_credentials", _("invalid user name or password"), 401)
         device = None
         if user.is_superuser or services.roles_of(user) & PRIVILEGED:
             if not has_confirmed_device(user):
                 raise ServiceError(
-                    "otp_enrolment_required", "enrol a TOTP device in the portal first (/accounts/2fa/setup/)", 403
+                    "otp_enrolment_required", _("enrol a TOTP device in the portal first (/accounts/2fa/setup/)"), 403
                 )
             wait = _throttle_wait(user)
             if wait:
@@ -382,7 +387,7 @@ class LoginView(APIView):
             device = match_token(user, d.get("otp") or "")
             if device is None:
                 services.record_2fa_failure(user=user, source=_src(request))
-                raise ServiceError("invalid_otp", "the one-time code is missing or wrong", 401, "otp")
+                raise ServiceError("invalid_otp", _("the one-time code is missing or wrong"), 401, "otp")
         login(django_request, user)
         if device is not None:
             otp_verified(django_request, device)  # records when, for issuing tokens

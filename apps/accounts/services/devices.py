@@ -10,7 +10,7 @@ from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import get_or_404
+from apps.core.errors import _, get_or_404
 
 from ..otp import has_confirmed_device
 from .enrolment import issue_enrolment_code
@@ -24,9 +24,11 @@ def require_security_officer(actor, target_user, *, what: str) -> None:
     if is_system(actor):
         return
     if not is_officer(actor):
-        raise Forbidden("security_officer_required", f"only a security officer may {what}")
+        raise Forbidden("security_officer_required", _("only a security officer may %(what)s") % {"what": what})
     if target_user is not None and target_user.pk == actor.pk:
-        raise Forbidden("self_change_forbidden", f"nobody may {what} on their own account; ask another officer")
+        raise Forbidden(
+            "self_change_forbidden", _("nobody may %(what)s on their own account; ask another officer") % {"what": what}
+        )
 
 
 def remove_second_factor(
@@ -40,14 +42,14 @@ def remove_second_factor(
         device = get_or_404(
             device_model.objects.select_for_update().select_related("user"),
             "device_not_found",
-            f"no second-factor device with id {device_id}",
+            _("no second-factor device with id %(device_id)s") % {"device_id": device_id},
             pk=device_id,
         )
         owner = device.user
         require_security_officer(actor, owner, what="remove a second factor")
         if owner.is_superuser:
             raise Forbidden(
-                "superuser_target_forbidden", "the superuser's second factor is reset on the host, not here"
+                "superuser_target_forbidden", _("the superuser's second factor is reset on the host, not here")
             )
         removed = {"id": device.pk, "name": device.name, "confirmed": device.confirmed}
         device.delete()
@@ -60,6 +62,6 @@ def remove_second_factor(
         )
         code = None
         if is_privileged(owner) and not has_confirmed_device(owner):
-            _, code = issue_enrolment_code(user=owner, actor=actor, source=source)
+            _code_row, code = issue_enrolment_code(user=owner, actor=actor, source=source)
     device.pk = removed["id"]
     return device, code

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from ..models import EnrolmentCode
 from ..otp import device_algorithm
@@ -87,7 +87,7 @@ def confirm_totp_enrolment(*, user, device, code_id: int | None, source: Source 
             if not spent:
                 raise ServiceError(
                     "enrolment_code_invalid",
-                    "the enrolment code is wrong, spent or expired; ask a security officer for a new one",
+                    _("the enrolment code is wrong, spent or expired; ask a security officer for a new one"),
                     403,
                     "enrolment_code",
                 )

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import ServiceError, get_or_404
+from apps.core.errors import ServiceError, _, get_or_404
 
 from ..models import ModelGroupGrant, ModelUserGrant, Profile
 from ..roles import GRANTABLE, MAY_INVOKE, ROLES
@@ -52,13 +52,17 @@ def revoke_model_access(
 def _change(model_id, permission, user_id, group_id, expires_at, grant, actor, source):
     if permission not in GRANTABLE:
         raise ServiceError(
-            "unknown_permission", f"grantable permissions are {', '.join(GRANTABLE)}", field="permission"
+            "unknown_permission",
+            _("grantable permissions are %(grantable)s") % {"grantable": ", ".join(GRANTABLE)},
+            field="permission",
         )
     if (user_id is None) == (group_id is None):
-        raise ServiceError("invalid_grantee", "name exactly one of user or group", field="user")
+        raise ServiceError("invalid_grantee", _("name exactly one of user or group"), field="user")
     if grant and expires_at is not None and expires_at <= timezone.now():
-        raise ServiceError("expired_grant", "the expiry is in the past", field="expires_at")
-    model = get_or_404(_registry_model(), "model_not_found", f"no model with id {model_id}", pk=model_id)
+        raise ServiceError("expired_grant", _("the expiry is in the past"), field="expires_at")
+    model = get_or_404(
+        _registry_model(), "model_not_found", _("no model with id %(model_id)s") % {"model_id": model_id}, pk=model_id
+    )
     grantee, table, key = _grantee(user_id, group_id)
     require_perm(actor, "accounts.manage_grants")
     _forbid_own(actor, grantee, key)
@@ -117,9 +121,13 @@ def _registry_model():
 
 def _grantee(user_id, group_id):
     if user_id is not None:
-        user = get_or_404(get_user_model(), "user_not_found", f"no user with id {user_id}", pk=user_id)
+        user = get_or_404(
+            get_user_model(), "user_not_found", _("no user with id %(user_id)s") % {"user_id": user_id}, pk=user_id
+        )
         return user, ModelUserGrant, "user"
-    group = get_or_404(Group, "group_not_found", f"no group with id {group_id}", pk=group_id)
+    group = get_or_404(
+        Group, "group_not_found", _("no group with id %(group_id)s") % {"group_id": group_id}, pk=group_id
+    )
     return group, ModelGroupGrant, "group"
 
 
@@ -133,13 +141,14 @@ def _forbid_own(actor, grantee, key: str) -> None:
         if Profile.objects.filter(user=grantee, is_service_account=True, owner_id=actor.pk).exists():
             raise Forbidden(
                 "self_change_forbidden",
-                f"{grantee.get_username()} is your own service account; another security officer must grant it",
+                _("%(user)s is your own service account; another security officer must grant it")
+                % {"user": grantee.get_username()},
                 "user",
             )
     elif actor.groups.filter(pk=grantee.pk).exists():
         raise Forbidden(
             "self_change_forbidden",
-            f"you belong to {grantee.name}; another security officer must grant it",
+            _("you belong to %(grantee)s; another security officer must grant it") % {"grantee": grantee.name},
             "group",
         )
 
@@ -150,11 +159,12 @@ def _check_may_invoke(grantee, is_user: bool) -> None:
         if not grantee.is_superuser and not roles & MAY_INVOKE:
             raise ServiceError(
                 "role_cannot_invoke",
-                f"{grantee.get_username()} holds no role that may invoke models (guests invoke nothing)",
+                _("%(user)s holds no role that may invoke models (guests invoke nothing)")
+                % {"user": grantee.get_username()},
                 field="user",
             )
     elif grantee.name == "guest":
-        raise ServiceError("role_cannot_invoke", "guests invoke nothing", field="group")
+        raise ServiceError("role_cannot_invoke", _("guests invoke nothing"), field="group")
 
 
 def purge_expired_grants(now=None) -> int:

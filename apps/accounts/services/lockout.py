@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from .devices import require_security_officer
 from .policy import Forbidden
@@ -21,11 +21,11 @@ def unlock_login(*, username: str, ip_address: str | None = None, actor, source:
     """Delete the lockout records (attempts and the failure log the sliding window counts) of
     `username`, and of `ip_address` when given. Returns what was deleted, as the event records it."""
     if not username and not ip_address:
-        raise ServiceError("invalid", "name a user name or an address to unlock", field="username")
+        raise ServiceError("invalid", _("name a user name or an address to unlock"), field="username")
     account = get_user_model().objects.filter(username=username).first() if username else None
     require_security_officer(actor, account, what="lift a login lockout")
     if username and actor is not None and username == actor.get_username():
-        raise Forbidden("self_change_forbidden", "nobody may lift a login lockout on their own account")
+        raise Forbidden("self_change_forbidden", _("nobody may lift a login lockout on their own account"))
     who = Q(username=username) if username else Q()
     if ip_address:
         who |= Q(ip_address=ip_address)

@@ -8,7 +8,7 @@ trusted, and recorded as such in the audit log."""
 from __future__ import annotations
 
 from apps.audit.services import acting_user
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from ..models import Profile
 from ..roles import PRIVILEGED, SECURITY_OFFICER
@@ -46,7 +46,8 @@ def forbid_self(actor, user, what: str) -> None:
     """Nobody changes their own roles, grants, break-glass or account state."""
     if not is_system(actor) and actor.pk == user.pk:
         raise Forbidden(
-            "self_change_forbidden", f"nobody changes their own {what}; ask another security officer or admin"
+            "self_change_forbidden",
+            _("nobody changes their own %(what)s; ask another security officer or admin") % {"what": what},
         )
 
 
@@ -54,7 +55,7 @@ def require_perm(actor, *perms: str) -> None:
     """The actor holds at least one of `perms` (the views check too; this keeps the services
     safe from any other caller)."""
     if not is_system(actor) and not any(actor.has_perm(p) for p in perms):
-        raise Forbidden("permission_denied", "you do not have permission to do this")
+        raise Forbidden("permission_denied", _("you do not have permission to do this"))
 
 
 def require_officer_for_privileged(actor, user, what: str) -> None:
@@ -63,5 +64,6 @@ def require_officer_for_privileged(actor, user, what: str) -> None:
     if not is_system(actor) and is_privileged(user) and not is_officer(actor):
         raise Forbidden(
             "privileged_account_requires_officer",
-            f"{user.get_username()} holds a privileged role: only a security officer may {what}",
+            _("%(user)s holds a privileged role: only a security officer may %(what)s")
+            % {"user": user.get_username(), "what": what},
         )

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from ..models import Profile
 
@@ -29,9 +29,17 @@ def set_preferences(*, user, language: str, time_zone: str, source: Source = SYS
     together; an unknown language or zone is refused (`invalid_language`,
     `invalid_time_zone`) and nothing is saved. Returns the profile."""
     if language not in {"", *(code for code, _name in settings.LANGUAGES)}:
-        raise ServiceError("invalid_language", f"{language!r} is not one of the portal's languages", field="language")
+        raise ServiceError(
+            "invalid_language",
+            _("%(language)s is not one of the portal's languages") % {"language": repr(language)},
+            field="language",
+        )
     if time_zone and time_zone not in time_zones():
-        raise ServiceError("invalid_time_zone", f"{time_zone!r} is not an IANA time zone", field="time_zone")
+        raise ServiceError(
+            "invalid_time_zone",
+            _("%(time_zone)s is not an IANA time zone") % {"time_zone": repr(time_zone)},
+            field="time_zone",
+        )
     with transaction.atomic():
         profile, _created = Profile.objects.select_for_update().get_or_create(user=user)
         before = {"language": profile.language, "time_zone": profile.time_zone}

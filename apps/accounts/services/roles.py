@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 
 from ..models import EmergencyAccess, Profile
 from ..roles import ANALYST, EXCLUSIVE, GUEST, PRIVILEGED, ROLES
@@ -127,7 +127,7 @@ def _authorise(actor, user, role: str, what: str) -> None:
         if not is_system(actor) and not is_officer(actor):
             raise Forbidden(
                 "privileged_role_requires_officer",
-                f"only a security officer may give or take {role}",
+                _("only a security officer may give or take %(role)s") % {"role": role},
                 "role",
             )
     else:
@@ -144,9 +144,13 @@ def grant_emergency_access(
     the officer, not from whoever knows their password)."""
     limit = int(settings.BREAK_GLASS_MAX.total_seconds() // 60)
     if not 1 <= minutes <= limit:
-        raise ServiceError("invalid_duration", f"break-glass lasts between 1 and {limit} minutes", field="minutes")
+        raise ServiceError(
+            "invalid_duration",
+            _("break-glass lasts between 1 and %(limit)s minutes") % {"limit": limit},
+            field="minutes",
+        )
     if not reason.strip():
-        raise ServiceError("reason_required", "a break-glass grant needs a reason", field="reason")
+        raise ServiceError("reason_required", _("a break-glass grant needs a reason"), field="reason")
     with transaction.atomic():
         user = _locked_user(user_id)
         _check_role(role)
@@ -154,7 +158,7 @@ def grant_emergency_access(
         forbid_self(actor, user, "break-glass")
         if is_service_account(user):
             raise ServiceError(
-                "service_account_break_glass", "break-glass is for people, not service accounts", field="user"
+                "service_account_break_glass", _("break-glass is for people, not service accounts"), field="user"
             )
         _check_compatible(user, role, roles_of(user))
         now = timezone.now()
@@ -189,7 +193,7 @@ def revoke_emergency_access(*, access_id: int, actor, source: Source = SYSTEM) -
         access = get_or_404(
             EmergencyAccess.objects.select_for_update(),
             "emergency_access_not_found",
-            f"no break-glass grant with id {access_id}",
+            _("no break-glass grant with id %(access_id)s") % {"access_id": access_id},
             pk=access_id,
         )
         require_perm(actor, "accounts.grant_break_glass")
@@ -216,13 +220,20 @@ def _sync_staff(user, roles: set[str]) -> None:
 
 def _locked_user(user_id: int):
     return get_or_404(
-        get_user_model().objects.select_for_update(), "user_not_found", f"no user with id {user_id}", pk=user_id
+        get_user_model().objects.select_for_update(),
+        "user_not_found",
+        _("no user with id %(user_id)s") % {"user_id": user_id},
+        pk=user_id,
     )
 
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ServiceError("unknown_role", f"unknown role {role!r}; roles are {', '.join(ROLES)}", field="role")
+        raise ServiceError(
+            "unknown_role",
+            _("unknown role %(role)s; roles are %(roles)s") % {"role": repr(role), "roles": ", ".join(ROLES)},
+            field="role",
+        )
 
 
 def _check_compatible(user, role: str, current: set[str]) -> None:
@@ -230,12 +241,16 @@ def _check_compatible(user, role: str, current: set[str]) -> None:
     if clash:
         raise Conflict(
             "role_conflict",
-            f"{user.get_username()} already holds {', '.join(sorted(clash))}; "
-            f"nobody may hold two of {', '.join(sorted(EXCLUSIVE))} (separation of duties)",
+            _("%(user)s already holds %(clash)s; nobody may hold two of %(exclusive)s (separation of duties)")
+            % {
+                "user": user.get_username(),
+                "clash": ", ".join(sorted(clash)),
+                "exclusive": ", ".join(sorted(EXCLUSIVE)),
+            },
             "role",
         )
     if role not in (ANALYST, GUEST) and Profile.objects.filter(user=user, is_service_account=True).exists():
-        raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
+        raise ServiceError("service_account_role", _("service accounts may only be analyst or guest"), field="role")
 
 
 def active_emergency_access(user):

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 from apps.core.policy import policy_changed
 
 from ..models import Profile
@@ -33,25 +33,31 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
     User = get_user_model()
     require_perm(actor, "auth.add_user")
     if not is_system(actor) and owner_id != actor.pk:
-        raise Forbidden("owner_must_be_creator", "a service account is owned by the person who creates it", "owner")
+        raise Forbidden("owner_must_be_creator", _("a service account is owned by the person who creates it"), "owner")
     try:
         SERVICE_NAME(name)
     except Exception as err:
         raise ServiceError(
-            "invalid_name", "service account names look like svc-<name> (lower case, digits, - _ .)", field="name"
+            "invalid_name", _("service account names look like svc-<name> (lower case, digits, - _ .)"), field="name"
         ) from err
     if role not in ROLES or role not in (ANALYST, "guest"):
-        raise ServiceError("service_account_role", "service accounts may only be analyst or guest", field="role")
-    owner = get_or_404(User, "user_not_found", f"no active user with id {owner_id}", pk=owner_id, is_active=True)
+        raise ServiceError("service_account_role", _("service accounts may only be analyst or guest"), field="role")
+    owner = get_or_404(
+        User,
+        "user_not_found",
+        _("no active user with id %(owner_id)s") % {"owner_id": owner_id},
+        pk=owner_id,
+        is_active=True,
+    )
     if Profile.objects.filter(user=owner, is_service_account=True).exists():
-        raise ServiceError("invalid_owner", "a service account cannot own another", field="owner")
+        raise ServiceError("invalid_owner", _("a service account cannot own another"), field="owner")
     try:
         with transaction.atomic():
             account = User.objects.create(username=name)
             account.set_unusable_password()
             account.save(update_fields=["password"])
             # the creation signal left a blank profile cached on `account`: keep the real one there
-            account.profile, _ = Profile.objects.update_or_create(
+            account.profile, _created = Profile.objects.update_or_create(
                 user=account, defaults={"is_service_account": True, "owner": owner}
             )
             account.groups.add(Group.objects.get(name=role))
@@ -63,7 +69,9 @@ def create_service_account(*, name: str, owner_id: int, role: str = ANALYST, act
                 details={"after": {"name": name, "owner": owner.get_username(), "role": role}},
             )
     except IntegrityError as err:
-        raise Conflict("duplicate_user", f"a user named {name!r} already exists", "name") from err
+        raise Conflict(
+            "duplicate_user", _("a user named %(name)s already exists") % {"name": repr(name)}, "name"
+        ) from err
     return account
 
 

@@ -17,7 +17,7 @@ from django_otp import match_token
 
 from apps.audit.models import Outcome
 from apps.audit.services import SYSTEM, Source, acting_user, record_event
-from apps.core.errors import NotFound, ServiceError, get_or_404
+from apps.core.errors import NotFound, ServiceError, _, get_or_404
 from apps.core.rawsql import aware
 
 from ..models import TOKEN_PREFIX, ApiToken, Profile, Scope, digest_token
@@ -61,22 +61,30 @@ def issue_token(
     SESSION_ABSOLUTE_TIMEOUT, like their session.
     """
     if source.token_id is not None:
-        raise ServiceError("token_cannot_issue_tokens", "tokens cannot issue tokens: log in to the portal", 403)
+        raise ServiceError("token_cannot_issue_tokens", _("tokens cannot issue tokens: log in to the portal"), 403)
     _check_may_issue_for(actor, user)
     _check_second_factor(actor, otp_verified_at, otp, source)
     # A deployment that lowers the maximum below the default still issues tokens without `days`.
     days = min(settings.TOKEN_DEFAULT_DAYS, settings.TOKEN_MAX_DAYS) if days is None else days
     if not 1 <= days <= settings.TOKEN_MAX_DAYS:
         raise ServiceError(
-            "invalid_expiry", f"expiry must be between 1 and {settings.TOKEN_MAX_DAYS} days", field="days"
+            "invalid_expiry",
+            _("expiry must be between 1 and %(token_max_days)s days") % {"token_max_days": settings.TOKEN_MAX_DAYS},
+            field="days",
         )
     if not user.is_active:
-        raise ServiceError("user_inactive", f"user {user.get_username()} is inactive", field="user")
+        raise ServiceError(
+            "user_inactive",
+            _("user %(user)s is inactive") % {"user": user.get_username()},
+            field="user",
+        )
     scopes = sorted(set(DEFAULT_SCOPES if scopes is None else scopes))
     unknown = set(scopes) - set(Scope.values)
     if unknown or not scopes:
         raise ServiceError(
-            "invalid_scope", f"scopes must be a non-empty subset of {', '.join(Scope.values)}", field="scopes"
+            "invalid_scope",
+            _("scopes must be a non-empty subset of %(values)s") % {"values": ", ".join(Scope.values)},
+            field="scopes",
         )
     models = _existing_models(model_ids or [])
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -119,7 +127,9 @@ def _check_may_issue_for(actor, user) -> None:
     if actor is None or user.pk == actor.pk:
         return
     if not Profile.objects.filter(user_id=user.pk, is_service_account=True, owner_id=actor.pk).exists():
-        raise NotFound("user_not_found", f"no user with id {user.pk} that you may issue tokens for")
+        raise NotFound(
+            "user_not_found", _("no user with id %(user)s that you may issue tokens for") % {"user": user.pk}
+        )
 
 
 def _check_second_factor(actor, otp_verified_at: datetime | None, otp: str, source: Source) -> None:
@@ -135,11 +145,14 @@ def _check_second_factor(actor, otp_verified_at: datetime | None, otp: str, sour
         from .security import record_2fa_failure  # late: security imports this module
 
         record_2fa_failure(user=actor, source=source)
-        raise ServiceError("fresh_otp_required", "the one-time code is wrong", 403, "otp")
+        raise ServiceError("fresh_otp_required", _("the one-time code is wrong"), 403, "otp")
     raise ServiceError(
         "fresh_otp_required",
-        f"privileged accounts issue tokens only within {minutes} minutes of a second factor: "
-        "send your current one-time code as `otp`, or verify it again at /accounts/2fa/verify/",
+        _(
+            "privileged accounts issue tokens only within %(minutes)s minutes of a second factor: "
+            "send your current one-time code as `otp`, or verify it again at /accounts/2fa/verify/"
+        )
+        % {"minutes": minutes},
         403,
         "otp",
     )
@@ -153,7 +166,7 @@ def _existing_models(model_ids) -> list:
     models = list(Model.objects.filter(pk__in=ids))
     missing = ids - {m.pk for m in models}
     if missing:
-        raise NotFound("model_not_found", f"no model with id {', '.join(map(str, sorted(missing)))}")
+        raise NotFound("model_not_found", _("no model with id %(ids)s") % {"ids": ", ".join(map(str, sorted(missing)))})
     return models
 
 
@@ -166,7 +179,7 @@ def revoke_token(*, token_id: int, actor, source: Source = SYSTEM) -> ApiToken:
     with transaction.atomic():
         token = ApiToken.objects.select_for_update().filter(pk=token_id).first()
         if token is None or not _may_revoke(actor, token):
-            raise NotFound("token_not_found", f"no token with id {token_id}")
+            raise NotFound("token_not_found", _("no token with id %(token_id)s") % {"token_id": token_id})
         _revoke(token, actor=actor, source=source)
     return token
 
@@ -219,7 +232,7 @@ def authenticate_bearer(header: str | None, ip: str | None = None, *, lean: bool
     now = timezone.now()
     found = _lean_lookup(digest_token(value), now) if lean else _orm_lookup(digest_token(value), now)
     if found is None:
-        raise TokenRejected("invalid_token", "the token is not valid")
+        raise TokenRejected("invalid_token", _("the token is not valid"))
     token, facts = found
     refusal = token_refusal(token, now, facts)
     if refusal is not None:
@@ -236,11 +249,11 @@ def bearer_value(header: str | None) -> str:
     """The token in an `Authorization` header value, or 401 `missing_token` /
     `malformed_authorization` (shared with the data plane's in-memory token lookup)."""
     if not header:
-        raise TokenRejected("missing_token", "authentication required: send 'Authorization: Bearer <token>'")
-    scheme, _, value = header.partition(" ")
+        raise TokenRejected("missing_token", _("authentication required: send 'Authorization: Bearer <token>'"))
+    scheme, _sep, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value or " " in value:
-        raise TokenRejected("malformed_authorization", "the Authorization header must be 'Bearer <token>'")
+        raise TokenRejected("malformed_authorization", _("the Authorization header must be 'Bearer <token>'"))
     return value
 
 
@@ -267,24 +280,26 @@ def token_refusal(token: ApiToken, now: datetime, facts: AccountFacts) -> TokenR
       without use (`token_idle`; last use is recorded to the minute).
     """
     if token.revoked_at is not None:
-        return TokenRejected("token_revoked", "the token has been revoked")
+        return TokenRejected("token_revoked", _("the token has been revoked"))
     if token.is_expired(now):
-        return TokenRejected("token_expired", "the token has expired")
+        return TokenRejected("token_expired", _("the token has expired"))
     if not token.user.is_active:
-        return TokenRejected("user_inactive", "the token's user is inactive")
+        return TokenRejected("user_inactive", _("the token's user is inactive"))
     if (
         not facts.service_account
         and facts.password_changed_at is not None
         and now - facts.password_changed_at > settings.PASSWORD_MAX_AGE
     ):
         return TokenRejected(
-            "password_expired", "the password of the token's user has expired; change it in the portal", 403
+            "password_expired", _("the password of the token's user has expired; change it in the portal"), 403
         )
     if token.user.is_superuser or facts.roles & PRIVILEGED:
         if now - token.created_at > settings.SESSION_ABSOLUTE_TIMEOUT:
-            return TokenRejected("token_expired", "a privileged account's token lives no longer than a session")
+            return TokenRejected("token_expired", _("a privileged account's token lives no longer than a session"))
         if now - (token.last_used_at or token.created_at) > settings.SESSION_IDLE_TIMEOUT:
-            return TokenRejected("token_idle", "the token of a privileged account was unused too long; issue another")
+            return TokenRejected(
+                "token_idle", _("the token of a privileged account was unused too long; issue another")
+            )
     return None
 
 
@@ -384,7 +399,12 @@ def _lean_lookup(digest: str, now: datetime) -> tuple[ApiToken, AccountFacts] | 
 
 
 def get_user_by_name(username: str):
-    return get_or_404(get_user_model(), "user_not_found", f"no user named {username!r}", username=username)
+    return get_or_404(
+        get_user_model(),
+        "user_not_found",
+        _("no user named %(username)s") % {"username": repr(username)},
+        username=username,
+    )
 
 
 def record_denied(error: ServiceError, *, source: Source, details: dict | None = None) -> None:

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, record_event
-from apps.core.errors import Conflict, ServiceError, get_or_404
+from apps.core.errors import Conflict, ServiceError, _, get_or_404
 
 from ..models import Profile
 from ..roles import PRIVILEGED, SECURITY_OFFICER
@@ -49,7 +49,7 @@ def create_user(*, username: str, email: str, password: str, role: str | None = 
     if role in PRIVILEGED:
         raise Forbidden(
             "privileged_role_requires_officer",
-            f"create the account without {role}; only a security officer may then assign it",
+            _("create the account without %(role)s; only a security officer may then assign it") % {"role": role},
             "role",
         )
     _check_person_name(username)
@@ -67,7 +67,9 @@ def create_user(*, username: str, email: str, password: str, role: str | None = 
             if role:
                 assign_role(user_id=user.pk, role=role, actor=actor, source=source)
     except IntegrityError as err:
-        raise Conflict("duplicate_user", f"a user named {username!r} already exists", "username") from err
+        raise Conflict(
+            "duplicate_user", _("a user named %(username)s already exists") % {"username": repr(username)}, "username"
+        ) from err
     return User.objects.get(pk=user.pk)
 
 
@@ -78,7 +80,11 @@ def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
     and reset_password have their own services; last_login and date_joined are facts)."""
     unknown = set(changes) - set(EDITABLE)
     if unknown:
-        raise ServiceError("not_editable", f"{', '.join(sorted(unknown))} cannot be edited here", field=min(unknown))
+        raise ServiceError(
+            "not_editable",
+            _("%(unknown)s cannot be edited here") % {"unknown": ", ".join(sorted(unknown))},
+            field=min(unknown),
+        )
     with transaction.atomic():
         user = _locked(user_id)
         before = {f: getattr(user, f) for f in changes if getattr(user, f) != changes[f]}
@@ -100,7 +106,9 @@ def update_user(*, user_id: int, changes: dict, actor, source: Source = SYSTEM):
                 user.save(update_fields=list(before))
         except IntegrityError as err:
             name = changes["username"]
-            raise Conflict("duplicate_user", f"a user named {name!r} already exists", "username") from err
+            raise Conflict(
+                "duplicate_user", _("a user named %(name)s already exists") % {"name": repr(name)}, "username"
+            ) from err
         disabled = before.get("is_active") is True
         sessions = end_sessions(user) if disabled else 0
         record_event(
@@ -156,12 +164,15 @@ def reset_password(*, user_id: int, password: str, actor, source: Source = SYSTE
         user = _locked(user_id)
         forbid_self(actor, user, "password through a reset; use the change-password page")
         if is_service_account(user):
-            raise Forbidden("service_account_no_password", "service accounts have no password; they use tokens")
+            raise Forbidden("service_account_no_password", _("service accounts have no password; they use tokens"))
         if is_privileged(user):
             raise Forbidden(
                 "privileged_password_reset_forbidden",
-                f"{user.get_username()} holds a privileged role: they change their own password "
-                "(or, on the host, `manage.py changepassword`)",
+                _(
+                    "%(user)s holds a privileged role: they change their own password (or, on the "
+                    "host, `manage.py changepassword`)"
+                )
+                % {"user": user.get_username()},
             )
         require_perm(actor, "auth.change_user")
         _validate_password(password, user)
@@ -188,9 +199,9 @@ def change_own_password(*, user, old_password: str, new_password: str, via: str,
     commit together: if the event cannot be written, the password stays as it was. Service
     accounts have no password to change. Returns the user, holding the new password's hash."""
     if is_service_account(user):
-        raise Forbidden("service_account_no_password", "service accounts have no password; they use tokens")
+        raise Forbidden("service_account_no_password", _("service accounts have no password; they use tokens"))
     if not user.check_password(old_password):
-        raise ServiceError("wrong_password", "the current password is wrong", field="old_password")
+        raise ServiceError("wrong_password", _("the current password is wrong"), field="old_password")
     _validate_password(new_password, user)
     with transaction.atomic():
         _locked(user.pk)  # one change at a time, and none racing an admin's reset
@@ -218,8 +229,8 @@ def bootstrap_officer(*, username: str, email: str, password: str, additional: b
         if officers.exists() and not additional:
             raise Conflict(
                 "officer_exists",
-                f"an active security officer already exists ({officers.first().get_username()}); "
-                "pass --additional to create another",
+                _("an active security officer already exists (%(user)s); pass --additional to create another")
+                % {"user": officers.first().get_username()},
             )
         user = create_user(username=username, email=email, password=password, actor=None)
         user = assign_role(user_id=user.pk, role=SECURITY_OFFICER, actor=None)
@@ -239,9 +250,13 @@ def reissue_enrolment_code(*, user_id: int, actor=None, source: Source = SYSTEM)
     with transaction.atomic():
         user = _locked(user_id)
         if not is_privileged(user):
-            raise ServiceError("not_privileged", f"{user.get_username()} holds no privileged role", field="user")
+            raise ServiceError(
+                "not_privileged",
+                _("%(user)s holds no privileged role") % {"user": user.get_username()},
+                field="user",
+            )
         void_totp_devices(user, actor=actor, source=source)
-        _, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
+        _code_row, plaintext = issue_enrolment_code(user=user, actor=actor, source=source)
     return plaintext
 
 
@@ -256,26 +271,33 @@ def _check_name(user, name: str) -> None:
         try:
             SERVICE_NAME(name)
         except ValidationError as err:
-            raise ServiceError("invalid_name", "service account names look like svc-<name>", field="username") from err
+            raise ServiceError(
+                "invalid_name", _("service account names look like svc-<name>"), field="username"
+            ) from err
     else:
         _check_person_name(name)
 
 
 def _check_person_name(name: str) -> None:
     if name.lower().startswith("svc-"):
-        raise ServiceError("invalid_name", "svc- names are for service accounts", field="username")
+        raise ServiceError("invalid_name", _("svc- names are for service accounts"), field="username")
 
 
 def _validate_password(password: str, user) -> None:
     try:
         password_validation.validate_password(password, user)
     except ValidationError as err:
-        raise ServiceError("weak_password", " ".join(err.messages), field="password") from err
+        raise ServiceError(
+            "weak_password", " ".join(err.messages), field="password"
+        ) from err  # i18n-ok: Django's validators
 
 
 def _locked(user_id: int):
     return get_or_404(
-        get_user_model().objects.select_for_update(), "user_not_found", f"no user with id {user_id}", pk=user_id
+        get_user_model().objects.select_for_update(),
+        "user_not_found",
+        _("no user with id %(user_id)s") % {"user_id": user_id},
+        pk=user_id,
     )
 
 

@@ -8,7 +8,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from ..export import EXPORT_FORMATS, audited_export
 from ..filters import AuditEventFilter, unknown_params
@@ -30,14 +30,18 @@ class AuditCursorPagination(CursorPagination):
     def get_ordering(self, request, queryset, view):
         wanted = request.query_params.get("ordering", "-timestamp")
         if wanted not in ("timestamp", "-timestamp"):
-            raise ServiceError("invalid", "ordering must be 'timestamp' or '-timestamp'", field="ordering")
+            raise ServiceError("invalid", _("ordering must be 'timestamp' or '-timestamp'"), field="ordering")
         return ("timestamp", "id") if wanted == "timestamp" else ("-timestamp", "-id")
 
 
 def _refuse_unknown(request) -> None:
     unknown = unknown_params(request.query_params)
     if unknown:
-        raise ServiceError("unknown_filter", f"not a filter of the audit log: {', '.join(unknown)}", field=unknown[0])
+        raise ServiceError(
+            "unknown_filter",
+            _("not a filter of the audit log: %(unknown)s") % {"unknown": ", ".join(unknown)},
+            field=unknown[0],
+        )
 
 
 def filtered_events(request):
@@ -100,7 +104,10 @@ class AuditExportView(APIView):
     )
     def get(self, request, file_format: str):
         if file_format not in EXPORT_FORMATS:
-            raise ServiceError("invalid_format", f"export format must be one of: {', '.join(EXPORT_FORMATS)}")
+            raise ServiceError(
+                "invalid_format",
+                _("export format must be one of: %(export_formats)s") % {"export_formats": ", ".join(EXPORT_FORMATS)},
+            )
         queryset, selection = filtered_events(request)
         return audited_export(queryset, selection, file_format, actor=request.user, source=Source.from_request(request))
 

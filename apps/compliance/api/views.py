@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.services import Source
-from apps.core.errors import Conflict, NotFound, ServiceError
+from apps.core.errors import Conflict, NotFound, ServiceError, _
 from apps.registry.models import Model
 from apps.registry.selectors import restricted_to_token
 
@@ -41,7 +41,7 @@ from .serializers import (
 def _check_token_reaches(token, model) -> None:
     """A model-restricted token changes no other model's compliance settings: it does not exist."""
     if not restricted_to_token(Model.objects.filter(pk=model.pk), token).exists():
-        raise NotFound("model_not_found", f"unknown model {model.name!r}")
+        raise NotFound("model_not_found", _("unknown model %(model)s") % {"model": repr(model.name)})
 
 
 class ProfileViewSet(viewsets.ViewSet):
@@ -235,13 +235,22 @@ class ComplianceReportViewSet(
         fmt = request.query_params.get("file_format", "pdf")
         if fmt not in DOWNLOAD_FORMATS:
             raise ServiceError(
-                "invalid_format", f"file_format must be one of {', '.join(DOWNLOAD_FORMATS)}", field="file_format"
+                "invalid_format",
+                _("file_format must be one of %(download_formats)s")
+                % {"download_formats": ", ".join(DOWNLOAD_FORMATS)},
+                field="file_format",
             )
         if report.state != ReportState.DONE:
-            raise Conflict("report_not_ready", f"the report is {report.state} ({report.progress}%)")
+            raise Conflict(
+                "report_not_ready",
+                _("the report is %(state)s (%(progress)s%%)") % {"state": report.state, "progress": report.progress},
+            )
         path = directory("reports") / report.files.get(fmt, "")
         if not report.files.get(fmt) or not path.is_file():
-            raise NotFound("report_file_missing", f"the {fmt} file of report {report.pk} is missing")
+            raise NotFound(
+                "report_file_missing",
+                _("the %(fmt)s file of report %(report)s is missing") % {"fmt": fmt, "report": report.pk},
+            )
         services.record_download(report=report, fmt=fmt, actor=request.user, source=Source.from_request(request))
         content_type = "application/json" if fmt.endswith(".sig") else CONTENT_TYPES[fmt]
         return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type=content_type)

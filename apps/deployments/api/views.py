@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.audit.services import Source
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import NotFound, ServiceError, _
 from apps.registry.models import Model, ModelVersion
 from apps.registry.selectors import restricted_to_token
 
@@ -52,7 +52,7 @@ class InferenceServerViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelView
         if request.method not in ("GET", "HEAD", "OPTIONS") and getattr(request.auth, "restricted", False):
             raise ServiceError(
                 "token_restricted_to_models",
-                "this token is restricted to some models; servers are shared by every model",
+                _("this token is restricted to some models; servers are shared by every model"),
                 403,
             )
 
@@ -168,7 +168,10 @@ class DeploymentViewSet(viewsets.ReadOnlyModelViewSet):
         """A model-restricted token deploys only its models: another model's version does not exist."""
         versions = restricted_to_token(ModelVersion.objects.filter(pk=model_version_id), token, via="model")
         if getattr(token, "restricted", False) and not versions.exists():
-            raise NotFound("model_version_not_found", f"no model version with id {model_version_id}")
+            raise NotFound(
+                "model_version_not_found",
+                _("no model version with id %(model_version_id)s") % {"model_version_id": model_version_id},
+            )
 
 
 class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
@@ -196,7 +199,7 @@ class RolloutViewSet(viewsets.ReadOnlyModelViewSet):
         data = dict(form.validated_data)
         model = restricted_to_token(Model.objects.filter(name=data.pop("model")), request.auth).first()
         if model is None:
-            raise NotFound("model_not_found", "no model of that name")
+            raise NotFound("model_not_found", _("no model of that name"))
         options = {k: data[k] for k in ("steps", "hold_seconds", "slo_max_error_rate", "slo_max_p95_ms", "min_calls")
                    if k in data}  # fmt: skip
         if "batching" in data:  # a batching configuration rollout of one live set (docs/rollouts.md)
@@ -349,7 +352,10 @@ class BatchingSweepViewSet(viewsets.ReadOnlyModelViewSet):
         data = dict(form.validated_data)
         sets = restricted_to_token(ReplicaSet.objects.filter(pk=data["replica_set"]), request.auth, via="model")
         if getattr(request.auth, "restricted", False) and not sets.exists():
-            raise NotFound("replica_set_not_found", f"no replica set with id {data['replica_set']}")
+            raise NotFound(
+                "replica_set_not_found",
+                _("no replica set with id %(replica_set)s") % {"replica_set": data["replica_set"]},
+            )
         sweep = tuning.request_batching_sweep(
             replica_set_id=data.pop("replica_set"), actor=request.user, source=Source.from_request(request), **data
         )

@@ -1,3 +1,4 @@
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from apps.registry.models import Model
@@ -105,7 +106,7 @@ class UsageQuerySerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
-            raise serializers.ValidationError({"until": "until must be after since"})
+            raise serializers.ValidationError({"until": _("until must be after since")})
         return attrs
 
 

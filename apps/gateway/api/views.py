@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.services import Source
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import NotFound, ServiceError, _
 from apps.core.spreadsheet import safe_row
 from apps.registry.models import Model
 from apps.registry.selectors import restricted_to_token
@@ -34,10 +34,10 @@ def _check_token_reaches(token, model) -> None:
     """A model-restricted token changes nothing of another model: it does not exist for it."""
     if model is None:
         if getattr(token, "restricted", False):
-            raise NotFound("model_not_found", "a model-restricted token sets quotas of its own models only")
+            raise NotFound("model_not_found", _("a model-restricted token sets quotas of its own models only"))
         return
     if not restricted_to_token(Model.objects.filter(pk=model.pk), token).exists():
-        raise NotFound("model_not_found", f"unknown model {model.name!r}")
+        raise NotFound("model_not_found", _("unknown model %(model)s") % {"model": repr(model.name)})
 
 
 class ChatPolicyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
@@ -141,7 +141,7 @@ class ExchangeViewSet(
                 exchange_id=exchange_id, actor=request.user, source=source, error_code="token_not_allowed"
             )
             raise ServiceError(
-                "token_not_allowed", "retained exchanges are read from a portal session, never with a token", 403
+                "token_not_allowed", _("retained exchanges are read from a portal session, never with a token"), 403
             )
         content = services.read_exchange(exchange_id=exchange_id, actor=request.user, source=source)
         return Response(ExchangeContentSerializer(content).data)
@@ -156,7 +156,7 @@ class ExchangeViewSet(
         reason = request.data.get("reason") if hasattr(request.data, "get") else None
         form = ExchangeDeleteSerializer(data={"reason": reason or request.query_params.get("reason", "")})
         if not form.is_valid():
-            raise ServiceError("reason_required", "say why the exchange is deleted (reason)", field="reason")
+            raise ServiceError("reason_required", _("say why the exchange is deleted (reason)"), field="reason")
         exchange = services.delete_exchange(
             exchange_id=exchange.pk,
             reason=form.validated_data["reason"],

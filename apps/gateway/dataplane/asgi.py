@@ -21,7 +21,7 @@ from functools import partial
 
 from django.conf import settings
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.netaddr import client_address, trusted_proxies
 
 from ..protocol import HEADER_LENGTH
@@ -89,7 +89,7 @@ class DataPlaneApp:
         elif self.portal_upstream is not None:
             await self._relay(scope, receive, send)
         else:
-            err = ServiceError("not_found", "no such URL on the data plane", 404)
+            err = ServiceError("not_found", _("no such URL on the data plane"), 404)
             await _answer(send, error_outbound(err), new_request_id())
 
     async def _kserve(self, scope, receive, send, path: str) -> None:
@@ -98,13 +98,13 @@ class DataPlaneApp:
         request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         match = _MODEL_PATH.match(path)
         if match is None:
-            err = ServiceError("not_found", f"no such URL: {path[:200]}", 404)
+            err = ServiceError("not_found", _("no such URL: %(value)s") % {"value": path[:200]}, 404)
             await _answer(send, error_outbound(err), request_id)
             return
         name, version, tail = match.groups()
         kind = _KIND[tail]
         if scope["method"] != _METHOD[kind] and not (scope["method"] == "HEAD" and kind != INFER):
-            err = ServiceError("method_not_allowed", f"use {_METHOD[kind]} for this URL", 405)
+            err = ServiceError("method_not_allowed", _("use %(value)s for this URL") % {"value": _METHOD[kind]}, 405)
             out = error_outbound(err)
             out.headers.append(("Allow", _METHOD[kind]))
             await _answer(send, out, request_id)
@@ -166,7 +166,7 @@ class DataPlaneApp:
                 scope["method"], url, headers, body, timeout=settings.PORTAL_RELAY_TIMEOUT, stream=True
             )
         except ServiceError:
-            err = ServiceError("portal_unavailable", "the portal is not answering; try again shortly", 502)
+            err = ServiceError("portal_unavailable", _("the portal is not answering; try again shortly"), 502)
             await _answer(send, error_outbound(err), new_request_id())
             return
         out_headers = [

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.deployments.selectors import GATEWAY_VIEW_KEY, GATEWAY_VIEW_TTL
 from inference_backend.metrics import parse_metrics  # shared with the autoscaler (apps/deployments/autoscale.py)
 
@@ -125,7 +125,8 @@ class Attempt:
 def no_replica(name: str, retry_after: float) -> ServiceError:
     err = ServiceError(
         "triton_unavailable",
-        f"no replica of {name!r} is reachable now; quote the X-Request-ID header to the operator",
+        _("no replica of %(name)s is reachable now; quote the X-Request-ID header to the operator")
+        % {"name": repr(name)},
         503,
     )
     err.retry_after = str(max(1, int(retry_after + 0.999)))

@@ -41,7 +41,7 @@ from django.conf import settings
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from .grpc_codec import infer_body, infer_response, metadata_response
 from .types import INFER, METADATA, READY, Inbound, Outbound
@@ -240,7 +240,9 @@ class _Service(grpc.GenericRpcHandler):
             return message_type.FromString(raw)
         except DecodeError:
             err = ServiceError(
-                "invalid_request", f"the request is not a valid {message_type.DESCRIPTOR.full_name} message"
+                "invalid_request",
+                _("the request is not a valid %(full_name)s message")
+                % {"full_name": message_type.DESCRIPTOR.full_name},
             )
             await self._refused(_inbound(context, kind, "", ""), err, context)
 
@@ -259,7 +261,8 @@ class _Service(grpc.GenericRpcHandler):
     async def _slow(self, context) -> NoReturn:
         err = ServiceError(
             "request_timeout",
-            f"the request message did not arrive within {self.message_timeout:g} s (SOVEREIGN_GATEWAY_BODY_TIMEOUT)",
+            _("the request message did not arrive within %(message_timeout)s s (SOVEREIGN_GATEWAY_BODY_TIMEOUT)")
+            % {"message_timeout": format(self.message_timeout, "g")},
             408,
         )
         await self._refused(_inbound(context, INFER, "", ""), err, context)
@@ -269,8 +272,11 @@ class _Service(grpc.GenericRpcHandler):
         limit (or the client sent none). Only the audit event is left to write."""
         err = ServiceError(
             "request_too_large",
-            f"no request message was received: over the {self.limit}-byte limit (SOVEREIGN_MAX_REQUEST_BODY_BYTES)"
-            " or none was sent",
+            _(
+                "no request message was received: over the %(limit)s-byte limit "
+                "(SOVEREIGN_MAX_REQUEST_BODY_BYTES) or none was sent"
+            )
+            % {"limit": self.limit},
             413,
         )
         await self._refused(_inbound(context, INFER, "", ""), err, context)

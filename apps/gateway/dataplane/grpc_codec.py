@@ -19,7 +19,7 @@ import struct
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from .types import Outbound
 
@@ -66,7 +66,8 @@ def infer_body(request: pb.ModelInferRequest) -> tuple[bytes, int | None]:
     if raw and len(raw) != len(request.inputs):
         raise ServiceError(
             "invalid_request",
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: give one per input, or none",
+            _("raw_input_contents has %(n_raw)s entries for %(n_inputs)s inputs: give one per input, or none")
+            % {"n_raw": len(raw), "n_inputs": len(request.inputs)},
         )
     header: dict = {}
     if request.id:
@@ -93,7 +94,9 @@ def _input(tensor, raw: bytes | None, blobs: list[bytes]) -> dict:
     out = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
     if raw is not None:
         if tensor.HasField("contents"):
-            raise ServiceError("invalid_request", f"{where} has both contents and raw_input_contents")
+            raise ServiceError(
+                "invalid_request", _("%(where)s has both contents and raw_input_contents") % {"where": where}
+            )
         parameters["binary_data_size"] = len(raw)
         blobs.append(raw)
         out["parameters"] = parameters
@@ -118,7 +121,9 @@ def _contents(tensor, where: str) -> tuple[list, bytes | None]:
     if others:
         hint = field or "raw_input_contents"
         raise ServiceError(
-            "invalid_request", f"{where} is {tensor.datatype}: give its values in {hint}, not {others[0]}"
+            "invalid_request",
+            _("%(where)s is %(datatype)s: give its values in %(hint)s, not %(value)s")
+            % {"where": where, "datatype": tensor.datatype, "hint": hint, "value": others[0]},
         )
     if field is None:
         return [], None
@@ -133,7 +138,10 @@ def _contents(tensor, where: str) -> tuple[list, bytes | None]:
     if tensor.datatype in ("INT8", "INT16", "UINT8", "UINT16") and values:
         info = np.iinfo(_NUMPY[tensor.datatype])  # carried in 32-bit fields: refuse, do not wrap
         if min(values) < info.min or max(values) > info.max:
-            raise ServiceError("invalid_request", f"{where} has values out of range for {tensor.datatype}")
+            raise ServiceError(
+                "invalid_request",
+                _("%(where)s has values out of range for %(datatype)s") % {"where": where, "datatype": tensor.datatype},
+            )
     return values, None
 
 
@@ -149,11 +157,14 @@ def _parameters(params, where: str) -> dict:
         if key in _SHARED_MEMORY:
             raise ServiceError(
                 "shared_memory_not_supported",
-                f"{where} names a shared-memory region: the gateway forwards tensors only in the request",
+                _("%(where)s names a shared-memory region: the gateway forwards tensors only in the request")
+                % {"where": where},
             )
         choice = params[key].WhichOneof("parameter_choice")
         if choice is None:
-            raise ServiceError("invalid_request", f"parameter {key!r} of {where} has no value")
+            raise ServiceError(
+                "invalid_request", _("parameter %(key)s of %(where)s has no value") % {"key": repr(key), "where": where}
+            )
         out[key] = getattr(params[key], choice)
     return out
 

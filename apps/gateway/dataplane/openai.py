@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.netaddr import client_address, trusted_proxies
 from apps.core.source import Source
 from apps.deployments import slo
@@ -75,9 +75,11 @@ def model_error(message: str, status: int) -> ServiceError:
 
     match = _CODE.match(message or "")
     if match and match.group(1) in _CALLER_CODES:
-        return ModelError(match.group(1), clean_upstream_text(match.group(2)), 400)
+        return ModelError(match.group(1), clean_upstream_text(match.group(2)), 400)  # i18n-ok: the server's words
     code = "triton_rejected" if 400 <= status < 500 else "triton_error"
-    return ModelError(code, clean_upstream_text(message or "the inference server failed the request"), 502)
+    if not message:
+        return ModelError(code, _("the inference server failed the request"), 502)
+    return ModelError(code, clean_upstream_text(message), 502)  # i18n-ok: the server's words
 
 
 @dataclass
@@ -126,11 +128,19 @@ class OpenAIAdapter:
         request_id = incoming if re.match(r"^[A-Za-z0-9._-]{1,64}$", incoming) else new_request_id()
         kind = _PATHS.get(scope["path"].rstrip("/"))
         if kind is None:
-            await self._error(send, ServiceError("not_found", f"no such URL: {scope['path'][:200]}", 404), request_id)
+            await self._error(
+                send,
+                ServiceError("not_found", _("no such URL: %(value)s") % {"value": scope["path"][:200]}, 404),
+                request_id,
+            )
             return
         method = "GET" if kind == "models" else "POST"
         if scope["method"] != method:
-            await self._error(send, ServiceError("method_not_allowed", f"use {method} for this URL", 405), request_id)
+            await self._error(
+                send,
+                ServiceError("method_not_allowed", _("use %(method)s for this URL") % {"method": method}, 405),
+                request_id,
+            )
             return
         client = scope.get("client")
         inbound = Inbound(
@@ -395,7 +405,9 @@ class OpenAIAdapter:
             if other is None:
                 if upstream is None:
                     raise failure
-                raise ServiceError("triton_error", f"the inference server answered {upstream.status}", 502)
+                raise ServiceError(
+                    "triton_error", _("the inference server answered %(status)s") % {"status": upstream.status}, 502
+                )
             tried.add(route.server_id)
             # the attempt failover hides still counts against its version (docs/rollouts.md)
             slo.record(route.model_id, route.version, ok=False, latency_ms=0.0, deployment_id=route.deployment_id)
@@ -668,7 +680,7 @@ async def _events(upstream, idle: float):
             async with asyncio.timeout(idle):
                 chunk = await anext(chunks, None)
         except TimeoutError:
-            raise ServiceError("triton_timeout", "the model sent nothing for too long", 504) from None
+            raise ServiceError("triton_timeout", _("the model sent nothing for too long"), 504) from None
         if chunk is None:
             break
         buffer += chunk
@@ -703,7 +715,7 @@ def _parse_block(block: bytes) -> dict | None:
     try:
         event = json.loads(b"\n".join(data))
     except ValueError:
-        raise ServiceError("triton_error", "the model's stream is malformed", 502) from None
+        raise ServiceError("triton_error", _("the model's stream is malformed"), 502) from None
     return event if isinstance(event, dict) else None
 
 
@@ -756,11 +768,11 @@ async def _read_body(receive, headers) -> tuple[bytes, str | None]:
 
 
 _BODY_ERRORS = {
-    "too_large": ServiceError("request_too_large", "the request exceeds SOVEREIGN_LLM_MAX_REQUEST_BYTES", 413),
+    "too_large": ServiceError("request_too_large", _("the request exceeds SOVEREIGN_LLM_MAX_REQUEST_BYTES"), 413),
     "timeout": ServiceError(
-        "request_timeout", "the request body did not arrive within SOVEREIGN_GATEWAY_BODY_TIMEOUT", 408
+        "request_timeout", _("the request body did not arrive within SOVEREIGN_GATEWAY_BODY_TIMEOUT"), 408
     ),
-    "disconnected": ServiceError("client_disconnected", "the client went away before sending the whole body", 400),
+    "disconnected": ServiceError("client_disconnected", _("the client went away before sending the whole body"), 400),
 }
 
 
@@ -769,14 +781,17 @@ def interrupted() -> ServiceError:
     so — an error event in the SSE stream, or the error answer — never handed a truncated answer as whole."""
     return ServiceError(
         "upstream_interrupted",
-        "the model's server stopped answering before the answer was complete; the answer is incomplete, retry the call",
+        _(
+            "the model's server stopped answering before the answer was complete; "
+            "the answer is incomplete, retry the call"
+        ),
         502,
     )
 
 
 def _internal() -> ServiceError:
-    return ServiceError("internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500)
+    return ServiceError("internal_error", _("the gateway failed; quote the X-Request-ID header to the operator"), 500)
 
 
 def _audit_unavailable() -> ServiceError:
-    return ServiceError("audit_unavailable", "the call could not be audited and was refused", 503)
+    return ServiceError("audit_unavailable", _("the call could not be audited and was refused"), 503)

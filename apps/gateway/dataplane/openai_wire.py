@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 CHAT, COMPLETION = "chat", "completion"
 ROLES = frozenset({"system", "user", "assistant"})
@@ -92,11 +92,19 @@ def _number(body: dict, key: str, low: float, high: float, *, integer: bool = Fa
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        raise bad("invalid_parameter", f"{key} must be {'an integer' if integer else 'a number'}", key)
+        raise bad(
+            "invalid_parameter",
+            _("%(key)s must be %(value)s") % {"key": key, "value": "an integer" if integer else "a number"},
+            key,
+        )
     if isinstance(value, float) and not math.isfinite(value):
-        raise bad("invalid_parameter", f"{key} must be finite", key)
+        raise bad("invalid_parameter", _("%(key)s must be finite") % {"key": key}, key)
     if not low <= value <= high:
-        raise bad("invalid_parameter", f"{key} must be between {low} and {high}", key)
+        raise bad(
+            "invalid_parameter",
+            _("%(key)s must be between %(low)s and %(high)s") % {"key": key, "low": low, "high": high},
+            key,
+        )
     return value
 
 
@@ -110,12 +118,16 @@ def _content(message: dict, index: int) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise bad(
                     "unsupported_content",
-                    f"messages[{index}].content: only text parts are supported",
+                    _("messages[%(index)s].content: only text parts are supported") % {"index": index},
                     f"messages[{index}].content",
                 )
             parts.append(part["text"])
         return "".join(parts)
-    raise bad("invalid_message", f"messages[{index}].content must be a string", f"messages[{index}].content")
+    raise bad(
+        "invalid_message",
+        _("messages[%(index)s].content must be a string") % {"index": index},
+        f"messages[{index}].content",
+    )
 
 
 def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -> LLMRequest:
@@ -123,55 +135,67 @@ def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
-        raise bad("invalid_json", "the request body is not valid JSON") from None
+        raise bad("invalid_json", _("the request body is not valid JSON")) from None
     if not isinstance(body, dict):
-        raise bad("invalid_json", "the request body must be a JSON object")
+        raise bad("invalid_json", _("the request body must be a JSON object"))
     allowed = _CHAT_KEYS if kind == CHAT else _COMPLETION_KEYS
     for key, value in body.items():
         if key in _IGNORED:
             continue
         if key in _NEUTRAL:
             if value is not None and value != _NEUTRAL[key]:
-                raise bad("unsupported_parameter", f"{key}={value!r} is not supported by this gateway", key)
+                raise bad(
+                    "unsupported_parameter",
+                    _("%(key)s=%(value)s is not supported by this gateway") % {"key": key, "value": repr(value)},
+                    key,
+                )
             continue
         if key in _UNSUPPORTED or key not in allowed:
-            raise bad("unsupported_parameter", f"{key} is not supported by this gateway", key)
+            raise bad("unsupported_parameter", _("%(key)s is not supported by this gateway") % {"key": key}, key)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise bad("model_required", "model is required", "model")
+        raise bad("model_required", _("model is required"), "model")
     req = LLMRequest(kind=kind, model=model)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
-        raise bad("invalid_parameter", "stream must be a boolean", "stream")
+        raise bad("invalid_parameter", _("stream must be a boolean"), "stream")
     req.stream = bool(stream)
     options = body.get("stream_options")
     if options is not None:
         if not req.stream:
-            raise bad("invalid_parameter", "stream_options is only allowed with stream=true", "stream_options")
+            raise bad("invalid_parameter", _("stream_options is only allowed with stream=true"), "stream_options")
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise bad("invalid_parameter", "stream_options accepts include_usage only", "stream_options")
+            raise bad("invalid_parameter", _("stream_options accepts include_usage only"), "stream_options")
         req.include_usage = bool(options.get("include_usage"))
     if kind == CHAT:
         fmt = body.get("response_format")
         if fmt is not None and fmt != {"type": "text"}:
-            raise bad("unsupported_parameter", "only response_format {'type': 'text'} is supported", "response_format")
+            raise bad(
+                "unsupported_parameter", _("only response_format {'type': 'text'} is supported"), "response_format"
+            )
         req.messages = _messages(body.get("messages"), max_messages)
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise bad("invalid_prompt", "prompt must be a string (or a list of one string)", "prompt")
+            raise bad("invalid_prompt", _("prompt must be a string (or a list of one string)"), "prompt")
         if not prompt:
-            raise bad("empty_prompt", "prompt is empty", "prompt")
+            raise bad("empty_prompt", _("prompt is empty"), "prompt")
         req.prompt = prompt
     size = sum(len(t) for t in req.texts())
     if size > max_chars:
-        raise bad("prompt_too_large", f"the messages hold {size} characters; the limit is {max_chars}", "messages", 413)
+        raise bad(
+            "prompt_too_large",
+            _("the messages hold %(size)s characters; the limit is %(max_chars)s")
+            % {"size": size, "max_chars": max_chars},
+            "messages",
+            413,
+        )
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise bad("invalid_parameter", "max_tokens must be a positive integer", "max_tokens")
+            raise bad("invalid_parameter", _("max_tokens must be a positive integer"), "max_tokens")
         req.max_tokens = max_tokens
     sampling = {}
     for key, low, high, integer in (
@@ -184,7 +208,7 @@ def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -
         if value is not None:
             sampling[key] = value
     if sampling.get("top_p") == 0:
-        raise bad("invalid_parameter", "top_p must be greater than 0", "top_p")
+        raise bad("invalid_parameter", _("top_p must be greater than 0"), "top_p")
     stop = body.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
@@ -195,8 +219,11 @@ def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -
         ):
             raise bad(
                 "invalid_parameter",
-                f"stop must be a string or a list of at most {MAX_STOP} non-empty strings of ≤ {MAX_STOP_CHARS} "
-                "characters",
+                _(
+                    "stop must be a string or a list of at most %(max_stop)s non-empty strings of ≤ "
+                    "%(max_stop_chars)s characters"
+                )
+                % {"max_stop": MAX_STOP, "max_stop_chars": MAX_STOP_CHARS},
                 "stop",
             )
         if stops:
@@ -207,32 +234,38 @@ def parse_request(kind: str, raw: bytes, *, max_chars: int, max_messages: int) -
 
 def _messages(messages, max_messages: int) -> list[dict]:
     if not isinstance(messages, list):
-        raise bad("messages_required", "messages must be a list", "messages")
+        raise bad("messages_required", _("messages must be a list"), "messages")
     if not messages:
-        raise bad("empty_messages", "messages is empty", "messages")
+        raise bad("empty_messages", _("messages is empty"), "messages")
     if len(messages) > max_messages:
-        raise bad("too_many_messages", f"at most {max_messages} messages", "messages")
+        raise bad(
+            "too_many_messages", _("at most %(max_messages)s messages") % {"max_messages": max_messages}, "messages"
+        )
     out = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise bad("invalid_message", f"messages[{index}] must be an object", f"messages[{index}]")
+            raise bad(
+                "invalid_message", _("messages[%(index)s] must be an object") % {"index": index}, f"messages[{index}]"
+            )
         role = message.get("role")
         if role not in ROLES:
             raise bad(
                 "unknown_role",
-                f"messages[{index}].role must be one of {', '.join(sorted(ROLES))}",
+                _("messages[%(index)s].role must be one of %(roles)s")
+                % {"index": index, "roles": ", ".join(sorted(ROLES))},
                 f"messages[{index}].role",
             )
         extra = set(message) - {"role", "content", "name"}
         if extra:
             raise bad(
                 "unsupported_parameter",
-                f"messages[{index}] has unsupported keys: {', '.join(sorted(extra))}",
+                _("messages[%(index)s] has unsupported keys: %(extra)s")
+                % {"index": index, "extra": ", ".join(sorted(extra))},
                 f"messages[{index}]",
             )
         out.append({"role": role, "content": _content(message, index)})
     if all(not m["content"].strip() for m in out):
-        raise bad("empty_messages", "every message is empty", "messages")
+        raise bad("empty_messages", _("every message is empty"), "messages")
     return out
 
 
@@ -254,7 +287,8 @@ def refuse_control_tokens(messages: list[dict], tokens: list[str]) -> None:
             if token in content:
                 raise bad(
                     "control_token_in_content",
-                    f"messages[{index}].content holds the model's control token {token!r}",
+                    _("messages[%(index)s].content holds the model's control token %(token)s")
+                    % {"index": index, "token": repr(token)},
                     f"messages[{index}].content",
                 )
 
@@ -298,9 +332,13 @@ def render_chat(template: str | None, messages: list[dict], *, bos_token: str = 
             messages=messages, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
         )
     except TemplateError as err:
-        raise bad("invalid_messages", f"the model's chat template refused the messages: {err}", "messages") from None
+        raise bad(
+            "invalid_messages", _("the model's chat template refused the messages: %(err)s") % {"err": err}, "messages"
+        ) from None
     except JinjaError as err:
-        raise ServiceError("chat_template_failed", f"the model's chat template failed: {err}", 500) from None
+        raise ServiceError(
+            "chat_template_failed", _("the model's chat template failed: %(err)s") % {"err": err}, 500
+        ) from None
 
 
 # --- answers ------------------------------------------------------------------------------------

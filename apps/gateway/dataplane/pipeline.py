@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.accounts.services import TokenRejected
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.netaddr import client_address, limit_key, trusted_proxies
 from apps.core.ratelimit import Check, Decision
 from apps.core.source import Source
@@ -55,18 +55,20 @@ _HEADER_NAMES = {
 
 _BODY_ERRORS = {
     "too_large": ServiceError(
-        "request_too_large", "the inference request exceeds SOVEREIGN_MAX_REQUEST_BODY_BYTES", 413
+        "request_too_large", _("the inference request exceeds SOVEREIGN_MAX_REQUEST_BODY_BYTES"), 413
     ),
     "timeout": ServiceError(
-        "request_timeout", "the request body did not arrive within SOVEREIGN_GATEWAY_BODY_TIMEOUT", 408
+        "request_timeout", _("the request body did not arrive within SOVEREIGN_GATEWAY_BODY_TIMEOUT"), 408
     ),
-    "disconnected": ServiceError("client_disconnected", "the client went away before sending the whole body", 400),
+    "disconnected": ServiceError("client_disconnected", _("the client went away before sending the whole body"), 400),
 }
 # A de-identified model's body over SOVEREIGN_DEID_MAX_REQUEST_BYTES: refused before it is read or parsed.
 _DEID_TOO_LARGE = ServiceError(
     "deid_budget_exceeded",
-    "the request is larger than a de-identified model accepts (SOVEREIGN_DEID_MAX_REQUEST_BYTES): it could not be "
-    "de-identified within its CPU budget; nothing was forwarded",
+    _(
+        "the request is larger than a de-identified model accepts (SOVEREIGN_DEID_MAX_REQUEST_BYTES): it could not be "
+        "de-identified within its CPU budget; nothing was forwarded"
+    ),
     413,
 )
 
@@ -166,7 +168,7 @@ class Pipeline:
         except Exception:
             logger.exception("gateway call to %s failed", inbound.model)
             error = ServiceError(
-                "internal_error", "the gateway failed; quote the X-Request-ID header to the operator", 500
+                "internal_error", _("the gateway failed; quote the X-Request-ID header to the operator"), 500
             )
             out = error_outbound(error)
         return await self._audited(call, out, error)
@@ -205,7 +207,7 @@ class Pipeline:
     async def _charge_failure(self, ip: str | None) -> None:
         decision = await self._hit(self._failure_check(ip))
         if not decision.allowed:
-            raise RateLimited(decision, "address") from None
+            raise RateLimited(decision, _("address")) from None
 
     async def admit_caller(self, call: Call):
         """Authenticate, then the token's rate limit: what every adapter does first."""
@@ -213,7 +215,7 @@ class Pipeline:
         if settings.RATELIMIT_ENABLED:
             decision = await self.limiter.hit(Check(f"gw:{caller.token_id}", rate(settings.RATELIMIT_GATEWAY)))
             if not decision.allowed:
-                raise RateLimited(decision, "token")
+                raise RateLimited(decision, _("token"))
         return caller
 
     async def _admit(self, call: Call):
@@ -458,8 +460,10 @@ class Pipeline:
             logger.error("de-identification key for %s unavailable: %s: %s", model, type(err).__name__, err)
             raise ServiceError(
                 "deid_unavailable",
-                "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header "
-                "to the operator",
+                _(
+                    "de-identification is unavailable, so nothing was forwarded; quote the X-Request-ID header "
+                    "to the operator"
+                ),
                 503,
             ) from err
 
@@ -474,7 +478,7 @@ class Pipeline:
             message = clean_upstream_text(str(message))
             if route is not None:  # Triton names the version's internal name; the caller knows the model's
                 message = public_text(message, route.triton_name, route.model)
-            raise ServiceError(code, message, status)
+            raise ServiceError(code, message, status)  # i18n-ok: the server's words
         headers = [(_HEADER_NAMES[n], upstream.headers[n]) for n in _PASS_HEADERS if n in upstream.headers]
         return Outbound(upstream.status, upstream.body, headers)
 
@@ -493,7 +497,10 @@ class Pipeline:
                 route.server_name,
             )
             raise ServiceError(
-                "model_version_not_deployed", f"version {inbound.version} of {inbound.model!r} is not deployed", 404
+                "model_version_not_deployed",
+                _("version %(version)s of %(model)s is not deployed")
+                % {"version": inbound.version, "model": repr(inbound.model)},
+                404,
             )
         return self._relay(upstream, route)
 
@@ -533,6 +540,6 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - fail closed: no audit record, no answer
             logger.exception("gateway call to %s could not be audited", inbound.model)
             return error_outbound(
-                ServiceError("audit_unavailable", "the call could not be audited and was refused", 503)
+                ServiceError("audit_unavailable", _("the call could not be audited and was refused"), 503)
             )
         return out

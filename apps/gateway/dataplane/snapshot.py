@@ -68,7 +68,7 @@ from apps.compliance.selectors import (
     numeric_inputs_column,
     numeric_inputs_refused,
 )
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from apps.core.rawsql import aware
 from apps.core.source import Source
 from apps.deployments.models import Deployment, Desired, InferenceServer, Observed, ReplicaSet, triton_model_name
@@ -93,14 +93,16 @@ class TokenMiss(TokenRejected):
     address failure budget and asks `SnapshotHolder.authenticate_miss`."""
 
     def __init__(self):
-        super().__init__("invalid_token", "the token is not valid")
+        super().__init__("invalid_token", _("the token is not valid"))
 
 
 def policy_unavailable() -> ServiceError:
     return ServiceError(
         "policy_unavailable",
-        "the gateway cannot confirm its access policy is current, so it refuses every call; "
-        "quote the X-Request-ID header to the operator",
+        _(
+            "the gateway cannot confirm its access policy is current, so it refuses every call; "
+            "quote the X-Request-ID header to the operator"
+        ),
         503,
     )
 
@@ -381,7 +383,7 @@ class PolicySnapshot:
         if entry is None:
             refused = self._refused.get(digest)
             if refused is not None:
-                raise TokenRejected(*refused)
+                raise TokenRejected(*refused)  # i18n-ok: as authenticate_bearer refused it
             raise TokenMiss()
         row = entry.row
         if last_used is not None:
@@ -932,7 +934,7 @@ class SnapshotHolder:
             for token_id, use in batch.items():
                 self._pending.setdefault(token_id, use)
             return 0
-        for token_id, (at, _) in batch.items():
+        for token_id, (at, _tail) in batch.items():
             self._written[token_id] = at
         return len(batch)
 
@@ -1011,7 +1013,7 @@ class SnapshotHolder:
                     first = False
                     self._listening.set()
                     delay = 0.2
-                    async for _ in conn.notifies():
+                    async for _notify in conn.notifies():
                         self._dirty.set()
             except asyncio.CancelledError:
                 raise

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from ..deid import DeidError, SurrogateMap
 
@@ -40,7 +40,7 @@ def conversation_id(value: str | None) -> str | None:
     if not _ID_RE.match(value):
         raise ServiceError(
             "invalid_conversation_id",
-            "X-Sovereign-Conversation must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            _("X-Sovereign-Conversation must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
             400,
         )
     return value
@@ -58,8 +58,11 @@ def check_size(mapping: SurrogateMap) -> None:
     if len(mapping) > limit:
         raise ServiceError(
             "deid_conversation_full",
-            f"the conversation holds more than {limit} identifiers; start a new conversation (or a call without "
-            "X-Sovereign-Conversation)",
+            _(
+                "the conversation holds more than %(limit)s identifiers; start a new conversation (or a "
+                "call without X-Sovereign-Conversation)"
+            )
+            % {"limit": limit},
             413,
         )
 

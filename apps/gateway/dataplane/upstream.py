@@ -36,13 +36,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 from inference_backend.client import clean_upstream_text
 from inference_backend.netpolicy import AddressRefused, ServerPolicy
 from inference_backend.transport import TlsConfig
 
 log = logging.getLogger(__name__)
-UNREACHABLE = "the inference server is unreachable; quote the X-Request-ID header to the operator"
 _EOF = object()
 _MAX_QUEUED_CHUNKS = 16  # a streamed answer's chunks held for a slow reader before reading pauses
 
@@ -72,7 +71,7 @@ class UpstreamBusy(ServiceError):
     retry_after = "1"
 
     def __init__(self):
-        super().__init__("upstream_busy", "the inference server is at capacity; retry in a second", 503)
+        super().__init__("upstream_busy", _("the inference server is at capacity; retry in a second"), 503)
 
 
 @dataclass
@@ -316,7 +315,7 @@ class UpstreamPool:
         parts = urlsplit(url)
         scheme = parts.scheme
         if scheme not in ("http", "https"):
-            raise ServiceError("triton_address_refused", "the inference server's address is not http(s)", 502)
+            raise ServiceError("triton_address_refused", _("the inference server's address is not http(s)"), 502)
         port = parts.port or (443 if scheme == "https" else 80)
         host = parts.hostname or ""
         key = (scheme, host, port)
@@ -388,7 +387,7 @@ class UpstreamPool:
             except AddressRefused as err:
                 log.warning("inference server address refused by the server policy: %s", err.message)
                 raise ServiceError(
-                    "triton_address_refused", "the inference server's address is refused by the server policy", 502
+                    "triton_address_refused", _("the inference server's address is refused by the server policy"), 502
                 ) from None
         raise AssertionError("unreachable")
 
@@ -451,10 +450,17 @@ class UpstreamPool:
         (log.debug if self.quiet else log.warning)("inference server call failed (%s): %s", err.kind, cause)
         extra = {"kind": err.kind, "before_answer": not err.received, "cause": f"{err.kind}: {cause}"}
         if err.kind in ("timeout", "connect_timeout"):
-            return UpstreamError("triton_timeout", "the inference server did not answer in time", 504, **extra)
+            return UpstreamError("triton_timeout", _("the inference server did not answer in time"), 504, **extra)
         if err.kind == "tls":
-            return UpstreamError("triton_tls_failed", "the TLS connection to the inference server failed", 502, **extra)
-        return UpstreamError("triton_unavailable", UNREACHABLE, 503, **extra)
+            return UpstreamError(
+                "triton_tls_failed", _("the TLS connection to the inference server failed"), 502, **extra
+            )
+        return UpstreamError(
+            "triton_unavailable",
+            _("the inference server is unreachable; quote the X-Request-ID header to the operator"),
+            503,
+            **extra,
+        )
 
     def abandon(self, url: str, why: str) -> int:
         """Fail the calls waiting on `url`'s server without an answer byte (see _Server.abandon)."""

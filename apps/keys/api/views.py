@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.services import Source
-from apps.core.errors import ServiceError
+from apps.core.errors import ServiceError, _
 
 from .. import services
 from ..models import KekRotation
@@ -28,7 +28,7 @@ def _pk(value) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ServiceError("invalid_id", f"{value!r} is not an id") from None
+        raise ServiceError("invalid_id", _("%(value)s is not an id") % {"value": repr(value)}) from None
 
 
 class RotateView(APIView):

@@ -7,7 +7,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from apps.audit.services import Source
-from apps.core.errors import NotFound, ServiceError
+from apps.core.errors import NotFound, ServiceError, _
 
 from .. import imports, services
 from ..models import ImportJob, Model, ModelVersion
@@ -65,7 +65,9 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
     def list(self, request, *args, **kwargs):
         if not models_visible_to(request.user, request.auth).filter(name=kwargs["model_name"]).exists():
-            raise NotFound("model_not_found", f"unknown model {kwargs['model_name']!r}")
+            raise NotFound(
+                "model_not_found", _("unknown model %(model_name)s") % {"model_name": repr(kwargs["model_name"])}
+            )
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request={"multipart/form-data": VersionUploadSerializer}, responses={201: ModelVersionSerializer})
@@ -74,7 +76,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         mine = restricted_to_token(Model.objects.filter(name=model_name), token)
         if getattr(token, "restricted", False) and not mine.exists():
             # also refuses a new model: a restricted token reaches its models and nothing else
-            raise NotFound("model_not_found", f"unknown model {model_name!r}")
+            raise NotFound("model_not_found", _("unknown model %(model_name)s") % {"model_name": repr(model_name)})
         source = Source.from_request(request)
         form = self._validated_upload(request, model_name, source)
         mv = services.register_model_version(
@@ -96,7 +98,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             self.permission_denied(request)
         body = ShredSerializer(data=request.data)
         if not body.is_valid() or not body.validated_data["reason"].strip():
-            raise ServiceError("reason_required", "say why the data key is destroyed", field="reason")
+            raise ServiceError("reason_required", _("say why the data key is destroyed"), field="reason")
         mv = services.shred_model_version(
             model_version_id=mv.pk,
             reason=body.validated_data["reason"],
@@ -130,14 +132,14 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             if upload is not None and upload.size > settings.MAX_UPLOAD_BYTES:
                 raise ServiceError(
                     "file_too_large",
-                    f"the upload is {upload.size} bytes; the limit is "
-                    f"{settings.MAX_UPLOAD_BYTES} (SOVEREIGN_MAX_UPLOAD_BYTES)",
+                    _("the upload is %(size)s bytes; the limit is %(max_upload_bytes)s (SOVEREIGN_MAX_UPLOAD_BYTES)")
+                    % {"size": upload.size, "max_upload_bytes": settings.MAX_UPLOAD_BYTES},
                     413,
                     "file",
                 )
             form.is_valid(raise_exception=True)
         except (ServiceError, ValidationError) as err:
-            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))
+            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))  # i18n-ok: DRF
             services.record_rejection(
                 model_name=model_name,
                 version=request.data.get("version"),
@@ -199,15 +201,15 @@ class ImportJobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewset
         name = str(request.data.get("name", ""))[:63]
         token = request.auth
         if getattr(token, "restricted", False) and not restricted_to_token(Model.objects.filter(name=name), token):
-            raise NotFound("model_not_found", f"unknown model {name!r}")
+            raise NotFound("model_not_found", _("unknown model %(name)s") % {"name": repr(name)})
         form = ImportRequestSerializer(data=request.data)
         staged = request.FILES.get("file")
         try:
             if not isinstance(staged, StagedUpload):
-                raise ServiceError("file_required", "send the GGUF as the multipart field 'file'", field="file")
+                raise ServiceError("file_required", _("send the GGUF as the multipart field 'file'"), field="file")
             form.is_valid(raise_exception=True)
         except (ServiceError, ValidationError) as err:
-            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))
+            error = err if isinstance(err, ServiceError) else ServiceError("invalid", str(err.detail))  # i18n-ok: DRF
             services.record_rejection(
                 model_name=name,
                 version=request.data.get("version"),
