@@ -1,0 +1,88 @@
+"""Review of the console changes of 2026-12-01 as an attacker: sequences of two or three of a role's
+own steps through them (audit names of targets, ISO date-time fields, the report download and its
+API twin, the trained de-identifier tagger). The first tests are chains that worked before their
+fix; the last ones chains that held, kept as guards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from tests.conftest import otp_login
+from tests.factories import token_for
+
+pytestmark = pytest.mark.django_db
+
+
+def session(user) -> Client:
+    client = Client()
+    otp_login(client, user)
+    return client
+
+
+def _finished_report(name: str = "r-review18.csv"):
+    from apps.compliance.models import ComplianceReport, ReportState
+    from apps.compliance.storage import directory
+
+    folder = directory("reports")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("control,status\n")
+    now = timezone.now()
+    return ComplianceReport.objects.create(
+        profile="hipaa",
+        period_start=now - timedelta(days=1),
+        period_end=now,
+        language="en",
+        state=ReportState.DONE,
+        files={"csv": name},
+    )
+
+
+def test_another_site_cannot_make_a_browser_record_an_api_report_download(auditor_user):
+    """Review 17 refused the admin's report download when another site's page asked for it; the API's
+    download (GET /api/v1/compliance/reports/<id>/download/) takes the same browser session
+    (SessionAuthentication) and still wrote `compliance.report.download`: (1) the auditor is logged in
+    to the console, (2) a page on another site (or on a sibling host of the hospital's domain, which
+    the session cookie's SameSite=Lax does not stop for subresources) points a link or an image at the
+    API download, (3) the log records a download the auditor never asked for. A session request that a
+    browser made for another site is refused now and records nothing; the same URL from the portal's
+    own pages, a typed address, and an API client with its token still download."""
+    report = _finished_report()
+    url = reverse("compliance-report-download", args=[report.pk]) + "?file_format=csv"
+    client = session(auditor_user)
+
+    def downloads():
+        return AuditEvent.objects.filter(event_type="compliance.report.download").count()
+
+    for site in ("cross-site", "same-site"):
+        response = client.get(url, HTTP_SEC_FETCH_SITE=site)
+        assert response.status_code == 403, site
+    assert downloads() == 0
+    for site in ("same-origin", "none"):
+        response = client.get(url, HTTP_SEC_FETCH_SITE=site, HTTP_SEC_FETCH_USER="?1")
+        assert response.status_code == 200, site
+        assert b"".join(response.streaming_content) == b"control,status\n"
+    assert downloads() == 2
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(auditor_user, name='reports-ci')}")
+    response = api.get(url)
+    assert response.status_code == 200
+    assert downloads() == 3
+
+
+def test_another_site_cannot_make_a_browser_record_an_audit_export_or_search(auditor_user):
+    """The same chain through the audit API's GETs, which are themselves audited: another site's page
+    made the auditor's browser export the log (`audit.export`, the file landing in the auditor's
+    downloads) or search it (`audit.search` with the other site's chosen filters) in the auditor's
+    name. Refused now, nothing recorded."""
+    client = session(auditor_user)
+    before = AuditEvent.objects.filter(event_type__in=("audit.export", "audit.search")).count()
+    for site in ("cross-site", "same-site"):
+        assert client.get(reverse("audit-export", args=["csv"]), HTTP_SEC_FETCH_SITE=site).status_code == 403
+        assert client.get("/api/v1/audit/events/?actor_name=sofia", HTTP_SEC_FETCH_SITE=site).status_code == 403
+    assert AuditEvent.objects.filter(event_type__in=("audit.export", "audit.search")).count() == before
+    assert client.get("/api/v1/audit/events/", HTTP_SEC_FETCH_SITE="same-origin").status_code == 200
