@@ -86,3 +86,36 @@ def test_another_site_cannot_make_a_browser_record_an_audit_export_or_search(aud
         assert client.get("/api/v1/audit/events/?actor_name=sofia", HTTP_SEC_FETCH_SITE=site).status_code == 403
     assert AuditEvent.objects.filter(event_type__in=("audit.export", "audit.search")).count() == before
     assert client.get("/api/v1/audit/events/", HTTP_SEC_FETCH_SITE="same-origin").status_code == 200
+
+
+@pytest.fixture
+def with_tagger():
+    from apps.gateway.deid import model
+
+    was = model._enabled
+    model.set_enabled(True)
+    if not model.enabled():
+        pytest.skip("python-crfsuite or the tagger's model file is missing")
+    model.warm()
+    yield model
+    model.set_enabled(was)
+
+
+def test_one_long_line_cannot_take_the_tagger_past_the_budget(with_tagger):
+    """With SOVEREIGN_DEID_MODEL=1: (1) an analyst sends one line of 400,000 Han characters, no
+    sentence end in it (under the 1 Mi-character limit), (2) the rules pass it inside the 2-second
+    budget, which is checked once more before the tagger, (3) the tagger then read the whole line as
+    one segment: every token's features built at once (about 2.5 KB a character: 1 GiB here, 2.6 GiB
+    at the limit) and about 3 more CPU seconds before the budget was looked at again — a few such
+    requests at once could exhaust a data-plane host's memory. Segments are cut at MAX_SEGMENT
+    characters now and the budget is checked between them: the request stops within one segment of
+    its budget."""
+    from apps.gateway.deid import engine
+    from apps.gateway.deid.engine import BudgetExceeded
+
+    text = "张伟王芳李娜刘洋" * 50_000
+    assert all(b - a <= with_tagger.MAX_SEGMENT for a, b in with_tagger.segments(text))
+    budget = engine.Budget(2.0)
+    with pytest.raises(BudgetExceeded):
+        engine.detect(text, budget=budget)
+    assert budget.spent < 2.0 + 0.5
