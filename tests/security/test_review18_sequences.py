@@ -119,3 +119,31 @@ def test_one_long_line_cannot_take_the_tagger_past_the_budget(with_tagger):
     with pytest.raises(BudgetExceeded):
         engine.detect(text, budget=budget)
     assert budget.spent < 2.0 + 0.5
+
+
+@pytest.mark.parametrize(
+    "zone,typed", [("America/New_York", "9999-12-31 23:59:59"), ("Asia/Shanghai", "0001-01-01 00:00:00")]
+)
+def test_a_date_at_the_calendars_edge_is_refused_beside_the_field(officer_user, zone, typed):
+    """(1) The portal runs in a zone behind UTC (SOVEREIGN_TIME_ZONE), (2) an officer types the last
+    second of year 9999 as a grant's expiry ("never, really"), (3) the ISO field accepted it and the
+    page failed with a 500 (OverflowError: the instant is in year 10000 in UTC) — nothing granted,
+    but no word beside the field either; year 1 in a zone ahead of UTC is the same at the other end.
+    Refused now beside the field, in the page's language, like any bad date."""
+    from django.test import override_settings
+
+    from apps.accounts.models import ModelUserGrant
+    from apps.accounts.roles import ANALYST
+    from tests.conftest import make_user
+    from tests.factories import ModelVersionFactory
+
+    with override_settings(TIME_ZONE=zone):
+        model = ModelVersionFactory(model_name="triage-edge").model
+        person = make_user("pat", ANALYST)
+        client = Client(raise_request_exception=False)
+        otp_login(client, officer_user)
+        url = reverse("admin:registry_model_grants", args=[model.pk])
+        response = client.post(url, {"user": person.pk, "permission": "invoke_model", "expires_at": typed})
+        assert response.status_code == 200
+        assert "Enter the date and time as YYYY-MM-DD HH:MM:SS" in response.content.decode()
+        assert not ModelUserGrant.objects.filter(user=person).exists()
