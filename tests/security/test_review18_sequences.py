@@ -147,3 +147,34 @@ def test_a_date_at_the_calendars_edge_is_refused_beside_the_field(officer_user, 
         assert response.status_code == 200
         assert "Enter the date and time as YYYY-MM-DD HH:MM:SS" in response.content.decode()
         assert not ModelUserGrant.objects.filter(user=person).exists()
+
+
+def test_evaluate_now_runs_once_at_a_time_on_the_server(officer_user):
+    """Evaluate now takes about 20 s in the request. busy.js drops a second submit in the page, but
+    the server ran every POST it got: (1) the officer (or a script on their token, or a second tab)
+    posts Evaluate now several times at once, (2) each held a web worker for its 20 s of checks — a
+    handful of posts and the console answered no one — and (3) the runs each compared with the same
+    previous run, so one control's regression was recorded and alerted once per run. While an
+    evaluation asked for by a person is running, another is refused (409 `evaluation_running`) and
+    nothing is recorded; the scheduled run is left alone."""
+    from django.db import connections
+
+    from apps.compliance.models import EvaluationRun
+    from apps.compliance.services import EVALUATION_LOCK
+
+    client = session(officer_user)
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(officer_user, name='eval-ci', scopes=['read', 'manage'])}")
+    other = connections.create_connection("default")  # the first evaluation's request, elsewhere
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [EVALUATION_LOCK])
+        response = client.post(reverse("admin:compliance_controlresult_evaluate"), follow=True)
+        assert any("evaluation_running" in str(m) for m in response.context["messages"])
+        refused = api.post("/api/v1/compliance/evaluate/")
+        assert refused.status_code == 409, refused.content
+        assert not EvaluationRun.objects.exists()
+        assert not AuditEvent.objects.filter(event_type="compliance.evaluate").exists()
+    finally:
+        other.close()
+    assert api.post("/api/v1/compliance/evaluate/").status_code == 201  # the lock went with its session
+    assert EvaluationRun.objects.count() == 1
