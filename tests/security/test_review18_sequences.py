@@ -178,3 +178,25 @@ def test_evaluate_now_runs_once_at_a_time_on_the_server(officer_user):
         other.close()
     assert api.post("/api/v1/compliance/evaluate/").status_code == 201  # the lock went with its session
     assert EvaluationRun.objects.count() == 1
+
+
+# --- Chains that held, kept as guards ---------------------------------------------------------
+
+
+def test_a_readers_language_and_zone_do_not_change_how_the_log_names_a_target(auditor_user):
+    """record_event names a target by its audit_display() (English, UTC), not by the page's __str__
+    (the reader's language and zone): an auditor on a Chinese page in Shanghai downloads a report and
+    the event reads as it would from anyone else, so the log's text of one report does not depend on
+    who touched it (a search for it finds every event)."""
+    from django.test import override_settings
+
+    report = _finished_report("r-review18-zh.csv")
+    client = Client(HTTP_ACCEPT_LANGUAGE="zh-hans")
+    otp_login(client, auditor_user)
+    url = reverse("admin:compliance_compliancereport_download", args=[report.pk]) + "?file_format=csv"
+    with override_settings(TIME_ZONE="Asia/Shanghai"):
+        response = client.get(url, HTTP_SEC_FETCH_SITE="same-origin", HTTP_SEC_FETCH_USER="?1")
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(event_type="compliance.report.download")
+    assert event.target_display == report.audit_display()
+    assert event.target_display.isascii() and "报告" not in event.target_display
