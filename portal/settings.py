@@ -643,7 +643,7 @@ API_MAX_PAGE_SIZE = env.int("SOVEREIGN_API_MAX_PAGE_SIZE", default=500)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.accounts.authentication.BearerTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "apps.accounts.authentication.SessionAuthentication",  # refuses another site's requests
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.ActionPermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

@@ -6,6 +6,28 @@ from apps.core.netaddr import request_client_address
 from .services import TokenRejected, authenticate_bearer, note_break_glass_use, note_superuser_use, record_denied
 
 
+class SessionAuthentication(authentication.SessionAuthentication):
+    """DRF's session authentication, refused for a request a browser made for another site (Fetch
+    Metadata `Sec-Fetch-Site: cross-site` or `same-site`). The API's GETs that are themselves
+    audited (a report download, an audit export or search) took the console's session cookie, so a
+    link or an image on another site, or on a sibling host the SameSite=Lax cookie still reaches,
+    made the person's browser write `compliance.report.download` or `audit.export` in their name
+    (review 18). The portal's own pages send `same-origin`, a typed address `none`, API clients
+    with a token nothing: they pass."""
+
+    def authenticate(self, request):
+        found = super().authenticate(request)
+        site = request._request.META.get("HTTP_SEC_FETCH_SITE", "").lower()
+        if found is not None and site in ("cross-site", "same-site"):
+            exc = exceptions.PermissionDenied(
+                "refused: the console's session answers the portal's own pages only; "
+                f"another site's page asked for this (Sec-Fetch-Site: {site})"
+            )
+            exc.code = "cross_site_request"
+            raise exc
+        return found
+
+
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     """DRF authentication with Sovereign API tokens (`Authorization: Bearer svt_...`). A refusal
     is 401, except one about the account rather than the token (`password_expired`): 403."""

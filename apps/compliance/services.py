@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import SYSTEM, Source, raise_purge_floor, record_event
@@ -354,10 +354,32 @@ _DRILL_FIELDS = (
 )
 
 
+# pg_try_advisory_lock key of the one evaluation a person asked for (Evaluate now, the API's evaluate/)
+EVALUATION_LOCK = 0x534F_5645_5641  # "SOVEVA"
+
+
 def evaluate_now(*, actor, source: Source = SYSTEM):
+    """Evaluate every attached profile now (≈20 s, in the request). One at a time: while another
+    person-requested evaluation runs, refused with 409 `evaluation_running` (review 18: busy.js only
+    dropped a second submit in the page; posts at once each held a web worker and each run recorded
+    the same regressions again). A session-level advisory lock: released when the run ends, or with
+    its connection if the process dies."""
     from .evaluation import run_evaluation
 
-    return run_evaluation(trigger="api", actor=actor, source=source)
+    if connection.vendor != "postgresql":
+        return run_evaluation(trigger="api", actor=actor, source=source)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [EVALUATION_LOCK])
+        if not cursor.fetchone()[0]:
+            raise Conflict(
+                "evaluation_running",
+                "an evaluation is already running; its results will be on the results page in a moment",
+            )
+    try:
+        return run_evaluation(trigger="api", actor=actor, source=source)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [EVALUATION_LOCK])
 
 
 def request_report(

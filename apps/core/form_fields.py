@@ -38,6 +38,20 @@ class IsoDateTimeField(forms.DateTimeField):
         kwargs["localize"] = False
         super().__init__(**kwargs)
 
+    def to_python(self, value):
+        """As DateTimeField, and refused as a bad date when the instant has no UTC time in the
+        calendar: 9999-12-31 23:59:59 in a zone behind UTC is in year 10000, year 1 ahead of it in
+        year 0, and saving or comparing it failed the page with a 500 (review 18)."""
+        from datetime import UTC
+
+        value = super().to_python(value)
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+        return value
+
     def prepare_value(self, value):
         """An initial datetime shown in ISO order in the person's zone (not the locale's input format)."""
         from datetime import datetime

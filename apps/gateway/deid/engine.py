@@ -260,7 +260,7 @@ def _detect(text: str, kinds: frozenset[str], check) -> list[Span]:
     if model.enabled():  # the trained tagger: names and places beside the rules' (model.py)
         if check:
             check()
-        chosen = model.merge(canon.text, chosen, kinds)
+        chosen = model.merge(canon.text, chosen, kinds, check=check)  # and between its segments
     if not canon.changed:  # offsets are the original's: the spans as they are (frozen, so shared)
         return chosen
     mapped = canon.originals(chosen)

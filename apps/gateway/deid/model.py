@@ -50,6 +50,13 @@ _HAN = re.compile(r"[\u3400-\u9fff]")
 _CANDIDATE = re.compile(r"[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]|[\u3400-\u9fff]")
 
 _BLANKS = "   "
+# The longest segment tagged at once, in characters. A segment's features are built whole (about
+# 2.5 KB a character) and the budget is checked between segments (engine.Budget): one line of
+# 1 Mi characters with no sentence end was otherwise a single segment of 2.6 GB and several CPU
+# seconds past the budget (review 18). Cut at a space or punctuation in the second half where there
+# is one; the CRF reads two tokens either side, so a cut changes at most the tags beside it.
+MAX_SEGMENT = 2000
+_CUT = re.compile(r"[\s,，、:：]")
 
 
 def from_environment(environ=os.environ) -> bool:
@@ -244,8 +251,24 @@ def labels(toks: list[tuple[int, int]], gold: list[dict]) -> list[str]:
 
 
 def segments(text: str) -> list[tuple[int, int]]:
-    """The lines and sentences of `text` that hold a candidate (a capitalised word, a Han character)."""
-    return [m.span() for m in _SEGMENT_RE.finditer(text) if _CANDIDATE.search(text, m.start(), m.end())]
+    """The lines and sentences of `text` that hold a candidate (a capitalised word, a Han character),
+    each at most MAX_SEGMENT characters."""
+    out = []
+    for m in _SEGMENT_RE.finditer(text):
+        a, end = m.span()
+        while a < end:
+            b = end if end - a <= MAX_SEGMENT else _cut(text, a, a + MAX_SEGMENT)
+            if _CANDIDATE.search(text, a, b):
+                out.append((a, b))
+            a = b
+    return out
+
+
+def _cut(text: str, a: int, b: int) -> int:
+    """Where to end a piece of an over-long segment that starts at `a`: after the last space or
+    punctuation of its second half, else at `b` (a run with neither: Han text, or one long word)."""
+    ends = [m.end() for m in _CUT.finditer(text, a + MAX_SEGMENT // 2, b)]
+    return ends[-1] if ends else b
 
 
 def _decode(tagger, toks, tags) -> list[tuple[int, int, str, float]]:
@@ -266,16 +289,19 @@ def _decode(tagger, toks, tags) -> list[tuple[int, int, str, float]]:
     return out
 
 
-def _run(text, rule_spans, kinds, threshold, veto, path):
+def _run(text, rule_spans, kinds, threshold, veto, path, check=None):
     """(the model's spans of `kinds` above `threshold`, the rule spans it vetoes). A rule span is
     vetoed when it is one of VETOED's (the recall-first inversion pass) and the model, which sees
-    it as a feature, still gives its tokens a mean probability of "O" of at least `veto`."""
+    it as a feature, still gives its tokens a mean probability of "O" of at least `veto`.
+    `check`: called before each segment (the request's budget; it raises when spent)."""
     tagger = _tagger(path)
     out: list[Span] = []
     dropped: set[Span] = set()
     rule_spans = sorted(rule_spans, key=lambda s: s.start)
     r = 0
     for start, end in segments(text):
+        if check is not None:
+            check()
         toks = tokens(text, start, end)
         if not toks:
             continue
@@ -311,12 +337,19 @@ def tag(text: str, rule_spans, kinds, threshold: float | None = None, path: str 
 
 
 def merge(
-    text: str, chosen: list[Span], kinds, threshold: float | None = None, veto: float | None = VETO, path=None
+    text: str,
+    chosen: list[Span],
+    kinds,
+    threshold: float | None = None,
+    veto: float | None = VETO,
+    path=None,
+    check=None,
 ) -> list[Span]:
-    """The rules' resolved spans (less those vetoed) plus the model's that overlap none of them, in order."""
+    """The rules' resolved spans (less those vetoed) plus the model's that overlap none of them, in
+    order. `check`: the request's budget, called between segments."""
     if not any(k in kinds for k in TYPES):
         return chosen
-    added, dropped = _run(text, chosen, kinds, threshold, veto, path)
+    added, dropped = _run(text, chosen, kinds, threshold, veto, path, check)
     if dropped:
         chosen = [s for s in chosen if s not in dropped]
     if not added:
