@@ -1,3 +1,4 @@
+from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions
 
 from apps.audit.services import Source
@@ -20,8 +21,11 @@ class SessionAuthentication(authentication.SessionAuthentication):
         site = request._request.META.get("HTTP_SEC_FETCH_SITE", "").lower()
         if found is not None and site in ("cross-site", "same-site"):
             exc = exceptions.PermissionDenied(
-                "refused: the console's session answers the portal's own pages only; "
-                f"another site's page asked for this (Sec-Fetch-Site: {site})"
+                _(
+                    "refused: the console's session answers the portal's own pages only; "
+                    "another site's page asked for this (Sec-Fetch-Site: %(site)s)"
+                )
+                % {"site": site}
             )
             exc.code = "cross_site_request"
             raise exc

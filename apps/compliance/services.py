@@ -373,7 +373,7 @@ def evaluate_now(*, actor, source: Source = SYSTEM):
         if not cursor.fetchone()[0]:
             raise Conflict(
                 "evaluation_running",
-                "an evaluation is already running; its results will be on the results page in a moment",
+                _("an evaluation is already running; its results will be on the results page in a moment"),
             )
     try:
         return run_evaluation(trigger="api", actor=actor, source=source)
