@@ -83,6 +83,14 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.get_fields(request, obj)
 
+    # The token's state in the page's language (ApiToken.status is the API's code: a Chinese list read
+    # "Status: active").
+    TOKEN_STATES = {"active": _("active"), "revoked": _("revoked"), "expired": _("expired")}
+
+    @admin.display(description=_("status"))
+    def status(self, obj):
+        return self.TOKEN_STATES.get(obj.status, obj.status)
+
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
 

@@ -12,10 +12,11 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.accounts.models import EmergencyAccess
+from apps.accounts.models import ApiToken, EmergencyAccess
 from apps.accounts.roles import ANALYST, ROLES, SECURITY_OFFICER
 from tests.accounts.test_access_pages import session
 from tests.conftest import make_user
+from tests.factories import token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,18 @@ def test_break_glass_list_filters_by_role_in_words(officer_user):
     assert re.search(r'<a href="\?role=security_officer">\s*安全员</a>', page)
     assert not CODES.findall(page), CODES.findall(page)
     assert list(filtered.context["cl"].result_list) == []
+
+
+def test_token_list_and_page_give_the_state_in_the_page_language(officer_user):
+    """nu18's first `make run`: the Chinese API token list read "Status … active"."""
+    token_for(officer_user)
+    token = ApiToken.objects.get(user=officer_user)
+    client = session(officer_user)
+
+    for path in (
+        reverse("admin:accounts_apitoken_changelist"),
+        reverse("admin:accounts_apitoken_change", args=[token.pk]),
+    ):
+        page = client.get(path, **ZH).content.decode()
+        assert "有效" in page and "状态" in page, path
+        assert not re.search(r">\s*(Status:?|active)\s*<", page), path
