@@ -83,6 +83,14 @@ class ApiTokenAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.get_fields(request, obj)
 
+    # The token's state in the page's language (ApiToken.status is the API's code: a Chinese list read
+    # "Status: active").
+    TOKEN_STATES = {"active": _("active"), "revoked": _("revoked"), "expired": _("expired")}
+
+    @admin.display(description=_("status"))
+    def status(self, obj):
+        return self.TOKEN_STATES.get(obj.status, obj.status)
+
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
 
@@ -182,8 +190,31 @@ def _role_action(role: str, assign: bool):
                 _show_enrolment_code(modeladmin, request, done.get_username(), getattr(done, "enrolment_code", None))
 
     act.__name__ = f"{'assign' if assign else 'remove'}_{role}"
-    act.short_description = format_lazy(_("Give role: {role}") if assign else _("Take away role: {role}"), role=role)
+    # the role in words (a Chinese page offered "授予角色：security_officer")
+    act.short_description = format_lazy(
+        _("Give role: {role}") if assign else _("Take away role: {role}"), role=ROLE_LABELS[role]
+    )
     return act
+
+
+class RoleFilter(admin.SimpleListFilter):
+    """The people holding a role (its group), the role in words; Django's own filter listed the groups' codes."""
+
+    title = _("role")
+    parameter_name = "role"
+    field = "groups__name"
+
+    def lookups(self, request, model_admin):
+        return ROLE_CHOICES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() in ROLES else queryset
+
+
+class GrantedRoleFilter(RoleFilter):
+    """Break-glass grants by the role they give, in words."""
+
+    field = "role"
 
 
 @admin.register(get_user_model())
@@ -200,6 +231,7 @@ class GovernedUserAdmin(ServiceFormAdminMixin, UserAdmin):
     change_form_template = "admin/auth/user/sv_change_form.html"
     add_form = PersonCreationForm
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("username", "email", "password1", "password2")}),)
+    list_filter = ("is_staff", "is_superuser", "is_active", RoleFilter)
     actions = [
         "disable_accounts",
         "enable_accounts",
@@ -587,7 +619,7 @@ class EmergencyAccessAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
 
     form = BreakGlassForm
     list_display = ["user", "role_name", "state", "reason", "granted_by", "granted_at", "expires_at", "revoked_at"]
-    list_filter = [ActiveNowFilter, "role"]
+    list_filter = [ActiveNowFilter, GrantedRoleFilter]
     search_fields = ["user__username", "reason"]
     actions = ["revoke"]
 

@@ -149,7 +149,8 @@ def _ask_enrolment_code(request):
             return HttpResponseRedirect(f"{request.path}?{urlencode({'next': _next(request)})}")
         record_2fa_failure(user=request.user, source=Source.from_request(request, None), code="enrolment_code_invalid")
         form.add_error(
-            "enrolment_code", "That enrolment code is wrong, spent or expired. Ask a security officer for a new one."
+            "enrolment_code",
+            gettext("That enrolment code is wrong, spent or expired. Ask a security officer for a new one."),
         )
     return render(
         request,
@@ -223,7 +224,7 @@ class OwnPasswordChangeView(PasswordChangeView):
 
 def lockout_response(request, response=None, credentials=None, *args, **kwargs):
     """django-axes lockout: the same answer whether or not the account exists."""
-    detail = "Too many failed logins. Try again later or ask a security officer to unlock the account."
+    detail = gettext("Too many failed logins. Try again later or ask a security officer to unlock the account.")
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "locked_out", "detail": detail}, status=429)
     return render(

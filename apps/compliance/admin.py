@@ -283,6 +283,10 @@ class RestoreDrillAdmin(NoAddAdmin):
     list_filter = ["ok"]
 
 
+# A report's languages, each named in its own (as the page's language switcher names them), never by its code.
+REPORT_LANGUAGES = {"en": "English", "zh-hans": "简体中文"}
+
+
 class ReportRequestForm(forms.ModelForm):
     """Generate a report from the admin: the same service as POST /api/v1/compliance/reports/."""
 
@@ -292,7 +296,7 @@ class ReportRequestForm(forms.ModelForm):
     report_language = forms.ChoiceField(
         label=_("language"),
         required=False,
-        choices=[("", _("the profile's default")), ("en", "English"), ("zh-hans", "简体中文")],
+        choices=[("", _("the profile's default")), *REPORT_LANGUAGES.items()],
     )
 
     class Meta:
@@ -337,14 +341,23 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
     finished report's files are download links for whoever may export reports (each download
     audited, as the API's), and the page says which provider really holds the signing key."""
 
-    list_display = ["id", "profile", "period_start", "period_end", "language", "state", "progress_bar", "created_at"]
+    list_display = [
+        "id",
+        "profile",
+        "period_start",
+        "period_end",
+        "language_name",
+        "state",
+        "progress_bar",
+        "created_at",
+    ]
     list_filter = ["profile", "state"]
     change_form_template = "admin/compliance/compliancereport/change_form.html"
     readonly_fields = [
         "profile",
         "period_start",
         "period_end",
-        "language",
+        "language_name",
         "state",
         "progress",
         "error",
@@ -406,6 +419,10 @@ class ComplianceReportAdmin(ServiceFormAdminMixin, ReadOnlyAdmin):
         )
         if report is not None:
             obj.pk = report.pk
+
+    @admin.display(description=_("language"))
+    def language_name(self, obj):
+        return REPORT_LANGUAGES.get(obj.language, obj.language)
 
     @admin.display(description=_("progress"))
     def progress_bar(self, obj):

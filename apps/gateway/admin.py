@@ -17,6 +17,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from apps.accounts.models import ApiToken
+from apps.accounts.roles import ROLE_LABELS
 from apps.core.admin_utils import ReadOnlyAdmin, ServiceFormAdminMixin, run_service
 from apps.core.errors import ServiceError
 from apps.core.source import Source
@@ -78,6 +79,11 @@ class QuotaForm(forms.ModelForm):
             "requests_per_minute": _("calls per UTC clock minute; blank: unlimited"),
             "tokens_per_minute": _("tokens per UTC clock minute; blank: unlimited"),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "group" in self.fields:  # a role's group in words (a Chinese form listed "admin, security_officer…")
+            self.fields["group"].label_from_instance = lambda group: str(ROLE_LABELS.get(group.name, group.name))
 
     def clean(self):
         data = super().clean()
@@ -213,7 +219,7 @@ class QuotaAdmin(ServiceFormAdminMixin, admin.ModelAdmin):
         if obj.user_id:
             return gettext("person %(name)s") % {"name": obj.user}
         if obj.group_id:
-            return gettext("group %(name)s") % {"name": obj.group}
+            return gettext("group %(name)s") % {"name": ROLE_LABELS.get(obj.group.name, obj.group.name)}
         return gettext("token %(name)s of %(owner)s") % {"name": obj.token.name, "owner": obj.token.user}
 
     @admin.display(description=_("used today"))

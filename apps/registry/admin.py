@@ -398,6 +398,20 @@ class ArtifactAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request):
         return False
 
+    # The data key's facts, named in the page's language (model properties have no verbose name: a Chinese
+    # page read "Suite", "Kek id", "Shredded at: None").
+    @admin.display(description=_("suite"))
+    def suite(self, obj):
+        return obj.suite
+
+    @admin.display(description=_("kek id"))
+    def kek_id(self, obj):
+        return obj.kek_id
+
+    @admin.display(description=_("destroyed at"))
+    def shredded_at(self, obj):
+        return obj.shredded_at or self.get_empty_value_display()  # a read-only field printed None
+
     @admin.display(description=_("ciphertext sha256"))
     def short_digest(self, obj):
         return obj.ciphertext_sha256[:12]

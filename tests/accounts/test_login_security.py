@@ -328,6 +328,16 @@ class TestLockout:
         assert redirect_of(resp)[0] == "/admin/"
         assert client.session["_auth_user_id"] == str(staff_user.pk)
 
+    def test_the_lockout_page_speaks_the_page_language(self, staff_user):
+        """nu18's first `make run`: every other word of the Chinese login page was Chinese, the lockout English."""
+        client = Client(HTTP_ACCEPT_LANGUAGE="zh-hans")
+        for _ in range(6):
+            locked = client.post(ADMIN_LOGIN, {"username": "ops", "password": "not-the-password", "next": "/admin/"})
+
+        assert locked.status_code == 429
+        assert "登录失败次数过多" in locked.content.decode()
+        assert b"Too many failed logins" not in locked.content
+
     def test_failures_spread_beyond_the_window_do_not_lock(self, plain_user, clock):
         client = APIClient()
         for _ in range(4):

@@ -218,3 +218,17 @@ def test_an_audit_event_is_named_at_local_time_with_its_outcome_in_words():
     local = timezone.localtime(event.timestamp, _zone("Asia/Shanghai"))
     assert name == f"{local:%Y-%m-%d %H:%M:%S} CST - compliance.evaluate 成功", name
     assert event.audit_display().endswith(" compliance.evaluate success")
+
+
+def test_a_report_names_its_language_not_its_code(auditor_user):
+    """nu18's first `make run`: the Chinese report list and page said "语言: zh-hans"."""
+    now = timezone.now()
+    report = ComplianceReport.objects.create(
+        profile="hipaa", period_start=now - timedelta(days=1), period_end=now, language="zh-hans", state="done"
+    )
+    client = zh(auditor_user)
+
+    for path in ("/admin/compliance/compliancereport/", f"/admin/compliance/compliancereport/{report.pk}/change/"):
+        page = client.get(path).content.decode()
+        assert "简体中文" in page, path
+        assert not re.search(r">\s*zh-hans\s*<", page), path

@@ -96,3 +96,21 @@ def test_development_mode_in_production_only_with_overrides(settings):
     settings.INSECURE_OVERRIDE = []
     settings.DEBUG = True
     assert development_mode()["reasons"] == ["DEBUG is on"]
+
+
+def test_chinese_report_gives_the_development_reasons_in_chinese(
+    settings, auditor_user, django_capture_on_commit_callbacks
+):
+    """nu18's first `make run`: the Chinese PDF's development-mode line read "SOVEREIGN_ENV is not production:
+    development settings, no production start-up refusals" (the banner above every page said it in Chinese)."""
+    settings.KEK_PROVIDER = "local"
+    settings.DEBUG = True
+    report = make_report("dengbao-l3", auditor_user, django_capture_on_commit_callbacks)
+    text = pdftotext(path_of(report, "pdf"))
+
+    assert report.language == "zh-hans"
+    cover = text[text.index("开发模式") : text.index("签名")]  # the development-mode paragraph, before the keys
+    assert "SOVEREIGN_ENV 不是 production" in cover and "DEBUG 已开启" in cover
+    assert "no production start-up refusals" not in text and "DEBUG is on" not in cover
+    data = json.loads(path_of(report, "json").read_text())  # the signed JSON keeps the English facts
+    assert "DEBUG is on" in data["development_mode"]["reasons"]

@@ -130,6 +130,19 @@ class TestArtifactAdminHidesTheWrappedKey:
                 assert form not in page, f"{path} shows the wrapped data key"
 
 
+def test_artifact_pages_name_their_columns_in_the_page_language(admin_browser, admin_user):
+    """nu18's first `make run`: the Chinese artifact list and page read "Suite", "Kek id", "Shredded at: None"
+    (model properties, so no verbose name)."""
+    art = Artifact.objects.get(version=ModelVersionFactory(actor=admin_user))
+
+    for path in ("/admin/registry/artifact/", f"/admin/registry/artifact/{art.pk}/change/"):
+        page = admin_browser.get(path, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+
+        assert "算法套件" in page and "KEK ID" in page and "销毁时间" in page, path
+        for english in ("Suite", "Kek id", "Shredded at", "None"):
+            assert english not in page, (path, english)
+
+
 class TestIssue17ModelPages:
     """Issue 17: a refused upload keeps the form and says why in plain words; the model page shows
     its versions, what is live with which servers, grants, usage and history."""

@@ -75,6 +75,16 @@ class TestPasswordAloneCannotEnrol:
         assert events("auth.2fa.failure").get().error_code == "enrolment_code_invalid"
         assert not TOTPDevice.objects.filter(user=plain_user).exists()
 
+    def test_wrong_code_is_refused_in_the_page_language(self, officer_user, plain_user):
+        """nu18's first `make run`: the Chinese enrolment page answered a mistyped code in English."""
+        make_auditor(officer_user, plain_user)
+        client = password_session(plain_user)
+
+        page = client.post(SETUP, {"enrolment_code": "AAAA-BBBB-CCCC-DDDD"}, HTTP_ACCEPT_LANGUAGE="zh-hans")
+
+        assert "注册码错误、已使用或已过期" in page.content.decode()
+        assert "wrong, spent or expired" not in page.content.decode()
+
 
 def redirect_path(resp) -> str:
     assert resp.status_code == 302

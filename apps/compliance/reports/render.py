@@ -14,6 +14,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from apps.core.production import translated_reason
 from apps.core.spreadsheet import safe_cell
 
 from .summaries import translate_summary
@@ -118,4 +119,6 @@ def _view(data: dict) -> dict:
     for key in ("provider", "kek"):  # where the keys are, in the report's language (paths as they are)
         if signing.get(key):
             signing[key] = translate_summary(signing[key])
-    return {"labels": labels, "times": times}
+    # the development-mode reasons in the report's language (the signed JSON keeps them in English)
+    reasons = [translated_reason(r) for r in (data.get("development_mode") or {}).get("reasons", [])]
+    return {"labels": labels, "times": times, "development_reasons": reasons}
