@@ -24,8 +24,7 @@ def _worker_redis_url(url: str, worker: str) -> str:
 
 # Once per process tree: the subprocesses inherit both PYTEST_XDIST_WORKER and the adjusted REDIS_URL.
 if not os.environ.get("SOVEREIGN_TEST_REDIS_PER_WORKER"):
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    os.environ["REDIS_URL"] = _worker_redis_url(os.environ.get("REDIS_URL", ""), worker)
+    os.environ["REDIS_URL"] = _worker_redis_url(os.environ.get("REDIS_URL", ""), os.environ.get("PYTEST_XDIST_WORKER", ""))
     os.environ["SOVEREIGN_TEST_REDIS_PER_WORKER"] = "1"
 
 from portal.settings import *  # noqa: E402, F403 - the portal's settings, unchanged otherwise
