@@ -191,7 +191,7 @@ SESSION_COOKIE_AGE = env.int("SOVEREIGN_SESSION_MAX_AGE", default=12 * 3600)
 # Messages wait for the next page in the server-side session, never in a cookie: some carry a secret
 # shown once (a privileged role's enrolment code), and Django's cookie storage signs, not encrypts.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"  # everyone's (apps/accounts/urls.py); a path: the middleware appends ?next=
 
 # --- Login security (HIPAA 164.312(a)(2)(iii), (d); 等保 8.1.4.1) -----------------------------
 SESSION_IDLE_TIMEOUT = timedelta(minutes=env.int("SOVEREIGN_SESSION_IDLE_MINUTES", default=15))

@@ -139,7 +139,7 @@ class AccountGateMiddleware:
 
         enrolled = has_confirmed_device(user)
         target = reverse("accounts:2fa-verify" if enrolled else "accounts:2fa-setup")
-        if request.path in (target, reverse("admin:logout")):
+        if request.path in (target, reverse("admin:logout"), reverse("accounts:logout")):
             return None
         if _is_api(request):
             code = "otp_required" if enrolled else "otp_enrolment_required"
@@ -166,6 +166,7 @@ class AccountGateMiddleware:
             reverse("admin:password_change"),
             reverse("admin:password_change_done"),
             reverse("admin:logout"),
+            reverse("accounts:logout"),
         }
         if request.path in allowed:
             return None

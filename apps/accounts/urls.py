@@ -6,6 +6,9 @@ from . import views
 
 app_name = "accounts"
 urlpatterns = [
+    # Everyone's login (settings.LOGIN_URL): the admin's own takes staff only.
+    path("login/", views.PortalLoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page=reverse_lazy("accounts:login")), name="logout"),
     path("2fa/setup/", views.totp_setup, name="2fa-setup"),
     path("2fa/verify/", views.totp_verify, name="2fa-verify"),
     path("preferences/", views.preferences, name="preferences"),

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import PasswordChangeView
+from django.contrib.auth.views import LoginView, PasswordChangeView
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -191,6 +191,33 @@ def _not_throttled(form, device) -> bool:
     if not allowed:
         form.add_error("code", gettext("Too many wrong codes: wait a few seconds, then enter the current code."))
     return allowed
+
+
+class PortalLoginView(LoginView):
+    """Everyone's login (`/accounts/login/`, settings.LOGIN_URL): any active account with a password,
+    analysts included, where the admin's own login takes staff only. The same backends answer it
+    (django-axes sees the request and locks out; the login signals audit it; the rate limit charges a
+    refusal), and the account gate still sends a privileged person to the second factor first.
+    Rendered with the admin's look; afterwards `next` if it is safe, else the admin for staff and
+    one's API tokens for everyone else."""
+
+    template_name = "admin/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        if self.next_page:
+            return super().get_default_redirect_url()
+        return reverse("admin:index") if self.request.user.is_staff else reverse("accounts:tokens")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        return {
+            **admin.site.each_context(self.request),
+            **context,
+            "title": gettext("Log in"),
+            "app_path": self.request.get_full_path(),
+            "site_name": "Sovereign",
+        }
 
 
 class OwnPasswordChangeView(PasswordChangeView):

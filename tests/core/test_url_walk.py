@@ -50,7 +50,8 @@ PRINCIPALS = ("anon", "admin", "officer", "auditor", "analyst", "guest", "no_otp
 STAFF = ("admin", "officer", "auditor")
 ALL_SCOPES = ("invoke", "read", "manage")
 
-LOGIN = "302 /admin/login/"
+LOGIN = "302 /accounts/login/"  # settings.LOGIN_URL: everyone's login
+ADMIN_LOGIN = "302 /admin/login/"  # the admin's own (staff only), where its pages send
 OTP = "302 /accounts/2fa/verify/"
 TO_INDEX = "302 /admin/"
 UNAUTH = "401 not_authenticated"
@@ -112,7 +113,7 @@ def gateway(method: str, admin, officer, auditor, analyst, guest, **kwargs) -> R
 
 def staff_page(method: str, admin, officer, auditor, **kwargs) -> Row:
     """An admin page: non-staff (analyst, guest) go to the login page like anonymous callers."""
-    return row(method, LOGIN, admin, officer, auditor, LOGIN, LOGIN, OTP, **kwargs)
+    return row(method, ADMIN_LOGIN, admin, officer, auditor, ADMIN_LOGIN, ADMIN_LOGIN, OTP, **kwargs)
 
 
 DATAPLANE = "dataplane:"
@@ -148,6 +149,15 @@ TABLE: dict[str, list[Row]] = {
     "admin:auth_user_password_change": [
         staff_page("get", 200, 403, 403, args={"id": "@user"}),
         staff_page("get", 403, 403, 403, args={"id": "@officer_user"}),
+    ],
+    # Portal pages: everyone's login (a signed-in person is sent on: staff to the admin, others to their tokens)
+    # and logout (POST only)
+    "accounts:login": [
+        row("get", 200, TO_INDEX, TO_INDEX, TO_INDEX, "302 /accounts/tokens/", "302 /accounts/tokens/", OTP)
+    ],
+    "accounts:logout": [
+        row("get", 405, 405, 405, 405, 405, 405, 405),
+        row("post", LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, fresh=True),
     ],
     # Portal pages: second factor
     "accounts:2fa-setup": [row("get", LOGIN, OTP, OTP, OTP, 200, 200, OTP)],

@@ -1141,6 +1141,8 @@ def classify() -> dict[tuple[str, str], Callable | Inert]:
         ("path:admin/(?P<url>.*)$", "post"): Inert("the admin's 404"),
         ("admin:login", "post"): Inert("logs the caller in with credentials it already has"),
         ("admin:logout", "post"): Inert("ends the caller's own session"),
+        ("accounts:login", "post"): Inert("logs the caller in with credentials it already has (everyone's login)"),
+        ("accounts:logout", "post"): Inert("ends the caller's own session"),
         ("admin:password_change", "post"): Inert("changes the caller's own password"),
         ("admin:password_change_done", "post"): Inert("a page"),
         ("accounts:password-change", "post"): Inert("changes the caller's own password"),

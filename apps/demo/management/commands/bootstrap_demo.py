@@ -369,6 +369,7 @@ EOF
 Sovereign is running.
 
   Portal:   {portal_url}/admin/
+  Log in:   {portal_url}/accounts/login/ (everyone: analysts land on their API tokens, staff on the admin)
   Logins:   one named account per role (passwords are shown only when the account is created).
             A privileged account's first login asks for its one-time enrolment code (24 h, single
             use), then for a TOTP authenticator app; the password alone cannot enrol.
