@@ -43,6 +43,7 @@ PATTERNS: dict[str, str] = {
     "{n} pinned requirement(s) not installed: {names}": "{n} 个锁定的依赖未安装：{names}",
     "{n} unpinned requirement(s)": "{n} 个依赖未锁定版本",
     "no signed code manifest: the installed code cannot be verified": "没有已签名的代码清单：无法验证已安装的代码",
+    "`check --deploy` reports {n} security warning(s); DEBUG is on": "`check --deploy` 报告了 {n} 条安全警告；DEBUG 已开启",
     "`check --deploy` reports {n} security warning(s)": "`check --deploy` 报告了 {n} 条安全警告",
     "not TLS-only: {settings}": "未强制仅用 TLS：{settings}",
     # keys and artifacts
