@@ -1,5 +1,7 @@
-"""Describes BearerTokenAuthentication to drf-spectacular, so the schema documents `Bearer svt_...`."""
+"""Describes the API's authentication to drf-spectacular: `Bearer svt_...` tokens and the console's
+session cookie."""
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -13,3 +15,9 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A Sovereign API token: `Authorization: Bearer svt_...`",
         }
+
+
+class PortalSessionScheme(SessionScheme):
+    """The console's session cookie (DRF's SessionAuthentication, refusing another site's requests)."""
+
+    target_class = "apps.accounts.authentication.SessionAuthentication"
